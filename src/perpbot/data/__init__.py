@@ -1,0 +1,1 @@
+"""Market data: schema, validated loading, fetching from Binance, synthetic markets."""

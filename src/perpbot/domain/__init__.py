@@ -1,0 +1,1 @@
+"""Domain model: value objects and events, free of I/O."""

@@ -1,0 +1,1 @@
+"""Trading core shared by backtest, paper and live: bot, risk manager, journal, clock."""

@@ -1,0 +1,1 @@
+"""Exchange port, precision filters, and adapters (simulated now; live and paper later)."""

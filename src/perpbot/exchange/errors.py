@@ -1,0 +1,30 @@
+"""Exchange rejections carrying Binance's error codes, raised by every adapter alike."""
+
+from __future__ import annotations
+
+# Binance USDT-M error codes the bot and the simulator speak.
+PRECISION = -1111  # "Precision is over the maximum defined for this asset."
+MIN_NOTIONAL = -4164  # "Order's notional must be no smaller than 5 (unless you choose reduce only)."
+MARGIN_INSUFFICIENT = -2019  # "Margin is insufficient."
+REDUCE_ONLY_REJECTED = -2022  # "ReduceOnly Order is rejected."
+CONDITIONAL_ON_ORDER_ENDPOINT = -4120  # "Order type not supported for this endpoint. Please use the Algo Order API"
+NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046  # "No need to change margin type." (ignored by the bot)
+UNKNOWN_ORDER = -2011  # "Unknown order sent." (cancel of a missing order)
+ORDER_WOULD_IMMEDIATELY_TRIGGER = -2021  # "Order would immediately trigger."
+INVALID_QUANTITY = -4003  # "Quantity less than or equal to zero."
+
+
+class ExchangeError(Exception):
+    """A rejection by the exchange (code < 0 as Binance reports it) or a transport failure (code 0)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ExchangeUnavailable(ExchangeError):
+    """Network error, timeout or 5xx: the request's outcome is unknown; callers fail closed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)

@@ -1,0 +1,1 @@
+"""Deterministic simulated Binance USDT-M exchange (matching engine + port adapter)."""

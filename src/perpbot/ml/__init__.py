@@ -1,0 +1,1 @@
+"""Features, labels, datasets, model training/export and the ONNX-served ML filter."""

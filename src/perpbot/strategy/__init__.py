@@ -1,0 +1,1 @@
+"""Indicators and the rule-based entry signal (SPEC §3)."""
