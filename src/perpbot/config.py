@@ -31,6 +31,8 @@ INTERVAL_MS = INTERVAL_MINUTES * 60_000
 MONITOR_PERIOD_S = 300
 STREAM_RECONNECT_S = 5.0
 
+DEFAULT_SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -101,7 +103,7 @@ class _EnvSettings(BaseSettings):
     BINANCE_TESTNET_API_SECRET: str = ""
     BINANCE_TESTNET: str = ""
     SYMBOLS: str = ""
-    SYMBOL: str = "XRPUSDT"
+    SYMBOL: str = ""
     CORRELATION_SYMBOLS: str = "BTCUSDT,ETHUSDT"
     LEVERAGE: int = 10
     MAX_SAME_DIRECTION: int = 2
@@ -131,7 +133,7 @@ class _EnvSettings(BaseSettings):
 class AppConfig:
     """Effective, validated configuration shared read-only by all bots."""
 
-    symbols: tuple[str, ...] = ("XRPUSDT",)
+    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
     correlation: CorrelationMap = field(default_factory=CorrelationMap)
     leverage: int = 10
     max_same_direction: int = 2
@@ -252,8 +254,10 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
     raw_symbols = parse_csv(s.SYMBOLS)
     if raw_symbols:
         symbols = tuple(normalize_symbol(x, source="SYMBOLS") for x in raw_symbols)
+    elif s.SYMBOL.strip():
+        symbols = (normalize_symbol(s.SYMBOL, source="SYMBOL"),)  # SPEC §1 back-compat rule
     else:
-        symbols = (normalize_symbol(s.SYMBOL, source="SYMBOL"),)
+        symbols = DEFAULT_SYMBOLS
     if len(set(symbols)) != len(symbols):
         raise ConfigError(f"SYMBOLS={s.SYMBOLS!r}: a symbol is listed twice")
 
