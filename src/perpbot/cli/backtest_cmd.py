@@ -1,9 +1,144 @@
-"""Placeholder until its module lands in this change; replaced by the owning work package."""
+"""``perpbot backtest``: the multi-symbol backtest (and its walk-forward variant) from the shell.
+
+The command only parses and validates flags, then hands a ``BacktestConfig`` to the runner; all
+logic lives in ``perpbot.backtest`` so tests and benchmarks drive the very same code. Bad input
+(unknown symbol, ``--symbols`` with ``--all``, a bad date, a missing data file) is one line on
+stderr and exit status 2, before anything is computed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from perpbot.cli.common import (
+    AllOpt,
+    DataDirOpt,
+    ModelDirOpt,
+    QuietOpt,
+    config_from_env,
+    console,
+    err_console,
+    progress,
+    user_errors,
+)
+from perpbot.config import AppConfig, parse_csv
+from perpbot.errors import ConfigError
+from perpbot.symbols import normalize_symbol
+
+SymbolsOpt = Annotated[
+    str | None, typer.Option("--symbols", help="Comma-separated symbols, e.g. XRPUSDT,TRXUSDT.")
+]
+FromOpt = Annotated[
+    str | None,
+    typer.Option("--from", help="First candle open time, UTC, inclusive (2025-06-01 or 2025-06-01T12:00)."),
+]
+ToOpt = Annotated[
+    str | None, typer.Option("--to", help="End of the run, UTC, exclusive (candles opening before it).")
+]
+NoMlOpt = Annotated[bool, typer.Option("--no-ml", help="Trade every rule signal (no ML filter).")]
+WalkForwardOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--walk-forward",
+        help="K out-of-sample folds: retrain on each purged training window, trade the next one; "
+        "ML on and off side by side.",
+    ),
+]
+OutOpt = Annotated[Path, typer.Option("--out", help="Report folder.")]
+
+
+def parse_utc(raw: str | None, flag: str) -> datetime | None:
+    """ISO date or date-time; naive means UTC; an explicit offset is converted to UTC."""
+    if raw is None or not raw.strip():
+        return None
+    text = raw.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag}={raw!r}: not a date (expected e.g. 2025-06-01 or 2025-06-01T12:00)") from None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def choose_symbols(cfg: AppConfig, symbols: str | None, all_: bool) -> tuple[str, ...]:
+    """``--symbols A,B`` xor ``--all``; neither means the configured ``SYMBOLS``."""
+    if symbols is not None and all_:
+        raise ConfigError("--symbols and --all are mutually exclusive: pass one of them")
+    if symbols is None or all_:
+        return tuple(cfg.symbols)
+    items = [normalize_symbol(s, source="--symbols") for s in parse_csv(symbols)]
+    if not items:
+        raise ConfigError(f"--symbols={symbols!r}: no symbol given")
+    if len(set(items)) != len(items):
+        raise ConfigError(f"--symbols={symbols!r}: a symbol is listed twice")
+    return tuple(items)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command("backtest")
+    @user_errors
+    def backtest(
+        symbols: SymbolsOpt = None,
+        all_: AllOpt = False,
+        data_dir: DataDirOpt = Path("data"),
+        model_dir: ModelDirOpt = Path("models"),
+        from_: FromOpt = None,
+        to: ToOpt = None,
+        no_ml: NoMlOpt = False,
+        walk_forward: WalkForwardOpt = None,
+        out: OutOpt = Path("runs/backtest"),
+        quiet: QuietOpt = False,
+    ) -> None:
+        """Backtest the real bots over recorded candles; writes trades.csv, metrics.json and charts."""
+        from perpbot.backtest.report import summary_renderable, write_report
+        from perpbot.backtest.runner import BacktestConfig, check_inputs, run_backtest
+
+        app_cfg = config_from_env()
+        syms = choose_symbols(app_cfg, symbols, all_)
+        start = parse_utc(from_, "--from")
+        end = parse_utc(to, "--to")
+        if start is not None and end is not None and start >= end:
+            raise ConfigError(f"--from={from_!r} is not before --to={to!r}")
+        if walk_forward is not None and walk_forward < 1:
+            raise ConfigError(f"--walk-forward={walk_forward}: need at least 1 fold")
+        use_ml = not (no_ml or app_cfg.no_ml_filter)
+        bt_cfg = BacktestConfig(
+            symbols=syms,
+            data_dir=data_dir,
+            model_dir=model_dir,
+            start=start,
+            end=end,
+            use_ml=use_ml,
+        )
+        check_inputs(bt_cfg)
+
+        if walk_forward is not None:
+            from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
+
+            with progress(quiet) as bar:
+                task = bar.add_task("walk-forward", total=None)
+
+                def on_wf(done: int, total: int) -> None:
+                    bar.update(task, completed=done, total=total)
+
+                wf = run_walk_forward(bt_cfg, app_cfg, folds=walk_forward, out_dir=out, progress=on_wf)
+            console.print(walk_forward_renderable(wf))
+            return
+
+        with progress(quiet) as bar:
+            task = bar.add_task("backtest " + ",".join(syms), total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
+        for warning in result.warnings:
+            err_console.print(f"warning: {warning}", markup=False, highlight=False)
+        files = write_report(out, result.trades, result.metrics, result.parameters(), title=result.title)
+        console.print(summary_renderable(result.metrics, files, result.title))

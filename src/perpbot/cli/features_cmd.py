@@ -1,9 +1,93 @@
-"""Placeholder until its module lands in this change; replaced by the owning work package."""
+"""``perpbot features``: write one symbol's feature matrix so anyone can inspect what the model sees.
+
+The frame is exactly what training, the backtester and the live bot use (``build_feature_frame``):
+timestamp index, the 26 features in model order, then the rule signal, both scores, the volume
+surge flag, raw ATR, close and raw ADX.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
 import typer
+
+from perpbot.cli.common import (
+    DataDirOpt,
+    QuietOpt,
+    SymbolOpt,
+    config_from_env,
+    console,
+    progress,
+    select_symbols,
+    user_errors,
+)
+from perpbot.data.schema import data_path
+from perpbot.errors import ConfigError, DataError
+
+OutOpt = Annotated[Path, typer.Option("--out", help="Output parquet file (written atomically).")]
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
+    """Temp file in the target folder + ``os.replace``: readers never see a half-written file."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        frame.to_parquet(tmp, index=True)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the matrix is meant to be shared and inspected
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+def build_symbol_features(symbol: str, data_dir: Path) -> pd.DataFrame:
+    """Load the symbol's validated market file and build its feature frame with its own params."""
+    from perpbot.data.store import load_market  # lazy: keeps ``perpbot --help`` fast
+    from perpbot.ml.features import build_feature_frame
+
+    cfg = config_from_env()
+    market = load_market(data_path(data_dir, symbol))
+    return build_feature_frame(market, cfg.params_for(symbol))
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command("features")
+    @user_errors
+    def features_command(
+        out: OutOpt,
+        symbol: SymbolOpt = None,
+        data_dir: DataDirOpt = Path("data"),
+        quiet: QuietOpt = False,
+    ) -> None:
+        """Write the feature matrix of one symbol (26 features + rule signal and scores) to parquet."""
+        if not symbol:
+            raise ConfigError("--symbol is required: the feature matrix is written per symbol")
+        (sym,) = select_symbols(config_from_env(), symbol, False)
+        started = time.perf_counter()
+        with progress(quiet) as bar:
+            task = bar.add_task(f"features {sym}", total=2)
+            frame = build_symbol_features(sym, data_dir)
+            bar.advance(task)
+            write_parquet_atomic(frame, out)
+            bar.advance(task)
+        counts = frame["signal"].value_counts()
+        console.print(
+            f"{sym}: {len(frame)} rows, LONG {int(counts.get(1, 0))}, SHORT {int(counts.get(-1, 0))}, "
+            f"{time.perf_counter() - started:.2f} s → {out}",
+            markup=False,
+            highlight=False,
+        )

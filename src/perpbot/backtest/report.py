@@ -1,0 +1,343 @@
+"""Backtest report files and the terminal summary.
+
+Files written into the output folder (each atomically: temp file, then rename, so an interrupted
+run never leaves a half-written report next to a complete one):
+
+- ``trades.csv``: one row per closed trade, times in UTC ISO-8601, floats with ``repr`` precision.
+- ``metrics.json``: per-symbol and portfolio metrics, the trade-list fingerprint, the run's
+  parameters and the honesty note. Strict JSON: an undefined ratio is ``null``, never ``NaN``.
+- ``equity.png``: portfolio equity, per-symbol net PnL and drawdown (matplotlib, Agg canvas; no
+  global backend switch, so importing this module never changes a user's matplotlib state).
+- ``equity.html``: the same as an interactive plotly page with plotly.js inlined, so it opens
+  offline (the price is a ~4 MB file).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from perpbot.backtest.metrics import EquityCurve, Metrics, MetricsReport
+from perpbot.domain.types import ClosedTrade
+
+HONESTY_NOTE = (
+    "Profitability is unproven. Prior research on this design found no deployable edge after fees "
+    "(SPEC §13): in-sample and sweep results shrank or reversed out of sample. Treat these figures "
+    "as a test of the machinery, not as evidence of an edge; select symbols and parameters only on "
+    "walk-forward, out-of-sample results with enough trades (≥ 50)."
+)
+
+TRADE_COLUMNS = (
+    "symbol",
+    "side",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "quantity",
+    "entry_fee",
+    "exit_fee",
+    "fees",
+    "funding",
+    "realized_pnl",
+    "net_pnl",
+    "reason",
+)
+
+# Plot at most this many points per curve; the drawdown trough is always kept.
+_MAX_PLOT_POINTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFiles:
+    out_dir: Path
+    trades_csv: Path
+    metrics_json: Path
+    equity_png: Path
+    equity_html: Path
+
+
+def iso_utc(ms: int) -> str:
+    """``2025-03-05T15:00:00Z`` (seconds precision unless the time has milliseconds)."""
+    dt = datetime.fromtimestamp(ms / 1000.0, tz=UTC)
+    text = dt.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_safe(value: Any) -> Any:
+    """Recursively replace non-finite floats by ``None`` and numpy scalars by Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
+    """The CSV body (header + one row per trade, in the given order)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(TRADE_COLUMNS)
+    for t in trades:
+        w.writerow(
+            (
+                t.symbol,
+                t.side.value,
+                iso_utc(t.entry_time_ms),
+                repr(float(t.entry_price)),
+                iso_utc(t.exit_time_ms),
+                repr(float(t.exit_price)),
+                repr(float(t.quantity)),
+                repr(float(t.entry_fee)),
+                repr(float(t.exit_fee)),
+                repr(float(t.fees)),
+                repr(float(t.funding)),
+                repr(float(t.realized_pnl)),
+                repr(float(t.net_pnl)),
+                t.reason.value,
+            )
+        )
+    return buf.getvalue()
+
+
+def metrics_document(report: MetricsReport, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``metrics.json`` holds."""
+    return json_safe(
+        {
+            "fingerprint": report.fingerprint,
+            "portfolio": report.portfolio.as_dict(),
+            "per_symbol": {s: m.as_dict() for s, m in report.per_symbol.items()},
+            "parameters": dict(parameters),
+            "definitions": {
+                "net_pnl": "realised PnL - entry fee - exit fee + funding",
+                "profit_factor": "gross profit / gross loss of net trade PnL; null without a losing trade",
+                "max_drawdown_pct": "largest fall from a running equity peak, percent of that peak",
+                "sharpe": "daily (UTC) returns of the mark-to-market equity curve, mean/std*sqrt(365), rf 0",
+                "exposure": "fraction of the run's time span with a position open",
+                "per_symbol_equity_base": "initial balance / number of symbols",
+                "fingerprint": "sha256 of the canonical trade list (perpbot.backtest.metrics.fingerprint)",
+            },
+            "honesty_note": HONESTY_NOTE,
+        }
+    )
+
+
+def _plot_index(curve: EquityCurve) -> np.ndarray:
+    """Indices to plot: a regular stride plus the drawdown trough and the last point."""
+    n = curve.time_ms.size
+    if n <= _MAX_PLOT_POINTS:
+        return np.arange(n)
+    step = math.ceil(n / _MAX_PLOT_POINTS)
+    idx = np.arange(0, n, step)
+    extra = [int(np.argmax(curve.drawdown)), n - 1]
+    return np.unique(np.concatenate((idx, np.asarray(extra))))
+
+
+def _datetimes(ms: np.ndarray) -> np.ndarray:
+    return ms.astype("datetime64[ms]")
+
+
+def _dd_pct(curve: EquityCurve) -> np.ndarray:
+    peak = np.maximum.accumulate(curve.equity) if curve.equity.size else curve.equity
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(peak > 0, -curve.drawdown / peak * 100.0, 0.0)
+
+
+def equity_png_bytes(report: MetricsReport, title: str) -> bytes:
+    """Equity, per-symbol net PnL and drawdown as a PNG (object-oriented Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax_eq, ax_sym, ax_dd = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.5]})
+    pc = report.portfolio_curve
+    idx = _plot_index(pc)
+    if idx.size:
+        x = _datetimes(pc.time_ms[idx])
+        ax_eq.plot(x, pc.equity[idx], color="tab:blue", lw=1.0, label="portfolio equity")
+        ax_dd.fill_between(x, _dd_pct(pc)[idx], 0.0, color="tab:red", alpha=0.4, step="post")
+        for sym, curve in report.symbol_curves.items():
+            base = report.per_symbol[sym].start_equity
+            ax_sym.plot(x, curve.equity[idx] - base, lw=0.9, label=sym)
+    ax_eq.set_title(title)
+    ax_eq.set_ylabel("equity (USDT)")
+    ax_eq.legend(loc="upper left", fontsize=8)
+    ax_eq.grid(alpha=0.3)
+    ax_sym.set_ylabel("net PnL by symbol")
+    ax_sym.axhline(0.0, color="grey", lw=0.6)
+    if report.symbol_curves:
+        ax_sym.legend(loc="upper left", fontsize=8)
+    ax_sym.grid(alpha=0.3)
+    ax_dd.set_ylabel("drawdown %")
+    ax_dd.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    fig.text(0.01, 0.005, "Profitability is unproven (SPEC §13).", fontsize=7, color="grey")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def equity_html_text(report: MetricsReport, title: str) -> str:
+    """Interactive equity/drawdown page; plotly.js inlined so that it works offline."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.5, 0.3, 0.2],
+        vertical_spacing=0.04,
+        subplot_titles=("portfolio equity (USDT)", "net PnL by symbol", "drawdown %"),
+    )
+    pc = report.portfolio_curve
+    idx = _plot_index(pc)
+    x = [iso_utc(int(v)) for v in pc.time_ms[idx]]
+    fig.add_trace(go.Scatter(x=x, y=pc.equity[idx].tolist(), name="portfolio", mode="lines"), row=1, col=1)
+    for sym, curve in report.symbol_curves.items():
+        base = report.per_symbol[sym].start_equity
+        fig.add_trace(
+            go.Scatter(x=x, y=(curve.equity[idx] - base).tolist(), name=sym, mode="lines"), row=2, col=1
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=_dd_pct(pc)[idx].tolist(),
+            name="drawdown %",
+            mode="lines",
+            fill="tozeroy",
+            line={"color": "firebrick"},
+        ),
+        row=3,
+        col=1,
+    )
+    fig.update_layout(
+        title=f"{title}<br><sup>Profitability is unproven (SPEC §13).</sup>",
+        height=850,
+        hovermode="x unified",
+        template="plotly_white",
+    )
+    return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+def write_report(
+    out_dir: Path,
+    trades: Sequence[ClosedTrade],
+    report: MetricsReport,
+    parameters: Mapping[str, Any],
+    *,
+    title: str = "perpbot backtest",
+) -> ReportFiles:
+    """Write the four report files into ``out_dir`` (created if needed) and return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(
+        out_dir=out,
+        trades_csv=out / "trades.csv",
+        metrics_json=out / "metrics.json",
+        equity_png=out / "equity.png",
+        equity_html=out / "equity.html",
+    )
+    _atomic_write_bytes(files.trades_csv, trades_csv_text(trades).encode("utf-8"))
+    doc = metrics_document(report, parameters)
+    _atomic_write_bytes(
+        files.metrics_json, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8")
+    )
+    _atomic_write_bytes(files.equity_png, equity_png_bytes(report, title))
+    _atomic_write_bytes(files.equity_html, equity_html_text(report, title).encode("utf-8"))
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Terminal summary
+# ---------------------------------------------------------------------------------------------
+
+
+def _num(v: float | None, fmt: str = "{:,.2f}") -> str:
+    return "n/a" if v is None or not math.isfinite(v) else fmt.format(v)
+
+
+def _metrics_row(name: str, m: Metrics) -> list[str]:
+    return [
+        name,
+        str(m.trades),
+        _num(None if m.win_rate is None else m.win_rate * 100, "{:.1f}%"),
+        _num(m.profit_factor, "{:.2f}"),
+        _num(m.net_pnl),
+        _num(m.fees),
+        _num(m.funding),
+        f"{_num(m.max_drawdown)} ({m.max_drawdown_pct:.1f}%)",
+        _num(m.sharpe, "{:.2f}"),
+        f"{m.exposure * 100:.1f}%",
+        _num(m.avg_trade, "{:,.3f}"),
+    ]
+
+
+def summary_table(report: MetricsReport, title: str = "Backtest summary") -> Table:
+    """One-screen table: one row per symbol and a portfolio row."""
+    table = Table(title=title, title_justify="left", show_lines=False)
+    for col, justify in (
+        ("symbol", "left"),
+        ("trades", "right"),
+        ("win", "right"),
+        ("PF", "right"),
+        ("net PnL", "right"),
+        ("fees", "right"),
+        ("funding", "right"),
+        ("max DD", "right"),
+        ("Sharpe", "right"),
+        ("exposure", "right"),
+        ("avg trade", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for sym, m in report.per_symbol.items():
+        table.add_row(*_metrics_row(sym, m))
+    table.add_section()
+    table.add_row(*_metrics_row("PORTFOLIO", report.portfolio), style="bold")
+    return table
+
+
+def summary_renderable(report: MetricsReport, files: ReportFiles | None, title: str) -> Group:
+    """The table, the fingerprint, where the files are, and the honesty note."""
+    parts: list[Any] = [summary_table(report, title)]
+    parts.append(Text(f"fingerprint {report.fingerprint}", style="dim"))
+    if files is not None:
+        parts.append(
+            Text(f"report: {files.trades_csv}  {files.metrics_json}  {files.equity_png}  {files.equity_html}")
+        )
+    parts.append(Text(HONESTY_NOTE, style="yellow"))
+    return Group(*parts)

@@ -1,0 +1,435 @@
+"""The trading journal: every order, fill, closed trade and risk/kill-switch event in SQLite.
+
+Why write-ahead: the bot persists its *intent* before acting (an order row with status
+REQUESTED), acts, then persists the *result*; after a crash the journal shows what was attempted
+even when the exchange's answer never arrived. Every ``record_*`` method commits before it
+returns (the connection runs in autocommit mode, so each statement is its own transaction).
+
+Why SQLite in WAL mode with ``synchronous=NORMAL``: one writer (the bot process) and concurrent
+readers (dashboard, CLI) without blocking; NORMAL skips the fsync per commit (a power cut may
+lose the last transactions, never corrupt the file), which keeps a record at a few tens of
+microseconds so the same journal serves backtests. ``":memory:"`` works for tests/backtests.
+
+The kill switch and the day's PnL are rebuilt from this file after a restart
+(``kill_switch_state``, ``recent_trades``, ``daily_pnl``).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from perpbot.domain.events import OrderTradeUpdate
+from perpbot.domain.types import ClosedTrade, CloseReason, Side
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- ENTRY / SL / TP / REVERSE / EMERGENCY / CLOSE
+    client_id TEXT NOT NULL DEFAULT '',
+    order_id INTEGER,              -- normal order id (MARKET)
+    algo_id INTEGER,               -- algo-service id (STOP_MARKET / TAKE_PROFIT_MARKET)
+    order_type TEXT NOT NULL,
+    side TEXT NOT NULL,
+    qty REAL NOT NULL,
+    trigger_price REAL,
+    avg_price REAL,
+    executed_qty REAL,
+    status TEXT NOT NULL,          -- REQUESTED, then the exchange status or ERROR
+    reason TEXT NOT NULL DEFAULT '',
+    result_time_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS orders_symbol ON orders(symbol, id);
+CREATE TABLE IF NOT EXISTS fills (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    order_id INTEGER NOT NULL,
+    trade_id INTEGER NOT NULL,
+    client_id TEXT NOT NULL,
+    side TEXT NOT NULL,
+    order_type TEXT NOT NULL,
+    original_type TEXT NOT NULL,
+    execution_type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reduce_only INTEGER NOT NULL,
+    price REAL NOT NULL,
+    qty REAL NOT NULL,
+    cum_qty REAL NOT NULL,
+    avg_price REAL NOT NULL,
+    commission REAL NOT NULL,
+    realized_pnl REAL NOT NULL
+);
+-- A redelivered execution report (same order and trade id) is stored once.
+CREATE UNIQUE INDEX IF NOT EXISTS fills_trade ON fills(symbol, order_id, trade_id);
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    entry_time_ms INTEGER NOT NULL,
+    exit_time_ms INTEGER NOT NULL,
+    entry_price REAL NOT NULL,
+    exit_price REAL NOT NULL,
+    qty REAL NOT NULL,
+    realized_pnl REAL NOT NULL,
+    entry_fee REAL NOT NULL,
+    exit_fee REAL NOT NULL,
+    funding REAL NOT NULL,
+    net_pnl REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trades_symbol ON trades(symbol, id);
+CREATE INDEX IF NOT EXISTS trades_exit ON trades(exit_time_ms);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    symbol TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL,
+    data TEXT                       -- JSON object or NULL
+);
+CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
+CREATE TABLE IF NOT EXISTS kill_switch (
+    symbol TEXT PRIMARY KEY,
+    tripped INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    since_trade_id INTEGER NOT NULL  -- trades with id <= this are ignored (set by a reset)
+);
+"""
+
+_TRADE_COLS = (
+    "id, symbol, side, entry_time_ms, exit_time_ms, entry_price, exit_price, qty, "
+    "realized_pnl, entry_fee, exit_fee, funding, reason"
+)
+_ORDER_COLS = (
+    "id, time_ms, symbol, kind, client_id, order_id, algo_id, order_type, side, qty, "
+    "trigger_price, avg_price, executed_qty, status, reason"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitchState:
+    """Persisted kill-switch state of one symbol."""
+
+    symbol: str
+    tripped: bool
+    reason: str
+    time_ms: int
+    since_trade_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    id: int
+    time_ms: int
+    kind: str
+    symbol: str
+    message: str
+    data: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """One order request and (once known) its result."""
+
+    id: int
+    time_ms: int
+    symbol: str
+    kind: str
+    client_id: str
+    order_id: int | None
+    algo_id: int | None
+    order_type: str
+    side: str
+    qty: float
+    trigger_price: float | None
+    avg_price: float | None
+    executed_qty: float | None
+    status: str
+    reason: str
+
+
+def _day_bounds(day: date) -> tuple[int, int]:
+    start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    return start, start + 86_400_000
+
+
+class Journal:
+    """SQLite journal; one per process (or per backtest). Not thread-safe: use from the loop."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit, every statement commits on its own (one transaction
+        # per record). cached_statements keeps the prepared statements of the hot inserts.
+        self._db = sqlite3.connect(self.path, isolation_level=None, cached_statements=64)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def journal_mode(self) -> str:
+        return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # ================================================================ writers
+    def record_order_request(
+        self,
+        *,
+        time_ms: int,
+        symbol: str,
+        kind: str,
+        order_type: str,
+        side: str,
+        qty: float,
+        client_id: str = "",
+        trigger_price: float | None = None,
+        reason: str = "",
+    ) -> int:
+        """Persist the intent before sending; returns the row id for ``record_order_result``."""
+        cur = self._db.execute(
+            "INSERT INTO orders (time_ms, symbol, kind, client_id, order_type, side, qty, trigger_price,"
+            " status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'REQUESTED', ?)",
+            (time_ms, symbol, kind, client_id, order_type, side, qty, trigger_price, reason),
+        )
+        return int(cur.lastrowid or 0)
+
+    def record_order_result(
+        self,
+        row_id: int,
+        *,
+        time_ms: int,
+        status: str,
+        order_id: int | None = None,
+        algo_id: int | None = None,
+        avg_price: float | None = None,
+        executed_qty: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Persist the exchange's answer (or ``status='ERROR'`` and the error as ``reason``)."""
+        self._db.execute(
+            "UPDATE orders SET status = ?, order_id = COALESCE(?, order_id), algo_id = COALESCE(?, algo_id),"
+            " avg_price = COALESCE(?, avg_price), executed_qty = COALESCE(?, executed_qty),"
+            " reason = COALESCE(?, reason), result_time_ms = ? WHERE id = ?",
+            (status, order_id, algo_id, avg_price, executed_qty, reason, time_ms, row_id),
+        )
+
+    def record_fill(self, ev: OrderTradeUpdate) -> None:
+        """One execution report with a fill (``x`` = TRADE or CALCULATED); duplicates ignored."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO fills (time_ms, symbol, order_id, trade_id, client_id, side, order_type,"
+            " original_type, execution_type, status, reduce_only, price, qty, cum_qty, avg_price,"
+            " commission, realized_pnl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                ev.trade_time_ms or ev.event_time_ms,
+                ev.symbol,
+                ev.order_id,
+                ev.trade_id,
+                ev.client_order_id,
+                ev.side.value,
+                ev.order_type.value,
+                ev.original_type.value,
+                ev.execution_type,
+                ev.status.value,
+                int(ev.reduce_only),
+                ev.last_filled_price,
+                ev.last_filled_qty,
+                ev.cumulative_filled_qty,
+                ev.avg_price,
+                ev.commission,
+                ev.realized_pnl,
+            ),
+        )
+
+    def record_trade(self, trade: ClosedTrade) -> int:
+        """A finished round trip; returns its id (the kill switch's reset baseline uses ids)."""
+        cur = self._db.execute(
+            "INSERT INTO trades (symbol, side, entry_time_ms, exit_time_ms, entry_price, exit_price, qty,"
+            " realized_pnl, entry_fee, exit_fee, funding, net_pnl, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                trade.symbol,
+                trade.side.value,
+                trade.entry_time_ms,
+                trade.exit_time_ms,
+                trade.entry_price,
+                trade.exit_price,
+                trade.quantity,
+                trade.realized_pnl,
+                trade.entry_fee,
+                trade.exit_fee,
+                trade.funding,
+                trade.net_pnl,
+                trade.reason.value,
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def record_event(
+        self,
+        time_ms: int,
+        kind: str,
+        symbol: str,
+        message: str,
+        data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Risk, kill-switch, alert and reconciliation events (``data`` stored as JSON)."""
+        payload = None if data is None else json.dumps(dict(data), default=str, sort_keys=True)
+        self._db.execute(
+            "INSERT INTO events (time_ms, kind, symbol, message, data) VALUES (?, ?, ?, ?, ?)",
+            (time_ms, kind, symbol, message, payload),
+        )
+
+    def set_kill_switch(
+        self, symbol: str, *, tripped: bool, reason: str, time_ms: int, since_trade_id: int
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO kill_switch (symbol, tripped, reason, time_ms, since_trade_id)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT(symbol) DO UPDATE SET tripped = excluded.tripped, reason = excluded.reason,"
+            " time_ms = excluded.time_ms, since_trade_id = excluded.since_trade_id",
+            (symbol, int(tripped), reason, time_ms, since_trade_id),
+        )
+
+    # ================================================================ readers
+    @staticmethod
+    def _trade(row: tuple[Any, ...]) -> ClosedTrade:
+        return ClosedTrade(
+            symbol=row[1],
+            side=Side(row[2]),
+            entry_time_ms=row[3],
+            exit_time_ms=row[4],
+            entry_price=row[5],
+            exit_price=row[6],
+            quantity=row[7],
+            realized_pnl=row[8],
+            entry_fee=row[9],
+            exit_fee=row[10],
+            funding=row[11],
+            reason=CloseReason(row[12]),
+        )
+
+    def closed_trades(self, symbol: str | None = None) -> list[ClosedTrade]:
+        """Every closed trade in journal order (optionally of one symbol)."""
+        if symbol is None:
+            rows = self._db.execute(f"SELECT {_TRADE_COLS} FROM trades ORDER BY id").fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {_TRADE_COLS} FROM trades WHERE symbol = ? ORDER BY id", (symbol,)
+            ).fetchall()
+        return [self._trade(r) for r in rows]
+
+    def recent_trades(self, symbol: str, n: int, *, after_id: int = 0) -> list[ClosedTrade]:
+        """The last ``n`` trades of ``symbol`` with id > ``after_id``, oldest first."""
+        rows = self._db.execute(
+            f"SELECT {_TRADE_COLS} FROM trades WHERE symbol = ? AND id > ? ORDER BY id DESC LIMIT ?",
+            (symbol, after_id, n),
+        ).fetchall()
+        return [self._trade(r) for r in reversed(rows)]
+
+    def last_trade_id(self, symbol: str | None = None) -> int:
+        if symbol is None:
+            row = self._db.execute("SELECT MAX(id) FROM trades").fetchone()
+        else:
+            row = self._db.execute("SELECT MAX(id) FROM trades WHERE symbol = ?", (symbol,)).fetchone()
+        return int(row[0] or 0)
+
+    def daily_pnl(self, day: date) -> float:
+        """Σ net PnL of the trades that closed on ``day`` (UTC): the risk manager's restore value."""
+        start, end = _day_bounds(day)
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(net_pnl), 0.0) FROM trades WHERE exit_time_ms >= ? AND exit_time_ms < ?",
+            (start, end),
+        ).fetchone()
+        return float(row[0])
+
+    def kill_switch_state(self, symbol: str) -> KillSwitchState | None:
+        row = self._db.execute(
+            "SELECT symbol, tripped, reason, time_ms, since_trade_id FROM kill_switch WHERE symbol = ?",
+            (symbol,),
+        ).fetchone()
+        if row is None:
+            return None
+        return KillSwitchState(row[0], bool(row[1]), row[2], row[3], row[4])
+
+    def events(self, kind: str | None = None, symbol: str | None = None) -> list[JournalEvent]:
+        """Events in order; ``kind`` matches exactly or as a prefix ending in '.' ("risk.")."""
+        sql = "SELECT id, time_ms, kind, symbol, message, data FROM events"
+        where: list[str] = []
+        args: list[Any] = []
+        if kind is not None:
+            if kind.endswith("."):
+                where.append("kind LIKE ?")
+                args.append(kind + "%")
+            else:
+                where.append("kind = ?")
+                args.append(kind)
+        if symbol is not None:
+            where.append("symbol = ?")
+            args.append(symbol)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [
+            JournalEvent(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else json.loads(r[5]))
+            for r in rows
+        ]
+
+    @staticmethod
+    def _order(row: tuple[Any, ...]) -> OrderRecord:
+        return OrderRecord(*row)
+
+    def orders(self, symbol: str | None = None, kind: str | None = None) -> list[OrderRecord]:
+        sql = f"SELECT {_ORDER_COLS} FROM orders"
+        where: list[str] = []
+        args: list[Any] = []
+        if symbol is not None:
+            where.append("symbol = ?")
+            args.append(symbol)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return [self._order(r) for r in self._db.execute(sql + " ORDER BY id", args).fetchall()]
+
+    def last_order(self, symbol: str, kinds: tuple[str, ...]) -> OrderRecord | None:
+        """The most recent order of one of ``kinds`` for ``symbol`` (recovery reads the entry)."""
+        marks = ", ".join("?" for _ in kinds)
+        row = self._db.execute(
+            f"SELECT {_ORDER_COLS} FROM orders WHERE symbol = ? AND kind IN ({marks})"
+            " ORDER BY id DESC LIMIT 1",
+            (symbol, *kinds),
+        ).fetchone()
+        return None if row is None else self._order(row)
+
+    def order_commission(self, symbol: str, order_id: int) -> float:
+        """Σ commission of the journaled fills of one order (entry fee of an adopted position)."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(commission), 0.0) FROM fills WHERE symbol = ? AND order_id = ?",
+            (symbol, order_id),
+        ).fetchone()
+        return float(row[0])
+
+    def fill_count(self, symbol: str | None = None) -> int:
+        if symbol is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM fills").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM fills WHERE symbol = ?", (symbol,)).fetchone()[0])

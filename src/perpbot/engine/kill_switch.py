@@ -1,0 +1,126 @@
+"""Per-symbol kill switch (SPEC §13 row 27): a circuit breaker on a symbol's own closed trades.
+
+* fast trip: the last 8 closed trades are all net-negative;
+* slow trip: the profit factor of the last 15 closed trades is below 0.75 (only when their gross
+  loss is > 0; a full window of 15 is required so that two early losers cannot trip it).
+
+Why it blocks entries and re-entries only: an open position keeps its exchange-side SL/TP, and
+closing it on a trip would realise a loss the strategy did not ask for. Why it latches: once
+tripped it stays tripped across restarts (state persisted in the journal) until an operator sets
+``RESET_KILL_SWITCH_<SYMBOL>=true`` and restarts; the reset also moves a baseline past the
+existing trades, otherwise the very trades that tripped it would trip it again at boot.
+The design point kept JSON lines per symbol; here the journal's ``trades`` table is that history.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+from perpbot.domain.types import ClosedTrade
+from perpbot.engine.journal import Journal
+
+log = logging.getLogger(__name__)
+
+FAST_WINDOW = 8
+SLOW_WINDOW = 15
+SLOW_MIN_PF = 0.75
+
+
+def evaluate(
+    pnls: Sequence[float],
+    *,
+    fast_window: int = FAST_WINDOW,
+    slow_window: int = SLOW_WINDOW,
+    slow_min_pf: float = SLOW_MIN_PF,
+) -> str | None:
+    """The trip rule on a symbol's net PnLs (oldest first); returns a reason or None."""
+    if len(pnls) >= fast_window and all(p < 0 for p in pnls[-fast_window:]):
+        return f"fast: last {fast_window} trades all net-negative"
+    if len(pnls) >= slow_window:
+        window = pnls[-slow_window:]
+        gross_loss = -sum(p for p in window if p < 0)
+        if gross_loss > 0:
+            pf = sum(p for p in window if p > 0) / gross_loss
+            if pf < slow_min_pf:
+                return f"slow: profit factor {pf:.2f} of last {slow_window} trades < {slow_min_pf}"
+    return None
+
+
+class KillSwitch:
+    """State of one symbol's kill switch; journal-backed, rebuilt by ``boot``."""
+
+    def __init__(
+        self,
+        symbol: str,
+        journal: Journal,
+        *,
+        fast_window: int = FAST_WINDOW,
+        slow_window: int = SLOW_WINDOW,
+        slow_min_pf: float = SLOW_MIN_PF,
+    ) -> None:
+        self.symbol = symbol
+        self._journal = journal
+        self._fast = fast_window
+        self._slow = slow_window
+        self._pf = slow_min_pf
+        self._pnls: deque[float] = deque(maxlen=max(fast_window, slow_window))
+        self.tripped = False
+        self.reason = ""
+        self._since_trade_id = 0
+
+    def boot(self, now_ms: int, *, reset: bool = False) -> str | None:
+        """Rebuild from the journal at start-up; ``reset`` is ``RESET_KILL_SWITCH_<SYMBOL>``.
+
+        Returns the trip reason when the switch is (still or newly) tripped after boot.
+        """
+        state = self._journal.kill_switch_state(self.symbol)
+        self._since_trade_id = state.since_trade_id if state else 0
+        if reset:
+            was = bool(state and state.tripped)
+            self._since_trade_id = self._journal.last_trade_id(self.symbol)
+            self.tripped, self.reason = False, ""
+            self._journal.set_kill_switch(
+                self.symbol, tripped=False, reason="", time_ms=now_ms, since_trade_id=self._since_trade_id
+            )
+            msg = (
+                f"kill switch reset by RESET_KILL_SWITCH_{self.symbol} (was {'tripped' if was else 'clear'})"
+            )
+            log.warning("%s: %s", self.symbol, msg)
+            self._journal.record_event(
+                now_ms, "kill_switch.reset", self.symbol, msg, {"since_trade_id": self._since_trade_id}
+            )
+        elif state is not None and state.tripped:
+            self.tripped, self.reason = True, state.reason
+        self._pnls.clear()
+        for t in self._journal.recent_trades(
+            self.symbol, self._pnls.maxlen or 0, after_id=self._since_trade_id
+        ):
+            self._pnls.append(t.net_pnl)
+        if not self.tripped:
+            self._check(now_ms)
+        return self.reason if self.tripped else None
+
+    def record(self, trade: ClosedTrade, now_ms: int) -> str | None:
+        """Account one closed trade (already journaled); returns the reason if this trade trips it."""
+        self._pnls.append(trade.net_pnl)
+        if self.tripped:
+            return None
+        return self._check(now_ms)
+
+    def _check(self, now_ms: int) -> str | None:
+        reason = evaluate(
+            list(self._pnls), fast_window=self._fast, slow_window=self._slow, slow_min_pf=self._pf
+        )
+        if reason is None:
+            return None
+        self.tripped, self.reason = True, reason
+        self._journal.set_kill_switch(
+            self.symbol, tripped=True, reason=reason, time_ms=now_ms, since_trade_id=self._since_trade_id
+        )
+        self._journal.record_event(
+            now_ms, "kill_switch.trip", self.symbol, reason, {"pnls": list(self._pnls)}
+        )
+        log.warning("%s: kill switch tripped (%s)", self.symbol, reason)
+        return reason

@@ -1,0 +1,219 @@
+"""The risk manager shared by every bot (SPEC §9, §13 rows 14–16).
+
+One instance guards the whole account: the registry of open positions (max 3, at most one per
+symbol, at most ``MAX_SAME_DIRECTION`` per side), the daily loss limit (5 % of the base balance,
+reset at 00:00 UTC on the *injected* clock so that backtests reset on simulated midnights) and the
+global entry lock that serialises "read balance → send order → register" across bots, so that
+two bots never size from the same balance (SPEC §13 row 16).
+
+Why every mutating operation is async and takes ``_lock``: the bots run as tasks of one event
+loop; today no operation awaits inside the critical section, but the lock keeps the invariant
+explicit and survives a future await (e.g. a journal on another thread). The daily reset is
+checked under the same lock at the start of every operation, so no operation ever sees
+yesterday's PnL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+from perpbot.config import MAX_DAILY_LOSS, MAX_POSITIONS, AppConfig
+from perpbot.domain.types import Side
+from perpbot.engine.clock import Clock
+from perpbot.engine.sizing import margin_ratio
+
+if TYPE_CHECKING:
+    from perpbot.engine.journal import Journal
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+
+
+def utc_day(time_ms: int) -> date:
+    """The UTC calendar day of an epoch-millisecond timestamp."""
+    return datetime.fromtimestamp(time_ms // DAY_MS * 86_400, tz=UTC).date()
+
+
+@dataclass(frozen=True, slots=True)
+class RiskDecision:
+    """Answer of ``can_open``: ``reason`` is "ok" or one of the refusal codes below."""
+
+    allowed: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+
+OK = RiskDecision(True, "ok")
+REFUSED_MAX_POSITIONS = RiskDecision(False, "max_positions")
+REFUSED_SYMBOL_OPEN = RiskDecision(False, "symbol_open")
+REFUSED_SAME_DIRECTION = RiskDecision(False, "max_same_direction")
+
+
+class RiskManager:
+    """Account-wide limits shared by all bots; see the module docstring."""
+
+    def __init__(self, config: AppConfig, clock: Clock, *, journal: Journal | None = None) -> None:
+        self._cfg = config
+        self._clock = clock
+        self._journal = journal
+        self._lock = asyncio.Lock()
+        self.entry_lock = asyncio.Lock()
+        self.max_positions = MAX_POSITIONS
+        self.max_daily_loss = MAX_DAILY_LOSS
+        self.max_same_direction = config.max_same_direction
+        self._base = 0.0
+        self._base_set = False
+        self._daily_pnl = 0.0
+        self._day = clock.now_ms() // DAY_MS
+        self._open: dict[str, Side] = {}
+        self._limit_hit_day = -1  # day number whose limit breach was already journaled
+
+    # ---------------------------------------------------------------- read-only views
+    @property
+    def base_balance(self) -> float:
+        return self._base
+
+    @property
+    def daily_pnl(self) -> float:
+        return self._daily_pnl
+
+    @property
+    def day(self) -> date:
+        """The UTC day the current ``daily_pnl`` belongs to."""
+        return utc_day(self._day * DAY_MS)
+
+    @property
+    def open_positions(self) -> dict[str, Side]:
+        """A copy of the registry (symbol → side)."""
+        return dict(self._open)
+
+    def is_open(self, symbol: str) -> bool:
+        return symbol in self._open
+
+    # ---------------------------------------------------------------- set-up
+    def set_base_balance(self, balance: float) -> bool:
+        """Set the base balance once, before the bots start (SPEC §13 row 15).
+
+        A second call is *ignored* (logged, returns False) rather than raised: the design-point bug
+        was every bot overwriting the base at start-up, and ignoring keeps the first, correct value
+        without tearing down a bot that calls it by mistake. Returns True when the value was set.
+        """
+        if self._base_set:
+            log.warning("base balance already set to %.4f; ignoring %.4f", self._base, balance)
+            return False
+        self._base = float(balance)
+        self._base_set = True
+        self._emit("base_balance_set", f"base balance {balance:.4f}", {"base_balance": balance})
+        return True
+
+    def restore(self, daily_pnl: float, day: date) -> None:
+        """Rebuild today's PnL from the journal after a restart (``Journal.daily_pnl(day)``).
+
+        A value for another day than the clock's current UTC day is ignored: yesterday's losses
+        must not block today's trading.
+        """
+        today = self._clock.now_ms() // DAY_MS
+        self._day = today
+        if utc_day(today * DAY_MS) != day:
+            log.info("risk restore for %s ignored (today is %s)", day, utc_day(today * DAY_MS))
+            return
+        self._daily_pnl = float(daily_pnl)
+        self._emit("daily_pnl_restored", f"daily PnL restored {daily_pnl:.4f}", {"day": day.isoformat()})
+
+    # ---------------------------------------------------------------- daily reset
+    def _check_reset(self) -> None:
+        """Zero the daily PnL when the injected clock crossed 00:00 UTC (call under the lock)."""
+        today = self._clock.now_ms() // DAY_MS
+        if today != self._day:
+            old, self._day = self._daily_pnl, today
+            self._daily_pnl = 0.0
+            self._emit(
+                "daily_reset",
+                f"daily PnL reset at 00:00 UTC (was {old:.4f})",
+                {"previous_daily_pnl": old, "day": utc_day(today * DAY_MS).isoformat()},
+            )
+
+    async def maybe_reset(self) -> None:
+        """Explicit reset check (the live runner's midnight task; every operation also checks)."""
+        async with self._lock:
+            self._check_reset()
+
+    # ---------------------------------------------------------------- checks
+    def _allowed(self) -> bool:
+        if self._base <= 0 or self._daily_pnl >= 0:
+            return True
+        blocked = -self._daily_pnl / self._base >= self.max_daily_loss
+        if blocked and self._limit_hit_day != self._day:
+            self._limit_hit_day = self._day
+            self._emit(
+                "daily_loss_limit",
+                f"daily loss limit reached: {self._daily_pnl:.4f} of base {self._base:.4f}",
+                {"daily_pnl": self._daily_pnl, "base_balance": self._base},
+            )
+        return not blocked
+
+    async def trading_allowed(self) -> bool:
+        """False when today's realised net loss reached 5 % of the base balance (entries only)."""
+        async with self._lock:
+            self._check_reset()
+            return self._allowed()
+
+    async def can_open(self, symbol: str, side: Side) -> RiskDecision:
+        """Position rules of SPEC §9, in SPEC order: max open, symbol already open, same side."""
+        async with self._lock:
+            self._check_reset()
+            return self._can_open(symbol, side)
+
+    def _can_open(self, symbol: str, side: Side) -> RiskDecision:
+        if len(self._open) >= self.max_positions:
+            return REFUSED_MAX_POSITIONS
+        if symbol in self._open:
+            return REFUSED_SYMBOL_OPEN
+        same = 0
+        for s in self._open.values():
+            if s is side:
+                same += 1
+        if same >= self.max_same_direction:
+            return REFUSED_SAME_DIRECTION
+        return OK
+
+    # ---------------------------------------------------------------- mutations
+    async def register(self, symbol: str, side: Side) -> None:
+        """Record an open position. Unconditional: a filled order or an adopted position is real
+        exposure whatever the limits say (the check happens before the order, in ``can_open``)."""
+        async with self._lock:
+            self._check_reset()
+            self._open[symbol] = side
+
+    async def close(self, symbol: str, pnl: float) -> None:
+        """Remove ``symbol`` (absent is fine) and add its realised net PnL to today's total."""
+        async with self._lock:
+            self._check_reset()
+            self._open.pop(symbol, None)
+            self._daily_pnl += pnl
+
+    async def record_pnl(self, pnl: float) -> None:
+        """Add PnL without touching the registry: a close confirmed *after* its position was
+        released on timeout must count, but must not remove the symbol's newer registration."""
+        async with self._lock:
+            self._check_reset()
+            self._daily_pnl += pnl
+
+    # ---------------------------------------------------------------- sizing
+    def margin_ratio(self, balance: float, num_symbols: int) -> float:
+        """Like-for-like margin ratio (SPEC §9): per-symbol share against the per-symbol base."""
+        n = max(1, num_symbols)
+        return margin_ratio(balance / n, self._base / n, self._cfg)
+
+    # ---------------------------------------------------------------- journal
+    def _emit(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        log.info("risk: %s", message)
+        if self._journal is not None:
+            self._journal.record_event(self._clock.now_ms(), f"risk.{kind}", "", message, data)

@@ -1,0 +1,528 @@
+"""Model files on disk: per-symbol layout, metadata, atomic saves with backups, deployment.
+
+Layout (``models/<symbol lowercase>/``)::
+
+    lgbm_filter.onnx   lgbm_filter.json   lgbm_filter.txt (LightGBM native text)
+    nn_filter.onnx     nn_filter.json
+    *_prev.*           the previous version of each of those files (one generation)
+    training_log.json  append-only list of training runs
+
+No pickle/joblib anywhere: a model is ONNX (+ LightGBM's own text format) and JSON.
+
+Why the write order is metadata → native text → ONNX
+-----------------------------------------------------
+Two files cannot be replaced in one atomic step, so consistency is enforced by *binding* rather
+than by timing: the metadata records the sha256 of the ONNX bytes it describes, and every reader
+(:func:`read_model`, the filter, :func:`deploy`) refuses a pair whose hashes differ. The order then
+decides what a reader can observe in the instant between renames:
+
+* The ONNX file is the commit point — a backend exists for the filter iff its ONNX exists. Writing
+  it **last** means a first-time save never exposes an ONNX without metadata (which would look like
+  a broken model); a reader only sees "no model yet".
+* When replacing a model, a reader between the two renames sees new metadata with the old ONNX:
+  the sha256 differs, that backend is skipped for this load attempt (the filter falls back to the
+  next backend), and the ONNX rename that follows changes the file stamp, so the next
+  ``maybe_reload`` picks up the complete new pair.
+
+Each file is written to a temporary file in the same folder, flushed and fsync'ed, and only then
+``os.replace``-d over the target (atomic on POSIX). All temporary files — new content and backup
+copies — are staged *before* the first rename, so a failure while writing (disk full, permission,
+a crash) leaves the old files untouched; a failure between renames restores the files already
+replaced from the backups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perpbot.data.schema import model_dir as symbol_model_dir
+from perpbot.errors import ModelError
+from perpbot.ml.features import FEATURE_COLS, FEATURE_SCHEMA_VERSION, feature_schema_hash
+
+BACKENDS: tuple[str, ...] = ("nn", "lgbm")
+ONNX_FILES = {"nn": "nn_filter.onnx", "lgbm": "lgbm_filter.onnx"}
+METADATA_FILES = {"nn": "nn_filter.json", "lgbm": "lgbm_filter.json"}
+NATIVE_FILES = {"lgbm": "lgbm_filter.txt"}
+TRAINING_LOG = "training_log.json"
+SIDECAR_FILES = (TRAINING_LOG, "active_lgbm_params.json")  # copied as a whole by deploy()
+METADATA_FORMAT = 1
+# Fields save_model() computes itself; a caller's values are overwritten.
+_DERIVED = ("backend", "onnx_file", "onnx_sha256", "native_file", "native_sha256", "metadata_format")
+_VERSIONED = ("lightgbm", "onnx", "onnxruntime", "torch", "numpy", "perpbot")
+
+
+# --------------------------------------------------------------------------- names and helpers
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown model backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    return backend
+
+
+def onnx_path(model_dir: Path, backend: str) -> Path:
+    return Path(model_dir) / ONNX_FILES[_check_backend(backend)]
+
+
+def metadata_path(model_dir: Path, backend: str) -> Path:
+    return Path(model_dir) / METADATA_FILES[_check_backend(backend)]
+
+
+def native_path(model_dir: Path, backend: str) -> Path | None:
+    return Path(model_dir) / NATIVE_FILES[backend] if _check_backend(backend) in NATIVE_FILES else None
+
+
+def backup_path(path: Path) -> Path:
+    """``lgbm_filter.onnx`` → ``lgbm_filter_prev.onnx``."""
+    return path.with_name(f"{path.stem}_prev{path.suffix}")
+
+
+def model_files(model_dir: Path, backend: str) -> list[Path]:
+    """The files that make up one backend, in write order (metadata, native, ONNX)."""
+    nat = native_path(model_dir, backend)
+    return [metadata_path(model_dir, backend), *([nat] if nat else []), onnx_path(model_dir, backend)]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file (the training data file is recorded with the model)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions, read from package metadata so nothing heavy (torch) gets imported."""
+    out: dict[str, str | None] = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def utc_iso(value: Any) -> str | None:
+    """UTC ISO-8601 text for a datetime / pandas Timestamp / epoch ms / ISO string (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(int(value) / 1000, tz=UTC).isoformat()
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat()
+    raise ModelError(f"cannot turn {value!r} into a UTC timestamp")
+
+
+def jsonable(value: Any) -> Any:
+    """Strict-JSON version of ``value``: numpy scalars/arrays unwrapped, NaN/±inf → null."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime):
+        return utc_iso(value)
+    return value
+
+
+def _dumps(obj: Any) -> bytes:
+    return (json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def build_metadata(
+    backend: str,
+    *,
+    params: Mapping[str, Any],
+    n_samples: int,
+    train_start: Any = None,
+    train_end: Any = None,
+    data_sha256: str | None = None,
+    data_file: str | Path | None = None,
+    wf_metrics: Mapping[str, Any] | None = None,
+    operating_threshold: float | None = None,
+    symbol: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The metadata a trained model is saved with (everything a later reader needs to trust it)."""
+    meta: dict[str, Any] = {
+        "backend": _check_backend(backend),
+        "symbol": symbol,
+        "feature_schema_hash": feature_schema_hash(),
+        "feature_schema_version": FEATURE_SCHEMA_VERSION,
+        "feature_names": list(FEATURE_COLS),
+        "training_window": {"start": utc_iso(train_start), "end": utc_iso(train_end)},
+        "data_file": None if data_file is None else str(data_file),
+        "data_sha256": data_sha256,
+        "walk_forward": dict(wf_metrics or {}),
+        "operating_threshold": operating_threshold,
+        "params": dict(params),
+        "n_samples": int(n_samples),
+        "library_versions": library_versions(),
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    if extra:
+        meta.update(extra)
+    return jsonable(meta)
+
+
+def load_metadata(path: Path) -> dict[str, Any]:
+    """Read one metadata JSON file; ``ModelError`` naming the file when missing or malformed."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model metadata file is missing") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read model metadata ({exc.strerror})") from None
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: model metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: model metadata must be a JSON object")
+    return meta
+
+
+def check_schema(metadata: Mapping[str, Any], *, source: str | Path | None = None) -> None:
+    """Refuse a model built for another feature schema (ordered names + version)."""
+    where = f"{source}: " if source else ""
+    got = metadata.get("feature_schema_hash")
+    if not got:
+        raise ModelError(f"{where}model metadata has no feature_schema_hash; retrain the model")
+    want = feature_schema_hash()
+    if got != want:
+        raise ModelError(
+            f"{where}model was trained for feature schema {str(got)[:12]}, "
+            f"code has {want[:12]}; retrain the model"
+        )
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """One backend's files as read from disk: the ONNX bytes and the metadata that describes them."""
+
+    backend: str
+    onnx_bytes: bytes
+    metadata: dict[str, Any]
+    onnx_path: Path
+    native_text: str | None = None
+
+
+def read_model(model_dir: Path, backend: str, *, with_native: bool = False) -> ModelFiles | None:
+    """Read and verify one backend; ``None`` when its ONNX does not exist (not an error).
+
+    Raises ``ModelError`` (naming the file) for missing/corrupt metadata, an ONNX whose sha256 is
+    not the one the metadata records (a half-finished or hand-copied deploy), or a feature-schema
+    mismatch. The bytes returned are the bytes that were hashed, so the caller builds its session
+    from exactly what was verified.
+    """
+    opath = onnx_path(model_dir, backend)
+    try:
+        data = opath.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ModelError(f"{opath}: cannot read model ({exc.strerror})") from None
+    mpath = metadata_path(model_dir, backend)
+    meta = load_metadata(mpath)
+    if meta.get("backend") not in (None, backend):
+        raise ModelError(f"{mpath}: metadata is for backend {meta.get('backend')!r}, not {backend!r}")
+    want = meta.get("onnx_sha256")
+    if want and want != sha256_bytes(data):
+        raise ModelError(f"{opath}: file does not match {mpath.name} (sha256 differs); redeploy the model")
+    check_schema(meta, source=opath)
+    native = None
+    nat = native_path(model_dir, backend)
+    if with_native and nat is not None and nat.exists():
+        native = nat.read_text(encoding="utf-8")
+        if meta.get("native_sha256") and meta["native_sha256"] != sha256_bytes(native.encode("utf-8")):
+            raise ModelError(f"{nat}: file does not match {mpath.name} (sha256 differs)")
+    return ModelFiles(backend, data, meta, opath, native)
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _unwritable(folder: Path, exc: OSError) -> ModelError:
+    reason = exc.strerror or type(exc).__name__
+    return ModelError(f"models folder {folder} is not writable: {reason}")
+
+
+def _ensure_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(folder, exc) from None
+    if not folder.is_dir():
+        raise ModelError(f"models folder {folder} is not a directory")
+
+
+def _write_temp(folder: Path, target_name: str, data: bytes) -> Path:
+    """Write ``data`` to a fsync'ed temporary file next to the target; return its path."""
+    fd, name = tempfile.mkstemp(prefix=f".{target_name}.", suffix=".tmp", dir=folder)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _replace_files(folder: Path, writes: Sequence[tuple[Path, bytes]], removes: Sequence[Path] = ()) -> None:
+    """Replace ``writes`` (in order) and delete ``removes``, keeping ``*_prev`` backups.
+
+    Stage: every new content and every backup copy goes to a temporary file first (old files
+    untouched if anything fails). Commit: backups renamed into place, then the targets in the
+    given order, then removals. A failure during commit restores the targets from the backups.
+    """
+    _ensure_folder(folder)
+    staged: list[Path] = []
+    new_tmp: list[tuple[Path, Path]] = []
+    backups: list[tuple[Path, Path]] = []
+    try:
+        for target, data in writes:
+            new_tmp.append((_write_temp(folder, target.name, data), target))
+            staged.append(new_tmp[-1][0])
+        for target in [t for t, _ in writes] + list(removes):
+            if target.exists():
+                backups.append((_write_temp(folder, backup_path(target).name, target.read_bytes()), target))
+                staged.append(backups[-1][0])
+    except OSError as exc:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+        raise _unwritable(folder, exc) from None
+
+    existed = {t for _, t in backups}
+    done: list[Path] = []
+    try:
+        for tmp, target in backups:
+            os.replace(tmp, backup_path(target))
+        for tmp, target in new_tmp:
+            os.replace(tmp, target)
+            done.append(target)
+        for target in removes:
+            target.unlink(missing_ok=True)
+            done.append(target)
+    except OSError as exc:
+        # Targets are only touched after every backup is in place, so each one in ``done`` can be
+        # restored from its backup (or removed, when it did not exist before).
+        for target in reversed(done):
+            with contextlib.suppress(OSError):
+                if target in existed:
+                    os.replace(_write_temp(folder, target.name, backup_path(target).read_bytes()), target)
+                else:
+                    target.unlink(missing_ok=True)
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+        raise ModelError(
+            f"saving model files in {folder} failed ({exc.strerror or exc}); previous files kept"
+        ) from None
+    _fsync_dir(folder)
+
+
+def save_model(
+    model_dir: Path,
+    backend: str,
+    onnx_bytes: bytes,
+    metadata: Mapping[str, Any],
+    *,
+    native_text: str | None = None,
+) -> dict[str, Any]:
+    """Atomically save one backend's model (metadata → native → ONNX); return the metadata written.
+
+    The metadata gains ``backend``, ``onnx_sha256`` (the binding readers verify), file names and
+    defaults for the schema fields and library versions. The ONNX is checked by the ONNX checker
+    and the schema hash against the code before anything is written: a model the filter would
+    refuse is never saved. Previous files are kept as ``*_prev.*``. A LightGBM save without
+    ``native_text`` removes a stale ``lgbm_filter.txt`` (kept as its backup) so that no text file
+    describes a different model than the ONNX.
+    """
+    import onnx
+
+    _check_backend(backend)
+    folder = Path(model_dir)
+    try:
+        onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
+    except Exception as exc:  # protobuf DecodeError / ValidationError
+        raise ModelError(
+            f"refusing to save a corrupt {backend} ONNX model: {str(exc).splitlines()[0]}"
+        ) from None
+    if native_text is not None and backend not in NATIVE_FILES:
+        raise ModelError(f"backend {backend!r} has no native model file")
+
+    meta: dict[str, Any] = {k: v for k, v in dict(metadata).items() if k not in _DERIVED}
+    meta.setdefault("feature_schema_hash", feature_schema_hash())
+    meta.setdefault("feature_schema_version", FEATURE_SCHEMA_VERSION)
+    meta.setdefault("feature_names", list(FEATURE_COLS))
+    meta.setdefault("library_versions", library_versions())
+    meta.setdefault("created_at", datetime.now(UTC).isoformat())
+    check_schema(meta, source=f"{backend} model for {folder}")
+    opath = onnx_path(folder, backend)
+    nat = native_path(folder, backend)
+    native_bytes = None if native_text is None else native_text.encode("utf-8")
+    meta.update(
+        backend=backend,
+        metadata_format=METADATA_FORMAT,
+        onnx_file=opath.name,
+        onnx_sha256=sha256_bytes(onnx_bytes),
+        native_file=nat.name if (nat is not None and native_bytes is not None) else None,
+        native_sha256=None if native_bytes is None else sha256_bytes(native_bytes),
+    )
+    writes: list[tuple[Path, bytes]] = [(metadata_path(folder, backend), _dumps(meta))]
+    removes: list[Path] = []
+    if nat is not None:
+        if native_bytes is not None:
+            writes.append((nat, native_bytes))
+        elif nat.exists():
+            removes.append(nat)
+    writes.append((opath, onnx_bytes))  # last: the commit point (module docstring)
+    _replace_files(folder, writes, removes)
+    return jsonable(meta)
+
+
+def retire_model(model_dir: Path, backend: str) -> bool:
+    """Remove one backend (ONNX first, so the filter stops seeing it), keeping ``*_prev`` copies."""
+    files = [f for f in reversed(model_files(Path(model_dir), backend)) if f.exists()]
+    if not files:
+        return False
+    _replace_files(Path(model_dir), [], files)
+    return True
+
+
+# --------------------------------------------------------------------------- training log
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the training log between processes (POSIX advisory lock)."""
+    _ensure_folder(folder)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    try:
+        fh = open(folder / ".training_log.lock", "a")  # noqa: SIM115 - held for the block
+    except OSError as exc:
+        raise _unwritable(folder, exc) from None
+    with fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def read_training_log(model_dir: Path) -> list[Any]:
+    """The list of logged runs (empty when the file does not exist)."""
+    path = Path(model_dir) / TRAINING_LOG
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_bytes())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(
+            f"{path}: training log is unreadable ({exc}); fix or move it, nothing was appended"
+        ) from None
+    if not isinstance(entries, list):
+        raise ModelError(f"{path}: training log must be a JSON list; fix or move it, nothing was appended")
+    return entries
+
+
+def append_training_log(model_dir: Path, entry: Mapping[str, Any]) -> None:
+    """Append one entry (never rewrite history; an unreadable log is an error, not overwritten)."""
+    folder = Path(model_dir)
+    with _locked(folder):
+        entries = read_training_log(folder)
+        entries.append({"logged_at": datetime.now(UTC).isoformat(), **jsonable(dict(entry))})
+        path = folder / TRAINING_LOG
+        try:
+            tmp = _write_temp(folder, path.name, _dumps(entries))
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _unwritable(folder, exc) from None
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+def deploy(src_dir: Path, dst_dir: Path, symbol: str, *, prune: bool = True) -> list[str]:
+    """Atomically replace ``dst_dir/<symbol>/``'s models with ``src_dir/<symbol>/``'s.
+
+    ``src_dir`` and ``dst_dir`` are models *roots* (like ``--model-dir``). Every source backend is
+    verified first (metadata present, sha256 binding, feature schema) — nothing is written unless
+    all of them pass. Each backend is then replaced with :func:`save_model` (backups kept, the
+    ONNX renamed last), so a running bot hot-reloads a complete model. With ``prune`` (default)
+    a backend present in the destination but not in the source is retired (moved to ``*_prev``):
+    otherwise an old neural model would keep shadowing a freshly deployed LightGBM one. The
+    training log and the active tuned parameters are copied whole. Backends are replaced one
+    after the other; each one is consistent at every instant. Returns the deployed backends.
+    """
+    src = symbol_model_dir(Path(src_dir), symbol)
+    dst = symbol_model_dir(Path(dst_dir), symbol)
+    if src.resolve() == dst.resolve():
+        raise ModelError(f"deploy source and destination are the same folder: {src}")
+    found = [(b, files) for b in BACKENDS if (files := read_model(src, b, with_native=True)) is not None]
+    if not found:
+        raise ModelError(f"nothing to deploy: {src} has no {' or '.join(ONNX_FILES.values())}")
+    sidecars: list[tuple[Path, bytes]] = []
+    for name in SIDECAR_FILES:
+        path = src / name
+        if path.exists():
+            sidecars.append((dst / name, path.read_bytes()))
+    for backend, files in found:
+        save_model(dst, backend, files.onnx_bytes, files.metadata, native_text=files.native_text)
+    if prune:
+        for backend in BACKENDS:
+            if backend not in dict(found):
+                retire_model(dst, backend)
+    for target, data in sidecars:
+        _replace_files(dst, [(target, data)])
+    return [b for b, _ in found]

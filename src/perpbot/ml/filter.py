@@ -1,0 +1,365 @@
+"""The ML entry filter as the live bot and the backtester use it: onnxruntime only.
+
+Why onnxruntime only: the live process must not depend on the training stack (LightGBM's OpenMP
+runtime, a 700 MB torch) and must evaluate exactly the file that training validated. This module
+therefore imports neither ``lightgbm`` nor ``torch`` (a test checks it in a fresh interpreter).
+
+Behaviour (SPEC §6.3, issue 2 §7):
+
+* **Priority**: the first backend of ``backends`` (default ``("nn", "lgbm")``) whose files load
+  and verify is used; none → pass-through (every signal allowed). A missing model is normal (not
+  logged as an error). A corrupt ONNX, unreadable metadata, an ONNX that does not match its
+  metadata (sha256) or a model built for another feature schema logs an ERROR, is counted in
+  ``load_error_count`` and makes the filter fall to the next backend. Nothing here raises out of
+  ``maybe_reload`` or ``decide``.
+* **Hot reload**: ``maybe_reload()`` (called once per candle) compares the stamps (mtime, size,
+  inode) of every configured backend's ONNX and metadata file with those recorded at the last load
+  attempt — recorded whether or not anything loaded, and *before* the files are read, so a change
+  that lands while reading triggers another reload. Any change → drop the model, load by priority
+  again, log the backend now in use.
+* **Decision**: disabled (``NO_ML_FILTER``) or no model → allow. Otherwise allow iff
+  ``p ≥ threshold``; ``threshold_mode="model"`` uses the operating threshold stored with the
+  model when it has one. An inference failure — including a feature vector of the wrong length or
+  a non-finite probability — rejects the entry (reason ``"inference_error"``), is counted in
+  ``error_count`` and logged as a warning (SPEC: reject, never crash; a bot alerts on repeats).
+* **Input dtype**: the row arrives as float64 in ``FEATURE_COLS`` order and is cast to the dtype
+  the model's ONNX input declares (float64 for LightGBM, whose export is exact in float64;
+  float32 for the MLP). NaN is passed through: both graphs treat it as "missing" the way their
+  training did.
+
+Latency: a decision reuses one session (1 intra-op, 1 inter-op thread, sequential execution), a
+pre-allocated ``(1, 26)`` input buffer held in a pre-built feed dict and a pre-built output-name
+list; the only per-call work is one copy into the buffer and ``session.run``. (IOBinding and
+``run_with_ort_values`` were measured and are ~5× slower for a single row.)
+
+Thread model: one filter per symbol bot, called from that bot's task. A reload swaps one
+reference, so a concurrent ``decide`` sees either the old or the new model, never a mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from perpbot.errors import ModelError
+from perpbot.ml.artifacts import BACKENDS, ModelFiles, metadata_path, onnx_path, read_model
+from perpbot.ml.decision import FilterDecision
+from perpbot.ml.features import FEATURE_COLS, feature_schema_hash
+
+OUTPUT_NAME = "proba"
+THRESHOLD_MODES = ("config", "model")
+_DTYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+_DISABLED = FilterDecision(True, None, None, "disabled")
+_NO_MODEL = FilterDecision(True, None, None, "no_model")
+
+Stamp = tuple[int, int, int] | None
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """Everything a decision needs, built once per load."""
+
+    backend: str
+    session: ort.InferenceSession
+    input_name: str
+    dtype: type[np.floating[Any]]
+    buf: np.ndarray  # (1, n_features), reused by every decide()
+    flat: np.ndarray  # 1-D view of buf
+    feeds: dict[str, np.ndarray]
+    outputs: list[str]
+    n_features: int
+    threshold: float
+    metadata: dict[str, Any]
+    path: Path
+    loaded_at: str
+
+
+class MLFilter:
+    """ONNX-served entry filter implementing :class:`perpbot.ml.decision.EntryFilter`."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        backends: Sequence[str] = ("nn", "lgbm"),
+        threshold: float = 0.55,
+        threshold_mode: str = "config",
+        disabled: bool = False,
+        hot_reload: bool = True,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        bad = [b for b in backends if b not in BACKENDS]
+        if bad or not backends:
+            raise ModelError(
+                f"ML backends {list(backends)!r}: expected a priority list of {', '.join(BACKENDS)}"
+            )
+        if threshold_mode not in THRESHOLD_MODES:
+            raise ModelError(f"threshold mode {threshold_mode!r}: expected 'config' or 'model'")
+        if not (0.0 < float(threshold) <= 1.0):
+            raise ModelError(f"ML threshold {threshold!r}: must be in (0, 1]")
+        self.model_dir = Path(model_dir)
+        self.backends: tuple[str, ...] = tuple(dict.fromkeys(backends))
+        self.config_threshold = float(threshold)
+        self.threshold_mode = threshold_mode
+        self.disabled = bool(disabled)
+        self.hot_reload = bool(hot_reload)
+        self.log = logger or logging.getLogger(__name__)
+        self.error_count = 0  # inference errors (each rejected an entry)
+        self.load_error_count = 0  # corrupt / mismatched model files met while loading
+        self.last_error: str | None = None
+        self.last_load_errors: list[str] = []
+        self.reload_count = 0
+        self._n_features = len(FEATURE_COLS)
+        self._schema = feature_schema_hash()
+        self._model: _Loaded | None = None
+        self._stamps: dict[Path, Stamp] = {}
+        self._watched = [
+            p for b in self.backends for p in (onnx_path(self.model_dir, b), metadata_path(self.model_dir, b))
+        ]
+        if self.disabled:
+            self.log.info("ML filter disabled (NO_ML_FILTER) for %s: every signal passes", self.model_dir)
+        else:
+            self._load()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def has_model(self) -> bool:
+        return self._model is not None
+
+    @property
+    def backend(self) -> str | None:
+        m = self._model
+        return None if m is None else m.backend
+
+    @property
+    def threshold(self) -> float:
+        """The threshold decisions use now (the model's when mode is "model" and it has one)."""
+        m = self._model
+        return self.config_threshold if m is None else m.threshold
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        m = self._model
+        return None if m is None else m.metadata
+
+    # ------------------------------------------------------------------ loading
+
+    def _current_stamps(self) -> dict[Path, Stamp]:
+        return {p: _stamp(p) for p in self._watched}
+
+    def _effective_threshold(self, meta: dict[str, Any]) -> float:
+        if self.threshold_mode == "model":
+            t = meta.get("operating_threshold")
+            if isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 < float(t) <= 1.0:
+                return float(t)
+        return self.config_threshold
+
+    def _build(self, files: ModelFiles) -> _Loaded:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # errors only; warnings would flood the bot log
+        try:
+            session = ort.InferenceSession(files.onnx_bytes, so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"{files.onnx_path}: not a loadable ONNX model ({_one_line(exc)})") from None
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type not in _DTYPES:
+            raise ModelError(
+                f"{files.onnx_path}: expected one float/double input, got {[i.type for i in inputs]}"
+            )
+        shape = inputs[0].shape
+        if len(shape) != 2 or shape[1] != self._n_features:
+            raise ModelError(
+                f"{files.onnx_path}: input shape {shape}, the code has {self._n_features} features"
+            )
+        if OUTPUT_NAME not in [o.name for o in session.get_outputs()]:
+            raise ModelError(f"{files.onnx_path}: no {OUTPUT_NAME!r} output; not a perpbot filter model")
+        dtype = _DTYPES[inputs[0].type]
+        buf = np.zeros((1, self._n_features), dtype=dtype)
+        feeds = {inputs[0].name: buf}
+        outputs = [OUTPUT_NAME]
+        try:  # a model that cannot score a neutral row is as broken as one that does not parse
+            probe = session.run(outputs, feeds)[0]
+            p = float(np.asarray(probe).reshape(-1)[0])
+        except Exception as exc:
+            raise ModelError(f"{files.onnx_path}: test inference failed ({_one_line(exc)})") from None
+        if np.asarray(probe).shape != (1,) or not (0.0 <= p <= 1.0):
+            raise ModelError(
+                f"{files.onnx_path}: output {np.asarray(probe).shape} / {p!r} is not a probability"
+            )
+        return _Loaded(
+            backend=files.backend,
+            session=session,
+            input_name=inputs[0].name,
+            dtype=dtype,
+            buf=buf,
+            flat=buf.reshape(-1),
+            feeds=feeds,
+            outputs=outputs,
+            n_features=self._n_features,
+            threshold=self._effective_threshold(files.metadata),
+            metadata=files.metadata,
+            path=files.onnx_path,
+            loaded_at=datetime.now(UTC).isoformat(),
+        )
+
+    def _load(self) -> None:
+        """Load by priority; record file stamps first (module docstring: hot reload)."""
+        self._stamps = self._current_stamps()
+        self._model = None
+        self.last_load_errors = []
+        for backend in self.backends:
+            try:
+                files = read_model(self.model_dir, backend)
+                if files is None:
+                    continue
+                loaded = self._build(files)
+            except ModelError as exc:
+                self._load_failed(backend, str(exc))
+                continue
+            except Exception as exc:  # never let a model file crash the bot
+                self._load_failed(backend, f"{onnx_path(self.model_dir, backend)}: {_one_line(exc)}")
+                continue
+            self._model = loaded
+            meta = loaded.metadata
+            self.log.info(
+                "ML filter %s: using %s model %s (created %s, threshold %.3f, %s input)",
+                self.model_dir,
+                backend,
+                loaded.path.name,
+                meta.get("created_at", "?"),
+                loaded.threshold,
+                np.dtype(loaded.dtype).name,
+            )
+            return
+        self.log.info("ML filter %s: no model loaded; every signal passes", self.model_dir)
+
+    def _load_failed(self, backend: str, message: str) -> None:
+        self.load_error_count += 1
+        self.last_load_errors.append(message)
+        self.log.error("ML filter: %s model skipped: %s", backend, message)
+
+    def reload(self) -> None:
+        """Drop the current model and load again by priority (no-op when disabled)."""
+        if self.disabled:
+            return
+        self.reload_count += 1
+        self._load()
+
+    def maybe_reload(self) -> None:
+        """Reload when any watched file changed since the last load attempt (SPEC §6.3)."""
+        if self.disabled or not self.hot_reload:
+            return
+        try:
+            current = self._current_stamps()
+            if current == self._stamps:
+                return
+            self.log.info("ML filter %s: model files changed; reloading", self.model_dir)
+            self.reload()
+        except Exception as exc:  # pragma: no cover - defensive: a reload must never crash a bot
+            self._model = None
+            self._load_failed("?", f"reload failed: {_one_line(exc)}")
+
+    # ------------------------------------------------------------------ inference
+
+    def _inference_error(self, m: _Loaded, message: str) -> FilterDecision:
+        self.error_count += 1
+        self.last_error = message
+        self.log.warning(
+            "ML filter %s (%s): inference error, entry rejected: %s", self.model_dir, m.backend, message
+        )
+        return FilterDecision(False, None, m.backend, "inference_error")
+
+    def decide(self, features: np.ndarray) -> FilterDecision:
+        """Allow or reject one entry from its float64 feature row in ``FEATURE_COLS`` order."""
+        if self.disabled:
+            return _DISABLED
+        m = self._model
+        if m is None:
+            return _NO_MODEL
+        try:
+            x = features if isinstance(features, np.ndarray) else np.asarray(features, dtype=np.float64)
+            if x.size != m.n_features:
+                return self._inference_error(m, f"expected {m.n_features} features, got {x.size}")
+            m.flat[:] = x.reshape(-1)
+            p = float(m.session.run(m.outputs, m.feeds)[0][0])
+        except Exception as exc:
+            return self._inference_error(m, _one_line(exc))
+        if not math.isfinite(p):
+            return self._inference_error(m, f"non-finite probability {p!r}")
+        if p >= m.threshold:
+            return FilterDecision(True, p, m.backend, "accepted")
+        return FilterDecision(False, p, m.backend, "below_threshold")
+
+    def predict_proba_batch(self, X: Any) -> np.ndarray:
+        """Probabilities for many rows (backtests), float64 [n]; same session and dtype as ``decide``.
+
+        Raises ``ModelError`` when no model is loaded (check ``has_model``) or the shape is wrong.
+        """
+        m = self._model
+        if m is None:
+            raise ModelError(f"no ML model loaded from {self.model_dir}")
+        arr = np.ascontiguousarray(np.asarray(X, dtype=np.float64).astype(m.dtype, copy=False))
+        if arr.ndim != 2 or arr.shape[1] != m.n_features:
+            raise ModelError(f"expected a [n, {m.n_features}] feature matrix, got shape {arr.shape}")
+        if arr.shape[0] == 0:
+            return np.empty(0, dtype=np.float64)
+        out = m.session.run(m.outputs, {m.input_name: arr})[0]
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+    # ------------------------------------------------------------------ reporting
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able snapshot for logs, ``perpbot status`` and alerts."""
+        m = self._model
+        meta = {} if m is None else m.metadata
+        return {
+            "model_dir": str(self.model_dir),
+            "disabled": self.disabled,
+            "hot_reload": self.hot_reload,
+            "backends": list(self.backends),
+            "has_model": m is not None,
+            "backend": None if m is None else m.backend,
+            "model_file": None if m is None else str(m.path),
+            "input_dtype": None if m is None else np.dtype(m.dtype).name,
+            "loaded_at": None if m is None else m.loaded_at,
+            "created_at": meta.get("created_at"),
+            "training_window": meta.get("training_window"),
+            "threshold": self.threshold,
+            "threshold_mode": self.threshold_mode,
+            "config_threshold": self.config_threshold,
+            "model_threshold": meta.get("operating_threshold"),
+            "error_count": self.error_count,
+            "last_error": self.last_error,
+            "load_error_count": self.load_error_count,
+            "last_load_errors": list(self.last_load_errors),
+            "reload_count": self.reload_count,
+            "feature_schema_hash": self._schema,
+        }

@@ -1,0 +1,150 @@
+"""Technical indicators of SPEC §3, computed with TA-Lib on closed candles.
+
+TA-Lib is the reference implementation for this project (SPEC §3): models are trained on exactly
+these numbers, so every consumer (rule signal, features, backtest, live) must get its indicators
+from :func:`compute_indicators` and nowhere else.
+
+The recursive indicators (RSI, MACD, EMAs, ATR, ADX) are TA-Lib's. The plain windowed means
+(Bollinger mid/σ, volume MA, the Stochastic RSI's K and D) are computed from each window's contents
+by :func:`window_mean_std` instead of TA-Lib's running sums: same numbers to ~1e-12, but no
+history-dependent rounding residue (the live/full parity requirement) and exact results on flat
+windows. The Stochastic RSI is composed by hand because ``talib.STOCHRSI`` is a different
+definition (see :func:`stoch_rsi`).
+
+All outputs are float64 arrays aligned with the inputs; warm-up rows are NaN (TA-Lib lookbacks).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import talib
+from numpy.typing import ArrayLike
+
+INDICATOR_KEYS = (
+    "rsi",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_upper",
+    "bb_mid",
+    "bb_lower",
+    "ema9",
+    "ema21",
+    "ema50",
+    "atr",
+    "stoch_k",
+    "stoch_d",
+    "adx",
+    "vol_ma20",
+)
+
+RSI_PERIOD = 14  # also the Stochastic RSI's RSI length (SPEC §3)
+MACD_FAST, MACD_SLOW, MACD_SIGNAL = 12, 26, 9
+BB_PERIOD, BB_DEV = 20, 2.0
+ATR_PERIOD = 14
+ADX_PERIOD = 14
+STOCH_WINDOW, STOCH_K, STOCH_D = 14, 3, 3
+VOL_MA_PERIOD = 20
+STOCH_FLAT_RANGE = 1e-9  # RSI points; a narrower 14-bar RSI range is rounding noise (see stoch_rsi)
+
+def _as_f64(x: ArrayLike) -> np.ndarray:
+    """TA-Lib needs contiguous float64; converting once here keeps every call cheap and safe."""
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float64))
+
+
+def window_mean_std(x: np.ndarray, period: int, *, with_std: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Trailing mean and population std over ``period`` values, from the window contents only.
+
+    Why not ``talib.SMA``/``talib.BBANDS``: TA-Lib keeps running sums (add the new value, subtract
+    the old one), so its output carries rounding residue from the whole history. That residue made
+    the live window and the full series disagree, and on flat windows it is worse than noise:
+    TA-Lib returns ``upper == lower == mid == close − 7e-15`` for 20 equal closes, i.e. a spurious
+    "close > upper" point in the rule signal, and a history-dependent ``bb_pct``.
+
+    Here each window is centred on its own last value ``x_t`` (``mean = x_t + mean(x − x_t)``) and
+    the deviation is summed in a second pass, so a flat window gives exactly ``mean = x_t`` and
+    ``std = 0``, and the result depends only on the ``period`` values. It equals TA-Lib's numbers
+    to ~1e-12 relative (tested). A window containing NaN gives NaN, like TA-Lib.
+    """
+    n = len(x)
+    mean = np.full(n, np.nan)
+    std = np.full(n, np.nan)
+    if n < period:
+        return mean, std
+    win = np.lib.stride_tricks.sliding_window_view(x, period)
+    last = x[period - 1 :]
+    dev = win - last[:, None]
+    shift = dev.sum(axis=1) / period
+    mean[period - 1 :] = last + shift
+    if with_std:
+        centred = dev - shift[:, None]
+        std[period - 1 :] = np.sqrt((centred * centred).sum(axis=1) / period)
+    return mean, std
+
+
+def stoch_rsi(rsi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stochastic RSI as the SPEC defines it: RSI(14) → stochastic over 14 → K = SMA3 → D = SMA3(K).
+
+    ``talib.STOCHRSI`` does not match the SPEC: its ``fastk`` is the *unsmoothed* stochastic and its
+    ``fastd`` is SMA3 of that, i.e. there is no K smoothing (checked against a pandas reference;
+    the difference reaches tens of points). ``talib.STOCH(rsi, rsi, rsi)`` has the right numbers but
+    masks K with D's longer lookback. So it is composed here: ``talib.MIN``/``talib.MAX`` over the
+    RSI, then the two 3-bar SMAs with :func:`window_mean_std` rather than ``talib.SMA``, whose
+    running-sum residue made ``K > D`` flip between the live window and the full series when
+    ``K == D == 0`` (RSI pinned at its 14-bar low).
+
+    A flat RSI window yields a raw stochastic of 0, the convention of both TA-Lib's STOCH and the
+    pandas-ta implementation the design point used, instead of a 0/0 NaN. "Flat" means a range
+    ≤ :data:`STOCH_FLAT_RANGE` RSI points: on flat prices Wilder's averages decay together and the
+    RSI wobbles in its last bits, which would otherwise be stretched to a full-scale 0–100 value.
+    Takes the RSI(14) series (computed once by :func:`compute_indicators`).
+    """
+    lo = talib.MIN(rsi, timeperiod=STOCH_WINDOW)
+    hi = talib.MAX(rsi, timeperiod=STOCH_WINDOW)
+    rng = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        wide = rng > STOCH_FLAT_RANGE
+        raw = np.where(wide, 100.0 * (rsi - lo) / np.where(wide, rng, 1.0), 0.0)
+    raw[np.isnan(rng)] = np.nan
+    k, _ = window_mean_std(raw, STOCH_K, with_std=False)
+    d, _ = window_mean_std(k, STOCH_D, with_std=False)
+    return k, d
+
+
+def compute_indicators(
+    open: ArrayLike,
+    high: ArrayLike,
+    low: ArrayLike,
+    close: ArrayLike,
+    volume: ArrayLike,
+) -> dict[str, np.ndarray]:
+    """Every SPEC §3 indicator for a candle series (keys: :data:`INDICATOR_KEYS`).
+
+    ``open`` is accepted for interface symmetry (OHLCV) although no indicator here uses it.
+    """
+    del open  # no SPEC §3 indicator reads the open; kept in the signature on purpose
+    h, lo, c, v = _as_f64(high), _as_f64(low), _as_f64(close), _as_f64(volume)
+    macd, macd_signal, macd_hist = talib.MACD(
+        c, fastperiod=MACD_FAST, slowperiod=MACD_SLOW, signalperiod=MACD_SIGNAL
+    )
+    bb_mid, bb_std = window_mean_std(c, BB_PERIOD)  # = talib.BBANDS(c, 20, 2, 2, SMA), see docstring
+    rsi = talib.RSI(c, timeperiod=RSI_PERIOD)
+    stoch_k, stoch_d = stoch_rsi(rsi)  # the Stochastic RSI uses the same RSI(14)
+    out = {
+        "rsi": rsi,
+        "macd": macd,
+        "macd_signal": macd_signal,
+        "macd_hist": macd_hist,
+        "bb_upper": bb_mid + BB_DEV * bb_std,
+        "bb_mid": bb_mid,
+        "bb_lower": bb_mid - BB_DEV * bb_std,
+        "ema9": talib.EMA(c, timeperiod=9),
+        "ema21": talib.EMA(c, timeperiod=21),
+        "ema50": talib.EMA(c, timeperiod=50),
+        "atr": talib.ATR(h, lo, c, timeperiod=ATR_PERIOD),
+        "stoch_k": stoch_k,
+        "stoch_d": stoch_d,
+        "adx": talib.ADX(h, lo, c, timeperiod=ADX_PERIOD),
+        "vol_ma20": window_mean_std(v, VOL_MA_PERIOD, with_std=False)[0],
+    }
+    return {key: np.asarray(out[key], dtype=np.float64) for key in INDICATOR_KEYS}

@@ -1,0 +1,55 @@
+"""Fixtures shared by every test folder: the real-data location and synthetic markets.
+
+The real-data tier reads ``<repo>/../shared/data`` (present in CI, never copied into the repo) and
+is skipped when that folder is absent. Synthetic fixtures are session-scoped because they are
+deterministic; treat them as read-only (``.copy()`` before changing a frame).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from perpbot.data.schema import data_path
+from perpbot.data.store import save_market
+from perpbot.data.synth import synth_market as make_synth_market
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+SYNTH_SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """``../shared/data`` (recorded Binance candles); skips the test when it is not there."""
+    if not (REAL_DATA_DIR / "README.md").is_file():
+        pytest.skip(f"real data not available at {REAL_DATA_DIR}")
+    return REAL_DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def synth_market() -> pd.DataFrame:
+    """60 days of synthetic XRPUSDT (seed 7) in the data schema. Read-only."""
+    return make_synth_market(days=60, seed=7)
+
+
+@pytest.fixture(scope="session")
+def synth_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with synthetic ``combined_15m.parquet`` files for the three default symbols."""
+    root = tmp_path_factory.mktemp("synth_data")
+    for symbol in SYNTH_SYMBOLS:
+        frame = make_synth_market(days=60, seed=7, symbol=symbol)
+        save_market(frame, data_path(root, symbol), closed_through_ms=int(frame.index.asi8[-1]))
+    return root
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``realdata`` skip cleanly when the shared data is absent, fixture or not."""
+    if (REAL_DATA_DIR / "README.md").is_file():
+        return
+    skip = pytest.mark.skip(reason=f"real data not available at {REAL_DATA_DIR}")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)

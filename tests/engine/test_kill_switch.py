@@ -1,0 +1,120 @@
+"""Per-symbol kill switch (SPEC §13 row 27): trips, latching, persistence, reset at boot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perpbot.domain.types import ClosedTrade, CloseReason, Side
+from perpbot.engine.journal import Journal
+from perpbot.engine.kill_switch import KillSwitch, evaluate
+
+T0 = 1_704_067_200_000
+SYM = "XRPUSDT"
+
+
+def trade(net: float, sym: str = SYM) -> ClosedTrade:
+    return ClosedTrade(
+        symbol=sym, side=Side.SHORT, entry_time_ms=T0, exit_time_ms=T0 + 1, entry_price=1.0,
+        exit_price=1.0, quantity=1.0, realized_pnl=net, entry_fee=0.0, exit_fee=0.0, funding=0.0,
+        reason=CloseReason.SL if net < 0 else CloseReason.TP,
+    )
+
+
+def feed(j: Journal, ks: KillSwitch, pnls: list[float]) -> list[str | None]:
+    out = []
+    for p in pnls:
+        t = trade(p)
+        j.record_trade(t)
+        out.append(ks.record(t, T0))
+    return out
+
+
+def test_rule_fast_and_slow() -> None:
+    assert evaluate([-1.0] * 7) is None
+    assert evaluate([-1.0] * 8).startswith("fast")  # type: ignore[union-attr]
+    assert evaluate([5.0] + [-1.0] * 7) is None
+    assert evaluate([-1.0] * 7 + [0.0]) is None  # zero is not a loss
+    # PF 0.6 over 15: gross profit 6, gross loss 10, never 8 losses in a row
+    pf06 = [1.0, -1.0] * 6 + [-1.0, -1.0, -2.0]
+    assert sum(p for p in pf06 if p > 0) / -sum(p for p in pf06 if p < 0) == 0.6
+    assert evaluate(pf06).startswith("slow")  # type: ignore[union-attr]
+    assert evaluate(pf06[1:]) is None  # fewer than 15 trades: no slow verdict
+    assert evaluate([1.0] * 15) is None  # no gross loss: PF undefined, no trip
+    assert evaluate([1.0, -1.0] * 7 + [1.0]) is None  # PF 1.14
+
+
+def test_eight_straight_losses_trip() -> None:
+    j = Journal()
+    ks = KillSwitch(SYM, j)
+    ks.boot(T0)
+    results = feed(j, ks, [2.0] + [-1.0] * 8)
+    assert results[:-1] == [None] * 8
+    assert results[-1] is not None and results[-1].startswith("fast")
+    assert ks.tripped
+    state = j.kill_switch_state(SYM)
+    assert state is not None and state.tripped
+    assert [e.kind for e in j.events(symbol=SYM)] == ["kill_switch.trip"]
+
+
+def test_fifteen_trade_pf_06_trips() -> None:
+    j = Journal()
+    ks = KillSwitch(SYM, j)
+    ks.boot(T0)
+    results = feed(j, ks, [1.0, -1.0] * 6 + [-1.0, -1.0, -2.0])
+    assert results[-1] is not None and results[-1].startswith("slow")
+    assert all(r is None for r in results[:-1])
+
+
+def test_latched_and_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        ks = KillSwitch(SYM, j)
+        ks.boot(T0)
+        feed(j, ks, [-1.0] * 8)
+        feed(j, ks, [5.0, 5.0])  # winners later do not clear it
+        assert ks.tripped
+    with Journal(path) as j2:
+        ks2 = KillSwitch(SYM, j2)
+        assert ks2.boot(T0 + 10) is not None
+        assert ks2.tripped
+
+
+def test_boot_rebuilds_from_trades_even_without_state() -> None:
+    """Trades journaled but the trip never persisted (crash between): boot checks the tail."""
+    j = Journal()
+    for _ in range(8):
+        j.record_trade(trade(-1.0))
+    ks = KillSwitch(SYM, j)
+    assert ks.boot(T0) is not None
+
+
+def test_reset_flag_clears_at_boot_and_is_journaled(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    with Journal(path) as j:
+        ks = KillSwitch(SYM, j)
+        ks.boot(T0)
+        feed(j, ks, [-1.0] * 8)
+        assert ks.tripped
+    with Journal(path) as j2:
+        ks2 = KillSwitch(SYM, j2)
+        assert ks2.boot(T0 + 1, reset=True) is None
+        assert not ks2.tripped
+        assert j2.events("kill_switch.reset", SYM)
+        # The old losers no longer count: one more loser does not re-trip it.
+        t = trade(-1.0)
+        j2.record_trade(t)
+        assert ks2.record(t, T0 + 2) is None
+    with Journal(path) as j3:  # the next restart without the flag keeps it clear
+        ks3 = KillSwitch(SYM, j3)
+        assert ks3.boot(T0 + 3) is None
+        # ...and counts only trades after the reset: seven more losers (8 in total) trip it.
+        ks3_results = feed(j3, ks3, [-1.0] * 7)
+        assert ks3_results[-1] is not None
+
+
+def test_symbols_are_independent() -> None:
+    j = Journal()
+    for _ in range(8):
+        j.record_trade(trade(-1.0, "TRXUSDT"))
+    ks = KillSwitch(SYM, j)
+    assert ks.boot(T0) is None

@@ -1,0 +1,276 @@
+"""End-to-end training on a small synthetic market, parameter precedence, guards and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from perpbot.config import AppConfig, SignalParams
+from perpbot.data.schema import data_path
+from perpbot.data.store import save_market
+from perpbot.data.synth import synth_market
+from perpbot.errors import ConfigError, InsufficientDataError
+from perpbot.ml.dataset import build_dataset
+from perpbot.ml.splits import purged_walk_forward
+from perpbot.ml.training import (
+    ACTIVE_PARAMS_FILE,
+    TrainReport,
+    max_precision_at_recall,
+    operating_threshold,
+    precision_recall_at,
+    resolve_lgbm_params,
+    safe_auc,
+    train_symbol,
+)
+
+LOOSE = SignalParams(atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0)
+CFG = AppConfig(default_params=LOOSE)
+FAST = {"n_estimators": 40}
+LOOSE_ENV = {"SIGNAL_THRESHOLD": "2", "ADX_THRESHOLD": "0", "VOL_MULTIPLIER": "1.0",
+             "ATR_SL_MULT": "1.5", "ATR_TP_MULT": "2.0"}
+
+
+def _write_market(data_dir: Path, symbol: str, days: int = 20, seed: int = 11) -> Path:
+    return save_market(synth_market(days, seed, symbol=symbol), data_path(data_dir, symbol))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainReport]:
+    root = tmp_path_factory.mktemp("train")
+    _write_market(root / "data", "TRNUSDT")
+    report = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=root / "models", config=CFG, wf=3,
+                          lgbm_overrides=FAST)
+    return root, report
+
+
+# ------------------------------------------------------------------ metrics helpers
+
+
+def test_metric_helpers() -> None:
+    y = np.array([0, 0, 1, 1, 1, 0])
+    p = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.7])
+    assert safe_auc(np.ones(4), np.arange(4.0)) == 0.5
+    assert precision_recall_at(y, p, 0.75) == (1.0, 2 / 3, 2)
+    assert precision_recall_at(y, p, 0.95) == (0.0, 0.0, 0)
+    thr, prec, rec = max_precision_at_recall(y, p, 0.5)
+    assert (thr, prec, rec) == (0.8, 1.0, 2 / 3)
+    assert operating_threshold(np.zeros(5), np.linspace(0, 1, 5)) == (0.5, True)
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_train_writes_model_metadata_and_log(trained: tuple[Path, TrainReport]) -> None:
+    root, report = trained
+    sym_dir = root / "models" / "trnusdt"
+    for name in ("lgbm_filter.onnx", "lgbm_filter.json", "lgbm_filter.txt", "training_log.json"):
+        assert (sym_dir / name).is_file(), name
+    meta = json.loads((sym_dir / "lgbm_filter.json").read_text())
+    from perpbot.data.store import data_file_sha256
+    from perpbot.ml.features import feature_schema_hash
+
+    assert meta["feature_schema_hash"] == feature_schema_hash()
+    assert meta["data_sha256"] == data_file_sha256(data_path(root / "data", "TRNUSDT"))
+    assert meta["operating_threshold"] == pytest.approx(report.threshold)
+    assert 0.0 < report.threshold < 1.0
+    assert len(meta["walk_forward"]["folds"]) == len(report.folds) == 3
+    assert meta["walk_forward"]["embargo"] == 24
+    assert meta["params"]["n_estimators"] == 40 and "weight_scale" not in meta["params"]
+    assert meta["weight_scale"] == pytest.approx(1.783105)
+    assert meta["training_window"]["start"] and meta["training_window"]["end"]
+    assert meta["signal_params"]["atr_sl_mult"] == 1.5 and meta["signal_params"]["atr_tp_mult"] == 2.0
+    assert meta["library_versions_training"]["lightgbm"]
+    log = json.loads((sym_dir / "training_log.json").read_text())
+    assert len(log) == 1 and log[0]["backend"] == "lgbm" and log[0]["symbol"] == "TRNUSDT"
+    assert log[0]["threshold"] == pytest.approx(report.threshold)
+
+
+def test_onnx_file_serves_the_trained_model(trained: tuple[Path, TrainReport]) -> None:
+    import onnxruntime as ort
+
+    root, _ = trained
+    sess = ort.InferenceSession(str(root / "models" / "trnusdt" / "lgbm_filter.onnx"),
+                                providers=["CPUExecutionProvider"])
+    market = synth_market(20, 11, symbol="TRNUSDT").iloc[:-1]
+    ds = build_dataset(market, LOOSE, decay=2.0)
+    inp = sess.get_inputs()[0]
+    dtype = np.float64 if "double" in inp.type else np.float32
+    proba = np.asarray(sess.run(None, {inp.name: ds.X[:50].astype(dtype)})[0]).ravel()
+    assert proba.shape == (50,) and np.all((proba >= 0) & (proba <= 1))
+    assert np.unique(np.round(proba, 6)).size > 1
+
+
+def test_fold_metrics_are_on_signal_rows_with_the_no_ml_baseline(trained: tuple[Path, TrainReport]) -> None:
+    root, report = trained
+    market = synth_market(20, 11, symbol="TRNUSDT").iloc[:-1]  # the loader drops the unmarked last row
+    ds = build_dataset(market, LOOSE, decay=2.0, symbol="TRNUSDT")
+    folds = purged_walk_forward(ds.bar_index, n_folds=3, es_fraction=0.15)
+    for fold, fm in zip(folds, report.folds, strict=True):
+        val = fold.val_idx[ds.is_signal[fold.val_idx]]
+        assert fm.n_val_signals == val.size < fold.val_idx.size  # HOLD negatives excluded
+        assert fm.n_val_positives == int(ds.y[val].sum())
+        assert fm.baseline_precision == pytest.approx(ds.y[val].mean())
+        assert fm.baseline_recall == 1.0
+        assert 0.0 <= fm.auc <= 1.0 and 0.0 <= fm.precision <= 1.0
+    mean, std = report.summary["baseline_precision"]
+    assert mean == pytest.approx(np.mean([f.baseline_precision for f in report.folds]))
+
+
+def test_training_is_deterministic_and_log_appends(tmp_path: Path, trained: tuple[Path, TrainReport]) -> None:
+    root, _ = trained
+    again = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=tmp_path, config=CFG, wf=3,
+                         lgbm_overrides=FAST)
+    a = (root / "models" / "trnusdt" / "lgbm_filter.onnx").read_bytes()
+    b = (tmp_path / "trnusdt" / "lgbm_filter.onnx").read_bytes()
+    assert a == b
+    train_symbol("TRNUSDT", data_dir=root / "data", model_dir=tmp_path, config=CFG, wf=0, lgbm_overrides=FAST)
+    log = json.loads((tmp_path / "trnusdt" / "training_log.json").read_text())
+    assert len(log) == 2 and log[1]["wf_folds"] == 0
+    assert (tmp_path / "trnusdt" / "lgbm_filter_prev.onnx").exists()  # previous model kept
+    assert again.threshold > 0
+
+
+def test_nn_backend_same_dataset_and_splits(tmp_path: Path, trained: tuple[Path, TrainReport]) -> None:
+    root, lgbm_report = trained
+    report = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=tmp_path, config=CFG, backend="mlx",
+                          wf=3, nn_options={"epochs": 3, "hidden_dim": 16})
+    assert report.backend == "nn"
+    assert (tmp_path / "trnusdt" / "nn_filter.onnx").is_file()
+    assert [f.n_val_signals for f in report.folds] == [f.n_val_signals for f in lgbm_report.folds]
+    assert [f.n_fit for f in report.folds] == [f.n_fit for f in lgbm_report.folds]  # same balancing
+    meta = json.loads((tmp_path / "trnusdt" / "nn_filter.json").read_text())
+    assert meta["params"]["epochs"] == 3
+
+
+# ------------------------------------------------------------------ parameter precedence
+
+
+def test_params_precedence(tmp_path: Path) -> None:
+    sym_dir = tmp_path / "prcusdt"
+    sym_dir.mkdir()
+    r = resolve_lgbm_params(sym_dir)
+    assert r.source == "defaults" and r.params["n_estimators"] == 434 and r.weight_scale == pytest.approx(1.783105)
+    (sym_dir / ACTIVE_PARAMS_FILE).write_text(json.dumps(
+        {"best_trial": {"params": {"n_estimators": 123, "max_depth": 3, "weight_scale": 0.7}}}))
+    r = resolve_lgbm_params(sym_dir)
+    assert r.params["n_estimators"] == 123 and r.params["max_depth"] == 3 and r.weight_scale == 0.7
+    assert "weight_scale" not in r.params and r.params["learning_rate"] == 0.123659
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({"best_trial": {"params": {"n_estimators": 77}}}))
+    r = resolve_lgbm_params(sym_dir, tuned)
+    assert r.params["n_estimators"] == 77 and r.params["max_depth"] == 6  # tuned file wins, active ignored
+    assert r.weight_scale == pytest.approx(1.783105)
+    tuned.write_text(json.dumps({"n_estimator": 5}))
+    with pytest.raises(ConfigError, match="unknown LightGBM parameter 'n_estimator'"):
+        resolve_lgbm_params(sym_dir, tuned)
+    tuned.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        resolve_lgbm_params(sym_dir, tuned)
+
+
+def test_tuned_params_reach_the_saved_model(tmp_path: Path, trained: tuple[Path, TrainReport]) -> None:
+    root, _ = trained
+    models = tmp_path / "models"
+    (models / "trnusdt").mkdir(parents=True)
+    (models / "trnusdt" / ACTIVE_PARAMS_FILE).write_text(json.dumps(
+        {"best_trial": {"params": {"n_estimators": 30, "max_depth": 3, "num_leaves": 7, "weight_scale": 1.0}}}))
+    rep = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=models, config=CFG, wf=0)
+    meta = json.loads((models / "trnusdt" / "lgbm_filter.json").read_text())
+    assert rep.params_source.endswith(ACTIVE_PARAMS_FILE)
+    assert meta["params"]["max_depth"] == 3 and meta["weight_scale"] == 1.0
+    tuned = tmp_path / "t.json"
+    tuned.write_text(json.dumps({"params": {"n_estimators": 25, "max_depth": 2}}))
+    rep = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=models, config=CFG, wf=0, tuned_params=tuned)
+    meta = json.loads((models / "trnusdt" / "lgbm_filter.json").read_text())
+    assert rep.params_source.startswith("tuned-params") and meta["params"]["max_depth"] == 2
+
+
+# ------------------------------------------------------------------ guards
+
+
+def test_fewer_than_200_samples(tmp_path: Path) -> None:
+    _write_market(tmp_path / "data", "FEWUSDT", days=2)
+    with pytest.raises(InsufficientDataError, match="FEWUSDT"):
+        train_symbol("FEWUSDT", data_dir=tmp_path / "data", model_dir=tmp_path / "models", config=CFG, wf=2)
+    assert not (tmp_path / "models" / "fewusdt" / "lgbm_filter.onnx").exists()
+
+
+# ------------------------------------------------------------------ CLI
+
+
+@pytest.fixture()
+def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps long one-line errors at 80 columns otherwise
+    for k, v in LOOSE_ENV.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SYMBOLS", raising=False)
+    monkeypatch.delenv("SYMBOL", raising=False)
+    return tmp_path
+
+
+def _invoke(args: list[str]):
+    from perpbot.cli.main import app
+
+    return CliRunner().invoke(app, args)
+
+
+def test_cli_train_unseen_symbol(cli_env: Path) -> None:
+    """A symbol no other test uses, trained through the CLI on a temporary data folder."""
+    _write_market(cli_env / "data", "QZWUSDT", days=20, seed=5)
+    res = _invoke(["train", "--symbol", "qzwusdt", "--wf", "3", "--data-dir", str(cli_env / "data"),
+                   "--model-dir", str(cli_env / "models"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "QZWUSDT" in res.output and "mean" in res.output and "bprec" in res.output
+    assert (cli_env / "models" / "qzwusdt" / "lgbm_filter.onnx").is_file()
+
+
+def test_cli_symbol_and_all_is_exit_2(cli_env: Path) -> None:
+    res = _invoke(["train", "--symbol", "XRPUSDT", "--all", "--quiet"])
+    assert res.exit_code == 2
+    assert "mutually exclusive" in res.output
+
+
+def test_cli_missing_parquet_is_exit_2(cli_env: Path) -> None:
+    res = _invoke(["train", "--symbol", "NOPEUSDT", "--data-dir", str(cli_env / "nodata"), "--quiet"])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "not found" in lines[0]
+
+
+def test_cli_unwritable_models_folder_is_exit_2(cli_env: Path) -> None:
+    _write_market(cli_env / "data", "UNWUSDT", days=20)
+    blocker = cli_env / "models_is_a_file"
+    blocker.write_text("not a folder")
+    res = _invoke(["train", "--symbol", "UNWUSDT", "--data-dir", str(cli_env / "data"),
+                   "--model-dir", str(blocker), "--quiet"])
+    assert res.exit_code == 2
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "not writable" in lines[0]
+
+
+def test_cli_bad_backend_and_bad_tuned_params(cli_env: Path) -> None:
+    res = _invoke(["train", "--symbol", "XRPUSDT", "--backend", "xgb", "--quiet"])
+    assert res.exit_code == 2 and "--backend" in res.output
+    _write_market(cli_env / "data", "BTPUSDT", days=20)
+    res = _invoke(["train", "--symbol", "BTPUSDT", "--data-dir", str(cli_env / "data"), "--model-dir",
+                   str(cli_env / "models"), "--tuned-params", str(cli_env / "missing.json"), "--quiet"])
+    assert res.exit_code == 2 and "tuned-params file not found" in res.output
+    assert not (cli_env / "models" / "btpusdt" / "lgbm_filter.onnx").exists()
+
+
+def test_cli_deploy_from_staging(cli_env: Path) -> None:
+    _write_market(cli_env / "data", "DPLUSDT", days=20)
+    staging, live = cli_env / "staging", cli_env / "models"
+    res = _invoke(["train", "--symbol", "DPLUSDT", "--wf", "0", "--data-dir", str(cli_env / "data"),
+                   "--model-dir", str(staging), "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = _invoke(["deploy", "--symbol", "DPLUSDT", "--from", str(staging), "--model-dir", str(live)])
+    assert res.exit_code == 0, res.output
+    assert (live / "dplusdt" / "lgbm_filter.onnx").read_bytes() == (staging / "dplusdt" / "lgbm_filter.onnx").read_bytes()
+    res = _invoke(["deploy", "--symbol", "DPLUSDT", "--from", str(cli_env / "empty"), "--model-dir", str(live)])
+    assert res.exit_code == 2 and "nothing to deploy" in res.output

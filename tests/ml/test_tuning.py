@@ -1,0 +1,158 @@
+"""Optuna tuning: SQLite study that resumes, SPEC search space, and the promotion rule both ways."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+
+from perpbot.config import AppConfig, SignalParams
+from perpbot.data.schema import data_path
+from perpbot.data.store import save_market
+from perpbot.data.synth import synth_market
+from perpbot.ml import tuning
+from perpbot.ml.training import ACTIVE_PARAMS_FILE, resolve_lgbm_params
+from perpbot.ml.tuning import CVResult, promotion_decision, suggest_params, tune_symbol
+
+LOOSE = SignalParams(atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0)
+CFG = AppConfig(default_params=LOOSE)
+SMALL = (20, 40)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tune_data")
+    save_market(synth_market(20, 11, symbol="TUNUSDT"), data_path(root, "TUNUSDT"))
+    return root
+
+
+def _cv(score: float, std: float, folds: int) -> CVResult:
+    return CVResult(score=score, auc=0.6, precision=score, recall=0.4, precision_std=std, precision_folds=folds,
+                    fold_auc=[0.6] * 5, fold_precision=[score] * 5, fold_recall=[0.4] * 5,
+                    fold_positives=[5] * 5, fold_counted=[True] * 5)
+
+
+def test_real_three_trial_study_then_resume(tmp_path: Path, data_dir: Path) -> None:
+    models = tmp_path / "models"
+    r1 = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=3, folds=3,
+                     n_estimators_range=SMALL)
+    sym_dir = models / "tunusdt"
+    assert (sym_dir / "optuna.sqlite3").is_file()
+    assert r1.trials_new == 3 and r1.trials_total == 3
+    res = json.loads(r1.results_path.read_text())
+    assert r1.results_path.name.startswith("tune_results_") and r1.results_path.suffix == ".json"
+    for key in ("timestamp", "data_path", "recall_constraint", "n_trials", "elapsed_s", "baseline",
+                "best_trial", "trials", "promotion"):
+        assert key in res, key
+    assert res["recall_constraint"] == 0.35
+    assert len(res["best_trial"]["fold_precision"]) == 3 == len(res["baseline"]["fold_precision"])
+    assert "weight_scale" in res["best_trial"]["params"]
+    assert res["promotion"]["promoted"] == r1.promoted and res["promotion"]["reasons"]
+    assert res["promotion"]["rule"] == tuning.PROMOTION_RULE
+
+    # An interrupted/finished study resumes: asking for 5 in total runs only 2 more.
+    r2 = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=5, folds=3,
+                     n_estimators_range=SMALL, baseline=False)
+    assert r2.trials_new == 2 and r2.trials_total == 5
+    assert r2.study_name == r1.study_name
+    study = optuna.load_study(study_name=r2.study_name, storage=r2.storage)
+    assert len(study.trials) == 5
+    assert not r2.promoted and "no baseline" in r2.reasons[0]
+    assert r2.results_path != r1.results_path
+
+
+def test_search_space_bounds() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        p = suggest_params(trial)
+        assert 100 <= p["n_estimators"] <= 600 and 0.01 <= p["learning_rate"] <= 0.2
+        assert 2 <= p["max_depth"] <= 7
+        assert 7 <= p["num_leaves"] <= max(7, min(31, 2 ** p["max_depth"] - 1))
+        assert 10 <= p["min_child_samples"] <= 50
+        assert 0.5 <= p["subsample"] <= 1.0 and 0.5 <= p["colsample_bytree"] <= 1.0
+        assert 1e-4 <= p["reg_alpha"] <= 1.0 and 1e-4 <= p["reg_lambda"] <= 1.0
+        assert 0.5 <= p["weight_scale"] <= 2.0
+        study.tell(trial, 0.0)
+
+
+def test_promotion_rule_unit() -> None:
+    base = _cv(0.50, 0.02, 5)
+    assert promotion_decision(_cv(0.52, 0.02, 5), base)[0] is True
+    ok, why = promotion_decision(_cv(0.505, 0.02, 5), base)
+    assert not ok and "does not beat baseline" in why[0]
+    ok, why = promotion_decision(_cv(0.60, 0.08, 5), base)
+    assert not ok and "std" in why[0]
+    ok, why = promotion_decision(_cv(0.60, 0.02, 2), base)
+    assert not ok and "only 2 fold(s)" in why[0]
+    assert promotion_decision(_cv(0.9, 0.0, 5), None)[0] is False
+
+
+def _fake_cv(best_score: float, best_std: float, baseline_score: float):
+    """Stand-in for the CV: the baseline (no trial) gets one score, every trial another."""
+
+    def fake(ds, folds, params, *, min_recall, seed=42, trial=None):
+        if trial is None:
+            return _cv(baseline_score, 0.0, 5)
+        trial.report(best_score, 0)
+        return _cv(best_score, best_std, 5)
+
+    return fake
+
+
+def test_promotion_writes_active_params_used_by_training(tmp_path: Path, data_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.70, 0.01, 0.50))
+    models = tmp_path / "models"
+    rep = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=2, folds=3,
+                      n_estimators_range=SMALL)
+    assert rep.promoted, rep.reasons
+    active = models / "tunusdt" / ACTIVE_PARAMS_FILE
+    saved = json.loads(active.read_text())
+    assert saved["best_trial"]["params"] == rep.best_params
+    resolved = resolve_lgbm_params(models / "tunusdt")
+    assert resolved.params["n_estimators"] == rep.best_params["n_estimators"]
+    assert resolved.weight_scale == pytest.approx(rep.best_params["weight_scale"])
+    # --no-baseline never promotes, even with the same (winning) trials: the active file stays.
+    before = active.read_bytes()
+    rep2 = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=3, folds=3,
+                       n_estimators_range=SMALL, baseline=False)
+    assert not rep2.promoted and active.read_bytes() == before
+
+
+def test_no_promotion_keeps_active_params(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = tmp_path / "models"
+    active = models / "tunusdt" / ACTIVE_PARAMS_FILE
+    active.parent.mkdir(parents=True)
+    active.write_text(json.dumps({"best_trial": {"params": {"n_estimators": 111}}}))
+    before = active.read_bytes()
+    # Better score but unstable across folds -> refused, and the reason is reported.
+    monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.70, 0.20, 0.50))
+    rep = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=2, folds=3,
+                      n_estimators_range=SMALL)
+    assert not rep.promoted and any("std" in r for r in rep.reasons)
+    assert active.read_bytes() == before
+    res = json.loads(rep.results_path.read_text())
+    assert res["baseline"]["params"]["n_estimators"] == 111  # baseline = the active parameters
+    assert res["promotion"]["promoted"] is False
+
+
+def test_cli_tune(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from perpbot.cli.main import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "400")
+    for k, v in {"SIGNAL_THRESHOLD": "2", "ADX_THRESHOLD": "0", "VOL_MULTIPLIER": "1.0",
+                 "ATR_SL_MULT": "1.5"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.55, 0.01, 0.50))
+    res = CliRunner().invoke(app, ["tune", "--symbol", "TUNUSDT", "--trials", "2", "--folds", "3",
+                                   "--data-dir", str(data_dir), "--model-dir", str(tmp_path / "m"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "not promoted" in res.output and "does not beat baseline" in res.output
+    res = CliRunner().invoke(app, ["tune", "--symbol", "TUNUSDT", "--all"])
+    assert res.exit_code == 2

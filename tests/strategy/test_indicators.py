@@ -1,0 +1,123 @@
+"""Indicators (SPEC §3, §14 "Indicators" row): TA-Lib numbers, the composed Stochastic RSI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import talib
+
+from perpbot.strategy.indicators import INDICATOR_KEYS, compute_indicators, window_mean_std
+
+
+def random_bars(n: int, seed: int) -> dict[str, np.ndarray]:
+    """A random walk with consistent OHLC (high ≥ open/close ≥ low) and positive volume."""
+    rng = np.random.default_rng(seed)
+    close = 2.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, n)))
+    open_ = np.concatenate([[close[0]], close[:-1]])
+    spread = np.abs(rng.normal(0.0, 0.004, n)) * close
+    high = np.maximum(open_, close) + spread
+    low = np.minimum(open_, close) - spread
+    volume = rng.lognormal(14.0, 0.6, n)
+    return {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
+
+
+@pytest.fixture(scope="module")
+def bars100() -> dict[str, np.ndarray]:
+    return random_bars(100, 1)
+
+
+@pytest.fixture(scope="module")
+def ind100(bars100: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return compute_indicators(**bars100)
+
+
+def test_spec_row_100_random_bars(ind100: dict[str, np.ndarray]) -> None:
+    rsi = ind100["rsi"][~np.isnan(ind100["rsi"])]
+    assert rsi.size > 50 and (rsi >= 0).all() and (rsi <= 100).all()
+    for key in ("macd", "macd_signal", "macd_hist"):
+        assert np.isfinite(ind100[key][-1])
+    ok = ~np.isnan(ind100["bb_upper"])
+    assert ok.sum() == 81 and (ind100["bb_upper"][ok] >= ind100["bb_lower"][ok]).all()
+    adx = ind100["adx"][~np.isnan(ind100["adx"])]
+    assert adx.size > 50 and (adx >= 0).all()
+
+
+def test_keys_dtype_length_and_no_nan_at_the_end(ind100: dict[str, np.ndarray]) -> None:
+    assert tuple(ind100) == INDICATOR_KEYS
+    for key, arr in ind100.items():
+        assert arr.dtype == np.float64 and arr.shape == (100,), key
+        assert np.isfinite(arr[-1]), key
+
+
+def test_recursive_indicators_are_talib(
+    bars100: dict[str, np.ndarray], ind100: dict[str, np.ndarray]
+) -> None:
+    c, h, lo = bars100["close"], bars100["high"], bars100["low"]
+    macd, sig, hist = talib.MACD(c, 12, 26, 9)
+    expected = {
+        "rsi": talib.RSI(c, 14),
+        "macd": macd,
+        "macd_signal": sig,
+        "macd_hist": hist,
+        "ema9": talib.EMA(c, 9),
+        "ema21": talib.EMA(c, 21),
+        "ema50": talib.EMA(c, 50),
+        "atr": talib.ATR(h, lo, c, 14),
+        "adx": talib.ADX(h, lo, c, 14),
+    }
+    for key, ref in expected.items():
+        np.testing.assert_array_equal(ind100[key], ref, err_msg=key)
+
+
+def test_windowed_means_match_talib_bbands_and_sma() -> None:
+    bars = random_bars(3000, 2)
+    ind = compute_indicators(**bars)
+    upper, mid, lower = talib.BBANDS(bars["close"], 20, 2.0, 2.0, 0)
+    for key, ref in (("bb_upper", upper), ("bb_mid", mid), ("bb_lower", lower)):
+        np.testing.assert_allclose(ind[key], ref, rtol=1e-11, atol=0, equal_nan=True, err_msg=key)
+    np.testing.assert_allclose(
+        ind["vol_ma20"], talib.SMA(bars["volume"], 20), rtol=1e-11, atol=0, equal_nan=True
+    )
+
+
+def test_stoch_rsi_follows_the_spec_definition_not_talib_stochrsi() -> None:
+    bars = random_bars(600, 3)
+    ind = compute_indicators(**bars)
+    rsi = pd.Series(talib.RSI(bars["close"], 14))
+    lo, hi = rsi.rolling(14).min(), rsi.rolling(14).max()
+    raw = 100.0 * (rsi - lo) / (hi - lo)
+    k = raw.rolling(3).mean()
+    d = k.rolling(3).mean()
+    np.testing.assert_allclose(ind["stoch_k"], k.to_numpy(), atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(ind["stoch_d"], d.to_numpy(), atol=1e-9, equal_nan=True)
+    # TA-Lib's STOCHRSI fastk is the unsmoothed stochastic: it must differ from the SPEC's K.
+    fastk, _ = talib.STOCHRSI(bars["close"], 14, 14, 3, 0)
+    assert np.nanmax(np.abs(fastk - ind["stoch_k"])) > 5.0
+    ok = ~np.isnan(ind["stoch_k"])
+    assert (ind["stoch_k"][ok] >= -1e-9).all() and (ind["stoch_k"][ok] <= 100 + 1e-9).all()
+
+
+def test_flat_prices_give_exact_bands_and_zero_stochastic() -> None:
+    """TA-Lib's running sums put the bands 7e-15 below a flat close (a spurious 'close > upper')."""
+    bars = random_bars(200, 4)
+    for key in ("open", "high", "low", "close"):
+        bars[key] = np.concatenate([bars[key], np.full(40, 2.3456)])
+    bars["volume"] = np.concatenate([bars["volume"], np.full(40, 1000.0)])
+    ind = compute_indicators(**bars)
+    assert ind["bb_upper"][-1] == ind["bb_lower"][-1] == 2.3456
+    assert ind["vol_ma20"][-1] == 1000.0
+    assert ind["stoch_k"][-1] == 0.0 and ind["stoch_d"][-1] == 0.0
+
+
+def test_window_mean_std_depends_on_window_contents_only() -> None:
+    x = random_bars(500, 5)["volume"]
+    m_full, s_full = window_mean_std(x, 20)
+    m_tail, s_tail = window_mean_std(x[-60:], 20)
+    np.testing.assert_array_equal(m_full[-41:], m_tail[-41:])
+    np.testing.assert_array_equal(s_full[-41:], s_tail[-41:])
+
+
+def test_short_input_is_all_nan_not_an_error() -> None:
+    ind = compute_indicators(**random_bars(10, 6))
+    assert all(np.isnan(ind[k]).all() for k in ("macd", "adx", "ema50", "bb_mid", "stoch_d"))
