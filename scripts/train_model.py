@@ -27,15 +27,21 @@ def _symbol_from_data_path(path: Path) -> str:
     try:
         return normalize_symbol(path.parent.name, source="--data folder")
     except ConfigError:
-        raise ConfigError(f"--data={path}: cannot tell the symbol from the folder name; pass --symbol") from None
+        raise ConfigError(
+            f"--data={path}: cannot tell the symbol from the folder name; pass --symbol"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, help="Market parquet file (default data/<symbol>/combined_15m.parquet).")
+    ap.add_argument(
+        "--data", type=Path, help="Market parquet file (default data/<symbol>/combined_15m.parquet)."
+    )
     ap.add_argument("--symbol", help="One symbol, e.g. XRPUSDT.")
     ap.add_argument("--all", action="store_true", help="Every configured symbol (SYMBOLS).")
-    ap.add_argument("--decay", type=float, default=None, help="Time-weight decay (default TIME_WEIGHT_DECAY).")
+    ap.add_argument(
+        "--decay", type=float, default=None, help="Time-weight decay (default TIME_WEIGHT_DECAY)."
+    )
     ap.add_argument("--wf", action="store_true", help="Add the purged walk-forward report.")
     ap.add_argument("--wf-splits", type=int, default=5, help="Walk-forward folds (default 5).")
     ap.add_argument("--tuned-params", type=Path, default=None, help="Tuned params JSON.")
@@ -66,9 +72,18 @@ def main(argv: list[str] | None = None) -> int:
             cb = progress_callback(bar)
             for sym in symbols:
                 try:
-                    report = train_symbol(sym, data_dir=args.data_dir, model_dir=args.model_dir, config=cfg,
-                                          backend=backend, wf=wf, decay=args.decay,
-                                          tuned_params=args.tuned_params, progress=cb, data_file=args.data)
+                    report = train_symbol(
+                        sym,
+                        data_dir=args.data_dir,
+                        model_dir=args.model_dir,
+                        config=cfg,
+                        backend=backend,
+                        wf=wf,
+                        decay=args.decay,
+                        tuned_params=args.tuned_params,
+                        progress=cb,
+                        data_file=args.data,
+                    )
                     print_train_report(report)
                 except PerpbotError as exc:
                     if len(symbols) == 1:

@@ -22,7 +22,9 @@ from perpbot.errors import ConfigError, PerpbotError
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, help="Market parquet file (default data/<symbol>/combined_15m.parquet).")
+    ap.add_argument(
+        "--data", type=Path, help="Market parquet file (default data/<symbol>/combined_15m.parquet)."
+    )
     ap.add_argument("--symbol", help="One symbol, e.g. XRPUSDT.")
     ap.add_argument("--all", action="store_true", help="Every configured symbol (SYMBOLS).")
     ap.add_argument("--trials", type=int, default=50)
@@ -54,10 +56,19 @@ def main(argv: list[str] | None = None) -> int:
             cb = progress_callback(bar)
             for sym in symbols:
                 try:
-                    report = tune_symbol(sym, data_dir=args.data_dir, model_dir=args.model_dir, config=cfg,
-                                         trials=args.trials, folds=args.folds, min_recall=args.min_recall,
-                                         baseline=not args.no_baseline, progress=cb,
-                                         train_ratio=args.train_ratio, data_file=args.data)
+                    report = tune_symbol(
+                        sym,
+                        data_dir=args.data_dir,
+                        model_dir=args.model_dir,
+                        config=cfg,
+                        trials=args.trials,
+                        folds=args.folds,
+                        min_recall=args.min_recall,
+                        baseline=not args.no_baseline,
+                        progress=cb,
+                        train_ratio=args.train_ratio,
+                        data_file=args.data,
+                    )
                     print_tune_report(report)
                 except PerpbotError as exc:
                     if len(symbols) == 1:

@@ -39,7 +39,9 @@ def trade(
     reason: CloseReason = CloseReason.TP,
 ) -> ClosedTrade:
     rp = side.sign * (exit_price - entry_price) * qty
-    return ClosedTrade(symbol, side, entry, exit_, entry_price, exit_price, qty, rp, fee, fee, funding, reason)
+    return ClosedTrade(
+        symbol, side, entry, exit_, entry_price, exit_price, qty, rp, fee, fee, funding, reason
+    )
 
 
 def test_profit_factor_by_hand() -> None:

@@ -56,9 +56,9 @@ def test_symbols_differ_but_share_btc_and_eth() -> None:
 
 def test_price_scales() -> None:
     df = synth_market(days=365, seed=7)
-    assert 0.1 < df["close"].min() and df["close"].max() < 10
-    assert 30_000 < df["close_btc"].min() and df["close_btc"].max() < 120_000
-    assert 1_500 < df["close_eth"].min() and df["close_eth"].max() < 6_000
+    assert df["close"].min() > 0.1 and df["close"].max() < 10
+    assert df["close_btc"].min() > 30_000 and df["close_btc"].max() < 120_000
+    assert df["close_eth"].min() > 1_500 and df["close_eth"].max() < 6_000
 
 
 def test_btc_factor_drives_eth_and_the_primary(synth_market: pd.DataFrame) -> None:

@@ -35,19 +35,40 @@ def ev(
 ) -> OrderTradeUpdate:
     status = OrderStatus.FILLED if cum >= total else OrderStatus.PARTIALLY_FILLED
     return OrderTradeUpdate(
-        event_time_ms=T0 + trade_id, symbol=SYM, order_id=order_id, client_order_id=cid, side=side,
-        order_type=o, original_type=ot, execution_type=x, status=status, reduce_only=reduce_only,
-        quantity=total, last_filled_qty=qty, cumulative_filled_qty=cum, last_filled_price=price,
-        avg_price=ap, commission=fee, realized_pnl=rp, trade_id=trade_id, trade_time_ms=T0 + trade_id,
+        event_time_ms=T0 + trade_id,
+        symbol=SYM,
+        order_id=order_id,
+        client_order_id=cid,
+        side=side,
+        order_type=o,
+        original_type=ot,
+        execution_type=x,
+        status=status,
+        reduce_only=reduce_only,
+        quantity=total,
+        last_filled_qty=qty,
+        cumulative_filled_qty=cum,
+        last_filled_price=price,
+        avg_price=ap,
+        commission=fee,
+        realized_pnl=rp,
+        trade_id=trade_id,
+        trade_time_ms=T0 + trade_id,
     )
 
 
 def test_partial_fills_emit_once_with_sums() -> None:
     tr = CloseTracker(SYM)
     out = [
-        tr.on_update(ev(7, 1, qty=40, cum=40, total=100, price=0.50, ap=0.50, rp=-0.4, fee=0.01, reduce_only=True)),
-        tr.on_update(ev(7, 2, qty=35, cum=75, total=100, price=0.49, ap=0.4953, rp=-0.7, fee=0.02, reduce_only=True)),
-        tr.on_update(ev(7, 3, qty=25, cum=100, total=100, price=0.48, ap=0.4915, rp=-0.75, fee=0.03, reduce_only=True)),
+        tr.on_update(
+            ev(7, 1, qty=40, cum=40, total=100, price=0.50, ap=0.50, rp=-0.4, fee=0.01, reduce_only=True)
+        ),
+        tr.on_update(
+            ev(7, 2, qty=35, cum=75, total=100, price=0.49, ap=0.4953, rp=-0.7, fee=0.02, reduce_only=True)
+        ),
+        tr.on_update(
+            ev(7, 3, qty=25, cum=100, total=100, price=0.48, ap=0.4915, rp=-0.75, fee=0.03, reduce_only=True)
+        ),
     ]
     assert out[:2] == [None, None]
     cf = out[2]
@@ -90,7 +111,9 @@ def test_close_criteria() -> None:
     # exchange reports neither R nor the original type (the worst live case).
     tr.expect_close(5)
     assert isinstance(tr.on_update(ev(5, 5, qty=1, cum=1, total=1)), CloseFill)
-    liq = tr.on_update(ev(6, 6, qty=1, cum=1, total=1, o=OrderType.LIQUIDATION, x="CALCULATED", cid="autoclose-1"))
+    liq = tr.on_update(
+        ev(6, 6, qty=1, cum=1, total=1, o=OrderType.LIQUIDATION, x="CALCULATED", cid="autoclose-1")
+    )
     assert isinstance(liq, CloseFill) and liq.liquidation
 
 
@@ -114,10 +137,25 @@ def test_expired_after_partial_fill_reports_incomplete() -> None:
     tr = CloseTracker(SYM)
     assert tr.on_update(ev(11, 1, qty=4, cum=4, total=10, reduce_only=True)) is None
     end = OrderTradeUpdate(
-        event_time_ms=T0, symbol=SYM, order_id=11, client_order_id="", side=OrderSide.SELL,
-        order_type=MKT, original_type=MKT, execution_type="EXPIRED", status=OrderStatus.EXPIRED,
-        reduce_only=True, quantity=10, last_filled_qty=0, cumulative_filled_qty=4, last_filled_price=0,
-        avg_price=0.5, commission=0, realized_pnl=0, trade_id=0, trade_time_ms=T0,
+        event_time_ms=T0,
+        symbol=SYM,
+        order_id=11,
+        client_order_id="",
+        side=OrderSide.SELL,
+        order_type=MKT,
+        original_type=MKT,
+        execution_type="EXPIRED",
+        status=OrderStatus.EXPIRED,
+        reduce_only=True,
+        quantity=10,
+        last_filled_qty=0,
+        cumulative_filled_qty=4,
+        last_filled_price=0,
+        avg_price=0.5,
+        commission=0,
+        realized_pnl=0,
+        trade_id=0,
+        trade_time_ms=T0,
     )
     cf = tr.on_update(end)
     assert isinstance(cf, CloseFill) and not cf.complete and cf.qty == 4
@@ -126,9 +164,24 @@ def test_expired_after_partial_fill_reports_incomplete() -> None:
 def test_new_order_reports_are_ignored() -> None:
     tr = CloseTracker(SYM)
     new = OrderTradeUpdate(
-        event_time_ms=T0, symbol=SYM, order_id=12, client_order_id="", side=OrderSide.SELL,
-        order_type=MKT, original_type=MKT, execution_type="NEW", status=OrderStatus.NEW,
-        reduce_only=True, quantity=10, last_filled_qty=0, cumulative_filled_qty=0, last_filled_price=0,
-        avg_price=0, commission=0, realized_pnl=0, trade_id=0, trade_time_ms=T0,
+        event_time_ms=T0,
+        symbol=SYM,
+        order_id=12,
+        client_order_id="",
+        side=OrderSide.SELL,
+        order_type=MKT,
+        original_type=MKT,
+        execution_type="NEW",
+        status=OrderStatus.NEW,
+        reduce_only=True,
+        quantity=10,
+        last_filled_qty=0,
+        cumulative_filled_qty=0,
+        last_filled_price=0,
+        avg_price=0,
+        commission=0,
+        realized_pnl=0,
+        trade_id=0,
+        trade_time_ms=T0,
     )
     assert tr.on_update(new) is None

@@ -17,21 +17,46 @@ T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 DAY = 86_400_000
 
 
-def trade(net: float, *, sym: str = "XRPUSDT", exit_ms: int = T0 + 3_600_000, reason=CloseReason.SL) -> ClosedTrade:
+def trade(
+    net: float, *, sym: str = "XRPUSDT", exit_ms: int = T0 + 3_600_000, reason=CloseReason.SL
+) -> ClosedTrade:
     return ClosedTrade(
-        symbol=sym, side=Side.LONG, entry_time_ms=exit_ms - 900_000, exit_time_ms=exit_ms,
-        entry_price=1.0, exit_price=1.0, quantity=10.0, realized_pnl=net + 0.3, entry_fee=0.1,
-        exit_fee=0.2, funding=0.0, reason=reason,
+        symbol=sym,
+        side=Side.LONG,
+        entry_time_ms=exit_ms - 900_000,
+        exit_time_ms=exit_ms,
+        entry_price=1.0,
+        exit_price=1.0,
+        quantity=10.0,
+        realized_pnl=net + 0.3,
+        entry_fee=0.1,
+        exit_fee=0.2,
+        funding=0.0,
+        reason=reason,
     )
 
 
 def fill(order_id: int, trade_id: int, *, qty: float = 5.0) -> OrderTradeUpdate:
     return OrderTradeUpdate(
-        event_time_ms=T0, symbol="XRPUSDT", order_id=order_id, client_order_id="c", side=OrderSide.BUY,
-        order_type=OrderType.MARKET, original_type=OrderType.MARKET, execution_type="TRADE",
-        status=OrderStatus.FILLED, reduce_only=False, quantity=qty, last_filled_qty=qty,
-        cumulative_filled_qty=qty, last_filled_price=0.5, avg_price=0.5, commission=0.01,
-        realized_pnl=0.0, trade_id=trade_id, trade_time_ms=T0,
+        event_time_ms=T0,
+        symbol="XRPUSDT",
+        order_id=order_id,
+        client_order_id="c",
+        side=OrderSide.BUY,
+        order_type=OrderType.MARKET,
+        original_type=OrderType.MARKET,
+        execution_type="TRADE",
+        status=OrderStatus.FILLED,
+        reduce_only=False,
+        quantity=qty,
+        last_filled_qty=qty,
+        cumulative_filled_qty=qty,
+        last_filled_price=0.5,
+        avg_price=0.5,
+        commission=0.01,
+        realized_pnl=0.0,
+        trade_id=trade_id,
+        trade_time_ms=T0,
     )
 
 
@@ -56,8 +81,15 @@ def test_file_journal_is_wal_and_commits_before_returning(tmp_path: Path) -> Non
 def test_order_intent_then_result() -> None:
     j = Journal()
     rid = j.record_order_request(
-        time_ms=T0, symbol="XRPUSDT", kind="SL", order_type="STOP_MARKET", side="SELL", qty=10,
-        client_id="pbSL-1", trigger_price=0.48, reason="attempt 1",
+        time_ms=T0,
+        symbol="XRPUSDT",
+        kind="SL",
+        order_type="STOP_MARKET",
+        side="SELL",
+        qty=10,
+        client_id="pbSL-1",
+        trigger_price=0.48,
+        reason="attempt 1",
     )
     j.record_order_result(rid, time_ms=T0 + 5, status="NEW", algo_id=9001)
     rid2 = j.record_order_request(
@@ -92,7 +124,9 @@ def test_trades_round_trip_and_readers() -> None:
     assert len(j.closed_trades()) == 5
     assert [t.net_pnl for t in j.recent_trades("XRPUSDT", 2)] == pytest.approx([-3.0, 4.0])
     first_two = j.last_trade_id("XRPUSDT") - 2
-    assert [t.net_pnl for t in j.recent_trades("XRPUSDT", 10, after_id=first_two)] == pytest.approx([-3.0, 4.0])
+    assert [t.net_pnl for t in j.recent_trades("XRPUSDT", 10, after_id=first_two)] == pytest.approx(
+        [-3.0, 4.0]
+    )
 
 
 def test_daily_pnl_by_utc_exit_day() -> None:

@@ -14,8 +14,17 @@ SYM = "XRPUSDT"
 
 def trade(net: float, sym: str = SYM) -> ClosedTrade:
     return ClosedTrade(
-        symbol=sym, side=Side.SHORT, entry_time_ms=T0, exit_time_ms=T0 + 1, entry_price=1.0,
-        exit_price=1.0, quantity=1.0, realized_pnl=net, entry_fee=0.0, exit_fee=0.0, funding=0.0,
+        symbol=sym,
+        side=Side.SHORT,
+        entry_time_ms=T0,
+        exit_time_ms=T0 + 1,
+        entry_price=1.0,
+        exit_price=1.0,
+        quantity=1.0,
+        realized_pnl=net,
+        entry_fee=0.0,
+        exit_fee=0.0,
+        funding=0.0,
         reason=CloseReason.SL if net < 0 else CloseReason.TP,
     )
 

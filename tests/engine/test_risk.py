@@ -17,7 +17,9 @@ T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 LONG, SHORT = Side.LONG, Side.SHORT
 
 
-def make(base: float = 1000.0, *, max_same: int = 2, start: int = T0 + 3_600_000) -> tuple[RiskManager, SimClock]:
+def make(
+    base: float = 1000.0, *, max_same: int = 2, start: int = T0 + 3_600_000
+) -> tuple[RiskManager, SimClock]:
     clock = SimClock(start)
     rm = RiskManager(AppConfig(max_same_direction=max_same), clock, journal=Journal())
     rm.set_base_balance(base)

@@ -116,7 +116,7 @@ async def test_handler_exception_is_logged_and_delivery_continues(caplog: pytest
     with caplog.at_level(logging.ERROR, logger="perpbot.exchange.sim.adapter"):
         await ex.market_order(SYM, OrderSide.BUY, 1.0)
         await ex.market_order(SYM, OrderSide.SELL, 1.0, reduce_only=True)
-        await ex.drain()
+        await asyncio.wait_for(ex.drain(), timeout=5)
     assert len(seen) == 6
     failures = [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
     assert len(failures) == 6
@@ -147,6 +147,23 @@ async def test_handler_calling_the_exchange_does_not_deadlock() -> None:
     # The cancel happened inside the handler; its CANCELED event came after the stop's events.
     assert seen[-4:] == ["algo:TRIGGERED", "cancelled-sibling", "algo:FINISHED", "algo:CANCELED"]
     assert await ex.open_conditional_orders(SYM) == []
+    await ex.aclose()
+
+
+async def test_drain_reports_a_dead_dispatcher_instead_of_hanging() -> None:
+    ex = SimExchange(engine())
+
+    class Fatal(BaseException):
+        """Not an Exception: the dispatcher does not swallow it, so the task dies."""
+
+    async def fatal(ev: ExchangeEvent) -> None:
+        raise Fatal
+
+    ex.subscribe(fatal)
+    ex.process_bar(SYM, 0)
+    await ex.market_order(SYM, OrderSide.BUY, 1.0)
+    with pytest.raises(RuntimeError, match="dispatcher stopped"):
+        await asyncio.wait_for(ex.drain(), timeout=5)
     await ex.aclose()
 
 

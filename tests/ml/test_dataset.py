@@ -26,7 +26,9 @@ from perpbot.ml.features import (
 from perpbot.ml.labels import barrier_labels
 
 # Relaxed rule parameters so that a few weeks of synthetic candles give hundreds of signals.
-LOOSE = SignalParams(atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0)
+LOOSE = SignalParams(
+    atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,9 @@ def _random_bars(n: int, seed: int, with_corr: bool) -> pd.DataFrame:
     df = pd.DataFrame({"open": openp, "high": high, "low": low, "close": close, "volume": vol}, index=idx)
     if with_corr:
         for sfx, scale in (("btc", 60000.0), ("eth", 3000.0)):
-            df[[f"{c}_{sfx}" for c in ("open", "high", "low", "close")]] = np.c_[openp, high, low, close] * scale
+            df[[f"{c}_{sfx}" for c in ("open", "high", "low", "close")]] = (
+                np.c_[openp, high, low, close] * scale
+            )
             df[f"volume_{sfx}"] = vol
     return df
 
@@ -90,8 +94,15 @@ def test_rows_are_eligible_and_labels_match_barriers(market: pd.DataFrame, ds3) 
     assert np.all(np.diff(ds3.bar_index) > 0)  # time order, one sample per bar
     np.testing.assert_array_equal(ds3.label_end_bar, ds3.bar_index + 24)
     frame = build_feature_frame(market, LOOSE)
-    lab = barrier_labels(market["high"].to_numpy(), market["low"].to_numpy(), frame["close"].to_numpy(),
-                         frame["atr"].to_numpy(), frame["signal"].to_numpy(), 1.5, 2.0)
+    lab = barrier_labels(
+        market["high"].to_numpy(),
+        market["low"].to_numpy(),
+        frame["close"].to_numpy(),
+        frame["atr"].to_numpy(),
+        frame["signal"].to_numpy(),
+        1.5,
+        2.0,
+    )
     sig = ds3.is_signal
     np.testing.assert_array_equal(ds3.y[sig], lab[ds3.bar_index[sig]].astype(np.int8))
     # signal rows keep the frame's features untouched
@@ -118,7 +129,9 @@ def test_hold_negatives_carry_the_real_score_of_their_side(market: pd.DataFrame,
     side = ds3.side[hold]
     assert set(np.unique(side)) == {0, 1}
     np.testing.assert_array_equal(ds3.X[hold, SIDE_INDEX], side)
-    expected = np.where(side == 1, frame["long_score"].to_numpy()[bars], frame["short_score"].to_numpy()[bars])
+    expected = np.where(
+        side == 1, frame["long_score"].to_numpy()[bars], frame["short_score"].to_numpy()[bars]
+    )
     np.testing.assert_array_equal(ds3.X[hold, SIGNAL_STRENGTH_INDEX], expected)
     assert (ds3.X[hold, SIGNAL_STRENGTH_INDEX] > 0).any()
     assert (frame["signal"].to_numpy()[bars] == 0).all()
@@ -162,8 +175,20 @@ def test_too_few_samples_names_symbol_and_counts() -> None:
 
 def test_balance_spec_row_keeps_every_signal_index() -> None:
     y = np.array([1, 0, 0, 0, 0, 0, 0, 0, 1, 0])
-    source = np.array([SOURCE_SIGNAL, SOURCE_SIGNAL, SOURCE_HOLD, SOURCE_HOLD, SOURCE_SIGNAL,
-                       SOURCE_HOLD, SOURCE_HOLD, SOURCE_HOLD, SOURCE_SIGNAL, SOURCE_HOLD])
+    source = np.array(
+        [
+            SOURCE_SIGNAL,
+            SOURCE_SIGNAL,
+            SOURCE_HOLD,
+            SOURCE_HOLD,
+            SOURCE_SIGNAL,
+            SOURCE_HOLD,
+            SOURCE_HOLD,
+            SOURCE_HOLD,
+            SOURCE_SIGNAL,
+            SOURCE_HOLD,
+        ]
+    )
     keep = stratified_undersample(y, source, seed=42)
     assert set(np.flatnonzero(source == SOURCE_SIGNAL)) <= set(keep)
     assert np.all(np.diff(keep) > 0)

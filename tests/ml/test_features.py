@@ -497,7 +497,42 @@ def test_missing_ohlcv_is_a_data_error(market: pd.DataFrame) -> None:
 def test_empty_and_tiny_markets(market: pd.DataFrame) -> None:
     empty = build_feature_frame(market.iloc[:0], LOOSE)
     assert tuple(empty.columns) == FRAME_COLS and len(empty) == 0
-    one = build_feature_frame(market.iloc[:1], LOOSE)
-    assert len(one) == 1 and one["signal"].iloc[0] == 0
+    for n in (1, 2, 4):  # shorter than every window, including the OI MA5
+        tiny = build_feature_frame(market.iloc[:n], LOOSE)
+        assert len(tiny) == n and (tiny["signal"] == 0).all()
+        assert tiny["oi_change_ma5"].iloc[1:].notna().all()
     with pytest.raises(DataError):
         live_feature_row(market.iloc[:0], LOOSE)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_features_command_writes_the_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, market: pd.DataFrame
+) -> None:
+    from typer.testing import CliRunner
+
+    from perpbot.cli.main import app
+    from perpbot.config import load_config
+    from perpbot.data.schema import data_path
+    from perpbot.data.store import load_market, save_market
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    src = save_market(market.iloc[:1200], data_path(tmp_path / "data", "XRPUSDT"))
+    out = tmp_path / "out" / "xrp_features.parquet"
+    args = ["features", "--symbol", "XRPUSDT", "--data-dir", str(tmp_path / "data"), "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    written = pd.read_parquet(out)
+    expected = build_feature_frame(load_market(src), load_config(env_file=None).params_for("XRPUSDT"))
+    assert written.index.name == "timestamp" and tuple(written.columns) == FRAME_COLS
+    pd.testing.assert_frame_equal(written, expected, check_freq=False)
+    assert not list(out.parent.glob(".*.tmp"))  # atomic write leaves no temp file
+
+    missing = CliRunner().invoke(app, ["features", "--data-dir", str(tmp_path / "data"), "--out", str(out)])
+    assert missing.exit_code == 2
+    absent = CliRunner().invoke(
+        app, ["features", "--symbol", "TRXUSDT", "--data-dir", "nowhere", "--out", "x"]
+    )
+    assert absent.exit_code == 2 and not Path("x").exists()

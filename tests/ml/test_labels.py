@@ -52,7 +52,9 @@ def _reference(high, low, close, atr, sides, sl_mult, tp_mult, lookahead):
             continue
         e, a, s = close[i], atr[i], sides[i]
         sl, tp = e - s * sl_mult * a, e + s * tp_mult * a
-        o = barrier_outcome(e, sl, tp, int(s), high[i + 1 : i + 1 + lookahead], low[i + 1 : i + 1 + lookahead])
+        o = barrier_outcome(
+            e, sl, tp, int(s), high[i + 1 : i + 1 + lookahead], low[i + 1 : i + 1 + lookahead]
+        )
         out[i] = o.label
     return out
 

@@ -61,7 +61,9 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def model(data: tuple[np.ndarray, np.ndarray]) -> LgbmModel:
     X, y = data
-    return fit_lgbm(X[:2000], y[:2000], None, X[2000:2500], y[2000:2500], SMALL, feature_names=list(FEATURE_COLS))
+    return fit_lgbm(
+        X[:2000], y[:2000], None, X[2000:2500], y[2000:2500], SMALL, feature_names=list(FEATURE_COLS)
+    )
 
 
 def session(onnx_bytes: bytes) -> ort.InferenceSession:
@@ -153,7 +155,9 @@ def test_weight_scale_multiplies_the_sample_weights(data: tuple[np.ndarray, np.n
 # --------------------------------------------------------------------------- training
 
 
-def test_early_stopping_watches_the_separate_slice(model: LgbmModel, data: tuple[np.ndarray, np.ndarray]) -> None:
+def test_early_stopping_watches_the_separate_slice(
+    model: LgbmModel, data: tuple[np.ndarray, np.ndarray]
+) -> None:
     X, y = data
     assert model.early_stopped
     assert 1 <= model.best_iteration <= SMALL["n_estimators"]
@@ -168,7 +172,9 @@ def test_early_stopping_stops_on_a_noisy_slice(data: tuple[np.ndarray, np.ndarra
     X, y = data
     rng = np.random.default_rng(0)
     noise = rng.integers(0, 2, 500).astype(float)  # labels unrelated to X: AUC peaks early
-    m = fit_lgbm(X[:2000], y[:2000], None, X[2000:2500], noise, {"n_estimators": 300}, early_stopping_rounds=10)
+    m = fit_lgbm(
+        X[:2000], y[:2000], None, X[2000:2500], noise, {"n_estimators": 300}, early_stopping_rounds=10
+    )
     assert m.best_iteration < 300
 
 
@@ -176,8 +182,8 @@ def test_training_is_deterministic(data: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = data
     a = fit_lgbm(X[:1000], y[:1000], None, X[1000:1300], y[1000:1300], {"n_estimators": 40})
     b = fit_lgbm(X[:1000], y[:1000], None, X[1000:1300], y[1000:1300], {"n_estimators": 40})
-    strip = re.compile(r"^\[?(seed|.*_seed)[:=].*$", re.M)
-    assert strip.sub("", a.native_text()) == strip.sub("", b.native_text())
+    assert a.native_text() == b.native_text()
+    assert a.to_onnx() == b.to_onnx()  # same bytes -> same sha256 in the metadata
 
 
 def test_single_class_training_is_refused(data: tuple[np.ndarray, np.ndarray]) -> None:
@@ -197,7 +203,9 @@ def test_wrong_feature_count_is_a_model_error(model: LgbmModel) -> None:
         model.predict_proba(np.zeros((3, 25)))
 
 
-def test_dataframe_columns_are_reordered_by_name(model: LgbmModel, data: tuple[np.ndarray, np.ndarray]) -> None:
+def test_dataframe_columns_are_reordered_by_name(
+    model: LgbmModel, data: tuple[np.ndarray, np.ndarray]
+) -> None:
     X, _ = data
     frame = pd.DataFrame(X[:50], columns=list(FEATURE_COLS))
     shuffled = frame[list(reversed(FEATURE_COLS))]
@@ -220,7 +228,9 @@ def test_canonical_thresholds_are_float32_and_nan_routing_is_explicit(model: Lgb
 
 def test_canonical_model_predicts_like_the_trained_one(data: tuple[np.ndarray, np.ndarray]) -> None:
     X, y = data
-    clf = lgb.LGBMClassifier(n_estimators=60, verbose=-1, random_state=1, deterministic=True, force_col_wise=True)
+    clf = lgb.LGBMClassifier(
+        n_estimators=60, verbose=-1, random_state=1, deterministic=True, force_col_wise=True, n_jobs=1
+    )
     clf.fit(X[:2000], y[:2000])
     raw = clf.booster_
     canon = lgb.Booster(model_str=canonicalize_model_text(raw.model_to_string()))
@@ -231,7 +241,7 @@ def test_canonical_model_predicts_like_the_trained_one(data: tuple[np.ndarray, n
 
 def test_canonicalisation_refuses_what_it_cannot_export() -> None:
     X, y = realistic(500, seed=1)
-    clf = lgb.LGBMClassifier(n_estimators=3, verbose=-1, zero_as_missing=True)
+    clf = lgb.LGBMClassifier(n_estimators=3, verbose=-1, zero_as_missing=True, n_jobs=1)
     clf.fit(np.nan_to_num(X), y)
     with pytest.raises(ModelError, match="zero as missing"):
         canonicalize_model_text(clf.booster_.model_to_string())
@@ -271,7 +281,9 @@ def test_onnx_matches_lightgbm_on_realistic_rows_with_nan(model: LgbmModel) -> N
     assert np.abs(p_lgb - p_onnx).max() <= 1e-5
 
 
-def test_onnx_matches_lightgbm_on_every_threshold_neighbour(model: LgbmModel, data: tuple[np.ndarray, np.ndarray]) -> None:
+def test_onnx_matches_lightgbm_on_every_threshold_neighbour(
+    model: LgbmModel, data: tuple[np.ndarray, np.ndarray]
+) -> None:
     X, _ = data
     A = adversarial_rows(model.booster, X[2600])
     p_lgb = model.predict_proba(A)
@@ -279,19 +291,21 @@ def test_onnx_matches_lightgbm_on_every_threshold_neighbour(model: LgbmModel, da
     assert np.abs(p_lgb - p_onnx).max() <= 1e-5
 
 
-def test_the_threshold_neighbours_do_break_a_naive_float32_export(data: tuple[np.ndarray, np.ndarray]) -> None:
+def test_the_threshold_neighbours_do_break_a_naive_float32_export(
+    data: tuple[np.ndarray, np.ndarray],
+) -> None:
     """Guard on the test above: on an un-canonicalised booster, the plain onnxmltools export with
     float32 input diverges on those rows — so the rows really probe the split boundaries."""
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
     X, y = data
-    clf = lgb.LGBMClassifier(n_estimators=80, verbose=-1, random_state=1)
+    clf = lgb.LGBMClassifier(n_estimators=80, verbose=-1, random_state=1, n_jobs=1)
     clf.fit(X[:2000], y[:2000])
     naive = convert_lightgbm(
         clf.booster_, initial_types=[("X", FloatTensorType([None, N_FEAT]))], zipmap=False, target_opset=15
     )
     A = adversarial_rows(clf.booster_, np.nan_to_num(X[2600]))
-    A = A[np.isfinite(A).all(axis=1)]
+    A = A[(np.abs(A) < 1e30).all(axis=1)]  # finite and float32-castable
     p_naive = session(naive.SerializeToString()).run(["probabilities"], {"X": A.astype(np.float32)})[0][:, 1]
     assert np.abs(clf.booster_.predict(A) - p_naive).max() > 1e-4

@@ -27,11 +27,18 @@ from perpbot.ml.training import (
     train_symbol,
 )
 
-LOOSE = SignalParams(atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0)
+LOOSE = SignalParams(
+    atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0
+)
 CFG = AppConfig(default_params=LOOSE)
 FAST = {"n_estimators": 40}
-LOOSE_ENV = {"SIGNAL_THRESHOLD": "2", "ADX_THRESHOLD": "0", "VOL_MULTIPLIER": "1.0",
-             "ATR_SL_MULT": "1.5", "ATR_TP_MULT": "2.0"}
+LOOSE_ENV = {
+    "SIGNAL_THRESHOLD": "2",
+    "ADX_THRESHOLD": "0",
+    "VOL_MULTIPLIER": "1.0",
+    "ATR_SL_MULT": "1.5",
+    "ATR_TP_MULT": "2.0",
+}
 
 
 def _write_market(data_dir: Path, symbol: str, days: int = 20, seed: int = 11) -> Path:
@@ -42,8 +49,9 @@ def _write_market(data_dir: Path, symbol: str, days: int = 20, seed: int = 11) -
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainReport]:
     root = tmp_path_factory.mktemp("train")
     _write_market(root / "data", "TRNUSDT")
-    report = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=root / "models", config=CFG, wf=3,
-                          lgbm_overrides=FAST)
+    report = train_symbol(
+        "TRNUSDT", data_dir=root / "data", model_dir=root / "models", config=CFG, wf=3, lgbm_overrides=FAST
+    )
     return root, report
 
 
@@ -93,8 +101,9 @@ def test_onnx_file_serves_the_trained_model(trained: tuple[Path, TrainReport]) -
     import onnxruntime as ort
 
     root, _ = trained
-    sess = ort.InferenceSession(str(root / "models" / "trnusdt" / "lgbm_filter.onnx"),
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(root / "models" / "trnusdt" / "lgbm_filter.onnx"), providers=["CPUExecutionProvider"]
+    )
     market = synth_market(20, 11, symbol="TRNUSDT").iloc[:-1]
     ds = build_dataset(market, LOOSE, decay=2.0)
     inp = sess.get_inputs()[0]
@@ -105,7 +114,7 @@ def test_onnx_file_serves_the_trained_model(trained: tuple[Path, TrainReport]) -
 
 
 def test_fold_metrics_are_on_signal_rows_with_the_no_ml_baseline(trained: tuple[Path, TrainReport]) -> None:
-    root, report = trained
+    _, report = trained
     market = synth_market(20, 11, symbol="TRNUSDT").iloc[:-1]  # the loader drops the unmarked last row
     ds = build_dataset(market, LOOSE, decay=2.0, symbol="TRNUSDT")
     folds = purged_walk_forward(ds.bar_index, n_folds=3, es_fraction=0.15)
@@ -117,13 +126,15 @@ def test_fold_metrics_are_on_signal_rows_with_the_no_ml_baseline(trained: tuple[
         assert fm.baseline_recall == 1.0
         assert 0.0 <= fm.auc <= 1.0 and 0.0 <= fm.precision <= 1.0
     mean, std = report.summary["baseline_precision"]
+    assert std == pytest.approx(np.std([f.baseline_precision for f in report.folds]))
     assert mean == pytest.approx(np.mean([f.baseline_precision for f in report.folds]))
 
 
 def test_training_is_deterministic_and_log_appends(tmp_path: Path, trained: tuple[Path, TrainReport]) -> None:
     root, _ = trained
-    again = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=tmp_path, config=CFG, wf=3,
-                         lgbm_overrides=FAST)
+    again = train_symbol(
+        "TRNUSDT", data_dir=root / "data", model_dir=tmp_path, config=CFG, wf=3, lgbm_overrides=FAST
+    )
     a = (root / "models" / "trnusdt" / "lgbm_filter.onnx").read_bytes()
     b = (tmp_path / "trnusdt" / "lgbm_filter.onnx").read_bytes()
     assert a == b
@@ -136,8 +147,15 @@ def test_training_is_deterministic_and_log_appends(tmp_path: Path, trained: tupl
 
 def test_nn_backend_same_dataset_and_splits(tmp_path: Path, trained: tuple[Path, TrainReport]) -> None:
     root, lgbm_report = trained
-    report = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=tmp_path, config=CFG, backend="mlx",
-                          wf=3, nn_options={"epochs": 3, "hidden_dim": 16})
+    report = train_symbol(
+        "TRNUSDT",
+        data_dir=root / "data",
+        model_dir=tmp_path,
+        config=CFG,
+        backend="mlx",
+        wf=3,
+        nn_options={"epochs": 3, "hidden_dim": 16},
+    )
     assert report.backend == "nn"
     assert (tmp_path / "trnusdt" / "nn_filter.onnx").is_file()
     assert [f.n_val_signals for f in report.folds] == [f.n_val_signals for f in lgbm_report.folds]
@@ -153,9 +171,14 @@ def test_params_precedence(tmp_path: Path) -> None:
     sym_dir = tmp_path / "prcusdt"
     sym_dir.mkdir()
     r = resolve_lgbm_params(sym_dir)
-    assert r.source == "defaults" and r.params["n_estimators"] == 434 and r.weight_scale == pytest.approx(1.783105)
-    (sym_dir / ACTIVE_PARAMS_FILE).write_text(json.dumps(
-        {"best_trial": {"params": {"n_estimators": 123, "max_depth": 3, "weight_scale": 0.7}}}))
+    assert (
+        r.source == "defaults"
+        and r.params["n_estimators"] == 434
+        and r.weight_scale == pytest.approx(1.783105)
+    )
+    (sym_dir / ACTIVE_PARAMS_FILE).write_text(
+        json.dumps({"best_trial": {"params": {"n_estimators": 123, "max_depth": 3, "weight_scale": 0.7}}})
+    )
     r = resolve_lgbm_params(sym_dir)
     assert r.params["n_estimators"] == 123 and r.params["max_depth"] == 3 and r.weight_scale == 0.7
     assert "weight_scale" not in r.params and r.params["learning_rate"] == 0.123659
@@ -176,15 +199,24 @@ def test_tuned_params_reach_the_saved_model(tmp_path: Path, trained: tuple[Path,
     root, _ = trained
     models = tmp_path / "models"
     (models / "trnusdt").mkdir(parents=True)
-    (models / "trnusdt" / ACTIVE_PARAMS_FILE).write_text(json.dumps(
-        {"best_trial": {"params": {"n_estimators": 30, "max_depth": 3, "num_leaves": 7, "weight_scale": 1.0}}}))
+    (models / "trnusdt" / ACTIVE_PARAMS_FILE).write_text(
+        json.dumps(
+            {
+                "best_trial": {
+                    "params": {"n_estimators": 30, "max_depth": 3, "num_leaves": 7, "weight_scale": 1.0}
+                }
+            }
+        )
+    )
     rep = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=models, config=CFG, wf=0)
     meta = json.loads((models / "trnusdt" / "lgbm_filter.json").read_text())
     assert rep.params_source.endswith(ACTIVE_PARAMS_FILE)
     assert meta["params"]["max_depth"] == 3 and meta["weight_scale"] == 1.0
     tuned = tmp_path / "t.json"
     tuned.write_text(json.dumps({"params": {"n_estimators": 25, "max_depth": 2}}))
-    rep = train_symbol("TRNUSDT", data_dir=root / "data", model_dir=models, config=CFG, wf=0, tuned_params=tuned)
+    rep = train_symbol(
+        "TRNUSDT", data_dir=root / "data", model_dir=models, config=CFG, wf=0, tuned_params=tuned
+    )
     meta = json.loads((models / "trnusdt" / "lgbm_filter.json").read_text())
     assert rep.params_source.startswith("tuned-params") and meta["params"]["max_depth"] == 2
 
@@ -222,8 +254,20 @@ def _invoke(args: list[str]):
 def test_cli_train_unseen_symbol(cli_env: Path) -> None:
     """A symbol no other test uses, trained through the CLI on a temporary data folder."""
     _write_market(cli_env / "data", "QZWUSDT", days=20, seed=5)
-    res = _invoke(["train", "--symbol", "qzwusdt", "--wf", "3", "--data-dir", str(cli_env / "data"),
-                   "--model-dir", str(cli_env / "models"), "--quiet"])
+    res = _invoke(
+        [
+            "train",
+            "--symbol",
+            "qzwusdt",
+            "--wf",
+            "3",
+            "--data-dir",
+            str(cli_env / "data"),
+            "--model-dir",
+            str(cli_env / "models"),
+            "--quiet",
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert "QZWUSDT" in res.output and "mean" in res.output and "bprec" in res.output
     assert (cli_env / "models" / "qzwusdt" / "lgbm_filter.onnx").is_file()
@@ -246,8 +290,18 @@ def test_cli_unwritable_models_folder_is_exit_2(cli_env: Path) -> None:
     _write_market(cli_env / "data", "UNWUSDT", days=20)
     blocker = cli_env / "models_is_a_file"
     blocker.write_text("not a folder")
-    res = _invoke(["train", "--symbol", "UNWUSDT", "--data-dir", str(cli_env / "data"),
-                   "--model-dir", str(blocker), "--quiet"])
+    res = _invoke(
+        [
+            "train",
+            "--symbol",
+            "UNWUSDT",
+            "--data-dir",
+            str(cli_env / "data"),
+            "--model-dir",
+            str(blocker),
+            "--quiet",
+        ]
+    )
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "not writable" in lines[0]
@@ -257,8 +311,20 @@ def test_cli_bad_backend_and_bad_tuned_params(cli_env: Path) -> None:
     res = _invoke(["train", "--symbol", "XRPUSDT", "--backend", "xgb", "--quiet"])
     assert res.exit_code == 2 and "--backend" in res.output
     _write_market(cli_env / "data", "BTPUSDT", days=20)
-    res = _invoke(["train", "--symbol", "BTPUSDT", "--data-dir", str(cli_env / "data"), "--model-dir",
-                   str(cli_env / "models"), "--tuned-params", str(cli_env / "missing.json"), "--quiet"])
+    res = _invoke(
+        [
+            "train",
+            "--symbol",
+            "BTPUSDT",
+            "--data-dir",
+            str(cli_env / "data"),
+            "--model-dir",
+            str(cli_env / "models"),
+            "--tuned-params",
+            str(cli_env / "missing.json"),
+            "--quiet",
+        ]
+    )
     assert res.exit_code == 2 and "tuned-params file not found" in res.output
     assert not (cli_env / "models" / "btpusdt" / "lgbm_filter.onnx").exists()
 
@@ -266,11 +332,102 @@ def test_cli_bad_backend_and_bad_tuned_params(cli_env: Path) -> None:
 def test_cli_deploy_from_staging(cli_env: Path) -> None:
     _write_market(cli_env / "data", "DPLUSDT", days=20)
     staging, live = cli_env / "staging", cli_env / "models"
-    res = _invoke(["train", "--symbol", "DPLUSDT", "--wf", "0", "--data-dir", str(cli_env / "data"),
-                   "--model-dir", str(staging), "--quiet"])
+    res = _invoke(
+        [
+            "train",
+            "--symbol",
+            "DPLUSDT",
+            "--wf",
+            "0",
+            "--data-dir",
+            str(cli_env / "data"),
+            "--model-dir",
+            str(staging),
+            "--quiet",
+        ]
+    )
     assert res.exit_code == 0, res.output
     res = _invoke(["deploy", "--symbol", "DPLUSDT", "--from", str(staging), "--model-dir", str(live)])
     assert res.exit_code == 0, res.output
-    assert (live / "dplusdt" / "lgbm_filter.onnx").read_bytes() == (staging / "dplusdt" / "lgbm_filter.onnx").read_bytes()
-    res = _invoke(["deploy", "--symbol", "DPLUSDT", "--from", str(cli_env / "empty"), "--model-dir", str(live)])
+    assert (live / "dplusdt" / "lgbm_filter.onnx").read_bytes() == (
+        staging / "dplusdt" / "lgbm_filter.onnx"
+    ).read_bytes()
+    res = _invoke(
+        ["deploy", "--symbol", "DPLUSDT", "--from", str(cli_env / "empty"), "--model-dir", str(live)]
+    )
     assert res.exit_code == 2 and "nothing to deploy" in res.output
+
+
+# ------------------------------------------------------------------ scripts/train_and_deploy.sh
+
+STUB = """
+import os, sys
+args = sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as fh:
+    fh.write(" ".join(args) + "\\n")
+if args[0] == "fetch":  # offline stand-in for the exchange download
+    from pathlib import Path
+    from perpbot.data.schema import data_path
+    from perpbot.data.store import save_market
+    from perpbot.data.synth import synth_market
+    sym = args[args.index("--symbol") + 1]
+    save_market(synth_market(20, 11, symbol=sym), data_path(Path(args[args.index("--data-dir") + 1]), sym))
+    sys.exit(0)
+from perpbot.cli.main import app
+sys.argv = ["perpbot", *args]
+app()
+"""
+
+
+@pytest.mark.slow
+def test_train_and_deploy_script(cli_env: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("bash") is None:
+        pytest.skip("bash not available")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_and_deploy.sh"
+    stub = cli_env / "stub.py"
+    stub.write_text(STUB)
+    log = cli_env / "calls.log"
+    import os
+
+    env = {
+        **os.environ,
+        "PERPBOT": f"{sys.executable} {stub}",
+        "STUB_LOG": str(log),
+        "TIME_WEIGHT_DECAY": "1.5",
+        "DATA_DIR": str(cli_env / "data"),
+        "MODEL_DIR": str(cli_env / "models"),
+    }
+    for n in ("2", "0"):
+        proc = subprocess.run(
+            ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", n],
+            cwd=cli_env,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0].startswith("fetch --symbol SHLUSDT --days 365 --no-upsert")
+    assert calls[1].startswith("train --symbol SHLUSDT --backend lgbm --wf 2 --decay 1.5")
+    assert calls[2].startswith("deploy --symbol SHLUSDT --from")
+    assert calls[3].startswith("fetch --symbol SHLUSDT --days 35 ") and "--no-upsert" not in calls[3]
+    live = cli_env / "models" / "shlusdt"
+    assert (live / "lgbm_filter.onnx").is_file()
+    entries = json.loads((live / "training_log.json").read_text())
+    assert len(entries) == 2 and entries[0]["wf_folds"] == 2 and entries[1]["wf_folds"] == 0  # history kept
+    assert entries[0]["decay"] == 1.5
+    assert not list((cli_env / "models").glob(".staging.*"))  # staging removed
+    bad = subprocess.run(
+        ["bash", str(script), "--symbol", "SHLUSDT", "--all"],
+        cwd=cli_env,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2 and "mutually exclusive" in bad.stderr

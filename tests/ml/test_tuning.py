@@ -16,7 +16,9 @@ from perpbot.ml import tuning
 from perpbot.ml.training import ACTIVE_PARAMS_FILE, resolve_lgbm_params
 from perpbot.ml.tuning import CVResult, promotion_decision, suggest_params, tune_symbol
 
-LOOSE = SignalParams(atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0)
+LOOSE = SignalParams(
+    atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0
+)
 CFG = AppConfig(default_params=LOOSE)
 SMALL = (20, 40)
 
@@ -29,22 +31,48 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cv(score: float, std: float, folds: int) -> CVResult:
-    return CVResult(score=score, auc=0.6, precision=score, recall=0.4, precision_std=std, precision_folds=folds,
-                    fold_auc=[0.6] * 5, fold_precision=[score] * 5, fold_recall=[0.4] * 5,
-                    fold_positives=[5] * 5, fold_counted=[True] * 5)
+    return CVResult(
+        score=score,
+        auc=0.6,
+        precision=score,
+        recall=0.4,
+        precision_std=std,
+        precision_folds=folds,
+        fold_auc=[0.6] * 5,
+        fold_precision=[score] * 5,
+        fold_recall=[0.4] * 5,
+        fold_positives=[5] * 5,
+        fold_counted=[True] * 5,
+    )
 
 
 def test_real_three_trial_study_then_resume(tmp_path: Path, data_dir: Path) -> None:
     models = tmp_path / "models"
-    r1 = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=3, folds=3,
-                     n_estimators_range=SMALL)
+    r1 = tune_symbol(
+        "TUNUSDT",
+        data_dir=data_dir,
+        model_dir=models,
+        config=CFG,
+        trials=3,
+        folds=3,
+        n_estimators_range=SMALL,
+    )
     sym_dir = models / "tunusdt"
     assert (sym_dir / "optuna.sqlite3").is_file()
     assert r1.trials_new == 3 and r1.trials_total == 3
     res = json.loads(r1.results_path.read_text())
     assert r1.results_path.name.startswith("tune_results_") and r1.results_path.suffix == ".json"
-    for key in ("timestamp", "data_path", "recall_constraint", "n_trials", "elapsed_s", "baseline",
-                "best_trial", "trials", "promotion"):
+    for key in (
+        "timestamp",
+        "data_path",
+        "recall_constraint",
+        "n_trials",
+        "elapsed_s",
+        "baseline",
+        "best_trial",
+        "trials",
+        "promotion",
+    ):
         assert key in res, key
     assert res["recall_constraint"] == 0.35
     assert len(res["best_trial"]["fold_precision"]) == 3 == len(res["baseline"]["fold_precision"])
@@ -53,8 +81,16 @@ def test_real_three_trial_study_then_resume(tmp_path: Path, data_dir: Path) -> N
     assert res["promotion"]["rule"] == tuning.PROMOTION_RULE
 
     # An interrupted/finished study resumes: asking for 5 in total runs only 2 more.
-    r2 = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=5, folds=3,
-                     n_estimators_range=SMALL, baseline=False)
+    r2 = tune_symbol(
+        "TUNUSDT",
+        data_dir=data_dir,
+        model_dir=models,
+        config=CFG,
+        trials=5,
+        folds=3,
+        n_estimators_range=SMALL,
+        baseline=False,
+    )
     assert r2.trials_new == 2 and r2.trials_total == 5
     assert r2.study_name == r1.study_name
     study = optuna.load_study(study_name=r2.study_name, storage=r2.storage)
@@ -102,12 +138,20 @@ def _fake_cv(best_score: float, best_std: float, baseline_score: float):
     return fake
 
 
-def test_promotion_writes_active_params_used_by_training(tmp_path: Path, data_dir: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_promotion_writes_active_params_used_by_training(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.70, 0.01, 0.50))
     models = tmp_path / "models"
-    rep = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=2, folds=3,
-                      n_estimators_range=SMALL)
+    rep = tune_symbol(
+        "TUNUSDT",
+        data_dir=data_dir,
+        model_dir=models,
+        config=CFG,
+        trials=2,
+        folds=3,
+        n_estimators_range=SMALL,
+    )
     assert rep.promoted, rep.reasons
     active = models / "tunusdt" / ACTIVE_PARAMS_FILE
     saved = json.loads(active.read_text())
@@ -117,12 +161,22 @@ def test_promotion_writes_active_params_used_by_training(tmp_path: Path, data_di
     assert resolved.weight_scale == pytest.approx(rep.best_params["weight_scale"])
     # --no-baseline never promotes, even with the same (winning) trials: the active file stays.
     before = active.read_bytes()
-    rep2 = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=3, folds=3,
-                       n_estimators_range=SMALL, baseline=False)
+    rep2 = tune_symbol(
+        "TUNUSDT",
+        data_dir=data_dir,
+        model_dir=models,
+        config=CFG,
+        trials=3,
+        folds=3,
+        n_estimators_range=SMALL,
+        baseline=False,
+    )
     assert not rep2.promoted and active.read_bytes() == before
 
 
-def test_no_promotion_keeps_active_params(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_promotion_keeps_active_params(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     models = tmp_path / "models"
     active = models / "tunusdt" / ACTIVE_PARAMS_FILE
     active.parent.mkdir(parents=True)
@@ -130,8 +184,15 @@ def test_no_promotion_keeps_active_params(tmp_path: Path, data_dir: Path, monkey
     before = active.read_bytes()
     # Better score but unstable across folds -> refused, and the reason is reported.
     monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.70, 0.20, 0.50))
-    rep = tune_symbol("TUNUSDT", data_dir=data_dir, model_dir=models, config=CFG, trials=2, folds=3,
-                      n_estimators_range=SMALL)
+    rep = tune_symbol(
+        "TUNUSDT",
+        data_dir=data_dir,
+        model_dir=models,
+        config=CFG,
+        trials=2,
+        folds=3,
+        n_estimators_range=SMALL,
+    )
     assert not rep.promoted and any("std" in r for r in rep.reasons)
     assert active.read_bytes() == before
     res = json.loads(rep.results_path.read_text())
@@ -146,12 +207,31 @@ def test_cli_tune(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "400")
-    for k, v in {"SIGNAL_THRESHOLD": "2", "ADX_THRESHOLD": "0", "VOL_MULTIPLIER": "1.0",
-                 "ATR_SL_MULT": "1.5"}.items():
+    for k, v in {
+        "SIGNAL_THRESHOLD": "2",
+        "ADX_THRESHOLD": "0",
+        "VOL_MULTIPLIER": "1.0",
+        "ATR_SL_MULT": "1.5",
+    }.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.55, 0.01, 0.50))
-    res = CliRunner().invoke(app, ["tune", "--symbol", "TUNUSDT", "--trials", "2", "--folds", "3",
-                                   "--data-dir", str(data_dir), "--model-dir", str(tmp_path / "m"), "--quiet"])
+    monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.505, 0.01, 0.50))
+    res = CliRunner().invoke(
+        app,
+        [
+            "tune",
+            "--symbol",
+            "TUNUSDT",
+            "--trials",
+            "2",
+            "--folds",
+            "3",
+            "--data-dir",
+            str(data_dir),
+            "--model-dir",
+            str(tmp_path / "m"),
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "not promoted" in res.output and "does not beat baseline" in res.output
     res = CliRunner().invoke(app, ["tune", "--symbol", "TUNUSDT", "--all"])

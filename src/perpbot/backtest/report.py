@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -58,8 +59,10 @@ TRADE_COLUMNS = (
     "reason",
 )
 
-# Plot at most this many points per curve; the drawdown trough is always kept.
-_MAX_PLOT_POINTS = 10_000
+# Plot at most this many points per curve (the drawdown trough is always kept): the PNG can afford
+# detail; the HTML embeds every point as JSON, so it is thinned harder to stay a few MB.
+_MAX_PNG_POINTS = 20_000
+_MAX_HTML_POINTS = 4_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +81,13 @@ def iso_utc(ms: int) -> str:
     return text.replace("+00:00", "Z")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared and opened
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -154,12 +158,12 @@ def metrics_document(report: MetricsReport, parameters: Mapping[str, Any]) -> di
     )
 
 
-def _plot_index(curve: EquityCurve) -> np.ndarray:
+def _plot_index(curve: EquityCurve, max_points: int) -> np.ndarray:
     """Indices to plot: a regular stride plus the drawdown trough and the last point."""
     n = curve.time_ms.size
-    if n <= _MAX_PLOT_POINTS:
+    if n <= max_points:
         return np.arange(n)
-    step = math.ceil(n / _MAX_PLOT_POINTS)
+    step = math.ceil(n / max_points)
     idx = np.arange(0, n, step)
     extra = [int(np.argmax(curve.drawdown)), n - 1]
     return np.unique(np.concatenate((idx, np.asarray(extra))))
@@ -175,7 +179,11 @@ def _dd_pct(curve: EquityCurve) -> np.ndarray:
         return np.where(peak > 0, -curve.drawdown / peak * 100.0, 0.0)
 
 
-def equity_png_bytes(report: MetricsReport, title: str) -> bytes:
+Marker = tuple[int, str]
+"""(time in ms, label): an event drawn as a vertical line on the charts (e.g. a kill-switch trip)."""
+
+
+def equity_png_bytes(report: MetricsReport, title: str, markers: Sequence[Marker] = ()) -> bytes:
     """Equity, per-symbol net PnL and drawdown as a PNG (object-oriented Agg canvas)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -184,7 +192,7 @@ def equity_png_bytes(report: MetricsReport, title: str) -> bytes:
     FigureCanvasAgg(fig)
     ax_eq, ax_sym, ax_dd = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.5]})
     pc = report.portfolio_curve
-    idx = _plot_index(pc)
+    idx = _plot_index(pc, _MAX_PNG_POINTS)
     if idx.size:
         x = _datetimes(pc.time_ms[idx])
         ax_eq.plot(x, pc.equity[idx], color="tab:blue", lw=1.0, label="portfolio equity")
@@ -192,6 +200,20 @@ def equity_png_bytes(report: MetricsReport, title: str) -> bytes:
         for sym, curve in report.symbol_curves.items():
             base = report.per_symbol[sym].start_equity
             ax_sym.plot(x, curve.equity[idx] - base, lw=0.9, label=sym)
+    for ms, label in markers:
+        when = np.datetime64(int(ms), "ms")
+        for ax in (ax_eq, ax_sym, ax_dd):
+            ax.axvline(when, color="grey", ls="--", lw=0.7)
+        ax_eq.annotate(
+            label,
+            (when, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=7,
+            color="grey",
+        )
     ax_eq.set_title(title)
     ax_eq.set_ylabel("equity (USDT)")
     ax_eq.legend(loc="upper left", fontsize=8)
@@ -211,7 +233,7 @@ def equity_png_bytes(report: MetricsReport, title: str) -> bytes:
     return buf.getvalue()
 
 
-def equity_html_text(report: MetricsReport, title: str) -> str:
+def equity_html_text(report: MetricsReport, title: str, markers: Sequence[Marker] = ()) -> str:
     """Interactive equity/drawdown page; plotly.js inlined so that it works offline."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -225,7 +247,7 @@ def equity_html_text(report: MetricsReport, title: str) -> str:
         subplot_titles=("portfolio equity (USDT)", "net PnL by symbol", "drawdown %"),
     )
     pc = report.portfolio_curve
-    idx = _plot_index(pc)
+    idx = _plot_index(pc, _MAX_HTML_POINTS)
     x = [iso_utc(int(v)) for v in pc.time_ms[idx]]
     fig.add_trace(go.Scatter(x=x, y=pc.equity[idx].tolist(), name="portfolio", mode="lines"), row=1, col=1)
     for sym, curve in report.symbol_curves.items():
@@ -245,6 +267,19 @@ def equity_html_text(report: MetricsReport, title: str) -> str:
         row=3,
         col=1,
     )
+    for ms, label in markers:
+        fig.add_vline(x=iso_utc(int(ms)), line_dash="dash", line_width=1, line_color="grey")
+        fig.add_annotation(
+            x=iso_utc(int(ms)),
+            y=1.0,
+            yref="paper",
+            text=label,
+            showarrow=False,
+            textangle=-90,
+            xanchor="right",
+            yanchor="top",
+            font={"size": 9, "color": "grey"},
+        )
     fig.update_layout(
         title=f"{title}<br><sup>Profitability is unproven (SPEC §13).</sup>",
         height=850,
@@ -261,6 +296,7 @@ def write_report(
     parameters: Mapping[str, Any],
     *,
     title: str = "perpbot backtest",
+    markers: Sequence[Marker] = (),
 ) -> ReportFiles:
     """Write the four report files into ``out_dir`` (created if needed) and return their paths."""
     out = Path(out_dir)
@@ -272,13 +308,13 @@ def write_report(
         equity_png=out / "equity.png",
         equity_html=out / "equity.html",
     )
-    _atomic_write_bytes(files.trades_csv, trades_csv_text(trades).encode("utf-8"))
+    atomic_write_bytes(files.trades_csv, trades_csv_text(trades).encode("utf-8"))
     doc = metrics_document(report, parameters)
-    _atomic_write_bytes(
+    atomic_write_bytes(
         files.metrics_json, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8")
     )
-    _atomic_write_bytes(files.equity_png, equity_png_bytes(report, title))
-    _atomic_write_bytes(files.equity_html, equity_html_text(report, title).encode("utf-8"))
+    atomic_write_bytes(files.equity_png, equity_png_bytes(report, title, markers))
+    atomic_write_bytes(files.equity_html, equity_html_text(report, title, markers).encode("utf-8"))
     return files
 
 
@@ -295,35 +331,25 @@ def _metrics_row(name: str, m: Metrics) -> list[str]:
     return [
         name,
         str(m.trades),
-        _num(None if m.win_rate is None else m.win_rate * 100, "{:.1f}%"),
+        _num(None if m.win_rate is None else m.win_rate * 100, "{:.0f}%"),
         _num(m.profit_factor, "{:.2f}"),
         _num(m.net_pnl),
         _num(m.fees),
-        _num(m.funding),
-        f"{_num(m.max_drawdown)} ({m.max_drawdown_pct:.1f}%)",
+        f"{m.max_drawdown_pct:.1f}%",
         _num(m.sharpe, "{:.2f}"),
         f"{m.exposure * 100:.1f}%",
-        _num(m.avg_trade, "{:,.3f}"),
     ]
 
 
 def summary_table(report: MetricsReport, title: str = "Backtest summary") -> Table:
-    """One-screen table: one row per symbol and a portfolio row."""
-    table = Table(title=title, title_justify="left", show_lines=False)
-    for col, justify in (
-        ("symbol", "left"),
-        ("trades", "right"),
-        ("win", "right"),
-        ("PF", "right"),
-        ("net PnL", "right"),
-        ("fees", "right"),
-        ("funding", "right"),
-        ("max DD", "right"),
-        ("Sharpe", "right"),
-        ("exposure", "right"),
-        ("avg trade", "right"),
-    ):
-        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    """One-screen table (fits 80 columns): one row per symbol and a portfolio row.
+
+    Funding, the average trade and the drawdown in USDT are in ``metrics.json``.
+    """
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column("symbol", no_wrap=True, min_width=9)
+    for col in ("trades", "win", "PF", "net PnL", "fees", "max DD", "Sharpe", "exposure"):
+        table.add_column(col, justify="right", no_wrap=True)
     for sym, m in report.per_symbol.items():
         table.add_row(*_metrics_row(sym, m))
     table.add_section()
@@ -331,10 +357,13 @@ def summary_table(report: MetricsReport, title: str = "Backtest summary") -> Tab
     return table
 
 
-def summary_renderable(report: MetricsReport, files: ReportFiles | None, title: str) -> Group:
-    """The table, the fingerprint, where the files are, and the honesty note."""
+def summary_renderable(
+    report: MetricsReport, files: ReportFiles | None, title: str, notes: Sequence[str] = ()
+) -> Group:
+    """The table, the fingerprint, what limited the run, where the files are, the honesty note."""
     parts: list[Any] = [summary_table(report, title)]
     parts.append(Text(f"fingerprint {report.fingerprint}", style="dim"))
+    parts.extend(Text(f"note: {line}", style="cyan") for line in notes)
     if files is not None:
         parts.append(
             Text(f"report: {files.trades_csv}  {files.metrics_json}  {files.equity_png}  {files.equity_html}")

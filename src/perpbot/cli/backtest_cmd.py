@@ -62,7 +62,9 @@ def parse_utc(raw: str | None, flag: str) -> datetime | None:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(f"{flag}={raw!r}: not a date (expected e.g. 2025-06-01 or 2025-06-01T12:00)") from None
+        raise ConfigError(
+            f"{flag}={raw!r}: not a date (expected e.g. 2025-06-01 or 2025-06-01T12:00)"
+        ) from None
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
@@ -140,5 +142,12 @@ def register(app: typer.Typer) -> None:
             result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
         for warning in result.warnings:
             err_console.print(f"warning: {warning}", markup=False, highlight=False)
-        files = write_report(out, result.trades, result.metrics, result.parameters(), title=result.title)
-        console.print(summary_renderable(result.metrics, files, result.title))
+        files = write_report(
+            out,
+            result.trades,
+            result.metrics,
+            result.parameters(),
+            title=result.title,
+            markers=result.markers(),
+        )
+        console.print(summary_renderable(result.metrics, files, result.title, result.notes()))

@@ -35,7 +35,9 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 def fail(message: str) -> None:
     """Print a one-line error and exit 2."""
-    err_console.print(f"error: {message}", markup=False, highlight=False)
+    # Plain write, not rich: the one-line contract must hold whatever the terminal width.
+    sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+    sys.stderr.flush()
     raise typer.Exit(2)
 
 

@@ -74,8 +74,8 @@ def train_table(report: TrainReport) -> Table:
     table = Table(
         title=f"{report.symbol} [{report.backend}] purged walk-forward, validation signal rows only",
         caption="from: first validation day (yy-mm-dd); sig/pos: validation signals/positives; thr: chosen "
-                "on the fold's early-stopping slice (* = fallback 0.50); acc: signals accepted; bAUC/bprec: "
-                "no-ML baseline = the rule alone (takes every signal, recall 1.0; ranks by signal_strength)",
+        "on the fold's early-stopping slice (* = fallback 0.50); acc: signals accepted; bAUC/bprec: "
+        "no-ML baseline = the rule alone (takes every signal, recall 1.0; ranks by signal_strength)",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
@@ -100,10 +100,32 @@ def train_table(report: TrainReport) -> Table:
     if report.folds:
         s = report.summary
         table.add_section()
-        table.add_row("mean", "", "", "", _f(s["auc"][0]), "", _f(s["precision"][0]), _f(s["recall"][0]), "",
-                      _f(s["baseline_auc"][0]), _f(s["baseline_precision"][0]))
-        table.add_row("± std", "", "", "", _f(s["auc"][1]), "", _f(s["precision"][1]), _f(s["recall"][1]), "",
-                      _f(s["baseline_auc"][1]), _f(s["baseline_precision"][1]))
+        table.add_row(
+            "mean",
+            "",
+            "",
+            "",
+            _f(s["auc"][0]),
+            "",
+            _f(s["precision"][0]),
+            _f(s["recall"][0]),
+            "",
+            _f(s["baseline_auc"][0]),
+            _f(s["baseline_precision"][0]),
+        )
+        table.add_row(
+            "± std",
+            "",
+            "",
+            "",
+            _f(s["auc"][1]),
+            "",
+            _f(s["precision"][1]),
+            _f(s["recall"][1]),
+            "",
+            _f(s["baseline_auc"][1]),
+            _f(s["baseline_precision"][1]),
+        )
     return table
 
 
@@ -120,8 +142,8 @@ def print_train_report(report: TrainReport) -> None:
     console.print(
         f"{report.symbol}: final model threshold {_f(report.threshold, 3)}"
         f"{' (fallback)' if report.threshold_fallback else ''} — purged tail: AUC {_f(report.tail_auc)}, "
-        f"precision {_f(report.tail_precision)}, recall {_f(report.tail_recall)}; saved in {report.model_dir} "
-        f"({report.seconds:.1f} s)"
+        f"precision {_f(report.tail_precision)}, recall {_f(report.tail_recall)}; "
+        f"saved in {report.model_dir} ({report.seconds:.1f} s)"
     )
     for note in report.notes:
         console.print(f"{report.symbol}: note: {note}")
@@ -135,10 +157,19 @@ def print_tune_report(report: TuneReport) -> None:
         if cv is None:
             table.add_row(name, "—", "—", "—", "—", "—", "—")
         else:
-            table.add_row(name, _f(cv.score, 4), _f(cv.auc), _f(cv.precision), _f(cv.recall),
-                          _f(cv.precision_std), str(cv.precision_folds))
+            table.add_row(
+                name,
+                _f(cv.score, 4),
+                _f(cv.auc),
+                _f(cv.precision),
+                _f(cv.recall),
+                _f(cv.precision_std),
+                str(cv.precision_folds),
+            )
     console.print(table)
-    verdict = "PROMOTED to active_lgbm_params.json" if report.promoted else "not promoted (active params kept)"
+    verdict = (
+        "PROMOTED to active_lgbm_params.json" if report.promoted else "not promoted (active params kept)"
+    )
     console.print(f"{report.symbol}: {verdict}: " + "; ".join(report.reasons))
     console.print(f"{report.symbol}: results in {report.results_path}")
 
@@ -185,8 +216,17 @@ def register(app: typer.Typer) -> None:
             cb = progress_callback(bar)
 
             def job(sym: str) -> None:
-                report = train_symbol(sym, data_dir=data_dir, model_dir=model_dir, config=cfg, backend=backend,
-                                      wf=wf, decay=decay, tuned_params=tuned_params, progress=cb)
+                report = train_symbol(
+                    sym,
+                    data_dir=data_dir,
+                    model_dir=model_dir,
+                    config=cfg,
+                    backend=backend,
+                    wf=wf,
+                    decay=decay,
+                    tuned_params=tuned_params,
+                    progress=cb,
+                )
                 print_train_report(report)
 
             _run_per_symbol(symbols, job)
@@ -199,7 +239,9 @@ def register(app: typer.Typer) -> None:
         trials: Annotated[int, typer.Option("--trials", help="Total finished trials wanted (resumes).")] = 50,
         folds: Annotated[int, typer.Option("--folds", help="Purged walk-forward folds.")] = 5,
         min_recall: Annotated[float, typer.Option("--min-recall", help="Recall constraint per fold.")] = 0.35,
-        no_baseline: Annotated[bool, typer.Option("--no-baseline", help="Skip the baseline (never promotes).")] = False,
+        no_baseline: Annotated[
+            bool, typer.Option("--no-baseline", help="Skip the baseline (never promotes).")
+        ] = False,
         data_dir: DataDirOpt = Path("data"),
         model_dir: ModelDirOpt = Path("models"),
         quiet: QuietOpt = False,
@@ -213,8 +255,17 @@ def register(app: typer.Typer) -> None:
             cb = progress_callback(bar)
 
             def job(sym: str) -> None:
-                report = tune_symbol(sym, data_dir=data_dir, model_dir=model_dir, config=cfg, trials=trials,
-                                     folds=folds, min_recall=min_recall, baseline=not no_baseline, progress=cb)
+                report = tune_symbol(
+                    sym,
+                    data_dir=data_dir,
+                    model_dir=model_dir,
+                    config=cfg,
+                    trials=trials,
+                    folds=folds,
+                    min_recall=min_recall,
+                    baseline=not no_baseline,
+                    progress=cb,
+                )
                 print_tune_report(report)
 
             _run_per_symbol(symbols, job)
@@ -222,7 +273,9 @@ def register(app: typer.Typer) -> None:
     @app.command("deploy")
     @user_errors
     def deploy_command(
-        from_dir: Annotated[Path, typer.Option("--from", help="Staging models root (trained with --model-dir).")],
+        from_dir: Annotated[
+            Path, typer.Option("--from", help="Staging models root (trained with --model-dir).")
+        ],
         symbol: SymbolOpt = None,
         all_: AllOpt = False,
         model_dir: ModelDirOpt = Path("models"),

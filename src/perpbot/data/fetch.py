@@ -177,8 +177,11 @@ class HistoryClient:
     sleep: Sleep = asyncio.sleep
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     pacing: Pacing = field(default_factory=Pacing)
-    _symbols: dict[str, dict[str, Any]] | None = None
-    _kline_cache: dict[str, tuple[int, int, pd.DataFrame]] = field(default_factory=dict)
+    _symbols: dict[str, dict[str, Any]] | None = field(default=None, init=False, repr=False)
+    # symbol → (start_ms, now_ms, frame): BTC/ETH are downloaded once per run, not per primary.
+    _kline_cache: dict[str, tuple[int, int, pd.DataFrame]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     async def call(self, what: str, method: str, params: dict[str, Any]) -> Any:
         """One endpoint call with bounded retries; a one-line ``FetchError`` when it gives up."""
@@ -396,8 +399,9 @@ class _Progress:
 
     def __init__(self, progress: Progress | None, symbol: str, total: int) -> None:
         self._p = progress
-        self._task: TaskID | None = progress.add_task(f"fetch {symbol}", total=total) if progress else None
         self._symbol = symbol
+        self._total = total
+        self._task: TaskID | None = progress.add_task(f"fetch {symbol}", total=total) if progress else None
 
     def advance(self, n: int) -> None:
         if self._p is not None and self._task is not None:
@@ -409,8 +413,7 @@ class _Progress:
 
     def done(self) -> None:
         if self._p is not None and self._task is not None:
-            task = self._p.tasks[self._task]
-            self._p.update(self._task, completed=task.total, description=f"fetch {self._symbol}")
+            self._p.update(self._task, completed=self._total, description=f"fetch {self._symbol}")
 
 
 def _existing(path: Path, upsert: bool) -> pd.DataFrame | None:

@@ -104,6 +104,7 @@ PROTECT_ATTEMPTS = 3  # SPEC §13 row 12
 PROTECT_RETRY_S = 1.0
 FALLBACK_STOP_FRACTION = 0.01  # recovery without ATR and without a journaled trigger price
 FILTERS_TTL_MS = 24 * 3_600_000  # SPEC §13 row 18: exchange info cached 24 h
+_HOUR_MS = 3_600_000
 _REMEMBER = 256  # bounded id maps (own orders, triggered ids, accounted executions)
 
 
@@ -145,6 +146,7 @@ class BotState:
 
 
 _FLAT_STATE = BotState(None, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, False)
+_FLAT_TRIPPED = BotState(None, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, True)
 
 
 def _put(store: OrderedDict[Any, Any], key: Any, value: Any) -> None:
@@ -207,11 +209,7 @@ class SymbolBot:
     def state(self) -> BotState:
         p = self._pos
         if p is None:
-            return (
-                _FLAT_STATE
-                if not self.kill_switch.tripped
-                else BotState(None, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, True)
-            )
+            return _FLAT_TRIPPED if self.kill_switch.tripped else _FLAT_STATE
         return BotState(
             p.side,
             p.entry_price,
@@ -291,8 +289,17 @@ class SymbolBot:
         """Take over an exchange position: register it, restore or re-place its SL/TP."""
         now = self._clock.now_ms()
         entry_time, entry_oid, entry_fee = now, 0, None
+        # The journaled entry belongs to this position only if it is on the same side and no
+        # trade of the symbol closed after it (else it is an old round trip's entry, and its time
+        # would pull earlier trades' funding and income into this one).
         rec = self._journal.last_order(self.symbol, ("ENTRY",))
-        if rec is not None and rec.order_id and rec.side == pos_ex.side.entry_order_side.value:
+        last = self._journal.recent_trades(self.symbol, 1)
+        if (
+            rec is not None
+            and rec.order_id
+            and rec.side == pos_ex.side.entry_order_side.value
+            and (not last or last[0].exit_time_ms <= rec.time_ms)
+        ):
             entry_time, entry_oid = rec.time_ms, rec.order_id
             entry_fee = self._journal.order_commission(self.symbol, rec.order_id)
         pos = _Position(
@@ -683,13 +690,13 @@ class SymbolBot:
                 order = await self._ex.place_conditional(
                     self.symbol, otype, exit_side, pos.qty, trigger, reduce_only=True, client_algo_id=cid
                 )
-            except ExchangeError as exc:
+            except Exception as exc:  # any failure counts as a failed attempt: never naked
                 self._journal.record_order_result(
                     row, time_ms=self._clock.now_ms(), status="ERROR", reason=str(exc)
                 )
                 log.warning("%s: %s placement attempt %d failed: %s", self.symbol, kind, attempt, exc)
-                if isinstance(exc, ExchangeUnavailable):  # it may exist anyway: look it up
-                    order = await self._find_algo_by_cid(cid)
+                if not isinstance(exc, ExchangeError) or isinstance(exc, ExchangeUnavailable):
+                    order = await self._find_algo_by_cid(cid)  # it may exist anyway: look it up
             if order is not None:
                 self._journal.record_order_result(
                     row, time_ms=self._clock.now_ms(), status=order.status.value, algo_id=order.algo_id
@@ -708,7 +715,7 @@ class SymbolBot:
             for o in await self._ex.open_conditional_orders(self.symbol):
                 if o.client_algo_id == cid:
                     return o
-        except ExchangeError:
+        except Exception:
             return None
         return None
 
@@ -793,6 +800,35 @@ class SymbolBot:
             await self._risk.close(self.symbol, 0.0)
         await self._notifier.notify("alert", alert_message(self.symbol, msg))
         return False
+
+    async def close_position(self, reason: CloseReason = CloseReason.MANUAL) -> bool:
+        """Close the open position now (reduce-only MARKET) and wait for the confirmation.
+
+        For the backtest's END_OF_DATA and for operators. Returns True when a close was recorded
+        or released; False when flat or when the exchange refused the order.
+        """
+        pos_ex = await self._ex.position(self.symbol)
+        if pos_ex is None:
+            if self._pos is not None:
+                await self._sync_close(f"{reason.value} requested while flat")
+            return False
+        pos = await self._resync(pos_ex, None)
+        self._busy = True
+        try:
+            outcome = await self._close_market(pos, reason)
+            if outcome is None:
+                return False
+            await self._cancel_leftovers()
+            return True
+        finally:
+            self._busy = False
+
+    async def stop(self) -> None:
+        """Shutdown (SPEC §13 row 28): cancel background work only. Protective orders stay on the
+        exchange on purpose; the next start-up verifies them."""
+        for task in list(self._bg):
+            task.cancel()
+        await asyncio.gather(*list(self._bg), return_exceptions=True)
 
     async def _reverse(self, ctx: CandleContext, pos_ex: Position, new_side: Side) -> None:
         """SPEC §8.6 corrected: close (reduce-only), wait for the close event, clean up, then
@@ -975,7 +1011,13 @@ class SymbolBot:
         qty = pos.closed_qty + cf.qty
         exit_price = (pos.closed_notional + cf.qty * cf.avg_price) / qty if qty > 0 else cf.avg_price
         exit_time = cf.time_ms or self._clock.now_ms()
-        funding = await self._funding(pos, exit_time)
+        funding = clearance = 0.0
+        # Funding settles on whole UTC hours (1 h / 4 h / 8 h intervals on Binance): a position
+        # that spans no whole hour paid none, and only a liquidation has a clearance fee. This
+        # skips most income-history calls of short trades (a REST round trip in live).
+        first_hour = -(-pos.entry_time_ms // _HOUR_MS) * _HOUR_MS
+        if first_hour < exit_time or reason is CloseReason.LIQUIDATION:
+            funding, clearance = await self._income_since_entry(pos, exit_time)
         return ClosedTrade(
             symbol=self.symbol,
             side=pos.side,
@@ -986,7 +1028,7 @@ class SymbolBot:
             quantity=qty,
             realized_pnl=pos.closed_rp + cf.realized_pnl_sum,
             entry_fee=self._entry_fee(pos),
-            exit_fee=pos.closed_fee + cf.commission_sum,
+            exit_fee=pos.closed_fee + cf.commission_sum + clearance,
             funding=funding,
             reason=reason,
         )
@@ -998,22 +1040,33 @@ class SymbolBot:
                 return ef.commission_sum
         return pos.entry_fee or 0.0
 
-    async def _funding(self, pos: _Position, exit_time: int) -> float:
-        """Σ FUNDING_FEE income of this symbol while the position was open (SPEC §10 last line)."""
+    async def _income_since_entry(self, pos: _Position, exit_time: int) -> tuple[float, float]:
+        """(Σ FUNDING_FEE, Σ liquidation clearance fee) of this symbol while the position was open.
+
+        Funding counts on ``[entry, exit)``: a settlement stamped at the very millisecond of a
+        reverse belongs to the *new* position (the old one was closed at that open). The rows used
+        are remembered so that a later SYNC close never counts them twice.
+        """
         try:
-            rows = await self._ex.income_history(self.symbol, pos.entry_time_ms, ("FUNDING_FEE",))
+            rows = await self._ex.income_history(
+                self.symbol, pos.entry_time_ms, ("FUNDING_FEE", "INSURANCE_CLEAR")
+            )
         except ExchangeError as exc:
-            log.warning("%s: funding history unavailable (%s); funding counted as 0", self.symbol, exc)
-            return 0.0
-        total = 0.0
+            log.warning("%s: income history unavailable (%s); funding counted as 0", self.symbol, exc)
+            return 0.0, 0.0
+        funding = clearance = 0.0
         for r in rows:
-            if (
-                r.symbol == self.symbol
-                and r.income_type == "FUNDING_FEE"
-                and pos.entry_time_ms <= r.time_ms <= exit_time
-            ):
-                total += r.income
-        return total
+            if r.symbol != self.symbol or not (pos.entry_time_ms <= r.time_ms < exit_time + 1):
+                continue
+            if r.income_type == "FUNDING_FEE" and r.time_ms < exit_time:
+                funding += r.income
+            elif r.income_type == "INSURANCE_CLEAR":
+                clearance -= r.income  # a negative income row is a fee paid
+            else:
+                continue
+            if r.trade_id:
+                _put(self._accounted, r.trade_id, None)
+        return funding, clearance
 
     async def _finish(
         self, pos: _Position, trade: ClosedTrade, *, triggered_algo: int = 0, released: bool = False
@@ -1124,7 +1177,9 @@ class SymbolBot:
             if pos is None:
                 return
             rows = await self._ex.income_history(
-                self.symbol, pos.entry_time_ms, ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE")
+                self.symbol,
+                pos.entry_time_ms,
+                ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE", "INSURANCE_CLEAR"),
             )
             if self._pos is not pos:
                 return
@@ -1140,6 +1195,8 @@ class SymbolBot:
                     fees += abs(r.income)
                 elif r.income_type == "FUNDING_FEE":
                     funding += r.income
+                elif r.income_type == "INSURANCE_CLEAR":
+                    fees -= r.income  # liquidation clearance fee (negative income)
             qty = pos.qty + pos.closed_qty
             exit_price = pos.entry_price + pos.side.sign * (rp / qty) if qty > 0 else pos.entry_price
             entry_fee = min(self._entry_fee(pos), fees)

@@ -291,11 +291,25 @@ def _ensure_folder(folder: Path) -> None:
         raise ModelError(f"models folder {folder} is not a directory")
 
 
+def _file_mode(path: Path) -> int:
+    """Permissions for a new version of ``path``: the current file's, else rw-r--r--.
+
+    ``mkstemp`` creates 0600 files; without this a bot running as another user than the trainer
+    could no longer read a freshly deployed model.
+    """
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o644
+
+
 def _write_temp(folder: Path, target_name: str, data: bytes) -> Path:
     """Write ``data`` to a fsync'ed temporary file next to the target; return its path."""
+    mode = _file_mode(folder / target_name)
     fd, name = tempfile.mkstemp(prefix=f".{target_name}.", suffix=".tmp", dir=folder)
     tmp = Path(name)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -441,23 +455,25 @@ def retire_model(model_dir: Path, backend: str) -> bool:
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """Serialise read-modify-write of the training log between processes (POSIX advisory lock)."""
+    """Serialise read-modify-write of the training log between processes.
+
+    A POSIX advisory lock on the folder itself (no lock file left behind); where directories
+    cannot be locked the append simply runs unlocked (the write itself is still atomic).
+    """
     _ensure_folder(folder)
     try:
         import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):  # pragma: no cover - non-POSIX
         yield
         return
     try:
-        fh = open(folder / ".training_log.lock", "a")  # noqa: SIM115 - held for the block
-    except OSError as exc:
-        raise _unwritable(folder, exc) from None
-    with fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def read_training_log(model_dir: Path) -> list[Any]:

@@ -204,7 +204,9 @@ def build_dataset(
     long_score = frame["long_score"].to_numpy(dtype=np.float64)[bars]
     short_score = frame["short_score"].to_numpy(dtype=np.float64)[bars]
     X[is_neg, feat.SIDE_INDEX] = side[is_neg]
-    X[is_neg, feat.SIGNAL_STRENGTH_INDEX] = np.where(side[is_neg] == 1, long_score[is_neg], short_score[is_neg])
+    X[is_neg, feat.SIGNAL_STRENGTH_INDEX] = np.where(
+        side[is_neg] == 1, long_score[is_neg], short_score[is_neg]
+    )
 
     y = np.concatenate([labels[sig_rows], np.zeros(neg_rows.size)])[order].astype(np.int8)
     source = np.where(is_neg, SOURCE_HOLD, SOURCE_SIGNAL)
@@ -222,8 +224,14 @@ def build_dataset(
         symbol=name,
         lookahead=lookahead,
         n_bars=n_bars,
-        info={"negative_ratio": negative_ratio, "decay": decay, "seed": seed, "warmup": warmup,
-              "eligible_bars": int(eligible.sum()), "hold_candidates": int(hold_candidates.size)},
+        info={
+            "negative_ratio": negative_ratio,
+            "decay": decay,
+            "seed": seed,
+            "warmup": warmup,
+            "eligible_bars": int(eligible.sum()),
+            "hold_candidates": int(hold_candidates.size),
+        },
     )
     return ds
 

@@ -91,10 +91,11 @@ RETURN_LAGS = (1, 3, 5)
 # the longest lookback (49); MACD(12,26,9) needs 33, the Stochastic RSI 31, ADX 27.
 FEATURE_WARMUP_BARS = 49
 
-# Candles the live bot keeps and feeds to ``live_feature_row``. Measured on the real data (all three
-# symbols, see the parity test and bench): the max |live − full| over all 26 features is ~1e-11 at
-# 900 bars and ≤ 1e-13 from 1000 bars on (EMA50/Wilder seeds decayed, then 288 converged values for
-# the z-scores). 1000 leaves margin and fits one 1500-kline request.
+# Candles the live bot keeps and feeds to ``live_feature_row``. Measured on the real data (three
+# symbols, 50 rows each, every frame column; ``bench/bench_features.py``): max |live − full| is
+# 1.7e-9 at 600 bars (fails the 1e-9 requirement: ADX's double Wilder smoothing converges
+# slowest), ~1e-12 at 700, ~8e-15 at 800, ~1.6e-15 at 1000 and 0 at 1500. 1000 keeps a wide margin
+# (the seed's trace decays ~×1/1700 per 100 bars) and fits one 1500-kline request.
 LIVE_WINDOW_BARS = 1000
 
 
@@ -166,7 +167,7 @@ def rolling_nanmean(x: np.ndarray, window: int) -> np.ndarray:
     count = np.zeros(n)
     valid = ~np.isnan(x)
     xv = np.where(valid, x, 0.0)
-    for lag in range(window):
+    for lag in range(min(window, n)):
         total[lag:] += xv[: n - lag]
         count[lag:] += valid[: n - lag]
     with np.errstate(invalid="ignore", divide="ignore"):

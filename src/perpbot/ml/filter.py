@@ -45,11 +45,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 
+from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ModelError
 from perpbot.ml.artifacts import BACKENDS, ModelFiles, metadata_path, onnx_path, read_model
 from perpbot.ml.decision import FilterDecision
@@ -58,6 +59,9 @@ from perpbot.ml.features import FEATURE_COLS, feature_schema_hash
 OUTPUT_NAME = "proba"
 THRESHOLD_MODES = ("config", "model")
 _DTYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+if TYPE_CHECKING:
+    from perpbot.config import AppConfig
 
 _DISABLED = FilterDecision(True, None, None, "disabled")
 _NO_MODEL = FilterDecision(True, None, None, "no_model")
@@ -133,6 +137,7 @@ class MLFilter:
         self.last_load_errors: list[str] = []
         self.reload_count = 0
         self._n_features = len(FEATURE_COLS)
+        self._feature_names = list(FEATURE_COLS)
         self._schema = feature_schema_hash()
         self._model: _Loaded | None = None
         self._stamps: dict[Path, Stamp] = {}
@@ -143,6 +148,25 @@ class MLFilter:
             self.log.info("ML filter disabled (NO_ML_FILTER) for %s: every signal passes", self.model_dir)
         else:
             self._load()
+
+    @classmethod
+    def from_config(
+        cls, models_root: Path, symbol: str, config: AppConfig, *, logger: logging.Logger | None = None
+    ) -> MLFilter:
+        """The filter a bot for ``symbol`` uses: ``<models_root>/<symbol lowercase>/`` and the
+        ``ML_BACKENDS`` / ``ML_THRESHOLD`` / ``ML_THRESHOLD_MODE`` / ``NO_ML_FILTER`` settings.
+
+        Deliberately no fallback to the models root (the SPEC's legacy layout): one symbol's model
+        must never silently filter another symbol's signals.
+        """
+        return cls(
+            symbol_model_dir(Path(models_root), symbol),
+            backends=config.ml_backends,
+            threshold=config.ml_threshold,
+            threshold_mode=config.ml_threshold_mode,
+            disabled=config.no_ml_filter,
+            logger=logger,
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -305,7 +329,14 @@ class MLFilter:
         if m is None:
             return _NO_MODEL
         try:
-            x = features if isinstance(features, np.ndarray) else np.asarray(features, dtype=np.float64)
+            if isinstance(features, np.ndarray):
+                x = features
+            elif hasattr(features, "index") and hasattr(features, "loc"):
+                # A pandas row (e.g. ``live_feature_row``, which carries extra columns): restricted
+                # to FEATURE_COLS by name, in order (SPEC §6.1); a missing name is an error.
+                x = features.loc[self._feature_names].to_numpy(dtype=np.float64)
+            else:
+                x = np.asarray(features, dtype=np.float64)
             if x.size != m.n_features:
                 return self._inference_error(m, f"expected {m.n_features} features, got {x.size}")
             m.flat[:] = x.reshape(-1)

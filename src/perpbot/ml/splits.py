@@ -60,8 +60,9 @@ def _bars(bar_index_or_dataset: Any) -> np.ndarray:
     return bars
 
 
-def purge_before(bars: np.ndarray, candidates: np.ndarray, first_bar: int, *, lookahead: int,
-                 embargo: int) -> np.ndarray:
+def purge_before(
+    bars: np.ndarray, candidates: np.ndarray, first_bar: int, *, lookahead: int, embargo: int
+) -> np.ndarray:
     """Keep the candidate samples whose label window plus embargo ends before ``first_bar``."""
     keep = bars[candidates] + lookahead + embargo < first_bar
     return candidates[keep]
@@ -143,5 +144,6 @@ def holdout_tail(
     bars = _bars(bar_index)
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    return split_es_tail(bars, np.arange(bars.size, dtype=np.int64), es_fraction=fraction,
-                         lookahead=lookahead, embargo=embargo)
+    return split_es_tail(
+        bars, np.arange(bars.size, dtype=np.int64), es_fraction=fraction, lookahead=lookahead, embargo=embargo
+    )

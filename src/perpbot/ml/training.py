@@ -266,8 +266,16 @@ def fit_backend(
         # fit_lgbm multiplies the weights by ``weight_scale`` itself (and would fall back to the
         # default scale if the key were missing), so it is passed back in, never applied here.
         params = {**lgbm.params, "weight_scale": lgbm.weight_scale}
-        return fit_lgbm(ds.X[fit_idx], ds.y[fit_idx], ds.w[fit_idx], X_es, y_es, params, seed=seed,
-                        feature_names=list(ds.feature_cols))
+        return fit_lgbm(
+            ds.X[fit_idx],
+            ds.y[fit_idx],
+            ds.w[fit_idx],
+            X_es,
+            y_es,
+            params,
+            seed=seed,
+            feature_names=list(ds.feature_cols),
+        )
     from perpbot.ml.nn_model import fit_nn
 
     # The MLP trains for a fixed number of epochs (SPEC §6.2, no early stopping); the ES slice
@@ -364,8 +372,11 @@ def evaluate_fold(
     model = fit_backend(backend, ds, fit_idx, es, lgbm=lgbm, nn_options=nn_options, seed=seed)
 
     es_sig = fold.es_idx[ds.is_signal[fold.es_idx]]
-    thr, fallback = operating_threshold(ds.y[es_sig], _proba(model, ds.X[es_sig])) if es_sig.size else (
-        THRESHOLD_FALLBACK, True)
+    thr, fallback = (
+        operating_threshold(ds.y[es_sig], _proba(model, ds.X[es_sig]))
+        if es_sig.size
+        else (THRESHOLD_FALLBACK, True)
+    )
 
     val = fold.val_idx[ds.is_signal[fold.val_idx]]
     y_val = ds.y[val]
@@ -477,19 +488,37 @@ def train_symbol(
     market = load_market(path)
     ensure_writable(sym_dir)
     frame = build_feature_frame(market, params)
-    ds = build_dataset(market, params, negative_ratio=NEGATIVE_RATIO, decay=decay, seed=seed,
-                       frame=frame, symbol=symbol)
+    ds = build_dataset(
+        market, params, negative_ratio=NEGATIVE_RATIO, decay=decay, seed=seed, frame=frame, symbol=symbol
+    )
     tick("dataset")
 
-    folds = purged_walk_forward(ds.bar_index, n_folds=wf, lookahead=LOOKAHEAD, embargo=EMBARGO,
-                                es_fraction=ES_FRACTION) if wf > 0 else []
+    folds = (
+        purged_walk_forward(
+            ds.bar_index, n_folds=wf, lookahead=LOOKAHEAD, embargo=EMBARGO, es_fraction=ES_FRACTION
+        )
+        if wf > 0
+        else []
+    )
     notes: list[str] = []
     if wf > 0 and len(folds) < wf:
         notes.append(f"only {len(folds)} of {wf} folds had a non-empty training part after purging")
     fold_metrics: list[FoldMetrics] = []
     for fold in folds:
-        fold_metrics.append(evaluate_fold(backend, ds, fold, lgbm=lgbm, config_threshold=config.ml_threshold,
-                                          nn_options=nn_options, seed=seed))
+        try:
+            fold_metrics.append(
+                evaluate_fold(
+                    backend,
+                    ds,
+                    fold,
+                    lgbm=lgbm,
+                    config_threshold=config.ml_threshold,
+                    nn_options=nn_options,
+                    seed=seed,
+                )
+            )
+        except InsufficientDataError as exc:  # e.g. a single-class training window: report, go on
+            notes.append(f"fold {fold.index + 1} skipped: {exc}")
         tick(f"fold {fold.index + 1}/{wf}")
     for _ in range(wf - len(folds)):
         tick("fold skipped")
@@ -507,7 +536,9 @@ def train_symbol(
     p_tail = _proba(model, ds.X[tail_sig])
     thr, fallback = operating_threshold(ds.y[tail_sig], p_tail)
     if fallback:
-        notes.append(f"no tail threshold reached recall >= {THRESHOLD_MIN_RECALL}; using {THRESHOLD_FALLBACK}")
+        notes.append(
+            f"no tail threshold reached recall >= {THRESHOLD_MIN_RECALL}; using {THRESHOLD_FALLBACK}"
+        )
     t_prec, t_rec, _ = precision_recall_at(ds.y[tail_sig], p_tail, thr)
     t_auc = safe_auc(ds.y[tail_sig], p_tail)
     tick("final model")
@@ -545,7 +576,7 @@ def train_symbol(
     extra: dict[str, Any] = {
         "threshold_info": {
             "rule": f"max precision s.t. recall >= {THRESHOLD_MIN_RECALL} on the purged tail's signal rows "
-                    f"(PR curve without its terminal point); fallback {THRESHOLD_FALLBACK}",
+            f"(PR curve without its terminal point); fallback {THRESHOLD_FALLBACK}",
             "fallback_used": fallback,
             "tail_precision": t_prec,
             "tail_recall": t_rec,
@@ -565,8 +596,14 @@ def train_symbol(
         "weight_scale": report.weight_scale,
         "params_source": report.params_source,
         "signal_params": params.as_dict(),
-        "dataset": {**ds.counts(), "negative_ratio": NEGATIVE_RATIO, "decay": decay, "seed": seed,
-                    "lookahead": LOOKAHEAD, "fit_rows_balanced": int(fit_idx.size)},
+        "dataset": {
+            **ds.counts(),
+            "negative_ratio": NEGATIVE_RATIO,
+            "decay": decay,
+            "seed": seed,
+            "lookahead": LOOKAHEAD,
+            "fit_rows_balanced": int(fit_idx.size),
+        },
         "library_versions_training": library_versions(backend),
         "notes": notes,
     }

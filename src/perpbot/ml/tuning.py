@@ -133,8 +133,9 @@ class CVResult:
         }
 
 
-def _aggregate(auc: list[float], prec: list[float], rec: list[float], counted: list[bool],
-               positives: list[int]) -> CVResult:
+def _aggregate(
+    auc: list[float], prec: list[float], rec: list[float], counted: list[bool], positives: list[int]
+) -> CVResult:
     p = [x for x, c in zip(prec, counted, strict=True) if c]
     r = [x for x, c in zip(rec, counted, strict=True) if c]
     mean_p = float(np.mean(p)) if p else 0.0
@@ -178,8 +179,11 @@ def cv_score(
         y_val = ds.y[val]
         n_pos = int(y_val.sum())
         positives.append(n_pos)
-        usable = (fit_idx.size >= MIN_BALANCED_ROWS and np.unique(y_val).size == 2
-                  and np.unique(ds.y[fit_idx]).size == 2)
+        usable = (
+            fit_idx.size >= MIN_BALANCED_ROWS
+            and np.unique(y_val).size == 2
+            and np.unique(ds.y[fit_idx]).size == 2
+        )
         if not usable:
             auc.append(0.5)
             prec.append(0.0)
@@ -223,9 +227,7 @@ def suggest_params(trial: Any, n_estimators_range: tuple[int, int] = (100, 600))
 # Promotion
 
 
-def promotion_decision(
-    best: CVResult | None, baseline: CVResult | None
-) -> tuple[bool, list[str]]:
+def promotion_decision(best: CVResult | None, baseline: CVResult | None) -> tuple[bool, list[str]]:
     """Apply the module's promotion rule; returns (promote?, reasons — why not, or why yes)."""
     if best is None:
         return False, ["no completed trial"]
@@ -233,17 +235,23 @@ def promotion_decision(
         return False, ["no baseline computed (--no-baseline never promotes)"]
     reasons: list[str] = []
     if not best.score > baseline.score + PROMOTION_MARGIN:
-        reasons.append(f"best score {best.score:.4f} does not beat baseline {baseline.score:.4f} "
-                       f"by more than {PROMOTION_MARGIN}")
+        reasons.append(
+            f"best score {best.score:.4f} does not beat baseline {baseline.score:.4f} "
+            f"by more than {PROMOTION_MARGIN}"
+        )
     if not (np.isfinite(best.precision_std) and best.precision_std <= MAX_FOLD_PRECISION_STD):
         reasons.append(f"per-fold precision std {best.precision_std:.4f} > {MAX_FOLD_PRECISION_STD}")
     if best.precision_folds < MIN_PRECISION_FOLDS:
-        reasons.append(f"only {best.precision_folds} fold(s) had >= {MIN_FOLD_POSITIVES} positives "
-                       f"(need {MIN_PRECISION_FOLDS})")
+        reasons.append(
+            f"only {best.precision_folds} fold(s) had >= {MIN_FOLD_POSITIVES} positives "
+            f"(need {MIN_PRECISION_FOLDS})"
+        )
     if reasons:
         return False, reasons
-    return True, [f"best score {best.score:.4f} > baseline {baseline.score:.4f} + {PROMOTION_MARGIN}, "
-                  f"fold precision std {best.precision_std:.4f}, {best.precision_folds} folds counted"]
+    return True, [
+        f"best score {best.score:.4f} > baseline {baseline.score:.4f} + {PROMOTION_MARGIN}, "
+        f"fold precision std {best.precision_std:.4f}, {best.precision_folds} folds counted"
+    ]
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
@@ -350,9 +358,12 @@ def tune_symbol(
     ensure_writable(store_dir)
 
     frame = build_feature_frame(market, params)
-    ds = build_dataset(market, params, negative_ratio=NEGATIVE_RATIO, decay=0.0, seed=seed, frame=frame,
-                       symbol=symbol)
-    cv_folds = purged_walk_forward(ds.bar_index, n_folds=folds, train_ratio=train_ratio, es_fraction=ES_FRACTION)
+    ds = build_dataset(
+        market, params, negative_ratio=NEGATIVE_RATIO, decay=0.0, seed=seed, frame=frame, symbol=symbol
+    )
+    cv_folds = purged_walk_forward(
+        ds.bar_index, n_folds=folds, train_ratio=train_ratio, es_fraction=ES_FRACTION
+    )
     sha = data_file_sha256(path)
     active = resolve_lgbm_params(sym_dir, None)
 
@@ -360,11 +371,19 @@ def tune_symbol(
     if baseline:
         baseline_cv = cv_score(ds, cv_folds, active, min_recall=min_recall, seed=seed)
 
-    fp = _fingerprint({
-        "data_sha256": sha, "folds": folds, "train_ratio": train_ratio, "min_recall": min_recall,
-        "signal_params": params.as_dict(), "schema": feature_schema_hash(), "k": NEGATIVE_RATIO,
-        "n_estimators_range": list(n_estimators_range), "seed": seed,
-    })
+    fp = _fingerprint(
+        {
+            "data_sha256": sha,
+            "folds": folds,
+            "train_ratio": train_ratio,
+            "min_recall": min_recall,
+            "signal_params": params.as_dict(),
+            "schema": feature_schema_hash(),
+            "k": NEGATIVE_RATIO,
+            "n_estimators_range": list(n_estimators_range),
+            "seed": seed,
+        }
+    )
     study_name = f"perpbot-lgbm-{symbol}-{fp}"
     storage = f"sqlite:///{(store_dir / STUDY_FILE).resolve()}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -427,17 +446,25 @@ def tune_symbol(
         "dataset": ds.counts(),
         "signal_params": params.as_dict(),
         "objective": "mean max-precision s.t. recall >= min_recall over folds with >= 3 positives "
-                     "+ 0.001 x mean AUC; purged/embargoed folds; validation signal rows only",
+        "+ 0.001 x mean AUC; purged/embargoed folds; validation signal rows only",
         "study": {"name": study_name, "storage": storage, "resumed_trials": done_before},
-        "n_trials": {"requested_total": trials, "new": n_new, "complete": len(completed),
-                     "pruned": len(pruned)},
+        "n_trials": {
+            "requested_total": trials,
+            "new": n_new,
+            "complete": len(completed),
+            "pruned": len(pruned),
+        },
         "elapsed_s": round(time.perf_counter() - t0, 3),
-        "baseline": None if baseline_cv is None else {
+        "baseline": None
+        if baseline_cv is None
+        else {
             **baseline_cv.as_dict(),
             "params": {**active.params, "weight_scale": active.weight_scale},
             "params_source": active.source,
         },
-        "best_trial": None if best_trial is None or best_cv is None else {
+        "best_trial": None
+        if best_trial is None or best_cv is None
+        else {
             "number": best_trial.number,
             **best_cv.as_dict(),
             "params": best_params,
@@ -446,14 +473,20 @@ def tune_symbol(
             {"number": t.number, "score": t.value, "params": dict(t.params)}
             for t in sorted(completed, key=lambda t: t.number)
         ],
-        "promotion": {"promoted": promote, "rule": PROMOTION_RULE, "reasons": reasons,
-                      "active_params_file": str(sym_dir / ACTIVE_PARAMS_FILE)},
+        "promotion": {
+            "promoted": promote,
+            "rule": PROMOTION_RULE,
+            "reasons": reasons,
+            "active_params_file": str(sym_dir / ACTIVE_PARAMS_FILE),
+        },
     }
     _atomic_write_json(results_path, results)
     if promote:
         active_path = sym_dir / ACTIVE_PARAMS_FILE
         if active_path.is_file():
-            _atomic_write_json(sym_dir / PREV_ACTIVE_FILE, json.loads(active_path.read_text(encoding="utf-8")))
+            _atomic_write_json(
+                sym_dir / PREV_ACTIVE_FILE, json.loads(active_path.read_text(encoding="utf-8"))
+            )
         _atomic_write_json(active_path, results)
         log.info("%s: promoted trial %s to %s", symbol, best_trial.number if best_trial else "?", active_path)
     return TuneReport(

@@ -47,6 +47,7 @@ STOCH_WINDOW, STOCH_K, STOCH_D = 14, 3, 3
 VOL_MA_PERIOD = 20
 STOCH_FLAT_RANGE = 1e-9  # RSI points; a narrower 14-bar RSI range is rounding noise (see stoch_rsi)
 
+
 def _as_f64(x: ArrayLike) -> np.ndarray:
     """TA-Lib needs contiguous float64; converting once here keeps every call cheap and safe."""
     return np.ascontiguousarray(np.asarray(x, dtype=np.float64))

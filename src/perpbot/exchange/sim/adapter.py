@@ -50,6 +50,7 @@ class SimExchange:
         self._queue: asyncio.Queue[ExchangeEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0  # events handed to handlers so far (diagnostics)
+        self._unfinished = 0  # queued and not yet fully handled
 
     # ------------------------------------------------------------------ event delivery
 
@@ -63,6 +64,7 @@ class SimExchange:
         put = self._queue.put_nowait
         for ev in events:
             put(ev)
+        self._unfinished += len(events)
         return len(events)
 
     def process_bar(self, symbol: str, i: int) -> None:
@@ -81,11 +83,21 @@ class SimExchange:
         if self._task is not None and asyncio.current_task() is self._task:
             raise RuntimeError("drain() called from an event handler would wait for itself")
         self.publish_pending()
+        if self._unfinished == 0:  # the common case in a backtest: nothing to wait for
+            return
         await self.start()
-        await self._queue.join()
+        task = self._task
+        assert task is not None
+        join = asyncio.ensure_future(self._queue.join())
+        await asyncio.wait((join, task), return_when=asyncio.FIRST_COMPLETED)
+        if not join.done():  # the dispatcher died (a BaseException escaped a handler)
+            join.cancel()
+            exc = None if task.cancelled() else task.exception()
+            raise RuntimeError("event dispatcher stopped with events undelivered") from exc
 
     async def aclose(self) -> None:
-        """Stop the dispatcher. Undelivered events are dropped; call ``drain()`` first to keep them."""
+        """Stop the dispatcher. Undelivered events stay queued (a later ``drain()`` restarts
+        delivery); call ``drain()`` first when every event must be handled before shutdown."""
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
@@ -100,10 +112,11 @@ class SimExchange:
                 for handler in tuple(self._handlers):
                     try:
                         await handler(ev)
-                    except ZeroDivisionError:
+                    except Exception:
                         log.exception("event handler %r failed on %s", handler, type(ev).__name__)
             finally:
                 self.delivered += 1
+                self._unfinished -= 1
                 q.task_done()
 
     def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:

@@ -47,7 +47,9 @@ Intra-bar path (``process_bar``)
 2. Gap at the open: every trigger (conditional or liquidation) already beyond ``open[i]`` fires
    at the open (fill = open ± slippage; liquidation at LP), in the order in which a continuous
    move from the previous close to the open would have crossed them (nearest to the previous
-   close first; on a tie conditional orders before liquidation, then by algo id).
+   close first; on a tie conditional orders before liquidation, then by algo id). A stop that
+   gaps past LP therefore fills at the open and realises its whole loss (not capped at the
+   isolated margin) — the pessimistic reading of a gap.
 3. Inside the bar the price visits four points and every trigger crossed between two points
    fires at its trigger price (± slippage), in crossing order:
 
@@ -78,6 +80,10 @@ Triggered conditional order::
                                       with report_original_type=True), R=true
     ORDER_TRADE_UPDATE x=TRADE X=FILLED (or PARTIALLY_FILLED … FILLED)  + ACCOUNT_UPDATE m=ORDER
     ALGO_UPDATE X=FINISHED   triggered_order_id=N
+
+Every triggered/market fill stamps ``event_time_ms == trade_time_ms == now_ms``. A reduce-only
+order larger than the position executes the position size and reports FILLED (``q`` keeps the
+requested quantity; ``z`` is what executed). Triggered orders carry the algo's client id.
 
 Liquidation: ``ORDER_TRADE_UPDATE x=CALCULATED X=FILLED o=LIQUIDATION`` (client id
 ``autoclose-…``), ``ACCOUNT_UPDATE m=ORDER``, then ``ACCOUNT_UPDATE m=INSURANCE_CLEAR`` when a

@@ -1,0 +1,744 @@
+"""The multi-symbol backtester: the real bots, one shared risk manager, one simulated exchange.
+
+What runs (principle: one core, three modes): the very ``SymbolBot`` of paper and live trading, one
+per symbol, the one ``RiskManager`` they share, and one ``MatchingEngine`` behind a ``SimExchange``
+port, driven candle by candle over recorded data on a ``SimClock``. Only where prices come from
+differs from live trading.
+
+Time order (issue 3 §6). All symbols are aligned on ONE timeline: the union of their candle open
+times inside the window (a symbol without a candle at a time simply has no step there). For each
+open time ``T``, in order:
+
+1. every symbol with a candle at ``T`` (configured symbol order): ``engine.process_bar`` — the
+   candle *happens* (funding, gaps, intra-bar SL/TP triggers, liquidation) — then the resulting
+   events are delivered to the bots (``drain``);
+2. the clock is set to the candle's close time and every such symbol's bot sees its closed candle
+   (``on_candle``); market orders it sends fill at the next candle's open; the events are delivered
+   before time advances.
+
+So every symbol's candle for ``T`` is processed before any candle of ``T + 15 min``, and a bot
+never sees a price before the exchange has let the candle happen.
+
+Window: ``start`` is inclusive and ``end`` exclusive, both on candle *open* times (UTC). Features
+are computed ONCE per symbol, in batch, on the whole file (so indicators are warm at ``start``;
+every feature at bar ``t`` reads bars ``≤ t`` only, so nothing leaks from after ``t``), then
+sliced to the window. Warm-up rows (a non-optional feature is NaN) are skipped for signals but the
+exchange still processes them.
+
+End of data: a symbol's last candle in the window only closes positions — no new signal is taken
+on it (there is no later price to trade at) — and a position still open after it is closed by a
+reduce-only market order at that candle's close (plus slippage and the taker fee), recorded with
+reason ``END_OF_DATA``, so the trade list is complete and every figure includes every cost.
+
+Determinism: no wall clock, no randomness, a fresh journal per run, trades sorted canonically;
+the same inputs give the same trade list and fingerprint.
+
+Speed (target ≥ 30 000 candles/s through the real bot code): the per-candle work outside the bot
+is a few list look-ups; contexts are built from pre-extracted Python lists (no numpy scalars, no
+pandas in the loop); ``drain`` is awaited only when something was produced — engine events after
+the bars, or a candle with a signal (the bot's HOLD path makes no exchange call by contract).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perpbot.backtest.metrics import MetricsReport, summarize
+from perpbot.config import AppConfig
+from perpbot.data.schema import BAR_MS, data_path
+from perpbot.domain.types import ClosedTrade, CloseReason, SymbolFilters
+from perpbot.engine.context import CandleContext
+from perpbot.errors import ConfigError, DataError
+from perpbot.ml.decision import EntryFilter, PassThroughFilter
+from perpbot.strategy.signal import side_from_code
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+"""``progress(candles_done, candles_total)``; called every few thousand candles and at the end."""
+
+_PROGRESS_EVERY = 4096  # timeline steps between progress callbacks
+
+# Binance USDT-M filters of the default symbols (exchange info; tick/step are not recorded in the
+# data files). Other symbols get filters derived from their price level (``derived_filters``).
+KNOWN_FILTERS: dict[str, tuple[float, float, float]] = {
+    # symbol: (tick_size, step_size, min_qty)
+    "XRPUSDT": (0.0001, 0.1, 0.1),
+    "TRXUSDT": (0.00001, 1.0, 1.0),
+    "DOGEUSDT": (0.00001, 1.0, 1.0),
+    "BTCUSDT": (0.1, 0.001, 0.001),
+    "ETHUSDT": (0.01, 0.001, 0.001),
+}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BacktestConfig:
+    """One backtest run. Times are UTC; ``start`` inclusive, ``end`` exclusive (candle open times).
+
+    ``taker_fee``/``maker_fee``/``slippage_bps`` default to the application configuration
+    (``TAKER_FEE``, ``MAKER_FEE``, ``SLIPPAGE_BPS``). ``journal_path`` must not exist yet (a
+    journal left by another run would restore its kill-switch state and break determinism);
+    ``":memory:"`` keeps it in RAM. The simulator has no randomness; ``seed`` is recorded with
+    the run and used by whatever is stochastic around it (synthetic data, walk-forward training).
+
+    ``markets`` (symbol → frame in the data schema) replaces reading ``data_dir``; ``entry_filters``
+    (symbol → filter) replaces the ``MLFilter``/``PassThroughFilter`` choice; ``symbol_filters``
+    replaces the exchange filters. Tests and the walk-forward use them.
+    """
+
+    symbols: tuple[str, ...]
+    data_dir: Path = Path("data")
+    model_dir: Path = Path("models")
+    start: datetime | None = None
+    end: datetime | None = None
+    use_ml: bool = True
+    initial_balance: float = 1000.0
+    taker_fee: float | None = None
+    maker_fee: float | None = None
+    slippage_bps: float | None = None
+    journal_path: Path | str = ":memory:"
+    seed: int = 42
+    markets: Mapping[str, pd.DataFrame] | None = None
+    entry_filters: Mapping[str, EntryFilter] | None = None
+    symbol_filters: Mapping[str, SymbolFilters] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise ConfigError("backtest: no symbol given")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ConfigError(f"backtest symbols {list(self.symbols)}: a symbol is listed twice")
+        if not (self.initial_balance > 0 and math.isfinite(self.initial_balance)):
+            raise ConfigError(f"initial balance {self.initial_balance!r}: must be > 0")
+        for name in ("taker_fee", "maker_fee", "slippage_bps"):
+            v = getattr(self, name)
+            if v is not None and not (v >= 0):
+                raise ConfigError(f"{name}={v!r}: must be >= 0")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ConfigError(f"backtest window: start {self.start} is not before end {self.end}")
+
+    @property
+    def start_ms(self) -> int | None:
+        return None if self.start is None else _to_ms(self.start)
+
+    @property
+    def end_ms(self) -> int | None:
+        return None if self.end is None else _to_ms(self.end)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """How the run went mechanically (benchmarks and the report's parameters)."""
+
+    candles: int  # candles processed by the exchange, all symbols
+    bot_candles: int  # candles handed to a bot (warm-up rows excluded)
+    signals: int  # candles whose context carried a rule signal
+    timeline_steps: int
+    seconds_prepare: float
+    seconds_loop: float
+    bot_errors: int
+    alerts: int
+    close_timeouts: int
+
+    @property
+    def candles_per_second(self) -> float:
+        return self.candles / self.seconds_loop if self.seconds_loop > 0 else float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestResult:
+    """Everything the report and the tests need; ``trades`` are in canonical order."""
+
+    config: BacktestConfig
+    symbols: tuple[str, ...]
+    trades: list[ClosedTrade]
+    metrics: MetricsReport
+    close_time_ms: np.ndarray  # timeline close times
+    closes: dict[str, np.ndarray]  # per symbol, aligned on the timeline, forward-filled
+    start_ms: int
+    end_ms: int
+    stats: RunStats
+    filters: dict[str, SymbolFilters]
+    models: dict[str, str | None]  # symbol → backend in use (None: no model / pass-through)
+    sim: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    # Risk events that shape the trade list (journal): kill-switch trips and daily-limit hits.
+    kill_switch_trips: list[dict[str, Any]] = field(default_factory=list)
+    daily_limit_days: int = 0
+    # WARNING+ log lines of the library during the run, by message template (when logging is
+    # not configured by the caller; see ``capture_library_warnings``).
+    log_warnings: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.metrics.fingerprint
+
+    @property
+    def title(self) -> str:
+        mode = "ML on" if self.config.use_ml else "ML off"
+        return (
+            f"perpbot backtest {','.join(self.symbols)} {_iso_minute(self.start_ms)} → "
+            f"{_iso_minute(self.end_ms)} ({mode})"
+        )
+
+    def parameters(self) -> dict[str, Any]:
+        """The run's parameters as written into ``metrics.json``."""
+        c = self.config
+        return {
+            "symbols": list(self.symbols),
+            "start": _iso_minute(self.start_ms),
+            "end": _iso_minute(self.end_ms),
+            "window": "start inclusive, end exclusive, candle open times, UTC",
+            "use_ml": c.use_ml,
+            "models": dict(self.models),
+            "data_dir": None if c.markets is not None else str(c.data_dir),
+            "model_dir": str(c.model_dir) if c.use_ml and c.entry_filters is None else None,
+            "initial_balance": c.initial_balance,
+            "seed": c.seed,
+            "sim": dict(self.sim),
+            "symbol_filters": {
+                s: {
+                    "tick_size": f.tick_size,
+                    "step_size": f.step_size,
+                    "min_qty": f.min_qty,
+                    "min_notional": f.min_notional,
+                }
+                for s, f in self.filters.items()
+            },
+            "end_of_data": "open positions closed at each symbol's last close (reason END_OF_DATA)",
+            "stats": {
+                "candles": self.stats.candles,
+                "bot_candles": self.stats.bot_candles,
+                "signals": self.stats.signals,
+                "seconds_loop": round(self.stats.seconds_loop, 3),
+                "candles_per_second": round(self.stats.candles_per_second, 1),
+                "bot_errors": self.stats.bot_errors,
+                "alerts": self.stats.alerts,
+                "close_timeouts": self.stats.close_timeouts,
+            },
+            "warnings": list(self.warnings),
+            "kill_switch_trips": list(self.kill_switch_trips),
+            "daily_loss_limit_days": self.daily_limit_days,
+            "log_warnings": dict(self.log_warnings),
+        }
+
+    def markers(self) -> list[tuple[int, str]]:
+        """Chart markers: kill-switch trips (after them a symbol takes no new entry)."""
+        out = []
+        for trip in self.kill_switch_trips:
+            out.append((int(trip["time_ms"]), f"{trip['symbol']} kill switch"))
+        return out
+
+    def notes(self) -> list[str]:
+        """Plain-language lines about what limited the run (for the terminal)."""
+        out: list[str] = []
+        for trip in self.kill_switch_trips:
+            out.append(
+                f"{trip['symbol']}: kill switch tripped at {trip['time']} ({trip['reason']}); "
+                "no entries for it afterwards, as in live trading"
+            )
+        if self.daily_limit_days:
+            out.append(
+                f"daily loss limit reached on {self.daily_limit_days} day(s): entries blocked those days"
+            )
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_ms(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return round(dt.timestamp() * 1000)
+
+
+def _iso_minute(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def derived_filters(symbol: str, reference_price: float) -> SymbolFilters:
+    """Filters for a symbol without a known table entry, from its price level.
+
+    Tick = 5 significant digits of the price (Binance's usual precision); step such that one step
+    is worth at most ~0.1 USDT, never finer than 0.001 (Binance's finest step). Deterministic.
+    """
+    if symbol in KNOWN_FILTERS:
+        tick, step, min_qty = KNOWN_FILTERS[symbol]
+        return SymbolFilters(symbol, tick, step, min_qty, 5.0)
+    p = reference_price if reference_price > 0 and math.isfinite(reference_price) else 1.0
+    tick = 10.0 ** (math.floor(math.log10(p)) - 4)
+    step = max(10.0 ** math.floor(math.log10(0.1 / p)), 0.001)
+    tick = float(f"{tick:.0e}")
+    step = float(f"{step:.0e}")
+    return SymbolFilters(symbol, tick, step, step, 5.0)
+
+
+def check_inputs(cfg: BacktestConfig) -> None:
+    """Fail fast with one line (exit 2) before any work: missing data files, a stale journal."""
+    if cfg.markets is None:
+        for sym in cfg.symbols:
+            path = data_path(cfg.data_dir, sym)
+            if not path.is_file():
+                raise DataError(
+                    f"{path}: no market data for {sym} (fetch it first: perpbot data fetch --symbol {sym})"
+                )
+    else:
+        missing = [s for s in cfg.symbols if s not in cfg.markets]
+        if missing:
+            raise DataError(f"backtest: no market frame given for {missing[0]}")
+    jp = str(cfg.journal_path)
+    if jp != ":memory:" and Path(jp).exists():
+        raise ConfigError(f"{jp}: journal already exists; a backtest needs a fresh journal")
+
+
+# ---------------------------------------------------------------------------------------------
+# Preparation: per-symbol arrays, features once, one timeline
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SymbolSeries:
+    """One symbol's window, as plain arrays and Python lists for the hot loop."""
+
+    symbol: str
+    open_time_ms: np.ndarray  # int64, window rows
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    funding: np.ndarray | None
+    features: np.ndarray  # (n, 26) float64, read-only
+    ready: np.ndarray  # bool: every non-optional feature finite (signals allowed)
+    # Python lists for the hot loop (a list index is ~10x cheaper than a numpy scalar read).
+    side: list[Any]
+    long_score: list[int]
+    short_score: list[int]
+    close_l: list[float]
+    atr_l: list[float]
+    rsi_l: list[float]
+    macd_l: list[float]
+    adx_l: list[float]
+    vol_surge_l: list[bool]
+
+    @property
+    def n(self) -> int:
+        return int(self.open_time_ms.size)
+
+    def context(self, i: int) -> CandleContext:
+        """The bot's context for window row ``i`` (same values as ``features.context_from_row``)."""
+        return CandleContext(
+            self.symbol,
+            int(self.open_time_ms[i]),
+            self.close_l[i],
+            self.atr_l[i],
+            self.side[i],
+            self.long_score[i],
+            self.short_score[i],
+            self.rsi_l[i],
+            self.macd_l[i],
+            self.adx_l[i],
+            self.vol_surge_l[i],
+            self.features[i],
+        )
+
+
+def load_markets(cfg: BacktestConfig) -> dict[str, pd.DataFrame]:
+    """The validated frames, from ``cfg.markets`` or ``<data_dir>/<sym>/combined_15m.parquet``."""
+    if cfg.markets is not None:
+        return {s: cfg.markets[s] for s in cfg.symbols}
+    from perpbot.data.store import load_market
+
+    return {s: load_market(data_path(cfg.data_dir, s)) for s in cfg.symbols}
+
+
+def prepare_series(
+    symbol: str, market: pd.DataFrame, app_config: AppConfig, start_ms: int | None, end_ms: int | None
+) -> SymbolSeries | None:
+    """Features once on the whole frame, then the window slice; None when the window is empty."""
+    from perpbot.ml.features import BASE_FEATURES, FEATURE_COLS, feature_arrays
+
+    idx = market.index
+    if not isinstance(idx, pd.DatetimeIndex):
+        raise DataError(f"{symbol}: market frame needs a DatetimeIndex of candle open times")
+    times = idx.as_unit("ms").asi8.astype(np.int64)
+    lo = 0 if start_ms is None else int(np.searchsorted(times, start_ms, side="left"))
+    hi = times.size if end_ms is None else int(np.searchsorted(times, end_ms, side="left"))
+    if hi <= lo:
+        return None
+    arrays = feature_arrays(market, app_config.params_for(symbol))
+    w = slice(lo, hi)
+    feats = np.ascontiguousarray(np.column_stack([arrays[c][w] for c in FEATURE_COLS]), dtype=np.float64)
+    feats.flags.writeable = False  # contexts hand out row views: the bot must not alter the frame
+    base = np.column_stack([arrays[c][w] for c in BASE_FEATURES])
+    atr = np.asarray(arrays["atr"][w], dtype=np.float64)
+    ready = np.isfinite(base).all(axis=1) & np.isfinite(atr)
+
+    def col(name: str) -> np.ndarray:
+        return np.ascontiguousarray(market[name].to_numpy(dtype=np.float64)[w])
+
+    funding = col("funding_rate") if "funding_rate" in market.columns else None
+    signal = np.asarray(arrays["signal"][w]).astype(np.int64)
+    sides = {code: side_from_code(code) for code in (-1, 0, 1)}
+    return SymbolSeries(
+        symbol=symbol,
+        open_time_ms=np.ascontiguousarray(times[w]),
+        open=col("open"),
+        high=col("high"),
+        low=col("low"),
+        close=col("close"),
+        funding=funding,
+        features=feats,
+        ready=ready,
+        side=[sides[int(c)] for c in signal.tolist()],
+        long_score=np.asarray(arrays["long_score"][w]).astype(np.int64).tolist(),
+        short_score=np.asarray(arrays["short_score"][w]).astype(np.int64).tolist(),
+        close_l=np.asarray(arrays["close"][w], dtype=np.float64).tolist(),
+        atr_l=atr.tolist(),
+        rsi_l=np.asarray(arrays["rsi"][w], dtype=np.float64).tolist(),
+        macd_l=np.asarray(arrays["macd_hist"][w], dtype=np.float64).tolist(),
+        adx_l=np.asarray(arrays["adx_raw"][w], dtype=np.float64).tolist(),
+        vol_surge_l=np.asarray(arrays["vol_surge"][w]).astype(bool).tolist(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """The union of open times and, per step, which symbols have a candle (and which row)."""
+
+    open_time_ms: np.ndarray  # int64, strictly increasing
+    steps: list[tuple[tuple[int, int], ...]]  # per step: ((symbol index, row), ...) in symbol order
+
+    @property
+    def close_time_ms(self) -> np.ndarray:
+        return self.open_time_ms + BAR_MS
+
+
+def build_timeline(series: Sequence[SymbolSeries]) -> Timeline:
+    """Align the symbols on one timeline of open times (union; no step for a missing candle)."""
+    times = np.unique(np.concatenate([s.open_time_ms for s in series]))
+    n = times.size
+    rows = np.full((len(series), n), -1, dtype=np.int64)
+    for k, s in enumerate(series):
+        rows[k, np.searchsorted(times, s.open_time_ms)] = np.arange(s.n)
+    cols = rows.T.tolist()
+    steps = [tuple((k, r) for k, r in enumerate(col) if r >= 0) for col in cols]
+    return Timeline(open_time_ms=times, steps=steps)
+
+
+def aligned_closes(series: Sequence[SymbolSeries], timeline: Timeline) -> dict[str, np.ndarray]:
+    """Each symbol's close on the timeline, forward-filled (NaN before its first candle)."""
+    out: dict[str, np.ndarray] = {}
+    for s in series:
+        pos = np.searchsorted(s.open_time_ms, timeline.open_time_ms, side="right") - 1
+        vals = np.where(pos >= 0, s.close[np.maximum(pos, 0)], np.nan)
+        out[s.symbol] = vals
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters
+# ---------------------------------------------------------------------------------------------
+
+
+def make_entry_filter(cfg: BacktestConfig, app_config: AppConfig, symbol: str) -> EntryFilter:
+    """``MLFilter`` on ``<model_dir>/<sym>/`` (ML on) or ``PassThroughFilter`` (``--no-ml``).
+
+    Hot reload is off: a backtest must not change model half-way because a file was rewritten.
+    """
+    if cfg.entry_filters is not None and symbol in cfg.entry_filters:
+        return cfg.entry_filters[symbol]
+    if not cfg.use_ml:
+        return PassThroughFilter()
+    from perpbot.data.schema import model_dir
+    from perpbot.ml.filter import MLFilter
+
+    return MLFilter(
+        model_dir(cfg.model_dir, symbol),
+        backends=app_config.ml_backends,
+        threshold=app_config.ml_threshold,
+        threshold_mode=app_config.ml_threshold_mode,
+        disabled=False,
+        hot_reload=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+class _CountingHandler(logging.Handler):
+    def __init__(self, counts: Counter[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.counts = counts
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[f"{record.levelname}: {record.msg}"] += 1
+
+
+@contextmanager
+def capture_library_warnings(counts: Counter[str]) -> Iterator[None]:
+    """Count the library's WARNING+ lines instead of letting Python's last-resort handler print
+    each one (a year of candles makes thousands: "daily loss limit reached", ...).
+
+    Only when nobody configured logging (no handler on the root or ``perpbot`` logger): an
+    application that set up logging keeps every line where it asked for them.
+    """
+    lib = logging.getLogger("perpbot")
+    if logging.getLogger().handlers or lib.handlers:
+        yield
+        return
+    handler = _CountingHandler(counts)
+    old = lib.propagate
+    lib.addHandler(handler)
+    lib.propagate = False
+    try:
+        yield
+    finally:
+        lib.removeHandler(handler)
+        lib.propagate = old
+
+
+async def _close_at_end(bot: Any) -> None:
+    """Close the bot's open position with reason END_OF_DATA through the bot's own close path.
+
+    ``SymbolBot`` has no public "close now" method yet; its private reduce-only close
+    (``_close_market``) is the one path that journals and classifies the close correctly
+    (reason taken from our own client order id). A public method is preferred when it exists.
+    """
+    public = getattr(bot, "close_position", None)
+    if public is not None:
+        await public(CloseReason.END_OF_DATA)
+        return
+    pos = getattr(bot, "_pos", None)
+    if pos is not None:
+        await bot._close_market(pos, CloseReason.END_OF_DATA)
+
+
+async def run_backtest(
+    cfg: BacktestConfig, app_config: AppConfig, *, progress: ProgressFn | None = None
+) -> BacktestResult:
+    """Run the backtest described by ``cfg`` (see the module docstring) and summarise it."""
+    counts: Counter[str] = Counter()
+    with capture_library_warnings(counts):
+        result = await _run(cfg, app_config, progress)
+    if counts:
+        total = sum(counts.values())
+        result.warnings.append(f"{total} warning line(s) from the bots, by kind in metrics.json log_warnings")
+        result.log_warnings.update(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return result
+
+
+async def _drive(
+    prepared: Sequence[SymbolSeries],
+    timeline: Timeline,
+    engine: Any,
+    exchange: Any,
+    clock: Any,
+    bots: Sequence[Any],
+    progress: ProgressFn | None,
+    total_candles: int,
+) -> tuple[int, int]:
+    """The hot loop (module docstring, "Time order"); returns (bot candles, signal candles)."""
+    last_row = [s.n - 1 for s in prepared]
+    ready = [s.ready.tolist() for s in prepared]
+    steps = timeline.steps
+    open_times = timeline.open_time_ms.tolist()
+    process_bar = engine.process_bar
+    syms = [s.symbol for s in prepared]
+    signals = 0
+    bot_candles = 0
+    done = 0
+    n_steps = len(steps)
+    for k in range(n_steps):
+        step = steps[k]
+        for si, row in step:
+            process_bar(syms[si], row)
+        if engine.has_events:
+            await exchange.drain()
+        clock.set(open_times[k] + BAR_MS)
+        acted = False
+        ending: list[int] = []
+        for si, row in step:
+            if row == last_row[si]:
+                ending.append(si)  # the last candle only closes positions (module docstring)
+                continue
+            if not ready[si][row]:
+                continue
+            ctx = prepared[si].context(row)
+            bot_candles += 1
+            if ctx.signal is not None:
+                signals += 1
+                acted = True
+            await bots[si].on_candle(ctx)
+        # The HOLD path makes no exchange call (bot contract), so only a signal can leave events.
+        if acted or engine.has_events:
+            await exchange.drain()
+        for si in ending:
+            bot = bots[si]
+            if bot.in_position:
+                await _close_at_end(bot)
+                await exchange.drain()
+        done += len(step)
+        if progress is not None and (k % _PROGRESS_EVERY == 0 or k == n_steps - 1):
+            progress(done, total_candles)
+    await exchange.drain()
+    for bot in bots:
+        await bot.wait_background()
+    await exchange.drain()
+    return bot_candles, signals
+
+
+async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn | None) -> BacktestResult:
+    from perpbot.engine.bot import SymbolBot
+    from perpbot.engine.clock import SimClock
+    from perpbot.engine.journal import Journal
+    from perpbot.engine.notifier import RecordingNotifier
+    from perpbot.engine.risk import RiskManager
+    from perpbot.exchange.sim.adapter import SimExchange
+    from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+
+    t0 = time.perf_counter()
+    check_inputs(cfg)
+    symbols = tuple(cfg.symbols)
+    app = app_config.with_symbols(list(symbols))
+    markets = load_markets(cfg)
+    warnings: list[str] = []
+    prepared: list[SymbolSeries] = []
+    for sym in symbols:
+        s = prepare_series(sym, markets[sym], app, cfg.start_ms, cfg.end_ms)
+        if s is None:
+            raise DataError(f"{sym}: no candle inside the backtest window")
+        prepared.append(s)
+    del markets
+    timeline = build_timeline(prepared)
+    total_candles = sum(s.n for s in prepared)
+
+    filters = {
+        s.symbol: (
+            cfg.symbol_filters[s.symbol]
+            if cfg.symbol_filters is not None and s.symbol in cfg.symbol_filters
+            else derived_filters(s.symbol, float(np.nanmedian(s.close)))
+        )
+        for s in prepared
+    }
+    settings = SimSettings(
+        initial_balance=cfg.initial_balance,
+        taker_fee=app.taker_fee if cfg.taker_fee is None else cfg.taker_fee,
+        maker_fee=app.maker_fee if cfg.maker_fee is None else cfg.maker_fee,
+        slippage_bps=app.slippage_bps if cfg.slippage_bps is None else cfg.slippage_bps,
+    )
+    engine = MatchingEngine(settings, filters)
+    for s in prepared:
+        engine.add_bars(s.symbol, s.open_time_ms, s.open, s.high, s.low, s.close, s.funding)
+    exchange = SimExchange(engine)
+    first_open = int(timeline.open_time_ms[0])
+    clock = SimClock(first_open)
+    journal = Journal(cfg.journal_path)
+    notifier = RecordingNotifier()
+    risk = RiskManager(app, clock, journal=journal)
+    entry_filters = [make_entry_filter(cfg, app, s.symbol) for s in prepared]
+    models: dict[str, str | None] = {}
+    for s, f in zip(prepared, entry_filters, strict=True):
+        models[s.symbol] = getattr(f, "backend", None) if f.has_model else None
+        if cfg.use_ml and cfg.entry_filters is None and not f.has_model:
+            warnings.append(f"{s.symbol}: no ML model in {cfg.model_dir}; every signal passes (as --no-ml)")
+    bots = [
+        SymbolBot(s.symbol, app, exchange, risk, f, journal, clock, notifier, num_symbols=len(symbols))
+        for s, f in zip(prepared, entry_filters, strict=True)
+    ]
+    t_prep = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    try:
+        await exchange.start()
+        # SPEC §13 row 15: the base balance is set once, before any bot starts.
+        risk.set_base_balance(await exchange.balance())
+        for bot in bots:
+            await bot.start(None)
+        await exchange.drain()
+        bot_candles, signals = await _drive(
+            prepared, timeline, engine, exchange, clock, bots, progress, total_candles
+        )
+    finally:
+        await exchange.aclose()
+    t_loop = time.perf_counter() - t1
+
+    leftovers = [b.symbol for b in bots if b.in_position]
+    if leftovers:
+        warnings.append(f"positions still open after the end-of-data close: {leftovers}")
+    trades = sorted(
+        (t for b in bots for t in b.closed_trades),
+        key=lambda t: (t.entry_time_ms, t.symbol, t.exit_time_ms, t.side.value),
+    )
+    trips = [
+        {"symbol": e.symbol, "time": _iso_minute(e.time_ms), "time_ms": e.time_ms, "reason": e.message}
+        for e in journal.events("kill_switch.trip")
+    ]
+    limit_days = len({e.time_ms // 86_400_000 for e in journal.events("risk.daily_loss_limit")})
+    close_timeouts = len(journal.events("close_timeout"))
+    journal.close()
+    stats = RunStats(
+        candles=total_candles,
+        bot_candles=bot_candles,
+        signals=signals,
+        timeline_steps=int(timeline.open_time_ms.size),
+        seconds_prepare=t_prep,
+        seconds_loop=t_loop,
+        bot_errors=sum(b.errors for b in bots),
+        alerts=sum(1 for kind, _ in notifier.messages if kind in ("alert", "emergency")),
+        close_timeouts=close_timeouts,
+    )
+    if stats.bot_errors:
+        warnings.append(
+            f"{stats.bot_errors} per-candle/per-event errors were caught by the bots (see the log)"
+        )
+    if close_timeouts:
+        warnings.append(
+            f"{close_timeouts} close(s) not confirmed in time (released with PnL 0, then booked late)"
+        )
+    close_times = timeline.close_time_ms
+    closes = aligned_closes(prepared, timeline)
+    start_ms = first_open
+    end_ms = int(close_times[-1])
+    report = summarize(
+        trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
+    )
+    return BacktestResult(
+        config=cfg,
+        symbols=symbols,
+        trades=trades,
+        metrics=report,
+        close_time_ms=close_times,
+        closes=closes,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        stats=stats,
+        filters=filters,
+        models=models,
+        sim={
+            "taker_fee": settings.taker_fee,
+            "maker_fee": settings.maker_fee,
+            "slippage_bps": settings.slippage_bps,
+            "intrabar_path": settings.intrabar_path,
+            "maintenance_margin_rate": settings.maintenance_margin_rate,
+            "leverage": app.leverage,
+        },
+        warnings=warnings,
+        kill_switch_trips=trips,
+        daily_limit_days=limit_days,
+    )

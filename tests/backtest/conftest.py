@@ -1,0 +1,119 @@
+"""Backtest test helpers: deterministic synthetic markets, a tiny hand-built ONNX filter, and the
+trade-rule checkers every backtest test applies (risk rules by sweeping trade intervals, exchange
+rules per trade)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perpbot.config import AppConfig, SignalParams
+from perpbot.data.synth import synth_market
+from perpbot.domain.types import ClosedTrade, SymbolFilters
+from perpbot.exchange.filters import is_multiple
+
+SYMS3 = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
+SYMS4 = ("XRPUSDT", "TRXUSDT", "DOGEUSDT", "ADAUSDT")
+SYNTH_DAYS = 60
+SYNTH_SEED = 11
+
+# Loose signal parameters: thousands of signals on 60 synthetic days, so positions overlap and the
+# risk manager's limits (3 open, 2 per direction, 1 per symbol) are actually reached.
+LOOSE = SignalParams(signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.2)
+
+
+@pytest.fixture(scope="session")
+def markets4() -> dict[str, pd.DataFrame]:
+    """60 synthetic days for four symbols (seed 11). Read-only."""
+    return {s: synth_market(SYNTH_DAYS, SYNTH_SEED, symbol=s) for s in SYMS4}
+
+
+def loose_config(symbols: Sequence[str]) -> AppConfig:
+    return AppConfig(symbols=tuple(symbols), default_params=LOOSE)
+
+
+def risk_violations(trades: Sequence[ClosedTrade], max_open: int = 3, max_same: int = 2) -> list[str]:
+    """Sweep the ``[entry, exit)`` intervals in time order (exits before entries at equal times,
+    as a reverse closes before it re-enters) and list every breach of the risk rules."""
+    events: list[tuple[int, int, int]] = []
+    for k, t in enumerate(trades):
+        events.append((t.entry_time_ms, 1, k))
+        events.append((t.exit_time_ms, 0, k))
+    events.sort()
+    open_: dict[int, ClosedTrade] = {}
+    out: list[str] = []
+    for time_ms, kind, k in events:
+        if kind == 0:
+            open_.pop(k, None)
+            continue
+        t = trades[k]
+        if t.exit_time_ms < t.entry_time_ms:
+            out.append(f"trade {k} exits before it enters")
+        if any(o.symbol == t.symbol for o in open_.values()):
+            out.append(f"{time_ms}: second position on {t.symbol}")
+        open_[k] = t
+        if len(open_) > max_open:
+            out.append(f"{time_ms}: {len(open_)} positions open")
+        per_side = Counter(o.side for o in open_.values())
+        if per_side[t.side] > max_same:
+            out.append(f"{time_ms}: {per_side[t.side]} {t.side.value} positions open")
+    return out
+
+
+def exchange_violations(trades: Sequence[ClosedTrade], filters: dict[str, SymbolFilters]) -> list[str]:
+    """Quantities on the symbol's step grid and entry notional ≥ the minimum."""
+    out: list[str] = []
+    for k, t in enumerate(trades):
+        f = filters[t.symbol]
+        if not is_multiple(t.quantity, f.step_size) or t.quantity < f.min_qty:
+            out.append(f"trade {k} {t.symbol}: quantity {t.quantity!r} off the step {f.step_size}")
+        if t.quantity * t.entry_price < f.min_notional:
+            out.append(f"trade {k} {t.symbol}: notional {t.quantity * t.entry_price:.4f} < {f.min_notional}")
+        if not (t.entry_price > 0 and t.exit_price > 0):
+            out.append(f"trade {k} {t.symbol}: non-positive price")
+    return out
+
+
+def tiny_onnx_model(model_dir: Path) -> Path:
+    """A hand-built logistic filter saved like a trained model: ``p = sigmoid(0.08·(50 − rsi))``.
+
+    Deterministic on every platform (a dot product and a sigmoid), served by the real ``MLFilter``
+    through onnxruntime; with the default threshold 0.55 it rejects signals whose RSI is above
+    about 47.5, so it changes the trade list without depending on LightGBM.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from perpbot.ml import artifacts
+    from perpbot.ml.features import FEATURE_COLS
+
+    n = len(FEATURE_COLS)
+    w = np.zeros((n, 1))
+    w[FEATURE_COLS.index("rsi"), 0] = -0.08
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["X", "W"], ["z0"]),
+            helper.make_node("Add", ["z0", "B"], ["z1"]),
+            helper.make_node("Sigmoid", ["z1"], ["p2"]),
+            helper.make_node("Reshape", ["p2", "shape"], ["proba"]),
+        ],
+        "tiny_filter",
+        [helper.make_tensor_value_info("X", TensorProto.DOUBLE, [None, n])],
+        [helper.make_tensor_value_info("proba", TensorProto.DOUBLE, [None])],
+        initializer=[
+            helper.make_tensor("W", TensorProto.DOUBLE, [n, 1], w.ravel().tolist()),
+            helper.make_tensor("B", TensorProto.DOUBLE, [1], [4.0]),
+            helper.make_tensor("shape", TensorProto.INT64, [1], [-1]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = artifacts.build_metadata("lgbm", params={"kind": "hand-built test logistic"}, n_samples=0)
+    artifacts.save_model(model_dir, "lgbm", model.SerializeToString(), meta)
+    onnx.checker.check_model(model)
+    return model_dir

@@ -1,0 +1,126 @@
+"""``perpbot backtest`` through typer's CliRunner: success on synthetic data, bad input → exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from perpbot.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stray ``.env`` or variables from the developer's shell."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("SYMBOLS", "SYMBOL", "NO_ML_FILTER", "ML_BACKENDS", "ML_THRESHOLD"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_backtest_success(synth_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--symbols",
+            "XRPUSDT,TRXUSDT",
+            "--data-dir",
+            str(synth_data_dir),
+            "--model-dir",
+            str(tmp_path / "no-models"),
+            "--from",
+            "2025-01-05",
+            "--to",
+            "2025-02-20T12:00",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    for name in ("trades.csv", "metrics.json", "equity.png", "equity.html"):
+        assert (out / name).is_file(), name
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["parameters"]["symbols"] == ["XRPUSDT", "TRXUSDT"]
+    assert doc["parameters"]["start"] == "2025-01-05T00:00Z"
+    assert doc["parameters"]["end"] == "2025-02-20T12:00Z"
+    assert "PORTFOLIO" in res.stdout and doc["fingerprint"] in res.stdout
+    assert "no ML model" in res.output  # ML on without a model: said, not hidden
+
+
+def test_backtest_twice_same_fingerprint(synth_data_dir: Path, tmp_path: Path) -> None:
+    prints = []
+    for k in range(2):
+        out = tmp_path / f"o{k}"
+        res = runner.invoke(
+            app,
+            ["backtest", "--all", "--data-dir", str(synth_data_dir), "--no-ml", "--out", str(out), "--quiet"],
+        )
+        assert res.exit_code == 0, res.output
+        prints.append(json.loads((out / "metrics.json").read_text())["fingerprint"])
+    assert prints[0] == prints[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--symbols", "XRPUSDT", "--all"], "mutually exclusive"),
+        (["--symbols", "xrp"], "--symbols"),
+        (["--symbols", "XRPUSDT,XRPUSDT"], "twice"),
+        (["--from", "2025-13-45"], "--from"),
+        (["--to", "yesterday"], "--to"),
+        (["--from", "2025-02-01", "--to", "2025-01-01"], "not before"),
+        (["--walk-forward", "0"], "--walk-forward"),
+        (["--symbols", "SOLUSDT"], "no market data for SOLUSDT"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    synth_data_dir: Path, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    res = runner.invoke(
+        app, ["backtest", "--data-dir", str(synth_data_dir), "--out", str(tmp_path / "o"), "--quiet", *args]
+    )
+    assert res.exit_code == 2, res.output
+    # One message; rich may soft-wrap it at the runner's 80 columns, so compare it unwrapped.
+    err = " ".join(res.stderr.split())
+    assert err.startswith("error:") and err.count("error:") == 1, err
+    assert needle in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_data_dir_exits_2(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["backtest", "--data-dir", str(tmp_path / "nothing"), "--quiet"])
+    assert res.exit_code == 2
+    assert "no market data" in res.stderr
+
+
+def test_walk_forward_cli(synth_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "wf"
+    res = runner.invoke(
+        app,
+        [
+            "backtest",
+            "--symbols",
+            "XRPUSDT",
+            "--data-dir",
+            str(synth_data_dir),
+            "--walk-forward",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads((out / "walk_forward.json").read_text())
+    assert len(doc["folds"]) == 2
+    assert {"ml_on", "ml_off"} <= set(doc["total"])
+    for mode in ("ml_on", "ml_off"):
+        assert (out / mode / "trades.csv").is_file()
+    assert "Walk-forward" in res.stdout
+    assert not (tmp_path / "models").exists()  # fold models never land in a models/ folder

@@ -1,0 +1,193 @@
+"""``perpbot synth`` / ``perpbot fetch`` through the real typer app (CliRunner), bad input included."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from perpbot.cli import common
+from perpbot.cli.main import app
+from perpbot.data import fetch
+from perpbot.data.schema import data_path
+from perpbot.data.store import data_file_sha256, load_market, save_market
+from perpbot.data.synth import synth_market
+from tests.support.fake_binance import PATH_KLINES, FakeBinance
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ``.env`` and no stray variables from the developer's shell."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SYMBOLS", "XRPUSDT,TRXUSDT,DOGEUSDT")
+    monkeypatch.setenv("CORRELATION_SYMBOLS", "BTCUSDT,ETHUSDT")
+    monkeypatch.delenv("BINANCE_FAPI_URL", raising=False)
+    monkeypatch.delenv("SYMBOL", raising=False)
+    monkeypatch.setattr(fetch, "DEFAULT_PACING", fetch.Pacing(0.0, 0.0, 0.0))
+    # Rich wraps at 80 columns when stderr is not a terminal, which would split the one-line
+    # message in this captured output; a wide console shows the line as the code emits it.
+    monkeypatch.setattr(common, "err_console", Console(stderr=True, width=1000))
+
+
+@pytest.fixture
+def fake(synth_market: pd.DataFrame) -> Iterator[FakeBinance]:
+    server = FakeBinance.from_market(synth_market)
+    with server.running_in_thread():
+        yield server
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(app, list(args))
+
+
+def assert_one_line_error(result, *fragments: str) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+# -- synth -------------------------------------------------------------------------------------
+
+
+def test_synth_one_symbol_writes_a_loadable_deterministic_file(tmp_path: Path) -> None:
+    res = invoke("synth", "--symbol", "trxusdt", "--days", "3", "--seed", "5", "--data-dir", "d", "--quiet")
+    assert res.exit_code == 0, res.output
+    path = data_path(tmp_path / "d", "TRXUSDT")
+    assert str(path.relative_to(tmp_path)) in res.output.replace("\n", "")
+    # The file says every candle is closed, so nothing is dropped on load.
+    pd.testing.assert_frame_equal(load_market(path), synth_market(3, 5, symbol="TRXUSDT"))
+    digest = data_file_sha256(path)
+    assert (
+        invoke("synth", "--symbol", "TRXUSDT", "--days", "3", "--seed", "5", "--data-dir", "d").exit_code == 0
+    )
+    assert data_file_sha256(path) == digest
+
+
+def test_synth_all_writes_every_configured_symbol(tmp_path: Path) -> None:
+    res = invoke("synth", "--all", "--days", "2", "--data-dir", str(tmp_path / "d"), "--quiet")
+    assert res.exit_code == 0, res.output
+    for sym in ("XRPUSDT", "TRXUSDT", "DOGEUSDT"):
+        assert len(load_market(data_path(tmp_path / "d", sym))) == 2 * 96
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("synth", "--symbol", "XRPUSDT", "--all"), ("--symbol and --all are mutually exclusive",)),
+        (("fetch", "--symbol", "XRPUSDT", "--all"), ("--symbol and --all are mutually exclusive",)),
+        (("synth", "--symbol", "xrp-usd"), ("--symbol='xrp-usd'", "not a USDT-M perpetual symbol")),
+        (("fetch", "--symbol", "BTC"), ("--symbol='BTC'",)),
+        (("synth", "--symbol", "XRPUSDT", "--days", "0"), ("--days=0",)),
+        (("fetch", "--symbol", "XRPUSDT", "--base-url", "localhost:1"), ("expected http(s)://",)),
+    ],
+)
+def test_bad_flags_are_one_line_errors(
+    tmp_path: Path, args: tuple[str, ...], fragments: tuple[str, ...]
+) -> None:
+    assert_one_line_error(invoke(*args, "--data-dir", "d", "--quiet"), *fragments)
+    assert not (tmp_path / "d").exists()  # nothing written
+
+
+# -- fetch -------------------------------------------------------------------------------------
+
+
+def test_fetch_end_to_end_via_config_url(
+    fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, synth_market: pd.DataFrame
+) -> None:
+    monkeypatch.setenv("BINANCE_FAPI_URL", fake.base_url)  # no --base-url: the config supplies it
+    res = invoke("fetch", "--symbol", "XRPUSDT", "--days", "2", "--no-oi", "--data-dir", "d", "--quiet")
+    assert res.exit_code == 0, res.output
+    df = load_market(data_path(tmp_path / "d", "XRPUSDT"))
+    assert len(df) == 2 * 96 and df.index[-1] == synth_market.index[-2]
+    assert "XRPUSDT: 192 candles downloaded" in res.output
+
+
+def test_fetch_unknown_symbol(fake: FakeBinance) -> None:
+    res = invoke("fetch", "--symbol", "NOPEUSDT", "--base-url", fake.base_url, "--data-dir", "d", "--quiet")
+    assert_one_line_error(res, "NOPEUSDT: unknown symbol")
+
+
+def _empty(path: Path, market: pd.DataFrame) -> None:
+    path.write_bytes(b"")
+
+
+def _truncated(path: Path, market: pd.DataFrame) -> None:
+    save_market(market.iloc[:500], path, closed_through_ms=None)
+    path.write_bytes(path.read_bytes()[:-300])
+
+
+def _gappy(path: Path, market: pd.DataFrame) -> None:
+    market.iloc[:500].drop(index=market.index[100:103]).to_parquet(path)
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "fragment"),
+    [
+        (_empty, "empty file (0 bytes)"),
+        (_truncated, "unreadable parquet"),
+        (_gappy, "1 gap(s) in the 15-minute sequence (3 candle(s) missing)"),
+    ],
+    ids=["empty", "truncated", "gap-ridden"],
+)
+def test_fetch_refuses_to_upsert_into_a_bad_file(
+    fake: FakeBinance, tmp_path: Path, synth_market: pd.DataFrame, make_bad, fragment: str
+) -> None:
+    path = data_path(tmp_path / "d", "XRPUSDT")
+    path.parent.mkdir(parents=True)
+    make_bad(path, synth_market)
+    before = path.read_bytes()
+    res = invoke(
+        "fetch", "--symbol", "XRPUSDT", "--days", "2", "--base-url", fake.base_url, "--data-dir", "d"
+    )
+    line = assert_one_line_error(res, str(path.relative_to(tmp_path)), fragment)
+    assert "Traceback" not in line
+    assert path.read_bytes() == before  # untouched
+    assert fake.calls(PATH_KLINES) == []  # refused before downloading anything
+
+
+# -- scripts/fetch_history.py ------------------------------------------------------------------
+
+
+def _script():  # type: ignore[no-untyped-def]
+    path = Path(__file__).resolve().parents[2] / "scripts" / "fetch_history.py"
+    spec = importlib.util.spec_from_file_location("fetch_history_script", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_keeps_the_spec_flags_and_calls_the_same_code(fake: FakeBinance, tmp_path: Path) -> None:
+    script = _script()
+    out = tmp_path / "custom" / "x.parquet"
+    argv = ["--symbols", "XRPUSDT", "BTCUSDT", "ETHUSDT", "--interval", "15m", "--days", "2", "--no-oi"]
+    assert script.run([*argv, "--output", str(out), "--base-url", fake.base_url, "--quiet"]) == 0
+    assert len(load_market(out)) == 2 * 96
+    assert script.run(["--symbol", "XRPUSDT", "--days", "1", "--no-upsert", "--base-url", fake.base_url]) == 0
+    assert len(load_market(data_path(tmp_path / "data", "XRPUSDT"))) == 96
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--interval", "1h"], "--interval='1h': only 15m is supported"),
+        (["--symbols", "XRPUSDT", "BTCUSDT"], "give a primary, optionally with btc- and eth-role"),
+        (["--symbol", "XRPUSDT", "--all"], "mutually exclusive"),
+    ],
+)
+def test_script_bad_input_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    script = _script()
+    monkeypatch.setattr(sys, "argv", ["fetch_history.py", *argv])
+    assert script.main() == 2
+    assert fragment in capsys.readouterr().err

@@ -1,0 +1,961 @@
+"""SymbolBot: the SPEC §8 state machine with the §13 corrections, driven through the real
+simulated exchange (``SimExchange`` over ``MatchingEngine``) wherever possible, and through a
+small scripted port where a scenario needs an exchange that misbehaves in a precise way.
+
+Time line of a simulated step (what the backtest runner does): set the clock to the close of bar
+``i``, ``process_bar(i)`` (funding, triggers), ``drain()``, ``on_candle(ctx_i)``, ``drain()``.
+Market orders sent during ``on_candle(ctx_i)`` fill at ``open[i+1]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from perpbot.config import AppConfig
+from perpbot.domain.events import ExchangeEvent, OrderTradeUpdate
+from perpbot.domain.types import (
+    AlgoStatus,
+    ClosedTrade,
+    CloseReason,
+    ConditionalOrder,
+    Income,
+    Order,
+    OrderResult,
+    OrderSide,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    SymbolFilters,
+)
+from perpbot.engine.bot import SymbolBot
+from perpbot.engine.clock import SimClock
+from perpbot.engine.context import CandleContext
+from perpbot.engine.journal import Journal
+from perpbot.engine.notifier import RecordingNotifier
+from perpbot.engine.risk import RiskManager
+from perpbot.exchange.errors import ORDER_WOULD_IMMEDIATELY_TRIGGER, ExchangeError
+from perpbot.exchange.port import EventHandler, ExchangePort
+from perpbot.exchange.sim.adapter import SimExchange
+from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.ml.decision import FilterDecision, PassThroughFilter
+from perpbot.ml.features import SIDE_INDEX
+
+SYM = "XRPUSDT"
+BAR = 15 * 60_000
+T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC (a funding time)
+FILT = SymbolFilters(SYM, tick_size=0.01, step_size=0.001, min_qty=0.001, min_notional=5.0)
+EXACT = SimSettings(slippage_bps=0.0)
+LONG, SHORT = Side.LONG, Side.SHORT
+OHLC = tuple[float, float, float, float]
+
+
+def flat(p: float = 100.0, n: int = 1) -> list[OHLC]:
+    return [(p, p, p, p)] * n
+
+
+def ctx_at(i: int, close: float, signal: Side | None, atr: float = 2.0, symbol: str = SYM) -> CandleContext:
+    return CandleContext(
+        symbol=symbol,
+        open_time_ms=T0 + i * BAR,
+        close=close,
+        atr=atr,
+        signal=signal,
+        long_score=4,
+        short_score=3,
+        rsi=30.0,
+        macd_hist=0.001,
+        adx=30.0,
+        vol_surge=True,
+        features=np.zeros(26),
+    )
+
+
+class ScriptedFilter:
+    """An entry filter with a model: records every decision request."""
+
+    has_model = True
+
+    def __init__(self, allow: bool = True) -> None:
+        self.allow = allow
+        self.calls: list[np.ndarray] = []
+        self.reloads = 0
+
+    def maybe_reload(self) -> None:
+        self.reloads += 1
+
+    def decide(self, features: np.ndarray) -> FilterDecision:
+        self.calls.append(features)
+        if self.allow:
+            return FilterDecision(True, 0.7, "lgbm", "accepted")
+        return FilterDecision(False, 0.3, "lgbm", "below_threshold")
+
+
+class DoubleDelivery(SimExchange):
+    """Every event is delivered twice (a redelivering stream, SPEC §13 row 7)."""
+
+    def subscribe(self, handler: EventHandler) -> None:
+        async def twice(ev: ExchangeEvent) -> None:
+            await handler(ev)
+            await handler(ev)
+
+        super().subscribe(twice)
+
+
+class HoldingExchange(SimExchange):
+    """Holds events back from the bot while ``hold`` is set (a stalled user stream)."""
+
+    hold = False
+
+    def subscribe(self, handler: EventHandler) -> None:
+        self.held: list[ExchangeEvent] = []
+        self._bot_handler = handler
+
+        async def gate(ev: ExchangeEvent) -> None:
+            if self.hold:
+                self.held.append(ev)
+            else:
+                await handler(ev)
+
+        super().subscribe(gate)
+
+    async def release(self) -> None:
+        self.hold = False
+        held, self.held = self.held, []
+        for ev in held:
+            await self._bot_handler(ev)
+
+
+class FailingProtection(SimExchange):
+    """Rejects conditional orders of the given types; optionally rejects reduce-only closes."""
+
+    fail_types: frozenset[OrderType] = frozenset({OrderType.STOP_MARKET})
+    fail_close = False
+    attempts = 0
+
+    async def place_conditional(
+        self, symbol: str, order_type: OrderType, *args: Any, **kw: Any
+    ) -> ConditionalOrder:
+        if order_type in self.fail_types:
+            self.attempts += 1
+            raise ExchangeError(-1008, "Server is currently overloaded with other requests.")
+        return await super().place_conditional(symbol, order_type, *args, **kw)
+
+    async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
+        if self.fail_close and kw.get("reduce_only"):
+            raise ExchangeError(-1008, "Server is currently overloaded with other requests.")
+        return await super().market_order(symbol, side, quantity, **kw)
+
+
+class World:
+    """One symbol on the simulated exchange, a bot, a shared risk manager and a journal."""
+
+    def __init__(
+        self,
+        bars: Sequence[OHLC],
+        *,
+        settings: SimSettings = EXACT,
+        funding: Sequence[float] | None = None,
+        exchange_cls: type[SimExchange] = SimExchange,
+        entry_filter: Any = None,
+        journal: Journal | None = None,
+        config: AppConfig | None = None,
+        base: float = 1000.0,
+        engine: MatchingEngine | None = None,
+    ) -> None:
+        arr = np.asarray(bars, dtype=np.float64)
+        self.t = T0 + np.arange(len(arr), dtype=np.int64) * BAR
+        self.bars = arr
+        if engine is None:
+            engine = MatchingEngine(settings, {SYM: FILT})
+            engine.add_bars(SYM, self.t, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], funding)
+        self.engine = engine
+        self.ex = exchange_cls(engine)
+        self.clock = SimClock(T0)
+        self.journal = journal or Journal()
+        self.cfg = config or AppConfig(symbols=(SYM,))
+        self.risk = RiskManager(self.cfg, self.clock, journal=self.journal)
+        self.risk.set_base_balance(base)
+        self.notifier = RecordingNotifier()
+        self.filter = entry_filter or PassThroughFilter()
+        self.bot = SymbolBot(
+            SYM, self.cfg, self.ex, self.risk, self.filter, self.journal, self.clock, self.notifier
+        )
+        self.i = -1
+
+    async def start(self, ctx: CandleContext | None = None) -> None:
+        await self.ex.start()
+        await self.bot.start(ctx)
+        await self.ex.drain()
+
+    async def step(self, signal: Side | None = None, atr: float = 2.0) -> None:
+        self.i += 1
+        i = self.i
+        self.clock.set(int(self.t[i]) + BAR)
+        self.ex.process_bar(SYM, i)
+        await self.ex.drain()
+        await self.bot.on_candle(ctx_at(i, float(self.bars[i, 3]), signal, atr))
+        await self.ex.drain()
+
+    async def run(self, signals: dict[int, Side], atr: float = 2.0, until: int | None = None) -> None:
+        last = len(self.bars) - 1 if until is None else until
+        while self.i < last:
+            await self.step(signals.get(self.i + 1), atr)
+
+    def algo_orders(self) -> list[ConditionalOrder]:
+        return self.engine.open_algo_orders(SYM)
+
+    def income_total(self) -> float:
+        return sum(r.income for r in self.engine.income_history(SYM))
+
+
+def assert_trade_accounting(trade: ClosedTrade) -> None:
+    assert trade.net_pnl == pytest.approx(
+        trade.realized_pnl - trade.entry_fee - trade.exit_fee + trade.funding, abs=1e-12
+    )
+
+
+# ====================================================================== entry
+
+
+async def test_entry_uses_the_fill_price_and_places_sl_and_tp() -> None:
+    w = World(flat(100.0, 6), settings=SimSettings(slippage_bps=1.0))
+    await w.start()
+    await w.run({1: LONG})
+    pos = w.engine.position(SYM)
+    assert pos is not None and pos.side is LONG
+    fill = 100.0 * (1 + 1e-4)  # open[2] plus one basis point of adverse slippage
+    st = w.bot.state
+    assert st.side is LONG
+    assert st.entry_price == pytest.approx(fill) and st.entry_price != 100.0  # not the candle close
+    assert st.qty == pytest.approx(pos.quantity) == pytest.approx(50.0)  # 1000·0.5·10/100
+    # Stops from the FILL price, tick-rounded: 100.01 ∓ 2·ATR(2).
+    assert (st.sl_price, st.tp_price) == (96.01, 104.01)
+    orders = {o.type: o for o in w.algo_orders()}
+    sl, tp = orders[OrderType.STOP_MARKET], orders[OrderType.TAKE_PROFIT_MARKET]
+    assert (sl.algo_id, sl.trigger_price, sl.side, sl.reduce_only) == (st.sl_id, 96.01, OrderSide.SELL, True)
+    assert (tp.algo_id, tp.trigger_price, tp.quantity) == (st.tp_id, 104.01, pos.quantity)
+    assert w.engine.leverage(SYM) == 10 and w.engine.margin_type(SYM) == "ISOLATED"
+    assert w.risk.open_positions == {SYM: LONG}
+    kinds = [(o.kind, o.status) for o in w.journal.orders(SYM)]
+    assert kinds == [("ENTRY", "FILLED"), ("SL", "NEW"), ("TP", "NEW")]
+    assert w.notifier.kinds() == ["entry"]
+    assert "`100.0100`" in w.notifier.texts("entry")[0]
+
+
+async def test_zero_allocation_does_not_trade() -> None:
+    """A near-empty account: the min-notional bump would need more margin than B/N; no order."""
+    w = World(flat(100.0, 4), settings=replace(EXACT, initial_balance=0.4))
+    await w.start()
+    await w.run({1: LONG})
+    assert w.engine.position(SYM) is None
+    assert w.journal.orders(SYM) == []
+
+
+async def test_no_usable_atr_means_no_entry() -> None:
+    w = World(flat(100.0, 4))
+    await w.start()
+    await w.step()
+    await w.step(LONG, atr=float("nan"))
+    await w.step()
+    assert w.engine.position(SYM) is None
+
+
+# ====================================================================== candle scenarios
+
+
+@dataclass
+class Scenario:
+    name: str
+    bars: list[OHLC]
+    signals: dict[int, Side]
+    expected: list[tuple[Side, CloseReason, float]]  # (side, reason, exit price)
+    atr: float = 2.0
+    settings: SimSettings = EXACT
+    funding: list[float] | None = None
+    open_at_end: Side | None = None
+    check: Any = None
+
+
+def _funding_check(w: World, trades: list[ClosedTrade]) -> None:
+    # One settlement at 08:00 on 50 units at 100 with rate 0.0001: a long pays 0.5.
+    assert trades[0].funding == pytest.approx(-0.5)
+
+
+def _partial_check(w: World, trades: list[ClosedTrade]) -> None:
+    fills = w.engine.fills(SYM)
+    assert len(fills) > 4  # the entry and the stop were both split into several executions
+    assert trades[0].quantity == pytest.approx(50.0)
+    assert trades[0].entry_fee == pytest.approx(100 * 50 * 0.0005)
+
+
+SCENARIOS = [
+    Scenario(
+        "SL hit",
+        [*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)],
+        {1: LONG},
+        [(LONG, CloseReason.SL, 96.0)],
+    ),
+    Scenario(
+        "TP hit",
+        [*flat(100, 3), (100, 105, 99.5, 104.5), *flat(104.5, 2)],
+        {1: LONG},
+        [(LONG, CloseReason.TP, 104.0)],
+    ),
+    Scenario(
+        "both in one bar: stop first",
+        [*flat(100, 3), (100, 105, 95, 100), *flat(100, 2)],
+        {1: LONG},
+        [(LONG, CloseReason.SL, 96.0)],
+    ),
+    Scenario(
+        "short TP",
+        [*flat(100, 3), (100, 100.5, 95, 96), *flat(96, 2)],
+        {1: SHORT},
+        [(SHORT, CloseReason.TP, 96.0)],
+    ),
+    Scenario(
+        "gap through the stop",
+        [*flat(100, 3), (93, 94, 92, 93), *flat(93, 2)],
+        {1: LONG},
+        [(LONG, CloseReason.SL, 93.0)],
+    ),
+    Scenario(
+        "reverse with re-entry",
+        [*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)],
+        {1: LONG, 3: SHORT},
+        [(LONG, CloseReason.REVERSE, 99.5)],
+        open_at_end=SHORT,
+    ),
+    Scenario(
+        "partial fills",
+        [*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)],
+        {1: LONG},
+        [(LONG, CloseReason.SL, 96.0)],
+        settings=replace(EXACT, max_fill_qty_per_execution=7.0),
+        check=_partial_check,
+    ),
+    Scenario(
+        "funding across a position",
+        [*flat(100, 34), (100, 100.5, 95, 97), *flat(97, 2)],
+        {1: LONG},
+        [(LONG, CloseReason.SL, 96.0)],
+        funding=[0.0001] * 37,
+        check=_funding_check,
+    ),
+    Scenario(
+        "liquidation before a far stop",  # SL 84 (ATR 8), liquidation price ≈ 90.45 at 10x
+        [*flat(100, 3), (80, 81, 79, 80), *flat(80, 2)],
+        {1: LONG},
+        [(LONG, CloseReason.LIQUIDATION, None)],  # type: ignore[list-item]
+        atr=8.0,
+    ),
+    Scenario(
+        "original type reported",
+        [*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)],
+        {1: LONG},
+        [(LONG, CloseReason.SL, 96.0)],
+        settings=replace(EXACT, report_original_type=True),
+    ),
+]
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
+async def test_candle_scenarios(sc: Scenario) -> None:
+    w = World(sc.bars, settings=sc.settings, funding=sc.funding)
+    await w.start()
+    await w.run(sc.signals, atr=sc.atr)
+    got = [(t.side, t.reason, t.exit_price) for t in w.bot.closed_trades]
+    assert len(got) == len(sc.expected)
+    for (side, reason, price), (eside, ereason, eprice) in zip(got, sc.expected, strict=True):
+        assert (side, reason) == (eside, ereason)
+        if eprice is not None:
+            assert price == pytest.approx(eprice)
+    for t in w.bot.closed_trades:
+        assert_trade_accounting(t)
+    assert w.journal.closed_trades(SYM) == w.bot.closed_trades
+    assert w.bot.state.side is sc.open_at_end
+    if sc.open_at_end is None:
+        # Flat: every income row of the symbol is in exactly one trade, and nothing is resting.
+        assert sum(t.net_pnl for t in w.bot.closed_trades) == pytest.approx(w.income_total(), abs=1e-9)
+        assert w.engine.balance() == pytest.approx(1000.0 + w.income_total())
+        assert w.algo_orders() == []
+        assert w.risk.open_positions == {}
+    else:
+        assert w.risk.open_positions == {SYM: sc.open_at_end}
+        assert len(w.algo_orders()) == 2  # the new position's SL and TP, the old ones cancelled
+    assert w.risk.daily_pnl == pytest.approx(sum(t.net_pnl for t in w.bot.closed_trades))
+    if sc.check is not None:
+        sc.check(w, w.bot.closed_trades)
+
+
+async def test_sl_close_cancels_the_sibling_and_notifies() -> None:
+    w = World([*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)])
+    await w.start()
+    await w.run({1: LONG})
+    (trade,) = w.bot.closed_trades
+    assert trade.entry_fee == pytest.approx(100 * 50 * 0.0005)
+    assert trade.exit_fee == pytest.approx(96 * 50 * 0.0005)
+    assert trade.net_pnl == pytest.approx(-200 - 2.5 - 2.4)
+    assert w.algo_orders() == []
+    assert w.notifier.kinds() == ["entry", "close"]
+    text = w.notifier.texts("close")[0]
+    assert text.startswith("❌") and "SL close" in text and "-204.9000" in text and "-200.0000" in text
+
+
+# ====================================================================== reverse
+
+
+async def test_reverse_model_passes_closes_and_reenters() -> None:
+    f = ScriptedFilter(allow=True)
+    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], entry_filter=f)
+    await w.start()
+    await w.run({1: LONG, 3: SHORT})
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.REVERSE]
+    assert w.bot.state.side is SHORT
+    assert w.engine.position(SYM).side is SHORT  # type: ignore[union-attr]
+    assert len(f.calls) == 2 and f.calls[-1][SIDE_INDEX] == 0.0  # asked about SHORT
+    orders = w.algo_orders()
+    assert {o.side for o in orders} == {OrderSide.BUY} and len(orders) == 2
+    assert w.risk.open_positions == {SYM: SHORT}
+
+
+async def test_reverse_model_rejects_closes_only() -> None:
+    f = ScriptedFilter(allow=True)
+    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], entry_filter=f)
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    f.allow = False
+    await w.run({3: SHORT})
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.REVERSE]
+    assert w.bot.state.side is None and w.engine.position(SYM) is None
+    assert w.algo_orders() == [] and w.risk.open_positions == {}
+
+
+async def test_reverse_risk_refuses_closes_only() -> None:
+    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], entry_filter=ScriptedFilter())
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    await w.risk.register("TRXUSDT", SHORT)  # two other SHORTs: MAX_SAME_DIRECTION = 2
+    await w.risk.register("DOGEUSDT", SHORT)
+    await w.run({3: SHORT})
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.REVERSE]
+    assert w.bot.state.side is None and w.engine.position(SYM) is None
+    assert w.risk.open_positions == {"TRXUSDT": SHORT, "DOGEUSDT": SHORT}
+    assert len(w.bot._filter.calls) == 1  # type: ignore[attr-defined]  # refused before the model
+
+
+async def test_daily_loss_gate_blocks_entry_but_reverse_still_closes() -> None:
+    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 4)])
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    await w.risk.record_pnl(-60.0)  # 6 % of the 1000 base today
+    await w.run({3: SHORT}, until=4)
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.REVERSE]
+    assert w.engine.position(SYM) is None  # the exit ran, the re-entry did not
+    await w.run({5: LONG})
+    assert w.engine.position(SYM) is None  # a plain entry is blocked too
+    assert [o.kind for o in w.journal.orders(SYM)] == ["ENTRY", "SL", "TP", "REVERSE"]
+
+
+async def test_kill_switch_blocks_entry() -> None:
+    j = Journal()
+    for k in range(8):
+        j.record_trade(
+            ClosedTrade(
+                SYM, LONG, T0 - 10 * BAR, T0 - BAR + k, 1.0, 0.9, 10.0, -1.0, 0.0, 0.0, 0.0, CloseReason.SL
+            )
+        )
+    w = World(flat(100, 4), journal=j)
+    await w.start()
+    assert w.bot.kill_switch.tripped and w.bot.state.kill_switch
+    await w.run({1: LONG, 2: SHORT})
+    assert w.engine.position(SYM) is None and w.journal.orders(SYM) == []
+    assert w.notifier.kinds() == ["kill_switch"]
+
+
+async def test_kill_switch_trip_on_the_reverse_close_blocks_the_reentry() -> None:
+    j = Journal()
+    for k in range(7):
+        j.record_trade(
+            ClosedTrade(
+                SYM, LONG, T0 - 10 * BAR, T0 - BAR + k, 1.0, 0.9, 10.0, -1.0, 0.0, 0.0, 0.0, CloseReason.SL
+            )
+        )
+    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], journal=j)
+    await w.start()
+    await w.run({1: LONG, 3: SHORT})  # the reverse closes at a loss: the 8th loser in a row
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.REVERSE]
+    assert w.bot.kill_switch.tripped
+    assert w.engine.position(SYM) is None
+    assert "kill_switch" in w.notifier.kinds()
+
+
+async def test_reverse_close_timeout_releases_then_records_the_late_fill() -> None:
+    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], exchange_cls=HoldingExchange)
+    ex: HoldingExchange = w.ex  # type: ignore[assignment]
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    ex.hold = True
+    await w.step(SHORT)  # i = 3: close sent, no event arrives within 10 s
+    bar_close = int(w.t[3]) + BAR
+    assert w.clock.now_ms() - bar_close >= 10_000  # the simulated 10 s wait elapsed
+    assert w.bot.closed_trades == []
+    assert w.journal.events("close_timeout", SYM)
+    # Released with PnL 0, then the re-entry went ahead (the exchange is flat after the close).
+    assert w.risk.open_positions == {SYM: SHORT}
+    assert w.risk.daily_pnl == 0.0
+    await ex.release()
+    await ex.drain()
+    (late,) = w.bot.closed_trades
+    assert late.reason is CloseReason.REVERSE and late.side is LONG
+    assert w.risk.daily_pnl == pytest.approx(late.net_pnl)  # counted once, late
+    assert w.risk.open_positions == {SYM: SHORT}  # the newer registration is untouched
+    assert w.bot.state.side is SHORT
+
+
+# ====================================================================== protection failures
+
+
+async def test_sl_placement_fails_three_times_emergency_close_and_alert() -> None:
+    w = World(flat(100, 6), exchange_cls=FailingProtection)
+    ex: FailingProtection = w.ex  # type: ignore[assignment]
+    await w.start()
+    await w.step()
+    await w.step(LONG)
+    assert ex.attempts == 3
+    bar_close = int(w.t[1]) + BAR
+    assert w.clock.now_ms() - bar_close == 2_000  # two 1 s pauses between the three attempts
+    sl_rows = [o for o in w.journal.orders(SYM) if o.kind == "SL"]
+    assert [o.status for o in sl_rows] == ["ERROR"] * 3
+    assert w.engine.position(SYM) is None  # never left without its stop
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.EMERGENCY]
+    assert w.risk.open_positions == {}
+    assert w.algo_orders() == []  # the TP that did get placed was cancelled
+    assert "emergency" in w.notifier.kinds()
+    assert "emergency close sent" in w.notifier.texts("emergency")[0]
+    assert w.journal.events("emergency_close", SYM)
+
+
+async def test_emergency_close_failure_asks_for_manual_action() -> None:
+    w = World(flat(100, 6), exchange_cls=FailingProtection)
+    ex: FailingProtection = w.ex  # type: ignore[assignment]
+    ex.fail_close = True
+    await w.start()
+    await w.run({1: LONG}, until=1)
+    assert w.engine.position(SYM) is not None
+    assert "MANUAL ACTION NEEDED" in w.notifier.texts("emergency")[0]
+    assert w.journal.events("manual_action_needed", SYM)
+
+
+async def test_stop_that_would_trigger_at_once_is_an_emergency() -> None:
+    """ORDER_WOULD_IMMEDIATELY_TRIGGER is retried like any failure, then the position is closed."""
+
+    class Immediate(FailingProtection):
+        async def place_conditional(
+            self, symbol: str, order_type: OrderType, *a: Any, **kw: Any
+        ) -> ConditionalOrder:
+            if order_type is OrderType.STOP_MARKET:
+                raise ExchangeError(ORDER_WOULD_IMMEDIATELY_TRIGGER, "Order would immediately trigger.")
+            return await SimExchange.place_conditional(self, symbol, order_type, *a, **kw)
+
+    w = World(flat(100, 4), exchange_cls=Immediate)
+    await w.start()
+    await w.run({1: LONG})
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.EMERGENCY]
+
+
+async def test_protective_order_lost_is_replaced() -> None:
+    w = World(flat(100, 5))
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    old_sl = w.bot.state.sl_id
+    w.engine.cancel_algo(SYM, old_sl)  # someone cancels the stop by hand
+    w.ex.publish_pending()
+    await w.ex.drain()
+    await w.bot.wait_background()
+    await w.ex.drain()
+    st = w.bot.state
+    assert st.sl_id and st.sl_id != old_sl and st.sl_price == 96.0
+    assert {o.algo_id for o in w.algo_orders()} == {st.sl_id, st.tp_id}
+    assert w.journal.events("protection_lost", SYM)
+
+
+# ====================================================================== idempotency
+
+
+async def test_duplicate_events_record_one_trade() -> None:
+    w = World([*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)], exchange_cls=DoubleDelivery)
+    await w.start()
+    await w.run({1: LONG})
+    assert len(w.bot.closed_trades) == 1 and len(w.journal.closed_trades()) == 1
+    assert w.risk.daily_pnl == pytest.approx(w.bot.closed_trades[0].net_pnl)
+    assert w.journal.fill_count(SYM) == len(w.engine.fills(SYM))  # each execution stored once
+    await w.bot.reconcile()  # a reconciliation afterwards finds nothing to do
+    assert len(w.journal.closed_trades()) == 1
+
+
+async def test_manual_partial_reduction_then_stop_is_one_trade() -> None:
+    w = World(flat(100, 3) + flat(100, 1) + [(100, 100.5, 95, 97)] + flat(97, 1))
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    w.engine.market_order(SYM, OrderSide.SELL, 20.0, reduce_only=True)  # by hand, 20 of 50
+    w.ex.publish_pending()
+    await w.ex.drain()
+    assert w.bot.state.qty == pytest.approx(30.0) and w.bot.closed_trades == []
+    await w.run({})
+    (trade,) = w.bot.closed_trades
+    assert trade.quantity == pytest.approx(50.0)
+    assert trade.net_pnl == pytest.approx(w.income_total())
+
+
+# ====================================================================== recovery
+
+
+async def test_restart_mid_position_adopts_registers_and_replaces_the_stop() -> None:
+    w = World([*flat(100, 4), (100, 100.5, 93, 95), *flat(95, 1)])
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    old = w.bot.state
+    w.engine.cancel_algo(SYM, old.sl_id)  # lost while the process was down
+    w.engine.pop_events()
+    # A new process: new adapter connection, new risk manager, same journal and account.
+    w2 = World(w.bars.tolist(), engine=w.engine, journal=w.journal)
+    w2.i = w.i
+    w2.clock.set(w.clock.now_ms())
+    await w2.start(ctx_at(w.i, 100.0, None, atr=3.0))
+    st = w2.bot.state
+    assert (st.side, st.entry_price, st.qty) == (LONG, old.entry_price, old.qty)
+    assert w2.risk.open_positions == {SYM: LONG}
+    assert st.tp_id == old.tp_id and st.tp_price == old.tp_price  # restored, not duplicated
+    assert st.sl_id and st.sl_id != old.sl_id and st.sl_price == 94.0  # entry 100 − 2·ATR(3)
+    assert {o.algo_id for o in w.algo_orders()} == {st.sl_id, st.tp_id}
+    assert "restarted with an open LONG" in w2.notifier.texts("info")[0]
+    assert w2.journal.events("position_adopted", SYM)
+    await w2.run({})  # the stop fires at 94
+    (trade,) = w2.bot.closed_trades
+    assert trade.reason is CloseReason.SL and trade.exit_price == pytest.approx(94.0)
+    assert trade.entry_fee == pytest.approx(2.5)  # entry commission recovered from the journal
+    assert trade.net_pnl == pytest.approx(w.income_total())
+
+
+async def test_restart_without_atr_uses_the_journaled_stop() -> None:
+    w = World(flat(100, 5))
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    w.engine.cancel_algo(SYM, w.bot.state.sl_id)
+    w.engine.pop_events()
+    w2 = World(w.bars.tolist(), engine=w.engine, journal=w.journal)
+    w2.clock.set(w.clock.now_ms())
+    await w2.start(None)
+    assert w2.bot.state.sl_price == 96.0  # the trigger journaled at entry
+
+
+async def test_flat_start_cancels_orphans() -> None:
+    w = World(flat(100, 3))
+    w.engine.process_bar(SYM, 0)
+    w.engine.place_algo(SYM, OrderType.STOP_MARKET, OrderSide.SELL, 1.0, 90.0)
+    w.engine.place_algo(SYM, OrderType.TAKE_PROFIT_MARKET, OrderSide.SELL, 1.0, 110.0)
+    w.engine.pop_events()
+    await w.risk.register(SYM, LONG)  # a stale registration as well
+    await w.start()
+    assert w.algo_orders() == []
+    assert w.journal.events("orphans_cancelled", SYM)
+    assert w.risk.open_positions == {}
+
+
+# ====================================================================== scripted port
+
+
+@dataclass
+class FakePort:
+    """A scripted ExchangePort: returns what the test sets and logs every call."""
+
+    pos: Position | None = None
+    incomes: list[Income] = field(default_factory=list)
+    algo: list[ConditionalOrder] = field(default_factory=list)
+    calls: list[str] = field(default_factory=list)
+    fail_position: bool = False
+    handlers: list[EventHandler] = field(default_factory=list)
+
+    async def symbol_filters(self, symbol: str) -> SymbolFilters:
+        self.calls.append("symbol_filters")
+        return FILT
+
+    async def balance(self) -> float:
+        self.calls.append("balance")
+        return 1000.0
+
+    async def position(self, symbol: str) -> Position | None:
+        self.calls.append("position")
+        if self.fail_position:
+            raise RuntimeError("boom")
+        return self.pos
+
+    async def set_leverage(self, symbol: str, leverage: int) -> None:
+        self.calls.append("set_leverage")
+
+    async def set_isolated_margin(self, symbol: str) -> None:
+        self.calls.append("set_isolated_margin")
+
+    async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
+        self.calls.append("market_order")
+        return OrderResult(1, OrderStatus.FILLED, quantity, 100.0)
+
+    async def place_conditional(
+        self,
+        symbol: str,
+        order_type: OrderType,
+        side: OrderSide,
+        quantity: float,
+        trigger_price: float,
+        **kw: Any,
+    ) -> ConditionalOrder:
+        self.calls.append("place_conditional")
+        return ConditionalOrder(symbol, 77, side, order_type, quantity, trigger_price, AlgoStatus.NEW)
+
+    async def open_orders(self, symbol: str) -> list[Order]:
+        self.calls.append("open_orders")
+        return []
+
+    async def open_conditional_orders(self, symbol: str) -> list[ConditionalOrder]:
+        self.calls.append("open_conditional_orders")
+        return list(self.algo)
+
+    async def cancel_order(self, symbol: str, order_id: int) -> None:
+        self.calls.append("cancel_order")
+
+    async def cancel_conditional(self, symbol: str, algo_id: int) -> None:
+        self.calls.append("cancel_conditional")
+
+    async def cancel_all_orders(self, symbol: str) -> None:
+        self.calls.append("cancel_all_orders")
+
+    async def cancel_all_conditional(self, symbol: str) -> None:
+        self.calls.append("cancel_all_conditional")
+        self.algo = []
+
+    async def income_history(
+        self, symbol: str, start_ms: int, income_types: tuple[str, ...] = ()
+    ) -> list[Income]:
+        self.calls.append("income_history")
+        return list(self.incomes)  # deliberately unfiltered: the bot must filter
+
+    def subscribe(self, handler: EventHandler) -> None:
+        self.handlers.append(handler)
+
+
+def fake_bot(
+    port: FakePort, clock: SimClock, entry_filter: Any = None
+) -> tuple[SymbolBot, RiskManager, Journal, RecordingNotifier]:
+    cfg = AppConfig(symbols=(SYM,))
+    journal = Journal()
+    risk = RiskManager(cfg, clock, journal=journal)
+    risk.set_base_balance(1000.0)
+    notifier = RecordingNotifier()
+    bot = SymbolBot(SYM, cfg, port, risk, entry_filter or PassThroughFilter(), journal, clock, notifier)
+    return bot, risk, journal, notifier
+
+
+def test_fake_port_satisfies_the_protocol() -> None:
+    assert isinstance(FakePort(), ExchangePort)
+
+
+async def test_sync_reconciliation_sums_all_income_rows_of_the_symbol_only() -> None:
+    clock = SimClock(T0 + 10 * BAR)
+    entry_t = clock.now_ms()
+    port = FakePort(
+        pos=Position(SYM, LONG, 50.0, 100.0),
+        algo=[
+            ConditionalOrder(SYM, 11, OrderSide.SELL, OrderType.STOP_MARKET, 50.0, 96.0, AlgoStatus.NEW),
+            ConditionalOrder(
+                SYM, 12, OrderSide.SELL, OrderType.TAKE_PROFIT_MARKET, 50.0, 104.0, AlgoStatus.NEW
+            ),
+        ],
+    )
+    bot, risk, journal, _notifier = fake_bot(port, clock)
+    await bot.start()
+    assert bot.state.side is LONG and "place_conditional" not in port.calls  # both found
+    assert (bot.state.sl_id, bot.state.tp_id) == (11, 12)
+    # The position closed while the stream was dead: the exchange is flat.
+    clock.set(entry_t + 4 * BAR)
+    port.pos = None
+    port.incomes = [
+        Income(SYM, "REALIZED_PNL", 50.0, entry_t - 1, "1"),  # before the entry: a previous trade
+        Income(SYM, "COMMISSION", -2.5, entry_t + 1, "2"),
+        Income(SYM, "REALIZED_PNL", -120.0, entry_t + 3 * BAR, "3"),  # two partial executions
+        Income(SYM, "COMMISSION", -1.44, entry_t + 3 * BAR, "3"),
+        Income(SYM, "REALIZED_PNL", -80.0, entry_t + 3 * BAR, "4"),
+        Income(SYM, "COMMISSION", -0.96, entry_t + 3 * BAR, "4"),
+        Income(SYM, "FUNDING_FEE", -0.5, entry_t + 2 * BAR, "f"),
+        Income("TRXUSDT", "REALIZED_PNL", 999.0, entry_t + 3 * BAR, "5"),  # another symbol
+        Income("TRXUSDT", "COMMISSION", -9.0, entry_t + 3 * BAR, "5"),
+    ]
+    await bot.reconcile()
+    (trade,) = bot.closed_trades
+    assert trade.reason is CloseReason.SYNC
+    assert trade.realized_pnl == pytest.approx(-200.0)
+    assert trade.fees == pytest.approx(2.5 + 1.44 + 0.96)
+    assert trade.funding == pytest.approx(-0.5)
+    assert trade.net_pnl == pytest.approx(-200.0 - 4.9 - 0.5)
+    assert trade.exit_price == pytest.approx(100.0 - 200.0 / 50.0)  # entry + rp/qty for a LONG
+    assert bot.state.side is None
+    assert risk.open_positions == {} and risk.daily_pnl == pytest.approx(trade.net_pnl)
+    assert "cancel_all_conditional" in port.calls  # orphans (the SL/TP pair) cancelled
+    assert journal.events("sync_close", SYM)
+    await bot.reconcile()  # idempotent
+    assert len(journal.closed_trades()) == 1
+
+
+async def test_hold_candle_touches_nothing() -> None:
+    clock = SimClock(T0)
+    port = FakePort()
+    f = ScriptedFilter()
+    bot, _risk, journal, _ = fake_bot(port, clock, f)
+    await bot.start()
+    port.calls.clear()
+    ctx = ctx_at(0, 100.0, None)
+    n = 20_000
+    t = time.perf_counter()
+    for _ in range(n):
+        await bot.on_candle(ctx)
+    per_call = (time.perf_counter() - t) / n
+    assert port.calls == [] and f.calls == [] and f.reloads == n
+    assert journal.orders() == [] and journal.events(symbol=SYM) == []
+    assert per_call < 50e-6  # measured ~1 µs; generous for slow CI
+
+
+async def test_candle_exception_is_caught_and_the_next_candle_works() -> None:
+    clock = SimClock(T0)
+    port = FakePort()
+    bot, *_ = fake_bot(port, clock)
+    await bot.start()
+    port.fail_position = True
+    await bot.on_candle(ctx_at(0, 100.0, LONG))  # must not raise
+    assert bot.errors == 1
+    port.fail_position = False
+    await bot.on_candle(ctx_at(1, 100.0, LONG))
+    assert bot.errors == 1 and "market_order" in port.calls
+
+
+async def test_stale_risk_registration_released_when_flat() -> None:
+    clock = SimClock(T0)
+    port = FakePort()
+    bot, risk, *_ = fake_bot(port, clock)
+    await bot.start()
+    await risk.register(SYM, SHORT)  # e.g. left by a bot that died mid-entry
+    await bot.on_candle(ctx_at(0, 100.0, LONG))
+    assert risk.open_positions == {SYM: LONG}  # released with PnL 0, then the new entry
+    assert risk.daily_pnl == 0.0
+
+
+def otu(
+    order_id: int,
+    trade_id: int,
+    *,
+    ap: float,
+    qty: float = 50.0,
+    rp: float = 0.0,
+    fee: float = 0.0,
+    reduce_only: bool = True,
+    ot: OrderType = OrderType.MARKET,
+    t: int = T0,
+) -> OrderTradeUpdate:
+    return OrderTradeUpdate(
+        event_time_ms=t,
+        symbol=SYM,
+        order_id=order_id,
+        client_order_id="",
+        side=OrderSide.SELL,
+        order_type=OrderType.MARKET,
+        original_type=ot,
+        execution_type="TRADE",
+        status=OrderStatus.FILLED,
+        reduce_only=reduce_only,
+        quantity=qty,
+        last_filled_qty=qty,
+        cumulative_filled_qty=qty,
+        last_filled_price=ap,
+        avg_price=ap,
+        commission=fee,
+        realized_pnl=rp,
+        trade_id=trade_id,
+        trade_time_ms=t,
+    )
+
+
+async def adopted_fake_bot() -> tuple[SymbolBot, FakePort, RiskManager, Journal]:
+    clock = SimClock(T0)
+    port = FakePort(
+        pos=Position(SYM, LONG, 50.0, 100.0),
+        algo=[
+            ConditionalOrder(SYM, 11, OrderSide.SELL, OrderType.STOP_MARKET, 50.0, 96.0, AlgoStatus.NEW),
+            ConditionalOrder(
+                SYM, 12, OrderSide.SELL, OrderType.TAKE_PROFIT_MARKET, 50.0, 104.0, AlgoStatus.NEW
+            ),
+        ],
+    )
+    bot, risk, journal, _ = fake_bot(port, clock)
+    await bot.start()
+    return bot, port, risk, journal
+
+
+async def test_triggered_market_fill_is_classified_by_the_nearest_stored_price() -> None:
+    """Live reports a triggered TP as o=MARKET, ot=MARKET with a new order id and no ALGO_UPDATE
+    link may be available: the nearest stored price (104 vs 96) decides (SPEC §13 row 3)."""
+    bot, port, risk, _ = await adopted_fake_bot()
+    port.pos = None
+    await bot.on_event(otu(555, 1, ap=103.9, rp=195.0, fee=2.6))
+    (trade,) = bot.closed_trades
+    assert trade.reason is CloseReason.TP
+    assert "cancel_conditional" in port.calls  # the SL sibling, by id
+    assert risk.open_positions == {}
+
+
+async def test_same_close_event_twice_records_one_trade() -> None:
+    bot, _port, risk, journal = await adopted_fake_bot()
+    ev = otu(555, 1, ap=96.0, rp=-200.0, fee=2.4)
+    await bot.on_event(ev)
+    await bot.on_event(ev)
+    await bot.on_event(otu(556, 2, ap=96.0, rp=-200.0, fee=2.4))  # another close while flat
+    assert len(bot.closed_trades) == 1 and len(journal.closed_trades()) == 1
+    assert risk.daily_pnl == pytest.approx(-202.4)
+
+
+async def test_close_without_average_price_is_left_to_reconciliation() -> None:
+    bot, port, _risk, _ = await adopted_fake_bot()
+    await bot.on_event(otu(555, 1, ap=0.0, rp=-200.0, fee=2.4))
+    assert bot.closed_trades == [] and bot.state.side is LONG
+    port.pos = None
+    port.incomes = [
+        Income(SYM, "REALIZED_PNL", -200.0, T0 + 1, "1"),
+        Income(SYM, "COMMISSION", -2.4, T0 + 1, "1"),
+    ]
+    await bot.reconcile()
+    (trade,) = bot.closed_trades
+    assert trade.reason is CloseReason.SYNC and trade.net_pnl == pytest.approx(-202.4)
+
+
+async def test_entry_with_rp_is_not_taken_for_a_close() -> None:
+    bot, _port, *_ = await adopted_fake_bot()
+    await bot.on_event(otu(557, 3, ap=100.0, rp=0.02, reduce_only=False))
+    assert bot.closed_trades == [] and bot.state.side is LONG
+
+
+async def test_close_position_end_of_data() -> None:
+    w = World([*flat(100, 4), (101, 101, 101, 101)])
+    await w.start()
+    await w.run({1: LONG})
+    assert await w.bot.close_position(CloseReason.END_OF_DATA)
+    await w.ex.drain()
+    (trade,) = w.bot.closed_trades
+    assert trade.reason is CloseReason.END_OF_DATA and trade.exit_price == pytest.approx(101.0)
+    assert w.engine.position(SYM) is None and w.algo_orders() == [] and w.risk.open_positions == {}
+    assert not await w.bot.close_position(CloseReason.END_OF_DATA)  # flat: nothing to do
+    await w.bot.stop()
