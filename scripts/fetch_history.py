@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from perpbot.cli.common import config_from_env, err_console, progress, select_symbols
+from perpbot.cli.common import config_from_env, progress, select_symbols
 from perpbot.config import CorrelationMap
 from perpbot.data.fetch import FetchOptions, fetch_history, resolve_base_url
 from perpbot.errors import ConfigError, PerpbotError
@@ -78,7 +78,8 @@ def main() -> int:
     try:
         return run()
     except PerpbotError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        # Plain write, like the CLI: one line whatever the terminal width.
+        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
         return exc.exit_code
 
 

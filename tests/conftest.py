@@ -7,6 +7,7 @@ deterministic; treat them as read-only (``.copy()`` before changing a frame).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,10 @@ from perpbot.data.store import save_market
 from perpbot.data.synth import synth_market as make_synth_market
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# ``tests.support`` must import under a bare ``pytest`` too (``python -m pytest`` already puts the
+# working directory on sys.path). ``pythonpath = ["."]`` in pyproject would make this redundant.
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 REAL_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 SYNTH_SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,16 +17,20 @@ import pytest
 from perpbot.backtest.runner import (
     BacktestConfig,
     BacktestResult,
+    _drive,
     build_timeline,
     derived_filters,
     prepare_series,
     run_backtest,
+    training_overlap,
 )
+from perpbot.backtest.walk_forward import fold_windows, run_walk_forward
 from perpbot.config import AppConfig
 from perpbot.data.schema import BAR_MS
 from perpbot.domain.types import ClosedTrade, CloseReason, Side
 from perpbot.errors import ConfigError, DataError
 from perpbot.ml.features import FEATURE_WARMUP_BARS, build_feature_frame, context_from_row, contexts_arrays
+from perpbot.ml.splits import EMBARGO
 
 from .conftest import (
     SYMS3,
@@ -200,6 +206,74 @@ def test_timeline_is_the_union_of_open_times(markets4: dict[str, pd.DataFrame]) 
     assert tl.steps[149] == ((1, 89),)
 
 
+def test_every_candle_of_an_open_time_before_time_advances(markets4: dict[str, pd.DataFrame]) -> None:
+    """The hot loop's order, recorded with fakes: per open time, all bars happen, then the clock
+    moves to the close and every bot sees its candle; a missing candle is simply skipped."""
+    app = AppConfig(symbols=SYMS3)
+    a = markets4["XRPUSDT"].iloc[:120]
+    b = markets4["TRXUSDT"].iloc[:120].drop(markets4["TRXUSDT"].index[70:75])
+    series = [prepare_series(s, m, app, None, None) for s, m in (("XRPUSDT", a), ("TRXUSDT", b))]
+    assert all(x is not None for x in series)
+    log: list[tuple] = []
+
+    class Clock:
+        now = 0
+
+        def set(self, ms: int) -> None:
+            assert ms >= self.now
+            self.now = ms
+
+    clock = Clock()
+
+    class Engine:
+        has_events = False
+
+        def process_bar(self, sym: str, i: int) -> None:
+            log.append(("bar", sym, i, clock.now))
+
+    class Exchange:
+        async def drain(self) -> None:
+            log.append(("drain",))
+
+    class Bot:
+        in_position = False
+
+        def __init__(self, sym: str) -> None:
+            self.sym = sym
+
+        async def on_candle(self, ctx: object) -> None:
+            log.append(("candle", self.sym, ctx.open_time_ms, clock.now))  # type: ignore[attr-defined]
+
+        async def wait_background(self) -> None:
+            return None
+
+    tl = build_timeline(series)  # type: ignore[arg-type]
+    asyncio.run(
+        _drive(series, tl, Engine(), Exchange(), clock, [Bot("XRPUSDT"), Bot("TRXUSDT")], None, 235)  # type: ignore[arg-type]
+    )
+    names = ("XRPUSDT", "TRXUSDT")
+    t = tl.open_time_ms.tolist()
+    i = 0
+    for k, step in enumerate(tl.steps):
+        bars = log[i : i + len(step)]
+        i += len(step)
+        assert [(x[0], x[1], x[2]) for x in bars] == [("bar", names[si], row) for si, row in step]
+        assert all(x[3] <= t[k] for x in bars)  # the bars happen before the clock reaches their close
+        rest = []
+        while i < len(log) and log[i][0] != "bar":
+            rest.append(log[i])
+            i += 1
+        want = [
+            ("candle", names[si], t[k], t[k] + BAR_MS)  # each bot sees its candle at the close time
+            for si, row in step
+            if series[si].ready[row] and row != series[si].n - 1  # type: ignore[union-attr]
+        ]
+        assert [x for x in rest if x[0] == "candle"] == want
+        assert rest[-1] == ("drain",)  # events delivered before time advances
+    assert i == len(log)
+    assert len(tl.steps) == 120 and all(len(st) == 1 for st in tl.steps[70:75])
+
+
 def test_window_bounds_and_end_of_data_close(
     markets4: dict[str, pd.DataFrame], loose_run: BacktestResult
 ) -> None:
@@ -218,6 +292,7 @@ def test_window_bounds_and_end_of_data_close(
     for t in eod:
         assert t.exit_time_ms == cut
         assert t.exit_fee > 0
+    assert res.final_balance == pytest.approx(1000.0 + sum(t.net_pnl for t in res.trades), abs=1e-6)
     assert all(res.start_ms <= t.entry_time_ms and t.exit_time_ms <= res.end_ms for t in res.trades)
     assert not risk_violations(res.trades)
 
@@ -245,10 +320,81 @@ def test_metrics_match_the_trades(loose_run: BacktestResult) -> None:
     assert m.portfolio.trades == len(loose_run.trades)
     assert m.portfolio.net_pnl == pytest.approx(sum(t.net_pnl for t in loose_run.trades))
     assert sum(x.trades for x in m.per_symbol.values()) == len(loose_run.trades)
-    # The simulator's wallet moves exactly by the recorded trades (nothing leaks between them).
-    assert m.portfolio.end_equity == pytest.approx(1000.0 + m.portfolio.net_pnl)
+    # The simulator's wallet moved exactly by the recorded trades: every fee, every funding payment
+    # and every realised PnL is in some trade, none twice, and nothing is left open at the end.
+    assert loose_run.final_balance == pytest.approx(1000.0 + m.portfolio.net_pnl, abs=1e-6)
+    assert m.portfolio.end_equity == pytest.approx(loose_run.final_balance, abs=1e-6)
+    assert m.portfolio.funding != 0.0  # funding was actually exercised
     assert loose_run.stats.candles == sum(len(f) for f in loose_run.config.markets.values())  # type: ignore[union-attr]
     assert loose_run.stats.bot_errors == 0
+
+
+def test_in_sample_models_are_flagged() -> None:
+    day = 86_400_000
+    meta = {"training_window": {"start": "2025-01-01T00:00:00+00:00", "end": "2025-03-01T00:00:00+00:00"}}
+    jan1 = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    mar1 = int(datetime(2025, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    assert training_overlap(meta, mar1 - 10 * day, mar1 + 10 * day) is not None
+    assert training_overlap(meta, jan1 - 10 * day, jan1 + day) is not None
+    # The last sample's label reads 24 more bars: a window starting right after it still overlaps.
+    assert training_overlap(meta, mar1 + 10 * BAR_MS, mar1 + day) is not None
+    assert training_overlap(meta, mar1 + 25 * BAR_MS, mar1 + day) is None
+    assert training_overlap(meta, jan1 - 10 * day, jan1) is None
+    assert training_overlap({}, jan1, mar1) is None
+    assert training_overlap({"training_window": {"start": None, "end": None}}, jan1, mar1) is None
+
+
+# --------------------------------------------------------------------------- walk-forward
+
+
+def test_fold_windows_are_contiguous_equal_blocks(markets4: dict[str, pd.DataFrame]) -> None:
+    windows = fold_windows(markets4, 3, None, None)
+    n = len(markets4["XRPUSDT"])  # all four share the same open times
+    first = int(markets4["XRPUSDT"].index.asi8[0])
+    assert len(windows) == 3
+    assert windows[0][0] == first + round(n / 4) * BAR_MS  # block 0 is training only
+    for (a, b), (c, _) in itertools.pairwise(windows):
+        assert b == c and a < b
+    assert windows[-1][1] == int(markets4["XRPUSDT"].index.asi8[-1]) + BAR_MS
+
+
+def test_walk_forward_trains_before_each_window_and_trades_inside_it(
+    tmp_path: Path, markets4: dict[str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = BacktestConfig(symbols=SYMS3, markets={s: markets4[s] for s in SYMS3})
+    wf = run_walk_forward(
+        cfg, loose_config(SYMS3), folds=2, out_dir=tmp_path / "wf", lgbm_overrides={"n_estimators": 25}
+    )
+    assert [f.index for f in wf.folds] == [1, 2]
+    trained = 0
+    for f in wf.folds:
+        for m in f.models.values():
+            if m.status == "trained":
+                trained += 1
+                # Purged: the last training candle is ≥ EMBARGO + 1 bars before the test window, and
+                # the dataset drops the last LOOKAHEAD bars, so no label reaches the test window.
+                assert m.train_last_ms is not None
+                assert m.train_last_ms <= f.test_start_ms - (EMBARGO + 1) * BAR_MS
+        assert f.results["ml_on"].in_sample == {}  # the fold models never saw the test window
+        for mode in ("ml_on", "ml_off"):
+            r = f.results[mode]
+            assert all(
+                f.test_start_ms <= t.entry_time_ms and t.exit_time_ms <= f.test_end_ms for t in r.trades
+            )
+            assert not risk_violations(r.trades)
+    assert trained >= 3
+    assert wf.metrics["ml_on"].fingerprint != wf.metrics["ml_off"].fingerprint
+    assert len(wf.trades["ml_off"]) == sum(len(f.results["ml_off"].trades) for f in wf.folds)
+    doc = json.loads((tmp_path / "wf" / "walk_forward.json").read_text())
+    assert doc["total"]["ml_on"]["fingerprint"] == wf.metrics["ml_on"].fingerprint
+    assert (tmp_path / "wf" / "ml_on" / "equity.png").is_file()
+    assert not (tmp_path / "models").exists()
+    # Deterministic, training included.
+    again = run_walk_forward(cfg, loose_config(SYMS3), folds=2, lgbm_overrides={"n_estimators": 25})
+    assert {m: r.fingerprint for m, r in again.metrics.items()} == {
+        m: r.fingerprint for m, r in wf.metrics.items()
+    }
 
 
 # --------------------------------------------------------------------------- real data
@@ -264,5 +410,5 @@ def test_real_data_three_symbols(real_data_dir: Path) -> None:
     assert len(res.trades) > 0
     assert not risk_violations(res.trades)
     assert not exchange_violations(res.trades, res.filters)
-    assert res.metrics.portfolio.net_pnl == pytest.approx(sum(t.net_pnl for t in res.trades))
+    assert res.final_balance == pytest.approx(1000.0 + sum(t.net_pnl for t in res.trades), abs=1e-6)
     assert set(res.closes) == set(cfg.symbols)

@@ -959,3 +959,62 @@ async def test_close_position_end_of_data() -> None:
     assert w.engine.position(SYM) is None and w.algo_orders() == [] and w.risk.open_positions == {}
     assert not await w.bot.close_position(CloseReason.END_OF_DATA)  # flat: nothing to do
     await w.bot.stop()
+
+
+async def test_adoption_ignores_the_entry_of_an_already_closed_trade() -> None:
+    """The last journaled ENTRY belongs to a finished round trip: its time must not become the
+    adopted position's entry time (it would pull older funding/income into the new trade)."""
+    clock = SimClock(T0 + 100 * BAR)
+    port = FakePort(pos=Position(SYM, LONG, 50.0, 100.0))
+    bot, _, journal, _ = fake_bot(port, clock)
+    rid = journal.record_order_request(
+        time_ms=T0, symbol=SYM, kind="ENTRY", order_type="MARKET", side="BUY", qty=50.0
+    )
+    journal.record_order_result(rid, time_ms=T0, status="FILLED", order_id=5)
+    journal.record_trade(
+        ClosedTrade(SYM, LONG, T0, T0 + BAR, 100.0, 101.0, 50.0, 50.0, 2.5, 2.5, 0.0, CloseReason.TP)
+    )
+    await bot.start()
+    assert bot.state.entry_time_ms == clock.now_ms()
+    # With no later trade the same journal entry is this position's own: its time is used.
+    clock2 = SimClock(T0 + 100 * BAR)
+    bot2, *_ = fake_bot(FakePort(pos=Position(SYM, LONG, 50.0, 100.0)), clock2)
+    j2 = bot2._journal
+    rid = j2.record_order_request(
+        time_ms=T0, symbol=SYM, kind="ENTRY", order_type="MARKET", side="BUY", qty=50
+    )
+    j2.record_order_result(rid, time_ms=T0, status="FILLED", order_id=5)
+    await bot2.start()
+    assert bot2.state.entry_time_ms == T0
+
+
+async def test_reverse_close_timeout_without_reentry_leaves_a_clean_flat_state() -> None:
+    f = ScriptedFilter(allow=True)
+    w = World(
+        [*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)],
+        exchange_cls=HoldingExchange,
+        entry_filter=f,
+    )
+    ex: HoldingExchange = w.ex  # type: ignore[assignment]
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    ex.hold, f.allow = True, False
+    await w.step(SHORT)
+    assert w.bot.state.side is None and w.risk.open_positions == {}  # released, nothing stale
+    assert w.engine.position(SYM) is None
+    await ex.release()
+    await ex.drain()
+    (late,) = w.bot.closed_trades
+    assert late.reason is CloseReason.REVERSE
+    assert w.risk.daily_pnl == pytest.approx(late.net_pnl)
+    assert w.algo_orders() == []
+
+
+async def test_estimated_pnl_spec_row_and_idle_when_flat() -> None:
+    clock = SimClock(T0)
+    port = FakePort(pos=Position(SYM, LONG, 100.0, 0.50))
+    bot, *_ = fake_bot(port, clock)
+    assert bot.estimated_pnl(0.51) is None  # flat: the monitor idles
+    await bot.start()
+    assert bot.estimated_pnl(0.51) == pytest.approx(1.0)  # LONG 0.50, qty 100, price 0.51
+    assert bot.estimated_pnl(0.0) is None

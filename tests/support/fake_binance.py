@@ -79,6 +79,11 @@ class Fault:
 
     @classmethod
     def drop(cls) -> Fault:
+        """Close the socket without answering.
+
+        aiohttp clients silently retry a dropped *reused* keep-alive connection once, so one drop
+        may never reach the client's own retry logic; queue two or more to be sure it does.
+        """
         return cls(0)
 
 

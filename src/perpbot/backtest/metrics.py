@@ -16,8 +16,9 @@ Definitions (they are part of the report's contract, hence spelled out):
   booked at the exit, which understates intra-trade drawdowns by at most those amounts.
   The portfolio curve starts at the initial balance; a symbol's curve starts at its allocation
   ``initial / N`` because every bot sizes from its ``B/N`` share (SPEC §8.4).
-- **max drawdown**: the largest fall from a running peak of the equity curve, in account currency
-  and as a fraction of that peak.
+- **max drawdown**: the largest fall from a running peak of the equity curve (the starting
+  balance included), in account currency (``max_drawdown``) and in percent of that peak
+  (``max_drawdown_pct``); ``return_pct`` is the end equity over the start, in percent.
 - **Sharpe**: daily simple returns of the equity curve (last equity of each UTC day, the starting
   balance as day 0), mean / sample standard deviation × √365 — crypto trades every day of the
   year; risk-free rate 0. ``None`` with fewer than two daily returns or zero variance.

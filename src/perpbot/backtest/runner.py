@@ -35,8 +35,9 @@ the same inputs give the same trade list and fingerprint.
 
 Speed (target ≥ 30 000 candles/s through the real bot code): the per-candle work outside the bot
 is a few list look-ups; contexts are built from pre-extracted Python lists (no numpy scalars, no
-pandas in the loop); ``drain`` is awaited only when something was produced — engine events after
-the bars, or a candle with a signal (the bot's HOLD path makes no exchange call by contract).
+pandas in the loop); after the bars ``drain`` is awaited only when the engine produced events, and
+after the candles it returns at once when nothing is queued (the bot's HOLD path makes no
+exchange call), so a quiet candle costs no event-loop turn.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -172,6 +173,7 @@ class BacktestResult:
     filters: dict[str, SymbolFilters]
     models: dict[str, str | None]  # symbol → backend in use (None: no model / pass-through)
     sim: dict[str, Any]
+    final_balance: float  # the simulated wallet after the last close (= initial + Σ net PnL)
     warnings: list[str] = field(default_factory=list)
     # Risk events that shape the trade list (journal): kill-switch trips and daily-limit hits.
     kill_switch_trips: list[dict[str, Any]] = field(default_factory=list)
@@ -179,6 +181,9 @@ class BacktestResult:
     # WARNING+ log lines of the library during the run, by message template (when logging is
     # not configured by the caller; see ``capture_library_warnings``).
     log_warnings: dict[str, int] = field(default_factory=dict)
+    # Symbols whose model was trained on candles (labels included) inside the backtest window:
+    # symbol → {"train_start", "train_end"}. Their ML-on figures are in-sample.
+    in_sample: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -205,6 +210,7 @@ class BacktestResult:
             "data_dir": None if c.markets is not None else str(c.data_dir),
             "model_dir": str(c.model_dir) if c.use_ml and c.entry_filters is None else None,
             "initial_balance": c.initial_balance,
+            "final_balance": self.final_balance,
             "seed": c.seed,
             "sim": dict(self.sim),
             "symbol_filters": {
@@ -231,6 +237,7 @@ class BacktestResult:
             "kill_switch_trips": list(self.kill_switch_trips),
             "daily_loss_limit_days": self.daily_limit_days,
             "log_warnings": dict(self.log_warnings),
+            "in_sample_models": dict(self.in_sample),
         }
 
     def markers(self) -> list[tuple[int, str]]:
@@ -243,6 +250,12 @@ class BacktestResult:
     def notes(self) -> list[str]:
         """Plain-language lines about what limited the run (for the terminal)."""
         out: list[str] = []
+        for sym, win in self.in_sample.items():
+            out.append(
+                f"{sym}: IN-SAMPLE — its model was trained on {win['train_start']} → {win['train_end']}, "
+                "inside this window; ML-on figures there grade the model on its own training data. "
+                "Use --walk-forward for out-of-sample evidence"
+            )
         for trip in self.kill_switch_trips:
             out.append(
                 f"{trip['symbol']}: kill switch tripped at {trip['time']} ({trip['reason']}); "
@@ -316,6 +329,7 @@ class SymbolSeries:
 
     symbol: str
     open_time_ms: np.ndarray  # int64, window rows
+    open_time_l: list[int]
     open: np.ndarray
     high: np.ndarray
     low: np.ndarray
@@ -342,7 +356,7 @@ class SymbolSeries:
         """The bot's context for window row ``i`` (same values as ``features.context_from_row``)."""
         return CandleContext(
             self.symbol,
-            int(self.open_time_ms[i]),
+            self.open_time_l[i],
             self.close_l[i],
             self.atr_l[i],
             self.side[i],
@@ -396,6 +410,7 @@ def prepare_series(
     return SymbolSeries(
         symbol=symbol,
         open_time_ms=np.ascontiguousarray(times[w]),
+        open_time_l=times[w].tolist(),
         open=col("open"),
         high=col("high"),
         low=col("low"),
@@ -431,11 +446,16 @@ def build_timeline(series: Sequence[SymbolSeries]) -> Timeline:
     """Align the symbols on one timeline of open times (union; no step for a missing candle)."""
     times = np.unique(np.concatenate([s.open_time_ms for s in series]))
     n = times.size
-    rows = np.full((len(series), n), -1, dtype=np.int64)
+    columns: list[list[tuple[int, int] | None]] = []
     for k, s in enumerate(series):
-        rows[k, np.searchsorted(times, s.open_time_ms)] = np.arange(s.n)
-    cols = rows.T.tolist()
-    steps = [tuple((k, r) for k, r in enumerate(col) if r >= 0) for col in cols]
+        rows = np.full(n, -1, dtype=np.int64)
+        rows[np.searchsorted(times, s.open_time_ms)] = np.arange(s.n)
+        columns.append([(k, r) if r >= 0 else None for r in rows.tolist()])
+    # zip yields the per-step tuple directly; only steps with a missing candle are filtered.
+    steps = [
+        cast(tuple[tuple[int, int], ...], step if None not in step else tuple(p for p in step if p))
+        for step in zip(*columns, strict=True)
+    ]
     return Timeline(open_time_ms=times, steps=steps)
 
 
@@ -476,6 +496,28 @@ def make_entry_filter(cfg: BacktestConfig, app_config: AppConfig, symbol: str) -
     )
 
 
+def training_overlap(
+    metadata: Mapping[str, Any] | None, start_ms: int, end_ms: int, lookahead_bars: int = 24
+) -> dict[str, str] | None:
+    """The model's training window when it overlaps ``[start_ms, end_ms)``, else None.
+
+    A sample's label reads ``lookahead_bars`` candles after it, so the window the model learnt
+    from ends ``lookahead_bars`` after its last sample. Unknown metadata counts as no overlap.
+    """
+    win = (metadata or {}).get("training_window")
+    if not isinstance(win, Mapping):
+        return None
+    try:
+        a = _to_ms(datetime.fromisoformat(str(win["start"]).replace("Z", "+00:00")))
+        b = _to_ms(datetime.fromisoformat(str(win["end"]).replace("Z", "+00:00")))
+    except (KeyError, TypeError, ValueError):
+        return None
+    b_label = b + (lookahead_bars + 1) * BAR_MS
+    if a < end_ms and b_label > start_ms:
+        return {"train_start": _iso_minute(a), "train_end": _iso_minute(b)}
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
@@ -511,22 +553,6 @@ def capture_library_warnings(counts: Counter[str]) -> Iterator[None]:
     finally:
         lib.removeHandler(handler)
         lib.propagate = old
-
-
-async def _close_at_end(bot: Any) -> None:
-    """Close the bot's open position with reason END_OF_DATA through the bot's own close path.
-
-    ``SymbolBot`` has no public "close now" method yet; its private reduce-only close
-    (``_close_market``) is the one path that journals and classifies the close correctly
-    (reason taken from our own client order id). A public method is preferred when it exists.
-    """
-    public = getattr(bot, "close_position", None)
-    if public is not None:
-        await public(CloseReason.END_OF_DATA)
-        return
-    pos = getattr(bot, "_pos", None)
-    if pos is not None:
-        await bot._close_market(pos, CloseReason.END_OF_DATA)
 
 
 async def run_backtest(
@@ -571,11 +597,11 @@ async def _drive(
         if engine.has_events:
             await exchange.drain()
         clock.set(open_times[k] + BAR_MS)
-        acted = False
-        ending: list[int] = []
+        ending: list[int] | None = None
         for si, row in step:
             if row == last_row[si]:
-                ending.append(si)  # the last candle only closes positions (module docstring)
+                # A symbol's last candle only closes positions (module docstring, "End of data").
+                ending = [si] if ending is None else [*ending, si]
                 continue
             if not ready[si][row]:
                 continue
@@ -583,15 +609,14 @@ async def _drive(
             bot_candles += 1
             if ctx.signal is not None:
                 signals += 1
-                acted = True
             await bots[si].on_candle(ctx)
-        # The HOLD path makes no exchange call (bot contract), so only a signal can leave events.
-        if acted or engine.has_events:
-            await exchange.drain()
-        for si in ending:
+        # Every event of this open time is delivered before time advances. ``drain`` returns at
+        # once when nothing is queued (the HOLD path makes no exchange call), so it is cheap.
+        await exchange.drain()
+        for si in ending or ():
             bot = bots[si]
             if bot.in_position:
-                await _close_at_end(bot)
+                await bot.close_position(CloseReason.END_OF_DATA)
                 await exchange.drain()
         done += len(step)
         if progress is not None and (k % _PROGRESS_EVERY == 0 or k == n_steps - 1):
@@ -661,6 +686,12 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         SymbolBot(s.symbol, app, exchange, risk, f, journal, clock, notifier, num_symbols=len(symbols))
         for s, f in zip(prepared, entry_filters, strict=True)
     ]
+    in_sample: dict[str, dict[str, str]] = {}
+    win_start, win_end = first_open, int(timeline.open_time_ms[-1]) + BAR_MS
+    for s, f in zip(prepared, entry_filters, strict=True):
+        overlap = training_overlap(getattr(f, "metadata", None) if f.has_model else None, win_start, win_end)
+        if overlap is not None:
+            in_sample[s.symbol] = overlap
     t_prep = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -677,6 +708,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     finally:
         await exchange.aclose()
     t_loop = time.perf_counter() - t1
+    final_balance = engine.balance()
 
     leftovers = [b.symbol for b in bots if b.in_position]
     if leftovers:
@@ -738,6 +770,8 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
             "maintenance_margin_rate": settings.maintenance_margin_rate,
             "leverage": app.leverage,
         },
+        final_balance=final_balance,
+        in_sample=in_sample,
         warnings=warnings,
         kill_switch_trips=trips,
         daily_limit_days=limit_days,

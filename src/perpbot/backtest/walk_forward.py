@@ -28,9 +28,11 @@ Protocol (``--walk-forward K``):
    small to train (``InsufficientDataError``) trades without a filter in that fold's ML-on run;
    the report says so.
 4. Per mode, the out-of-sample trades of all folds are concatenated and summarised on the
-   contiguous span of the test windows (metrics, equity curve, fingerprint). Each mode also gets
-   the standard report files in ``<out>/ml_on/`` and ``<out>/ml_off/``; the side-by-side summary
-   is ``<out>/walk_forward.json``.
+   contiguous span of the test windows (metrics, equity curve, fingerprint); that equity curve is
+   the initial balance plus the cumulative net PnL of every fold (each fold sized its positions
+   from its own fresh balance, and its kill switches and daily limit started clear). Each mode
+   also gets the standard report files in ``<out>/ml_on/`` and ``<out>/ml_off/``; the
+   side-by-side summary is ``<out>/walk_forward.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -148,6 +151,7 @@ class WalkForwardResult:
                                 "fingerprint": r.fingerprint,
                                 "portfolio": mrow(r.metrics.portfolio),
                                 "per_symbol": {s: mrow(x) for s, x in r.metrics.per_symbol.items()},
+                                "notes": r.notes(),
                             }
                             for mode, r in f.results.items()
                         },
@@ -274,7 +278,11 @@ def run_walk_forward(
     progress: ProgressFn | None = None,
     lgbm_overrides: Mapping[str, Any] | None = None,
 ) -> WalkForwardResult:
-    """Run the protocol of the module docstring; write the reports when ``out_dir`` is given."""
+    """Run the protocol of the module docstring; write the reports when ``out_dir`` is given.
+
+    Synchronous (each backtest runs in its own ``asyncio.run``): call it from plain code, not
+    from inside a running event loop. ``lgbm_overrides`` shrink training for tests/benches.
+    """
     check_inputs(cfg)
     symbols = tuple(cfg.symbols)
     app = app_config.with_symbols(list(symbols))
@@ -379,39 +387,47 @@ def _fmt(v: float | None, fmt: str) -> str:
 
 
 def walk_forward_table(result: WalkForwardResult) -> Table:
-    """Folds × (ML on | ML off): trades, profit factor, net PnL; a total row per mode."""
-    t = Table(title=f"Walk-forward, {result.k} out-of-sample folds", title_justify="left")
-    t.add_column("fold")
-    t.add_column("test window (UTC)")
-    t.add_column("models")
-    for mode in ("ML on", "ML off"):
-        t.add_column(f"{mode} trades", justify="right")
-        t.add_column(f"{mode} PF", justify="right")
-        t.add_column(f"{mode} net", justify="right")
+    """Folds × (ML on | ML off): trades, profit factor, net PnL; a total row. Fits 80 columns."""
+    t = Table(
+        title=f"Walk-forward, {result.k} out-of-sample folds: ML filter ON vs OFF, same windows (UTC)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    t.add_column("fold", no_wrap=True)
+    t.add_column("test\nfrom", no_wrap=True)
+    t.add_column("\nto", no_wrap=True)
+    t.add_column("mo-\ndels", justify="right", no_wrap=True)
+    for mode in ("ON", "OFF"):
+        t.add_column(f"{mode}\ntrades", justify="right", no_wrap=True)
+        t.add_column(f"{mode}\nPF", justify="right", no_wrap=True)
+        t.add_column(f"{mode}\nnet", justify="right", no_wrap=True)
     for f in result.folds:
         trained = sum(1 for m in f.models.values() if m.status == "trained")
-        cells = [
-            str(f.index),
-            f"{_iso(f.test_start_ms)} → {_iso(f.test_end_ms)}",
-            f"{trained}/{len(f.models)}",
-        ]
+        cells = [str(f.index), _day(f.test_start_ms), _day(f.test_end_ms), f"{trained}/{len(f.models)}"]
         for mode in MODES:
             p = f.results[mode].metrics.portfolio
-            cells += [str(p.trades), _fmt(p.profit_factor, "{:.2f}"), _fmt(p.net_pnl, "{:,.2f}")]
+            cells += [str(p.trades), _fmt(p.profit_factor, "{:.2f}"), _fmt(p.net_pnl, "{:.2f}")]
         t.add_row(*cells)
     t.add_section()
-    cells = ["all", "", ""]
+    cells = ["all", _day(result.folds[0].test_start_ms), _day(result.folds[-1].test_end_ms), ""]
     for mode in MODES:
         p = result.metrics[mode].portfolio
-        cells += [str(p.trades), _fmt(p.profit_factor, "{:.2f}"), _fmt(p.net_pnl, "{:,.2f}")]
+        cells += [str(p.trades), _fmt(p.profit_factor, "{:.2f}"), _fmt(p.net_pnl, "{:.2f}")]
     t.add_row(*cells, style="bold")
     return t
 
 
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%y-%m-%d")
+
+
 def walk_forward_renderable(result: WalkForwardResult) -> Group:
     parts: list[Any] = [walk_forward_table(result)]
-    for mode in MODES:
-        parts.append(Text(f"{mode} fingerprint {result.metrics[mode].fingerprint}", style="dim"))
+    for mode, label in zip(MODES, ("ON ", "OFF"), strict=True):
+        parts.append(Text(f"{label} fingerprint {result.metrics[mode].fingerprint}", style="dim"))
     untrained = [
         f"fold {f.index} {s}: {m.status}"
         for f in result.folds

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,6 +29,10 @@ from perpbot.cli.common import (
 from perpbot.config import AppConfig, parse_csv
 from perpbot.errors import ConfigError
 from perpbot.symbols import normalize_symbol
+
+if TYPE_CHECKING:  # the backtest stack is imported only when the command runs (fast --help)
+    from perpbot.backtest.runner import BacktestConfig, BacktestResult
+    from perpbot.backtest.walk_forward import WalkForwardResult
 
 SymbolsOpt = Annotated[
     str | None, typer.Option("--symbols", help="Comma-separated symbols, e.g. XRPUSDT,TRXUSDT.")
@@ -98,8 +102,7 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """Backtest the real bots over recorded candles; writes trades.csv, metrics.json and charts."""
-        from perpbot.backtest.report import summary_renderable, write_report
-        from perpbot.backtest.runner import BacktestConfig, check_inputs, run_backtest
+        from perpbot.backtest.runner import BacktestConfig, check_inputs
 
         app_cfg = config_from_env()
         syms = choose_symbols(app_cfg, symbols, all_)
@@ -121,33 +124,47 @@ def register(app: typer.Typer) -> None:
         check_inputs(bt_cfg)
 
         if walk_forward is not None:
-            from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
+            walk_forward_and_print(bt_cfg, app_cfg, walk_forward, out, quiet=quiet)
+        else:
+            run_and_print(bt_cfg, app_cfg, out, quiet=quiet)
 
-            with progress(quiet) as bar:
-                task = bar.add_task("walk-forward", total=None)
 
-                def on_wf(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
+def run_and_print(bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quiet: bool) -> BacktestResult:
+    """Run one backtest with a progress bar, write the report into ``out`` and print the summary.
 
-                wf = run_walk_forward(bt_cfg, app_cfg, folds=walk_forward, out_dir=out, progress=on_wf)
-            console.print(walk_forward_renderable(wf))
-            return
+    Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows.
+    """
+    from perpbot.backtest.report import summary_renderable, write_report
+    from perpbot.backtest.runner import run_backtest
 
-        with progress(quiet) as bar:
-            task = bar.add_task("backtest " + ",".join(syms), total=None)
+    with progress(quiet) as bar:
+        task = bar.add_task("backtest " + ",".join(bt_cfg.symbols), total=None)
 
-            def on_progress(done: int, total: int) -> None:
-                bar.update(task, completed=done, total=total)
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
 
-            result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
-        for warning in result.warnings:
-            err_console.print(f"warning: {warning}", markup=False, highlight=False)
-        files = write_report(
-            out,
-            result.trades,
-            result.metrics,
-            result.parameters(),
-            title=result.title,
-            markers=result.markers(),
-        )
-        console.print(summary_renderable(result.metrics, files, result.title, result.notes()))
+        result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
+    for warning in result.warnings:
+        err_console.print(f"warning: {warning}", markup=False, highlight=False)
+    files = write_report(
+        out, result.trades, result.metrics, result.parameters(), title=result.title, markers=result.markers()
+    )
+    console.print(summary_renderable(result.metrics, files, result.title, result.notes()))
+    return result
+
+
+def walk_forward_and_print(
+    bt_cfg: BacktestConfig, app_cfg: AppConfig, folds: int, out: Path, *, quiet: bool
+) -> WalkForwardResult:
+    """``--walk-forward K``: train, trade, write ``out/walk_forward.json`` and both modes' reports."""
+    from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
+
+    with progress(quiet) as bar:
+        task = bar.add_task(f"walk-forward K={folds} " + ",".join(bt_cfg.symbols), total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        wf = run_walk_forward(bt_cfg, app_cfg, folds=folds, out_dir=out, progress=on_progress)
+    console.print(walk_forward_renderable(wf))
+    return wf

@@ -18,6 +18,13 @@ Life cycle
                    cancel by id, notification; wakes a waiting reverse.
 ``reconcile()``    every 5 min in live: exchange flat but local position → SYNC close from income
                    history; position without protection → protective orders re-placed.
+``close_position(reason)`` a reduce-only close on demand (backtest END_OF_DATA, operators);
+``stop()`` cancels background work only (protective orders stay, SPEC §13 row 28);
+``state`` / ``closed_trades`` / ``estimated_pnl(price)`` are the read side for runner and monitor.
+
+The runner must let the adapter deliver events while it awaits the bot (``SimExchange.start()``
+before ``start()``; ``drain()`` after ``process_bar`` and after ``on_candle``): the bot waits for
+close confirmations with ``clock.wait_for`` and never calls ``drain()`` itself.
 
 Expected exchange behaviour (any adapter)
 -----------------------------------------
@@ -225,6 +232,14 @@ class SymbolBot:
     @property
     def in_position(self) -> bool:
         return self._pos is not None
+
+    def estimated_pnl(self, price: float) -> float | None:
+        """Unrealised PnL at ``price`` (SPEC §8.5/§8.7: ``±(price − entry)·qty``); None when flat
+        or when the price is unusable, so the position monitor idles."""
+        p = self._pos
+        if p is None or not (price > 0) or p.entry_price <= 0 or p.qty <= 0:
+            return None
+        return p.side.sign * (price - p.entry_price) * p.qty
 
     # ================================================================ start-up
     async def start(self, ctx: CandleContext | None = None) -> None:
@@ -726,7 +741,10 @@ class SymbolBot:
         self._journal.record_event(self._clock.now_ms(), "emergency_close", self.symbol, detail)
         outcome = await self._close_market(pos, CloseReason.EMERGENCY)
         if outcome is None:
-            text = f"{detail}; the emergency close FAILED. The position is open without protection."
+            text = (
+                f"{detail}; the emergency close FAILED: the position is open without its "
+                f"{' and '.join(failed)}."
+            )
             self._journal.record_event(self._clock.now_ms(), "manual_action_needed", self.symbol, text)
             await self._notifier.notify(
                 "emergency", emergency_message(self.symbol, pos.side, text, success=False)
