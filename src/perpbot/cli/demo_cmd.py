@@ -9,12 +9,10 @@ calls the same functions as ``synth``, ``train`` and ``backtest``.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from perpbot.cli.common import (
     DataDirOpt,
@@ -48,12 +46,15 @@ def _prepare_data(cfg: AppConfig, data_dir: Path, out: Path, days: int, seed: in
         task = bar.add_task("synth", total=len(cfg.symbols))
         for symbol in cfg.symbols:
             frame = synth_market(days=days, seed=seed, symbol=symbol)
-            save_market(frame, data_path(synth_dir, symbol), closed_through_ms=int(frame.index[-1].value // 1_000_000))
+            last_open_ms = int(frame.index[-1].value // 1_000_000)
+            save_market(frame, data_path(synth_dir, symbol), closed_through_ms=last_open_ms)
             bar.advance(task)
     return synth_dir
 
 
-def _train_all(cfg: AppConfig, data_dir: Path, model_dir: Path, backends: list[str], wf: int, quiet: bool) -> None:
+def _train_all(
+    cfg: AppConfig, data_dir: Path, model_dir: Path, backends: list[str], wf: int, quiet: bool
+) -> None:
     from perpbot.cli.train_cmds import print_train_report, progress_callback
     from perpbot.ml.training import train_symbol
 
@@ -72,47 +73,21 @@ def _train_all(cfg: AppConfig, data_dir: Path, model_dir: Path, backends: list[s
             print_train_report(report)
 
 
-def _backtest(cfg: AppConfig, data_dir: Path, model_dir: Path, out: Path, quiet: bool) -> Table:
-    from perpbot.backtest.report import summary_renderable, write_report
-    from perpbot.backtest.runner import BacktestConfig, run_backtest
+def _backtest(cfg: AppConfig, data_dir: Path, out: Path, folds: int, quiet: bool) -> None:
+    """The rule strategy over the whole market, then ML on vs off strictly out of sample.
 
-    rows = []
-    for use_ml in (True, False):
-        label = "ml_on" if use_ml else "ml_off"
-        bt_cfg = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=model_dir, use_ml=use_ml)
-        with progress(quiet) as bar:
-            task = bar.add_task(f"backtest ({label.replace('_', ' ')})", total=None)
+    The full-period run is ML-off on purpose: the demo's models were trained on this very market,
+    so an ML-on run over it would grade the models on their own training data. The ML comparison
+    is the walk-forward backtest, which retrains on each purged past window and trades only the
+    window after it.
+    """
+    from perpbot.backtest.runner import BacktestConfig
+    from perpbot.cli.backtest_cmd import run_and_print, walk_forward_and_print
 
-            def on_progress(done: int, total: int, task: int = task) -> None:
-                bar.update(task, completed=done, total=total)
-
-            result = asyncio.run(run_backtest(bt_cfg, cfg, progress=on_progress))
-        files = write_report(
-            out / f"backtest_{label}",
-            result.trades,
-            result.metrics,
-            result.parameters(),
-            title=result.title,
-            markers=result.markers(),
-        )
-        if use_ml:
-            console.print(summary_renderable(result.metrics, files, result.title, result.notes()))
-        rows.append((label, result.metrics.portfolio, result.fingerprint))
-
-    table = Table(title="ML filter on vs off (same candles, same bots, same risk manager)")
-    for col in ("run", "trades", "win rate", "profit factor", "net PnL", "max DD %", "fingerprint"):
-        table.add_column(col)
-    for label, m, fp in rows:
-        table.add_row(
-            label,
-            str(m.trades),
-            _fmt(m.win_rate),
-            _fmt(m.profit_factor),
-            f"{m.net_pnl:.2f}",
-            f"{m.max_drawdown_pct:.2f}",
-            fp[:16],
-        )
-    return table
+    full = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=out / "models", use_ml=False)
+    run_and_print(full, cfg, out / "backtest", quiet=quiet)
+    wf = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=out / "models", use_ml=True)
+    walk_forward_and_print(wf, cfg, folds, out / "walk_forward", quiet=quiet)
 
 
 def _fmt(value: float | None) -> str:
@@ -125,13 +100,20 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: OutOpt = Path("demo_out"),
         data_dir: DataDirOpt = Path("data"),
-        days: Annotated[int, typer.Option("--days", help="Days of synthetic market when no data exists.")] = 365,
+        days: Annotated[
+            int, typer.Option("--days", help="Days of synthetic market when no data exists.")
+        ] = 1095,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic market.")] = 7,
         backend: Annotated[str, typer.Option("--backend", help="lgbm, nn or both.")] = "lgbm",
-        wf: Annotated[int, typer.Option("--wf", help="Purged walk-forward folds.")] = 5,
+        wf: Annotated[
+            int, typer.Option("--wf", help="Purged walk-forward folds of the training report.")
+        ] = 5,
+        wf_backtest: Annotated[
+            int, typer.Option("--walk-forward", help="Out-of-sample folds of the ML on/off backtest.")
+        ] = 3,
         quiet: QuietOpt = False,
     ) -> None:
-        """Main job: data (synthetic if none) → per-symbol training report → multi-symbol backtest."""
+        """Main job: data (synthetic if none) → per-symbol training report → backtests."""
         cfg = config_from_env()
         backends = {"lgbm": ["lgbm"], "nn": ["nn"], "both": ["lgbm", "nn"]}.get(backend.lower())
         if backends is None:
@@ -142,10 +124,10 @@ def register(app: typer.Typer) -> None:
         model_dir = out / "models"
         used_data = _prepare_data(cfg, data_dir, out, days, seed, quiet)
         _train_all(cfg, used_data, model_dir, backends, wf, quiet)
-        console.print(_backtest(cfg, used_data, model_dir, out, quiet))
+        _backtest(cfg, used_data, out, wf_backtest, quiet)
         console.print(
             "[bold yellow]Profitability is unproven[/]: these figures come from "
             + ("a synthetic market" if used_data != data_dir else "recorded data")
             + " and validate the machinery, not an edge. Reports are in "
-            + f"{out}/backtest_ml_on and {out}/backtest_ml_off."
+            + f"{out}/backtest and {out}/walk_forward."
         )
