@@ -258,7 +258,7 @@ def test_every_candle_of_an_open_time_before_time_advances(markets4: dict[str, p
         bars = log[i : i + len(step)]
         i += len(step)
         assert [(x[0], x[1], x[2]) for x in bars] == [("bar", names[si], row) for si, row in step]
-        assert all(x[3] <= t[k] for x in bars)  # the bars happen before the clock reaches their close
+        assert all(x[3] == t[k] + BAR_MS for x in bars)  # handled at the stamp of the bar's close
         rest = []
         while i < len(log) and log[i][0] != "bar":
             rest.append(log[i])

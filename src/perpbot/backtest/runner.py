@@ -9,12 +9,14 @@ Time order (issue 3 §6). All symbols are aligned on ONE timeline: the union of 
 times inside the window (a symbol without a candle at a time simply has no step there). For each
 open time ``T``, in order:
 
-1. every symbol with a candle at ``T`` (configured symbol order): ``engine.process_bar`` — the
+1. the clock is set to the candle's close time ``T + 15 min`` (the simulator stamps everything
+   that happens inside the candle with that time, so the bots' journal and the risk manager's
+   daily reset agree with the exchange's stamps);
+2. every symbol with a candle at ``T`` (configured symbol order): ``engine.process_bar`` — the
    candle *happens* (funding, gaps, intra-bar SL/TP triggers, liquidation) — then the resulting
    events are delivered to the bots (``drain``);
-2. the clock is set to the candle's close time and every such symbol's bot sees its closed candle
-   (``on_candle``); market orders it sends fill at the next candle's open; the events are delivered
-   before time advances.
+3. every such symbol's bot sees its closed candle (``on_candle``); market orders it sends fill at
+   the next candle's open; the events are delivered before time advances.
 
 So every symbol's candle for ``T`` is processed before any candle of ``T + 15 min``, and a bot
 never sees a price before the exchange has let the candle happen.
@@ -592,11 +594,14 @@ async def _drive(
     n_steps = len(steps)
     for k in range(n_steps):
         step = steps[k]
+        # The clock reads the candle's close before its exchange events are handled: the
+        # simulator stamps what happens inside bar T at T's close, and the bots' journal entries
+        # and the risk manager's daily reset must agree with those stamps.
+        clock.set(open_times[k] + BAR_MS)
         for si, row in step:
             process_bar(syms[si], row)
         if engine.has_events:
             await exchange.drain()
-        clock.set(open_times[k] + BAR_MS)
         ending: list[int] | None = None
         for si, row in step:
             if row == last_row[si]:
