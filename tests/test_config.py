@@ -95,7 +95,9 @@ def test_bad_values_fail_fast_naming_the_variable(env: dict[str, str], culprit: 
     assert message.startswith(culprit) and "\n" not in message
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("1", True), ("TRUE", True), ("Yes", True), ("0", False), ("", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("TRUE", True), ("Yes", True), ("0", False), ("", False)]
+)
 def test_no_ml_filter_boolish(raw: str, expected: bool) -> None:
     assert parse_bool("NO_ML_FILTER", raw) is expected
     assert cfg(NO_ML_FILTER=raw).no_ml_filter is expected
@@ -128,7 +130,9 @@ def test_masked_view_never_shows_secrets() -> None:
     assert "abcdef123456" not in text and "supersecret" not in text
 
 
-def test_cli_config_prints_per_symbol_with_secrets_masked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_cli_config_prints_per_symbol_with_secrets_masked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SYMBOLS", "XRPUSDT,TRXUSDT")
     monkeypatch.setenv("ATR_SL_MULT_XRPUSDT", "1.5")

@@ -227,7 +227,9 @@ def _override(env: Mapping[str, str], name: str, symbol: str, base: float, kind:
     try:
         return kind(raw) if kind is float else int(raw.strip())
     except ValueError:
-        raise ConfigError(f"{key}={raw!r}: expected {'a number' if kind is float else 'an integer'}") from None
+        raise ConfigError(
+            f"{key}={raw!r}: expected {'a number' if kind is float else 'an integer'}"
+        ) from None
 
 
 def _validate_params(p: SignalParams, where: str) -> None:

@@ -10,10 +10,10 @@ import pytest
 
 from perpbot.domain.events import AlgoUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import AlgoStatus, OrderSide, OrderStatus, OrderType, SymbolFilters
-from perpbot.exchange.errors import REDUCE_ONLY_REJECTED, ExchangeError
+from perpbot.exchange.errors import INVALID_SYMBOL, REDUCE_ONLY_REJECTED, ExchangeError
 from perpbot.exchange.port import ExchangePort
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import INVALID_SYMBOL, MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
 
 SYM = "XRPUSDT"
 BAR = 15 * 60_000

@@ -11,8 +11,7 @@ import pytest
 from perpbot.domain.events import AccountUpdate, AlgoUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import AlgoStatus, OrderSide, OrderStatus, OrderType, Side, SymbolFilters
 from perpbot.exchange import errors as E
-from perpbot.exchange.errors import ExchangeError
-from perpbot.exchange.filters import QTY_BELOW_MIN
+from perpbot.exchange.errors import QTY_BELOW_MIN, ExchangeError
 from perpbot.exchange.sim.engine import (
     INVALID_LEVERAGE,
     INVALID_ORDER_TYPE,

@@ -21,7 +21,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter."""

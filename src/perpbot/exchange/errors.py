@@ -7,11 +7,19 @@ PRECISION = -1111  # "Precision is over the maximum defined for this asset."
 MIN_NOTIONAL = -4164  # "Order's notional must be no smaller than 5 (unless you choose reduce only)."
 MARGIN_INSUFFICIENT = -2019  # "Margin is insufficient."
 REDUCE_ONLY_REJECTED = -2022  # "ReduceOnly Order is rejected."
-CONDITIONAL_ON_ORDER_ENDPOINT = -4120  # "Order type not supported for this endpoint. Please use the Algo Order API"
+# "Order type not supported for this endpoint. Please use the Algo Order API"
+CONDITIONAL_ON_ORDER_ENDPOINT = -4120
 NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046  # "No need to change margin type." (ignored by the bot)
 UNKNOWN_ORDER = -2011  # "Unknown order sent." (cancel of a missing order)
 ORDER_WOULD_IMMEDIATELY_TRIGGER = -2021  # "Order would immediately trigger."
 INVALID_QUANTITY = -4003  # "Quantity less than or equal to zero."
+QTY_BELOW_MIN = -4004  # "Quantity less than minimum quantity."
+QTY_ABOVE_MAX = -4005  # "Quantity greater than maximum quantity."
+INVALID_SYMBOL = -1121  # "Invalid symbol."
+INVALID_ORDER_TYPE = -1116  # "Invalid orderType."
+INVALID_LEVERAGE = -4028  # "Leverage N is not valid"
+MARGIN_TYPE_WITH_POSITION = -4048  # "Margin type cannot be changed if there exists position."
+INVALID_MARGIN_TYPE = -4044  # "The margin type is invalid."
 
 
 class ExchangeError(Exception):

@@ -17,11 +17,14 @@ from decimal import Decimal
 from functools import lru_cache
 
 from perpbot.domain.types import SymbolFilters
-from perpbot.exchange.errors import INVALID_QUANTITY, MIN_NOTIONAL, PRECISION, ExchangeError
-
-# Binance codes used only here (not yet in errors.py, which another module owns).
-QTY_BELOW_MIN = -4004  # "Quantity less than minimum quantity."
-QTY_ABOVE_MAX = -4005  # "Quantity greater than maximum quantity."
+from perpbot.exchange.errors import (
+    INVALID_QUANTITY,
+    MIN_NOTIONAL,
+    PRECISION,
+    QTY_ABOVE_MAX,
+    QTY_BELOW_MIN,
+    ExchangeError,
+)
 
 # How far (in steps) a ratio may sit from an integer and still count as that integer. Float error
 # of x/step is about 3e-16 relative, so 1e-9 absolute covers every realistic count of steps, and

@@ -96,6 +96,7 @@ assignments; with a position it reads high/low once and compares them with a pre
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,7 +130,12 @@ from perpbot.domain.types import (
 )
 from perpbot.exchange.errors import (
     CONDITIONAL_ON_ORDER_ENDPOINT,
+    INVALID_LEVERAGE,
+    INVALID_MARGIN_TYPE,
+    INVALID_ORDER_TYPE,
+    INVALID_SYMBOL,
     MARGIN_INSUFFICIENT,
+    MARGIN_TYPE_WITH_POSITION,
     NO_NEED_TO_CHANGE_MARGIN_TYPE,
     ORDER_WOULD_IMMEDIATELY_TRIGGER,
     REDUCE_ONLY_REJECTED,
@@ -137,13 +143,6 @@ from perpbot.exchange.errors import (
     ExchangeError,
 )
 from perpbot.exchange.filters import floor_qty, from_steps, snap, steps_of, validate_order
-
-# Binance codes used only by the simulator (errors.py belongs to another module).
-INVALID_SYMBOL = -1121  # "Invalid symbol."
-INVALID_ORDER_TYPE = -1116  # "Invalid orderType."
-INVALID_LEVERAGE = -4028  # "Leverage N is not valid"
-MARGIN_TYPE_WITH_POSITION = -4048  # "Margin type cannot be changed if there exists position."
-INVALID_MARGIN_TYPE = -4044  # "The margin type is invalid."
 
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
 _INF = math.inf
@@ -282,6 +281,10 @@ class MatchingEngine:
         self._wallet = float(self.settings.initial_balance)
         self._events: list[ExchangeEvent] = []
         self._incomes: list[Income] = []
+        # Per-symbol rows kept in time order (stable for equal stamps) with their times beside
+        # them, so a bot's lookup at each close is a binary search, not a scan of every row.
+        self._incomes_by_symbol: dict[str, list[Income]] = {}
+        self._income_times: dict[str, list[int]] = {}
         self._fills: list[Fill] = []
         self._next_order_id = 1_000_001
         self._next_algo_id = 9_000_000_001  # a different range, so a mixed-up id is an error
@@ -454,16 +457,27 @@ class MatchingEngine:
         """Income rows (REALIZED_PNL, COMMISSION, FUNDING_FEE, INSURANCE_CLEAR) in time order,
         filtered by symbol, ``start_ms ≤ time ≤ end_ms`` and type (all when empty)."""
         types = set(income_types)
-        rows = [
-            r
-            for r in self._incomes
-            if (symbol is None or r.symbol == symbol)
-            and (start_ms is None or r.time_ms >= start_ms)
-            and (end_ms is None or r.time_ms <= end_ms)
-            and (not types or r.income_type in types)
-        ]
-        rows.sort(key=lambda r: r.time_ms)  # stable: funding rows are stamped at settlement time
-        return rows
+        if symbol is None:
+            candidates: list[Income] = sorted(self._incomes, key=lambda r: r.time_ms)
+            lo, hi = 0, len(candidates)
+            if start_ms is not None:
+                lo = bisect.bisect_left(candidates, start_ms, key=lambda r: r.time_ms)
+            if end_ms is not None:
+                hi = bisect.bisect_right(candidates, end_ms, key=lambda r: r.time_ms)
+        else:
+            candidates = self._incomes_by_symbol.get(symbol, [])
+            times = self._income_times.get(symbol, [])
+            lo = 0 if start_ms is None else bisect.bisect_left(times, start_ms)
+            hi = len(times) if end_ms is None else bisect.bisect_right(times, end_ms)
+        return [r for r in candidates[lo:hi] if not types or r.income_type in types]
+
+    def _add_income(self, row: Income) -> None:
+        self._incomes.append(row)
+        rows = self._incomes_by_symbol.setdefault(row.symbol, [])
+        times = self._income_times.setdefault(row.symbol, [])
+        at = bisect.bisect_right(times, row.time_ms)
+        rows.insert(at, row)
+        times.insert(at, row.time_ms)
 
     def fills(self, symbol: str | None = None) -> list[Fill]:
         """Every execution so far (Binance's account trade list), optionally for one symbol."""
@@ -925,9 +939,9 @@ class MatchingEngine:
         sym = b.symbol
         self._fills.append(Fill(sym, oid, tid, side, price, q, fee, rp, now))
         if rp != 0.0:
-            self._incomes.append(Income(sym, "REALIZED_PNL", rp, now, str(tid)))
+            self._add_income(Income(sym, "REALIZED_PNL", rp, now, str(tid)))
         if fee != 0.0:
-            self._incomes.append(Income(sym, "COMMISSION", -fee, now, str(tid)))
+            self._add_income(Income(sym, "COMMISSION", -fee, now, str(tid)))
 
     def _liquidate(self, b: _Book) -> None:
         s = self.settings
@@ -971,7 +985,7 @@ class MatchingEngine:
         self._events.append(self._account_update("ORDER", b, lp))
         if clear > 0.0:
             self._wallet -= clear
-            self._incomes.append(Income(b.symbol, "INSURANCE_CLEAR", -clear, now, str(tid)))
+            self._add_income(Income(b.symbol, "INSURANCE_CLEAR", -clear, now, str(tid)))
             self._events.append(self._account_update("INSURANCE_CLEAR", b, lp, -clear))
         self._rearm(b)
 
@@ -986,7 +1000,7 @@ class MatchingEngine:
         self._recompute_liq(b)
         self._rearm(b)
         t = b.open_time[i]
-        self._incomes.append(Income(b.symbol, "FUNDING_FEE", payment, t, f"funding-{t}"))
+        self._add_income(Income(b.symbol, "FUNDING_FEE", payment, t, f"funding-{t}"))
         self._events.append(self._account_update("FUNDING_FEE", b, price, payment))
 
     # ------------------------------------------------------------------ internals: events
