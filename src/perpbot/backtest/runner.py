@@ -309,7 +309,7 @@ def check_inputs(cfg: BacktestConfig) -> None:
             path = data_path(cfg.data_dir, sym)
             if not path.is_file():
                 raise DataError(
-                    f"{path}: no market data for {sym} (fetch it first: perpbot data fetch --symbol {sym})"
+                    f"{path}: no market data for {sym} (fetch it first: perpbot fetch --symbol {sym})"
                 )
     else:
         missing = [s for s in cfg.symbols if s not in cfg.markets]

@@ -9,6 +9,7 @@ stderr and exit status 2, before anything is computed.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -129,6 +130,16 @@ def register(app: typer.Typer) -> None:
             run_and_print(bt_cfg, app_cfg, out, quiet=quiet)
 
 
+def fresh_journal(out: Path) -> Path:
+    """``<out>/journal.sqlite3``, emptied: the report folder belongs to this run, and a journal left
+    by an earlier run would restore its kill-switch state and break determinism."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "journal.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return path
+
+
 def run_and_print(bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quiet: bool) -> BacktestResult:
     """Run one backtest with a progress bar, write the report into ``out`` and print the summary.
 
@@ -137,6 +148,7 @@ def run_and_print(bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quie
     from perpbot.backtest.report import summary_renderable, write_report
     from perpbot.backtest.runner import run_backtest
 
+    bt_cfg = replace(bt_cfg, journal_path=fresh_journal(out))
     with progress(quiet) as bar:
         task = bar.add_task("backtest " + ",".join(bt_cfg.symbols), total=None)
 
