@@ -17,10 +17,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from perpbot.cli.common import config_from_env, progress, select_symbols
+from perpbot.cli.common import config_from_env, progress, run_script, select_symbols
 from perpbot.config import CorrelationMap
 from perpbot.data.fetch import FetchOptions, fetch_history, resolve_base_url
-from perpbot.errors import ConfigError, PerpbotError
+from perpbot.errors import ConfigError
 from perpbot.symbols import normalize_symbol
 
 
@@ -75,12 +75,7 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> int:
-    try:
-        return run()
-    except PerpbotError as exc:
-        # Plain write, like the CLI: one line whatever the terminal width.
-        sys.stderr.write(f"error: {' '.join(str(exc).split())}\n")
-        return exc.exit_code
+    return run_script(run)
 
 
 if __name__ == "__main__":

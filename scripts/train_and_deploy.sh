@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fetch → train → deploy, per symbol (SPEC §7.5).
 #
-#   scripts/train_and_deploy.sh [lgbm|nn|mlx] [--symbol S] [--all] [N]
+#   scripts/train_and_deploy.sh [lgbm|nn|mlx] [--symbol S] [--all] [--data-dir D] [--model-dir M] [N]
 #
-#   backend  lgbm (default) | nn | mlx (alias of nn: MLX exists only on Apple hardware)
-#   --symbol one symbol; without it (or with --all) every configured symbol (SYMBOLS)
-#   N        purged walk-forward folds reported before the final model (default 5; 0 skips)
+#   backend      lgbm (default) | nn | mlx (alias of nn: MLX exists only on Apple hardware)
+#   --symbol     one symbol; without it (or with --all) every configured symbol (SYMBOLS)
+#   --data-dir   market data root (default $DATA_DIR, else data)
+#   --model-dir  models root the bot reads (default $MODEL_DIR, else models)
+#   N            purged walk-forward folds reported before the final model (default 5; 0 skips)
 #
 # Per symbol:
 #   1. data: fetch 365 days (--no-upsert) when data/<sym>/combined_15m.parquet is missing,
@@ -26,7 +28,7 @@
 set -euo pipefail
 IFS=$'\n\t'
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { printf 'error: %s\n' "$1" >&2; exit 2; }
 
 IFS=' ' read -r -a PB <<<"${PERPBOT:-perpbot}"
@@ -47,6 +49,13 @@ while [ "$#" -gt 0 ]; do
       shift
       ;;
     --symbol=*) symbol="${1#*=}" ;;
+    --data-dir | --model-dir)
+      [ "$#" -ge 2 ] || die "$1 needs a value"
+      if [ "$1" = "--data-dir" ]; then DATA_DIR="$2"; else MODEL_DIR="$2"; fi
+      shift
+      ;;
+    --data-dir=*) DATA_DIR="${1#*=}" ;;
+    --model-dir=*) MODEL_DIR="${1#*=}" ;;
     --all) all=1 ;;
     -h | --help)
       usage
@@ -82,13 +91,15 @@ trap 'rm -rf -- "$staging"' EXIT
 for sym in "${symbols[@]}"; do
   lower="$(printf '%s' "$sym" | tr '[:upper:]' '[:lower:]')"
   parquet="$DATA_DIR/$lower/combined_15m.parquet"
-  mkdir -p "$DATA_DIR/$lower" "$MODEL_DIR/$lower" "$staging/$lower"
   echo "== $sym: data"
   if [ -f "$parquet" ]; then
     "${PB[@]}" fetch --symbol "$sym" --days 35 --data-dir "$DATA_DIR"
   else
     "${PB[@]}" fetch --symbol "$sym" --days 365 --no-upsert --data-dir "$DATA_DIR"
   fi
+  # Only now, after `fetch` has validated the symbol: perpbot creates the data and model folders
+  # itself, so a malformed --symbol stops the script without leaving folders behind.
+  mkdir -p "$staging/$lower"
   for f in training_log.json active_lgbm_params.json; do
     if [ -f "$MODEL_DIR/$lower/$f" ]; then cp -p -- "$MODEL_DIR/$lower/$f" "$staging/$lower/$f"; fi
   done

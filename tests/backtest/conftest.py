@@ -5,8 +5,9 @@ rules per trade)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from perpbot.data.synth import synth_market
 from perpbot.domain.types import ClosedTrade, SymbolFilters
 from perpbot.exchange.filters import is_multiple
 
+DAY_MS = 86_400_000
 SYMS3 = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
 SYMS4 = ("XRPUSDT", "TRXUSDT", "DOGEUSDT", "ADAUSDT")
 SYNTH_DAYS = 60
@@ -63,6 +65,44 @@ def risk_violations(trades: Sequence[ClosedTrade], max_open: int = 3, max_same: 
         if per_side[t.side] > max_same:
             out.append(f"{time_ms}: {per_side[t.side]} {t.side.value} positions open")
     return out
+
+
+def daily_limit_violations(
+    trades: Sequence[ClosedTrade], base: float, max_daily_loss: float = 0.05
+) -> list[str]:
+    """Entries made while the day's realised net PnL was at or below the loss limit (SPEC §9: a
+    level test on the UTC day's closed trades, so a later winner can lift it the same day).
+
+    Closes stamped at the entry's very millisecond may have been handled before or after it
+    (another symbol's candle of the same open time), so only a breach that holds even with
+    every same-time winner counted and every same-time loser left out is reported."""
+    out = []
+    limit = -max_daily_loss * base
+    for k, t in enumerate(trades):
+        day = t.entry_time_ms // DAY_MS
+        before = at = 0.0
+        for c in trades:
+            if c.exit_time_ms // DAY_MS != day or c.exit_time_ms > t.entry_time_ms:
+                continue
+            if c.exit_time_ms < t.entry_time_ms:
+                before += c.net_pnl
+            else:
+                at += max(c.net_pnl, 0.0)
+        if before + at <= limit:
+            out.append(f"trade {k} {t.symbol}: entered at {t.entry_time_ms} with the day's PnL {before:.4f}")
+    return out
+
+
+def kill_switch_violations(trades: Sequence[ClosedTrade], trips: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Entries of a symbol at or after its kill switch tripped (it latches for the whole run)."""
+    first = {}
+    for trip in trips:
+        first.setdefault(trip["symbol"], int(trip["time_ms"]))
+    return [
+        f"trade {k} {t.symbol}: entered at {t.entry_time_ms} after the kill switch at {first[t.symbol]}"
+        for k, t in enumerate(trades)
+        if t.symbol in first and t.entry_time_ms >= first[t.symbol]
+    ]
 
 
 def exchange_violations(trades: Sequence[ClosedTrade], filters: dict[str, SymbolFilters]) -> list[str]:

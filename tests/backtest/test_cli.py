@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from perpbot.cli.main import app
 
@@ -21,26 +21,24 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def backtest(data_dir: Path, out: Path, *args: str) -> Result:
+    """``perpbot backtest --data-dir D --out O --quiet ARGS…`` through the real CLI."""
+    return runner.invoke(app, ["backtest", "--data-dir", str(data_dir), "--out", str(out), "--quiet", *args])
+
+
 def test_backtest_success(synth_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    res = runner.invoke(
-        app,
-        [
-            "backtest",
-            "--symbols",
-            "XRPUSDT,TRXUSDT",
-            "--data-dir",
-            str(synth_data_dir),
-            "--model-dir",
-            str(tmp_path / "no-models"),
-            "--from",
-            "2025-01-05",
-            "--to",
-            "2025-02-20T12:00",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
+    res = backtest(
+        synth_data_dir,
+        out,
+        "--symbols",
+        "XRPUSDT,TRXUSDT",
+        "--model-dir",
+        str(tmp_path / "no-models"),
+        "--from",
+        "2025-01-05",
+        "--to",
+        "2025-02-20T12:00",
     )
     assert res.exit_code == 0, res.output
     for name in ("trades.csv", "metrics.json", "equity.png", "equity.html"):
@@ -57,10 +55,7 @@ def test_backtest_twice_same_fingerprint(synth_data_dir: Path, tmp_path: Path) -
     prints = []
     for k in range(2):
         out = tmp_path / f"o{k}"
-        res = runner.invoke(
-            app,
-            ["backtest", "--all", "--data-dir", str(synth_data_dir), "--no-ml", "--out", str(out), "--quiet"],
-        )
+        res = backtest(synth_data_dir, out, "--all", "--no-ml")
         assert res.exit_code == 0, res.output
         prints.append(json.loads((out / "metrics.json").read_text())["fingerprint"])
     assert prints[0] == prints[1]
@@ -82,9 +77,7 @@ def test_backtest_twice_same_fingerprint(synth_data_dir: Path, tmp_path: Path) -
 def test_bad_input_exits_2_with_one_line(
     synth_data_dir: Path, tmp_path: Path, args: list[str], needle: str
 ) -> None:
-    res = runner.invoke(
-        app, ["backtest", "--data-dir", str(synth_data_dir), "--out", str(tmp_path / "o"), "--quiet", *args]
-    )
+    res = backtest(synth_data_dir, tmp_path / "o", *args)
     assert res.exit_code == 2, res.output
     err = res.stderr.strip()
     assert len(err.splitlines()) == 1, err  # one line whatever the terminal width
@@ -100,21 +93,7 @@ def test_missing_data_dir_exits_2(tmp_path: Path) -> None:
 
 def test_walk_forward_cli(synth_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "wf"
-    res = runner.invoke(
-        app,
-        [
-            "backtest",
-            "--symbols",
-            "XRPUSDT",
-            "--data-dir",
-            str(synth_data_dir),
-            "--walk-forward",
-            "2",
-            "--out",
-            str(out),
-            "--quiet",
-        ],
-    )
+    res = backtest(synth_data_dir, out, "--symbols", "XRPUSDT", "--walk-forward", "2")
     assert res.exit_code == 0, res.output
     doc = json.loads((out / "walk_forward.json").read_text())
     assert len(doc["folds"]) == 2

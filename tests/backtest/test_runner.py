@@ -19,7 +19,6 @@ from perpbot.backtest.runner import (
     BacktestResult,
     _drive,
     build_timeline,
-    derived_filters,
     prepare_series,
     run_backtest,
     training_overlap,
@@ -29,13 +28,16 @@ from perpbot.config import AppConfig
 from perpbot.data.schema import BAR_MS
 from perpbot.domain.types import ClosedTrade, CloseReason, Side
 from perpbot.errors import ConfigError, DataError
+from perpbot.exchange.known_filters import derived_filters
 from perpbot.ml.features import FEATURE_WARMUP_BARS, build_feature_frame, context_from_row, contexts_arrays
 from perpbot.ml.splits import EMBARGO
 
 from .conftest import (
     SYMS3,
     SYMS4,
+    daily_limit_violations,
     exchange_violations,
+    kill_switch_violations,
     loose_config,
     risk_violations,
     tiny_onnx_model,
@@ -93,8 +95,7 @@ def test_pinned_fingerprint_with_a_tiny_onnx_model(
     assert res.fingerprint != loose_run.fingerprint
     assert len(res.trades) > 0
     assert res.fingerprint == PIN_TINY_MODEL
-    assert not risk_violations(res.trades)
-    assert not exchange_violations(res.trades, res.filters)
+    assert_obeys_every_rule(res)
 
 
 def test_missing_model_passes_everything_and_says_so(
@@ -109,9 +110,17 @@ def test_missing_model_passes_everything_and_says_so(
 # --------------------------------------------------------------------------- trade rules
 
 
+def assert_obeys_every_rule(res: BacktestResult) -> None:
+    """Position limits, the daily loss limit, the kill switch and the exchange's filters."""
+    assert not risk_violations(res.trades)
+    assert not daily_limit_violations(res.trades, res.config.initial_balance)
+    assert not kill_switch_violations(res.trades, res.kill_switch_trips)
+    assert not exchange_violations(res.trades, res.filters)
+
+
 def test_every_trade_obeys_the_risk_rules(loose_run: BacktestResult) -> None:
     trades = loose_run.trades
-    assert not risk_violations(trades)
+    assert_obeys_every_rule(loose_run)
     # The limits are reached, so the check above is not vacuous.
     assert _max_concurrency(trades) == 3
     assert _max_same_direction(trades) == 2
@@ -141,6 +150,19 @@ def test_the_rule_checkers_catch_breaches() -> None:
     assert any("second position" in v for v in risk_violations(same_symbol))
     back_to_back = [tr("A", Side.LONG, 0, 10), tr("A", Side.SHORT, 10, 12)]  # a reverse: allowed
     assert not risk_violations(back_to_back)
+    # 5 % of 1000: A's loss at t=5 blocks later entries that UTC day, not ones at that very time,
+    # until a winner lifts the day's PnL above the limit again.
+    loss = dataclasses.replace(tr("A", Side.LONG, 0, 5), realized_pnl=-50.0)
+    day = [loss, tr("B", Side.LONG, 5, 9), tr("C", Side.LONG, 6, 9)]
+    assert [v.split(":")[0] for v in daily_limit_violations(day, 1000.0)] == ["trade 2 C"]
+    assert not daily_limit_violations(day[:2], 1000.0)
+    assert not daily_limit_violations([loss, tr("C", Side.LONG, 86_400_000, 86_400_009)], 1000.0)
+    win = dataclasses.replace(tr("D", Side.SHORT, 1, 7), realized_pnl=20.0)
+    assert not daily_limit_violations([loss, win, tr("C", Side.LONG, 7, 9)], 1000.0)
+    assert daily_limit_violations([loss, win, tr("C", Side.LONG, 6, 9)], 1000.0)
+    trips = [{"symbol": "A", "time_ms": 10}]
+    assert kill_switch_violations([tr("A", Side.LONG, 10, 12)], trips)
+    assert not kill_switch_violations([tr("A", Side.LONG, 0, 10), tr("B", Side.LONG, 11, 12)], trips)
     f = {"A": derived_filters("XRPUSDT", 1.0)}
     assert exchange_violations([tr("A", Side.LONG, 0, 1, qty=10.05)], f)
     assert exchange_violations([tr("A", Side.LONG, 0, 1, qty=4.0)], f)  # notional 4 < 5
@@ -401,14 +423,23 @@ def test_walk_forward_trains_before_each_window_and_trades_inside_it(
 
 
 @pytest.mark.realdata
-def test_real_data_three_symbols(real_data_dir: Path) -> None:
-    cfg = BacktestConfig(symbols=("XRPUSDT", "TRXUSDT", "DOGEUSDT"), data_dir=real_data_dir, use_ml=False)
-    res = run(cfg, AppConfig())
+@pytest.mark.parametrize("params", ["default", "loose"])
+def test_real_data_three_symbols(real_data_dir: Path, params: str) -> None:
+    """The three recorded symbols over their whole history through the real bots. The loose
+    parameters make the limits bind (3 open, 2 per side, daily loss, kill switch), so the rule
+    checks below are not vacuous; the default ones are what a user runs."""
+    cfg = BacktestConfig(symbols=SYMS3, data_dir=real_data_dir, use_ml=False)
+    res = run(cfg, AppConfig(symbols=SYMS3) if params == "default" else loose_config(SYMS3))
     assert res.stats.candles > 100_000
     assert res.stats.bot_errors == 0
     assert res.stats.close_timeouts == 0
     assert len(res.trades) > 0
-    assert not risk_violations(res.trades)
-    assert not exchange_violations(res.trades, res.filters)
+    assert_obeys_every_rule(res)
+    for t in res.trades:  # quantities on the real symbols' step grids (XRP 0.1, TRX/DOGE 1)
+        assert t.quantity * 10 == pytest.approx(round(t.quantity * 10), abs=1e-9)
     assert res.final_balance == pytest.approx(1000.0 + sum(t.net_pnl for t in res.trades), abs=1e-6)
     assert set(res.closes) == set(cfg.symbols)
+    if params == "loose":
+        assert _max_concurrency(res.trades) == 3
+        assert _max_same_direction(res.trades) == 2
+        assert res.daily_limit_days > 0 and res.kill_switch_trips

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from perpbot.cli.main import app
 from perpbot.data import fetch
 from perpbot.data.schema import data_path
-from perpbot.data.store import data_file_sha256, load_market, save_market
+from perpbot.data.store import data_file_sha256, load_market
 from perpbot.data.synth import synth_market
+from tests.support.cli import invoke, load_script, one_line_error
+from tests.support.data import BAD_PARQUETS
 from tests.support.fake_binance import PATH_KLINES, FakeBinance
 
 
@@ -35,19 +34,6 @@ def fake(synth_market: pd.DataFrame) -> Iterator[FakeBinance]:
     server = FakeBinance.from_market(synth_market)
     with server.running_in_thread():
         yield server
-
-
-def invoke(*args: str):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(app, list(args))
-
-
-def assert_one_line_error(result, *fragments: str) -> str:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # -- synth -------------------------------------------------------------------------------------
@@ -74,6 +60,19 @@ def test_synth_all_writes_every_configured_symbol(tmp_path: Path) -> None:
         assert len(load_market(data_path(tmp_path / "d", sym))) == 2 * 96
 
 
+def test_synth_and_fetch_show_a_progress_bar_unless_quiet(fake: FakeBinance, tmp_path: Path) -> None:
+    """The bar goes to stderr (stdout keeps the results); ``--quiet`` leaves stderr empty."""
+    synth = ("synth", "--symbol", "XRPUSDT", "--days", "2")
+    fetch_ = ("fetch", "--symbol", "XRPUSDT", "--days", "2", "--no-oi", "--base-url", fake.base_url)
+    for args, description in ((synth, "synth"), (fetch_, "fetch XRPUSDT")):
+        shown = invoke(*args, "--data-dir", "shown")
+        assert shown.exit_code == 0, shown.output
+        assert description in shown.stderr and "━" in shown.stderr, shown.stderr
+        quiet = invoke(*args, "--data-dir", "quiet", "--quiet")
+        assert quiet.exit_code == 0, quiet.output
+        assert quiet.stderr == "" and "XRPUSDT" in quiet.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
@@ -88,7 +87,7 @@ def test_synth_all_writes_every_configured_symbol(tmp_path: Path) -> None:
 def test_bad_flags_are_one_line_errors(
     tmp_path: Path, args: tuple[str, ...], fragments: tuple[str, ...]
 ) -> None:
-    assert_one_line_error(invoke(*args, "--data-dir", "d", "--quiet"), *fragments)
+    one_line_error(invoke(*args, "--data-dir", "d", "--quiet"), *fragments)
     assert not (tmp_path / "d").exists()  # nothing written
 
 
@@ -108,31 +107,10 @@ def test_fetch_end_to_end_via_config_url(
 
 def test_fetch_unknown_symbol(fake: FakeBinance) -> None:
     res = invoke("fetch", "--symbol", "NOPEUSDT", "--base-url", fake.base_url, "--data-dir", "d", "--quiet")
-    assert_one_line_error(res, "NOPEUSDT: unknown symbol")
+    one_line_error(res, "NOPEUSDT: unknown symbol")
 
 
-def _empty(path: Path, market: pd.DataFrame) -> None:
-    path.write_bytes(b"")
-
-
-def _truncated(path: Path, market: pd.DataFrame) -> None:
-    save_market(market.iloc[:500], path, closed_through_ms=None)
-    path.write_bytes(path.read_bytes()[:-300])
-
-
-def _gappy(path: Path, market: pd.DataFrame) -> None:
-    market.iloc[:500].drop(index=market.index[100:103]).to_parquet(path)
-
-
-@pytest.mark.parametrize(
-    ("make_bad", "fragment"),
-    [
-        (_empty, "empty file (0 bytes)"),
-        (_truncated, "unreadable parquet"),
-        (_gappy, "1 gap(s) in the 15-minute sequence (3 candle(s) missing)"),
-    ],
-    ids=["empty", "truncated", "gap-ridden"],
-)
+@BAD_PARQUETS
 def test_fetch_refuses_to_upsert_into_a_bad_file(
     fake: FakeBinance, tmp_path: Path, synth_market: pd.DataFrame, make_bad, fragment: str
 ) -> None:
@@ -143,7 +121,7 @@ def test_fetch_refuses_to_upsert_into_a_bad_file(
     res = invoke(
         "fetch", "--symbol", "XRPUSDT", "--days", "2", "--base-url", fake.base_url, "--data-dir", "d"
     )
-    line = assert_one_line_error(res, str(path.relative_to(tmp_path)), fragment)
+    line = one_line_error(res, str(path.relative_to(tmp_path)), fragment)
     assert "Traceback" not in line
     assert path.read_bytes() == before  # untouched
     assert fake.calls(PATH_KLINES) == []  # refused before downloading anything
@@ -152,17 +130,8 @@ def test_fetch_refuses_to_upsert_into_a_bad_file(
 # -- scripts/fetch_history.py ------------------------------------------------------------------
 
 
-def _script():  # type: ignore[no-untyped-def]
-    path = Path(__file__).resolve().parents[2] / "scripts" / "fetch_history.py"
-    spec = importlib.util.spec_from_file_location("fetch_history_script", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_script_keeps_the_spec_flags_and_calls_the_same_code(fake: FakeBinance, tmp_path: Path) -> None:
-    script = _script()
+    script = load_script("fetch_history.py")
     out = tmp_path / "custom" / "x.parquet"
     argv = ["--symbols", "XRPUSDT", "BTCUSDT", "ETHUSDT", "--interval", "15m", "--days", "2", "--no-oi"]
     assert script.run([*argv, "--output", str(out), "--base-url", fake.base_url, "--quiet"]) == 0
@@ -182,7 +151,7 @@ def test_script_keeps_the_spec_flags_and_calls_the_same_code(fake: FakeBinance, 
 def test_script_bad_input_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
 ) -> None:
-    script = _script()
+    script = load_script("fetch_history.py")
     monkeypatch.setattr(sys, "argv", ["fetch_history.py", *argv])
     assert script.main() == 2
     err = capsys.readouterr().err

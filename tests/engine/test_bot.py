@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -47,43 +48,22 @@ from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
 from perpbot.ml.decision import FilterDecision, PassThroughFilter
 from perpbot.ml.features import SIDE_INDEX
 
-SYM = "XRPUSDT"
-BAR = 15 * 60_000
-T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC (a funding time)
+from .factories import BAR, OHLC, SL_BAR, SYM, T0, closed_trade, ctx_at, flat, order_update
+
 FILT = SymbolFilters(SYM, tick_size=0.01, step_size=0.001, min_qty=0.001, min_notional=5.0)
 EXACT = SimSettings(slippage_bps=0.0)
 LONG, SHORT = Side.LONG, Side.SHORT
-OHLC = tuple[float, float, float, float]
-
-
-def flat(p: float = 100.0, n: int = 1) -> list[OHLC]:
-    return [(p, p, p, p)] * n
-
-
-def ctx_at(i: int, close: float, signal: Side | None, atr: float = 2.0, symbol: str = SYM) -> CandleContext:
-    return CandleContext(
-        symbol=symbol,
-        open_time_ms=T0 + i * BAR,
-        close=close,
-        atr=atr,
-        signal=signal,
-        long_score=4,
-        short_score=3,
-        rsi=30.0,
-        macd_hist=0.001,
-        adx=30.0,
-        vol_surge=True,
-        features=np.zeros(26),
-    )
 
 
 class ScriptedFilter:
-    """An entry filter with a model: records every decision request."""
+    """An entry filter with a model: records every decision request. It answers ``allow``, or
+    the answers of ``script`` in order while they last."""
 
     has_model = True
 
-    def __init__(self, allow: bool = True) -> None:
+    def __init__(self, allow: bool = True, script: Sequence[bool] = ()) -> None:
         self.allow = allow
+        self.script = list(script)
         self.calls: list[np.ndarray] = []
         self.reloads = 0
 
@@ -92,6 +72,8 @@ class ScriptedFilter:
 
     def decide(self, features: np.ndarray) -> FilterDecision:
         self.calls.append(features)
+        if self.script:
+            self.allow = self.script.pop(0)
         if self.allow:
             return FilterDecision(True, 0.7, "lgbm", "accepted")
         return FilterDecision(False, 0.3, "lgbm", "below_threshold")
@@ -168,6 +150,8 @@ class World:
         config: AppConfig | None = None,
         base: float = 1000.0,
         engine: MatchingEngine | None = None,
+        risk_cls: type[RiskManager] = RiskManager,
+        notifier: RecordingNotifier | None = None,
     ) -> None:
         arr = np.asarray(bars, dtype=np.float64)
         self.t = T0 + np.arange(len(arr), dtype=np.int64) * BAR
@@ -180,9 +164,9 @@ class World:
         self.clock = SimClock(T0)
         self.journal = journal or Journal()
         self.cfg = config or AppConfig(symbols=(SYM,))
-        self.risk = RiskManager(self.cfg, self.clock, journal=self.journal)
+        self.risk = risk_cls(self.cfg, self.clock, journal=self.journal)
         self.risk.set_base_balance(base)
-        self.notifier = RecordingNotifier()
+        self.notifier = notifier or RecordingNotifier()
         self.filter = entry_filter or PassThroughFilter()
         self.bot = SymbolBot(
             SYM, self.cfg, self.ex, self.risk, self.filter, self.journal, self.clock, self.notifier
@@ -270,97 +254,131 @@ async def test_no_usable_atr_means_no_entry() -> None:
 # ====================================================================== candle scenarios
 
 
+class Expect(NamedTuple):
+    """One expected closed trade, every figure written out by hand (freqtrade-style tables)."""
+
+    side: Side
+    reason: CloseReason
+    entry: float
+    exit: float
+    qty: float
+    entry_fee: float
+    exit_fee: float
+    funding: float
+    net: float
+    held_bars: int  # exit time − entry time, in candles
+
+
 @dataclass
 class Scenario:
     name: str
     bars: list[OHLC]
     signals: dict[int, Side]
-    expected: list[tuple[Side, CloseReason, float]]  # (side, reason, exit price)
+    expected: list[Expect]
     atr: float = 2.0
     settings: SimSettings = EXACT
     funding: list[float] | None = None
     open_at_end: Side | None = None
+    filter_script: tuple[bool, ...] = ()  # the model's answers in order (empty: no model)
     check: Any = None
-
-
-def _funding_check(w: World, trades: list[ClosedTrade]) -> None:
-    # One settlement at 08:00 on 50 units at 100 with rate 0.0001: a long pays 0.5.
-    assert trades[0].funding == pytest.approx(-0.5)
 
 
 def _partial_check(w: World, trades: list[ClosedTrade]) -> None:
     fills = w.engine.fills(SYM)
     assert len(fills) > 4  # the entry and the stop were both split into several executions
-    assert trades[0].quantity == pytest.approx(50.0)
-    assert trades[0].entry_fee == pytest.approx(100 * 50 * 0.0005)
 
+
+# Every scenario: 1000 USDT, one symbol, leverage 10, margin ratio 0.5 → 50 units at 100 (notional
+# 5000), no slippage, taker fee 0.05 %. The signal at bar 1 fills at open[2] = 100 (entry fee 2.5)
+# and its stops are 100 ∓ 2·ATR; entry time = close of bar 1.
+REVERSE_BARS = [*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)]  # no stop touched
+SL_EXIT = Expect(LONG, CloseReason.SL, 100.0, 96.0, 50.0, 2.5, 2.4, 0.0, -200 - 2.5 - 2.4, 2)
+REVERSE_EXIT = Expect(LONG, CloseReason.REVERSE, 100.0, 99.5, 50.0, 2.5, 2.4875, 0.0, -25 - 2.5 - 2.4875, 2)
 
 SCENARIOS = [
-    Scenario(
-        "SL hit",
-        [*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)],
-        {1: LONG},
-        [(LONG, CloseReason.SL, 96.0)],
-    ),
+    Scenario("SL hit", [*flat(100, 3), SL_BAR, *flat(97, 2)], {1: LONG}, [SL_EXIT]),
     Scenario(
         "TP hit",
         [*flat(100, 3), (100, 105, 99.5, 104.5), *flat(104.5, 2)],
         {1: LONG},
-        [(LONG, CloseReason.TP, 104.0)],
+        [Expect(LONG, CloseReason.TP, 100.0, 104.0, 50.0, 2.5, 2.6, 0.0, 200 - 2.5 - 2.6, 2)],
     ),
     Scenario(
         "both in one bar: stop first",
         [*flat(100, 3), (100, 105, 95, 100), *flat(100, 2)],
         {1: LONG},
-        [(LONG, CloseReason.SL, 96.0)],
+        [SL_EXIT],
     ),
     Scenario(
         "short TP",
         [*flat(100, 3), (100, 100.5, 95, 96), *flat(96, 2)],
         {1: SHORT},
-        [(SHORT, CloseReason.TP, 96.0)],
+        [Expect(SHORT, CloseReason.TP, 100.0, 96.0, 50.0, 2.5, 2.4, 0.0, 200 - 2.5 - 2.4, 2)],
     ),
     Scenario(
-        "gap through the stop",
+        "gap through the stop",  # opens at 93, below the stop at 96: filled at the open
         [*flat(100, 3), (93, 94, 92, 93), *flat(93, 2)],
         {1: LONG},
-        [(LONG, CloseReason.SL, 93.0)],
+        [Expect(LONG, CloseReason.SL, 100.0, 93.0, 50.0, 2.5, 2.325, 0.0, -350 - 2.5 - 2.325, 2)],
     ),
     Scenario(
-        "reverse with re-entry",
-        [*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)],
+        "reverse with re-entry",  # closed at open[4] = 99.5, SHORT re-opened there
+        REVERSE_BARS,
         {1: LONG, 3: SHORT},
-        [(LONG, CloseReason.REVERSE, 99.5)],
+        [REVERSE_EXIT],
         open_at_end=SHORT,
+        filter_script=(True, True),
     ),
     Scenario(
-        "partial fills",
-        [*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)],
+        "reverse without re-entry (the model rejects the new side)",
+        REVERSE_BARS,
+        {1: LONG, 3: SHORT},
+        [REVERSE_EXIT],
+        filter_script=(True, False),
+    ),
+    Scenario(
+        "partial fills",  # entry and stop split into executions of at most 7 units
+        [*flat(100, 3), SL_BAR, *flat(97, 2)],
         {1: LONG},
-        [(LONG, CloseReason.SL, 96.0)],
+        [SL_EXIT],
         settings=replace(EXACT, max_fill_qty_per_execution=7.0),
         check=_partial_check,
     ),
     Scenario(
-        "funding across a position",
-        [*flat(100, 34), (100, 100.5, 95, 97), *flat(97, 2)],
+        "funding across a position",  # one settlement at 08:00 (bar 32): a long pays 50·100·0.0001
+        [*flat(100, 34), SL_BAR, *flat(97, 2)],
         {1: LONG},
-        [(LONG, CloseReason.SL, 96.0)],
+        [Expect(LONG, CloseReason.SL, 100.0, 96.0, 50.0, 2.5, 2.4, -0.5, -200 - 2.5 - 2.4 - 0.5, 33)],
         funding=[0.0001] * 37,
-        check=_funding_check,
     ),
     Scenario(
-        "liquidation before a far stop",  # SL 84 (ATR 8), liquidation price ≈ 90.45 at 10x
+        # ATR 8 puts the stop at 84; isolated margin 500, LP = (5000 − 500)/(50·0.995) ≈ 90.4523.
+        # The gap to 80 liquidates at LP: rp = (LP − 100)·50; the rest of the margin (500 + rp)
+        # is the clearance fee, so the trade loses exactly its margin plus the entry fee.
+        "liquidation before a far stop",
         [*flat(100, 3), (80, 81, 79, 80), *flat(80, 2)],
         {1: LONG},
-        [(LONG, CloseReason.LIQUIDATION, None)],  # type: ignore[list-item]
+        [
+            Expect(
+                LONG,
+                CloseReason.LIQUIDATION,
+                100.0,
+                4500 / 49.75,
+                50.0,
+                2.5,
+                500 + (4500 / 49.75 - 100) * 50,
+                0.0,
+                -502.5,
+                2,
+            )
+        ],
         atr=8.0,
     ),
     Scenario(
         "original type reported",
-        [*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)],
+        [*flat(100, 3), SL_BAR, *flat(97, 2)],
         {1: LONG},
-        [(LONG, CloseReason.SL, 96.0)],
+        [SL_EXIT],
         settings=replace(EXACT, report_original_type=True),
     ),
 ]
@@ -368,23 +386,41 @@ SCENARIOS = [
 
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.name for s in SCENARIOS])
 async def test_candle_scenarios(sc: Scenario) -> None:
-    w = World(sc.bars, settings=sc.settings, funding=sc.funding)
+    f = ScriptedFilter(script=sc.filter_script) if sc.filter_script else None
+    w = World(sc.bars, settings=sc.settings, funding=sc.funding, entry_filter=f)
     await w.start()
     await w.run(sc.signals, atr=sc.atr)
-    got = [(t.side, t.reason, t.exit_price) for t in w.bot.closed_trades]
+    got = [
+        Expect(
+            t.side,
+            t.reason,
+            t.entry_price,
+            t.exit_price,
+            t.quantity,
+            t.entry_fee,
+            t.exit_fee,
+            t.funding,
+            t.net_pnl,
+            (t.exit_time_ms - t.entry_time_ms) // BAR,
+        )
+        for t in w.bot.closed_trades
+    ]
     assert len(got) == len(sc.expected)
-    for (side, reason, price), (eside, ereason, eprice) in zip(got, sc.expected, strict=True):
-        assert (side, reason) == (eside, ereason)
-        if eprice is not None:
-            assert price == pytest.approx(eprice)
+    for g, e in zip(got, sc.expected, strict=True):
+        assert (g.side, g.reason, g.held_bars) == (e.side, e.reason, e.held_bars)
+        assert g[2:9] == pytest.approx(e[2:9], rel=1e-12, abs=1e-9)  # prices, qty, fees, funding, net
     for t in w.bot.closed_trades:
+        assert t.entry_time_ms == T0 + 2 * BAR  # acted on at the close of the signal bar
         assert_trade_accounting(t)
+    if f is not None:
+        assert len(f.calls) == len(sc.filter_script)  # the model was asked once per entry
     assert w.journal.closed_trades(SYM) == w.bot.closed_trades
     assert w.bot.state.side is sc.open_at_end
     if sc.open_at_end is None:
         # Flat: every income row of the symbol is in exactly one trade, and nothing is resting.
         assert sum(t.net_pnl for t in w.bot.closed_trades) == pytest.approx(w.income_total(), abs=1e-9)
         assert w.engine.balance() == pytest.approx(1000.0 + w.income_total())
+        assert w.engine.position(SYM) is None
         assert w.algo_orders() == []
         assert w.risk.open_positions == {}
     else:
@@ -396,7 +432,7 @@ async def test_candle_scenarios(sc: Scenario) -> None:
 
 
 async def test_sl_close_cancels_the_sibling_and_notifies() -> None:
-    w = World([*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)])
+    w = World([*flat(100, 3), SL_BAR, *flat(97, 2)])
     await w.start()
     await w.run({1: LONG})
     (trade,) = w.bot.closed_trades
@@ -414,7 +450,7 @@ async def test_sl_close_cancels_the_sibling_and_notifies() -> None:
 
 async def test_reverse_model_passes_closes_and_reenters() -> None:
     f = ScriptedFilter(allow=True)
-    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], entry_filter=f)
+    w = World(REVERSE_BARS, entry_filter=f)
     await w.start()
     await w.run({1: LONG, 3: SHORT})
     assert [t.reason for t in w.bot.closed_trades] == [CloseReason.REVERSE]
@@ -428,7 +464,7 @@ async def test_reverse_model_passes_closes_and_reenters() -> None:
 
 async def test_reverse_model_rejects_closes_only() -> None:
     f = ScriptedFilter(allow=True)
-    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], entry_filter=f)
+    w = World(REVERSE_BARS, entry_filter=f)
     await w.start()
     await w.run({1: LONG}, until=2)
     f.allow = False
@@ -439,7 +475,7 @@ async def test_reverse_model_rejects_closes_only() -> None:
 
 
 async def test_reverse_risk_refuses_closes_only() -> None:
-    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], entry_filter=ScriptedFilter())
+    w = World(REVERSE_BARS, entry_filter=ScriptedFilter())
     await w.start()
     await w.run({1: LONG}, until=2)
     await w.risk.register("TRXUSDT", SHORT)  # two other SHORTs: MAX_SAME_DIRECTION = 2
@@ -464,15 +500,16 @@ async def test_daily_loss_gate_blocks_entry_but_reverse_still_closes() -> None:
     assert [o.kind for o in w.journal.orders(SYM)] == ["ENTRY", "SL", "TP", "REVERSE"]
 
 
-async def test_kill_switch_blocks_entry() -> None:
+def journal_with_losers(n: int) -> Journal:
+    """A journal holding ``n`` losing XRPUSDT trades that closed just before T0."""
     j = Journal()
-    for k in range(8):
-        j.record_trade(
-            ClosedTrade(
-                SYM, LONG, T0 - 10 * BAR, T0 - BAR + k, 1.0, 0.9, 10.0, -1.0, 0.0, 0.0, 0.0, CloseReason.SL
-            )
-        )
-    w = World(flat(100, 4), journal=j)
+    for k in range(n):
+        j.record_trade(closed_trade(-1.0, entry_ms=T0 - 10 * BAR, exit_ms=T0 - BAR + k, qty=10.0))
+    return j
+
+
+async def test_kill_switch_blocks_entry() -> None:
+    w = World(flat(100, 4), journal=journal_with_losers(8))
     await w.start()
     assert w.bot.kill_switch.tripped and w.bot.state.kill_switch
     await w.run({1: LONG, 2: SHORT})
@@ -481,14 +518,7 @@ async def test_kill_switch_blocks_entry() -> None:
 
 
 async def test_kill_switch_trip_on_the_reverse_close_blocks_the_reentry() -> None:
-    j = Journal()
-    for k in range(7):
-        j.record_trade(
-            ClosedTrade(
-                SYM, LONG, T0 - 10 * BAR, T0 - BAR + k, 1.0, 0.9, 10.0, -1.0, 0.0, 0.0, 0.0, CloseReason.SL
-            )
-        )
-    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], journal=j)
+    w = World(REVERSE_BARS, journal=journal_with_losers(7))
     await w.start()
     await w.run({1: LONG, 3: SHORT})  # the reverse closes at a loss: the 8th loser in a row
     assert [t.reason for t in w.bot.closed_trades] == [CloseReason.REVERSE]
@@ -498,7 +528,7 @@ async def test_kill_switch_trip_on_the_reverse_close_blocks_the_reentry() -> Non
 
 
 async def test_reverse_close_timeout_releases_then_records_the_late_fill() -> None:
-    w = World([*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)], exchange_cls=HoldingExchange)
+    w = World(REVERSE_BARS, exchange_cls=HoldingExchange)
     ex: HoldingExchange = w.ex  # type: ignore[assignment]
     await w.start()
     await w.run({1: LONG}, until=2)
@@ -518,6 +548,84 @@ async def test_reverse_close_timeout_releases_then_records_the_late_fill() -> No
     assert w.risk.daily_pnl == pytest.approx(late.net_pnl)  # counted once, late
     assert w.risk.open_positions == {SYM: SHORT}  # the newer registration is untouched
     assert w.bot.state.side is SHORT
+
+
+async def test_every_order_fill_trade_and_trip_is_journaled_before_the_bot_acts_on_it() -> None:
+    """Issue 3 §5, "persist before acting": checked at the moment of each action.
+
+    An order reaches the exchange only once its REQUESTED row exists; a position is registered
+    only after its entry's result is journaled; the risk manager hears of a close only once the
+    trade and every execution of it are journaled; the sibling is cancelled after that; the kill
+    switch alert goes out only once the trip is persisted.
+    """
+    journal = journal_with_losers(7)  # the stop below is the 8th loser in a row: a trip
+    seen: list[str] = []
+
+    def requested(cid: str) -> bool:
+        return any(o.client_id == cid and o.status == "REQUESTED" for o in journal.orders(SYM))
+
+    class CheckedExchange(SimExchange):
+        async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
+            assert requested(kw["client_order_id"])
+            seen.append("market_order")
+            return await super().market_order(symbol, side, quantity, **kw)
+
+        async def place_conditional(
+            self, symbol: str, order_type: OrderType, *a: Any, **kw: Any
+        ) -> ConditionalOrder:
+            assert requested(kw["client_algo_id"])
+            seen.append(f"place {order_type.value}")
+            return await super().place_conditional(symbol, order_type, *a, **kw)
+
+        async def cancel_conditional(self, symbol: str, algo_id: int) -> None:
+            assert len(journal.closed_trades(symbol)) == 8  # the trade is in before the cleanup
+            seen.append("cancel sibling")
+            await super().cancel_conditional(symbol, algo_id)
+
+    class CheckedRisk(RiskManager):
+        async def register(self, symbol: str, side: Side) -> None:
+            entry = journal.last_order(symbol, ("ENTRY",))
+            assert entry is not None and entry.status == "FILLED" and entry.order_id
+            seen.append("register")
+            await super().register(symbol, side)
+
+        async def close(self, symbol: str, pnl: float) -> None:
+            trade = journal.closed_trades(symbol)[-1]
+            assert trade.reason is CloseReason.SL and trade.net_pnl == pnl
+            assert journal.fill_count(symbol) == len(w.engine.fills(symbol))  # every execution
+            seen.append("risk close")
+            await super().close(symbol, pnl)
+
+    class CheckedNotifier(RecordingNotifier):
+        async def notify(self, kind: str, text: str) -> None:
+            if kind == "kill_switch":
+                state = journal.kill_switch_state(SYM)
+                assert state is not None and state.tripped and journal.events("kill_switch.trip", SYM)
+            seen.append(f"notify {kind}")
+            await super().notify(kind, text)
+
+    w = World(
+        [*flat(100, 3), SL_BAR, *flat(97, 2)],
+        settings=replace(EXACT, max_fill_qty_per_execution=20.0),  # three executions per order
+        exchange_cls=CheckedExchange,
+        journal=journal,
+        risk_cls=CheckedRisk,
+        notifier=CheckedNotifier(),
+    )
+    await w.start()
+    await w.run({1: LONG})
+    assert seen == [
+        "market_order",
+        "register",
+        "notify entry",
+        "place STOP_MARKET",
+        "place TAKE_PROFIT_MARKET",
+        "risk close",
+        "cancel sibling",
+        "notify close",
+        "notify kill_switch",
+    ]
+    assert w.bot.kill_switch.tripped and w.bot.errors == 0
 
 
 # ====================================================================== protection failures
@@ -591,7 +699,7 @@ async def test_protective_order_lost_is_replaced() -> None:
 
 
 async def test_duplicate_events_record_one_trade() -> None:
-    w = World([*flat(100, 3), (100, 100.5, 95, 97), *flat(97, 2)], exchange_cls=DoubleDelivery)
+    w = World([*flat(100, 3), SL_BAR, *flat(97, 2)], exchange_cls=DoubleDelivery)
     await w.start()
     await w.run({1: LONG})
     assert len(w.bot.closed_trades) == 1 and len(w.journal.closed_trades()) == 1
@@ -655,6 +763,91 @@ async def test_restart_without_atr_uses_the_journaled_stop() -> None:
     w2.clock.set(w.clock.now_ms())
     await w2.start(None)
     assert w2.bot.state.sl_price == 96.0  # the trigger journaled at entry
+
+
+# A day on which one stop-loss costs 20 % of the base (limit 5 %), then 100 quiet bars: bar 95
+# closes at 00:00 UTC of the next day, the first close after midnight.
+LOSING_DAY = [*flat(100, 3), SL_BAR, *flat(97, 100)]
+
+
+async def restart(w: World, journal_path: Path, config: AppConfig | None = None) -> World:
+    """The process dies after bar ``w.i`` and a new one starts on the same account and journal
+    file: new adapter connection, risk manager (daily PnL restored), bot and kill switch."""
+    await w.ex.aclose()
+    w.journal.close()
+    w2 = World(
+        w.bars.tolist(),
+        engine=w.engine,
+        journal=Journal(journal_path),
+        base=w.engine.balance(),  # the new process reads its base balance once, at start-up
+        config=config,
+    )
+    w2.i = w.i
+    w2.clock.set(w.clock.now_ms())
+    w2.risk.restore_from_journal(w2.journal)
+    await w2.start()
+    return w2
+
+
+async def test_restart_on_a_losing_day_stays_blocked_until_midnight(tmp_path: Path) -> None:
+    """Issue 3 §5: the day's PnL is rebuilt from the journal after a restart, so a restart does
+    not reopen trading on a day that hit the loss limit; 00:00 UTC on the injected clock does."""
+    path = tmp_path / "journal.sqlite"
+    w = World(LOSING_DAY, journal=Journal(path))
+    await w.start()
+    await w.run({1: LONG}, until=5)
+    (loss,) = w.bot.closed_trades
+    assert loss.net_pnl == pytest.approx(-204.9) and not await w.risk.trading_allowed()
+
+    w2 = await restart(w, path)
+    assert w2.risk.daily_pnl == pytest.approx(loss.net_pnl)
+    assert w2.journal.events("risk.daily_pnl_restored")
+    await w2.run({6: LONG, 50: SHORT, 94: LONG}, until=94)  # bar 94 closes at 23:45 UTC
+    assert w2.engine.position(SYM) is None
+    assert len(w2.journal.orders(SYM, "ENTRY")) == 1  # only the first process's entry
+    assert w2.journal.events("risk.daily_loss_limit")
+    await w2.run({96: LONG}, until=96)  # bar 96 closes at 00:15 UTC of the next day
+    assert w2.bot.state.side is LONG and w2.engine.position(SYM) is not None
+    assert w2.risk.daily_pnl == 0.0 and w2.journal.events("risk.daily_reset")
+
+
+async def test_restart_on_the_next_day_starts_from_zero(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    w = World(LOSING_DAY, journal=Journal(path))
+    await w.start()
+    await w.run({1: LONG}, until=96)
+    w2 = await restart(w, path)
+    assert w2.risk.daily_pnl == 0.0 and await w2.risk.trading_allowed()
+    await w2.run({97: LONG}, until=97)
+    assert w2.bot.state.side is LONG
+
+
+async def test_kill_switch_trip_survives_a_restart_and_the_reset_flag_clears_it(tmp_path: Path) -> None:
+    """SPEC §13 row 27 end to end: the 8th loser in a row trips the switch (journaled before
+    the alert); a restart keeps it even on a new day; RESET_KILL_SWITCH_<SYMBOL> + restart clears it."""
+    path = tmp_path / "journal.sqlite"
+    seed = Journal(path)
+    for k in range(7):  # seven losers of the previous day
+        seed.record_trade(closed_trade(-1.0, entry_ms=T0 - 10 * BAR, exit_ms=T0 - BAR + k, qty=10.0))
+    seed.close()
+    w = World(LOSING_DAY, journal=Journal(path))
+    await w.start()
+    assert not w.bot.kill_switch.tripped
+    await w.run({1: LONG}, until=5)
+    assert w.bot.kill_switch.tripped and "kill_switch" in w.notifier.kinds()
+    state = w.journal.kill_switch_state(SYM)
+    assert state is not None and state.tripped
+
+    w2 = await restart(w, path)
+    await w2.run({96: LONG}, until=96)  # a new day: the loss limit is lifted, the switch is not
+    assert await w2.risk.trading_allowed()
+    assert w2.bot.state.kill_switch and w2.engine.position(SYM) is None
+    assert w2.notifier.kinds() == ["kill_switch"]  # said again at boot
+
+    w3 = await restart(w2, path, AppConfig(symbols=(SYM,), reset_kill_switch=frozenset({SYM})))
+    assert not w3.bot.kill_switch.tripped and w3.journal.events("kill_switch.reset", SYM)
+    await w3.run({97: LONG}, until=97)
+    assert w3.bot.state.side is LONG
 
 
 async def test_flat_start_cancels_orphans() -> None:
@@ -763,14 +956,9 @@ def fake_bot(
     return bot, risk, journal, notifier
 
 
-def test_fake_port_satisfies_the_protocol() -> None:
-    assert isinstance(FakePort(), ExchangePort)
-
-
-async def test_sync_reconciliation_sums_all_income_rows_of_the_symbol_only() -> None:
-    clock = SimClock(T0 + 10 * BAR)
-    entry_t = clock.now_ms()
-    port = FakePort(
+def protected_long_port() -> FakePort:
+    """An exchange holding a LONG 50 @ 100 with its stop (algo 11, 96) and take-profit (12, 104)."""
+    return FakePort(
         pos=Position(SYM, LONG, 50.0, 100.0),
         algo=[
             ConditionalOrder(SYM, 11, OrderSide.SELL, OrderType.STOP_MARKET, 50.0, 96.0, AlgoStatus.NEW),
@@ -779,6 +967,16 @@ async def test_sync_reconciliation_sums_all_income_rows_of_the_symbol_only() -> 
             ),
         ],
     )
+
+
+def test_fake_port_satisfies_the_protocol() -> None:
+    assert isinstance(FakePort(), ExchangePort)
+
+
+async def test_sync_reconciliation_sums_all_income_rows_of_the_symbol_only() -> None:
+    clock = SimClock(T0 + 10 * BAR)
+    entry_t = clock.now_ms()
+    port = protected_long_port()
     bot, risk, journal, _notifier = fake_bot(port, clock)
     await bot.start()
     assert bot.state.side is LONG and "place_conditional" not in port.calls  # both found
@@ -865,42 +1063,14 @@ def otu(
     fee: float = 0.0,
     reduce_only: bool = True,
     ot: OrderType = OrderType.MARKET,
-    t: int = T0,
 ) -> OrderTradeUpdate:
-    return OrderTradeUpdate(
-        event_time_ms=t,
-        symbol=SYM,
-        order_id=order_id,
-        client_order_id="",
-        side=OrderSide.SELL,
-        order_type=OrderType.MARKET,
-        original_type=ot,
-        execution_type="TRADE",
-        status=OrderStatus.FILLED,
-        reduce_only=reduce_only,
-        quantity=qty,
-        last_filled_qty=qty,
-        cumulative_filled_qty=qty,
-        last_filled_price=ap,
-        avg_price=ap,
-        commission=fee,
-        realized_pnl=rp,
-        trade_id=trade_id,
-        trade_time_ms=t,
-    )
+    """A one-execution FILLED report of a (by default reduce-only) SELL of 50 at ``ap``."""
+    return order_update(order_id, trade_id, qty=qty, price=ap, rp=rp, fee=fee, reduce_only=reduce_only, ot=ot)
 
 
 async def adopted_fake_bot() -> tuple[SymbolBot, FakePort, RiskManager, Journal]:
     clock = SimClock(T0)
-    port = FakePort(
-        pos=Position(SYM, LONG, 50.0, 100.0),
-        algo=[
-            ConditionalOrder(SYM, 11, OrderSide.SELL, OrderType.STOP_MARKET, 50.0, 96.0, AlgoStatus.NEW),
-            ConditionalOrder(
-                SYM, 12, OrderSide.SELL, OrderType.TAKE_PROFIT_MARKET, 50.0, 104.0, AlgoStatus.NEW
-            ),
-        ],
-    )
+    port = protected_long_port()
     bot, risk, journal, _ = fake_bot(port, clock)
     await bot.start()
     return bot, port, risk, journal
@@ -990,11 +1160,7 @@ async def test_adoption_ignores_the_entry_of_an_already_closed_trade() -> None:
 
 async def test_reverse_close_timeout_without_reentry_leaves_a_clean_flat_state() -> None:
     f = ScriptedFilter(allow=True)
-    w = World(
-        [*flat(100, 3), (100, 100.5, 99.5, 99.5), *flat(99.5, 3)],
-        exchange_cls=HoldingExchange,
-        entry_filter=f,
-    )
+    w = World(REVERSE_BARS, exchange_cls=HoldingExchange, entry_filter=f)
     ex: HoldingExchange = w.ex  # type: ignore[assignment]
     await w.start()
     await w.run({1: LONG}, until=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
@@ -10,8 +11,8 @@ from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import OrderSide, OrderStatus, OrderType
 from perpbot.engine.close_tracker import CloseFill, CloseTracker, EntryFill
 
-SYM = "XRPUSDT"
-T0 = 1_704_067_200_000
+from .factories import SYM, T0, order_update
+
 MKT, SL, TP = OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET
 
 
@@ -24,36 +25,12 @@ def ev(
     total: float,
     price: float = 0.5,
     ap: float = 0.5,
-    rp: float = 0.0,
     fee: float = 0.01,
-    reduce_only: bool = False,
-    ot: OrderType = MKT,
-    o: OrderType = MKT,
-    x: str = "TRADE",
-    side: OrderSide = OrderSide.SELL,
-    cid: str = "",
+    **kw: Any,
 ) -> OrderTradeUpdate:
-    status = OrderStatus.FILLED if cum >= total else OrderStatus.PARTIALLY_FILLED
-    return OrderTradeUpdate(
-        event_time_ms=T0 + trade_id,
-        symbol=SYM,
-        order_id=order_id,
-        client_order_id=cid,
-        side=side,
-        order_type=o,
-        original_type=ot,
-        execution_type=x,
-        status=status,
-        reduce_only=reduce_only,
-        quantity=total,
-        last_filled_qty=qty,
-        cumulative_filled_qty=cum,
-        last_filled_price=price,
-        avg_price=ap,
-        commission=fee,
-        realized_pnl=rp,
-        trade_id=trade_id,
-        trade_time_ms=T0 + trade_id,
+    """An execution of ``qty`` at ``price`` (0.5), commission 0.01, stamped ``T0 + trade_id``."""
+    return order_update(
+        order_id, trade_id, qty=qty, cum=cum, total=total, price=price, ap=ap, fee=fee, t=T0 + trade_id, **kw
     )
 
 
@@ -136,26 +113,8 @@ def test_triggered_market_fill_carries_market_type() -> None:
 def test_expired_after_partial_fill_reports_incomplete() -> None:
     tr = CloseTracker(SYM)
     assert tr.on_update(ev(11, 1, qty=4, cum=4, total=10, reduce_only=True)) is None
-    end = OrderTradeUpdate(
-        event_time_ms=T0,
-        symbol=SYM,
-        order_id=11,
-        client_order_id="",
-        side=OrderSide.SELL,
-        order_type=MKT,
-        original_type=MKT,
-        execution_type="EXPIRED",
-        status=OrderStatus.EXPIRED,
-        reduce_only=True,
-        quantity=10,
-        last_filled_qty=0,
-        cumulative_filled_qty=4,
-        last_filled_price=0,
-        avg_price=0.5,
-        commission=0,
-        realized_pnl=0,
-        trade_id=0,
-        trade_time_ms=T0,
+    end = order_update(
+        11, qty=0, cum=4, total=10, ap=0.5, x="EXPIRED", status=OrderStatus.EXPIRED, reduce_only=True
     )
     cf = tr.on_update(end)
     assert isinstance(cf, CloseFill) and not cf.complete and cf.qty == 4
@@ -163,25 +122,5 @@ def test_expired_after_partial_fill_reports_incomplete() -> None:
 
 def test_new_order_reports_are_ignored() -> None:
     tr = CloseTracker(SYM)
-    new = OrderTradeUpdate(
-        event_time_ms=T0,
-        symbol=SYM,
-        order_id=12,
-        client_order_id="",
-        side=OrderSide.SELL,
-        order_type=MKT,
-        original_type=MKT,
-        execution_type="NEW",
-        status=OrderStatus.NEW,
-        reduce_only=True,
-        quantity=10,
-        last_filled_qty=0,
-        cumulative_filled_qty=0,
-        last_filled_price=0,
-        avg_price=0,
-        commission=0,
-        realized_pnl=0,
-        trade_id=0,
-        trade_time_ms=T0,
-    )
+    new = order_update(12, qty=0, cum=0, total=10, x="NEW", status=OrderStatus.NEW, reduce_only=True)
     assert tr.on_update(new) is None

@@ -10,54 +10,31 @@ from pathlib import Path
 import pytest
 
 from perpbot.domain.events import OrderTradeUpdate
-from perpbot.domain.types import ClosedTrade, CloseReason, OrderSide, OrderStatus, OrderType, Side
+from perpbot.domain.types import ClosedTrade, CloseReason, OrderSide
 from perpbot.engine.journal import Journal
 
-T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+from .factories import T0, closed_trade, order_update
+
 DAY = 86_400_000
 
 
 def trade(
-    net: float, *, sym: str = "XRPUSDT", exit_ms: int = T0 + 3_600_000, reason=CloseReason.SL
+    net: float, *, sym: str = "XRPUSDT", exit_ms: int = T0 + 3_600_000, reason: CloseReason | None = None
 ) -> ClosedTrade:
-    return ClosedTrade(
+    return closed_trade(
+        net,
         symbol=sym,
-        side=Side.LONG,
-        entry_time_ms=exit_ms - 900_000,
-        exit_time_ms=exit_ms,
-        entry_price=1.0,
-        exit_price=1.0,
-        quantity=10.0,
-        realized_pnl=net + 0.3,
+        entry_ms=exit_ms - 900_000,
+        exit_ms=exit_ms,
+        qty=10.0,
         entry_fee=0.1,
         exit_fee=0.2,
-        funding=0.0,
-        reason=reason,
+        reason=reason or CloseReason.SL,
     )
 
 
 def fill(order_id: int, trade_id: int, *, qty: float = 5.0) -> OrderTradeUpdate:
-    return OrderTradeUpdate(
-        event_time_ms=T0,
-        symbol="XRPUSDT",
-        order_id=order_id,
-        client_order_id="c",
-        side=OrderSide.BUY,
-        order_type=OrderType.MARKET,
-        original_type=OrderType.MARKET,
-        execution_type="TRADE",
-        status=OrderStatus.FILLED,
-        reduce_only=False,
-        quantity=qty,
-        last_filled_qty=qty,
-        cumulative_filled_qty=qty,
-        last_filled_price=0.5,
-        avg_price=0.5,
-        commission=0.01,
-        realized_pnl=0.0,
-        trade_id=trade_id,
-        trade_time_ms=T0,
-    )
+    return order_update(order_id, trade_id, qty=qty, price=0.5, fee=0.01, side=OrderSide.BUY, cid="c")
 
 
 def test_file_journal_is_wal_and_commits_before_returning(tmp_path: Path) -> None:

@@ -4,29 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perpbot.domain.types import ClosedTrade, CloseReason, Side
+from perpbot.domain.types import ClosedTrade, Side
 from perpbot.engine.journal import Journal
 from perpbot.engine.kill_switch import KillSwitch, evaluate
 
-T0 = 1_704_067_200_000
-SYM = "XRPUSDT"
+from .factories import SYM, T0, closed_trade
 
 
 def trade(net: float, sym: str = SYM) -> ClosedTrade:
-    return ClosedTrade(
-        symbol=sym,
-        side=Side.SHORT,
-        entry_time_ms=T0,
-        exit_time_ms=T0 + 1,
-        entry_price=1.0,
-        exit_price=1.0,
-        quantity=1.0,
-        realized_pnl=net,
-        entry_fee=0.0,
-        exit_fee=0.0,
-        funding=0.0,
-        reason=CloseReason.SL if net < 0 else CloseReason.TP,
-    )
+    return closed_trade(net, symbol=sym, side=Side.SHORT)
 
 
 def feed(j: Journal, ks: KillSwitch, pnls: list[float]) -> list[str | None]:
@@ -74,14 +60,19 @@ def test_fifteen_trade_pf_06_trips() -> None:
     assert all(r is None for r in results[:-1])
 
 
-def test_latched_and_survives_restart(tmp_path: Path) -> None:
-    path = tmp_path / "j.sqlite"
+def trip_in_file(path: Path, then: list[float] | None = None) -> None:
+    """A process that trips the kill switch with 8 losers (then trades ``then``) and exits."""
     with Journal(path) as j:
         ks = KillSwitch(SYM, j)
         ks.boot(T0)
         feed(j, ks, [-1.0] * 8)
-        feed(j, ks, [5.0, 5.0])  # winners later do not clear it
+        feed(j, ks, then or [])
         assert ks.tripped
+
+
+def test_latched_and_survives_restart(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    trip_in_file(path, then=[5.0, 5.0])  # winners later do not clear it
     with Journal(path) as j2:
         ks2 = KillSwitch(SYM, j2)
         assert ks2.boot(T0 + 10) is not None
@@ -99,11 +90,7 @@ def test_boot_rebuilds_from_trades_even_without_state() -> None:
 
 def test_reset_flag_clears_at_boot_and_is_journaled(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
-    with Journal(path) as j:
-        ks = KillSwitch(SYM, j)
-        ks.boot(T0)
-        feed(j, ks, [-1.0] * 8)
-        assert ks.tripped
+    trip_in_file(path)
     with Journal(path) as j2:
         ks2 = KillSwitch(SYM, j2)
         assert ks2.boot(T0 + 1, reset=True) is None

@@ -13,6 +13,8 @@ from perpbot.engine.clock import SimClock
 from perpbot.engine.journal import Journal
 from perpbot.engine.risk import DAY_MS, RiskManager, utc_day
 
+from .factories import closed_trade
+
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 LONG, SHORT = Side.LONG, Side.SHORT
 
@@ -152,6 +154,18 @@ async def test_restore_only_for_today() -> None:
     rm2, _ = make(1000)
     rm2.restore(-70.0, date(2023, 12, 31))
     assert rm2.daily_pnl == 0.0
+
+
+async def test_restore_from_journal_counts_today_only() -> None:
+    """The start-up helper: trades that closed today (on the injected clock) count, yesterday's not."""
+    rm, _ = make(1000)  # 01:00 UTC on 2024-01-01
+    j = Journal()
+    j.record_trade(closed_trade(-30.0, exit_ms=T0 + 60_000))
+    j.record_trade(closed_trade(-25.0, symbol="TRXUSDT", exit_ms=T0 + 120_000))
+    j.record_trade(closed_trade(-500.0, exit_ms=T0 - 1))  # the previous day
+    assert rm.restore_from_journal(j) == pytest.approx(-55.0)
+    assert rm.daily_pnl == pytest.approx(-55.0)
+    assert not await rm.trading_allowed()  # 5.5 % of 1000
 
 
 async def test_margin_ratio_is_like_for_like() -> None:

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perpbot.config import SignalParams
 from perpbot.data.synth import synth_market
 from perpbot.errors import InsufficientDataError
 from perpbot.ml.dataset import (
@@ -24,11 +23,7 @@ from perpbot.ml.features import (
     build_feature_frame,
 )
 from perpbot.ml.labels import barrier_labels
-
-# Relaxed rule parameters so that a few weeks of synthetic candles give hundreds of signals.
-LOOSE = SignalParams(
-    atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0
-)
+from tests.support.ml import LOOSE
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,8 @@ from perpbot.ml.features import (
 )
 from perpbot.strategy.indicators import compute_indicators
 from perpbot.strategy.signal import rule_signal
+from tests.support.cli import invoke, one_line_error
+from tests.support.data import BAD_PARQUETS
 
 REAL_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 REAL_SYMBOLS = ("xrpusdt", "trxusdt", "dogeusdt")
@@ -536,3 +538,38 @@ def test_features_command_writes_the_frame(
         app, ["features", "--symbol", "TRXUSDT", "--data-dir", "nowhere", "--out", "x"]
     )
     assert absent.exit_code == 2 and not Path("x").exists()
+
+
+def test_features_command_progress_bar_and_bad_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, market: pd.DataFrame
+) -> None:
+    from perpbot.data.schema import data_path
+    from perpbot.data.store import save_market
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    save_market(market.iloc[:400], data_path(tmp_path / "data", "XRPUSDT"))
+    args = ("features", "--symbol", "XRPUSDT", "--data-dir", str(tmp_path / "data"), "--out")
+    shown = invoke(*args, "a.parquet")
+    assert shown.exit_code == 0, shown.output
+    assert "features XRPUSDT" in shown.stderr and "2/2" in shown.stderr and "━" in shown.stderr
+    quiet = invoke(*args, "b.parquet", "--quiet")
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    one_line_error(invoke(*args, "c.parquet", "--symbol", "XRP-USDT"), "--symbol='XRP-USDT'")
+    one_line_error(invoke("features", "--data-dir", "data", "--out", "c.parquet"), "--symbol is required")
+    assert not Path("c.parquet").exists()
+
+
+@BAD_PARQUETS
+def test_features_command_refuses_a_bad_parquet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, market: pd.DataFrame, make_bad, fragment: str
+) -> None:  # type: ignore[no-untyped-def]
+    from perpbot.data.schema import data_path
+
+    monkeypatch.chdir(tmp_path)
+    path = data_path(tmp_path / "data", "BADUSDT")
+    path.parent.mkdir(parents=True)
+    make_bad(path, market)
+    out = tmp_path / "out" / "f.parquet"
+    res = invoke("features", "--symbol", "BADUSDT", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    one_line_error(res, str(path), fragment)
+    assert not out.parent.exists()  # nothing written

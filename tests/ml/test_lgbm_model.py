@@ -7,7 +7,6 @@ import re
 import lightgbm as lgb
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -21,6 +20,7 @@ from perpbot.ml.lgbm_model import (
     effective_params,
     fit_lgbm,
 )
+from tests.support.ml import cpu_session
 
 N_FEAT = len(FEATURE_COLS)
 OPT_IDX = [FEATURE_COLS.index(c) for c in OPTIONAL_FEATURES]
@@ -64,10 +64,6 @@ def model(data: tuple[np.ndarray, np.ndarray]) -> LgbmModel:
     return fit_lgbm(
         X[:2000], y[:2000], None, X[2000:2500], y[2000:2500], SMALL, feature_names=list(FEATURE_COLS)
     )
-
-
-def session(onnx_bytes: bytes) -> ort.InferenceSession:
-    return ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
 
 def thresholds(booster: lgb.Booster) -> list[tuple[int, float]]:
@@ -276,7 +272,7 @@ def test_onnx_matches_lightgbm_on_realistic_rows_with_nan(model: LgbmModel) -> N
     rng = np.random.default_rng(5)
     X[rng.random(X.shape) < 0.05] = np.nan  # NaN also where training never had any
     p_lgb = model.predict_proba(X)
-    p_onnx = session(model.to_onnx()).run(["proba"], {"X": X})[0]
+    p_onnx = cpu_session(model.to_onnx()).run(["proba"], {"X": X})[0]
     assert p_onnx.shape == (2000,)
     assert np.abs(p_lgb - p_onnx).max() <= 1e-5
 
@@ -287,7 +283,7 @@ def test_onnx_matches_lightgbm_on_every_threshold_neighbour(
     X, _ = data
     A = adversarial_rows(model.booster, X[2600])
     p_lgb = model.predict_proba(A)
-    p_onnx = session(model.to_onnx()).run(["proba"], {"X": A})[0]
+    p_onnx = cpu_session(model.to_onnx()).run(["proba"], {"X": A})[0]
     assert np.abs(p_lgb - p_onnx).max() <= 1e-5
 
 
@@ -307,5 +303,7 @@ def test_the_threshold_neighbours_do_break_a_naive_float32_export(
     )
     A = adversarial_rows(clf.booster_, np.nan_to_num(X[2600]))
     A = A[(np.abs(A) < 1e30).all(axis=1)]  # finite and float32-castable
-    p_naive = session(naive.SerializeToString()).run(["probabilities"], {"X": A.astype(np.float32)})[0][:, 1]
+    p_naive = cpu_session(naive.SerializeToString()).run(["probabilities"], {"X": A.astype(np.float32)})[0][
+        :, 1
+    ]
     assert np.abs(clf.booster_.predict(A) - p_naive).max() > 1e-4

@@ -7,12 +7,12 @@ import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 
 from perpbot.errors import InsufficientDataError, ModelError
 from perpbot.ml.features import FEATURE_COLS, OPTIONAL_FEATURES
 from perpbot.ml.nn_model import NN_EXTRA_MESSAGE, NNModel, Normalizer, fit_nn
+from tests.support.ml import cpu_session
 
 try:  # the nn extra is optional: without it only the tests that need no training run
     import torch
@@ -49,10 +49,6 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 def model(data: tuple[np.ndarray, np.ndarray]) -> NNModel:
     X, y = data
     return fit_nn(X[:1000], y[:1000], np.linspace(0.5, 1.5, 1000), FAST, seed=42)
-
-
-def session(onnx_bytes: bytes) -> ort.InferenceSession:
-    return ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
 
 
 def rows_with_nan(seed: int = 9) -> np.ndarray:
@@ -102,7 +98,7 @@ def test_graph_normalisation_is_bit_identical_to_training(model: NNModel) -> Non
     m = onnx.load_from_string(model.to_onnx())
     m.graph.output.append(onnx.helper.make_tensor_value_info("x_norm", onnx.TensorProto.FLOAT, ["N", N_FEAT]))
     X = rows_with_nan()
-    graph_norm = session(m.SerializeToString()).run(["x_norm"], {"X": X.astype(np.float32)})[0]
+    graph_norm = cpu_session(m.SerializeToString()).run(["x_norm"], {"X": X.astype(np.float32)})[0]
     assert np.array_equal(graph_norm, model.norm.transform(X))
     assert not np.isnan(graph_norm).any()
 
@@ -115,7 +111,7 @@ def test_torch_numpy_and_onnxruntime_agree_on_rows_with_nan(model: NNModel) -> N
     X = rows_with_nan()
     p_np = model.predict_proba(X)
     p_torch = torch_proba(model, X)
-    p_onnx = session(model.to_onnx()).run(["proba"], {"X": X.astype(np.float32)})[0]
+    p_onnx = cpu_session(model.to_onnx()).run(["proba"], {"X": X.astype(np.float32)})[0]
     assert p_onnx.shape == (len(X),) and not np.isnan(p_onnx).any()
     assert np.abs(p_np - p_torch).max() <= 1e-5
     assert np.abs(p_np - p_onnx).max() <= 1e-5

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from typer.testing import Result
 
-from perpbot.config import AppConfig, SignalParams
+from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
-from perpbot.data.store import save_market
 from perpbot.data.synth import synth_market
 from perpbot.errors import ConfigError, InsufficientDataError
 from perpbot.ml.dataset import build_dataset
@@ -26,29 +26,18 @@ from perpbot.ml.training import (
     safe_auc,
     train_symbol,
 )
+from tests.support.cli import invoke, load_script, one_line_error
+from tests.support.data import BAD_PARQUETS
+from tests.support.ml import LOOSE, LOOSE_ENV, cpu_session, write_market
 
-LOOSE = SignalParams(
-    atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0
-)
 CFG = AppConfig(default_params=LOOSE)
 FAST = {"n_estimators": 40}
-LOOSE_ENV = {
-    "SIGNAL_THRESHOLD": "2",
-    "ADX_THRESHOLD": "0",
-    "VOL_MULTIPLIER": "1.0",
-    "ATR_SL_MULT": "1.5",
-    "ATR_TP_MULT": "2.0",
-}
-
-
-def _write_market(data_dir: Path, symbol: str, days: int = 20, seed: int = 11) -> Path:
-    return save_market(synth_market(days, seed, symbol=symbol), data_path(data_dir, symbol))
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainReport]:
     root = tmp_path_factory.mktemp("train")
-    _write_market(root / "data", "TRNUSDT")
+    write_market(root / "data", "TRNUSDT")
     report = train_symbol(
         "TRNUSDT", data_dir=root / "data", model_dir=root / "models", config=CFG, wf=3, lgbm_overrides=FAST
     )
@@ -98,12 +87,8 @@ def test_train_writes_model_metadata_and_log(trained: tuple[Path, TrainReport]) 
 
 
 def test_onnx_file_serves_the_trained_model(trained: tuple[Path, TrainReport]) -> None:
-    import onnxruntime as ort
-
     root, _ = trained
-    sess = ort.InferenceSession(
-        str(root / "models" / "trnusdt" / "lgbm_filter.onnx"), providers=["CPUExecutionProvider"]
-    )
+    sess = cpu_session((root / "models" / "trnusdt" / "lgbm_filter.onnx").read_bytes())
     market = synth_market(20, 11, symbol="TRNUSDT").iloc[:-1]
     ds = build_dataset(market, LOOSE, decay=2.0)
     inp = sess.get_inputs()[0]
@@ -225,7 +210,7 @@ def test_tuned_params_reach_the_saved_model(tmp_path: Path, trained: tuple[Path,
 
 
 def test_fewer_than_200_samples(tmp_path: Path) -> None:
-    _write_market(tmp_path / "data", "FEWUSDT", days=2)
+    write_market(tmp_path / "data", "FEWUSDT", days=2)
     with pytest.raises(InsufficientDataError, match="FEWUSDT"):
         train_symbol("FEWUSDT", data_dir=tmp_path / "data", model_dir=tmp_path / "models", config=CFG, wf=2)
     assert not (tmp_path / "models" / "fewusdt" / "lgbm_filter.onnx").exists()
@@ -245,28 +230,20 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _invoke(args: list[str]):
-    from perpbot.cli.main import app
-
-    return CliRunner().invoke(app, args)
-
-
 def test_cli_train_unseen_symbol(cli_env: Path) -> None:
     """A symbol no other test uses, trained through the CLI on a temporary data folder."""
-    _write_market(cli_env / "data", "QZWUSDT", days=20, seed=5)
-    res = _invoke(
-        [
-            "train",
-            "--symbol",
-            "qzwusdt",
-            "--wf",
-            "3",
-            "--data-dir",
-            str(cli_env / "data"),
-            "--model-dir",
-            str(cli_env / "models"),
-            "--quiet",
-        ]
+    write_market(cli_env / "data", "QZWUSDT", days=20, seed=5)
+    res = invoke(
+        "train",
+        "--symbol",
+        "qzwusdt",
+        "--wf",
+        "3",
+        "--data-dir",
+        str(cli_env / "data"),
+        "--model-dir",
+        str(cli_env / "models"),
+        "--quiet",
     )
     assert res.exit_code == 0, res.output
     assert "QZWUSDT" in res.output and "mean" in res.output and "bprec" in res.output
@@ -274,33 +251,31 @@ def test_cli_train_unseen_symbol(cli_env: Path) -> None:
 
 
 def test_cli_symbol_and_all_is_exit_2(cli_env: Path) -> None:
-    res = _invoke(["train", "--symbol", "XRPUSDT", "--all", "--quiet"])
+    res = invoke("train", "--symbol", "XRPUSDT", "--all", "--quiet")
     assert res.exit_code == 2
     assert "mutually exclusive" in res.output
 
 
 def test_cli_missing_parquet_is_exit_2(cli_env: Path) -> None:
-    res = _invoke(["train", "--symbol", "NOPEUSDT", "--data-dir", str(cli_env / "nodata"), "--quiet"])
+    res = invoke("train", "--symbol", "NOPEUSDT", "--data-dir", str(cli_env / "nodata"), "--quiet")
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "not found" in lines[0]
 
 
 def test_cli_unwritable_models_folder_is_exit_2(cli_env: Path) -> None:
-    _write_market(cli_env / "data", "UNWUSDT", days=20)
+    write_market(cli_env / "data", "UNWUSDT", days=20)
     blocker = cli_env / "models_is_a_file"
     blocker.write_text("not a folder")
-    res = _invoke(
-        [
-            "train",
-            "--symbol",
-            "UNWUSDT",
-            "--data-dir",
-            str(cli_env / "data"),
-            "--model-dir",
-            str(blocker),
-            "--quiet",
-        ]
+    res = invoke(
+        "train",
+        "--symbol",
+        "UNWUSDT",
+        "--data-dir",
+        str(cli_env / "data"),
+        "--model-dir",
+        str(blocker),
+        "--quiet",
     )
     assert res.exit_code == 2
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
@@ -308,54 +283,186 @@ def test_cli_unwritable_models_folder_is_exit_2(cli_env: Path) -> None:
 
 
 def test_cli_bad_backend_and_bad_tuned_params(cli_env: Path) -> None:
-    res = _invoke(["train", "--symbol", "XRPUSDT", "--backend", "xgb", "--quiet"])
+    res = invoke("train", "--symbol", "XRPUSDT", "--backend", "xgb", "--quiet")
     assert res.exit_code == 2 and "--backend" in res.output
-    _write_market(cli_env / "data", "BTPUSDT", days=20)
-    res = _invoke(
-        [
-            "train",
-            "--symbol",
-            "BTPUSDT",
-            "--data-dir",
-            str(cli_env / "data"),
-            "--model-dir",
-            str(cli_env / "models"),
-            "--tuned-params",
-            str(cli_env / "missing.json"),
-            "--quiet",
-        ]
+    write_market(cli_env / "data", "BTPUSDT", days=20)
+    res = invoke(
+        "train",
+        "--symbol",
+        "BTPUSDT",
+        "--data-dir",
+        str(cli_env / "data"),
+        "--model-dir",
+        str(cli_env / "models"),
+        "--tuned-params",
+        str(cli_env / "missing.json"),
+        "--quiet",
     )
     assert res.exit_code == 2 and "tuned-params file not found" in res.output
     assert not (cli_env / "models" / "btpusdt" / "lgbm_filter.onnx").exists()
 
 
 def test_cli_deploy_from_staging(cli_env: Path) -> None:
-    _write_market(cli_env / "data", "DPLUSDT", days=20)
+    write_market(cli_env / "data", "DPLUSDT", days=20)
     staging, live = cli_env / "staging", cli_env / "models"
-    res = _invoke(
-        [
-            "train",
-            "--symbol",
-            "DPLUSDT",
-            "--wf",
-            "0",
-            "--data-dir",
-            str(cli_env / "data"),
-            "--model-dir",
-            str(staging),
-            "--quiet",
-        ]
+    res = invoke(
+        "train",
+        "--symbol",
+        "DPLUSDT",
+        "--wf",
+        "0",
+        "--data-dir",
+        str(cli_env / "data"),
+        "--model-dir",
+        str(staging),
+        "--quiet",
     )
     assert res.exit_code == 0, res.output
-    res = _invoke(["deploy", "--symbol", "DPLUSDT", "--from", str(staging), "--model-dir", str(live)])
+    res = invoke("deploy", "--symbol", "DPLUSDT", "--from", str(staging), "--model-dir", str(live))
     assert res.exit_code == 0, res.output
     assert (live / "dplusdt" / "lgbm_filter.onnx").read_bytes() == (
         staging / "dplusdt" / "lgbm_filter.onnx"
     ).read_bytes()
-    res = _invoke(
-        ["deploy", "--symbol", "DPLUSDT", "--from", str(cli_env / "empty"), "--model-dir", str(live)]
+    res = invoke(
+        *["deploy", "--symbol", "DPLUSDT", "--from", str(cli_env / "empty"), "--model-dir", str(live)]
     )
     assert res.exit_code == 2 and "nothing to deploy" in res.output
+
+
+def _train(cli_env: Path, symbol: str, *extra: str, models: str = "models") -> Result:
+    return invoke(
+        "train",
+        "--symbol",
+        symbol,
+        "--data-dir",
+        str(cli_env / "data"),
+        "--model-dir",
+        str(cli_env / models),
+        *extra,
+    )
+
+
+def test_cli_train_shows_a_progress_bar_unless_quiet(cli_env: Path) -> None:
+    write_market(cli_env / "data", "PGBUSDT")
+    shown = _train(cli_env, "PGBUSDT", "--wf", "2")
+    assert shown.exit_code == 0, shown.output
+    assert "PGBUSDT saved" in shown.stderr and "5/5" in shown.stderr and "━" in shown.stderr
+    quiet = _train(cli_env, "PGBUSDT", "--wf", "2", "--quiet")
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == "" and "PGBUSDT" in quiet.stdout
+
+
+@BAD_PARQUETS
+def test_cli_train_refuses_a_bad_parquet(cli_env: Path, synth_market, make_bad, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    path = data_path(cli_env / "data", "BADUSDT")
+    path.parent.mkdir(parents=True)
+    make_bad(path, synth_market)
+    one_line_error(_train(cli_env, "BADUSDT"), str(path), fragment)  # no --quiet: the bar is erased
+    assert not (cli_env / "models").exists()  # refused before anything was written
+
+
+def test_cli_train_with_too_few_samples_is_one_line_and_writes_no_model(cli_env: Path) -> None:
+    write_market(cli_env / "data", "FEWUSDT", days=2)
+    one_line_error(_train(cli_env, "FEWUSDT"), "FEWUSDT: only", "training needs at least 200")
+    assert not list((cli_env / "models").rglob("*.onnx"))
+    assert not list((cli_env / "models").rglob("*.json"))
+
+
+def test_cli_all_reports_each_failed_symbol_on_one_line_and_trains_the_rest(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "40")  # a narrow terminal must not wrap the error line
+    monkeypatch.setenv("SYMBOLS", "OKAUSDT,MISUSDT")
+    write_market(cli_env / "data", "OKAUSDT")
+    res = invoke(
+        "train", "--all", "--wf", "0", "--data-dir", str(cli_env / "data"), "--model-dir", str(cli_env / "m")
+    )
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "misusdt" in errors[0] and "file not found" in errors[0], res.stderr
+    assert (cli_env / "m" / "okausdt" / "lgbm_filter.onnx").is_file()
+    assert not (cli_env / "m" / "misusdt").exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_cli_deploy_refuses_a_corrupt_or_foreign_model(cli_env: Path) -> None:
+    write_market(cli_env / "data", "DPCUSDT")
+    assert _train(cli_env, "DPCUSDT", "--wf", "0", "--quiet", models="staging").exit_code == 0
+    deploy = ("deploy", "--symbol", "DPCUSDT", "--from", str(cli_env / "staging"), "--model-dir")
+    assert invoke(*deploy, str(cli_env / "models")).exit_code == 0
+    live = cli_env / "models" / "dpcusdt"
+    before = _snapshot(live)
+    staged_onnx = cli_env / "staging" / "dpcusdt" / "lgbm_filter.onnx"
+    staged_meta = staged_onnx.with_suffix(".json")
+    good_onnx, good_meta = staged_onnx.read_bytes(), json.loads(staged_meta.read_text())
+
+    staged_onnx.write_bytes(good_onnx[: len(good_onnx) // 2])  # truncated copy
+    one_line_error(invoke(*deploy, str(cli_env / "models")), str(staged_onnx), "sha256 differs")
+    assert _snapshot(live) == before
+
+    garbage = b"not an onnx model"  # corrupt, with metadata that vouches for it
+    staged_onnx.write_bytes(garbage)
+    staged_meta.write_text(json.dumps({**good_meta, "onnx_sha256": hashlib.sha256(garbage).hexdigest()}))
+    one_line_error(invoke(*deploy, str(cli_env / "models")), "refusing to save a corrupt lgbm ONNX model")
+    assert _snapshot(live) == before
+
+    staged_onnx.write_bytes(good_onnx)  # intact model, built for another feature schema
+    staged_meta.write_text(json.dumps({**good_meta, "feature_schema_hash": "0" * 64}))
+    one_line_error(invoke(*deploy, str(cli_env / "models")), "feature schema 000000000000", "retrain")
+    assert _snapshot(live) == before
+
+
+# ------------------------------------------------------------------ scripts/train_model.py
+
+
+def test_train_script_keeps_the_spec_flags(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("train_model.py")
+    write_market(cli_env / "data", "SCRUSDT")
+    tuned = cli_env / "tuned.json"
+    tuned.write_text(json.dumps({"best_trial": {"params": {"n_estimators": 30}}}))
+    dirs = ["--data-dir", str(cli_env / "data"), "--model-dir", str(cli_env / "models"), "--quiet"]
+    argv = ["--symbol", "scrusdt", "--wf", "--wf-splits", "2", "--decay", "1.0", "--tuned-params", str(tuned)]
+    assert script.main([*argv, *dirs]) == 0
+    meta = json.loads((cli_env / "models" / "scrusdt" / "lgbm_filter.json").read_text())
+    assert len(meta["walk_forward"]["folds"]) == 2 and meta["params"]["n_estimators"] == 30
+    assert meta["dataset"]["decay"] == 1.0
+    # --data without --symbol: the file's folder names the symbol; without --wf: final model only.
+    data_file = data_path(cli_env / "data", "SCRUSDT")
+    assert script.main(["--data", str(data_file), "--model-dir", str(cli_env / "m2"), "--quiet"]) == 0
+    meta = json.loads((cli_env / "m2" / "scrusdt" / "lgbm_filter.json").read_text())
+    assert meta["walk_forward"]["folds"] == [] and meta["data_file"] == str(data_file)
+    capsys.readouterr()
+    for bad, fragment in (
+        (["--symbol", "SCRUSDT", "--all"], "mutually exclusive"),
+        (["--data", str(data_file), "--all"], "--data and --all are mutually exclusive"),
+        (["--symbol", "SCRUSDT", "--backend", "xgb"], "--backend='xgb'"),
+        (["--symbol", "SCRUSDT", "--wf", "--wf-splits", "0"], "--wf-splits=0"),
+    ):
+        assert script.main(bad) == 2, bad
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and fragment in err, err
+
+
+def test_train_script_maps_backend_words_and_folds(cli_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mlx`` is the SPEC's word for the neural backend; ``--wf`` without a value means 5 folds."""
+    from perpbot.ml import training
+
+    calls: list[dict[str, object]] = []
+
+    def record(symbol: str, **kwargs: object) -> None:
+        calls.append({"symbol": symbol, **kwargs})
+        raise InsufficientDataError("stop here")  # the mapping is what this test checks
+
+    monkeypatch.setattr(training, "train_symbol", record)
+    script = load_script("train_model.py")
+    for backend in ("mlx", "nn", "lgbm"):
+        assert script.main(["--symbol", "XRPUSDT", "--backend", backend, "--wf", "--quiet"]) == 2
+    assert script.main(["--symbol", "XRPUSDT", "--quiet"]) == 2
+    assert [c["backend"] for c in calls] == ["nn", "nn", "lgbm", "lgbm"]
+    assert [c["wf"] for c in calls] == [5, 5, 5, 0]
 
 
 # ------------------------------------------------------------------ scripts/train_and_deploy.sh
@@ -398,12 +505,13 @@ def test_train_and_deploy_script(cli_env: Path) -> None:
         "PERPBOT": f"{sys.executable} {stub}",
         "STUB_LOG": str(log),
         "TIME_WEIGHT_DECAY": "1.5",
-        "DATA_DIR": str(cli_env / "data"),
-        "MODEL_DIR": str(cli_env / "models"),
+        "DATA_DIR": str(cli_env / "not_this_data"),  # the flags below win over the environment
+        "MODEL_DIR": str(cli_env / "not_these_models"),
     }
+    dirs = ["--data-dir", str(cli_env / "data"), f"--model-dir={cli_env / 'models'}"]
     for n in ("2", "0"):
         proc = subprocess.run(
-            ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", n],
+            ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", *dirs, n],
             cwd=cli_env,
             env=env,
             capture_output=True,
@@ -422,6 +530,7 @@ def test_train_and_deploy_script(cli_env: Path) -> None:
     assert len(entries) == 2 and entries[0]["wf_folds"] == 2 and entries[1]["wf_folds"] == 0  # history kept
     assert entries[0]["decay"] == 1.5
     assert not list((cli_env / "models").glob(".staging.*"))  # staging removed
+    assert not (cli_env / "not_this_data").exists() and not (cli_env / "not_these_models").exists()
     bad = subprocess.run(
         ["bash", str(script), "--symbol", "SHLUSDT", "--all"],
         cwd=cli_env,

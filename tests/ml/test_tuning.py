@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
+from typer.testing import Result
 
-from perpbot.config import AppConfig, SignalParams
+from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
-from perpbot.data.store import save_market
-from perpbot.data.synth import synth_market
 from perpbot.ml import tuning
 from perpbot.ml.training import ACTIVE_PARAMS_FILE, resolve_lgbm_params
 from perpbot.ml.tuning import CVResult, promotion_decision, suggest_params, tune_symbol
+from tests.support.cli import invoke, load_script, one_line_error
+from tests.support.ml import LOOSE, LOOSE_ENV, write_market
 
-LOOSE = SignalParams(
-    atr_sl_mult=1.5, atr_tp_mult=2.0, signal_threshold=2, adx_threshold=0.0, vol_multiplier=1.0
-)
 CFG = AppConfig(default_params=LOOSE)
 SMALL = (20, 40)
 
@@ -26,8 +25,22 @@ SMALL = (20, 40)
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tune_data")
-    save_market(synth_market(20, 11, symbol="TUNUSDT"), data_path(root, "TUNUSDT"))
+    write_market(root, "TUNUSDT")
     return root
+
+
+def _tune(data_dir: Path, models: Path, trials: int, **kwargs: Any) -> tuning.TuneReport:
+    """A small study on the module's market: 3 folds, tiny forests."""
+    return tune_symbol(
+        "TUNUSDT",
+        data_dir=data_dir,
+        model_dir=models,
+        config=CFG,
+        trials=trials,
+        folds=3,
+        n_estimators_range=SMALL,
+        **kwargs,
+    )
 
 
 def _cv(score: float, std: float, folds: int) -> CVResult:
@@ -48,15 +61,7 @@ def _cv(score: float, std: float, folds: int) -> CVResult:
 
 def test_real_three_trial_study_then_resume(tmp_path: Path, data_dir: Path) -> None:
     models = tmp_path / "models"
-    r1 = tune_symbol(
-        "TUNUSDT",
-        data_dir=data_dir,
-        model_dir=models,
-        config=CFG,
-        trials=3,
-        folds=3,
-        n_estimators_range=SMALL,
-    )
+    r1 = _tune(data_dir, models, 3)
     sym_dir = models / "tunusdt"
     assert (sym_dir / "optuna.sqlite3").is_file()
     assert r1.trials_new == 3 and r1.trials_total == 3
@@ -81,16 +86,7 @@ def test_real_three_trial_study_then_resume(tmp_path: Path, data_dir: Path) -> N
     assert res["promotion"]["rule"] == tuning.PROMOTION_RULE
 
     # An interrupted/finished study resumes: asking for 5 in total runs only 2 more.
-    r2 = tune_symbol(
-        "TUNUSDT",
-        data_dir=data_dir,
-        model_dir=models,
-        config=CFG,
-        trials=5,
-        folds=3,
-        n_estimators_range=SMALL,
-        baseline=False,
-    )
+    r2 = _tune(data_dir, models, 5, baseline=False)
     assert r2.trials_new == 2 and r2.trials_total == 5
     assert r2.study_name == r1.study_name
     study = optuna.load_study(study_name=r2.study_name, storage=r2.storage)
@@ -143,15 +139,7 @@ def test_promotion_writes_active_params_used_by_training(
 ) -> None:
     monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.70, 0.01, 0.50))
     models = tmp_path / "models"
-    rep = tune_symbol(
-        "TUNUSDT",
-        data_dir=data_dir,
-        model_dir=models,
-        config=CFG,
-        trials=2,
-        folds=3,
-        n_estimators_range=SMALL,
-    )
+    rep = _tune(data_dir, models, 2)
     assert rep.promoted, rep.reasons
     active = models / "tunusdt" / ACTIVE_PARAMS_FILE
     saved = json.loads(active.read_text())
@@ -161,16 +149,7 @@ def test_promotion_writes_active_params_used_by_training(
     assert resolved.weight_scale == pytest.approx(rep.best_params["weight_scale"])
     # --no-baseline never promotes, even with the same (winning) trials: the active file stays.
     before = active.read_bytes()
-    rep2 = tune_symbol(
-        "TUNUSDT",
-        data_dir=data_dir,
-        model_dir=models,
-        config=CFG,
-        trials=3,
-        folds=3,
-        n_estimators_range=SMALL,
-        baseline=False,
-    )
+    rep2 = _tune(data_dir, models, 3, baseline=False)
     assert not rep2.promoted and active.read_bytes() == before
 
 
@@ -184,15 +163,7 @@ def test_no_promotion_keeps_active_params(
     before = active.read_bytes()
     # Better score but unstable across folds -> refused, and the reason is reported.
     monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.70, 0.20, 0.50))
-    rep = tune_symbol(
-        "TUNUSDT",
-        data_dir=data_dir,
-        model_dir=models,
-        config=CFG,
-        trials=2,
-        folds=3,
-        n_estimators_range=SMALL,
-    )
+    rep = _tune(data_dir, models, 2)
     assert not rep.promoted and any("std" in r for r in rep.reasons)
     assert active.read_bytes() == before
     res = json.loads(rep.results_path.read_text())
@@ -200,39 +171,68 @@ def test_no_promotion_keeps_active_params(
     assert res["promotion"]["promoted"] is False
 
 
-def test_cli_tune(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from typer.testing import CliRunner
-
-    from perpbot.cli.main import app
-
+@pytest.fixture()
+def tune_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """CLI/script runs: no stray .env, the relaxed rule, and a stand-in CV that never promotes."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "400")
-    for k, v in {
-        "SIGNAL_THRESHOLD": "2",
-        "ADX_THRESHOLD": "0",
-        "VOL_MULTIPLIER": "1.0",
-        "ATR_SL_MULT": "1.5",
-    }.items():
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps the result lines at 80 columns otherwise
+    for k, v in LOOSE_ENV.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.delenv("SYMBOLS", raising=False)
+    monkeypatch.delenv("SYMBOL", raising=False)
     monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.505, 0.01, 0.50))
-    res = CliRunner().invoke(
-        app,
-        [
-            "tune",
-            "--symbol",
-            "TUNUSDT",
-            "--trials",
-            "2",
-            "--folds",
-            "3",
-            "--data-dir",
-            str(data_dir),
-            "--model-dir",
-            str(tmp_path / "m"),
-            "--quiet",
-        ],
+    return tmp_path
+
+
+def _cli_tune(data_dir: Path, models: Path, *extra: str) -> Result:
+    return invoke(
+        "tune",
+        "--symbol",
+        "TUNUSDT",
+        "--trials",
+        "2",
+        "--folds",
+        "3",
+        "--data-dir",
+        str(data_dir),
+        "--model-dir",
+        str(models),
+        *extra,
     )
+
+
+def test_cli_tune(tune_env: Path, data_dir: Path) -> None:
+    res = _cli_tune(data_dir, tune_env / "m", "--quiet")
     assert res.exit_code == 0, res.output
     assert "not promoted" in res.output and "does not beat baseline" in res.output
-    res = CliRunner().invoke(app, ["tune", "--symbol", "TUNUSDT", "--all"])
-    assert res.exit_code == 2
+    assert res.stderr == ""  # --quiet: no progress bar
+    one_line_error(invoke("tune", "--symbol", "TUNUSDT", "--all"), "mutually exclusive")
+
+
+def test_cli_tune_shows_a_progress_bar(tune_env: Path, data_dir: Path) -> None:
+    res = _cli_tune(data_dir, tune_env / "m")
+    assert res.exit_code == 0, res.output
+    assert "TUNUSDT tuning" in res.stderr and "2/2" in res.stderr and "━" in res.stderr
+
+
+def test_tune_script_keeps_the_spec_flags(
+    tune_env: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = load_script("tune_hyperparams.py")
+    models = tune_env / "m"
+    argv = ["--trials", "2", "--folds", "3", "--train-ratio", "0.6", "--min-recall", "0.3", "--quiet"]
+    assert (
+        script.main(["--symbol", "tunusdt", *argv, "--data-dir", str(data_dir), "--model-dir", str(models)])
+        == 0
+    )
+    (results,) = (models / "tunusdt").glob("tune_results_*.json")
+    saved = json.loads(results.read_text())
+    assert saved["recall_constraint"] == 0.3 and saved["folds"] == 3 and saved["n_trials"]["new"] == 2
+    # --data without --symbol: the file's folder names the symbol; --no-baseline never promotes.
+    data_file = data_path(data_dir, "TUNUSDT")
+    assert script.main(["--data", str(data_file), *argv, "--no-baseline", "--model-dir", str(models)]) == 0
+    assert "no baseline computed" in capsys.readouterr().out
+    assert not (models / "tunusdt" / ACTIVE_PARAMS_FILE).exists()
+    assert script.main(["--symbol", "TUNUSDT", "--all"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "mutually exclusive" in err

@@ -18,8 +18,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +32,7 @@ from rich.text import Text
 
 from perpbot.backtest.metrics import EquityCurve, Metrics, MetricsReport
 from perpbot.domain.types import ClosedTrade
+from perpbot.fileio import atomic_write_bytes
 
 HONESTY_NOTE = (
     "Profitability is unproven. Prior research on this design found no deployable edge after fees "
@@ -79,19 +78,6 @@ def iso_utc(ms: int) -> str:
     dt = datetime.fromtimestamp(ms / 1000.0, tz=UTC)
     text = dt.isoformat(timespec="milliseconds" if ms % 1000 else "seconds")
     return text.replace("+00:00", "Z")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; reports are meant to be shared and opened
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def json_safe(value: Any) -> Any:

@@ -64,6 +64,7 @@ from perpbot.data.schema import BAR_MS, data_path
 from perpbot.domain.types import ClosedTrade, CloseReason, SymbolFilters
 from perpbot.engine.context import CandleContext
 from perpbot.errors import ConfigError, DataError
+from perpbot.exchange.known_filters import derived_filters
 from perpbot.ml.decision import EntryFilter, PassThroughFilter
 from perpbot.strategy.signal import side_from_code
 
@@ -73,17 +74,6 @@ ProgressFn = Callable[[int, int], None]
 """``progress(candles_done, candles_total)``; called every few thousand candles and at the end."""
 
 _PROGRESS_EVERY = 4096  # timeline steps between progress callbacks
-
-# Binance USDT-M filters of the default symbols (exchange info; tick/step are not recorded in the
-# data files). Other symbols get filters derived from their price level (``derived_filters``).
-KNOWN_FILTERS: dict[str, tuple[float, float, float]] = {
-    # symbol: (tick_size, step_size, min_qty)
-    "XRPUSDT": (0.0001, 0.1, 0.1),
-    "TRXUSDT": (0.00001, 1.0, 1.0),
-    "DOGEUSDT": (0.00001, 1.0, 1.0),
-    "BTCUSDT": (0.1, 0.001, 0.001),
-    "ETHUSDT": (0.01, 0.001, 0.001),
-}
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -283,23 +273,6 @@ def _to_ms(dt: datetime) -> int:
 
 def _iso_minute(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def derived_filters(symbol: str, reference_price: float) -> SymbolFilters:
-    """Filters for a symbol without a known table entry, from its price level.
-
-    Tick = 5 significant digits of the price (Binance's usual precision); step such that one step
-    is worth at most ~0.1 USDT, never finer than 0.001 (Binance's finest step). Deterministic.
-    """
-    if symbol in KNOWN_FILTERS:
-        tick, step, min_qty = KNOWN_FILTERS[symbol]
-        return SymbolFilters(symbol, tick, step, min_qty, 5.0)
-    p = reference_price if reference_price > 0 and math.isfinite(reference_price) else 1.0
-    tick = 10.0 ** (math.floor(math.log10(p)) - 4)
-    step = max(10.0 ** math.floor(math.log10(0.1 / p)), 0.001)
-    tick = float(f"{tick:.0e}")
-    step = float(f"{step:.0e}")
-    return SymbolFilters(symbol, tick, step, step, 5.0)
 
 
 def check_inputs(cfg: BacktestConfig) -> None:

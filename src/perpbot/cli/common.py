@@ -6,9 +6,10 @@ process exits with status 2; nothing is written half-way because writers are ato
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -33,11 +34,19 @@ ModelDirOpt = Annotated[Path, typer.Option("--model-dir", help="Models folder.")
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
-def fail(message: str) -> None:
-    """Print a one-line error and exit 2."""
-    # Plain write, not rich: the one-line contract must hold whatever the terminal width.
+def error_line(message: object) -> None:
+    """Write ``error: <message>`` as exactly one line on stderr.
+
+    Plain write, not rich: rich wraps at the terminal width, and the one-line contract must hold
+    whatever the width (and whatever newlines a library put into the message).
+    """
     sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
     sys.stderr.flush()
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit 2."""
+    error_line(message)
     raise typer.Exit(2)
 
 
@@ -67,9 +76,34 @@ def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool) -> list[str]:
     return list(cfg.symbols)
 
 
+def run_per_symbol(symbols: Sequence[str], job: Callable[[str], None]) -> int:
+    """Run ``job`` per symbol and return how many failed.
+
+    One symbol: a ``PerpbotError`` propagates (the caller prints it and exits 2). Several
+    (``--all``): each failure is printed as one line and the other symbols still run, because one
+    bad data file should not cost the user the other symbols' training; the caller exits 2 when
+    the count is non-zero.
+    """
+    if len(symbols) == 1:
+        job(symbols[0])
+        return 0
+    failed = 0
+    for sym in symbols:
+        try:
+            job(sym)
+        except PerpbotError as exc:
+            failed += 1
+            error_line(exc)
+    return failed
+
+
 @contextmanager
 def progress(quiet: bool) -> Iterator[Progress]:
-    """A rich progress bar (disabled by ``--quiet`` or when stderr is not a terminal in CI)."""
+    """A rich progress bar on stderr (stdout stays clean for results); ``--quiet`` disables it.
+
+    On a non-terminal stderr (CI logs, pipes) rich draws nothing while running and prints the
+    final state once, which is what a log should hold.
+    """
     p = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -80,8 +114,50 @@ def progress(quiet: bool) -> Iterator[Progress]:
         transient=False,
     )
     with p:
-        yield p
+        try:
+            yield p
+        except BaseException:
+            # A failed job leaves only its one error line: the half-drawn bar is erased instead
+            # of being printed as a final frame (which a log or a pipe would keep).
+            p.live.transient = True
+            raise
 
 
-def is_tty() -> bool:
-    return sys.stderr.isatty()
+# --------------------------------------------------------------------------------------------
+# scripts/*.py: the SPEC's argparse front ends share the symbol/folder flags and their rules.
+
+
+def add_symbol_args(ap: argparse.ArgumentParser) -> None:
+    """``--data``, ``--symbol``, ``--all``, ``--data-dir``, ``--model-dir``, ``--quiet``."""
+    ap.add_argument(
+        "--data", type=Path, help="Market parquet file (default data/<symbol>/combined_15m.parquet)."
+    )
+    ap.add_argument("--symbol", help="One symbol, e.g. XRPUSDT.")
+    ap.add_argument("--all", action="store_true", help="Every configured symbol (SYMBOLS).")
+    ap.add_argument("--data-dir", type=Path, default=Path("data"))
+    ap.add_argument("--model-dir", type=Path, default=Path("models"))
+    ap.add_argument("--quiet", action="store_true", help="No progress bar.")
+
+
+def script_symbols(cfg: AppConfig, args: argparse.Namespace) -> list[str]:
+    """Symbols of a script run: ``--data`` without ``--symbol`` takes the symbol from the file's
+    folder (``data/xrpusdt/combined_15m.parquet`` → ``XRPUSDT``); one file holds one symbol."""
+    if args.data is not None and args.all:
+        raise ConfigError("--data and --all are mutually exclusive: one file holds one symbol")
+    if args.data is not None and not args.symbol:
+        try:
+            return [normalize_symbol(args.data.parent.name, source="--data folder")]
+        except ConfigError:
+            raise ConfigError(
+                f"--data={args.data}: cannot tell the symbol from the folder name; pass --symbol"
+            ) from None
+    return select_symbols(cfg, args.symbol, args.all)
+
+
+def run_script(body: Callable[[], int]) -> int:
+    """Run a script's body under the error contract: one line on stderr, exit status 2."""
+    try:
+        return body()
+    except PerpbotError as exc:
+        error_line(exc)
+        return exc.exit_code

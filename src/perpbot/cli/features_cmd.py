@@ -7,9 +7,6 @@ surge flag, raw ATR, close and raw ADX.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated
@@ -29,29 +26,17 @@ from perpbot.cli.common import (
 )
 from perpbot.data.schema import data_path
 from perpbot.errors import ConfigError, DataError
+from perpbot.fileio import UnwritableFolderError, atomic_write
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Output parquet file (written atomically).")]
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    """Temp file in the target folder + ``os.replace``: readers never see a half-written file."""
-    path = Path(path)
+    """Write the matrix atomically: readers never see a half-written file (shared helper)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
+        return atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=True))
+    except UnwritableFolderError as exc:
         raise DataError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        frame.to_parquet(tmp, index=True)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the matrix is meant to be shared and inspected
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
 
 
 def build_symbol_features(symbol: str, data_dir: Path) -> pd.DataFrame:

@@ -30,15 +30,14 @@ from perpbot.cli.common import (
     SymbolOpt,
     config_from_env,
     console,
-    err_console,
     progress,
+    run_per_symbol,
     select_symbols,
     user_errors,
 )
-from perpbot.errors import PerpbotError
 
 if TYPE_CHECKING:
-    from perpbot.ml.training import TrainReport
+    from perpbot.ml.training import ProgressFn, TrainReport
     from perpbot.ml.tuning import TuneReport
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="lgbm | nn (mlx is an alias of nn).")]
@@ -52,7 +51,7 @@ TunedOpt = Annotated[
 ]
 
 
-def progress_callback(bar: Progress) -> Callable[[str, int, int], None]:
+def progress_callback(bar: Progress) -> ProgressFn:
     """Map ``progress(description, completed, total)`` onto one rich task per symbol."""
     tasks: dict[str, Any] = {}
 
@@ -100,32 +99,20 @@ def train_table(report: TrainReport) -> Table:
     if report.folds:
         s = report.summary
         table.add_section()
-        table.add_row(
-            "mean",
-            "",
-            "",
-            "",
-            _f(s["auc"][0]),
-            "",
-            _f(s["precision"][0]),
-            _f(s["recall"][0]),
-            "",
-            _f(s["baseline_auc"][0]),
-            _f(s["baseline_precision"][0]),
-        )
-        table.add_row(
-            "± std",
-            "",
-            "",
-            "",
-            _f(s["auc"][1]),
-            "",
-            _f(s["precision"][1]),
-            _f(s["recall"][1]),
-            "",
-            _f(s["baseline_auc"][1]),
-            _f(s["baseline_precision"][1]),
-        )
+        for label, k in (("mean", 0), ("± std", 1)):
+            table.add_row(
+                label,
+                "",
+                "",
+                "",
+                _f(s["auc"][k]),
+                "",
+                _f(s["precision"][k]),
+                _f(s["recall"][k]),
+                "",
+                _f(s["baseline_auc"][k]),
+                _f(s["baseline_precision"][k]),
+            )
     return table
 
 
@@ -174,19 +161,15 @@ def print_tune_report(report: TuneReport) -> None:
     console.print(f"{report.symbol}: results in {report.results_path}")
 
 
-def _run_per_symbol(symbols: list[str], job: Callable[[str], None]) -> None:
-    """Run ``job`` per symbol; one symbol: errors propagate (one line, exit 2); several: each
-    failure is reported and the rest still run, then exit 2."""
-    if len(symbols) == 1:
-        job(symbols[0])
-        return
-    failed = 0
-    for sym in symbols:
-        try:
-            job(sym)
-        except PerpbotError as exc:
-            failed += 1
-            err_console.print(f"error: {exc}", markup=False, highlight=False)
+def run_symbols(symbols: list[str], quiet: bool, job: Callable[[str, ProgressFn], None]) -> int:
+    """Run ``job(symbol, progress)`` per symbol under one progress bar (one task per symbol);
+    return how many symbols failed (:func:`run_per_symbol`). Shared by the CLI and the scripts."""
+    with progress(quiet) as bar:
+        cb = progress_callback(bar)
+        return run_per_symbol(symbols, lambda sym: job(sym, cb))
+
+
+def _exit_on_failures(failed: int) -> None:
     if failed:
         raise typer.Exit(2)
 
@@ -212,24 +195,22 @@ def register(app: typer.Typer) -> None:
         cfg = config_from_env()
         symbols = select_symbols(cfg, symbol, all_)
         backend = normalize_backend(backend)
-        with progress(quiet) as bar:
-            cb = progress_callback(bar)
 
-            def job(sym: str) -> None:
-                report = train_symbol(
-                    sym,
-                    data_dir=data_dir,
-                    model_dir=model_dir,
-                    config=cfg,
-                    backend=backend,
-                    wf=wf,
-                    decay=decay,
-                    tuned_params=tuned_params,
-                    progress=cb,
-                )
-                print_train_report(report)
+        def job(sym: str, cb: ProgressFn) -> None:
+            report = train_symbol(
+                sym,
+                data_dir=data_dir,
+                model_dir=model_dir,
+                config=cfg,
+                backend=backend,
+                wf=wf,
+                decay=decay,
+                tuned_params=tuned_params,
+                progress=cb,
+            )
+            print_train_report(report)
 
-            _run_per_symbol(symbols, job)
+        _exit_on_failures(run_symbols(symbols, quiet, job))
 
     @app.command("tune")
     @user_errors
@@ -251,24 +232,22 @@ def register(app: typer.Typer) -> None:
 
         cfg = config_from_env()
         symbols = select_symbols(cfg, symbol, all_)
-        with progress(quiet) as bar:
-            cb = progress_callback(bar)
 
-            def job(sym: str) -> None:
-                report = tune_symbol(
-                    sym,
-                    data_dir=data_dir,
-                    model_dir=model_dir,
-                    config=cfg,
-                    trials=trials,
-                    folds=folds,
-                    min_recall=min_recall,
-                    baseline=not no_baseline,
-                    progress=cb,
-                )
-                print_tune_report(report)
+        def job(sym: str, cb: ProgressFn) -> None:
+            report = tune_symbol(
+                sym,
+                data_dir=data_dir,
+                model_dir=model_dir,
+                config=cfg,
+                trials=trials,
+                folds=folds,
+                min_recall=min_recall,
+                baseline=not no_baseline,
+                progress=cb,
+            )
+            print_tune_report(report)
 
-            _run_per_symbol(symbols, job)
+        _exit_on_failures(run_symbols(symbols, quiet, job))
 
     @app.command("deploy")
     @user_errors
@@ -290,4 +269,4 @@ def register(app: typer.Typer) -> None:
             backends = artifacts.deploy(from_dir, model_dir, sym)
             console.print(f"{sym}: deployed {', '.join(backends)} to {Path(model_dir) / sym.lower()}")
 
-        _run_per_symbol(symbols, job)
+        _exit_on_failures(run_per_symbol(symbols, job))

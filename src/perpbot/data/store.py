@@ -12,10 +12,7 @@ parquet behind; the previous file stays intact until ``os.replace`` swaps in the
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +23,7 @@ import pyarrow.parquet as pq
 
 from perpbot.data.schema import ALL_COLUMNS, BAR_MS, BTC_COLS, ETH_COLS, INDEX_NAME, MICRO_COLS, OHLCV
 from perpbot.errors import DataError
+from perpbot.fileio import UnwritableFolderError, atomic_write
 
 # Parquet key-value metadata written by ``save_market``: open time (ms) of the last candle that
 # was known to be closed when the file was written.
@@ -283,20 +281,9 @@ def save_market(df: pd.DataFrame, path: Path, *, closed_through_ms: int | None =
         meta[CLOSED_THROUGH_KEY] = str(int(closed_through_ms)).encode()
     table = table.replace_schema_metadata(meta)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    except UnwritableFolderError as exc:
         raise DataError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        pq.write_table(table, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are shared between tools and users
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
     return path
 
 

@@ -564,23 +564,14 @@ class SymbolBot:
                         self.symbol, side.entry_order_side, qty, client_order_id=cid
                     )
                 except ExchangeError as exc:
-                    self._journal.record_order_result(
-                        row, time_ms=self._clock.now_ms(), status="ERROR", reason=str(exc)
-                    )
+                    self._journal_error(row, exc)
                     log.warning("%s: entry order failed: %s", self.symbol, exc)
                     if isinstance(exc, ExchangeUnavailable):  # outcome unknown: look
                         pos_ex = await self._ex.position(self.symbol)
                         if pos_ex is not None:
                             await self._adopt(pos_ex, ctx, announce=True)
                     return False
-                self._journal.record_order_result(
-                    row,
-                    time_ms=self._clock.now_ms(),
-                    status=res.status.value,
-                    order_id=res.order_id,
-                    avg_price=res.avg_price,
-                    executed_qty=res.executed_qty,
-                )
+                self._journal_result(row, res)
                 fill_price, fill_qty = await self._entry_fill(res, side)
                 if fill_qty <= 0 or fill_price <= 0:
                     msg = f"entry order {res.order_id} reported no fill ({res.status.value})"
@@ -706,9 +697,7 @@ class SymbolBot:
                     self.symbol, otype, exit_side, pos.qty, trigger, reduce_only=True, client_algo_id=cid
                 )
             except Exception as exc:  # any failure counts as a failed attempt: never naked
-                self._journal.record_order_result(
-                    row, time_ms=self._clock.now_ms(), status="ERROR", reason=str(exc)
-                )
+                self._journal_error(row, exc)
                 log.warning("%s: %s placement attempt %d failed: %s", self.symbol, kind, attempt, exc)
                 if not isinstance(exc, ExchangeError) or isinstance(exc, ExchangeUnavailable):
                     order = await self._find_algo_by_cid(cid)  # it may exist anyway: look it up
@@ -781,19 +770,10 @@ class SymbolBot:
                 self.symbol, exit_side, pos.qty, reduce_only=True, client_order_id=cid
             )
         except ExchangeError as exc:
-            self._journal.record_order_result(
-                row, time_ms=self._clock.now_ms(), status="ERROR", reason=str(exc)
-            )
+            self._journal_error(row, exc)
             log.error("%s: %s close failed: %s", self.symbol, reason.value, exc)
             return None
-        self._journal.record_order_result(
-            row,
-            time_ms=self._clock.now_ms(),
-            status=res.status.value,
-            order_id=res.order_id,
-            avg_price=res.avg_price,
-            executed_qty=res.executed_qty,
-        )
+        self._journal_result(row, res)
         _put(self._own_orders, res.order_id, reason)
         if self._pos is not pos:
             return True  # the fills were handled before the REST answer came back
@@ -1257,6 +1237,21 @@ class SymbolBot:
                 raise
             log.warning("%s: exchange info refresh failed; using the cached filters", self.symbol)
         return self._filters
+
+    def _journal_result(self, row: int, res: OrderResult) -> None:
+        """The exchange's answer to a MARKET order, persisted before the bot acts on it."""
+        self._journal.record_order_result(
+            row,
+            time_ms=self._clock.now_ms(),
+            status=res.status.value,
+            order_id=res.order_id,
+            avg_price=res.avg_price,
+            executed_qty=res.executed_qty,
+        )
+
+    def _journal_error(self, row: int, exc: BaseException) -> None:
+        """A refused or failed request: the journal shows what was attempted and why it failed."""
+        self._journal.record_order_result(row, time_ms=self._clock.now_ms(), status="ERROR", reason=str(exc))
 
     def _cid(self, tag: str) -> str:
         """Client order id: ``pb<tag>-<time>-<seq>`` (≤ 36 chars, Binance's allowed characters)."""

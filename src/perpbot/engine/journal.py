@@ -157,6 +157,15 @@ class OrderRecord:
     reason: str
 
 
+def _where(*tests: tuple[str, Any] | None) -> tuple[str, list[Any]]:
+    """`` WHERE a AND b`` and its arguments from the optional ``(clause, value)`` filters given
+    (an empty string when none is): the readers' optional filters stay parameterised SQL."""
+    given = [t for t in tests if t is not None]
+    if not given:
+        return "", []
+    return " WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
+
+
 def _day_bounds(day: date) -> tuple[int, int]:
     start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     return start, start + 86_400_000
@@ -372,22 +381,13 @@ class Journal:
 
     def events(self, kind: str | None = None, symbol: str | None = None) -> list[JournalEvent]:
         """Events in order; ``kind`` matches exactly or as a prefix ending in '.' ("risk.")."""
-        sql = "SELECT id, time_ms, kind, symbol, message, data FROM events"
-        where: list[str] = []
-        args: list[Any] = []
+        kind_test = None
         if kind is not None:
-            if kind.endswith("."):
-                where.append("kind LIKE ?")
-                args.append(kind + "%")
-            else:
-                where.append("kind = ?")
-                args.append(kind)
-        if symbol is not None:
-            where.append("symbol = ?")
-            args.append(symbol)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+            kind_test = ("kind LIKE ?", kind + "%") if kind.endswith(".") else ("kind = ?", kind)
+        where, args = _where(kind_test, None if symbol is None else ("symbol = ?", symbol))
+        rows = self._db.execute(
+            f"SELECT id, time_ms, kind, symbol, message, data FROM events{where} ORDER BY id", args
+        ).fetchall()
         return [
             JournalEvent(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else json.loads(r[5]))
             for r in rows
@@ -398,18 +398,11 @@ class Journal:
         return OrderRecord(*row)
 
     def orders(self, symbol: str | None = None, kind: str | None = None) -> list[OrderRecord]:
-        sql = f"SELECT {_ORDER_COLS} FROM orders"
-        where: list[str] = []
-        args: list[Any] = []
-        if symbol is not None:
-            where.append("symbol = ?")
-            args.append(symbol)
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return [self._order(r) for r in self._db.execute(sql + " ORDER BY id", args).fetchall()]
+        where, args = _where(
+            None if symbol is None else ("symbol = ?", symbol), None if kind is None else ("kind = ?", kind)
+        )
+        rows = self._db.execute(f"SELECT {_ORDER_COLS} FROM orders{where} ORDER BY id", args).fetchall()
+        return [self._order(r) for r in rows]
 
     def last_order(self, symbol: str, kinds: tuple[str, ...]) -> OrderRecord | None:
         """The most recent order of one of ``kinds`` for ``symbol`` (recovery reads the entry)."""

@@ -127,6 +127,21 @@ class RiskManager:
         self._daily_pnl = float(daily_pnl)
         self._emit("daily_pnl_restored", f"daily PnL restored {daily_pnl:.4f}", {"day": day.isoformat()})
 
+    def restore_from_journal(self, journal: Journal) -> float:
+        """Process start-up: rebuild today's realised net PnL from the journal's closed trades.
+
+        Why: the daily-loss gate must survive a restart. Without this a crash (or a deliberate
+        restart) on a losing day would zero ``daily_pnl`` and let the bots trade past the 5 %
+        limit. "Today" is the injected clock's UTC day, so a restart after 00:00 UTC starts from
+        zero, as the midnight reset would have. The live/paper runner calls this once, after
+        ``set_base_balance`` and before any bot starts; the kill switch is rebuilt per symbol by
+        ``SymbolBot.start`` (``KillSwitch.boot``). Returns the restored PnL.
+        """
+        today = utc_day(self._clock.now_ms())
+        pnl = journal.daily_pnl(today)
+        self.restore(pnl, today)
+        return pnl
+
     # ---------------------------------------------------------------- daily reset
     def _check_reset(self) -> None:
         """Zero the daily PnL when the injected clock crossed 00:00 UTC (call under the lock)."""

@@ -38,7 +38,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +49,7 @@ import numpy as np
 
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ModelError
+from perpbot.fileio import stage_bytes
 from perpbot.ml.features import FEATURE_COLS, FEATURE_SCHEMA_VERSION, feature_schema_hash
 
 BACKENDS: tuple[str, ...] = ("nn", "lgbm")
@@ -304,20 +304,8 @@ def _file_mode(path: Path) -> int:
 
 
 def _write_temp(folder: Path, target_name: str, data: bytes) -> Path:
-    """Write ``data`` to a fsync'ed temporary file next to the target; return its path."""
-    mode = _file_mode(folder / target_name)
-    fd, name = tempfile.mkstemp(prefix=f".{target_name}.", suffix=".tmp", dir=folder)
-    tmp = Path(name)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+    """Stage ``data`` in a fsync'ed temporary file next to the target (keeping the target's mode)."""
+    return stage_bytes(folder, target_name, data, _file_mode(folder / target_name))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from perpbot.errors import ModelError
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +39,17 @@ class PassThroughFilter:
 
     def decide(self, features: np.ndarray) -> FilterDecision:
         return FilterDecision(True, None, None, "disabled")
+
+
+def feature_matrix(X: Any, n_features: int, model_name: str) -> np.ndarray:
+    """``X`` as a float64 ``[n, n_features]`` matrix (one row may be given as a vector).
+
+    Every model checks its input the same way, so a wrong feature count is one ``ModelError``
+    naming the model, never a shape error from deep inside LightGBM or numpy.
+    """
+    arr = np.asarray(X, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+    if arr.ndim != 2 or arr.shape[1] != n_features:
+        raise ModelError(f"{model_name} expects {n_features} features, got shape {arr.shape}")
+    return arr

@@ -55,6 +55,7 @@ import lightgbm as lgb
 import numpy as np
 
 from perpbot.errors import InsufficientDataError, ModelError
+from perpbot.ml.decision import feature_matrix
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +207,7 @@ class LgbmModel:
         """float64 [n, n_features] in feature order; a DataFrame is reordered by name if it can be."""
         if hasattr(X, "columns") and self.feature_names and set(self.feature_names) <= set(X.columns):
             X = X[list(self.feature_names)]
-        arr = np.asarray(X, dtype=np.float64)
-        if arr.ndim == 1:
-            arr = arr.reshape(1, -1)
-        if arr.ndim != 2 or arr.shape[1] != self.n_features:
-            raise ModelError(f"LightGBM filter expects {self.n_features} features, got shape {arr.shape}")
-        return arr
+        return feature_matrix(X, self.n_features, "LightGBM filter")
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class-1 probability, float64 [n]. NaN means missing (routed as in training)."""

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from perpbot.errors import InsufficientDataError, ModelError
+from perpbot.ml.decision import feature_matrix
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,7 @@ class NNModel:
         return int(self.w1.shape[0])
 
     def _matrix(self, X: Any) -> np.ndarray:
-        arr = np.asarray(X, dtype=np.float64)
-        if arr.ndim == 1:
-            arr = arr.reshape(1, -1)
-        if arr.ndim != 2 or arr.shape[1] != self.n_features:
-            raise ModelError(f"neural filter expects {self.n_features} features, got shape {arr.shape}")
-        return arr
+        return feature_matrix(X, self.n_features, "neural filter")
 
     def logits(self, X: Any) -> np.ndarray:
         """float32 logits [n] computed with numpy in eval mode (no dropout)."""

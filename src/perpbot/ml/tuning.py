@@ -42,13 +42,10 @@ active file is kept as ``active_lgbm_params_prev.json``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,6 +58,7 @@ from perpbot.config import AppConfig
 from perpbot.data.schema import data_path as default_data_path
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ConfigError
+from perpbot.fileio import atomic_write_text
 from perpbot.ml.dataset import Dataset, build_dataset, stratified_undersample
 from perpbot.ml.splits import Fold, purged_walk_forward
 from perpbot.ml.training import (
@@ -255,17 +253,8 @@ def promotion_decision(best: CVResult | None, baseline: CVResult | None) -> tupl
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=_json_default)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    atomic_write_text(path, text)
 
 
 def _json_default(obj: Any) -> Any:

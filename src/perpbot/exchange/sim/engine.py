@@ -99,7 +99,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -823,29 +823,28 @@ class MatchingEngine:
         """NEW, then one or more TRADE executions (each followed by ACCOUNT_UPDATE). Returns ap."""
         now = self.now_ms
         sym = b.symbol
-        self._events.append(
-            OrderTradeUpdate(
-                now,
-                sym,
-                oid,
-                cid,
-                side,
-                OrderType.MARKET,
-                original_type,
-                "NEW",
-                OrderStatus.NEW,
-                reduce_only,
-                orig_qty,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-                0.0,
-                0,
-                now,
-            )
+        new = OrderTradeUpdate(
+            event_time_ms=now,
+            symbol=sym,
+            order_id=oid,
+            client_order_id=cid,
+            side=side,
+            order_type=OrderType.MARKET,
+            original_type=original_type,
+            execution_type="NEW",
+            status=OrderStatus.NEW,
+            reduce_only=reduce_only,
+            quantity=orig_qty,
+            last_filled_qty=0.0,
+            cumulative_filled_qty=0.0,
+            last_filled_price=0.0,
+            avg_price=0.0,
+            commission=0.0,
+            realized_pnl=0.0,
+            trade_id=0,
+            trade_time_ms=now,
         )
+        self._events.append(new)
         step = b.filters.step_size
         total = steps_of(exec_qty, step)
         chunk = total
@@ -867,27 +866,19 @@ class MatchingEngine:
             tid = self._next_trade_id
             self._next_trade_id += 1
             status = OrderStatus.FILLED if done == total else OrderStatus.PARTIALLY_FILLED
+            # Each execution is the NEW report with its fill fields set (same order, same stamps).
             self._events.append(
-                OrderTradeUpdate(
-                    now,
-                    sym,
-                    oid,
-                    cid,
-                    side,
-                    OrderType.MARKET,
-                    original_type,
-                    "TRADE",
-                    status,
-                    reduce_only,
-                    orig_qty,
-                    q,
-                    cum,
-                    price,
-                    ap,
-                    fee,
-                    rp,
-                    tid,
-                    now,
+                replace(
+                    new,
+                    execution_type="TRADE",
+                    status=status,
+                    last_filled_qty=q,
+                    cumulative_filled_qty=cum,
+                    last_filled_price=price,
+                    avg_price=ap,
+                    commission=fee,
+                    realized_pnl=rp,
+                    trade_id=tid,
                 )
             )
             self._record_fill(b, oid, tid, side, price, q, fee, rp, now)
@@ -960,25 +951,25 @@ class MatchingEngine:
         self._wallet += rp
         self._events.append(
             OrderTradeUpdate(
-                now,
-                b.symbol,
-                oid,
-                f"autoclose-{oid}",
-                side,
-                OrderType.LIQUIDATION,
-                OrderType.LIQUIDATION,
-                "CALCULATED",
-                OrderStatus.FILLED,
-                True,
-                q,
-                q,
-                q,
-                lp,
-                lp,
-                0.0,
-                rp,
-                tid,
-                now,
+                event_time_ms=now,
+                symbol=b.symbol,
+                order_id=oid,
+                client_order_id=f"autoclose-{oid}",
+                side=side,
+                order_type=OrderType.LIQUIDATION,
+                original_type=OrderType.LIQUIDATION,
+                execution_type="CALCULATED",
+                status=OrderStatus.FILLED,
+                reduce_only=True,
+                quantity=q,
+                last_filled_qty=q,
+                cumulative_filled_qty=q,
+                last_filled_price=lp,
+                avg_price=lp,
+                commission=0.0,
+                realized_pnl=rp,
+                trade_id=tid,
+                trade_time_ms=now,
             )
         )
         self._record_fill(b, oid, tid, side, lp, q, 0.0, rp, now)

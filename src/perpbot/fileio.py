@@ -1,0 +1,89 @@
+"""Atomic file writes: the one implementation behind every file perpbot writes.
+
+Why: a reader (a running bot, a second tool, a user opening a report) must never see a
+half-written file, and an interrupted write (Ctrl-C, a full disk, a crash) must leave the previous
+file intact. Each write therefore goes to a temporary file *in the target's folder* (so the final
+``os.replace`` stays on one file system and is atomic on POSIX), is flushed and fsync'ed, gets its
+final permissions, and only then replaces the target. On any failure the temporary file is
+removed and the error propagates unchanged. A folder that cannot be created or written into is
+reported as :class:`UnwritableFolderError` (an ``OSError``) before anything is written, so callers
+can turn exactly that case into their own one-line user error.
+
+Permissions default to rw-r--r--: ``mkstemp`` creates 0600 files, and data, models and reports are
+meant to be read by other users (a bot running under another account than the trainer).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+DEFAULT_MODE = 0o644
+
+
+class UnwritableFolderError(OSError):
+    """The target folder cannot be created or holds no new file; nothing was written."""
+
+
+def _unwritable(exc: OSError, folder: Path) -> UnwritableFolderError:
+    return UnwritableFolderError(exc.errno, exc.strerror or str(exc), str(folder))
+
+
+def stage_file(
+    folder: Path, target_name: str, write: Callable[[Path], None], mode: int = DEFAULT_MODE
+) -> Path:
+    """Write a temporary file next to ``folder/target_name`` with ``write(tmp_path)``; return it.
+
+    The file is fsync'ed and has ``mode`` when this returns; the caller renames it into place
+    (callers that replace several files stage them all first, then rename). The temporary file is
+    removed if anything fails.
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target_name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise _unwritable(exc, folder) from exc
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:  # writers that take a path (parquet) do not fsync themselves
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def stage_bytes(folder: Path, target_name: str, data: bytes, mode: int = DEFAULT_MODE) -> Path:
+    """:func:`stage_file` for a bytes payload."""
+    return stage_file(folder, target_name, lambda tmp: tmp.write_bytes(data), mode)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], mode: int = DEFAULT_MODE) -> Path:
+    """Create the parent folders, stage the new content with ``write(tmp_path)``, then
+    ``os.replace`` it over ``path``. For writers that want a path (parquet, images)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(exc, path.parent) from exc
+    tmp = stage_file(path.parent, path.name, write, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = DEFAULT_MODE) -> Path:
+    """Atomically replace ``path`` with ``data``."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), mode)
+
+
+def atomic_write_text(path: Path, text: str, mode: int = DEFAULT_MODE) -> Path:
+    """Atomically replace ``path`` with ``text`` encoded as UTF-8."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode)

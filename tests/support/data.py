@@ -1,0 +1,40 @@
+"""Broken market files for the bad-input tests: the three ways a parquet file goes wrong in the
+issue's list (empty, truncated, gap-ridden), each with the fragment the loader's one-line error
+must contain. Shared so that every command that reads market data is held to the same contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from perpbot.data.store import save_market
+
+
+def _empty(path: Path, market: pd.DataFrame) -> None:
+    path.write_bytes(b"")
+
+
+def _truncated(path: Path, market: pd.DataFrame) -> None:
+    save_market(market.iloc[:500], path, closed_through_ms=None)
+    path.write_bytes(path.read_bytes()[:-300])
+
+
+def _gappy(path: Path, market: pd.DataFrame) -> None:
+    market.iloc[:500].drop(index=market.index[100:103]).to_parquet(path)
+
+
+MakeBad = Callable[[Path, pd.DataFrame], None]
+
+BAD_PARQUETS = pytest.mark.parametrize(
+    ("make_bad", "fragment"),
+    [
+        (_empty, "empty file (0 bytes)"),
+        (_truncated, "unreadable parquet"),
+        (_gappy, "1 gap(s) in the 15-minute sequence (3 candle(s) missing)"),
+    ],
+    ids=["empty", "truncated", "gap-ridden"],
+)
