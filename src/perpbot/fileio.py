@@ -15,10 +15,15 @@ meant to be read by other users (a bot running under another account than the tr
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 DEFAULT_MODE = 0o644
 
@@ -87,3 +92,25 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = DEFAULT_MODE) -> Pat
 def atomic_write_text(path: Path, text: str, mode: int = DEFAULT_MODE) -> Path:
     """Atomically replace ``path`` with ``text`` encoded as UTF-8."""
     return atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def jsonable(value: Any) -> Any:
+    """Strict-JSON version of ``value`` for every JSON file perpbot writes (model metadata,
+    reports): numpy scalars/arrays unwrapped, NaN/±inf → null (``allow_nan=False`` then holds),
+    paths as text, datetimes as UTC ISO-8601 (naive ones taken as UTC)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, datetime):
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        return aware.astimezone(UTC).isoformat()
+    return value

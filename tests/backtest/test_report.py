@@ -18,11 +18,11 @@ from perpbot.backtest.report import (
     HONESTY_NOTE,
     TRADE_COLUMNS,
     iso_utc,
-    json_safe,
     summary_renderable,
     write_report,
 )
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, run_backtest
+from perpbot.fileio import jsonable
 
 from .conftest import SYMS4, loose_config
 
@@ -97,8 +97,8 @@ def test_empty_run_report(tmp_path: Path) -> None:
     assert files.equity_png.stat().st_size > 5_000
 
 
-def test_json_safe() -> None:
-    doc = json_safe({"a": math.inf, "b": [np.float64("nan"), np.int64(3)], "c": Path("x"), 1: (1.5,)})
+def test_jsonable() -> None:
+    doc = jsonable({"a": math.inf, "b": [np.float64("nan"), np.int64(3)], "c": Path("x"), 1: (1.5,)})
     assert doc == {"a": None, "b": [None, 3], "c": "x", "1": [1.5]}
     json.dumps(doc, allow_nan=False)
 

@@ -32,7 +32,7 @@ from rich.text import Text
 
 from perpbot.backtest.metrics import EquityCurve, Metrics, MetricsReport
 from perpbot.domain.types import ClosedTrade
-from perpbot.fileio import atomic_write_bytes
+from perpbot.fileio import atomic_write_bytes, jsonable
 
 HONESTY_NOTE = (
     "Profitability is unproven. Prior research on this design found no deployable edge after fees "
@@ -80,21 +80,6 @@ def iso_utc(ms: int) -> str:
     return text.replace("+00:00", "Z")
 
 
-def json_safe(value: Any) -> Any:
-    """Recursively replace non-finite floats by ``None`` and numpy scalars by Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
     """The CSV body (header + one row per trade, in the given order)."""
     buf = io.StringIO()
@@ -124,7 +109,7 @@ def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
 
 def metrics_document(report: MetricsReport, parameters: Mapping[str, Any]) -> dict[str, Any]:
     """What ``metrics.json`` holds."""
-    return json_safe(
+    return jsonable(
         {
             "fingerprint": report.fingerprint,
             "portfolio": report.portfolio.as_dict(),

@@ -58,7 +58,6 @@ from perpbot.backtest.report import (
     HONESTY_NOTE,
     ReportFiles,
     atomic_write_bytes,
-    json_safe,
     write_report,
 )
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, check_inputs, load_markets, run_backtest
@@ -66,6 +65,7 @@ from perpbot.config import AppConfig
 from perpbot.data.schema import BAR_MS
 from perpbot.domain.types import ClosedTrade
 from perpbot.errors import ConfigError, InsufficientDataError
+from perpbot.fileio import jsonable
 from perpbot.ml.decision import EntryFilter
 
 ProgressFn = Callable[[int, int], None]
@@ -119,7 +119,7 @@ class WalkForwardResult:
                 "sharpe": m.sharpe,
             }
 
-        return json_safe(
+        return jsonable(
             {
                 "symbols": list(self.symbols),
                 "folds_requested": self.k,

@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +48,7 @@ import numpy as np
 
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ModelError
-from perpbot.fileio import stage_bytes
+from perpbot.fileio import jsonable, stage_bytes
 from perpbot.ml.features import FEATURE_COLS, FEATURE_SCHEMA_VERSION, feature_schema_hash
 
 BACKENDS: tuple[str, ...] = ("nn", "lgbm")
@@ -135,25 +134,6 @@ def utc_iso(value: Any) -> str | None:
             value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC).isoformat()
     raise ModelError(f"cannot turn {value!r} into a UTC timestamp")
-
-
-def jsonable(value: Any) -> Any:
-    """Strict-JSON version of ``value``: numpy scalars/arrays unwrapped, NaN/±inf → null."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, datetime):
-        return utc_iso(value)
-    return value
 
 
 def _dumps(obj: Any) -> bytes:
