@@ -5,7 +5,7 @@ rules per trade)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +105,26 @@ def kill_switch_violations(trades: Sequence[ClosedTrade], trips: Sequence[Mappin
     ]
 
 
-def exchange_violations(trades: Sequence[ClosedTrade], filters: dict[str, SymbolFilters]) -> list[str]:
-    """Quantities on the symbol's step grid and entry notional ≥ the minimum."""
+def exchange_violations(
+    trades: Sequence[ClosedTrade],
+    filters: dict[str, SymbolFilters],
+    checked_at: Callable[[ClosedTrade], float] | None = None,
+) -> list[str]:
+    """Quantities on the symbol's step grid and entry notional ≥ the minimum.
+
+    The exchange checks a MARKET order's notional against the last price when it accepts the
+    order (the entry candle's close), not against the fill, which comes later (the next open):
+    ``checked_at(trade)`` gives that price. Without it the fill price is used, which is stricter
+    — right on runs that never size at the minimum, wrong in general (a minimum-size entry whose
+    next open gaps down fills below 5 USDT, as it may on Binance)."""
     out: list[str] = []
     for k, t in enumerate(trades):
         f = filters[t.symbol]
         if not is_multiple(t.quantity, f.step_size) or t.quantity < f.min_qty:
             out.append(f"trade {k} {t.symbol}: quantity {t.quantity!r} off the step {f.step_size}")
-        if t.quantity * t.entry_price < f.min_notional:
-            out.append(f"trade {k} {t.symbol}: notional {t.quantity * t.entry_price:.4f} < {f.min_notional}")
+        ref = t.entry_price if checked_at is None else checked_at(t)
+        if t.quantity * ref < f.min_notional:
+            out.append(f"trade {k} {t.symbol}: notional {t.quantity * ref:.4f} < {f.min_notional}")
         if not (t.entry_price > 0 and t.exit_price > 0):
             out.append(f"trade {k} {t.symbol}: non-positive price")
     return out

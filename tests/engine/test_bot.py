@@ -445,6 +445,27 @@ async def test_sl_close_cancels_the_sibling_and_notifies() -> None:
     assert text.startswith("❌") and "SL close" in text and "-204.9000" in text and "-200.0000" in text
 
 
+async def test_a_liquidation_fee_is_booked_once_when_the_next_entry_shares_its_millisecond() -> None:
+    """Found by tests/backtest/test_invariants.py: a position liquidated in a candle and a new
+    entry sent at that candle's close share one millisecond, so the first clearance fee lay inside
+    the second trade's income window and was booked twice (trade fees > the wallet's fees).
+
+    The first long (ATR 8, stop 84) is liquidated by the gap to 80 in candle 3; the LONG signal
+    of that candle re-enters at its close, at open 80, and is liquidated again inside candle 4
+    (LP ≈ 72.36 above its stop at 64). A base of 20 000 keeps the 5 % loss limit out of the way."""
+    w = World([*flat(100, 3), (80, 81, 79, 80), (80, 80, 60, 60), *flat(60, 2)], base=20_000.0)
+    await w.start()
+    await w.run({1: LONG, 3: LONG}, atr=8.0)
+    first, second = w.bot.closed_trades
+    assert (first.reason, second.reason) == (CloseReason.LIQUIDATION, CloseReason.LIQUIDATION)
+    assert second.entry_time_ms == first.exit_time_ms == T0 + 4 * BAR
+    clear = {r.time_ms: -r.income for r in w.engine.income_history(SYM) if r.income_type == "INSURANCE_CLEAR"}
+    assert first.exit_fee == pytest.approx(clear[first.exit_time_ms], abs=1e-12)
+    assert second.exit_fee == pytest.approx(clear[second.exit_time_ms], abs=1e-12)  # its own fee only
+    assert sum(t.net_pnl for t in w.bot.closed_trades) == pytest.approx(w.income_total(), abs=1e-9)
+    assert w.engine.balance() == pytest.approx(1000.0 + w.income_total())
+
+
 # ====================================================================== reverse
 
 

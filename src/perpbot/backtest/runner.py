@@ -539,7 +539,9 @@ async def run_backtest(
         result = await _run(cfg, app_config, progress)
     if counts:
         total = sum(counts.values())
-        result.warnings.append(f"{total} warning line(s) from the bots, by kind in metrics.json parameters.log_warnings")
+        result.warnings.append(
+            f"{total} warning line(s) from the bots, by kind in metrics.json parameters.log_warnings"
+        )
         result.log_warnings.update(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     return result
 

@@ -1042,8 +1042,11 @@ class SymbolBot:
         """(Σ FUNDING_FEE, Σ liquidation clearance fee) of this symbol while the position was open.
 
         Funding counts on ``[entry, exit)``: a settlement stamped at the very millisecond of a
-        reverse belongs to the *new* position (the old one was closed at that open). The rows used
-        are remembered so that a later SYNC close never counts them twice.
+        reverse belongs to the *new* position (the old one was closed at that open). A clearance
+        fee counts on ``(entry, exit]``: it is the fee of the liquidation that *ended* a position,
+        so one stamped at the entry's millisecond is the previous position's (liquidated in the
+        candle whose close this entry was sent at) and was already booked with that trade. The
+        rows used are remembered so that a later SYNC close never counts them twice.
         """
         try:
             rows = await self._ex.income_history(
@@ -1058,7 +1061,7 @@ class SymbolBot:
                 continue
             if r.income_type == "FUNDING_FEE" and r.time_ms < exit_time:
                 funding += r.income
-            elif r.income_type == "INSURANCE_CLEAR":
+            elif r.income_type == "INSURANCE_CLEAR" and r.time_ms > pos.entry_time_ms:
                 clearance -= r.income  # a negative income row is a fee paid
             else:
                 continue
