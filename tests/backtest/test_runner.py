@@ -82,6 +82,22 @@ def test_pinned_fingerprint_loose_parameters(loose_run: BacktestResult) -> None:
     assert loose_run.fingerprint == PIN_NO_ML_LOOSE
 
 
+def test_a_model_without_training_window_is_reported_not_silently_trusted(
+    tmp_path: Path, markets4: dict[str, pd.DataFrame]
+) -> None:
+    """A model whose metadata has no training window cannot be checked for overlap with the
+    backtest: the run must say so instead of presenting ML-on figures as out of sample."""
+    for sym in SYMS3:
+        tiny_onnx_model(tmp_path / sym.lower())  # hand-built: no training window recorded
+    cfg = BacktestConfig(symbols=SYMS3, markets=markets4, use_ml=True, model_dir=tmp_path)
+    res = run(cfg, AppConfig(symbols=SYMS3))
+    unknown = [w for w in res.warnings if "records no training window" in w]
+    assert sorted(w.split(":")[0] for w in unknown) == sorted(SYMS3)
+    assert res.in_sample == {}
+    no_ml = run(BacktestConfig(symbols=SYMS3, markets=markets4, use_ml=False), AppConfig(symbols=SYMS3))
+    assert not any("records no training window" in w for w in no_ml.warnings)
+
+
 def test_pinned_fingerprint_with_a_tiny_onnx_model(
     tmp_path: Path, markets4: dict[str, pd.DataFrame], loose_run: BacktestResult
 ) -> None:

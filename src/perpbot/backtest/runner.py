@@ -471,14 +471,8 @@ def make_entry_filter(cfg: BacktestConfig, app_config: AppConfig, symbol: str) -
     )
 
 
-def training_overlap(
-    metadata: Mapping[str, Any] | None, start_ms: int, end_ms: int, lookahead_bars: int = 24
-) -> dict[str, str] | None:
-    """The model's training window when it overlaps ``[start_ms, end_ms)``, else None.
-
-    A sample's label reads ``lookahead_bars`` candles after it, so the window the model learnt
-    from ends ``lookahead_bars`` after its last sample. Unknown metadata counts as no overlap.
-    """
+def training_window_ms(metadata: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(first, last) training-sample open time recorded in a model's metadata, or None if absent."""
     win = (metadata or {}).get("training_window")
     if not isinstance(win, Mapping):
         return None
@@ -487,10 +481,32 @@ def training_overlap(
         b = _to_ms(datetime.fromisoformat(str(win["end"]).replace("Z", "+00:00")))
     except (KeyError, TypeError, ValueError):
         return None
+    return a, b
+
+
+def training_overlap(
+    metadata: Mapping[str, Any] | None, start_ms: int, end_ms: int, lookahead_bars: int = 24
+) -> dict[str, str] | None:
+    """The model's training window when it overlaps ``[start_ms, end_ms)``, else None.
+
+    A sample's label reads ``lookahead_bars`` candles after it, so the window the model learnt
+    from ends ``lookahead_bars`` after its last sample. Metadata without a training window gives
+    None here; the run warns about it separately (``UNKNOWN_WINDOW``), never silently.
+    """
+    window = training_window_ms(metadata)
+    if window is None:
+        return None
+    a, b = window
     b_label = b + (lookahead_bars + 1) * BAR_MS
     if a < end_ms and b_label > start_ms:
         return {"train_start": _iso_minute(a), "train_end": _iso_minute(b)}
     return None
+
+
+UNKNOWN_WINDOW = (
+    "{symbol}: its model records no training window, so whether the ML-on figures are out of "
+    "sample cannot be told; retrain it or use --walk-forward"
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -669,7 +685,12 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     in_sample: dict[str, dict[str, str]] = {}
     win_start, win_end = first_open, int(timeline.open_time_ms[-1]) + BAR_MS
     for s, f in zip(prepared, entry_filters, strict=True):
-        overlap = training_overlap(getattr(f, "metadata", None) if f.has_model else None, win_start, win_end)
+        if not f.has_model:
+            continue
+        meta = getattr(f, "metadata", None)
+        if training_window_ms(meta) is None:
+            warnings.append(UNKNOWN_WINDOW.format(symbol=s.symbol))
+        overlap = training_overlap(meta, win_start, win_end)
         if overlap is not None:
             in_sample[s.symbol] = overlap
     t_prep = time.perf_counter() - t0
