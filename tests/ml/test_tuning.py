@@ -171,6 +171,19 @@ def test_no_promotion_keeps_active_params(
     assert res["promotion"]["promoted"] is False
 
 
+def test_results_file_is_strict_json(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No fold counted -> the per-fold precision std is NaN; the file must still be strict JSON.
+    monkeypatch.setattr(tuning, "cv_score", _fake_cv(0.70, float("nan"), 0.50))
+    rep = _tune(data_dir, tmp_path / "models", 1)
+    assert not rep.promoted
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    res = json.loads(rep.results_path.read_text(), parse_constant=refuse)
+    assert res["best_trial"]["precision_std"] is None
+
+
 @pytest.fixture()
 def tune_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """CLI/script runs: no stray .env, the relaxed rule, and a stand-in CV that never promotes."""

@@ -328,16 +328,21 @@ def canonical_trade_line(tr: ClosedTrade) -> str:
     )
 
 
+def canonical_order(trades: Iterable[ClosedTrade]) -> list[ClosedTrade]:
+    """Trades sorted by (entry time, symbol, exit time, side): independent of the order in which
+    bots happened to report closes."""
+    return sorted(trades, key=lambda t: (t.entry_time_ms, t.symbol, t.exit_time_ms, t.side.value))
+
+
 def fingerprint(trades: Iterable[ClosedTrade]) -> str:
     """sha256 (hex) of the canonical serialisation of a trade list.
 
     Serialisation: the header ``perpbot-trades-v1`` and then one line per trade in canonical
-    order — sorted by (entry time, symbol, exit time, side) so that the order in which bots
-    happened to report closes does not matter — with the fields ``symbol, side, entry_time_ms,
-    exit_time_ms, entry_price, exit_price, quantity, realized_pnl, entry_fee, exit_fee, funding,
-    reason``; integers in decimal, floats with 12 significant digits (``format(x, ".12g")``),
-    lines joined by ``\n``, UTF-8. Any change of any field of any trade changes the hash.
+    order (``canonical_order``: sorted by entry time, symbol, exit time, side) with the fields
+    ``symbol, side, entry_time_ms, exit_time_ms, entry_price, exit_price, quantity, realized_pnl,
+    entry_fee, exit_fee, funding, reason``; integers in decimal, floats with 12 significant digits
+    (``format(x, ".12g")``), lines joined by ``\n``, UTF-8. Any change of any field of any trade
+    changes the hash.
     """
-    ordered = sorted(trades, key=lambda t: (t.entry_time_ms, t.symbol, t.exit_time_ms, t.side.value))
-    text = "\n".join([FINGERPRINT_VERSION, *(canonical_trade_line(t) for t in ordered)])
+    text = "\n".join([FINGERPRINT_VERSION, *(canonical_trade_line(t) for t in canonical_order(trades))])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

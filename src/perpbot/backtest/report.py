@@ -111,9 +111,7 @@ def metrics_document(report: MetricsReport, parameters: Mapping[str, Any]) -> di
     """What ``metrics.json`` holds."""
     return jsonable(
         {
-            "fingerprint": report.fingerprint,
-            "portfolio": report.portfolio.as_dict(),
-            "per_symbol": {s: m.as_dict() for s, m in report.per_symbol.items()},
+            **report.as_dict(),
             "parameters": dict(parameters),
             "definitions": {
                 "net_pnl": "realised PnL - entry fee - exit fee + funding",
@@ -294,7 +292,7 @@ def write_report(
 # ---------------------------------------------------------------------------------------------
 
 
-def _num(v: float | None, fmt: str = "{:,.2f}") -> str:
+def format_number(v: float | None, fmt: str = "{:,.2f}") -> str:
     return "n/a" if v is None or not math.isfinite(v) else fmt.format(v)
 
 
@@ -302,12 +300,12 @@ def _metrics_row(name: str, m: Metrics) -> list[str]:
     return [
         name,
         str(m.trades),
-        _num(None if m.win_rate is None else m.win_rate * 100, "{:.0f}%"),
-        _num(m.profit_factor, "{:.2f}"),
-        _num(m.net_pnl),
-        _num(m.fees),
+        format_number(None if m.win_rate is None else m.win_rate * 100, "{:.0f}%"),
+        format_number(m.profit_factor, "{:.2f}"),
+        format_number(m.net_pnl),
+        format_number(m.fees),
         f"{m.max_drawdown_pct:.1f}%",
-        _num(m.sharpe, "{:.2f}"),
+        format_number(m.sharpe, "{:.2f}"),
         f"{m.exposure * 100:.1f}%",
     ]
 

@@ -58,7 +58,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from perpbot.backtest.metrics import MetricsReport, summarize
+from perpbot.backtest.metrics import DAY_MS, MetricsReport, canonical_order, summarize
 from perpbot.config import AppConfig
 from perpbot.data.schema import BAR_MS, data_path
 from perpbot.domain.types import ClosedTrade, CloseReason, SymbolFilters
@@ -185,8 +185,8 @@ class BacktestResult:
     def title(self) -> str:
         mode = "ML on" if self.config.use_ml else "ML off"
         return (
-            f"perpbot backtest {','.join(self.symbols)} {_iso_minute(self.start_ms)} → "
-            f"{_iso_minute(self.end_ms)} ({mode})"
+            f"perpbot backtest {','.join(self.symbols)} {iso_minute(self.start_ms)} → "
+            f"{iso_minute(self.end_ms)} ({mode})"
         )
 
     def parameters(self) -> dict[str, Any]:
@@ -194,8 +194,8 @@ class BacktestResult:
         c = self.config
         return {
             "symbols": list(self.symbols),
-            "start": _iso_minute(self.start_ms),
-            "end": _iso_minute(self.end_ms),
+            "start": iso_minute(self.start_ms),
+            "end": iso_minute(self.end_ms),
             "window": "start inclusive, end exclusive, candle open times, UTC",
             "use_ml": c.use_ml,
             "models": dict(self.models),
@@ -271,7 +271,7 @@ def _to_ms(dt: datetime) -> int:
     return round(dt.timestamp() * 1000)
 
 
-def _iso_minute(ms: int) -> str:
+def iso_minute(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
@@ -354,6 +354,13 @@ def load_markets(cfg: BacktestConfig) -> dict[str, pd.DataFrame]:
     return {s: load_market(data_path(cfg.data_dir, s)) for s in cfg.symbols}
 
 
+def window_slice(times: np.ndarray, start_ms: int | None, end_ms: int | None) -> slice:
+    """Rows of sorted open ``times`` inside the window (``start`` inclusive, ``end`` exclusive)."""
+    lo = 0 if start_ms is None else int(np.searchsorted(times, start_ms, side="left"))
+    hi = times.size if end_ms is None else int(np.searchsorted(times, end_ms, side="left"))
+    return slice(lo, hi)
+
+
 def prepare_series(
     symbol: str, market: pd.DataFrame, app_config: AppConfig, start_ms: int | None, end_ms: int | None
 ) -> SymbolSeries | None:
@@ -364,12 +371,10 @@ def prepare_series(
     if not isinstance(idx, pd.DatetimeIndex):
         raise DataError(f"{symbol}: market frame needs a DatetimeIndex of candle open times")
     times = idx.as_unit("ms").asi8.astype(np.int64)
-    lo = 0 if start_ms is None else int(np.searchsorted(times, start_ms, side="left"))
-    hi = times.size if end_ms is None else int(np.searchsorted(times, end_ms, side="left"))
-    if hi <= lo:
+    w = window_slice(times, start_ms, end_ms)
+    if w.stop <= w.start:
         return None
     arrays = feature_arrays(market, app_config.params_for(symbol))
-    w = slice(lo, hi)
     feats = np.ascontiguousarray(np.column_stack([arrays[c][w] for c in FEATURE_COLS]), dtype=np.float64)
     feats.flags.writeable = False  # contexts hand out row views: the bot must not alter the frame
     base = np.column_stack([arrays[c][w] for c in BASE_FEATURES])
@@ -434,14 +439,16 @@ def build_timeline(series: Sequence[SymbolSeries]) -> Timeline:
     return Timeline(open_time_ms=times, steps=steps)
 
 
+def forward_fill(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``values`` (stamped with sorted ``times``) at each of ``at``: the last value at or before
+    it, NaN before the first."""
+    pos = np.searchsorted(times, at, side="right") - 1
+    return np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
+
+
 def aligned_closes(series: Sequence[SymbolSeries], timeline: Timeline) -> dict[str, np.ndarray]:
     """Each symbol's close on the timeline, forward-filled (NaN before its first candle)."""
-    out: dict[str, np.ndarray] = {}
-    for s in series:
-        pos = np.searchsorted(s.open_time_ms, timeline.open_time_ms, side="right") - 1
-        vals = np.where(pos >= 0, s.close[np.maximum(pos, 0)], np.nan)
-        out[s.symbol] = vals
-    return out
+    return {s.symbol: forward_fill(s.open_time_ms, s.close, timeline.open_time_ms) for s in series}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,7 +506,7 @@ def training_overlap(
     a, b = window
     b_label = b + (lookahead_bars + 1) * BAR_MS
     if a < end_ms and b_label > start_ms:
-        return {"train_start": _iso_minute(a), "train_end": _iso_minute(b)}
+        return {"train_start": iso_minute(a), "train_end": iso_minute(b)}
     return None
 
 
@@ -683,14 +690,15 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         for s, f in zip(prepared, entry_filters, strict=True)
     ]
     in_sample: dict[str, dict[str, str]] = {}
-    win_start, win_end = first_open, int(timeline.open_time_ms[-1]) + BAR_MS
+    close_times = timeline.close_time_ms
+    start_ms, end_ms = first_open, int(close_times[-1])
     for s, f in zip(prepared, entry_filters, strict=True):
         if not f.has_model:
             continue
         meta = getattr(f, "metadata", None)
         if training_window_ms(meta) is None:
             warnings.append(UNKNOWN_WINDOW.format(symbol=s.symbol))
-        overlap = training_overlap(meta, win_start, win_end)
+        overlap = training_overlap(meta, start_ms, end_ms)
         if overlap is not None:
             in_sample[s.symbol] = overlap
     t_prep = time.perf_counter() - t0
@@ -714,15 +722,12 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     leftovers = [b.symbol for b in bots if b.in_position]
     if leftovers:
         warnings.append(f"positions still open after the end-of-data close: {leftovers}")
-    trades = sorted(
-        (t for b in bots for t in b.closed_trades),
-        key=lambda t: (t.entry_time_ms, t.symbol, t.exit_time_ms, t.side.value),
-    )
+    trades = canonical_order(t for b in bots for t in b.closed_trades)
     trips = [
-        {"symbol": e.symbol, "time": _iso_minute(e.time_ms), "time_ms": e.time_ms, "reason": e.message}
+        {"symbol": e.symbol, "time": iso_minute(e.time_ms), "time_ms": e.time_ms, "reason": e.message}
         for e in journal.events("kill_switch.trip")
     ]
-    limit_days = len({e.time_ms // 86_400_000 for e in journal.events("risk.daily_loss_limit")})
+    limit_days = len({e.time_ms // DAY_MS for e in journal.events("risk.daily_loss_limit")})
     close_timeouts = len(journal.events("close_timeout"))
     journal.close()
     stats = RunStats(
@@ -744,10 +749,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         warnings.append(
             f"{close_timeouts} close(s) not confirmed in time (released with PnL 0, then booked late)"
         )
-    close_times = timeline.close_time_ms
     closes = aligned_closes(prepared, timeline)
-    start_ms = first_open
-    end_ms = int(close_times[-1])
     report = summarize(
         trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
     )

@@ -58,9 +58,19 @@ from perpbot.backtest.report import (
     HONESTY_NOTE,
     ReportFiles,
     atomic_write_bytes,
+    format_number,
     write_report,
 )
-from perpbot.backtest.runner import BacktestConfig, BacktestResult, check_inputs, load_markets, run_backtest
+from perpbot.backtest.runner import (
+    BacktestConfig,
+    BacktestResult,
+    check_inputs,
+    forward_fill,
+    iso_minute,
+    load_markets,
+    run_backtest,
+    window_slice,
+)
 from perpbot.config import AppConfig
 from perpbot.data.schema import BAR_MS
 from perpbot.domain.types import ClosedTrade
@@ -133,13 +143,17 @@ class WalkForwardResult:
                 "folds": [
                     {
                         "fold": f.index,
-                        "test_start": _iso(f.test_start_ms),
-                        "test_end": _iso(f.test_end_ms),
+                        "test_start": iso_minute(f.test_start_ms),
+                        "test_end": iso_minute(f.test_end_ms),
                         "models": {
                             s: {
                                 "status": m.status,
-                                "train_first": None if m.train_first_ms is None else _iso(m.train_first_ms),
-                                "train_last": None if m.train_last_ms is None else _iso(m.train_last_ms),
+                                "train_first": None
+                                if m.train_first_ms is None
+                                else iso_minute(m.train_first_ms),
+                                "train_last": None
+                                if m.train_last_ms is None
+                                else iso_minute(m.train_last_ms),
                                 "samples": m.samples,
                                 "signals": m.signals,
                                 "threshold": m.threshold,
@@ -158,27 +172,14 @@ class WalkForwardResult:
                     }
                     for f in self.folds
                 ],
-                "total": {
-                    mode: {
-                        "fingerprint": rep.fingerprint,
-                        "portfolio": rep.portfolio.as_dict(),
-                        "per_symbol": {s: m.as_dict() for s, m in rep.per_symbol.items()},
-                    }
-                    for mode, rep in self.metrics.items()
-                },
+                "total": {mode: rep.as_dict() for mode, rep in self.metrics.items()},
                 "honesty_note": HONESTY_NOTE,
             }
         )
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
-
-
 def _window(times: np.ndarray, start_ms: int | None, end_ms: int | None) -> np.ndarray:
-    lo = 0 if start_ms is None else int(np.searchsorted(times, start_ms, side="left"))
-    hi = times.size if end_ms is None else int(np.searchsorted(times, end_ms, side="left"))
-    return times[lo:hi]
+    return times[window_slice(times, start_ms, end_ms)]
 
 
 def fold_windows(
@@ -353,11 +354,9 @@ def run_walk_forward(
 
 def _closes_on(run: BacktestResult, symbol: str, close_times: np.ndarray) -> np.ndarray:
     """A run's aligned closes of ``symbol`` on ``close_times`` (both modes share the timeline)."""
-    vals = run.closes[symbol]
-    if run.close_time_ms.size == close_times.size and np.array_equal(run.close_time_ms, close_times):
-        return vals
-    pos = np.searchsorted(run.close_time_ms, close_times, side="right") - 1
-    return np.where(pos >= 0, vals[np.maximum(pos, 0)], np.nan)
+    if np.array_equal(run.close_time_ms, close_times):
+        return run.closes[symbol]
+    return forward_fill(run.close_time_ms, run.closes[symbol], close_times)
 
 
 def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig) -> WalkForwardResult:
@@ -370,7 +369,7 @@ def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig
             "walk_forward_folds": result.k,
             "symbols": list(result.symbols),
             "initial_balance": cfg.initial_balance,
-            "test_windows": [[_iso(f.test_start_ms), _iso(f.test_end_ms)] for f in result.folds],
+            "test_windows": [[iso_minute(f.test_start_ms), iso_minute(f.test_end_ms)] for f in result.folds],
             "note": "out-of-sample trades of every fold, concatenated",
         }
         title = f"perpbot walk-forward K={result.k} ({mode.replace('_', ' ')}) {','.join(result.symbols)}"
@@ -380,10 +379,6 @@ def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig
         path, (json.dumps(result.document(), indent=2, allow_nan=False) + "\n").encode("utf-8")
     )
     return replace(result, out_dir=out, files=files, summary_path=path)
-
-
-def _fmt(v: float | None, fmt: str) -> str:
-    return "n/a" if v is None or not np.isfinite(v) else fmt.format(v)
 
 
 def walk_forward_table(result: WalkForwardResult) -> Table:
@@ -409,13 +404,17 @@ def walk_forward_table(result: WalkForwardResult) -> Table:
         cells = [str(f.index), _day(f.test_start_ms), _day(f.test_end_ms), f"{trained}/{len(f.models)}"]
         for mode in MODES:
             p = f.results[mode].metrics.portfolio
-            cells += [str(p.trades), _fmt(p.profit_factor, "{:.2f}"), _fmt(p.net_pnl, "{:.2f}")]
+            cells += [
+                str(p.trades),
+                format_number(p.profit_factor, "{:.2f}"),
+                format_number(p.net_pnl, "{:.2f}"),
+            ]
         t.add_row(*cells)
     t.add_section()
     cells = ["all", _day(result.folds[0].test_start_ms), _day(result.folds[-1].test_end_ms), ""]
     for mode in MODES:
         p = result.metrics[mode].portfolio
-        cells += [str(p.trades), _fmt(p.profit_factor, "{:.2f}"), _fmt(p.net_pnl, "{:.2f}")]
+        cells += [str(p.trades), format_number(p.profit_factor, "{:.2f}"), format_number(p.net_pnl, "{:.2f}")]
     t.add_row(*cells, style="bold")
     return t
 

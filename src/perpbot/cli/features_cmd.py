@@ -24,6 +24,7 @@ from perpbot.cli.common import (
     select_symbols,
     user_errors,
 )
+from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
 from perpbot.errors import ConfigError, DataError
 from perpbot.fileio import UnwritableFolderError, atomic_write
@@ -39,12 +40,11 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
         raise DataError(f"{path}: cannot write here ({exc.strerror or exc})") from None
 
 
-def build_symbol_features(symbol: str, data_dir: Path) -> pd.DataFrame:
+def build_symbol_features(symbol: str, data_dir: Path, cfg: AppConfig) -> pd.DataFrame:
     """Load the symbol's validated market file and build its feature frame with its own params."""
     from perpbot.data.store import load_market  # lazy: keeps ``perpbot --help`` fast
     from perpbot.ml.features import build_feature_frame
 
-    cfg = config_from_env()
     market = load_market(data_path(data_dir, symbol))
     return build_feature_frame(market, cfg.params_for(symbol))
 
@@ -61,11 +61,12 @@ def register(app: typer.Typer) -> None:
         """Write the feature matrix of one symbol (26 features + rule signal and scores) to parquet."""
         if not symbol:
             raise ConfigError("--symbol is required: the feature matrix is written per symbol")
-        (sym,) = select_symbols(config_from_env(), symbol, False)
+        cfg = config_from_env()
+        (sym,) = select_symbols(cfg, symbol, False)
         started = time.perf_counter()
         with progress(quiet) as bar:
             task = bar.add_task(f"features {sym}", total=2)
-            frame = build_symbol_features(sym, data_dir)
+            frame = build_symbol_features(sym, data_dir, cfg)
             bar.advance(task)
             write_parquet_atomic(frame, out)
             bar.advance(task)

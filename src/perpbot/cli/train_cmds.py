@@ -260,6 +260,7 @@ def register(app: typer.Typer) -> None:
         model_dir: ModelDirOpt = Path("models"),
     ) -> None:
         """Atomically replace a symbol's model files with the staged ones (a running bot hot-reloads)."""
+        from perpbot.data.schema import model_dir as symbol_model_dir
         from perpbot.ml import artifacts
 
         cfg = config_from_env()
@@ -267,6 +268,6 @@ def register(app: typer.Typer) -> None:
 
         def job(sym: str) -> None:
             backends = artifacts.deploy(from_dir, model_dir, sym)
-            console.print(f"{sym}: deployed {', '.join(backends)} to {Path(model_dir) / sym.lower()}")
+            console.print(f"{sym}: deployed {', '.join(backends)} to {symbol_model_dir(model_dir, sym)}")
 
         _exit_on_failures(run_per_symbol(symbols, job))

@@ -14,12 +14,10 @@ from perpbot.symbols import symbol_dir_name
 
 INDEX_NAME = "timestamp"
 OHLCV = ("open", "high", "low", "close", "volume")
-ROLES = ("btc", "eth")
 BTC_COLS = tuple(f"{c}_btc" for c in OHLCV)
 ETH_COLS = tuple(f"{c}_eth" for c in OHLCV)
 MICRO_COLS = ("oi_change", "funding_rate")
 ALL_COLUMNS = OHLCV + BTC_COLS + ETH_COLS + MICRO_COLS
-REQUIRED_COLUMNS = OHLCV  # correlation and micro columns are optional but, when present, validated
 DATA_FILE_NAME = "combined_15m.parquet"
 BAR_MS = 15 * 60_000
 

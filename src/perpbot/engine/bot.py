@@ -82,7 +82,7 @@ from perpbot.domain.types import (
     SymbolFilters,
 )
 from perpbot.engine.clock import Clock
-from perpbot.engine.close_tracker import CloseFill, CloseTracker, EntryFill
+from perpbot.engine.close_tracker import CloseFill, CloseTracker, EntryFill, bounded_put
 from perpbot.engine.context import CandleContext
 from perpbot.engine.journal import Journal
 from perpbot.engine.kill_switch import KillSwitch
@@ -154,12 +154,6 @@ class BotState:
 
 _FLAT_STATE = BotState(None, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, False)
 _FLAT_TRIPPED = BotState(None, 0.0, 0.0, 0, 0, 0, 0.0, 0.0, True)
-
-
-def _put(store: OrderedDict[Any, Any], key: Any, value: Any) -> None:
-    store[key] = value
-    if len(store) > _REMEMBER:
-        store.popitem(last=False)
 
 
 class SymbolBot:
@@ -753,7 +747,7 @@ class SymbolBot:
         evt = asyncio.Event()
         self._closed_evt = evt
         cid = self._cid("X" if reason is CloseReason.EMERGENCY else "R")
-        _put(self._own_cids, cid, reason)
+        bounded_put(self._own_cids, cid, reason, _REMEMBER)
         exit_side = pos.side.exit_order_side
         row = self._journal.record_order_request(
             time_ms=self._clock.now_ms(),
@@ -774,7 +768,7 @@ class SymbolBot:
             log.error("%s: %s close failed: %s", self.symbol, reason.value, exc)
             return None
         self._journal_result(row, res)
-        _put(self._own_orders, res.order_id, reason)
+        bounded_put(self._own_orders, res.order_id, reason, _REMEMBER)
         if self._pos is not pos:
             return True  # the fills were handled before the REST answer came back
         try:
@@ -786,7 +780,7 @@ class SymbolBot:
             if self._pos is not pos:
                 return True
             self._pos = None
-            _put(self._late, res.order_id, pos)
+            bounded_put(self._late, res.order_id, pos, _REMEMBER)
             msg = (
                 f"{reason.value} close {res.order_id} not confirmed within {CLOSE_WAIT_S:g}s: "
                 "released (PnL 0)"
@@ -907,7 +901,7 @@ class SymbolBot:
                     reason = CloseReason.TP
                 else:
                     reason = CloseReason.SL if ev.order_type is OrderType.STOP_MARKET else CloseReason.TP
-                _put(self._triggered, ev.triggered_order_id, reason)
+                bounded_put(self._triggered, ev.triggered_order_id, reason, _REMEMBER)
                 self._tracker.expect_close(ev.triggered_order_id)
             return
         if ev.status in (AlgoStatus.CANCELED, AlgoStatus.EXPIRED, AlgoStatus.REJECTED):
@@ -980,7 +974,7 @@ class SymbolBot:
                 )
                 return
             for tid in cf.trade_ids:
-                _put(self._accounted, str(tid), None)
+                bounded_put(self._accounted, str(tid), None, _REMEMBER)
             filters = self._filters
             tol = filters.step_size / 2 if filters is not None else 1e-12
             if cf.qty < pos.qty - tol and not cf.liquidation:
@@ -1066,7 +1060,7 @@ class SymbolBot:
             else:
                 continue
             if r.trade_id:
-                _put(self._accounted, r.trade_id, None)
+                bounded_put(self._accounted, r.trade_id, None, _REMEMBER)
         return funding, clearance
 
     async def _finish(
@@ -1120,7 +1114,7 @@ class SymbolBot:
         """Fills of a close that was released on timeout: record the real trade, add its PnL."""
         reason = self._classify(cf, pos)
         for tid in cf.trade_ids:
-            _put(self._accounted, str(tid), None)
+            bounded_put(self._accounted, str(tid), None, _REMEMBER)
         trade = await self._build_trade(pos, cf, reason)
         self._journal.record_event(
             self._clock.now_ms(),

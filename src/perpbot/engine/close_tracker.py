@@ -29,6 +29,7 @@ from perpbot.domain.types import OrderSide, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
 V = TypeVar("V")
 
 _FILL_EXECUTIONS = frozenset({"TRADE", "CALCULATED"})
@@ -80,7 +81,7 @@ class _Acc:
     trade_ids: set[int] = field(default_factory=set)
 
 
-def _bounded_put(store: OrderedDict[int, V], key: int, value: V, limit: int) -> None:
+def bounded_put(store: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
     """Insert and evict the oldest entries beyond ``limit`` (memory stays bounded in long runs)."""
     store[key] = value
     if len(store) > limit:
@@ -110,7 +111,7 @@ class CloseTracker:
     def expect_close(self, order_id: int) -> None:
         """Mark a matching-engine order id as closing (e.g. from ``ALGO_UPDATE``'s triggered id)."""
         if order_id:
-            _bounded_put(self._expected, order_id, None, self._remember)
+            bounded_put(self._expected, order_id, None, self._remember)
 
     def is_close(self, ev: OrderTradeUpdate) -> bool:
         """SPEC §13 row 10: reduce-only or original type SL/TP (no ``rp ≠ 0`` rule)."""
@@ -146,7 +147,7 @@ class CloseTracker:
         if ev.status not in _TERMINAL or acc is None:
             return None
         del self._acc[oid]
-        _bounded_put(self._done, oid, None, self._remember)
+        bounded_put(self._done, oid, None, self._remember)
         complete = ev.status is OrderStatus.FILLED
         if self.is_close(ev):
             if ev.avg_price <= 0:
@@ -188,5 +189,5 @@ class CloseTracker:
             client_order_id=ev.client_order_id,
             complete=complete,
         )
-        _bounded_put(self._entries, oid, entry, self._remember)
+        bounded_put(self._entries, oid, entry, self._remember)
         return entry

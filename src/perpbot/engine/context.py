@@ -30,10 +30,6 @@ class CandleContext:
     # The 26 model inputs in FEATURE_COLS order with signal_strength/side left for ``features_for``.
     features: np.ndarray
 
-    @property
-    def close_time_ms(self) -> int:
-        return self.open_time_ms + 15 * 60_000
-
     def features_for(self, side: Side) -> np.ndarray:
         """The model input for a proposed ``side``: the two side-dependent columns filled in."""
         from perpbot.ml.features import SIDE_INDEX, SIGNAL_STRENGTH_INDEX

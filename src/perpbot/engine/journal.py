@@ -166,6 +166,10 @@ def _where(*tests: tuple[str, Any] | None) -> tuple[str, list[Any]]:
     return " WHERE " + " AND ".join(c for c, _ in given), [v for _, v in given]
 
 
+def _symbol_test(symbol: str | None) -> tuple[str, str] | None:
+    return None if symbol is None else ("symbol = ?", symbol)
+
+
 def _day_bounds(day: date) -> tuple[int, int]:
     start = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     return start, start + 86_400_000
@@ -338,12 +342,8 @@ class Journal:
 
     def closed_trades(self, symbol: str | None = None) -> list[ClosedTrade]:
         """Every closed trade in journal order (optionally of one symbol)."""
-        if symbol is None:
-            rows = self._db.execute(f"SELECT {_TRADE_COLS} FROM trades ORDER BY id").fetchall()
-        else:
-            rows = self._db.execute(
-                f"SELECT {_TRADE_COLS} FROM trades WHERE symbol = ? ORDER BY id", (symbol,)
-            ).fetchall()
+        where, args = _where(_symbol_test(symbol))
+        rows = self._db.execute(f"SELECT {_TRADE_COLS} FROM trades{where} ORDER BY id", args).fetchall()
         return [self._trade(r) for r in rows]
 
     def recent_trades(self, symbol: str, n: int, *, after_id: int = 0) -> list[ClosedTrade]:
@@ -355,11 +355,8 @@ class Journal:
         return [self._trade(r) for r in reversed(rows)]
 
     def last_trade_id(self, symbol: str | None = None) -> int:
-        if symbol is None:
-            row = self._db.execute("SELECT MAX(id) FROM trades").fetchone()
-        else:
-            row = self._db.execute("SELECT MAX(id) FROM trades WHERE symbol = ?", (symbol,)).fetchone()
-        return int(row[0] or 0)
+        where, args = _where(_symbol_test(symbol))
+        return int(self._db.execute(f"SELECT MAX(id) FROM trades{where}", args).fetchone()[0] or 0)
 
     def daily_pnl(self, day: date) -> float:
         """Σ net PnL of the trades that closed on ``day`` (UTC): the risk manager's restore value."""
@@ -384,7 +381,7 @@ class Journal:
         kind_test = None
         if kind is not None:
             kind_test = ("kind LIKE ?", kind + "%") if kind.endswith(".") else ("kind = ?", kind)
-        where, args = _where(kind_test, None if symbol is None else ("symbol = ?", symbol))
+        where, args = _where(kind_test, _symbol_test(symbol))
         rows = self._db.execute(
             f"SELECT id, time_ms, kind, symbol, message, data FROM events{where} ORDER BY id", args
         ).fetchall()
@@ -398,9 +395,7 @@ class Journal:
         return OrderRecord(*row)
 
     def orders(self, symbol: str | None = None, kind: str | None = None) -> list[OrderRecord]:
-        where, args = _where(
-            None if symbol is None else ("symbol = ?", symbol), None if kind is None else ("kind = ?", kind)
-        )
+        where, args = _where(_symbol_test(symbol), None if kind is None else ("kind = ?", kind))
         rows = self._db.execute(f"SELECT {_ORDER_COLS} FROM orders{where} ORDER BY id", args).fetchall()
         return [self._order(r) for r in rows]
 
@@ -423,6 +418,5 @@ class Journal:
         return float(row[0])
 
     def fill_count(self, symbol: str | None = None) -> int:
-        if symbol is None:
-            return int(self._db.execute("SELECT COUNT(*) FROM fills").fetchone()[0])
-        return int(self._db.execute("SELECT COUNT(*) FROM fills WHERE symbol = ?", (symbol,)).fetchone()[0])
+        where, args = _where(_symbol_test(symbol))
+        return int(self._db.execute(f"SELECT COUNT(*) FROM fills{where}", args).fetchone()[0])

@@ -48,8 +48,9 @@ def _tol(n: float) -> float:
     return max(_ABS_TOL, abs(n) * _REL_TOL)
 
 
-def _from_steps(n: int, step: float) -> float:
-    """``n * step`` as the float nearest to the exact decimal product."""
+def from_steps(n: int, step: float) -> float:
+    """``n`` steps as a clean decimal float, the one nearest to the exact decimal product
+    (``from_steps(3, 0.1) == 0.3``)."""
     return float(Decimal(n) * _dec(step))
 
 
@@ -64,12 +65,7 @@ def snap(x: float, step: float) -> float:
 
     For values known to be on the grid up to float drift (sums of fills, position amounts).
     """
-    return _from_steps(steps_of(x, step), step)
-
-
-def from_steps(n: int, step: float) -> float:
-    """``n`` steps as a clean decimal float (``from_steps(3, 0.1) == 0.3``)."""
-    return _from_steps(n, step)
+    return from_steps(steps_of(x, step), step)
 
 
 def is_multiple(x: float, step: float) -> bool:
@@ -84,7 +80,7 @@ def round_price(p: float, tick: float) -> float:
     _check_step(tick)
     r = p / tick
     n = math.floor(r + 0.5 + _tol(r))
-    return _from_steps(n, tick)
+    return from_steps(n, tick)
 
 
 def floor_qty(q: float, step: float) -> float:
@@ -92,7 +88,7 @@ def floor_qty(q: float, step: float) -> float:
     _check_step(step)
     r = q / step
     n = math.floor(r + _tol(r))
-    return _from_steps(n, step)
+    return from_steps(n, step)
 
 
 def ceil_qty(q: float, step: float) -> float:
@@ -100,7 +96,7 @@ def ceil_qty(q: float, step: float) -> float:
     _check_step(step)
     r = q / step
     n = math.ceil(r - _tol(r))
-    return _from_steps(n, step)
+    return from_steps(n, step)
 
 
 def validate_order(

@@ -99,15 +99,6 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file (the training data file is recorded with the model)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def library_versions() -> dict[str, str | None]:
     """Installed versions, read from package metadata so nothing heavy (torch) gets imported."""
     out: dict[str, str | None] = {}
@@ -477,17 +468,17 @@ def append_training_log(model_dir: Path, entry: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- deployment
 
 
-def deploy(src_dir: Path, dst_dir: Path, symbol: str, *, prune: bool = True) -> list[str]:
+def deploy(src_dir: Path, dst_dir: Path, symbol: str) -> list[str]:
     """Atomically replace ``dst_dir/<symbol>/``'s models with ``src_dir/<symbol>/``'s.
 
     ``src_dir`` and ``dst_dir`` are models *roots* (like ``--model-dir``). Every source backend is
     verified first (metadata present, sha256 binding, feature schema) — nothing is written unless
     all of them pass. Each backend is then replaced with :func:`save_model` (backups kept, the
-    ONNX renamed last), so a running bot hot-reloads a complete model. With ``prune`` (default)
-    a backend present in the destination but not in the source is retired (moved to ``*_prev``):
-    otherwise an old neural model would keep shadowing a freshly deployed LightGBM one. The
-    training log and the active tuned parameters are copied whole. Backends are replaced one
-    after the other; each one is consistent at every instant. Returns the deployed backends.
+    ONNX renamed last), so a running bot hot-reloads a complete model. A backend present in the
+    destination but not in the source is retired (moved to ``*_prev``): otherwise an old neural
+    model would keep shadowing a freshly deployed LightGBM one. The training log and the active
+    tuned parameters are copied whole. Backends are replaced one after the other; each one is
+    consistent at every instant. Returns the deployed backends.
     """
     src = symbol_model_dir(Path(src_dir), symbol)
     dst = symbol_model_dir(Path(dst_dir), symbol)
@@ -503,10 +494,10 @@ def deploy(src_dir: Path, dst_dir: Path, symbol: str, *, prune: bool = True) -> 
             sidecars.append((dst / name, path.read_bytes()))
     for backend, files in found:
         save_model(dst, backend, files.onnx_bytes, files.metadata, native_text=files.native_text)
-    if prune:
-        for backend in BACKENDS:
-            if backend not in dict(found):
-                retire_model(dst, backend)
+    deployed = [b for b, _ in found]
+    for backend in BACKENDS:
+        if backend not in deployed:
+            retire_model(dst, backend)
     for target, data in sidecars:
         _replace_files(dst, [(target, data)])
-    return [b for b, _ in found]
+    return deployed

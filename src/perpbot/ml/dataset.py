@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from perpbot.config import SignalParams
+from perpbot.data.schema import BAR_MS
 from perpbot.errors import InsufficientDataError
 from perpbot.ml.labels import LOOKAHEAD, barrier_labels
 
@@ -73,7 +74,6 @@ class Dataset:
     symbol: str = ""
     lookahead: int = LOOKAHEAD
     n_bars: int = 0
-    bar_ms: int = 15 * 60_000
     info: dict[str, float | int] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -89,13 +89,9 @@ class Dataset:
         return int(self.is_signal.sum())
 
     @property
-    def n_positive(self) -> int:
-        return int(self.y.sum())
-
-    @property
     def label_end_time_ms(self) -> np.ndarray:
         """Open time of each sample's last label bar (the market has no gaps, SPEC data schema)."""
-        return self.time_ms + self.lookahead * self.bar_ms
+        return self.time_ms + self.lookahead * BAR_MS
 
     def counts(self) -> dict[str, int]:
         sig = self.is_signal
@@ -211,7 +207,7 @@ def build_dataset(
     y = np.concatenate([labels[sig_rows], np.zeros(neg_rows.size)])[order].astype(np.int8)
     source = np.where(is_neg, SOURCE_HOLD, SOURCE_SIGNAL)
     time_ms = _time_ms(frame.index)[bars]
-    ds = Dataset(
+    return Dataset(
         X=X,
         y=y,
         w=time_decay_weights(n, decay),
@@ -233,7 +229,6 @@ def build_dataset(
             "hold_candidates": int(hold_candidates.size),
         },
     )
-    return ds
 
 
 def stratified_undersample(y: np.ndarray, source: np.ndarray, seed: int = 42) -> np.ndarray:

@@ -266,22 +266,15 @@ class LgbmModel:
         if len(trees) != 1:
             raise ModelError("onnxmltools produced an unexpected graph for the LightGBM filter")
         src = trees[0]
-        attrs = []
-        for a in src.attribute:
-            if a.name == "nodes_values":
-                attrs.append(
-                    helper.make_attribute(
-                        "nodes_values_as_tensor", numpy_helper.from_array(np.asarray(a.floats, np.float64))
-                    )
-                )
-            elif a.name == "class_weights":
-                attrs.append(
-                    helper.make_attribute(
-                        "class_weights_as_tensor", numpy_helper.from_array(np.asarray(a.floats, np.float64))
-                    )
-                )
-            else:
-                attrs.append(a)
+        # Thresholds and class weights re-declared as float64 tensors (``*_as_tensor``, ML opset 3).
+        attrs = [
+            helper.make_attribute(
+                f"{a.name}_as_tensor", numpy_helper.from_array(np.asarray(a.floats, np.float64))
+            )
+            if a.name in ("nodes_values", "class_weights")
+            else a
+            for a in src.attribute
+        ]
         tree = helper.make_node(
             "TreeEnsembleClassifier",
             [ONNX_INPUT_NAME],

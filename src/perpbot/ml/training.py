@@ -69,7 +69,6 @@ THRESHOLD_MIN_RECALL = 0.15
 THRESHOLD_FALLBACK = 0.50
 ACTIVE_PARAMS_FILE = "active_lgbm_params.json"
 BACKENDS = {"lgbm": "lgbm", "nn": "nn", "mlx": "nn"}
-WEIGHT_SCALE_DEFAULT = 1.783105  # SPEC §6.1 built-in defaults
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,16 +146,12 @@ class ResolvedParams:
     source: str
 
 
-def _default_lgbm_params() -> dict[str, Any]:
-    from perpbot.ml.lgbm_model import DEFAULT_LGBM_PARAMS
-
-    return dict(DEFAULT_LGBM_PARAMS)
-
-
 def default_resolved_params() -> ResolvedParams:
     """The SPEC §6.1 built-in defaults, weight scale separated."""
-    params = _default_lgbm_params()
-    scale = float(params.pop("weight_scale", WEIGHT_SCALE_DEFAULT))
+    from perpbot.ml.lgbm_model import DEFAULT_LGBM_PARAMS
+
+    params = dict(DEFAULT_LGBM_PARAMS)
+    scale = float(params.pop("weight_scale"))
     return ResolvedParams(params=params, weight_scale=scale, source="defaults")
 
 
@@ -195,8 +190,7 @@ def resolve_lgbm_params(
     Unknown keys are refused rather than silently passed to LightGBM: a typo in a hand-edited file
     would otherwise train with a default and nobody would notice.
     """
-    defaults = _default_lgbm_params()
-    default_scale = float(defaults.pop("weight_scale", WEIGHT_SCALE_DEFAULT))
+    defaults = default_resolved_params()
     if tuned_params is not None:
         if isinstance(tuned_params, Mapping):
             override, source = params_from_json(tuned_params, "tuned params"), "tuned-params (mapping)"
@@ -207,13 +201,13 @@ def resolve_lgbm_params(
         override, source = load_params_file(active), str(active)
     else:
         override, source = {}, "defaults"
-    scale = float(override.pop("weight_scale", default_scale))
-    unknown = sorted(set(override) - set(defaults))
+    scale = float(override.pop("weight_scale", defaults.weight_scale))
+    unknown = sorted(set(override) - set(defaults.params))
     if unknown:
         raise ConfigError(f"{source}: unknown LightGBM parameter {unknown[0]!r}")
     if not (math.isfinite(scale) and scale > 0):
         raise ConfigError(f"{source}: weight_scale={scale!r} must be a positive number")
-    params = {**defaults, **override}
+    params = {**defaults.params, **override}
     return ResolvedParams(params=params, weight_scale=scale, source=source)
 
 

@@ -58,7 +58,7 @@ from perpbot.config import AppConfig
 from perpbot.data.schema import data_path as default_data_path
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ConfigError
-from perpbot.fileio import atomic_write_text
+from perpbot.fileio import atomic_write_text, jsonable
 from perpbot.ml.dataset import Dataset, build_dataset, stratified_undersample
 from perpbot.ml.splits import Fold, purged_walk_forward
 from perpbot.ml.training import (
@@ -253,18 +253,7 @@ def promotion_decision(best: CVResult | None, baseline: CVResult | None) -> tupl
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
-    atomic_write_text(path, text)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    atomic_write_text(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

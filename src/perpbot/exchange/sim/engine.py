@@ -804,7 +804,6 @@ class MatchingEngine:
         ot = a.type if self.settings.report_original_type else OrderType.MARKET
         self._run_market(b, oid, a.client_algo_id, a.side, a.quantity, exec_qty, fill_px, a.reduce_only, ot)
         self._emit_algo(b.symbol, a, AlgoStatus.FINISHED, oid)
-        self._rearm(b)
 
     # ------------------------------------------------------------------ internals: fills
 
@@ -883,7 +882,6 @@ class MatchingEngine:
             )
             self._record_fill(b, oid, tid, side, price, q, fee, rp, now)
             self._events.append(self._account_update("ORDER", b, price))
-        self._recompute_liq(b)
         self._rearm(b)
         return notional / from_steps(total, step) if total else 0.0
 
