@@ -203,6 +203,54 @@ def fold_windows(
     return out
 
 
+MIN_FOLD_BARS = 96  # one day of 15-minute candles per symbol in every test window
+
+
+def check_fold_windows(
+    markets: Mapping[str, pd.DataFrame], k: int, start_ms: int | None, end_ms: int | None
+) -> list[tuple[int, int]]:
+    """The K test windows, or one ``ConfigError`` naming the smallest fold — before any training.
+
+    Too many folds used to fail after minutes of training with "no candle inside the backtest
+    window". Here every symbol must have at least :data:`MIN_FOLD_BARS` candles in every test
+    window (and in the training-only block before the first one); the message names the fold with
+    the fewest and the largest K the data allows.
+    """
+
+    def smallest(kk: int) -> tuple[int, str, int, int, int] | None:
+        try:
+            windows = fold_windows(markets, kk, start_ms, end_ms)
+        except InsufficientDataError:
+            return (0, next(iter(markets)), 0, 0, 0)
+        first = windows[0][0]
+        blocks = [
+            (0, start_ms if start_ms is not None else -(2**62), first),
+            *[(j, a, b) for j, (a, b) in enumerate(windows, start=1)],
+        ]
+        worst: tuple[int, str, int, int, int] | None = None
+        for j, a, b in blocks:
+            for sym, m in markets.items():
+                times = m.index.as_unit("ms").asi8
+                n = int(np.searchsorted(times, b, side="left") - np.searchsorted(times, a, side="left"))
+                if worst is None or n < worst[0]:
+                    worst = (n, sym, j, a, b)
+        return worst
+
+    worst = smallest(k)
+    if worst is not None and worst[0] >= MIN_FOLD_BARS:
+        return fold_windows(markets, k, start_ms, end_ms)
+    feasible = next((kk for kk in range(k - 1, 0, -1) if (w := smallest(kk)) and w[0] >= MIN_FOLD_BARS), 0)
+    hint = f"use --walk-forward {feasible} or fewer" if feasible else "the data is too short for any fold"
+    if worst is None or worst[4] == worst[3] == 0:
+        raise ConfigError(f"--walk-forward={k}: the window has too few candles for {k + 1} blocks; {hint}")
+    n, sym, j, a, b = worst
+    what = "the training block before fold 1" if j == 0 else f"fold {j} ({_day(a)} → {_day(b)})"
+    raise ConfigError(
+        f"--walk-forward={k}: {what} holds {n} candles of {sym}, fewer than {MIN_FOLD_BARS} (one day) "
+        f"needed per symbol in every block; {hint}"
+    )
+
+
 def train_fold_model(
     symbol: str,
     market: pd.DataFrame,
@@ -254,20 +302,31 @@ def train_fold_model(
     )
 
 
-def _fold_filters(symbols: tuple[str, ...], root: Path, app_config: AppConfig) -> dict[str, EntryFilter]:
+def _fold_filters(
+    symbols: tuple[str, ...], root: Path, app_config: AppConfig, models: Mapping[str, FoldModel]
+) -> dict[str, EntryFilter]:
+    """The fold's filters. A model the fold trained must load (else one-line ``ModelError``: an
+    ML-on run must never silently trade without its model). ``allow_ungated``: fold models are
+    trained without an inner walk-forward (``wf=0``), so they carry no gate verdict of their own —
+    the walk-forward itself is their out-of-sample evaluation."""
     from perpbot.data.schema import model_dir
+    from perpbot.errors import ModelError
     from perpbot.ml.filter import MLFilter
 
-    return {
-        s: MLFilter(
+    out: dict[str, EntryFilter] = {}
+    for s in symbols:
+        f = MLFilter(
             model_dir(root / "models", s),
             backends=("lgbm",),
             threshold=app_config.ml_threshold,
             threshold_mode=app_config.ml_threshold_mode,
             hot_reload=False,
+            allow_ungated=True,
         )
-        for s in symbols
-    }
+        if models[s].status == "trained" and not f.has_model:
+            raise ModelError(f"walk-forward {root.name}: {s}: {f.unavailable_reason}")
+        out[s] = f
+    return out
 
 
 def run_walk_forward(
@@ -288,7 +347,7 @@ def run_walk_forward(
     symbols = tuple(cfg.symbols)
     app = app_config.with_symbols(list(symbols))
     markets = load_markets(cfg)
-    windows = fold_windows(markets, folds, cfg.start_ms, cfg.end_ms)
+    windows = check_fold_windows(markets, folds, cfg.start_ms, cfg.end_ms)
     total = len(windows) * (len(symbols) + 2)
     done = 0
 
@@ -314,7 +373,7 @@ def run_walk_forward(
                 start=datetime.fromtimestamp(a / 1000, tz=UTC),
                 end=datetime.fromtimestamp(b / 1000, tz=UTC),
             )
-            on_cfg = replace(window, use_ml=True, entry_filters=_fold_filters(symbols, root, app))
+            on_cfg = replace(window, use_ml=True, entry_filters=_fold_filters(symbols, root, app, models))
             on = asyncio.run(run_backtest(on_cfg, app))
             tick()
             off = asyncio.run(run_backtest(replace(window, use_ml=False), app))

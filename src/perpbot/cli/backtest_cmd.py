@@ -21,23 +21,27 @@ from perpbot.cli.common import (
     DataDirOpt,
     ModelDirOpt,
     QuietOpt,
+    SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
     err_console,
+    existing_folder,
     progress,
+    select_symbols,
     user_errors,
+    warn,
+    writable_folder,
 )
-from perpbot.config import AppConfig, parse_csv
+from perpbot.config import AppConfig
 from perpbot.errors import ConfigError
-from perpbot.symbols import normalize_symbol
+from perpbot.fileio import relocate, staged_folder
 
 if TYPE_CHECKING:  # the backtest stack is imported only when the command runs (fast --help)
+    from perpbot.backtest.report import ReportFiles
     from perpbot.backtest.runner import BacktestConfig, BacktestResult
     from perpbot.backtest.walk_forward import WalkForwardResult
-
-SymbolsOpt = Annotated[
-    str | None, typer.Option("--symbols", help="Comma-separated symbols, e.g. XRPUSDT,TRXUSDT.")
-]
+    from perpbot.ml.filter import MLFilter
 FromOpt = Annotated[
     str | None,
     typer.Option("--from", help="First candle open time, UTC, inclusive (2025-06-01 or 2025-06-01T12:00)."),
@@ -73,24 +77,11 @@ def parse_utc(raw: str | None, flag: str) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def choose_symbols(cfg: AppConfig, symbols: str | None, all_: bool) -> tuple[str, ...]:
-    """``--symbols A,B`` xor ``--all``; neither means the configured ``SYMBOLS``."""
-    if symbols is not None and all_:
-        raise ConfigError("--symbols and --all are mutually exclusive: pass one of them")
-    if symbols is None or all_:
-        return tuple(cfg.symbols)
-    items = [normalize_symbol(s, source="--symbols") for s in parse_csv(symbols)]
-    if not items:
-        raise ConfigError(f"--symbols={symbols!r}: no symbol given")
-    if len(set(items)) != len(items):
-        raise ConfigError(f"--symbols={symbols!r}: a symbol is listed twice")
-    return tuple(items)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("backtest")
     @user_errors
     def backtest(
+        symbol: SymbolOpt = None,
         symbols: SymbolsOpt = None,
         all_: AllOpt = False,
         data_dir: DataDirOpt = Path("data"),
@@ -106,13 +97,21 @@ def register(app: typer.Typer) -> None:
         from perpbot.backtest.runner import BacktestConfig, check_inputs
 
         app_cfg = config_from_env()
-        syms = choose_symbols(app_cfg, symbols, all_)
+        syms = tuple(select_symbols(app_cfg, symbol, all_, symbols))
         start = parse_utc(from_, "--from")
         end = parse_utc(to, "--to")
         if start is not None and end is not None and start >= end:
             raise ConfigError(f"--from={from_!r} is not before --to={to!r}")
         if walk_forward is not None and walk_forward < 1:
             raise ConfigError(f"--walk-forward={walk_forward}: need at least 1 fold")
+        if walk_forward is not None and no_ml:
+            raise ConfigError(
+                "--no-ml with --walk-forward: the walk-forward always trades ML on and ML off side "
+                "by side on the same windows; drop --no-ml (its ml_off report is the no-ML run)"
+            )
+        writable_folder(out, "--out")
+        existing_folder(data_dir, "--data-dir")
+        existing_folder(model_dir, "--model-dir")
         use_ml = not (no_ml or app_cfg.no_ml_filter)
         bt_cfg = BacktestConfig(
             symbols=syms,
@@ -123,6 +122,7 @@ def register(app: typer.Typer) -> None:
             use_ml=use_ml,
         )
         check_inputs(bt_cfg)
+        warn_estimated_filters(syms)
 
         if walk_forward is not None:
             walk_forward_and_print(bt_cfg, app_cfg, walk_forward, out, quiet=quiet)
@@ -130,38 +130,82 @@ def register(app: typer.Typer) -> None:
             run_and_print(bt_cfg, app_cfg, out, quiet=quiet)
 
 
-def fresh_journal(out: Path) -> Path:
-    """``<out>/journal.sqlite3``, emptied: the report folder belongs to this run, and a journal left
-    by an earlier run would restore its kill-switch state and break determinism."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "journal.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return path
+def warn_estimated_filters(symbols: tuple[str, ...]) -> None:
+    """Say so when a symbol's tick/step filters are estimated instead of recorded: its order
+    rounding, minimum quantity and therefore its trades are an approximation."""
+    from perpbot.exchange.known_filters import KNOWN_FILTERS
+
+    for sym in symbols:
+        if sym not in KNOWN_FILTERS:
+            warn(
+                f"{sym}: no recorded exchange filters; tick size, step size and minimum quantity are "
+                "estimated from its price level, so its order rounding is approximate"
+            )
+
+
+def ml_filters(bt_cfg: BacktestConfig, app_cfg: AppConfig) -> dict[str, MLFilter]:
+    """ML on: every symbol's filter, or one line naming the model file and why it cannot load."""
+    from perpbot.ml.filter import backtest_filter
+
+    return {s: backtest_filter(bt_cfg.model_dir, s, app_cfg) for s in bt_cfg.symbols}
+
+
+def filter_lines(filters: dict[str, MLFilter]) -> list[str]:
+    """Per symbol: what the filter saw and decided, and which threshold from where (issue 11 §2)."""
+    out: list[str] = []
+    for sym, f in filters.items():
+        if not f.has_model:
+            out.append(f"{sym}: ML filter not used, every signal passes: {f.unavailable_reason}")
+            continue
+        out.append(
+            f"{sym}: ML filter {f.backend}, threshold {f.threshold:.3f} (from the {f.threshold_source}): "
+            f"{f.seen} signals seen, {f.accepted} accepted, {f.rejected} rejected"
+        )
+    return out
+
+
+def relocate_files(files: ReportFiles, staged: Path, out: Path) -> ReportFiles:
+    """The report's file names once the staged run folder has been moved to ``out``."""
+    from dataclasses import fields
+
+    return replace(files, **{f.name: relocate(getattr(files, f.name), staged, out) for f in fields(files)})
 
 
 def run_and_print(bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quiet: bool) -> BacktestResult:
     """Run one backtest with a progress bar, write the report into ``out`` and print the summary.
 
-    Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows.
+    The run writes into a temporary folder beside ``out`` (journal included) that replaces the
+    previous run's files only when everything succeeded: a failed run leaves the previous one
+    intact. Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows.
     """
     from perpbot.backtest.report import summary_renderable, write_report
     from perpbot.backtest.runner import run_backtest
 
-    bt_cfg = replace(bt_cfg, journal_path=fresh_journal(out))
-    with progress(quiet) as bar:
-        task = bar.add_task("backtest " + ",".join(bt_cfg.symbols), total=None)
+    filters = ml_filters(bt_cfg, app_cfg) if bt_cfg.use_ml and bt_cfg.entry_filters is None else {}
+    if filters:
+        bt_cfg = replace(bt_cfg, entry_filters=filters)
+    with staged_folder(out) as stage:
+        bt_cfg = replace(bt_cfg, journal_path=stage / "journal.sqlite3")
+        with progress(quiet) as bar:
+            task = bar.add_task("backtest " + ",".join(bt_cfg.symbols), total=None)
 
-        def on_progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def on_progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
+            result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
+        params = result.parameters()
+        if filters:
+            params["model_dir"] = str(bt_cfg.model_dir)
+            params["ml_filters"] = {s: f.status() for s, f in filters.items()}
+        files = write_report(
+            stage, result.trades, result.metrics, params, title=result.title, markers=result.markers()
+        )
+    files = relocate_files(files, stage, out)
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False, highlight=False)
-    files = write_report(
-        out, result.trades, result.metrics, result.parameters(), title=result.title, markers=result.markers()
-    )
     console.print(summary_renderable(result.metrics, files, result.title, result.notes()))
+    for line in filter_lines(filters):
+        console.print(line, markup=False, highlight=False)
     return result
 
 
@@ -171,12 +215,20 @@ def walk_forward_and_print(
     """``--walk-forward K``: train, trade, write ``out/walk_forward.json`` and both modes' reports."""
     from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
 
+    writable_folder(out, "--out")
     with progress(quiet) as bar:
         task = bar.add_task(f"walk-forward K={folds} " + ",".join(bt_cfg.symbols), total=None)
 
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        wf = run_walk_forward(bt_cfg, app_cfg, folds=folds, out_dir=out, progress=on_progress)
+        with staged_folder(out) as stage:
+            wf = run_walk_forward(bt_cfg, app_cfg, folds=folds, out_dir=stage, progress=on_progress)
+    wf = replace(
+        wf,
+        out_dir=out,
+        files={m: relocate_files(f, stage, out) for m, f in wf.files.items()},
+        summary_path=None if wf.summary_path is None else relocate(wf.summary_path, stage, out),
+    )
     console.print(walk_forward_renderable(wf))
     return wf

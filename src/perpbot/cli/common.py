@@ -18,8 +18,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from perpbot.config import AppConfig, load_config
+from perpbot.config import AppConfig, load_config, parse_csv
 from perpbot.errors import ConfigError, PerpbotError
+from perpbot.fileio import UnwritableFolderError, check_writable_folder
 from perpbot.symbols import normalize_symbol
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,6 +29,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="One symbol, e.g. XRPUSDT.")]
+SymbolsOpt = Annotated[
+    str | None, typer.Option("--symbols", help="Comma-separated symbols, e.g. XRPUSDT,TRXUSDT.")
+]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every symbol of SYMBOLS.")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Market data folder.")]
 ModelDirOpt = Annotated[Path, typer.Option("--model-dir", help="Models folder.")]
@@ -67,13 +71,53 @@ def config_from_env() -> AppConfig:
     return load_config(env_file=Path(".env"))
 
 
-def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool) -> list[str]:
-    """``--symbol S`` xor ``--all``; neither means the configured list."""
-    if symbol and all_:
-        raise ConfigError("--symbol and --all are mutually exclusive: pass one of them")
+def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool, symbols: str | None = None) -> list[str]:
+    """The one symbol-selection rule of every command: ``--symbol S``, ``--symbols A,B`` or
+    ``--all`` (at most one of them); none means the configured ``SYMBOLS``."""
+    given = [flag for flag, v in (("--symbol", symbol), ("--symbols", symbols), ("--all", all_)) if v]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} are mutually exclusive: pass one of them")
     if symbol:
-        return [normalize_symbol(symbol, source="--symbol")]
-    return list(cfg.symbols)
+        items = [normalize_symbol(symbol, source="--symbol")]
+    elif symbols is not None:
+        items = [normalize_symbol(s, source="--symbols") for s in parse_csv(symbols)]
+        if not items:
+            raise ConfigError(f"--symbols={symbols!r}: no symbol given")
+        if len(set(items)) != len(items):
+            raise ConfigError(f"--symbols={symbols!r}: a symbol is listed twice")
+    else:
+        items = list(cfg.symbols)
+    for sym in sorted(cfg.override_symbols - set(items)):
+        warn(
+            f"per-symbol settings for {sym} (ATR_SL_MULT_{sym}, …) are ignored: {sym} is not traded "
+            f"in this run ({', '.join(items)})"
+        )
+    return items
+
+
+def warn(message: str) -> None:
+    """``warning: <message>`` as one line on stderr (never wrapped)."""
+    sys.stderr.write(f"warning: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+
+
+def writable_folder(path: Path, flag: str) -> Path:
+    """``path`` when it is (or can become) a writable folder, else one-line ``ConfigError``
+    naming the flag; checked before any computing starts."""
+    try:
+        check_writable_folder(path)
+    except UnwritableFolderError as exc:
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != Path(path) else ""
+        raise ConfigError(f"{flag}={path}: cannot write there{where}: {exc.strerror or exc}") from None
+    return path
+
+
+def existing_folder(path: Path, flag: str) -> Path:
+    """An input folder: an existing non-folder is refused here (one line); a missing folder is
+    left to the per-file checks, whose message names the missing file and how to get it."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag}={path}: an existing file, not a folder")
+    return path
 
 
 def run_per_symbol(symbols: Sequence[str], job: Callable[[str], None]) -> int:

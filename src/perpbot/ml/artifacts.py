@@ -95,6 +95,10 @@ def model_files(model_dir: Path, backend: str) -> list[Path]:
     return [metadata_path(model_dir, backend), *([nat] if nat else []), onnx_path(model_dir, backend)]
 
 
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -239,10 +243,37 @@ def read_model(model_dir: Path, backend: str, *, with_native: bool = False) -> M
     native = None
     nat = native_path(model_dir, backend)
     if with_native and nat is not None and nat.exists():
-        native = nat.read_text(encoding="utf-8")
+        try:
+            native = nat.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{nat}: cannot read the LightGBM text model ({_reason(exc)})") from None
         if meta.get("native_sha256") and meta["native_sha256"] != sha256_bytes(native.encode("utf-8")):
             raise ModelError(f"{nat}: file does not match {mpath.name} (sha256 differs)")
     return ModelFiles(backend, data, meta, opath, native)
+
+
+def verify_model_files(model_dir: Path, backend: str) -> bool:
+    """Check every file of one backend that exists; ``False`` when the backend has no file at all.
+
+    Stricter than :func:`read_model` (which the live filter uses and which treats a missing ONNX
+    as "no model"): metadata without its ONNX, a LightGBM text file the metadata names but that is
+    missing, truncated or altered, and everything :func:`read_model` refuses raise ``ModelError``
+    naming the file. Used where a silent fallback would mislabel a run (ML-on backtests, deploy).
+    """
+    folder = Path(model_dir)
+    opath, mpath = onnx_path(folder, backend), metadata_path(folder, backend)
+    nat = native_path(folder, backend)
+    present = [p for p in (opath, mpath, nat) if p is not None and p.exists()]
+    if not present:
+        return False
+    if not opath.exists():
+        raise ModelError(f"{opath}: model file is missing ({present[0].name} exists without it)")
+    files = read_model(folder, backend, with_native=True)
+    assert files is not None
+    declared = files.metadata.get("native_file")
+    if nat is not None and declared and not nat.exists():
+        raise ModelError(f"{nat}: model file is missing ({mpath.name} names it)")
+    return True
 
 
 # --------------------------------------------------------------------------- atomic writes
