@@ -108,7 +108,7 @@ def writable_folder(path: Path, flag: str) -> Path:
         check_writable_folder(path)
     except UnwritableFolderError as exc:
         where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != Path(path) else ""
-        raise ConfigError(f"{flag}={path}: cannot write there{where}: {exc.strerror or exc}") from None
+        raise ConfigError(f"{flag}={path}: not writable{where}: {exc.strerror or exc}") from None
     return path
 
 
@@ -160,6 +160,8 @@ def progress(quiet: bool) -> Iterator[Progress]:
     with p:
         try:
             yield p
+            if not p.tasks:  # every task was removed (failed symbols): no empty frame either
+                p.live.transient = True
         except BaseException:
             # A failed job leaves only its one error line: the half-drawn bar is erased instead
             # of being printed as a final frame (which a log or a pipe would keep).

@@ -67,6 +67,13 @@ TAIL_FRACTION = 0.15  # final model: early-stopping / threshold tail
 ES_FRACTION = 0.15  # walk-forward: early-stopping slice at the end of each training window
 THRESHOLD_MIN_RECALL = 0.15
 THRESHOLD_FALLBACK = 0.50
+# Deploy gate (issue 11 §2). A fold counts when its validation signal rows hold at least this many
+# positives (and a negative): below that, precision and AUC are a coin toss of a few rows.
+GATE_MIN_POSITIVES = 5
+GATE_MIN_FOLDS = 2  # the fold-to-fold noise needs at least two folds to be measured
+# Mean precision at the operating threshold must beat the no-ML baseline (the positive rate of the
+# same validation signals) by more than this: below two points a filter costs trades for nothing.
+GATE_PRECISION_MARGIN = 0.02
 ACTIVE_PARAMS_FILE = "active_lgbm_params.json"
 BACKENDS = {"lgbm": "lgbm", "nn": "nn", "mlx": "nn"}
 
@@ -308,6 +315,76 @@ class FoldMetrics:
 SUMMARY_KEYS = ("auc", "precision", "recall", "baseline_auc", "baseline_precision")
 
 
+@dataclass(frozen=True)
+class GateVerdict:
+    """``train``'s verdict on whether a model may be served: ``passed`` and why, in words."""
+
+    passed: bool
+    reason: str
+    detail: dict[str, Any]
+
+    @property
+    def word(self) -> str:
+        return "pass" if self.passed else "fail"
+
+
+def gate_verdict(folds: list[FoldMetrics], wf: int) -> GateVerdict:
+    """Pass when, on the purged walk-forward folds with at least :data:`GATE_MIN_POSITIVES`
+    positives, mean precision at each fold's operating threshold beats the no-ML baseline's by more
+    than :data:`GATE_PRECISION_MARGIN`, and mean AUC exceeds 0.5 by more than the fold-to-fold
+    noise (the population std of the fold AUCs). Why both: precision is what the filter buys
+    (fewer, better trades); AUC above noise says the ranking is not luck of one fold.
+    """
+    counted = [
+        f for f in folds if f.n_val_positives >= GATE_MIN_POSITIVES and f.n_val_signals > f.n_val_positives
+    ]
+    no_pos = sum(1 for f in folds if f.n_val_positives == 0)
+    detail: dict[str, Any] = {
+        "rule": f"on folds with >= {GATE_MIN_POSITIVES} positives (>= {GATE_MIN_FOLDS} folds): mean "
+        f"(precision - baseline precision) > {GATE_PRECISION_MARGIN} and mean AUC - 0.5 > std of fold AUCs",
+        "folds_requested": wf,
+        "folds_evaluated": len(folds),
+        "folds_counted": len(counted),
+        "folds_without_positives": no_pos,
+        "folds_too_few_positives": len(folds) - len(counted) - no_pos,
+        "precision_margin": GATE_PRECISION_MARGIN,
+        "min_positives": GATE_MIN_POSITIVES,
+    }
+    if wf == 0:
+        return GateVerdict(False, "not validated: trained with --wf 0 (no walk-forward folds)", detail)
+    if len(counted) < GATE_MIN_FOLDS:
+        return GateVerdict(
+            False,
+            f"only {len(counted)} of {len(folds)} folds have >= {GATE_MIN_POSITIVES} validation positives; "
+            f"need {GATE_MIN_FOLDS} to compare with the baseline and measure the fold noise",
+            detail,
+        )
+    edge = float(np.mean([f.precision - f.baseline_precision for f in counted]))
+    prec = float(np.mean([f.precision for f in counted]))
+    base = float(np.mean([f.baseline_precision for f in counted]))
+    auc_mean, auc_noise = mean_std([f.auc for f in counted])
+    detail.update(precision_mean=prec, baseline_precision_mean=base, precision_edge=edge)
+    detail.update(auc_mean=auc_mean, auc_noise=auc_noise)
+    prec_ok = edge > GATE_PRECISION_MARGIN
+    auc_ok = auc_mean - 0.5 > auc_noise
+    text = (
+        f"precision {prec:.3f} vs baseline {base:.3f} ({edge:+.3f}, needs > +{GATE_PRECISION_MARGIN}); "
+        f"AUC {auc_mean:.3f} - 0.5 = {auc_mean - 0.5:+.3f} vs fold noise {auc_noise:.3f}; "
+        f"{len(counted)} folds counted" + (f", {no_pos} without positives excluded" if no_pos else "")
+    )
+    if prec_ok and auc_ok:
+        return GateVerdict(True, text, detail)
+    failed = " and ".join(
+        w
+        for w, ok in (
+            ("precision does not beat the baseline", prec_ok),
+            ("AUC is within noise of 0.5", auc_ok),
+        )
+        if not ok
+    )
+    return GateVerdict(False, f"{failed}: {text}", detail)
+
+
 @dataclass
 class TrainReport:
     """Everything a human (CLI table) or the metadata needs about one training run."""
@@ -332,6 +409,9 @@ class TrainReport:
     data_file: str = ""
     data_sha256: str = ""
     notes: list[str] = field(default_factory=list)
+    gate: str = "fail"
+    gate_reason: str = ""
+    folds_without_positives: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -341,7 +421,10 @@ class TrainReport:
 
 
 def summarize(folds: list[FoldMetrics]) -> dict[str, tuple[float, float]]:
-    return {k: mean_std([float(getattr(f, k)) for f in folds]) for k in SUMMARY_KEYS}
+    """Mean ± std per figure over the folds whose validation holds a positive: a fold without
+    positives has no AUC (it used to count as 0.5) and no precision; it is counted separately."""
+    used = [f for f in folds if f.n_val_positives > 0]
+    return {k: mean_std([float(getattr(f, k)) for f in used]) for k in SUMMARY_KEYS}
 
 
 def _iso(ms: int) -> str:
@@ -404,8 +487,20 @@ def evaluate_fold(
 # Orchestration
 
 
-def ensure_writable(folder: Path) -> None:
-    """Fail fast (before minutes of training) with one line when the models folder is unusable."""
+def ensure_writable(folder: Path, *, create: bool = True) -> None:
+    """Fail fast (before minutes of training) with one line when the models folder is unusable.
+
+    ``create=False`` probes without creating anything (the folder appears only when a model is
+    saved); tuning creates it at once because its study database lives there from the start.
+    """
+    if not create:
+        from perpbot.fileio import UnwritableFolderError, check_writable_folder
+
+        try:
+            check_writable_folder(folder)
+        except UnwritableFolderError as exc:
+            raise ModelError(f"{folder}: models folder is not writable ({exc.strerror or exc})") from None
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".write_probe.", dir=folder)
@@ -480,7 +575,7 @@ def train_symbol(
         if lgbm_overrides:
             lgbm = ResolvedParams({**lgbm.params, **lgbm_overrides}, lgbm.weight_scale, lgbm.source)
     market = load_market(path)
-    ensure_writable(sym_dir)
+    ensure_writable(sym_dir, create=False)  # created by the save: a failed run leaves no empty folder
     frame = build_feature_frame(market, params)
     ds = build_dataset(
         market, params, negative_ratio=NEGATIVE_RATIO, decay=decay, seed=seed, frame=frame, symbol=symbol
@@ -538,6 +633,7 @@ def train_symbol(
     tick("final model")
 
     summary = summarize(fold_metrics)
+    gate = gate_verdict(fold_metrics, wf)
     report = TrainReport(
         symbol=symbol,
         backend=backend,
@@ -557,6 +653,9 @@ def train_symbol(
         data_file=str(path),
         data_sha256=data_file_sha256(path),
         notes=notes,
+        gate=gate.word,
+        gate_reason=gate.reason,
+        folds_without_positives=sum(1 for f in fold_metrics if f.n_val_positives == 0),
     )
     wf_block = {
         "folds_requested": wf,
@@ -566,8 +665,13 @@ def train_symbol(
         "evaluated_on": "signal rows only",
         "folds": [asdict(f) for f in fold_metrics],
         "summary": report.to_dict()["summary"],
+        "summary_excludes": "folds without validation positives",
+        "folds_without_positives": report.folds_without_positives,
     }
     extra: dict[str, Any] = {
+        "gate": gate.word,
+        "gate_reason": gate.reason,
+        "gate_detail": gate.detail,
         "threshold_info": {
             "rule": f"max precision s.t. recall >= {THRESHOLD_MIN_RECALL} on the purged tail's signal rows "
             f"(PR curve without its terminal point); fallback {THRESHOLD_FALLBACK}",
@@ -645,6 +749,9 @@ def _log_entry(report: TrainReport, metadata: Mapping[str, Any]) -> dict[str, An
         "wf_baseline_precision_mean": s["baseline_precision"][0] if report.folds else None,
         "wf_baseline_auc_mean": s["baseline_auc"][0] if report.folds else None,
         "wf_folds": len(report.folds),
+        "wf_folds_without_positives": report.folds_without_positives,
+        "gate": report.gate,
+        "gate_reason": report.gate_reason,
         "tail_auc": report.tail_auc,
         "threshold": report.threshold,
         "precision": report.tail_precision,
