@@ -284,18 +284,43 @@ def register(app: typer.Typer) -> None:
             Path, typer.Option("--from", help="Staging models root (trained with --model-dir).")
         ],
         symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
         all_: AllOpt = False,
         model_dir: ModelDirOpt = Path("models"),
+        force: Annotated[
+            bool, typer.Option("--force", help="Deploy a model whose gate verdict is fail.")
+        ] = False,
     ) -> None:
-        """Atomically replace a symbol's model files with the staged ones (a running bot hot-reloads)."""
-        from perpbot.data.schema import model_dir as symbol_model_dir
+        """Replace symbols' model files with the staged ones, all or none (a running bot hot-reloads).
+
+        Every symbol is verified first (files, feature schema, gate verdict); then each is written.
+        Only the staged backends are replaced; the training log is appended to, never replaced.
+        """
         from perpbot.ml import artifacts
 
         cfg = config_from_env()
-        symbols = select_symbols(cfg, symbol, all_)
-
-        def job(sym: str) -> None:
-            backends = artifacts.deploy(from_dir, model_dir, sym)
-            console.print(f"{sym}: deployed {', '.join(backends)} to {symbol_model_dir(model_dir, sym)}")
-
-        _exit_on_failures(run_per_symbol(symbols, job))
+        symbols = select_symbols(cfg, symbol, all_, symbols_)
+        existing_folder(from_dir, "--from")
+        writable_folder(model_dir, "--model-dir")
+        for plan in artifacts.deploy_all(from_dir, model_dir, symbols, force=force):
+            if plan.no_op:
+                console.print(
+                    f"{plan.symbol}: already deployed ({', '.join(plan.identical)} identical); "
+                    "nothing changed",
+                    markup=False,
+                    highlight=False,
+                )
+                continue
+            what = [f"deployed {', '.join(f.backend for f in plan.changed)}"] if plan.changed else []
+            if plan.identical:
+                what.append(f"{', '.join(plan.identical)} identical (unchanged)")
+            if plan.log_entries:
+                what.append(f"{len(plan.log_entries)} training-log entries appended")
+            console.print(f"{plan.symbol}: {'; '.join(what)} in {plan.dst}", markup=False, highlight=False)
+            for backend in plan.kept:
+                console.print(
+                    f"{plan.symbol}: note: the {backend} model already in {plan.dst} stays untouched; "
+                    f"ML_BACKENDS ({','.join(cfg.ml_backends)}) decides which model is served",
+                    markup=False,
+                    highlight=False,
+                )

@@ -59,7 +59,7 @@ import onnxruntime as ort
 
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ModelError
-from perpbot.ml.artifacts import BACKENDS, ModelFiles, metadata_path, onnx_path, read_model
+from perpbot.ml.artifacts import BACKENDS, ModelFiles, gate_failed, metadata_path, onnx_path, read_model
 from perpbot.ml.decision import FilterDecision
 from perpbot.ml.features import FEATURE_COLS, feature_schema_hash
 
@@ -82,12 +82,6 @@ def _stamp(path: Path) -> Stamp:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def gate_failed(meta: dict[str, Any]) -> bool:
-    """True when the model's metadata records a failed deploy gate. A model trained before the
-    gate existed has no verdict and is served as before (its age is visible in ``status()``)."""
-    return str(meta.get("gate", "")).lower() == "fail"
 
 
 def _one_line(exc: BaseException) -> str:
