@@ -27,6 +27,7 @@ from perpbot.cli.common import (
     console,
     err_console,
     existing_folder,
+    note_synthetic,
     progress,
     select_symbols,
     user_errors,
@@ -123,6 +124,7 @@ def register(app: typer.Typer) -> None:
         )
         check_inputs(bt_cfg)
         warn_estimated_filters(syms)
+        note_synthetic(data_dir, syms)
 
         if walk_forward is not None:
             walk_forward_and_print(bt_cfg, app_cfg, walk_forward, out, quiet=quiet)

@@ -95,6 +95,24 @@ def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool, symbols: str 
     return items
 
 
+def note_synthetic(data_dir: Path, symbols: Sequence[str]) -> list[str]:
+    """Say so (stderr) for every symbol whose data file is a synthetic market; return them."""
+    from perpbot.data.schema import data_path
+    from perpbot.data.store import synthetic_origin
+
+    found: list[str] = []
+    for sym in symbols:
+        path = data_path(data_dir, sym)
+        origin = synthetic_origin(path) if path.is_file() else None
+        if origin is not None:
+            found.append(sym)
+            sys.stderr.write(
+                f"note: {sym}: {path} is a SYNTHETIC market ({origin}), not recorded data; "
+                "its results validate the machinery, not a strategy\n"
+            )
+    return found
+
+
 def warn(message: str) -> None:
     """``warning: <message>`` as one line on stderr (never wrapped)."""
     sys.stderr.write(f"warning: {' '.join(message.split())}\n")

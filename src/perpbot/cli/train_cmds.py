@@ -32,6 +32,7 @@ from perpbot.cli.common import (
     config_from_env,
     console,
     existing_folder,
+    note_synthetic,
     progress,
     run_per_symbol,
     select_symbols,
@@ -220,6 +221,7 @@ def register(app: typer.Typer) -> None:
         backend = normalize_backend(backend)
         existing_folder(data_dir, "--data-dir")
         writable_folder(model_dir, "--model-dir")
+        note_synthetic(data_dir, symbols)
 
         def job(sym: str, cb: ProgressFn) -> None:
             report = train_symbol(
@@ -260,6 +262,7 @@ def register(app: typer.Typer) -> None:
         symbols = select_symbols(cfg, symbol, all_, symbols_)
         existing_folder(data_dir, "--data-dir")
         writable_folder(model_dir, "--model-dir")
+        note_synthetic(data_dir, symbols)
 
         def job(sym: str, cb: ProgressFn) -> None:
             report = tune_symbol(
