@@ -15,41 +15,88 @@ from typing import Annotated
 import typer
 
 from perpbot.cli.common import (
+    AllOpt,
     DataDirOpt,
     QuietOpt,
+    SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
+    existing_folder,
+    note_synthetic,
     progress,
+    select_symbols,
     user_errors,
+    writable_folder,
 )
 from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
-from perpbot.errors import ConfigError
+from perpbot.errors import ConfigError, InsufficientDataError
+from perpbot.fileio import staged_folder
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the demo's data, models and reports.")]
 
 
-def _prepare_data(cfg: AppConfig, data_dir: Path, out: Path, days: int, seed: int, quiet: bool) -> Path:
+def _prepare_data(
+    cfg: AppConfig, data_dir: Path, out: Path, days: int, seed: int, quiet: bool, shown_out: Path
+) -> Path:
     """Use ``data_dir`` when it holds every symbol's file; otherwise synthesize all of them."""
     from perpbot.data.store import save_market
     from perpbot.data.synth import synth_market
 
     if all(data_path(data_dir, s).is_file() for s in cfg.symbols):
-        console.print(f"[bold]data[/]: recorded files in {data_dir}/")
+        synthetic = note_synthetic(data_dir, cfg.symbols)
+        kind = (
+            "synthetic" if len(synthetic) == len(cfg.symbols) else "recorded" if not synthetic else "existing"
+        )
+        console.print(f"[bold]data[/]: {kind} files in {data_dir}/")
         return data_dir
     synth_dir = out / "data"
     console.print(
         f"[bold]data[/]: no recorded market in {data_dir}/ for {', '.join(cfg.symbols)}; "
-        f"generating a deterministic synthetic market ({days} days, seed {seed}) in {synth_dir}/"
+        f"generating a deterministic synthetic market ({days} days, seed {seed}) in {shown_out / 'data'}/"
     )
     with progress(quiet) as bar:
         task = bar.add_task("synth", total=len(cfg.symbols))
         for symbol in cfg.symbols:
             frame = synth_market(days=days, seed=seed, symbol=symbol)
             last_open_ms = int(frame.index[-1].value // 1_000_000)
-            save_market(frame, data_path(synth_dir, symbol), closed_through_ms=last_open_ms)
+            save_market(
+                frame,
+                data_path(synth_dir, symbol),
+                closed_through_ms=last_open_ms,
+                synthetic=f"perpbot demo, seed {seed}, {days} days",
+            )
             bar.advance(task)
     return synth_dir
+
+
+def _check_trainable(cfg: AppConfig, data_dir: Path, days: int, synthetic: bool) -> None:
+    """Refuse, before any training, a market too short to train every symbol's filter.
+
+    Training needs ``MIN_SAMPLES`` dataset rows (signals plus their HOLD negatives); how many days
+    give that depends on the rule parameters and the market, so it is measured on the data itself
+    (the first step of training, without the training) and the message says how many days would do.
+    """
+    from perpbot.data.store import load_market
+    from perpbot.ml.dataset import MIN_SAMPLES, build_dataset
+    from perpbot.ml.training import NEGATIVE_RATIO
+
+    for symbol in cfg.symbols:
+        market = load_market(data_path(data_dir, symbol))
+        params = cfg.params_for(symbol)
+        try:
+            n = len(build_dataset(market, params, negative_ratio=NEGATIVE_RATIO, decay=0.0, min_samples=0))
+        except InsufficientDataError:
+            n = 0
+        if n >= MIN_SAMPLES:
+            continue
+        where = f"--days={days}" if synthetic else f"{data_path(data_dir, symbol)}"
+        need = f"about {int(days * MIN_SAMPLES / n * 1.5) + 1} days" if n else "many more days"
+        raise ConfigError(
+            f"{where}: too short to train {symbol}'s filter: {n} training samples, need {MIN_SAMPLES}; "
+            f"with these rule parameters the demo needs {need}"
+        )
 
 
 def _train_all(
@@ -98,6 +145,9 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     @user_errors
     def demo(
+        symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
+        all_: AllOpt = False,
         out: OutOpt = Path("demo_out"),
         data_dir: DataDirOpt = Path("data"),
         days: Annotated[
@@ -115,16 +165,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Main job: data (synthetic if none) → per-symbol training report → backtests."""
         cfg = config_from_env()
+        cfg = cfg.with_symbols(select_symbols(cfg, symbol, all_, symbols_))
         backends = {"lgbm": ["lgbm"], "nn": ["nn"], "both": ["lgbm", "nn"]}.get(backend.lower())
         if backends is None:
             raise ConfigError(f"--backend={backend!r}: expected lgbm, nn or both")
         if days < 30:
             raise ConfigError(f"--days={days}: need at least 30 days of candles")
-        out.mkdir(parents=True, exist_ok=True)
-        model_dir = out / "models"
-        used_data = _prepare_data(cfg, data_dir, out, days, seed, quiet)
-        _train_all(cfg, used_data, model_dir, backends, wf, quiet)
-        _backtest(cfg, used_data, out, wf_backtest, quiet)
+        writable_folder(out, "--out")
+        existing_folder(data_dir, "--data-dir")
+        # Everything is written into a staging folder beside --out and moved into place only when
+        # the whole demo succeeded: a failed demo leaves the previous one intact.
+        with staged_folder(out) as stage:
+            used_data = _prepare_data(cfg, data_dir, stage, days, seed, quiet, shown_out=out)
+            _check_trainable(cfg, used_data, days, synthetic=used_data != data_dir)
+            _train_all(cfg, used_data, stage / "models", backends, wf, quiet)
+            _backtest(cfg, used_data, stage, wf_backtest, quiet)
         console.print(
             "[bold yellow]Profitability is unproven[/]: these figures come from "
             + ("a synthetic market" if used_data != data_dir else "recorded data")
