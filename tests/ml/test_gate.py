@@ -170,3 +170,20 @@ def test_train_all_with_missing_data_prints_one_line_per_symbol_and_no_bars(
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 3 and all(ln.startswith("error: ") for ln in lines), res.stderr
     assert not (tmp_path / "m").exists()  # nothing trained, no empty models folder
+
+
+def test_live_pass_through_logs_the_cause_in_words(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Live/paper keep the SPEC rule (log, pass every signal), but the log names the cause."""
+    import logging
+
+    folder = tmp_path / "xrpusdt"
+    folder.mkdir()
+    (folder / "lgbm_filter.onnx").write_bytes(b"\x00truncated")
+    (folder / "lgbm_filter.json").write_text("{}")
+    with caplog.at_level(logging.WARNING, logger="perpbot.ml.filter"):
+        f = MLFilter(folder, backends=("lgbm",))
+    assert not f.has_model and f.decide(np.zeros(26)).allowed
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "no model served, every signal passes" in text and "lgbm_filter" in text
+    assert "%s" not in text
+    assert f.status()["unavailable_reason"] == f.unavailable_reason

@@ -233,3 +233,25 @@ def test_stoch_rsi_real_difference_still_scores() -> None:
     ind["stoch_k"][:] = 10.01
     ind["stoch_d"][:] = 10.0
     assert run(ind, DESIGN).long_score[-1] == 1
+
+
+@pytest.mark.realdata
+def test_recorded_xrpusdt_tie_is_no_longer_a_short(real_data_dir) -> None:
+    """Issue 11: XRPUSDT 2025-06-08 06:15 scored its third SHORT point from K < D by 2e-14
+    (K = 89.11177664275442, D = 89.11177664275444, equal in exact arithmetic) and became a
+    spurious SHORT. With the tie rule it is HOLD. The pinned real-data backtest fingerprint does
+    not change: XRPUSDT's kill switch had already tripped (2025-05-05), so that signal never
+    traded under the defaults."""
+    import pandas as pd
+
+    from perpbot.config import load_config
+    from perpbot.data.store import load_market
+
+    m = load_market(real_data_dir / "xrpusdt" / "combined_15m.parquet")
+    ind = compute_indicators(m.open, m.high, m.low, m.close, m.volume)
+    sf = rule_signal(
+        ind, m.close.to_numpy(), m.volume.to_numpy(), load_config({}, None).params_for("XRPUSDT")
+    )
+    i = m.index.get_loc(pd.Timestamp("2025-06-08 06:15", tz="UTC"))
+    assert 0 < abs(ind["stoch_k"][i] - ind["stoch_d"][i]) < 1e-12
+    assert sf.signal[i] == HOLD
