@@ -61,7 +61,7 @@ def test_auc_worse_than_chance_fails() -> None:
     """The XRPUSDT fold of the issue (AUC 0.375) must not hide behind a good fold."""
     folds = [fold(0, auc=0.375, prec=0.5, base=0.3), fold(1, auc=0.70, prec=0.5, base=0.3)]
     v = gate_verdict(folds, 2)
-    assert not v.passed and "AUC is within noise of 0.5" in v.reason
+    assert not v.passed and "AUC does not exceed 0.5 by more than the fold noise" in v.reason
 
 
 def test_precision_not_beating_the_baseline_by_the_margin_fails() -> None:

@@ -326,8 +326,13 @@ class MLFilter:
                 np.dtype(loaded.dtype).name,
             )
             return
-        self.log.warning(
-            "ML filter %s: no model served, every signal passes: %s", self.model_dir, self.unavailable_reason
+        # A missing model is normal (a new symbol): info. A refused or broken one is a warning.
+        level = logging.WARNING if (self.gate_refusals or self.last_load_errors) else logging.INFO
+        self.log.log(
+            level,
+            "ML filter %s: no model served, every signal passes: %s",
+            self.model_dir,
+            self.unavailable_reason,
         )
 
     def _gate_refused(self, backend: str, meta: dict[str, Any]) -> None:

@@ -378,7 +378,7 @@ def gate_verdict(folds: list[FoldMetrics], wf: int) -> GateVerdict:
         w
         for w, ok in (
             ("precision does not beat the baseline", prec_ok),
-            ("AUC is within noise of 0.5", auc_ok),
+            ("AUC does not exceed 0.5 by more than the fold noise", auc_ok),
         )
         if not ok
     )
