@@ -26,6 +26,7 @@ from perpbot.cli.common import (
     progress,
     select_symbols,
     user_errors,
+    writable_folder,
 )
 from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
@@ -73,6 +74,9 @@ def register(app: typer.Typer) -> None:
                 f"features writes one symbol per --out file; {len(chosen)} selected ({', '.join(chosen)})"
             )
         (sym,) = chosen
+        if out.is_dir():
+            raise ConfigError(f"--out={out}: is a folder; features writes one parquet file")
+        writable_folder(out.parent, "--out")
         note_synthetic(data_dir, [sym])
         started = time.perf_counter()
         with progress(quiet) as bar:
