@@ -244,3 +244,15 @@ def test_override_for_an_untraded_symbol_is_warned(
     res = backtest(synth_data_dir, tmp_path / "o", "--symbol", "XRPUSDT", "--no-ml", *WINDOW)
     assert res.exit_code == 0, res.output
     assert "warning: per-symbol settings for FOOUSDT" in res.stderr
+
+
+def test_walk_forward_reports_the_filter_decisions_per_symbol(synth_data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "wf"
+    res = backtest(synth_data_dir, out, "--symbol", "XRPUSDT", "--walk-forward", "2")
+    assert res.exit_code == 0, res.output
+    assert "XRPUSDT ML on:" in res.stdout and "signals seen by the filter" in res.stdout
+    doc = json.loads((out / "walk_forward.json").read_text())
+    for fold in doc["folds"]:
+        stats = fold["models"]["XRPUSDT"]["filter"]
+        assert stats["seen"] == stats["accepted"] + stats["rejected"]
+    assert str(out / "walk_forward.json") in res.stdout.replace("\n", "")  # final path, not the stage

@@ -102,6 +102,8 @@ class WalkForwardFold:
     test_end_ms: int  # exclusive (open time)
     models: dict[str, FoldModel]
     results: dict[str, BacktestResult]  # mode → run
+    # ML-on filter decisions per symbol: signals seen / accepted / rejected, threshold and source.
+    filter_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +159,7 @@ class WalkForwardResult:
                                 "samples": m.samples,
                                 "signals": m.signals,
                                 "threshold": m.threshold,
+                                "filter": f.filter_stats.get(s),
                             }
                             for s, m in f.models.items()
                         },
@@ -329,6 +332,30 @@ def _fold_filters(
     return out
 
 
+def _filter_stats(f: EntryFilter) -> dict[str, Any]:
+    return {
+        "seen": getattr(f, "seen", 0),
+        "accepted": getattr(f, "accepted", 0),
+        "rejected": getattr(f, "rejected", 0),
+        "threshold": getattr(f, "threshold", None) if f.has_model else None,
+        "threshold_source": getattr(f, "threshold_source", None) if f.has_model else None,
+    }
+
+
+def filter_summary(result: WalkForwardResult) -> list[str]:
+    """Per symbol over all folds: what the ML-on filters saw and decided (issue 11 §2)."""
+    out: list[str] = []
+    for sym in result.symbols:
+        rows = [f.filter_stats[sym] for f in result.folds if sym in f.filter_stats]
+        seen, acc, rej = (sum(int(r[k]) for r in rows) for k in ("seen", "accepted", "rejected"))
+        thr = [f"{r['threshold']:.3f} ({r['threshold_source']})" for r in rows if r["threshold"] is not None]
+        out.append(
+            f"{sym} ML on: {seen} signals seen by the filter, {acc} accepted, {rej} rejected; "
+            f"thresholds per fold with a model: {', '.join(thr) or 'none'}"
+        )
+    return out
+
+
 def run_walk_forward(
     cfg: BacktestConfig,
     app_config: AppConfig,
@@ -373,12 +400,13 @@ def run_walk_forward(
                 start=datetime.fromtimestamp(a / 1000, tz=UTC),
                 end=datetime.fromtimestamp(b / 1000, tz=UTC),
             )
-            on_cfg = replace(window, use_ml=True, entry_filters=_fold_filters(symbols, root, app, models))
-            on = asyncio.run(run_backtest(on_cfg, app))
+            filters = _fold_filters(symbols, root, app, models)
+            on = asyncio.run(run_backtest(replace(window, use_ml=True, entry_filters=filters), app))
             tick()
             off = asyncio.run(run_backtest(replace(window, use_ml=False), app))
             tick()
-            fold_results.append(WalkForwardFold(j, a, b, models, {"ml_on": on, "ml_off": off}))
+            stats = {s: _filter_stats(f) for s, f in filters.items()}
+            fold_results.append(WalkForwardFold(j, a, b, models, {"ml_on": on, "ml_off": off}, stats))
 
     trades: dict[str, list[ClosedTrade]] = {}
     reports: dict[str, MetricsReport] = {}
@@ -494,6 +522,8 @@ def walk_forward_renderable(result: WalkForwardResult) -> Group:
     ]
     for line in untrained:
         parts.append(Text(line, style="yellow"))
+    for line in filter_summary(result):
+        parts.append(Text(line))
     if result.summary_path is not None:
         parts.append(
             Text(f"report: {result.summary_path}  {result.out_dir}/ml_on/  {result.out_dir}/ml_off/")

@@ -173,12 +173,15 @@ def relocate_files(files: ReportFiles, staged: Path, out: Path) -> ReportFiles:
     return replace(files, **{f.name: relocate(getattr(files, f.name), staged, out) for f in fields(files)})
 
 
-def run_and_print(bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quiet: bool) -> BacktestResult:
+def run_and_print(
+    bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quiet: bool, shown_out: Path | None = None
+) -> BacktestResult:
     """Run one backtest with a progress bar, write the report into ``out`` and print the summary.
 
     The run writes into a temporary folder beside ``out`` (journal included) that replaces the
     previous run's files only when everything succeeded: a failed run leaves the previous one
-    intact. Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows.
+    intact. Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows;
+    ``shown_out`` is where ``out`` will finally live when the caller stages it too (file names).
     """
     from perpbot.backtest.report import summary_renderable, write_report
     from perpbot.backtest.runner import run_backtest
@@ -202,7 +205,7 @@ def run_and_print(bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quie
         files = write_report(
             stage, result.trades, result.metrics, params, title=result.title, markers=result.markers()
         )
-    files = relocate_files(files, stage, out)
+    files = relocate_files(files, stage, shown_out or out)
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False, highlight=False)
     console.print(summary_renderable(result.metrics, files, result.title, result.notes()))
@@ -212,7 +215,13 @@ def run_and_print(bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quie
 
 
 def walk_forward_and_print(
-    bt_cfg: BacktestConfig, app_cfg: AppConfig, folds: int, out: Path, *, quiet: bool
+    bt_cfg: BacktestConfig,
+    app_cfg: AppConfig,
+    folds: int,
+    out: Path,
+    *,
+    quiet: bool,
+    shown_out: Path | None = None,
 ) -> WalkForwardResult:
     """``--walk-forward K``: train, trade, write ``out/walk_forward.json`` and both modes' reports."""
     from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
@@ -226,11 +235,12 @@ def walk_forward_and_print(
 
         with staged_folder(out) as stage:
             wf = run_walk_forward(bt_cfg, app_cfg, folds=folds, out_dir=stage, progress=on_progress)
+    shown = shown_out or out
     wf = replace(
         wf,
-        out_dir=out,
-        files={m: relocate_files(f, stage, out) for m, f in wf.files.items()},
-        summary_path=None if wf.summary_path is None else relocate(wf.summary_path, stage, out),
+        out_dir=shown,
+        files={m: relocate_files(f, stage, shown) for m, f in wf.files.items()},
+        summary_path=None if wf.summary_path is None else relocate(wf.summary_path, stage, shown),
     )
     console.print(walk_forward_renderable(wf))
     return wf

@@ -32,7 +32,7 @@ from perpbot.cli.common import (
 from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
 from perpbot.errors import ConfigError, InsufficientDataError
-from perpbot.fileio import staged_folder
+from perpbot.fileio import relocate, staged_folder
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the demo's data, models and reports.")]
 
@@ -100,7 +100,13 @@ def _check_trainable(cfg: AppConfig, data_dir: Path, days: int, synthetic: bool)
 
 
 def _train_all(
-    cfg: AppConfig, data_dir: Path, model_dir: Path, backends: list[str], wf: int, quiet: bool
+    cfg: AppConfig,
+    data_dir: Path,
+    model_dir: Path,
+    backends: list[str],
+    wf: int,
+    quiet: bool,
+    shown_models: Path,
 ) -> None:
     from perpbot.cli.train_cmds import print_train_report, progress_callback
     from perpbot.ml.training import train_symbol
@@ -117,10 +123,11 @@ def _train_all(
                     wf=wf,
                     progress=progress_callback(bar),
                 )
+            report.model_dir = relocate(report.model_dir, model_dir, shown_models)
             print_train_report(report)
 
 
-def _backtest(cfg: AppConfig, data_dir: Path, out: Path, folds: int, quiet: bool) -> None:
+def _backtest(cfg: AppConfig, data_dir: Path, out: Path, folds: int, quiet: bool, shown_out: Path) -> None:
     """The rule strategy over the whole market, then ML on vs off strictly out of sample.
 
     The full-period run is ML-off on purpose: the demo's models were trained on this very market,
@@ -132,9 +139,10 @@ def _backtest(cfg: AppConfig, data_dir: Path, out: Path, folds: int, quiet: bool
     from perpbot.cli.backtest_cmd import run_and_print, walk_forward_and_print
 
     full = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=out / "models", use_ml=False)
-    run_and_print(full, cfg, out / "backtest", quiet=quiet)
+    run_and_print(full, cfg, out / "backtest", quiet=quiet, shown_out=shown_out / "backtest")
     wf = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=out / "models", use_ml=True)
-    walk_forward_and_print(wf, cfg, folds, out / "walk_forward", quiet=quiet)
+    shown_wf = shown_out / "walk_forward"
+    walk_forward_and_print(wf, cfg, folds, out / "walk_forward", quiet=quiet, shown_out=shown_wf)
 
 
 def _fmt(value: float | None) -> str:
@@ -178,8 +186,8 @@ def register(app: typer.Typer) -> None:
         with staged_folder(out) as stage:
             used_data = _prepare_data(cfg, data_dir, stage, days, seed, quiet, shown_out=out)
             _check_trainable(cfg, used_data, days, synthetic=used_data != data_dir)
-            _train_all(cfg, used_data, stage / "models", backends, wf, quiet)
-            _backtest(cfg, used_data, stage, wf_backtest, quiet)
+            _train_all(cfg, used_data, stage / "models", backends, wf, quiet, shown_models=out / "models")
+            _backtest(cfg, used_data, stage, wf_backtest, quiet, shown_out=out)
         console.print(
             "[bold yellow]Profitability is unproven[/]: these figures come from "
             + ("a synthetic market" if used_data != data_dir else "recorded data")
