@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -172,16 +174,30 @@ def test_files_beside_the_run_survive_a_new_run(synth_data_dir: Path, tmp_path: 
 # --------------------------------------------------------------------------- up-front option errors
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_read_only_out_parent_is_one_line(synth_data_dir: Path, tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
+def _lock(folder: Path) -> Callable[[], None] | None:
+    """Make ``folder`` refuse new entries: read-only for a normal user, immutable (chattr +i) for
+    root, who ignores permissions. Returns the undo, or None when neither is possible here."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return lambda: folder.chmod(0o755)
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode:
+        return None
+    return lambda: subprocess.run([chattr, "-i", str(folder)], check=True)
+
+
+def test_read_only_or_immutable_out_parent_is_one_line(synth_data_dir: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    undo = _lock(locked)
+    if undo is None:
+        pytest.skip("cannot make a folder read-only or immutable here")
     try:
-        res = backtest(synth_data_dir, ro / "out", "--symbol", "XRPUSDT", "--no-ml")
-        one_error(res, "--out=", "not writable")
+        res = backtest(synth_data_dir, locked / "out", "--symbol", "XRPUSDT", "--no-ml")
+        one_error(res, f"--out={locked / 'out'}", "not writable")
+        assert list(locked.iterdir()) == []
     finally:
-        ro.chmod(0o755)
+        undo()
 
 
 @pytest.mark.parametrize("flag", ["--out", "--data-dir", "--model-dir"])

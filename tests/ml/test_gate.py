@@ -187,3 +187,19 @@ def test_live_pass_through_logs_the_cause_in_words(tmp_path: Path, caplog: pytes
     assert "no model served, every signal passes" in text and "lgbm_filter" in text
     assert "%s" not in text
     assert f.status()["unavailable_reason"] == f.unavailable_reason
+
+
+def test_live_alert_callback_gets_the_cause_in_words(trained_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "gatusdt"
+    shutil.copytree(trained_root / "models" / "gatusdt", folder)
+    _with_gate(folder, "fail")
+    alerts: list[str] = []
+    f = MLFilter(folder, backends=("lgbm",), on_unavailable=alerts.append)
+    assert not f.has_model
+    assert len(alerts) == 1 and "every signal passes" in alerts[0] and "failed the deploy gate" in alerts[0]
+    assert "%" not in alerts[0]
+    _with_gate(folder, "pass")
+    f.maybe_reload()
+    assert f.has_model and len(alerts) == 1  # a served model raises no alert

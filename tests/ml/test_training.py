@@ -318,7 +318,12 @@ def test_cli_deploy_from_staging(cli_env: Path) -> None:
         "--quiet",
     )
     assert res.exit_code == 0, res.output
-    res = invoke("deploy", "--symbol", "DPLUSDT", "--from", str(staging), "--model-dir", str(live))
+    deploy = ("deploy", "--symbol", "DPLUSDT", "--from", str(staging), "--model-dir", str(live))
+    # Trained with --wf 0 the model is not validated: its gate verdict is fail (issue 11 §2).
+    refused = invoke(*deploy)
+    assert refused.exit_code == 2 and "failed the deploy gate" in refused.output
+    assert not (live / "dplusdt").exists()
+    res = invoke(*deploy, "--force")
     assert res.exit_code == 0, res.output
     assert (live / "dplusdt" / "lgbm_filter.onnx").read_bytes() == (
         staging / "dplusdt" / "lgbm_filter.onnx"

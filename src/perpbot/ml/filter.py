@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,6 +122,7 @@ class MLFilter:
         hot_reload: bool = True,
         allow_ungated: bool = False,
         logger: logging.Logger | None = None,
+        on_unavailable: Callable[[str], None] | None = None,
     ) -> None:
         bad = [b for b in backends if b not in BACKENDS]
         if bad or not backends:
@@ -139,6 +140,9 @@ class MLFilter:
         self.disabled = bool(disabled)
         self.hot_reload = bool(hot_reload)
         self.allow_ungated = bool(allow_ungated)
+        # Live/paper: called with the cause in words whenever a (re)load serves no model, so the
+        # runtime can alert (SPEC: log, alert, pass through) without parsing log lines.
+        self.on_unavailable = on_unavailable
         self.log = logger or logging.getLogger(__name__)
         # Decisions taken (issue 11 §2: an ML-on run that takes few trades must say why).
         self.seen = 0
@@ -328,12 +332,13 @@ class MLFilter:
             return
         # A missing model is normal (a new symbol): info. A refused or broken one is a warning.
         level = logging.WARNING if (self.gate_refusals or self.last_load_errors) else logging.INFO
-        self.log.log(
-            level,
-            "ML filter %s: no model served, every signal passes: %s",
-            self.model_dir,
-            self.unavailable_reason,
-        )
+        reason = self.unavailable_reason or "no model"
+        self.log.log(level, "ML filter %s: no model served, every signal passes: %s", self.model_dir, reason)
+        if self.on_unavailable is not None:
+            try:
+                self.on_unavailable(f"ML filter for {self.model_dir.name}: every signal passes: {reason}")
+            except Exception as exc:  # an alert channel must never break the filter
+                self.log.error("ML filter: alert callback failed: %s", _one_line(exc))
 
     def _gate_refused(self, backend: str, meta: dict[str, Any]) -> None:
         reason = meta.get("gate_reason") or "no reason recorded"
