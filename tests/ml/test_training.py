@@ -514,9 +514,20 @@ def test_train_and_deploy_script(cli_env: Path) -> None:
         "MODEL_DIR": str(cli_env / "not_these_models"),
     }
     dirs = ["--data-dir", str(cli_env / "data"), f"--model-dir={cli_env / 'models'}"]
+    gated = subprocess.run(  # --wf 0: not validated, the gate fails and nothing is deployed
+        ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", *dirs, "0"],
+        cwd=cli_env,
+        env={**env, "STUB_LOG": str(cli_env / "gated.log")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert gated.returncode == 2 and "failed the deploy gate" in gated.stderr, gated.stdout + gated.stderr
+    assert not (cli_env / "models" / "shlusdt" / "lgbm_filter.onnx").exists()
+    shutil.rmtree(cli_env / "data")  # the script's first run fetches 365 days again
     for n in ("2", "0"):
         proc = subprocess.run(
-            ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", *dirs, n],
+            ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", *dirs, "--force", n],
             cwd=cli_env,
             env=env,
             capture_output=True,
