@@ -396,7 +396,8 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def test_cli_deploy_refuses_a_corrupt_or_foreign_model(cli_env: Path) -> None:
     write_market(cli_env / "data", "DPCUSDT")
     assert _train(cli_env, "DPCUSDT", "--wf", "0", "--quiet", models="staging").exit_code == 0
-    deploy = ("deploy", "--symbol", "DPCUSDT", "--from", str(cli_env / "staging"), "--model-dir")
+    # --force: trained with --wf 0 the model fails the gate; this test is about the file checks.
+    deploy = ("deploy", "--force", "--symbol", "DPCUSDT", "--from", str(cli_env / "staging"), "--model-dir")
     assert invoke(*deploy, str(cli_env / "models")).exit_code == 0
     live = cli_env / "models" / "dpcusdt"
     before = _snapshot(live)

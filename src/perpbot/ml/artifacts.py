@@ -371,6 +371,18 @@ def _replace_files(folder: Path, writes: Sequence[tuple[Path, bytes]], removes: 
     _fsync_dir(folder)
 
 
+def check_onnx(onnx_bytes: bytes, backend: str) -> None:
+    """``ModelError`` unless the bytes pass the ONNX checker (a model the filter could load)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
+    except Exception as exc:  # protobuf DecodeError / ValidationError
+        raise ModelError(
+            f"refusing to save a corrupt {backend} ONNX model: {str(exc).splitlines()[0]}"
+        ) from None
+
+
 def save_model(
     model_dir: Path,
     backend: str,
@@ -388,16 +400,9 @@ def save_model(
     ``native_text`` removes a stale ``lgbm_filter.txt`` (kept as its backup) so that no text file
     describes a different model than the ONNX.
     """
-    import onnx
-
     _check_backend(backend)
     folder = Path(model_dir)
-    try:
-        onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
-    except Exception as exc:  # protobuf DecodeError / ValidationError
-        raise ModelError(
-            f"refusing to save a corrupt {backend} ONNX model: {str(exc).splitlines()[0]}"
-        ) from None
+    check_onnx(onnx_bytes, backend)
     if native_text is not None and backend not in NATIVE_FILES:
         raise ModelError(f"backend {backend!r} has no native model file")
 
@@ -562,6 +567,10 @@ def plan_deploy(src_dir: Path, dst_dir: Path, symbol: str, *, force: bool = Fals
     if not found:
         raise ModelError(f"nothing to deploy: {src} has no {' or '.join(ONNX_FILES.values())}")
     for files in found:
+        try:
+            check_onnx(files.onnx_bytes, files.backend)
+        except ModelError as exc:
+            raise ModelError(f"{files.onnx_path}: {exc}") from None
         if gate_failed(files.metadata) and not force:
             reason = files.metadata.get("gate_reason") or "no reason recorded"
             raise ModelError(
