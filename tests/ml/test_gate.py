@@ -1,6 +1,7 @@
-"""Issue 11 §2, the deploy gate: ``train`` writes a verdict into the model's metadata, folds
-without positives are excluded from the means and counted, ``MLFilter`` serves a failed model only
-with ``ML_ALLOW_UNGATED``; and ``train --all`` with missing data leaves one error line per symbol."""
+"""Issue 11 §2, the deploy gate (``perpbot.ml.gate``): ``train`` writes a verdict into the model's
+metadata, folds without positives are excluded from the means and counted, ``MLFilter`` serves a
+failed model only with ``ML_ALLOW_UNGATED``; and ``train --all`` with missing data leaves one
+error line per symbol."""
 
 from __future__ import annotations
 
@@ -13,14 +14,8 @@ import pytest
 from perpbot.config import AppConfig
 from perpbot.ml import artifacts
 from perpbot.ml.filter import MLFilter
-from perpbot.ml.training import (
-    GATE_MIN_POSITIVES,
-    GATE_PRECISION_MARGIN,
-    FoldMetrics,
-    gate_verdict,
-    summarize,
-    train_symbol,
-)
+from perpbot.ml.gate import GATE_MIN_POSITIVES, GATE_PRECISION_MARGIN, gate_verdict
+from perpbot.ml.training import FoldMetrics, summarize, train_symbol
 from tests.support.cli import invoke
 from tests.support.ml import LOOSE, write_market
 

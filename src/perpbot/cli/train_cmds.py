@@ -299,13 +299,13 @@ def register(app: typer.Typer) -> None:
         Every symbol is verified first (files, feature schema, gate verdict); then each is written.
         Only the staged backends are replaced; the training log is appended to, never replaced.
         """
-        from perpbot.ml import artifacts
+        from perpbot.ml.deploy import deploy_all
 
         cfg = config_from_env()
         symbols = select_symbols(cfg, symbol, all_, symbols_)
         existing_folder(from_dir, "--from")
         writable_folder(model_dir, "--model-dir")
-        for plan in artifacts.deploy_all(from_dir, model_dir, symbols, force=force):
+        for plan in deploy_all(from_dir, model_dir, symbols, force=force):
             if plan.no_op:
                 console.print(
                     f"{plan.symbol}: already deployed ({', '.join(plan.identical)} identical); "

@@ -1,4 +1,6 @@
-"""Model files on disk: per-symbol layout, metadata, atomic saves with backups, deployment.
+"""Model files on disk: per-symbol layout, metadata, atomic saves with backups, training log.
+
+Deployment (staging → live) lives in :mod:`perpbot.ml.deploy`, on top of these functions.
 
 Layout (``models/<symbol lowercase>/``)::
 
@@ -13,7 +15,7 @@ Why the write order is metadata → native text → ONNX
 -----------------------------------------------------
 Two files cannot be replaced in one atomic step, so consistency is enforced by *binding* rather
 than by timing: the metadata records the sha256 of the ONNX bytes it describes, and every reader
-(:func:`read_model`, the filter, :func:`deploy`) refuses a pair whose hashes differ. The order then
+(:func:`read_model`, the filter, :mod:`perpbot.ml.deploy`) refuses a pair whose hashes differ. The order then
 decides what a reader can observe in the instant between renames:
 
 * The ONNX file is the commit point — a backend exists for the filter iff its ONNX exists. Writing
@@ -46,7 +48,6 @@ from typing import Any
 
 import numpy as np
 
-from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ModelError
 from perpbot.fileio import jsonable, stage_bytes
 from perpbot.ml.features import FEATURE_COLS, FEATURE_SCHEMA_VERSION, feature_schema_hash
@@ -56,7 +57,7 @@ ONNX_FILES = {"nn": "nn_filter.onnx", "lgbm": "lgbm_filter.onnx"}
 METADATA_FILES = {"nn": "nn_filter.json", "lgbm": "lgbm_filter.json"}
 NATIVE_FILES = {"lgbm": "lgbm_filter.txt"}
 TRAINING_LOG = "training_log.json"
-SIDECAR_FILES = (TRAINING_LOG, "active_lgbm_params.json")  # copied as a whole by deploy()
+SIDECAR_FILES = (TRAINING_LOG, "active_lgbm_params.json")  # the log is appended to, params replaced
 METADATA_FORMAT = 1
 # Fields save_model() computes itself; a caller's values are overwritten.
 _DERIVED = ("backend", "onnx_file", "onnx_sha256", "native_file", "native_sha256", "metadata_format")
@@ -276,6 +277,12 @@ def verify_model_files(model_dir: Path, backend: str) -> bool:
     return True
 
 
+def gate_failed(meta: Mapping[str, Any]) -> bool:
+    """True when the metadata records a failed deploy gate (issue 11 §2). A model trained before
+    the gate existed has no verdict; it is not treated as failed."""
+    return str(meta.get("gate", "")).lower() == "fail"
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 
@@ -489,10 +496,16 @@ def read_training_log(model_dir: Path) -> list[Any]:
 
 def append_training_log(model_dir: Path, entry: Mapping[str, Any]) -> None:
     """Append one entry (never rewrite history; an unreadable log is an error, not overwritten)."""
+    append_training_entries(
+        model_dir, [{"logged_at": datetime.now(UTC).isoformat(), **jsonable(dict(entry))}]
+    )
+
+
+def append_training_entries(model_dir: Path, new: Sequence[Mapping[str, Any]]) -> None:
+    """Append entries as they are (deploy copies staged entries with their own ``logged_at``)."""
     folder = Path(model_dir)
     with _locked(folder):
-        entries = read_training_log(folder)
-        entries.append({"logged_at": datetime.now(UTC).isoformat(), **jsonable(dict(entry))})
+        entries = read_training_log(folder) + [jsonable(dict(e)) for e in new]
         path = folder / TRAINING_LOG
         try:
             tmp = _write_temp(folder, path.name, _dumps(entries))
@@ -501,165 +514,6 @@ def append_training_log(model_dir: Path, entry: Mapping[str, Any]) -> None:
             raise _unwritable(folder, exc) from None
 
 
-# --------------------------------------------------------------------------- deployment
-
-
-def gate_failed(meta: Mapping[str, Any]) -> bool:
-    """True when the metadata records a failed deploy gate (issue 11 §2). A model trained before
-    the gate existed has no verdict; it is not treated as failed."""
-    return str(meta.get("gate", "")).lower() == "fail"
-
-
-@dataclass(frozen=True)
-class DeployPlan:
-    """What deploying one symbol will do, computed and verified before anything is written."""
-
-    symbol: str
-    src: Path
-    dst: Path
-    changed: tuple[ModelFiles, ...]  # backends whose files will be replaced
-    identical: tuple[str, ...]  # backends already deployed byte for byte
-    kept: tuple[str, ...]  # destination backends the source does not have: left untouched
-    params: bytes | None  # active_lgbm_params.json to install (None: unchanged)
-    log_entries: tuple[dict[str, Any], ...]  # staging log entries the destination lacks
-
-    @property
-    def backends(self) -> list[str]:
-        return [f.backend for f in self.changed] + list(self.identical)
-
-    @property
-    def no_op(self) -> bool:
-        return not (self.changed or self.params is not None or self.log_entries)
-
-    def touched_files(self) -> list[Path]:
-        """Every destination file applying the plan may create or replace (for a rollback)."""
-        out: list[Path] = []
-        for f in self.changed:
-            for path in model_files(self.dst, f.backend):
-                out += [path, backup_path(path)]
-        for name in SIDECAR_FILES:
-            out += [self.dst / name, backup_path(self.dst / name)]
-        return out
-
-
-def _same(a: ModelFiles, b: ModelFiles) -> bool:
-    return a.onnx_bytes == b.onnx_bytes and a.native_text == b.native_text and a.metadata == b.metadata
-
-
-def _entry_key(entry: Any) -> str:
-    return json.dumps(jsonable(entry), sort_keys=True)
-
-
-def plan_deploy(src_dir: Path, dst_dir: Path, symbol: str, *, force: bool = False) -> DeployPlan:
-    """Verify one symbol's staged models and work out what a deploy changes; writes nothing.
-
-    Refused (``ModelError`` naming the file or the reason): no model in the source, a source file
-    that does not verify, a destination training log that is unreadable, or a model whose gate
-    verdict is ``fail`` unless ``force``.
-    """
-    src = symbol_model_dir(Path(src_dir), symbol)
-    dst = symbol_model_dir(Path(dst_dir), symbol)
-    if src.resolve() == dst.resolve():
-        raise ModelError(f"deploy source and destination are the same folder: {src}")
-    for backend in BACKENDS:
-        verify_model_files(src, backend)
-    found = [files for b in BACKENDS if (files := read_model(src, b, with_native=True)) is not None]
-    if not found:
-        raise ModelError(f"nothing to deploy: {src} has no {' or '.join(ONNX_FILES.values())}")
-    for files in found:
-        try:
-            check_onnx(files.onnx_bytes, files.backend)
-        except ModelError as exc:
-            raise ModelError(f"{files.onnx_path}: {exc}") from None
-        if gate_failed(files.metadata) and not force:
-            reason = files.metadata.get("gate_reason") or "no reason recorded"
-            raise ModelError(
-                f"{symbol}: the {files.backend} model in {src} failed the deploy gate ({reason}); "
-                "pass --force to deploy it anyway"
-            )
-    changed: list[ModelFiles] = []
-    identical: list[str] = []
-    for files in found:
-        try:
-            current = read_model(dst, files.backend, with_native=True)
-        except ModelError:
-            current = None  # a broken destination model is simply replaced
-        if current is not None and _same(current, files):
-            identical.append(files.backend)
-        else:
-            changed.append(files)
-    kept = tuple(b for b in BACKENDS if b not in [f.backend for f in found] and onnx_path(dst, b).exists())
-    params_src = src / "active_lgbm_params.json"
-    params = params_src.read_bytes() if params_src.is_file() else None
-    params_dst = dst / "active_lgbm_params.json"
-    if params is not None and params_dst.is_file() and params_dst.read_bytes() == params:
-        params = None
-    have = {_entry_key(e) for e in read_training_log(dst)}
-    new_entries = tuple(e for e in read_training_log(src) if _entry_key(e) not in have)
-    return DeployPlan(symbol, src, dst, tuple(changed), tuple(identical), kept, params, new_entries)
-
-
-def apply_deploy(plan: DeployPlan) -> None:
-    """Write one verified plan: each changed backend through :func:`save_model` (backups of *its
-    own* files, ONNX last), the tuned parameters, and the new log entries appended."""
-    for files in plan.changed:
-        save_model(plan.dst, files.backend, files.onnx_bytes, files.metadata, native_text=files.native_text)
-    if plan.params is not None:
-        _replace_files(plan.dst, [(plan.dst / "active_lgbm_params.json", plan.params)])
-    if plan.log_entries:
-        with _locked(plan.dst):
-            entries = read_training_log(plan.dst) + list(plan.log_entries)
-            path = plan.dst / TRAINING_LOG
-            try:
-                os.replace(_write_temp(plan.dst, path.name, _dumps(entries)), path)
-            except OSError as exc:
-                raise _unwritable(plan.dst, exc) from None
-
-
-def _snapshot(paths: Sequence[Path]) -> dict[Path, bytes | None]:
-    return {p: (p.read_bytes() if p.is_file() else None) for p in paths}
-
-
-def _restore(snapshot: Mapping[Path, bytes | None]) -> None:
-    """Put files back as they were (ONNX last, so a reader never pairs new metadata with it)."""
-    for path in sorted(snapshot, key=lambda p: p.suffix == ".onnx"):
-        data = snapshot[path]
-        with contextlib.suppress(OSError):
-            if data is None:
-                path.unlink(missing_ok=True)
-            else:
-                os.replace(_write_temp(path.parent, path.name, data), path)
-
-
-def deploy_all(
-    src_dir: Path, dst_dir: Path, symbols: Sequence[str], *, force: bool = False
-) -> list[DeployPlan]:
-    """Deploy several symbols all or none: every symbol is verified first (nothing is written if
-    one fails), then each is applied; a write failure restores the symbols already applied."""
-    plans = [plan_deploy(src_dir, dst_dir, s, force=force) for s in symbols]
-    done: list[dict[Path, bytes | None]] = []
-    for plan in plans:
-        if plan.no_op:
-            continue
-        snap = _snapshot(plan.touched_files())
-        try:
-            apply_deploy(plan)
-        except (ModelError, OSError) as exc:
-            _restore(snap)
-            for earlier in reversed(done):
-                _restore(earlier)
-            raise ModelError(
-                f"deploy of {plan.symbol} failed ({exc}); every symbol was restored, nothing deployed"
-            ) from None
-        done.append(snap)
-    return plans
-
-
-def deploy(src_dir: Path, dst_dir: Path, symbol: str, *, force: bool = False) -> list[str]:
-    """Deploy one symbol (:func:`deploy_all`); returns the backends now deployed from the source.
-
-    ``src_dir`` and ``dst_dir`` are models *roots* (like ``--model-dir``). A destination backend
-    the source does not have is left untouched (deploying LightGBM never moves the neural model to
-    ``*_prev``); the training log is append-only; an identical model is not rewritten.
-    """
-    return deploy_all(src_dir, dst_dir, [symbol], force=force)[0].backends
+def replace_sidecar(model_dir: Path, name: str, data: bytes) -> None:
+    """Atomically replace one side file (e.g. ``active_lgbm_params.json``), keeping ``*_prev``."""
+    _replace_files(Path(model_dir), [(Path(model_dir) / name, data)])
