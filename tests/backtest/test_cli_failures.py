@@ -272,3 +272,17 @@ def test_walk_forward_reports_the_filter_decisions_per_symbol(synth_data_dir: Pa
         stats = fold["models"]["XRPUSDT"]["filter"]
         assert stats["seen"] == stats["accepted"] + stats["rejected"]
     assert str(out / "walk_forward.json") in res.stdout.replace("\n", "")  # final path, not the stage
+
+
+def test_a_writable_out_inside_a_locked_folder_is_one_line(synth_data_dir: Path, tmp_path: Path) -> None:
+    """The run is staged beside --out, so the folder holding --out must accept new entries too."""
+    locked = tmp_path / "locked"
+    (locked / "out").mkdir(parents=True)
+    undo = _lock(locked)
+    if undo is None:
+        pytest.skip("cannot make a folder read-only or immutable here")
+    try:
+        res = backtest(synth_data_dir, locked / "out", "--symbol", "XRPUSDT", "--no-ml")
+        one_error(res, f"--out={locked / 'out'}", "not writable", str(locked))
+    finally:
+        undo()

@@ -121,9 +121,11 @@ def warn(message: str) -> None:
 
 def writable_folder(path: Path, flag: str) -> Path:
     """``path`` when it is (or can become) a writable folder, else one-line ``ConfigError``
-    naming the flag; checked before any computing starts."""
+    naming the flag; checked before any computing starts. The folder beside it is checked too:
+    staged runs (``fileio.staged_folder``) write their temporary folder there."""
     try:
         check_writable_folder(path)
+        check_writable_folder(path.absolute().parent)
     except UnwritableFolderError as exc:
         where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != Path(path) else ""
         raise ConfigError(f"{flag}={path}: not writable{where}: {exc.strerror or exc}") from None
