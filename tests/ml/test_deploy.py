@@ -140,6 +140,6 @@ def test_cli_deploy_all_or_none_and_identical(tmp_path: Path, monkeypatch: pytes
     one_line_error(res, "trxusdt", "nothing to deploy")
     assert not (live / "xrpusdt").exists()  # XRPUSDT was valid, but all or none
     res = invoke("deploy", "--from", str(staging), "--symbol", "XRPUSDT", "--model-dir", str(live))
-    assert res.exit_code == 0 and "XRPUSDT: deployed lgbm" in res.stdout, res.output
+    assert res.exit_code == 0 and "XRPUSDT: deployed lgbm (gate N/A)" in res.stdout, res.output
     res = invoke("deploy", "--from", str(staging), "--symbols", "XRPUSDT", "--model-dir", str(live))
     assert res.exit_code == 0 and "already deployed (lgbm identical); nothing changed" in res.stdout

@@ -314,7 +314,10 @@ def register(app: typer.Typer) -> None:
                     highlight=False,
                 )
                 continue
-            what = [f"deployed {', '.join(f.backend for f in plan.changed)}"] if plan.changed else []
+            verdicts = [
+                f"{f.backend} (gate {str(f.metadata.get('gate') or 'n/a').upper()})" for f in plan.changed
+            ]
+            what = [f"deployed {', '.join(verdicts)}"] if plan.changed else []
             if plan.identical:
                 what.append(f"{', '.join(plan.identical)} identical (unchanged)")
             if plan.log_entries:
