@@ -6,10 +6,8 @@ run never leaves a half-written report next to a complete one):
 - ``trades.csv``: one row per closed trade, times in UTC ISO-8601, floats with ``repr`` precision.
 - ``metrics.json``: per-symbol and portfolio metrics, the trade-list fingerprint, the run's
   parameters and the honesty note. Strict JSON: an undefined ratio is ``null``, never ``NaN``.
-- ``equity.png``: portfolio equity, per-symbol net PnL and drawdown (matplotlib, Agg canvas; no
-  global backend switch, so importing this module never changes a user's matplotlib state).
-- ``equity.html``: the same as an interactive plotly page with plotly.js inlined, so it opens
-  offline (the price is a ~4 MB file).
+- ``equity.png``: portfolio equity, per-symbol net PnL and drawdown; ``equity.html``: the same as
+  an interactive page that opens offline (``perpbot.backtest.charts``).
 """
 
 from __future__ import annotations
@@ -24,13 +22,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from perpbot.backtest.metrics import EquityCurve, Metrics, MetricsReport
+from perpbot.backtest.charts import Marker, equity_html_text, equity_png_bytes
+from perpbot.backtest.metrics import Metrics, MetricsReport
 from perpbot.domain.types import ClosedTrade
 from perpbot.fileio import atomic_write_bytes, jsonable
 
@@ -57,11 +55,6 @@ TRADE_COLUMNS = (
     "net_pnl",
     "reason",
 )
-
-# Plot at most this many points per curve (the drawdown trough is always kept): the PNG can afford
-# detail; the HTML embeds every point as JSON, so it is thinned harder to stay a few MB.
-_MAX_PNG_POINTS = 20_000
-_MAX_HTML_POINTS = 4_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,137 +118,6 @@ def metrics_document(report: MetricsReport, parameters: Mapping[str, Any]) -> di
             "honesty_note": HONESTY_NOTE,
         }
     )
-
-
-def _plot_index(curve: EquityCurve, max_points: int) -> np.ndarray:
-    """Indices to plot: a regular stride plus the drawdown trough and the last point."""
-    n = curve.time_ms.size
-    if n <= max_points:
-        return np.arange(n)
-    step = math.ceil(n / max_points)
-    idx = np.arange(0, n, step)
-    extra = [int(np.argmax(curve.drawdown)), n - 1]
-    return np.unique(np.concatenate((idx, np.asarray(extra))))
-
-
-def _datetimes(ms: np.ndarray) -> np.ndarray:
-    return ms.astype("datetime64[ms]")
-
-
-def _dd_pct(curve: EquityCurve) -> np.ndarray:
-    peak = np.maximum.accumulate(curve.equity) if curve.equity.size else curve.equity
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(peak > 0, -curve.drawdown / peak * 100.0, 0.0)
-
-
-Marker = tuple[int, str]
-"""(time in ms, label): an event drawn as a vertical line on the charts (e.g. a kill-switch trip)."""
-
-
-def equity_png_bytes(report: MetricsReport, title: str, markers: Sequence[Marker] = ()) -> bytes:
-    """Equity, per-symbol net PnL and drawdown as a PNG (object-oriented Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 8), dpi=100)
-    FigureCanvasAgg(fig)
-    ax_eq, ax_sym, ax_dd = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.5]})
-    pc = report.portfolio_curve
-    idx = _plot_index(pc, _MAX_PNG_POINTS)
-    if idx.size:
-        x = _datetimes(pc.time_ms[idx])
-        ax_eq.plot(x, pc.equity[idx], color="tab:blue", lw=1.0, label="portfolio equity")
-        ax_dd.fill_between(x, _dd_pct(pc)[idx], 0.0, color="tab:red", alpha=0.4, step="post")
-        for sym, curve in report.symbol_curves.items():
-            base = report.per_symbol[sym].start_equity
-            ax_sym.plot(x, curve.equity[idx] - base, lw=0.9, label=sym)
-    for ms, label in markers:
-        when = np.datetime64(int(ms), "ms")
-        for ax in (ax_eq, ax_sym, ax_dd):
-            ax.axvline(when, color="grey", ls="--", lw=0.7)
-        ax_eq.annotate(
-            label,
-            (when, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize=7,
-            color="grey",
-        )
-    ax_eq.set_title(title)
-    ax_eq.set_ylabel("equity (USDT)")
-    ax_eq.legend(loc="upper left", fontsize=8)
-    ax_eq.grid(alpha=0.3)
-    ax_sym.set_ylabel("net PnL by symbol")
-    ax_sym.axhline(0.0, color="grey", lw=0.6)
-    if report.symbol_curves:
-        ax_sym.legend(loc="upper left", fontsize=8)
-    ax_sym.grid(alpha=0.3)
-    ax_dd.set_ylabel("drawdown %")
-    ax_dd.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.text(0.01, 0.005, "Profitability is unproven (SPEC §13).", fontsize=7, color="grey")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def equity_html_text(report: MetricsReport, title: str, markers: Sequence[Marker] = ()) -> str:
-    """Interactive equity/drawdown page; plotly.js inlined so that it works offline."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(
-        rows=3,
-        cols=1,
-        shared_xaxes=True,
-        row_heights=[0.5, 0.3, 0.2],
-        vertical_spacing=0.04,
-        subplot_titles=("portfolio equity (USDT)", "net PnL by symbol", "drawdown %"),
-    )
-    pc = report.portfolio_curve
-    idx = _plot_index(pc, _MAX_HTML_POINTS)
-    x = [iso_utc(int(v)) for v in pc.time_ms[idx]]
-    fig.add_trace(go.Scatter(x=x, y=pc.equity[idx].tolist(), name="portfolio", mode="lines"), row=1, col=1)
-    for sym, curve in report.symbol_curves.items():
-        base = report.per_symbol[sym].start_equity
-        fig.add_trace(
-            go.Scatter(x=x, y=(curve.equity[idx] - base).tolist(), name=sym, mode="lines"), row=2, col=1
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=_dd_pct(pc)[idx].tolist(),
-            name="drawdown %",
-            mode="lines",
-            fill="tozeroy",
-            line={"color": "firebrick"},
-        ),
-        row=3,
-        col=1,
-    )
-    for ms, label in markers:
-        fig.add_vline(x=iso_utc(int(ms)), line_dash="dash", line_width=1, line_color="grey")
-        fig.add_annotation(
-            x=iso_utc(int(ms)),
-            y=1.0,
-            yref="paper",
-            text=label,
-            showarrow=False,
-            textangle=-90,
-            xanchor="right",
-            yanchor="top",
-            font={"size": 9, "color": "grey"},
-        )
-    fig.update_layout(
-        title=f"{title}<br><sup>Profitability is unproven (SPEC §13).</sup>",
-        height=850,
-        hovermode="x unified",
-        template="plotly_white",
-    )
-    return fig.to_html(include_plotlyjs=True, full_html=True)
 
 
 def write_report(
