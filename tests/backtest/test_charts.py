@@ -32,7 +32,8 @@ def _traces(html: str) -> list[dict]:
 
 def test_html_is_decimated_keeps_the_spike_and_is_deterministic() -> None:
     rep = _year_report()
-    html = equity_html_text(rep, "t", [(int(rep.portfolio_curve.time_ms[100]), "XRPUSDT kill switch")])
+    marks = [(int(rep.portfolio_curve.time_ms[100]), "XRPUSDT kill switch")]
+    html = equity_html_text(rep, "t", marks)
     traces = _traces(html)
     assert [t["name"] for t in traces] == ["portfolio", "XRPUSDT", "drawdown %"]
     portfolio = traces[0]
@@ -41,7 +42,7 @@ def test_html_is_decimated_keeps_the_spike_and_is_deterministic() -> None:
     assert min(portfolio["y"]) == rep.portfolio_curve.equity.min()
     assert portfolio["x"][0].startswith("2023-11-14T22:")  # datetimes, not epoch numbers
     assert "XRPUSDT kill switch" in html
-    assert html == equity_html_text(rep, "t", [(int(rep.portfolio_curve.time_ms[100]), "XRPUSDT kill switch")])
+    assert html == equity_html_text(rep, "t", marks)
 
 
 def test_png_renders() -> None:
