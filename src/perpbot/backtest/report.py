@@ -3,7 +3,8 @@
 Files written into the output folder (each atomically: temp file, then rename, so an interrupted
 run never leaves a half-written report next to a complete one):
 
-- ``trades.csv``: one row per closed trade, times in UTC ISO-8601, floats with ``repr`` precision.
+- ``trades.csv``: one row per closed trade, times in UTC ISO-8601, prices rounded to the symbol's
+  tick, other floats with ``repr`` precision.
 - ``metrics.json``: per-symbol and portfolio metrics, the trade-list fingerprint, the run's
   parameters and the honesty note. Strict JSON: an undefined ratio is ``null``, never ``NaN``.
 - ``equity.png``: portfolio equity, per-symbol net PnL and drawdown; ``equity.html``: the same as
@@ -30,6 +31,7 @@ from rich.text import Text
 from perpbot.backtest.charts import Marker, equity_html_text, equity_png_bytes
 from perpbot.backtest.metrics import Metrics, MetricsReport
 from perpbot.domain.types import ClosedTrade
+from perpbot.exchange.filters import round_price
 from perpbot.fileio import atomic_write_bytes, jsonable
 
 HONESTY_NOTE = (
@@ -73,8 +75,20 @@ def iso_utc(ms: int) -> str:
     return text.replace("+00:00", "Z")
 
 
-def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
-    """The CSV body (header + one row per trade, in the given order)."""
+def trades_csv_text(trades: Sequence[ClosedTrade], ticks: Mapping[str, float] | None = None) -> str:
+    """The CSV body (header + one row per trade, in the given order).
+
+    ``ticks`` (symbol → tick size): entry and exit prices are written rounded to the symbol's
+    tick, as the exchange would show them (a fill's average over several prices or a slipped
+    market fill is generally off the grid). PnL, fees and funding are the exact figures the
+    bots booked, so summing the column reproduces ``metrics.json``.
+    """
+    ticks = ticks or {}
+
+    def price(sym: str, p: float) -> str:
+        tick = ticks.get(sym)
+        return repr(round_price(float(p), tick) if tick else float(p))
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(TRADE_COLUMNS)
@@ -84,9 +98,9 @@ def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
                 t.symbol,
                 t.side.value,
                 iso_utc(t.entry_time_ms),
-                repr(float(t.entry_price)),
+                price(t.symbol, t.entry_price),
                 iso_utc(t.exit_time_ms),
-                repr(float(t.exit_price)),
+                price(t.symbol, t.exit_price),
                 repr(float(t.quantity)),
                 repr(float(t.entry_fee)),
                 repr(float(t.exit_fee)),
@@ -128,6 +142,7 @@ def write_report(
     *,
     title: str = "perpbot backtest",
     markers: Sequence[Marker] = (),
+    ticks: Mapping[str, float] | None = None,
 ) -> ReportFiles:
     """Write the four report files into ``out_dir`` (created if needed) and return their paths."""
     out = Path(out_dir)
@@ -139,7 +154,7 @@ def write_report(
         equity_png=out / "equity.png",
         equity_html=out / "equity.html",
     )
-    atomic_write_bytes(files.trades_csv, trades_csv_text(trades).encode("utf-8"))
+    atomic_write_bytes(files.trades_csv, trades_csv_text(trades, ticks).encode("utf-8"))
     doc = metrics_document(report, parameters)
     atomic_write_bytes(
         files.metrics_json, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8")
@@ -177,7 +192,7 @@ def summary_table(report: MetricsReport, title: str = "Backtest summary") -> Tab
 
     Funding, the average trade and the drawdown in USDT are in ``metrics.json``.
     """
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("symbol", no_wrap=True, min_width=9)
     for col in ("trades", "win", "PF", "net PnL", "fees", "max DD", "Sharpe", "exposure"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -188,11 +203,68 @@ def summary_table(report: MetricsReport, title: str = "Backtest summary") -> Tab
     return table
 
 
+def _pct(v: float | None) -> str:
+    return format_number(v, "{:+.1f}%")
+
+
+def _profile_row(name: str, m: Metrics, hold: float | None) -> list[str]:
+    return [
+        name,
+        f"{m.long_trades}/{m.short_trades}",
+        format_number(m.avg_duration_h, "{:.1f}"),
+        format_number(m.median_duration_h, "{:.1f}"),
+        _pct(m.cagr_pct),
+        format_number(m.sortino, "{:.2f}"),
+        format_number(m.calmar, "{:.2f}"),
+        _pct(m.return_pct),
+        _pct(hold),
+    ]
+
+
+def profile_table(report: MetricsReport) -> Table:
+    """Trader's figures (fits 80 columns): long/short (L/S) trade counts, holding hours, CAGR,
+    Sortino, Calmar, the strategy's return beside buy-and-hold of the same symbols and window."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("symbol", no_wrap=True, min_width=9)
+    for col in ("L/S", "avg h", "med h", "CAGR", "Sortino", "Calmar", "return", "B&H"):
+        table.add_column(col, justify="right", no_wrap=True)
+    bench = report.benchmark
+    for sym, m in report.per_symbol.items():
+        table.add_row(*_profile_row(sym, m, None if bench is None else bench.per_symbol_return_pct.get(sym)))
+    table.add_section()
+    hold = None if bench is None else bench.return_pct
+    table.add_row(*_profile_row("PORTFOLIO", report.portfolio, hold), style="bold")
+    return table
+
+
+def capital_line(report: MetricsReport, sim: Mapping[str, Any] | None = None) -> str:
+    """The starting capital, the end equity and the units every figure is in."""
+    p = report.portfolio
+    text = (
+        f"capital: {p.start_equity:,.2f} USDT at the start (1/{max(len(report.per_symbol), 1)} per "
+        f"symbol), {p.end_equity:,.2f} USDT at the end; PnL, fees and equity in USDT, "
+        "durations in hours, B&H = buy and hold, unleveraged, no fees"
+    )
+    if sim:
+        text += (
+            f"; costs: taker {sim.get('taker_fee')}, maker {sim.get('maker_fee')}, "
+            f"slippage {sim.get('slippage_bps')} bps"
+        )
+    return text
+
+
 def summary_renderable(
-    report: MetricsReport, files: ReportFiles | None, title: str, notes: Sequence[str] = ()
+    report: MetricsReport,
+    files: ReportFiles | None,
+    title: str,
+    notes: Sequence[str] = (),
+    *,
+    sim: Mapping[str, Any] | None = None,
 ) -> Group:
-    """The table, the fingerprint, what limited the run, where the files are, the honesty note."""
-    parts: list[Any] = [summary_table(report, title)]
+    """The tables, the capital, the fingerprint, what limited the run, where the files are, the
+    honesty note."""
+    parts: list[Any] = [summary_table(report, title), profile_table(report)]
+    parts.append(Text(capital_line(report, sim)))
     parts.append(Text(f"fingerprint {report.fingerprint}", style="dim"))
     parts.extend(Text(f"note: {line}", style="cyan") for line in notes)
     if files is not None:
