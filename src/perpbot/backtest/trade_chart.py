@@ -88,7 +88,15 @@ def levels_from_journal(path: Path | str, symbol: str, trades: Sequence[ClosedTr
         if tr.symbol != symbol:
             continue
         for kind in ("SL", "TP"):
-            mine = [o for o in orders if o.kind == kind and tr.entry_time_ms <= o.time_ms <= tr.exit_time_ms]
+            # Half-open [entry, exit): on a reverse, the next position's orders are placed at
+            # this one's exit time and belong to it.
+            mine = [
+                o
+                for o in orders
+                if o.kind == kind
+                and tr.entry_time_ms <= o.time_ms
+                and (o.time_ms < tr.exit_time_ms or o.time_ms == tr.entry_time_ms)
+            ]
             for k, o in enumerate(mine):
                 end = mine[k + 1].time_ms if k + 1 < len(mine) else tr.exit_time_ms
                 out.append(Level(kind, max(o.time_ms, tr.entry_time_ms), end, float(o.trigger_price or 0.0)))
