@@ -114,6 +114,7 @@ class WalkForwardResult:
     out_dir: Path | None = None
     files: dict[str, ReportFiles] = field(default_factory=dict)
     summary_path: Path | None = None
+    charts: tuple[Path, ...] = ()  # walk_forward.png / .html (folds and their models)
 
     def document(self) -> dict[str, Any]:
         """What ``walk_forward.json`` holds."""
@@ -378,7 +379,13 @@ def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig
     atomic_write_bytes(
         path, (json.dumps(result.document(), indent=2, allow_nan=False) + "\n").encode("utf-8")
     )
-    return replace(result, out_dir=out, files=files, summary_path=path)
+    from perpbot.backtest.wf_chart import walk_forward_html, walk_forward_png
+
+    title = f"perpbot walk-forward K={result.k} {','.join(result.symbols)}: ML on vs off, out of sample"
+    charts = (out / "walk_forward.png", out / "walk_forward.html")
+    atomic_write_bytes(charts[0], walk_forward_png(result, title))
+    atomic_write_bytes(charts[1], walk_forward_html(result, title).encode("utf-8"))
+    return replace(result, out_dir=out, files=files, summary_path=path, charts=charts)
 
 
 def walk_forward_table(result: WalkForwardResult) -> Table:
@@ -439,5 +446,7 @@ def walk_forward_renderable(result: WalkForwardResult) -> Group:
         parts.append(
             Text(f"report: {result.summary_path}  {result.out_dir}/ml_on/  {result.out_dir}/ml_off/")
         )
+    if result.charts:
+        parts.append(Text("charts: " + "  ".join(str(p) for p in result.charts)))
     parts.append(Text(HONESTY_NOTE, style="yellow"))
     return Group(*parts)
