@@ -57,4 +57,6 @@ def test_walk_forward_writes_fold_charts(markets4: dict[str, pd.DataFrame], tmp_
         assert f"fold {i}: " in html
     console = Console(width=200, record=True)
     console.print(walk_forward_renderable(wf))
-    assert f"charts: {png}  {html_path}" in console.export_text()
+    text = console.export_text()
+    assert f"charts: {png}  {html_path}" in text
+    assert "capital: 1,000.00 USDT at the start of every fold's run" in text

@@ -432,6 +432,10 @@ def _day(ms: int) -> str:
 
 def walk_forward_renderable(result: WalkForwardResult) -> Group:
     parts: list[Any] = [walk_forward_table(result)]
+    start = result.metrics["ml_off"].portfolio.start_equity
+    parts.append(
+        Text(f"capital: {start:,.2f} USDT at the start of every fold's run, ML on and off alike; PnL in USDT")
+    )
     for mode, label in zip(MODES, ("ON ", "OFF"), strict=True):
         parts.append(Text(f"{label} fingerprint {result.metrics[mode].fingerprint}", style="dim"))
     untrained = [
