@@ -120,6 +120,23 @@ def aggregate(c: Candles, buckets: int) -> Candles:
     )
 
 
+def _draw_candles(ax: Any, c: Candles) -> None:
+    """Wicks and bodies as two line collections (two artists, however many candles)."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.dates import date2num
+
+    x = date2num(dt64(c.open_time_ms))
+    colours = np.where(c.close >= c.open, "#26a69a", "#ef5350")
+    wicks = np.stack([np.column_stack([x, c.low]), np.column_stack([x, c.high])], axis=1)
+    lo, hi = np.minimum(c.open, c.close), np.maximum(c.open, c.close)
+    bodies = np.stack([np.column_stack([x, lo]), np.column_stack([x, hi])], axis=1)
+    width = 3.0 if x.size < 400 else 1.5
+    ax.add_collection(LineCollection(wicks, colors=colours, linewidths=0.6))
+    ax.add_collection(LineCollection(bodies, colors=colours, linewidths=width))
+    ax.xaxis_date()
+    ax.autoscale_view()
+
+
 def _style(reason: str) -> tuple[str, str]:
     return REASON_STYLE.get(reason, _OTHER_STYLE)
 
@@ -137,12 +154,7 @@ def trade_chart_png(
     ax = fig.subplots()
     c = aggregate(candles, PNG_CANDLES)
     if c.open_time_ms.size:
-        x = dt64(c.open_time_ms)
-        up = c.close >= c.open
-        colours = np.where(up, "#26a69a", "#ef5350")
-        ax.vlines(x, c.low, c.high, colors=colours, lw=0.6)
-        width = 3.0 if c.open_time_ms.size < 400 else 1.5
-        ax.vlines(x, np.minimum(c.open, c.close), np.maximum(c.open, c.close), colors=colours, lw=width)
+        _draw_candles(ax, c)
     for kind, colour in (("SL", "tab:red"), ("TP", "tab:green")):
         mine = [lv for lv in levels if lv.kind == kind]
         if mine:
@@ -155,11 +167,12 @@ def trade_chart_png(
                 lw=1.0,
                 label=f"{kind} level",
             )
-    for tr in trades:
-        colour = "tab:green" if tr.net_pnl > 0 else "tab:red"
-        ax.plot(
-            dt64([tr.entry_time_ms, tr.exit_time_ms]), [tr.entry_price, tr.exit_price], color=colour, lw=1.0
-        )
+    for won, colour in ((True, "tab:green"), (False, "tab:red")):
+        mine = [t for t in trades if (t.net_pnl > 0) is won]
+        if mine:  # one NaN-separated line per colour: one artist, not one per trade
+            xs = np.array([[t.entry_time_ms, t.exit_time_ms, t.exit_time_ms] for t in mine], dtype=np.int64)
+            ys = np.array([[t.entry_price, t.exit_price, np.nan] for t in mine])
+            ax.plot(dt64(xs.ravel()), ys.ravel(), color=colour, lw=1.0)
     for side, mark, colour in ((Side.LONG, "^", "tab:blue"), (Side.SHORT, "v", "tab:purple")):
         mine = [t for t in trades if t.side is side]
         if mine:

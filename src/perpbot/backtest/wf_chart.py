@@ -146,9 +146,7 @@ def walk_forward_html(result: WalkForwardResult, title: str) -> str:
     layout = stacked_axes(
         [0.75, 0.25], ["out-of-sample equity (USDT)", "model per fold (green = trained)"], 0.08
     )
-    layout["yaxis2"].update(
-        tickvals=list(range(len(symbols))), ticktext=symbols, autorange="reversed", range=None
-    )
+    layout["yaxis2"].update(tickvals=list(range(len(symbols))), ticktext=symbols, autorange="reversed")
     layout["annotations"] += [
         {
             "x": str(dt64([a])[0]),
