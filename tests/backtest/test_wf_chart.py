@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import re
@@ -13,6 +14,7 @@ from rich.console import Console
 from perpbot.backtest.runner import BacktestConfig
 from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
 from perpbot.backtest.wf_chart import fold_summary
+from perpbot.exchange.filters import is_multiple
 
 from .conftest import DAY_MS, loose_config
 
@@ -57,6 +59,13 @@ def test_walk_forward_writes_fold_charts(markets4: dict[str, pd.DataFrame], tmp_
         assert f"fold {i}: " in html
     console = Console(width=200, record=True)
     console.print(walk_forward_renderable(wf))
+    # The walk-forward's trades.csv prices are on each symbol's tick too.
+    ticks = {s: f.tick_size for s, f in wf.folds[-1].results["ml_off"].filters.items()}
+    rows = list(csv.DictReader((tmp_path / "ml_off" / "trades.csv").read_text().splitlines()))
+    assert rows
+    for row in rows:
+        for col in ("entry_price", "exit_price"):
+            assert is_multiple(float(row[col]), ticks[row["symbol"]]), row
     text = console.export_text()
     assert f"charts: {png}  {html_path}" in text
     assert "capital: 1,000.00 USDT at the start of every fold's run" in text

@@ -374,7 +374,10 @@ def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig
             "note": "out-of-sample trades of every fold, concatenated",
         }
         title = f"perpbot walk-forward K={result.k} ({mode.replace('_', ' ')}) {','.join(result.symbols)}"
-        files[mode] = write_report(out / mode, result.trades[mode], result.metrics[mode], params, title=title)
+        ticks = {s: f.tick_size for fold in result.folds for s, f in fold.results[mode].filters.items()}
+        files[mode] = write_report(
+            out / mode, result.trades[mode], result.metrics[mode], params, title=title, ticks=ticks
+        )
     path = out / "walk_forward.json"
     atomic_write_bytes(
         path, (json.dumps(result.document(), indent=2, allow_nan=False) + "\n").encode("utf-8")
