@@ -74,6 +74,8 @@ def test_options_reach_the_run_and_the_report(synth_data_dir: Path, tmp_path: Pa
     for key in ("cagr_pct", "sortino", "calmar", "avg_duration_h", "long_trades", "short_trades"):
         assert key in doc["portfolio"]
     assert doc["buy_and_hold"]["per_symbol_return_pct"].keys() == {"XRPUSDT", "TRXUSDT"}
+    for key in ("cagr_pct", "sortino", "calmar", "buy_and_hold", "units"):
+        assert key in doc["definitions"], key
     assert "capital: 5,000.00 USDT at the start" in res.stdout
     for sym in ("xrpusdt", "trxusdt"):
         assert (out / f"trades_{sym}.png").is_file() and (out / f"trades_{sym}.html").is_file()
