@@ -116,6 +116,7 @@ class WalkForwardResult:
     out_dir: Path | None = None
     files: dict[str, ReportFiles] = field(default_factory=dict)
     summary_path: Path | None = None
+    charts: tuple[Path, ...] = ()  # walk_forward.png / .html (folds and their models)
 
     def document(self) -> dict[str, Any]:
         """What ``walk_forward.json`` holds."""
@@ -460,12 +461,21 @@ def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig
             "note": "out-of-sample trades of every fold, concatenated",
         }
         title = f"perpbot walk-forward K={result.k} ({mode.replace('_', ' ')}) {','.join(result.symbols)}"
-        files[mode] = write_report(out / mode, result.trades[mode], result.metrics[mode], params, title=title)
+        ticks = {s: f.tick_size for fold in result.folds for s, f in fold.results[mode].filters.items()}
+        files[mode] = write_report(
+            out / mode, result.trades[mode], result.metrics[mode], params, title=title, ticks=ticks
+        )
     path = out / "walk_forward.json"
     atomic_write_bytes(
         path, (json.dumps(result.document(), indent=2, allow_nan=False) + "\n").encode("utf-8")
     )
-    return replace(result, out_dir=out, files=files, summary_path=path)
+    from perpbot.backtest.wf_chart import walk_forward_html, walk_forward_png
+
+    title = f"perpbot walk-forward K={result.k} {','.join(result.symbols)}: ML on vs off, out of sample"
+    charts = (out / "walk_forward.png", out / "walk_forward.html")
+    atomic_write_bytes(charts[0], walk_forward_png(result, title))
+    atomic_write_bytes(charts[1], walk_forward_html(result, title).encode("utf-8"))
+    return replace(result, out_dir=out, files=files, summary_path=path, charts=charts)
 
 
 def walk_forward_table(result: WalkForwardResult) -> Table:
@@ -512,6 +522,10 @@ def _day(ms: int) -> str:
 
 def walk_forward_renderable(result: WalkForwardResult) -> Group:
     parts: list[Any] = [walk_forward_table(result)]
+    start = result.metrics["ml_off"].portfolio.start_equity
+    parts.append(
+        Text(f"capital: {start:,.2f} USDT at the start of every fold's run, ML on and off alike; PnL in USDT")
+    )
     for mode, label in zip(MODES, ("ON ", "OFF"), strict=True):
         parts.append(Text(f"{label} fingerprint {result.metrics[mode].fingerprint}", style="dim"))
     untrained = [
@@ -528,5 +542,7 @@ def walk_forward_renderable(result: WalkForwardResult) -> Group:
         parts.append(
             Text(f"report: {result.summary_path}  {result.out_dir}/ml_on/  {result.out_dir}/ml_off/")
         )
+    if result.charts:
+        parts.append(Text("charts: " + "  ".join(str(p) for p in result.charts)))
     parts.append(Text(HONESTY_NOTE, style="yellow"))
     return Group(*parts)

@@ -9,6 +9,7 @@ stderr and exit status 2, before anything is computed.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,50 @@ WalkForwardOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="Report folder.")]
+BalanceOpt = Annotated[
+    str, typer.Option("--balance", help="Starting capital in USDT, split equally between the symbols.")
+]
+TakerFeeOpt = Annotated[
+    str | None, typer.Option("--taker-fee", help="Taker fee as a fraction, e.g. 0.0005 (default TAKER_FEE).")
+]
+MakerFeeOpt = Annotated[
+    str | None, typer.Option("--maker-fee", help="Maker fee as a fraction, e.g. 0.0002 (default MAKER_FEE).")
+]
+SlippageOpt = Annotated[
+    str | None,
+    typer.Option("--slippage-bps", help="Market-order slippage in basis points (default SLIPPAGE_BPS)."),
+]
+KillSwitchOpt = Annotated[
+    str,
+    typer.Option(
+        "--kill-switch",
+        help="on (as live: latches), off (never trips) or reset-after=DAYS (automatic reset).",
+    ),
+]
+
+MAX_FEE = 0.01  # 1 %: twenty times Binance's taker fee; anything above is a typo (0.05 for 0.0005)
+MAX_SLIPPAGE_BPS = 1000.0
+
+
+def parse_number(
+    raw: str | None, flag: str, *, low: float, high: float, low_inclusive: bool = True
+) -> float | None:
+    """A finite number in ``[low, high]`` (or ``(low, high]``); one-line error otherwise.
+
+    Parsed here rather than by typer so that a bad value gets the one-line / exit-2 contract
+    instead of a usage box.
+    """
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ConfigError(f"{flag}={raw!r}: not a number") from None
+    ok_low = v >= low if low_inclusive else v > low
+    if not (math.isfinite(v) and ok_low and v <= high):
+        bound = "[" if low_inclusive else "("
+        raise ConfigError(f"{flag}={raw!r}: must be in {bound}{low:g}, {high:g}]")
+    return v
 
 
 def parse_utc(raw: str | None, flag: str) -> datetime | None:
@@ -93,9 +138,23 @@ def register(app: typer.Typer) -> None:
         walk_forward: WalkForwardOpt = None,
         out: OutOpt = Path("runs/backtest"),
         quiet: QuietOpt = False,
+        balance: BalanceOpt = "1000",
+        taker_fee: TakerFeeOpt = None,
+        maker_fee: MakerFeeOpt = None,
+        slippage_bps: SlippageOpt = None,
+        kill_switch: KillSwitchOpt = "on",
     ) -> None:
         """Backtest the real bots over recorded candles; writes trades.csv, metrics.json and charts."""
+        from perpbot.backtest.kill_switch_policy import KillSwitchPolicy
         from perpbot.backtest.runner import BacktestConfig, check_inputs
+
+        initial = parse_number(balance, "--balance", low=0.0, high=1e12, low_inclusive=False)
+        costs = {
+            "taker_fee": parse_number(taker_fee, "--taker-fee", low=0.0, high=MAX_FEE),
+            "maker_fee": parse_number(maker_fee, "--maker-fee", low=0.0, high=MAX_FEE),
+            "slippage_bps": parse_number(slippage_bps, "--slippage-bps", low=0.0, high=MAX_SLIPPAGE_BPS),
+        }
+        policy = KillSwitchPolicy.parse(kill_switch)
 
         app_cfg = config_from_env()
         syms = tuple(select_symbols(app_cfg, symbol, all_, symbols))
@@ -121,6 +180,9 @@ def register(app: typer.Typer) -> None:
             start=start,
             end=end,
             use_ml=use_ml,
+            initial_balance=initial or 1000.0,
+            kill_switch=policy,
+            **costs,
         )
         check_inputs(bt_cfg)
         warn_estimated_filters(syms)
@@ -203,15 +265,34 @@ def run_and_print(
             params["model_dir"] = str(bt_cfg.model_dir)
             params["ml_filters"] = {s: f.status() for s, f in filters.items()}
         files = write_report(
-            stage, result.trades, result.metrics, params, title=result.title, markers=result.markers()
+            stage,
+            result.trades,
+            result.metrics,
+            params,
+            title=result.title,
+            markers=result.markers(),
+            ticks={s: f.tick_size for s, f in result.filters.items()},
         )
+        charts = trade_charts(bt_cfg, result, stage)
     files = relocate_files(files, stage, shown_out or out)
+    charts = [relocate(p, stage, shown_out or out) for p in charts]
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False, highlight=False)
-    console.print(summary_renderable(result.metrics, files, result.title, result.notes()))
+    console.print(summary_renderable(result.metrics, files, result.title, result.notes(), sim=result.sim))
+    console.print(f"trade charts: {', '.join(str(p) for p in charts)}", markup=False, highlight=False)
     for line in filter_lines(filters):
         console.print(line, markup=False, highlight=False)
     return result
+
+
+def trade_charts(bt_cfg: BacktestConfig, result: BacktestResult, out: Path) -> list[Path]:
+    """``trades_<symbol>.png/.html`` of a finished run (candles re-read from the run's data)."""
+    from perpbot.backtest.runner import load_markets
+    from perpbot.backtest.trade_chart import candles_in_window, write_trade_charts
+
+    markets = load_markets(bt_cfg)
+    candles = {s: candles_in_window(markets[s], result.start_ms, result.end_ms) for s in result.symbols}
+    return write_trade_charts(out, candles, result.trades, result.markers(), bt_cfg.journal_path)
 
 
 def walk_forward_and_print(

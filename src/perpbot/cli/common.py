@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,8 +26,20 @@ from perpbot.symbols import normalize_symbol
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-err_console = Console(stderr=True)
+PIPE_WIDTH = 200
+"""Width of rich output on a pipe or file: wide enough that tables never squeeze, and text is not
+wrapped at all (``soft_wrap``), so ``perpbot … | grep`` and logs see whole lines. A terminal keeps
+its own width; ``COLUMNS`` still wins when set."""
+
+
+def _console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPE_WIDTH if piped else None, soft_wrap=piped)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
 
 SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="One symbol, e.g. XRPUSDT.")]
 SymbolsOpt = Annotated[

@@ -35,6 +35,7 @@ from perpbot.errors import ConfigError, InsufficientDataError
 from perpbot.fileio import relocate, staged_folder
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the demo's data, models and reports.")]
+DEMO_CAPITAL = 1000.0  # USDT, the backtests' starting balance (stated in the output)
 
 
 def _prepare_data(
@@ -138,9 +139,21 @@ def _backtest(cfg: AppConfig, data_dir: Path, out: Path, folds: int, quiet: bool
     from perpbot.backtest.runner import BacktestConfig
     from perpbot.cli.backtest_cmd import run_and_print, walk_forward_and_print
 
-    full = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=out / "models", use_ml=False)
+    full = BacktestConfig(
+        symbols=cfg.symbols,
+        data_dir=data_dir,
+        model_dir=out / "models",
+        use_ml=False,
+        initial_balance=DEMO_CAPITAL,
+    )
     run_and_print(full, cfg, out / "backtest", quiet=quiet, shown_out=shown_out / "backtest")
-    wf = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=out / "models", use_ml=True)
+    wf = BacktestConfig(
+        symbols=cfg.symbols,
+        data_dir=data_dir,
+        model_dir=out / "models",
+        use_ml=True,
+        initial_balance=DEMO_CAPITAL,
+    )
     shown_wf = shown_out / "walk_forward"
     walk_forward_and_print(wf, cfg, folds, out / "walk_forward", quiet=quiet, shown_out=shown_wf)
 
@@ -191,6 +204,7 @@ def register(app: typer.Typer) -> None:
         console.print(
             "[bold yellow]Profitability is unproven[/]: these figures come from "
             + ("a synthetic market" if used_data != data_dir else "recorded data")
-            + " and validate the machinery, not an edge. Reports are in "
+            + f" and validate the machinery, not an edge. Starting capital {DEMO_CAPITAL:,.0f} USDT"
+            + " (split equally between the symbols). Reports are in "
             + f"{out}/backtest and {out}/walk_forward."
         )
