@@ -29,8 +29,8 @@ def _save(root: Path, symbol: str, frame, **meta: bytes) -> Path:  # type: ignor
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     frame = synth_market(10, 3, symbol="XRPUSDT")
-    _save(tmp_path, "XRPUSDT", frame)  # unmarked
-    _save(tmp_path, "TRXUSDT", synth_market(10, 4, symbol="TRXUSDT"), **{SYNTHETIC_KEY.decode(): b"true"})
+    _save(tmp_path, "XRPUSDT", frame)  # no synthetic mark: recorded
+    _save(tmp_path, "TRXUSDT", synth_market(10, 4, symbol="TRXUSDT"), **{SYNTHETIC_KEY.decode(): b"seed 4, 10 days"})
     holed = synth_market(10, 5, symbol="DOGEUSDT")
     holed = holed.drop(holed.index[100:103]).drop(holed.index[500:501])  # 2 gaps, 4 candles missing
     holed["oi_change"] = 0.0
@@ -42,7 +42,7 @@ def root(tmp_path: Path) -> Path:
 
 def test_status_of_each_kind_of_file(root: Path) -> None:
     xrp = data_status(root, "XRPUSDT")
-    assert xrp.exists and xrp.source == "recorded (unmarked)" and xrp.problem is None
+    assert xrp.exists and xrp.source == "recorded" and xrp.problem is None
     assert xrp.candles == 960 and xrp.gaps == 0 and xrp.coverage == 1.0 and xrp.days == pytest.approx(10.0)
     assert data_status(root, "TRXUSDT").source == "synthetic"
     doge = data_status(root, "DOGEUSDT")
@@ -68,7 +68,7 @@ def test_data_command(root: Path) -> None:
         for line in res.stdout.splitlines()
         if line[:3] in ("XRP", "TRX", "DOG", "ADA")
     }
-    assert rows["XRPUSDT"][1] == "recorded*" and rows["TRXUSDT"][1] == "synthetic"
+    assert rows["XRPUSDT"][1] == "recorded" and rows["TRXUSDT"][1] == "synthetic"
     assert rows["DOGEUSDT"][7] == "zero" and rows["ADAUSDT"][1] == "missing"
     assert "DOGEUSDT: 2 gap(s), 4 candle(s) missing, the largest 3" in res.stdout
     assert "DOGEUSDT: open interest is all zero" in res.stdout

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich import box
@@ -20,32 +19,17 @@ from perpbot.cli.common import (
     DataDirOpt,
     ModelDirOpt,
     SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
+    select_symbols,
     user_errors,
 )
-from perpbot.config import parse_csv
-from perpbot.errors import ConfigError
-from perpbot.symbols import normalize_symbol
-
-SymbolsOpt = Annotated[
-    str | None, typer.Option("--symbols", help="Comma-separated symbols, e.g. XRPUSDT,TRXUSDT.")
-]
 
 
 def pick_symbols(symbol: str | None, symbols: str | None, all_: bool) -> list[str]:
-    """``--symbol S``, ``--symbols A,B`` or ``--all`` (at most one); none means ``SYMBOLS``."""
-    given = [name for name, v in (("--symbol", symbol), ("--symbols", symbols), ("--all", all_)) if v]
-    if len(given) > 1:
-        raise ConfigError(f"{' and '.join(given)} are mutually exclusive: pass one of them")
-    if symbol:
-        return [normalize_symbol(symbol, source="--symbol")]
-    if symbols is not None:
-        items = [normalize_symbol(s, source="--symbols") for s in parse_csv(symbols)]
-        if not items:
-            raise ConfigError(f"--symbols={symbols!r}: no symbol given")
-        return list(dict.fromkeys(items))
-    return list(config_from_env().symbols)
+    """The shared ``--symbol`` / ``--symbols`` / ``--all`` rule (``common.select_symbols``)."""
+    return select_symbols(config_from_env(), symbol, all_, symbols)
 
 
 def _day(iso: str | None) -> str:
@@ -128,17 +112,15 @@ def register(app: typer.Typer) -> None:
             ["symbol", "source", "from", "to", "days", "cover", "gaps", "OI", "fund."],
         )
         problems: list[str] = []
-        unmarked = False
         for sym in syms:
             s = data_status(data_dir, sym)
             if not s.exists:
                 t.add_row(sym, "missing", "-", "-", "-", "-", "-", "-", "-")
                 problems.append(f"{sym}: no data file {s.path} (perpbot fetch --symbol {sym})")
                 continue
-            unmarked = unmarked or s.source == "recorded (unmarked)"
             t.add_row(
                 sym,
-                "recorded*" if s.source == "recorded (unmarked)" else s.source,
+                s.source,
                 _ms_day(s.first_ms),
                 _ms_day(s.last_ms),
                 f"{s.days:.0f}",
@@ -155,8 +137,6 @@ def register(app: typer.Typer) -> None:
                 problems.append(f"{sym}: not usable as is: {s.problem}")
             if s.oi == "all zero":
                 problems.append(f"{sym}: open interest is all zero: the OI features carry no information")
-        if unmarked:
-            problems.append("* no source mark in the file (written before marking existed): assumed recorded")
         console.print(t)
         for line in problems:
             console.print(line, markup=False, highlight=False)

@@ -6,9 +6,9 @@ needs to see the gaps, not only the first one as an error. So the timestamps and
 needed are read with pyarrow, and the loader is then run once to say whether the file is usable
 as is (its one-line error, when not).
 
-Synthetic or recorded: a synthetic file carries the parquet metadata key ``perpbot.synthetic``
-(or ``perpbot.source = synthetic``); anything else is reported as recorded, "unmarked" when it has
-no ``perpbot.source`` at all.
+Synthetic or recorded: ``perpbot synth`` marks its files with the parquet metadata key
+``perpbot.synthetic`` (how they were generated, see ``store.synthetic_origin``); a file without
+that mark is recorded data.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import numpy as np
 from perpbot.data.schema import BAR_MS, data_path
 from perpbot.errors import DataError
 
-SYNTHETIC_KEY = b"perpbot.synthetic"
-SOURCE_KEY = b"perpbot.source"
+from perpbot.data.store import SYNTHETIC_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +35,7 @@ class DataStatus:
     gaps: int = 0  # places where one or more candles are missing
     missing: int = 0  # candles missing inside [first, last]
     largest_gap_bars: int = 0
-    source: str = "missing"  # synthetic | recorded | recorded (unmarked) | missing
+    source: str = "missing"  # synthetic | recorded | missing
     oi: str = "n/a"  # available | all zero | absent
     funding: str = "n/a"
     problem: str | None = None  # load_market's one-line refusal, if any
@@ -56,12 +55,7 @@ class DataStatus:
 
 
 def _source(meta: dict[bytes, bytes]) -> str:
-    if meta.get(SYNTHETIC_KEY, b"").lower() in (b"1", b"true", b"yes"):
-        return "synthetic"
-    src = meta.get(SOURCE_KEY)
-    if src is None:
-        return "recorded (unmarked)"
-    return "synthetic" if src.lower() == b"synthetic" else "recorded"
+    return "synthetic" if SYNTHETIC_KEY in meta else "recorded"
 
 
 def _column_state(table: object, name: str) -> str:
