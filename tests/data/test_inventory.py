@@ -30,7 +30,12 @@ def _save(root: Path, symbol: str, frame, **meta: bytes) -> Path:  # type: ignor
 def root(tmp_path: Path) -> Path:
     frame = synth_market(10, 3, symbol="XRPUSDT")
     _save(tmp_path, "XRPUSDT", frame)  # no synthetic mark: recorded
-    _save(tmp_path, "TRXUSDT", synth_market(10, 4, symbol="TRXUSDT"), **{SYNTHETIC_KEY.decode(): b"seed 4, 10 days"})
+    _save(
+        tmp_path,
+        "TRXUSDT",
+        synth_market(10, 4, symbol="TRXUSDT"),
+        **{SYNTHETIC_KEY.decode(): b"seed 4, 10 days"},
+    )
     holed = synth_market(10, 5, symbol="DOGEUSDT")
     holed = holed.drop(holed.index[100:103]).drop(holed.index[500:501])  # 2 gaps, 4 candles missing
     holed["oi_change"] = 0.0

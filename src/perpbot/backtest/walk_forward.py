@@ -216,9 +216,10 @@ def check_fold_windows(
     """The K test windows, or one ``ConfigError`` naming the smallest fold — before any training.
 
     Too many folds used to fail after minutes of training with "no candle inside the backtest
-    window". Here every symbol must have at least :data:`MIN_FOLD_BARS` candles in every test
-    window (and in the training-only block before the first one); the message names the fold with
-    the fewest and the largest K the data allows.
+    window". Here every block (each test window and the training-only block before the first one)
+    must hold at least :data:`MIN_FOLD_BARS` candles of some symbol; the message names the block with
+    the fewest and the largest K the data allows. A symbol listed later than the others is allowed:
+    a block before its listing simply trains no model for it (the report says so per fold).
     """
 
     def smallest(kk: int) -> tuple[int, str, int, int, int] | None:
@@ -233,11 +234,14 @@ def check_fold_windows(
         ]
         worst: tuple[int, str, int, int, int] | None = None
         for j, a, b in blocks:
+            counts = []
             for sym, m in markets.items():
                 times = m.index.as_unit("ms").asi8
                 n = int(np.searchsorted(times, b, side="left") - np.searchsorted(times, a, side="left"))
-                if worst is None or n < worst[0]:
-                    worst = (n, sym, j, a, b)
+                counts.append((n, sym))
+            n, sym = max(counts, key=lambda c: c[0])  # the best-covered symbol of this block
+            if worst is None or n < worst[0]:
+                worst = (n, sym, j, a, b)
         return worst
 
     worst = smallest(k)
@@ -250,8 +254,8 @@ def check_fold_windows(
     n, sym, j, a, b = worst
     what = "the training block before fold 1" if j == 0 else f"fold {j} ({_day(a)} → {_day(b)})"
     raise ConfigError(
-        f"--walk-forward={k}: {what} holds {n} candles of {sym}, fewer than {MIN_FOLD_BARS} (one day) "
-        f"needed per symbol in every block; {hint}"
+        f"--walk-forward={k}: {what} holds at most {n} candles of {sym}, fewer than {MIN_FOLD_BARS} "
+        f"(one day) needed in every block; {hint}"
     )
 
 

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from perpbot.data.schema import BAR_MS, data_path
-from perpbot.errors import DataError
-
 from perpbot.data.store import SYNTHETIC_KEY
+from perpbot.errors import DataError
 
 
 @dataclass(frozen=True, slots=True)
