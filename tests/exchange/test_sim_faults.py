@@ -484,3 +484,20 @@ async def test_a_plan_with_nothing_enabled_behaves_like_the_plain_simulator() ->
     await plain.aclose()
     assert hostile_run[1].seen == c.seen
     assert any(isinstance(e, AlgoUpdate) for e in c.seen)
+
+
+async def test_an_acknowledged_order_can_be_cancelled_before_it_fills() -> None:
+    c = await hostile(FaultPlan(orders={"e1": OrderScript(ack=True, fill_delay_s=5)}))
+    ex = c.ex
+    r = await ex.market_order(SYM, BUY, 2.0, client_order_id="e1")
+    await ex.cancel_all_orders(SYM)
+    await c.wait(10)
+    assert [(e.execution_type, e.status) for e in c.orders()] == [
+        ("NEW", OrderStatus.NEW),
+        ("CANCELED", OrderStatus.CANCELED),
+    ]
+    assert await ex.position(SYM) is None
+    assert (await ex.get_order(SYM, order_id=r.order_id)).status is OrderStatus.CANCELED
+    with pytest.raises(ExchangeError):
+        await ex.cancel_order(SYM, r.order_id)  # -2011: no longer open
+    await ex.aclose()

@@ -89,6 +89,13 @@ Liquidation: ``ORDER_TRADE_UPDATE x=CALCULATED X=FILLED o=LIQUIDATION`` (client 
 ``autoclose-…``), ``ACCOUNT_UPDATE m=ORDER``, then ``ACCOUNT_UPDATE m=INSURANCE_CLEAR`` when a
 clearance fee is taken. Algo placement/cancel: ``ALGO_UPDATE`` NEW / CANCELED.
 
+Hostile mode (``sim/faults.py``, driven by ``SimExchange``): ``submit_market`` accepts a MARKET
+order (NEW) without executing it; ``fill_order`` executes part or the rest later (``X``
+PARTIALLY_FILLED … FILLED, ``l``/``z``); ``expire_order`` ends it ``x=EXPIRED``; ``cancel_order``
+ends an open one ``x=CANCELED``; ``deleverage`` closes part of a position
+(``x=CALCULATED``, client id ``adl_autoclose``); ``advance_time`` stamps those with the clock's
+seconds. ``order`` / ``algo_order`` answer REST queries by id or client id (``registry.py``).
+
 Speed: ``process_bar`` with no position and no algo order returns after a dict lookup and two
 assignments; with a position it reads high/low once and compares them with a pre-computed band
 (nearest upper and lower trigger) before doing any work.
@@ -745,9 +752,16 @@ class MatchingEngine:
         return self._conditional(symbol, a, AlgoStatus.NEW)
 
     def cancel_order(self, symbol: str, order_id: int) -> None:
-        """Cancel a normal order. MARKET orders are never resting, so this is always -2011."""
-        self._book(symbol)
-        raise ExchangeError(UNKNOWN_ORDER, f"Unknown order sent (order id {order_id}).")
+        """Cancel a normal order. MARKET orders fill at once, so this is -2011, except for a
+        hostile-mode order accepted and not yet (fully) executed: it ends CANCELED (``x=CANCELED``,
+        ``z`` = what it executed) and its deferred executions do nothing."""
+        b = self._book(symbol)
+        o = self._registry.live(order_id)
+        if o is None or o.symbol != symbol or not o.is_open:
+            raise ExchangeError(UNKNOWN_ORDER, f"Unknown order sent (order id {order_id}).")
+        o.status = OrderStatus.CANCELED
+        self._events.append(self._order_report(o, "CANCELED", 0.0, 0.0, 0.0, 0.0, 0))
+        self._rearm(b)
 
     def cancel_algo(self, symbol: str, algo_id: int) -> None:
         b = self._book(symbol)
@@ -758,9 +772,12 @@ class MatchingEngine:
         self._emit_algo(symbol, a, AlgoStatus.CANCELED)
 
     def cancel_all_orders(self, symbol: str) -> int:
-        """Cancel resting normal orders (none exist); algo orders are NOT touched, as on Binance."""
-        self._book(symbol)
-        return 0
+        """Cancel open normal orders (only hostile-mode ones can be open); algo orders are NOT
+        touched, as on Binance. Returns how many were cancelled."""
+        ids = [o.order_id for o in self.open_orders(symbol)]
+        for oid in ids:
+            self.cancel_order(symbol, oid)
+        return len(ids)
 
     def cancel_all_algo(self, symbol: str) -> int:
         """Cancel every open algo order of ``symbol``; returns how many were cancelled."""
