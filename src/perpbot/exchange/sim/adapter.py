@@ -104,9 +104,30 @@ class SimExchange:
             return
         self.engine.advance_time(h.now())
         self.publish_pending()  # what the engine produced before (e.g. a bar driven directly)
+        self._deleverage_after_new_bars()
         while (action := h.pop_due()) is not None:
             action.run()
             self.publish_pending(action.fate)
+
+    def _deleverage_after_new_bars(self) -> None:
+        """Hostile mode: once per newly processed bar of a symbol with a position, ADL part of it
+        when the plan says so. Keyed on the engine's bar index, so it also works when the
+        backtester drives ``engine.process_bar`` directly and only then touches the adapter."""
+        h = self.hostile
+        assert h is not None
+        eng = self.engine
+        for sym in eng.symbols():
+            i = eng.bar_index(sym)
+            if i < 0 or h.adl_checked.get(sym) == i:
+                continue
+            h.adl_checked[sym] = i
+            pos = eng.position(sym)
+            if pos is None:
+                continue
+            qty = pos.quantity * h.dice.adl_fraction(sym, i)
+            if qty >= eng.symbol_filters(sym).step_size:
+                eng.deleverage(sym, qty)
+        self.publish_pending()
 
     def process_bar(self, symbol: str, i: int) -> None:
         """Backtester convenience: ``engine.process_bar`` then ``publish_pending``. Hostile mode
@@ -116,12 +137,7 @@ class SimExchange:
             self.release_due()
         self.engine.process_bar(symbol, i)
         if h is not None:
-            pos = self.engine.position(symbol)
-            if pos is not None:
-                frac = h.dice.adl_fraction(symbol, i)
-                step = self.engine.symbol_filters(symbol).step_size
-                if frac > 0.0 and pos.quantity * frac >= step:
-                    self.engine.deleverage(symbol, pos.quantity * frac)
+            self._deleverage_after_new_bars()
         if self.engine.has_events:
             self.publish_pending()
 
@@ -197,6 +213,8 @@ class SimExchange:
         during = h.dice.call_during()
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, f"simulated failure of {method}")
+        if fault is not None and fault.lost:
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
         try:
             result = fn(*args)
         finally:
@@ -231,10 +249,10 @@ class SimExchange:
         if h is None:
             return fn(*args)
         self.release_due()
-        fault = h.plan.calls.get((method, h.ordinal(method)))
+        fault = h.dice.read_fault(method, h.ordinal(method))
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, f"simulated failure of {method}")
-        if fault is not None and fault.timeout:
+        if fault is not None and (fault.timeout or fault.lost):
             raise ExchangeUnavailable(_TIMEOUT_MSG)
         return fn(*args)
 
@@ -278,9 +296,11 @@ class SimExchange:
                 client_order_id=client_order_id,
             )
         self.release_due()
-        fault = h.plan.calls.get(("market_order", h.ordinal("market_order")))
+        fault = h.plan.calls.get(("market_order", h.ordinal("market_order"))) or h.dice.lost_request()
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, "simulated failure of market_order")
+        if fault is not None and fault.lost:
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
         script = h.dice.order_script(client_order_id)
         during = h.dice.call_during()
         fate = script.events if script is not None else (fault.events if fault else None)

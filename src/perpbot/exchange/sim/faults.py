@@ -22,7 +22,9 @@ What can go wrong (issue 7 §1), each either at random (``p_*`` probabilities) o
 * auto-deleveraging of part of a position (``adl`` per (symbol, bar) or ``p_adl_per_bar``;
   ``SimExchange.deleverage`` for a direct call);
 * a REST call that times out (``ExchangeUnavailable``) AFTER the exchange executed it
-  (``OrderScript.timeout`` / ``CallFault.timeout``).
+  (``OrderScript.timeout`` / ``CallFault.timeout``, ``p_timeout``), or whose request was lost
+  before the exchange saw it (``CallFault.lost``, ``p_lost``: the same error, nothing done);
+* a failed read (``calls={("position", 0): CallFault(lost=True)}``, ``p_read_fail``).
 
 Binance's ordering guarantee is kept: events of one type (ORDER_TRADE_UPDATE, ALGO_UPDATE,
 ACCOUNT_UPDATE) are delivered in the order they were produced. A late event holds back the later
@@ -146,6 +148,7 @@ class CallFault:
 
     timeout: bool = False  # executed by the exchange, then ExchangeUnavailable
     fail_code: int = 0  # rejected with this Binance code, nothing executed (0: no failure)
+    lost: bool = False  # the request never reached the exchange: ExchangeUnavailable, nothing done
     events: EventFate | None = None  # fate of the events this call produced
 
 
@@ -163,7 +166,10 @@ class FaultPlan:
     p_expire: float = 0.0  # half of these execute nothing, half a part
     # --- any mutating REST call (orders, algo orders, cancels)
     p_timeout: float = 0.0
+    p_lost: float = 0.0  # the request is lost before the exchange sees it (same error as a timeout)
     p_cancel_fail: float = 0.0
+    # --- read-only REST calls (position, balance, open orders, order queries, income, trades)
+    p_read_fail: float = 0.0
     cancel_fail_code: int = SERVER_BUSY
     # --- event delivery (per event; DURING per REST call)
     p_during: float = 0.0
@@ -183,8 +189,8 @@ class FaultPlan:
     adl: Mapping[tuple[str, int], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("p_ack", "p_split", "p_expire", "p_timeout", "p_cancel_fail", "p_during", "p_late",
-                     "p_drop", "p_adl_per_bar"):  # fmt: skip
+        for name in ("p_ack", "p_split", "p_expire", "p_timeout", "p_lost", "p_cancel_fail", "p_read_fail",
+                     "p_during", "p_late", "p_drop", "p_adl_per_bar"):  # fmt: skip
             v = getattr(self, name)
             if not (0.0 <= v <= 1.0):
                 raise ValueError(f"FaultPlan.{name} must be in [0, 1], got {v}")
@@ -206,7 +212,8 @@ class FaultDice:
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
         self._rng = {
-            name: random.Random(f"{plan.seed}:{name}") for name in ("order", "call", "event", "income", "adl")
+            name: random.Random(f"{plan.seed}:{name}")
+            for name in ("order", "call", "event", "income", "adl", "read", "lost")
         }
 
     def _hit(self, stream: str, p: float) -> bool:
@@ -257,11 +264,25 @@ class FaultDice:
             return scripted
         fail = self._hit("call", p.p_cancel_fail) and method.startswith("cancel")
         timeout = self._hit("call", p.p_timeout)
+        lost = self._hit("lost", p.p_lost)
         if fail:
             return CallFault(fail_code=p.cancel_fail_code)
+        if lost:
+            return CallFault(lost=True)
         if timeout:
             return CallFault(timeout=True)
         return None
+
+    def lost_request(self) -> CallFault | None:
+        """A market order's random transport loss (``p_lost``); its other faults are in the script."""
+        return CallFault(lost=True) if self._hit("lost", self.plan.p_lost) else None
+
+    def read_fault(self, method: str, ordinal: int) -> CallFault | None:
+        """A read's scripted fault, or a random transport failure (``p_read_fail``)."""
+        scripted = self.plan.calls.get((method, ordinal))
+        if scripted is not None:
+            return scripted
+        return CallFault(lost=True) if self._hit("read", self.plan.p_read_fail) else None
 
     def call_during(self) -> bool:
         """Whether this REST call's events reach the handlers before its answer."""

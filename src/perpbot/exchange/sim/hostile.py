@@ -56,6 +56,7 @@ class HostileState:
         self._ordinals: dict[str, int] = {}
         self._income_seen = 0
         self._income_visible: dict[int, int] = {}  # id(row) -> clock ms it becomes visible
+        self.adl_checked: dict[str, int] = {}  # symbol -> last bar index the ADL dice saw
         self.dropped: list[ExchangeEvent] = []  # what a dead stream lost (diagnostics, tests)
         self.late: list[tuple[int, ExchangeEvent]] = []  # (release ms, event) held back when produced
 
