@@ -534,3 +534,20 @@ async def test_adl_also_happens_when_the_backtester_drives_the_engine_directly()
     pos = await ex.position(SYM)
     assert pos is not None and pos.quantity == 1.5
     await ex.aclose()
+
+
+async def test_a_dead_stream_window_loses_every_event_produced_in_it() -> None:
+    start = T0 + BAR + 10_000
+    c = await hostile(FaultPlan(dead_stream=((start, start + 60_000),)))
+    ex = c.ex
+    await ex.market_order(SYM, BUY, 2.0, client_order_id="e1")  # before the window
+    await c.wait(10)
+    await ex.market_order(SYM, SELL, 2.0, reduce_only=True, client_order_id="c1")  # inside it
+    await c.wait(60)
+    await ex.market_order(SYM, BUY, 1.0, client_order_id="e2")  # the stream is back
+    await ex.drain()
+    assert [e.client_order_id for e in c.orders()] == ["e1", "e1", "e2", "e2"]
+    assert (await ex.get_order(SYM, client_order_id="c1")).status is OrderStatus.FILLED
+    pos = await ex.position(SYM)
+    assert pos is not None and pos.quantity == 1.0
+    await ex.aclose()

@@ -16,7 +16,7 @@ What can go wrong (issue 7 §1), each either at random (``p_*`` probabilities) o
   (``OrderScript.executions`` fractions, ``execution_gap_s`` seconds apart);
 * events handed to the handlers during the REST call that caused them (``Delivery.DURING``), after
   it (``AFTER``, the default), late by seconds of clock time (``LATE``) or never (``DROP``: a dead
-  stream; only REST shows what happened);
+  stream; only REST shows what happened; ``dead_stream`` windows drop everything for a while);
 * a cancel that fails with a Binance error code (``CallFault.fail_code``, default -1008);
 * income-history rows visible only some seconds after they were booked (``income_delay_s``);
 * auto-deleveraging of part of a position (``adl`` per (symbol, bar) or ``p_adl_per_bar``;
@@ -176,6 +176,9 @@ class FaultPlan:
     p_late: float = 0.0
     late_delay_s: Range = (1.0, 30.0)
     p_drop: float = 0.0
+    # Clock-ms windows [start, end) during which the user stream is dead: every event produced
+    # then is lost (a stream that silently stopped, SPEC §13 row 4), whatever the other rules say.
+    dead_stream: tuple[tuple[int, int], ...] = ()
     # --- income history
     income_delay_s: Range = (0.0, 0.0)
     # --- auto-deleveraging, checked after each bar with an open position (SimExchange.process_bar)
@@ -202,6 +205,8 @@ class FaultPlan:
                 raise ValueError(f"FaultPlan.{name} must be a range 0 <= lo <= hi")
         if self.adl_fraction[1] > 1.0:
             raise ValueError("FaultPlan.adl_fraction must lie in [0, 1]")
+        if any(end <= start for start, end in self.dead_stream):
+            raise ValueError("FaultPlan.dead_stream windows must be (start_ms, end_ms) with end > start")
         if self.max_executions < 2:
             raise ValueError("FaultPlan.max_executions must be >= 2")
 

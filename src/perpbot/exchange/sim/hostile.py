@@ -74,9 +74,10 @@ class HostileState:
         """Queue ``events`` by kind with their fates; True when one of them asked for DURING."""
         now = self.now()
         during = False
+        dead = any(start <= now < end for start, end in self.plan.dead_stream)
         for ev in events:
             f = fate if fate is not None else self.dice.event_fate(ev)
-            if f.delivery is Delivery.DROP:
+            if dead or f.delivery is Delivery.DROP:
                 self.dropped.append(ev)
                 continue
             during = during or f.delivery is Delivery.DURING
