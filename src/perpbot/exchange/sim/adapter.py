@@ -37,7 +37,6 @@ from perpbot.domain.types import (
     Order,
     OrderResult,
     OrderSide,
-    OrderStatus,
     OrderType,
     Position,
     SymbolFilters,
@@ -45,8 +44,8 @@ from perpbot.domain.types import (
 from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError, ExchangeUnavailable
 from perpbot.exchange.port import EventHandler
 from perpbot.exchange.sim.engine import MatchingEngine
-from perpbot.exchange.sim.faults import EventFate, FaultPlan, OrderScript
-from perpbot.exchange.sim.hostile import HostileState, NowMs
+from perpbot.exchange.sim.faults import EventFate, FaultPlan
+from perpbot.exchange.sim.hostile import HostileState, NowMs, scripted_market
 
 log = logging.getLogger(__name__)
 
@@ -310,49 +309,15 @@ class SimExchange:
                     symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
                 )
             else:
-                r = self._scripted_market(symbol, side, quantity, reduce_only, client_order_id, script)
+                r = scripted_market(
+                    self.engine, h, symbol, side, quantity, reduce_only, client_order_id, script
+                )
         finally:
             during = self._admit_call_events(fate) or during
         await self._maybe_during(during)
         if (script is not None and script.timeout) or (fault is not None and fault.timeout):
             raise ExchangeUnavailable(_TIMEOUT_MSG)
         return r
-
-    def _scripted_market(
-        self,
-        symbol: str,
-        side: OrderSide,
-        quantity: float,
-        reduce_only: bool,
-        client_order_id: str,
-        script: OrderScript,
-    ) -> OrderResult:
-        """Accept the order, then run (now) or schedule (later) its executions and its expiry."""
-        h = self.hostile
-        assert h is not None
-        eng = self.engine
-        oid = eng.submit_market(
-            symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
-        ).order_id
-        fracs: tuple[float, ...] = script.executions or ((1.0,) if not script.expire else ())
-        now = h.now()
-        start = now + (round(script.fill_delay_s * 1000) if script.ack else 0)
-        gap = round(script.execution_gap_s * 1000)
-        steps: list[tuple[int, Callable[[], object]]] = []
-        for k, f in enumerate(fracs):
-            qty = None if (k == len(fracs) - 1 and not script.expire) else quantity * f
-            steps.append((start + k * gap, lambda q=qty: eng.fill_order(symbol, oid, q)))
-        if script.expire:
-            steps.append((start + len(fracs) * gap, lambda: eng.expire_order(symbol, oid)))
-        for due, run in steps:
-            if not script.ack and due <= now:
-                run()
-            else:
-                h.schedule(due, run, script.events)
-        if script.ack:
-            return OrderResult(order_id=oid, status=OrderStatus.NEW, executed_qty=0.0, avg_price=0.0)
-        o = eng.order(symbol, oid)
-        return OrderResult(order_id=oid, status=o.status, executed_qty=o.executed_qty, avg_price=o.avg_price)
 
     async def place_conditional(
         self,

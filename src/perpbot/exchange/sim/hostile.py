@@ -11,6 +11,7 @@ synchronous bookkeeping so that the adapter stays a thin async shell:
 * ``schedule`` / ``due_actions`` keep the deferred engine calls (fills of an acknowledged or
   partially filled order, an expiry) in (due time, scheduling order).
 * ``note_incomes`` stamps each new income row with the clock time it becomes visible.
+* ``scripted_market`` turns an ``OrderScript`` into engine calls now and deferred ones later.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from perpbot.domain.events import ExchangeEvent
-from perpbot.domain.types import Income
-from perpbot.exchange.sim.faults import Delivery, EventFate, FaultDice, FaultPlan, event_kind
+from perpbot.domain.types import Income, OrderResult, OrderSide, OrderStatus
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.faults import Delivery, EventFate, FaultDice, FaultPlan, OrderScript, event_kind
 
 _KINDS = ("ORDER_TRADE_UPDATE", "ALGO_UPDATE", "ACCOUNT_UPDATE")
 
@@ -38,7 +40,7 @@ class NowMs(Protocol):
 class _Action:
     due_ms: int
     seq: int
-    run: Callable[[], None] = field(compare=False)
+    run: Callable[[], object] = field(compare=False)
     fate: EventFate | None = field(compare=False, default=None)
 
 
@@ -110,7 +112,7 @@ class HostileState:
 
     # ------------------------------------------------------------------ deferred executions
 
-    def schedule(self, due_ms: int, run: Callable[[], None], fate: EventFate | None) -> None:
+    def schedule(self, due_ms: int, run: Callable[[], object], fate: EventFate | None) -> None:
         self._action_seq += 1
         heapq.heappush(self._actions, _Action(due_ms, self._action_seq, run, fate))
 
@@ -141,3 +143,39 @@ class HostileState:
     def visible(self, row: Income) -> bool:
         at = self._income_visible.get(id(row))
         return at is None or at <= self.now()
+
+
+def scripted_market(
+    eng: MatchingEngine,
+    h: HostileState,
+    symbol: str,
+    side: OrderSide,
+    quantity: float,
+    reduce_only: bool,
+    client_order_id: str,
+    script: OrderScript,
+) -> OrderResult:
+    """Accept a MARKET order, then run now (not acknowledged, no gap) or schedule on the clock its
+    executions and its expiry; returns the REST answer (NEW and nothing executed for an ACK)."""
+    oid = eng.submit_market(
+        symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
+    ).order_id
+    fracs: tuple[float, ...] = script.executions or ((1.0,) if not script.expire else ())
+    now = h.now()
+    start = now + (round(script.fill_delay_s * 1000) if script.ack else 0)
+    gap = round(script.execution_gap_s * 1000)
+    steps: list[tuple[int, Callable[[], object]]] = []
+    for k, f in enumerate(fracs):
+        qty = None if (k == len(fracs) - 1 and not script.expire) else quantity * f
+        steps.append((start + k * gap, lambda q=qty: eng.fill_order(symbol, oid, q)))
+    if script.expire:
+        steps.append((start + len(fracs) * gap, lambda: eng.expire_order(symbol, oid)))
+    for due, run in steps:
+        if not script.ack and due <= now:
+            run()
+        else:
+            h.schedule(due, run, script.events)
+    if script.ack:
+        return OrderResult(order_id=oid, status=OrderStatus.NEW, executed_qty=0.0, avg_price=0.0)
+    o = eng.order(symbol, oid)
+    return OrderResult(order_id=oid, status=o.status, executed_qty=o.executed_qty, avg_price=o.avg_price)
