@@ -451,6 +451,10 @@ async def test_same_seed_same_schedule_different_seed_different_schedule() -> No
     a = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 7}), ops)
     b = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 7}), ops)
     other = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 8}), ops)
+    assert a[0].hostile is not None and b[0].hostile is not None
+    fired = a[0].hostile.stats
+    assert {"ack", "split", "late", "dropped", "during", "timeout", "fail", "income_delayed"} <= set(fired)
+    assert fired == b[0].hostile.stats
     assert trace(a[1]) == trace(b[1])
     assert a[0].engine.fills() == b[0].engine.fills() and a[0].engine.balance() == b[0].engine.balance()
     assert trace(a[1]) != trace(other[1])

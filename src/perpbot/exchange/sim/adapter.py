@@ -126,6 +126,7 @@ class SimExchange:
             qty = pos.quantity * h.dice.adl_fraction(sym, i)
             if qty >= eng.symbol_filters(sym).step_size:
                 eng.deleverage(sym, qty)
+                h.stats["adl"] += 1
         self.publish_pending()
 
     def process_bar(self, symbol: str, i: int) -> None:
@@ -209,6 +210,7 @@ class SimExchange:
             return self._call(fn, *args)
         self.release_due()
         fault = h.dice.call_fault(method, h.ordinal(method), client_id)
+        h.count_fault(fault)
         during = h.dice.call_during()
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, f"simulated failure of {method}")
@@ -235,6 +237,8 @@ class SimExchange:
         (bounded: a handler waiting on the caller cannot deadlock the call)."""
         if not during or not self._handlers or asyncio.current_task() is self._task:
             return
+        if self.hostile is not None:
+            self.hostile.stats["during"] += 1
         await self.start()
         target = self.delivered + self._unfinished
         for _ in range(_DURING_SPINS):
@@ -249,6 +253,8 @@ class SimExchange:
             return fn(*args)
         self.release_due()
         fault = h.dice.read_fault(method, h.ordinal(method))
+        if fault is not None:
+            h.stats["read_fail"] += 1
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, f"simulated failure of {method}")
         if fault is not None and (fault.timeout or fault.lost):
@@ -296,6 +302,7 @@ class SimExchange:
             )
         self.release_due()
         fault = h.plan.calls.get(("market_order", h.ordinal("market_order"))) or h.dice.lost_request()
+        h.count_fault(fault)
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, "simulated failure of market_order")
         if fault is not None and fault.lost:

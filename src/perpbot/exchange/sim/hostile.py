@@ -17,7 +17,7 @@ synchronous bookkeeping so that the adapter stays a thin async shell:
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,7 +25,15 @@ from typing import Protocol
 from perpbot.domain.events import ExchangeEvent
 from perpbot.domain.types import Income, OrderResult, OrderSide, OrderStatus
 from perpbot.exchange.sim.engine import MatchingEngine
-from perpbot.exchange.sim.faults import Delivery, EventFate, FaultDice, FaultPlan, OrderScript, event_kind
+from perpbot.exchange.sim.faults import (
+    CallFault,
+    Delivery,
+    EventFate,
+    FaultDice,
+    FaultPlan,
+    OrderScript,
+    event_kind,
+)
 
 _KINDS = ("ORDER_TRADE_UPDATE", "ALGO_UPDATE", "ACCOUNT_UPDATE")
 
@@ -58,11 +66,22 @@ class HostileState:
         self._ordinals: dict[str, int] = {}
         self._income_seen = 0
         self._income_visible: dict[int, int] = {}  # id(row) -> clock ms it becomes visible
+        # How often each behaviour fired (dropped, late, during (calls), income_delayed, ack, split, expire,
+        # timeout, lost, fail, read_fail, adl): lets a random-schedule test prove it was hostile.
+        self.stats: Counter[str] = Counter()
         self.adl_checked: dict[str, int] = {}  # symbol -> last bar index the ADL dice saw
         self.dropped: list[ExchangeEvent] = []  # what a dead stream lost (diagnostics, tests)
         self.late: list[tuple[int, ExchangeEvent]] = []  # (release ms, event) held back when produced
 
     # ------------------------------------------------------------------ calls
+
+    def count_fault(self, fault: CallFault | None) -> None:
+        """Record a call fault that is about to act (``stats``)."""
+        if fault is not None:
+            for k, on in (("fail", bool(fault.fail_code)), ("lost", fault.lost), ("timeout", fault.timeout)):
+                if on:
+                    self.stats[k] += 1
+                    return
 
     def ordinal(self, method: str) -> int:
         """0-based count of ``method`` calls so far (the key of ``FaultPlan.calls``)."""
@@ -81,11 +100,13 @@ class HostileState:
             f = fate if fate is not None else self.dice.event_fate(ev)
             if dead or f.delivery is Delivery.DROP:
                 self.dropped.append(ev)
+                self.stats["dropped"] += 1
                 continue
             during = during or f.delivery is Delivery.DURING
             at = now + round(f.delay_s * 1000) if f.delivery is Delivery.LATE else now
             if f.delivery is Delivery.LATE:
                 self.late.append((at, ev))
+                self.stats["late"] += 1
             self._seq += 1
             self._held[event_kind(ev)].append((at, self._seq, ev))
         return during
@@ -134,6 +155,7 @@ class HostileState:
             delay = self.dice.income_delay_ms()
             if delay > 0:
                 self._income_visible[id(row)] = now + delay
+                self.stats["income_delayed"] += 1
         self._income_seen += len(rows)
 
     @property
@@ -157,6 +179,16 @@ def scripted_market(
 ) -> OrderResult:
     """Accept a MARKET order, then run now (not acknowledged, no gap) or schedule on the clock its
     executions and its expiry; returns the REST answer (NEW and nothing executed for an ACK)."""
+    h.stats.update(
+        k
+        for k, on in (
+            ("ack", script.ack),
+            ("split", len(script.executions) > 1),
+            ("expire", script.expire),
+            ("timeout", script.timeout),
+        )
+        if on
+    )
     oid = eng.submit_market(
         symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
     ).order_id
