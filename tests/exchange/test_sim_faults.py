@@ -7,7 +7,7 @@ last ones show determinism by seed and the per-type ordering guarantee under ran
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -423,7 +423,7 @@ RANDOM_PLAN = FaultPlan(
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), ops=st.lists(st.integers(0, 6), min_size=5, max_size=40))
 def test_per_type_order_holds_and_nothing_but_dropped_events_is_lost(seed: int, ops: list[int]) -> None:
-    plan = FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": seed})
+    plan = replace(RANDOM_PLAN, seed=seed)
     ex, c, produced = asyncio.run(random_session(plan, ops))
     assert ex.hostile is not None
     dropped_ids = {id(e) for e in ex.hostile.dropped}
@@ -448,9 +448,9 @@ async def test_same_seed_same_schedule_different_seed_different_schedule() -> No
             for e in c.seen
         ]
 
-    a = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 7}), ops)
-    b = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 7}), ops)
-    other = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 8}), ops)
+    a = await random_session(replace(RANDOM_PLAN, seed=7), ops)
+    b = await random_session(replace(RANDOM_PLAN, seed=7), ops)
+    other = await random_session(replace(RANDOM_PLAN, seed=8), ops)
     assert a[0].hostile is not None and b[0].hostile is not None
     fired = a[0].hostile.stats
     assert {"ack", "split", "late", "dropped", "during", "timeout", "fail", "income_delayed"} <= set(fired)
@@ -554,4 +554,25 @@ async def test_a_dead_stream_window_loses_every_event_produced_in_it() -> None:
     assert (await ex.get_order(SYM, client_order_id="c1")).status is OrderStatus.FILLED
     pos = await ex.position(SYM)
     assert pos is not None and pos.quantity == 1.0
+    await ex.aclose()
+
+
+async def test_during_delivery_cannot_deadlock_a_caller_that_its_handler_waits_for() -> None:
+    clock = SimClock(T0 + BAR)
+    ex = SimExchange(engine(), faults=FaultPlan(p_during=1.0), clock=clock)
+    released = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(ev: ExchangeEvent) -> None:
+        await released.wait()  # e.g. a lock the caller holds until its REST call returns
+        handled.append(type(ev).__name__)
+
+    ex.subscribe(handler)
+    await ex.start()
+    ex.process_bar(SYM, 0)
+    r = await ex.market_order(SYM, BUY, 1.0, client_order_id="e1")  # returns despite the handler
+    assert r.status is OrderStatus.FILLED and handled == []
+    released.set()
+    await ex.drain()
+    assert handled == ["OrderTradeUpdate", "OrderTradeUpdate", "AccountUpdate"]
     await ex.aclose()
