@@ -149,3 +149,25 @@ def test_deleverage_books_realised_pnl_without_commission() -> None:
     assert incomes == [("REALIZED_PNL", pytest.approx(5.0))]
     with pytest.raises(ValueError):
         e.deleverage(SYM, 0.0001)  # below one step
+
+
+def test_open_orders_lists_only_open_ones_in_placement_order_and_forgets_finished_ones() -> None:
+    """Listing open orders must not cost O(every order ever): finished orders leave the index."""
+    from perpbot.exchange.sim.registry import LiveOrder, OrderRegistry
+
+    reg = OrderRegistry()
+    orders = [
+        LiveOrder(SYM, i, f"c{i}", BUY, OrderType.MARKET, OrderType.MARKET, 1.0, False, T0) for i in (1, 2, 3)
+    ]
+    for o in orders:
+        reg.add(o)
+    reg.add(LiveOrder("TRXUSDT", 4, "t4", SELL, OrderType.MARKET, OrderType.MARKET, 1.0, False, T0))
+    orders[1].status = OrderStatus.FILLED
+    assert [o.order_id for o in reg.open_orders(SYM)] == [1, 3]
+    assert [o.order_id for o in reg.open_orders("TRXUSDT")] == [4]
+    assert sorted(reg._open[SYM]) == [1, 3]  # the finished order was pruned from the index
+    orders[0].status = OrderStatus.CANCELED
+    orders[2].status = OrderStatus.EXPIRED
+    assert reg.open_orders(SYM) == []
+    assert reg.open_orders("DOGEUSDT") == []
+    assert reg.find(SYM, order_id=2).status is OrderStatus.FILLED  # history is kept for REST queries
