@@ -1,0 +1,115 @@
+"""The simulator's REST answers, parsed by unmodified ccxt 4.5.90 (binanceusdm)."""
+
+from __future__ import annotations
+
+import ccxt.pro
+import pytest
+
+from perpbot.simulator.server import SimServer
+
+SYM = "XRP/USDT:USDT"
+
+
+async def test_load_markets_gives_linear_perpetuals_with_exchange_filters(ex: ccxt.pro.binanceusdm) -> None:
+    markets = await ex.load_markets()
+    m = markets[SYM]
+    assert m["swap"] and m["linear"] and m["settle"] == "USDT" and m["active"]
+    assert m["precision"]["price"] == 0.0001 and m["precision"]["amount"] == 0.1
+    assert m["limits"]["cost"]["min"] == 5.0
+    assert "TRX/USDT:USDT" in markets
+
+
+async def test_balance_and_empty_positions(ex: ccxt.pro.binanceusdm) -> None:
+    bal = await ex.fetch_balance()
+    assert bal["USDT"]["total"] == 1000.0 and bal["USDT"]["free"] == 1000.0
+    assert await ex.fetch_positions() == []
+
+
+async def test_leverage_and_margin_mode(ex: ccxt.pro.binanceusdm) -> None:
+    await ex.load_markets()
+    res = await ex.set_leverage(5, SYM)
+    assert res["leverage"] == 5 and res["symbol"] == "XRPUSDT"
+    await ex.set_margin_mode("isolated", SYM)
+    with pytest.raises(ccxt.MarginModeAlreadySet):
+        await ex.set_margin_mode("isolated", SYM)
+
+
+async def test_market_order_fills_at_next_candle_open_and_shows_everywhere(
+    ex: ccxt.pro.binanceusdm, sim: SimServer
+) -> None:
+    await ex.load_markets()
+    await ex.set_leverage(5, SYM)
+    series = sim.market.series["XRPUSDT"]
+    next_open = float(series.open[series.index_at(sim.replay.next_open_ms)])
+    order = await ex.create_order(SYM, "market", "buy", 10, params={"newClientOrderId": "e2e-entry-1"})
+    assert order["status"] == "closed" and order["filled"] == 10.0
+    assert order["clientOrderId"] == "e2e-entry-1"
+    assert order["average"] == pytest.approx(next_open * 1.0001)  # engine slippage: 1 bp adverse
+    positions = await ex.fetch_positions()
+    assert len(positions) == 1 and positions[0]["side"] == "long" and positions[0]["contracts"] == 10.0
+    fetched = await ex.fetch_order(None, SYM, {"clientOrderId": "e2e-entry-1"})
+    assert fetched["id"] == order["id"] and fetched["status"] == "closed"
+    trades = await ex.fetch_my_trades(SYM)
+    assert [t["order"] for t in trades] == [order["id"]]
+    assert trades[0]["fee"]["cost"] == pytest.approx(10 * trades[0]["price"] * 0.0005)
+    bal = await ex.fetch_balance()
+    assert bal["USDT"]["used"] > 0
+    assert await ex.fetch_open_orders(SYM) == []
+
+
+async def test_stop_and_take_profit_go_to_the_algo_book(ex: ccxt.pro.binanceusdm, sim: SimServer) -> None:
+    await ex.load_markets()
+    await ex.create_order(SYM, "market", "buy", 10, params={"newClientOrderId": "t-entry"})
+    last = sim.venue.mark("XRPUSDT")
+    sl = await ex.create_order(
+        SYM,
+        "STOP_MARKET",
+        "sell",
+        10,
+        None,
+        {"stopPrice": round(last * 0.9, 4), "reduceOnly": True, "clientAlgoId": "t-sl"},
+    )
+    tp = await ex.create_order(
+        SYM,
+        "TAKE_PROFIT_MARKET",
+        "sell",
+        10,
+        None,
+        {"stopPrice": round(last * 1.1, 4), "reduceOnly": True, "clientAlgoId": "t-tp"},
+    )
+    assert sl["status"] == "open" and tp["status"] == "open"
+    assert sl["triggerPrice"] == round(last * 0.9, 4)
+    open_algo = await ex.fetch_open_orders(SYM, params={"trigger": True})
+    assert {o["clientOrderId"] for o in open_algo} == {"t-sl", "t-tp"}
+    got = await ex.fetch_order(None, SYM, {"trigger": True, "clientOrderId": "t-tp"})
+    assert got["id"] == tp["id"] and got["status"] == "open"
+    await ex.cancel_order(None, SYM, {"trigger": True, "clientOrderId": "t-sl"})
+    left = await ex.fetch_open_orders(SYM, params={"trigger": True})
+    assert [o["clientOrderId"] for o in left] == ["t-tp"]
+    canceled = await ex.fetch_order(sl["id"], SYM, {"trigger": True})
+    assert canceled["status"] == "canceled"
+
+
+async def test_cancel_in_the_normal_book_of_a_filled_order_is_order_not_found(
+    ex: ccxt.pro.binanceusdm,
+) -> None:
+    await ex.load_markets()
+    order = await ex.create_order(SYM, "market", "buy", 10)
+    with pytest.raises(ccxt.OrderNotFound):
+        await ex.cancel_order(order["id"], SYM)
+    with pytest.raises(ccxt.OrderNotFound):
+        await ex.fetch_order(None, SYM, {"clientOrderId": "never-sent"})
+
+
+async def test_ohlcv_and_funding_rate(ex: ccxt.pro.binanceusdm, sim: SimServer) -> None:
+    await ex.load_markets()
+    rows = await ex.fetch_ohlcv(SYM, "15m", limit=5)
+    s = sim.market.series["XRPUSDT"]
+    last = sim.venue.last_index("XRPUSDT")
+    assert [r[0] for r in rows] == [int(t) for t in s.open_time[last - 4 : last + 1]]
+    assert rows[-1][4] == float(s.close[last])
+    assert rows[-1][0] + 15 * 60_000 == sim.venue.now_ms  # nothing after replay time
+    fr = await ex.fetch_funding_rate(SYM)
+    assert fr["fundingRate"] == float(s.funding[last]) and fr["markPrice"] == float(s.close[last])
+    oi = await ex.fetch_open_interest(SYM)
+    assert oi["openInterestAmount"] > 0
