@@ -36,6 +36,8 @@ class StreamConn:
         self.streams: set[str] = set()
         self.listen_key: str | None = None
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._close_code = 1000
+        self._close_reason = b""
         self._last_pong = time.monotonic()
         self._msg_window = 0
         self._msg_count = 0
@@ -51,10 +53,11 @@ class StreamConn:
             return
         self._queue.put_nowait(text)
 
-    def close_soon(self) -> None:
-        """Close cleanly once the frames already queued are sent."""
+    def close_soon(self, code: int = 1000, reason: bytes = b"") -> None:
+        """Close (with ``code``) once the frames already queued are sent."""
         if not self.closed:
             self.closed = True
+            self._close_code, self._close_reason = code, reason
             self._queue.put_nowait(None)
 
     def abort(self) -> None:
@@ -66,19 +69,20 @@ class StreamConn:
 
     async def serve(self, on_text: Callable[[StreamConn, str], Awaitable[None]]) -> web.WebSocketResponse:
         await self.ws.prepare(self.request)
-        tasks = [
-            asyncio.ensure_future(self._writer()),
-            asyncio.ensure_future(self._pinger()),
-        ]
+        writer = asyncio.ensure_future(self._writer())
+        pinger = asyncio.ensure_future(self._pinger())
         try:
             await asyncio.wait_for(self._reader(on_text), timeout=self.cfg.ws_max_age_s)
         except TimeoutError:
             pass  # max age reached: Binance closes the connection
         finally:
-            self.closed = True
-            for t in tasks:
+            self.close_soon()
+            pinger.cancel()
+            # Let the writer flush what is queued (and send the close frame), briefly.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(writer, timeout=2.0)
+            for t in (writer, pinger):
                 t.cancel()
-            for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             if not self.ws.closed:
@@ -90,7 +94,7 @@ class StreamConn:
         async for msg in self.ws:
             if msg.type is WSMsgType.TEXT:
                 if self._over_rate():
-                    await self.ws.close(code=CLOSE_POLICY, message=b"Too many messages")
+                    self.close_soon(CLOSE_POLICY, b"Too many messages")
                     return
                 await on_text(self, msg.data)
             elif msg.type is WSMsgType.PING:
@@ -101,7 +105,7 @@ class StreamConn:
                 await self.send_json(
                     {"error": {"code": 3, "msg": "Invalid JSON: binary frames are not accepted"}, "id": None}
                 )
-            if self.closed and self._queue.empty():
+            if self.closed:
                 return
 
     def _over_rate(self) -> bool:
@@ -116,7 +120,7 @@ class StreamConn:
         while True:
             text = await q.get()
             if text is None:
-                await self.ws.close()
+                await self.ws.close(code=self._close_code, message=self._close_reason)
                 return
             await self.ws.send_str(text)
 
@@ -124,7 +128,7 @@ class StreamConn:
         while True:
             await asyncio.sleep(self.cfg.ping_interval_s)
             if time.monotonic() - self._last_pong > self.cfg.pong_timeout_s:
-                await self.ws.close(code=CLOSE_POLICY, message=b"Pong timeout")
+                self.close_soon(CLOSE_POLICY, b"Pong timeout")
                 return
             await self.ws.ping()
 
