@@ -28,6 +28,7 @@ from perpbot.domain.types import (
     OrderStatus,
     OrderType,
 )
+from perpbot.errors import ConfigError
 from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.known_filters import derived_filters
 from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
@@ -86,7 +87,7 @@ class Venue:
         for s, x in market.series.items():
             first = int(np.searchsorted(x.open_time, market.start_ms)) - 1
             if first < 0:
-                raise BinanceError(-1000, f"{s}: no candle before the replay start")
+                raise ConfigError(f"{s}: no candle before the replay start; pick a later --from")
             offsets[s] = first
             engine.add_bars(
                 s,
