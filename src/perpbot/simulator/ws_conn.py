@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -133,6 +134,4 @@ class StreamConn:
             await self.ws.ping()
 
     async def send_json(self, obj: Any) -> None:
-        import json
-
         self.push(json.dumps(obj, separators=(",", ":")))
