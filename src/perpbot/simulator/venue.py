@@ -25,7 +25,6 @@ from perpbot.domain.types import (
     Order,
     OrderResult,
     OrderSide,
-    OrderStatus,
     OrderType,
 )
 from perpbot.errors import ConfigError
@@ -283,6 +282,3 @@ def _int_or_none(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise BinanceError(-1100, "Illegal characters found in a parameter.") from None
-
-
-__all__ = ["AlgoRecord", "OrderRecord", "OrderStatus", "Venue", "check_client_id", "tran_id"]
