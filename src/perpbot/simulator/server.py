@@ -206,9 +206,14 @@ class SimServer:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        for hub in (self.market_hub, self.private_hub):
+        hubs = (self.market_hub, self.private_hub)
+        for hub in hubs:
             for c in tuple(hub.conns):
-                c.close_soon()
+                c.close_soon(1001, b"Server shutting down")  # "going away", then the queue drains
+        for _ in range(100):  # up to 1 s for clients to receive their close frames
+            if not any(hub.conns for hub in hubs):
+                break
+            await asyncio.sleep(0.01)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
