@@ -152,3 +152,14 @@ async def test_recorded_data_replays_from_the_requested_time(start_sim: Any) -> 
         assert rows[-1][0] == start - 15 * 60_000 and float(rows[-1][4]) == s.close[i]
         async with http.post("/sim/advance?bars=1000") as r:
             assert json.loads(await r.text())["advanced"] == 192  # two days, then the end
+
+
+async def test_shutdown_says_going_away_to_stream_clients(start_sim: Any) -> None:
+    srv: SimServer = await start_sim()
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"http://127.0.0.1:{srv.port}/market/ws")
+        await asyncio.sleep(0.05)
+        stopping = asyncio.ensure_future(srv.stop())
+        msg = await ws.receive(timeout=5)
+        await stopping
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
