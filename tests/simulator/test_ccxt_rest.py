@@ -110,6 +110,8 @@ async def test_ohlcv_and_funding_rate(ex: ccxt.pro.binanceusdm, sim: SimServer) 
     assert [r[0] for r in rows] == [int(t) for t in s.open_time[last - 4 : last + 1]]
     assert rows[-1][4] == float(s.close[last])
     assert rows[-1][0] + 15 * 60_000 == sim.venue.now_ms  # nothing after replay time
+    marks = await ex.fetch_ohlcv(SYM, "15m", limit=5, params={"price": "mark"})
+    assert [m[:5] for m in marks] == [r[:5] for r in rows] and all(m[5] == 0 for m in marks)
     fr = await ex.fetch_funding_rate(SYM)
     assert fr["fundingRate"] == float(s.funding[last]) and fr["markPrice"] == float(s.close[last])
     oi = await ex.fetch_open_interest(SYM)

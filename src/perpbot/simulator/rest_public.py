@@ -106,6 +106,15 @@ def klines(srv: SimServer, p: Params) -> Any:
     ]
 
 
+def mark_price_klines(srv: SimServer, p: Params) -> Any:
+    """``markPriceKlines``: the engine marks positions at the trade price (see the engine's model),
+    so mark candles are the trade candles without volume, as Binance sends them."""
+    rows = klines(srv, p)
+    for r in rows:
+        r[5], r[7], r[9], r[10] = "0", "0", "0", "0"
+    return rows
+
+
 def _premium(srv: SimServer, symbol: str) -> dict[str, Any]:
     v = srv.venue
     s = v.market.series[symbol]

@@ -42,6 +42,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", "/fapi/v1/time", rest_public.server_time, NONE),
     ("GET", "/fapi/v1/exchangeInfo", rest_public.exchange_info, NONE),
     ("GET", "/fapi/v1/klines", rest_public.klines, NONE),
+    ("GET", "/fapi/v1/markPriceKlines", rest_public.mark_price_klines, NONE),
     ("GET", "/fapi/v1/premiumIndex", rest_public.premium_index, NONE),
     ("GET", "/fapi/v1/fundingRate", rest_public.funding_rate, NONE),
     ("GET", "/fapi/v1/openInterest", rest_public.open_interest, NONE),
