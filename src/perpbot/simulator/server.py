@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from perpbot.exchange.sim.engine import SimSettings
 from perpbot.simulator import control, rest_account, rest_orders, rest_public
 from perpbot.simulator.auth import Authenticator, parse_params
 from perpbot.simulator.config import SimulatorConfig
@@ -94,7 +95,14 @@ class SimServer:
         self.cfg = cfg
         self.wall_ms = wall_ms
         self.market = market or load_market_data(list(cfg.symbols), cfg.data_dir, cfg.from_ms, cfg.days)
-        self.venue = Venue.create(self.market, cfg.balance, cfg.max_fill_qty_per_execution)
+        settings = SimSettings(
+            initial_balance=cfg.balance,
+            taker_fee=cfg.taker_fee,
+            maker_fee=cfg.maker_fee,
+            slippage_bps=cfg.slippage_bps,
+            max_fill_qty_per_execution=cfg.max_fill_qty_per_execution,
+        )
+        self.venue = Venue.create(self.market, settings)
         self.faults = FaultBook(wall_ms)
         self.auth = Authenticator(cfg.api_key, cfg.api_secret, self.server_ms)
         self.limiter = RateLimiter(wall_ms, cfg.weight_limit)
