@@ -14,6 +14,7 @@ from perpbot.cli import (
     demo_cmd,
     features_cmd,
     inspect_cmds,
+    simulate_cmd,
     train_cmds,
 )
 from perpbot.cli.common import PIPE_WIDTH
@@ -44,7 +45,16 @@ def _root(
     """perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter."""
 
 
-for module in (config_cmd, data_cmds, features_cmd, train_cmds, backtest_cmd, demo_cmd, inspect_cmds):
+for module in (
+    config_cmd,
+    data_cmds,
+    features_cmd,
+    train_cmds,
+    backtest_cmd,
+    demo_cmd,
+    inspect_cmds,
+    simulate_cmd,
+):
     module.register(app)
 
 

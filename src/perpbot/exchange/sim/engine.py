@@ -423,6 +423,18 @@ class MatchingEngine:
             if b.high[i] >= b.up_min or b.low[i] <= b.dn_max:
                 self._walk(b, i, prev)
 
+    def intrabar_path(self, symbol: str, i: int) -> tuple[float, float, float, float]:
+        """The four prices bar ``i`` will visit (open, two extremes, close) under the account's
+        current state, i.e. the path ``process_bar(symbol, i)`` walks when called next.
+
+        Why public: the protocol simulator streams intra-candle kline updates along exactly the
+        path that triggers orders, so a client watching the stream sees what the engine saw.
+        """
+        b = self._book(symbol)
+        o, h, lo, c = b.open[i], b.high[i], b.low[i], b.close[i]
+        p1, p2, _ = self._path(b, o, h, lo, c)
+        return (o, p1, p2, c)
+
     # ------------------------------------------------------------------ account queries
 
     def symbols(self) -> list[str]:

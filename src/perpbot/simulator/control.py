@@ -1,0 +1,104 @@
+"""``/sim/`` control endpoints (loopback only, never mixed into the Binance routes):
+``GET /sim/state``, ``POST /sim/advance?bars=N``, ``POST /sim/faults``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from perpbot.exchange.binance.codec import algo_json, fmt
+from perpbot.simulator.config import is_loopback
+from perpbot.simulator.errors import BinanceError, json_response
+from perpbot.simulator.faults import parse_faults
+
+if TYPE_CHECKING:
+    from perpbot.simulator.server import SimServer
+
+MAX_ADVANCE = 1_000_000
+SRV_KEY: web.AppKey[Any] = web.AppKey("perpbot_simulator", object)
+
+
+def _loopback(request: web.Request) -> None:
+    if not is_loopback(request.remote or ""):
+        raise BinanceError(-1000, "The /sim/ control endpoints answer loopback clients only.", status=403)
+
+
+def state(srv: SimServer) -> dict[str, Any]:
+    v = srv.venue
+    positions = []
+    for s in v.market.symbols:
+        pos = v.engine.position(s)
+        if pos is not None:
+            positions.append(
+                {
+                    "symbol": s,
+                    "side": pos.side.value,
+                    "quantity": fmt(pos.quantity),
+                    "entryPrice": fmt(pos.entry_price),
+                    "leverage": pos.leverage,
+                    "liquidationPrice": fmt(pos.liquidation_price),
+                }
+            )
+    return {
+        "replay_time_ms": v.now_ms,
+        "next_candle_open_ms": srv.replay.next_open_ms,
+        "end_ms": v.market.end_ms,
+        "finished": srv.replay.finished,
+        "candles": srv.replay.candles,
+        "symbols": v.market.symbols,
+        "balance": fmt(v.engine.balance()),
+        "available_balance": fmt(v.engine.available_balance()),
+        "positions": positions,
+        "open_orders": [o.order_id for s in v.market.symbols for o in v.engine.open_orders(s)],
+        "algo_orders": [algo_json(r.order, update_ms=r.update_ms) for r in v.open_algos(None)],
+        "fill_count": v.fill_count,
+        "faults": [f.as_json() for f in srv.faults.log],
+        "rate_limits": srv.limiter.state(),
+        "listen_key_active": srv.listen_keys.key is not None,
+        "connections": {"market": len(srv.market_hub.conns), "private": len(srv.private_hub.conns)},
+    }
+
+
+async def get_state(request: web.Request) -> web.StreamResponse:
+    srv: SimServer = request.app[SRV_KEY]
+    try:
+        _loopback(request)
+        return json_response(state(srv))
+    except BinanceError as exc:
+        return exc.response()
+
+
+async def post_advance(request: web.Request) -> web.StreamResponse:
+    srv: SimServer = request.app[SRV_KEY]
+    try:
+        _loopback(request)
+        raw = request.query.get("bars", "1")
+        if not raw.isdigit() or not (1 <= int(raw) <= MAX_ADVANCE):
+            raise BinanceError(
+                -1130, f"Data sent for parameter 'bars' is not valid: expected 1..{MAX_ADVANCE}."
+            )
+        n = await srv.replay.advance_async(int(raw))
+        return json_response(
+            {"advanced": n, "replay_time_ms": srv.venue.now_ms, "finished": srv.replay.finished}
+        )
+    except BinanceError as exc:
+        return exc.response()
+
+
+async def post_faults(request: web.Request) -> web.StreamResponse:
+    srv: SimServer = request.app[SRV_KEY]
+    try:
+        _loopback(request)
+        try:
+            doc = json.loads(await request.text())
+            faults = parse_faults(doc, srv.wall_ms(), "body")
+        except json.JSONDecodeError as exc:
+            raise BinanceError(-1130, f"Fault body is not JSON: {exc.msg}.") from None
+        except ValueError as exc:
+            raise BinanceError(-1130, str(exc)) from None
+        srv.inject(faults)
+        return json_response({"injected": [f.as_json() for f in faults]})
+    except BinanceError as exc:
+        return exc.response()

@@ -1,0 +1,121 @@
+"""User-data streams: ``/private/ws?listenKey=K``, ``/private/ws/K`` (raw events) and the official
+libraries' ``/private/stream`` (SUBSCRIBE the listen key; combined ``{"stream": K, "data": ev}``).
+
+Every engine event is encoded once by the codec and queued to each connection of the active key.
+When the key dies, its connections get ``listenKeyExpired`` and are closed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from perpbot.domain.events import ExchangeEvent
+from perpbot.exchange.binance.codec import event_json
+from perpbot.simulator.config import SimulatorConfig
+from perpbot.simulator.faults import FaultBook
+from perpbot.simulator.listen_keys import ListenKeys
+from perpbot.simulator.ws_conn import StreamConn
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class PrivateHub:
+    def __init__(
+        self, cfg: SimulatorConfig, keys: ListenKeys, faults: FaultBook, now_ms: Callable[[], int]
+    ) -> None:
+        self.cfg = cfg
+        self.keys = keys
+        self.faults = faults
+        self.now_ms = now_ms
+        self.conns: set[StreamConn] = set()
+        keys.on_expire.append(self._expired)
+
+    def on_event(self, ev: ExchangeEvent) -> None:
+        """Venue listener: fan one event out to the active key's connections."""
+        key = self.keys.key
+        if key is None or not self.conns:
+            return
+        if self.faults.active and self.faults.take("silent_stream", stream="private"):
+            return
+        data = event_json(ev)
+        raw = combined = None
+        for conn in tuple(self.conns):
+            if conn.listen_key != key:
+                continue
+            if conn.combined:
+                combined = combined or _dumps({"stream": key, "data": data})
+                conn.push(combined)
+            else:
+                raw = raw or _dumps(data)
+                conn.push(raw)
+
+    def _expired(self, key: str) -> None:
+        ev = {"e": "listenKeyExpired", "E": self.now_ms(), "listenKey": key}
+        for conn in tuple(self.conns):
+            if conn.listen_key == key:
+                conn.push(_dumps({"stream": key, "data": ev}) if conn.combined else _dumps(ev))
+                conn.close_soon()
+
+    def drop_all(self) -> int:
+        conns = tuple(self.conns)
+        for c in conns:
+            c.abort()
+        return len(conns)
+
+    def handler(self, combined: bool) -> Callable[[web.Request], Any]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            conn = StreamConn(request, self.cfg, "private", combined)
+            key = request.match_info.get("key") or request.query.get("listenKey")
+            if not combined or key:
+                if not key or not self.keys.is_valid(key):
+                    # Binance refuses the upgrade for an unknown or expired key.
+                    raise web.HTTPBadRequest(
+                        text=_dumps({"code": -1125, "msg": "This listenKey does not exist."}),
+                        content_type="application/json",
+                    )
+                conn.listen_key = key
+            self.conns.add(conn)
+            try:
+                return await conn.serve(self._on_text)
+            finally:
+                self.conns.discard(conn)
+
+        return handle
+
+    async def _on_text(self, conn: StreamConn, text: str) -> None:
+        """``/private/stream``: SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS of a listen key."""
+        try:
+            msg = json.loads(text)
+        except json.JSONDecodeError as exc:
+            conn.push(_dumps({"error": {"code": 3, "msg": f"Invalid JSON: {exc.msg}"}, "id": None}))
+            return
+        if not isinstance(msg, dict):
+            conn.push(_dumps({"error": {"code": 2, "msg": "Invalid request"}, "id": None}))
+            return
+        rid, method, params = msg.get("id"), msg.get("method"), msg.get("params", [])
+        if method == "LIST_SUBSCRIPTIONS":
+            conn.push(_dumps({"result": [conn.listen_key] if conn.listen_key else [], "id": rid}))
+            return
+        if method not in ("SUBSCRIBE", "UNSUBSCRIBE") or not isinstance(params, list):
+            conn.push(_dumps({"error": {"code": 2, "msg": f"Invalid request: method {method!r}"}, "id": rid}))
+            return
+        if method == "UNSUBSCRIBE":
+            conn.listen_key = None
+            conn.push(_dumps({"result": None, "id": rid}))
+            return
+        key = next((p for p in params if isinstance(p, str) and self.keys.is_valid(p)), None)
+        if key is None:
+            conn.push(
+                _dumps(
+                    {"error": {"code": 2, "msg": "Invalid request: unknown or expired listenKey"}, "id": rid}
+                )
+            )
+            return
+        conn.listen_key = key
+        conn.push(_dumps({"result": None, "id": rid}))
