@@ -10,6 +10,7 @@ from perpbot.cli import (
     data_cmds,
     demo_cmd,
     features_cmd,
+    optimize_cmd,
     train_cmds,
 )
 
@@ -26,7 +27,7 @@ def _root() -> None:
     """perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter."""
 
 
-for module in (config_cmd, data_cmds, features_cmd, train_cmds, backtest_cmd, demo_cmd):
+for module in (config_cmd, data_cmds, features_cmd, train_cmds, backtest_cmd, demo_cmd, optimize_cmd):
     module.register(app)
 
 
