@@ -19,6 +19,7 @@ from the window that follows it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,13 +76,17 @@ class Analysis:
         return [r for r in self.rows if r.outcome is not None and r.state != "error"]
 
 
+def _param_key(r: TrialRow) -> str:
+    return json.dumps(r.params, sort_keys=True)
+
+
 def walk_forward_selection(rows: list[TrialRow], defaults: TrialOutcome) -> list[dict[str, Any]]:
-    ok = [r for r in rows if r.state == "complete" and r.outcome]
+    ok = sorted((r for r in rows if r.state == "complete" and r.outcome), key=_param_key)
     out = []
     for k in range(len(defaults.fold_oos)):
         if not ok:
             break
-        pick = max(ok, key=lambda r: (r.outcome["fold_is"][k], -r.number))  # type: ignore[index]
+        pick = max(ok, key=lambda r: r.outcome["fold_is"][k])  # type: ignore[index]
         out.append(
             {
                 "fold": k + 1,
@@ -99,9 +104,11 @@ def analyse(study: optuna.Study, evaluator: Evaluator) -> Analysis:
     default_sp = evaluator.app_config.params_for(evaluator.symbol)
     default_values = space.from_signal_params(default_sp)
     defaults = evaluator.evaluate(default_values, default_sp)
-    evaluated = [r for r in rows if r.outcome is not None and r.state != "error"]
+    # Canonical order (by parameters, not trial number): the statistics and the best trial then
+    # do not depend on which worker finished first.
+    evaluated = sorted((r for r in rows if r.outcome is not None and r.state != "error"), key=_param_key)
     complete = [r for r in evaluated if r.state == "complete"]
-    best = max(complete, key=lambda r: (r.outcome["oos_score"], -r.number)) if complete else None  # type: ignore[index]
+    best = max(complete, key=lambda r: r.outcome["oos_score"]) if complete else None  # type: ignore[index]
     if evaluated:
         mat = np.array([r.outcome["oos_daily"] for r in evaluated], dtype=np.float64).T  # type: ignore[index]
         pbo = pbo_cscv(mat)
