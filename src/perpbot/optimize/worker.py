@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import signal
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from types import FrameType
@@ -73,7 +74,9 @@ def work(study: optuna.Study, evaluator: Evaluator, trials: int, tag: str, *, pl
             if waiting == 0 and (planned or finished + running >= trials):
                 if running == 0:
                     return ran  # plan exhausted (trials that raised an error are reported)
-                optuna.storages.fail_stale_trials(study)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)
                 time.sleep(POLL_S)
                 continue
             try:
