@@ -8,11 +8,16 @@ a missing URL is a failure, so CI can never pass them by skipping.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 import uuid
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 
 from perpbot.data.schema import data_path
 from perpbot.data.store import save_market
@@ -50,3 +55,45 @@ def pg_url() -> str:
 def study_name() -> str:
     """A fresh study name per test: the PostgreSQL database is shared by the whole session."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+def signal_mid_trial(
+    storage: optuna.storages.BaseStorage, study_id: int, pid: int, sig: signal.Signals, timeout: float
+) -> int:
+    """Send ``sig`` to worker ``pid`` while it holds a RUNNING trial; returns that trial's number.
+
+    The worker is SIGSTOPped first and the trial re-read: a stopped process cannot finish it, so
+    the signal provably lands mid-trial (no race with the trial's end)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            if str(t.user_attrs.get("worker", "")).endswith(f":{pid}"):
+                os.kill(pid, signal.SIGSTOP)
+                still = storage.get_trial(t._trial_id).state == TrialState.RUNNING
+                if still:
+                    os.kill(pid, sig)
+                os.kill(pid, signal.SIGCONT)
+                if still:
+                    return t.number
+        time.sleep(0.005)
+    raise AssertionError(f"worker {pid} never held a running trial")
+
+
+def wait_for_study(
+    url: str, name: str, proc: subprocess.Popen[str], timeout: float = 180
+) -> tuple[optuna.storages.RDBStorage, int]:
+    """(storage, study id) once ``proc`` has created study ``name``; never creates tables itself
+    (that would race the worker's own schema creation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early ({proc.returncode}): {proc.communicate()[1]}")
+        try:
+            storage = optuna.storages.RDBStorage(url, skip_table_creation=True)
+            for s in storage.get_all_studies():
+                if s.study_name == name:
+                    return storage, s._study_id
+        except Exception:  # tables not there yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"study {name} never appeared")

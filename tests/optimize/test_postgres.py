@@ -15,16 +15,16 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-import optuna
 from optuna.trial import TrialState
 
 from perpbot.optimize.space import qmc_plan
 from perpbot.optimize.storage import normalize_url
 
-from .conftest import SYMBOL
+from .conftest import SYMBOL, signal_mid_trial, wait_for_study
 
 N = 12
 SEED = 11
@@ -68,32 +68,6 @@ def test_wrong_password_is_one_line(pg_url: str, data_dir: Path, tmp_path: Path)
     assert "password authentication failed" in err and "wrong-pw" not in err
 
 
-def wait_for_study(storage: optuna.storages.RDBStorage, name: str, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for s in storage.get_all_studies():
-            if s.study_name == name:
-                return s._study_id
-        time.sleep(0.05)
-    raise AssertionError(f"study {name} never appeared")
-
-
-def kill_mid_trial(storage: optuna.storages.RDBStorage, study_id: int, pid: int, timeout: float) -> int:
-    """SIGSTOP the worker while it holds a RUNNING trial, confirm the trial is still running
-    (a stopped process cannot finish it), then SIGKILL it; returns the trial number."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            if str(t.user_attrs.get("worker", "")).endswith(f":{pid}"):
-                os.kill(pid, signal.SIGSTOP)
-                if storage.get_trial(t._trial_id).state == TrialState.RUNNING:
-                    os.kill(pid, signal.SIGKILL)
-                    return t.number
-                os.kill(pid, signal.SIGCONT)
-        time.sleep(0.005)
-    raise AssertionError("worker A never held a running trial")
-
-
 def test_two_workers_one_killed_mid_trial(
     pg_url: str, data_dir: Path, tmp_path: Path, study_name: str
 ) -> None:
@@ -102,10 +76,9 @@ def test_two_workers_one_killed_mid_trial(
     b = cli([*shared, "--out", str(tmp_path / "b")], tmp_path)
     # the one-worker reference run (SQLite, same seed), concurrently to save wall time
     ref = cli([*common(data_dir), "--out", str(tmp_path / "ref")], tmp_path)
-    storage = optuna.storages.RDBStorage(normalize_url(pg_url))
     try:
-        sid = wait_for_study(storage, f"{study_name}-{SYMBOL}", 120)
-        victim = kill_mid_trial(storage, sid, a.pid, 120)
+        storage, sid = wait_for_study(normalize_url(pg_url), f"{study_name}-{SYMBOL}", a)
+        victim = signal_mid_trial(storage, sid, a.pid, signal.SIGKILL, 120)
         assert a.wait(timeout=30) == -signal.SIGKILL
         _, err_b = b.communicate(timeout=240)
         assert b.returncode == 0, err_b
@@ -147,3 +120,35 @@ def test_two_workers_one_killed_mid_trial(
         assert got[field] == want[field], field
     assert (got["best"] or {}).get("params") == (want["best"] or {}).get("params")
     assert got["trials"] == {**want["trials"], "error": 1}
+
+
+def test_workers_starting_together_on_an_empty_database(pg_url: str, tmp_path: Path) -> None:
+    """Optuna's table creation races between workers on a fresh database (PostgreSQL reports a
+    duplicate type); every worker must still open the storage."""
+    import psycopg
+
+    db = f"fresh_{uuid.uuid4().hex[:8]}"
+    plain = normalize_url(pg_url).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {db}")
+    url = plain.rsplit("/", 1)[0] + f"/{db}"
+    start = time.time() + 4  # all three processes leave their busy-wait at the same instant
+    code = (
+        "import sys, time\n"
+        "from perpbot.optimize.storage import open_storage\n"
+        f"while time.time() < {start}: pass\n"
+        f"print(len(open_storage({normalize_url(url)!r}, 5).get_all_studies()))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    try:
+        assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
+        assert [out.strip() for out, _ in results] == ["0", "0", "0"]
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE {db} WITH (FORCE)")

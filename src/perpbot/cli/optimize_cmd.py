@@ -13,7 +13,15 @@ from typing import Annotated
 
 import typer
 
-from perpbot.cli.common import AllOpt, DataDirOpt, ModelDirOpt, config_from_env, console, user_errors
+from perpbot.cli.common import (
+    AllOpt,
+    DataDirOpt,
+    ModelDirOpt,
+    config_from_env,
+    console,
+    error_line,
+    user_errors,
+)
 from perpbot.config import parse_csv
 from perpbot.errors import ConfigError
 from perpbot.symbols import normalize_symbol
@@ -108,7 +116,11 @@ def register(app: typer.Typer) -> None:
             worker_only=worker_only,
             promote_to=None if no_promote else env_file,
         )
-        run = run_optimize(settings, cfg, worker_index=worker_index, echo=console.print)
+        try:
+            run = run_optimize(settings, cfg, worker_index=worker_index, echo=console.print)
+        except KeyboardInterrupt:
+            error_line("interrupted: the running trial was queued again; run the same command to resume")
+            raise typer.Exit(130) from None
         if worker_only:
             return
         for sym, a in run.analyses.items():

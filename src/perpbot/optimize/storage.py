@@ -36,6 +36,7 @@ SQLITE_NAME = "optimize.sqlite3"
 FP_PREFIX = "fp:"
 FP_READY = "fp:ready"
 JOIN_WAIT_S = 60.0
+SCHEMA_RETRIES = 5
 
 
 def mask_url(url: str) -> str:
@@ -65,20 +66,28 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
         kwargs["connect_args"] = {"connect_timeout": 5}
     else:
         kwargs["connect_args"] = {"timeout": 60}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=kwargs,
-                heartbeat_interval=heartbeat,
-                grace_period=2 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
-            )
-    except (sqlalchemy.exc.SQLAlchemyError, OSError, ImportError) as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        line = next((x.strip() for x in detail if x.strip()), type(exc).__name__)
-        raise ConfigError(f"--storage {mask_url(url)}: cannot open the study storage: {line}") from None
+    for attempt in range(SCHEMA_RETRIES):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers starting together on an empty database race to create Optuna's tables;
+            # the loser sees a duplicate-object error and simply finds the tables next time.
+            if attempt == SCHEMA_RETRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+        except (sqlalchemy.exc.SQLAlchemyError, OSError, ImportError) as exc:
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            line = next((x.strip() for x in detail if x.strip()), type(exc).__name__)
+            raise ConfigError(f"--storage {mask_url(url)}: cannot open the study storage: {line}") from None
+    raise AssertionError("unreachable")
 
 
 def data_hash(market: pd.DataFrame) -> str:

@@ -48,11 +48,14 @@ def _sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _requeue_interrupted(study: optuna.Study, tag: str) -> None:
-    """Queue a retry of this worker's trial failed by the interrupt (same parameters)."""
-    retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get("worker") == tag and not t.system_attrs.get("perpbot_requeued"):
-            study._storage.set_trial_system_attr(t._trial_id, "perpbot_requeued", True)
+    """Queue a retry (same parameters) of this worker's trial that the interrupt failed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("worker") == tag and t.number not in retried:
             retry(study, t)
 
 
@@ -62,6 +65,9 @@ def work(study: optuna.Study, evaluator: Evaluator, trials: int, tag: str, *, pl
     ``planned``: every trial comes from the enqueued plan (``qmc``); the sampler is never asked.
     """
     objective = make_objective(evaluator, tag)
+    # Optuna logs a failed trial with its traceback at WARNING; an interrupt is not a bug, and
+    # real errors still propagate with theirs.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     ran = 0
     old = signal.signal(signal.SIGTERM, _sigterm)
     try:
