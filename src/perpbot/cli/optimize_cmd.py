@@ -62,7 +62,12 @@ def register(app: typer.Typer) -> None:
         ] = 50,
         storage: Annotated[
             str | None,
-            typer.Option("--storage", help="postgresql://user:pw@host:port/db (default SQLite in --out)."),
+            typer.Option(
+                "--storage",
+                envvar="PERPBOT_OPTIMIZE_STORAGE",
+                help="postgresql://user:pw@host:port/db (default SQLite in --out); "
+                "or set PERPBOT_OPTIMIZE_STORAGE to keep the password off the command line.",
+            ),
         ] = None,
         study: Annotated[
             str, typer.Option("--study", help="Study name (per symbol: NAME-SYMBOL).")

@@ -70,13 +70,16 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url,
                     engine_kwargs=kwargs,
                     heartbeat_interval=heartbeat,
                     grace_period=2 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
                 )
+            if url.startswith("sqlite"):
+                serialize_sqlite(storage.engine)
+            return storage
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             # Workers starting together on an empty database race to create Optuna's tables;
             # the loser sees a duplicate-object error and simply finds the tables next time.
@@ -88,6 +91,28 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
             line = next((x.strip() for x in detail if x.strip()), type(exc).__name__)
             raise ConfigError(f"--storage {mask_url(url)}: cannot open the study storage: {line}") from None
     raise AssertionError("unreachable")
+
+
+def serialize_sqlite(engine: Any) -> None:
+    """Make every SQLite transaction ``BEGIN IMMEDIATE`` (SQLAlchemy's documented pysqlite recipe).
+
+    Why: Optuna hands a WAITING trial to one worker by reading its state and setting it RUNNING
+    under ``SELECT … FOR UPDATE``, which SQLite ignores. With SQLite's default deferred
+    transactions two local workers can both read WAITING and both run the trial (seen in
+    practice). An immediate transaction takes the write lock before the read, so the
+    read-and-set is atomic across processes, as it is on PostgreSQL.
+    """
+    from sqlalchemy import event
+
+    engine.dispose()  # connections opened while creating the schema use the default mode
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver issues no BEGIN of its own
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def data_hash(market: pd.DataFrame) -> str:

@@ -44,6 +44,7 @@ from perpbot.optimize.trial import Evaluator
 from perpbot.optimize.worker import work
 
 SAMPLERS = ("tpe", "qmc")
+STORAGE_ENV = "PERPBOT_OPTIMIZE_STORAGE"  # --storage's environment variable
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ def _config_hash(app: AppConfig, symbol: str) -> str:
 
 
 def fingerprint(
-    settings: OptimizeSettings, app: AppConfig, symbol: str, market: pd.DataFrame
+    settings: OptimizeSettings, app: AppConfig, symbol: str, market: pd.DataFrame, model: str | None = None
 ) -> dict[str, Any]:
     fp: dict[str, Any] = {
         "data": data_hash(market),
@@ -149,6 +150,8 @@ def fingerprint(
         "seed": settings.seed,
         "settings": _config_hash(app, symbol),
     }
+    if settings.use_ml:
+        fp["model"] = model
     if settings.sampler == "qmc":
         fp["plan_trials"] = settings.trials
     return fp
@@ -193,7 +196,7 @@ def prepare(settings: OptimizeSettings, app: AppConfig, worker_index: int = 0) -
     storage = open_storage(url, settings.heartbeat)
     jobs = []
     for sym, market, ev in loaded:
-        fp = fingerprint(settings, app, sym, market)
+        fp = fingerprint(settings, app, sym, market, ev.model_sha256)
         plan = space.qmc_plan(settings.trials, settings.seed) if settings.sampler == "qmc" else None
         st = create_or_join(
             storage, study_name(settings, sym), fp, make_sampler(settings, worker_index), plan
@@ -219,8 +222,6 @@ def worker_argv(settings: OptimizeSettings, index: int) -> list[str]:
         settings.metric,
         "--min-trades",
         str(settings.min_trades),
-        "--storage",
-        settings.storage_url(),
         "--study",
         settings.study,
         "--out",
@@ -251,7 +252,10 @@ def run_workers(settings: OptimizeSettings, jobs: list[SymbolJob], worker_index:
     if worker_index == 0 and settings.workers > 1:
         if settings.markets is not None:
             raise ConfigError("--workers > 1 needs market files in --data-dir (child processes read them)")
-        children = [subprocess.Popen(worker_argv(settings, i)) for i in range(1, settings.workers)]
+        # The storage URL goes through the environment: a password on a command line is visible
+        # to every local user in `ps`.
+        env = {**os.environ, STORAGE_ENV: settings.storage_url()}
+        children = [subprocess.Popen(worker_argv(settings, i), env=env) for i in range(1, settings.workers)]
     ran: dict[str, int] = {}
     tag = f"{socket.gethostname()}:{os.getpid()}"
     try:

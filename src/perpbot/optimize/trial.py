@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perpbot.backtest.runner import BacktestConfig, make_entry_filter, run_backtest
+from perpbot.backtest.runner import BacktestConfig, make_entry_filter, run_backtest, training_overlap
 from perpbot.config import AppConfig, SignalParams
+from perpbot.errors import ModelError
 from perpbot.optimize.precompute import SymbolCache
 from perpbot.optimize.scoring import score, summary
 from perpbot.optimize.windows import Folds, TradeTable, daily_returns, is_mask, make_folds, oos_mask
@@ -88,7 +89,24 @@ class Evaluator:
         ev = cls(symbol, app_config, cache, f, metric, min_trades, use_ml, model_dir, initial_balance)
         if use_ml:
             ev._filter = make_entry_filter(ev._config(app_config.params_for(symbol)), app_config, symbol)
+            if not ev._filter.has_model:
+                raise ModelError(
+                    f"--ml: no usable model for {symbol} in {model_dir} (train it first, or drop --ml)"
+                )
         return ev
+
+    @property
+    def model_sha256(self) -> str | None:
+        """The served model's ONNX hash (part of the study fingerprint with ``--ml``)."""
+        meta = None if self._filter is None else self._filter.metadata
+        return None if meta is None else str(meta.get("onnx_sha256"))
+
+    def ml_in_sample(self) -> dict[str, str] | None:
+        """The model's training window when it overlaps the out-of-sample span (then the ML-on
+        scores are not out of sample for the filter, whatever the parameter windows say)."""
+        if self._filter is None:
+            return None
+        return training_overlap(self._filter.metadata, self.folds.oos_start, self.folds.end)
 
     def _config(self, params: SignalParams) -> BacktestConfig:
         sym = self.symbol
