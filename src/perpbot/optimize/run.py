@@ -54,6 +54,13 @@ def run_optimize(
         doc = symbol_document(a, job.evaluator, imp)
         doc["study"] = study_name(settings, job.symbol)
         doc["fingerprint"] = job.fingerprint
+        doc["ml_model_in_sample"] = job.evaluator.ml_in_sample()
+        if doc["ml_model_in_sample"] is not None:
+            win = doc["ml_model_in_sample"]
+            echo(
+                f"{job.symbol}: the ML model was trained on {win['train_start']} → {win['train_end']}, "
+                "inside the out-of-sample windows: its filtering there is in-sample"
+            )
         promo: dict[str, Any] = {"promoted": False, "file": None, "overrides": None}
         if a.passed and settings.promote_to is not None and a.best is not None:
             written = write_overrides(settings.promote_to, job.symbol, a.best.params)
