@@ -50,7 +50,7 @@ def cli(args: list[str], cwd: Path) -> subprocess.Popen[str]:
 def common(data_dir: Path) -> list[str]:
     return [
         *("--symbol", SYMBOL, "--folds", "3", "--min-trades", "5", "--trials", str(N)),
-        *("--sampler", "qmc", "--seed", str(SEED), "--heartbeat", "1", "--no-promote"),
+        *("--sampler", "qmc", "--seed", str(SEED), "--heartbeat", "2", "--no-promote"),
         *("--data-dir", str(data_dir)),
     ]
 

@@ -4,6 +4,7 @@ Modules, one job each: ``space`` (the five parameters and their ranges), ``preco
 trial does not change, computed once per symbol and worker), ``windows`` (fold boundaries and
 which trades belong to which window), ``scoring`` (the metrics), ``trial`` (one trial = one run of
 the real backtest), ``stats`` (PBO by CSCV, deflated Sharpe), ``storage`` (Optuna storage URLs,
-study fingerprint), ``worker`` (the trial loop of one process), ``promotion`` (verdict and the
-overrides file), ``report`` (``optimize.json`` and charts), ``study`` (orchestration).
+study fingerprint), ``worker`` (the trial loop of one process), ``study`` (settings, checks, local
+workers), ``analysis`` (statistics and verdict), ``promotion`` (the overrides file), ``report``
+(``optimize.json`` and charts), ``run`` (end to end).
 """

@@ -44,7 +44,8 @@ def symbol_document(a: Analysis, ev: Evaluator, imp: dict[str, float] | None) ->
         "symbol": a.symbol,
         "metric": a.metric,
         "windows": [
-            {k: (_iso(v) if k.endswith("_ms") else v) for k, v in w.items()} for w in ev.folds.as_dict()
+            {k.removesuffix("_ms"): (_iso(v) if k.endswith("_ms") else v) for k, v in w.items()}
+            for w in ev.folds.as_dict()
         ],
         "trials": counts,
         "verdict": {

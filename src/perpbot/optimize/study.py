@@ -263,6 +263,13 @@ def run_workers(settings: OptimizeSettings, jobs: list[SymbolJob], worker_index:
             ran[job.symbol] = work(
                 job.study, job.evaluator, settings.trials, tag, planned=settings.sampler == "qmc"
             )
+    except BaseException:
+        # Interrupted or failed here: stop the local children too (each queues its running
+        # trial again on SIGTERM), rather than leaving them running unattended.
+        for c in children:
+            if c.poll() is None:
+                c.terminate()
+        raise
     finally:
         codes = [c.wait() for c in children]
     bad = [c for c in codes if c != 0]

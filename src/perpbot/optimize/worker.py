@@ -90,6 +90,12 @@ def work(study: optuna.Study, evaluator: Evaluator, trials: int, tag: str, *, pl
             except KeyboardInterrupt:
                 _requeue_interrupted(study, tag)
                 raise
+            except ValueError as exc:
+                # Our heartbeat was late enough (machine stalled) for another worker to fail this
+                # trial as stale and queue its retry; the retry will run it, so carry on.
+                if not str(exc).startswith("Cannot tell a "):
+                    raise
+                continue
             ran += 1
     finally:
         signal.signal(signal.SIGTERM, old)
