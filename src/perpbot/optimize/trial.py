@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pandas as pd
 
 from perpbot.backtest.runner import BacktestConfig, make_entry_filter, run_backtest, training_overlap
 from perpbot.config import AppConfig, SignalParams
+from perpbot.domain.types import ClosedTrade
 from perpbot.errors import ModelError
 from perpbot.optimize.precompute import SymbolCache
 from perpbot.optimize.scoring import score, summary
@@ -108,27 +110,44 @@ class Evaluator:
             return None
         return training_overlap(self._filter.metadata, self.folds.oos_start, self.folds.end)
 
-    def _config(self, params: SignalParams) -> BacktestConfig:
+    def _config(
+        self,
+        params: SignalParams,
+        arrays: dict[str, np.ndarray] | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> BacktestConfig:
         sym = self.symbol
         return BacktestConfig(
             symbols=(sym,),
             model_dir=self.model_dir,
+            start=None if start_ms is None else datetime.fromtimestamp(start_ms / 1000, tz=UTC),
+            end=None if end_ms is None else datetime.fromtimestamp(end_ms / 1000, tz=UTC),
             use_ml=self.use_ml,
             initial_balance=self.initial_balance,
             markets={sym: self.cache.market},
             entry_filters=None if self._filter is None else {sym: self._filter},
             symbol_filters={sym: self.cache.filters},
-            feature_arrays={sym: self.cache.arrays(params)},
+            feature_arrays={sym: self.cache.arrays(params) if arrays is None else arrays},
         )
 
     def app_for(self, params: SignalParams) -> AppConfig:
         app = self.app_config.with_symbols([self.symbol])
         return replace(app, symbol_params={**dict(app.symbol_params), self.symbol: params})
 
+    async def _run_blocks(self, params: SignalParams) -> list[ClosedTrade]:
+        arrays = self.cache.arrays(params)
+        app = self.app_for(params)
+        out: list[ClosedTrade] = []
+        b = self.folds.bounds
+        for j in range(len(b) - 1):
+            result = await run_backtest(self._config(params, arrays, b[j], b[j + 1]), app)
+            out.extend(result.trades)
+        return out
+
     def trades(self, params: SignalParams) -> TradeTable:
-        """The trial's trades over the whole span (one backtest run)."""
-        result = asyncio.run(run_backtest(self._config(params), self.app_for(params)))
-        tr = result.trades
+        """The trial's trades: one fresh backtest per block (the windows module docstring)."""
+        tr = asyncio.run(self._run_blocks(params))
         return TradeTable(
             entry_ms=np.fromiter((t.entry_time_ms for t in tr), dtype=np.int64, count=len(tr)),
             exit_ms=np.fromiter((t.exit_time_ms for t in tr), dtype=np.int64, count=len(tr)),

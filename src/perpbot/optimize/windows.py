@@ -4,8 +4,13 @@ Windows: the symbol's candles are cut into ``K + 1`` chronological blocks of equ
 Block 0 is in-sample only; fold ``k`` (1…K) has the anchored in-sample window ``[start, b_k −
 embargo)`` and the out-of-sample window ``[b_k, b_{k+1})`` that follows it.
 
-A trial runs ONE backtest over the whole span (so indicators and the bot's state are as they
-would be in live trading with these parameters) and its trades are then assigned to windows:
+A trial runs one fresh backtest per block (``K + 1`` runs): each starts from the initial
+balance with the kill switch and the daily limit clear, and closes what is still open at the
+block's end (END_OF_DATA), as ``perpbot.backtest.walk_forward`` does for its folds. Indicators
+and features are computed on the whole file, so every block starts warm. Why fresh runs: one
+continuous run carries state across windows — a kill switch tripped in block 0 would stop every
+later window's trading, and the out-of-sample score would measure block 0. The trades are then
+assigned to windows:
 
 * out-of-sample window ``k`` takes every trade *entered* inside ``[b_k, b_{k+1})``;
 * in-sample window ``k`` takes every trade *closed* before ``b_k − embargo`` — purged (the
