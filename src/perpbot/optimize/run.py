@@ -90,9 +90,9 @@ def run_optimize(
             "workers_local": settings.workers,
         },
         "method": (
-            "one backtest per trial over the whole span (real bots, risk manager, simulator); trades cut "
-            "into K anchored walk-forward folds: in-sample = trades closed before the fold start minus a "
-            "24-bar embargo, out-of-sample = trades entered in the fold's window; the objective is the "
+            "per trial one fresh backtest (real bots, risk manager, simulator) on each of K+1 equal "
+            "blocks; fold k: in-sample = trades of blocks 0..k-1 closed before the fold start minus a "
+            "24-bar embargo, out-of-sample = block k's trades; the objective is the "
             "metric over all out-of-sample windows; PBO by CSCV over the trials' daily out-of-sample "
             "returns; deflated Sharpe of the best trial given every evaluated trial"
         ),
