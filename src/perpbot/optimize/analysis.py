@@ -53,7 +53,8 @@ def collect(study: optuna.Study) -> list[TrialRow]:
         outcome = t.user_attrs.get("outcome")
         state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "failed"}.get(t.state, "error")
         retry = t.system_attrs.get("failed_trial")
-        rows.append(TrialRow(t.number, state, dict(t.params), outcome, t.user_attrs.get("worker"), retry))
+        params = space.from_signal_params(space.to_signal_params(t.params))  # 3.8000000000000003 → 3.8
+        rows.append(TrialRow(t.number, state, params, outcome, t.user_attrs.get("worker"), retry))
     return rows
 
 

@@ -76,7 +76,11 @@ def symbol_document(a: Analysis, ev: Evaluator, imp: dict[str, float] | None) ->
         },
         "pbo": a.pbo.as_dict(),
         "deflated_sharpe": None if a.dsr is None else a.dsr.as_dict(),
-        "walk_forward_selection": a.wfo,
+        "walk_forward_selection": {
+            "per_fold": a.wfo,
+            "mean_out_of_sample": float(np.mean([w["out_of_sample"] for w in a.wfo])) if a.wfo else None,
+            "defaults_mean_out_of_sample": float(np.mean(a.defaults.fold_oos)),
+        },
         "param_importances": imp,
         "all_trials": [
             {
