@@ -90,7 +90,9 @@ def test_two_workers_one_killed_mid_trial(
 
     trials = storage.get_all_trials(sid, deepcopy=False)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    failed = [t for t in trials if t.state == TrialState.FAIL]
+    # (a trial Optuna creates when two workers race for the last queued one does no work and is
+    # marked "unplanned"; it is not a run)
+    failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("unplanned")]
     # the study completed, nothing is left waiting or stuck running
     assert len(finished) == N
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from perpbot.optimize import space
 from perpbot.optimize.stats import DSRResult, PBOResult, deflated_sharpe, pbo_cscv
 from perpbot.optimize.trial import Evaluator, TrialOutcome
+from perpbot.optimize.worker import UNPLANNED
 
 DSR_MIN = 0.95
 PBO_MAX = 0.5
@@ -48,7 +49,7 @@ class TrialRow:
 def collect(study: optuna.Study) -> list[TrialRow]:
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.WAITING, TrialState.RUNNING):
+        if t.state in (TrialState.WAITING, TrialState.RUNNING) or t.user_attrs.get(UNPLANNED):
             continue
         outcome = t.user_attrs.get("outcome")
         state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "failed"}.get(t.state, "error")

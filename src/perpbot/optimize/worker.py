@@ -27,11 +27,27 @@ from perpbot.optimize.space import suggest, to_signal_params
 from perpbot.optimize.trial import Evaluator
 
 POLL_S = 0.5
+UNPLANNED = "unplanned"  # user attr of a trial that did no work (see ``UnplannedTrial``)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def make_objective(evaluator: Evaluator, tag: str) -> Callable[[optuna.Trial], float]:
+class UnplannedTrial(Exception):
+    """Raised before any work for a trial that Optuna created instead of taking a queued one."""
+
+
+def is_planned(trial: optuna.Trial) -> bool:
+    """A queued plan point (``fixed_params``) or a retry copy (created with its parameters)."""
+    frozen = trial._cached_frozen_trial  # Optuna has no public accessor for a live trial's attrs
+    return bool(frozen.system_attrs.get("fixed_params") or frozen.params)
+
+
+def make_objective(evaluator: Evaluator, tag: str, planned: bool) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
+        if planned and not is_planned(trial):
+            # Another worker took the last queued trial between our check and Optuna's ask(),
+            # which then created a new trial: it must not run (the plan would not be the plan).
+            trial.set_user_attr(UNPLANNED, True)
+            raise UnplannedTrial
         values = suggest(trial)
         trial.set_user_attr("worker", tag)
         outcome = evaluator.evaluate(values, to_signal_params(values))
@@ -55,7 +71,12 @@ def _requeue_interrupted(study: optuna.Study, tag: str) -> None:
     trials = study.get_trials(deepcopy=False)
     retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
     for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("worker") == tag and t.number not in retried:
+        if (
+            t.state == TrialState.FAIL
+            and t.user_attrs.get("worker") == tag
+            and not t.user_attrs.get(UNPLANNED)
+            and t.number not in retried
+        ):
             retry(study, t)
 
 
@@ -64,7 +85,7 @@ def work(study: optuna.Study, evaluator: Evaluator, trials: int, tag: str, *, pl
 
     ``planned``: every trial comes from the enqueued plan (``qmc``); the sampler is never asked.
     """
-    objective = make_objective(evaluator, tag)
+    objective = make_objective(evaluator, tag, planned)
     # Optuna logs a failed trial with its traceback at WARNING; an interrupt is not a bug, and
     # real errors still propagate with theirs.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -90,6 +111,8 @@ def work(study: optuna.Study, evaluator: Evaluator, trials: int, tag: str, *, pl
             except KeyboardInterrupt:
                 _requeue_interrupted(study, tag)
                 raise
+            except UnplannedTrial:
+                continue
             except ValueError as exc:
                 # Our heartbeat was late enough (machine stalled) for another worker to fail this
                 # trial as stale and queue its retry; the retry will run it, so carry on.
