@@ -79,6 +79,18 @@ def signal_mid_trial(
     raise AssertionError(f"worker {pid} never held a running trial")
 
 
+def barrier_code(folder: Path, parties: int) -> str:
+    """Python source that makes ``parties`` child processes leave it together (after their
+    imports), so that what follows really runs concurrently."""
+    return (
+        "import os, pathlib, time\n"
+        f"_d = pathlib.Path({str(folder)!r})\n"
+        "(_d / f'ready-{os.getpid()}').touch()\n"
+        "_t = time.monotonic() + 120\n"
+        f"while len(list(_d.glob('ready-*'))) < {parties} and time.monotonic() < _t: time.sleep(0.001)\n"
+    )
+
+
 def wait_for_study(
     url: str, name: str, proc: subprocess.Popen[str], timeout: float = 180
 ) -> tuple[optuna.storages.RDBStorage, int]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from perpbot.cli.main import app
 
 from .conftest import SYMBOL, signal_mid_trial, wait_for_study
 from .test_postgres import cli, common, key
@@ -15,7 +17,10 @@ from .test_postgres import cli, common, key
 N = 12
 
 
-def test_interrupted_study_resumes_with_the_same_trials(data_dir: Path, tmp_path: Path) -> None:
+def test_interrupted_study_resumes_with_the_same_trials(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "o"
     args = [*common(data_dir), "--out", str(out)]
     first = cli(args, tmp_path)
@@ -33,13 +38,8 @@ def test_interrupted_study_resumes_with_the_same_trials(data_dir: Path, tmp_path
         == N - len([t for t in trials if t.state.is_finished()]) + 1
     )  # the rest of the plan and the retry of the interrupted trial
 
-    again = subprocess.run(
-        [sys.executable, "-m", "perpbot.cli.main", "optimize", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert again.returncode == 0, again.stderr
+    again = CliRunner().invoke(app, ["optimize", *args])  # the same command, in-process
+    assert again.exit_code == 0, again.output
     trials = storage.get_all_trials(sid, deepcopy=False)
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == N

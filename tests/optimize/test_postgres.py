@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from optuna.trial import TrialState
 from perpbot.optimize.space import qmc_plan
 from perpbot.optimize.storage import normalize_url
 
-from .conftest import SYMBOL, signal_mid_trial, wait_for_study
+from .conftest import SYMBOL, barrier_code, signal_mid_trial, wait_for_study
 
 N = 12
 SEED = 11
@@ -134,12 +133,10 @@ def test_workers_starting_together_on_an_empty_database(pg_url: str, tmp_path: P
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {db}")
     url = plain.rsplit("/", 1)[0] + f"/{db}"
-    start = time.time() + 4  # all three processes leave their busy-wait at the same instant
     code = (
-        "import sys, time\n"
         "from perpbot.optimize.storage import open_storage\n"
-        f"while time.time() < {start}: pass\n"
-        f"print(len(open_storage({normalize_url(url)!r}, 5).get_all_studies()))\n"
+        + barrier_code(tmp_path, 3)
+        + f"print(len(open_storage({normalize_url(url)!r}, 5).get_all_studies()))\n"
     )
     procs = [
         subprocess.Popen(

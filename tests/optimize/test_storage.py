@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -13,6 +12,8 @@ import pytest
 
 from perpbot.errors import ConfigError
 from perpbot.optimize.storage import mask_url, normalize_url, open_storage
+
+from .conftest import barrier_code
 
 POPS = 25
 
@@ -34,13 +35,12 @@ def test_two_processes_never_pop_the_same_waiting_trial(tmp_path: Path) -> None:
     study = optuna.create_study(storage=open_storage(url, 5), study_name="s")
     for i in range(2 * POPS):
         study.enqueue_trial({"x": float(i)})
-    start = time.time() + 3
     code = (
-        "import json, time, optuna\n"
+        "import json, optuna\n"
         "from perpbot.optimize.storage import open_storage\n"
         f"st = optuna.load_study(storage=open_storage({url!r}, 5), study_name='s')\n"
-        f"while time.time() < {start}: pass\n"
-        "got = []\n"
+        + barrier_code(tmp_path, 2)
+        + "got = []\n"
         f"for _ in range({POPS}):\n"
         "    t = st.ask()\n"
         "    got.append(t.number)\n"
