@@ -109,3 +109,10 @@ def test_study_with_other_settings_or_data_is_refused(
     err = one_error_line(optimize(other, out, *BASE, "--trials", "3"))
     assert "was made with another data" in err
     assert trial_count(out) == 2  # no trial ran for the refused workers
+
+
+def test_ml_without_a_model_is_refused(data_dir: Path, tmp_path: Path) -> None:
+    err = one_error_line(
+        optimize(data_dir, tmp_path / "o", *BASE, "--ml", "--model-dir", str(tmp_path / "no-models"))
+    )
+    assert "--ml: no usable model for XRPUSDT" in err
