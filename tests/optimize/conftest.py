@@ -58,7 +58,13 @@ def study_name() -> str:
 
 
 def signal_mid_trial(
-    storage: optuna.storages.BaseStorage, study_id: int, pid: int, sig: signal.Signals, timeout: float
+    storage: optuna.storages.BaseStorage,
+    study_id: int,
+    pid: int,
+    sig: signal.Signals,
+    timeout: float,
+    *,
+    resume: bool = True,
 ) -> int:
     """Send ``sig`` to worker ``pid`` while it holds a RUNNING trial; returns that trial's number.
 
@@ -70,9 +76,10 @@ def signal_mid_trial(
             if str(t.user_attrs.get("worker", "")).endswith(f":{pid}"):
                 os.kill(pid, signal.SIGSTOP)
                 still = storage.get_trial(t._trial_id).state == TrialState.RUNNING
-                if still:
+                if still and sig != signal.SIGSTOP:
                     os.kill(pid, sig)
-                os.kill(pid, signal.SIGCONT)
+                if resume or not still:
+                    os.kill(pid, signal.SIGCONT)
                 if still:
                     return t.number
         time.sleep(0.005)

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -72,18 +73,31 @@ def test_two_workers_one_killed_mid_trial(
 ) -> None:
     shared = [*common(data_dir), "--storage", pg_url, "--study", study_name]
     a = cli([*shared, "--out", str(tmp_path / "a")], tmp_path)
-    b = cli([*shared, "--out", str(tmp_path / "b")], tmp_path)
     # the one-worker reference run (SQLite, same seed), concurrently to save wall time
     ref = cli([*common(data_dir), "--out", str(tmp_path / "ref")], tmp_path)
+    b: subprocess.Popen[str] | None = None
     try:
         storage, sid = wait_for_study(normalize_url(pg_url), f"{study_name}-{SYMBOL}", a)
-        victim = signal_mid_trial(storage, sid, a.pid, signal.SIGKILL, 120)
+        # Order made deterministic (whatever the machine's load): A is frozen in the middle of a
+        # trial, B joins and finishes trials beside it, then A is killed.
+        victim = signal_mid_trial(storage, sid, a.pid, signal.SIGSTOP, 120, resume=False)
+        b = cli([*shared, "--out", str(tmp_path / "b")], tmp_path)
+        deadline = time.monotonic() + 120
+        while not any(
+            str(t.user_attrs.get("worker", "")).endswith(f":{b.pid}")
+            for t in storage.get_all_trials(
+                sid, deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+            )
+        ):
+            assert time.monotonic() < deadline and b.poll() is None, "worker B never finished a trial"
+            time.sleep(0.02)
+        os.kill(a.pid, signal.SIGKILL)
         assert a.wait(timeout=30) == -signal.SIGKILL
         _, err_b = b.communicate(timeout=240)
         assert b.returncode == 0, err_b
     finally:
         for p in (a, b, ref):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
 
