@@ -89,7 +89,10 @@ class BacktestConfig:
 
     ``markets`` (symbol → frame in the data schema) replaces reading ``data_dir``; ``entry_filters``
     (symbol → filter) replaces the ``MLFilter``/``PassThroughFilter`` choice; ``symbol_filters``
-    replaces the exchange filters. Tests and the walk-forward use them.
+    replaces the exchange filters. Tests and the walk-forward use them. ``feature_arrays``
+    (symbol → the arrays ``features.feature_arrays(market, params)`` would return for the run's
+    parameters) skips the per-run feature computation: the optimiser computes the
+    parameter-independent part once and only the signal columns per trial.
     """
 
     symbols: tuple[str, ...]
@@ -108,6 +111,7 @@ class BacktestConfig:
     entry_filters: Mapping[str, EntryFilter] | None = None
     symbol_filters: Mapping[str, SymbolFilters] | None = None
     kill_switch: KillSwitchPolicy = KILL_SWITCH_ON  # --kill-switch (default on, as live)
+    feature_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -385,9 +389,16 @@ def window_slice(times: np.ndarray, start_ms: int | None, end_ms: int | None) ->
 
 
 def prepare_series(
-    symbol: str, market: pd.DataFrame, app_config: AppConfig, start_ms: int | None, end_ms: int | None
+    symbol: str,
+    market: pd.DataFrame,
+    app_config: AppConfig,
+    start_ms: int | None,
+    end_ms: int | None,
+    precomputed: Mapping[str, np.ndarray] | None = None,
 ) -> SymbolSeries | None:
-    """Features once on the whole frame, then the window slice; None when the window is empty."""
+    """Features once on the whole frame, then the window slice; None when the window is empty.
+
+    ``precomputed``: the whole frame's ``feature_arrays`` for these parameters, already computed."""
     from perpbot.ml.features import BASE_FEATURES, FEATURE_COLS, feature_arrays
 
     idx = market.index
@@ -397,7 +408,7 @@ def prepare_series(
     w = window_slice(times, start_ms, end_ms)
     if w.stop <= w.start:
         return None
-    arrays = feature_arrays(market, app_config.params_for(symbol))
+    arrays = precomputed if precomputed is not None else feature_arrays(market, app_config.params_for(symbol))
     feats = np.ascontiguousarray(np.column_stack([arrays[c][w] for c in FEATURE_COLS]), dtype=np.float64)
     feats.flags.writeable = False  # contexts hand out row views: the bot must not alter the frame
     base = np.column_stack([arrays[c][w] for c in BASE_FEATURES])
@@ -679,7 +690,8 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     warnings: list[str] = []
     prepared: list[SymbolSeries] = []
     for sym in symbols:
-        s = prepare_series(sym, markets[sym], app, cfg.start_ms, cfg.end_ms)
+        pre = None if cfg.feature_arrays is None else cfg.feature_arrays.get(sym)
+        s = prepare_series(sym, markets[sym], app, cfg.start_ms, cfg.end_ms, pre)
         if s is None:
             raise DataError(f"{sym}: no candle inside the backtest window")
         prepared.append(s)

@@ -14,6 +14,7 @@ from perpbot.cli import (
     demo_cmd,
     features_cmd,
     inspect_cmds,
+    optimize_cmd,
     simulate_cmd,
     train_cmds,
 )
@@ -54,6 +55,7 @@ for module in (
     demo_cmd,
     inspect_cmds,
     simulate_cmd,
+    optimize_cmd,
 ):
     module.register(app)
 
