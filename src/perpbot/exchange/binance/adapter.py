@@ -35,6 +35,8 @@ from perpbot.exchange.binance.checks import check_keys_and_account, check_symbol
 from perpbot.exchange.binance.client_ids import is_valid_client_id, make_client_id
 from perpbot.exchange.binance.environment import Endpoints
 from perpbot.exchange.binance.rest import BinanceRest
+from perpbot.exchange.binance.user_stream import KEEPALIVE_S, UserStream
+from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.exchange.errors import (
     NO_NEED_TO_CHANGE_MARGIN_TYPE,
     NO_SUCH_ORDER,
@@ -87,6 +89,7 @@ class BinanceExchange:
         self._handlers: list[EventHandler] = []
         self._leverage: dict[str, int] = {}
         self._rng = random.Random(0x5EED)
+        self.user_stream: UserStream | None = None
 
     def __repr__(self) -> str:
         return f"BinanceExchange({self.endpoints.env}, {self.endpoints.fapi})"
@@ -101,7 +104,21 @@ class BinanceExchange:
         check_symbols(await self.rest.exchange_info(), symbols)
         return balance
 
+    async def start_user_stream(
+        self, symbols: list[str], settings: StreamSettings | None = None, *, keepalive_s: float = KEEPALIVE_S
+    ) -> UserStream:
+        """Open the user-data stream (events go to ``subscribe``d handlers); returns once the
+        first connection is up and its baseline is taken."""
+        if self.user_stream is None:
+            self.user_stream = UserStream(self, symbols, settings=settings, keepalive_s=keepalive_s)
+            self.user_stream.start()
+        await self.user_stream.socket.connected.wait()
+        return self.user_stream
+
     async def close(self) -> None:
+        if self.user_stream is not None:
+            await self.user_stream.stop()
+            self.user_stream = None
         await self.rest.close()
 
     # ------------------------------------------------------------------ events

@@ -1,0 +1,27 @@
+"""The ``venue`` fixture: every contract test runs once per adapter."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.contract.harness import BinanceVenue, SimulatorProcess, SimVenue
+
+
+@pytest.fixture(params=["sim", "binance"])
+async def venue(request: pytest.FixtureRequest) -> AsyncIterator[SimVenue | BinanceVenue]:
+    if request.param == "sim":
+        v: SimVenue | BinanceVenue = SimVenue()
+        await v.start()
+        yield v
+        await v.close()
+        return
+    sim = SimulatorProcess().start()
+    b = BinanceVenue(sim)
+    try:
+        await b.start()
+        yield b
+    finally:
+        await b.close()
+        sim.stop()
