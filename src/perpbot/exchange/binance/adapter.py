@@ -34,6 +34,7 @@ from perpbot.exchange.binance.ccxt_client import Credentials
 from perpbot.exchange.binance.checks import check_keys_and_account, check_symbols
 from perpbot.exchange.binance.client_ids import is_valid_client_id, make_client_id
 from perpbot.exchange.binance.environment import Endpoints
+from perpbot.exchange.binance.market_stream import Candle, KlineFeed
 from perpbot.exchange.binance.rest import BinanceRest
 from perpbot.exchange.binance.user_stream import KEEPALIVE_S, UserStream
 from perpbot.exchange.binance.ws import StreamSettings
@@ -114,6 +115,35 @@ class BinanceExchange:
             self.user_stream.start()
         await self.user_stream.socket.connected.wait()
         return self.user_stream
+
+    def kline_feed(
+        self,
+        symbols: list[str],
+        on_candle: Callable[[Candle], Awaitable[None]],
+        settings: StreamSettings | None = None,
+        *,
+        preload: int = 300,
+        candle_grace_s: float | None = None,
+    ) -> KlineFeed:
+        """The market stream of ``symbols`` on this venue, backfilled through this adapter's REST."""
+
+        async def fetch(symbol: str, start_ms: int | None, limit: int) -> list[list[Any]]:
+            return await self.klines(symbol, "15m", start_ms=start_ms, limit=limit)
+
+        return KlineFeed(
+            self.endpoints,
+            symbols,
+            fetch,
+            on_candle,
+            server_ms=self.server_ms,
+            settings=settings,
+            preload=preload,
+            candle_grace_s=candle_grace_s,
+        )
+
+    def server_ms(self) -> int:
+        """Binance's clock as measured at the last time sync."""
+        return self.now_ms() - self.rest.time_offset_ms
 
     async def close(self) -> None:
         if self.user_stream is not None:
