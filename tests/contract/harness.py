@@ -17,11 +17,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from perpbot.domain.events import ExchangeEvent
 from perpbot.exchange.binance.adapter import BinanceExchange
@@ -90,22 +91,28 @@ class SimulatorProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
 
-    def start(self, timeout_s: float = 30.0) -> SimulatorProcess:
+    def spawn(self) -> SimulatorProcess:
         cmd = [PERPBOT, "simulate", "--symbols", ",".join(SYMBOLS), "--days", str(DAYS), "--port", "0"]
         cmd += list(self.args)
         if "--speed" not in self.args:
             cmd += ["--speed", "0"]
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
+        return self
+
+    def wait_ready(self) -> SimulatorProcess:
+        """Block until the one ``listening on`` line (the process's readiness signal)."""
+        assert self.proc is not None and self.proc.stdout is not None
         line = self.proc.stdout.readline()
         m = LISTENING.search(line)
-        if m is None or time.monotonic() > deadline:
-            self.stop()
-            raise RuntimeError(f"perpbot simulate did not start: {line!r}")
+        if m is None:
+            err = self.stop()
+            raise RuntimeError(f"perpbot simulate did not start: {line!r} {err[-500:]!r}")
         self.port = int(m.group(2))
         return self
+
+    def start(self) -> SimulatorProcess:
+        return self.spawn().wait_ready()
 
     @property
     def http(self) -> str:
@@ -131,6 +138,35 @@ class SimulatorProcess:
             if f is not None:
                 f.close()
         return err
+
+
+class SimulatorPool:
+    """Fresh simulators without waiting for their start-up: while a test uses one, the next one
+    (default options) is already starting. Each test still gets a process nobody else touched."""
+
+    def __init__(self) -> None:
+        self._spare: SimulatorProcess | None = None
+        self._used: list[SimulatorProcess] = []
+
+    def take(self, *args: str) -> SimulatorProcess:
+        if args:
+            sim = SimulatorProcess(*args).spawn()
+        else:
+            sim = self._spare or SimulatorProcess().spawn()
+            self._spare = SimulatorProcess().spawn()
+        self._used.append(sim)
+        return sim.wait_ready()
+
+    def release(self, sim: SimulatorProcess) -> None:
+        """SIGTERM now; the exit is collected at ``close`` (the test need not wait for it)."""
+        if sim.proc is not None and sim.proc.poll() is None:
+            sim.proc.send_signal(signal.SIGTERM)
+
+    def close(self) -> None:
+        for sim in [*self._used, *([self._spare] if self._spare else [])]:
+            sim.stop()
+        self._used.clear()
+        self._spare = None
 
 
 class BinanceVenue:
@@ -207,3 +243,10 @@ class BinanceVenue:
         await self.ex.close()
         if self._http is not None:
             await self._http.close()
+
+
+@pytest.fixture(scope="session")
+def sim_pool() -> Iterator[SimulatorPool]:
+    pool = SimulatorPool()
+    yield pool
+    pool.close()

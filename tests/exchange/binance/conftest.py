@@ -1,4 +1,4 @@
-"""A ``perpbot simulate`` child process per test and a connected ``BinanceExchange`` on it."""
+"""A fresh ``perpbot simulate`` child process per test and ``BinanceExchange`` venues on it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 
-from tests.contract.harness import BinanceVenue, SimulatorProcess
+from tests.contract.harness import BinanceVenue, SimulatorPool, SimulatorProcess, sim_pool
+
+__all__ = ["sim_pool"]
 
 
 @pytest.fixture
-async def start_venue() -> AsyncIterator[Callable[..., Any]]:
-    """``await start_venue(*simulate_args, **venue_kwargs)``; everything is stopped afterwards."""
+async def start_venue(sim_pool: SimulatorPool) -> AsyncIterator[Callable[..., Any]]:
+    """``await start_venue(*simulate_args, sim=None, connect=True, **venue_kwargs)``."""
     sims: list[SimulatorProcess] = []
     venues: list[BinanceVenue] = []
 
@@ -20,7 +22,7 @@ async def start_venue() -> AsyncIterator[Callable[..., Any]]:
         *args: str, sim: SimulatorProcess | None = None, connect: bool = True, **kw: Any
     ) -> BinanceVenue:
         if sim is None:
-            sim = SimulatorProcess(*args).start()
+            sim = sim_pool.take(*args)
             sims.append(sim)
         v = BinanceVenue(sim, **kw)
         venues.append(v)
@@ -32,4 +34,4 @@ async def start_venue() -> AsyncIterator[Callable[..., Any]]:
     for v in venues:
         await v.close()
     for s in sims:
-        s.stop()
+        sim_pool.release(s)

@@ -104,7 +104,7 @@ class KlineFeed:
         rows = await asyncio.gather(*(self._fetch(s, None, self.preload_n + 1) for s in self.symbols))
         out: dict[str, list[Candle]] = {}
         for sym, rs in zip(self.symbols, rows, strict=True):
-            closed = self._closed(sym, rs)
+            closed = self._closed(sym, rs)[-self.preload_n :]
             out[sym] = closed
             if closed:
                 self.last_open[sym] = closed[-1].open_ms
