@@ -52,8 +52,8 @@ def ccxt_client(srv: SimServer, **options: Any) -> ccxt.pro.binanceusdm:
 async def start_sim() -> AsyncIterator[Callable[..., Any]]:
     started: list[SimServer] = []
 
-    async def start(**kw: Any) -> SimServer:
-        srv = SimServer(make_config(**kw))
+    async def start(wall_ms: Callable[[], int] | None = None, **kw: Any) -> SimServer:
+        srv = SimServer(make_config(**kw), **({"wall_ms": wall_ms} if wall_ms else {}))
         await srv.start()
         started.append(srv)
         return srv
@@ -79,3 +79,13 @@ async def ex(sim: SimServer) -> AsyncIterator[ccxt.pro.binanceusdm]:
 async def http(sim: SimServer) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{sim.port}") as s:
         yield s
+
+
+def signed_query(srv: SimServer, params: dict[str, Any]) -> str:
+    """A query string signed the way Binance documents it (timestamp from the server's clock)."""
+    from urllib.parse import urlencode
+
+    from perpbot.simulator.auth import sign
+
+    q = urlencode({**params, "timestamp": srv.server_ms()})
+    return f"{q}&signature={sign(srv.cfg.api_secret, q)}"
