@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 INVALID_KEY = -2015  # "Invalid API-key, IP, or permissions for action."
 REJECTED_KEY = -2014  # "API-key format invalid."
+BAD_SIGNATURE = -1022  # "Signature for this request is not valid." (wrong secret)
 UNKNOWN_ROUTE = -5000  # a venue that does not serve the route (the simulator, for a few reads)
 
 Call = Callable[..., Awaitable[Any]]
@@ -34,7 +35,7 @@ async def check_keys_and_account(call: Call, env: str) -> float:
     try:
         account = await call("fapiPrivateV2GetAccount")
     except ExchangeError as exc:
-        if exc.code in (INVALID_KEY, REJECTED_KEY):
+        if exc.code in (INVALID_KEY, REJECTED_KEY, BAD_SIGNATURE):
             raise SetupError(
                 f"Binance refused the API key ({exc.code}): wrong key/secret for BINANCE_ENV={env}, "
                 "the key lacks 'Enable Futures', or this IP is not whitelisted"
