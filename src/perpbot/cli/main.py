@@ -9,6 +9,7 @@ from perpbot.cli import (
     config_cmd,
     data_cmds,
     demo_cmd,
+    exchange_cmd,
     features_cmd,
     simulate_cmd,
     train_cmds,
@@ -27,7 +28,16 @@ def _root() -> None:
     """perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter."""
 
 
-for module in (config_cmd, data_cmds, features_cmd, train_cmds, backtest_cmd, demo_cmd, simulate_cmd):
+for module in (
+    config_cmd,
+    data_cmds,
+    features_cmd,
+    train_cmds,
+    backtest_cmd,
+    demo_cmd,
+    simulate_cmd,
+    exchange_cmd,
+):
     module.register(app)
 
 
