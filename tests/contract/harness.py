@@ -166,6 +166,82 @@ class SimulatorPool:
         self._spare.clear()
 
 
+class BinanceVenue:
+    """``BinanceExchange`` against a ``perpbot simulate`` child process."""
+
+    name = "binance"
+
+    def __init__(
+        self,
+        sim: SimulatorProcess,
+        *,
+        key: str = DEFAULT_API_KEY,
+        secret: str = DEFAULT_API_SECRET,
+        budget: WeightBudget | None = None,
+        stream: StreamSettings | None = None,
+    ) -> None:
+        self.sim = sim
+        endpoints = resolve_endpoints("custom", sim.http, sim.ws)
+        self.ex = BinanceExchange(
+            endpoints, Credentials(key, secret), budget=budget or WeightBudget(), retry_delay_s=0.05
+        )
+        self.events: list[ExchangeEvent] = []
+        self.ex.subscribe(self._on_event)
+        self.stream_settings = stream or StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5)
+        self._http: aiohttp.ClientSession | None = None
+
+    async def _on_event(self, ev: ExchangeEvent) -> None:
+        self.events.append(ev)
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession(base_url=self.sim.http)
+        await self.ex.connect(list(SYMBOLS))
+        await self.ex.start_user_stream(list(SYMBOLS), self.stream_settings)
+
+    async def control(self, method: str, path: str, json_body: Any = None) -> Any:
+        assert self._http is not None
+        async with self._http.request(method, path, json=json_body) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+    async def state(self) -> dict[str, Any]:
+        return dict(await self.control("GET", "/sim/state"))
+
+    async def inject(self, *faults: dict[str, Any]) -> None:
+        await self.control("POST", "/sim/faults", list(faults))
+
+    async def advance(self, bars: int = 1) -> None:
+        await self.control("POST", f"/sim/advance?bars={bars}")
+        await self.settle()
+
+    async def settle(
+        self, until: Callable[[list[ExchangeEvent]], bool] | None = None, timeout_s: float = 5.0
+    ) -> None:
+        """Wait until ``until(events)`` holds, or (without it) until no event came for 150 ms."""
+        deadline = time.monotonic() + timeout_s
+        seen, quiet_since = len(self.events), time.monotonic()
+        while time.monotonic() < deadline:
+            if until is not None and until(self.events):
+                return
+            await asyncio.sleep(0.02)
+            if len(self.events) != seen:
+                seen, quiet_since = len(self.events), time.monotonic()
+            elif until is None and time.monotonic() - quiet_since >= 0.15:
+                return
+        if until is not None:
+            raise AssertionError(f"condition not met within {timeout_s} s; events: {self.events}")
+
+    async def price(self, symbol: str) -> float:
+        assert self._http is not None
+        async with self._http.get("/fapi/v1/premiumIndex", params={"symbol": symbol}) as r:
+            return float((await r.json())["markPrice"])
+
+    async def close(self) -> None:
+        await self.ex.close()
+        if self._http is not None:
+            await self._http.close()
+
+
 @pytest.fixture(scope="session")
 def sim_pool() -> Iterator[SimulatorPool]:
     pool = SimulatorPool()
