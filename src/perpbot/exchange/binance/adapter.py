@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,22 +34,18 @@ from perpbot.exchange.binance.checks import check_keys_and_account, check_symbol
 from perpbot.exchange.binance.client_ids import is_valid_client_id, make_client_id
 from perpbot.exchange.binance.environment import Endpoints
 from perpbot.exchange.binance.market_stream import Candle, KlineFeed
+from perpbot.exchange.binance.placement import IdempotentPlacer, paged
 from perpbot.exchange.binance.rest import BinanceRest
 from perpbot.exchange.binance.user_stream import KEEPALIVE_S, UserStream
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.exchange.errors import (
     NO_NEED_TO_CHANGE_MARGIN_TYPE,
-    NO_SUCH_ORDER,
     ExchangeError,
-    ExchangeUnavailable,
 )
 from perpbot.exchange.port import EventHandler
 
 log = logging.getLogger(__name__)
 
-DUPLICATE_CLIENT_ID = -4116
-PLACE_ATTEMPTS = 3  # sends of one order (same client id) before the caller gets the unknown outcome
-QUERY_ATTEMPTS = 4  # lookups of one client id after an unknown outcome
 PAGE = 1000  # Binance's page size for income and userTrades
 BAR_MS = 15 * 60_000
 
@@ -85,11 +80,9 @@ class BinanceExchange:
         self.working_type = working_type
         self.price_protect = price_protect
         self.now_ms = now_ms
-        self.retry_delay_s = retry_delay_s
-        self._sleep = sleep
+        self._placer = IdempotentPlacer(self.rest.call, retry_delay_s=retry_delay_s, sleep=sleep)
         self._handlers: list[EventHandler] = []
         self._leverage: dict[str, int] = {}
-        self._rng = random.Random(0x5EED)
         self.user_stream: UserStream | None = None
 
     def __repr__(self) -> str:
@@ -245,7 +238,7 @@ class BinanceExchange:
         async def lookup() -> Any:
             return await self.rest.call("fapiPrivateGetOrder", {"symbol": symbol, "origClientOrderId": cid})
 
-        d = await self._place("fapiPrivatePostOrder", params, lookup, cid)
+        d = await self._placer.place("fapiPrivatePostOrder", params, lookup, cid)
         o = codec.order_from_json(d)
         return OrderResult(o.order_id, o.status, o.executed_qty, o.avg_price)
 
@@ -284,49 +277,8 @@ class BinanceExchange:
         async def lookup() -> Any:
             return await self.rest.call("fapiPrivateGetAlgoOrder", {"symbol": symbol, "clientAlgoId": cid})
 
-        d = await self._place("fapiPrivatePostAlgoOrder", params, lookup, cid)
+        d = await self._placer.place("fapiPrivatePostAlgoOrder", params, lookup, cid)
         return codec.algo_from_json(d)
-
-    async def _place(
-        self, name: str, params: dict[str, Any], lookup: Callable[[], Awaitable[Any]], cid: str
-    ) -> Any:
-        """Send; on an unknown outcome adopt the order found under ``cid`` or resend the same id."""
-        last: ExchangeError | None = None
-        for attempt in range(1, PLACE_ATTEMPTS + 1):
-            try:
-                return await self.rest.call(name, params)
-            except ExchangeUnavailable as exc:
-                last = exc
-                log.warning("binance: %s %s outcome unknown (%s); looking it up", name, cid, exc)
-            except ExchangeError as exc:
-                if exc.code != DUPLICATE_CLIENT_ID or attempt == 1:
-                    raise
-                last = exc  # our earlier send did arrive: adopt it below
-            found = await self._lookup(lookup, cid)
-            if found is not None:
-                log.warning("binance: adopted %s (client id %s) instead of sending it again", name, cid)
-                return found
-            await self._sleep(self._backoff(attempt))
-        assert last is not None
-        raise ExchangeUnavailable(f"{cid}: outcome unknown after {PLACE_ATTEMPTS} sends ({last})")
-
-    async def _lookup(self, lookup: Callable[[], Awaitable[Any]], cid: str) -> Any | None:
-        """The order placed under ``cid``, None when Binance does not know it (-2013)."""
-        for attempt in range(1, QUERY_ATTEMPTS + 1):
-            try:
-                return await lookup()
-            except ExchangeUnavailable as exc:
-                log.warning("binance: lookup of %s failed (%s), attempt %d", cid, exc, attempt)
-                await self._sleep(self._backoff(attempt))
-            except ExchangeError as exc:
-                if exc.code in (NO_SUCH_ORDER, -2011):
-                    return None
-                raise
-        raise ExchangeUnavailable(f"{cid}: cannot tell whether the order exists (lookups failed)")
-
-    def _backoff(self, attempt: int) -> float:
-        base = self.retry_delay_s * (2 ** (attempt - 1))
-        return base * (0.5 + self._rng.random())
 
     async def open_orders(self, symbol: str) -> list[Order]:
         rows = await self.rest.call("fapiPrivateGetOpenOrders", {"symbol": symbol})
@@ -357,37 +309,21 @@ class BinanceExchange:
         base: dict[str, Any] = {"symbol": symbol, "limit": PAGE}
         if len(income_types) == 1:
             base["incomeType"] = income_types[0]
-        rows = await self._paged(
-            "fapiPrivateGetIncome", base, start_ms, lambda r: (r["tranId"], r["incomeType"])
+        rows = await paged(
+            self.rest.call, "fapiPrivateGetIncome", base, start_ms, lambda r: (r["tranId"], r["incomeType"])
         )
         out = [codec.income_from_json(r) for r in rows]
         return [r for r in out if not income_types or r.income_type in income_types]
 
     async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
-        rows = await self._paged(
-            "fapiPrivateGetUserTrades", {"symbol": symbol, "limit": PAGE}, start_ms, lambda r: r["id"]
+        rows = await paged(
+            self.rest.call,
+            "fapiPrivateGetUserTrades",
+            {"symbol": symbol, "limit": PAGE},
+            start_ms,
+            lambda r: r["id"],
         )
         return [codec.trade_from_json(r) for r in rows]
-
-    async def _paged(
-        self, name: str, base: dict[str, Any], start_ms: int, key: Callable[[dict[str, Any]], Any]
-    ) -> list[dict[str, Any]]:
-        """Pages by ``startTime``: the next page starts at the last row's time (rows of that same
-        millisecond are fetched again and de-duplicated by ``key``)."""
-        out: list[dict[str, Any]] = []
-        seen: set[Any] = set()
-        start = max(int(start_ms), 0)
-        while True:
-            page = await self.rest.call(name, {**base, "startTime": start})
-            fresh = [r for r in page if key(r) not in seen]
-            for r in fresh:
-                seen.add(key(r))
-            out.extend(fresh)
-            if len(page) < PAGE or not fresh:
-                break
-            start = int(page[-1]["time"])
-        out.sort(key=lambda r: int(r["time"]))
-        return out
 
     async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
         params: dict[str, Any] = {"symbol": symbol}
