@@ -82,3 +82,25 @@ async def test_recovery_reads_find_orders_by_client_id(venue: Venue) -> None:
     with pytest.raises(ExchangeError) as err:
         await ex.get_order("XRPUSDT", client_order_id="never-sent")
     assert err.value.code == NO_SUCH_ORDER
+
+
+async def test_partial_fills_are_reported_one_execution_at_a_time(venue: Venue) -> None:
+    if venue.name == "binance":
+        pytest.skip("perpbot simulate has no partial-fill fault yet (requests_h9_to_h8.md #2)")
+    from perpbot.exchange.sim.faults import FaultPlan, OrderScript
+    from tests.contract.harness import SimVenue
+
+    v = SimVenue(FaultPlan(orders={"pf-1": OrderScript(executions=(0.3, 0.5, 0.2))}))
+    await v.start()
+    try:
+        r = await v.ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="pf-1")
+        await v.settle()
+    finally:
+        await v.close()
+    trades = [e for e in v.events if isinstance(e, OrderTradeUpdate) and e.execution_type == "TRADE"]
+    assert [(t.status, t.last_filled_qty, t.cumulative_filled_qty) for t in trades] == [
+        (OrderStatus.PARTIALLY_FILLED, 30.0, 30.0),
+        (OrderStatus.PARTIALLY_FILLED, 50.0, 80.0),
+        (OrderStatus.FILLED, 20.0, 100.0),
+    ]
+    assert r.executed_qty == 100.0 and len({t.trade_id for t in trades}) == 3
