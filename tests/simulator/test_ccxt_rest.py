@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ccxt.pro
+import numpy as np
 import pytest
 
 from perpbot.simulator.server import SimServer
@@ -113,3 +114,58 @@ async def test_ohlcv_and_funding_rate(ex: ccxt.pro.binanceusdm, sim: SimServer) 
     assert fr["fundingRate"] == float(s.funding[last]) and fr["markPrice"] == float(s.close[last])
     oi = await ex.fetch_open_interest(SYM)
     assert oi["openInterestAmount"] > 0
+
+
+async def test_cancel_all_touches_only_its_own_book(ex: ccxt.pro.binanceusdm, sim: SimServer) -> None:
+    await ex.load_markets()
+    await ex.create_order(SYM, "market", "buy", 10)
+    stop = round(sim.venue.mark("XRPUSDT") * 0.9, 4)
+    await ex.create_order(SYM, "STOP_MARKET", "sell", 10, None, {"stopPrice": stop, "reduceOnly": True})
+    await ex.cancel_all_orders(SYM)  # DELETE allOpenOrders: normal orders only
+    assert len(await ex.fetch_open_orders(SYM, params={"trigger": True})) == 1
+    await ex.cancel_all_orders(SYM, {"trigger": True})  # DELETE algoOpenOrders
+    assert await ex.fetch_open_orders(SYM, params={"trigger": True}) == []
+
+
+async def test_server_and_bare_engine_agree_on_every_fill(ex: ccxt.pro.binanceusdm, sim: SimServer) -> None:
+    """The same orders at the same candles through ccxt + server and through a bare
+    ``MatchingEngine`` built like the backtest's give identical fills and balances."""
+    from perpbot.domain.types import OrderSide, OrderType
+    from perpbot.exchange.known_filters import derived_filters
+    from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+
+    s = sim.market.series["XRPUSDT"]
+    first = sim.venue.offsets["XRPUSDT"]
+    bare = MatchingEngine(
+        SimSettings(initial_balance=1000.0),
+        {"XRPUSDT": derived_filters("XRPUSDT", float(np.nanmedian(s.close)))},
+    )
+    bare.add_bars(
+        "XRPUSDT",
+        s.open_time[first:],
+        s.open[first:],
+        s.high[first:],
+        s.low[first:],
+        s.close[first:],
+        s.funding[first:],
+    )
+    bare.process_bar("XRPUSDT", 0)
+    await ex.load_markets()
+    await ex.create_order(SYM, "market", "sell", 50)
+    bare.market_order("XRPUSDT", OrderSide.SELL, 50.0)
+    last = bare.last_price("XRPUSDT")
+    sl, tp = round(last * 1.01, 4), round(last * 0.995, 4)
+    await ex.create_order(SYM, "market", "buy", 50, None, {"stopLossPrice": sl, "reduceOnly": True})
+    await ex.create_order(SYM, "market", "buy", 50, None, {"takeProfitPrice": tp, "reduceOnly": True})
+    bare.place_algo("XRPUSDT", OrderType.STOP_MARKET, OrderSide.BUY, 50.0, sl)
+    bare.place_algo("XRPUSDT", OrderType.TAKE_PROFIT_MARKET, OrderSide.BUY, 50.0, tp)
+    for i in range(1, 97):
+        sim.replay.advance(1)
+        bare.process_bar("XRPUSDT", i)
+    served = await ex.fetch_my_trades(SYM)
+    expected = bare.fills("XRPUSDT")
+    assert len(expected) >= 2
+    assert [(t["price"], t["amount"], t["timestamp"]) for t in served] == [
+        (f.price, f.quantity, f.time_ms) for f in expected
+    ]
+    assert (await ex.fetch_balance())["USDT"]["total"] == pytest.approx(bare.balance(), abs=1e-12)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import pytest
 
+from perpbot.simulator.errors import BinanceError
 from perpbot.simulator.weights import RateLimiter, request_weight
 from tests.simulator.conftest import signed_query
 
@@ -70,3 +72,18 @@ async def test_order_counts_on_order_answers(start_sim: Any) -> None:
                 assert r.headers["X-MBX-ORDER-COUNT-1M"] == str(n)
         async with http.get("/fapi/v1/time") as r:
             assert "X-MBX-ORDER-COUNT-1M" not in r.headers and "X-MBX-USED-WEIGHT-1M" in r.headers
+
+
+def test_order_rate_limit_is_429_with_1015() -> None:
+    clock = FakeClock(1_800_000_000_000)
+    rl = RateLimiter(clock, orders_10s_limit=2)
+    rl.admit(0, True)
+    rl.admit(0, True)
+    with pytest.raises(BinanceError) as err:
+        rl.admit(0, True)
+    assert (err.value.status, err.value.code, err.value.headers["Retry-After"]) == (429, -1015, "10")
+    clock.ms += 10_000
+    rl.admit(0, True)
+    assert (
+        rl.headers(True)["X-MBX-ORDER-COUNT-10S"] == "1" and rl.headers(True)["X-MBX-ORDER-COUNT-1M"] == "3"
+    )

@@ -35,6 +35,9 @@ class SimulatorConfig:
     weight_limit: int = 2400
     max_body_bytes: int = 64 * 1024
     listen_key_validity_s: float = 3600.0
+    # > 0: split every fill into executions of at most this quantity (PARTIALLY_FILLED … FILLED
+    # on the user stream), the engine's knob for exercising clients' per-execution handling.
+    max_fill_qty_per_execution: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.symbols:

@@ -79,7 +79,7 @@ async def post_advance(request: web.Request) -> web.StreamResponse:
             raise BinanceError(
                 -1130, f"Data sent for parameter 'bars' is not valid: expected 1..{MAX_ADVANCE}."
             )
-        n = srv.replay.advance(int(raw))
+        n = await srv.replay.advance_async(int(raw))
         return json_response(
             {"advanced": n, "replay_time_ms": srv.venue.now_ms, "finished": srv.replay.finished}
         )

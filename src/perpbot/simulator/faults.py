@@ -6,11 +6,12 @@ default 1) or ``seconds`` (a wall-clock span); optional ``endpoint`` (a path) an
 
 Kinds: ``http_error`` (``status`` 5xx), ``unknown_after_execution`` (the order *is* executed, the
 reply is a 503 "Unknown error"), ``latency`` (``ms``), ``rate_limit_burst`` (429 / -1003),
-``time_skew`` (``ms`` added to server time: -1021 for clients that do not resync),
-``reject_orders`` (``code`` one of -2019, -2022, -4118, -1111, -4164, -4116, -1000; ``order_kind``
-``order`` | ``algo`` | ``any``), ``drop_connection`` (``stream`` market | private: TCP abort, the
-client sees close code 1006), ``silent_stream`` (``stream``; connected, pings answered, no data),
-``expire_listen_key`` (the key dies now: ``listenKeyExpired`` then close).
+``time_skew`` (``ms`` added to server time for ``seconds``: -1021 for clients that do not
+resync), ``reject_orders`` (``code`` one of -2019, -2022, -4118, -1111, -4164, -4116, -1000,
+-1008; ``order_kind`` ``order`` | ``algo`` | ``any``), ``drop_connection`` (``stream`` market |
+private: TCP abort, the client sees close code 1006), ``silent_stream`` (``stream``; connected,
+pings answered, no data; a ``count`` counts withheld events), ``expire_listen_key`` (the key
+dies now: ``listenKeyExpired``, then the socket closes).
 """
 
 from __future__ import annotations
@@ -100,18 +101,20 @@ def parse_faults(doc: Any, now_ms: int, where: str) -> list[Fault]:
             raise ValueError(f"{at}: 'count' must be a positive integer")
         if seconds is not None and (not isinstance(seconds, (int, float)) or seconds <= 0):
             raise ValueError(f"{at}: 'seconds' must be a positive number")
-        _check_params(kind, params, at)
+        _check_params(kind, params, at, seconds)
         until = now_ms + int(seconds * 1000) if seconds is not None else None
         remaining = None if until is not None else (count if count is not None else 1)
         out.append(Fault(kind, params, remaining, until, item.get("endpoint"), item.get("symbol")))
     return out
 
 
-def _check_params(kind: str, p: dict[str, Any], at: str) -> None:
+def _check_params(kind: str, p: dict[str, Any], at: str, seconds: float | None) -> None:
     if kind == "http_error" and p.get("status", 500) not in (500, 502, 503, 504):
         raise ValueError(f"{at}: http_error 'status' must be 500, 502, 503 or 504")
     if kind in ("latency", "time_skew") and not isinstance(p.get("ms"), (int, float)):
         raise ValueError(f"{at}: {kind} needs 'ms' (a number)")
+    if kind == "time_skew" and seconds is None:
+        raise ValueError(f"{at}: time_skew is a span: give 'seconds'")
     if kind == "reject_orders":
         if p.get("code") not in REJECT_MESSAGES:
             raise ValueError(f"{at}: reject_orders 'code' must be one of {sorted(REJECT_MESSAGES)}")

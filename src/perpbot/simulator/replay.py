@@ -66,6 +66,18 @@ class Replay:
             self.candles += 1
         return done
 
+    async def advance_async(self, bars: int, chunk: int = 16) -> int:
+        """``advance`` in chunks, yielding to the event loop between them so that stream writers
+        keep flushing (a month in one call must not pile every frame up in the send queues)."""
+        done = 0
+        while done < bars:
+            n = self.advance(min(chunk, bars - done))
+            if n == 0:
+                break
+            done += n
+            await asyncio.sleep(0)
+        return done
+
     def start(self) -> None:
         """Start pacing by wall time (no-op at speed 0)."""
         if self.speed > 0 and self._task is None:

@@ -93,7 +93,7 @@ class SimServer:
         self.cfg = cfg
         self.wall_ms = wall_ms
         self.market = market or load_market_data(list(cfg.symbols), cfg.data_dir, cfg.from_ms, cfg.days)
-        self.venue = Venue.create(self.market, cfg.balance)
+        self.venue = Venue.create(self.market, cfg.balance, cfg.max_fill_qty_per_execution)
         self.faults = FaultBook(wall_ms)
         self.auth = Authenticator(cfg.api_key, cfg.api_secret, self.server_ms)
         self.limiter = RateLimiter(wall_ms, cfg.weight_limit)

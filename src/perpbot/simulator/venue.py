@@ -28,6 +28,7 @@ from perpbot.domain.types import (
     OrderStatus,
     OrderType,
 )
+from perpbot.errors import ConfigError
 from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.known_filters import derived_filters
 from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
@@ -76,16 +77,17 @@ class Venue:
     fill_count: int = 0
 
     @classmethod
-    def create(cls, market: Market, balance: float) -> Venue:
+    def create(cls, market: Market, balance: float, max_fill_qty: float = 0.0) -> Venue:
         """Engine over each symbol's bars from the one before the replay start; that bar is
         processed at once, so the account starts between two candles like a running exchange."""
         filters = {s: derived_filters(s, float(np.nanmedian(x.close))) for s, x in market.series.items()}
-        engine = MatchingEngine(SimSettings(initial_balance=balance), filters)
+        settings = SimSettings(initial_balance=balance, max_fill_qty_per_execution=max_fill_qty)
+        engine = MatchingEngine(settings, filters)
         offsets: dict[str, int] = {}
         for s, x in market.series.items():
             first = int(np.searchsorted(x.open_time, market.start_ms)) - 1
             if first < 0:
-                raise BinanceError(-1000, f"{s}: no candle before the replay start")
+                raise ConfigError(f"{s}: no candle before the replay start; pick a later --from")
             offsets[s] = first
             engine.add_bars(
                 s,

@@ -79,7 +79,10 @@ class MarketHub:
             conn = StreamConn(request, self.cfg, "market", combined)
             initial = [s for s in request.query.get("streams", "").split("/") if s] if combined else []
             if len(initial) > self.cfg.max_streams:
-                raise web.HTTPBadRequest(text="Too many streams")
+                raise web.HTTPBadRequest(text=f"Too many streams (at most {self.cfg.max_streams})")
+            bad = next((s for s in initial if not self.valid_stream(s)), None)
+            if bad is not None:
+                raise web.HTTPBadRequest(text=f"Invalid stream name {bad!r}")
             for s in initial:
                 self._sub(conn, s)
             self.conns.add(conn)
