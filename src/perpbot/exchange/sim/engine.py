@@ -394,6 +394,10 @@ class MatchingEngine:
             self._clock_book = None
         return self._now
 
+    def bar_index(self, symbol: str) -> int:
+        """Index of the last processed bar of ``symbol`` (-1 before the first)."""
+        return self._book(symbol).i
+
     def last_price(self, symbol: str) -> float:
         """``close`` of the last processed bar (``open[0]`` before the first one)."""
         b = self._book(symbol)
