@@ -193,14 +193,18 @@ class BinanceVenue:
     async def _on_event(self, ev: ExchangeEvent) -> None:
         self.events.append(ev)
 
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(base_url=self.sim.http)
+        return self._http
+
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(base_url=self.sim.http)
         await self.ex.connect(list(SYMBOLS))
         await self.ex.start_user_stream(list(SYMBOLS), self.stream_settings)
 
     async def control(self, method: str, path: str, json_body: Any = None) -> Any:
-        assert self._http is not None
-        async with self._http.request(method, path, json=json_body) as r:
+        async with self.http.request(method, path, json=json_body) as r:
             assert r.status == 200, await r.text()
             return await r.json()
 
@@ -232,8 +236,7 @@ class BinanceVenue:
             raise AssertionError(f"condition not met within {timeout_s} s; events: {self.events}")
 
     async def price(self, symbol: str) -> float:
-        assert self._http is not None
-        async with self._http.get("/fapi/v1/premiumIndex", params={"symbol": symbol}) as r:
+        async with self.http.get("/fapi/v1/premiumIndex", params={"symbol": symbol}) as r:
             return float((await r.json())["markPrice"])
 
     async def close(self) -> None:
