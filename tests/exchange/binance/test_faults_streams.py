@@ -142,3 +142,76 @@ async def test_expired_listen_key_gets_a_new_key_and_no_event_is_lost(start_venu
     assert sorted(trades) == sorted(f.trade_id for f in await v.ex.user_trades("TRXUSDT"))
     assert len(trades) == len(set(trades)) == 2
     assert us.recovered >= 1  # the execution that happened while deaf came from the REST resync
+
+
+async def test_trigger_while_deaf_is_recovered_as_algo_update_and_fill(start_venue: Start) -> None:
+    from perpbot.domain.events import AlgoUpdate
+    from perpbot.domain.types import AlgoStatus, OrderType
+
+    v = await start_venue(stream=SLOW)
+    us = v.ex.user_stream
+    assert us is not None
+    await v.ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="deaf-in")
+    price = await v.price("XRPUSDT")
+    tp = await v.ex.place_conditional(
+        "XRPUSDT",
+        OrderType.TAKE_PROFIT_MARKET,
+        OrderSide.SELL,
+        100.0,
+        round(price * 1.003, 4),
+        client_algo_id="deaf-tp",
+    )
+    await v.settle(lambda ev: any(isinstance(e, AlgoUpdate) and e.algo_id == tp.algo_id for e in ev))
+    await v.inject({"kind": "drop_connection", "stream": "private"})
+    await v.control("POST", "/sim/advance?bars=1")  # the take-profit fires while the stream is down
+    assert await v.ex.position("XRPUSDT") is None
+    await v.settle(
+        lambda ev: any(
+            isinstance(e, AlgoUpdate) and e.algo_id == tp.algo_id and e.status is AlgoStatus.FINISHED
+            for e in ev
+        )
+    )
+    fired = (await v.ex.get_conditional("XRPUSDT", algo_id=tp.algo_id)).triggered_order_id
+    await v.settle(lambda ev: any(isinstance(e, OrderTradeUpdate) and e.order_id == fired for e in ev))
+    fill = next(e for e in v.events if isinstance(e, OrderTradeUpdate) and e.order_id == fired)
+    assert fill.reduce_only and fill.execution_type == "TRADE" and fill.realized_pnl > 0
+    assert us.recovered >= 2
+
+
+async def test_connection_is_renewed_before_the_24h_cut_without_losing_candles(start_venue: Start) -> None:
+    v = await start_venue()
+    got: list[Candle] = []
+
+    async def on_candle(c: Candle) -> None:
+        got.append(c)
+
+    feed = v.ex.kline_feed(["XRPUSDT"], on_candle, StreamSettings(max_age_s=0.3, backoff_s=0.05), preload=3)
+    history = await feed.preload()
+    feed.start()
+    try:
+        await _wait(lambda: feed.socket.renewals >= 2)
+        for _ in range(3):
+            await v.advance(1)
+            await asyncio.sleep(0.15)
+        await _wait(lambda: len(got) == 3)
+    finally:
+        await feed.stop()
+    assert feed.socket.failures == 0
+    assert len(_contiguous([*history["XRPUSDT"], *got], "XRPUSDT")) == 6
+
+
+async def test_no_closed_candle_by_close_plus_grace_forces_a_reconnect(start_venue: Start) -> None:
+    v = await start_venue()
+
+    async def on_candle(c: Candle) -> None:
+        return None
+
+    feed = v.ex.kline_feed(["XRPUSDT"], on_candle, FAST, preload=3, candle_grace_s=0.2)
+    await feed.preload()
+    last = feed.last_open["XRPUSDT"]
+    feed.server_ms = lambda: last + 2 * BAR_MS + 1_000  # the next candle is overdue
+    feed.start()
+    try:
+        await _wait(lambda: feed.socket.watchdog_fires >= 1 and feed.socket.connects >= 2)
+    finally:
+        await feed.stop()
