@@ -94,3 +94,14 @@ async def test_conditionals_carry_working_type_and_price_protect(
         await ex.close()
     with pytest.raises(ValueError):
         BinanceExchange(v.ex.endpoints, v.ex.rest._creds, working_type="LAST")
+
+
+async def test_minus_4046_is_binance_s_answer_and_the_port_treats_it_as_done(start_venue: Start) -> None:
+    from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError
+
+    v: BinanceVenue = await start_venue()
+    await v.ex.set_isolated_margin("XRPUSDT")
+    with pytest.raises(ExchangeError) as err:
+        await v.ex.rest.call("fapiPrivatePostMarginType", {"symbol": "XRPUSDT", "marginType": "ISOLATED"})
+    assert err.value.code == NO_NEED_TO_CHANGE_MARGIN_TYPE
+    await v.ex.set_isolated_margin("XRPUSDT")  # the port: already isolated is success
