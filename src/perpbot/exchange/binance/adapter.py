@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from perpbot.domain.events import ExchangeEvent
@@ -348,8 +349,6 @@ class BinanceExchange:
         algo = codec.algo_from_json(d)
         actual = str(d.get("actualOrderId") or "")
         if actual.isdigit():
-            from dataclasses import replace
-
             algo = replace(algo, triggered_order_id=int(actual))
         return algo
 
