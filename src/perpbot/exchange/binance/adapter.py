@@ -71,6 +71,7 @@ class BinanceExchange:
         working_type: str = WorkingType.CONTRACT_PRICE,
         price_protect: bool = True,
         timeout_ms: int = 10_000,
+        recv_window_ms: int = 5_000,
         now_ms: Callable[[], int] = wall_ms,
         retry_delay_s: float = 0.2,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -79,12 +80,21 @@ class BinanceExchange:
             raise ValueError(f"working_type {working_type!r}: CONTRACT_PRICE or MARK_PRICE")
         self.endpoints = endpoints
         self.rest = BinanceRest(
-            endpoints, creds, budget or shared_budget(), timeout_ms=timeout_ms, now_ms=now_ms
+            endpoints,
+            creds,
+            budget or shared_budget(),
+            timeout_ms=timeout_ms,
+            recv_window_ms=recv_window_ms,
+            now_ms=now_ms,
         )
         self.working_type = working_type
         self.price_protect = price_protect
         self.now_ms = now_ms
-        self._placer = IdempotentPlacer(self.rest.call, retry_delay_s=retry_delay_s, sleep=sleep)
+        # A request still in flight may execute until its recvWindow has passed: only then does
+        # "not found" mean "never executed" (and a resend cannot double the order).
+        self._placer = IdempotentPlacer(
+            self.rest.call, retry_delay_s=retry_delay_s, sleep=sleep, in_flight_s=recv_window_ms / 1000 + 0.5
+        )
         self._handlers: list[EventHandler] = []
         self._leverage: dict[str, int] = {}
         self.user_stream: UserStream | None = None
