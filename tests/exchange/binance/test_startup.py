@@ -162,3 +162,22 @@ def test_symbol_not_trading_is_refused() -> None:
         check_symbols(info, ["XRPUSDT"])
     info["symbols"][0]["status"] = "TRADING"
     assert list(check_symbols(info, ["XRPUSDT"])) == ["XRPUSDT"]
+
+
+def test_other_refusals_at_start_up_are_one_line_too(
+    sim_port: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A refusal that is not about the user's input (here a rate limit) still ends in one line."""
+    import asyncio
+
+    import aiohttp
+
+    async def inject() -> None:
+        async with aiohttp.ClientSession() as s:
+            body = [{"kind": "rate_limit_burst", "count": 1, "endpoint": "/fapi/v2/account"}]
+            async with s.post(f"http://127.0.0.1:{sim_port}/sim/faults", json=body) as r:
+                assert r.status == 200
+
+    asyncio.run(inject())
+    _set(monkeypatch, _env(sim_port), tmp_path)
+    one_line_error(invoke("check-exchange"), "-1003")
