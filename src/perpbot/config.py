@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from perpbot.errors import ConfigError
+from perpbot.exchange.binance.environment import ENVIRONMENTS, resolve_endpoints
 from perpbot.symbols import normalize_symbol
 
 # Fixed constants of the design (SPEC §1); not configurable on purpose.
@@ -124,6 +125,8 @@ class _EnvSettings(BaseSettings):
     MAKER_FEE: float = 0.0002
     SLIPPAGE_BPS: float = 1.0
     BINANCE_FAPI_URL: str = ""
+    BINANCE_WS_URL: str = ""
+    BINANCE_ENV: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +159,9 @@ class AppConfig:
     maker_fee: float = 0.0002
     slippage_bps: float = 1.0
     fapi_url: str = ""
+    # live | demo | custom (BINANCE_ENV; BINANCE_TESTNET=true means demo); custom uses the URLs.
+    binance_env: str = "live"
+    ws_url: str = ""
     default_params: SignalParams = field(default_factory=SignalParams)
     symbol_params: Mapping[str, SignalParams] = field(default_factory=dict)
     reset_kill_switch: frozenset[str] = frozenset()
@@ -203,6 +209,8 @@ class AppConfig:
             "api_secret": mask(self.api_secret),
             "discord_webhook_url": mask(self.discord_webhook_url),
             "fapi_url": mask_url(self.fapi_url),
+            "binance_env": self.binance_env,
+            "ws_url": mask_url(self.ws_url),
             "reset_kill_switch": sorted(self.reset_kill_switch),
         }
 
@@ -260,6 +268,18 @@ def _validate_params(p: SignalParams, where: str) -> None:
         raise ConfigError(f"ADX_THRESHOLD{where}={p.adx_threshold!r}: must be >= 0 (0 disables)")
     if p.vol_multiplier <= 0:
         raise ConfigError(f"VOL_MULTIPLIER{where}={p.vol_multiplier!r}: must be > 0")
+
+
+def _binance_env(raw: str, testnet: bool) -> str:
+    """``BINANCE_ENV`` wins; unset, ``BINANCE_TESTNET`` truthy means demo. A contradiction is refused."""
+    env = raw.strip().lower()
+    if not env:
+        return "demo" if testnet else "live"
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"BINANCE_ENV={raw!r}: expected one of {', '.join(ENVIRONMENTS)}")
+    if testnet and env != "demo":
+        raise ConfigError(f"BINANCE_ENV={raw!r} contradicts BINANCE_TESTNET=true (which means demo)")
+    return env
 
 
 def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> AppConfig:
@@ -326,6 +346,10 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
     no_ml = parse_bool("NO_ML_FILTER", s.NO_ML_FILTER)
     allow_ungated = parse_bool("ML_ALLOW_UNGATED", s.ML_ALLOW_UNGATED)
     testnet = parse_bool("BINANCE_TESTNET", s.BINANCE_TESTNET)
+    binance_env = _binance_env(s.BINANCE_ENV, testnet)
+    testnet = binance_env == "demo"  # demo trading has its own key pair (SPEC §1 BINANCE_TESTNET)
+    if binance_env == "custom":
+        resolve_endpoints(binance_env, s.BINANCE_FAPI_URL, s.BINANCE_WS_URL)
 
     default = SignalParams(
         atr_sl_mult=s.ATR_SL_MULT,
@@ -391,6 +415,8 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         maker_fee=s.MAKER_FEE,
         slippage_bps=s.SLIPPAGE_BPS,
         fapi_url=s.BINANCE_FAPI_URL.strip(),
+        binance_env=binance_env,
+        ws_url=s.BINANCE_WS_URL.strip(),
         default_params=default,
         symbol_params=per_symbol,
         reset_kill_switch=resets,

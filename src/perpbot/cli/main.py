@@ -12,6 +12,7 @@ from perpbot.cli import (
     config_cmd,
     data_cmds,
     demo_cmd,
+    exchange_cmd,
     features_cmd,
     inspect_cmds,
     optimize_cmd,
@@ -56,6 +57,7 @@ for module in (
     inspect_cmds,
     simulate_cmd,
     optimize_cmd,
+    exchange_cmd,
 ):
     module.register(app)
 

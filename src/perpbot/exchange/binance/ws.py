@@ -1,0 +1,194 @@
+"""A WebSocket that stays connected: back-off with jitter, silence watchdog, proactive renewal.
+
+Why not ccxt.pro (the reference, §1-§3): it drops the kline closed flag ``k.x``, merges partial
+fills per order id, re-arms the listen-key keep-alive only once, ignores ``listenKeyExpired``,
+hangs forever on a connected-but-silent socket, and reconnects only when the next ``watch_*`` call
+happens. Each needs an override of a private method; a thin aiohttp client that hands every raw
+frame to the shared codec is smaller than those overrides and cannot silently lose a frame.
+
+Loop: ``url()`` (a fresh listen key for the user stream) → connect → ``on_open()`` (REST backfill
+and resync; frames that arrive meanwhile wait in the socket) → read. A frame of any kind resets
+the silence timer; ``silence_s`` without one, ``max_age_s`` of connection age (Binance cuts at
+24 h) or ``reconnect()`` closes the socket and starts over. Failures wait ``backoff_s`` doubling
+up to ``backoff_max_s``, each wait scaled by a random factor in [0.5, 1.5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class StreamSettings:
+    silence_s: float = 90.0  # market klines arrive every few seconds; a user stream may set more
+    max_age_s: float = 23.5 * 3600  # renew before Binance's 24 h cut
+    backoff_s: float = 0.5
+    backoff_max_s: float = 30.0
+    connect_timeout_s: float = 10.0
+    # True: only data frames reset the silence timer (a market stream that answers pings but
+    # sends no klines is deaf); False: any frame does (an idle user stream is only pinged).
+    data_only: bool = True
+
+
+class ResilientSocket:
+    """Runs until ``stop()``; ``on_frame`` gets every decoded JSON frame in arrival order."""
+
+    def __init__(
+        self,
+        name: str,
+        url: Callable[[], Awaitable[str]],
+        on_frame: Callable[[Any], Awaitable[None]],
+        on_open: Callable[[], Awaitable[None]],
+        settings: StreamSettings,
+        *,
+        seed: int = 0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self._url = url
+        self._on_frame = on_frame
+        self._on_open = on_open
+        self.s = settings
+        self._rng = random.Random(seed)
+        self._sleep = sleep
+        self._task: asyncio.Task[None] | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._kick = asyncio.Event()
+        self.connects = 0
+        self.failures = 0
+        self.watchdog_fires = 0
+        self.renewals = 0
+        self.last_frame = time.monotonic()
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ws-{self.name}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def reconnect(self, why: str) -> None:
+        """Close the current socket and connect again (new listen key, backfill, resync)."""
+        log.warning("%s stream: reconnecting (%s)", self.name, why)
+        self._kick.set()
+
+    def backoff(self, attempt: int) -> float:
+        base = min(self.s.backoff_s * (2 ** max(attempt - 1, 0)), self.s.backoff_max_s)
+        return base * (0.5 + self._rng.random())
+
+    async def _run(self) -> None:
+        attempt = 0
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    await self._session(session)
+                    attempt = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    attempt += 1
+                    self.failures += 1
+                    delay = self.backoff(attempt)
+                    log.warning(
+                        "%s stream: %s; attempt %d, next try in %.1f s",
+                        self.name,
+                        _one_line(exc),
+                        attempt,
+                        delay,
+                    )
+                    await self._sleep(delay)
+
+    async def _session(self, session: aiohttp.ClientSession) -> None:
+        """One connection's life; returns normally when it should be renewed at once."""
+        url = await self._url()
+        self._kick.clear()
+        ws = await asyncio.wait_for(
+            session.ws_connect(
+                url,
+                autoping=False,
+                heartbeat=None,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+                max_msg_size=4 * 1024 * 1024,
+            ),
+            self.s.connect_timeout_s,
+        )
+        self._ws = ws
+        self.connects += 1
+        opened = time.monotonic()
+        self.last_frame = opened
+        try:
+            await self._on_open()
+            self.connected.set()
+            await self._read(ws, opened)
+        finally:
+            self.connected.clear()
+            self._ws = None
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(), 2.0)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, opened: float) -> None:
+        kick = asyncio.ensure_future(self._kick.wait())
+        try:
+            while True:
+                now = time.monotonic()
+                if now - opened >= self.s.max_age_s:
+                    self.renewals += 1
+                    log.info("%s stream: renewing the connection before Binance's 24 h cut", self.name)
+                    return
+                wait = min(self.s.silence_s - (now - self.last_frame), self.s.max_age_s - (now - opened))
+                recv = asyncio.ensure_future(ws.receive())
+                done, _ = await asyncio.wait(
+                    (recv, kick), timeout=max(wait, 0.0), return_when=asyncio.FIRST_COMPLETED
+                )
+                if kick in done:
+                    recv.cancel()
+                    return
+                if not done:
+                    recv.cancel()
+                    if time.monotonic() - self.last_frame >= self.s.silence_s:
+                        self.watchdog_fires += 1
+                        raise StreamSilent(f"no frame for {self.s.silence_s:.1f} s")
+                    continue
+                msg = recv.result()
+                if msg.type is aiohttp.WSMsgType.TEXT or not self.s.data_only:
+                    self.last_frame = time.monotonic()
+                if msg.type is aiohttp.WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type is aiohttp.WSMsgType.TEXT:
+                    await self._on_frame(json.loads(msg.data))
+                elif msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.CLOSED,
+                ):
+                    raise ConnectionError(f"closed by the server (code {ws.close_code})")
+                elif msg.type is aiohttp.WSMsgType.ERROR:
+                    raise ConnectionError(f"connection error ({_one_line(ws.exception())})")
+        finally:
+            kick.cancel()
+
+
+class StreamSilent(Exception):
+    """The watchdog found the socket connected but silent."""
+
+
+def _one_line(exc: object) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())

@@ -1,0 +1,75 @@
+"""The process-wide weight budget, on an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from perpbot.exchange.binance.budget import BannedError, WeightBudget
+
+
+class Clock:
+    def __init__(self, t: int = 1_800_000_000_000) -> None:
+        self.t = t
+        self.slept: list[float] = []
+
+    def now(self) -> int:
+        return self.t
+
+    async def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.t += int(s * 1000)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr("perpbot.exchange.binance.budget.asyncio.sleep", c.sleep)
+    return c
+
+
+async def test_spends_up_to_the_margin_then_waits_for_the_next_minute(clock: Clock) -> None:
+    b = WeightBudget(limit=100, margin=0.8, now_ms=clock.now)
+    for _ in range(8):
+        await b.acquire(10)
+    assert b.used == 80 and clock.slept == []
+    await b.acquire(10)
+    assert len(clock.slept) == 1 and clock.t % 60_000 == 0  # waited for the minute boundary
+    assert b.used == 10
+
+
+async def test_binance_count_corrects_ours_upwards_only(clock: Clock) -> None:
+    b = WeightBudget(limit=100, margin=0.8, now_ms=clock.now)
+    await b.acquire(5)
+    b.observe_used(75)  # another process on the same IP spent weight
+    assert b.used == 75
+    b.observe_used(10)
+    assert b.used == 75
+    await b.acquire(10)
+    assert clock.slept, "the corrected count made the request wait"
+
+
+async def test_429_blocks_every_request_for_retry_after(clock: Clock) -> None:
+    b = WeightBudget(now_ms=clock.now)
+    b.on_429(3.0)
+    t0 = clock.t
+    await b.acquire(1)
+    assert clock.t - t0 == 3000 and b.waits == 1
+
+
+async def test_418_refuses_until_the_ban_ends_and_alerts_once(clock: Clock) -> None:
+    alerts: list[str] = []
+    b = WeightBudget(now_ms=clock.now, alert=alerts.append)
+    b.on_418(120.0)
+    b.on_418(60.0)  # a shorter ban inside the first one: no second alert
+    with pytest.raises(BannedError):
+        await b.acquire(1)
+    assert len(alerts) == 1 and "418" in alerts[0]
+    clock.t += 120_000
+    await b.acquire(1)
+
+
+async def test_a_long_429_window_is_an_error_not_a_hang(clock: Clock) -> None:
+    b = WeightBudget(now_ms=clock.now)
+    b.on_429(600.0)
+    with pytest.raises(BannedError):
+        await b.acquire(1)

@@ -1,0 +1,110 @@
+"""``UserStream`` over a real socket to an in-process simulator: partial fills one by one,
+duplicates once, keep-alive on its own timer, a new key on -1125."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from perpbot.domain.events import ExchangeEvent, OrderTradeUpdate
+from perpbot.domain.types import OrderSide, OrderStatus, OrderType
+from perpbot.exchange.binance.adapter import BinanceExchange
+from perpbot.exchange.binance.budget import WeightBudget
+from perpbot.exchange.binance.ccxt_client import Credentials
+from perpbot.exchange.binance.codec import event_json
+from perpbot.exchange.binance.environment import resolve_endpoints
+from perpbot.exchange.binance.ws import StreamSettings
+from perpbot.simulator.config import SimulatorConfig
+from perpbot.simulator.server import SimServer
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[tuple[SimServer, BinanceExchange, list[ExchangeEvent]]]:
+    srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))
+    await srv.start()
+    ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{srv.port}")
+    ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=WeightBudget())
+    events: list[ExchangeEvent] = []
+
+    async def on_event(ev: ExchangeEvent) -> None:
+        events.append(ev)
+
+    ex.subscribe(on_event)
+    yield srv, ex, events
+    await ex.close()
+    await srv.stop()
+
+
+def otu(status: OrderStatus, last: float, cum: float, trade_id: int) -> OrderTradeUpdate:
+    return OrderTradeUpdate(
+        event_time_ms=1,
+        symbol="XRPUSDT",
+        order_id=77,
+        client_order_id="pf-1",
+        side=OrderSide.BUY,
+        order_type=OrderType.MARKET,
+        original_type=OrderType.MARKET,
+        execution_type="TRADE",
+        status=status,
+        reduce_only=False,
+        quantity=100.0,
+        last_filled_qty=last,
+        cumulative_filled_qty=cum,
+        last_filled_price=1.5,
+        avg_price=1.5,
+        commission=0.01,
+        realized_pnl=0.0,
+        trade_id=trade_id,
+        trade_time_ms=1,
+    )
+
+
+async def _until(pred: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+
+
+async def test_each_partial_fill_is_its_own_event_and_duplicates_come_once(setup: Any) -> None:
+    srv, ex, events = setup
+    await ex.start_user_stream(["XRPUSDT"], StreamSettings(backoff_s=0.05))
+    frames = [
+        otu(OrderStatus.PARTIALLY_FILLED, 30.0, 30.0, 901),
+        otu(OrderStatus.PARTIALLY_FILLED, 50.0, 80.0, 902),
+        otu(OrderStatus.PARTIALLY_FILLED, 50.0, 80.0, 902),  # the same execution sent twice
+        otu(OrderStatus.FILLED, 20.0, 100.0, 903),
+    ]
+    for conn in srv.private_hub.conns:
+        for f in frames:
+            conn.push(json.dumps(event_json(f)))
+        conn.push(json.dumps({"e": "TRADE_LITE", "E": 1}))  # kinds the bot does not consume
+    await _until(lambda: len(events) == 3)
+    await asyncio.sleep(0.1)
+    assert [(e.status, e.last_filled_qty, e.cumulative_filled_qty) for e in events] == [
+        (OrderStatus.PARTIALLY_FILLED, 30.0, 30.0),
+        (OrderStatus.PARTIALLY_FILLED, 50.0, 80.0),
+        (OrderStatus.FILLED, 20.0, 100.0),
+    ]
+
+
+async def test_keepalive_runs_on_its_own_timer(setup: Any) -> None:
+    srv, ex, _ = setup
+    us = await ex.start_user_stream(["XRPUSDT"], keepalive_s=0.1)
+    await _until(lambda: us.keepalives >= 3)  # ccxt.pro would have stopped after one
+    assert srv.listen_keys.key == us.listen_key
+
+
+async def test_minus_1125_on_keepalive_takes_a_new_key(setup: Any) -> None:
+    srv, ex, events = setup
+    us = await ex.start_user_stream(["XRPUSDT"], StreamSettings(backoff_s=0.05), keepalive_s=0.1)
+    srv.listen_keys.key = None  # Binance forgot the key; the socket stays open (the reference, §2)
+    await _until(lambda: us.keys_taken >= 2 and us.socket.connected.is_set())
+    assert srv.listen_keys.key == us.listen_key
+    r = await ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="after-1125")
+    await _until(lambda: any(isinstance(e, OrderTradeUpdate) and e.order_id == r.order_id for e in events))
