@@ -407,9 +407,10 @@ async def test_reverse_close_timeout_releases_then_records_the_late_fill() -> No
     ex.hold = True
     await w.step(SHORT)  # i = 3: close sent, no event arrives within 10 s
     bar_close = int(w.t[3]) + BAR
-    assert w.clock.now_ms() - bar_close >= 10_000  # the simulated 10 s wait elapsed
+    (timeout,) = w.journal.events("close_timeout", SYM)
+    assert timeout.time_ms - bar_close >= 10_000  # the simulated 10 s wait elapsed, for this bot
+    assert w.clock.now_ms() == bar_close  # ... and for nobody else (defect 18)
     assert w.bot.closed_trades == []
-    assert w.journal.events("close_timeout", SYM)
     # Released with PnL 0, then the re-entry went ahead (the exchange is flat after the close).
     assert w.risk.open_positions == {SYM: SHORT}
     assert w.risk.daily_pnl == 0.0
@@ -461,12 +462,12 @@ async def test_every_order_fill_trade_and_trip_is_journaled_before_the_bot_acts_
             seen.append("register")
             await super().register(symbol, side)
 
-        async def close(self, symbol: str, pnl: float) -> None:
+        async def close(self, symbol: str, pnl: float, *, time_ms: int | None = None) -> None:
             trade = journal.closed_trades(symbol)[-1]
             assert trade.reason is CloseReason.SL and trade.net_pnl == pnl
             assert journal.fill_count(symbol) == len(w.engine.fills(symbol))  # every execution
             seen.append("risk close")
-            await super().close(symbol, pnl)
+            await super().close(symbol, pnl, time_ms=time_ms)
 
     class CheckedNotifier(RecordingNotifier):
         async def notify(self, kind: str, text: str) -> None:
@@ -511,8 +512,10 @@ async def test_sl_placement_fails_three_times_emergency_close_and_alert() -> Non
     await w.step(LONG)
     assert ex.attempts == 3
     bar_close = int(w.t[1]) + BAR
-    assert w.clock.now_ms() - bar_close == 2_000  # two 1 s pauses between the three attempts
     sl_rows = [o for o in w.journal.orders(SYM) if o.kind == "SL"]
+    # Two 1 s pauses between the three attempts, on this bot's time only (defect 18).
+    assert [o.time_ms - bar_close for o in sl_rows] == [0, 1_000, 2_000]
+    assert w.clock.now_ms() == bar_close
     assert [o.status for o in sl_rows] == ["ERROR"] * 3
     assert w.engine.position(SYM) is None  # never left without its stop
     assert [t.reason for t in w.bot.closed_trades] == [CloseReason.EMERGENCY]

@@ -129,7 +129,8 @@ class SymbolBot(EntryMixin, ProtectionMixin, ExitMixin, RecoveryMixin):
             self._filter.maybe_reload()
             if ctx.signal is None:
                 return
-            await self._on_signal(ctx, ctx.signal)
+            with self._clock.scope():  # this bot's waiting stays its own (defect 18)
+                await self._on_signal(ctx, ctx.signal)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -193,6 +194,10 @@ class SymbolBot(EntryMixin, ProtectionMixin, ExitMixin, RecoveryMixin):
         For the backtest's END_OF_DATA and for operators. Returns True when a close was recorded
         or released; False when flat or when the exchange refused the order.
         """
+        with self._clock.scope():
+            return await self._close_now(reason)
+
+    async def _close_now(self, reason: CloseReason) -> bool:
         pos_ex = await self._ex.position(self.symbol)
         if pos_ex is None:
             if self._pos is not None:

@@ -31,7 +31,7 @@ from perpbot.engine.notifier import (
     Notifier,
 )
 from perpbot.engine.risk import RiskManager
-from perpbot.exchange.errors import ExchangeError
+from perpbot.exchange.errors import ExchangeError, ExchangeUnavailable
 from perpbot.exchange.port import ExchangePort
 from perpbot.ml.decision import EntryFilter
 
@@ -43,8 +43,18 @@ PROTECT_ATTEMPTS = 3  # SPEC §13 row 12
 PROTECT_RETRY_S = 1.0
 FALLBACK_STOP_FRACTION = 0.01  # recovery without ATR and without a journaled trigger price
 FILTERS_TTL_MS = 24 * 3_600_000  # SPEC §13 row 18: exchange info cached 24 h
+START_ATTEMPTS = 5  # start-up recovery on transient errors: 1, 2, 4, 8 s back-off (defect 17)
+START_BACKOFF_S = 1.0
+# Binance codes whose request may simply be repeated: disconnected, too many requests, timeout,
+# overloaded. A network error or 5xx arrives as ``ExchangeUnavailable``.
+TRANSIENT_CODES = frozenset({-1001, -1003, -1007, -1008})
 HOUR_MS = 3_600_000
 REMEMBER = 256  # bounded id maps (own orders, triggered ids, accounted executions)
+
+
+def is_transient(exc: ExchangeError) -> bool:
+    """A failure worth repeating the same request for (network, timeout, overload, rate limit)."""
+    return isinstance(exc, ExchangeUnavailable) or exc.code in TRANSIENT_CODES
 
 
 @dataclass(slots=True)

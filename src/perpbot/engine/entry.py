@@ -62,7 +62,8 @@ class EntryMixin(BotBase):
         self._busy = True
         try:
             async with self._risk.entry_lock:
-                decision = await self._risk.can_open(self.symbol, side)  # another bot may have won
+                # Under the lock: the daily-loss gate with the position limits (defect 13).
+                decision = await self._risk.can_enter(self.symbol, side)
                 if not decision:
                     log.info("%s: %s entry refused by risk: %s", self.symbol, side.value, decision.reason)
                     return False

@@ -223,9 +223,9 @@ class ExitMixin(BotBase):
         self._journal.record_trade(trade)
         self.closed_trades.append(trade)
         if released:
-            await self._risk.record_pnl(trade.net_pnl)
+            await self._risk.record_pnl(trade.net_pnl, time_ms=trade.exit_time_ms)
         else:
-            await self._risk.close(self.symbol, trade.net_pnl)
+            await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)
         for algo_id in (pos.sl_id, pos.tp_id):
             if algo_id and algo_id != triggered_algo:
                 await self._cancel_algo(algo_id, "sibling after close")

@@ -18,8 +18,11 @@ from perpbot.domain.types import (
 )
 from perpbot.engine.bot_base import (
     FALLBACK_STOP_FRACTION,
+    START_ATTEMPTS,
+    START_BACKOFF_S,
     BotBase,
     LocalPosition,
+    is_transient,
     log,
 )
 from perpbot.engine.context import CandleContext
@@ -27,6 +30,7 @@ from perpbot.engine.notifier import (
     kill_switch_message,
     recovered_message,
 )
+from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.filters import round_price
 
 
@@ -50,12 +54,29 @@ class RecoveryMixin(BotBase):
             p.vol_multiplier,
             self._n,
         )
-        await self._symbol_filters()
         now = self._clock.now_ms()
         reason = self.kill_switch.boot(now, reset=self.symbol in self._cfg.reset_kill_switch)
         if reason:
             log.warning("%s: kill switch is active at start: %s", self.symbol, reason)
             await self._notifier.notify("kill_switch", kill_switch_message(self.symbol, reason))
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                await self._recover(ctx)
+                return
+            except ExchangeError as exc:
+                if not is_transient(exc) or attempt == START_ATTEMPTS:
+                    raise
+                delay = START_BACKOFF_S * 2 ** (attempt - 1)
+                msg = f"start-up attempt {attempt} failed ({exc}); retrying in {delay:g}s"
+                log.warning("%s: %s", self.symbol, msg)
+                self._journal.record_event(self._clock.now_ms(), "start_retry", self.symbol, msg)
+                await self._clock.sleep(delay)
+
+    async def _recover(self, ctx: CandleContext | None) -> None:
+        """One start-up attempt: filters, position, then adopt or clean up. Safe to repeat (a
+        failed attempt's half-adopted position is read again from the exchange)."""
+        self._pos = None
+        await self._symbol_filters()
         pos_ex = await self._ex.position(self.symbol)
         if pos_ex is None:
             await self._cancel_orphans("flat start")
@@ -224,6 +245,10 @@ class RecoveryMixin(BotBase):
         unknown ones, and re-placement of missing protective orders."""
         if self._busy:
             return
+        with self._clock.scope():
+            await self._reconcile()
+
+    async def _reconcile(self) -> None:
         try:
             pos_ex = await self._ex.position(self.symbol)
             if pos_ex is None:
