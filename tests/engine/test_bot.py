@@ -399,7 +399,11 @@ async def test_kill_switch_trip_on_the_reverse_close_blocks_the_reentry() -> Non
     assert "kill_switch" in w.notifier.kinds()
 
 
-async def test_reverse_close_timeout_releases_then_records_the_late_fill() -> None:
+async def test_reverse_close_without_stream_events_is_confirmed_by_rest_and_booked_once() -> None:
+    """Issue 7 §2.2/§2.5 (defects 2, 7): the reverse close's events do not arrive within 10 s.
+    The old bot released the position with PnL 0 and hoped for late fills; now the exchange is
+    asked: flat, so the close is booked at once from ``userTrades`` with its real PnL; when the
+    held events do arrive, nothing is counted twice."""
     w = World(REVERSE_BARS, exchange_cls=HoldingExchange)
     ex: HoldingExchange = w.ex  # type: ignore[assignment]
     await w.start()
@@ -410,16 +414,20 @@ async def test_reverse_close_timeout_releases_then_records_the_late_fill() -> No
     (timeout,) = w.journal.events("close_timeout", SYM)
     assert timeout.time_ms - bar_close >= 10_000  # the simulated 10 s wait elapsed, for this bot
     assert w.clock.now_ms() == bar_close  # ... and for nobody else (defect 18)
-    assert w.bot.closed_trades == []
-    # Released with PnL 0, then the re-entry went ahead (the exchange is flat after the close).
+    (trade,) = w.bot.closed_trades
+    assert trade.reason is CloseReason.REVERSE and trade.side is LONG
+    (close_row,) = w.journal.orders(SYM, "REVERSE")
+    fills = [f for f in w.engine.fills(SYM) if f.order_id == close_row.order_id]
+    assert trade.realized_pnl == pytest.approx(sum(f.realized_pnl for f in fills))
+    assert trade.exit_fee == pytest.approx(sum(f.commission for f in fills))
+    assert w.risk.daily_pnl == pytest.approx(trade.net_pnl)
+    # The re-entry went ahead (the exchange is flat after the confirmed close).
     assert w.risk.open_positions == {SYM: SHORT}
-    assert w.risk.daily_pnl == 0.0
     await ex.release()
     await ex.drain()
-    (late,) = w.bot.closed_trades
-    assert late.reason is CloseReason.REVERSE and late.side is LONG
-    assert w.risk.daily_pnl == pytest.approx(late.net_pnl)  # counted once, late
-    assert w.risk.open_positions == {SYM: SHORT}  # the newer registration is untouched
+    assert w.bot.closed_trades == [trade]  # the held events changed nothing
+    assert w.risk.daily_pnl == pytest.approx(trade.net_pnl)
+    assert w.risk.open_positions == {SYM: SHORT}
     assert w.bot.state.side is SHORT
 
 
@@ -885,9 +893,11 @@ async def test_close_without_average_price_is_left_to_reconciliation() -> None:
 
 
 async def test_entry_with_rp_is_not_taken_for_a_close() -> None:
+    """No "rp ≠ 0" rule: an execution on the position's entry side (BUY for a LONG) never
+    reduces it, whatever its realised PnL."""
     bot, _port, *_ = await adopted_fake_bot()
-    await bot.on_event(otu(557, 3, ap=100.0, rp=0.02, reduce_only=False))
-    assert bot.closed_trades == [] and bot.state.side is LONG
+    await bot.on_event(order_update(557, 3, qty=50.0, price=100.0, rp=0.02, side=OrderSide.BUY))
+    assert bot.closed_trades == [] and bot.state.side is LONG and bot.state.qty == 50.0
 
 
 async def test_close_position_end_of_data() -> None:
@@ -916,7 +926,7 @@ async def test_adoption_ignores_the_entry_of_an_already_closed_trade() -> None:
     journal.record_trade(
         ClosedTrade(SYM, LONG, T0, T0 + BAR, 100.0, 101.0, 50.0, 50.0, 2.5, 2.5, 0.0, CloseReason.TP)
     )
-    await bot.start()
+    await bot.start(ctx_at(100, 100.0, None))  # the preloaded candles' ATR
     assert bot.state.entry_time_ms == clock.now_ms()
     # With no later trade the same journal entry is this position's own: its time is used.
     clock2 = SimClock(T0 + 100 * BAR)

@@ -57,11 +57,11 @@ Decisions documented here
   usable ATR it uses the trigger price last journaled for that entry, else ±1 % of the entry
   (``FALLBACK_STOP_FRACTION``). A stop that would trigger at once is rejected by the exchange and
   the position is closed by the emergency path, which is the outcome the stop would have had.
-* A close that is not confirmed within 10 s is released in the risk manager with PnL 0 and kept as
-  "late": when its fills do arrive, the trade is journaled with its real PnL and the PnL is added
-  with ``RiskManager.record_pnl`` (never removing a newer registration of the symbol).
+* A close counts as done only when the exchange confirms it (its executions sum to the position,
+  or the position reads flat and is booked from ``userTrades`` + income history); an unconfirmed
+  close is retried and never releases the position with PnL 0 (issue 7 §2.2, ``exits.py``).
 * A stale local position found flat on a candle is closed like ``reconcile`` does (SYNC, PnL from
-  income history) rather than with PnL 0, so its result is not lost.
+  REST executions and income history) rather than with PnL 0, so its result is not lost.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ from perpbot.domain.events import AlgoUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import (
     AlgoStatus,
     CloseReason,
-    OrderType,
+    OrderStatus,
     Position,
     Side,
 )
@@ -83,15 +83,17 @@ from perpbot.engine.bot_base import (
     BotState,
     log,
 )
-from perpbot.engine.close_tracker import EntryFill, bounded_put
+from perpbot.engine.close_tracker import bounded_put
 from perpbot.engine.context import CandleContext
 from perpbot.engine.entry import EntryMixin
 from perpbot.engine.exits import ExitMixin
+from perpbot.engine.ledger import LedgerMixin, execution_of
+from perpbot.engine.pending import PendingMixin
 from perpbot.engine.protection import ProtectionMixin
 from perpbot.engine.recovery import RecoveryMixin
 
 
-class SymbolBot(EntryMixin, ProtectionMixin, ExitMixin, RecoveryMixin):
+class SymbolBot(EntryMixin, PendingMixin, ProtectionMixin, ExitMixin, LedgerMixin, RecoveryMixin):
     """The per-symbol state machine; see the module docstring for the contract."""
 
     @property
@@ -169,15 +171,12 @@ class SymbolBot(EntryMixin, ProtectionMixin, ExitMixin, RecoveryMixin):
             return
         self._busy = True
         try:
-            pos.qty = pos_ex.quantity
             log.info("REVERSE %s %s -> %s", self.symbol, pos.side.value, new_side.value)
-            outcome = await self._close_market(pos, CloseReason.REVERSE)
-            if outcome is None:
-                return  # close refused: keep the position and its protection
-            await self._cancel_leftovers()
-            if outcome is False and await self._ex.position(self.symbol) is not None:
-                log.warning("%s: reverse close unconfirmed and a position remains; no re-entry", self.symbol)
+            if not await self._close_market(pos, CloseReason.REVERSE):
+                # Not confirmed: the (rest of the) position keeps its protection; no re-entry.
+                log.warning("%s: reverse close unconfirmed; no re-entry", self.symbol)
                 return
+            await self._cancel_leftovers()
         finally:
             self._busy = False
         if self.kill_switch.tripped:
@@ -191,8 +190,8 @@ class SymbolBot(EntryMixin, ProtectionMixin, ExitMixin, RecoveryMixin):
     async def close_position(self, reason: CloseReason = CloseReason.MANUAL) -> bool:
         """Close the open position now (reduce-only MARKET) and wait for the confirmation.
 
-        For the backtest's END_OF_DATA and for operators. Returns True when a close was recorded
-        or released; False when flat or when the exchange refused the order.
+        For the backtest's END_OF_DATA and for operators. Returns True when the close
+        was confirmed and booked; False when flat or when the position is still (partly) open.
         """
         with self._clock.scope():
             return await self._close_now(reason)
@@ -206,8 +205,7 @@ class SymbolBot(EntryMixin, ProtectionMixin, ExitMixin, RecoveryMixin):
         pos = await self._resync(pos_ex, None)
         self._busy = True
         try:
-            outcome = await self._close_market(pos, reason)
-            if outcome is None:
+            if not await self._close_market(pos, reason):
                 return False
             await self._cancel_leftovers()
             return True
@@ -229,30 +227,54 @@ class SymbolBot(EntryMixin, ProtectionMixin, ExitMixin, RecoveryMixin):
             log.exception("%s: error while handling %s", self.symbol, type(ev).__name__)
 
     async def _on_order_update(self, ev: OrderTradeUpdate) -> None:
-        if ev.last_filled_qty > 0 and (ev.execution_type == "TRADE" or ev.execution_type == "CALCULATED"):
+        """Each execution is journaled, then counted once: an entry's grows its position, any
+        other reduces the position it belongs to (``ledger``)."""
+        fill = ev.last_filled_qty > 0 and ev.execution_type in ("TRADE", "CALCULATED")
+        if fill:
             self._journal.record_fill(ev)  # persisted before it is acted upon
-        result = self._tracker.on_update(ev)
-        if result is None:
+            if ev.last_filled_price <= 0:  # no usable price: reconciliation books it from REST
+                log.warning(
+                    "%s: execution %s without a price; left to reconciliation", self.symbol, ev.trade_id
+                )
+                fill = False
+        terminal = ev.status in _TERMINAL
+        p = self._pending
+        if ev.order_id in self._entry_acc or (
+            p is not None and (ev.client_order_id == p.client_id or ev.order_id == p.order_id)
+        ):
+            if fill and self._entry_execution(execution_of(ev)) and self._pos is not None:
+                self._spawn(self._ensure_protection_bg(self._pos))
+            acc = self._entry_acc.get(ev.order_id)
+            if terminal:
+                if acc is not None:
+                    acc.final = True
+                waiter = self._entry_waiters.get(ev.order_id)
+                if waiter is not None:
+                    waiter.set()
+                pos = self._pos
+                if p is not None and pos is not None and pos.entry_order_id == ev.order_id:
+                    self._pending = None
+            if fill and p is not None and self._pos is None and not self._busy:
+                self._spawn(self._late_entry())
             return
-        if isinstance(result, EntryFill):
-            waiter = self._entry_waiters.get(result.order_id)
-            if waiter is not None:
-                waiter.set()
-            return
-        await self._on_close_fill(result)
+        if fill:
+            await self._close_execution(execution_of(ev))
+        elif terminal and ev.status is not OrderStatus.FILLED:
+            pos = self._pos
+            if pos is not None and ev.order_id in pos.close_orders:
+                # A closing order ended short (EXPIRED / CANCELED): what is left stays protected.
+                self._spawn(self._ensure_protection_bg(pos))
 
     def _on_algo_update(self, ev: AlgoUpdate) -> None:
         pos = self._pos
         if ev.status in (AlgoStatus.TRIGGERED, AlgoStatus.FINISHED, AlgoStatus.TRIGGERING):
+            bounded_put(self._fired, ev.algo_id, None, REMEMBER)
             if ev.triggered_order_id:
-                if pos is not None and ev.algo_id == pos.sl_id:
-                    reason = CloseReason.SL
-                elif pos is not None and ev.algo_id == pos.tp_id:
-                    reason = CloseReason.TP
-                else:
-                    reason = CloseReason.SL if ev.order_type is OrderType.STOP_MARKET else CloseReason.TP
-                bounded_put(self._triggered, ev.triggered_order_id, reason, REMEMBER)
-                self._tracker.expect_close(ev.triggered_order_id)
+                # The triggered order is identified by id (defect 10), and so is its position.
+                bounded_put(self._triggered, ev.triggered_order_id, ev.algo_id, REMEMBER)
+                owner = self._algo_owner.get(ev.algo_id)
+                if owner is not None:
+                    owner.close_orders.add(ev.triggered_order_id)
             return
         if ev.status in (AlgoStatus.CANCELED, AlgoStatus.EXPIRED, AlgoStatus.REJECTED):
             if ev.algo_id in self._cancelling:
@@ -269,3 +291,6 @@ class SymbolBot(EntryMixin, ProtectionMixin, ExitMixin, RecoveryMixin):
             log.error("%s: %s", self.symbol, msg)
             self._journal.record_event(self._clock.now_ms(), "protection_lost", self.symbol, msg)
             self._spawn(self._reprotect(pos))
+
+
+_TERMINAL = frozenset({OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED})

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from perpbot.config import AppConfig
@@ -20,6 +20,8 @@ from perpbot.domain.types import (
     ClosedTrade,
     CloseReason,
     OrderResult,
+    OrderSide,
+    OrderType,
     Side,
     SymbolFilters,
 )
@@ -32,7 +34,7 @@ from perpbot.engine.notifier import (
 )
 from perpbot.engine.risk import RiskManager
 from perpbot.exchange.errors import ExchangeError, ExchangeUnavailable
-from perpbot.exchange.port import ExchangePort
+from perpbot.exchange.port import ExchangePort, ExchangeRecoveryPort
 from perpbot.ml.decision import EntryFilter
 
 log = logging.getLogger("perpbot.engine.bot")
@@ -41,7 +43,6 @@ CLOSE_WAIT_S = 10.0  # SPEC §8.6: wait for the reverse close event, then releas
 ENTRY_FILL_WAIT_S = 10.0
 PROTECT_ATTEMPTS = 3  # SPEC §13 row 12
 PROTECT_RETRY_S = 1.0
-FALLBACK_STOP_FRACTION = 0.01  # recovery without ATR and without a journaled trigger price
 FILTERS_TTL_MS = 24 * 3_600_000  # SPEC §13 row 18: exchange info cached 24 h
 START_ATTEMPTS = 5  # start-up recovery on transient errors: 1, 2, 4, 8 s back-off (defect 17)
 START_BACKOFF_S = 1.0
@@ -57,26 +58,105 @@ def is_transient(exc: ExchangeError) -> bool:
     return isinstance(exc, ExchangeUnavailable) or exc.code in TRANSIENT_CODES
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class LocalPosition:
-    """The bot's local view of its open position (one-way mode: at most one)."""
+    """The bot's local view of one position (one-way mode: at most one open at a time).
+
+    Identity matters (issue 7 §2.1): every close execution is matched to the position it belongs
+    to by the orders known to close it (``close_orders`` / ``close_cids``: our market closes and
+    the orders its own SL/TP created), else by executing after its entry. Each position has its
+    own close waiter (``done``), so fills of an earlier position never confirm a later close.
+    """
 
     side: Side
     qty: float  # quantity still open
     entry_price: float
     entry_time_ms: int
     entry_order_id: int = 0  # 0 when adopted without a journaled entry
-    entry_fee: float | None = None  # known at adoption from the journal; else from the tracker
+    entry_fee: float | None = None  # known at adoption from the journal; else from the executions
     sl_price: float = 0.0
     tp_price: float = 0.0
     sl_id: int = 0  # algo ids (0 = none placed)
     tp_id: int = 0
     legacy_ids: tuple[int, ...] = ()  # conditional orders found on the normal book at recovery
-    closed_qty: float = 0.0  # partial closes accumulate until the position is flat
+    closed_qty: float = 0.0  # close executions accumulate until the position is flat
     closed_notional: float = 0.0
     closed_rp: float = 0.0
     closed_fee: float = 0.0
     adopted: bool = False
+    entry_qty: float = 0.0  # entered so far (a partial or late entry grows it)
+    entry_trade_id: int = 0  # largest trade id of the entry's executions (0: unknown)
+    entry_exec_qty: float = 0.0  # of which seen as executions (events or REST)
+    entry_exec_fee: float = 0.0
+    algo_ids: set[int] = field(default_factory=set)  # every SL/TP ever placed for it
+    close_orders: set[int] = field(default_factory=set)
+    close_cids: set[str] = field(default_factory=set)
+    last_close_order: int = 0
+    last_close_cid: str = ""
+    last_exit_ms: int = 0
+    last_close_price: float = 0.0
+    last_types: tuple[OrderType, ...] = ()
+    liquidated: bool = False
+    booked: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One execution of an order of this symbol, from the stream (``l``/``L``) or from REST
+    (``userTrades``): the unit of exit accounting, so each is counted exactly once by trade id."""
+
+    order_id: int
+    trade_id: int
+    side: OrderSide
+    qty: float
+    price: float
+    realized_pnl: float
+    commission: float
+    time_ms: int
+    client_id: str = ""
+    liquidation: bool = False
+    order_type: OrderType = OrderType.MARKET
+    original_type: OrderType = OrderType.MARKET
+    avg_price: float = 0.0  # the order's average so far (``ap``), 0 from REST
+
+
+def exec_key(trade_id: int) -> str:
+    """Accounting key of an execution (income rows of it carry the same trade id)."""
+    return f"t:{trade_id}"
+
+
+def income_key(income_type: str, trade_id: str) -> str:
+    """Accounting key of a funding or clearance income row."""
+    return f"i:{income_type}:{trade_id}"
+
+
+@dataclass(slots=True)
+class EntryAcc:
+    """The executions of one entry order seen so far (stream or REST)."""
+
+    qty: float = 0.0
+    notional: float = 0.0
+    fee: float = 0.0
+    max_trade_id: int = 0
+    time_ms: int = 0
+    final: bool = False  # a terminal report (FILLED / EXPIRED / CANCELED) was seen
+
+    @property
+    def avg_price(self) -> float:
+        return self.notional / self.qty if self.qty > 0 else 0.0
+
+
+@dataclass(slots=True)
+class PendingEntry:
+    """An entry order sent whose outcome is unknown (timeout, ACK): resolved by client id first;
+    registered with the risk manager meanwhile so that other bots respect the limits."""
+
+    client_id: str
+    side: Side
+    atr: float
+    time_ms: int
+    order_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,22 +210,58 @@ class BotBase:
         self._tracker = CloseTracker(symbol)
         self._close_lock = asyncio.Lock()
         self._pos: LocalPosition | None = None
+        self._recent: deque[LocalPosition] = deque(maxlen=8)  # booked positions (late fills)
+        self._pending: PendingEntry | None = None  # an entry whose outcome is not known yet
         self._filters: SymbolFilters | None = None
         self._filters_at = 0
-        self._busy = False  # an entry or reverse is in flight (reconcile stays out)
-        self._closed_evt: asyncio.Event | None = None
+        self._idle = asyncio.Event()  # set while no entry / reverse / close is in flight
+        self._idle.set()
+        self._entry_acc: OrderedDict[int, EntryAcc] = OrderedDict()  # entry executions by order id
         self._entry_waiters: dict[int, asyncio.Event] = {}
         self._own_cids: OrderedDict[str, CloseReason] = OrderedDict()  # our market closes
         self._own_orders: OrderedDict[int, CloseReason] = OrderedDict()
-        self._triggered: OrderedDict[int, CloseReason] = OrderedDict()  # from ALGO_UPDATE
-        self._late: OrderedDict[int, LocalPosition] = OrderedDict()  # released on timeout, by order id
-        self._accounted: OrderedDict[str, None] = OrderedDict()  # execution ids already in a trade
+        self._triggered: OrderedDict[int, int] = OrderedDict()  # order id -> algo id (ALGO_UPDATE)
+        self._algo_owner: OrderedDict[int, LocalPosition] = OrderedDict()
+        self._algo_kind: OrderedDict[int, CloseReason] = OrderedDict()  # SL / TP by algo id
+        self._fired: OrderedDict[int, None] = OrderedDict()  # algo ids that triggered
+        # Executions and income rows already in a trade, persisted in the journal so that a
+        # restart never counts them again (defect 11).
+        self._accounted: set[str] = set(journal.accounted_keys(symbol))
+        self._to_cancel: set[int] = set()  # protective orders whose cancel is not confirmed yet
+        # True when this bot's own actions may have left an order open since the last clean
+        # orphan check (a flat reconcile skips the two REST reads otherwise).
+        self._orders_dirty = True
+        self._recovery = isinstance(exchange, ExchangeRecoveryPort)
         self._cancelling: set[int] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._subscribed = False
         self._seq = 0
         self.closed_trades: list[ClosedTrade] = []
         self.errors = 0  # per-candle / per-event exceptions caught and logged
+
+    @property
+    def _busy(self) -> bool:
+        """An entry, reverse or close is in flight: reconcile stays out, re-protection waits."""
+        return not self._idle.is_set()
+
+    @_busy.setter
+    def _busy(self, value: bool) -> None:
+        if value:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    def _tol(self) -> float:
+        """Half a quantity step: quantities closer than this are equal."""
+        f = self._filters
+        return f.step_size / 2 if f is not None else 1e-12
+
+    def _account(self, keys: list[str]) -> None:
+        """Mark executions / income rows as counted in a trade, persisted before the trade."""
+        new = [k for k in keys if k not in self._accounted]
+        if new:
+            self._accounted.update(new)
+            self._journal.record_accounted(self.symbol, new, self._clock.now_ms())
 
     async def _symbol_filters(self) -> SymbolFilters:
         """Exchange filters cached 24 h on the injected clock; a stale cache beats no cache."""

@@ -18,15 +18,14 @@ from perpbot.domain.types import (
 from perpbot.engine.bot_base import (
     ENTRY_FILL_WAIT_S,
     BotBase,
-    LocalPosition,
+    EntryAcc,
+    PendingEntry,
+    is_transient,
     log,
 )
 from perpbot.engine.context import CandleContext
-from perpbot.engine.notifier import (
-    entry_message,
-)
 from perpbot.engine.sizing import position_size
-from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError, ExchangeUnavailable
+from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError
 from perpbot.exchange.filters import round_price
 from perpbot.strategy.signal import atr_stops
 
@@ -97,6 +96,10 @@ class EntryMixin(BotBase):
                         raise
                 now = self._clock.now_ms()
                 cid = self._cid("E")
+                # Intent first: the pending entry is known by its client id before the order
+                # leaves, so fills delivered during the call are recognised as this entry's.
+                self._pending = PendingEntry(cid, side, ctx.atr, now)
+                self._orders_dirty = True
                 row = self._journal.record_order_request(
                     time_ms=now,
                     symbol=self.symbol,
@@ -107,6 +110,7 @@ class EntryMixin(BotBase):
                     client_id=cid,
                     reason=f"signal {side.value} ratio {ratio:.4f} balance {balance:.4f}",
                 )
+                res: OrderResult | None
                 try:
                     res = await self._ex.market_order(
                         self.symbol, side.entry_order_side, qty, client_order_id=cid
@@ -114,66 +118,47 @@ class EntryMixin(BotBase):
                 except ExchangeError as exc:
                     self._journal_error(row, exc)
                     log.warning("%s: entry order failed: %s", self.symbol, exc)
-                    if isinstance(exc, ExchangeUnavailable):  # outcome unknown: look
-                        pos_ex = await self._ex.position(self.symbol)
-                        if pos_ex is not None:
-                            await self._adopt(pos_ex, ctx, announce=True)
-                    return False
-                self._journal_result(row, res)
-                fill_price, fill_qty = await self._entry_fill(res, side)
+                    if not is_transient(exc):
+                        self._pending = None  # refused: nothing happened
+                        return False
+                    res = await self._order_by_cid(cid)  # outcome unknown: ask by client id first
+                    if res is None:
+                        await self._keep_pending("entry outcome unknown after a failed call")
+                        return False
+                else:
+                    self._journal_result(row, res)
+                self._pending.order_id = res.order_id
+                self._entry_acc.setdefault(res.order_id, EntryAcc())
+                fill_price, fill_qty, final = await self._entry_fill(res, side)
                 if fill_qty <= 0 or fill_price <= 0:
+                    if not final:
+                        await self._keep_pending(f"entry order {res.order_id} not filled yet")
+                        return False
+                    self._pending = None
                     msg = f"entry order {res.order_id} reported no fill ({res.status.value})"
                     log.warning("%s: %s", self.symbol, msg)
                     self._journal.record_event(self._clock.now_ms(), "entry_unfilled", self.symbol, msg)
                     return False
-                pos = LocalPosition(
-                    side=side,
-                    qty=fill_qty,
-                    entry_price=fill_price,
-                    entry_time_ms=now,
-                    entry_order_id=res.order_id,
-                )
+                self._pending = None
+                pos = self._new_position(side, fill_qty, fill_price, now, res.order_id)
                 self._pos = pos
                 await self._risk.register(self.symbol, side)
-            sl, tp = self._stops(fill_price, ctx.atr, side, filters)
-            pos.sl_price, pos.tp_price = sl, tp
-            log.info(
-                "ENTRY %s %s price=%.6f qty=%s sl=%.6f tp=%.6f leverage=%dx",
-                self.symbol,
-                side.value,
-                fill_price,
-                fill_qty,
-                sl,
-                tp,
-                self._leverage,
-            )
-            await self._notifier.notify(
-                "entry",
-                entry_message(
-                    self.symbol,
-                    side,
-                    entry_price=fill_price,
-                    qty=fill_qty,
-                    leverage=self._leverage,
-                    sl=sl,
-                    tp=tp,
-                    rsi=ctx.rsi,
-                    macd_hist=ctx.macd_hist,
-                    atr=ctx.atr,
-                ),
-            )
-            await self._protect(pos, want_sl=True, want_tp=True)
+            await self._announce_and_protect(pos, ctx.atr, filters, ctx)
             return True
         finally:
             self._busy = False
 
-    async def _entry_fill(self, res: OrderResult, side: Side) -> tuple[float, float]:
-        """The entry's average fill price and quantity: the REST result, else the fill events,
-        else the exchange's position (SPEC §13 gap: entry price = fill, not candle close)."""
-        if res.executed_qty > 0 and res.avg_price > 0 and res.status is not OrderStatus.NEW:
-            return res.avg_price, res.executed_qty
-        ef = self._tracker.entry_fill(res.order_id)
-        if ef is None:
+    async def _entry_fill(self, res: OrderResult, side: Side) -> tuple[float, float, bool]:
+        """(average price, executed quantity, final) of the entry order.
+
+        The REST answer when it is FILLED; else (ACK, partial, expired, unknown) the stream for up
+        to ``ENTRY_FILL_WAIT_S``, then the order queried by id (SPEC §13 gap: entry price = fill,
+        not candle close). ``final`` is False while the order may still fill.
+        """
+        if res.executed_qty > 0 and res.avg_price > 0 and res.status is OrderStatus.FILLED:
+            return res.avg_price, res.executed_qty, True
+        acc = self._entry_acc.get(res.order_id)
+        if res.status in _OPEN and not (acc is not None and acc.final):
             evt = self._entry_waiters.setdefault(res.order_id, asyncio.Event())
             try:
                 await self._clock.wait_for(evt.wait(), ENTRY_FILL_WAIT_S)
@@ -181,13 +166,21 @@ class EntryMixin(BotBase):
                 pass
             finally:
                 self._entry_waiters.pop(res.order_id, None)
-            ef = self._tracker.entry_fill(res.order_id)
-        if ef is not None:
-            return ef.avg_price, ef.qty
+        if self._recovery:
+            try:
+                o = await self._ex.get_order(self.symbol, order_id=res.order_id)
+                return o.avg_price, o.executed_qty, o.status not in _OPEN
+            except ExchangeError as exc:
+                log.warning("%s: entry order query failed: %s", self.symbol, exc)
+        acc = self._entry_acc.get(res.order_id)
+        if acc is not None and acc.qty > 0:
+            return acc.avg_price, acc.qty, acc.final
+        if res.executed_qty > 0 and res.avg_price > 0:
+            return res.avg_price, res.executed_qty, res.status not in _OPEN
         pos_ex = await self._ex.position(self.symbol)
         if pos_ex is not None and pos_ex.side is side:
-            return pos_ex.entry_price, pos_ex.quantity
-        return 0.0, 0.0
+            return pos_ex.entry_price, pos_ex.quantity, True
+        return 0.0, 0.0, res.status not in _OPEN
 
     def _stops(self, ref: float, atr: float, side: Side, filters: SymbolFilters) -> tuple[float, float]:
         """Tick-rounded ATR stops around ``ref``, kept at least one tick on the right side."""
@@ -201,3 +194,6 @@ class EntryMixin(BotBase):
             sl = max(sl, round_price(ref + tick, tick))
             tp = min(tp, round_price(ref - tick, tick))
         return max(sl, tick), max(tp, tick)
+
+
+_OPEN = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)

@@ -96,6 +96,14 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT                       -- JSON object or NULL
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
+-- Executions ("t:<trade id>") and income rows ("i:<type>:<id>") already counted in a trade:
+-- a SYNC close after a restart must not count them again (issue 7 defect 11).
+CREATE TABLE IF NOT EXISTS accounted (
+    symbol TEXT NOT NULL,
+    key TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    PRIMARY KEY (symbol, key)
+);
 CREATE TABLE IF NOT EXISTS kill_switch (
     symbol TEXT PRIMARY KEY,
     tripped INTEGER NOT NULL,
@@ -311,6 +319,13 @@ class Journal:
             (time_ms, kind, symbol, message, payload),
         )
 
+    def record_accounted(self, symbol: str, keys: list[str], time_ms: int) -> None:
+        """Executions / income rows counted in a trade (see the ``accounted`` table)."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO accounted (symbol, key, time_ms) VALUES (?, ?, ?)",
+            [(symbol, k, time_ms) for k in keys],
+        )
+
     def set_kill_switch(
         self, symbol: str, *, tripped: bool, reason: str, time_ms: int, since_trade_id: int
     ) -> None:
@@ -416,6 +431,21 @@ class Journal:
             (symbol, order_id),
         ).fetchone()
         return float(row[0])
+
+    def accounted_keys(self, symbol: str) -> list[str]:
+        """Every accounting key recorded for ``symbol`` (restored by the bot at construction)."""
+        rows = self._db.execute("SELECT key FROM accounted WHERE symbol = ?", (symbol,)).fetchall()
+        return [r[0] for r in rows]
+
+    def fills_of_client_id(self, symbol: str, client_id: str) -> list[tuple[int, int, float, float, float]]:
+        """(time, trade id, qty, price, commission) of the journaled executions of one client
+        order id, oldest first: recovery rebuilds an entry from them (defect 15)."""
+        rows = self._db.execute(
+            "SELECT time_ms, trade_id, qty, price, commission FROM fills WHERE symbol = ? AND client_id = ?"
+            " ORDER BY id",
+            (symbol, client_id),
+        ).fetchall()
+        return [(int(r[0]), int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows]
 
     def fill_count(self, symbol: str | None = None) -> int:
         where, args = _where(_symbol_test(symbol))

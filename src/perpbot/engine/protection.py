@@ -14,15 +14,17 @@ from perpbot.domain.types import (
 from perpbot.engine.bot_base import (
     PROTECT_ATTEMPTS,
     PROTECT_RETRY_S,
+    REMEMBER,
     BotBase,
     LocalPosition,
     log,
 )
+from perpbot.engine.close_tracker import bounded_put
 from perpbot.engine.notifier import (
     alert_message,
     emergency_message,
 )
-from perpbot.exchange.errors import ExchangeError, ExchangeUnavailable
+from perpbot.exchange.errors import NO_SUCH_ORDER, UNKNOWN_ORDER, ExchangeError, ExchangeUnavailable
 
 
 class ProtectionMixin(BotBase):
@@ -34,24 +36,24 @@ class ProtectionMixin(BotBase):
         for kind, wanted in (("SL", want_sl), ("TP", want_tp)):
             if not wanted or self._pos is not pos:
                 continue
-            if not await self._place_protective(pos, kind):
+            if await self._place_protective(pos, kind) is None:
                 failed.append(kind)
         if self._pos is not pos:
             # Closed while we were placing (e.g. the stop fired at once): nothing may stay behind.
-            for algo_id in (pos.sl_id, pos.tp_id):
-                if algo_id:
-                    await self._cancel_algo(algo_id, "position closed during placement")
+            await self._cancel_protection(pos)
             return True
         if failed:
             await self._emergency_close(pos, failed)
             return False
         return True
 
-    async def _place_protective(self, pos: LocalPosition, kind: str) -> bool:
+    async def _place_protective(self, pos: LocalPosition, kind: str) -> ConditionalOrder | None:
+        """One SL or TP for the position's *current* full quantity, 3 attempts."""
         otype = OrderType.STOP_MARKET if kind == "SL" else OrderType.TAKE_PROFIT_MARKET
         trigger = pos.sl_price if kind == "SL" else pos.tp_price
         exit_side = pos.side.exit_order_side
         for attempt in range(1, PROTECT_ATTEMPTS + 1):
+            qty = pos.qty
             cid = self._cid(kind)
             row = self._journal.record_order_request(
                 time_ms=self._clock.now_ms(),
@@ -59,7 +61,7 @@ class ProtectionMixin(BotBase):
                 kind=kind,
                 order_type=otype.value,
                 side=exit_side.value,
-                qty=pos.qty,
+                qty=qty,
                 client_id=cid,
                 trigger_price=trigger,
                 reason=f"attempt {attempt}",
@@ -67,7 +69,7 @@ class ProtectionMixin(BotBase):
             order: ConditionalOrder | None = None
             try:
                 order = await self._ex.place_conditional(
-                    self.symbol, otype, exit_side, pos.qty, trigger, reduce_only=True, client_algo_id=cid
+                    self.symbol, otype, exit_side, qty, trigger, reduce_only=True, client_algo_id=cid
                 )
             except Exception as exc:  # any failure counts as a failed attempt: never naked
                 self._journal_error(row, exc)
@@ -78,14 +80,23 @@ class ProtectionMixin(BotBase):
                 self._journal.record_order_result(
                     row, time_ms=self._clock.now_ms(), status=order.status.value, algo_id=order.algo_id
                 )
+                pos.algo_ids.add(order.algo_id)
+                self._orders_dirty = True
+                bounded_put(self._algo_owner, order.algo_id, pos, REMEMBER)
+                bounded_put(
+                    self._algo_kind,
+                    order.algo_id,
+                    CloseReason.SL if kind == "SL" else CloseReason.TP,
+                    REMEMBER,
+                )
                 if kind == "SL":
                     pos.sl_id = order.algo_id
                 else:
                     pos.tp_id = order.algo_id
-                return True
+                return order
             if attempt < PROTECT_ATTEMPTS:
                 await self._clock.sleep(PROTECT_RETRY_S)
-        return False
+        return None
 
     async def _find_algo_by_cid(self, cid: str) -> ConditionalOrder | None:
         try:
@@ -96,16 +107,59 @@ class ProtectionMixin(BotBase):
             return None
         return None
 
+    async def _ensure_protection(self, pos: LocalPosition) -> None:
+        """Protection covers the full quantity (issue 7 §2.4): a missing SL/TP is re-placed, an
+        undersized one (partial entry grown later, recovery, an order we did not size) is
+        replaced: the new one first, then the old one cancelled, so the position is never naked."""
+        if self._pos is not pos or pos.booked:
+            return
+        open_algo = {o.algo_id: o for o in await self._ex.open_conditional_orders(self.symbol)}
+        if self._pos is not pos or pos.booked:
+            return
+        tol = self._tol()
+        missing: list[str] = []
+        undersized: list[int] = []
+        for kind, algo_id in (("SL", pos.sl_id), ("TP", pos.tp_id)):
+            o = open_algo.get(algo_id) if algo_id else None
+            if o is None:
+                if algo_id == 0 and pos.legacy_ids:
+                    continue  # a legacy conditional order on the normal book protects it
+                missing.append(kind)
+            elif o.quantity < pos.qty - tol:
+                missing.append(kind)
+                undersized.append(algo_id)
+        if not missing:
+            return
+        msg = f"protection of {pos.qty}: placing {', '.join(missing)}"
+        if undersized:
+            msg += f" (replacing undersized {undersized})"
+        log.warning("%s: %s", self.symbol, msg)
+        self._journal.record_event(self._clock.now_ms(), "protection_resized", self.symbol, msg)
+        if await self._protect(pos, want_sl="SL" in missing, want_tp="TP" in missing):
+            for algo_id in undersized:
+                await self._cancel_algo(algo_id, "undersized protective order replaced")
+
+    async def _ensure_protection_bg(self, pos: LocalPosition) -> None:
+        """Background form (from an event handler): waits until no entry or close is in flight,
+        so it is queued, never dropped (defect 12)."""
+        await self._idle.wait()
+        try:
+            await self._ensure_protection(pos)
+        except ExchangeError as exc:
+            log.warning("%s: protection check failed (%s); reconcile retries", self.symbol, exc)
+
     async def _emergency_close(self, pos: LocalPosition, failed: list[str]) -> None:
-        """SPEC §13 row 12: the position cannot be protected → reduce-only market close + alert."""
+        """SPEC §13 row 12: the position cannot be protected → reduce-only market close + alert.
+        The message says what really happened (issue 7 §2.2)."""
         detail = f"{' and '.join(failed)} could not be placed after {PROTECT_ATTEMPTS} attempts"
         log.error("%s: %s; emergency close", self.symbol, detail)
         self._journal.record_event(self._clock.now_ms(), "emergency_close", self.symbol, detail)
-        outcome = await self._close_market(pos, CloseReason.EMERGENCY)
-        if outcome is None:
+        closed = await self._close_market(pos, CloseReason.EMERGENCY)
+        if not closed:
+            left = pos.qty
             text = (
-                f"{detail}; the emergency close FAILED: the position is open without its "
-                f"{' and '.join(failed)}."
+                f"{detail}; the emergency close was NOT confirmed: {left} still open without its "
+                f"{' and '.join(failed)}. Manual action needed."
             )
             self._journal.record_event(self._clock.now_ms(), "manual_action_needed", self.symbol, text)
             await self._notifier.notify(
@@ -117,17 +171,20 @@ class ProtectionMixin(BotBase):
         )
 
     async def _reprotect(self, pos: LocalPosition) -> None:
-        if self._pos is pos and not self._busy:
+        """A protective order disappeared: re-placed once no entry or close is in flight."""
+        await self._idle.wait()
+        if self._pos is pos and not pos.booked:
             await self._notifier.notify(
                 "alert", alert_message(self.symbol, "a protective order disappeared; re-placing it")
             )
-            await self._protect(pos, want_sl=not pos.sl_id, want_tp=not pos.tp_id)
+            await self._ensure_protection(pos)
 
     async def _cancel_orphans(self, why: str) -> None:
         """Flat: every open normal and algo order of the symbol is an orphan (SPEC §13 row 1)."""
         normal = await self._ex.open_orders(self.symbol)
         algo = await self._ex.open_conditional_orders(self.symbol)
         if not normal and not algo:
+            self._orders_dirty = False
             return
         msg = f"{why}: cancelling {len(normal)} normal and {len(algo)} algo orphan orders"
         log.warning("%s: %s", self.symbol, msg)
@@ -142,17 +199,57 @@ class ProtectionMixin(BotBase):
             await self._ex.cancel_all_orders(self.symbol)
         if algo:
             await self._ex.cancel_all_conditional(self.symbol)
+        self._orders_dirty = False
 
     async def _cancel_leftovers(self) -> None:
         """After a close of ours: anything still open for the flat symbol is an orphan."""
         try:
             await self._cancel_orphans("after close")
         except ExchangeError as exc:
-            log.warning("%s: leftover cancel failed: %s", self.symbol, exc)
+            log.warning("%s: leftover cancel failed: %s; reconcile retries", self.symbol, exc)
 
-    async def _cancel_algo(self, algo_id: int, why: str) -> None:
+    async def _cancel_protection(self, pos: LocalPosition) -> None:
+        """After a close: every protective order of that position (both SL/TP and any earlier
+        ones) is cancelled by id; one that did not fire and could not be cancelled is kept
+        in ``_to_cancel`` and retried in the background and by ``reconcile`` (defect 10)."""
+        failed = False
+        for algo_id in sorted(pos.algo_ids):
+            if algo_id in self._fired:
+                continue
+            if not await self._cancel_algo(algo_id, "protective order of a closed position"):
+                self._to_cancel.add(algo_id)
+                failed = True
+        for order_id in pos.legacy_ids:
+            try:
+                await self._ex.cancel_order(self.symbol, order_id)
+            except ExchangeError as exc:
+                log.warning("%s: cancel of legacy order %s failed: %s", self.symbol, order_id, exc)
+        if failed:
+            self._spawn(self._retry_cancels())
+
+    async def _retry_cancels(self) -> None:
+        """Retry unconfirmed cancels with back-off until each is confirmed (or attempts end;
+        ``reconcile`` takes over then)."""
+        for attempt in range(PROTECT_ATTEMPTS):
+            if not self._to_cancel:
+                return
+            await self._clock.sleep(PROTECT_RETRY_S * 2**attempt)
+            for algo_id in sorted(self._to_cancel):
+                if await self._cancel_algo(algo_id, "retry"):
+                    self._to_cancel.discard(algo_id)
+
+    async def _cancel_algo(self, algo_id: int, why: str) -> bool:
+        """Cancel one algo order; True when it is confirmed gone (cancelled, or unknown)."""
         self._cancelling.add(algo_id)
         try:
             await self._ex.cancel_conditional(self.symbol, algo_id)
-        except ExchangeError as exc:  # -2011 unknown order: already gone, fine
-            log.debug("%s: cancel of algo %s (%s) failed: %s", self.symbol, algo_id, why, exc)
+        except ExchangeError as exc:
+            if exc.code in (UNKNOWN_ORDER, NO_SUCH_ORDER):
+                return True  # already gone (fired, cancelled or expired)
+            log.warning("%s: cancel of algo %s (%s) failed: %s", self.symbol, algo_id, why, exc)
+            self._orders_dirty = True
+            self._journal.record_event(
+                self._clock.now_ms(), "cancel_failed", self.symbol, f"algo {algo_id} ({why}): {exc}"
+            )
+            return False
+        return True

@@ -10,28 +10,29 @@ import math
 
 from perpbot.domain.types import (
     AlgoStatus,
-    ClosedTrade,
     CloseReason,
     ConditionalOrder,
     OrderType,
     Position,
 )
 from perpbot.engine.bot_base import (
-    FALLBACK_STOP_FRACTION,
+    REMEMBER,
     START_ATTEMPTS,
     START_BACKOFF_S,
     BotBase,
+    EntryAcc,
     LocalPosition,
+    exec_key,
     is_transient,
     log,
 )
+from perpbot.engine.close_tracker import bounded_put
 from perpbot.engine.context import CandleContext
 from perpbot.engine.notifier import (
     kill_switch_message,
     recovered_message,
 )
 from perpbot.exchange.errors import ExchangeError
-from perpbot.exchange.filters import round_price
 
 
 class RecoveryMixin(BotBase):
@@ -95,29 +96,15 @@ class RecoveryMixin(BotBase):
     async def _adopt(self, pos_ex: Position, ctx: CandleContext | None, *, announce: bool) -> LocalPosition:
         """Take over an exchange position: register it, restore or re-place its SL/TP."""
         now = self._clock.now_ms()
-        entry_time, entry_oid, entry_fee = now, 0, None
-        # The journaled entry belongs to this position only if it is on the same side and no
-        # trade of the symbol closed after it (else it is an old round trip's entry, and its time
-        # would pull earlier trades' funding and income into this one).
-        rec = self._journal.last_order(self.symbol, ("ENTRY",))
-        last = self._journal.recent_trades(self.symbol, 1)
-        if (
-            rec is not None
-            and rec.order_id
-            and rec.side == pos_ex.side.entry_order_side.value
-            and (not last or last[0].exit_time_ms <= rec.time_ms)
-        ):
-            entry_time, entry_oid = rec.time_ms, rec.order_id
-            entry_fee = self._journal.order_commission(self.symbol, rec.order_id)
         pos = LocalPosition(
             side=pos_ex.side,
             qty=pos_ex.quantity,
             entry_price=pos_ex.entry_price,
-            entry_time_ms=entry_time,
-            entry_order_id=entry_oid,
-            entry_fee=entry_fee,
+            entry_time_ms=now,
+            entry_qty=pos_ex.quantity,
             adopted=True,
         )
+        await self._journaled_entry(pos)
         self._pos = pos
         await self._risk.register(self.symbol, pos.side)
         self._journal.record_event(
@@ -125,7 +112,7 @@ class RecoveryMixin(BotBase):
             "position_adopted",
             self.symbol,
             f"adopted {pos.side.value} qty {pos.qty} entry {pos.entry_price}",
-            {"entry_order_id": entry_oid, "entry_time_ms": entry_time},
+            {"entry_order_id": pos.entry_order_id, "entry_time_ms": pos.entry_time_ms},
         )
         replaced = await self._restore_protection(pos, ctx)
         log.info(
@@ -142,14 +129,66 @@ class RecoveryMixin(BotBase):
             await self._notifier.notify(
                 "info", recovered_message(self.symbol, pos.side, pos.entry_price, pos.qty, replaced)
             )
-        if replaced and self._pos is pos:
+        if self._pos is not pos:
+            return pos
+        if not pos.sl_price or not pos.tp_price:
+            await self._emergency_close(
+                pos, [k for k, v in (("SL", pos.sl_price), ("TP", pos.tp_price)) if not v]
+            )
+        elif replaced:
             await self._protect(pos, want_sl="SL" in replaced, want_tp="TP" in replaced)
+        await self._ensure_protection(pos)  # undersized stops found at recovery are replaced
         return pos
+
+    async def _journaled_entry(self, pos: LocalPosition) -> None:
+        """Entry time, price and fee of an adopted position from the journal (defect 15).
+
+        The journaled entry belongs to this position only if it is on the same side and no trade
+        of the symbol closed after it (else it is an old round trip's entry). Its executions are
+        found by *client id*, so a crash between the order call and the journaled answer loses
+        nothing: entry time = first execution, price = their average when they make up the whole
+        position, fee = their commission. Without journaled executions the order is asked for by
+        client id.
+        """
+        rec = self._journal.last_order(self.symbol, ("ENTRY",))
+        last = self._journal.recent_trades(self.symbol, 1)
+        if (
+            rec is None
+            or rec.side != pos.side.entry_order_side.value
+            or (last and last[0].exit_time_ms > rec.time_ms)
+        ):
+            return
+        pos.entry_time_ms = rec.time_ms
+        fills = self._journal.fills_of_client_id(self.symbol, rec.client_id) if rec.client_id else []
+        if fills:
+            qty = sum(f[2] for f in fills)
+            pos.entry_time_ms = fills[0][0]
+            pos.entry_order_id = rec.order_id or 0
+            pos.entry_fee = sum(f[4] for f in fills)
+            pos.entry_exec_qty, pos.entry_exec_fee = qty, pos.entry_fee
+            pos.entry_trade_id = max(f[1] for f in fills)
+            if abs(qty - pos.qty) <= self._tol():
+                pos.entry_price = sum(f[2] * f[3] for f in fills) / qty
+            self._account([exec_key(f[1]) for f in fills])
+        elif rec.order_id:
+            pos.entry_order_id = rec.order_id
+            pos.entry_fee = self._journal.order_commission(self.symbol, rec.order_id)
+        elif rec.client_id and self._recovery:
+            try:
+                o = await self._ex.get_order(self.symbol, client_order_id=rec.client_id)
+            except ExchangeError:
+                return
+            pos.entry_order_id = o.order_id
+        if pos.entry_order_id:
+            self._entry_acc.setdefault(pos.entry_order_id, EntryAcc())
 
     async def _restore_protection(self, pos: LocalPosition, ctx: CandleContext | None) -> list[str]:
         """Find existing SL/TP (algo *and* normal book); compute prices for the missing ones.
 
-        Returns the kinds that must be (re-)placed; their prices are set on ``pos``.
+        Returns the kinds that must be (re-)placed; their prices are set on ``pos``. Prices come
+        from the ATR of the preloaded candles (``ctx``, the last closed one), else from the
+        trigger prices journaled for this entry; with neither, the price stays 0 and the caller
+        closes the position (fail closed: no made-up stop).
         """
         exit_side = pos.side.exit_order_side
         algo = await self._ex.open_conditional_orders(self.symbol)
@@ -164,6 +203,11 @@ class RecoveryMixin(BotBase):
                 pos.tp_id, pos.tp_price = o.algo_id, o.trigger_price
             else:
                 extra.append(o)
+                continue
+            pos.algo_ids.add(o.algo_id)
+            bounded_put(self._algo_owner, o.algo_id, pos, REMEMBER)
+            kind = CloseReason.SL if o.type is OrderType.STOP_MARKET else CloseReason.TP
+            bounded_put(self._algo_kind, o.algo_id, kind, REMEMBER)
         legacy_sl = legacy_tp = False
         legacy: list[int] = []
         for n in normal:
@@ -181,23 +225,20 @@ class RecoveryMixin(BotBase):
             missing.append("SL")
         if not pos.tp_id and not legacy_tp:
             missing.append("TP")
+        if legacy_sl:
+            pos.sl_price = pos.sl_price or -1.0  # protected by the legacy order (price unknown)
+        if legacy_tp:
+            pos.tp_price = pos.tp_price or -1.0
         if not missing:
             return []
         filters = await self._symbol_filters()
         atr = ctx.atr if ctx is not None else float("nan")
         if math.isfinite(atr) and atr > 0:
             sl, tp = self._stops(pos.entry_price, atr, pos.side, filters)
-            source = "ATR"
+            source = "ATR of the preloaded candles"
         else:
             sl, tp = self._journaled_triggers(pos)
             source = "journal"
-            frac = FALLBACK_STOP_FRACTION * pos.entry_price
-            if not sl:
-                sl = round_price(pos.entry_price - pos.side.sign * frac, filters.tick_size)
-                source = "fallback"
-            if not tp:
-                tp = round_price(pos.entry_price + pos.side.sign * frac, filters.tick_size)
-                source = "fallback"
         if "SL" in missing:
             pos.sl_price = sl
         if "TP" in missing:
@@ -222,27 +263,34 @@ class RecoveryMixin(BotBase):
         return sl, tp
 
     async def _resync(self, pos_ex: Position, ctx: CandleContext | None) -> LocalPosition:
-        """Make the local position agree with the exchange's (adopt, or fix the quantity)."""
+        """Make the local position agree with the exchange's (adopt, or fix the quantity: the
+        executions the stream missed are fetched from REST first, so they are booked)."""
         pos = self._pos
         if pos is None or pos.side is not pos_ex.side:
             if pos is not None:
                 log.error("%s: local %s but exchange %s; re-adopting", self.symbol, pos.side, pos_ex.side)
                 self._pos = None
             return await self._adopt(pos_ex, ctx, announce=True)
-        filters = await self._symbol_filters()
-        if abs(pos.qty - pos_ex.quantity) > filters.step_size / 2:
-            log.warning(
-                "%s: local qty %s, exchange qty %s; using the exchange's",
-                self.symbol,
-                pos.qty,
-                pos_ex.quantity,
-            )
-            pos.qty = pos_ex.quantity
+        tol = self._tol()
+        if abs(pos.qty - pos_ex.quantity) > tol:
+            async with self._close_lock:
+                await self._catch_up_from_rest(pos)
+            if abs(pos.qty - pos_ex.quantity) > tol:
+                log.warning(
+                    "%s: local qty %s, exchange qty %s; using the exchange's",
+                    self.symbol,
+                    pos.qty,
+                    pos_ex.quantity,
+                )
+                if pos_ex.quantity > pos.qty:
+                    pos.entry_qty += pos_ex.quantity - pos.qty
+                pos.qty = pos_ex.quantity
         return pos
 
     async def reconcile(self) -> None:
-        """Periodic REST check (SPEC §13 rows 5, 6): SYNC close of phantom positions, adoption of
-        unknown ones, and re-placement of missing protective orders."""
+        """Periodic REST check (SPEC §13 rows 5, 6; issue 7 §2.4–2.6): resolve an entry of
+        unknown outcome, SYNC-close a position the exchange shows flat, cancel this bot's orphans
+        on a flat symbol, adopt an unknown position, and make protection cover the full quantity."""
         if self._busy:
             return
         with self._clock.scope():
@@ -250,90 +298,28 @@ class RecoveryMixin(BotBase):
 
     async def _reconcile(self) -> None:
         try:
+            if self._pending is not None:
+                await self._resolve_pending()
             pos_ex = await self._ex.position(self.symbol)
             if pos_ex is None:
                 if self._pos is not None:
                     await self._sync_close("reconcile")
+                elif self._pending is None and (self._orders_dirty or self._to_cancel):
+                    await self._cancel_orphans("reconcile: flat symbol")
+                    self._to_cancel.clear()
                 return
             pos = await self._resync(pos_ex, None)
             if self._busy or self._pos is not pos:
                 return
-            open_ids = {o.algo_id for o in await self._ex.open_conditional_orders(self.symbol)}
-            if pos.sl_id and pos.sl_id not in open_ids:
-                pos.sl_id = 0
-            if pos.tp_id and pos.tp_id not in open_ids:
-                pos.tp_id = 0
-            if (not pos.sl_id or not pos.tp_id) and not pos.legacy_ids:
-                missing = [k for k, i in (("SL", pos.sl_id), ("TP", pos.tp_id)) if not i]
-                self._journal.record_event(
-                    self._clock.now_ms(),
-                    "protection_missing",
-                    self.symbol,
-                    f"reconcile: missing {', '.join(missing)}; re-placing",
-                )
-                await self._protect(pos, want_sl=not pos.sl_id, want_tp=not pos.tp_id)
+            if self._to_cancel:
+                for algo_id in sorted(self._to_cancel):
+                    if algo_id not in (pos.sl_id, pos.tp_id) and await self._cancel_algo(
+                        algo_id, "reconcile"
+                    ):
+                        self._to_cancel.discard(algo_id)
+            await self._ensure_protection(pos)
         except asyncio.CancelledError:
             raise
         except Exception:
             self.errors += 1
             log.exception("%s: reconciliation failed", self.symbol)
-
-    async def _sync_close(self, why: str) -> None:
-        """The exchange is flat but we hold a position: close it from income history (SYNC).
-
-        PnL = Σ REALIZED_PNL − Σ |COMMISSION| + Σ FUNDING_FEE of *this* symbol since the entry time,
-        every row summed (SPEC §13 rows 5, 6), except executions already accounted to an earlier
-        trade (a reverse closes and re-opens within the same millisecond).
-        """
-        async with self._close_lock:
-            pos = self._pos
-            if pos is None:
-                return
-            rows = await self._ex.income_history(
-                self.symbol,
-                pos.entry_time_ms,
-                ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE", "INSURANCE_CLEAR"),
-            )
-            if self._pos is not pos:
-                return
-            rp = fees = funding = 0.0
-            for r in rows:
-                if r.symbol != self.symbol or r.time_ms < pos.entry_time_ms:
-                    continue
-                if r.trade_id and r.trade_id in self._accounted:
-                    continue
-                if r.income_type == "REALIZED_PNL":
-                    rp += r.income
-                elif r.income_type == "COMMISSION":
-                    fees += abs(r.income)
-                elif r.income_type == "FUNDING_FEE":
-                    funding += r.income
-                elif r.income_type == "INSURANCE_CLEAR":
-                    fees -= r.income  # liquidation clearance fee (negative income)
-            qty = pos.qty + pos.closed_qty
-            exit_price = pos.entry_price + pos.side.sign * (rp / qty) if qty > 0 else pos.entry_price
-            entry_fee = min(self._entry_fee(pos), fees)
-            trade = ClosedTrade(
-                symbol=self.symbol,
-                side=pos.side,
-                entry_time_ms=pos.entry_time_ms,
-                exit_time_ms=self._clock.now_ms(),
-                entry_price=pos.entry_price,
-                exit_price=exit_price,
-                quantity=qty,
-                realized_pnl=rp,
-                entry_fee=entry_fee,
-                exit_fee=fees - entry_fee,
-                funding=funding,
-                reason=CloseReason.SYNC,
-            )
-            self._pos = None
-            self._journal.record_event(
-                self._clock.now_ms(),
-                "sync_close",
-                self.symbol,
-                f"{why}: exchange flat, local {pos.side.value} {qty}; closed from {len(rows)} income rows",
-                {"realized_pnl": rp, "fees": fees, "funding": funding},
-            )
-            await self._finish(pos, trade)
-            await self._cancel_leftovers()
