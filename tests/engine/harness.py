@@ -40,6 +40,7 @@ from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.port import EventHandler
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.faults import FaultPlan
 from perpbot.ml.decision import FilterDecision, PassThroughFilter
 
 from .factories import BAR, OHLC, SYM, T0, ctx_at
@@ -150,6 +151,7 @@ class World:
         engine: MatchingEngine | None = None,
         risk_cls: type[RiskManager] = RiskManager,
         notifier: RecordingNotifier | None = None,
+        faults: FaultPlan | None = None,
     ) -> None:
         arr = np.asarray(bars, dtype=np.float64)
         self.t = T0 + np.arange(len(arr), dtype=np.int64) * BAR
@@ -158,8 +160,11 @@ class World:
             engine = MatchingEngine(settings, {SYM: FILT})
             engine.add_bars(SYM, self.t, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], funding)
         self.engine = engine
-        self.ex = exchange_cls(engine)
         self.clock = SimClock(T0)
+        if faults is None:
+            self.ex = exchange_cls(engine)
+        else:  # the hostile exchange (issue 7 §1), timed on the bots' clock
+            self.ex = exchange_cls(engine, faults=faults, clock=self.clock)
         self.journal = journal or Journal()
         self.cfg = config or AppConfig(symbols=(SYM,))
         self.risk = risk_cls(self.cfg, self.clock, journal=self.journal)
