@@ -351,3 +351,34 @@ async def test_a_lost_stop_is_replaced_even_when_the_bot_is_busy() -> None:
     w.bot._busy = False
     await w.bot.wait_background()
     assert covered(w) and w.bot.state.sl_id not in (0, sl_id)
+
+
+# ====================================================================== defect 15
+
+
+async def test_recovery_after_a_crash_before_the_entry_result_uses_the_journaled_fills(
+    tmp_path: Path,
+) -> None:
+    """The process died between the entry call and journaling its answer (the ENTRY row says
+    REQUESTED, no order id), and the stop is gone. Old code lost the entry time and fee (it
+    needed the order id) and, without a candle, fell back to ±1 % stops. Now the entry's
+    executions are found by client id, and the stop comes from the preloaded candles' ATR."""
+    path = tmp_path / "journal.sqlite"
+    w = World(flat(100, 5), journal=Journal(path))
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    (entry_fill,) = [f for f in w.engine.fills(SYM) if f.side is OrderSide.BUY]
+    w.journal._db.execute("UPDATE orders SET status = 'REQUESTED', order_id = NULL WHERE kind = 'ENTRY'")
+    w.engine.cancel_algo(SYM, w.bot.state.sl_id)
+    w.engine.pop_events()
+    from perpbot.engine.bot import SymbolBot
+
+    bot2 = SymbolBot(SYM, w.cfg, w.ex, w.risk, w.filter, Journal(path), w.clock, w.notifier)
+    await bot2.start(ctx_at(2, 100.0, None, atr=3.0))  # the preloaded candles' ATR is 3
+    st = bot2.state
+    assert st.entry_time_ms == entry_fill.time_ms
+    assert bot2._entry_fee(bot2._pos) == pytest.approx(entry_fill.commission)  # type: ignore[arg-type]
+    sl = next(o for o in w.algo_orders() if o.type.value == "STOP_MARKET")
+    mult = w.cfg.params_for(SYM).atr_sl_mult
+    assert sl.trigger_price == pytest.approx(entry_fill.price - mult * 3.0, abs=0.01)
+    assert covered(w)
