@@ -368,6 +368,7 @@ async def test_recovery_after_a_crash_before_the_entry_result_uses_the_journaled
     await w.start()
     await w.run({1: LONG}, until=2)
     (entry_fill,) = [f for f in w.engine.fills(SYM) if f.side is OrderSide.BUY]
+    w.journal.flush()
     w.journal._db.execute("UPDATE orders SET status = 'REQUESTED', order_id = NULL WHERE kind = 'ENTRY'")
     w.engine.cancel_algo(SYM, w.bot.state.sl_id)
     w.engine.pop_events()
