@@ -275,6 +275,7 @@ def test_every_candle_of_an_open_time_before_time_advances(markets4: dict[str, p
 
     class Bot:
         in_position = False
+        has_background = False
 
         def __init__(self, sym: str) -> None:
             self.sym = sym

@@ -639,6 +639,12 @@ async def _drive(
             await exchange.drain()
             reconciles += 1
             next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
+        # Background work of the bots (re-protection, cancel retries, a late entry) finishes
+        # before time advances: no simulated time passes while it runs, and nothing starves.
+        for bot in bots:
+            if bot.has_background:
+                await bot.wait_background()
+                await exchange.drain()
         done += len(step)
         if progress is not None and (k % _PROGRESS_EVERY == 0 or k == n_steps - 1):
             progress(done, total_candles)

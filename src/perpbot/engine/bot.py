@@ -117,6 +117,11 @@ class SymbolBot(EntryMixin, PendingMixin, ProtectionMixin, ExitMixin, LedgerMixi
     def in_position(self) -> bool:
         return self._pos is not None
 
+    @property
+    def has_background(self) -> bool:
+        """Re-protection, cancel retries or a late-entry adoption are still running."""
+        return bool(self._bg)
+
     def estimated_pnl(self, price: float) -> float | None:
         """Unrealised PnL at ``price`` (SPEC §8.5/§8.7: ``±(price − entry)·qty``); None when flat
         or when the price is unusable, so the position monitor idles."""

@@ -227,6 +227,9 @@ class BotBase:
         # Executions and income rows already in a trade, persisted in the journal so that a
         # restart never counts them again (defect 11).
         self._accounted: set[str] = set(journal.accounted_keys(symbol))
+        # Booked trades whose funding rows may still appear (income history lags): (journal id,
+        # index in closed_trades, trade).
+        self._funding_watch: deque[tuple[int, int, ClosedTrade]] = deque(maxlen=16)
         self._to_cancel: set[int] = set()  # protective orders whose cancel is not confirmed yet
         # True when this bot's own actions may have left an order open since the last clean
         # orphan check (a flat reconcile skips the two REST reads otherwise).

@@ -365,6 +365,10 @@ class Journal:
             (time_ms, kind, symbol, message, payload),
         )
 
+    def amend_trade_funding(self, trade_id: int, funding: float, net_pnl: float) -> None:
+        """Funding that became visible after the trade was booked (income history lags)."""
+        self._write("UPDATE trades SET funding = ?, net_pnl = ? WHERE id = ?", (funding, net_pnl, trade_id))
+
     def record_accounted(self, symbol: str, keys: list[str], time_ms: int) -> None:
         """Executions / income rows counted in a trade (see the ``accounted`` table)."""
         self._write(

@@ -13,6 +13,7 @@ close the current position.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import ClosedTrade, CloseReason, Fill, OrderType
@@ -32,6 +33,7 @@ from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.port import ExchangeRecoveryPort
 
 _REMEMBER = 256
+FUNDING_WATCH_MS = 24 * HOUR_MS
 
 
 def execution_of(ev: OrderTradeUpdate) -> Execution:
@@ -136,7 +138,7 @@ class LedgerMixin(BotBase):
             self._spawn(self._ensure_protection_bg(owner))
 
     # ------------------------------------------------------------------ entry executions
-    def _entry_execution(self, ex: Execution) -> bool:
+    def _entry_execution(self, ex: Execution, target: LocalPosition | None = None) -> bool:
         """Account one execution of an entry order; True when it made the position grow."""
         key = exec_key(ex.trade_id)
         if key in self._accounted:
@@ -151,7 +153,7 @@ class LedgerMixin(BotBase):
         acc.fee += ex.commission
         acc.max_trade_id = max(acc.max_trade_id, ex.trade_id)
         acc.time_ms = acc.time_ms or ex.time_ms
-        pos = self._pos
+        pos = target or self._pos
         if pos is None or pos.entry_order_id != ex.order_id:
             return False
         pos.entry_exec_qty += ex.qty
@@ -202,6 +204,19 @@ class LedgerMixin(BotBase):
                 e = await self._typed(e)
             await self._apply_close(e)
 
+    async def _entry_from_rest(self, pos: LocalPosition) -> None:
+        ex = self._ex
+        if not isinstance(ex, ExchangeRecoveryPort):
+            return
+        try:
+            fills = await ex.user_trades(self.symbol, pos.entry_time_ms)
+        except ExchangeError as exc:
+            log.warning("%s: entry executions unavailable (%s); entry fee may be short", self.symbol, exc)
+            return
+        for f in fills:
+            if f.order_id == pos.entry_order_id:
+                self._entry_execution(execution_of_fill(f), pos)
+
     async def _typed(self, e: Execution) -> Execution:
         """A REST execution of an order we did not send: its type and client id from the order
         query (a liquidation or deleverage is booked as such)."""
@@ -232,6 +247,8 @@ class LedgerMixin(BotBase):
     async def _book(self, pos: LocalPosition, fallback: CloseReason) -> None:
         """The position is flat: build its trade from its executions and finish it."""
         pos.booked = True
+        if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
+            await self._entry_from_rest(pos)  # the entry's fee when its events never came
         reason = self._classify(pos, fallback)
         if self._pos is pos:
             self._pos = None
@@ -333,11 +350,48 @@ class LedgerMixin(BotBase):
         self._account(keys)
         return funding, clearance
 
+    async def _late_funding(self) -> None:
+        """Funding rows that became visible only after their trade was booked (income history
+        lags on Binance): added to that trade (journal row amended, risk PnL corrected), each row
+        once. Booked trades are watched for ``FUNDING_WATCH_MS``."""
+        now = self._clock.now_ms()
+        while self._funding_watch and now - self._funding_watch[0][2].exit_time_ms > FUNDING_WATCH_MS:
+            self._funding_watch.popleft()
+        if not self._funding_watch:
+            return
+        start = min(w[2].entry_time_ms for w in self._funding_watch)
+        rows = await self._ex.income_history(self.symbol, start, ("FUNDING_FEE",))
+        for k, (trade_id, index, trade) in enumerate(self._funding_watch):
+            extra = 0.0
+            keys: list[str] = []
+            for r in rows:
+                key = income_key(r.income_type, r.trade_id or str(r.time_ms))
+                if (
+                    r.symbol == self.symbol
+                    and trade.entry_time_ms <= r.time_ms < trade.exit_time_ms
+                    and key not in self._accounted
+                ):
+                    extra += r.income
+                    keys.append(key)
+            if not keys:
+                continue
+            self._account(keys)
+            amended = replace(trade, funding=trade.funding + extra)
+            self._journal.amend_trade_funding(trade_id, amended.funding, amended.net_pnl)
+            self.closed_trades[index] = amended
+            self._funding_watch[k] = (trade_id, index, amended)
+            await self._risk.record_pnl(extra, time_ms=trade.exit_time_ms)
+            msg = f"late funding {extra:.8f} added to trade {trade_id}"
+            log.warning("%s: %s", self.symbol, msg)
+            self._journal.record_event(now, "late_funding", self.symbol, msg)
+
     async def _finish(self, pos: LocalPosition, trade: ClosedTrade) -> None:
         """Journal, risk, cancel every protective order of the position (confirmed), kill switch,
         wake the position's close waiter, notify (in that order)."""
-        self._journal.record_trade(trade)
+        trade_id = self._journal.record_trade(trade)
         self.closed_trades.append(trade)
+        if trade.exit_time_ms > -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # spans a whole hour
+            self._funding_watch.append((trade_id, len(self.closed_trades) - 1, trade))
         await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)
         await self._cancel_protection(pos)
         trip = self.kill_switch.record(trade, self._clock.now_ms())

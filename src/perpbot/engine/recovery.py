@@ -300,6 +300,8 @@ class RecoveryMixin(BotBase):
         try:
             if self._pending is not None:
                 await self._resolve_pending()
+            if self._funding_watch:
+                await self._late_funding()
             pos_ex = await self._ex.position(self.symbol)
             if pos_ex is None:
                 if self._pos is not None:
