@@ -155,6 +155,11 @@ class LedgerMixin(BotBase):
         acc.time_ms = acc.time_ms or ex.time_ms
         pos = target or self._pos
         if pos is None or pos.entry_order_id != ex.order_id:
+            p = self._pending
+            if p is None or (ex.order_id != p.order_id and ex.client_id != p.client_id):
+                # An entry order's execution after its position ended (a partial entry's late
+                # rest): it opens a new position, adopted by reconcile, which takes its fee.
+                self._stray_entries.append(ex)
             return False
         pos.entry_exec_qty += ex.qty
         pos.entry_exec_fee += ex.commission

@@ -165,6 +165,13 @@ class PendingMixin(BotBase):
         pos = self._new_position(p.side, o.executed_qty, o.avg_price, p.time_ms, o.order_id)
         self._pos = pos
         await self._risk.register(self.symbol, p.side)
+        try:
+            flat = await ex.position(self.symbol) is None
+        except ExchangeError:
+            flat = False  # unknown: protect it (fail closed)
+        if flat:  # filled and already closed by someone else: book it from REST
+            await self._sync_close("late entry fill, position already flat")
+            return
         msg = f"late entry fill adopted: {pos.qty} @ {pos.entry_price} (order {o.order_id})"
         log.warning("%s: %s", self.symbol, msg)
         self._journal.record_event(self._clock.now_ms(), "entry_resolved", self.symbol, msg)

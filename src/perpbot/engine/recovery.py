@@ -12,6 +12,7 @@ from perpbot.domain.types import (
     AlgoStatus,
     CloseReason,
     ConditionalOrder,
+    Fill,
     OrderType,
     Position,
 )
@@ -105,6 +106,24 @@ class RecoveryMixin(BotBase):
             adopted=True,
         )
         await self._journaled_entry(pos)
+        stray = [e for e in self._stray_entries if e.side is pos.side.entry_order_side]
+        if stray:  # executions of our entry orders that no position took: this one's
+            self._stray_entries.clear()
+            pos.entry_order_id = stray[-1].order_id
+            pos.entry_time_ms = min(e.time_ms for e in stray)
+            pos.entry_exec_qty = sum(e.qty for e in stray)
+            pos.entry_exec_fee = pos.entry_fee = sum(e.commission for e in stray)
+            pos.entry_trade_id = max(e.trade_id for e in stray)
+        if not pos.entry_exec_qty and self._recovery:
+            await self._entry_executions_from_rest(pos)
+        p = self._pending
+        if p is not None and p.side is pos.side:
+            # The entry whose outcome was unknown is this position: resolved (never adopted twice).
+            self._pending = None
+            if p.order_id:
+                pos.entry_order_id = p.order_id
+                pos.entry_time_ms = min(pos.entry_time_ms, p.time_ms)
+                self._entry_acc.setdefault(p.order_id, EntryAcc())
         self._pos = pos
         await self._risk.register(self.symbol, pos.side)
         self._journal.record_event(
@@ -139,6 +158,34 @@ class RecoveryMixin(BotBase):
             await self._protect(pos, want_sl="SL" in replaced, want_tp="TP" in replaced)
         await self._ensure_protection(pos)  # undersized stops found at recovery are replaced
         return pos
+
+    async def _entry_executions_from_rest(self, pos: LocalPosition) -> None:
+        """The executions that opened an adopted position, from ``userTrades``: the newest
+        unaccounted ones on its entry side that make up its quantity (their events were lost,
+        or they came after the bot gave up on them). They give its entry time and fee."""
+        since = pos.entry_time_ms - 86_400_000
+        try:
+            fills = await self._ex.user_trades(self.symbol, since)  # type: ignore[attr-defined]
+        except ExchangeError:
+            return
+        side = pos.side.entry_order_side
+        mine: list[Fill] = []
+        qty = 0.0
+        for f in sorted(fills, key=lambda f: -f.trade_id):
+            if qty >= pos.qty - self._tol():
+                break
+            if f.side is side and exec_key(f.trade_id) not in self._accounted:
+                mine.append(f)
+                qty += f.quantity
+        if not mine or abs(qty - pos.qty) > self._tol():
+            return
+        self._account([exec_key(f.trade_id) for f in mine])
+        pos.entry_order_id = mine[0].order_id
+        pos.entry_time_ms = min(f.time_ms for f in mine)
+        pos.entry_exec_qty = qty
+        pos.entry_exec_fee = pos.entry_fee = sum(f.commission for f in mine)
+        pos.entry_trade_id = max(f.trade_id for f in mine)
+        self._entry_acc.setdefault(pos.entry_order_id, EntryAcc())
 
     async def _journaled_entry(self, pos: LocalPosition) -> None:
         """Entry time, price and fee of an adopted position from the journal (defect 15).
