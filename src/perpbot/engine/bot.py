@@ -5,11 +5,13 @@ from the injected ``Clock`` and never computes features (the runner hands it a `
 
 Parts (one job per file; ``SymbolBot`` is the state machine over them)
 ---------------------------------------------------------------------
-``bot_base.py``   shared state (``LocalPosition``, ``BotState``) and the journal/clock helpers;
+``bot_base.py``   shared state (``LocalPosition``, ``Execution``, ``BotState``) and helpers;
 ``entry.py``      risk check, filter, sizing, the entry order under the global entry lock;
-``protection.py`` SL/TP placement and re-placement, orphan/sibling cancels, emergency close;
-``exits.py``      our market closes, close fills matched to the position, trade booking;
-``recovery.py``   start-up adoption, REST resync, reconciliation and SYNC closes.
+``pending.py``    entries of unknown outcome (timeout, ACK) resolved by client id; new positions;
+``protection.py`` SL/TP for the full quantity, re-placement, confirmed cancels, emergency close;
+``ledger.py``     every execution matched to its position and counted once; trade booking;
+``exits.py``      our reduce-only closes, confirmed by the exchange; SYNC closes from REST;
+``recovery.py``   start-up adoption, REST resync, reconciliation.
 
 Life cycle
 ----------
@@ -22,10 +24,13 @@ Life cycle
                    happens: no REST, no journal, no allocation); daily-loss gate and kill switch
                    block *entries* only; the live position is queried; flat → risk, filter, entry;
                    opposite signal → close, wait for the close event, re-enter if allowed.
-``on_event(ev)``   close detection (``CloseTracker``), net PnL, journal, risk, kill switch, sibling
-                   cancel by id, notification; wakes a waiting reverse.
-``reconcile()``    every 5 min in live: exchange flat but local position → SYNC close from income
-                   history; position without protection → protective orders re-placed.
+``on_event(ev)``   every execution counted once (``ledger``): entries grow their position, closes
+                   reduce the position they belong to; a flat position is booked (journal, risk,
+                   kill switch, every protective order cancelled by id), waking its own waiter.
+``reconcile()``    every 5 min (the backtest too): a pending entry resolved; exchange flat but
+                   local position → SYNC close from ``userTrades`` + income; flat symbol → this
+                   bot's orphans cancelled; protection made to cover the full quantity; late
+                   funding rows added to their trade.
 ``close_position(reason)`` a reduce-only close on demand (backtest END_OF_DATA, operators);
 ``stop()`` cancels background work only (protective orders stay, SPEC §13 row 28);
 ``state`` / ``closed_trades`` / ``estimated_pnl(price)`` are the read side for runner and monitor.
@@ -37,13 +42,14 @@ close confirmations with ``clock.wait_for`` and never calls ``drain()`` itself.
 Expected exchange behaviour (any adapter)
 -----------------------------------------
 Entry: ``set_leverage``, ``set_isolated_margin`` (-4046 ignored), ``market_order`` → an
-``OrderResult``; if it is not FILLED with an average price, the bot waits (10 s) for the entry's
-``ORDER_TRADE_UPDATE`` fills and then falls back to the position's entry price. Then
-``place_conditional`` STOP_MARKET and TAKE_PROFIT_MARKET, reduce-only, each returning its algo id.
-Trigger: ``ALGO_UPDATE`` (TRIGGERED/FINISHED, ideally with ``triggered_order_id``) then
-``ORDER_TRADE_UPDATE`` fills of the new MARKET order, reduce-only or of original type SL/TP; the
-sibling stays open until the bot cancels it. Reverse: a reduce-only MARKET close whose fills
-arrive as ``ORDER_TRADE_UPDATE``; the bot waits up to 10 s (``clock.wait_for``) for them.
+``OrderResult``; if it is not FILLED, the bot waits (10 s) for the entry's fills, then queries the
+order by id (``ExchangeRecoveryPort.get_order``); a call that fails with a transient error is
+resolved by client id first. Then ``place_conditional`` STOP_MARKET and TAKE_PROFIT_MARKET,
+reduce-only, each returning its algo id. Trigger: ``ALGO_UPDATE`` (TRIGGERED/FINISHED with
+``triggered_order_id``) and ``ORDER_TRADE_UPDATE`` executions of the new order (any order, any
+delivery: late, during the call, or never, in which case ``userTrades`` and ``get_conditional``
+tell the bot). Events of one type arrive in order; the bot uses ``l``/``z`` per execution and
+never depends on the terminal report.
 
 Decisions documented here
 -------------------------
@@ -53,10 +59,11 @@ Decisions documented here
   (SPEC §13 row 12). A non-finite or non-positive ATR skips the entry (no stop could be computed).
 * A zero allocation does not trade, and neither does one that cannot pay the margin of the minimum
   order (``qty·price/L > B/N``): the min-notional bump must not borrow other symbols' shares.
-* Recovery re-places missing stops from the *entry* price and the current ATR (ctx); without a
-  usable ATR it uses the trigger price last journaled for that entry, else ±1 % of the entry
-  (``FALLBACK_STOP_FRACTION``). A stop that would trigger at once is rejected by the exchange and
-  the position is closed by the emergency path, which is the outcome the stop would have had.
+* Recovery re-places missing stops from the *entry* price and the ATR of the preloaded candles
+  (``start(ctx)``); without it, from the trigger prices journaled for that entry; with neither the
+  position is closed (fail closed, no made-up stop). Entry time, price and fee come from the
+  entry's journaled executions found by client id. A stop that would trigger at once is rejected
+  by the exchange and the position is closed by the emergency path.
 * A close counts as done only when the exchange confirms it (its executions sum to the position,
   or the position reads flat and is booked from ``userTrades`` + income history); an unconfirmed
   close is retried and never releases the position with PnL 0 (issue 7 §2.2, ``exits.py``).
@@ -81,9 +88,9 @@ from perpbot.engine.bot_base import (
     FLAT_TRIPPED,
     REMEMBER,
     BotState,
+    bounded_put,
     log,
 )
-from perpbot.engine.close_tracker import bounded_put
 from perpbot.engine.context import CandleContext
 from perpbot.engine.entry import EntryMixin
 from perpbot.engine.exits import ExitMixin

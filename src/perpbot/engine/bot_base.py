@@ -26,7 +26,6 @@ from perpbot.domain.types import (
     SymbolFilters,
 )
 from perpbot.engine.clock import Clock
-from perpbot.engine.close_tracker import CloseTracker
 from perpbot.engine.journal import Journal
 from perpbot.engine.kill_switch import KillSwitch
 from perpbot.engine.notifier import (
@@ -51,6 +50,13 @@ START_BACKOFF_S = 1.0
 TRANSIENT_CODES = frozenset({-1001, -1003, -1007, -1008})
 HOUR_MS = 3_600_000
 REMEMBER = 256  # bounded id maps (own orders, triggered ids, accounted executions)
+
+
+def bounded_put(store: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
+    """Insert and evict the oldest entries beyond ``limit`` (memory stays bounded in long runs)."""
+    store[key] = value
+    if len(store) > limit:
+        store.popitem(last=False)
 
 
 def is_transient(exc: ExchangeError) -> bool:
@@ -207,7 +213,6 @@ class BotBase:
         self._params = config.params_for(symbol)
         self._leverage = config.leverage
         self._n = num_symbols if num_symbols else max(1, len(config.symbols))
-        self._tracker = CloseTracker(symbol)
         self._close_lock = asyncio.Lock()
         self._pos: LocalPosition | None = None
         self._recent: deque[LocalPosition] = deque(maxlen=8)  # booked positions (late fills)

@@ -19,12 +19,12 @@ from perpbot.engine.bot_base import (
     REMEMBER,
     BotBase,
     LocalPosition,
+    bounded_put,
     exec_key,
     income_key,
     is_transient,
     log,
 )
-from perpbot.engine.close_tracker import bounded_put
 from perpbot.engine.notifier import alert_message
 from perpbot.exchange.errors import ExchangeError
 

@@ -23,11 +23,11 @@ from perpbot.engine.bot_base import (
     EntryAcc,
     Execution,
     LocalPosition,
+    bounded_put,
     exec_key,
     income_key,
     log,
 )
-from perpbot.engine.close_tracker import bounded_put
 from perpbot.engine.notifier import close_message, kill_switch_message
 from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.port import ExchangeRecoveryPort

@@ -17,9 +17,9 @@ from perpbot.engine.bot_base import (
     REMEMBER,
     BotBase,
     LocalPosition,
+    bounded_put,
     log,
 )
-from perpbot.engine.close_tracker import bounded_put
 from perpbot.engine.notifier import (
     alert_message,
     emergency_message,

@@ -23,11 +23,11 @@ from perpbot.engine.bot_base import (
     BotBase,
     EntryAcc,
     LocalPosition,
+    bounded_put,
     exec_key,
     is_transient,
     log,
 )
-from perpbot.engine.close_tracker import bounded_put
 from perpbot.engine.context import CandleContext
 from perpbot.engine.notifier import (
     kill_switch_message,
