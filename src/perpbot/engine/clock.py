@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
@@ -87,13 +87,8 @@ class SimClock:
         base, off = self._local.get()
         self._local.set((self._now, (off if base == self._now else 0) + ms))
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        token = self._local.set((-1, 0))
-        try:
-            yield
-        finally:
-            self._local.reset(token)
+    def scope(self) -> contextlib.AbstractContextManager[None]:
+        return _LocalScope(self._local)
 
     async def sleep(self, seconds: float) -> None:
         self._advance(int(seconds * 1000))
@@ -110,3 +105,21 @@ class SimClock:
         task.cancel()
         self._advance(int(timeout * 1000))
         raise TimeoutError(f"simulated timeout after {timeout}s")
+
+
+class _LocalScope:
+    """``SimClock.scope()``: local time starts from zero inside, the outer value is restored
+    on exit (a plain class: this runs for every candle with a signal and every reconcile)."""
+
+    __slots__ = ("_token", "_var")
+
+    def __init__(self, var: contextvars.ContextVar[tuple[int, int]]) -> None:
+        self._var = var
+        self._token: contextvars.Token[tuple[int, int]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = self._var.set((-1, 0))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            self._var.reset(self._token)
