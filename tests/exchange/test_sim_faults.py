@@ -7,7 +7,7 @@ last ones show determinism by seed and the per-type ordering guarantee under ran
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -392,6 +392,9 @@ async def random_session(plan: FaultPlan, ops: list[int]) -> tuple[SimExchange, 
                 bar += 1
                 clock.set(max(clock.now_ms(), T0 + (bar + 1) * BAR))
                 ex.process_bar(SYM, bar)
+            elif op == 6:
+                await ex.position(SYM)
+                await ex.income_history(SYM, T0)
         except ExchangeError:
             pass
         await asyncio.sleep(0)
@@ -406,6 +409,8 @@ RANDOM_PLAN = FaultPlan(
     p_split=0.3,
     p_expire=0.1,
     p_timeout=0.2,
+    p_lost=0.1,
+    p_read_fail=0.1,
     p_cancel_fail=0.3,
     p_during=0.3,
     p_late=0.3,
@@ -416,9 +421,9 @@ RANDOM_PLAN = FaultPlan(
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), ops=st.lists(st.integers(0, 5), min_size=5, max_size=40))
+@given(seed=st.integers(0, 10_000), ops=st.lists(st.integers(0, 6), min_size=5, max_size=40))
 def test_per_type_order_holds_and_nothing_but_dropped_events_is_lost(seed: int, ops: list[int]) -> None:
-    plan = FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": seed})
+    plan = replace(RANDOM_PLAN, seed=seed)
     ex, c, produced = asyncio.run(random_session(plan, ops))
     assert ex.hostile is not None
     dropped_ids = {id(e) for e in ex.hostile.dropped}
@@ -435,7 +440,7 @@ def test_per_type_order_holds_and_nothing_but_dropped_events_is_lost(seed: int, 
 
 
 async def test_same_seed_same_schedule_different_seed_different_schedule() -> None:
-    ops = [0, 2, 4, 1, 5, 0, 3, 4, 0, 1, 5, 5, 0, 2, 4, 1] * 3
+    ops = [0, 2, 4, 1, 5, 0, 3, 4, 6, 0, 1, 5, 5, 0, 2, 4, 1, 6] * 3
 
     def trace(c: Client) -> list[tuple[object, ...]]:
         return [
@@ -443,9 +448,13 @@ async def test_same_seed_same_schedule_different_seed_different_schedule() -> No
             for e in c.seen
         ]
 
-    a = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 7}), ops)
-    b = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 7}), ops)
-    other = await random_session(FaultPlan(**{**RANDOM_PLAN.__dict__, "seed": 8}), ops)
+    a = await random_session(replace(RANDOM_PLAN, seed=7), ops)
+    b = await random_session(replace(RANDOM_PLAN, seed=7), ops)
+    other = await random_session(replace(RANDOM_PLAN, seed=8), ops)
+    assert a[0].hostile is not None and b[0].hostile is not None
+    fired = a[0].hostile.stats
+    assert {"ack", "split", "late", "dropped", "during", "timeout", "fail", "income_delayed"} <= set(fired)
+    assert fired == b[0].hostile.stats
     assert trace(a[1]) == trace(b[1])
     assert a[0].engine.fills() == b[0].engine.fills() and a[0].engine.balance() == b[0].engine.balance()
     assert trace(a[1]) != trace(other[1])
@@ -500,4 +509,70 @@ async def test_an_acknowledged_order_can_be_cancelled_before_it_fills() -> None:
     assert (await ex.get_order(SYM, order_id=r.order_id)).status is OrderStatus.CANCELED
     with pytest.raises(ExchangeError):
         await ex.cancel_order(SYM, r.order_id)  # -2011: no longer open
+    await ex.aclose()
+
+
+async def test_a_lost_request_does_nothing_and_raises_like_a_timeout() -> None:
+    c = await hostile(FaultPlan(calls={("market_order", 0): CallFault(lost=True)}))
+    ex = c.ex
+    with pytest.raises(ExchangeUnavailable):
+        await ex.market_order(SYM, BUY, 2.0, client_order_id="e1")
+    await ex.drain()
+    assert c.orders() == [] and await ex.position(SYM) is None
+    with pytest.raises(ExchangeError) as err:
+        await ex.get_order(SYM, client_order_id="e1")
+    assert err.value.code == NO_SUCH_ORDER  # the client may resend under the same id
+    await ex.market_order(SYM, BUY, 2.0, client_order_id="e1")
+    assert (await ex.get_order(SYM, client_order_id="e1")).status is OrderStatus.FILLED
+    await ex.aclose()
+
+
+async def test_adl_also_happens_when_the_backtester_drives_the_engine_directly() -> None:
+    c = await hostile(FaultPlan(adl={(SYM, 1): 0.5}))
+    ex = c.ex
+    await ex.market_order(SYM, BUY, 3.0, client_order_id="e1")
+    c.clock.set(T0 + 2 * BAR)
+    ex.engine.process_bar(SYM, 1)  # what the runner does, then it drains
+    await ex.drain()
+    assert c.orders()[-1].client_order_id == ADL_CLIENT_ID
+    pos = await ex.position(SYM)
+    assert pos is not None and pos.quantity == 1.5
+    await ex.aclose()
+
+
+async def test_a_dead_stream_window_loses_every_event_produced_in_it() -> None:
+    start = T0 + BAR + 10_000
+    c = await hostile(FaultPlan(dead_stream=((start, start + 60_000),)))
+    ex = c.ex
+    await ex.market_order(SYM, BUY, 2.0, client_order_id="e1")  # before the window
+    await c.wait(10)
+    await ex.market_order(SYM, SELL, 2.0, reduce_only=True, client_order_id="c1")  # inside it
+    await c.wait(60)
+    await ex.market_order(SYM, BUY, 1.0, client_order_id="e2")  # the stream is back
+    await ex.drain()
+    assert [e.client_order_id for e in c.orders()] == ["e1", "e1", "e2", "e2"]
+    assert (await ex.get_order(SYM, client_order_id="c1")).status is OrderStatus.FILLED
+    pos = await ex.position(SYM)
+    assert pos is not None and pos.quantity == 1.0
+    await ex.aclose()
+
+
+async def test_during_delivery_cannot_deadlock_a_caller_that_its_handler_waits_for() -> None:
+    clock = SimClock(T0 + BAR)
+    ex = SimExchange(engine(), faults=FaultPlan(p_during=1.0), clock=clock)
+    released = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(ev: ExchangeEvent) -> None:
+        await released.wait()  # e.g. a lock the caller holds until its REST call returns
+        handled.append(type(ev).__name__)
+
+    ex.subscribe(handler)
+    await ex.start()
+    ex.process_bar(SYM, 0)
+    r = await ex.market_order(SYM, BUY, 1.0, client_order_id="e1")  # returns despite the handler
+    assert r.status is OrderStatus.FILLED and handled == []
+    released.set()
+    await ex.drain()
+    assert handled == ["OrderTradeUpdate", "OrderTradeUpdate", "AccountUpdate"]
     await ex.aclose()

@@ -37,7 +37,6 @@ from perpbot.domain.types import (
     Order,
     OrderResult,
     OrderSide,
-    OrderStatus,
     OrderType,
     Position,
     SymbolFilters,
@@ -45,8 +44,8 @@ from perpbot.domain.types import (
 from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError, ExchangeUnavailable
 from perpbot.exchange.port import EventHandler
 from perpbot.exchange.sim.engine import MatchingEngine
-from perpbot.exchange.sim.faults import EventFate, FaultPlan, OrderScript
-from perpbot.exchange.sim.hostile import HostileState, NowMs
+from perpbot.exchange.sim.faults import EventFate, FaultPlan
+from perpbot.exchange.sim.hostile import HostileState, NowMs, scripted_market
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +103,31 @@ class SimExchange:
             return
         self.engine.advance_time(h.now())
         self.publish_pending()  # what the engine produced before (e.g. a bar driven directly)
+        self._deleverage_after_new_bars()
         while (action := h.pop_due()) is not None:
             action.run()
             self.publish_pending(action.fate)
+
+    def _deleverage_after_new_bars(self) -> None:
+        """Hostile mode: once per newly processed bar of a symbol with a position, ADL part of it
+        when the plan says so. Keyed on the engine's bar index, so it also works when the
+        backtester drives ``engine.process_bar`` directly and only then touches the adapter."""
+        h = self.hostile
+        assert h is not None
+        eng = self.engine
+        for sym in eng.symbols():
+            i = eng.bar_index(sym)
+            if i < 0 or h.adl_checked.get(sym) == i:
+                continue
+            h.adl_checked[sym] = i
+            pos = eng.position(sym)
+            if pos is None:
+                continue
+            qty = pos.quantity * h.dice.adl_fraction(sym, i)
+            if qty >= eng.symbol_filters(sym).step_size:
+                eng.deleverage(sym, qty)
+                h.stats["adl"] += 1
+        self.publish_pending()
 
     def process_bar(self, symbol: str, i: int) -> None:
         """Backtester convenience: ``engine.process_bar`` then ``publish_pending``. Hostile mode
@@ -116,12 +137,7 @@ class SimExchange:
             self.release_due()
         self.engine.process_bar(symbol, i)
         if h is not None:
-            pos = self.engine.position(symbol)
-            if pos is not None:
-                frac = h.dice.adl_fraction(symbol, i)
-                step = self.engine.symbol_filters(symbol).step_size
-                if frac > 0.0 and pos.quantity * frac >= step:
-                    self.engine.deleverage(symbol, pos.quantity * frac)
+            self._deleverage_after_new_bars()
         if self.engine.has_events:
             self.publish_pending()
 
@@ -194,9 +210,12 @@ class SimExchange:
             return self._call(fn, *args)
         self.release_due()
         fault = h.dice.call_fault(method, h.ordinal(method), client_id)
+        h.count_fault(fault)
         during = h.dice.call_during()
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, f"simulated failure of {method}")
+        if fault is not None and fault.lost:
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
         try:
             result = fn(*args)
         finally:
@@ -218,6 +237,8 @@ class SimExchange:
         (bounded: a handler waiting on the caller cannot deadlock the call)."""
         if not during or not self._handlers or asyncio.current_task() is self._task:
             return
+        if self.hostile is not None:
+            self.hostile.stats["during"] += 1
         await self.start()
         target = self.delivered + self._unfinished
         for _ in range(_DURING_SPINS):
@@ -231,10 +252,12 @@ class SimExchange:
         if h is None:
             return fn(*args)
         self.release_due()
-        fault = h.plan.calls.get((method, h.ordinal(method)))
+        fault = h.dice.read_fault(method, h.ordinal(method))
+        if fault is not None:
+            h.stats["read_fail"] += 1
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, f"simulated failure of {method}")
-        if fault is not None and fault.timeout:
+        if fault is not None and (fault.timeout or fault.lost):
             raise ExchangeUnavailable(_TIMEOUT_MSG)
         return fn(*args)
 
@@ -278,9 +301,12 @@ class SimExchange:
                 client_order_id=client_order_id,
             )
         self.release_due()
-        fault = h.plan.calls.get(("market_order", h.ordinal("market_order")))
+        fault = h.plan.calls.get(("market_order", h.ordinal("market_order"))) or h.dice.lost_request()
+        h.count_fault(fault)
         if fault is not None and fault.fail_code:
             raise ExchangeError(fault.fail_code, "simulated failure of market_order")
+        if fault is not None and fault.lost:
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
         script = h.dice.order_script(client_order_id)
         during = h.dice.call_during()
         fate = script.events if script is not None else (fault.events if fault else None)
@@ -290,49 +316,15 @@ class SimExchange:
                     symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
                 )
             else:
-                r = self._scripted_market(symbol, side, quantity, reduce_only, client_order_id, script)
+                r = scripted_market(
+                    self.engine, h, symbol, side, quantity, reduce_only, client_order_id, script
+                )
         finally:
             during = self._admit_call_events(fate) or during
         await self._maybe_during(during)
         if (script is not None and script.timeout) or (fault is not None and fault.timeout):
             raise ExchangeUnavailable(_TIMEOUT_MSG)
         return r
-
-    def _scripted_market(
-        self,
-        symbol: str,
-        side: OrderSide,
-        quantity: float,
-        reduce_only: bool,
-        client_order_id: str,
-        script: OrderScript,
-    ) -> OrderResult:
-        """Accept the order, then run (now) or schedule (later) its executions and its expiry."""
-        h = self.hostile
-        assert h is not None
-        eng = self.engine
-        oid = eng.submit_market(
-            symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
-        ).order_id
-        fracs: tuple[float, ...] = script.executions or ((1.0,) if not script.expire else ())
-        now = h.now()
-        start = now + (round(script.fill_delay_s * 1000) if script.ack else 0)
-        gap = round(script.execution_gap_s * 1000)
-        steps: list[tuple[int, Callable[[], object]]] = []
-        for k, f in enumerate(fracs):
-            qty = None if (k == len(fracs) - 1 and not script.expire) else quantity * f
-            steps.append((start + k * gap, lambda q=qty: eng.fill_order(symbol, oid, q)))
-        if script.expire:
-            steps.append((start + len(fracs) * gap, lambda: eng.expire_order(symbol, oid)))
-        for due, run in steps:
-            if not script.ack and due <= now:
-                run()
-            else:
-                h.schedule(due, run, script.events)
-        if script.ack:
-            return OrderResult(order_id=oid, status=OrderStatus.NEW, executed_qty=0.0, avg_price=0.0)
-        o = eng.order(symbol, oid)
-        return OrderResult(order_id=oid, status=o.status, executed_qty=o.executed_qty, avg_price=o.avg_price)
 
     async def place_conditional(
         self,

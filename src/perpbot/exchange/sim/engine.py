@@ -41,9 +41,11 @@ Model (what is emulated, and why)
 Intra-bar path (``process_bar``)
 --------------------------------
 1. Funding: when ``open_time[i] % 8h == 0`` and a position is open, ``payment =
-   −sign(pos)·|pos|·open[i]·funding_rate[i]`` (longs pay positive funding) is applied to the
-   wallet and the isolated margin; FUNDING_FEE income row (time = ``open_time[i]``) and
-   ACCOUNT_UPDATE(FUNDING_FEE).
+   −sign(pos)·|pos|·open[i]·rate`` (longs pay positive funding) is applied to the wallet and the
+   isolated margin; FUNDING_FEE income row (time = ``open_time[i]``) and
+   ACCOUNT_UPDATE(FUNDING_FEE). ``rate`` is the rate settled at that mark, read from the row the
+   data's funding convention names (``data.schema.settled_funding``: row i, or row i+1 when the
+   recording shows the new rate one row late).
 2. Gap at the open: every trigger (conditional or liquidation) already beyond ``open[i]`` fires
    at the open (fill = open ± slippage; liquidation at LP), in the order in which a continuous
    move from the previous close to the open would have crossed them (nearest to the previous
@@ -112,6 +114,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from perpbot.data.schema import detect_funding_convention, settled_funding
 from perpbot.domain.events import (
     AccountUpdate,
     AlgoUpdate,
@@ -230,6 +233,7 @@ class _Book:
         "filters",
         "funding",
         "funding_bars",
+        "funding_convention",
         "funding_np",
         "high",
         "high_np",
@@ -266,6 +270,7 @@ class _Book:
         self.up_min = _INF  # nearest trigger above (fires on a rise)
         self.dn_max = -_INF  # nearest trigger below (fires on a fall)
         self.funding_bars: frozenset[int] | None = None
+        self.funding_convention: str | None = None
 
 
 def _ro(a: npt.ArrayLike, dtype: type, name: str) -> np.ndarray:
@@ -318,10 +323,13 @@ class MatchingEngine:
         low: npt.ArrayLike,
         close: npt.ArrayLike,
         funding_rate: npt.ArrayLike | None = None,
+        funding_convention: str | None = None,
     ) -> None:
         """Attach a symbol's candles (read-only views; no copy when already contiguous float64).
 
-        ``symbol`` must have filters. Bars are indexed 0..n-1 in ``process_bar``.
+        ``symbol`` must have filters. Bars are indexed 0..n-1 in ``process_bar``. A settlement
+        charges the rate Binance settled at that mark: ``funding_convention`` (``data.schema``)
+        says on which row the recorded column shows it; None detects it from the column.
         """
         if symbol not in self._filters:
             raise ValueError(f"no SymbolFilters for {symbol}")
@@ -344,9 +352,14 @@ class MatchingEngine:
         )
         b.n = n
         if funding_rate is not None:
-            b.funding_np = _ro(funding_rate, np.float64, "funding_rate")
-            if len(b.funding_np) != n:
+            raw = np.asarray(funding_rate, dtype=np.float64)
+            if raw.ndim != 1 or len(raw) != n:
                 raise ValueError(f"{symbol}: funding_rate length differs from the candles")
+            conv = funding_convention or detect_funding_convention(b.open_time_np, raw, self._bar_ms)
+            b.funding_convention = conv
+            b.funding_np = _ro(
+                settled_funding(b.open_time_np, raw, conv, self._bar_ms), np.float64, "funding_rate"
+            )
             b.funding = memoryview(b.funding_np)
             settle = (b.open_time_np % FUNDING_INTERVAL_MS == 0) & np.isfinite(b.funding_np)
             b.funding_bars = frozenset(np.flatnonzero(settle).tolist())
@@ -354,6 +367,7 @@ class MatchingEngine:
             b.funding_np = None
             b.funding = None
             b.funding_bars = None
+            b.funding_convention = None
         self._books[symbol] = b
         if not self._started:
             self._now = min(int(x.open_time_np[0]) for x in self._books.values())
@@ -379,6 +393,10 @@ class MatchingEngine:
                 self._now = t
             self._clock_book = None
         return self._now
+
+    def bar_index(self, symbol: str) -> int:
+        """Index of the last processed bar of ``symbol`` (-1 before the first)."""
+        return self._book(symbol).i
 
     def last_price(self, symbol: str) -> float:
         """``close`` of the last processed bar (``open[0]`` before the first one)."""

@@ -16,13 +16,15 @@ What can go wrong (issue 7 §1), each either at random (``p_*`` probabilities) o
   (``OrderScript.executions`` fractions, ``execution_gap_s`` seconds apart);
 * events handed to the handlers during the REST call that caused them (``Delivery.DURING``), after
   it (``AFTER``, the default), late by seconds of clock time (``LATE``) or never (``DROP``: a dead
-  stream; only REST shows what happened);
+  stream; only REST shows what happened; ``dead_stream`` windows drop everything for a while);
 * a cancel that fails with a Binance error code (``CallFault.fail_code``, default -1008);
 * income-history rows visible only some seconds after they were booked (``income_delay_s``);
 * auto-deleveraging of part of a position (``adl`` per (symbol, bar) or ``p_adl_per_bar``;
   ``SimExchange.deleverage`` for a direct call);
 * a REST call that times out (``ExchangeUnavailable``) AFTER the exchange executed it
-  (``OrderScript.timeout`` / ``CallFault.timeout``).
+  (``OrderScript.timeout`` / ``CallFault.timeout``, ``p_timeout``), or whose request was lost
+  before the exchange saw it (``CallFault.lost``, ``p_lost``: the same error, nothing done);
+* a failed read (``calls={("position", 0): CallFault(lost=True)}``, ``p_read_fail``).
 
 Binance's ordering guarantee is kept: events of one type (ORDER_TRADE_UPDATE, ALGO_UPDATE,
 ACCOUNT_UPDATE) are delivered in the order they were produced. A late event holds back the later
@@ -45,6 +47,17 @@ Scripting, per order or per call
 * ``adl={("XRPUSDT", 120): 0.5}``: half of the position is deleveraged after bar 120.
 
 A scripted order or call ignores the random probabilities; everything else draws from them.
+
+Time and recovery
+-----------------
+Delays are seconds of the injected clock (the bots' ``SimClock``; without one, the engine's candle
+time, so they elapse only when bars do). Nothing runs in the background: due fills and late events
+move when the exchange is touched (any port call, ``drain()``, ``process_bar()``,
+``release_due()``), as a bot that slept and then calls REST would find them. What really happened
+is always readable through REST (``port.ExchangeRecoveryPort``): ``get_order`` by client id (also
+after a timeout, an ACK or a dropped event), ``position``, ``get_conditional``, ``user_trades``
+and ``income_history`` (delayed rows included once visible). ``SimExchange.hostile.stats`` counts
+how often each behaviour fired; ``.dropped`` holds the lost events.
 """
 
 from __future__ import annotations
@@ -146,6 +159,7 @@ class CallFault:
 
     timeout: bool = False  # executed by the exchange, then ExchangeUnavailable
     fail_code: int = 0  # rejected with this Binance code, nothing executed (0: no failure)
+    lost: bool = False  # the request never reached the exchange: ExchangeUnavailable, nothing done
     events: EventFate | None = None  # fate of the events this call produced
 
 
@@ -163,13 +177,19 @@ class FaultPlan:
     p_expire: float = 0.0  # half of these execute nothing, half a part
     # --- any mutating REST call (orders, algo orders, cancels)
     p_timeout: float = 0.0
+    p_lost: float = 0.0  # the request is lost before the exchange sees it (same error as a timeout)
     p_cancel_fail: float = 0.0
+    # --- read-only REST calls (position, balance, open orders, order queries, income, trades)
+    p_read_fail: float = 0.0
     cancel_fail_code: int = SERVER_BUSY
     # --- event delivery (per event; DURING per REST call)
     p_during: float = 0.0
     p_late: float = 0.0
     late_delay_s: Range = (1.0, 30.0)
     p_drop: float = 0.0
+    # Clock-ms windows [start, end) during which the user stream is dead: every event produced
+    # then is lost (a stream that silently stopped, SPEC §13 row 4), whatever the other rules say.
+    dead_stream: tuple[tuple[int, int], ...] = ()
     # --- income history
     income_delay_s: Range = (0.0, 0.0)
     # --- auto-deleveraging, checked after each bar with an open position (SimExchange.process_bar)
@@ -183,8 +203,8 @@ class FaultPlan:
     adl: Mapping[tuple[str, int], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("p_ack", "p_split", "p_expire", "p_timeout", "p_cancel_fail", "p_during", "p_late",
-                     "p_drop", "p_adl_per_bar"):  # fmt: skip
+        for name in ("p_ack", "p_split", "p_expire", "p_timeout", "p_lost", "p_cancel_fail", "p_read_fail",
+                     "p_during", "p_late", "p_drop", "p_adl_per_bar"):  # fmt: skip
             v = getattr(self, name)
             if not (0.0 <= v <= 1.0):
                 raise ValueError(f"FaultPlan.{name} must be in [0, 1], got {v}")
@@ -196,6 +216,8 @@ class FaultPlan:
                 raise ValueError(f"FaultPlan.{name} must be a range 0 <= lo <= hi")
         if self.adl_fraction[1] > 1.0:
             raise ValueError("FaultPlan.adl_fraction must lie in [0, 1]")
+        if any(end <= start for start, end in self.dead_stream):
+            raise ValueError("FaultPlan.dead_stream windows must be (start_ms, end_ms) with end > start")
         if self.max_executions < 2:
             raise ValueError("FaultPlan.max_executions must be >= 2")
 
@@ -206,7 +228,8 @@ class FaultDice:
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
         self._rng = {
-            name: random.Random(f"{plan.seed}:{name}") for name in ("order", "call", "event", "income", "adl")
+            name: random.Random(f"{plan.seed}:{name}")
+            for name in ("order", "call", "event", "income", "adl", "read", "lost")
         }
 
     def _hit(self, stream: str, p: float) -> bool:
@@ -257,11 +280,25 @@ class FaultDice:
             return scripted
         fail = self._hit("call", p.p_cancel_fail) and method.startswith("cancel")
         timeout = self._hit("call", p.p_timeout)
+        lost = self._hit("lost", p.p_lost)
         if fail:
             return CallFault(fail_code=p.cancel_fail_code)
+        if lost:
+            return CallFault(lost=True)
         if timeout:
             return CallFault(timeout=True)
         return None
+
+    def lost_request(self) -> CallFault | None:
+        """A market order's random transport loss (``p_lost``); its other faults are in the script."""
+        return CallFault(lost=True) if self._hit("lost", self.plan.p_lost) else None
+
+    def read_fault(self, method: str, ordinal: int) -> CallFault | None:
+        """A read's scripted fault, or a random transport failure (``p_read_fail``)."""
+        scripted = self.plan.calls.get((method, ordinal))
+        if scripted is not None:
+            return scripted
+        return CallFault(lost=True) if self._hit("read", self.plan.p_read_fail) else None
 
     def call_during(self) -> bool:
         """Whether this REST call's events reach the handlers before its answer."""

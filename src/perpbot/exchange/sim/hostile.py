@@ -11,19 +11,29 @@ synchronous bookkeeping so that the adapter stays a thin async shell:
 * ``schedule`` / ``due_actions`` keep the deferred engine calls (fills of an acknowledged or
   partially filled order, an expiry) in (due time, scheduling order).
 * ``note_incomes`` stamps each new income row with the clock time it becomes visible.
+* ``scripted_market`` turns an ``OrderScript`` into engine calls now and deferred ones later.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from perpbot.domain.events import ExchangeEvent
-from perpbot.domain.types import Income
-from perpbot.exchange.sim.faults import Delivery, EventFate, FaultDice, FaultPlan, event_kind
+from perpbot.domain.types import Income, OrderResult, OrderSide, OrderStatus
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.faults import (
+    CallFault,
+    Delivery,
+    EventFate,
+    FaultDice,
+    FaultPlan,
+    OrderScript,
+    event_kind,
+)
 
 _KINDS = ("ORDER_TRADE_UPDATE", "ALGO_UPDATE", "ACCOUNT_UPDATE")
 
@@ -38,7 +48,7 @@ class NowMs(Protocol):
 class _Action:
     due_ms: int
     seq: int
-    run: Callable[[], None] = field(compare=False)
+    run: Callable[[], object] = field(compare=False)
     fate: EventFate | None = field(compare=False, default=None)
 
 
@@ -56,10 +66,22 @@ class HostileState:
         self._ordinals: dict[str, int] = {}
         self._income_seen = 0
         self._income_visible: dict[int, int] = {}  # id(row) -> clock ms it becomes visible
+        # How often each behaviour fired (dropped, late, during (calls), income_delayed, ack, split, expire,
+        # timeout, lost, fail, read_fail, adl): lets a random-schedule test prove it was hostile.
+        self.stats: Counter[str] = Counter()
+        self.adl_checked: dict[str, int] = {}  # symbol -> last bar index the ADL dice saw
         self.dropped: list[ExchangeEvent] = []  # what a dead stream lost (diagnostics, tests)
         self.late: list[tuple[int, ExchangeEvent]] = []  # (release ms, event) held back when produced
 
     # ------------------------------------------------------------------ calls
+
+    def count_fault(self, fault: CallFault | None) -> None:
+        """Record a call fault that is about to act (``stats``)."""
+        if fault is not None:
+            for k, on in (("fail", bool(fault.fail_code)), ("lost", fault.lost), ("timeout", fault.timeout)):
+                if on:
+                    self.stats[k] += 1
+                    return
 
     def ordinal(self, method: str) -> int:
         """0-based count of ``method`` calls so far (the key of ``FaultPlan.calls``)."""
@@ -73,15 +95,18 @@ class HostileState:
         """Queue ``events`` by kind with their fates; True when one of them asked for DURING."""
         now = self.now()
         during = False
+        dead = any(start <= now < end for start, end in self.plan.dead_stream)
         for ev in events:
             f = fate if fate is not None else self.dice.event_fate(ev)
-            if f.delivery is Delivery.DROP:
+            if dead or f.delivery is Delivery.DROP:
                 self.dropped.append(ev)
+                self.stats["dropped"] += 1
                 continue
             during = during or f.delivery is Delivery.DURING
             at = now + round(f.delay_s * 1000) if f.delivery is Delivery.LATE else now
             if f.delivery is Delivery.LATE:
                 self.late.append((at, ev))
+                self.stats["late"] += 1
             self._seq += 1
             self._held[event_kind(ev)].append((at, self._seq, ev))
         return during
@@ -108,7 +133,7 @@ class HostileState:
 
     # ------------------------------------------------------------------ deferred executions
 
-    def schedule(self, due_ms: int, run: Callable[[], None], fate: EventFate | None) -> None:
+    def schedule(self, due_ms: int, run: Callable[[], object], fate: EventFate | None) -> None:
         self._action_seq += 1
         heapq.heappush(self._actions, _Action(due_ms, self._action_seq, run, fate))
 
@@ -130,6 +155,7 @@ class HostileState:
             delay = self.dice.income_delay_ms()
             if delay > 0:
                 self._income_visible[id(row)] = now + delay
+                self.stats["income_delayed"] += 1
         self._income_seen += len(rows)
 
     @property
@@ -139,3 +165,49 @@ class HostileState:
     def visible(self, row: Income) -> bool:
         at = self._income_visible.get(id(row))
         return at is None or at <= self.now()
+
+
+def scripted_market(
+    eng: MatchingEngine,
+    h: HostileState,
+    symbol: str,
+    side: OrderSide,
+    quantity: float,
+    reduce_only: bool,
+    client_order_id: str,
+    script: OrderScript,
+) -> OrderResult:
+    """Accept a MARKET order, then run now (not acknowledged, no gap) or schedule on the clock its
+    executions and its expiry; returns the REST answer (NEW and nothing executed for an ACK)."""
+    h.stats.update(
+        k
+        for k, on in (
+            ("ack", script.ack),
+            ("split", len(script.executions) > 1),
+            ("expire", script.expire),
+            ("timeout", script.timeout),
+        )
+        if on
+    )
+    oid = eng.submit_market(
+        symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
+    ).order_id
+    fracs: tuple[float, ...] = script.executions or ((1.0,) if not script.expire else ())
+    now = h.now()
+    start = now + (round(script.fill_delay_s * 1000) if script.ack else 0)
+    gap = round(script.execution_gap_s * 1000)
+    steps: list[tuple[int, Callable[[], object]]] = []
+    for k, f in enumerate(fracs):
+        qty = None if (k == len(fracs) - 1 and not script.expire) else quantity * f
+        steps.append((start + k * gap, lambda q=qty: eng.fill_order(symbol, oid, q)))
+    if script.expire:
+        steps.append((start + len(fracs) * gap, lambda: eng.expire_order(symbol, oid)))
+    for due, run in steps:
+        if not script.ack and due <= now:
+            run()
+        else:
+            h.schedule(due, run, script.events)
+    if script.ack:
+        return OrderResult(order_id=oid, status=OrderStatus.NEW, executed_qty=0.0, avg_price=0.0)
+    o = eng.order(symbol, oid)
+    return OrderResult(order_id=oid, status=o.status, executed_qty=o.executed_qty, avg_price=o.avg_price)

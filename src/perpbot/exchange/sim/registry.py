@@ -65,10 +65,14 @@ class LiveOrder:
 class OrderRegistry:
     """Every normal order and every algo order's last known state, by id and by client id."""
 
-    __slots__ = ("_algo_cids", "_algos", "_cids", "_orders")
+    __slots__ = ("_algo_cids", "_algos", "_cids", "_open", "_orders")
 
     def __init__(self) -> None:
         self._orders: dict[int, LiveOrder] = {}
+        # Per symbol, the orders that may still be open (pruned lazily when read), so listing open
+        # orders costs O(open orders), not O(every order ever): the backtest lists them at every
+        # reconcile pass.
+        self._open: dict[str, dict[int, LiveOrder]] = {}
         self._cids: dict[tuple[str, str], int] = {}
         self._algos: dict[int, ConditionalOrder] = {}
         self._algo_cids: dict[tuple[str, str], int] = {}
@@ -77,6 +81,8 @@ class OrderRegistry:
 
     def add(self, o: LiveOrder) -> None:
         self._orders[o.order_id] = o
+        if o.is_open:
+            self._open.setdefault(o.symbol, {})[o.order_id] = o
         if o.client_order_id:
             self._cids[(o.symbol, o.client_order_id)] = o.order_id
 
@@ -92,7 +98,13 @@ class OrderRegistry:
         return o
 
     def open_orders(self, symbol: str) -> list[Order]:
-        return [o.snapshot() for o in self._orders.values() if o.symbol == symbol and o.is_open]
+        """The symbol's open orders in the order they were placed."""
+        book = self._open.get(symbol)
+        if not book:
+            return []
+        for oid in [oid for oid, o in book.items() if not o.is_open]:
+            del book[oid]
+        return [o.snapshot() for o in book.values()]
 
     # ------------------------------------------------------------------ algo orders
 
