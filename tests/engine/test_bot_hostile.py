@@ -174,6 +174,8 @@ async def test_an_acknowledged_entry_filling_after_the_wait_is_adopted_and_prote
     await w.bot.wait_background()
     assert w.bot.state.side is LONG and w.bot.state.qty == w.engine.position(SYM).quantity  # type: ignore[union-attr]
     assert covered(w) and w.risk.open_positions == {SYM: LONG}
+    (entry,) = w.journal.orders(SYM, "ENTRY")
+    assert entry.status == "FILLED" and entry.executed_qty == w.bot.state.qty  # outcome journaled
 
 
 async def test_a_timed_out_entry_with_a_failing_follow_up_read_is_resolved_by_client_id() -> None:

@@ -163,6 +163,7 @@ class PendingEntry:
     atr: float
     time_ms: int
     order_id: int = 0
+    journal_row: int = 0  # the ENTRY order row: its outcome is written when it is known
 
 
 @dataclass(frozen=True, slots=True)

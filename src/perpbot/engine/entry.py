@@ -110,6 +110,7 @@ class EntryMixin(BotBase):
                     client_id=cid,
                     reason=f"signal {side.value} ratio {ratio:.4f} balance {balance:.4f}",
                 )
+                self._pending.journal_row = row
                 res: OrderResult | None
                 try:
                     res = await self._ex.market_order(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 
-from perpbot.domain.types import ClosedTrade, CloseReason
+from perpbot.domain.types import ClosedTrade, CloseReason, OrderStatus
 from perpbot.engine.bot_base import (
     CLOSE_WAIT_S,
     REMEMBER,
@@ -79,6 +79,8 @@ class ExitMixin(BotBase):
             if pos.booked:
                 return True
             await self._confirm_close(pos, reason)
+            if not pos.booked:
+                await self._cancel_close_order(cid)  # an acknowledged close must not fill later
         if pos.booked:
             return True
         msg = f"{reason.value} close not confirmed after {CLOSE_ATTEMPTS} attempts; {pos.qty} still open"
@@ -86,6 +88,18 @@ class ExitMixin(BotBase):
         self._journal.record_event(self._clock.now_ms(), "close_unconfirmed", self.symbol, msg)
         await self._notifier.notify("alert", alert_message(self.symbol, msg))
         return False
+
+    async def _cancel_close_order(self, cid: str) -> None:
+        """Before a retry: the previous close order, if still open, is cancelled (by client id
+        lookup), so that two closes never work at once. Its fills so far are already counted."""
+        if not self._recovery:
+            return
+        try:
+            o = await self._ex.get_order(self.symbol, client_order_id=cid)  # type: ignore[attr-defined]
+            if o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
+                await self._ex.cancel_order(self.symbol, o.order_id)
+        except ExchangeError as exc:
+            log.warning("%s: cancel of close %s before the retry failed: %s", self.symbol, cid, exc)
 
     async def _still_open(self, pos: LocalPosition) -> bool:
         """After a refused close: is the position still there? (A reduce-only close is refused

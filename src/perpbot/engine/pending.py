@@ -141,6 +141,13 @@ class PendingMixin(BotBase):
                 return
             self._pending = None
             await self._risk.close(self.symbol, 0.0)
+            if p.journal_row:
+                self._journal.record_order_result(
+                    p.journal_row,
+                    time_ms=self._clock.now_ms(),
+                    status="REJECTED",
+                    reason="unknown to the exchange",
+                )
             self._journal.record_event(
                 self._clock.now_ms(), "entry_resolved", self.symbol, f"{p.client_id}: unknown to the exchange"
             )
@@ -148,6 +155,15 @@ class PendingMixin(BotBase):
         if self._pending is not p or self._pos is not None:
             return
         p.order_id = o.order_id
+        if p.journal_row:  # the outcome, as soon as it is known
+            self._journal.record_order_result(
+                p.journal_row,
+                time_ms=self._clock.now_ms(),
+                status=o.status.value,
+                order_id=o.order_id,
+                avg_price=o.avg_price,
+                executed_qty=o.executed_qty,
+            )
         if o.executed_qty <= 0:
             if o.status not in _OPEN:
                 self._pending = None
