@@ -227,6 +227,7 @@ class BotBase:
         self._entry_acc: OrderedDict[int, EntryAcc] = OrderedDict()  # entry executions by order id
         self._entry_waiters: dict[int, asyncio.Event] = {}
         self._stray_entries: deque[Execution] = deque(maxlen=64)  # entry executions of no position
+        self._parked: deque[Execution] = deque(maxlen=64)  # closing executions of no known position
         self._own_cids: OrderedDict[str, CloseReason] = OrderedDict()  # our market closes
         self._own_orders: OrderedDict[int, CloseReason] = OrderedDict()
         self._triggered: OrderedDict[int, int] = OrderedDict()  # order id -> algo id (ALGO_UPDATE)

@@ -13,6 +13,7 @@ close the current position.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import replace
 
 from perpbot.domain.events import OrderTradeUpdate
@@ -79,14 +80,20 @@ class LedgerMixin(BotBase):
     # ------------------------------------------------------------------ matching
     def _owner(self, ex: Execution) -> LocalPosition | None:
         """The position a closing execution belongs to (issue 7 §2.1), or None."""
+        # A booked position is flat: an unaccounted execution of one of its orders came after it
+        # was closed (a late close order of it filling later) and reduced whatever position the
+        # symbol had then, i.e. the current one.
         for p in (self._pos, *reversed(self._recent)):
-            if p is not None and (
-                ex.order_id in p.close_orders or (ex.client_id and ex.client_id in p.close_cids)
+            if (
+                p is not None
+                and not p.booked
+                and (ex.order_id in p.close_orders or (ex.client_id and ex.client_id in p.close_cids))
             ):
                 return p
         algo = self._triggered.get(ex.order_id)
-        if algo is not None and algo in self._algo_owner:
-            return self._algo_owner[algo]
+        owner = self._algo_owner.get(algo) if algo is not None else None
+        if owner is not None and not owner.booked:
+            return owner
         pos = self._pos
         if pos is None or ex.side is not pos.side.exit_order_side:
             return None
@@ -111,6 +118,10 @@ class LedgerMixin(BotBase):
             return
         owner = self._owner(ex)
         if owner is None or owner.booked:
+            # Parked, not counted: the position it reduced is not known here yet (an entry still
+            # pending, or adopted later); adoption takes it (``_take_parked``).
+            if all(p.trade_id != ex.trade_id for p in self._parked):
+                self._parked.append(ex)
             msg = f"execution {ex.trade_id} of order {ex.order_id} ({ex.qty}) matches no open position"
             log.warning("%s: %s", self.symbol, msg)
             self._journal.record_event(self._clock.now_ms(), "unattributed_execution", self.symbol, msg)
@@ -136,6 +147,26 @@ class LedgerMixin(BotBase):
         self._journal.record_event(self._clock.now_ms(), "partial_close", self.symbol, msg)
         if owner is self._pos:
             self._spawn(self._ensure_protection_bg(owner))
+
+    async def _take_parked(self, pos: LocalPosition) -> None:
+        """An adopted position takes the parked closing executions that happened after it was
+        opened: its quantity before them is the exchange's plus theirs, and they are its."""
+        mine = [
+            e
+            for e in self._parked
+            if e.side is pos.side.exit_order_side
+            and e.time_ms >= pos.entry_time_ms
+            and exec_key(e.trade_id) not in self._accounted
+        ]
+        if not mine:
+            return
+        self._parked = deque(e for e in self._parked if e not in mine)
+        q = sum(e.qty for e in mine)
+        pos.qty = round(pos.qty + q, 12)
+        pos.entry_qty = max(pos.entry_qty, pos.qty)
+        async with self._close_lock:
+            for e in mine:
+                await self._apply_close(e)
 
     # ------------------------------------------------------------------ entry executions
     def _entry_execution(self, ex: Execution, target: LocalPosition | None = None) -> bool:
