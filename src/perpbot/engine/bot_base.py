@@ -240,6 +240,7 @@ class BotBase:
         # Booked trades whose funding rows may still appear (income history lags): (journal id,
         # index in closed_trades, trade).
         self._funding_watch: deque[tuple[int, int, ClosedTrade]] = deque(maxlen=16)
+        self._fee_watch: deque[tuple[int, int, ClosedTrade, int]] = deque(maxlen=16)
         self._to_cancel: set[int] = set()  # protective orders whose cancel is not confirmed yet
         # True when this bot's own actions may have left an order open since the last clean
         # orphan check (a flat reconcile skips the two REST reads otherwise).

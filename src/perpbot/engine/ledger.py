@@ -137,7 +137,7 @@ class LedgerMixin(BotBase):
         owner.last_close_cid = ex.client_id or owner.last_close_cid
         owner.last_exit_ms = max(owner.last_exit_ms, ex.time_ms)
         owner.last_close_price = ex.avg_price if ex.avg_price > 0 else ex.price
-        owner.liquidated = owner.liquidated or ex.liquidation
+        owner.liquidated = ex.liquidation  # what ended it (a partial deleverage before is not)
         owner.last_types = (ex.original_type, ex.order_type)
         if owner.qty <= self._tol():
             await self._book(owner, CloseReason.MANUAL)
@@ -429,11 +429,43 @@ class LedgerMixin(BotBase):
             log.warning("%s: %s", self.symbol, msg)
             self._journal.record_event(now, "late_funding", self.symbol, msg)
 
+    async def _late_entry_fees(self) -> None:
+        """Entry fees of booked trades whose entry executions could not be read at booking:
+        the trade is amended (journal, risk) once ``userTrades`` answers."""
+        ex = self._ex
+        if not isinstance(ex, ExchangeRecoveryPort):
+            self._fee_watch.clear()
+            return
+        start = min(w[2].entry_time_ms for w in self._fee_watch)
+        fills = await ex.user_trades(self.symbol, start)
+        for trade_id, index, trade, order_id in list(self._fee_watch):
+            mine = [
+                f for f in fills if f.order_id == order_id and exec_key(f.trade_id) not in self._accounted
+            ]
+            self._fee_watch.remove((trade_id, index, trade, order_id))
+            if not mine:
+                continue
+            self._account([exec_key(f.trade_id) for f in mine])
+            fee = sum(f.commission for f in mine)
+            amended = replace(self.closed_trades[index], entry_fee=self.closed_trades[index].entry_fee + fee)
+            self._journal.amend_trade_fees(trade_id, amended.entry_fee, amended.net_pnl)
+            self.closed_trades[index] = amended
+            await self._risk.record_pnl(-fee, time_ms=trade.exit_time_ms)
+            self._journal.record_event(
+                self._clock.now_ms(),
+                "late_entry_fee",
+                self.symbol,
+                f"entry fee {fee:.8f} added to trade {trade_id}",
+            )
+
     async def _finish(self, pos: LocalPosition, trade: ClosedTrade) -> None:
         """Journal, risk, cancel every protective order of the position (confirmed), kill switch,
         wake the position's close waiter, notify (in that order)."""
         trade_id = self._journal.record_trade(trade)
         self.closed_trades.append(trade)
+        if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
+            # The entry's executions (and fee) could not be read: added when they can be.
+            self._fee_watch.append((trade_id, len(self.closed_trades) - 1, trade, pos.entry_order_id))
         if trade.exit_time_ms >= -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # reaches a whole hour
             self._funding_watch.append((trade_id, len(self.closed_trades) - 1, trade))
         await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)

@@ -374,6 +374,8 @@ class RecoveryMixin(BotBase):
             await self._resolve_pending()
         if self._funding_watch:
             await self._late_funding()
+        if self._fee_watch:
+            await self._late_entry_fees()
         pos_ex = await self._ex.position(self.symbol)
         if pos_ex is None:
             if self._pos is not None:
