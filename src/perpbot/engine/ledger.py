@@ -283,6 +283,9 @@ class LedgerMixin(BotBase):
     async def _book(self, pos: LocalPosition, fallback: CloseReason) -> None:
         """The position is flat: build its trade from its executions and finish it."""
         pos.booked = True
+        p = self._pending
+        if p is not None and pos.entry_order_id and p.order_id == pos.entry_order_id:
+            self._pending = None  # its order belonged to this position: nothing left to resolve
         if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
             await self._entry_from_rest(pos)  # the entry's fee when its events never came
         reason = self._classify(pos, fallback)
