@@ -689,3 +689,36 @@ def test_same_script_twice_gives_identical_events() -> None:
     assert times == sorted(times)
     c = script(SimSettings(slippage_bps=5.0, max_fill_qty_per_execution=1.0))
     assert c != a and c == script(SimSettings(slippage_bps=5.0, max_fill_qty_per_execution=1.0))
+
+
+def test_funding_charges_the_settled_rate_when_the_recording_shows_it_one_row_late() -> None:
+    # Forward-filled column, the 08:00 rate first appears on the 08:15 row (defect 19).
+    n = 40
+    rates = np.full(n, 0.0001)
+    rates[33:] = -0.0003
+    e = make([flat(100.0)] * n, funding=rates)
+    e.process_bar(SYM, 0)
+    e.set_leverage(SYM, 10)
+    e.market_order(SYM, BUY, 10.0)
+    for i in range(1, n):
+        e.process_bar(SYM, i)
+    (row,) = e.income_history(SYM, income_types=("FUNDING_FEE",))
+    assert row.time_ms == T0 + 8 * 3600_000
+    assert round(row.income, 10) == 0.3  # the settled -0.03 %: the long receives, not pays 0.01 %
+
+
+def test_an_explicit_funding_convention_is_obeyed() -> None:
+    n = 40
+    rates = np.full(n, 0.0001)
+    rates[33:] = -0.0003
+    arr = np.asarray([flat(100.0)] * n)
+    e = MatchingEngine(EXACT, {SYM: FILT})
+    t = T0 + np.arange(n, dtype=np.int64) * BAR
+    e.add_bars(SYM, t, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], rates, funding_convention="settlement_row")
+    e.process_bar(SYM, 0)
+    e.set_leverage(SYM, 10)
+    e.market_order(SYM, BUY, 10.0)
+    for i in range(1, n):
+        e.process_bar(SYM, i)
+    (row,) = e.income_history(SYM, income_types=("FUNDING_FEE",))
+    assert round(row.income, 10) == -0.1  # told the row is the settled rate: the row's own value

@@ -21,7 +21,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from perpbot.data.schema import ALL_COLUMNS, BAR_MS, BTC_COLS, ETH_COLS, INDEX_NAME, MICRO_COLS, OHLCV
+from perpbot.data.schema import (
+    ALL_COLUMNS,
+    BAR_MS,
+    BTC_COLS,
+    ETH_COLS,
+    FUNDING_CONVENTION_KEY,
+    FUNDING_CONVENTIONS,
+    INDEX_NAME,
+    MICRO_COLS,
+    OHLCV,
+    detect_funding_convention,
+)
 from perpbot.errors import DataError
 from perpbot.fileio import UnwritableFolderError, atomic_write
 
@@ -31,6 +42,9 @@ CLOSED_THROUGH_KEY = b"perpbot.closed_through_ms"
 # Set on files written by ``perpbot synth`` (how they were made): every command that loads one says
 # so, because a synthetic market validates the machinery, never a strategy (issue 11 §1).
 SYNTHETIC_KEY = b"perpbot.synthetic"
+# ``DataFrame.attrs`` key under which ``load_market`` reports the file's funding convention
+# (``data.schema``: the key's value when the file has it, else what the column shows).
+FUNDING_CONVENTION_ATTR = "funding_convention"
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (("primary", OHLCV), ("btc", BTC_COLS), ("eth", ETH_COLS))
 
@@ -68,6 +82,19 @@ def _closed_through(table: pa.Table, path: Path) -> int | None:
         return int(raw.decode())
     except (UnicodeDecodeError, ValueError):
         raise DataError(f"{path}: bad {CLOSED_THROUGH_KEY.decode()} metadata {raw!r}") from None
+
+
+def _funding_convention(table: pa.Table, path: Path) -> str | None:
+    raw = (table.schema.metadata or {}).get(FUNDING_CONVENTION_KEY)
+    if raw is None:
+        return None
+    value = raw.decode(errors="replace")
+    if value not in FUNDING_CONVENTIONS:
+        allowed = ", ".join(FUNDING_CONVENTIONS)
+        raise DataError(
+            f"{path}: unknown {FUNDING_CONVENTION_KEY.decode()} {value!r} (expected one of: {allowed})"
+        )
+    return value
 
 
 def _to_utc_index(values: pd.Index | pd.Series, where: str) -> pd.DatetimeIndex:
@@ -252,11 +279,16 @@ def load_market(path: Path, *, drop_partial_last: bool | None = None) -> pd.Data
       keeping one partial candle silently skews the most recent features.
     * ``True``: always drop exactly the final row (ignores the marker).
     * ``False``: keep every row (inspection, or a caller that knows all rows are closed).
+
+    ``df.attrs["funding_convention"]`` says on which row a settled funding rate appears
+    (``data.schema``): the file's ``perpbot.funding_convention`` metadata, or, for a file written
+    without it (the recorded files), what ``detect_funding_convention`` finds in the column.
     """
     path = Path(path)
     where = str(path)
     table = _read_table(path)
     closed_through = _closed_through(table, path)
+    convention = _funding_convention(table, path)
     if table.num_rows == 0:
         raise DataError(f"{where}: no rows")
     try:
@@ -266,7 +298,11 @@ def load_market(path: Path, *, drop_partial_last: bool | None = None) -> pd.Data
     df = _drop_partial(df, closed_through, drop_partial_last)
     if df.empty:
         raise DataError(f"{where}: no closed candles (only a possibly partial last row)")
-    return validate_market(df, where)
+    out = validate_market(df, where)
+    if convention is None:
+        convention = detect_funding_convention(out.index.asi8, out["funding_rate"].to_numpy(dtype=np.float64))
+    out.attrs[FUNDING_CONVENTION_ATTR] = convention
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,7 +321,12 @@ def synthetic_origin(path: Path) -> str | None:
 
 
 def save_market(
-    df: pd.DataFrame, path: Path, *, closed_through_ms: int | None = None, synthetic: str | None = None
+    df: pd.DataFrame,
+    path: Path,
+    *,
+    closed_through_ms: int | None = None,
+    synthetic: str | None = None,
+    funding_convention: str | None = None,
 ) -> Path:
     """Validate, then write atomically (temp file in the same folder + ``os.replace``).
 
@@ -294,8 +335,13 @@ def save_market(
     marker: the loader then treats the final row as possibly partial. ``synthetic`` (how the data
     was generated) marks a synthetic market for :func:`synthetic_origin`. Invalid frames are refused
     before anything touches the disk (nothing is written half-way).
+
+    ``funding_convention`` is stored as ``perpbot.funding_convention``; None stores what the
+    frame's own column shows (``detect_funding_convention``), so every file perpbot writes says it.
     """
     path = Path(path)
+    if funding_convention is not None and funding_convention not in FUNDING_CONVENTIONS:
+        raise ValueError(f"unknown funding convention {funding_convention!r}")
     frame = validate_market(df, str(path))
     table = pa.Table.from_pandas(frame, preserve_index=True)
     meta = dict(table.schema.metadata or {})
@@ -303,6 +349,11 @@ def save_market(
         meta[CLOSED_THROUGH_KEY] = str(int(closed_through_ms)).encode()
     if synthetic is not None:
         meta[SYNTHETIC_KEY] = synthetic.encode("utf-8")
+    if funding_convention is None:
+        funding_convention = detect_funding_convention(
+            frame.index.asi8, frame["funding_rate"].to_numpy(dtype=np.float64)
+        )
+    meta[FUNDING_CONVENTION_KEY] = funding_convention.encode()
     table = table.replace_schema_metadata(meta)
     try:
         atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -129,6 +129,8 @@ class ConditionalOrder:
     reduce_only: bool = True
     client_algo_id: str = ""
     time_ms: int = 0
+    # The matching-engine order created when it fired (Binance ``actualOrderId``); 0 before.
+    triggered_order_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 from perpbot.domain.events import ExchangeEvent
 from perpbot.domain.types import (
     ConditionalOrder,
+    Fill,
     Income,
     Order,
     OrderResult,
@@ -102,4 +103,33 @@ class ExchangePort(Protocol):
 
     def subscribe(self, handler: EventHandler) -> None:
         """Register a handler for every account event of this account."""
+        ...
+
+
+@runtime_checkable
+class ExchangeRecoveryPort(ExchangePort, Protocol):
+    """``ExchangePort`` plus the REST reads a bot needs to recover from an unknown outcome.
+
+    After a timeout, an ACK (``NEW``) answer, a dropped stream event or a restart, the bot must
+    find out what the exchange really did, by the ids it chose itself (SPEC §13, issue 7 §2.3/2.5).
+    Kept as a separate protocol (additive): every adapter implements it; the bot may require it
+    once its test doubles implement these three reads too. Unknown ids raise ``ExchangeError``
+    with Binance's -2013 (``errors.NO_SUCH_ORDER``).
+    """
+
+    async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
+        """``GET /fapi/v1/order`` by ``orderId`` or ``origClientOrderId`` (finished orders too):
+        status, executed quantity and average price as the exchange knows them now."""
+        ...
+
+    async def get_conditional(
+        self, symbol: str, *, algo_id: int = 0, client_algo_id: str = ""
+    ) -> ConditionalOrder:
+        """``GET /fapi/v1/algoOrder`` by ``algoId`` or ``clientAlgoId``: the algo order's latest
+        status (NEW, TRIGGERED, FINISHED, CANCELED, REJECTED …) and, once it fired, the id of the
+        matching-engine order it created (``triggered_order_id``)."""
+        ...
+
+    async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
+        """``GET /fapi/v1/userTrades``: this symbol's executions with ``time >= start_ms``, in order."""
         ...

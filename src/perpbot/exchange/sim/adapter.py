@@ -11,6 +11,14 @@ Deadlock freedom: engine calls never wait for the queue (``publish_pending`` onl
 handler may await any exchange method; the events those produce are appended behind the current
 one and delivered after the handler returns. The only forbidden call from inside a handler is
 ``drain()`` itself (it would wait for the handler that calls it); that raises ``RuntimeError``.
+
+Hostile mode (``faults=FaultPlan(...)``, see ``faults.py`` for the behaviours and how to script
+them): every engine event passes through ``HostileState`` (fate, per-type FIFO, release on the
+injected clock) before the delivery queue, and market orders may be acknowledged, split, expired
+or deferred. Time-based things (late events, deferred fills, income visibility) move only when
+the exchange is *touched*: any port call, ``drain()``, ``process_bar()`` or ``release_due()``
+first executes what is due and releases what may be delivered. A bot that waits on its clock and
+then calls the exchange therefore sees what arrived meanwhile, as it would live.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import TypeVar
 from perpbot.domain.events import ExchangeEvent
 from perpbot.domain.types import (
     ConditionalOrder,
+    Fill,
     Income,
     Order,
     OrderResult,
@@ -32,20 +41,33 @@ from perpbot.domain.types import (
     Position,
     SymbolFilters,
 )
-from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError
+from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError, ExchangeUnavailable
 from perpbot.exchange.port import EventHandler
 from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.faults import EventFate, FaultPlan
+from perpbot.exchange.sim.hostile import HostileState, NowMs, scripted_market
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+_DURING_SPINS = 50  # loop turns a call gives the dispatcher to hand its events over before answering
+_TIMEOUT_MSG = (
+    "Timeout waiting for response from backend server. Send status unknown; execution status unknown."
+)
+
 
 class SimExchange:
     """Async ``ExchangePort`` backed by the simulated matching engine (no I/O, no wall clock)."""
 
-    def __init__(self, engine: MatchingEngine) -> None:
+    def __init__(
+        self, engine: MatchingEngine, *, faults: FaultPlan | None = None, clock: NowMs | None = None
+    ) -> None:
+        """``faults`` switches the hostile mode on; ``clock`` (the bots' clock) times its late
+        events, deferred fills and income delays (default: the engine's candle time)."""
         self.engine = engine
+        now = clock.now_ms if clock is not None else (lambda: engine.now_ms)
+        self.hostile: HostileState | None = None if faults is None else HostileState(faults, now)
         self._handlers: list[EventHandler] = []
         self._queue: asyncio.Queue[ExchangeEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -58,20 +80,72 @@ class SimExchange:
         """Register a handler; every event goes to every handler, in subscription order."""
         self._handlers.append(handler)
 
-    def publish_pending(self) -> int:
-        """Move the engine's new events to the delivery queue; returns how many were moved."""
+    def publish_pending(self, fate: EventFate | None = None) -> int:
+        """Move the engine's new events to the delivery queue (hostile mode: through their fates
+        and the per-type holding queues); returns how many entered the queue."""
+        h = self.hostile
         events = self.engine.pop_events()
+        if h is not None:
+            h.admit(events, fate)
+            h.note_incomes(self.engine.incomes_since(h.income_seen))
+            events = h.release()
         put = self._queue.put_nowait
         for ev in events:
             put(ev)
         self._unfinished += len(events)
         return len(events)
 
+    def release_due(self) -> None:
+        """Hostile mode: run the deferred executions that are due and release the events whose
+        time has come (also done by every port call, ``drain`` and ``process_bar``)."""
+        h = self.hostile
+        if h is None:
+            return
+        self.engine.advance_time(h.now())
+        self.publish_pending()  # what the engine produced before (e.g. a bar driven directly)
+        self._deleverage_after_new_bars()
+        while (action := h.pop_due()) is not None:
+            action.run()
+            self.publish_pending(action.fate)
+
+    def _deleverage_after_new_bars(self) -> None:
+        """Hostile mode: once per newly processed bar of a symbol with a position, ADL part of it
+        when the plan says so. Keyed on the engine's bar index, so it also works when the
+        backtester drives ``engine.process_bar`` directly and only then touches the adapter."""
+        h = self.hostile
+        assert h is not None
+        eng = self.engine
+        for sym in eng.symbols():
+            i = eng.bar_index(sym)
+            if i < 0 or h.adl_checked.get(sym) == i:
+                continue
+            h.adl_checked[sym] = i
+            pos = eng.position(sym)
+            if pos is None:
+                continue
+            qty = pos.quantity * h.dice.adl_fraction(sym, i)
+            if qty >= eng.symbol_filters(sym).step_size:
+                eng.deleverage(sym, qty)
+                h.stats["adl"] += 1
+        self.publish_pending()
+
     def process_bar(self, symbol: str, i: int) -> None:
-        """Backtester convenience: ``engine.process_bar`` then ``publish_pending``."""
+        """Backtester convenience: ``engine.process_bar`` then ``publish_pending``. Hostile mode
+        also deleverages part of an open position when the plan says so (after the bar)."""
+        h = self.hostile
+        if h is not None:
+            self.release_due()
         self.engine.process_bar(symbol, i)
+        if h is not None:
+            self._deleverage_after_new_bars()
         if self.engine.has_events:
             self.publish_pending()
+
+    def deleverage(self, symbol: str, quantity: float, price: float | None = None) -> None:
+        """Auto-deleverage ``quantity`` of the position now (a test's direct script)."""
+        self.release_due()
+        self.engine.deleverage(symbol, quantity, price)
+        self.publish_pending()
 
     async def start(self) -> None:
         """Start the dispatcher task (idempotent)."""
@@ -82,6 +156,7 @@ class SimExchange:
         """Return once every queued event (and every event those handlers caused) was handled."""
         if self._task is not None and asyncio.current_task() is self._task:
             raise RuntimeError("drain() called from an event handler would wait for itself")
+        self.release_due()
         self.publish_pending()
         if self._unfinished == 0:  # the common case in a backtest: nothing to wait for
             return
@@ -127,22 +202,81 @@ class SimExchange:
 
     # ------------------------------------------------------------------ ExchangePort
 
+    async def _mutate(self, method: str, fn: Callable[..., T], *args: object, client_id: str = "") -> T:
+        """A state-changing REST call. Hostile mode: the plan may reject it (``fail_code``, nothing
+        done), deliver its events before the answer, or time it out after it was executed."""
+        h = self.hostile
+        if h is None:
+            return self._call(fn, *args)
+        self.release_due()
+        fault = h.dice.call_fault(method, h.ordinal(method), client_id)
+        h.count_fault(fault)
+        during = h.dice.call_during()
+        if fault is not None and fault.fail_code:
+            raise ExchangeError(fault.fail_code, f"simulated failure of {method}")
+        if fault is not None and fault.lost:
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
+        try:
+            result = fn(*args)
+        finally:
+            during = self._admit_call_events(fault.events if fault else None) or during
+        await self._maybe_during(during)
+        if fault is not None and fault.timeout:
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
+        return result
+
+    def _admit_call_events(self, fate: EventFate | None) -> bool:
+        h = self.hostile
+        assert h is not None
+        during = h.admit(self.engine.pop_events(), fate)
+        self.publish_pending()
+        return during
+
+    async def _maybe_during(self, during: bool) -> None:
+        """Let the dispatcher hand this call's events to the handlers before the call answers
+        (bounded: a handler waiting on the caller cannot deadlock the call)."""
+        if not during or not self._handlers or asyncio.current_task() is self._task:
+            return
+        if self.hostile is not None:
+            self.hostile.stats["during"] += 1
+        await self.start()
+        target = self.delivered + self._unfinished
+        for _ in range(_DURING_SPINS):
+            if self.delivered >= target:
+                return
+            await asyncio.sleep(0)
+
+    async def _read(self, method: str, fn: Callable[..., T], *args: object) -> T:
+        """A read-only REST call; hostile mode may fail it (scripted by ordinal)."""
+        h = self.hostile
+        if h is None:
+            return fn(*args)
+        self.release_due()
+        fault = h.dice.read_fault(method, h.ordinal(method))
+        if fault is not None:
+            h.stats["read_fail"] += 1
+        if fault is not None and fault.fail_code:
+            raise ExchangeError(fault.fail_code, f"simulated failure of {method}")
+        if fault is not None and (fault.timeout or fault.lost):
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
+        return fn(*args)
+
     async def symbol_filters(self, symbol: str) -> SymbolFilters:
         return self.engine.symbol_filters(symbol)
 
     async def balance(self) -> float:
-        return self.engine.balance()
+        return await self._read("balance", self.engine.balance)
 
     async def position(self, symbol: str) -> Position | None:
-        return self.engine.position(symbol)
+        return await self._read("position", self.engine.position, symbol)
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
-        self._call(self.engine.set_leverage, symbol, leverage)
+        await self._mutate("set_leverage", self.engine.set_leverage, symbol, leverage)
 
     async def set_isolated_margin(self, symbol: str) -> None:
         """ISOLATED; Binance's "no need to change margin type" (-4046) is success here."""
         try:
-            self._call(self.engine.set_margin_type, symbol, "ISOLATED")
+            await self._mutate("set_isolated_margin", self.engine.set_margin_type, symbol, "ISOLATED")
         except ExchangeError as exc:
             if exc.code != NO_NEED_TO_CHANGE_MARGIN_TYPE:
                 raise
@@ -156,14 +290,41 @@ class SimExchange:
         reduce_only: bool = False,
         client_order_id: str = "",
     ) -> OrderResult:
-        return self._call(
-            self.engine.market_order,
-            symbol,
-            side,
-            quantity,
-            reduce_only=reduce_only,
-            client_order_id=client_order_id,
-        )
+        h = self.hostile
+        if h is None:
+            return self._call(
+                self.engine.market_order,
+                symbol,
+                side,
+                quantity,
+                reduce_only=reduce_only,
+                client_order_id=client_order_id,
+            )
+        self.release_due()
+        fault = h.plan.calls.get(("market_order", h.ordinal("market_order"))) or h.dice.lost_request()
+        h.count_fault(fault)
+        if fault is not None and fault.fail_code:
+            raise ExchangeError(fault.fail_code, "simulated failure of market_order")
+        if fault is not None and fault.lost:
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
+        script = h.dice.order_script(client_order_id)
+        during = h.dice.call_during()
+        fate = script.events if script is not None else (fault.events if fault else None)
+        try:
+            if script is None:
+                r = self.engine.market_order(
+                    symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
+                )
+            else:
+                r = scripted_market(
+                    self.engine, h, symbol, side, quantity, reduce_only, client_order_id, script
+                )
+        finally:
+            during = self._admit_call_events(fate) or during
+        await self._maybe_during(during)
+        if (script is not None and script.timeout) or (fault is not None and fault.timeout):
+            raise ExchangeUnavailable(_TIMEOUT_MSG)
+        return r
 
     async def place_conditional(
         self,
@@ -176,36 +337,59 @@ class SimExchange:
         reduce_only: bool = True,
         client_algo_id: str = "",
     ) -> ConditionalOrder:
-        return self._call(
-            self.engine.place_algo,
-            symbol,
-            order_type,
-            side,
-            quantity,
-            trigger_price,
-            reduce_only=reduce_only,
-            client_algo_id=client_algo_id,
-        )
+        def place() -> ConditionalOrder:
+            return self.engine.place_algo(
+                symbol,
+                order_type,
+                side,
+                quantity,
+                trigger_price,
+                reduce_only=reduce_only,
+                client_algo_id=client_algo_id,
+            )
+
+        return await self._mutate("place_conditional", place, client_id=client_algo_id)
 
     async def open_orders(self, symbol: str) -> list[Order]:
-        return self.engine.open_orders(symbol)
+        return await self._read("open_orders", self.engine.open_orders, symbol)
 
     async def open_conditional_orders(self, symbol: str) -> list[ConditionalOrder]:
-        return self.engine.open_algo_orders(symbol)
+        return await self._read("open_conditional_orders", self.engine.open_algo_orders, symbol)
 
     async def cancel_order(self, symbol: str, order_id: int) -> None:
-        self._call(self.engine.cancel_order, symbol, order_id)
+        await self._mutate("cancel_order", self.engine.cancel_order, symbol, order_id)
 
     async def cancel_conditional(self, symbol: str, algo_id: int) -> None:
-        self._call(self.engine.cancel_algo, symbol, algo_id)
+        await self._mutate("cancel_conditional", self.engine.cancel_algo, symbol, algo_id)
 
     async def cancel_all_orders(self, symbol: str) -> None:
-        self._call(self.engine.cancel_all_orders, symbol)
+        await self._mutate("cancel_all_orders", self.engine.cancel_all_orders, symbol)
 
     async def cancel_all_conditional(self, symbol: str) -> None:
-        self._call(self.engine.cancel_all_algo, symbol)
+        await self._mutate("cancel_all_conditional", self.engine.cancel_all_algo, symbol)
 
     async def income_history(
         self, symbol: str, start_ms: int, income_types: tuple[str, ...] = ()
     ) -> list[Income]:
-        return self.engine.income_history(symbol, start_ms, None, income_types)
+        rows = await self._read(
+            "income_history", self.engine.income_history, symbol, start_ms, None, income_types
+        )
+        h = self.hostile
+        return rows if h is None else [r for r in rows if h.visible(r)]
+
+    # ------------------------------------------------------------------ recovery reads (ExchangeRecoveryPort)
+
+    async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
+        """``GET /fapi/v1/order`` by id or client id; -2013 when unknown."""
+        return await self._read("get_order", self.engine.order, symbol, order_id, client_order_id)
+
+    async def get_conditional(
+        self, symbol: str, *, algo_id: int = 0, client_algo_id: str = ""
+    ) -> ConditionalOrder:
+        """``GET /fapi/v1/algoOrder`` by algo id or client algo id; -2013 when unknown."""
+        return await self._read("get_conditional", self.engine.algo_order, symbol, algo_id, client_algo_id)
+
+    async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
+        """``GET /fapi/v1/userTrades``: this symbol's executions with ``time >= start_ms``."""
+        fills = await self._read("user_trades", self.engine.fills, symbol)
+        return [f for f in fills if f.time_ms >= start_ms]

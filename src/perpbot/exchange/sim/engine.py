@@ -41,9 +41,11 @@ Model (what is emulated, and why)
 Intra-bar path (``process_bar``)
 --------------------------------
 1. Funding: when ``open_time[i] % 8h == 0`` and a position is open, ``payment =
-   −sign(pos)·|pos|·open[i]·funding_rate[i]`` (longs pay positive funding) is applied to the
-   wallet and the isolated margin; FUNDING_FEE income row (time = ``open_time[i]``) and
-   ACCOUNT_UPDATE(FUNDING_FEE).
+   −sign(pos)·|pos|·open[i]·rate`` (longs pay positive funding) is applied to the wallet and the
+   isolated margin; FUNDING_FEE income row (time = ``open_time[i]``) and
+   ACCOUNT_UPDATE(FUNDING_FEE). ``rate`` is the rate settled at that mark, read from the row the
+   data's funding convention names (``data.schema.settled_funding``: row i, or row i+1 when the
+   recording shows the new rate one row late).
 2. Gap at the open: every trigger (conditional or liquidation) already beyond ``open[i]`` fires
    at the open (fill = open ± slippage; liquidation at LP), in the order in which a continuous
    move from the previous close to the open would have crossed them (nearest to the previous
@@ -89,6 +91,13 @@ Liquidation: ``ORDER_TRADE_UPDATE x=CALCULATED X=FILLED o=LIQUIDATION`` (client 
 ``autoclose-…``), ``ACCOUNT_UPDATE m=ORDER``, then ``ACCOUNT_UPDATE m=INSURANCE_CLEAR`` when a
 clearance fee is taken. Algo placement/cancel: ``ALGO_UPDATE`` NEW / CANCELED.
 
+Hostile mode (``sim/faults.py``, driven by ``SimExchange``): ``submit_market`` accepts a MARKET
+order (NEW) without executing it; ``fill_order`` executes part or the rest later (``X``
+PARTIALLY_FILLED … FILLED, ``l``/``z``); ``expire_order`` ends it ``x=EXPIRED``; ``cancel_order``
+ends an open one ``x=CANCELED``; ``deleverage`` closes part of a position
+(``x=CALCULATED``, client id ``adl_autoclose``); ``advance_time`` stamps those with the clock's
+seconds. ``order`` / ``algo_order`` answer REST queries by id or client id (``registry.py``).
+
 Speed: ``process_bar`` with no position and no algo order returns after a dict lookup and two
 assignments; with a position it reads high/low once and compares them with a pre-computed band
 (nearest upper and lower trigger) before doing any work.
@@ -105,6 +114,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from perpbot.data.schema import detect_funding_convention, settled_funding
 from perpbot.domain.events import (
     AccountUpdate,
     AlgoUpdate,
@@ -137,14 +147,17 @@ from perpbot.exchange.errors import (
     MARGIN_INSUFFICIENT,
     MARGIN_TYPE_WITH_POSITION,
     NO_NEED_TO_CHANGE_MARGIN_TYPE,
+    NO_SUCH_ORDER,
     ORDER_WOULD_IMMEDIATELY_TRIGGER,
     REDUCE_ONLY_REJECTED,
     UNKNOWN_ORDER,
     ExchangeError,
 )
 from perpbot.exchange.filters import floor_qty, from_steps, snap, steps_of, validate_order
+from perpbot.exchange.sim.registry import LiveOrder, OrderRegistry
 
 FUNDING_INTERVAL_MS = 8 * 3600 * 1000
+ADL_CLIENT_ID = "adl_autoclose"  # Binance's client id of an auto-deleveraging order
 _INF = math.inf
 _ASSET = "USDT"
 
@@ -220,6 +233,7 @@ class _Book:
         "filters",
         "funding",
         "funding_bars",
+        "funding_convention",
         "funding_np",
         "high",
         "high_np",
@@ -256,6 +270,7 @@ class _Book:
         self.up_min = _INF  # nearest trigger above (fires on a rise)
         self.dn_max = -_INF  # nearest trigger below (fires on a fall)
         self.funding_bars: frozenset[int] | None = None
+        self.funding_convention: str | None = None
 
 
 def _ro(a: npt.ArrayLike, dtype: type, name: str) -> np.ndarray:
@@ -286,6 +301,7 @@ class MatchingEngine:
         self._incomes_by_symbol: dict[str, list[Income]] = {}
         self._income_times: dict[str, list[int]] = {}
         self._fills: list[Fill] = []
+        self._registry = OrderRegistry()
         self._next_order_id = 1_000_001
         self._next_algo_id = 9_000_000_001  # a different range, so a mixed-up id is an error
         self._next_trade_id = 1
@@ -307,10 +323,13 @@ class MatchingEngine:
         low: npt.ArrayLike,
         close: npt.ArrayLike,
         funding_rate: npt.ArrayLike | None = None,
+        funding_convention: str | None = None,
     ) -> None:
         """Attach a symbol's candles (read-only views; no copy when already contiguous float64).
 
-        ``symbol`` must have filters. Bars are indexed 0..n-1 in ``process_bar``.
+        ``symbol`` must have filters. Bars are indexed 0..n-1 in ``process_bar``. A settlement
+        charges the rate Binance settled at that mark: ``funding_convention`` (``data.schema``)
+        says on which row the recorded column shows it; None detects it from the column.
         """
         if symbol not in self._filters:
             raise ValueError(f"no SymbolFilters for {symbol}")
@@ -333,9 +352,14 @@ class MatchingEngine:
         )
         b.n = n
         if funding_rate is not None:
-            b.funding_np = _ro(funding_rate, np.float64, "funding_rate")
-            if len(b.funding_np) != n:
+            raw = np.asarray(funding_rate, dtype=np.float64)
+            if raw.ndim != 1 or len(raw) != n:
                 raise ValueError(f"{symbol}: funding_rate length differs from the candles")
+            conv = funding_convention or detect_funding_convention(b.open_time_np, raw, self._bar_ms)
+            b.funding_convention = conv
+            b.funding_np = _ro(
+                settled_funding(b.open_time_np, raw, conv, self._bar_ms), np.float64, "funding_rate"
+            )
             b.funding = memoryview(b.funding_np)
             settle = (b.open_time_np % FUNDING_INTERVAL_MS == 0) & np.isfinite(b.funding_np)
             b.funding_bars = frozenset(np.flatnonzero(settle).tolist())
@@ -343,6 +367,7 @@ class MatchingEngine:
             b.funding_np = None
             b.funding = None
             b.funding_bars = None
+            b.funding_convention = None
         self._books[symbol] = b
         if not self._started:
             self._now = min(int(x.open_time_np[0]) for x in self._books.values())
@@ -368,6 +393,10 @@ class MatchingEngine:
                 self._now = t
             self._clock_book = None
         return self._now
+
+    def bar_index(self, symbol: str) -> int:
+        """Index of the last processed bar of ``symbol`` (-1 before the first)."""
+        return self._book(symbol).i
 
     def last_price(self, symbol: str) -> float:
         """``close`` of the last processed bar (``open[0]`` before the first one)."""
@@ -439,9 +468,10 @@ class MatchingEngine:
         return self._book(symbol).margin_type
 
     def open_orders(self, symbol: str) -> list[Order]:
-        """Resting normal orders. Only MARKET orders exist here and they fill at once: always empty."""
+        """Open normal orders: only MARKET orders exist here and they fill at once, so this is empty
+        except for a hostile-mode order that was accepted and not yet executed."""
         self._book(symbol)
-        return []
+        return self._registry.open_orders(symbol)
 
     def open_algo_orders(self, symbol: str) -> list[ConditionalOrder]:
         b = self._book(symbol)
@@ -545,8 +575,18 @@ class MatchingEngine:
             raise ExchangeError(
                 INVALID_ORDER_TYPE, f"Invalid orderType {order_type.value} (simulator: MARKET only)."
             )
-        quantity = float(quantity)
-        validate_order(b.filters, quantity, self.last_price(symbol), reduce_only)
+        o, exec_qty, price = self._accept_market(b, side, float(quantity), reduce_only, client_order_id)
+        avg = self._execute(b, o, exec_qty, price, last=True)
+        return OrderResult(
+            order_id=o.order_id, status=OrderStatus.FILLED, executed_qty=exec_qty, avg_price=avg
+        )
+
+    def _accept_market(
+        self, b: _Book, side: OrderSide, quantity: float, reduce_only: bool, client_order_id: str
+    ) -> tuple[LiveOrder, float, float]:
+        """Validate a MARKET order and open it (NEW event); returns it, its executable quantity
+        and its fill price. Raises the exchange's rejection before anything is recorded."""
+        validate_order(b.filters, quantity, self.last_price(b.symbol), reduce_only)
         sgn = 1 if side is OrderSide.BUY else -1
         price = self._next_price(b, sgn)
         pos = b.qty
@@ -559,8 +599,132 @@ class MatchingEngine:
             self._check_margin(b, sgn, exec_qty, price)
         oid = self._new_order_id()
         cid = client_order_id or f"sim-{oid}"
-        avg = self._run_market(b, oid, cid, side, quantity, exec_qty, price, reduce_only, OrderType.MARKET)
-        return OrderResult(order_id=oid, status=OrderStatus.FILLED, executed_qty=exec_qty, avg_price=avg)
+        o = self._open_order(b, oid, cid, side, quantity, reduce_only, OrderType.MARKET)
+        return o, exec_qty, price
+
+    # ------------------------------------------------------------------ hostile-mode order control
+
+    def submit_market(
+        self,
+        symbol: str,
+        side: OrderSide,
+        quantity: float,
+        *,
+        reduce_only: bool = False,
+        client_order_id: str = "",
+    ) -> Order:
+        """Accept a MARKET order (same checks and NEW event as ``market_order``) WITHOUT executing
+        it: the hostile adapter then calls ``fill_order`` / ``expire_order`` when its fault plan
+        says. Returns the order as a REST query would show it (status NEW, executed 0)."""
+        b = self._book(symbol)
+        o, _, _ = self._accept_market(b, side, float(quantity), reduce_only, client_order_id)
+        return o.snapshot()
+
+    def fill_order(self, symbol: str, order_id: int, quantity: float | None = None) -> Order:
+        """Execute (part of) an open MARKET order at the next tradable price.
+
+        ``quantity`` None executes the rest and reports FILLED. A reduce-only order executes at most
+        the position (FILLED when that exhausts it); when nothing is left to reduce, or an opening
+        order can no longer be margined, the order EXPIRES with what it executed so far.
+        """
+        b = self._book(symbol)
+        o = self._registry.live(order_id)
+        if o is None or o.symbol != symbol:
+            raise ExchangeError(NO_SUCH_ORDER, "Order does not exist.")
+        if not o.is_open:
+            return o.snapshot()
+        step = b.filters.step_size
+        rest = from_steps(steps_of(o.quantity, step) - o.done_steps, step)
+        want = rest if quantity is None else min(floor_qty(float(quantity), step), rest)
+        sgn = 1 if o.side is OrderSide.BUY else -1
+        price = self._next_price(b, sgn)
+        last = quantity is None or want >= rest
+        if o.reduce_only:
+            pos = b.qty
+            if pos == 0.0 or (pos > 0) == (sgn > 0):
+                return self.expire_order(symbol, order_id)
+            if want >= abs(pos):
+                want, last = abs(pos), True
+        else:
+            try:
+                self._check_margin(b, sgn, want, price)
+            except ExchangeError:
+                return self.expire_order(symbol, order_id)
+        if want > 0.0:
+            self._execute(b, o, want, price, last=last)
+        return o.snapshot()
+
+    def expire_order(self, symbol: str, order_id: int) -> Order:
+        """End an open order as EXPIRED (``x=EXPIRED``), keeping what it executed (``z``)."""
+        b = self._book(symbol)
+        o = self._registry.live(order_id)
+        if o is None or o.symbol != symbol:
+            raise ExchangeError(NO_SUCH_ORDER, "Order does not exist.")
+        if o.is_open:
+            o.status = OrderStatus.EXPIRED
+            self._events.append(self._order_report(o, "EXPIRED", 0.0, 0.0, 0.0, 0.0, 0))
+            self._rearm(b)
+        return o.snapshot()
+
+    def deleverage(self, symbol: str, quantity: float, price: float | None = None) -> Order:
+        """Auto-deleverage (ADL) part or all of the position at ``price`` (default: last price).
+
+        Binance's shape: ``ORDER_TRADE_UPDATE x=CALCULATED X=FILLED o=LIQUIDATION`` with client id
+        ``adl_autoclose``, no commission, then ``ACCOUNT_UPDATE m=ORDER``. The remainder (if any)
+        stays open with its isolated margin reduced pro rata.
+        """
+        b = self._book(symbol)
+        if b.qty == 0.0:
+            raise ExchangeError(NO_SUCH_ORDER, f"{symbol}: no position to deleverage.")
+        q = min(floor_qty(float(quantity), b.filters.step_size), abs(b.qty))
+        if q <= 0.0:
+            raise ValueError(f"{symbol}: deleverage quantity must be at least one step")
+        px = self.last_price(symbol) if price is None else float(price)
+        side = OrderSide.SELL if b.qty > 0 else OrderSide.BUY
+        sgn = 1 if side is OrderSide.BUY else -1
+        oid = self._new_order_id()
+        o = LiveOrder(
+            symbol,
+            oid,
+            ADL_CLIENT_ID,
+            side,
+            OrderType.LIQUIDATION,
+            OrderType.LIQUIDATION,
+            q,
+            True,
+            self.now_ms,
+        )
+        self._registry.add(o)
+        rp = self._apply_fill(b, sgn, q, px, 0.0)
+        tid = self._next_trade_id
+        self._next_trade_id += 1
+        o.done_steps = steps_of(q, b.filters.step_size)
+        o.executed, o.notional, o.status = q, q * px, OrderStatus.FILLED
+        self._events.append(self._order_report(o, "CALCULATED", q, px, 0.0, rp, tid))
+        self._record_fill(b, oid, tid, side, px, q, 0.0, rp, self.now_ms)
+        self._events.append(self._account_update("ORDER", b, px))
+        self._rearm(b)
+        return o.snapshot()
+
+    def advance_time(self, now_ms: int) -> None:
+        """Move the exchange clock forward to ``now_ms`` (hostile mode: seconds between candles,
+        so that late executions carry later stamps). Never moves it back."""
+        if now_ms > self.now_ms:
+            self._now = int(now_ms)
+
+    def order(self, symbol: str, order_id: int = 0, client_order_id: str = "") -> Order:
+        """``GET /fapi/v1/order`` by order id or client id (finished orders too); -2013 if unknown."""
+        self._book(symbol)
+        return self._registry.find(symbol, order_id, client_order_id).snapshot()
+
+    def algo_order(self, symbol: str, algo_id: int = 0, client_algo_id: str = "") -> ConditionalOrder:
+        """``GET /fapi/v1/algoOrder`` by algo id or client algo id, with its latest status."""
+        self._book(symbol)
+        return self._registry.find_algo(symbol, algo_id, client_algo_id)
+
+    def incomes_since(self, k: int) -> list[Income]:
+        """Income rows in the order they were booked, from the ``k``-th one (adapter bookkeeping)."""
+        return self._incomes[k:]
 
     def place_algo(
         self,
@@ -606,9 +770,16 @@ class MatchingEngine:
         return self._conditional(symbol, a, AlgoStatus.NEW)
 
     def cancel_order(self, symbol: str, order_id: int) -> None:
-        """Cancel a normal order. MARKET orders are never resting, so this is always -2011."""
-        self._book(symbol)
-        raise ExchangeError(UNKNOWN_ORDER, f"Unknown order sent (order id {order_id}).")
+        """Cancel a normal order. MARKET orders fill at once, so this is -2011, except for a
+        hostile-mode order accepted and not yet (fully) executed: it ends CANCELED (``x=CANCELED``,
+        ``z`` = what it executed) and its deferred executions do nothing."""
+        b = self._book(symbol)
+        o = self._registry.live(order_id)
+        if o is None or o.symbol != symbol or not o.is_open:
+            raise ExchangeError(UNKNOWN_ORDER, f"Unknown order sent (order id {order_id}).")
+        o.status = OrderStatus.CANCELED
+        self._events.append(self._order_report(o, "CANCELED", 0.0, 0.0, 0.0, 0.0, 0))
+        self._rearm(b)
 
     def cancel_algo(self, symbol: str, algo_id: int) -> None:
         b = self._book(symbol)
@@ -619,9 +790,12 @@ class MatchingEngine:
         self._emit_algo(symbol, a, AlgoStatus.CANCELED)
 
     def cancel_all_orders(self, symbol: str) -> int:
-        """Cancel resting normal orders (none exist); algo orders are NOT touched, as on Binance."""
-        self._book(symbol)
-        return 0
+        """Cancel open normal orders (only hostile-mode ones can be open); algo orders are NOT
+        touched, as on Binance. Returns how many were cancelled."""
+        ids = [o.order_id for o in self.open_orders(symbol)]
+        for oid in ids:
+            self.cancel_order(symbol, oid)
+        return len(ids)
 
     def cancel_all_algo(self, symbol: str) -> int:
         """Cancel every open algo order of ``symbol``; returns how many were cancelled."""
@@ -820,30 +994,58 @@ class MatchingEngine:
         original_type: OrderType,
     ) -> float:
         """NEW, then one or more TRADE executions (each followed by ACCOUNT_UPDATE). Returns ap."""
+        o = self._open_order(b, oid, cid, side, orig_qty, reduce_only, original_type)
+        return self._execute(b, o, exec_qty, price, last=True)
+
+    def _open_order(
+        self,
+        b: _Book,
+        oid: int,
+        cid: str,
+        side: OrderSide,
+        orig_qty: float,
+        reduce_only: bool,
+        original_type: OrderType,
+    ) -> LiveOrder:
+        """Register a MARKET order and emit its ``x=NEW`` report."""
+        o = LiveOrder(
+            b.symbol, oid, cid, side, OrderType.MARKET, original_type, orig_qty, reduce_only, self.now_ms
+        )
+        self._registry.add(o)
+        self._events.append(self._order_report(o, "NEW", 0.0, 0.0, 0.0, 0.0, 0))
+        return o
+
+    def _order_report(
+        self, o: LiveOrder, x: str, q: float, price: float, fee: float, rp: float, tid: int
+    ) -> OrderTradeUpdate:
         now = self.now_ms
-        sym = b.symbol
-        new = OrderTradeUpdate(
+        o.update_time_ms = now
+        return OrderTradeUpdate(
             event_time_ms=now,
-            symbol=sym,
-            order_id=oid,
-            client_order_id=cid,
-            side=side,
-            order_type=OrderType.MARKET,
-            original_type=original_type,
-            execution_type="NEW",
-            status=OrderStatus.NEW,
-            reduce_only=reduce_only,
-            quantity=orig_qty,
-            last_filled_qty=0.0,
-            cumulative_filled_qty=0.0,
-            last_filled_price=0.0,
-            avg_price=0.0,
-            commission=0.0,
-            realized_pnl=0.0,
-            trade_id=0,
+            symbol=o.symbol,
+            order_id=o.order_id,
+            client_order_id=o.client_order_id,
+            side=o.side,
+            order_type=o.type,
+            original_type=o.original_type,
+            execution_type=x,
+            status=o.status,
+            reduce_only=o.reduce_only,
+            quantity=o.quantity,
+            last_filled_qty=q,
+            cumulative_filled_qty=o.executed,
+            last_filled_price=price,
+            avg_price=o.avg_price if o.executed > 0.0 else 0.0,
+            commission=fee,
+            realized_pnl=rp,
+            trade_id=tid,
             trade_time_ms=now,
         )
-        self._events.append(new)
+
+    def _execute(self, b: _Book, o: LiveOrder, exec_qty: float, price: float, *, last: bool) -> float:
+        """TRADE executions of ``exec_qty`` at ``price`` (split by ``max_fill_qty_per_execution``),
+        each followed by ACCOUNT_UPDATE; the final one reports FILLED when ``last``. Returns ap."""
+        now = self.now_ms
         step = b.filters.step_size
         total = steps_of(exec_qty, step)
         chunk = total
@@ -851,39 +1053,26 @@ class MatchingEngine:
         if mx > 0.0:
             chunk = max(1, steps_of(floor_qty(mx, step), step))
         done = 0
-        notional = 0.0
-        sgn = 1 if side is OrderSide.BUY else -1
+        sgn = 1 if o.side is OrderSide.BUY else -1
         while done < total:
             n = min(chunk, total - done)
             done += n
+            o.done_steps += n
             q = from_steps(n, step)
-            cum = from_steps(done, step)
-            notional += q * price
-            ap = notional / cum
+            o.executed = from_steps(o.done_steps, step)
+            o.notional += q * price
             fee = q * price * self.settings.taker_fee
             rp = self._apply_fill(b, sgn, q, price, fee)
             tid = self._next_trade_id
             self._next_trade_id += 1
-            status = OrderStatus.FILLED if done == total else OrderStatus.PARTIALLY_FILLED
-            # Each execution is the NEW report with its fill fields set (same order, same stamps).
-            self._events.append(
-                replace(
-                    new,
-                    execution_type="TRADE",
-                    status=status,
-                    last_filled_qty=q,
-                    cumulative_filled_qty=cum,
-                    last_filled_price=price,
-                    avg_price=ap,
-                    commission=fee,
-                    realized_pnl=rp,
-                    trade_id=tid,
-                )
-            )
-            self._record_fill(b, oid, tid, side, price, q, fee, rp, now)
+            o.status = OrderStatus.FILLED if (last and done == total) else OrderStatus.PARTIALLY_FILLED
+            self._events.append(self._order_report(o, "TRADE", q, price, fee, rp, tid))
+            self._record_fill(b, o.order_id, tid, o.side, price, q, fee, rp, now)
             self._events.append(self._account_update("ORDER", b, price))
+        if last and total == 0:
+            o.status = OrderStatus.FILLED
         self._rearm(b)
-        return notional / from_steps(total, step) if total else 0.0
+        return o.avg_price
 
     def _apply_fill(self, b: _Book, sgn: int, q: float, price: float, fee: float) -> float:
         """Update position, isolated margin and wallet for one execution; returns realised PnL."""
@@ -945,6 +1134,20 @@ class MatchingEngine:
         oid = self._new_order_id()
         tid = self._next_trade_id
         self._next_trade_id += 1
+        lo = LiveOrder(
+            b.symbol,
+            oid,
+            f"autoclose-{oid}",
+            side,
+            OrderType.LIQUIDATION,
+            OrderType.LIQUIDATION,
+            q,
+            True,
+            now,
+        )
+        lo.done_steps, lo.executed, lo.notional = steps_of(q, b.filters.step_size), q, q * lp
+        lo.status, lo.update_time_ms = OrderStatus.FILLED, now
+        self._registry.add(lo)
         b.qty, b.entry, b.iw, b.liq = 0.0, 0.0, 0.0, 0.0
         self._wallet += rp
         self._events.append(
@@ -1013,6 +1216,9 @@ class MatchingEngine:
         )
 
     def _emit_algo(self, symbol: str, a: _Algo, status: AlgoStatus, triggered_order_id: int = 0) -> None:
+        self._registry.record_algo(
+            replace(self._conditional(symbol, a, status), triggered_order_id=triggered_order_id)
+        )
         self._events.append(
             AlgoUpdate(
                 self.now_ms,
