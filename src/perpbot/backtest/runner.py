@@ -114,6 +114,9 @@ class BacktestConfig:
     entry_filters: Mapping[str, EntryFilter] | None = None
     symbol_filters: Mapping[str, SymbolFilters] | None = None
     kill_switch: KillSwitchPolicy = KILL_SWITCH_ON  # --kill-switch (default on, as live)
+    # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
+    # candle (the reference the equivalence tests compare against).
+    skip_ahead: bool = True
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -151,7 +154,9 @@ class RunStats:
     bot_errors: int
     alerts: int
     close_timeouts: int
-    reconciles: int = 0  # reconcile passes (every bot), one per RECONCILE_EVERY_MS of simulated time
+    reconciles: int = 0  # reconcile passes, one per RECONCILE_EVERY_MS of simulated time stepped
+    steps_skipped: int = 0  # timeline steps passed over by the skip-ahead (nothing could happen)
+    candles_skipped: int = 0  # candles (all symbols) in those steps
 
     @property
     def candles_per_second(self) -> float:
@@ -238,6 +243,8 @@ class BacktestResult:
                 "alerts": self.stats.alerts,
                 "close_timeouts": self.stats.close_timeouts,
                 "reconciles": self.stats.reconciles,
+                "steps_skipped": self.stats.steps_skipped,
+                "candles_skipped": self.stats.candles_skipped,
             },
             "warnings": list(self.warnings),
             "kill_switch": c.kill_switch.describe(),
@@ -610,9 +617,17 @@ async def _drive(
     progress: ProgressFn | None,
     total_candles: int,
     blocked: list[int] | None = None,
-) -> tuple[int, int, int]:
+    *,
+    skip_ahead: bool = False,
+) -> tuple[int, int, int, int, int]:
     """The hot loop (module docstring, "Time order"); returns (bot candles, signal candles,
-    reconcile passes)."""
+    reconcile passes, steps skipped, candles skipped).
+
+    ``skip_ahead`` (``backtest.agenda``): while every book is quiet and every bot at rest, jump
+    to the next step with a signal or a last candle; on the steps it does run, a HOLD candle is
+    not handed to the bot and an at-rest bot of a quiet book is not reconciled (both no-ops)."""
+    from perpbot.backtest.agenda import all_at_rest, build_agenda
+
     last_row = [s.n - 1 for s in prepared]
     ready = [s.ready.tolist() for s in prepared]
     steps = timeline.steps
@@ -620,12 +635,28 @@ async def _drive(
     process_bar = engine.process_bar
     syms = [s.symbol for s in prepared]
     signals = 0
-    bot_candles = 0
+    # Every window row but a symbol's last is handed to its bot when warm (the loop below).
+    bot_candles = sum(int(np.count_nonzero(s.ready[: s.n - 1])) for s in prepared)
     done = 0
     n_steps = len(steps)
     reconciles = 0
+    skipped_steps = skipped_candles = 0
+    agenda = build_agenda(prepared, timeline.open_time_ms) if skip_ahead else None
     next_reconcile = open_times[0] + BAR_MS if n_steps else 0
-    for k in range(n_steps):
+    k = -1
+    while k + 1 < n_steps:
+        k += 1
+        if agenda is not None and all_at_rest(bots, engine, syms):
+            j = agenda.next_wake(k)
+            if j > k:
+                skipped_steps += j - k
+                skipped_candles += agenda.candles(k, j)
+                done += agenda.candles(k, j)
+                if progress is not None:
+                    progress(done, total_candles)
+                if j >= n_steps:
+                    break
+                k = j
         step = steps[k]
         # The clock reads the candle's close before its exchange events are handled: the
         # simulator stamps what happens inside bar T at T's close, and the bots' journal entries
@@ -641,10 +672,9 @@ async def _drive(
                 # A symbol's last candle only closes positions (module docstring, "End of data").
                 ending = [si] if ending is None else [*ending, si]
                 continue
-            if not ready[si][row]:
+            if not ready[si][row] or (agenda is not None and prepared[si].side[row] is None):
                 continue
             ctx = prepared[si].context(row)
-            bot_candles += 1
             if ctx.signal is not None:
                 signals += 1
                 if blocked is not None and _blocked_by_kill_switch(bots[si], ctx.signal):
@@ -660,8 +690,9 @@ async def _drive(
                 await exchange.drain()
         now = open_times[k] + BAR_MS
         if now >= next_reconcile:
-            for bot in bots:
-                await bot.reconcile()
+            for si, bot in enumerate(bots):
+                if agenda is None or not (bot.at_rest and engine.quiet(syms[si])):
+                    await bot.reconcile()
             await exchange.drain()
             reconciles += 1
             next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
@@ -678,7 +709,7 @@ async def _drive(
     for bot in bots:
         await bot.wait_background()
     await exchange.drain()
-    return bot_candles, signals, reconciles
+    return bot_candles, signals, reconciles, skipped_steps, skipped_candles
 
 
 def _blocked_by_kill_switch(bot: Any, signal: Any) -> bool:
@@ -778,8 +809,17 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         for bot in bots:
             await bot.start(None)
         await exchange.drain()
-        bot_candles, signals, reconciles = await _drive(
-            prepared, timeline, engine, exchange, clock, bots, progress, total_candles, blocked
+        bot_candles, signals, reconciles, steps_skipped, candles_skipped = await _drive(
+            prepared,
+            timeline,
+            engine,
+            exchange,
+            clock,
+            bots,
+            progress,
+            total_candles,
+            blocked,
+            skip_ahead=cfg.skip_ahead,
         )
     finally:
         await exchange.aclose()
@@ -812,6 +852,8 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         alerts=sum(1 for kind, _ in notifier.messages if kind in ("alert", "emergency")),
         close_timeouts=close_timeouts,
         reconciles=reconciles,
+        steps_skipped=steps_skipped,
+        candles_skipped=candles_skipped,
     )
     if stats.bot_errors:
         warnings.append(

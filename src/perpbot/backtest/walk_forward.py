@@ -516,13 +516,23 @@ def _run_folds_parallel(
                     tick()
     finally:
         _JOB = None
-    # Back in the parent: each run's config is the one this process would have built.
+    # Back in the parent: each run's config is the one this process would have built, the ML-on
+    # run's with the fold's filters loaded again from its models folder (their decision counts
+    # came back in ``filter_stats``).
     out = []
+    symbols = tuple(job.base.symbols)
     for j in sorted(done):
         fold = done[j]
         window = _fold_window(job, j)
+        filters = _fold_filters(symbols, job.tmp / f"fold{j}", job.app, fold.models)
         results = {
-            m: replace(r, config=replace(window, use_ml=r.config.use_ml)) for m, r in fold.results.items()
+            m: replace(
+                r,
+                config=replace(
+                    window, use_ml=r.config.use_ml, entry_filters=filters if r.config.use_ml else None
+                ),
+            )
+            for m, r in fold.results.items()
         }
         out.append(replace(fold, results=results))
     return out
