@@ -13,6 +13,7 @@ close the current position.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import replace
 
 from perpbot.domain.events import OrderTradeUpdate
@@ -79,14 +80,20 @@ class LedgerMixin(BotBase):
     # ------------------------------------------------------------------ matching
     def _owner(self, ex: Execution) -> LocalPosition | None:
         """The position a closing execution belongs to (issue 7 §2.1), or None."""
+        # A booked position is flat: an unaccounted execution of one of its orders came after it
+        # was closed (a late close order of it filling later) and reduced whatever position the
+        # symbol had then, i.e. the current one.
         for p in (self._pos, *reversed(self._recent)):
-            if p is not None and (
-                ex.order_id in p.close_orders or (ex.client_id and ex.client_id in p.close_cids)
+            if (
+                p is not None
+                and not p.booked
+                and (ex.order_id in p.close_orders or (ex.client_id and ex.client_id in p.close_cids))
             ):
                 return p
         algo = self._triggered.get(ex.order_id)
-        if algo is not None:
-            return self._algo_owner.get(algo)
+        owner = self._algo_owner.get(algo) if algo is not None else None
+        if owner is not None and not owner.booked:
+            return owner
         pos = self._pos
         if pos is None or ex.side is not pos.side.exit_order_side:
             return None
@@ -111,6 +118,10 @@ class LedgerMixin(BotBase):
             return
         owner = self._owner(ex)
         if owner is None or owner.booked:
+            # Parked, not counted: the position it reduced is not known here yet (an entry still
+            # pending, or adopted later); adoption takes it (``_take_parked``).
+            if all(p.trade_id != ex.trade_id for p in self._parked):
+                self._parked.append(ex)
             msg = f"execution {ex.trade_id} of order {ex.order_id} ({ex.qty}) matches no open position"
             log.warning("%s: %s", self.symbol, msg)
             self._journal.record_event(self._clock.now_ms(), "unattributed_execution", self.symbol, msg)
@@ -126,7 +137,7 @@ class LedgerMixin(BotBase):
         owner.last_close_cid = ex.client_id or owner.last_close_cid
         owner.last_exit_ms = max(owner.last_exit_ms, ex.time_ms)
         owner.last_close_price = ex.avg_price if ex.avg_price > 0 else ex.price
-        owner.liquidated = owner.liquidated or ex.liquidation
+        owner.liquidated = ex.liquidation  # what ended it (a partial deleverage before is not)
         owner.last_types = (ex.original_type, ex.order_type)
         if owner.qty <= self._tol():
             await self._book(owner, CloseReason.MANUAL)
@@ -136,6 +147,26 @@ class LedgerMixin(BotBase):
         self._journal.record_event(self._clock.now_ms(), "partial_close", self.symbol, msg)
         if owner is self._pos:
             self._spawn(self._ensure_protection_bg(owner))
+
+    async def _take_parked(self, pos: LocalPosition) -> None:
+        """An adopted position takes the parked closing executions that happened after it was
+        opened: its quantity before them is the exchange's plus theirs, and they are its."""
+        mine = [
+            e
+            for e in self._parked
+            if e.side is pos.side.exit_order_side
+            and e.time_ms >= pos.entry_time_ms
+            and exec_key(e.trade_id) not in self._accounted
+        ]
+        if not mine:
+            return
+        self._parked = deque(e for e in self._parked if e not in mine)
+        q = sum(e.qty for e in mine)
+        pos.qty = round(pos.qty + q, 12)
+        pos.entry_qty = max(pos.entry_qty, pos.qty)
+        async with self._close_lock:
+            for e in mine:
+                await self._apply_close(e)
 
     # ------------------------------------------------------------------ entry executions
     def _entry_execution(self, ex: Execution, target: LocalPosition | None = None) -> bool:
@@ -185,13 +216,13 @@ class LedgerMixin(BotBase):
             return
         for algo_id in sorted(pos.algo_ids):
             try:
-                algo = await ex.get_conditional(self.symbol, algo_id=algo_id)
+                algo = await self._retry(lambda a=algo_id: ex.get_conditional(self.symbol, algo_id=a))
             except ExchangeError:
                 continue
             if algo.triggered_order_id:
                 bounded_put(self._triggered, algo.triggered_order_id, algo_id, _REMEMBER)
                 pos.close_orders.add(algo.triggered_order_id)
-        fills = await ex.user_trades(self.symbol, pos.entry_time_ms)
+        fills = await self._retry(lambda: ex.user_trades(self.symbol, pos.entry_time_ms))
         unknown: set[int] = set()
         for f in sorted(fills, key=lambda f: f.trade_id):
             if exec_key(f.trade_id) in self._accounted or pos.booked:
@@ -214,7 +245,7 @@ class LedgerMixin(BotBase):
         if not isinstance(ex, ExchangeRecoveryPort):
             return
         try:
-            fills = await ex.user_trades(self.symbol, pos.entry_time_ms)
+            fills = await self._retry(lambda: ex.user_trades(self.symbol, pos.entry_time_ms))
         except ExchangeError as exc:
             log.warning("%s: entry executions unavailable (%s); entry fee may be short", self.symbol, exc)
             return
@@ -229,7 +260,7 @@ class LedgerMixin(BotBase):
         if not isinstance(ex, ExchangeRecoveryPort):
             return e
         try:
-            o = await ex.get_order(self.symbol, order_id=e.order_id)
+            o = await self._retry(lambda: ex.get_order(self.symbol, order_id=e.order_id))
         except ExchangeError:
             return e
         liq = o.type is OrderType.LIQUIDATION or o.client_order_id.startswith(("autoclose-", "adl_"))
@@ -252,6 +283,9 @@ class LedgerMixin(BotBase):
     async def _book(self, pos: LocalPosition, fallback: CloseReason) -> None:
         """The position is flat: build its trade from its executions and finish it."""
         pos.booked = True
+        p = self._pending
+        if p is not None and pos.entry_order_id and p.order_id == pos.entry_order_id:
+            self._pending = None  # its order belonged to this position: nothing left to resolve
         if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
             await self._entry_from_rest(pos)  # the entry's fee when its events never came
         reason = self._classify(pos, fallback)
@@ -331,8 +365,10 @@ class LedgerMixin(BotBase):
         later SYNC close or a restart never counts them twice.
         """
         try:
-            rows = await self._ex.income_history(
-                self.symbol, pos.entry_time_ms, ("FUNDING_FEE", "INSURANCE_CLEAR")
+            rows = await self._retry(
+                lambda: self._ex.income_history(
+                    self.symbol, pos.entry_time_ms, ("FUNDING_FEE", "INSURANCE_CLEAR")
+                )
             )
         except ExchangeError as exc:
             log.warning("%s: income history unavailable (%s); funding counted as 0", self.symbol, exc)
@@ -366,14 +402,20 @@ class LedgerMixin(BotBase):
             return
         start = min(w[2].entry_time_ms for w in self._funding_watch)
         rows = await self._ex.income_history(self.symbol, start, ("FUNDING_FEE",))
+        # A settlement stamped at a trade's exit belongs to the position opened at that very
+        # millisecond (a reverse); when none was (the next entry came later), it can only be the
+        # exiting position's, and is added to it rather than lost.
+        pos = self._pos
+        next_entry = pos.entry_time_ms if pos is not None else None
         for k, (trade_id, index, trade) in enumerate(self._funding_watch):
             extra = 0.0
             keys: list[str] = []
             for r in rows:
                 key = income_key(r.income_type, r.trade_id or str(r.time_ms))
+                at_exit = r.time_ms == trade.exit_time_ms and next_entry != r.time_ms
                 if (
                     r.symbol == self.symbol
-                    and trade.entry_time_ms <= r.time_ms < trade.exit_time_ms
+                    and (trade.entry_time_ms <= r.time_ms < trade.exit_time_ms or at_exit)
                     and key not in self._accounted
                 ):
                     extra += r.income
@@ -390,12 +432,44 @@ class LedgerMixin(BotBase):
             log.warning("%s: %s", self.symbol, msg)
             self._journal.record_event(now, "late_funding", self.symbol, msg)
 
+    async def _late_entry_fees(self) -> None:
+        """Entry fees of booked trades whose entry executions could not be read at booking:
+        the trade is amended (journal, risk) once ``userTrades`` answers."""
+        ex = self._ex
+        if not isinstance(ex, ExchangeRecoveryPort):
+            self._fee_watch.clear()
+            return
+        start = min(w[2].entry_time_ms for w in self._fee_watch)
+        fills = await ex.user_trades(self.symbol, start)
+        for trade_id, index, trade, order_id in list(self._fee_watch):
+            mine = [
+                f for f in fills if f.order_id == order_id and exec_key(f.trade_id) not in self._accounted
+            ]
+            self._fee_watch.remove((trade_id, index, trade, order_id))
+            if not mine:
+                continue
+            self._account([exec_key(f.trade_id) for f in mine])
+            fee = sum(f.commission for f in mine)
+            amended = replace(self.closed_trades[index], entry_fee=self.closed_trades[index].entry_fee + fee)
+            self._journal.amend_trade_fees(trade_id, amended.entry_fee, amended.net_pnl)
+            self.closed_trades[index] = amended
+            await self._risk.record_pnl(-fee, time_ms=trade.exit_time_ms)
+            self._journal.record_event(
+                self._clock.now_ms(),
+                "late_entry_fee",
+                self.symbol,
+                f"entry fee {fee:.8f} added to trade {trade_id}",
+            )
+
     async def _finish(self, pos: LocalPosition, trade: ClosedTrade) -> None:
         """Journal, risk, cancel every protective order of the position (confirmed), kill switch,
         wake the position's close waiter, notify (in that order)."""
         trade_id = self._journal.record_trade(trade)
         self.closed_trades.append(trade)
-        if trade.exit_time_ms > -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # spans a whole hour
+        if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
+            # The entry's executions (and fee) could not be read: added when they can be.
+            self._fee_watch.append((trade_id, len(self.closed_trades) - 1, trade, pos.entry_order_id))
+        if trade.exit_time_ms >= -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # reaches a whole hour
             self._funding_watch.append((trade_id, len(self.closed_trades) - 1, trade))
         await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)
         await self._cancel_protection(pos)

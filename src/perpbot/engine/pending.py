@@ -154,6 +154,9 @@ class PendingMixin(BotBase):
             return
         if self._pending is not p or self._pos is not None:
             return
+        if any(r.entry_order_id == o.order_id for r in self._recent):
+            self._pending = None  # a position already took this order's fills (and was closed)
+            return
         p.order_id = o.order_id
         if p.journal_row:  # the outcome, as soon as it is known
             self._journal.record_order_result(
