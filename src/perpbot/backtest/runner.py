@@ -26,6 +26,12 @@ open time ``T``, in order:
 So every symbol's candle for ``T`` is processed before any candle of ``T + 15 min``, and a bot
 never sees a price before the exchange has let the candle happen.
 
+Skip-ahead (``BacktestConfig.skip_ahead``, default on; ``backtest.agenda``): while every book is
+quiet and every bot at rest, the loop jumps to the next step holding a signal or a symbol's last
+candle; on the steps it runs, HOLD candles are not handed to the bots and at-rest bots of quiet
+books are not reconciled. Those are exactly the no-ops of the stepped loop, so trades, journal and
+metrics are the same (``docs/ARCHITECTURE.md``, "Skip-ahead"; ``tests/backtest/test_skip_ahead.py``).
+
 Window: ``start`` is inclusive and ``end`` exclusive, both on candle *open* times (UTC). Features
 are computed ONCE per symbol, in batch, on the whole file (so indicators are warm at ``start``;
 every feature at bar ``t`` reads bars ``≤ t`` only, so nothing leaks from after ``t``), then
