@@ -132,9 +132,9 @@ class PendingMixin(BotBase):
             return
         try:
             if p.order_id:
-                o = await ex.get_order(self.symbol, order_id=p.order_id)
+                o = await self._retry(lambda: ex.get_order(self.symbol, order_id=p.order_id))
             else:
-                o = await ex.get_order(self.symbol, client_order_id=p.client_id)
+                o = await self._retry(lambda: ex.get_order(self.symbol, client_order_id=p.client_id))
         except ExchangeError as exc:
             if exc.code != NO_SUCH_ORDER:
                 log.warning("%s: pending entry query failed: %s", self.symbol, exc)
