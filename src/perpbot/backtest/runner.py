@@ -648,6 +648,7 @@ async def _drive(
     reconciles = 0
     skipped_steps = skipped_candles = 0
     agenda = build_agenda(prepared, timeline.open_time_ms) if skip_ahead else None
+    sides = [s.side for s in prepared]
     next_reconcile = open_times[0] + BAR_MS if n_steps else 0
     k = -1
     while k + 1 < n_steps:
@@ -668,8 +669,16 @@ async def _drive(
         # simulator stamps what happens inside bar T at T's close, and the bots' journal entries
         # and the risk manager's daily reset must agree with those stamps.
         clock.set(open_times[k] + BAR_MS)
-        for si, row in step:
-            process_bar(syms[si], row)
+        if agenda is None:
+            for si, row in step:
+                process_bar(syms[si], row)
+        else:
+            # The exchange's time is this close whichever bars run (as a processed bar sets it);
+            # a quiet book's bar runs only when its bot acts on it (signal, last candle).
+            engine.advance_time(open_times[k] + BAR_MS)
+            for si, row in step:
+                if row == last_row[si] or sides[si][row] is not None or not engine.quiet(syms[si]):
+                    process_bar(syms[si], row)
         if engine.has_events:
             await exchange.drain()
         ending: list[int] | None = None

@@ -343,10 +343,11 @@ class RecoveryMixin(BotBase):
     @property
     def at_rest(self) -> bool:
         """Flat with nothing in flight: no position, no entry of unknown outcome, no trade
-        awaiting late funding rows or entry fees, no own order left to check or cancel, no background task, not
-        busy. ``reconcile()`` is then a no-op while the exchange shows the symbol flat (it reads
-        the position and returns), as a HOLD candle always is. The backtest skips such bots'
-        steps on that ground (``backtest.agenda``); keep this in step with ``_reconcile``."""
+        awaiting late funding rows or entry fees, no own order left to check or cancel, no
+        background task, not busy. ``reconcile()`` is then a no-op while the exchange shows the
+        symbol flat (it reads the position and returns), as a HOLD candle always is. The backtest
+        skips such bots' steps on that ground (``backtest.agenda``); keep this in step with
+        ``_reconcile_once``."""
         return (
             self._pos is None
             and self._pending is None
