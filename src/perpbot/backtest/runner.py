@@ -348,7 +348,6 @@ class SymbolSeries:
 
     symbol: str
     open_time_ms: np.ndarray  # int64, window rows
-    open_time_l: list[int]
     open: np.ndarray
     high: np.ndarray
     low: np.ndarray
@@ -356,16 +355,19 @@ class SymbolSeries:
     funding: np.ndarray | None
     features: np.ndarray  # (n, 26) float64, read-only
     ready: np.ndarray  # bool: every non-optional feature finite (signals allowed)
-    # Python lists for the hot loop (a list index is ~10x cheaper than a numpy scalar read).
+    # Per row: the rule signal's side (None for HOLD), a list for the hot loop's ``is None`` test;
+    # the context's other values stay arrays (read with ``item``: Python scalars, the same values)
+    # because with the skip-ahead only signal rows build a context, and a year of 100 symbols in
+    # Python float lists would cost ~1 GiB (issue 13, scale).
     side: list[Any]
-    long_score: list[int]
-    short_score: list[int]
-    close_l: list[float]
-    atr_l: list[float]
-    rsi_l: list[float]
-    macd_l: list[float]
-    adx_l: list[float]
-    vol_surge_l: list[bool]
+    long_score: np.ndarray  # int64
+    short_score: np.ndarray  # int64
+    close_l: np.ndarray  # float64
+    atr_l: np.ndarray
+    rsi_l: np.ndarray
+    macd_l: np.ndarray
+    adx_l: np.ndarray
+    vol_surge_l: np.ndarray  # bool
 
     @property
     def n(self) -> int:
@@ -375,16 +377,16 @@ class SymbolSeries:
         """The bot's context for window row ``i`` (same values as ``features.context_from_row``)."""
         return CandleContext(
             self.symbol,
-            self.open_time_l[i],
-            self.close_l[i],
-            self.atr_l[i],
+            self.open_time_ms.item(i),
+            self.close_l.item(i),
+            self.atr_l.item(i),
             self.side[i],
-            self.long_score[i],
-            self.short_score[i],
-            self.rsi_l[i],
-            self.macd_l[i],
-            self.adx_l[i],
-            self.vol_surge_l[i],
+            self.long_score.item(i),
+            self.short_score.item(i),
+            self.rsi_l.item(i),
+            self.macd_l.item(i),
+            self.adx_l.item(i),
+            self.vol_surge_l.item(i),
             self.features[i],
         )
 
@@ -434,7 +436,6 @@ def prepare_series(
     return SymbolSeries(
         symbol=symbol,
         open_time_ms=np.ascontiguousarray(times[w]),
-        open_time_l=times[w].tolist(),
         open=col("open"),
         high=col("high"),
         low=col("low"),
@@ -443,14 +444,14 @@ def prepare_series(
         features=feats,
         ready=ready,
         side=[sides[int(c)] for c in signal.tolist()],
-        long_score=np.asarray(arrays["long_score"][w]).astype(np.int64).tolist(),
-        short_score=np.asarray(arrays["short_score"][w]).astype(np.int64).tolist(),
-        close_l=np.asarray(arrays["close"][w], dtype=np.float64).tolist(),
-        atr_l=atr.tolist(),
-        rsi_l=np.asarray(arrays["rsi"][w], dtype=np.float64).tolist(),
-        macd_l=np.asarray(arrays["macd_hist"][w], dtype=np.float64).tolist(),
-        adx_l=np.asarray(arrays["adx_raw"][w], dtype=np.float64).tolist(),
-        vol_surge_l=np.asarray(arrays["vol_surge"][w]).astype(bool).tolist(),
+        long_score=np.asarray(arrays["long_score"][w]).astype(np.int64),
+        short_score=np.asarray(arrays["short_score"][w]).astype(np.int64),
+        close_l=np.ascontiguousarray(arrays["close"][w], dtype=np.float64),
+        atr_l=atr,
+        rsi_l=np.ascontiguousarray(arrays["rsi"][w], dtype=np.float64),
+        macd_l=np.ascontiguousarray(arrays["macd_hist"][w], dtype=np.float64),
+        adx_l=np.ascontiguousarray(arrays["adx_raw"][w], dtype=np.float64),
+        vol_surge_l=np.asarray(arrays["vol_surge"][w]).astype(bool),
     )
 
 
