@@ -64,7 +64,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -460,28 +460,51 @@ class Timeline:
     """The union of open times and, per step, which symbols have a candle (and which row)."""
 
     open_time_ms: np.ndarray  # int64, strictly increasing
-    steps: list[tuple[tuple[int, int], ...]]  # per step: ((symbol index, row), ...) in symbol order
+    steps: Sequence[tuple[tuple[int, int], ...]]  # per step: ((symbol index, row), ...) in symbol order
 
     @property
     def close_time_ms(self) -> np.ndarray:
         return self.open_time_ms + BAR_MS
 
 
+class _Steps(Sequence[tuple[tuple[int, int], ...]]):
+    """The timeline's steps, built on demand from one (steps × symbols) row matrix (-1: no candle).
+
+    Why not a list of tuples: for 100 symbols over a year that list holds 3.5 M small tuples
+    (~0.4 GiB), and with the skip-ahead most steps are never looked at (issue 13, scale)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return int(self._rows.shape[0])
+
+    def _step(self, k: int) -> tuple[tuple[int, int], ...]:
+        return tuple((si, r) for si, r in enumerate(self._rows[k].tolist()) if r >= 0)
+
+    @overload
+    def __getitem__(self, k: int) -> tuple[tuple[int, int], ...]: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[tuple[tuple[int, int], ...]]: ...
+    def __getitem__(self, k: int | slice) -> tuple[tuple[int, int], ...] | list[tuple[tuple[int, int], ...]]:
+        if isinstance(k, slice):
+            return [self._step(i) for i in range(*k.indices(len(self)))]
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return self._step(k)
+
+
 def build_timeline(series: Sequence[SymbolSeries]) -> Timeline:
     """Align the symbols on one timeline of open times (union; no step for a missing candle)."""
     times = np.unique(np.concatenate([s.open_time_ms for s in series]))
-    n = times.size
-    columns: list[list[tuple[int, int] | None]] = []
+    rows = np.full((times.size, len(series)), -1, dtype=np.int32)
     for k, s in enumerate(series):
-        rows = np.full(n, -1, dtype=np.int64)
-        rows[np.searchsorted(times, s.open_time_ms)] = np.arange(s.n)
-        columns.append([(k, r) if r >= 0 else None for r in rows.tolist()])
-    # zip yields the per-step tuple directly; only steps with a missing candle are filtered.
-    steps = [
-        cast(tuple[tuple[int, int], ...], step if None not in step else tuple(p for p in step if p))
-        for step in zip(*columns, strict=True)
-    ]
-    return Timeline(open_time_ms=times, steps=steps)
+        rows[np.searchsorted(times, s.open_time_ms), k] = np.arange(s.n, dtype=np.int32)
+    return Timeline(open_time_ms=times, steps=_Steps(rows))
 
 
 def forward_fill(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
