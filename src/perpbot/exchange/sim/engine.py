@@ -430,8 +430,7 @@ class MatchingEngine:
         liquidation), no resting trigger order, no open order. Processing a bar of a quiet book
         only moves its bar index, and ``process_bar`` accepts gaps, so a backtest may let such
         bars pass unprocessed (the skip-ahead of ``backtest.agenda``)."""
-        b = self._books[symbol]
-        return not b.armed and not self._registry.open_orders(symbol)
+        return not self._books[symbol].armed and not self._registry.has_open(symbol)
 
     def symbols(self) -> list[str]:
         return list(self._books)
