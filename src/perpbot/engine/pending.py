@@ -55,6 +55,10 @@ class PendingMixin(BotBase):
     async def _announce_and_protect(
         self, pos: LocalPosition, atr: float, filters: SymbolFilters, ctx: CandleContext | None
     ) -> None:
+        if self._recovery and pos.entry_exec_qty < pos.entry_qty - self._tol():
+            # Which executions the answer's quantity is made of (by trade id), so that a later
+            # execution of the same order is told apart from one already counted.
+            await self._entry_from_rest(pos)
         sl, tp = self._stops(pos.entry_price, atr, pos.side, filters)
         pos.sl_price, pos.tp_price = sl, tp
         log.info(
