@@ -17,40 +17,22 @@ from perpbot.cli.common import (
     AllOpt,
     DataDirOpt,
     ModelDirOpt,
+    SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
     error_line,
+    select_symbols,
     user_errors,
 )
-from perpbot.config import parse_csv
-from perpbot.errors import ConfigError
-from perpbot.symbols import normalize_symbol
-
-
-def _symbols(
-    symbol: str | None, symbols: str | None, all_: bool, configured: tuple[str, ...]
-) -> tuple[str, ...]:
-    given = [x for x in (symbol is not None, symbols is not None, all_) if x]
-    if len(given) > 1:
-        raise ConfigError("--symbol, --symbols and --all are mutually exclusive: pass one of them")
-    if symbol is not None:
-        return (normalize_symbol(symbol, source="--symbol"),)
-    if symbols is not None:
-        out = tuple(normalize_symbol(s, source="--symbols") for s in parse_csv(symbols))
-        if not out:
-            raise ConfigError("--symbols: no symbol given")
-        if len(set(out)) != len(out):
-            raise ConfigError(f"--symbols {symbols!r}: a symbol is listed twice")
-        return out
-    return configured
 
 
 def register(app: typer.Typer) -> None:
     @app.command("optimize")
     @user_errors
     def optimize(
-        symbol: Annotated[str | None, typer.Option("--symbol", help="One symbol.")] = None,
-        symbols: Annotated[str | None, typer.Option("--symbols", help="Comma-separated symbols.")] = None,
+        symbol: SymbolOpt = None,
+        symbols: SymbolsOpt = None,
         all_: AllOpt = False,
         trials: Annotated[
             int, typer.Option("--trials", help="Finished trials wanted per symbol (total).")
@@ -103,7 +85,7 @@ def register(app: typer.Typer) -> None:
 
         cfg = config_from_env()
         settings = OptimizeSettings(
-            symbols=_symbols(symbol, symbols, all_, cfg.symbols),
+            symbols=tuple(select_symbols(cfg, symbol, all_, symbols)),
             trials=trials,
             folds=folds,
             metric=metric,
