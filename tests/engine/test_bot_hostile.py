@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from perpbot.domain.types import CloseReason, OrderSide
+from perpbot.domain.types import CloseReason, OrderSide, OrderType
 from perpbot.engine.journal import Journal
 from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, EventRule, FaultPlan, OrderScript
 
@@ -225,6 +225,29 @@ async def test_a_partial_entry_that_completes_later_is_protected_for_its_full_qu
     await w.bot.wait_background()
     pos = w.engine.position(SYM)
     assert pos is not None and w.bot.state.qty == pytest.approx(pos.quantity)
+    assert covered(w)
+
+
+async def test_undersized_stops_found_at_recovery_are_replaced_for_the_full_quantity() -> None:
+    """Defect 6 at a restart: the exchange shows a long of 10 whose SL and TP cover only 4 (left
+    by a partial entry that grew after they were placed). Recovery keeps their trigger prices,
+    places an SL and a TP for all 10 first, then cancels the undersized pair."""
+    w = World(flat(100, 5))
+    w.engine.process_bar(SYM, 0)
+    w.engine.market_order(SYM, OrderSide.BUY, 10.0)
+    old_sl = w.engine.place_algo(SYM, OrderType.STOP_MARKET, OrderSide.SELL, 4.0, 96.0)
+    old_tp = w.engine.place_algo(SYM, OrderType.TAKE_PROFIT_MARKET, OrderSide.SELL, 4.0, 104.0)
+    w.engine.pop_events()
+    w.i = 0
+    await w.start(ctx_at(0, 100.0, None))
+    algos = w.algo_orders()
+    assert {(o.type, o.quantity, o.trigger_price) for o in algos} == {
+        (OrderType.STOP_MARKET, 10.0, 96.0),
+        (OrderType.TAKE_PROFIT_MARKET, 10.0, 104.0),
+    }
+    assert old_sl.algo_id not in {o.algo_id for o in algos}
+    assert old_tp.algo_id not in {o.algo_id for o in algos}
+    assert w.bot.in_position and w.bot.state.qty == 10.0
     assert covered(w)
 
 
