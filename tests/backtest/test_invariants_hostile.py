@@ -94,6 +94,27 @@ PINNED = [
             p_adl_per_bar=0.08,
         ),
     ),
+    # An entry fills in parts whose events come late or never; a deleverage takes more than the
+    # bot knows of the position: booking must find the rest of the entry (and its fee) by REST,
+    # so the position goes on for what is left instead of being booked short of a fee.
+    HostileScenario(
+        seed=1829433094,
+        n_symbols=2,
+        n_bars=41,
+        p_signal=0.15,
+        plan=FaultPlan(
+            seed=1536645576,
+            p_ack=0.5,
+            p_split=0.25,
+            max_executions=3,
+            p_expire=0.1,
+            p_cancel_fail=0.5,
+            p_late=0.3,
+            p_drop=0.1,
+            income_delay_s=(0.0, 60.0),
+            p_adl_per_bar=0.08,
+        ),
+    ),
 ]
 
 

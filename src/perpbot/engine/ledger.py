@@ -188,9 +188,16 @@ class LedgerMixin(BotBase):
     # ------------------------------------------------------------------ booking
     async def _book(self, pos: LocalPosition, fallback: CloseReason) -> None:
         """The position is flat: build its trade from its executions and finish it."""
-        if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
-            await self._entry_from_rest(pos)  # the entry's fee when its events never came
-            if pos.qty > self._tol() and not await self._closes_found(pos):
+        tol = self._tol()
+        # An entry known only in part: its executions' events never came (their fee is missing),
+        # or a close took more than the known quantity (a deleverage of parts the stream missed).
+        if (
+            self._recovery
+            and pos.entry_order_id
+            and (pos.entry_exec_qty < pos.entry_qty - tol or pos.qty < -tol)
+        ):
+            await self._entry_from_rest(pos)
+            if pos.qty > tol and not await self._closes_found(pos):
                 return  # its entry was bigger than known and the rest is still open (or booked)
         pos.booked = True
         p = self._pending
