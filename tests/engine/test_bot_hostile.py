@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from perpbot.domain.types import CloseReason, OrderSide
+from perpbot.domain.client_ids import make_client_id
+from perpbot.domain.types import CloseReason, OrderSide, OrderType
 from perpbot.engine.journal import Journal
 from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, EventRule, FaultPlan, OrderScript
 
@@ -23,16 +24,19 @@ LATE = EventFate(Delivery.LATE, 60.0)
 DROP = EventFate(Delivery.DROP)
 
 
-class ByPrefix(Mapping[str, OrderScript]):
-    """Order scripts chosen by client-id prefix (the bot's ids are ``pb<tag>-<time>-<seq>``)."""
+class ByIntent(Mapping[str, OrderScript]):
+    """Order scripts chosen by exact client id, else by the id's intent (the bot's ids are
+    ``pb-<symbol>-<minute>-<intent>[<n>]``, ``perpbot.domain.client_ids``)."""
 
     def __init__(self, scripts: dict[str, OrderScript]) -> None:
         self.scripts = scripts
 
     def __getitem__(self, key: str) -> OrderScript:
-        for prefix, script in self.scripts.items():
-            if key.startswith(prefix):
-                return script
+        if key in self.scripts:
+            return self.scripts[key]
+        intent = key.rsplit("-", 1)[-1].rstrip("0123456789")
+        if intent in self.scripts:
+            return self.scripts[intent]
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
@@ -69,7 +73,7 @@ async def test_late_stop_fill_after_a_sync_close_and_reentry_touches_nothing() -
     as the close of the *new* position (loss booked twice, new TP cancelled as its "sibling",
     new position untracked). Now the SYNC close books the stop's own execution (from REST, by
     trade id) and the late events change nothing."""
-    sl_cid = f"pbSL-{T0 + 2 * BAR}-2"  # the first stop: placed at the close of bar 1
+    sl_cid = make_client_id(SYM, T0 + 2 * BAR, "sl")  # the first stop: placed at the close of bar 1
     late = (
         EventRule(LATE, kind="ORDER_TRADE_UPDATE", client_id=sl_cid),
         EventRule(LATE, kind="ALGO_UPDATE", client_id=sl_cid, status="TRIGGERED"),
@@ -97,9 +101,9 @@ async def test_late_stop_fill_after_a_sync_close_and_reentry_touches_nothing() -
 
 
 def expiring_closes(**kw: object) -> FaultPlan:
-    """Every reduce-only close of the bot (client ids ``pbR…``/``pbX…``) expires unfilled."""
+    """Every reduce-only close of the bot (client id intents ``close``/``emerg``) expires unfilled."""
     nothing = OrderScript(expire=True)
-    return FaultPlan(orders=ByPrefix({"pbR": nothing, "pbX": nothing}), **kw)  # type: ignore[arg-type]
+    return FaultPlan(orders=ByIntent({"close": nothing, "emerg": nothing}), **kw)  # type: ignore[arg-type]
 
 
 REVERSE_BARS = [*flat(100, 3), (100, 101, 99.5, 101), *flat(101, 4)]
@@ -140,10 +144,10 @@ async def test_each_close_has_its_own_waiter() -> None:
     second position's close expires unfilled while the first close's fills arrive. Old code
     woke the second close's (shared) waiter with the first close's fills and cancelled the
     still-open second position's protection. Now the fills are matched to their position."""
-    first_close = f"pbR-{T0 + 4 * BAR}-4"
+    first_close = make_client_id(SYM, T0 + 4 * BAR, "close")
     plan = FaultPlan(
         # The first reverse fills (its events held back 15 min); every later close expires.
-        orders=ByPrefix({first_close: OrderScript(), "pbR": OrderScript(expire=True)}),
+        orders=ByIntent({first_close: OrderScript(), "close": OrderScript(expire=True)}),
         events=(EventRule(EventFate(Delivery.LATE, 900.0), client_id=first_close),),
     )
     w = World([*REVERSE_BARS, *flat(101, 4)], faults=plan)
@@ -164,7 +168,7 @@ async def test_each_close_has_its_own_waiter() -> None:
 async def test_an_acknowledged_entry_filling_after_the_wait_is_adopted_and_protected() -> None:
     """The entry is answered NEW and fills 30 s later. Old code waited 10 s, then gave up:
     the position was untracked, unprotected and absent from the risk registry."""
-    plan = FaultPlan(orders=ByPrefix({"pbE": OrderScript(ack=True, fill_delay_s=30.0)}))
+    plan = FaultPlan(orders=ByIntent({"entry": OrderScript(ack=True, fill_delay_s=30.0)}))
     w = World(flat(100, 5), faults=plan)
     await w.start()
     await w.run({1: LONG}, until=1)
@@ -181,7 +185,7 @@ async def test_a_timed_out_entry_with_a_failing_follow_up_read_is_resolved_by_cl
     """The entry executes but its REST call times out, and the first query fails too. Old
     code let the failed ``position()`` read escape ``_open``: untracked and unprotected."""
     plan = FaultPlan(
-        orders=ByPrefix({"pbE": OrderScript(timeout=True)}),
+        orders=ByIntent({"entry": OrderScript(timeout=True)}),
         # position reads: #0 at start, #1 on the signal, #2 the old code's look after the timeout
         calls={("get_order", 0): CallFault(timeout=True), ("position", 2): CallFault(timeout=True)},
     )
@@ -217,7 +221,7 @@ async def test_a_partial_deleverage_reduces_the_position_and_keeps_protection() 
 async def test_a_partial_entry_that_completes_later_is_protected_for_its_full_quantity() -> None:
     """40 % of the entry fills at once, the rest 20 s later. Old code sized SL and TP at entry
     and never again: 60 % of the position was unprotected."""
-    plan = FaultPlan(orders=ByPrefix({"pbE": OrderScript(executions=(0.4, 0.6), execution_gap_s=20.0)}))
+    plan = FaultPlan(orders=ByIntent({"entry": OrderScript(executions=(0.4, 0.6), execution_gap_s=20.0)}))
     w = World(flat(100, 5), faults=plan)
     await w.start()
     await w.run({1: LONG}, until=1)
@@ -228,13 +232,36 @@ async def test_a_partial_entry_that_completes_later_is_protected_for_its_full_qu
     assert covered(w)
 
 
+async def test_undersized_stops_found_at_recovery_are_replaced_for_the_full_quantity() -> None:
+    """Defect 6 at a restart: the exchange shows a long of 10 whose SL and TP cover only 4 (left
+    by a partial entry that grew after they were placed). Recovery keeps their trigger prices,
+    places an SL and a TP for all 10 first, then cancels the undersized pair."""
+    w = World(flat(100, 5))
+    w.engine.process_bar(SYM, 0)
+    w.engine.market_order(SYM, OrderSide.BUY, 10.0)
+    old_sl = w.engine.place_algo(SYM, OrderType.STOP_MARKET, OrderSide.SELL, 4.0, 96.0)
+    old_tp = w.engine.place_algo(SYM, OrderType.TAKE_PROFIT_MARKET, OrderSide.SELL, 4.0, 104.0)
+    w.engine.pop_events()
+    w.i = 0
+    await w.start(ctx_at(0, 100.0, None))
+    algos = w.algo_orders()
+    assert {(o.type, o.quantity, o.trigger_price) for o in algos} == {
+        (OrderType.STOP_MARKET, 10.0, 96.0),
+        (OrderType.TAKE_PROFIT_MARKET, 10.0, 104.0),
+    }
+    assert old_sl.algo_id not in {o.algo_id for o in algos}
+    assert old_tp.algo_id not in {o.algo_id for o in algos}
+    assert w.bot.in_position and w.bot.state.qty == 10.0
+    assert covered(w)
+
+
 # ====================================================================== defect 7 and 9
 
 
 async def test_a_close_whose_events_never_arrive_is_booked_with_its_real_pnl() -> None:
     """The stop fires and the stream is dead for it. Old code booked a 0 (income history
     skipped, REST result discarded) or nothing at all. Now reconciliation books it from REST."""
-    sl_cid = f"pbSL-{T0 + 2 * BAR}-2"
+    sl_cid = make_client_id(SYM, T0 + 2 * BAR, "sl")
     w = World(
         [*flat(100, 3), SL_BAR, *flat(97, 3)], faults=FaultPlan(events=(EventRule(DROP, client_id=sl_cid),))
     )

@@ -305,6 +305,31 @@ def test_short_receives_positive_funding_and_flat_pays_nothing() -> None:
     assert len(rows) == 1 and rows[0].income == pytest.approx(2.0 * 50.0 * 0.001)
 
 
+def test_funding_charges_only_what_was_open_at_the_settlement_stamp() -> None:
+    """Hostile mode moves exchange time inside a candle: a position opened 10 s after the 08:00
+    settlement pays nothing for it; one closed 10 s after it pays it (Binance's rule)."""
+    n = 70
+    rates = np.full(n, 0.001)
+    e = make([flat(100.0)] * n, funding=rates)
+    for i in range(31):
+        e.process_bar(SYM, i)  # bar 32 opens at 08:00
+    e.advance_time(T0 + 32 * BAR + 10_000)  # 08:00:10, before bar 32 is processed
+    e.market_order(SYM, BUY, 3.0)
+    e.process_bar(SYM, 32)
+    assert e.income_history(SYM, income_types=("FUNDING_FEE",)) == []
+    for i in range(33, 64):
+        e.process_bar(SYM, i)  # bar 64 opens at 16:00
+    e.advance_time(T0 + 64 * BAR + 10_000)
+    e.market_order(SYM, SELL, 3.0)
+    after_close = e.balance()
+    e.process_bar(SYM, 64)
+    rows = e.income_history(SYM, income_types=("FUNDING_FEE",))
+    assert [r.time_ms for r in rows] == [T0 + 64 * BAR]
+    assert rows[0].income == pytest.approx(-3.0 * 100.0 * 0.001)
+    assert e.balance() == pytest.approx(after_close - 0.3)
+    assert e.position(SYM) is None
+
+
 # ====================================================================== candle scenarios
 
 

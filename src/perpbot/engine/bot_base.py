@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from perpbot.config import AppConfig
+from perpbot.domain.client_ids import candle_open, make_client_id
 from perpbot.domain.types import (
     ClosedTrade,
     CloseReason,
@@ -249,7 +250,11 @@ class BotBase:
         self._cancelling: set[int] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._subscribed = False
-        self._seq = 0
+        # Client ids issued in the current candle, per intent (``_cid``), and ids this symbol's
+        # journal already holds for that candle (a restart must not reuse one).
+        self._cid_candle = -1
+        self._cid_seq: dict[str, int] = {}
+        self._cids_journaled: set[str] = set()
         self.closed_trades: list[ClosedTrade] = []
         self.errors = 0  # per-candle / per-event exceptions caught and logged
 
@@ -306,10 +311,35 @@ class BotBase:
         """A refused or failed request: the journal shows what was attempted and why it failed."""
         self._journal.record_order_result(row, time_ms=self._clock.now_ms(), status="ERROR", reason=str(exc))
 
-    def _cid(self, tag: str) -> str:
-        """Client order id: ``pb<tag>-<time>-<seq>`` (≤ 36 chars, Binance's allowed characters)."""
-        self._seq += 1
-        return f"pb{tag}-{self._clock.now_ms()}-{self._seq}"
+    def _load_journaled_cids(self) -> None:
+        """At start: the client ids a previous run of this bot issued in the current candle."""
+        candle = candle_open(self._clock.now_ms())
+        self._cid_candle = candle
+        self._cid_seq.clear()
+        self._cids_journaled = {o.client_id for o in self._journal.orders(self.symbol) if o.time_ms >= candle}
+
+    def _cid(self, intent: str) -> str:
+        """A new order's client id, deterministic (``domain.client_ids``): symbol, candle open
+        time and intent (``entry``, ``close``, ``emerg``, ``sl``, ``tp``), with the intent's
+        count in the candle appended from the second on (``sl2``: a genuinely new order, e.g.
+        the replacement of an undersized stop). A retry of the same order asks by this id
+        instead of sending again. A restart replaying a candle's entry sends the same id (an
+        earlier entry still open makes Binance refuse it: never a doubled entry); its closes
+        and stops skip the ids the journal holds (an open stop keeps its id in use)."""
+        candle = candle_open(self._clock.now_ms())
+        if candle != self._cid_candle:
+            if self._cid_candle >= 0:
+                self._cids_journaled.clear()  # those were stamped with an earlier candle
+            self._cid_candle = candle
+            self._cid_seq.clear()
+        n = self._cid_seq.get(intent, 0)
+        while True:
+            n += 1
+            cid = make_client_id(self.symbol, candle, intent if n == 1 else f"{intent}{n}")
+            if intent == "entry" or cid not in self._cids_journaled:
+                break
+        self._cid_seq[intent] = n
+        return cid
 
     async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
         """A REST read repeated on transient errors (1 s, 2 s back-off on this bot's clock)."""

@@ -137,20 +137,16 @@ class CatchUpMixin(BotBase):
             return
         start = min(w[2].entry_time_ms for w in self._funding_watch)
         rows = await self._ex.income_history(self.symbol, start, ("FUNDING_FEE",))
-        # A settlement stamped at a trade's exit belongs to the position opened at that very
-        # millisecond (a reverse); when none was (the next entry came later), it can only be the
-        # exiting position's, and is added to it rather than lost.
-        pos = self._pos
-        next_entry = pos.entry_time_ms if pos is not None else None
+        # Binance charges the quantity open at the settlement stamp: a trade owns the rows in
+        # [entry, exit), as at booking; one stamped at its exit is the next position's.
         for k, (trade_id, index, trade) in enumerate(self._funding_watch):
             extra = 0.0
             keys: list[str] = []
             for r in rows:
                 key = income_key(r.income_type, r.trade_id or str(r.time_ms))
-                at_exit = r.time_ms == trade.exit_time_ms and next_entry != r.time_ms
                 if (
                     r.symbol == self.symbol
-                    and (trade.entry_time_ms <= r.time_ms < trade.exit_time_ms or at_exit)
+                    and trade.entry_time_ms <= r.time_ms < trade.exit_time_ms
                     and key not in self._accounted
                 ):
                     extra += r.income

@@ -95,7 +95,7 @@ class EntryMixin(BotBase):
                     if exc.code != NO_NEED_TO_CHANGE_MARGIN_TYPE:
                         raise
                 now = self._clock.now_ms()
-                cid = self._cid("E")
+                cid = self._cid("entry")
                 # Intent first: the pending entry is known by its client id before the order
                 # leaves, so fills delivered during the call are recognised as this entry's.
                 self._pending = PendingEntry(cid, side, ctx.atr, now)

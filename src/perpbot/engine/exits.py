@@ -45,7 +45,7 @@ class ExitMixin(BotBase):
             if pos.booked:
                 return True
             qty = pos.qty
-            cid = self._cid("X" if reason is CloseReason.EMERGENCY else "R")
+            cid = self._cid("emerg" if reason is CloseReason.EMERGENCY else "close")
             bounded_put(self._own_cids, cid, reason, REMEMBER)
             pos.close_cids.add(cid)
             self._orders_dirty = True

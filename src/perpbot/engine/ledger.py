@@ -129,12 +129,15 @@ class LedgerMixin(BotBase):
         owner.closed_rp += ex.realized_pnl
         owner.closed_fee += ex.commission
         owner.close_orders.add(ex.order_id)
-        owner.last_close_order = ex.order_id
-        owner.last_close_cid = ex.client_id or owner.last_close_cid
-        owner.last_exit_ms = max(owner.last_exit_ms, ex.time_ms)
-        owner.last_close_price = ex.avg_price if ex.avg_price > 0 else ex.price
-        owner.liquidated = ex.liquidation  # what ended it (a partial deleverage before is not)
-        owner.last_types = (ex.original_type, ex.order_type)
+        if ex.time_ms >= owner.last_exit_ms:
+            # What ended it is the latest execution, not the last one learnt: REST catch-up can
+            # bring an earlier one (a deleverage during a dead stream) after the final close.
+            owner.last_close_order = ex.order_id
+            owner.last_close_cid = ex.client_id or owner.last_close_cid
+            owner.last_exit_ms = ex.time_ms
+            owner.last_close_price = ex.avg_price if ex.avg_price > 0 else ex.price
+            owner.liquidated = ex.liquidation  # a partial deleverage before the end is not
+            owner.last_types = (ex.original_type, ex.order_type)
         if owner.qty <= self._tol():
             await self._book(owner, CloseReason.MANUAL)
             return
@@ -185,18 +188,46 @@ class LedgerMixin(BotBase):
     # ------------------------------------------------------------------ booking
     async def _book(self, pos: LocalPosition, fallback: CloseReason) -> None:
         """The position is flat: build its trade from its executions and finish it."""
+        tol = self._tol()
+        # An entry known only in part: its executions' events never came (their fee is missing),
+        # or a close took more than the known quantity (a deleverage of parts the stream missed).
+        if (
+            self._recovery
+            and pos.entry_order_id
+            and (pos.entry_exec_qty < pos.entry_qty - tol or pos.qty < -tol)
+        ):
+            await self._entry_from_rest(pos)
+            if pos.qty > tol and not await self._closes_found(pos):
+                return  # its entry was bigger than known and the rest is still open (or booked)
         pos.booked = True
         p = self._pending
         if p is not None and pos.entry_order_id and p.order_id == pos.entry_order_id:
             self._pending = None  # its order belonged to this position: nothing left to resolve
-        if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
-            await self._entry_from_rest(pos)  # the entry's fee when its events never came
         reason = self._classify(pos, fallback)
         if self._pos is pos:
             self._pos = None
         self._recent.append(pos)
         trade = await self._build_trade(pos, reason)
         await self._finish(pos, trade)
+
+    async def _closes_found(self, pos: LocalPosition) -> bool:
+        """The entry's REST executions grew a position that looked flat (it was adopted at a
+        partial fill, or after a deleverage whose event was lost): the closes that really took
+        it to zero are fetched too. True when the caller must book it now; False when they
+        booked it already, or it is still open (then it is protected for what is left, and a
+        REST failure leaves it to reconcile's SYNC check). Call under ``_close_lock``."""
+        try:
+            await self._catch_up_from_rest(pos)
+        except ExchangeError as exc:
+            log.warning("%s: closing executions unavailable (%s); left to reconcile", self.symbol, exc)
+            return False
+        if pos.booked:
+            return False
+        if pos.qty > self._tol():
+            if pos is self._pos:
+                self._spawn(self._ensure_protection_bg(pos))
+            return False
+        return True
 
     def _classify(self, pos: LocalPosition, fallback: CloseReason) -> CloseReason:
         """Why a position closed: liquidation, our own close, the algo order that created the

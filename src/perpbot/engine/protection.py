@@ -54,7 +54,7 @@ class ProtectionMixin(BotBase):
         exit_side = pos.side.exit_order_side
         for attempt in range(1, PROTECT_ATTEMPTS + 1):
             qty = pos.qty
-            cid = self._cid(kind)
+            cid = self._cid(kind.lower())
             row = self._journal.record_order_request(
                 time_ms=self._clock.now_ms(),
                 symbol=self.symbol,

@@ -60,6 +60,7 @@ class RecoveryMixin(BotBase):
             self._n,
         )
         now = self._clock.now_ms()
+        self._load_journaled_cids()
         reason = self.kill_switch.boot(now, reset=self.symbol in self._cfg.reset_kill_switch)
         if reason:
             log.warning("%s: kill switch is active at start: %s", self.symbol, reason)

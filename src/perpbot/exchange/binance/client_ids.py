@@ -1,52 +1,8 @@
-"""Deterministic client order ids: the same intent on the same candle always gets the same id.
-
-Why: after a timeout or a 503 the adapter cannot know whether Binance executed the order. With a
-deterministic id it asks Binance for that id and either adopts the order or resends it under the
-same id, and Binance refuses a second open order with an id already in use. A restart that
-replays the same candle's decision produces the same id too, so it finds the earlier order
-instead of opening a second position.
-
-Binance's rule: 1..36 characters of ``[.A-Z:/a-z0-9_-]``.
-"""
+"""Deterministic client order ids for the live adapter: the scheme lives in
+``perpbot.domain.client_ids`` (the bot names its own orders with it too); re-exported here."""
 
 from __future__ import annotations
 
-import hashlib
-import re
+from perpbot.domain.client_ids import CLIENT_ID_RE, PREFIX, is_valid_client_id, make_client_id
 
-CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
-_INTENT_RE = re.compile(r"^[a-z0-9]{1,8}$")
-PREFIX = "pb"
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if n == 0:
-            return out
-
-
-def make_client_id(symbol: str, candle_open_ms: int, intent: str) -> str:
-    """``pb-<symbol>-<open minute, base 36>-<intent>``; a long symbol is replaced by a hash.
-
-    ``intent`` names what the order is for (``entry``, ``exit``, ``sl``, ``tp``, ``rev`` ...),
-    lower-case letters and digits, at most 8 characters.
-    """
-    if not _INTENT_RE.match(intent):
-        raise ValueError(f"intent {intent!r}: 1..8 lower-case letters or digits")
-    if candle_open_ms < 0:
-        raise ValueError(f"candle open time {candle_open_ms}: must be >= 0")
-    sym = symbol.upper()
-    stamp = _base36(candle_open_ms // 60_000)
-    cid = f"{PREFIX}-{sym}-{stamp}-{intent}"
-    if len(cid) > 36 or not CLIENT_ID_RE.match(cid):
-        digest = hashlib.sha256(sym.encode()).hexdigest()[:10]
-        cid = f"{PREFIX}-{digest}-{stamp}-{intent}"
-    return cid
-
-
-def is_valid_client_id(cid: str) -> bool:
-    return bool(CLIENT_ID_RE.match(cid))
+__all__ = ["CLIENT_ID_RE", "PREFIX", "is_valid_client_id", "make_client_id"]

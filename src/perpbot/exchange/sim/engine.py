@@ -239,6 +239,7 @@ class _Book:
         "high_np",
         "i",
         "iw",
+        "last_fill_ms",
         "leverage",
         "liq",
         "low",
@@ -262,6 +263,7 @@ class _Book:
         self.qty = 0.0  # signed position amount
         self.entry = 0.0
         self.iw = 0.0  # isolated wallet
+        self.last_fill_ms = 0  # stamp of the latest execution (funding: what was open when)
         self.liq = 0.0  # liquidation price, 0 = none
         self.leverage = leverage
         self.margin_type = "CROSSED"  # Binance's default until the bot switches it
@@ -416,11 +418,15 @@ class MatchingEngine:
         b.i = i
         self._clock_book = b
         self._started = True
-        if b.armed:  # inlined on purpose: this runs for every bar of every symbol
+        # inlined on purpose: this runs for every bar of every symbol. A fill stamped after the
+        # bar's open (hostile mode moves time inside a candle) may have opened or closed the
+        # position after the settlement: ``_settle_funding`` charges what was open at the stamp.
+        late = b.last_fill_ms > b.open_time[i]
+        if b.armed or late:
             fb = b.funding_bars
-            if fb is not None and b.qty != 0.0 and i in fb:
+            if fb is not None and (b.qty != 0.0 or late) and i in fb:
                 self._settle_funding(b, i)
-            if b.high[i] >= b.up_min or b.low[i] <= b.dn_max:
+            if b.armed and (b.high[i] >= b.up_min or b.low[i] <= b.dn_max):
                 self._walk(b, i, prev)
 
     def intrabar_path(self, symbol: str, i: int) -> tuple[float, float, float, float]:
@@ -1135,6 +1141,7 @@ class MatchingEngine:
     ) -> None:
         sym = b.symbol
         self._fills.append(Fill(sym, oid, tid, side, price, q, fee, rp, now))
+        b.last_fill_ms = now
         if rp != 0.0:
             self._add_income(Income(sym, "REALIZED_PNL", rp, now, str(tid)))
         if fee != 0.0:
@@ -1200,17 +1207,32 @@ class MatchingEngine:
             self._events.append(self._account_update("INSURANCE_CLEAR", b, lp, -clear))
         self._rearm(b)
 
+    def _qty_at(self, b: _Book, t: int) -> float:
+        """The signed position of ``b`` at exchange time ``t``: the current one without the
+        executions stamped after ``t`` (fills are recorded in time order)."""
+        qty = b.qty
+        for f in reversed(self._fills):
+            if f.time_ms <= t:
+                break
+            if f.symbol == b.symbol:
+                qty -= f.quantity if f.side is OrderSide.BUY else -f.quantity
+        return qty if abs(qty) > 1e-12 else 0.0
+
     def _settle_funding(self, b: _Book, i: int) -> None:
+        """Charge the settlement stamped at bar ``i``'s open on the quantity open at that stamp,
+        as Binance does (a position opened after it pays nothing, one closed after it pays)."""
         rate = b.funding[i]
         price = b.open[i]
-        payment = -b.qty * price * rate  # signed qty: longs pay a positive rate
+        t = b.open_time[i]
+        qty = b.qty if b.last_fill_ms <= t else self._qty_at(b, t)
+        payment = -qty * price * rate  # signed qty: longs pay a positive rate
         if payment == 0.0:
             return
         self._wallet += payment
-        b.iw += payment
+        if b.qty != 0.0:  # a position closed since the stamp has no isolated margin left
+            b.iw += payment
         self._recompute_liq(b)
         self._rearm(b)
-        t = b.open_time[i]
         self._add_income(Income(b.symbol, "FUNDING_FEE", payment, t, f"funding-{t}"))
         self._events.append(self._account_update("FUNDING_FEE", b, price, payment))
 
