@@ -10,200 +10,51 @@ Market orders sent during ``on_candle(ctx_i)`` fill at ``open[i+1]``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import pytest
 
 from perpbot.config import AppConfig
-from perpbot.domain.events import ExchangeEvent, OrderTradeUpdate
+from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import (
-    AlgoStatus,
     ClosedTrade,
     CloseReason,
     ConditionalOrder,
     Income,
-    Order,
     OrderResult,
     OrderSide,
-    OrderStatus,
     OrderType,
     Position,
     Side,
-    SymbolFilters,
 )
 from perpbot.engine.bot import SymbolBot
 from perpbot.engine.clock import SimClock
-from perpbot.engine.context import CandleContext
 from perpbot.engine.journal import Journal
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.engine.risk import RiskManager
 from perpbot.exchange.errors import ORDER_WOULD_IMMEDIATELY_TRIGGER, ExchangeError
-from perpbot.exchange.port import EventHandler, ExchangePort
+from perpbot.exchange.port import ExchangePort
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
-from perpbot.ml.decision import FilterDecision, PassThroughFilter
+from perpbot.exchange.sim.engine import SimSettings
 from perpbot.ml.features import SIDE_INDEX
 
 from .factories import BAR, OHLC, SL_BAR, SYM, T0, closed_trade, ctx_at, flat, order_update
-
-FILT = SymbolFilters(SYM, tick_size=0.01, step_size=0.001, min_qty=0.001, min_notional=5.0)
-EXACT = SimSettings(slippage_bps=0.0)
-LONG, SHORT = Side.LONG, Side.SHORT
-
-
-class ScriptedFilter:
-    """An entry filter with a model: records every decision request. It answers ``allow``, or
-    the answers of ``script`` in order while they last."""
-
-    has_model = True
-
-    def __init__(self, allow: bool = True, script: Sequence[bool] = ()) -> None:
-        self.allow = allow
-        self.script = list(script)
-        self.calls: list[np.ndarray] = []
-        self.reloads = 0
-
-    def maybe_reload(self) -> None:
-        self.reloads += 1
-
-    def decide(self, features: np.ndarray) -> FilterDecision:
-        self.calls.append(features)
-        if self.script:
-            self.allow = self.script.pop(0)
-        if self.allow:
-            return FilterDecision(True, 0.7, "lgbm", "accepted")
-        return FilterDecision(False, 0.3, "lgbm", "below_threshold")
-
-
-class DoubleDelivery(SimExchange):
-    """Every event is delivered twice (a redelivering stream, SPEC §13 row 7)."""
-
-    def subscribe(self, handler: EventHandler) -> None:
-        async def twice(ev: ExchangeEvent) -> None:
-            await handler(ev)
-            await handler(ev)
-
-        super().subscribe(twice)
-
-
-class HoldingExchange(SimExchange):
-    """Holds events back from the bot while ``hold`` is set (a stalled user stream)."""
-
-    hold = False
-
-    def subscribe(self, handler: EventHandler) -> None:
-        self.held: list[ExchangeEvent] = []
-        self._bot_handler = handler
-
-        async def gate(ev: ExchangeEvent) -> None:
-            if self.hold:
-                self.held.append(ev)
-            else:
-                await handler(ev)
-
-        super().subscribe(gate)
-
-    async def release(self) -> None:
-        self.hold = False
-        held, self.held = self.held, []
-        for ev in held:
-            await self._bot_handler(ev)
-
-
-class FailingProtection(SimExchange):
-    """Rejects conditional orders of the given types; optionally rejects reduce-only closes."""
-
-    fail_types: frozenset[OrderType] = frozenset({OrderType.STOP_MARKET})
-    fail_close = False
-    attempts = 0
-
-    async def place_conditional(
-        self, symbol: str, order_type: OrderType, *args: Any, **kw: Any
-    ) -> ConditionalOrder:
-        if order_type in self.fail_types:
-            self.attempts += 1
-            raise ExchangeError(-1008, "Server is currently overloaded with other requests.")
-        return await super().place_conditional(symbol, order_type, *args, **kw)
-
-    async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
-        if self.fail_close and kw.get("reduce_only"):
-            raise ExchangeError(-1008, "Server is currently overloaded with other requests.")
-        return await super().market_order(symbol, side, quantity, **kw)
-
-
-class World:
-    """One symbol on the simulated exchange, a bot, a shared risk manager and a journal."""
-
-    def __init__(
-        self,
-        bars: Sequence[OHLC],
-        *,
-        settings: SimSettings = EXACT,
-        funding: Sequence[float] | None = None,
-        exchange_cls: type[SimExchange] = SimExchange,
-        entry_filter: Any = None,
-        journal: Journal | None = None,
-        config: AppConfig | None = None,
-        base: float = 1000.0,
-        engine: MatchingEngine | None = None,
-        risk_cls: type[RiskManager] = RiskManager,
-        notifier: RecordingNotifier | None = None,
-    ) -> None:
-        arr = np.asarray(bars, dtype=np.float64)
-        self.t = T0 + np.arange(len(arr), dtype=np.int64) * BAR
-        self.bars = arr
-        if engine is None:
-            engine = MatchingEngine(settings, {SYM: FILT})
-            engine.add_bars(SYM, self.t, arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], funding)
-        self.engine = engine
-        self.ex = exchange_cls(engine)
-        self.clock = SimClock(T0)
-        self.journal = journal or Journal()
-        self.cfg = config or AppConfig(symbols=(SYM,))
-        self.risk = risk_cls(self.cfg, self.clock, journal=self.journal)
-        self.risk.set_base_balance(base)
-        self.notifier = notifier or RecordingNotifier()
-        self.filter = entry_filter or PassThroughFilter()
-        self.bot = SymbolBot(
-            SYM, self.cfg, self.ex, self.risk, self.filter, self.journal, self.clock, self.notifier
-        )
-        self.i = -1
-
-    async def start(self, ctx: CandleContext | None = None) -> None:
-        await self.ex.start()
-        await self.bot.start(ctx)
-        await self.ex.drain()
-
-    async def step(self, signal: Side | None = None, atr: float = 2.0) -> None:
-        self.i += 1
-        i = self.i
-        self.clock.set(int(self.t[i]) + BAR)
-        self.ex.process_bar(SYM, i)
-        await self.ex.drain()
-        await self.bot.on_candle(ctx_at(i, float(self.bars[i, 3]), signal, atr))
-        await self.ex.drain()
-
-    async def run(self, signals: dict[int, Side], atr: float = 2.0, until: int | None = None) -> None:
-        last = len(self.bars) - 1 if until is None else until
-        while self.i < last:
-            await self.step(signals.get(self.i + 1), atr)
-
-    def algo_orders(self) -> list[ConditionalOrder]:
-        return self.engine.open_algo_orders(SYM)
-
-    def income_total(self) -> float:
-        return sum(r.income for r in self.engine.income_history(SYM))
-
-
-def assert_trade_accounting(trade: ClosedTrade) -> None:
-    assert trade.net_pnl == pytest.approx(
-        trade.realized_pnl - trade.entry_fee - trade.exit_fee + trade.funding, abs=1e-12
-    )
-
+from .harness import (
+    EXACT,
+    LONG,
+    SHORT,
+    DoubleDelivery,
+    FailingProtection,
+    FakePort,
+    HoldingExchange,
+    ScriptedFilter,
+    World,
+    assert_trade_accounting,
+    fake_bot,
+    protected_long_port,
+)
 
 # ====================================================================== entry
 
@@ -548,7 +399,11 @@ async def test_kill_switch_trip_on_the_reverse_close_blocks_the_reentry() -> Non
     assert "kill_switch" in w.notifier.kinds()
 
 
-async def test_reverse_close_timeout_releases_then_records_the_late_fill() -> None:
+async def test_reverse_close_without_stream_events_is_confirmed_by_rest_and_booked_once() -> None:
+    """Issue 7 §2.2/§2.5 (defects 2, 7): the reverse close's events do not arrive within 10 s.
+    The old bot released the position with PnL 0 and hoped for late fills; now the exchange is
+    asked: flat, so the close is booked at once from ``userTrades`` with its real PnL; when the
+    held events do arrive, nothing is counted twice."""
     w = World(REVERSE_BARS, exchange_cls=HoldingExchange)
     ex: HoldingExchange = w.ex  # type: ignore[assignment]
     await w.start()
@@ -556,18 +411,23 @@ async def test_reverse_close_timeout_releases_then_records_the_late_fill() -> No
     ex.hold = True
     await w.step(SHORT)  # i = 3: close sent, no event arrives within 10 s
     bar_close = int(w.t[3]) + BAR
-    assert w.clock.now_ms() - bar_close >= 10_000  # the simulated 10 s wait elapsed
-    assert w.bot.closed_trades == []
-    assert w.journal.events("close_timeout", SYM)
-    # Released with PnL 0, then the re-entry went ahead (the exchange is flat after the close).
+    (timeout,) = w.journal.events("close_timeout", SYM)
+    assert timeout.time_ms - bar_close >= 10_000  # the simulated 10 s wait elapsed, for this bot
+    assert w.clock.now_ms() == bar_close  # ... and for nobody else (defect 18)
+    (trade,) = w.bot.closed_trades
+    assert trade.reason is CloseReason.REVERSE and trade.side is LONG
+    (close_row,) = w.journal.orders(SYM, "REVERSE")
+    fills = [f for f in w.engine.fills(SYM) if f.order_id == close_row.order_id]
+    assert trade.realized_pnl == pytest.approx(sum(f.realized_pnl for f in fills))
+    assert trade.exit_fee == pytest.approx(sum(f.commission for f in fills))
+    assert w.risk.daily_pnl == pytest.approx(trade.net_pnl)
+    # The re-entry went ahead (the exchange is flat after the confirmed close).
     assert w.risk.open_positions == {SYM: SHORT}
-    assert w.risk.daily_pnl == 0.0
     await ex.release()
     await ex.drain()
-    (late,) = w.bot.closed_trades
-    assert late.reason is CloseReason.REVERSE and late.side is LONG
-    assert w.risk.daily_pnl == pytest.approx(late.net_pnl)  # counted once, late
-    assert w.risk.open_positions == {SYM: SHORT}  # the newer registration is untouched
+    assert w.bot.closed_trades == [trade]  # the held events changed nothing
+    assert w.risk.daily_pnl == pytest.approx(trade.net_pnl)
+    assert w.risk.open_positions == {SYM: SHORT}
     assert w.bot.state.side is SHORT
 
 
@@ -610,12 +470,12 @@ async def test_every_order_fill_trade_and_trip_is_journaled_before_the_bot_acts_
             seen.append("register")
             await super().register(symbol, side)
 
-        async def close(self, symbol: str, pnl: float) -> None:
+        async def close(self, symbol: str, pnl: float, *, time_ms: int | None = None) -> None:
             trade = journal.closed_trades(symbol)[-1]
             assert trade.reason is CloseReason.SL and trade.net_pnl == pnl
             assert journal.fill_count(symbol) == len(w.engine.fills(symbol))  # every execution
             seen.append("risk close")
-            await super().close(symbol, pnl)
+            await super().close(symbol, pnl, time_ms=time_ms)
 
     class CheckedNotifier(RecordingNotifier):
         async def notify(self, kind: str, text: str) -> None:
@@ -660,8 +520,10 @@ async def test_sl_placement_fails_three_times_emergency_close_and_alert() -> Non
     await w.step(LONG)
     assert ex.attempts == 3
     bar_close = int(w.t[1]) + BAR
-    assert w.clock.now_ms() - bar_close == 2_000  # two 1 s pauses between the three attempts
     sl_rows = [o for o in w.journal.orders(SYM) if o.kind == "SL"]
+    # Two 1 s pauses between the three attempts, on this bot's time only (defect 18).
+    assert [o.time_ms - bar_close for o in sl_rows] == [0, 1_000, 2_000]
+    assert w.clock.now_ms() == bar_close
     assert [o.status for o in sl_rows] == ["ERROR"] * 3
     assert w.engine.position(SYM) is None  # never left without its stop
     assert [t.reason for t in w.bot.closed_trades] == [CloseReason.EMERGENCY]
@@ -887,109 +749,6 @@ async def test_flat_start_cancels_orphans() -> None:
 # ====================================================================== scripted port
 
 
-@dataclass
-class FakePort:
-    """A scripted ExchangePort: returns what the test sets and logs every call."""
-
-    pos: Position | None = None
-    incomes: list[Income] = field(default_factory=list)
-    algo: list[ConditionalOrder] = field(default_factory=list)
-    calls: list[str] = field(default_factory=list)
-    fail_position: bool = False
-    handlers: list[EventHandler] = field(default_factory=list)
-
-    async def symbol_filters(self, symbol: str) -> SymbolFilters:
-        self.calls.append("symbol_filters")
-        return FILT
-
-    async def balance(self) -> float:
-        self.calls.append("balance")
-        return 1000.0
-
-    async def position(self, symbol: str) -> Position | None:
-        self.calls.append("position")
-        if self.fail_position:
-            raise RuntimeError("boom")
-        return self.pos
-
-    async def set_leverage(self, symbol: str, leverage: int) -> None:
-        self.calls.append("set_leverage")
-
-    async def set_isolated_margin(self, symbol: str) -> None:
-        self.calls.append("set_isolated_margin")
-
-    async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
-        self.calls.append("market_order")
-        return OrderResult(1, OrderStatus.FILLED, quantity, 100.0)
-
-    async def place_conditional(
-        self,
-        symbol: str,
-        order_type: OrderType,
-        side: OrderSide,
-        quantity: float,
-        trigger_price: float,
-        **kw: Any,
-    ) -> ConditionalOrder:
-        self.calls.append("place_conditional")
-        return ConditionalOrder(symbol, 77, side, order_type, quantity, trigger_price, AlgoStatus.NEW)
-
-    async def open_orders(self, symbol: str) -> list[Order]:
-        self.calls.append("open_orders")
-        return []
-
-    async def open_conditional_orders(self, symbol: str) -> list[ConditionalOrder]:
-        self.calls.append("open_conditional_orders")
-        return list(self.algo)
-
-    async def cancel_order(self, symbol: str, order_id: int) -> None:
-        self.calls.append("cancel_order")
-
-    async def cancel_conditional(self, symbol: str, algo_id: int) -> None:
-        self.calls.append("cancel_conditional")
-
-    async def cancel_all_orders(self, symbol: str) -> None:
-        self.calls.append("cancel_all_orders")
-
-    async def cancel_all_conditional(self, symbol: str) -> None:
-        self.calls.append("cancel_all_conditional")
-        self.algo = []
-
-    async def income_history(
-        self, symbol: str, start_ms: int, income_types: tuple[str, ...] = ()
-    ) -> list[Income]:
-        self.calls.append("income_history")
-        return list(self.incomes)  # deliberately unfiltered: the bot must filter
-
-    def subscribe(self, handler: EventHandler) -> None:
-        self.handlers.append(handler)
-
-
-def fake_bot(
-    port: FakePort, clock: SimClock, entry_filter: Any = None
-) -> tuple[SymbolBot, RiskManager, Journal, RecordingNotifier]:
-    cfg = AppConfig(symbols=(SYM,))
-    journal = Journal()
-    risk = RiskManager(cfg, clock, journal=journal)
-    risk.set_base_balance(1000.0)
-    notifier = RecordingNotifier()
-    bot = SymbolBot(SYM, cfg, port, risk, entry_filter or PassThroughFilter(), journal, clock, notifier)
-    return bot, risk, journal, notifier
-
-
-def protected_long_port() -> FakePort:
-    """An exchange holding a LONG 50 @ 100 with its stop (algo 11, 96) and take-profit (12, 104)."""
-    return FakePort(
-        pos=Position(SYM, LONG, 50.0, 100.0),
-        algo=[
-            ConditionalOrder(SYM, 11, OrderSide.SELL, OrderType.STOP_MARKET, 50.0, 96.0, AlgoStatus.NEW),
-            ConditionalOrder(
-                SYM, 12, OrderSide.SELL, OrderType.TAKE_PROFIT_MARKET, 50.0, 104.0, AlgoStatus.NEW
-            ),
-        ],
-    )
-
-
 def test_fake_port_satisfies_the_protocol() -> None:
     assert isinstance(FakePort(), ExchangePort)
 
@@ -1134,9 +893,11 @@ async def test_close_without_average_price_is_left_to_reconciliation() -> None:
 
 
 async def test_entry_with_rp_is_not_taken_for_a_close() -> None:
+    """No "rp ≠ 0" rule: an execution on the position's entry side (BUY for a LONG) never
+    reduces it, whatever its realised PnL."""
     bot, _port, *_ = await adopted_fake_bot()
-    await bot.on_event(otu(557, 3, ap=100.0, rp=0.02, reduce_only=False))
-    assert bot.closed_trades == [] and bot.state.side is LONG
+    await bot.on_event(order_update(557, 3, qty=50.0, price=100.0, rp=0.02, side=OrderSide.BUY))
+    assert bot.closed_trades == [] and bot.state.side is LONG and bot.state.qty == 50.0
 
 
 async def test_close_position_end_of_data() -> None:
@@ -1165,7 +926,7 @@ async def test_adoption_ignores_the_entry_of_an_already_closed_trade() -> None:
     journal.record_trade(
         ClosedTrade(SYM, LONG, T0, T0 + BAR, 100.0, 101.0, 50.0, 50.0, 2.5, 2.5, 0.0, CloseReason.TP)
     )
-    await bot.start()
+    await bot.start(ctx_at(100, 100.0, None))  # the preloaded candles' ATR
     assert bot.state.entry_time_ms == clock.now_ms()
     # With no later trade the same journal entry is this position's own: its time is used.
     clock2 = SimClock(T0 + 100 * BAR)

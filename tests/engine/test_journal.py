@@ -37,7 +37,7 @@ def fill(order_id: int, trade_id: int, *, qty: float = 5.0) -> OrderTradeUpdate:
     return order_update(order_id, trade_id, qty=qty, price=0.5, fee=0.01, side=OrderSide.BUY, cid="c")
 
 
-def test_file_journal_is_wal_and_commits_before_returning(tmp_path: Path) -> None:
+def test_file_journal_is_wal_and_commits_in_order_once_flushed(tmp_path: Path) -> None:
     path = tmp_path / "j" / "journal.sqlite"
     j = Journal(path)
     assert j.journal_mode == "wal"
@@ -46,7 +46,9 @@ def test_file_journal_is_wal_and_commits_before_returning(tmp_path: Path) -> Non
         time_ms=T0, symbol="XRPUSDT", kind="ENTRY", order_type="MARKET", side="BUY", qty=10, client_id="x"
     )
     j.record_trade(trade(-1.0))
-    # A second connection (the dashboard, or the process after a crash) sees it at once.
+    # The writer thread commits them in order; a second connection (the dashboard, or the
+    # process after a crash) sees them once the bounded flush returned.
+    assert j.flush(5.0)
     other = sqlite3.connect(path)
     assert other.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
     assert other.execute("SELECT status FROM orders WHERE id = ?", (row_id,)).fetchone()[0] == "REQUESTED"

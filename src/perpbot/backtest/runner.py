@@ -18,6 +18,11 @@ open time ``T``, in order:
 3. every such symbol's bot sees its closed candle (``on_candle``); market orders it sends fill at
    the next candle's open; the events are delivered before time advances.
 
+4. when at least ``RECONCILE_EVERY_MS`` (300 s) of simulated time passed since the last pass,
+   every bot runs ``reconcile()`` (as the live runtime does every 5 min) and its events are
+   delivered. Nothing happens on the simulated exchange between two candle closes, so the three
+   passes a 15-minute step spans would see the same state: one pass per step stands for them.
+
 So every symbol's candle for ``T`` is processed before any candle of ``T + 15 min``, and a bot
 never sees a price before the exchange has let the candle happen.
 
@@ -74,6 +79,7 @@ ProgressFn = Callable[[int, int], None]
 """``progress(candles_done, candles_total)``; called every few thousand candles and at the end."""
 
 _PROGRESS_EVERY = 4096  # timeline steps between progress callbacks
+RECONCILE_EVERY_MS = 300_000  # as the live runtime: every bot reconciles every 5 min (issue 7 #14)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -143,6 +149,7 @@ class RunStats:
     bot_errors: int
     alerts: int
     close_timeouts: int
+    reconciles: int = 0  # reconcile passes (every bot), one per RECONCILE_EVERY_MS of simulated time
 
     @property
     def candles_per_second(self) -> float:
@@ -224,6 +231,7 @@ class BacktestResult:
                 "bot_errors": self.stats.bot_errors,
                 "alerts": self.stats.alerts,
                 "close_timeouts": self.stats.close_timeouts,
+                "reconciles": self.stats.reconciles,
             },
             "warnings": list(self.warnings),
             "kill_switch_trips": list(self.kill_switch_trips),
@@ -578,8 +586,9 @@ async def _drive(
     bots: Sequence[Any],
     progress: ProgressFn | None,
     total_candles: int,
-) -> tuple[int, int]:
-    """The hot loop (module docstring, "Time order"); returns (bot candles, signal candles)."""
+) -> tuple[int, int, int]:
+    """The hot loop (module docstring, "Time order"); returns (bot candles, signal candles,
+    reconcile passes)."""
     last_row = [s.n - 1 for s in prepared]
     ready = [s.ready.tolist() for s in prepared]
     steps = timeline.steps
@@ -590,6 +599,8 @@ async def _drive(
     bot_candles = 0
     done = 0
     n_steps = len(steps)
+    reconciles = 0
+    next_reconcile = open_times[0] + BAR_MS if n_steps else 0
     for k in range(n_steps):
         step = steps[k]
         # The clock reads the candle's close before its exchange events are handled: the
@@ -621,6 +632,19 @@ async def _drive(
             if bot.in_position:
                 await bot.close_position(CloseReason.END_OF_DATA)
                 await exchange.drain()
+        now = open_times[k] + BAR_MS
+        if now >= next_reconcile:
+            for bot in bots:
+                await bot.reconcile()
+            await exchange.drain()
+            reconciles += 1
+            next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
+        # Background work of the bots (re-protection, cancel retries, a late entry) finishes
+        # before time advances: no simulated time passes while it runs, and nothing starves.
+        for bot in bots:
+            if bot.has_background:
+                await bot.wait_background()
+                await exchange.drain()
         done += len(step)
         if progress is not None and (k % _PROGRESS_EVERY == 0 or k == n_steps - 1):
             progress(done, total_candles)
@@ -628,7 +652,7 @@ async def _drive(
     for bot in bots:
         await bot.wait_background()
     await exchange.drain()
-    return bot_candles, signals
+    return bot_candles, signals, reconciles
 
 
 async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn | None) -> BacktestResult:
@@ -711,7 +735,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         for bot in bots:
             await bot.start(None)
         await exchange.drain()
-        bot_candles, signals = await _drive(
+        bot_candles, signals, reconciles = await _drive(
             prepared, timeline, engine, exchange, clock, bots, progress, total_candles
         )
     finally:
@@ -740,6 +764,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         bot_errors=sum(b.errors for b in bots),
         alerts=sum(1 for kind, _ in notifier.messages if kind in ("alert", "emergency")),
         close_timeouts=close_timeouts,
+        reconciles=reconciles,
     )
     if stats.bot_errors:
         warnings.append(

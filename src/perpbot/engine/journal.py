@@ -26,6 +26,7 @@ from typing import Any
 
 from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import ClosedTrade, CloseReason, Side
+from perpbot.engine.journal_writer import JournalWriter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -96,6 +97,14 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT                       -- JSON object or NULL
 );
 CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
+-- Executions ("t:<trade id>") and income rows ("i:<type>:<id>") already counted in a trade:
+-- a SYNC close after a restart must not count them again (issue 7 defect 11).
+CREATE TABLE IF NOT EXISTS accounted (
+    symbol TEXT NOT NULL,
+    key TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    PRIMARY KEY (symbol, key)
+);
 CREATE TABLE IF NOT EXISTS kill_switch (
     symbol TEXT PRIMARY KEY,
     tripped INTEGER NOT NULL,
@@ -175,10 +184,20 @@ def _day_bounds(day: date) -> tuple[int, int]:
     return start, start + 86_400_000
 
 
-class Journal:
-    """SQLite journal; one per process (or per backtest). Not thread-safe: use from the loop."""
+READ_WAIT_S = 2.0  # a reader waits at most this long for the queued writes (bounded)
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+
+class Journal:
+    """SQLite journal; one per process (or per backtest). Use from the loop thread.
+
+    ``background`` (default: on for a file, off for ``":memory:"``): writes go to a writer thread
+    (``journal_writer``) so that the loop never blocks on SQLite and a locked database never makes
+    a write raise inside the bot (issue 7 defect 8). Row ids of orders and trades are allocated
+    here, so ``record_order_request`` / ``record_trade`` still return them at once. Readers wait
+    (bounded, ``READ_WAIT_S``) for the writes queued before them.
+    """
+
+    def __init__(self, path: str | Path = ":memory:", *, background: bool | None = None) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -189,8 +208,38 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        if background is None:
+            background = self.path != ":memory:"
+        if background and self.path == ":memory:":
+            raise ValueError("a background journal needs a file (':memory:' is per connection)")
+        self._writer = JournalWriter(self.path) if background else None
+        self._next_order = self._max_id("orders") + 1
+        self._next_trade = self._max_id("trades") + 1
+
+    def _max_id(self, table: str) -> int:
+        return int(self._db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])
+
+    def _write(self, sql: str, args: Any, *, many: bool = False) -> None:
+        if self._writer is not None:
+            self._writer.submit(sql, args, many)
+        elif many:
+            self._db.executemany(sql, args)
+        else:
+            self._db.execute(sql, args)
+
+    def flush(self, timeout: float = READ_WAIT_S) -> bool:
+        """Wait (bounded) for the queued writes; True when all are in the file."""
+        return True if self._writer is None else self._writer.flush(timeout)
+
+    def _q(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
+        """A read, after the writes queued before it (bounded wait)."""
+        if self._writer is not None:
+            self._writer.flush(READ_WAIT_S)
+        return self._db.execute(sql, args)
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self._db.close()
 
     def __enter__(self) -> Journal:
@@ -201,7 +250,7 @@ class Journal:
 
     @property
     def journal_mode(self) -> str:
-        return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])
+        return str(self._q("PRAGMA journal_mode").fetchone()[0])
 
     # ================================================================ writers
     def record_order_request(
@@ -218,12 +267,14 @@ class Journal:
         reason: str = "",
     ) -> int:
         """Persist the intent before sending; returns the row id for ``record_order_result``."""
-        cur = self._db.execute(
-            "INSERT INTO orders (time_ms, symbol, kind, client_id, order_type, side, qty, trigger_price,"
-            " status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'REQUESTED', ?)",
-            (time_ms, symbol, kind, client_id, order_type, side, qty, trigger_price, reason),
+        row = self._next_order
+        self._next_order += 1
+        self._write(
+            "INSERT INTO orders (id, time_ms, symbol, kind, client_id, order_type, side, qty, trigger_price,"
+            " status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'REQUESTED', ?)",
+            (row, time_ms, symbol, kind, client_id, order_type, side, qty, trigger_price, reason),
         )
-        return int(cur.lastrowid or 0)
+        return row
 
     def record_order_result(
         self,
@@ -238,7 +289,7 @@ class Journal:
         reason: str | None = None,
     ) -> None:
         """Persist the exchange's answer (or ``status='ERROR'`` and the error as ``reason``)."""
-        self._db.execute(
+        self._write(
             "UPDATE orders SET status = ?, order_id = COALESCE(?, order_id), algo_id = COALESCE(?, algo_id),"
             " avg_price = COALESCE(?, avg_price), executed_qty = COALESCE(?, executed_qty),"
             " reason = COALESCE(?, reason), result_time_ms = ? WHERE id = ?",
@@ -247,7 +298,7 @@ class Journal:
 
     def record_fill(self, ev: OrderTradeUpdate) -> None:
         """One execution report with a fill (``x`` = TRADE or CALCULATED); duplicates ignored."""
-        self._db.execute(
+        self._write(
             "INSERT OR IGNORE INTO fills (time_ms, symbol, order_id, trade_id, client_id, side, order_type,"
             " original_type, execution_type, status, reduce_only, price, qty, cum_qty, avg_price,"
             " commission, realized_pnl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -274,11 +325,14 @@ class Journal:
 
     def record_trade(self, trade: ClosedTrade) -> int:
         """A finished round trip; returns its id (the kill switch's reset baseline uses ids)."""
-        cur = self._db.execute(
-            "INSERT INTO trades (symbol, side, entry_time_ms, exit_time_ms, entry_price, exit_price, qty,"
+        tid = self._next_trade
+        self._next_trade += 1
+        self._write(
+            "INSERT INTO trades (id, symbol, side, entry_time_ms, exit_time_ms, entry_price, exit_price, qty,"
             " realized_pnl, entry_fee, exit_fee, funding, net_pnl, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
+                tid,
                 trade.symbol,
                 trade.side.value,
                 trade.entry_time_ms,
@@ -294,7 +348,7 @@ class Journal:
                 trade.reason.value,
             ),
         )
-        return int(cur.lastrowid or 0)
+        return tid
 
     def record_event(
         self,
@@ -306,15 +360,27 @@ class Journal:
     ) -> None:
         """Risk, kill-switch, alert and reconciliation events (``data`` stored as JSON)."""
         payload = None if data is None else json.dumps(dict(data), default=str, sort_keys=True)
-        self._db.execute(
+        self._write(
             "INSERT INTO events (time_ms, kind, symbol, message, data) VALUES (?, ?, ?, ?, ?)",
             (time_ms, kind, symbol, message, payload),
+        )
+
+    def amend_trade_funding(self, trade_id: int, funding: float, net_pnl: float) -> None:
+        """Funding that became visible after the trade was booked (income history lags)."""
+        self._write("UPDATE trades SET funding = ?, net_pnl = ? WHERE id = ?", (funding, net_pnl, trade_id))
+
+    def record_accounted(self, symbol: str, keys: list[str], time_ms: int) -> None:
+        """Executions / income rows counted in a trade (see the ``accounted`` table)."""
+        self._write(
+            "INSERT OR IGNORE INTO accounted (symbol, key, time_ms) VALUES (?, ?, ?)",
+            [(symbol, k, time_ms) for k in keys],
+            many=True,
         )
 
     def set_kill_switch(
         self, symbol: str, *, tripped: bool, reason: str, time_ms: int, since_trade_id: int
     ) -> None:
-        self._db.execute(
+        self._write(
             "INSERT INTO kill_switch (symbol, tripped, reason, time_ms, since_trade_id)"
             " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT(symbol) DO UPDATE SET tripped = excluded.tripped, reason = excluded.reason,"
@@ -343,12 +409,12 @@ class Journal:
     def closed_trades(self, symbol: str | None = None) -> list[ClosedTrade]:
         """Every closed trade in journal order (optionally of one symbol)."""
         where, args = _where(_symbol_test(symbol))
-        rows = self._db.execute(f"SELECT {_TRADE_COLS} FROM trades{where} ORDER BY id", args).fetchall()
+        rows = self._q(f"SELECT {_TRADE_COLS} FROM trades{where} ORDER BY id", args).fetchall()
         return [self._trade(r) for r in rows]
 
     def recent_trades(self, symbol: str, n: int, *, after_id: int = 0) -> list[ClosedTrade]:
         """The last ``n`` trades of ``symbol`` with id > ``after_id``, oldest first."""
-        rows = self._db.execute(
+        rows = self._q(
             f"SELECT {_TRADE_COLS} FROM trades WHERE symbol = ? AND id > ? ORDER BY id DESC LIMIT ?",
             (symbol, after_id, n),
         ).fetchall()
@@ -356,19 +422,19 @@ class Journal:
 
     def last_trade_id(self, symbol: str | None = None) -> int:
         where, args = _where(_symbol_test(symbol))
-        return int(self._db.execute(f"SELECT MAX(id) FROM trades{where}", args).fetchone()[0] or 0)
+        return int(self._q(f"SELECT MAX(id) FROM trades{where}", args).fetchone()[0] or 0)
 
     def daily_pnl(self, day: date) -> float:
         """Σ net PnL of the trades that closed on ``day`` (UTC): the risk manager's restore value."""
         start, end = _day_bounds(day)
-        row = self._db.execute(
+        row = self._q(
             "SELECT COALESCE(SUM(net_pnl), 0.0) FROM trades WHERE exit_time_ms >= ? AND exit_time_ms < ?",
             (start, end),
         ).fetchone()
         return float(row[0])
 
     def kill_switch_state(self, symbol: str) -> KillSwitchState | None:
-        row = self._db.execute(
+        row = self._q(
             "SELECT symbol, tripped, reason, time_ms, since_trade_id FROM kill_switch WHERE symbol = ?",
             (symbol,),
         ).fetchone()
@@ -382,7 +448,7 @@ class Journal:
         if kind is not None:
             kind_test = ("kind LIKE ?", kind + "%") if kind.endswith(".") else ("kind = ?", kind)
         where, args = _where(kind_test, _symbol_test(symbol))
-        rows = self._db.execute(
+        rows = self._q(
             f"SELECT id, time_ms, kind, symbol, message, data FROM events{where} ORDER BY id", args
         ).fetchall()
         return [
@@ -396,13 +462,13 @@ class Journal:
 
     def orders(self, symbol: str | None = None, kind: str | None = None) -> list[OrderRecord]:
         where, args = _where(_symbol_test(symbol), None if kind is None else ("kind = ?", kind))
-        rows = self._db.execute(f"SELECT {_ORDER_COLS} FROM orders{where} ORDER BY id", args).fetchall()
+        rows = self._q(f"SELECT {_ORDER_COLS} FROM orders{where} ORDER BY id", args).fetchall()
         return [self._order(r) for r in rows]
 
     def last_order(self, symbol: str, kinds: tuple[str, ...]) -> OrderRecord | None:
         """The most recent order of one of ``kinds`` for ``symbol`` (recovery reads the entry)."""
         marks = ", ".join("?" for _ in kinds)
-        row = self._db.execute(
+        row = self._q(
             f"SELECT {_ORDER_COLS} FROM orders WHERE symbol = ? AND kind IN ({marks})"
             " ORDER BY id DESC LIMIT 1",
             (symbol, *kinds),
@@ -411,12 +477,27 @@ class Journal:
 
     def order_commission(self, symbol: str, order_id: int) -> float:
         """Σ commission of the journaled fills of one order (entry fee of an adopted position)."""
-        row = self._db.execute(
+        row = self._q(
             "SELECT COALESCE(SUM(commission), 0.0) FROM fills WHERE symbol = ? AND order_id = ?",
             (symbol, order_id),
         ).fetchone()
         return float(row[0])
 
+    def accounted_keys(self, symbol: str) -> list[str]:
+        """Every accounting key recorded for ``symbol`` (restored by the bot at construction)."""
+        rows = self._q("SELECT key FROM accounted WHERE symbol = ?", (symbol,)).fetchall()
+        return [r[0] for r in rows]
+
+    def fills_of_client_id(self, symbol: str, client_id: str) -> list[tuple[int, int, float, float, float]]:
+        """(time, trade id, qty, price, commission) of the journaled executions of one client
+        order id, oldest first: recovery rebuilds an entry from them (defect 15)."""
+        rows = self._q(
+            "SELECT time_ms, trade_id, qty, price, commission FROM fills WHERE symbol = ? AND client_id = ?"
+            " ORDER BY id",
+            (symbol, client_id),
+        ).fetchall()
+        return [(int(r[0]), int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows]
+
     def fill_count(self, symbol: str | None = None) -> int:
         where, args = _where(_symbol_test(symbol))
-        return int(self._db.execute(f"SELECT COUNT(*) FROM fills{where}", args).fetchone()[0])
+        return int(self._q(f"SELECT COUNT(*) FROM fills{where}", args).fetchone()[0])

@@ -54,6 +54,7 @@ OK = RiskDecision(True, "ok")
 REFUSED_MAX_POSITIONS = RiskDecision(False, "max_positions")
 REFUSED_SYMBOL_OPEN = RiskDecision(False, "symbol_open")
 REFUSED_SAME_DIRECTION = RiskDecision(False, "max_same_direction")
+REFUSED_DAILY_LOSS = RiskDecision(False, "daily_loss_limit")
 
 
 class RiskManager:
@@ -186,6 +187,19 @@ class RiskManager:
             self._check_reset()
             return self._can_open(symbol, side)
 
+    async def can_enter(self, symbol: str, side: Side) -> RiskDecision:
+        """The entry gate, taken under ``entry_lock`` right before the order (issue 7 defect 13).
+
+        The daily-loss limit and the position rules are read in one critical section: a loss
+        booked by another bot between an earlier ``trading_allowed()`` and this call is seen
+        here, so no bot enters on a day that has just hit the limit.
+        """
+        async with self._lock:
+            self._check_reset()
+            if not self._allowed():
+                return REFUSED_DAILY_LOSS
+            return self._can_open(symbol, side)
+
     def _can_open(self, symbol: str, side: Side) -> RiskDecision:
         if len(self._open) >= self.max_positions:
             return REFUSED_MAX_POSITIONS
@@ -207,19 +221,33 @@ class RiskManager:
             self._check_reset()
             self._open[symbol] = side
 
-    async def close(self, symbol: str, pnl: float) -> None:
-        """Remove ``symbol`` (absent is fine) and add its realised net PnL to today's total."""
+    async def close(self, symbol: str, pnl: float, *, time_ms: int | None = None) -> None:
+        """Remove ``symbol`` (absent is fine) and add its realised net PnL to the day of
+        ``time_ms`` (the fill time; default now), see ``_add_pnl``."""
         async with self._lock:
             self._check_reset()
             self._open.pop(symbol, None)
-            self._daily_pnl += pnl
+            self._add_pnl(pnl, time_ms)
 
-    async def record_pnl(self, pnl: float) -> None:
+    async def record_pnl(self, pnl: float, *, time_ms: int | None = None) -> None:
         """Add PnL without touching the registry: a close confirmed *after* its position was
         released on timeout must count, but must not remove the symbol's newer registration."""
         async with self._lock:
             self._check_reset()
-            self._daily_pnl += pnl
+            self._add_pnl(pnl, time_ms)
+
+    def _add_pnl(self, pnl: float, time_ms: int | None) -> None:
+        """A PnL belongs to the UTC day of its fill (issue 7 defect 16), as in the journal
+        (``Journal.daily_pnl`` sums by exit time): a loss filled at 23:59:59.9 and handled after
+        midnight is yesterday's and does not count against today's limit."""
+        if time_ms is not None and time_ms // DAY_MS < self._day:
+            self._emit(
+                "pnl_previous_day",
+                f"PnL {pnl:.4f} filled on {utc_day(time_ms).isoformat()} booked to that day, not today",
+                {"pnl": pnl, "fill_time_ms": time_ms},
+            )
+            return
+        self._daily_pnl += pnl
 
     # ---------------------------------------------------------------- sizing
     def margin_ratio(self, balance: float, num_symbols: int) -> float:

@@ -1,0 +1,113 @@
+"""The journal's writer thread: SQLite writes off the event loop (issue 7 defect 8).
+
+Why: SQLite blocks the calling thread while another connection holds the write lock (up to its
+busy timeout, 5 s here). On the loop thread that stalls every bot, and a write that finally fails
+raised inside ``_open`` after the fill, before the stop was placed. Here the loop only appends to
+a queue (never blocks, never fails); one daemon thread owns its own WAL connection and executes
+the statements in order, retrying a locked or busy database with back-off. Nothing is dropped:
+a statement that keeps failing stays at the head of the queue (logged) until it succeeds, so the
+order of the journal is the order of the bot's actions.
+
+Readers on the loop call ``flush(timeout)`` first: a bounded wait for the writes queued so far,
+so a read sees the bot's own writes whenever the database is healthy and never hangs when not.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.01
+RETRY_MAX_S = 1.0
+
+
+class JournalWriter:
+    """One thread executing queued SQL statements in order on its own connection."""
+
+    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
+        self._path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._queue: deque[tuple[str, Any, bool]] = deque()
+        self._cond = threading.Condition()
+        self._pending = 0  # queued + in progress
+        self._closed = False
+        self.failures = 0  # statements that had to be retried (diagnostics, tests)
+        self.last_error: str = ""
+        self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, sql: str, args: Any, many: bool = False) -> None:
+        """Queue one statement (``many``: ``executemany``). Never blocks on the database."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("journal writer is closed")
+            self._queue.append((sql, args, many))
+            self._pending += 1
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return self._pending
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is written; False when ``timeout`` ran out."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Write what is queued (bounded), then stop the thread. False when writes remain."""
+        done = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=1.0)
+        return done
+
+    def _run(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+        db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    if not self._queue:
+                        return
+                    sql, args, many = self._queue[0]
+                self._execute(db, sql, args, many)
+                with self._cond:
+                    self._queue.popleft()
+                    self._pending -= 1
+                    self._cond.notify_all()
+        finally:
+            db.close()
+
+    def _execute(self, db: sqlite3.Connection, sql: str, args: Any, many: bool) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                if many:
+                    db.executemany(sql, args)
+                else:
+                    db.execute(sql, args)
+                return
+            except sqlite3.OperationalError as exc:  # locked / busy / I/O: retry, never drop
+                self.failures += 1
+                self.last_error = str(exc)
+                log.error("journal write failed (%s); retrying in %.2fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)

@@ -1,0 +1,429 @@
+"""Exit accounting: every execution matched to its position and counted exactly once.
+
+Why executions, not order reports (issue 7 defects 1, 4, 5, 9): a close can arrive in several
+executions, some by the stream and some only by REST, late, or never; a partial deleverage is an
+execution like any other. Each execution (stream ``l``/``L`` or REST ``userTrades``) is matched
+to the position it belongs to, reduces that position, and is marked accounted by trade id in the
+journal before anything else happens; the position is booked when its quantity reaches zero.
+So a partial ``CALCULATED`` fill reduces the position instead of closing it, an execution seen
+twice (stream and REST, or a restart) is counted once, and an old stop's late fill can never
+close the current position.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from perpbot.domain.events import OrderTradeUpdate
+from perpbot.domain.types import ClosedTrade, CloseReason, Fill, OrderType
+from perpbot.engine.bot_base import (
+    HOUR_MS,
+    BotBase,
+    EntryAcc,
+    Execution,
+    LocalPosition,
+    bounded_put,
+    exec_key,
+    income_key,
+    log,
+)
+from perpbot.engine.notifier import close_message, kill_switch_message
+from perpbot.exchange.errors import ExchangeError
+from perpbot.exchange.port import ExchangeRecoveryPort
+
+_REMEMBER = 256
+FUNDING_WATCH_MS = 24 * HOUR_MS
+
+
+def execution_of(ev: OrderTradeUpdate) -> Execution:
+    liquidation = (
+        ev.order_type is OrderType.LIQUIDATION
+        or ev.original_type is OrderType.LIQUIDATION
+        or ev.execution_type == "CALCULATED"
+        or ev.client_order_id.startswith("autoclose-")
+    )
+    return Execution(
+        order_id=ev.order_id,
+        trade_id=ev.trade_id,
+        side=ev.side,
+        qty=ev.last_filled_qty,
+        price=ev.last_filled_price,
+        realized_pnl=ev.realized_pnl,
+        commission=ev.commission,
+        time_ms=ev.trade_time_ms or ev.event_time_ms,
+        client_id=ev.client_order_id,
+        liquidation=liquidation,
+        order_type=ev.order_type,
+        original_type=ev.original_type,
+        avg_price=ev.avg_price,
+    )
+
+
+def execution_of_fill(f: Fill) -> Execution:
+    return Execution(
+        order_id=f.order_id,
+        trade_id=f.trade_id,
+        side=f.side,
+        qty=f.quantity,
+        price=f.price,
+        realized_pnl=f.realized_pnl,
+        commission=f.commission,
+        time_ms=f.time_ms,
+    )
+
+
+class LedgerMixin(BotBase):
+    """Execution matching, exact-once accounting and trade booking (see the module docstring)."""
+
+    # ------------------------------------------------------------------ matching
+    def _owner(self, ex: Execution) -> LocalPosition | None:
+        """The position a closing execution belongs to (issue 7 §2.1), or None."""
+        for p in (self._pos, *reversed(self._recent)):
+            if p is not None and (
+                ex.order_id in p.close_orders or (ex.client_id and ex.client_id in p.close_cids)
+            ):
+                return p
+        algo = self._triggered.get(ex.order_id)
+        if algo is not None:
+            return self._algo_owner.get(algo)
+        pos = self._pos
+        if pos is None or ex.side is not pos.side.exit_order_side:
+            return None
+        # An order we do not know closed it (a trigger whose ALGO_UPDATE is missing, a
+        # deleverage, a liquidation, a manual close): the current position's only if it
+        # executed after the entry.
+        if pos.entry_trade_id and ex.trade_id and ex.trade_id <= pos.entry_trade_id:
+            return None
+        if ex.time_ms < pos.entry_time_ms:
+            return None
+        return pos
+
+    # ------------------------------------------------------------------ close executions
+    async def _close_execution(self, ex: Execution) -> None:
+        async with self._close_lock:
+            await self._apply_close(ex)
+
+    async def _apply_close(self, ex: Execution) -> None:
+        """Reduce the owning position by one execution (call under ``_close_lock``)."""
+        key = exec_key(ex.trade_id)
+        if key in self._accounted:
+            return
+        owner = self._owner(ex)
+        if owner is None or owner.booked:
+            msg = f"execution {ex.trade_id} of order {ex.order_id} ({ex.qty}) matches no open position"
+            log.warning("%s: %s", self.symbol, msg)
+            self._journal.record_event(self._clock.now_ms(), "unattributed_execution", self.symbol, msg)
+            return
+        self._account([key])
+        owner.qty = round(owner.qty - ex.qty, 12)
+        owner.closed_qty += ex.qty
+        owner.closed_notional += ex.qty * ex.price
+        owner.closed_rp += ex.realized_pnl
+        owner.closed_fee += ex.commission
+        owner.close_orders.add(ex.order_id)
+        owner.last_close_order = ex.order_id
+        owner.last_close_cid = ex.client_id or owner.last_close_cid
+        owner.last_exit_ms = max(owner.last_exit_ms, ex.time_ms)
+        owner.last_close_price = ex.avg_price if ex.avg_price > 0 else ex.price
+        owner.liquidated = owner.liquidated or ex.liquidation
+        owner.last_types = (ex.original_type, ex.order_type)
+        if owner.qty <= self._tol():
+            await self._book(owner, CloseReason.MANUAL)
+            return
+        msg = f"partial close {ex.qty} by order {ex.order_id}; {owner.qty} left"
+        log.info("%s: %s", self.symbol, msg)
+        self._journal.record_event(self._clock.now_ms(), "partial_close", self.symbol, msg)
+        if owner is self._pos:
+            self._spawn(self._ensure_protection_bg(owner))
+
+    # ------------------------------------------------------------------ entry executions
+    def _entry_execution(self, ex: Execution, target: LocalPosition | None = None) -> bool:
+        """Account one execution of an entry order; True when it made the position grow."""
+        key = exec_key(ex.trade_id)
+        if key in self._accounted:
+            return False
+        self._account([key])
+        acc = self._entry_acc.get(ex.order_id)
+        if acc is None:
+            acc = EntryAcc()
+            bounded_put(self._entry_acc, ex.order_id, acc, _REMEMBER)
+        acc.qty += ex.qty
+        acc.notional += ex.qty * ex.price
+        acc.fee += ex.commission
+        acc.max_trade_id = max(acc.max_trade_id, ex.trade_id)
+        acc.time_ms = acc.time_ms or ex.time_ms
+        pos = target or self._pos
+        if pos is None or pos.entry_order_id != ex.order_id:
+            p = self._pending
+            if p is None or (ex.order_id != p.order_id and ex.client_id != p.client_id):
+                # An entry order's execution after its position ended (a partial entry's late
+                # rest): it opens a new position, adopted by reconcile, which takes its fee.
+                self._stray_entries.append(ex)
+            return False
+        pos.entry_exec_qty += ex.qty
+        pos.entry_exec_fee += ex.commission
+        pos.entry_trade_id = max(pos.entry_trade_id, ex.trade_id)
+        if pos.entry_exec_qty > pos.entry_qty + self._tol():
+            grow = pos.entry_exec_qty - pos.entry_qty
+            pos.qty = round(pos.qty + grow, 12)
+            pos.entry_qty = pos.entry_exec_qty
+            pos.entry_price = acc.avg_price
+            msg = f"entry order {ex.order_id} filled {grow} more; position {pos.qty}"
+            log.warning("%s: %s", self.symbol, msg)
+            self._journal.record_event(self._clock.now_ms(), "entry_grew", self.symbol, msg)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ REST catch-up
+    async def _catch_up_from_rest(self, pos: LocalPosition) -> None:
+        """Apply the executions the stream did not deliver (issue 7 §2.5), from ``userTrades``;
+        learn which orders the position's SL/TP created from the algo-order query. Call under
+        ``_close_lock``."""
+        ex = self._ex
+        if not isinstance(ex, ExchangeRecoveryPort):
+            return
+        for algo_id in sorted(pos.algo_ids):
+            try:
+                algo = await ex.get_conditional(self.symbol, algo_id=algo_id)
+            except ExchangeError:
+                continue
+            if algo.triggered_order_id:
+                bounded_put(self._triggered, algo.triggered_order_id, algo_id, _REMEMBER)
+                pos.close_orders.add(algo.triggered_order_id)
+        fills = await ex.user_trades(self.symbol, pos.entry_time_ms)
+        unknown: set[int] = set()
+        for f in sorted(fills, key=lambda f: f.trade_id):
+            if exec_key(f.trade_id) in self._accounted or pos.booked:
+                continue
+            if f.order_id == pos.entry_order_id or f.order_id in self._entry_acc:
+                if self._entry_execution(execution_of_fill(f)):
+                    self._spawn(self._ensure_protection_bg(pos))
+                continue
+            if f.side is not pos.side.exit_order_side:
+                continue
+            if f.order_id not in pos.close_orders and f.order_id not in self._own_orders:
+                unknown.add(f.order_id)
+            e = execution_of_fill(f)
+            if f.order_id in unknown:
+                e = await self._typed(e)
+            await self._apply_close(e)
+
+    async def _entry_from_rest(self, pos: LocalPosition) -> None:
+        ex = self._ex
+        if not isinstance(ex, ExchangeRecoveryPort):
+            return
+        try:
+            fills = await ex.user_trades(self.symbol, pos.entry_time_ms)
+        except ExchangeError as exc:
+            log.warning("%s: entry executions unavailable (%s); entry fee may be short", self.symbol, exc)
+            return
+        for f in fills:
+            if f.order_id == pos.entry_order_id:
+                self._entry_execution(execution_of_fill(f), pos)
+
+    async def _typed(self, e: Execution) -> Execution:
+        """A REST execution of an order we did not send: its type and client id from the order
+        query (a liquidation or deleverage is booked as such)."""
+        ex = self._ex
+        if not isinstance(ex, ExchangeRecoveryPort):
+            return e
+        try:
+            o = await ex.get_order(self.symbol, order_id=e.order_id)
+        except ExchangeError:
+            return e
+        liq = o.type is OrderType.LIQUIDATION or o.client_order_id.startswith(("autoclose-", "adl_"))
+        return Execution(
+            e.order_id,
+            e.trade_id,
+            e.side,
+            e.qty,
+            e.price,
+            e.realized_pnl,
+            e.commission,
+            e.time_ms,
+            client_id=o.client_order_id,
+            liquidation=liq,
+            order_type=o.type,
+            original_type=o.type,
+        )
+
+    # ------------------------------------------------------------------ booking
+    async def _book(self, pos: LocalPosition, fallback: CloseReason) -> None:
+        """The position is flat: build its trade from its executions and finish it."""
+        pos.booked = True
+        if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
+            await self._entry_from_rest(pos)  # the entry's fee when its events never came
+        reason = self._classify(pos, fallback)
+        if self._pos is pos:
+            self._pos = None
+        self._recent.append(pos)
+        trade = await self._build_trade(pos, reason)
+        await self._finish(pos, trade)
+
+    def _classify(self, pos: LocalPosition, fallback: CloseReason) -> CloseReason:
+        """Why a position closed: liquidation, our own close, the algo order that created the
+        closing order (by id), the original type, else the nearest stored SL/TP price."""
+        if pos.liquidated:
+            return CloseReason.LIQUIDATION
+        reason = self._own_cids.get(pos.last_close_cid) if pos.last_close_cid else None
+        if reason is None:
+            reason = self._own_orders.get(pos.last_close_order)
+        if reason is not None:
+            return reason
+        algo = self._triggered.get(pos.last_close_order)
+        if algo is not None:
+            kind = self._algo_kind.get(algo)
+            if kind is not None:
+                return kind
+        for t in pos.last_types:
+            if t is OrderType.STOP_MARKET:
+                return CloseReason.SL
+            if t is OrderType.TAKE_PROFIT_MARKET:
+                return CloseReason.TP
+        if fallback is CloseReason.SYNC:
+            return fallback
+        if pos.sl_price > 0 or pos.tp_price > 0:
+            d_sl = abs(pos.last_close_price - pos.sl_price) if pos.sl_price > 0 else math.inf
+            d_tp = abs(pos.last_close_price - pos.tp_price) if pos.tp_price > 0 else math.inf
+            return CloseReason.SL if d_sl <= d_tp else CloseReason.TP
+        return fallback
+
+    def _entry_fee(self, pos: LocalPosition) -> float:
+        if pos.entry_exec_qty > 0:
+            return pos.entry_exec_fee
+        acc = self._entry_acc.get(pos.entry_order_id) if pos.entry_order_id else None
+        if acc is not None and acc.qty > 0:
+            return acc.fee
+        return pos.entry_fee or 0.0
+
+    async def _build_trade(self, pos: LocalPosition, reason: CloseReason) -> ClosedTrade:
+        qty = pos.closed_qty
+        exit_price = pos.closed_notional / qty if qty > 0 else pos.last_close_price
+        exit_time = pos.last_exit_ms or self._clock.now_ms()
+        funding = clearance = 0.0
+        # Funding settles on whole UTC hours: a position that spans no whole hour paid none, and
+        # only a liquidation has a clearance fee (skips most income-history calls).
+        first_hour = -(-pos.entry_time_ms // HOUR_MS) * HOUR_MS
+        if first_hour < exit_time or reason is CloseReason.LIQUIDATION:
+            funding, clearance = await self._income_since_entry(pos, exit_time)
+        return ClosedTrade(
+            symbol=self.symbol,
+            side=pos.side,
+            entry_time_ms=pos.entry_time_ms,
+            exit_time_ms=exit_time,
+            entry_price=pos.entry_price,
+            exit_price=exit_price,
+            quantity=qty,
+            realized_pnl=pos.closed_rp,
+            entry_fee=self._entry_fee(pos),
+            exit_fee=pos.closed_fee + clearance,
+            funding=funding,
+            reason=reason,
+        )
+
+    async def _income_since_entry(self, pos: LocalPosition, exit_time: int) -> tuple[float, float]:
+        """(Σ FUNDING_FEE, Σ liquidation clearance fee) of this symbol while the position was open.
+
+        Funding counts on ``[entry, exit)``: a settlement at the very millisecond of a reverse
+        belongs to the *new* position. A clearance fee counts on ``(entry, exit]``: it is the fee
+        of the liquidation that *ended* a position. Rows used are accounted (persisted) so that a
+        later SYNC close or a restart never counts them twice.
+        """
+        try:
+            rows = await self._ex.income_history(
+                self.symbol, pos.entry_time_ms, ("FUNDING_FEE", "INSURANCE_CLEAR")
+            )
+        except ExchangeError as exc:
+            log.warning("%s: income history unavailable (%s); funding counted as 0", self.symbol, exc)
+            return 0.0, 0.0
+        funding = clearance = 0.0
+        keys: list[str] = []
+        for r in rows:
+            if r.symbol != self.symbol or not (pos.entry_time_ms <= r.time_ms <= exit_time):
+                continue
+            key = income_key(r.income_type, r.trade_id or str(r.time_ms))
+            if key in self._accounted:
+                continue
+            if r.income_type == "FUNDING_FEE" and r.time_ms < exit_time:
+                funding += r.income
+            elif r.income_type == "INSURANCE_CLEAR" and r.time_ms > pos.entry_time_ms:
+                clearance -= r.income  # a negative income row is a fee paid
+            else:
+                continue
+            keys.append(key)
+        self._account(keys)
+        return funding, clearance
+
+    async def _late_funding(self) -> None:
+        """Funding rows that became visible only after their trade was booked (income history
+        lags on Binance): added to that trade (journal row amended, risk PnL corrected), each row
+        once. Booked trades are watched for ``FUNDING_WATCH_MS``."""
+        now = self._clock.now_ms()
+        while self._funding_watch and now - self._funding_watch[0][2].exit_time_ms > FUNDING_WATCH_MS:
+            self._funding_watch.popleft()
+        if not self._funding_watch:
+            return
+        start = min(w[2].entry_time_ms for w in self._funding_watch)
+        rows = await self._ex.income_history(self.symbol, start, ("FUNDING_FEE",))
+        for k, (trade_id, index, trade) in enumerate(self._funding_watch):
+            extra = 0.0
+            keys: list[str] = []
+            for r in rows:
+                key = income_key(r.income_type, r.trade_id or str(r.time_ms))
+                if (
+                    r.symbol == self.symbol
+                    and trade.entry_time_ms <= r.time_ms < trade.exit_time_ms
+                    and key not in self._accounted
+                ):
+                    extra += r.income
+                    keys.append(key)
+            if not keys:
+                continue
+            self._account(keys)
+            amended = replace(trade, funding=trade.funding + extra)
+            self._journal.amend_trade_funding(trade_id, amended.funding, amended.net_pnl)
+            self.closed_trades[index] = amended
+            self._funding_watch[k] = (trade_id, index, amended)
+            await self._risk.record_pnl(extra, time_ms=trade.exit_time_ms)
+            msg = f"late funding {extra:.8f} added to trade {trade_id}"
+            log.warning("%s: %s", self.symbol, msg)
+            self._journal.record_event(now, "late_funding", self.symbol, msg)
+
+    async def _finish(self, pos: LocalPosition, trade: ClosedTrade) -> None:
+        """Journal, risk, cancel every protective order of the position (confirmed), kill switch,
+        wake the position's close waiter, notify (in that order)."""
+        trade_id = self._journal.record_trade(trade)
+        self.closed_trades.append(trade)
+        if trade.exit_time_ms > -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # spans a whole hour
+            self._funding_watch.append((trade_id, len(self.closed_trades) - 1, trade))
+        await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)
+        await self._cancel_protection(pos)
+        trip = self.kill_switch.record(trade, self._clock.now_ms())
+        pos.done.set()
+        estimated = pos.side.sign * (trade.exit_price - trade.entry_price) * trade.quantity
+        log.info(
+            "CLOSE %s %s %s exit=%.6f qty=%s net=%.6f estimated=%.6f fees=%.6f funding=%.6f",
+            self.symbol,
+            trade.side.value,
+            trade.reason.value,
+            trade.exit_price,
+            trade.quantity,
+            trade.net_pnl,
+            estimated,
+            trade.fees,
+            trade.funding,
+        )
+        await self._notifier.notify(
+            "close",
+            close_message(
+                self.symbol,
+                trade.side,
+                trade.reason,
+                exit_price=trade.exit_price,
+                estimated=estimated,
+                actual=trade.net_pnl,
+            ),
+        )
+        if trip:
+            await self._notifier.notify("kill_switch", kill_switch_message(self.symbol, trip))

@@ -1,0 +1,71 @@
+"""Issue 7 defect 8: journal writes never block the event loop and never fail in the bot.
+
+Old code wrote on the loop thread with a 5 s busy timeout: a locked journal stalled every bot
+for 5 s per write and then raised, aborting ``_open`` after the fill and before the stop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from perpbot.engine.journal import Journal
+
+from .factories import SYM, T0, flat
+from .harness import LONG, World
+
+
+def lock(path: Path) -> sqlite3.Connection:
+    """Another process holding the database's write lock."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_writes_return_at_once_while_the_database_is_locked_and_land_after(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    other = lock(path)
+    t0 = time.perf_counter()
+    for k in range(50):
+        j.record_event(T0 + k, "test", SYM, f"event {k}")
+    row = j.record_order_request(time_ms=T0, symbol=SYM, kind="ENTRY", order_type="MARKET", side="BUY", qty=1)
+    assert time.perf_counter() - t0 < 0.5  # no write waited for the lock
+    assert not j.flush(0.2)  # still queued: the wait is bounded
+    other.execute("COMMIT")
+    other.close()
+    assert j.flush(10.0)
+    assert [e.message for e in j.events("test")] == [f"event {k}" for k in range(50)]  # in order
+    assert j.orders(SYM)[0].id == row
+    j.close()
+
+
+def test_memory_journal_stays_synchronous_and_background_needs_a_file() -> None:
+    j = Journal()
+    j.record_event(T0, "test", SYM, "x")
+    assert j.flush(0.0) and len(j.events("test")) == 1
+    with pytest.raises(ValueError):
+        Journal(":memory:", background=True)
+
+
+async def test_a_locked_journal_never_keeps_the_stop_from_being_placed(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    w = World(flat(100, 4), journal=Journal(path))
+    await w.start()
+    await w.step()
+    other = lock(path)
+    t0 = time.perf_counter()
+    await w.step(LONG)  # entry, fill, SL and TP while the journal is locked
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 1.0
+    pos = w.engine.position(SYM)
+    assert pos is not None and w.bot.state.side is LONG
+    assert {o.type.value for o in w.algo_orders()} == {"STOP_MARKET", "TAKE_PROFIT_MARKET"}
+    other.execute("COMMIT")
+    other.close()
+    assert w.journal.flush(10.0)
+    assert [o.kind for o in w.journal.orders(SYM)] == ["ENTRY", "SL", "TP"]  # intent and outcome
+    assert all(o.status != "REQUESTED" for o in w.journal.orders(SYM))
