@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Fetch → train → deploy, per symbol (SPEC §7.5).
 #
-#   scripts/train_and_deploy.sh [lgbm|nn|mlx] [--symbol S] [--all] [--data-dir D] [--model-dir M] [N]
+#   scripts/train_and_deploy.sh [lgbm|nn|mlx] [--symbol S] [--all] [--data-dir D] [--model-dir M]
+#                               [--force] [N]
 #
 #   backend      lgbm (default) | nn | mlx (alias of nn: MLX exists only on Apple hardware)
 #   --symbol     one symbol; without it (or with --all) every configured symbol (SYMBOLS)
 #   --data-dir   market data root (default $DATA_DIR, else data)
 #   --model-dir  models root the bot reads (default $MODEL_DIR, else models)
-#   N            purged walk-forward folds reported before the final model (default 5; 0 skips)
+#   --force      deploy a model whose deploy-gate verdict is fail (it did not beat the no-ML
+#                baseline out of sample); without it such a model stops the script, not deployed
+#   N            purged walk-forward folds reported before the final model (default 5; 0 skips;
+#                a model trained with 0 folds is not validated and fails the gate)
 #
 # Per symbol:
 #   1. data: fetch 365 days (--no-upsert) when data/<sym>/combined_15m.parquet is missing,
@@ -15,7 +19,7 @@
 #   2. train into a fresh staging models root (models/.staging.XXXXXX). The symbol's current
 #      training_log.json and active_lgbm_params.json are copied there first, so the tuned
 #      parameters apply (SPEC §6.1 precedence) and the log deployed back keeps its history;
-#   3. deploy: `perpbot deploy` verifies the staged files (sha256 binding, feature schema) and
+#   3. deploy: `perpbot deploy` verifies the staged files (sha256 binding, feature schema, gate) and
 #      atomically replaces the live ones (backups kept as *_prev.*); a running bot hot-reloads
 #      them on its next candle. No restart.
 # The time-weight decay comes from TIME_WEIGHT_DECAY (environment, else .env, else 2.0).
@@ -28,7 +32,7 @@
 set -euo pipefail
 IFS=$'\n\t'
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { printf 'error: %s\n' "$1" >&2; exit 2; }
 
 IFS=' ' read -r -a PB <<<"${PERPBOT:-perpbot}"
@@ -39,6 +43,7 @@ PYTHON="${PYTHON:-python3}"
 backend="lgbm"
 symbol=""
 all=0
+force=()
 folds=5
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -57,6 +62,7 @@ while [ "$#" -gt 0 ]; do
     --data-dir=*) DATA_DIR="${1#*=}" ;;
     --model-dir=*) MODEL_DIR="${1#*=}" ;;
     --all) all=1 ;;
+    --force) force=(--force) ;;
     -h | --help)
       usage
       exit 0
@@ -107,6 +113,6 @@ for sym in "${symbols[@]}"; do
   "${PB[@]}" train --symbol "$sym" --backend "$backend" --wf "$folds" "${decay_args[@]}" \
     --data-dir "$DATA_DIR" --model-dir "$staging"
   echo "== $sym: deploy"
-  "${PB[@]}" deploy --symbol "$sym" --from "$staging" --model-dir "$MODEL_DIR"
+  "${PB[@]}" deploy --symbol "$sym" --from "$staging" --model-dir "$MODEL_DIR" "${force[@]}"
 done
 echo "done: $(printf '%s ' "${symbols[@]}")"

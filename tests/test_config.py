@@ -152,3 +152,55 @@ def test_cli_bad_config_is_one_line_exit_2(monkeypatch: pytest.MonkeyPatch, tmp_
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "LEVERAGE" in lines[0]
+
+
+# --------------------------------------------------------------------------- issue 11 §1, §2
+
+
+def test_a_mask_never_reveals_the_length() -> None:
+    short = cfg(BINANCE_API_KEY="ab").masked()["api_key"]
+    long = cfg(BINANCE_API_KEY="a" * 64).masked()["api_key"]
+    assert short == long == "***"
+    assert cfg().masked()["api_key"] == ""  # unset stays visibly unset
+
+
+def test_url_credentials_are_masked_in_config_json(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BINANCE_FAPI_URL", "https://alice:s3cr3t-pw@proxy.example:8443/fapi")
+    result = CliRunner().invoke(app, ["config", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-pw" not in result.output and "alice" not in result.output
+    assert json.loads(result.output)["fapi_url"] == "https://***@proxy.example:8443/fapi"
+    assert cfg(BINANCE_FAPI_URL="http://127.0.0.1:9000").masked()["fapi_url"] == "http://127.0.0.1:9000"
+
+
+def test_max_same_direction_above_the_position_limit_is_refused() -> None:
+    assert cfg(MAX_SAME_DIRECTION="3").max_same_direction == 3
+    with pytest.raises(ConfigError, match=r"MAX_SAME_DIRECTION=4.*position limit \(3\)"):
+        cfg(MAX_SAME_DIRECTION="4")
+
+
+def test_override_for_an_untraded_symbol_warns_in_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SYMBOLS", "XRPUSDT")
+    monkeypatch.setenv("ATR_SL_MULT_FOOUSDT", "1.5")
+    result = CliRunner().invoke(app, ["config", "--json"])
+    assert result.exit_code == 0
+    assert "warning: per-symbol settings for FOOUSDT" in result.stderr
+    assert cfg(SYMBOLS="XRPUSDT", ATR_SL_MULT_FOOUSDT="1.5").override_symbols == {"FOOUSDT"}
+
+
+def test_default_threshold_mode_serves_the_trained_threshold_unless_ml_threshold_is_set() -> None:
+    assert cfg().ml_threshold_mode == "model"
+    assert cfg(ML_THRESHOLD="0.55").ml_threshold_mode == "config"  # the SPEC value, set explicitly
+    assert cfg(ML_THRESHOLD="0.6", ML_THRESHOLD_MODE="model").ml_threshold_mode == "model"
+    assert cfg(ML_THRESHOLD_MODE="config").ml_threshold_mode == "config"
+
+
+def test_ml_allow_ungated_is_off_by_default() -> None:
+    assert cfg().ml_allow_ungated is False
+    assert cfg(ML_ALLOW_UNGATED="true").ml_allow_ungated is True
+    with pytest.raises(ConfigError, match="ML_ALLOW_UNGATED"):
+        cfg(ML_ALLOW_UNGATED="maybe")

@@ -108,7 +108,8 @@ class _EnvSettings(BaseSettings):
     MARGIN_MIN_RATIO: float = 0.20
     MARGIN_DECAY_RATE: float = 0.0006
     ML_THRESHOLD: float = 0.55
-    ML_THRESHOLD_MODE: str = "config"
+    ML_THRESHOLD_MODE: str = ""  # empty: "model", unless ML_THRESHOLD is set (then "config")
+    ML_ALLOW_UNGATED: str = ""
     ML_BACKENDS: str = "nn,lgbm"
     NO_ML_FILTER: str = ""
     DISCORD_WEBHOOK_URL: str = ""
@@ -145,6 +146,8 @@ class AppConfig:
     # was never used; here it is one switch away.
     ml_threshold_mode: str = "config"
     ml_backends: tuple[str, ...] = ("nn", "lgbm")
+    # Serve a model whose metadata says it failed the deploy gate (issue 11 §2); off by default.
+    ml_allow_ungated: bool = False
     no_ml_filter: bool = False
     discord_webhook_url: str = ""
     time_weight_decay: float = 2.0
@@ -162,6 +165,9 @@ class AppConfig:
     default_params: SignalParams = field(default_factory=SignalParams)
     symbol_params: Mapping[str, SignalParams] = field(default_factory=dict)
     reset_kill_switch: frozenset[str] = frozenset()
+    # Symbols named by a per-symbol override (ATR_SL_MULT_<SYM>, …), traded or not: a command
+    # warns when one of them is not among the symbols it runs (likely a typo or a stale line).
+    override_symbols: frozenset[str] = frozenset()
 
     def params_for(self, symbol: str) -> SignalParams:
         """Per-symbol strategy parameters; an unknown symbol gets the global values."""
@@ -176,7 +182,7 @@ class AppConfig:
         """A printable view with secrets masked (never log or print secrets)."""
 
         def mask(v: str) -> str:
-            return "" if not v else f"***{len(v)} chars***"
+            return "" if not v else "***"  # never the length: it narrows a guess
 
         return {
             "symbols": list(self.symbols),
@@ -190,6 +196,7 @@ class AppConfig:
             "margin_decay_rate": self.margin_decay_rate,
             "ml_threshold": self.ml_threshold,
             "ml_threshold_mode": self.ml_threshold_mode,
+            "ml_allow_ungated": self.ml_allow_ungated,
             "ml_backends": list(self.ml_backends),
             "no_ml_filter": self.no_ml_filter,
             "kline_interval": self.kline_interval,
@@ -201,11 +208,25 @@ class AppConfig:
             "api_key": mask(self.api_key),
             "api_secret": mask(self.api_secret),
             "discord_webhook_url": mask(self.discord_webhook_url),
-            "fapi_url": self.fapi_url,
+            "fapi_url": mask_url(self.fapi_url),
             "binance_env": self.binance_env,
-            "ws_url": self.ws_url,
+            "ws_url": mask_url(self.ws_url),
             "reset_kill_switch": sorted(self.reset_kill_switch),
         }
+
+
+def mask_url(url: str) -> str:
+    """``https://user:pw@host/x`` → ``https://***@host/x``: credentials in a URL are secrets too."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***" if "@" in url else url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def _merged_env(environ: Mapping[str, str] | None, env_file: Path | None) -> dict[str, str]:
@@ -291,8 +312,11 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
 
     if s.LEVERAGE < 1 or s.LEVERAGE > 125:
         raise ConfigError(f"LEVERAGE={env.get('LEVERAGE', s.LEVERAGE)!r}: must be between 1 and 125")
-    if s.MAX_SAME_DIRECTION < 1:
-        raise ConfigError(f"MAX_SAME_DIRECTION={s.MAX_SAME_DIRECTION!r}: must be >= 1")
+    if not (1 <= s.MAX_SAME_DIRECTION <= MAX_POSITIONS):
+        raise ConfigError(
+            f"MAX_SAME_DIRECTION={s.MAX_SAME_DIRECTION!r}: must be between 1 and the position limit "
+            f"({MAX_POSITIONS})"
+        )
     if not (0 < s.MARGIN_MIN_RATIO <= s.MARGIN_MAX_RATIO <= 1):
         raise ConfigError(
             f"MARGIN_MIN_RATIO={s.MARGIN_MIN_RATIO!r}, MARGIN_MAX_RATIO={s.MARGIN_MAX_RATIO!r}: "
@@ -303,6 +327,10 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
     if not (0 < s.ML_THRESHOLD <= 1):
         raise ConfigError(f"ML_THRESHOLD={s.ML_THRESHOLD!r}: must be in (0, 1]")
     mode = s.ML_THRESHOLD_MODE.strip().lower()
+    if not mode:
+        # Default: serve the threshold the model was trained and validated at, unless the user set
+        # the SPEC's ML_THRESHOLD explicitly (issue 11 §2: trained == served threshold).
+        mode = "config" if env.get("ML_THRESHOLD", "").strip() else "model"
     if mode not in ("config", "model"):
         raise ConfigError(f"ML_THRESHOLD_MODE={s.ML_THRESHOLD_MODE!r}: expected 'config' or 'model'")
     backends = tuple(b.lower() for b in parse_csv(s.ML_BACKENDS))
@@ -316,6 +344,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
             raise ConfigError(f"{name}={getattr(s, name)!r}: must be >= 0")
 
     no_ml = parse_bool("NO_ML_FILTER", s.NO_ML_FILTER)
+    allow_ungated = parse_bool("ML_ALLOW_UNGATED", s.ML_ALLOW_UNGATED)
     testnet = parse_bool("BINANCE_TESTNET", s.BINANCE_TESTNET)
     binance_env = _binance_env(s.BINANCE_ENV, testnet)
     testnet = binance_env == "demo"  # demo trading has its own key pair (SPEC §1 BINANCE_TESTNET)
@@ -333,11 +362,12 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
 
     # Overrides for every symbol that names one in the environment, traded or not, so that a
     # CLI run for another symbol (`--symbol TRXUSDT`) still sees its own overrides.
-    override_symbols = set(symbols)
+    named: set[str] = set()
     for key in env:
         for name in PER_SYMBOL_PARAMS:
-            if key.startswith(name + "_") and key.endswith("USDT"):
-                override_symbols.add(key[len(name) + 1 :])
+            if key.startswith(name + "_") and key.endswith("USDT") and env[key].strip():
+                named.add(key[len(name) + 1 :])
+    override_symbols = set(symbols) | named
     per_symbol: dict[str, SignalParams] = {}
     for sym in sorted(override_symbols):
         p = SignalParams(
@@ -373,6 +403,7 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         ml_threshold=s.ML_THRESHOLD,
         ml_threshold_mode=mode,
         ml_backends=backends,
+        ml_allow_ungated=allow_ungated,
         no_ml_filter=no_ml,
         discord_webhook_url=s.DISCORD_WEBHOOK_URL,
         time_weight_decay=s.TIME_WEIGHT_DECAY,
@@ -389,4 +420,5 @@ def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None 
         default_params=default,
         symbol_params=per_symbol,
         reset_kill_switch=resets,
+        override_symbols=frozenset(named),
     )

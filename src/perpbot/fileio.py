@@ -15,10 +15,12 @@ meant to be read by other users (a bot running under another account than the tr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,91 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = DEFAULT_MODE) -> Pat
 def atomic_write_text(path: Path, text: str, mode: int = DEFAULT_MODE) -> Path:
     """Atomically replace ``path`` with ``text`` encoded as UTF-8."""
     return atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raise :class:`UnwritableFolderError` unless ``folder`` is (or can become) a writable folder.
+
+    Checked before any computing, so a bad ``--out`` costs the user one line instead of a run.
+    Nothing is created: the probe is a temporary folder inside the nearest existing ancestor,
+    removed at once (an immutable or read-only folder fails it even where ``os.access`` says yes).
+    An existing non-folder anywhere on the path is refused by name.
+    """
+    folder = Path(folder)
+    probe_in = folder
+    while not probe_in.exists():
+        if probe_in.is_symlink():  # a dangling link: mkdir would fail later
+            raise UnwritableFolderError(20, "a dangling symbolic link", str(probe_in))
+        if probe_in.parent == probe_in:
+            break
+        probe_in = probe_in.parent
+    if probe_in.exists() and not probe_in.is_dir():
+        raise UnwritableFolderError(20, "an existing file, not a folder", str(probe_in))
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".perpbot-probe.", dir=probe_in))
+    except OSError as exc:
+        raise _unwritable(exc, probe_in) from exc
+
+
+def _move_into(staged: Path, target: Path) -> None:
+    """Replace each top-level entry of ``target`` that ``staged`` also holds; keep the others.
+
+    Entries the new run did not produce (a user's own notes, another command's sub-folder) stay;
+    the replaced ones are first moved aside into one trash folder, then deleted once every new
+    entry is in place, so an interruption leaves either the old or the new entry, never neither.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+    try:
+        for entry in sorted(staged.iterdir()):
+            dest = target / entry.name
+            if dest.exists() or dest.is_symlink():
+                os.replace(dest, trash / entry.name)
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``target``; move its contents into ``target`` only
+    when the block succeeds.
+
+    Why: a run that fails half-way (bad data, Ctrl-C, a bug) must leave the previous run's files
+    intact and no empty folders behind. Every command that writes a folder of results (backtest,
+    walk-forward, demo) writes into the staged folder and lets this move it into place. Parent
+    folders created for the stage are removed again when the block fails.
+    """
+    target = Path(target)
+    check_writable_folder(target)
+    created: list[Path] = []
+    parent = target.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.new.", dir=target.parent))
+    except OSError as exc:
+        raise _unwritable(exc, target.parent) from exc
+    try:
+        yield staged
+        _move_into(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        for folder in created:  # innermost first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(staged, ignore_errors=True)
+
+
+def relocate(path: Path, staged: Path, target: Path) -> Path:
+    """Where ``path`` (inside ``staged``) lives once :func:`staged_folder` has moved it."""
+    try:
+        return Path(target) / Path(path).relative_to(staged)
+    except ValueError:
+        return Path(path)
 
 
 def jsonable(value: Any) -> Any:

@@ -111,3 +111,39 @@ def test_summary_table_renders(tmp_path: Path, result: BacktestResult) -> None:
     assert result.fingerprint in text
     assert "unproven" in text
     assert len(text.splitlines()) < 40  # one screen
+
+
+def test_trades_csv_prices_rounded_to_the_tick() -> None:
+    from perpbot.backtest.report import trades_csv_text
+    from perpbot.domain.types import ClosedTrade, CloseReason, Side
+
+    t = ClosedTrade(
+        "XRPUSDT",
+        Side.LONG,
+        0,
+        900_000,
+        0.512345678,
+        0.5299999999,
+        10.0,
+        0.1765,
+        0.01,
+        0.01,
+        0.0,
+        CloseReason.TP,
+    )
+    rows = list(csv.DictReader(trades_csv_text([t], {"XRPUSDT": 0.0001}).splitlines()))
+    assert rows[0]["entry_price"] == "0.5123" and rows[0]["exit_price"] == "0.53"
+    assert float(rows[0]["net_pnl"]) == t.net_pnl  # money figures stay exact
+    raw = list(csv.DictReader(trades_csv_text([t]).splitlines()))
+    assert raw[0]["entry_price"] == repr(0.512345678)  # without a tick: unrounded
+
+
+def test_summary_states_capital_units_and_trader_figures(result: BacktestResult) -> None:
+    console = Console(width=80, record=True, soft_wrap=True)
+    console.print(summary_renderable(result.metrics, None, "title", sim=result.sim))
+    text = console.export_text()
+    assert "capital: 1,000.00 USDT at the start" in text and "in USDT" in text
+    for col in ("L/S", "CAGR", "Sortino", "Calmar", "B&H", "exposure"):
+        assert col in text
+    table_lines = [line for line in text.splitlines() if "%" in line and "PORTFOLIO" in line]
+    assert len(table_lines) == 2 and all(len(line) <= 80 for line in table_lines)

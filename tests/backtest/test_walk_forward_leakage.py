@@ -175,9 +175,15 @@ def trained_prefix(
 
 
 def _window_run(models: Path, market: pd.DataFrame, start_ms: int, end_ms: int) -> BacktestResult:
+    from perpbot.ml.filter import MLFilter
+
+    # Trained with wf=0, the model carries a failed deploy gate ("not validated"); this test is
+    # about the in-sample warning, so the filter is told to serve it anyway (ML_ALLOW_UNGATED).
+    served = MLFilter(models / "xrpusdt", backends=("lgbm",), hot_reload=False, allow_ungated=True)
     cfg = BacktestConfig(
         symbols=("XRPUSDT",),
         markets={"XRPUSDT": market},
+        entry_filters={"XRPUSDT": served},
         model_dir=models,
         start=_dt(start_ms),
         end=_dt(end_ms),

@@ -11,7 +11,7 @@ import pytest
 
 from perpbot.data import fetch
 from perpbot.data.schema import data_path
-from perpbot.data.store import data_file_sha256, load_market
+from perpbot.data.store import data_file_sha256, load_market, save_market, synthetic_origin
 from perpbot.data.synth import synth_market
 from tests.support.cli import invoke, load_script, one_line_error
 from tests.support.data import BAD_PARQUETS
@@ -47,10 +47,56 @@ def test_synth_one_symbol_writes_a_loadable_deterministic_file(tmp_path: Path) -
     # The file says every candle is closed, so nothing is dropped on load.
     pd.testing.assert_frame_equal(load_market(path), synth_market(3, 5, symbol="TRXUSDT"))
     digest = data_file_sha256(path)
-    assert (
-        invoke("synth", "--symbol", "TRXUSDT", "--days", "3", "--seed", "5", "--data-dir", "d").exit_code == 0
-    )
+    again = ("synth", "--symbol", "TRXUSDT", "--days", "3", "--seed", "5", "--data-dir", "d")
+    assert invoke(*again, "--force").exit_code == 0  # issue 11: overwriting needs --force
     assert data_file_sha256(path) == digest
+
+
+def test_synth_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    """A recorded file is never replaced by a synthetic one silently (issue 11 §1)."""
+    recorded = data_path(tmp_path / "d", "XRPUSDT")
+    save_market(synth_market(2, 1, symbol="XRPUSDT"), recorded)  # stands in for a fetched file
+    before = recorded.read_bytes()
+    res = invoke("synth", "--symbols", "XRPUSDT", "--days", "2", "--data-dir", "d", "--quiet")
+    one_line_error(res, "xrpusdt/combined_15m.parquet already exists", "recorded", "--force")
+    assert recorded.read_bytes() == before
+    assert invoke("synth", "--symbol", "XRPUSDT", "--days", "2", "--data-dir", "d", "--force").exit_code == 0
+    assert synthetic_origin(recorded) == "perpbot synth, seed 7, 2 days"
+    assert synthetic_origin(data_path(tmp_path / "d", "NOPEUSDT")) is None
+
+
+def test_commands_that_load_a_synthetic_file_say_so(tmp_path: Path) -> None:
+    assert invoke("synth", "--symbol", "XRPUSDT", "--days", "20", "--data-dir", "d", "--quiet").exit_code == 0
+    out = tmp_path / "f.parquet"
+    for args in (
+        ("features", "--symbol", "XRPUSDT", "--data-dir", "d", "--out", str(out), "--quiet"),
+        ("backtest", "--symbol", "XRPUSDT", "--data-dir", "d", "--no-ml", "--out", "bt", "--quiet"),
+        ("train", "--symbol", "XRPUSDT", "--data-dir", "d", "--model-dir", "m", "--wf", "0", "--quiet"),
+    ):
+        res = invoke(*args)
+        assert (
+            "XRPUSDT" in res.stderr and "SYNTHETIC market (perpbot synth, seed 7, 20 days)" in res.stderr
+        ), (
+            args,
+            res.output,
+        )
+
+
+def test_nan_in_several_columns_names_them_all(tmp_path: Path) -> None:
+    import numpy as np
+
+    from perpbot.errors import DataError
+
+    frame = synth_market(2, 1, symbol="XRPUSDT")
+    frame.iloc[5, frame.columns.get_loc("close")] = np.nan
+    frame.iloc[7, frame.columns.get_loc("volume")] = np.nan
+    frame.iloc[9, frame.columns.get_loc("close_btc")] = np.inf
+    with pytest.raises(DataError) as err:
+        save_market(frame, tmp_path / "x.parquet")
+    msg = str(err.value)
+    assert "non-finite values in 3 columns" in msg
+    for col in ("close: 1 row(s)", "volume: 1 row(s)", "close_btc: 1 row(s)"):
+        assert col in msg
 
 
 def test_synth_all_writes_every_configured_symbol(tmp_path: Path) -> None:

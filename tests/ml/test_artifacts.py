@@ -19,7 +19,6 @@ from perpbot.ml.artifacts import (
     backup_path,
     build_metadata,
     check_schema,
-    deploy,
     load_metadata,
     read_model,
     read_training_log,
@@ -282,41 +281,6 @@ def test_unreadable_training_log_is_not_overwritten(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="nothing was appended"):
         append_training_log(tmp_path, {"backend": "lgbm"})
     assert (tmp_path / "training_log.json").read_text() == "{broken"
-
-
-# --------------------------------------------------------------------------- deploy
-
-
-def test_deploy_replaces_the_symbols_files_atomically(tmp_path: Path) -> None:
-    staging, live = tmp_path / "staging", tmp_path / "models"
-    save_model(live / "xrpusdt", "lgbm", const_model(0.1), meta(), native_text="old\n")
-    save_model(live / "xrpusdt", "nn", const_model(0.2), meta("nn"))
-    save_model(staging / "xrpusdt", "lgbm", const_model(0.6), meta(), native_text="new\n")
-    append_training_log(staging / "xrpusdt", {"backend": "lgbm"})
-
-    assert deploy(staging, live, "XRPUSDT") == ["lgbm"]
-    dst = live / "xrpusdt"
-    files = read_model(dst, "lgbm", with_native=True)
-    assert files is not None and files.onnx_bytes == const_model(0.6) and files.native_text == "new\n"
-    assert (dst / "lgbm_filter_prev.onnx").read_bytes() == const_model(0.1)
-    # The old neural model would shadow the new LightGBM one (priority nn > lgbm): retired, kept as backup.
-    assert read_model(dst, "nn") is None and not (dst / "nn_filter.json").exists()
-    assert (dst / "nn_filter_prev.onnx").read_bytes() == const_model(0.2)
-    assert [e["backend"] for e in read_training_log(dst)] == ["lgbm"]
-
-
-def test_deploy_verifies_everything_before_writing(tmp_path: Path) -> None:
-    staging, live = tmp_path / "staging", tmp_path / "models"
-    save_model(live / "xrpusdt", "lgbm", const_model(0.1), meta())
-    before = snapshot(live / "xrpusdt")
-    save_model(staging / "xrpusdt", "lgbm", const_model(0.6), meta())
-    save_model(staging / "xrpusdt", "nn", const_model(0.6), meta("nn"))
-    (staging / "xrpusdt" / "nn_filter.onnx").write_bytes(const_model(0.7))  # inconsistent pair
-    with pytest.raises(ModelError, match="sha256 differs"):
-        deploy(staging, live, "XRPUSDT")
-    assert snapshot(live / "xrpusdt") == before
-    with pytest.raises(ModelError, match="nothing to deploy"):
-        deploy(staging, live, "DOGEUSDT")
 
 
 def test_saved_onnx_is_loadable(tmp_path: Path) -> None:

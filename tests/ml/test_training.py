@@ -318,7 +318,12 @@ def test_cli_deploy_from_staging(cli_env: Path) -> None:
         "--quiet",
     )
     assert res.exit_code == 0, res.output
-    res = invoke("deploy", "--symbol", "DPLUSDT", "--from", str(staging), "--model-dir", str(live))
+    deploy = ("deploy", "--symbol", "DPLUSDT", "--from", str(staging), "--model-dir", str(live))
+    # Trained with --wf 0 the model is not validated: its gate verdict is fail (issue 11 §2).
+    refused = invoke(*deploy)
+    assert refused.exit_code == 2 and "failed the deploy gate" in refused.output
+    assert not (live / "dplusdt").exists()
+    res = invoke(*deploy, "--force")
     assert res.exit_code == 0, res.output
     assert (live / "dplusdt" / "lgbm_filter.onnx").read_bytes() == (
         staging / "dplusdt" / "lgbm_filter.onnx"
@@ -391,7 +396,8 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 def test_cli_deploy_refuses_a_corrupt_or_foreign_model(cli_env: Path) -> None:
     write_market(cli_env / "data", "DPCUSDT")
     assert _train(cli_env, "DPCUSDT", "--wf", "0", "--quiet", models="staging").exit_code == 0
-    deploy = ("deploy", "--symbol", "DPCUSDT", "--from", str(cli_env / "staging"), "--model-dir")
+    # --force: trained with --wf 0 the model fails the gate; this test is about the file checks.
+    deploy = ("deploy", "--force", "--symbol", "DPCUSDT", "--from", str(cli_env / "staging"), "--model-dir")
     assert invoke(*deploy, str(cli_env / "models")).exit_code == 0
     live = cli_env / "models" / "dpcusdt"
     before = _snapshot(live)
@@ -509,9 +515,20 @@ def test_train_and_deploy_script(cli_env: Path) -> None:
         "MODEL_DIR": str(cli_env / "not_these_models"),
     }
     dirs = ["--data-dir", str(cli_env / "data"), f"--model-dir={cli_env / 'models'}"]
+    gated = subprocess.run(  # --wf 0: not validated, the gate fails and nothing is deployed
+        ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", *dirs, "0"],
+        cwd=cli_env,
+        env={**env, "STUB_LOG": str(cli_env / "gated.log")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert gated.returncode == 2 and "failed the deploy gate" in gated.stderr, gated.stdout + gated.stderr
+    assert not (cli_env / "models" / "shlusdt" / "lgbm_filter.onnx").exists()
+    shutil.rmtree(cli_env / "data")  # the script's first run fetches 365 days again
     for n in ("2", "0"):
         proc = subprocess.run(
-            ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", *dirs, n],
+            ["bash", str(script), "lgbm", "--symbol", "SHLUSDT", *dirs, "--force", n],
             cwd=cli_env,
             env=env,
             capture_output=True,

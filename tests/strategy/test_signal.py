@@ -203,3 +203,55 @@ def test_atr_stops_long_and_short() -> None:
     sl, tp = atr_stops(np.array([10.0, 20.0]), np.array([1.0, 2.0]), Side.LONG, SignalParams())
     np.testing.assert_array_equal(sl, [8.0, 16.0])
     np.testing.assert_array_equal(tp, [12.0, 24.0])
+
+
+def test_stoch_rsi_tie_on_a_strictly_rising_rsi_scores_no_point() -> None:
+    """Issue 11 §1: while the RSI makes a new 14-bar high on every bar, the raw stochastic is 100
+    on every bar, so K = D = 100 in SPEC §3's arithmetic and "K < D" must not award a SHORT point
+    (nor "K > D" a LONG one). Float rounding leaves K and D a few ulps apart here; the comparison
+    must not be decided by that noise."""
+    from perpbot.strategy.indicators import stoch_rsi
+
+    rsi = 30.0 + np.cumsum(np.random.default_rng(0).uniform(0.01, 0.5, 80))
+    k, d = stoch_rsi(rsi)
+    ready = ~np.isnan(d)
+    assert np.allclose(k[ready], 100.0, atol=1e-9) and np.allclose(d[ready], 100.0, atol=1e-9)
+    assert (k[ready] != d[ready]).any(), "the fixture must contain rounding differences to be a test"
+    ind = neutral(len(rsi))
+    ind["stoch_k"], ind["stoch_d"] = k, d
+    sf = run(ind, SignalParams(signal_threshold=1, adx_threshold=0.0, vol_multiplier=1.5))
+    assert not sf.short_score.any() and not sf.long_score.any()
+    assert (sf.signal == HOLD).all()
+
+
+def test_stoch_rsi_real_difference_still_scores() -> None:
+    """The tie tolerance only absorbs rounding: K below D by 0.01 point above 80 is a SHORT point."""
+    ind = neutral()
+    ind["stoch_k"][:] = 90.0
+    ind["stoch_d"][:] = 90.01
+    assert run(ind, DESIGN).short_score[-1] == 1
+    ind["stoch_k"][:] = 10.01
+    ind["stoch_d"][:] = 10.0
+    assert run(ind, DESIGN).long_score[-1] == 1
+
+
+@pytest.mark.realdata
+def test_recorded_xrpusdt_tie_is_no_longer_a_short(real_data_dir) -> None:
+    """Issue 11: XRPUSDT 2025-06-08 06:15 scored its third SHORT point from K < D by 2e-14
+    (K = 89.11177664275442, D = 89.11177664275444, equal in exact arithmetic) and became a
+    spurious SHORT. With the tie rule it is HOLD. The pinned real-data backtest fingerprint does
+    not change: XRPUSDT's kill switch had already tripped (2025-05-05), so that signal never
+    traded under the defaults."""
+    import pandas as pd
+
+    from perpbot.config import load_config
+    from perpbot.data.store import load_market
+
+    m = load_market(real_data_dir / "xrpusdt" / "combined_15m.parquet")
+    ind = compute_indicators(m.open, m.high, m.low, m.close, m.volume)
+    sf = rule_signal(
+        ind, m.close.to_numpy(), m.volume.to_numpy(), load_config({}, None).params_for("XRPUSDT")
+    )
+    i = m.index.get_loc(pd.Timestamp("2025-06-08 06:15", tz="UTC"))
+    assert 0 < abs(ind["stoch_k"][i] - ind["stoch_d"][i]) < 1e-12
+    assert sf.signal[i] == HOLD

@@ -25,6 +25,8 @@ Definitions (they are part of the report's contract, hence spelled out):
 - **exposure**: the fraction of the run's time span during which a position was open (for the
   portfolio: at least one position, intervals merged so overlaps are not double-counted).
 - **fingerprint**: see ``fingerprint``.
+- CAGR, Sortino, Calmar, trade durations, the long/short split and the buy-and-hold benchmark are
+  defined in ``perpbot.backtest.ratios``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from perpbot.domain.types import ClosedTrade
+from perpbot.backtest import ratios
+from perpbot.domain.types import ClosedTrade, Side
 
 DAY_MS = 86_400_000
 ANNUALISATION_DAYS = 365
@@ -83,6 +86,18 @@ class Metrics:
     max_drawdown_pct: float
     sharpe: float | None
     exposure: float
+    # Trader's figures (definitions in ``perpbot.backtest.ratios``).
+    cagr_pct: float | None = None
+    sortino: float | None = None
+    calmar: float | None = None
+    avg_duration_h: float | None = None
+    median_duration_h: float | None = None
+    long_trades: int = 0
+    long_net_pnl: float = 0.0
+    long_win_rate: float | None = None
+    short_trades: int = 0
+    short_net_pnl: float = 0.0
+    short_win_rate: float | None = None
 
     def as_dict(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -225,6 +240,11 @@ def compute_metrics(
     eq = np.concatenate(([start_equity], curve.equity))
     dd_abs, dd_pct = max_drawdown(eq)
     end_equity = float(curve.equity[-1]) if curve.equity.size else start_equity
+    daily = daily_returns(curve.time_ms, curve.equity, start_equity)
+    cagr = ratios.cagr_pct(start_equity, end_equity, end_ms - start_ms)
+    avg_h, median_h = ratios.durations_h(trades)
+    longs = ratios.side_split(trades, Side.LONG)
+    shorts = ratios.side_split(trades, Side.SHORT)
     return Metrics(
         trades=n,
         wins=wins,
@@ -242,8 +262,19 @@ def compute_metrics(
         return_pct=(end_equity / start_equity - 1.0) * 100.0 if start_equity > 0 else None,
         max_drawdown=dd_abs,
         max_drawdown_pct=dd_pct * 100.0,
-        sharpe=sharpe_ratio(daily_returns(curve.time_ms, curve.equity, start_equity)),
+        sharpe=sharpe_ratio(daily),
         exposure=exposure(((tr.entry_time_ms, tr.exit_time_ms) for tr in trades), start_ms, end_ms),
+        cagr_pct=cagr,
+        sortino=ratios.sortino_ratio(daily),
+        calmar=ratios.calmar_ratio(cagr, dd_pct * 100.0),
+        avg_duration_h=avg_h,
+        median_duration_h=median_h,
+        long_trades=longs.trades,
+        long_net_pnl=longs.net_pnl,
+        long_win_rate=longs.win_rate,
+        short_trades=shorts.trades,
+        short_net_pnl=shorts.net_pnl,
+        short_win_rate=shorts.win_rate,
     )
 
 
@@ -256,12 +287,14 @@ class MetricsReport:
     portfolio_curve: EquityCurve
     symbol_curves: dict[str, EquityCurve]
     fingerprint: str
+    benchmark: ratios.BuyAndHold | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
             "fingerprint": self.fingerprint,
             "portfolio": self.portfolio.as_dict(),
             "per_symbol": {s: m.as_dict() for s, m in self.per_symbol.items()},
+            "buy_and_hold": None if self.benchmark is None else self.benchmark.as_dict(),
         }
 
 
@@ -295,6 +328,7 @@ def summarize(
         portfolio_curve=pcurve,
         symbol_curves=curves,
         fingerprint=fingerprint(trades),
+        benchmark=ratios.buy_and_hold(symbols, closes, initial_balance, end_ms - start_ms),
     )
 
 

@@ -3,13 +3,12 @@
 Files written into the output folder (each atomically: temp file, then rename, so an interrupted
 run never leaves a half-written report next to a complete one):
 
-- ``trades.csv``: one row per closed trade, times in UTC ISO-8601, floats with ``repr`` precision.
+- ``trades.csv``: one row per closed trade, times in UTC ISO-8601, prices rounded to the symbol's
+  tick, other floats with ``repr`` precision.
 - ``metrics.json``: per-symbol and portfolio metrics, the trade-list fingerprint, the run's
   parameters and the honesty note. Strict JSON: an undefined ratio is ``null``, never ``NaN``.
-- ``equity.png``: portfolio equity, per-symbol net PnL and drawdown (matplotlib, Agg canvas; no
-  global backend switch, so importing this module never changes a user's matplotlib state).
-- ``equity.html``: the same as an interactive plotly page with plotly.js inlined, so it opens
-  offline (the price is a ~4 MB file).
+- ``equity.png``: portfolio equity, per-symbol net PnL and drawdown; ``equity.html``: the same as
+  an interactive page that opens offline (``perpbot.backtest.charts``).
 """
 
 from __future__ import annotations
@@ -24,14 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from perpbot.backtest.metrics import EquityCurve, Metrics, MetricsReport
+from perpbot.backtest.charts import Marker, equity_html_text, equity_png_bytes
+from perpbot.backtest.metrics import Metrics, MetricsReport
 from perpbot.domain.types import ClosedTrade
+from perpbot.exchange.filters import round_price
 from perpbot.fileio import atomic_write_bytes, jsonable
 
 HONESTY_NOTE = (
@@ -58,11 +58,6 @@ TRADE_COLUMNS = (
     "reason",
 )
 
-# Plot at most this many points per curve (the drawdown trough is always kept): the PNG can afford
-# detail; the HTML embeds every point as JSON, so it is thinned harder to stay a few MB.
-_MAX_PNG_POINTS = 20_000
-_MAX_HTML_POINTS = 4_000
-
 
 @dataclass(frozen=True, slots=True)
 class ReportFiles:
@@ -80,8 +75,20 @@ def iso_utc(ms: int) -> str:
     return text.replace("+00:00", "Z")
 
 
-def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
-    """The CSV body (header + one row per trade, in the given order)."""
+def trades_csv_text(trades: Sequence[ClosedTrade], ticks: Mapping[str, float] | None = None) -> str:
+    """The CSV body (header + one row per trade, in the given order).
+
+    ``ticks`` (symbol → tick size): entry and exit prices are written rounded to the symbol's
+    tick, as the exchange would show them (a fill's average over several prices or a slipped
+    market fill is generally off the grid). PnL, fees and funding are the exact figures the
+    bots booked, so summing the column reproduces ``metrics.json``.
+    """
+    ticks = ticks or {}
+
+    def price(sym: str, p: float) -> str:
+        tick = ticks.get(sym)
+        return repr(round_price(float(p), tick) if tick else float(p))
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(TRADE_COLUMNS)
@@ -91,9 +98,9 @@ def trades_csv_text(trades: Sequence[ClosedTrade]) -> str:
                 t.symbol,
                 t.side.value,
                 iso_utc(t.entry_time_ms),
-                repr(float(t.entry_price)),
+                price(t.symbol, t.entry_price),
                 iso_utc(t.exit_time_ms),
-                repr(float(t.exit_price)),
+                price(t.symbol, t.exit_price),
                 repr(float(t.quantity)),
                 repr(float(t.entry_fee)),
                 repr(float(t.exit_fee)),
@@ -119,143 +126,20 @@ def metrics_document(report: MetricsReport, parameters: Mapping[str, Any]) -> di
                 "max_drawdown_pct": "largest fall from a running equity peak, percent of that peak",
                 "sharpe": "daily (UTC) returns of the mark-to-market equity curve, mean/std*sqrt(365), rf 0",
                 "exposure": "fraction of the run's time span with a position open",
+                "cagr_pct": "(end/start)^(365 d/span) - 1, percent; extrapolates a run shorter than a year",
+                "sortino": "daily returns, mean / sqrt(mean(min(r,0)^2)) * sqrt(365), target 0",
+                "calmar": "cagr_pct / max_drawdown_pct",
+                "durations": "avg_duration_h / median_duration_h: exit time - entry time, hours",
+                "long_short": "long_* / short_*: trades, net PnL and win rate of each side",
+                "buy_and_hold": "the symbols bought at the window's first close, equal weights "
+                "(initial / N), held to its last close; unleveraged, no fees or funding",
+                "units": "money in USDT (the account currency), ratios unit-free, percentages in percent",
                 "per_symbol_equity_base": "initial balance / number of symbols",
                 "fingerprint": "sha256 of the canonical trade list (perpbot.backtest.metrics.fingerprint)",
             },
             "honesty_note": HONESTY_NOTE,
         }
     )
-
-
-def _plot_index(curve: EquityCurve, max_points: int) -> np.ndarray:
-    """Indices to plot: a regular stride plus the drawdown trough and the last point."""
-    n = curve.time_ms.size
-    if n <= max_points:
-        return np.arange(n)
-    step = math.ceil(n / max_points)
-    idx = np.arange(0, n, step)
-    extra = [int(np.argmax(curve.drawdown)), n - 1]
-    return np.unique(np.concatenate((idx, np.asarray(extra))))
-
-
-def _datetimes(ms: np.ndarray) -> np.ndarray:
-    return ms.astype("datetime64[ms]")
-
-
-def _dd_pct(curve: EquityCurve) -> np.ndarray:
-    peak = np.maximum.accumulate(curve.equity) if curve.equity.size else curve.equity
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(peak > 0, -curve.drawdown / peak * 100.0, 0.0)
-
-
-Marker = tuple[int, str]
-"""(time in ms, label): an event drawn as a vertical line on the charts (e.g. a kill-switch trip)."""
-
-
-def equity_png_bytes(report: MetricsReport, title: str, markers: Sequence[Marker] = ()) -> bytes:
-    """Equity, per-symbol net PnL and drawdown as a PNG (object-oriented Agg canvas)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(12, 8), dpi=100)
-    FigureCanvasAgg(fig)
-    ax_eq, ax_sym, ax_dd = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.5]})
-    pc = report.portfolio_curve
-    idx = _plot_index(pc, _MAX_PNG_POINTS)
-    if idx.size:
-        x = _datetimes(pc.time_ms[idx])
-        ax_eq.plot(x, pc.equity[idx], color="tab:blue", lw=1.0, label="portfolio equity")
-        ax_dd.fill_between(x, _dd_pct(pc)[idx], 0.0, color="tab:red", alpha=0.4, step="post")
-        for sym, curve in report.symbol_curves.items():
-            base = report.per_symbol[sym].start_equity
-            ax_sym.plot(x, curve.equity[idx] - base, lw=0.9, label=sym)
-    for ms, label in markers:
-        when = np.datetime64(int(ms), "ms")
-        for ax in (ax_eq, ax_sym, ax_dd):
-            ax.axvline(when, color="grey", ls="--", lw=0.7)
-        ax_eq.annotate(
-            label,
-            (when, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize=7,
-            color="grey",
-        )
-    ax_eq.set_title(title)
-    ax_eq.set_ylabel("equity (USDT)")
-    ax_eq.legend(loc="upper left", fontsize=8)
-    ax_eq.grid(alpha=0.3)
-    ax_sym.set_ylabel("net PnL by symbol")
-    ax_sym.axhline(0.0, color="grey", lw=0.6)
-    if report.symbol_curves:
-        ax_sym.legend(loc="upper left", fontsize=8)
-    ax_sym.grid(alpha=0.3)
-    ax_dd.set_ylabel("drawdown %")
-    ax_dd.grid(alpha=0.3)
-    fig.autofmt_xdate()
-    fig.text(0.01, 0.005, "Profitability is unproven (SPEC §13).", fontsize=7, color="grey")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def equity_html_text(report: MetricsReport, title: str, markers: Sequence[Marker] = ()) -> str:
-    """Interactive equity/drawdown page; plotly.js inlined so that it works offline."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(
-        rows=3,
-        cols=1,
-        shared_xaxes=True,
-        row_heights=[0.5, 0.3, 0.2],
-        vertical_spacing=0.04,
-        subplot_titles=("portfolio equity (USDT)", "net PnL by symbol", "drawdown %"),
-    )
-    pc = report.portfolio_curve
-    idx = _plot_index(pc, _MAX_HTML_POINTS)
-    x = [iso_utc(int(v)) for v in pc.time_ms[idx]]
-    fig.add_trace(go.Scatter(x=x, y=pc.equity[idx].tolist(), name="portfolio", mode="lines"), row=1, col=1)
-    for sym, curve in report.symbol_curves.items():
-        base = report.per_symbol[sym].start_equity
-        fig.add_trace(
-            go.Scatter(x=x, y=(curve.equity[idx] - base).tolist(), name=sym, mode="lines"), row=2, col=1
-        )
-    fig.add_trace(
-        go.Scatter(
-            x=x,
-            y=_dd_pct(pc)[idx].tolist(),
-            name="drawdown %",
-            mode="lines",
-            fill="tozeroy",
-            line={"color": "firebrick"},
-        ),
-        row=3,
-        col=1,
-    )
-    for ms, label in markers:
-        fig.add_vline(x=iso_utc(int(ms)), line_dash="dash", line_width=1, line_color="grey")
-        fig.add_annotation(
-            x=iso_utc(int(ms)),
-            y=1.0,
-            yref="paper",
-            text=label,
-            showarrow=False,
-            textangle=-90,
-            xanchor="right",
-            yanchor="top",
-            font={"size": 9, "color": "grey"},
-        )
-    fig.update_layout(
-        title=f"{title}<br><sup>Profitability is unproven (SPEC §13).</sup>",
-        height=850,
-        hovermode="x unified",
-        template="plotly_white",
-    )
-    return fig.to_html(include_plotlyjs=True, full_html=True)
 
 
 def write_report(
@@ -266,6 +150,7 @@ def write_report(
     *,
     title: str = "perpbot backtest",
     markers: Sequence[Marker] = (),
+    ticks: Mapping[str, float] | None = None,
 ) -> ReportFiles:
     """Write the four report files into ``out_dir`` (created if needed) and return their paths."""
     out = Path(out_dir)
@@ -277,7 +162,7 @@ def write_report(
         equity_png=out / "equity.png",
         equity_html=out / "equity.html",
     )
-    atomic_write_bytes(files.trades_csv, trades_csv_text(trades).encode("utf-8"))
+    atomic_write_bytes(files.trades_csv, trades_csv_text(trades, ticks).encode("utf-8"))
     doc = metrics_document(report, parameters)
     atomic_write_bytes(
         files.metrics_json, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8")
@@ -315,7 +200,7 @@ def summary_table(report: MetricsReport, title: str = "Backtest summary") -> Tab
 
     Funding, the average trade and the drawdown in USDT are in ``metrics.json``.
     """
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("symbol", no_wrap=True, min_width=9)
     for col in ("trades", "win", "PF", "net PnL", "fees", "max DD", "Sharpe", "exposure"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -326,11 +211,68 @@ def summary_table(report: MetricsReport, title: str = "Backtest summary") -> Tab
     return table
 
 
+def _pct(v: float | None) -> str:
+    return format_number(v, "{:+.1f}%")
+
+
+def _profile_row(name: str, m: Metrics, hold: float | None) -> list[str]:
+    return [
+        name,
+        f"{m.long_trades}/{m.short_trades}",
+        format_number(m.avg_duration_h, "{:.1f}"),
+        format_number(m.median_duration_h, "{:.1f}"),
+        _pct(m.cagr_pct),
+        format_number(m.sortino, "{:.2f}"),
+        format_number(m.calmar, "{:.2f}"),
+        _pct(m.return_pct),
+        _pct(hold),
+    ]
+
+
+def profile_table(report: MetricsReport) -> Table:
+    """Trader's figures (fits 80 columns): long/short (L/S) trade counts, holding hours, CAGR,
+    Sortino, Calmar, the strategy's return beside buy-and-hold of the same symbols and window."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("symbol", no_wrap=True, min_width=9)
+    for col in ("L/S", "avg h", "med h", "CAGR", "Sortino", "Calmar", "return", "B&H"):
+        table.add_column(col, justify="right", no_wrap=True)
+    bench = report.benchmark
+    for sym, m in report.per_symbol.items():
+        table.add_row(*_profile_row(sym, m, None if bench is None else bench.per_symbol_return_pct.get(sym)))
+    table.add_section()
+    hold = None if bench is None else bench.return_pct
+    table.add_row(*_profile_row("PORTFOLIO", report.portfolio, hold), style="bold")
+    return table
+
+
+def capital_line(report: MetricsReport, sim: Mapping[str, Any] | None = None) -> str:
+    """The starting capital, the end equity and the units every figure is in."""
+    p = report.portfolio
+    text = (
+        f"capital: {p.start_equity:,.2f} USDT at the start (1/{max(len(report.per_symbol), 1)} per "
+        f"symbol), {p.end_equity:,.2f} USDT at the end; PnL, fees and equity in USDT, "
+        "durations in hours, B&H = buy and hold, unleveraged, no fees"
+    )
+    if sim:
+        text += (
+            f"; costs: taker {sim.get('taker_fee')}, maker {sim.get('maker_fee')}, "
+            f"slippage {sim.get('slippage_bps')} bps"
+        )
+    return text
+
+
 def summary_renderable(
-    report: MetricsReport, files: ReportFiles | None, title: str, notes: Sequence[str] = ()
+    report: MetricsReport,
+    files: ReportFiles | None,
+    title: str,
+    notes: Sequence[str] = (),
+    *,
+    sim: Mapping[str, Any] | None = None,
 ) -> Group:
-    """The table, the fingerprint, what limited the run, where the files are, the honesty note."""
-    parts: list[Any] = [summary_table(report, title)]
+    """The tables, the capital, the fingerprint, what limited the run, where the files are, the
+    honesty note."""
+    parts: list[Any] = [summary_table(report, title), profile_table(report)]
+    parts.append(Text(capital_line(report, sim)))
     parts.append(Text(f"fingerprint {report.fingerprint}", style="dim"))
     parts.extend(Text(f"note: {line}", style="cyan") for line in notes)
     if files is not None:

@@ -63,6 +63,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from perpbot.backtest.kill_switch_policy import KILL_SWITCH_ON, KillSwitchPolicy
 from perpbot.backtest.metrics import DAY_MS, MetricsReport, canonical_order, summarize
 from perpbot.config import AppConfig
 from perpbot.data.schema import BAR_MS, data_path
@@ -112,6 +113,7 @@ class BacktestConfig:
     markets: Mapping[str, pd.DataFrame] | None = None
     entry_filters: Mapping[str, EntryFilter] | None = None
     symbol_filters: Mapping[str, SymbolFilters] | None = None
+    kill_switch: KillSwitchPolicy = KILL_SWITCH_ON  # --kill-switch (default on, as live)
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -183,6 +185,10 @@ class BacktestResult:
     # Symbols whose model was trained on candles (labels included) inside the backtest window:
     # symbol → {"train_start", "train_end"}. Their ML-on figures are in-sample.
     in_sample: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Signals that arrived while the symbol's kill switch was tripped and would otherwise have
+    # been considered (flat, or against the open position), and the automatic resets.
+    kill_switch_blocked: dict[str, int] = field(default_factory=dict)
+    kill_switch_resets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def fingerprint(self) -> str:
@@ -234,7 +240,10 @@ class BacktestResult:
                 "reconciles": self.stats.reconciles,
             },
             "warnings": list(self.warnings),
+            "kill_switch": c.kill_switch.describe(),
             "kill_switch_trips": list(self.kill_switch_trips),
+            "kill_switch_resets": list(self.kill_switch_resets),
+            "kill_switch_blocked_signals": dict(self.kill_switch_blocked),
             "daily_loss_limit_days": self.daily_limit_days,
             "log_warnings": dict(self.log_warnings),
             "in_sample_models": dict(self.in_sample),
@@ -245,6 +254,8 @@ class BacktestResult:
         out = []
         for trip in self.kill_switch_trips:
             out.append((int(trip["time_ms"]), f"{trip['symbol']} kill switch"))
+        for reset in self.kill_switch_resets:
+            out.append((int(reset["time_ms"]), f"{reset['symbol']} kill switch reset"))
         return out
 
     def notes(self) -> list[str]:
@@ -256,11 +267,23 @@ class BacktestResult:
                 "inside this window; ML-on figures there grade the model on its own training data. "
                 "Use --walk-forward for out-of-sample evidence"
             )
+        policy = self.config.kill_switch
+        latches = policy.mode == "on"
         for trip in self.kill_switch_trips:
             out.append(
                 f"{trip['symbol']}: kill switch tripped at {trip['time']} ({trip['reason']}); "
-                "no entries for it afterwards, as in live trading"
+                + (
+                    "no entries for it afterwards, as in live trading"
+                    if latches
+                    else f"entries blocked until its reset (--kill-switch {policy.describe()})"
+                )
             )
+        if policy.mode == "off":
+            out.append("kill switch off (--kill-switch off): unlike live trading, it never trips")
+        blocked = {s: n for s, n in self.kill_switch_blocked.items() if n}
+        if blocked:
+            detail = ", ".join(f"{s} {n}" for s, n in blocked.items())
+            out.append(f"kill switch blocked {sum(blocked.values())} signal(s): {detail}")
         if self.daily_limit_days:
             out.append(
                 f"daily loss limit reached on {self.daily_limit_days} day(s): entries blocked those days"
@@ -586,6 +609,7 @@ async def _drive(
     bots: Sequence[Any],
     progress: ProgressFn | None,
     total_candles: int,
+    blocked: list[int] | None = None,
 ) -> tuple[int, int, int]:
     """The hot loop (module docstring, "Time order"); returns (bot candles, signal candles,
     reconcile passes)."""
@@ -623,6 +647,8 @@ async def _drive(
             bot_candles += 1
             if ctx.signal is not None:
                 signals += 1
+                if blocked is not None and _blocked_by_kill_switch(bots[si], ctx.signal):
+                    blocked[si] += 1
             await bots[si].on_candle(ctx)
         # Every event of this open time is delivered before time advances. ``drain`` returns at
         # once when nothing is queued (the HOLD path makes no exchange call), so it is cheap.
@@ -653,6 +679,11 @@ async def _drive(
         await bot.wait_background()
     await exchange.drain()
     return bot_candles, signals, reconciles
+
+
+def _blocked_by_kill_switch(bot: Any, signal: Any) -> bool:
+    """A signal the bot would consider (flat, or against its position) while its switch is tripped."""
+    return bool(bot.kill_switch.tripped) and (not bot.in_position or bot.state.side is not signal)
 
 
 async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn | None) -> BacktestResult:
@@ -710,9 +741,21 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         if cfg.use_ml and cfg.entry_filters is None and not f.has_model:
             warnings.append(f"{s.symbol}: no ML model in {cfg.model_dir}; every signal passes (as --no-ml)")
     bots = [
-        SymbolBot(s.symbol, app, exchange, risk, f, journal, clock, notifier, num_symbols=len(symbols))
+        SymbolBot(
+            s.symbol,
+            app,
+            exchange,
+            risk,
+            f,
+            journal,
+            clock,
+            notifier,
+            num_symbols=len(symbols),
+            kill_switch=cfg.kill_switch.make(s.symbol, journal, clock),
+        )
         for s, f in zip(prepared, entry_filters, strict=True)
     ]
+    blocked = [0] * len(bots)
     in_sample: dict[str, dict[str, str]] = {}
     close_times = timeline.close_time_ms
     start_ms, end_ms = first_open, int(close_times[-1])
@@ -736,7 +779,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
             await bot.start(None)
         await exchange.drain()
         bot_candles, signals, reconciles = await _drive(
-            prepared, timeline, engine, exchange, clock, bots, progress, total_candles
+            prepared, timeline, engine, exchange, clock, bots, progress, total_candles, blocked
         )
     finally:
         await exchange.aclose()
@@ -750,6 +793,10 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     trips = [
         {"symbol": e.symbol, "time": iso_minute(e.time_ms), "time_ms": e.time_ms, "reason": e.message}
         for e in journal.events("kill_switch.trip")
+    ]
+    resets = [
+        {"symbol": e.symbol, "time": iso_minute(e.time_ms), "time_ms": e.time_ms, "reason": e.message}
+        for e in journal.events("kill_switch.reset")
     ]
     limit_days = len({e.time_ms // DAY_MS for e in journal.events("risk.daily_loss_limit")})
     close_timeouts = len(journal.events("close_timeout"))
@@ -803,4 +850,6 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         warnings=warnings,
         kill_switch_trips=trips,
         daily_limit_days=limit_days,
+        kill_switch_blocked={s.symbol: n for s, n in zip(prepared, blocked, strict=True)},
+        kill_switch_resets=resets,
     )

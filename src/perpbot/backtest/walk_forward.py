@@ -102,6 +102,8 @@ class WalkForwardFold:
     test_end_ms: int  # exclusive (open time)
     models: dict[str, FoldModel]
     results: dict[str, BacktestResult]  # mode → run
+    # ML-on filter decisions per symbol: signals seen / accepted / rejected, threshold and source.
+    filter_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ class WalkForwardResult:
     out_dir: Path | None = None
     files: dict[str, ReportFiles] = field(default_factory=dict)
     summary_path: Path | None = None
+    charts: tuple[Path, ...] = ()  # walk_forward.png / .html (folds and their models)
 
     def document(self) -> dict[str, Any]:
         """What ``walk_forward.json`` holds."""
@@ -157,6 +160,7 @@ class WalkForwardResult:
                                 "samples": m.samples,
                                 "signals": m.signals,
                                 "threshold": m.threshold,
+                                "filter": f.filter_stats.get(s),
                             }
                             for s, m in f.models.items()
                         },
@@ -201,6 +205,58 @@ def fold_windows(
         end = int(times[b]) if b < n else int(times[-1]) + BAR_MS
         out.append((int(times[a]), end))
     return out
+
+
+MIN_FOLD_BARS = 96  # one day of 15-minute candles per symbol in every test window
+
+
+def check_fold_windows(
+    markets: Mapping[str, pd.DataFrame], k: int, start_ms: int | None, end_ms: int | None
+) -> list[tuple[int, int]]:
+    """The K test windows, or one ``ConfigError`` naming the smallest fold — before any training.
+
+    Too many folds used to fail after minutes of training with "no candle inside the backtest
+    window". Here every block (each test window and the training-only block before the first one)
+    must hold at least :data:`MIN_FOLD_BARS` candles of some symbol; the message names the block with
+    the fewest and the largest K the data allows. A symbol listed later than the others is allowed:
+    a block before its listing simply trains no model for it (the report says so per fold).
+    """
+
+    def smallest(kk: int) -> tuple[int, str, int, int, int] | None:
+        try:
+            windows = fold_windows(markets, kk, start_ms, end_ms)
+        except InsufficientDataError:
+            return (0, next(iter(markets)), 0, 0, 0)
+        first = windows[0][0]
+        blocks = [
+            (0, start_ms if start_ms is not None else -(2**62), first),
+            *[(j, a, b) for j, (a, b) in enumerate(windows, start=1)],
+        ]
+        worst: tuple[int, str, int, int, int] | None = None
+        for j, a, b in blocks:
+            counts = []
+            for sym, m in markets.items():
+                times = m.index.as_unit("ms").asi8
+                n = int(np.searchsorted(times, b, side="left") - np.searchsorted(times, a, side="left"))
+                counts.append((n, sym))
+            n, sym = max(counts, key=lambda c: c[0])  # the best-covered symbol of this block
+            if worst is None or n < worst[0]:
+                worst = (n, sym, j, a, b)
+        return worst
+
+    worst = smallest(k)
+    if worst is not None and worst[0] >= MIN_FOLD_BARS:
+        return fold_windows(markets, k, start_ms, end_ms)
+    feasible = next((kk for kk in range(k - 1, 0, -1) if (w := smallest(kk)) and w[0] >= MIN_FOLD_BARS), 0)
+    hint = f"use --walk-forward {feasible} or fewer" if feasible else "the data is too short for any fold"
+    if worst is None or worst[4] == worst[3] == 0:
+        raise ConfigError(f"--walk-forward={k}: the window has too few candles for {k + 1} blocks; {hint}")
+    n, sym, j, a, b = worst
+    what = "the training block before fold 1" if j == 0 else f"fold {j} ({_day(a)} → {_day(b)})"
+    raise ConfigError(
+        f"--walk-forward={k}: {what} holds at most {n} candles of {sym}, fewer than {MIN_FOLD_BARS} "
+        f"(one day) needed in every block; {hint}"
+    )
 
 
 def train_fold_model(
@@ -254,20 +310,55 @@ def train_fold_model(
     )
 
 
-def _fold_filters(symbols: tuple[str, ...], root: Path, app_config: AppConfig) -> dict[str, EntryFilter]:
+def _fold_filters(
+    symbols: tuple[str, ...], root: Path, app_config: AppConfig, models: Mapping[str, FoldModel]
+) -> dict[str, EntryFilter]:
+    """The fold's filters. A model the fold trained must load (else one-line ``ModelError``: an
+    ML-on run must never silently trade without its model). ``allow_ungated``: fold models are
+    trained without an inner walk-forward (``wf=0``), so they carry no gate verdict of their own —
+    the walk-forward itself is their out-of-sample evaluation."""
     from perpbot.data.schema import model_dir
+    from perpbot.errors import ModelError
     from perpbot.ml.filter import MLFilter
 
-    return {
-        s: MLFilter(
+    out: dict[str, EntryFilter] = {}
+    for s in symbols:
+        f = MLFilter(
             model_dir(root / "models", s),
             backends=("lgbm",),
             threshold=app_config.ml_threshold,
             threshold_mode=app_config.ml_threshold_mode,
             hot_reload=False,
+            allow_ungated=True,
         )
-        for s in symbols
+        if models[s].status == "trained" and not f.has_model:
+            raise ModelError(f"walk-forward {root.name}: {s}: {f.unavailable_reason}")
+        out[s] = f
+    return out
+
+
+def _filter_stats(f: EntryFilter) -> dict[str, Any]:
+    return {
+        "seen": getattr(f, "seen", 0),
+        "accepted": getattr(f, "accepted", 0),
+        "rejected": getattr(f, "rejected", 0),
+        "threshold": getattr(f, "threshold", None) if f.has_model else None,
+        "threshold_source": getattr(f, "threshold_source", None) if f.has_model else None,
     }
+
+
+def filter_summary(result: WalkForwardResult) -> list[str]:
+    """Per symbol over all folds: what the ML-on filters saw and decided (issue 11 §2)."""
+    out: list[str] = []
+    for sym in result.symbols:
+        rows = [f.filter_stats[sym] for f in result.folds if sym in f.filter_stats]
+        seen, acc, rej = (sum(int(r[k]) for r in rows) for k in ("seen", "accepted", "rejected"))
+        thr = [f"{r['threshold']:.3f} ({r['threshold_source']})" for r in rows if r["threshold"] is not None]
+        out.append(
+            f"{sym} ML on: {seen} signals seen by the filter, {acc} accepted, {rej} rejected; "
+            f"thresholds per fold with a model: {', '.join(thr) or 'none'}"
+        )
+    return out
 
 
 def run_walk_forward(
@@ -288,7 +379,7 @@ def run_walk_forward(
     symbols = tuple(cfg.symbols)
     app = app_config.with_symbols(list(symbols))
     markets = load_markets(cfg)
-    windows = fold_windows(markets, folds, cfg.start_ms, cfg.end_ms)
+    windows = check_fold_windows(markets, folds, cfg.start_ms, cfg.end_ms)
     total = len(windows) * (len(symbols) + 2)
     done = 0
 
@@ -314,12 +405,13 @@ def run_walk_forward(
                 start=datetime.fromtimestamp(a / 1000, tz=UTC),
                 end=datetime.fromtimestamp(b / 1000, tz=UTC),
             )
-            on_cfg = replace(window, use_ml=True, entry_filters=_fold_filters(symbols, root, app))
-            on = asyncio.run(run_backtest(on_cfg, app))
+            filters = _fold_filters(symbols, root, app, models)
+            on = asyncio.run(run_backtest(replace(window, use_ml=True, entry_filters=filters), app))
             tick()
             off = asyncio.run(run_backtest(replace(window, use_ml=False), app))
             tick()
-            fold_results.append(WalkForwardFold(j, a, b, models, {"ml_on": on, "ml_off": off}))
+            stats = {s: _filter_stats(f) for s, f in filters.items()}
+            fold_results.append(WalkForwardFold(j, a, b, models, {"ml_on": on, "ml_off": off}, stats))
 
     trades: dict[str, list[ClosedTrade]] = {}
     reports: dict[str, MetricsReport] = {}
@@ -373,12 +465,21 @@ def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig
             "note": "out-of-sample trades of every fold, concatenated",
         }
         title = f"perpbot walk-forward K={result.k} ({mode.replace('_', ' ')}) {','.join(result.symbols)}"
-        files[mode] = write_report(out / mode, result.trades[mode], result.metrics[mode], params, title=title)
+        ticks = {s: f.tick_size for fold in result.folds for s, f in fold.results[mode].filters.items()}
+        files[mode] = write_report(
+            out / mode, result.trades[mode], result.metrics[mode], params, title=title, ticks=ticks
+        )
     path = out / "walk_forward.json"
     atomic_write_bytes(
         path, (json.dumps(result.document(), indent=2, allow_nan=False) + "\n").encode("utf-8")
     )
-    return replace(result, out_dir=out, files=files, summary_path=path)
+    from perpbot.backtest.wf_chart import walk_forward_html, walk_forward_png
+
+    title = f"perpbot walk-forward K={result.k} {','.join(result.symbols)}: ML on vs off, out of sample"
+    charts = (out / "walk_forward.png", out / "walk_forward.html")
+    atomic_write_bytes(charts[0], walk_forward_png(result, title))
+    atomic_write_bytes(charts[1], walk_forward_html(result, title).encode("utf-8"))
+    return replace(result, out_dir=out, files=files, summary_path=path, charts=charts)
 
 
 def walk_forward_table(result: WalkForwardResult) -> Table:
@@ -425,6 +526,10 @@ def _day(ms: int) -> str:
 
 def walk_forward_renderable(result: WalkForwardResult) -> Group:
     parts: list[Any] = [walk_forward_table(result)]
+    start = result.metrics["ml_off"].portfolio.start_equity
+    parts.append(
+        Text(f"capital: {start:,.2f} USDT at the start of every fold's run, ML on and off alike; PnL in USDT")
+    )
     for mode, label in zip(MODES, ("ON ", "OFF"), strict=True):
         parts.append(Text(f"{label} fingerprint {result.metrics[mode].fingerprint}", style="dim"))
     untrained = [
@@ -435,9 +540,13 @@ def walk_forward_renderable(result: WalkForwardResult) -> Group:
     ]
     for line in untrained:
         parts.append(Text(line, style="yellow"))
+    for line in filter_summary(result):
+        parts.append(Text(line))
     if result.summary_path is not None:
         parts.append(
             Text(f"report: {result.summary_path}  {result.out_dir}/ml_on/  {result.out_dir}/ml_off/")
         )
+    if result.charts:
+        parts.append(Text("charts: " + "  ".join(str(p) for p in result.charts)))
     parts.append(Text(HONESTY_NOTE, style="yellow"))
     return Group(*parts)

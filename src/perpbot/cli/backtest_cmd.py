@@ -9,6 +9,7 @@ stderr and exit status 2, before anything is computed.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,23 +22,28 @@ from perpbot.cli.common import (
     DataDirOpt,
     ModelDirOpt,
     QuietOpt,
+    SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
     err_console,
+    existing_folder,
+    note_synthetic,
     progress,
+    select_symbols,
     user_errors,
+    warn,
+    writable_folder,
 )
-from perpbot.config import AppConfig, parse_csv
+from perpbot.config import AppConfig
 from perpbot.errors import ConfigError
-from perpbot.symbols import normalize_symbol
+from perpbot.fileio import relocate, staged_folder
 
 if TYPE_CHECKING:  # the backtest stack is imported only when the command runs (fast --help)
+    from perpbot.backtest.report import ReportFiles
     from perpbot.backtest.runner import BacktestConfig, BacktestResult
     from perpbot.backtest.walk_forward import WalkForwardResult
-
-SymbolsOpt = Annotated[
-    str | None, typer.Option("--symbols", help="Comma-separated symbols, e.g. XRPUSDT,TRXUSDT.")
-]
+    from perpbot.ml.filter import MLFilter
 FromOpt = Annotated[
     str | None,
     typer.Option("--from", help="First candle open time, UTC, inclusive (2025-06-01 or 2025-06-01T12:00)."),
@@ -55,6 +61,50 @@ WalkForwardOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[Path, typer.Option("--out", help="Report folder.")]
+BalanceOpt = Annotated[
+    str, typer.Option("--balance", help="Starting capital in USDT, split equally between the symbols.")
+]
+TakerFeeOpt = Annotated[
+    str | None, typer.Option("--taker-fee", help="Taker fee as a fraction, e.g. 0.0005 (default TAKER_FEE).")
+]
+MakerFeeOpt = Annotated[
+    str | None, typer.Option("--maker-fee", help="Maker fee as a fraction, e.g. 0.0002 (default MAKER_FEE).")
+]
+SlippageOpt = Annotated[
+    str | None,
+    typer.Option("--slippage-bps", help="Market-order slippage in basis points (default SLIPPAGE_BPS)."),
+]
+KillSwitchOpt = Annotated[
+    str,
+    typer.Option(
+        "--kill-switch",
+        help="on (as live: latches), off (never trips) or reset-after=DAYS (automatic reset).",
+    ),
+]
+
+MAX_FEE = 0.01  # 1 %: twenty times Binance's taker fee; anything above is a typo (0.05 for 0.0005)
+MAX_SLIPPAGE_BPS = 1000.0
+
+
+def parse_number(
+    raw: str | None, flag: str, *, low: float, high: float, low_inclusive: bool = True
+) -> float | None:
+    """A finite number in ``[low, high]`` (or ``(low, high]``); one-line error otherwise.
+
+    Parsed here rather than by typer so that a bad value gets the one-line / exit-2 contract
+    instead of a usage box.
+    """
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        raise ConfigError(f"{flag}={raw!r}: not a number") from None
+    ok_low = v >= low if low_inclusive else v > low
+    if not (math.isfinite(v) and ok_low and v <= high):
+        bound = "[" if low_inclusive else "("
+        raise ConfigError(f"{flag}={raw!r}: must be in {bound}{low:g}, {high:g}]")
+    return v
 
 
 def parse_utc(raw: str | None, flag: str) -> datetime | None:
@@ -73,24 +123,11 @@ def parse_utc(raw: str | None, flag: str) -> datetime | None:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def choose_symbols(cfg: AppConfig, symbols: str | None, all_: bool) -> tuple[str, ...]:
-    """``--symbols A,B`` xor ``--all``; neither means the configured ``SYMBOLS``."""
-    if symbols is not None and all_:
-        raise ConfigError("--symbols and --all are mutually exclusive: pass one of them")
-    if symbols is None or all_:
-        return tuple(cfg.symbols)
-    items = [normalize_symbol(s, source="--symbols") for s in parse_csv(symbols)]
-    if not items:
-        raise ConfigError(f"--symbols={symbols!r}: no symbol given")
-    if len(set(items)) != len(items):
-        raise ConfigError(f"--symbols={symbols!r}: a symbol is listed twice")
-    return tuple(items)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("backtest")
     @user_errors
     def backtest(
+        symbol: SymbolOpt = None,
         symbols: SymbolsOpt = None,
         all_: AllOpt = False,
         data_dir: DataDirOpt = Path("data"),
@@ -101,18 +138,40 @@ def register(app: typer.Typer) -> None:
         walk_forward: WalkForwardOpt = None,
         out: OutOpt = Path("runs/backtest"),
         quiet: QuietOpt = False,
+        balance: BalanceOpt = "1000",
+        taker_fee: TakerFeeOpt = None,
+        maker_fee: MakerFeeOpt = None,
+        slippage_bps: SlippageOpt = None,
+        kill_switch: KillSwitchOpt = "on",
     ) -> None:
         """Backtest the real bots over recorded candles; writes trades.csv, metrics.json and charts."""
+        from perpbot.backtest.kill_switch_policy import KillSwitchPolicy
         from perpbot.backtest.runner import BacktestConfig, check_inputs
 
+        initial = parse_number(balance, "--balance", low=0.0, high=1e12, low_inclusive=False)
+        costs = {
+            "taker_fee": parse_number(taker_fee, "--taker-fee", low=0.0, high=MAX_FEE),
+            "maker_fee": parse_number(maker_fee, "--maker-fee", low=0.0, high=MAX_FEE),
+            "slippage_bps": parse_number(slippage_bps, "--slippage-bps", low=0.0, high=MAX_SLIPPAGE_BPS),
+        }
+        policy = KillSwitchPolicy.parse(kill_switch)
+
         app_cfg = config_from_env()
-        syms = choose_symbols(app_cfg, symbols, all_)
+        syms = tuple(select_symbols(app_cfg, symbol, all_, symbols))
         start = parse_utc(from_, "--from")
         end = parse_utc(to, "--to")
         if start is not None and end is not None and start >= end:
             raise ConfigError(f"--from={from_!r} is not before --to={to!r}")
         if walk_forward is not None and walk_forward < 1:
             raise ConfigError(f"--walk-forward={walk_forward}: need at least 1 fold")
+        if walk_forward is not None and no_ml:
+            raise ConfigError(
+                "--no-ml with --walk-forward: the walk-forward always trades ML on and ML off side "
+                "by side on the same windows; drop --no-ml (its ml_off report is the no-ML run)"
+            )
+        writable_folder(out, "--out")
+        existing_folder(data_dir, "--data-dir")
+        existing_folder(model_dir, "--model-dir")
         use_ml = not (no_ml or app_cfg.no_ml_filter)
         bt_cfg = BacktestConfig(
             symbols=syms,
@@ -121,8 +180,13 @@ def register(app: typer.Typer) -> None:
             start=start,
             end=end,
             use_ml=use_ml,
+            initial_balance=initial or 1000.0,
+            kill_switch=policy,
+            **costs,
         )
         check_inputs(bt_cfg)
+        warn_estimated_filters(syms)
+        note_synthetic(data_dir, syms)
 
         if walk_forward is not None:
             walk_forward_and_print(bt_cfg, app_cfg, walk_forward, out, quiet=quiet)
@@ -130,53 +194,134 @@ def register(app: typer.Typer) -> None:
             run_and_print(bt_cfg, app_cfg, out, quiet=quiet)
 
 
-def fresh_journal(out: Path) -> Path:
-    """``<out>/journal.sqlite3``, emptied: the report folder belongs to this run, and a journal left
-    by an earlier run would restore its kill-switch state and break determinism."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "journal.sqlite3"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    return path
+def warn_estimated_filters(symbols: tuple[str, ...]) -> None:
+    """Say so when a symbol's tick/step filters are estimated instead of recorded: its order
+    rounding, minimum quantity and therefore its trades are an approximation."""
+    from perpbot.exchange.known_filters import KNOWN_FILTERS
+
+    for sym in symbols:
+        if sym not in KNOWN_FILTERS:
+            warn(
+                f"{sym}: no recorded exchange filters; tick size, step size and minimum quantity are "
+                "estimated from its price level, so its order rounding is approximate"
+            )
 
 
-def run_and_print(bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quiet: bool) -> BacktestResult:
+def ml_filters(bt_cfg: BacktestConfig, app_cfg: AppConfig) -> dict[str, MLFilter]:
+    """ML on: every symbol's filter, or one line naming the model file and why it cannot load."""
+    from perpbot.ml.filter import backtest_filter
+
+    return {s: backtest_filter(bt_cfg.model_dir, s, app_cfg) for s in bt_cfg.symbols}
+
+
+def filter_lines(filters: dict[str, MLFilter]) -> list[str]:
+    """Per symbol: what the filter saw and decided, and which threshold from where (issue 11 §2)."""
+    out: list[str] = []
+    for sym, f in filters.items():
+        if not f.has_model:
+            out.append(f"{sym}: ML filter not used, every signal passes: {f.unavailable_reason}")
+            continue
+        out.append(
+            f"{sym}: ML filter {f.backend}, threshold {f.threshold:.3f} (from the {f.threshold_source}): "
+            f"{f.seen} signals seen, {f.accepted} accepted, {f.rejected} rejected"
+        )
+    return out
+
+
+def relocate_files(files: ReportFiles, staged: Path, out: Path) -> ReportFiles:
+    """The report's file names once the staged run folder has been moved to ``out``."""
+    from dataclasses import fields
+
+    return replace(files, **{f.name: relocate(getattr(files, f.name), staged, out) for f in fields(files)})
+
+
+def run_and_print(
+    bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quiet: bool, shown_out: Path | None = None
+) -> BacktestResult:
     """Run one backtest with a progress bar, write the report into ``out`` and print the summary.
 
-    Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows.
+    The run writes into a temporary folder beside ``out`` (journal included) that replaces the
+    previous run's files only when everything succeeded: a failed run leaves the previous one
+    intact. Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows;
+    ``shown_out`` is where ``out`` will finally live when the caller stages it too (file names).
     """
     from perpbot.backtest.report import summary_renderable, write_report
     from perpbot.backtest.runner import run_backtest
 
-    bt_cfg = replace(bt_cfg, journal_path=fresh_journal(out))
-    with progress(quiet) as bar:
-        task = bar.add_task("backtest " + ",".join(bt_cfg.symbols), total=None)
+    filters = ml_filters(bt_cfg, app_cfg) if bt_cfg.use_ml and bt_cfg.entry_filters is None else {}
+    if filters:
+        bt_cfg = replace(bt_cfg, entry_filters=filters)
+    with staged_folder(out) as stage:
+        bt_cfg = replace(bt_cfg, journal_path=stage / "journal.sqlite3")
+        with progress(quiet) as bar:
+            task = bar.add_task("backtest " + ",".join(bt_cfg.symbols), total=None)
 
-        def on_progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+            def on_progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
 
-        result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
+            result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
+        params = result.parameters()
+        if filters:
+            params["model_dir"] = str(bt_cfg.model_dir)
+            params["ml_filters"] = {s: f.status() for s, f in filters.items()}
+        files = write_report(
+            stage,
+            result.trades,
+            result.metrics,
+            params,
+            title=result.title,
+            markers=result.markers(),
+            ticks={s: f.tick_size for s, f in result.filters.items()},
+        )
+        charts = trade_charts(bt_cfg, result, stage)
+    files = relocate_files(files, stage, shown_out or out)
+    charts = [relocate(p, stage, shown_out or out) for p in charts]
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False, highlight=False)
-    files = write_report(
-        out, result.trades, result.metrics, result.parameters(), title=result.title, markers=result.markers()
-    )
-    console.print(summary_renderable(result.metrics, files, result.title, result.notes()))
+    console.print(summary_renderable(result.metrics, files, result.title, result.notes(), sim=result.sim))
+    console.print(f"trade charts: {', '.join(str(p) for p in charts)}", markup=False, highlight=False)
+    for line in filter_lines(filters):
+        console.print(line, markup=False, highlight=False)
     return result
 
 
+def trade_charts(bt_cfg: BacktestConfig, result: BacktestResult, out: Path) -> list[Path]:
+    """``trades_<symbol>.png/.html`` of a finished run (candles re-read from the run's data)."""
+    from perpbot.backtest.runner import load_markets
+    from perpbot.backtest.trade_chart import candles_in_window, write_trade_charts
+
+    markets = load_markets(bt_cfg)
+    candles = {s: candles_in_window(markets[s], result.start_ms, result.end_ms) for s in result.symbols}
+    return write_trade_charts(out, candles, result.trades, result.markers(), bt_cfg.journal_path)
+
+
 def walk_forward_and_print(
-    bt_cfg: BacktestConfig, app_cfg: AppConfig, folds: int, out: Path, *, quiet: bool
+    bt_cfg: BacktestConfig,
+    app_cfg: AppConfig,
+    folds: int,
+    out: Path,
+    *,
+    quiet: bool,
+    shown_out: Path | None = None,
 ) -> WalkForwardResult:
     """``--walk-forward K``: train, trade, write ``out/walk_forward.json`` and both modes' reports."""
     from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
 
+    writable_folder(out, "--out")
     with progress(quiet) as bar:
         task = bar.add_task(f"walk-forward K={folds} " + ",".join(bt_cfg.symbols), total=None)
 
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        wf = run_walk_forward(bt_cfg, app_cfg, folds=folds, out_dir=out, progress=on_progress)
+        with staged_folder(out) as stage:
+            wf = run_walk_forward(bt_cfg, app_cfg, folds=folds, out_dir=stage, progress=on_progress)
+    shown = shown_out or out
+    wf = replace(
+        wf,
+        out_dir=shown,
+        files={m: relocate_files(f, stage, shown) for m, f in wf.files.items()},
+        summary_path=None if wf.summary_path is None else relocate(wf.summary_path, stage, shown),
+    )
     console.print(walk_forward_renderable(wf))
     return wf

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,16 +19,32 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from perpbot.config import AppConfig, load_config
+from perpbot.config import AppConfig, load_config, parse_csv
 from perpbot.errors import ConfigError, PerpbotError
+from perpbot.fileio import UnwritableFolderError, check_writable_folder
 from perpbot.symbols import normalize_symbol
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console()
-err_console = Console(stderr=True)
+PIPE_WIDTH = 200
+"""Width of rich output on a pipe or file: wide enough that tables never squeeze, and text is not
+wrapped at all (``soft_wrap``), so ``perpbot … | grep`` and logs see whole lines. A terminal keeps
+its own width; ``COLUMNS`` still wins when set."""
+
+
+def _console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=PIPE_WIDTH if piped else None, soft_wrap=piped)
+
+
+console = _console(stderr=False)
+err_console = _console(stderr=True)
 
 SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="One symbol, e.g. XRPUSDT.")]
+SymbolsOpt = Annotated[
+    str | None, typer.Option("--symbols", help="Comma-separated symbols, e.g. XRPUSDT,TRXUSDT.")
+]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every symbol of SYMBOLS.")]
 DataDirOpt = Annotated[Path, typer.Option("--data-dir", help="Market data folder.")]
 ModelDirOpt = Annotated[Path, typer.Option("--model-dir", help="Models folder.")]
@@ -67,13 +84,73 @@ def config_from_env() -> AppConfig:
     return load_config(env_file=Path(".env"))
 
 
-def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool) -> list[str]:
-    """``--symbol S`` xor ``--all``; neither means the configured list."""
-    if symbol and all_:
-        raise ConfigError("--symbol and --all are mutually exclusive: pass one of them")
+def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool, symbols: str | None = None) -> list[str]:
+    """The one symbol-selection rule of every command: ``--symbol S``, ``--symbols A,B`` or
+    ``--all`` (at most one of them); none means the configured ``SYMBOLS``."""
+    given = [flag for flag, v in (("--symbol", symbol), ("--symbols", symbols), ("--all", all_)) if v]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} are mutually exclusive: pass one of them")
     if symbol:
-        return [normalize_symbol(symbol, source="--symbol")]
-    return list(cfg.symbols)
+        items = [normalize_symbol(symbol, source="--symbol")]
+    elif symbols is not None:
+        items = [normalize_symbol(s, source="--symbols") for s in parse_csv(symbols)]
+        if not items:
+            raise ConfigError(f"--symbols={symbols!r}: no symbol given")
+        if len(set(items)) != len(items):
+            raise ConfigError(f"--symbols={symbols!r}: a symbol is listed twice")
+    else:
+        items = list(cfg.symbols)
+    for sym in sorted(cfg.override_symbols - set(items)):
+        warn(
+            f"per-symbol settings for {sym} (ATR_SL_MULT_{sym}, …) are ignored: {sym} is not traded "
+            f"in this run ({', '.join(items)})"
+        )
+    return items
+
+
+def note_synthetic(data_dir: Path, symbols: Sequence[str]) -> list[str]:
+    """Say so (stderr) for every symbol whose data file is a synthetic market; return them."""
+    from perpbot.data.schema import data_path
+    from perpbot.data.store import synthetic_origin
+
+    found: list[str] = []
+    for sym in symbols:
+        path = data_path(data_dir, sym)
+        origin = synthetic_origin(path) if path.is_file() else None
+        if origin is not None:
+            found.append(sym)
+            sys.stderr.write(
+                f"note: {sym}: {path} is a SYNTHETIC market ({origin}), not recorded data; "
+                "its results validate the machinery, not a strategy\n"
+            )
+    return found
+
+
+def warn(message: str) -> None:
+    """``warning: <message>`` as one line on stderr (never wrapped)."""
+    sys.stderr.write(f"warning: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+
+
+def writable_folder(path: Path, flag: str) -> Path:
+    """``path`` when it is (or can become) a writable folder, else one-line ``ConfigError``
+    naming the flag; checked before any computing starts. The folder beside it is checked too:
+    staged runs (``fileio.staged_folder``) write their temporary folder there."""
+    try:
+        check_writable_folder(path)
+        check_writable_folder(path.absolute().parent)
+    except UnwritableFolderError as exc:
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != Path(path) else ""
+        raise ConfigError(f"{flag}={path}: not writable{where}: {exc.strerror or exc}") from None
+    return path
+
+
+def existing_folder(path: Path, flag: str) -> Path:
+    """An input folder: an existing non-folder is refused here (one line); a missing folder is
+    left to the per-file checks, whose message names the missing file and how to get it."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{flag}={path}: an existing file, not a folder")
+    return path
 
 
 def run_per_symbol(symbols: Sequence[str], job: Callable[[str], None]) -> int:
@@ -116,6 +193,8 @@ def progress(quiet: bool) -> Iterator[Progress]:
     with p:
         try:
             yield p
+            if not p.tasks:  # every task was removed (failed symbols): no empty frame either
+                p.live.transient = True
         except BaseException:
             # A failed job leaves only its one error line: the half-drawn bar is erased instead
             # of being printed as a final frame (which a log or a pipe would keep).

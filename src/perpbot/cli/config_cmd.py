@@ -7,7 +7,7 @@ import json
 import typer
 from rich.table import Table
 
-from perpbot.cli.common import config_from_env, console, user_errors
+from perpbot.cli.common import config_from_env, console, select_symbols, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the effective configuration per symbol (secrets masked)."""
         cfg = config_from_env()
+        select_symbols(cfg, None, False)  # warns about overrides for symbols that are not traded
         view = cfg.masked()
         view["per_symbol"] = {s: cfg.params_for(s).as_dict() for s in cfg.symbols}
         if as_json:

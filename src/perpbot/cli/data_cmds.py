@@ -16,11 +16,13 @@ from perpbot.cli.common import (
     DataDirOpt,
     QuietOpt,
     SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
     progress,
     select_symbols,
     user_errors,
+    writable_folder,
 )
 from perpbot.data.schema import data_path
 from perpbot.errors import ConfigError
@@ -30,6 +32,7 @@ SynthDaysOpt = Annotated[int, typer.Option("--days", help="Synthetic history len
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same market).")]
 NoOiOpt = Annotated[bool, typer.Option("--no-oi", help="Skip open-interest history.")]
 NoUpsertOpt = Annotated[bool, typer.Option("--no-upsert", help="Overwrite instead of merging.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite existing data files.")]
 BaseUrlOpt = Annotated[
     str | None,
     typer.Option("--base-url", help="Exchange base URL (default: BINANCE_FAPI_URL, else Binance)."),
@@ -46,6 +49,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def fetch_command(
         symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
         all_: AllOpt = False,
         days: FetchDaysOpt = 365,
         no_oi: NoOiOpt = False,
@@ -58,8 +62,9 @@ def register(app: typer.Typer) -> None:
         from perpbot.data.fetch import FetchOptions, fetch_history, resolve_base_url
 
         cfg = config_from_env()
-        symbols = select_symbols(cfg, symbol, all_)
+        symbols = select_symbols(cfg, symbol, all_, symbols_)
         _check_days(days)
+        writable_folder(data_dir, "--data-dir")
         options = FetchOptions(
             days=days, correlation=cfg.correlation, with_oi=not no_oi, upsert=not no_upsert
         )
@@ -78,26 +83,42 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def synth_command(
         symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
         all_: AllOpt = False,
         days: SynthDaysOpt = 120,
         seed: SeedOpt = 7,
         data_dir: DataDirOpt = Path("data"),
+        force: ForceOpt = False,
         quiet: QuietOpt = False,
     ) -> None:
-        """Write a deterministic synthetic market (same schema as fetched data) per symbol."""
-        from perpbot.data.store import save_market
+        """Write a deterministic synthetic market (same schema as fetched data) per symbol.
+
+        An existing data file (perhaps a real recording) is never overwritten without --force;
+        the files are marked synthetic, and every command that loads one says so.
+        """
+        from perpbot.data.store import save_market, synthetic_origin
         from perpbot.data.synth import synth_market
 
         cfg = config_from_env()
-        symbols = select_symbols(cfg, symbol, all_)
+        symbols = select_symbols(cfg, symbol, all_, symbols_)
         _check_days(days)
+        writable_folder(data_dir, "--data-dir")
+        if not force:
+            for sym in symbols:
+                path = data_path(data_dir, sym)
+                if path.exists():
+                    kind = "a synthetic market" if synthetic_origin(path) else "possibly recorded data"
+                    raise ConfigError(f"{path} already exists ({kind}); pass --force to overwrite it")
         written: list[str] = []
         with progress(quiet) as bar:
             task = bar.add_task("synth", total=len(symbols))
             for sym in symbols:
                 frame = synth_market(days, seed, symbol=sym)
                 path = save_market(
-                    frame, data_path(data_dir, sym), closed_through_ms=int(frame.index.asi8[-1])
+                    frame,
+                    data_path(data_dir, sym),
+                    closed_through_ms=int(frame.index.asi8[-1]),
+                    synthetic=f"perpbot synth, seed {seed}, {days} days",
                 )
                 written.append(f"{sym}: {len(frame)} synthetic candles (seed {seed}) → {path}")
                 bar.advance(task)

@@ -15,45 +15,99 @@ from typing import Annotated
 import typer
 
 from perpbot.cli.common import (
+    AllOpt,
     DataDirOpt,
     QuietOpt,
+    SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
+    existing_folder,
+    note_synthetic,
     progress,
+    select_symbols,
     user_errors,
+    writable_folder,
 )
 from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
-from perpbot.errors import ConfigError
+from perpbot.errors import ConfigError, InsufficientDataError
+from perpbot.fileio import relocate, staged_folder
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the demo's data, models and reports.")]
+DEMO_CAPITAL = 1000.0  # USDT, the backtests' starting balance (stated in the output)
 
 
-def _prepare_data(cfg: AppConfig, data_dir: Path, out: Path, days: int, seed: int, quiet: bool) -> Path:
+def _prepare_data(
+    cfg: AppConfig, data_dir: Path, out: Path, days: int, seed: int, quiet: bool, shown_out: Path
+) -> Path:
     """Use ``data_dir`` when it holds every symbol's file; otherwise synthesize all of them."""
     from perpbot.data.store import save_market
     from perpbot.data.synth import synth_market
 
     if all(data_path(data_dir, s).is_file() for s in cfg.symbols):
-        console.print(f"[bold]data[/]: recorded files in {data_dir}/")
+        synthetic = note_synthetic(data_dir, cfg.symbols)
+        kind = (
+            "synthetic" if len(synthetic) == len(cfg.symbols) else "recorded" if not synthetic else "existing"
+        )
+        console.print(f"[bold]data[/]: {kind} files in {data_dir}/")
         return data_dir
     synth_dir = out / "data"
     console.print(
         f"[bold]data[/]: no recorded market in {data_dir}/ for {', '.join(cfg.symbols)}; "
-        f"generating a deterministic synthetic market ({days} days, seed {seed}) in {synth_dir}/"
+        f"generating a deterministic synthetic market ({days} days, seed {seed}) in {shown_out / 'data'}/"
     )
     with progress(quiet) as bar:
         task = bar.add_task("synth", total=len(cfg.symbols))
         for symbol in cfg.symbols:
             frame = synth_market(days=days, seed=seed, symbol=symbol)
             last_open_ms = int(frame.index[-1].value // 1_000_000)
-            save_market(frame, data_path(synth_dir, symbol), closed_through_ms=last_open_ms)
+            save_market(
+                frame,
+                data_path(synth_dir, symbol),
+                closed_through_ms=last_open_ms,
+                synthetic=f"perpbot demo, seed {seed}, {days} days",
+            )
             bar.advance(task)
     return synth_dir
 
 
+def _check_trainable(cfg: AppConfig, data_dir: Path, days: int, synthetic: bool) -> None:
+    """Refuse, before any training, a market too short to train every symbol's filter.
+
+    Training needs ``MIN_SAMPLES`` dataset rows (signals plus their HOLD negatives); how many days
+    give that depends on the rule parameters and the market, so it is measured on the data itself
+    (the first step of training, without the training) and the message says how many days would do.
+    """
+    from perpbot.data.store import load_market
+    from perpbot.ml.dataset import MIN_SAMPLES, build_dataset
+    from perpbot.ml.training import NEGATIVE_RATIO
+
+    for symbol in cfg.symbols:
+        market = load_market(data_path(data_dir, symbol))
+        params = cfg.params_for(symbol)
+        try:
+            n = len(build_dataset(market, params, negative_ratio=NEGATIVE_RATIO, decay=0.0, min_samples=0))
+        except InsufficientDataError:
+            n = 0
+        if n >= MIN_SAMPLES:
+            continue
+        where = f"--days={days}" if synthetic else f"{data_path(data_dir, symbol)}"
+        need = f"about {int(days * MIN_SAMPLES / n * 1.5) + 1} days" if n else "many more days"
+        raise ConfigError(
+            f"{where}: too short to train {symbol}'s filter: {n} training samples, need {MIN_SAMPLES}; "
+            f"with these rule parameters the demo needs {need}"
+        )
+
+
 def _train_all(
-    cfg: AppConfig, data_dir: Path, model_dir: Path, backends: list[str], wf: int, quiet: bool
+    cfg: AppConfig,
+    data_dir: Path,
+    model_dir: Path,
+    backends: list[str],
+    wf: int,
+    quiet: bool,
+    shown_models: Path,
 ) -> None:
     from perpbot.cli.train_cmds import print_train_report, progress_callback
     from perpbot.ml.training import train_symbol
@@ -70,10 +124,11 @@ def _train_all(
                     wf=wf,
                     progress=progress_callback(bar),
                 )
+            report.model_dir = relocate(report.model_dir, model_dir, shown_models)
             print_train_report(report)
 
 
-def _backtest(cfg: AppConfig, data_dir: Path, out: Path, folds: int, quiet: bool) -> None:
+def _backtest(cfg: AppConfig, data_dir: Path, out: Path, folds: int, quiet: bool, shown_out: Path) -> None:
     """The rule strategy over the whole market, then ML on vs off strictly out of sample.
 
     The full-period run is ML-off on purpose: the demo's models were trained on this very market,
@@ -84,10 +139,23 @@ def _backtest(cfg: AppConfig, data_dir: Path, out: Path, folds: int, quiet: bool
     from perpbot.backtest.runner import BacktestConfig
     from perpbot.cli.backtest_cmd import run_and_print, walk_forward_and_print
 
-    full = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=out / "models", use_ml=False)
-    run_and_print(full, cfg, out / "backtest", quiet=quiet)
-    wf = BacktestConfig(symbols=cfg.symbols, data_dir=data_dir, model_dir=out / "models", use_ml=True)
-    walk_forward_and_print(wf, cfg, folds, out / "walk_forward", quiet=quiet)
+    full = BacktestConfig(
+        symbols=cfg.symbols,
+        data_dir=data_dir,
+        model_dir=out / "models",
+        use_ml=False,
+        initial_balance=DEMO_CAPITAL,
+    )
+    run_and_print(full, cfg, out / "backtest", quiet=quiet, shown_out=shown_out / "backtest")
+    wf = BacktestConfig(
+        symbols=cfg.symbols,
+        data_dir=data_dir,
+        model_dir=out / "models",
+        use_ml=True,
+        initial_balance=DEMO_CAPITAL,
+    )
+    shown_wf = shown_out / "walk_forward"
+    walk_forward_and_print(wf, cfg, folds, out / "walk_forward", quiet=quiet, shown_out=shown_wf)
 
 
 def _fmt(value: float | None) -> str:
@@ -98,6 +166,9 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     @user_errors
     def demo(
+        symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
+        all_: AllOpt = False,
         out: OutOpt = Path("demo_out"),
         data_dir: DataDirOpt = Path("data"),
         days: Annotated[
@@ -115,19 +186,25 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Main job: data (synthetic if none) → per-symbol training report → backtests."""
         cfg = config_from_env()
+        cfg = cfg.with_symbols(select_symbols(cfg, symbol, all_, symbols_))
         backends = {"lgbm": ["lgbm"], "nn": ["nn"], "both": ["lgbm", "nn"]}.get(backend.lower())
         if backends is None:
             raise ConfigError(f"--backend={backend!r}: expected lgbm, nn or both")
         if days < 30:
             raise ConfigError(f"--days={days}: need at least 30 days of candles")
-        out.mkdir(parents=True, exist_ok=True)
-        model_dir = out / "models"
-        used_data = _prepare_data(cfg, data_dir, out, days, seed, quiet)
-        _train_all(cfg, used_data, model_dir, backends, wf, quiet)
-        _backtest(cfg, used_data, out, wf_backtest, quiet)
+        writable_folder(out, "--out")
+        existing_folder(data_dir, "--data-dir")
+        # Everything is written into a staging folder beside --out and moved into place only when
+        # the whole demo succeeded: a failed demo leaves the previous one intact.
+        with staged_folder(out) as stage:
+            used_data = _prepare_data(cfg, data_dir, stage, days, seed, quiet, shown_out=out)
+            _check_trainable(cfg, used_data, days, synthetic=used_data != data_dir)
+            _train_all(cfg, used_data, stage / "models", backends, wf, quiet, shown_models=out / "models")
+            _backtest(cfg, used_data, stage, wf_backtest, quiet, shown_out=out)
         console.print(
             "[bold yellow]Profitability is unproven[/]: these figures come from "
             + ("a synthetic market" if used_data != data_dir else "recorded data")
-            + " and validate the machinery, not an edge. Reports are in "
+            + f" and validate the machinery, not an edge. Starting capital {DEMO_CAPITAL:,.0f} USDT"
+            + " (split equally between the symbols). Reports are in "
             + f"{out}/backtest and {out}/walk_forward."
         )

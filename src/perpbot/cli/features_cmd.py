@@ -15,14 +15,18 @@ import pandas as pd
 import typer
 
 from perpbot.cli.common import (
+    AllOpt,
     DataDirOpt,
     QuietOpt,
     SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
+    note_synthetic,
     progress,
     select_symbols,
     user_errors,
+    writable_folder,
 )
 from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
@@ -55,14 +59,25 @@ def register(app: typer.Typer) -> None:
     def features_command(
         out: OutOpt,
         symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
+        all_: AllOpt = False,
         data_dir: DataDirOpt = Path("data"),
         quiet: QuietOpt = False,
     ) -> None:
         """Write the feature matrix of one symbol (26 features + rule signal and scores) to parquet."""
-        if not symbol:
-            raise ConfigError("--symbol is required: the feature matrix is written per symbol")
         cfg = config_from_env()
-        (sym,) = select_symbols(cfg, symbol, False)
+        if not (symbol or symbols_ or all_):
+            raise ConfigError("--symbol is required: the feature matrix is written per symbol")
+        chosen = select_symbols(cfg, symbol, all_, symbols_)
+        if len(chosen) != 1:
+            raise ConfigError(
+                f"features writes one symbol per --out file; {len(chosen)} selected ({', '.join(chosen)})"
+            )
+        (sym,) = chosen
+        if out.is_dir():
+            raise ConfigError(f"--out={out}: is a folder; features writes one parquet file")
+        writable_folder(out.parent, "--out")
+        note_synthetic(data_dir, [sym])
         started = time.perf_counter()
         with progress(quiet) as bar:
             task = bar.add_task(f"features {sym}", total=2)

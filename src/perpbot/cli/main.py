@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 
 from perpbot.cli import (
@@ -11,20 +14,36 @@ from perpbot.cli import (
     demo_cmd,
     exchange_cmd,
     features_cmd,
+    inspect_cmds,
+    run_cmds,
     simulate_cmd,
     train_cmds,
 )
+from perpbot.cli.common import PIPE_WIDTH
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter.",
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},  # -h everywhere, subcommands included
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from perpbot import __version__
+
+        typer.echo(f"perpbot {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+    ),
+) -> None:
     """perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter."""
 
 
@@ -35,13 +54,20 @@ for module in (
     train_cmds,
     backtest_cmd,
     demo_cmd,
+    inspect_cmds,
     simulate_cmd,
     exchange_cmd,
+    run_cmds,
 ):
     module.register(app)
 
 
 def main() -> None:
+    if not sys.stdout.isatty() and not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH"):
+        # Help on a pipe: as wide as the rest of the output (cli.common.PIPE_WIDTH), not 80.
+        from typer import rich_utils
+
+        rich_utils.MAX_WIDTH = PIPE_WIDTH
     app()
 
 

@@ -28,13 +28,18 @@ from perpbot.cli.common import (
     ModelDirOpt,
     QuietOpt,
     SymbolOpt,
+    SymbolsOpt,
     config_from_env,
     console,
+    existing_folder,
+    note_synthetic,
     progress,
     run_per_symbol,
     select_symbols,
     user_errors,
+    writable_folder,
 )
+from perpbot.errors import PerpbotError
 
 if TYPE_CHECKING:
     from perpbot.ml.training import ProgressFn, TrainReport
@@ -74,7 +79,8 @@ def train_table(report: TrainReport) -> Table:
         title=f"{report.symbol} [{report.backend}] purged walk-forward, validation signal rows only",
         caption="from: first validation day (yy-mm-dd); sig/pos: validation signals/positives; thr: chosen "
         "on the fold's early-stopping slice (* = fallback 0.50); acc: signals accepted; bAUC/bprec: "
-        "no-ML baseline = the rule alone (takes every signal, recall 1.0; ranks by signal_strength)",
+        "no-ML baseline = the rule alone (takes every signal, recall 1.0; ranks by signal_strength); "
+        "mean/std leave out folds without validation positives",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
@@ -134,6 +140,11 @@ def print_train_report(report: TrainReport) -> None:
     )
     for note in report.notes:
         console.print(f"{report.symbol}: note: {note}")
+    console.print(
+        f"{report.symbol} [{report.backend}]: gate {report.gate.upper()}: {report.gate_reason}",
+        markup=False,
+        highlight=False,
+    )
 
 
 def print_tune_report(report: TuneReport) -> None:
@@ -166,7 +177,19 @@ def run_symbols(symbols: list[str], quiet: bool, job: Callable[[str, ProgressFn]
     return how many symbols failed (:func:`run_per_symbol`). Shared by the CLI and the scripts."""
     with progress(quiet) as bar:
         cb = progress_callback(bar)
-        return run_per_symbol(symbols, lambda sym: job(sym, cb))
+
+        def one(sym: str) -> None:
+            try:
+                job(sym, cb)
+            except PerpbotError:
+                # The failed symbol's bar goes: after an error only its one line stays, never a
+                # frozen half-drawn bar (issue 11 §1).
+                for task in list(bar.tasks):
+                    if task.description.split(" ", 1)[0] == sym:
+                        bar.remove_task(task.id)
+                raise
+
+        return run_per_symbol(symbols, one)
 
 
 def _exit_on_failures(failed: int) -> None:
@@ -179,6 +202,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def train_command(
         symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
         all_: AllOpt = False,
         backend: BackendOpt = "lgbm",
         wf: WfOpt = 5,
@@ -193,8 +217,11 @@ def register(app: typer.Typer) -> None:
         from perpbot.ml.training import normalize_backend, train_symbol
 
         cfg = config_from_env()
-        symbols = select_symbols(cfg, symbol, all_)
+        symbols = select_symbols(cfg, symbol, all_, symbols_)
         backend = normalize_backend(backend)
+        existing_folder(data_dir, "--data-dir")
+        writable_folder(model_dir, "--model-dir")
+        note_synthetic(data_dir, symbols)
 
         def job(sym: str, cb: ProgressFn) -> None:
             report = train_symbol(
@@ -216,6 +243,7 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def tune_command(
         symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
         all_: AllOpt = False,
         trials: Annotated[int, typer.Option("--trials", help="Total finished trials wanted (resumes).")] = 50,
         folds: Annotated[int, typer.Option("--folds", help="Purged walk-forward folds.")] = 5,
@@ -231,7 +259,10 @@ def register(app: typer.Typer) -> None:
         from perpbot.ml.tuning import tune_symbol
 
         cfg = config_from_env()
-        symbols = select_symbols(cfg, symbol, all_)
+        symbols = select_symbols(cfg, symbol, all_, symbols_)
+        existing_folder(data_dir, "--data-dir")
+        writable_folder(model_dir, "--model-dir")
+        note_synthetic(data_dir, symbols)
 
         def job(sym: str, cb: ProgressFn) -> None:
             report = tune_symbol(
@@ -256,18 +287,46 @@ def register(app: typer.Typer) -> None:
             Path, typer.Option("--from", help="Staging models root (trained with --model-dir).")
         ],
         symbol: SymbolOpt = None,
+        symbols_: SymbolsOpt = None,
         all_: AllOpt = False,
         model_dir: ModelDirOpt = Path("models"),
+        force: Annotated[
+            bool, typer.Option("--force", help="Deploy a model whose gate verdict is fail.")
+        ] = False,
     ) -> None:
-        """Atomically replace a symbol's model files with the staged ones (a running bot hot-reloads)."""
-        from perpbot.data.schema import model_dir as symbol_model_dir
-        from perpbot.ml import artifacts
+        """Replace symbols' model files with the staged ones, all or none (a running bot hot-reloads).
+
+        Every symbol is verified first (files, feature schema, gate verdict); then each is written.
+        Only the staged backends are replaced; the training log is appended to, never replaced.
+        """
+        from perpbot.ml.deploy import deploy_all
 
         cfg = config_from_env()
-        symbols = select_symbols(cfg, symbol, all_)
-
-        def job(sym: str) -> None:
-            backends = artifacts.deploy(from_dir, model_dir, sym)
-            console.print(f"{sym}: deployed {', '.join(backends)} to {symbol_model_dir(model_dir, sym)}")
-
-        _exit_on_failures(run_per_symbol(symbols, job))
+        symbols = select_symbols(cfg, symbol, all_, symbols_)
+        existing_folder(from_dir, "--from")
+        writable_folder(model_dir, "--model-dir")
+        for plan in deploy_all(from_dir, model_dir, symbols, force=force):
+            if plan.no_op:
+                console.print(
+                    f"{plan.symbol}: already deployed ({', '.join(plan.identical)} identical); "
+                    "nothing changed",
+                    markup=False,
+                    highlight=False,
+                )
+                continue
+            verdicts = [
+                f"{f.backend} (gate {str(f.metadata.get('gate') or 'n/a').upper()})" for f in plan.changed
+            ]
+            what = [f"deployed {', '.join(verdicts)}"] if plan.changed else []
+            if plan.identical:
+                what.append(f"{', '.join(plan.identical)} identical (unchanged)")
+            if plan.log_entries:
+                what.append(f"{len(plan.log_entries)} training-log entries appended")
+            console.print(f"{plan.symbol}: {'; '.join(what)} in {plan.dst}", markup=False, highlight=False)
+            for backend in plan.kept:
+                console.print(
+                    f"{plan.symbol}: note: the {backend} model already in {plan.dst} stays untouched; "
+                    f"ML_BACKENDS ({','.join(cfg.ml_backends)}) decides which model is served",
+                    markup=False,
+                    highlight=False,
+                )

@@ -42,6 +42,9 @@ CLOSED_THROUGH_KEY = b"perpbot.closed_through_ms"
 # ``DataFrame.attrs`` key under which ``load_market`` reports the file's funding convention
 # (``data.schema``: the key's value when the file has it, else what the column shows).
 FUNDING_CONVENTION_ATTR = "funding_convention"
+# Set on files written by ``perpbot synth`` (how they were made): every command that loads one says
+# so, because a synthetic market validates the machinery, never a strategy (issue 11 §1).
+SYNTHETIC_KEY = b"perpbot.synthetic"
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (("primary", OHLCV), ("btc", BTC_COLS), ("eth", ETH_COLS))
 
@@ -198,16 +201,28 @@ def _first_bad(mask: np.ndarray, idx: pd.DatetimeIndex) -> str:
     return f"{int(mask.sum())} row(s), first {_fmt_ts(idx[int(np.flatnonzero(mask)[0])])}"
 
 
+def _check_finite(df: pd.DataFrame, where: str) -> None:
+    """Name *every* column holding NaN/inf in one line (issue 11 §1: fixing a file column by
+    column, one rerun each, is what a user should not have to do)."""
+    bad_cols = []
+    for col in df.columns:
+        bad = ~np.isfinite(df[col].to_numpy())
+        if bad.any():
+            bad_cols.append(f"{col}: {_first_bad(bad, df.index)}")
+    if len(bad_cols) == 1:
+        raise DataError(f"{where}: non-finite {bad_cols[0]}")
+    if bad_cols:
+        raise DataError(f"{where}: non-finite values in {len(bad_cols)} columns: {'; '.join(bad_cols)}")
+
+
 def _check_values(df: pd.DataFrame, where: str) -> None:
+    _check_finite(df, where)
     idx = df.index
     for _, cols in _GROUPS:
         if cols[0] not in df.columns:
             continue
         o, h, lo, c, v = (df[col].to_numpy() for col in cols)
         for col, arr in zip(cols[:4], (o, h, lo, c), strict=True):
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                raise DataError(f"{where}: non-finite {col}: {_first_bad(bad, idx)}")
             bad = arr <= 0
             if bad.any():
                 raise DataError(f"{where}: non-positive {col}: {_first_bad(bad, idx)}")
@@ -217,16 +232,9 @@ def _check_values(df: pd.DataFrame, where: str) -> None:
         bad = lo > np.minimum(o, c)
         if bad.any():
             raise DataError(f"{where}: {cols[2]} > min({cols[0]}, {cols[3]}): {_first_bad(bad, idx)}")
-        bad = ~np.isfinite(v)
-        if bad.any():
-            raise DataError(f"{where}: non-finite {cols[4]}: {_first_bad(bad, idx)}")
         bad = v < 0
         if bad.any():
             raise DataError(f"{where}: negative {cols[4]}: {_first_bad(bad, idx)}")
-    for col in MICRO_COLS:
-        bad = ~np.isfinite(df[col].to_numpy())
-        if bad.any():
-            raise DataError(f"{where}: non-finite {col}: {_first_bad(bad, idx)}")
 
 
 def validate_market(df: pd.DataFrame, where: str = "market frame") -> pd.DataFrame:
@@ -301,18 +309,31 @@ def load_market(path: Path, *, drop_partial_last: bool | None = None) -> pd.Data
 # Writing
 
 
+def synthetic_origin(path: Path) -> str | None:
+    """How a synthetic data file was made (``"seed 7, 120 days"``), ``None`` for recorded data or
+    an unreadable file (the loader reports those). Reads the parquet footer only."""
+    try:
+        meta = pq.read_schema(Path(path)).metadata or {}
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    raw = meta.get(SYNTHETIC_KEY)
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
 def save_market(
     df: pd.DataFrame,
     path: Path,
     *,
     closed_through_ms: int | None = None,
     funding_convention: str | None = None,
+    synthetic: str | None = None,
 ) -> Path:
     """Validate, then write atomically (temp file in the same folder + ``os.replace``).
 
     ``closed_through_ms`` is the open time of the last candle known to be closed; it is stored as
     parquet metadata so ``load_market`` drops exactly the rows after it. ``None`` writes no
-    marker: the loader then treats the final row as possibly partial. Invalid frames are refused
+    marker: the loader then treats the final row as possibly partial. ``synthetic`` (how the data
+    was generated) marks a synthetic market for :func:`synthetic_origin`. Invalid frames are refused
     before anything touches the disk (nothing is written half-way).
 
     ``funding_convention`` is stored as ``perpbot.funding_convention``; None stores what the
@@ -331,6 +352,8 @@ def save_market(
             frame.index.asi8, frame["funding_rate"].to_numpy(dtype=np.float64)
         )
     meta[FUNDING_CONVENTION_KEY] = funding_convention.encode()
+    if synthetic is not None:
+        meta[SYNTHETIC_KEY] = synthetic.encode("utf-8")
     table = table.replace_schema_metadata(meta)
     try:
         atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -1,4 +1,6 @@
-"""Model files on disk: per-symbol layout, metadata, atomic saves with backups, deployment.
+"""Model files on disk: per-symbol layout, metadata, atomic saves with backups, training log.
+
+Deployment (staging → live) lives in :mod:`perpbot.ml.deploy`, on top of these functions.
 
 Layout (``models/<symbol lowercase>/``)::
 
@@ -13,7 +15,7 @@ Why the write order is metadata → native text → ONNX
 -----------------------------------------------------
 Two files cannot be replaced in one atomic step, so consistency is enforced by *binding* rather
 than by timing: the metadata records the sha256 of the ONNX bytes it describes, and every reader
-(:func:`read_model`, the filter, :func:`deploy`) refuses a pair whose hashes differ. The order then
+(:func:`read_model`, the filter, :mod:`perpbot.ml.deploy`) refuses a pair whose hashes differ. The order then
 decides what a reader can observe in the instant between renames:
 
 * The ONNX file is the commit point — a backend exists for the filter iff its ONNX exists. Writing
@@ -46,7 +48,6 @@ from typing import Any
 
 import numpy as np
 
-from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ModelError
 from perpbot.fileio import jsonable, stage_bytes
 from perpbot.ml.features import FEATURE_COLS, FEATURE_SCHEMA_VERSION, feature_schema_hash
@@ -56,7 +57,7 @@ ONNX_FILES = {"nn": "nn_filter.onnx", "lgbm": "lgbm_filter.onnx"}
 METADATA_FILES = {"nn": "nn_filter.json", "lgbm": "lgbm_filter.json"}
 NATIVE_FILES = {"lgbm": "lgbm_filter.txt"}
 TRAINING_LOG = "training_log.json"
-SIDECAR_FILES = (TRAINING_LOG, "active_lgbm_params.json")  # copied as a whole by deploy()
+SIDECAR_FILES = (TRAINING_LOG, "active_lgbm_params.json")  # the log is appended to, params replaced
 METADATA_FORMAT = 1
 # Fields save_model() computes itself; a caller's values are overwritten.
 _DERIVED = ("backend", "onnx_file", "onnx_sha256", "native_file", "native_sha256", "metadata_format")
@@ -93,6 +94,10 @@ def model_files(model_dir: Path, backend: str) -> list[Path]:
     """The files that make up one backend, in write order (metadata, native, ONNX)."""
     nat = native_path(model_dir, backend)
     return [metadata_path(model_dir, backend), *([nat] if nat else []), onnx_path(model_dir, backend)]
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -239,10 +244,43 @@ def read_model(model_dir: Path, backend: str, *, with_native: bool = False) -> M
     native = None
     nat = native_path(model_dir, backend)
     if with_native and nat is not None and nat.exists():
-        native = nat.read_text(encoding="utf-8")
+        try:
+            native = nat.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{nat}: cannot read the LightGBM text model ({_reason(exc)})") from None
         if meta.get("native_sha256") and meta["native_sha256"] != sha256_bytes(native.encode("utf-8")):
             raise ModelError(f"{nat}: file does not match {mpath.name} (sha256 differs)")
     return ModelFiles(backend, data, meta, opath, native)
+
+
+def verify_model_files(model_dir: Path, backend: str) -> bool:
+    """Check every file of one backend that exists; ``False`` when the backend has no file at all.
+
+    Stricter than :func:`read_model` (which the live filter uses and which treats a missing ONNX
+    as "no model"): metadata without its ONNX, a LightGBM text file the metadata names but that is
+    missing, truncated or altered, and everything :func:`read_model` refuses raise ``ModelError``
+    naming the file. Used where a silent fallback would mislabel a run (ML-on backtests, deploy).
+    """
+    folder = Path(model_dir)
+    opath, mpath = onnx_path(folder, backend), metadata_path(folder, backend)
+    nat = native_path(folder, backend)
+    present = [p for p in (opath, mpath, nat) if p is not None and p.exists()]
+    if not present:
+        return False
+    if not opath.exists():
+        raise ModelError(f"{opath}: model file is missing ({present[0].name} exists without it)")
+    files = read_model(folder, backend, with_native=True)
+    assert files is not None
+    declared = files.metadata.get("native_file")
+    if nat is not None and declared and not nat.exists():
+        raise ModelError(f"{nat}: model file is missing ({mpath.name} names it)")
+    return True
+
+
+def gate_failed(meta: Mapping[str, Any]) -> bool:
+    """True when the metadata records a failed deploy gate (issue 11 §2). A model trained before
+    the gate existed has no verdict; it is not treated as failed."""
+    return str(meta.get("gate", "")).lower() == "fail"
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -340,6 +378,18 @@ def _replace_files(folder: Path, writes: Sequence[tuple[Path, bytes]], removes: 
     _fsync_dir(folder)
 
 
+def check_onnx(onnx_bytes: bytes, backend: str) -> None:
+    """``ModelError`` unless the bytes pass the ONNX checker (a model the filter could load)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
+    except Exception as exc:  # protobuf DecodeError / ValidationError
+        raise ModelError(
+            f"refusing to save a corrupt {backend} ONNX model: {str(exc).splitlines()[0]}"
+        ) from None
+
+
 def save_model(
     model_dir: Path,
     backend: str,
@@ -357,16 +407,9 @@ def save_model(
     ``native_text`` removes a stale ``lgbm_filter.txt`` (kept as its backup) so that no text file
     describes a different model than the ONNX.
     """
-    import onnx
-
     _check_backend(backend)
     folder = Path(model_dir)
-    try:
-        onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
-    except Exception as exc:  # protobuf DecodeError / ValidationError
-        raise ModelError(
-            f"refusing to save a corrupt {backend} ONNX model: {str(exc).splitlines()[0]}"
-        ) from None
+    check_onnx(onnx_bytes, backend)
     if native_text is not None and backend not in NATIVE_FILES:
         raise ModelError(f"backend {backend!r} has no native model file")
 
@@ -453,10 +496,16 @@ def read_training_log(model_dir: Path) -> list[Any]:
 
 def append_training_log(model_dir: Path, entry: Mapping[str, Any]) -> None:
     """Append one entry (never rewrite history; an unreadable log is an error, not overwritten)."""
+    append_training_entries(
+        model_dir, [{"logged_at": datetime.now(UTC).isoformat(), **jsonable(dict(entry))}]
+    )
+
+
+def append_training_entries(model_dir: Path, new: Sequence[Mapping[str, Any]]) -> None:
+    """Append entries as they are (deploy copies staged entries with their own ``logged_at``)."""
     folder = Path(model_dir)
     with _locked(folder):
-        entries = read_training_log(folder)
-        entries.append({"logged_at": datetime.now(UTC).isoformat(), **jsonable(dict(entry))})
+        entries = read_training_log(folder) + [jsonable(dict(e)) for e in new]
         path = folder / TRAINING_LOG
         try:
             tmp = _write_temp(folder, path.name, _dumps(entries))
@@ -465,39 +514,6 @@ def append_training_log(model_dir: Path, entry: Mapping[str, Any]) -> None:
             raise _unwritable(folder, exc) from None
 
 
-# --------------------------------------------------------------------------- deployment
-
-
-def deploy(src_dir: Path, dst_dir: Path, symbol: str) -> list[str]:
-    """Atomically replace ``dst_dir/<symbol>/``'s models with ``src_dir/<symbol>/``'s.
-
-    ``src_dir`` and ``dst_dir`` are models *roots* (like ``--model-dir``). Every source backend is
-    verified first (metadata present, sha256 binding, feature schema) — nothing is written unless
-    all of them pass. Each backend is then replaced with :func:`save_model` (backups kept, the
-    ONNX renamed last), so a running bot hot-reloads a complete model. A backend present in the
-    destination but not in the source is retired (moved to ``*_prev``): otherwise an old neural
-    model would keep shadowing a freshly deployed LightGBM one. The training log and the active
-    tuned parameters are copied whole. Backends are replaced one after the other; each one is
-    consistent at every instant. Returns the deployed backends.
-    """
-    src = symbol_model_dir(Path(src_dir), symbol)
-    dst = symbol_model_dir(Path(dst_dir), symbol)
-    if src.resolve() == dst.resolve():
-        raise ModelError(f"deploy source and destination are the same folder: {src}")
-    found = [(b, files) for b in BACKENDS if (files := read_model(src, b, with_native=True)) is not None]
-    if not found:
-        raise ModelError(f"nothing to deploy: {src} has no {' or '.join(ONNX_FILES.values())}")
-    sidecars: list[tuple[Path, bytes]] = []
-    for name in SIDECAR_FILES:
-        path = src / name
-        if path.exists():
-            sidecars.append((dst / name, path.read_bytes()))
-    for backend, files in found:
-        save_model(dst, backend, files.onnx_bytes, files.metadata, native_text=files.native_text)
-    deployed = [b for b, _ in found]
-    for backend in BACKENDS:
-        if backend not in deployed:
-            retire_model(dst, backend)
-    for target, data in sidecars:
-        _replace_files(dst, [(target, data)])
-    return deployed
+def replace_sidecar(model_dir: Path, name: str, data: bytes) -> None:
+    """Atomically replace one side file (e.g. ``active_lgbm_params.json``), keeping ``*_prev``."""
+    _replace_files(Path(model_dir), [(Path(model_dir) / name, data)])

@@ -12,6 +12,13 @@ Behaviour (SPEC §6.3, issue 2 §7):
   metadata (sha256) or a model built for another feature schema logs an ERROR, is counted in
   ``load_error_count`` and makes the filter fall to the next backend. Nothing here raises out of
   ``maybe_reload`` or ``decide``.
+* **Deploy gate** (issue 11 §2): a model whose metadata says ``gate: fail`` (it did not beat the
+  no-ML baseline on the purged walk-forward folds) is served only with ``allow_ungated``
+  (``ML_ALLOW_UNGATED=true``); otherwise it is skipped like a missing model and the reason is
+  logged in words (:attr:`MLFilter.unavailable_reason`). A model without a verdict (trained before
+  the gate) is served.
+* **Backtests** (:func:`backtest_filter`): there, ML on without a loadable model is an error —
+  one line naming the file and the reason — not a silent pass-through.
 * **Hot reload**: ``maybe_reload()`` (called once per candle) compares the stamps (mtime, size,
   inode) of every configured backend's ONNX and metadata file with those recorded at the last load
   attempt — recorded whether or not anything loaded, and *before* the files are read, so a change
@@ -41,7 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +59,7 @@ import onnxruntime as ort
 
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ModelError
-from perpbot.ml.artifacts import BACKENDS, ModelFiles, metadata_path, onnx_path, read_model
+from perpbot.ml.artifacts import BACKENDS, ModelFiles, gate_failed, metadata_path, onnx_path, read_model
 from perpbot.ml.decision import FilterDecision
 from perpbot.ml.features import FEATURE_COLS, feature_schema_hash
 
@@ -113,7 +120,9 @@ class MLFilter:
         threshold_mode: str = "config",
         disabled: bool = False,
         hot_reload: bool = True,
+        allow_ungated: bool = False,
         logger: logging.Logger | None = None,
+        on_unavailable: Callable[[str], None] | None = None,
     ) -> None:
         bad = [b for b in backends if b not in BACKENDS]
         if bad or not backends:
@@ -130,7 +139,17 @@ class MLFilter:
         self.threshold_mode = threshold_mode
         self.disabled = bool(disabled)
         self.hot_reload = bool(hot_reload)
+        self.allow_ungated = bool(allow_ungated)
+        # Live/paper: called with the cause in words whenever a (re)load serves no model, so the
+        # runtime can alert (SPEC: log, alert, pass through) without parsing log lines.
+        self.on_unavailable = on_unavailable
         self.log = logger or logging.getLogger(__name__)
+        # Decisions taken (issue 11 §2: an ML-on run that takes few trades must say why).
+        self.seen = 0
+        self.accepted = 0
+        self.rejected = 0
+        # Models that loaded but failed the deploy gate and were not served (words, per backend).
+        self.gate_refusals: list[str] = []
         self.error_count = 0  # inference errors (each rejected an entry)
         self.load_error_count = 0  # corrupt / mismatched model files met while loading
         self.last_error: str | None = None
@@ -165,6 +184,7 @@ class MLFilter:
             threshold=config.ml_threshold,
             threshold_mode=config.ml_threshold_mode,
             disabled=config.no_ml_filter,
+            allow_ungated=config.ml_allow_ungated,
             logger=logger,
         )
 
@@ -184,6 +204,29 @@ class MLFilter:
         """The threshold decisions use now (the model's when mode is "model" and it has one)."""
         m = self._model
         return self.config_threshold if m is None else m.threshold
+
+    @property
+    def threshold_source(self) -> str:
+        """Where :attr:`threshold` comes from: ``"model"`` (its stored operating threshold) or
+        ``"config"`` (``ML_THRESHOLD``, also the fallback when the model stores none)."""
+        m = self._model
+        if m is None or self.threshold_mode != "model":
+            return "config"
+        t = m.metadata.get("operating_threshold")
+        return "model" if isinstance(t, (int, float)) and float(t) == m.threshold else "config"
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        """Why no model is served, in words (None when one is): for logs, alerts and reports."""
+        if self.disabled:
+            return "the ML filter is disabled (NO_ML_FILTER)"
+        if self._model is not None:
+            return None
+        causes = self.gate_refusals + self.last_load_errors
+        if causes:
+            return "; ".join(causes)
+        names = " or ".join(onnx_path(self.model_dir, b).name for b in self.backends)
+        return f"no model file in {self.model_dir} (looked for {names})"
 
     @property
     def metadata(self) -> dict[str, Any] | None:
@@ -259,12 +302,16 @@ class MLFilter:
         self._stamps = self._current_stamps()
         self._model = None
         self.last_load_errors = []
+        self.gate_refusals = []
         for backend in self.backends:
             try:
                 files = read_model(self.model_dir, backend)
                 if files is None:
                     continue
                 loaded = self._build(files)
+                if gate_failed(files.metadata) and not self.allow_ungated:
+                    self._gate_refused(backend, files.metadata)
+                    continue
             except ModelError as exc:
                 self._load_failed(backend, str(exc))
                 continue
@@ -283,7 +330,23 @@ class MLFilter:
                 np.dtype(loaded.dtype).name,
             )
             return
-        self.log.info("ML filter %s: no model loaded; every signal passes", self.model_dir)
+        # A missing model is normal (a new symbol): info. A refused or broken one is a warning.
+        level = logging.WARNING if (self.gate_refusals or self.last_load_errors) else logging.INFO
+        reason = self.unavailable_reason or "no model"
+        self.log.log(level, "ML filter %s: no model served, every signal passes: %s", self.model_dir, reason)
+        if self.on_unavailable is not None:
+            try:
+                self.on_unavailable(f"ML filter for {self.model_dir.name}: every signal passes: {reason}")
+            except Exception as exc:  # an alert channel must never break the filter
+                self.log.error("ML filter: alert callback failed: %s", _one_line(exc))
+
+    def _gate_refused(self, backend: str, meta: dict[str, Any]) -> None:
+        reason = meta.get("gate_reason") or "no reason recorded"
+        self.gate_refusals.append(
+            f"the {backend} model in {self.model_dir} failed the deploy gate ({reason}) and is not served "
+            "(set ML_ALLOW_UNGATED=true to serve it anyway)"
+        )
+        self.log.warning("ML filter: %s", self.gate_refusals[-1])
 
     def _load_failed(self, backend: str, message: str) -> None:
         self.load_error_count += 1
@@ -345,8 +408,11 @@ class MLFilter:
             return self._inference_error(m, _one_line(exc))
         if not math.isfinite(p):
             return self._inference_error(m, f"non-finite probability {p!r}")
+        self.seen += 1
         if p >= m.threshold:
+            self.accepted += 1
             return FilterDecision(True, p, m.backend, "accepted")
+        self.rejected += 1
         return FilterDecision(False, p, m.backend, "below_threshold")
 
     def predict_proba_batch(self, X: Any) -> np.ndarray:
@@ -384,7 +450,14 @@ class MLFilter:
             "created_at": meta.get("created_at"),
             "training_window": meta.get("training_window"),
             "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
             "threshold_mode": self.threshold_mode,
+            "gate": meta.get("gate"),
+            "gate_refusals": list(self.gate_refusals),
+            "unavailable_reason": self.unavailable_reason,
+            "signals_seen": self.seen,
+            "signals_accepted": self.accepted,
+            "signals_rejected": self.rejected,
             "config_threshold": self.config_threshold,
             "model_threshold": meta.get("operating_threshold"),
             "error_count": self.error_count,
@@ -394,3 +467,34 @@ class MLFilter:
             "reload_count": self.reload_count,
             "feature_schema_hash": self._schema,
         }
+
+
+def backtest_filter(models_root: Path, symbol: str, config: AppConfig) -> MLFilter:
+    """The filter of one symbol in an ML-on backtest, or ``ModelError`` naming the file and why.
+
+    A backtest labelled "ML on" whose model is missing, corrupt, truncated or mismatched would
+    silently trade every signal; here any backend file that exists but does not verify (ONNX,
+    metadata or LightGBM text) is an error, and so is a symbol with no model at all. A model that
+    failed the deploy gate is *not* an error: the filter skips it (unless ``ML_ALLOW_UNGATED``)
+    and the caller reports :attr:`MLFilter.unavailable_reason`, as the live bot would do.
+    """
+    from perpbot.ml.artifacts import verify_model_files
+
+    folder = symbol_model_dir(Path(models_root), symbol)
+    for backend in config.ml_backends:
+        verify_model_files(folder, backend)
+    f = MLFilter(
+        folder,
+        backends=config.ml_backends,
+        threshold=config.ml_threshold,
+        threshold_mode=config.ml_threshold_mode,
+        hot_reload=False,
+        allow_ungated=config.ml_allow_ungated,
+    )
+    if f.last_load_errors:
+        raise ModelError(f"{symbol}: {f.last_load_errors[0]}")
+    if not f.has_model and not f.gate_refusals:
+        raise ModelError(
+            f"{symbol}: {f.unavailable_reason}; train it (perpbot train --symbol {symbol}) or pass --no-ml"
+        )
+    return f

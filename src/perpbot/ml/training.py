@@ -54,6 +54,7 @@ from perpbot.data.schema import data_path as default_data_path
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ConfigError, InsufficientDataError, ModelError
 from perpbot.ml.dataset import Dataset, build_dataset, stratified_undersample
+from perpbot.ml.gate import gate_verdict
 from perpbot.ml.labels import LOOKAHEAD
 from perpbot.ml.splits import EMBARGO, Fold, holdout_tail, purged_walk_forward
 from perpbot.symbols import normalize_symbol
@@ -332,6 +333,9 @@ class TrainReport:
     data_file: str = ""
     data_sha256: str = ""
     notes: list[str] = field(default_factory=list)
+    gate: str = "fail"
+    gate_reason: str = ""
+    folds_without_positives: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -341,7 +345,10 @@ class TrainReport:
 
 
 def summarize(folds: list[FoldMetrics]) -> dict[str, tuple[float, float]]:
-    return {k: mean_std([float(getattr(f, k)) for f in folds]) for k in SUMMARY_KEYS}
+    """Mean ± std per figure over the folds whose validation holds a positive: a fold without
+    positives has no AUC (it used to count as 0.5) and no precision; it is counted separately."""
+    used = [f for f in folds if f.n_val_positives > 0]
+    return {k: mean_std([float(getattr(f, k)) for f in used]) for k in SUMMARY_KEYS}
 
 
 def _iso(ms: int) -> str:
@@ -404,8 +411,20 @@ def evaluate_fold(
 # Orchestration
 
 
-def ensure_writable(folder: Path) -> None:
-    """Fail fast (before minutes of training) with one line when the models folder is unusable."""
+def ensure_writable(folder: Path, *, create: bool = True) -> None:
+    """Fail fast (before minutes of training) with one line when the models folder is unusable.
+
+    ``create=False`` probes without creating anything (the folder appears only when a model is
+    saved); tuning creates it at once because its study database lives there from the start.
+    """
+    if not create:
+        from perpbot.fileio import UnwritableFolderError, check_writable_folder
+
+        try:
+            check_writable_folder(folder)
+        except UnwritableFolderError as exc:
+            raise ModelError(f"{folder}: models folder is not writable ({exc.strerror or exc})") from None
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".write_probe.", dir=folder)
@@ -480,7 +499,7 @@ def train_symbol(
         if lgbm_overrides:
             lgbm = ResolvedParams({**lgbm.params, **lgbm_overrides}, lgbm.weight_scale, lgbm.source)
     market = load_market(path)
-    ensure_writable(sym_dir)
+    ensure_writable(sym_dir, create=False)  # created by the save: a failed run leaves no empty folder
     frame = build_feature_frame(market, params)
     ds = build_dataset(
         market, params, negative_ratio=NEGATIVE_RATIO, decay=decay, seed=seed, frame=frame, symbol=symbol
@@ -538,6 +557,7 @@ def train_symbol(
     tick("final model")
 
     summary = summarize(fold_metrics)
+    gate = gate_verdict(fold_metrics, wf)
     report = TrainReport(
         symbol=symbol,
         backend=backend,
@@ -557,6 +577,9 @@ def train_symbol(
         data_file=str(path),
         data_sha256=data_file_sha256(path),
         notes=notes,
+        gate=gate.word,
+        gate_reason=gate.reason,
+        folds_without_positives=sum(1 for f in fold_metrics if f.n_val_positives == 0),
     )
     wf_block = {
         "folds_requested": wf,
@@ -566,8 +589,13 @@ def train_symbol(
         "evaluated_on": "signal rows only",
         "folds": [asdict(f) for f in fold_metrics],
         "summary": report.to_dict()["summary"],
+        "summary_excludes": "folds without validation positives",
+        "folds_without_positives": report.folds_without_positives,
     }
     extra: dict[str, Any] = {
+        "gate": gate.word,
+        "gate_reason": gate.reason,
+        "gate_detail": gate.detail,
         "threshold_info": {
             "rule": f"max precision s.t. recall >= {THRESHOLD_MIN_RECALL} on the purged tail's signal rows "
             f"(PR curve without its terminal point); fallback {THRESHOLD_FALLBACK}",
@@ -645,6 +673,9 @@ def _log_entry(report: TrainReport, metadata: Mapping[str, Any]) -> dict[str, An
         "wf_baseline_precision_mean": s["baseline_precision"][0] if report.folds else None,
         "wf_baseline_auc_mean": s["baseline_auc"][0] if report.folds else None,
         "wf_folds": len(report.folds),
+        "wf_folds_without_positives": report.folds_without_positives,
+        "gate": report.gate,
+        "gate_reason": report.gate_reason,
         "tail_auc": report.tail_auc,
         "threshold": report.threshold,
         "precision": report.tail_precision,

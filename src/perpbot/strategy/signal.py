@@ -27,6 +27,12 @@ LONG, SHORT, HOLD = 1, -1, 0
 RSI_OVERSOLD, RSI_OVERBOUGHT = 35.0, 65.0
 STOCH_LOW, STOCH_HIGH = 20.0, 80.0
 MACD_CROSS_POINTS = 2
+# K and D closer than this (Stochastic RSI points, 0–100 scale) are equal. Both are means of three
+# values on a 0–100 scale, so float rounding leaves at most ~1e-13 between two numbers that are
+# equal in SPEC §3's arithmetic (e.g. K = D = 100 while the RSI keeps making 14-bar highs); a real
+# difference is many orders larger. Without it the K-vs-D point was decided by rounding noise
+# (issue 11: spurious SHORTs on XRPUSDT 2025-06-08 06:15 and AVAXUSDT 2026-03-13 13:15).
+STOCH_TIE_TOL = 1e-9
 
 
 class HoldReason(enum.IntEnum):
@@ -85,19 +91,21 @@ def _scores(ind: Mapping[str, np.ndarray], close: np.ndarray) -> tuple[np.ndarra
     pmacd, psig = _prev(macd), _prev(sig)
     e9, e21, e50 = ind["ema9"], ind["ema21"], ind["ema50"]
     with np.errstate(invalid="ignore"):
+        k_above_d = (k - d) > STOCH_TIE_TOL  # a tie (within rounding) is neither above nor below
+        k_below_d = (d - k) > STOCH_TIE_TOL
         long_pts = (
             (rsi < RSI_OVERSOLD).astype(np.int8)
             + MACD_CROSS_POINTS * ((pmacd < psig) & (macd > sig))
             + (close < ind["bb_lower"])
             + ((e9 > e21) & (e21 > e50))
-            + ((k < STOCH_LOW) & (k > d))
+            + ((k < STOCH_LOW) & k_above_d)
         )
         short_pts = (
             (rsi > RSI_OVERBOUGHT).astype(np.int8)
             + MACD_CROSS_POINTS * ((pmacd > psig) & (macd < sig))
             + (close > ind["bb_upper"])
             + ((e9 < e21) & (e21 < e50))
-            + ((k > STOCH_HIGH) & (k < d))
+            + ((k > STOCH_HIGH) & k_below_d)
         )
     return long_pts.astype(np.int8), short_pts.astype(np.int8)
 
