@@ -23,7 +23,9 @@ from perpbot.runtime.guard import JOURNAL_FORMAT, JournalLock, check_journal_for
         ("demo", False, "", None),
     ],
 )
-def test_live_needs_the_flag_and_the_confirmation(env: str, flag: bool, confirm: str, error: str | None) -> None:
+def test_live_needs_the_flag_and_the_confirmation(
+    env: str, flag: bool, confirm: str, error: str | None
+) -> None:
     cfg = load_config({"BINANCE_ENV": env}, env_file=None)
     environ = {"PERPBOT_LIVE": confirm} if confirm else {}
     if error is None:
