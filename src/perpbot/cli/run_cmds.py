@@ -68,7 +68,9 @@ def register(app: typer.Typer) -> None:
         cfg = cfg.with_symbols(select_symbols(cfg, symbol, all_, symbols))
         check_live_confirmation(cfg, live, os.environ)
         credentials_from_config(cfg)  # keys required before anything connects
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         mode = {"live": "LIVE", "demo": "DEMO"}.get(cfg.binance_env, cfg.binance_env)
         opts = RuntimeOptions(
             mode=mode,
