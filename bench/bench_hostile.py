@@ -19,8 +19,10 @@ import statistics
 import time
 from collections import Counter
 
-from perpbot.backtest.hostile import HostileScenario, run_hostile
+from perpbot.backtest.hostile import BAR_MS, T0, HostileScenario, run_hostile
 from perpbot.exchange.sim.faults import FaultPlan
+
+DEAD_WINDOWS = [(), ((T0 + 3 * BAR_MS, T0 + 6 * BAR_MS),), ((T0 + 10 * BAR_MS, T0 + 11 * BAR_MS),)]
 
 
 def draw_scenario(rng: random.Random) -> HostileScenario:
@@ -33,6 +35,11 @@ def draw_scenario(rng: random.Random) -> HostileScenario:
         p_split=p(0.0, 0.1, 0.25, 0.5),
         p_expire=p(0.0, 0.1, 0.3),
         p_timeout=p(0.0, 0.1, 0.2),
+        p_lost=p(0.0, 0.1),
+        p_read_fail=p(0.0, 0.05, 0.15),
+        dead_stream=rng.choice(
+            [(), ((T0 + 3 * BAR_MS, T0 + 6 * BAR_MS),), ((T0 + 10 * BAR_MS, T0 + 11 * BAR_MS),)]
+        ),
         p_cancel_fail=p(0.0, 0.1, 0.25, 0.5),
         p_during=p(0.0, 0.1, 0.25, 0.5),
         p_late=p(0.0, 0.1, 0.3),

@@ -19,10 +19,12 @@ import asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from perpbot.backtest.hostile import HostileScenario, run_hostile
+from perpbot.backtest.hostile import BAR_MS, T0, HostileScenario, run_hostile
 from perpbot.exchange.sim.faults import FaultPlan
 
 prob = st.sampled_from([0.0, 0.0, 0.1, 0.25, 0.5])
+# no dead stream, 45 minutes of it, 15 minutes of it (every event produced inside is lost)
+DEAD_WINDOWS = [(), ((T0 + 3 * BAR_MS, T0 + 6 * BAR_MS),), ((T0 + 10 * BAR_MS, T0 + 11 * BAR_MS),)]
 
 
 @st.composite
@@ -30,12 +32,18 @@ def fault_plans(draw: st.DrawFn) -> FaultPlan:
     late = draw(st.sampled_from([0.0, 0.1, 0.3]))
     drop = draw(st.sampled_from([0.0, 0.1, 0.3]))
     delay = draw(st.sampled_from([0.0, 5.0, 60.0]))
+    dead = draw(
+        st.sampled_from([(), ((T0 + 3 * BAR_MS, T0 + 6 * BAR_MS),), ((T0 + 10 * BAR_MS, T0 + 11 * BAR_MS),)])
+    )
     return FaultPlan(
         seed=draw(st.integers(0, 2**31 - 1)),
         p_ack=draw(prob),
         p_split=draw(prob),
         p_expire=draw(st.sampled_from([0.0, 0.1, 0.3])),
         p_timeout=draw(st.sampled_from([0.0, 0.1, 0.2])),
+        p_lost=draw(st.sampled_from([0.0, 0.1])),
+        p_read_fail=draw(st.sampled_from([0.0, 0.05, 0.15])),
+        dead_stream=dead,
         p_cancel_fail=draw(prob),
         p_during=draw(prob),
         p_late=late,

@@ -31,9 +31,11 @@ from perpbot.exchange.binance.ccxt_client import Credentials
 from perpbot.exchange.binance.environment import resolve_endpoints
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.exchange.sim.adapter import SimExchange
+from perpbot.exchange.sim.engine import SimSettings
 from perpbot.exchange.sim.faults import FaultPlan
-from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimulatorConfig
 from perpbot.simulator.market import load_market_data
+from perpbot.simulator.server import SimServer
 from perpbot.simulator.venue import Venue
 
 SYMBOLS = ("XRPUSDT", "TRXUSDT")
@@ -48,9 +50,10 @@ class SimVenue:
 
     name = "sim"
 
-    def __init__(self, faults: FaultPlan | None = None) -> None:
+    def __init__(self, faults: FaultPlan | None = None, *, max_fill_qty: float = 0.0) -> None:
+        cfg = SimulatorConfig(symbols=SYMBOLS, days=DAYS, max_fill_qty_per_execution=max_fill_qty)
         market = load_market_data(list(SYMBOLS), None, None, DAYS)
-        self.venue = Venue.create(market, 1000.0)
+        self.venue = Venue.create(market, server_settings(cfg))
         self.ex = SimExchange(self.venue.engine, faults=faults)
         self.events: list[ExchangeEvent] = []
         self.ex.subscribe(self._on_event)
@@ -80,6 +83,41 @@ class SimVenue:
 
     async def close(self) -> None:
         await self.ex.aclose()
+
+
+def server_settings(cfg: SimulatorConfig) -> SimSettings:
+    """The engine settings ``SimServer`` derives from its configuration (same costs, same fills)."""
+    return SimSettings(
+        initial_balance=cfg.balance,
+        taker_fee=cfg.taker_fee,
+        maker_fee=cfg.maker_fee,
+        slippage_bps=cfg.slippage_bps,
+        max_fill_qty_per_execution=cfg.max_fill_qty_per_execution,
+    )
+
+
+class InProcessSimulator:
+    """The simulator's server class in this process, on a free port (for options the command
+    line does not expose, such as split fills). Same ``http``/``ws`` interface as the process."""
+
+    def __init__(self, **cfg: Any) -> None:
+        self.server = SimServer(SimulatorConfig(symbols=SYMBOLS, days=DAYS, speed=0.0, **cfg))
+        self.port = 0
+
+    async def start(self) -> InProcessSimulator:
+        self.port = await self.server.start()
+        return self
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        await self.server.stop()
 
 
 class SimulatorProcess:
@@ -173,7 +211,7 @@ class BinanceVenue:
 
     def __init__(
         self,
-        sim: SimulatorProcess,
+        sim: SimulatorProcess | InProcessSimulator,
         *,
         key: str = DEFAULT_API_KEY,
         secret: str = DEFAULT_API_SECRET,

@@ -13,7 +13,7 @@ from perpbot.exchange.errors import (
     REDUCE_ONLY_REJECTED,
     ExchangeError,
 )
-from tests.contract.harness import BinanceVenue, SimVenue
+from tests.contract.harness import BinanceVenue, InProcessSimulator, SimVenue
 
 Venue = SimVenue | BinanceVenue
 
@@ -85,22 +85,27 @@ async def test_recovery_reads_find_orders_by_client_id(venue: Venue) -> None:
 
 
 async def test_partial_fills_are_reported_one_execution_at_a_time(venue: Venue) -> None:
-    if venue.name == "binance":
-        pytest.skip("perpbot simulate has no partial-fill fault yet (requests_h9_to_h8.md #2)")
-    from perpbot.exchange.sim.faults import FaultPlan, OrderScript
-    from tests.contract.harness import SimVenue
-
-    v = SimVenue(FaultPlan(orders={"pf-1": OrderScript(executions=(0.3, 0.5, 0.2))}))
-    await v.start()
+    """Fills split into executions of at most 40 (the engine's knob, served by both venues)."""
+    if isinstance(venue, SimVenue):
+        v: SimVenue | BinanceVenue = SimVenue(max_fill_qty=40.0)
+        await v.start()
+    else:
+        sim = await InProcessSimulator(max_fill_qty_per_execution=40.0).start()
+        v = BinanceVenue(sim)  # type: ignore[arg-type]
+        await v.start()
     try:
         r = await v.ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="pf-1")
-        await v.settle()
+        await v.settle(
+            lambda ev: any(isinstance(e, OrderTradeUpdate) and e.status is OrderStatus.FILLED for e in ev)
+        )
     finally:
         await v.close()
+        if isinstance(v, BinanceVenue):
+            await sim.stop()
     trades = [e for e in v.events if isinstance(e, OrderTradeUpdate) and e.execution_type == "TRADE"]
     assert [(t.status, t.last_filled_qty, t.cumulative_filled_qty) for t in trades] == [
-        (OrderStatus.PARTIALLY_FILLED, 30.0, 30.0),
-        (OrderStatus.PARTIALLY_FILLED, 50.0, 80.0),
+        (OrderStatus.PARTIALLY_FILLED, 40.0, 40.0),
+        (OrderStatus.PARTIALLY_FILLED, 40.0, 80.0),
         (OrderStatus.FILLED, 20.0, 100.0),
     ]
     assert r.executed_qty == 100.0 and len({t.trade_id for t in trades}) == 3

@@ -110,6 +110,8 @@ async def test_ohlcv_and_funding_rate(ex: ccxt.pro.binanceusdm, sim: SimServer) 
     assert [r[0] for r in rows] == [int(t) for t in s.open_time[last - 4 : last + 1]]
     assert rows[-1][4] == float(s.close[last])
     assert rows[-1][0] + 15 * 60_000 == sim.venue.now_ms  # nothing after replay time
+    marks = await ex.fetch_ohlcv(SYM, "15m", limit=5, params={"price": "mark"})
+    assert [m[:5] for m in marks] == [r[:5] for r in rows] and all(m[5] == 0 for m in marks)
     fr = await ex.fetch_funding_rate(SYM)
     assert fr["fundingRate"] == float(s.funding[last]) and fr["markPrice"] == float(s.close[last])
     oi = await ex.fetch_open_interest(SYM)
@@ -169,3 +171,23 @@ async def test_server_and_bare_engine_agree_on_every_fill(ex: ccxt.pro.binanceus
         (f.price, f.quantity, f.time_ms) for f in expected
     ]
     assert (await ex.fetch_balance())["USDT"]["total"] == pytest.approx(bare.balance(), abs=1e-12)
+
+
+async def test_funding_history_and_income(ex: ccxt.pro.binanceusdm, sim: SimServer) -> None:
+    await ex.load_markets()
+    rates = await ex.fetch_funding_rate_history(SYM, limit=5)
+    s = sim.market.series["XRPUSDT"]
+    assert len(rates) == 5 and all(r["timestamp"] % (8 * 3_600_000) == 0 for r in rates)
+    assert rates[-1]["timestamp"] <= sim.venue.now_ms - 15 * 60_000
+    assert rates[-1]["fundingRate"] == float(s.funding[s.index_at(rates[-1]["timestamp"])])
+    await ex.create_order(SYM, "market", "buy", 100)
+    first_open = sim.replay.next_open_ms
+    sim.replay.advance(40)  # crosses a funding time (every 8 h = 32 candles)
+    settled = [t for t in range(first_open, sim.replay.next_open_ms, 15 * 60_000) if t % (8 * 3_600_000) == 0]
+    paid = await ex.fetch_funding_history(SYM)
+    assert [p["timestamp"] for p in paid] == settled and all(p["amount"] != 0 for p in paid)
+    ledger = await ex.fetch_ledger()
+    assert {e["info"]["incomeType"] for e in ledger} == {"COMMISSION", "FUNDING_FEE"}
+    assert sum(e["amount"] * (1 if e["direction"] == "in" else -1) for e in ledger) == pytest.approx(
+        float((await ex.fetch_balance())["info"]["totalWalletBalance"]) - 1000.0  # no uPnL in the wallet
+    )

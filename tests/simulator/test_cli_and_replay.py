@@ -152,3 +152,58 @@ async def test_recorded_data_replays_from_the_requested_time(start_sim: Any) -> 
         assert rows[-1][0] == start - 15 * 60_000 and float(rows[-1][4]) == s.close[i]
         async with http.post("/sim/advance?bars=1000") as r:
             assert json.loads(await r.text())["advanced"] == 192  # two days, then the end
+
+
+async def test_shutdown_says_going_away_to_stream_clients(start_sim: Any) -> None:
+    srv: SimServer = await start_sim()
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"http://127.0.0.1:{srv.port}/market/ws")
+        await asyncio.sleep(0.05)
+        stopping = asyncio.ensure_future(srv.stop())
+        msg = await ws.receive(timeout=5)
+        await stopping
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+
+
+def test_process_takes_symbols_and_costs_from_the_app_configuration(tmp_path: Path) -> None:
+    """Like the backtest: SYMBOLS and TAKER_FEE come from the environment / .env."""
+    from perpbot.simulator.auth import sign
+    from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+    (tmp_path / ".env").write_text("SYMBOLS=DOGEUSDT\nTAKER_FEE=0.0004\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perpbot.cli.main", "simulate", "--port", "0", "--days", "2", "--speed", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline()[len(LINE_PREFIX) :].split()[0])
+
+        async def trade() -> tuple[list[str], dict[str, Any]]:
+            base = f"http://127.0.0.1:{port}"
+            h = {"X-MBX-APIKEY": DEFAULT_API_KEY}
+            async with aiohttp.ClientSession(base_url=base) as http:
+                async with http.get("/sim/state") as r:
+                    symbols = (await r.json())["symbols"]
+                q = f"symbol=DOGEUSDT&side=BUY&type=MARKET&quantity=100&timestamp={int(time.time() * 1000)}"
+                async with http.post(
+                    f"/fapi/v1/order?{q}&signature={sign(DEFAULT_API_SECRET, q)}", headers=h
+                ):
+                    pass
+                q = f"symbol=DOGEUSDT&timestamp={int(time.time() * 1000)}"
+                async with http.get(
+                    f"/fapi/v1/userTrades?{q}&signature={sign(DEFAULT_API_SECRET, q)}", headers=h
+                ) as r:
+                    return symbols, (await r.json())[0]
+
+        symbols, fill = asyncio.run(trade())
+        assert symbols == ["DOGEUSDT"]
+        assert float(fill["commission"]) == pytest.approx(float(fill["qty"]) * float(fill["price"]) * 0.0004)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

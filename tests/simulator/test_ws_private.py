@@ -177,3 +177,24 @@ async def test_listen_key_expires_after_its_validity(start_sim: Any) -> None:
         assert msg["e"] == "listenKeyExpired"
     finally:
         await client.close()
+
+
+async def test_ccxt_watch_balance_reads_account_updates(sim: SimServer, ex: ccxt.pro.binanceusdm) -> None:
+    await ex.load_markets()
+    watch = asyncio.ensure_future(ex.watch_balance())
+    await _wait_for(lambda: sim.private_hub.conns)
+    await ex.create_order(SYM, "market", "buy", 10)
+    bal = await asyncio.wait_for(watch, 5)
+    assert bal["USDT"]["total"] == pytest.approx(sim.venue.engine.balance())
+    assert bal["USDT"]["total"] < 1000.0  # the commission was paid
+
+
+async def test_private_stream_refuses_bad_subscriptions(sim: SimServer, http: aiohttp.ClientSession) -> None:
+    async with http.ws_connect("/private/stream") as ws:
+        await ws.send_str("[1, 2")
+        assert (await _recv(ws))["error"]["code"] == 3
+        await ws.send_json({"method": "SUBSCRIBE", "params": ["not-a-live-key"], "id": 4})
+        reply = await _recv(ws)
+        assert reply["id"] == 4 and reply["error"]["code"] == 2
+        await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 5})
+        assert await _recv(ws) == {"result": [], "id": 5}

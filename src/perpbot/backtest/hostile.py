@@ -34,6 +34,7 @@ from perpbot.engine.context import CandleContext
 from perpbot.engine.journal import Journal
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.engine.risk import RiskManager
+from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
 from perpbot.exchange.sim.faults import FaultPlan
@@ -43,6 +44,7 @@ BAR_MS = 15 * 60_000
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC
 GRACE_STEPS = 1  # a violation must be repaired by the next step's reconcile
 END_CLOSE_ROUNDS = 5
+START_TRIES = 10
 SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT", "ADAUSDT")
 
 
@@ -129,7 +131,13 @@ async def run_hostile(sc: HostileScenario) -> HostileReport:
     await ex.start()
     try:
         for bot in bots.values():
-            await bot.start(_ctx(bot.symbol, 0, 100.0, None))
+            for attempt in range(START_TRIES):  # the runtime restarts a start that gave up
+                try:
+                    await bot.start(_ctx(bot.symbol, 0, 100.0, None))
+                    break
+                except ExchangeError:
+                    if attempt == START_TRIES - 1:
+                        raise
         for i in range(sc.n_bars):
             clock.set(int(t[i]) + BAR_MS)
             for s in symbols:

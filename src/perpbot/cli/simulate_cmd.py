@@ -12,13 +12,16 @@ import math
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from perpbot.cli.common import config_from_env, err_console, user_errors
 from perpbot.errors import ConfigError
 from perpbot.symbols import normalize_symbol
+
+if TYPE_CHECKING:
+    from perpbot.simulator.config import SimulatorConfig
 
 
 def _number(name: str, text: str, kind: type[int] | type[float]) -> float:
@@ -31,7 +34,7 @@ def _number(name: str, text: str, kind: type[int] | type[float]) -> float:
     return value
 
 
-def _symbols(symbols: str | None, all_: bool) -> tuple[str, ...]:
+def _symbols(symbols: str | None, all_: bool, configured: tuple[str, ...]) -> tuple[str, ...]:
     if symbols and all_:
         raise ConfigError("--symbols and --all are mutually exclusive: pass one of them")
     if symbols:
@@ -39,13 +42,13 @@ def _symbols(symbols: str | None, all_: bool) -> tuple[str, ...]:
         if not out or len(set(out)) != len(out):
             raise ConfigError(f"--symbols={symbols!r}: expected distinct symbols separated by commas")
         return out
-    return tuple(config_from_env().symbols)
+    return configured
 
 
-async def _serve(cfg: object) -> None:
+async def _serve(cfg: SimulatorConfig) -> None:
     from perpbot.simulator.server import SimServer
 
-    srv = SimServer(cfg)  # type: ignore[arg-type]
+    srv = SimServer(cfg)
     port = await srv.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -103,8 +106,9 @@ def register(app: typer.Typer) -> None:
         from perpbot.simulator.market import parse_time
 
         n_days = int(_number("--days", days, int))
+        app_cfg = config_from_env()  # SYMBOLS and the backtest's costs (TAKER_FEE, ...)
         cfg = SimulatorConfig(
-            symbols=_symbols(symbols, all_),
+            symbols=_symbols(symbols, all_, tuple(app_cfg.symbols)),
             data_dir=data_dir,
             from_ms=parse_time(from_) if from_ else None,
             days=n_days,
@@ -117,6 +121,9 @@ def register(app: typer.Typer) -> None:
             api_secret=api_secret or DEFAULT_API_SECRET,
             faults_file=faults,
             ws_max_age_s=float(_number("--ws-max-age", ws_max_age, float)),
+            taker_fee=app_cfg.taker_fee,
+            maker_fee=app_cfg.maker_fee,
+            slippage_bps=app_cfg.slippage_bps,
         )
         if data_dir is not None and not data_dir.is_dir():
             raise ConfigError(f"--data-dir={data_dir}: not a folder")

@@ -98,6 +98,7 @@ from perpbot.engine.ledger import LedgerMixin, execution_of
 from perpbot.engine.pending import PendingMixin
 from perpbot.engine.protection import ProtectionMixin
 from perpbot.engine.recovery import RecoveryMixin
+from perpbot.exchange.errors import ExchangeError
 
 
 class SymbolBot(EntryMixin, PendingMixin, ProtectionMixin, ExitMixin, LedgerMixin, RecoveryMixin):
@@ -206,7 +207,12 @@ class SymbolBot(EntryMixin, PendingMixin, ProtectionMixin, ExitMixin, LedgerMixi
         was confirmed and booked; False when flat or when the position is still (partly) open.
         """
         with self._clock.scope():
-            return await self._close_now(reason)
+            try:
+                return await self._close_now(reason)
+            except ExchangeError as exc:  # the position (if any) keeps its protection
+                self.errors += 1
+                log.error("%s: %s close failed: %s; position left protected", self.symbol, reason.value, exc)
+                return False
 
     async def _close_now(self, reason: CloseReason) -> bool:
         pos_ex = await self._ex.position(self.symbol)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from perpbot.config import AppConfig
 from perpbot.domain.types import (
@@ -37,6 +37,7 @@ from perpbot.exchange.port import ExchangePort, ExchangeRecoveryPort
 from perpbot.ml.decision import EntryFilter
 
 log = logging.getLogger("perpbot.engine.bot")
+T = TypeVar("T")
 
 CLOSE_WAIT_S = 10.0  # SPEC §8.6: wait for the reverse close event, then release
 ENTRY_FILL_WAIT_S = 10.0
@@ -49,6 +50,7 @@ START_BACKOFF_S = 1.0
 # overloaded. A network error or 5xx arrives as ``ExchangeUnavailable``.
 TRANSIENT_CODES = frozenset({-1001, -1003, -1007, -1008})
 HOUR_MS = 3_600_000
+READ_ATTEMPTS = 3  # REST reads the accounting depends on: retried on transient errors
 REMEMBER = 256  # bounded id maps (own orders, triggered ids, accounted executions)
 
 
@@ -306,6 +308,17 @@ class BotBase:
         """Client order id: ``pb<tag>-<time>-<seq>`` (≤ 36 chars, Binance's allowed characters)."""
         self._seq += 1
         return f"pb{tag}-{self._clock.now_ms()}-{self._seq}"
+
+    async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A REST read repeated on transient errors (1 s, 2 s back-off on this bot's clock)."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return await call()
+            except ExchangeError as exc:
+                if not is_transient(exc) or attempt == READ_ATTEMPTS - 1:
+                    raise
+                await self._clock.sleep(PROTECT_RETRY_S * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -78,7 +78,10 @@ class ExitMixin(BotBase):
                     await self._clock.wait_for(pos.done.wait(), CLOSE_WAIT_S)
             if pos.booked:
                 return True
-            await self._confirm_close(pos, reason)
+            try:
+                await self._confirm_close(pos, reason)
+            except ExchangeError as exc:  # a failed read: the next attempt asks again
+                log.warning("%s: close confirmation failed: %s", self.symbol, exc)
             if not pos.booked:
                 await self._cancel_close_order(cid)  # an acknowledged close must not fill later
         if pos.booked:
@@ -149,10 +152,12 @@ class ExitMixin(BotBase):
             if pos.booked:
                 await self._cancel_leftovers()
                 return
-            rows = await self._ex.income_history(
-                self.symbol,
-                pos.entry_time_ms,
-                ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE", "INSURANCE_CLEAR"),
+            rows = await self._retry(
+                lambda: self._ex.income_history(
+                    self.symbol,
+                    pos.entry_time_ms,
+                    ("REALIZED_PNL", "COMMISSION", "FUNDING_FEE", "INSURANCE_CLEAR"),
+                )
             )
             if self._pos is not pos or pos.booked:
                 return

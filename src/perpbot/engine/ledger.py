@@ -85,8 +85,8 @@ class LedgerMixin(BotBase):
             ):
                 return p
         algo = self._triggered.get(ex.order_id)
-        if algo is not None:
-            return self._algo_owner.get(algo)
+        if algo is not None and algo in self._algo_owner:
+            return self._algo_owner[algo]
         pos = self._pos
         if pos is None or ex.side is not pos.side.exit_order_side:
             return None
@@ -185,13 +185,13 @@ class LedgerMixin(BotBase):
             return
         for algo_id in sorted(pos.algo_ids):
             try:
-                algo = await ex.get_conditional(self.symbol, algo_id=algo_id)
+                algo = await self._retry(lambda a=algo_id: ex.get_conditional(self.symbol, algo_id=a))
             except ExchangeError:
                 continue
             if algo.triggered_order_id:
                 bounded_put(self._triggered, algo.triggered_order_id, algo_id, _REMEMBER)
                 pos.close_orders.add(algo.triggered_order_id)
-        fills = await ex.user_trades(self.symbol, pos.entry_time_ms)
+        fills = await self._retry(lambda: ex.user_trades(self.symbol, pos.entry_time_ms))
         unknown: set[int] = set()
         for f in sorted(fills, key=lambda f: f.trade_id):
             if exec_key(f.trade_id) in self._accounted or pos.booked:
@@ -214,7 +214,7 @@ class LedgerMixin(BotBase):
         if not isinstance(ex, ExchangeRecoveryPort):
             return
         try:
-            fills = await ex.user_trades(self.symbol, pos.entry_time_ms)
+            fills = await self._retry(lambda: ex.user_trades(self.symbol, pos.entry_time_ms))
         except ExchangeError as exc:
             log.warning("%s: entry executions unavailable (%s); entry fee may be short", self.symbol, exc)
             return
@@ -229,7 +229,7 @@ class LedgerMixin(BotBase):
         if not isinstance(ex, ExchangeRecoveryPort):
             return e
         try:
-            o = await ex.get_order(self.symbol, order_id=e.order_id)
+            o = await self._retry(lambda: ex.get_order(self.symbol, order_id=e.order_id))
         except ExchangeError:
             return e
         liq = o.type is OrderType.LIQUIDATION or o.client_order_id.startswith(("autoclose-", "adl_"))
@@ -331,8 +331,10 @@ class LedgerMixin(BotBase):
         later SYNC close or a restart never counts them twice.
         """
         try:
-            rows = await self._ex.income_history(
-                self.symbol, pos.entry_time_ms, ("FUNDING_FEE", "INSURANCE_CLEAR")
+            rows = await self._retry(
+                lambda: self._ex.income_history(
+                    self.symbol, pos.entry_time_ms, ("FUNDING_FEE", "INSURANCE_CLEAR")
+                )
             )
         except ExchangeError as exc:
             log.warning("%s: income history unavailable (%s); funding counted as 0", self.symbol, exc)
@@ -366,14 +368,20 @@ class LedgerMixin(BotBase):
             return
         start = min(w[2].entry_time_ms for w in self._funding_watch)
         rows = await self._ex.income_history(self.symbol, start, ("FUNDING_FEE",))
+        # A settlement stamped at a trade's exit belongs to the position opened at that very
+        # millisecond (a reverse); when none was (the next entry came later), it can only be the
+        # exiting position's, and is added to it rather than lost.
+        pos = self._pos
+        next_entry = pos.entry_time_ms if pos is not None else None
         for k, (trade_id, index, trade) in enumerate(self._funding_watch):
             extra = 0.0
             keys: list[str] = []
             for r in rows:
                 key = income_key(r.income_type, r.trade_id or str(r.time_ms))
+                at_exit = r.time_ms == trade.exit_time_ms and next_entry != r.time_ms
                 if (
                     r.symbol == self.symbol
-                    and trade.entry_time_ms <= r.time_ms < trade.exit_time_ms
+                    and (trade.entry_time_ms <= r.time_ms < trade.exit_time_ms or at_exit)
                     and key not in self._accounted
                 ):
                     extra += r.income
@@ -395,7 +403,7 @@ class LedgerMixin(BotBase):
         wake the position's close waiter, notify (in that order)."""
         trade_id = self._journal.record_trade(trade)
         self.closed_trades.append(trade)
-        if trade.exit_time_ms > -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # spans a whole hour
+        if trade.exit_time_ms >= -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # reaches a whole hour
             self._funding_watch.append((trade_id, len(self.closed_trades) - 1, trade))
         await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)
         await self._cancel_protection(pos)

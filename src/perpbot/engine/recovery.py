@@ -17,6 +17,7 @@ from perpbot.domain.types import (
     Position,
 )
 from perpbot.engine.bot_base import (
+    PROTECT_RETRY_S,
     REMEMBER,
     START_ATTEMPTS,
     START_BACKOFF_S,
@@ -34,6 +35,8 @@ from perpbot.engine.notifier import (
     recovered_message,
 )
 from perpbot.exchange.errors import ExchangeError
+
+RECONCILE_ATTEMPTS = 3
 
 
 class RecoveryMixin(BotBase):
@@ -344,31 +347,42 @@ class RecoveryMixin(BotBase):
             await self._reconcile()
 
     async def _reconcile(self) -> None:
-        try:
-            if self._pending is not None:
-                await self._resolve_pending()
-            if self._funding_watch:
-                await self._late_funding()
-            pos_ex = await self._ex.position(self.symbol)
-            if pos_ex is None:
-                if self._pos is not None:
-                    await self._sync_close("reconcile")
-                elif self._pending is None and (self._orders_dirty or self._to_cancel):
-                    await self._cancel_orphans("reconcile: flat symbol")
-                    self._to_cancel.clear()
+        """One pass, repeated (idempotent) with back-off when a REST call fails transiently, so
+        that a flaky read does not postpone the repair by a whole period."""
+        for attempt in range(RECONCILE_ATTEMPTS):
+            try:
+                await self._reconcile_once()
                 return
-            pos = await self._resync(pos_ex, None)
-            if self._busy or self._pos is not pos:
+            except asyncio.CancelledError:
+                raise
+            except ExchangeError as exc:
+                if not is_transient(exc) or attempt == RECONCILE_ATTEMPTS - 1:
+                    self.errors += 1
+                    log.error("%s: reconciliation failed: %s", self.symbol, exc)
+                    return
+                await self._clock.sleep(PROTECT_RETRY_S * 2**attempt)
+            except Exception:
+                self.errors += 1
+                log.exception("%s: reconciliation failed", self.symbol)
                 return
-            if self._to_cancel:
-                for algo_id in sorted(self._to_cancel):
-                    if algo_id not in (pos.sl_id, pos.tp_id) and await self._cancel_algo(
-                        algo_id, "reconcile"
-                    ):
-                        self._to_cancel.discard(algo_id)
-            await self._ensure_protection(pos)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.errors += 1
-            log.exception("%s: reconciliation failed", self.symbol)
+
+    async def _reconcile_once(self) -> None:
+        if self._pending is not None:
+            await self._resolve_pending()
+        if self._funding_watch:
+            await self._late_funding()
+        pos_ex = await self._ex.position(self.symbol)
+        if pos_ex is None:
+            if self._pos is not None:
+                await self._sync_close("reconcile")
+            elif self._pending is None and (self._orders_dirty or self._to_cancel):
+                await self._cancel_orphans("reconcile: flat symbol")
+                self._to_cancel.clear()
+            return
+        pos = await self._resync(pos_ex, None)
+        if self._busy or self._pos is not pos:
+            return
+        for algo_id in sorted(self._to_cancel):
+            if algo_id not in (pos.sl_id, pos.tp_id) and await self._cancel_algo(algo_id, "reconcile"):
+                self._to_cancel.discard(algo_id)
+        await self._ensure_protection(pos)

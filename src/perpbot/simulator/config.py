@@ -35,6 +35,11 @@ class SimulatorConfig:
     weight_limit: int = 2400
     max_body_bytes: int = 64 * 1024
     listen_key_validity_s: float = 3600.0
+    # Costs, as the backtest takes them from the app configuration (TAKER_FEE, MAKER_FEE,
+    # SLIPPAGE_BPS), so that the server and the backtest price fills alike.
+    taker_fee: float = 0.0005
+    maker_fee: float = 0.0002
+    slippage_bps: float = 1.0
     # > 0: split every fill into executions of at most this quantity (PARTIALLY_FILLED … FILLED
     # on the user stream), the engine's knob for exercising clients' per-execution handling.
     max_fill_qty_per_execution: float = 0.0

@@ -7,6 +7,7 @@ matching itself is ``MatchingEngine``'s (MARKET orders fill at the next candle's
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from perpbot.domain.types import AlgoStatus, OrderSide, OrderStatus, OrderType
@@ -64,8 +65,6 @@ def new_order(srv: SimServer, p: Params) -> Any:
     if resp_type == "RESULT":
         return order_json(rec.order, update_ms=rec.update_ms)
     # ACK: the order as accepted (status NEW, nothing executed yet from the client's view).
-    from dataclasses import replace
-
     ack = replace(rec.order, status=OrderStatus.NEW, executed_qty=0.0, avg_price=0.0)
     return order_json(ack, update_ms=rec.order.time_ms)
 

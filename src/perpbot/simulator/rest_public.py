@@ -106,6 +106,15 @@ def klines(srv: SimServer, p: Params) -> Any:
     ]
 
 
+def mark_price_klines(srv: SimServer, p: Params) -> Any:
+    """``markPriceKlines``: the engine marks positions at the trade price (see the engine's model),
+    so mark candles are the trade candles without volume, as Binance sends them."""
+    rows = klines(srv, p)
+    for r in rows:
+        r[5], r[7], r[9], r[10] = "0", "0", "0", "0"
+    return rows
+
+
 def _premium(srv: SimServer, symbol: str) -> dict[str, Any]:
     v = srv.venue
     s = v.market.series[symbol]
@@ -133,15 +142,16 @@ def premium_index(srv: SimServer, p: Params) -> Any:
 
 def funding_rate(srv: SimServer, p: Params) -> Any:
     symbol = srv.venue.symbol(p.req("symbol"))
-    s, lo, hi = srv.venue.market.series[symbol], 0, srv.venue.last_index(symbol) + 1
-    settle = [i for i in range(lo, hi) if int(s.open_time[i]) % FUNDING_INTERVAL_MS == 0]
+    s = srv.venue.market.series[symbol]
+    times = s.open_time[: srv.venue.last_index(symbol) + 1]
     start, end = p.opt_int("startTime"), p.opt_int("endTime")
     limit = p.int("limit", 100, lo=1, hi=1000)
-    rows = [
-        i
-        for i in settle
-        if (start is None or s.open_time[i] >= start) and (end is None or s.open_time[i] <= end)
-    ]
+    mask = times % FUNDING_INTERVAL_MS == 0
+    if start is not None:
+        mask &= times >= start
+    if end is not None:
+        mask &= times <= end
+    rows = np.flatnonzero(mask)
     rows = rows[:limit] if start is not None else rows[-limit:]
     return [
         {

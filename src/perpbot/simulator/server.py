@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from perpbot.exchange.sim.engine import SimSettings
 from perpbot.simulator import control, rest_account, rest_orders, rest_public
 from perpbot.simulator.auth import Authenticator, parse_params
 from perpbot.simulator.config import SimulatorConfig
@@ -42,6 +43,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", "/fapi/v1/time", rest_public.server_time, NONE),
     ("GET", "/fapi/v1/exchangeInfo", rest_public.exchange_info, NONE),
     ("GET", "/fapi/v1/klines", rest_public.klines, NONE),
+    ("GET", "/fapi/v1/markPriceKlines", rest_public.mark_price_klines, NONE),
     ("GET", "/fapi/v1/premiumIndex", rest_public.premium_index, NONE),
     ("GET", "/fapi/v1/fundingRate", rest_public.funding_rate, NONE),
     ("GET", "/fapi/v1/openInterest", rest_public.open_interest, NONE),
@@ -93,7 +95,14 @@ class SimServer:
         self.cfg = cfg
         self.wall_ms = wall_ms
         self.market = market or load_market_data(list(cfg.symbols), cfg.data_dir, cfg.from_ms, cfg.days)
-        self.venue = Venue.create(self.market, cfg.balance, cfg.max_fill_qty_per_execution)
+        settings = SimSettings(
+            initial_balance=cfg.balance,
+            taker_fee=cfg.taker_fee,
+            maker_fee=cfg.maker_fee,
+            slippage_bps=cfg.slippage_bps,
+            max_fill_qty_per_execution=cfg.max_fill_qty_per_execution,
+        )
+        self.venue = Venue.create(self.market, settings)
         self.faults = FaultBook(wall_ms)
         self.auth = Authenticator(cfg.api_key, cfg.api_secret, self.server_ms)
         self.limiter = RateLimiter(wall_ms, cfg.weight_limit)
@@ -206,9 +215,14 @@ class SimServer:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        for hub in (self.market_hub, self.private_hub):
+        hubs = (self.market_hub, self.private_hub)
+        for hub in hubs:
             for c in tuple(hub.conns):
-                c.close_soon()
+                c.close_soon(1001, b"Server shutting down")  # "going away", then the queue drains
+        for _ in range(100):  # up to 1 s for clients to receive their close frames
+            if not any(hub.conns for hub in hubs):
+                break
+            await asyncio.sleep(0.01)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

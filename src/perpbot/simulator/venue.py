@@ -25,7 +25,6 @@ from perpbot.domain.types import (
     Order,
     OrderResult,
     OrderSide,
-    OrderStatus,
     OrderType,
 )
 from perpbot.errors import ConfigError
@@ -77,11 +76,10 @@ class Venue:
     fill_count: int = 0
 
     @classmethod
-    def create(cls, market: Market, balance: float, max_fill_qty: float = 0.0) -> Venue:
+    def create(cls, market: Market, settings: SimSettings) -> Venue:
         """Engine over each symbol's bars from the one before the replay start; that bar is
         processed at once, so the account starts between two candles like a running exchange."""
         filters = {s: derived_filters(s, float(np.nanmedian(x.close))) for s, x in market.series.items()}
-        settings = SimSettings(initial_balance=balance, max_fill_qty_per_execution=max_fill_qty)
         engine = MatchingEngine(settings, filters)
         offsets: dict[str, int] = {}
         for s, x in market.series.items():
@@ -283,6 +281,3 @@ def _int_or_none(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise BinanceError(-1100, "Illegal characters found in a parameter.") from None
-
-
-__all__ = ["AlgoRecord", "OrderRecord", "OrderStatus", "Venue", "check_client_id", "tran_id"]

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,8 +41,7 @@ class StreamConn:
         self._close_code = 1000
         self._close_reason = b""
         self._last_pong = time.monotonic()
-        self._msg_window = 0
-        self._msg_count = 0
+        self._recent: deque[float] = deque(maxlen=cfg.max_ws_messages_per_s)
         self.closed = False
 
     def push(self, text: str) -> None:
@@ -109,11 +110,13 @@ class StreamConn:
                 return
 
     def _over_rate(self) -> bool:
-        sec = int(time.monotonic())
-        if sec != self._msg_window:
-            self._msg_window, self._msg_count = sec, 0
-        self._msg_count += 1
-        return self._msg_count > self.cfg.max_ws_messages_per_s
+        """True for a message that would be the (limit+1)-th within any one-second window."""
+        now = time.monotonic()
+        full = len(self._recent) == self._recent.maxlen
+        if full and now - self._recent[0] < 1.0:
+            return True
+        self._recent.append(now)
+        return False
 
     async def _writer(self) -> None:
         q = self._queue
@@ -133,6 +136,4 @@ class StreamConn:
             await self.ws.ping()
 
     async def send_json(self, obj: Any) -> None:
-        import json
-
         self.push(json.dumps(obj, separators=(",", ":")))

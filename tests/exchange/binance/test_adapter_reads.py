@@ -19,10 +19,14 @@ async def test_open_interest_and_funding_fall_back_to_none(start_venue: Start) -
     oi = await v.ex.open_interest("XRPUSDT")
     fr = await v.ex.funding_rate("XRPUSDT")
     assert oi is not None and oi > 0 and fr is not None
+    hist = await v.ex.open_interest_history("XRPUSDT")
+    assert len(hist) == 6 and all(x > 0 for x in hist)
     await v.inject(
         {"kind": "http_error", "status": 500, "endpoint": "/fapi/v1/openInterest", "count": 1},
         {"kind": "http_error", "status": 502, "endpoint": "/fapi/v1/premiumIndex", "count": 1},
+        {"kind": "http_error", "status": 500, "endpoint": "/futures/data/openInterestHist", "count": 1},
     )
+    assert await v.ex.open_interest_history("XRPUSDT") == []
     assert await v.ex.open_interest("XRPUSDT") is None
     assert await v.ex.funding_rate("XRPUSDT") is None
 
@@ -90,3 +94,14 @@ async def test_conditionals_carry_working_type_and_price_protect(
         await ex.close()
     with pytest.raises(ValueError):
         BinanceExchange(v.ex.endpoints, v.ex.rest._creds, working_type="LAST")
+
+
+async def test_minus_4046_is_binance_s_answer_and_the_port_treats_it_as_done(start_venue: Start) -> None:
+    from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError
+
+    v: BinanceVenue = await start_venue()
+    await v.ex.set_isolated_margin("XRPUSDT")
+    with pytest.raises(ExchangeError) as err:
+        await v.ex.rest.call("fapiPrivatePostMarginType", {"symbol": "XRPUSDT", "marginType": "ISOLATED"})
+    assert err.value.code == NO_NEED_TO_CHANGE_MARGIN_TYPE
+    await v.ex.set_isolated_margin("XRPUSDT")  # the port: already isolated is success

@@ -5,7 +5,10 @@ sync, ``ExchangeError`` with Binance's code). Orders are idempotent by client id
 of a placement is unknown (timeout, connection failure, 503 "Unknown error", -1007), the adapter
 asks Binance for that client id, adopts the order if it exists and otherwise resends it under the
 same id, so a retry never opens a second position. Conditional orders go only to the algo service
-(``/fapi/v1/algoOrder``). Account events come from ``UserStream`` (see ``user_stream.py``).
+(``/fapi/v1/algoOrder``). Account events come from ``UserStream`` (see ``user_stream.py``) once
+``start_user_stream`` ran: handlers registered with ``subscribe`` are awaited one event at a time
+in the order Binance sent them, on the stream's task; a handler may call any REST method but must
+not wait for a later event (that event is behind it in the same queue).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from perpbot.domain.events import ExchangeEvent
@@ -345,8 +349,6 @@ class BinanceExchange:
         algo = codec.algo_from_json(d)
         actual = str(d.get("actualOrderId") or "")
         if actual.isdigit():
-            from dataclasses import replace
-
             algo = replace(algo, triggered_order_id=int(actual))
         return algo
 
@@ -369,6 +371,18 @@ class BinanceExchange:
         except ExchangeError as exc:
             log.warning("binance: open interest of %s unavailable (%s)", symbol, exc)
             return None
+
+    async def open_interest_history(self, symbol: str, limit: int = 6) -> list[float]:
+        """``sumOpenInterest`` of the last ``limit`` 15-minute rows, oldest first; [] on any failure
+        (SPEC §2.3 start-up seeding: no history means the first live ``oi_change`` is 0)."""
+        try:
+            rows = await self.rest.call(
+                "fapiDataGetOpenInterestHist", {"symbol": symbol, "period": "15m", "limit": int(limit)}
+            )
+            return [codec.num(r.get("sumOpenInterest")) for r in rows]
+        except ExchangeError as exc:
+            log.warning("binance: open-interest history of %s unavailable (%s)", symbol, exc)
+            return []
 
     async def funding_rate(self, symbol: str) -> float | None:
         """``premiumIndex.lastFundingRate``; None on any failure (SPEC §2.3 fallback: 0.0)."""

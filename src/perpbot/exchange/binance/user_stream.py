@@ -73,9 +73,9 @@ class UserStream:
         self._open_algos: dict[int, tuple[str, AlgoStatus]] = {}
         self._baseline_done = False
         self._keepalive_task: asyncio.Task[None] | None = None
-        self.socket = ResilientSocket(
-            "user", self._url, self._on_frame, self._resync, settings or StreamSettings(silence_s=600.0)
-        )
+        # Binance pings an idle user stream every 3 minutes: any frame proves the socket alive.
+        settings = settings or StreamSettings(silence_s=600.0, data_only=False)
+        self.socket = ResilientSocket("user", self._url, self._on_frame, self._resync, settings)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -37,7 +37,9 @@ class StreamSettings:
     backoff_s: float = 0.5
     backoff_max_s: float = 30.0
     connect_timeout_s: float = 10.0
-    heartbeat_s: float = 30.0  # our pings; a peer that stops answering is dropped by aiohttp
+    # True: only data frames reset the silence timer (a market stream that answers pings but
+    # sends no klines is deaf); False: any frame does (an idle user stream is only pinged).
+    data_only: bool = True
 
 
 class ResilientSocket:
@@ -117,12 +119,15 @@ class ResilientSocket:
         """One connection's life; returns normally when it should be renewed at once."""
         url = await self._url()
         self._kick.clear()
-        ws = await session.ws_connect(
-            url,
-            autoping=False,
-            heartbeat=None,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
-            max_msg_size=4 * 1024 * 1024,
+        ws = await asyncio.wait_for(
+            session.ws_connect(
+                url,
+                autoping=False,
+                heartbeat=None,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
+                max_msg_size=4 * 1024 * 1024,
+            ),
+            self.s.connect_timeout_s,
         )
         self._ws = ws
         self.connects += 1
@@ -163,7 +168,8 @@ class ResilientSocket:
                         raise StreamSilent(f"no frame for {self.s.silence_s:.1f} s")
                     continue
                 msg = recv.result()
-                self.last_frame = time.monotonic()
+                if msg.type is aiohttp.WSMsgType.TEXT or not self.s.data_only:
+                    self.last_frame = time.monotonic()
                 if msg.type is aiohttp.WSMsgType.PING:
                     await ws.pong(msg.data)
                 elif msg.type is aiohttp.WSMsgType.TEXT:
