@@ -65,6 +65,9 @@ class RuntimeOptions:
     restart_backoff_s: float = 1.0
     stream: StreamSettings = field(default_factory=StreamSettings)
     user_stream: StreamSettings = field(default_factory=lambda: StreamSettings(silence_s=600.0))
+    # Paper: a driver hands candles to the workers (``submit_candle``) and reconciles itself, in
+    # the backtest's time order; the market stream then only fills the window.
+    driven: bool = False
 
 
 class Runtime:
@@ -185,10 +188,11 @@ class Runtime:
     def _spawn_periodic(self) -> None:
         opts = self.opts
         self.periodic = {
-            "reconcile": Every("reconcile", opts.reconcile_s, self._reconcile_all),
             "monitor": Every("monitor", opts.monitor_s, self._monitor),
             "heartbeat": Every("heartbeat", opts.heartbeat_s, self._heartbeat),
         }
+        if not opts.driven:
+            self.periodic["reconcile"] = Every("reconcile", opts.reconcile_s, self._reconcile_all)
         self.midnight = Midnight(self.risk.maybe_reset)
         loop = asyncio.get_running_loop()
         now = self.clock.now_ms
@@ -202,18 +206,23 @@ class Runtime:
         """Market-stream callback: store, then hand a traded symbol's candle to its worker. It
         never waits on a bot, so one slow symbol cannot hold the stream."""
         await self.window.add(c)
-        worker = self.workers.get(c.symbol)
+        if self.opts.driven:
+            return
+        self.submit_candle(c.symbol, c.open_ms)
+
+    def submit_candle(self, sym: str, open_ms: int) -> None:
+        """Hand ``sym``'s closed candle ``open_ms`` (already in the window) to its worker."""
+        worker = self.workers.get(sym)
         if worker is None or self._stopping:
             return
-        worker.submit(lambda: self._handle(c))
+        worker.submit(lambda: self._handle(sym, open_ms))
 
-    async def _handle(self, c: Candle) -> None:
-        sym = c.symbol
-        aligned = await self.window.align(c.open_ms)
+    async def _handle(self, sym: str, open_ms: int) -> None:
+        aligned = await self.window.align(open_ms)
         if not aligned:
-            log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, c.open_ms)
-        self.window.set_micro(sym, c.open_ms, await self._micro(sym))
-        ctx = self.window.context(sym, upto_open_ms=c.open_ms)
+            log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
+        self.window.set_micro(sym, open_ms, await self._micro(sym))
+        ctx = self.window.context(sym, upto_open_ms=open_ms)
         self.candles_handled[sym] += 1
         self.last_candle_wall[sym] = time.monotonic()
         if ctx is None:
@@ -236,6 +245,9 @@ class Runtime:
         return Micro(oi_change=change, funding_rate=rate)
 
     # ------------------------------------------------------------------ periodic jobs
+
+    async def reconcile_all(self) -> None:
+        await self._reconcile_all()
 
     async def _reconcile_all(self) -> None:
         for sym, bot in self.bots.items():

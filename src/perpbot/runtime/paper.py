@@ -1,0 +1,229 @@
+"""``perpbot paper``: the runtime, unchanged, against a ``perpbot simulate`` child process.
+
+The simulator runs at ``--speed 0`` and the driver here advances it one candle at a time, in the
+backtest's time order (``backtest/runner.py``, "Time order"), so that a paper replay can give the
+backtest's trades exactly:
+
+1. ``POST /sim/advance?bars=1``: candle T *happens* on the venue (fills, triggers, funding);
+2. the replay clock is set to T's close; the driver waits until the market stream delivered
+   every symbol's candle T and the user stream has gone quiet (T's events handled);
+3. each traded symbol's candle T goes to its worker (the runtime's ordinary job); the driver
+   waits until every worker is idle, or until nothing has happened for ``quiet_s`` (a bot waiting
+   for a fill that only the next candle brings, as a market order fills at the next open);
+4. every ``RECONCILE_EVERY_MS`` of replay time every bot reconciles (the backtest's cadence);
+5. a symbol's last candle only closes positions (``END_OF_DATA``), as in the backtest.
+
+The bots' clock is the replay clock (``ReplayClock``): journal stamps, the daily reset and the
+kill switch follow replay time; waiting is real (events arrive over real sockets).
+
+``--speed X`` > 0 paces the driver at X candles per second of wall time at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from perpbot.domain.events import OrderTradeUpdate
+from perpbot.domain.types import CloseReason
+from perpbot.errors import ConfigError
+
+T = TypeVar("T")
+BAR_MS = 15 * 60_000
+RECONCILE_EVERY_MS = 300_000
+LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
+
+
+class ReplayClock:
+    """Replay time for the bots (set by the driver after each candle); real waiting."""
+
+    def __init__(self, start_ms: int = 0) -> None:
+        self._now = start_ms
+
+    def set(self, now_ms: int) -> None:
+        self._now = max(self._now, int(now_ms))
+
+    def now_ms(self) -> int:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
+        return await asyncio.wait_for(awaitable, timeout)
+
+    def scope(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+@dataclass(frozen=True, slots=True)
+class PaperOptions:
+    symbols: tuple[str, ...]
+    correlation: tuple[str, str]
+    data_dir: Path | None
+    from_: str | None
+    days: int
+    balance: float = 1000.0
+    speed: float = 0.0
+    quiet_s: float = 0.3
+    settle_s: float = 0.05
+
+
+class SimulatorChild:
+    """``perpbot simulate`` on a free loopback port, stopped with SIGTERM at the end."""
+
+    def __init__(self, opts: PaperOptions) -> None:
+        perpbot = str(Path(sys.executable).with_name("perpbot"))
+        syms = list(dict.fromkeys([*opts.symbols, *opts.correlation]))
+        cmd = [perpbot, "simulate", "--symbols", ",".join(syms), "--days", str(opts.days)]
+        cmd += ["--speed", "0", "--port", "0", "--balance", repr(opts.balance)]
+        if opts.data_dir is not None:
+            cmd += ["--data-dir", str(opts.data_dir)]
+        if opts.from_ is not None:
+            cmd += ["--from", opts.from_]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        m = LISTENING.search(line)
+        if m is None:
+            err = self.stop()
+            last = [x for x in err.splitlines() if x.strip()][-1:] or ["no output"]
+            raise ConfigError(f"perpbot simulate did not start: {last[0].removeprefix('error: ')}")
+        self.port = int(m.group(2))
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def call(self, method: str, path: str) -> Any:
+        req = urllib.request.Request(self.http + path, method=method)
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+        return err
+
+
+class PaperDriver:
+    """Advances the simulator candle by candle and lets the runtime handle each (module doc)."""
+
+    def __init__(self, runtime: Any, sim: SimulatorChild, clock: ReplayClock, opts: PaperOptions) -> None:
+        self.rt = runtime
+        self.sim = sim
+        self.clock = clock
+        self.opts = opts
+        self._last_activity = time.monotonic()
+        self.fills_seen = 0  # executions received over the user stream (the barrier below)
+        self.steps = 0
+        self.reconciles = 0
+
+    async def _activity(self, ev: Any) -> None:
+        self._last_activity = time.monotonic()
+        if isinstance(ev, OrderTradeUpdate) and ev.execution_type in ("TRADE", "CALCULATED"):
+            self.fills_seen += 1
+
+    async def _fills_delivered(self, timeout_s: float = 30.0) -> None:
+        """Barrier: every fill the venue made so far was delivered and handled by the bots (the
+        backtest drains every event of candle T before any bot sees candle T)."""
+        state = await self._call("GET", "/sim/state")
+        want = int(state["fill_count"])
+        end = time.monotonic() + timeout_s
+        while self.fills_seen < want and time.monotonic() < end:
+            await asyncio.sleep(0.002)
+
+    async def _call(self, method: str, path: str) -> Any:
+        return await asyncio.to_thread(self.sim.call, method, path)
+
+    async def _quiet(self, extra: Callable[[], bool] = lambda: True) -> None:
+        """Until ``extra()`` holds and nothing happened for ``settle_s``, or nothing happened
+        for ``quiet_s`` at all (a bot waiting for what only the next candle brings)."""
+        while True:
+            idle_for = time.monotonic() - self._last_activity
+            if extra() and idle_for >= self.opts.settle_s:
+                return
+            if idle_for >= self.opts.quiet_s:
+                return
+            await asyncio.sleep(0.005)
+
+    def _workers_idle(self) -> bool:
+        return all(w._idle.is_set() for w in self.rt.workers.values()) and not any(
+            b.has_background for b in self.rt.bots.values()
+        )
+
+    async def run(self, progress: Callable[[int, int], None] | None = None) -> None:
+        rt = self.rt
+        rt.exchange.subscribe(self._activity)
+        state = await self._call("GET", "/sim/state")
+        end_ms = int(state["end_ms"])
+        next_reconcile: int | None = None
+        total = (end_ms - int(state["next_candle_open_ms"])) // BAR_MS
+        pace = 1.0 / self.opts.speed if self.opts.speed > 0 else 0.0
+        while True:
+            t0 = time.monotonic()
+            res = await self._call("POST", "/sim/advance?bars=1")
+            if int(res["advanced"]) == 0:
+                break
+            now = int(res["replay_time_ms"])
+            open_ms = now - BAR_MS
+            self.clock.set(now)
+            self._last_activity = time.monotonic()
+            streamed = [*rt.cfg.symbols, *rt.cfg.correlation.as_tuple()]
+            while not all(rt.window.have(s, open_ms) for s in streamed):
+                await asyncio.sleep(0.002)
+            await self._fills_delivered()
+            await self._quiet(self._workers_idle)
+            last = bool(res["finished"])
+            for sym in rt.cfg.symbols:
+                if last:
+                    continue
+                rt.submit_candle(sym, open_ms)
+            await self._quiet(self._workers_idle)
+            if last:
+                for bot in rt.bots.values():
+                    if bot.in_position:
+                        await bot.close_position(CloseReason.END_OF_DATA)
+                await self._fills_delivered()
+                await self._quiet(self._workers_idle)
+            if next_reconcile is None:
+                next_reconcile = now
+            if now >= next_reconcile:
+                await rt.reconcile_all()
+                self.reconciles += 1
+                next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
+                await self._quiet(self._workers_idle)
+            self.steps += 1
+            if progress is not None:
+                progress(self.steps, total)
+            if last:
+                break
+            if pace:
+                await asyncio.sleep(max(0.0, pace - (time.monotonic() - t0)))
