@@ -47,10 +47,20 @@ LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
 
 
 class ReplayClock:
-    """Replay time for the bots (set by the driver after each candle); real waiting."""
+    """Replay time for the bots (set by the driver after each candle).
 
-    def __init__(self, start_ms: int = 0) -> None:
+    Waiting follows ``SimClock``'s rule, so that paper takes the backtest's paths: a bot's
+    ``wait_for`` (an event it waits for) ends with the event, or times out as soon as the driver
+    finds the whole system quiet (``expire``: nothing more can arrive before the next candle), not
+    after the real timeout. ``sleep`` (retry back-off) waits at most ``max_sleep_s`` of wall time:
+    replay time does not pass while a bot sleeps, as in the backtest.
+    """
+
+    def __init__(self, start_ms: int = 0, *, max_sleep_s: float = 0.02) -> None:
         self._now = start_ms
+        self.max_sleep_s = max_sleep_s
+        self._waiting: set[asyncio.Future[None]] = set()
+        self.expired = 0
 
     def set(self, now_ms: int) -> None:
         self._now = max(self._now, int(now_ms))
@@ -58,11 +68,34 @@ class ReplayClock:
     def now_ms(self) -> int:
         return self._now
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def expire(self) -> None:
+        """Time out every pending ``wait_for`` now."""
+        for f in tuple(self._waiting):
+            if not f.done():
+                f.set_result(None)
+                self.expired += 1
+
     async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(min(max(seconds, 0.0), self.max_sleep_s))
 
     async def wait_for(self, awaitable: Awaitable[T], timeout: float) -> T:
-        return await asyncio.wait_for(awaitable, timeout)
+        task = asyncio.ensure_future(awaitable)
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.add(gate)
+        try:
+            done, _ = await asyncio.wait({task, gate}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiting.discard(gate)
+        if task in done:
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        raise TimeoutError(f"replay timeout after {timeout}s")
 
     def scope(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
@@ -144,6 +177,7 @@ class PaperDriver:
         self._last_activity = time.monotonic()
         self.fills_seen = 0  # executions received over the user stream (the barrier below)
         self.steps = 0
+
         self.reconciles = 0
 
     async def _activity(self, ev: Any) -> None:
@@ -164,15 +198,25 @@ class PaperDriver:
         return await asyncio.to_thread(self.sim.call, method, path)
 
     async def _quiet(self, extra: Callable[[], bool] = lambda: True) -> None:
-        """Until ``extra()`` holds and nothing happened for ``settle_s``, or nothing happened
-        for ``quiet_s`` at all (a bot waiting for what only the next candle brings)."""
+        """Until ``extra()`` holds and nothing happened for ``settle_s``. When nothing happened
+        for ``quiet_s`` while ``extra()`` does not hold, the bots are waiting for what only the
+        next candle brings: their waits time out (``ReplayClock.expire``), as in the backtest."""
+        rounds = 0
         while True:
             idle_for = time.monotonic() - self._last_activity
             if extra() and idle_for >= self.opts.settle_s:
                 return
             if idle_for >= self.opts.quiet_s:
-                return
-            await asyncio.sleep(0.005)
+                if self.clock.waiting and rounds < 50:
+                    self.clock.expire()
+                    rounds += 1
+                    self._last_activity = time.monotonic()
+                elif not self.clock.waiting:
+                    if rounds >= 50 or idle_for >= 10 * self.opts.quiet_s:
+                        return
+                else:
+                    return
+            await asyncio.sleep(0.002)
 
     def _workers_idle(self) -> bool:
         return all(w._idle.is_set() for w in self.rt.workers.values()) and not any(
