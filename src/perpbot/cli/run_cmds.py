@@ -40,6 +40,11 @@ async def _main(runtime: object) -> int:
 
 
 def register(app: typer.Typer) -> None:
+    _register_run(app)
+    register_paper(app)
+
+
+def _register_run(app: typer.Typer) -> None:
     @app.command("run")
     @user_errors
     def run(
@@ -81,3 +86,57 @@ def register(app: typer.Typer) -> None:
             connect_attempts=connect_attempts or None,
         )
         raise typer.Exit(asyncio.run(_main(Runtime(cfg, opts, out=_say))))
+
+
+def register_paper(app: typer.Typer) -> None:
+    @app.command("paper")
+    @user_errors
+    def paper(
+        symbols: Annotated[str | None, typer.Option("--symbols", help="Symbols A,B.")] = None,
+        data_dir: Annotated[
+            Path | None,
+            typer.Option("--data-dir", help="Recorded data; default: the demo's synthetic market."),
+        ] = None,
+        from_: Annotated[str | None, typer.Option("--from", help="Replay start (YYYY-MM-DD).")] = None,
+        days: Annotated[int, typer.Option("--days", help="Days to replay.")] = 3,
+        speed: Annotated[
+            float, typer.Option("--speed", help="At most X candles per second (0 = fast).")
+        ] = 0.0,
+        out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("paper_report"),
+        model_dir: Annotated[Path, typer.Option("--model-dir", help="Models folder.")] = Path("models"),
+        no_ml: Annotated[bool, typer.Option("--no-ml", help="Trade without the ML filter.")] = False,
+    ) -> None:
+        """Paper replay: the live runtime against a `perpbot simulate` child process."""
+        from perpbot.cli.common import writable_folder
+        from perpbot.errors import ConfigError
+        from perpbot.runtime.paper import PaperOptions
+        from perpbot.runtime.paper_report import write_paper_report
+        from perpbot.runtime.paper_run import run_paper
+
+        cfg = config_from_env()
+        cfg = cfg.with_symbols(select_symbols(cfg, None, False, symbols))
+        if days < 1:
+            raise ConfigError(f"--days={days}: need at least one day")
+        if speed < 0:
+            raise ConfigError(f"--speed={speed}: must be >= 0")
+        if data_dir is not None and not data_dir.is_dir():
+            raise ConfigError(f"--data-dir={data_dir}: not a folder")
+        writable_folder(out, "--out")
+        out.mkdir(parents=True, exist_ok=True)
+        journal = out / "journal.sqlite3"
+        if journal.exists():
+            raise ConfigError(
+                f"{journal}: exists; a paper replay starts from an empty journal (pick another --out)"
+            )
+        opts = PaperOptions(
+            symbols=cfg.symbols,
+            correlation=cfg.correlation.as_tuple(),
+            data_dir=data_dir,
+            from_=from_,
+            days=days,
+            speed=speed,
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE")}
+        res = asyncio.run(run_paper(env, opts, journal, model_dir, use_ml=not no_ml, out=_say))
+        for line in write_paper_report(out, res):
+            _say(line)

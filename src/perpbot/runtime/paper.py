@@ -218,6 +218,13 @@ class PaperDriver:
                     return
             await asyncio.sleep(0.002)
 
+    async def _settled(self, coro: Awaitable[Any]) -> None:
+        """Run the driver's own bot call while watching for quiet, so that its waits time out
+        the way the backtest's do instead of after their real timeouts."""
+        task = asyncio.ensure_future(coro)
+        await self._quiet(task.done)
+        await task
+
     def _workers_idle(self) -> bool:
         return all(w._idle.is_set() for w in self.rt.workers.values()) and not any(
             b.has_background for b in self.rt.bots.values()
@@ -254,13 +261,13 @@ class PaperDriver:
             if last:
                 for bot in rt.bots.values():
                     if bot.in_position:
-                        await bot.close_position(CloseReason.END_OF_DATA)
+                        await self._settled(bot.close_position(CloseReason.END_OF_DATA))
                 await self._fills_delivered()
                 await self._quiet(self._workers_idle)
             if next_reconcile is None:
                 next_reconcile = now
             if now >= next_reconcile:
-                await rt.reconcile_all()
+                await self._settled(rt.reconcile_all())
                 self.reconciles += 1
                 next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
                 await self._quiet(self._workers_idle)
