@@ -217,11 +217,18 @@ class BinanceVenue:
         secret: str = DEFAULT_API_SECRET,
         budget: WeightBudget | None = None,
         stream: StreamSettings | None = None,
+        timeout_ms: int = 10_000,
+        recv_window_ms: int = 2_000,
     ) -> None:
         self.sim = sim
         endpoints = resolve_endpoints("custom", sim.http, sim.ws)
         self.ex = BinanceExchange(
-            endpoints, Credentials(key, secret), budget=budget or WeightBudget(), retry_delay_s=0.05
+            endpoints,
+            Credentials(key, secret),
+            budget=budget or WeightBudget(),
+            retry_delay_s=0.05,
+            timeout_ms=timeout_ms,
+            recv_window_ms=recv_window_ms,
         )
         self.events: list[ExchangeEvent] = []
         self.ex.subscribe(self._on_event)

@@ -43,3 +43,19 @@ async def test_418_stops_sending_alerts_once_and_refuses_until_the_ban_ends() ->
         await other.close()
         await ours.close()
         await srv.stop()
+
+
+async def test_budget_follows_binance_used_weight_header() -> None:
+    srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))
+    await srv.start()
+    ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{srv.port}")
+    budget = WeightBudget()
+    ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=budget)
+    try:
+        srv.limiter.admit(300, False)  # weight spent by another client of the same IP
+        await ex.balance()
+        await ex.income_history("XRPUSDT", 0)
+        assert budget.used >= srv.limiter.state()["used_weight_1m"] >= 300
+    finally:
+        await ex.close()
+        await srv.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -87,3 +88,18 @@ async def test_a_rejection_is_not_retried(start_venue: Start) -> None:
         await v.ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="rej-1")
     assert err.value.code == -2019
     assert await v.ex.position("XRPUSDT") is None
+
+
+async def test_timed_out_request_that_executes_late_is_adopted_not_doubled(start_venue: Start) -> None:
+    """The request is held 1 s on its way (within its 2 s recvWindow); the client gives up after
+    0.3 s. The order is not there yet when first looked up: the adapter waits until the lost
+    request can no longer execute, finds it, and adopts it instead of sending a second one."""
+    v = await start_venue(timeout_ms=300, recv_window_ms=2_000)
+    await v.inject({"kind": "latency", "ms": 1000, "endpoint": "/fapi/v1/order", "count": 1})
+    r = await v.ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="late-1")
+    assert r.status is OrderStatus.FILLED and r.executed_qty == 100.0
+    await asyncio.sleep(1.0)  # any request still on its way has landed by now
+    pos = await v.ex.position("XRPUSDT")
+    assert pos is not None and pos.quantity == 100.0
+    assert (await v.state())["fill_count"] == 1
+    assert v.ex._placer.adopted == 1 and v.ex._placer.resent == 0

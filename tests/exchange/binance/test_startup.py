@@ -162,3 +162,61 @@ def test_symbol_not_trading_is_refused() -> None:
         check_symbols(info, ["XRPUSDT"])
     info["symbols"][0]["status"] = "TRADING"
     assert list(check_symbols(info, ["XRPUSDT"])) == ["XRPUSDT"]
+
+
+def test_other_refusals_at_start_up_are_one_line_too(
+    sim_port: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A refusal that is not about the user's input (here a rate limit) still ends in one line."""
+    import asyncio
+
+    import aiohttp
+
+    async def inject() -> None:
+        async with aiohttp.ClientSession() as s:
+            body = [{"kind": "rate_limit_burst", "count": 1, "endpoint": "/fapi/v2/account"}]
+            async with s.post(f"http://127.0.0.1:{sim_port}/sim/faults", json=body) as r:
+                assert r.status == 200
+
+    asyncio.run(inject())
+    _set(monkeypatch, _env(sim_port), tmp_path)
+    one_line_error(invoke("check-exchange"), "-1003")
+
+
+@pytest.mark.parametrize(
+    ("restrictions", "multi_assets", "refusal"),
+    [
+        ({"enableFutures": True, "enableWithdrawals": False, "ipRestrict": True}, False, None),
+        ({"enableFutures": True, "enableWithdrawals": True}, False, "can withdraw"),
+        ({"enableFutures": False, "enableWithdrawals": False}, False, "Enable Futures"),
+        ({"enableFutures": True, "enableWithdrawals": False}, True, "multi-assets"),
+    ],
+)
+async def test_live_keys_must_trade_futures_never_withdraw_on_a_single_asset_account(
+    monkeypatch: pytest.MonkeyPatch, restrictions: dict[str, bool], multi_assets: bool, refusal: str | None
+) -> None:
+    from perpbot.exchange.binance.adapter import BinanceExchange
+    from perpbot.exchange.binance.ccxt_client import Credentials
+    from perpbot.exchange.binance.checks import check_keys_and_account
+    from perpbot.exchange.binance.environment import resolve_endpoints
+
+    routes = [
+        *server.ROUTES,  # plus two reads live Binance serves and the simulator does not
+        ("GET", "/sapi/v1/account/apiRestrictions", lambda s, p: restrictions, "SIGNED"),
+        ("GET", "/fapi/v1/multiAssetsMargin", lambda s, p: {"multiAssetsMargin": multi_assets}, "SIGNED"),
+    ]
+    monkeypatch.setattr(server, "ROUTES", routes)
+    srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))
+    await srv.start()
+    ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{srv.port}")
+    ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=WeightBudget())
+    try:
+        await ex.rest.sync_time()
+        if refusal is None:
+            assert await check_keys_and_account(ex.rest.call, "live") == pytest.approx(1000.0)
+        else:
+            with pytest.raises(SetupError, match=refusal):
+                await check_keys_and_account(ex.rest.call, "live")
+    finally:
+        await ex.close()
+        await srv.stop()

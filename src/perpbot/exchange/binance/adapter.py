@@ -37,6 +37,7 @@ from perpbot.exchange.binance.ccxt_client import Credentials
 from perpbot.exchange.binance.checks import check_keys_and_account, check_symbols
 from perpbot.exchange.binance.client_ids import is_valid_client_id, make_client_id
 from perpbot.exchange.binance.environment import Endpoints
+from perpbot.exchange.binance.market_data import PublicReads
 from perpbot.exchange.binance.market_stream import Candle, KlineFeed
 from perpbot.exchange.binance.placement import IdempotentPlacer, paged
 from perpbot.exchange.binance.rest import BinanceRest
@@ -59,7 +60,7 @@ class WorkingType:
     MARK_PRICE = "MARK_PRICE"
 
 
-class BinanceExchange:
+class BinanceExchange(PublicReads):
     """Async port over Binance USDT-M (live, demo or a custom URL such as ``perpbot simulate``)."""
 
     def __init__(
@@ -71,6 +72,7 @@ class BinanceExchange:
         working_type: str = WorkingType.CONTRACT_PRICE,
         price_protect: bool = True,
         timeout_ms: int = 10_000,
+        recv_window_ms: int = 5_000,
         now_ms: Callable[[], int] = wall_ms,
         retry_delay_s: float = 0.2,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -79,12 +81,21 @@ class BinanceExchange:
             raise ValueError(f"working_type {working_type!r}: CONTRACT_PRICE or MARK_PRICE")
         self.endpoints = endpoints
         self.rest = BinanceRest(
-            endpoints, creds, budget or shared_budget(), timeout_ms=timeout_ms, now_ms=now_ms
+            endpoints,
+            creds,
+            budget or shared_budget(),
+            timeout_ms=timeout_ms,
+            recv_window_ms=recv_window_ms,
+            now_ms=now_ms,
         )
         self.working_type = working_type
         self.price_protect = price_protect
         self.now_ms = now_ms
-        self._placer = IdempotentPlacer(self.rest.call, retry_delay_s=retry_delay_s, sleep=sleep)
+        # A request still in flight may execute until its recvWindow has passed: only then does
+        # "not found" mean "never executed" (and a resend cannot double the order).
+        self._placer = IdempotentPlacer(
+            self.rest.call, retry_delay_s=retry_delay_s, sleep=sleep, in_flight_s=recv_window_ms / 1000 + 0.5
+        )
         self._handlers: list[EventHandler] = []
         self._leverage: dict[str, int] = {}
         self.user_stream: UserStream | None = None
@@ -351,47 +362,6 @@ class BinanceExchange:
         if actual.isdigit():
             algo = replace(algo, triggered_order_id=int(actual))
         return algo
-
-    # ------------------------------------------------------------------ market data
-
-    async def klines(
-        self, symbol: str, interval: str, *, start_ms: int | None = None, limit: int = 500
-    ) -> list[list[Any]]:
-        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": int(limit)}
-        if start_ms is not None:
-            params["startTime"] = int(start_ms)
-        rows: list[list[Any]] = await self.rest.call("fapiPublicGetKlines", params)
-        return rows
-
-    async def open_interest(self, symbol: str) -> float | None:
-        """Current open interest; None on any failure (SPEC §2.3 fallback: ``oi_change`` 0)."""
-        try:
-            d = await self.rest.call("fapiPublicGetOpenInterest", {"symbol": symbol})
-            return codec.num(d.get("openInterest"))
-        except ExchangeError as exc:
-            log.warning("binance: open interest of %s unavailable (%s)", symbol, exc)
-            return None
-
-    async def open_interest_history(self, symbol: str, limit: int = 6) -> list[float]:
-        """``sumOpenInterest`` of the last ``limit`` 15-minute rows, oldest first; [] on any failure
-        (SPEC §2.3 start-up seeding: no history means the first live ``oi_change`` is 0)."""
-        try:
-            rows = await self.rest.call(
-                "fapiDataGetOpenInterestHist", {"symbol": symbol, "period": "15m", "limit": int(limit)}
-            )
-            return [codec.num(r.get("sumOpenInterest")) for r in rows]
-        except ExchangeError as exc:
-            log.warning("binance: open-interest history of %s unavailable (%s)", symbol, exc)
-            return []
-
-    async def funding_rate(self, symbol: str) -> float | None:
-        """``premiumIndex.lastFundingRate``; None on any failure (SPEC §2.3 fallback: 0.0)."""
-        try:
-            d = await self.rest.call("fapiPublicGetPremiumIndex", {"symbol": symbol})
-            return codec.num(d.get("lastFundingRate"))
-        except ExchangeError as exc:
-            log.warning("binance: premium index of %s unavailable (%s)", symbol, exc)
-            return None
 
 
 def _check_cid(cid: str) -> None:

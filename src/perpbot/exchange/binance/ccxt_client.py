@@ -116,7 +116,12 @@ def _float(v: Any, default: float) -> float:
 
 
 def make_client(
-    endpoints: Endpoints, creds: Credentials, budget: WeightBudget, *, timeout_ms: int = 10_000
+    endpoints: Endpoints,
+    creds: Credentials,
+    budget: WeightBudget,
+    *,
+    timeout_ms: int = 10_000,
+    recv_window_ms: int = 5_000,
 ) -> PerpbotBinance:
     """A configured client: ``fetchCurrencies: False`` (no sapi calls), our own time sync."""
     config: dict[str, Any] = {
@@ -127,7 +132,7 @@ def make_client(
         "options": {
             "fetchCurrencies": False,
             "adjustForTimeDifference": False,  # the adapter resyncs itself (start, 30 min, -1021)
-            "recvWindow": 5000,
+            "recvWindow": recv_window_ms,
             "warnOnFetchOpenOrdersWithoutSymbol": False,
         },
     }

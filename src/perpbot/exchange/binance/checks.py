@@ -43,6 +43,8 @@ async def check_keys_and_account(call: Call, env: str) -> float:
         raise
     if account.get("canTrade") is False:
         raise SetupError("the API key cannot trade USDT-M futures: enable 'Enable Futures' for this key")
+    if env == "live":
+        await check_key_permissions(call)
     dual = await call("fapiPrivateGetPositionSideDual")
     if dual.get("dualSidePosition") is True:
         raise SetupError(
@@ -65,6 +67,20 @@ async def check_keys_and_account(call: Call, env: str) -> float:
     if balance <= 0.0:
         raise SetupError("the futures wallet holds no USDT: transfer USDT to the USDT-M futures wallet")
     return balance
+
+
+async def check_key_permissions(call: Call) -> None:
+    """Live keys: futures enabled, withdrawals *not* (a leaked trading key must not be able to move
+    funds out). Binance serves this on the spot API (``/sapi/v1/account/apiRestrictions``), which
+    demo trading and custom venues do not have."""
+    r = await call("sapiGetAccountApiRestrictions")
+    if r.get("enableFutures") is False:
+        raise SetupError("the API key cannot trade USDT-M futures: enable 'Enable Futures' for this key")
+    if r.get("enableWithdrawals") is True:
+        raise SetupError(
+            "the API key can withdraw funds: create a key without 'Enable Withdrawals' "
+            "(trading only, IP whitelist advised)"
+        )
 
 
 def check_symbols(info: dict[str, Any], symbols: list[str]) -> dict[str, dict[str, Any]]:

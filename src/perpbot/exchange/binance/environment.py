@@ -41,7 +41,9 @@ def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> str:
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in schemes or not parts.netloc:
-        raise ConfigError(f"{name}={url!r}: expected a {'/'.join(s + '://' for s in schemes)} URL")
+        raise ConfigError(
+            f"{name}={url!r}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        )
     if parts.query or parts.fragment:
         raise ConfigError(f"{name}={url!r}: no query or fragment allowed")
     return url

@@ -6,6 +6,12 @@ leave a position without its stop. ``IdempotentPlacer`` asks Binance for the cli
 found → adopt it; unknown (-2013) → resend under the *same* id (Binance refuses a duplicate open
 id with -4116, which again leads to adopting). Only a bounded number of sends is made; after that
 the caller gets ``ExchangeUnavailable`` and must reconcile (fail closed).
+
+"Unknown" is only trusted once the lost request can no longer execute: Binance refuses a request
+that reaches it later than ``timestamp + recvWindow``, so before resending, the placer waits until
+``in_flight_s`` (recvWindow plus a margin) has passed since the send and looks again. Without that
+wait, a request delayed on its way (a slow network, a timed-out client) could execute *after* the
+resend, and the position would be doubled.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,11 +45,15 @@ class IdempotentPlacer:
         retry_delay_s: float = 0.2,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         seed: int = 0x5EED,
+        in_flight_s: float = 5.5,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._call = call
         self.retry_delay_s = retry_delay_s
         self._sleep = sleep
         self._rng = random.Random(seed)
+        self.in_flight_s = in_flight_s
+        self._clock = clock
         self.adopted = 0
         self.resent = 0
 
@@ -53,6 +64,7 @@ class IdempotentPlacer:
         for attempt in range(1, PLACE_ATTEMPTS + 1):
             if attempt > 1:
                 self.resent += 1
+            sent = self._clock()
             try:
                 return await self._call(name, params)
             except ExchangeUnavailable as exc:
@@ -63,6 +75,13 @@ class IdempotentPlacer:
                     raise
                 last = exc  # our earlier send did arrive: adopt it below
             found = await self._lookup(lookup, cid)
+            wait = sent + self.in_flight_s - self._clock()
+            if found is None and wait > 0:
+                log.warning(
+                    "binance: %s not found yet; waiting %.1f s until the lost request expires", cid, wait
+                )
+                await self._sleep(wait)
+                found = await self._lookup(lookup, cid)
             if found is not None:
                 self.adopted += 1
                 log.warning("binance: adopted %s (client id %s) instead of sending it again", name, cid)

@@ -38,12 +38,16 @@ class BinanceRest:
         budget: WeightBudget,
         *,
         timeout_ms: int = 10_000,
+        recv_window_ms: int = 5_000,
         now_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.endpoints = endpoints
         self._creds = creds
         self.now_ms = now_ms
-        self.ex: PerpbotBinance = make_client(endpoints, creds, budget, timeout_ms=timeout_ms)
+        self.ex: PerpbotBinance = make_client(
+            endpoints, creds, budget, timeout_ms=timeout_ms, recv_window_ms=recv_window_ms
+        )
+        self.recv_window_ms = recv_window_ms
         self._synced_at: int | None = None
         self._info: dict[str, Any] | None = None
         self._info_at = 0

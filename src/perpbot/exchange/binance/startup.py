@@ -21,7 +21,7 @@ from perpbot.exchange.binance.budget import WeightBudget
 from perpbot.exchange.binance.ccxt_client import Credentials
 from perpbot.exchange.binance.checks import SetupError
 from perpbot.exchange.binance.environment import Endpoints, resolve_endpoints
-from perpbot.exchange.errors import ExchangeUnavailable
+from perpbot.exchange.errors import ExchangeError, ExchangeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ async def connect_from_config(
             if report is not None:
                 report(line)
             await sleep(delay)
+        except ExchangeError as exc:
+            await ex.close()
+            raise SetupError(f"Binance ({endpoints.env}) refused a start-up check: {exc}") from None
         except BaseException:
             await ex.close()
             raise

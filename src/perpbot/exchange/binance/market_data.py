@@ -1,0 +1,59 @@
+"""Public market reads of the adapter: klines (preload and backfill), and the live features'
+open interest, open-interest history and funding rate with SPEC §2.3's fallbacks (a failed read
+is a neutral value for the feature, never an exception that stops a bot)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from perpbot.exchange.binance import codec
+from perpbot.exchange.binance.rest import BinanceRest
+from perpbot.exchange.errors import ExchangeError
+
+log = logging.getLogger(__name__)
+
+
+class PublicReads:
+    """Mixin of ``BinanceExchange``: reads that need no key, through its ``rest``."""
+
+    rest: BinanceRest
+
+    async def klines(
+        self, symbol: str, interval: str, *, start_ms: int | None = None, limit: int = 500
+    ) -> list[list[Any]]:
+        params: dict[str, Any] = {"symbol": symbol, "interval": interval, "limit": int(limit)}
+        if start_ms is not None:
+            params["startTime"] = int(start_ms)
+        rows: list[list[Any]] = await self.rest.call("fapiPublicGetKlines", params)
+        return rows
+
+    async def open_interest(self, symbol: str) -> float | None:
+        """Current open interest; None on any failure (SPEC §2.3 fallback: ``oi_change`` 0)."""
+        try:
+            d = await self.rest.call("fapiPublicGetOpenInterest", {"symbol": symbol})
+            return codec.num(d.get("openInterest"))
+        except ExchangeError as exc:
+            log.warning("binance: open interest of %s unavailable (%s)", symbol, exc)
+            return None
+
+    async def open_interest_history(self, symbol: str, limit: int = 6) -> list[float]:
+        """``sumOpenInterest`` of the last ``limit`` 15-minute rows, oldest first; [] on any failure
+        (SPEC §2.3 start-up seeding: no history means the first live ``oi_change`` is 0)."""
+        try:
+            rows = await self.rest.call(
+                "fapiDataGetOpenInterestHist", {"symbol": symbol, "period": "15m", "limit": int(limit)}
+            )
+            return [codec.num(r.get("sumOpenInterest")) for r in rows]
+        except ExchangeError as exc:
+            log.warning("binance: open-interest history of %s unavailable (%s)", symbol, exc)
+            return []
+
+    async def funding_rate(self, symbol: str) -> float | None:
+        """``premiumIndex.lastFundingRate``; None on any failure (SPEC §2.3 fallback: 0.0)."""
+        try:
+            d = await self.rest.call("fapiPublicGetPremiumIndex", {"symbol": symbol})
+            return codec.num(d.get("lastFundingRate"))
+        except ExchangeError as exc:
+            log.warning("binance: premium index of %s unavailable (%s)", symbol, exc)
+            return None
