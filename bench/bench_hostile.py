@@ -57,8 +57,11 @@ def draw_scenario(rng: random.Random) -> HostileScenario:
 
 
 def kind_of(violation: str) -> str:
+    """The violation with its numbers and symbol names taken out (for grouping)."""
     text = re.sub(r"step \d+: ", "", violation)
-    return re.split(r"[:(]", text.replace("end: ", "end "), maxsplit=1)[0].strip()
+    text = re.sub(r"[A-Z]{3,}USDT", "SYM", text)
+    text = re.sub(r"-?\d+(\.\d+)?", "N", text)
+    return text.split("(")[0].strip()
 
 
 def main() -> None:

@@ -64,7 +64,7 @@ def scenarios(draw: st.DrawFn) -> HostileScenario:
     )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(scenarios())
 def test_invariants_hold_on_the_hostile_exchange(sc: HostileScenario) -> None:
     report = asyncio.run(run_hostile(sc))

@@ -142,11 +142,10 @@ async def test_each_close_has_its_own_waiter() -> None:
     still-open second position's protection. Now the fills are matched to their position."""
     first_close = f"pbR-{T0 + 4 * BAR}-4"
     plan = FaultPlan(
-        orders=ByPrefix({"pbR": OrderScript(expire=True)}),
+        # The first reverse fills (its events held back 15 min); every later close expires.
+        orders=ByPrefix({first_close: OrderScript(), "pbR": OrderScript(expire=True)}),
         events=(EventRule(EventFate(Delivery.LATE, 900.0), client_id=first_close),),
     )
-    # The first reverse fills (scripted only for later closes), so script it out explicitly.
-    plan.orders.scripts = {first_close: OrderScript(), "pbR": OrderScript(expire=True)}  # type: ignore[attr-defined]
     w = World([*REVERSE_BARS, *flat(101, 4)], faults=plan)
     await w.start()
     await w.run({1: LONG, 3: SHORT}, until=3)

@@ -10,6 +10,7 @@ Parts (one job per file; ``SymbolBot`` is the state machine over them)
 ``pending.py``    entries of unknown outcome (timeout, ACK) resolved by client id; new positions;
 ``protection.py`` SL/TP for the full quantity, re-placement, confirmed cancels, emergency close;
 ``ledger.py``     every execution matched to its position and counted once; trade booking;
+``catchup.py``    REST catch-up of lost executions, late funding rows and late entry fees;
 ``exits.py``      our reduce-only closes, confirmed by the exchange; SYNC closes from REST;
 ``recovery.py``   start-up adoption, REST resync, reconciliation.
 
@@ -91,6 +92,7 @@ from perpbot.engine.bot_base import (
     bounded_put,
     log,
 )
+from perpbot.engine.catchup import CatchUpMixin
 from perpbot.engine.context import CandleContext
 from perpbot.engine.entry import EntryMixin
 from perpbot.engine.exits import ExitMixin
@@ -101,7 +103,9 @@ from perpbot.engine.recovery import RecoveryMixin
 from perpbot.exchange.errors import ExchangeError
 
 
-class SymbolBot(EntryMixin, PendingMixin, ProtectionMixin, ExitMixin, LedgerMixin, RecoveryMixin):
+class SymbolBot(
+    EntryMixin, PendingMixin, ProtectionMixin, ExitMixin, LedgerMixin, CatchUpMixin, RecoveryMixin
+):
     """The per-symbol state machine; see the module docstring for the contract."""
 
     @property

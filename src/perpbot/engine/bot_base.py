@@ -227,6 +227,7 @@ class BotBase:
         self._entry_acc: OrderedDict[int, EntryAcc] = OrderedDict()  # entry executions by order id
         self._entry_waiters: dict[int, asyncio.Event] = {}
         self._stray_entries: deque[Execution] = deque(maxlen=64)  # entry executions of no position
+        self._parked: deque[Execution] = deque(maxlen=64)  # closing executions of no known position
         self._own_cids: OrderedDict[str, CloseReason] = OrderedDict()  # our market closes
         self._own_orders: OrderedDict[int, CloseReason] = OrderedDict()
         self._triggered: OrderedDict[int, int] = OrderedDict()  # order id -> algo id (ALGO_UPDATE)
@@ -239,6 +240,7 @@ class BotBase:
         # Booked trades whose funding rows may still appear (income history lags): (journal id,
         # index in closed_trades, trade).
         self._funding_watch: deque[tuple[int, int, ClosedTrade]] = deque(maxlen=16)
+        self._fee_watch: deque[tuple[int, int, ClosedTrade, int]] = deque(maxlen=16)
         self._to_cancel: set[int] = set()  # protective orders whose cancel is not confirmed yet
         # True when this bot's own actions may have left an order open since the last clean
         # orphan check (a flat reconcile skips the two REST reads otherwise).

@@ -369,6 +369,12 @@ class Journal:
         """Funding that became visible after the trade was booked (income history lags)."""
         self._write("UPDATE trades SET funding = ?, net_pnl = ? WHERE id = ?", (funding, net_pnl, trade_id))
 
+    def amend_trade_fees(self, trade_id: int, entry_fee: float, net_pnl: float) -> None:
+        """An entry fee that could be read only after the trade was booked."""
+        self._write(
+            "UPDATE trades SET entry_fee = ?, net_pnl = ? WHERE id = ?", (entry_fee, net_pnl, trade_id)
+        )
+
     def record_accounted(self, symbol: str, keys: list[str], time_ms: int) -> None:
         """Executions / income rows counted in a trade (see the ``accounted`` table)."""
         self._write(

@@ -13,7 +13,6 @@ close the current position.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import ClosedTrade, CloseReason, Fill, OrderType
@@ -30,10 +29,8 @@ from perpbot.engine.bot_base import (
 )
 from perpbot.engine.notifier import close_message, kill_switch_message
 from perpbot.exchange.errors import ExchangeError
-from perpbot.exchange.port import ExchangeRecoveryPort
 
 _REMEMBER = 256
-FUNDING_WATCH_MS = 24 * HOUR_MS
 
 
 def execution_of(ev: OrderTradeUpdate) -> Execution:
@@ -79,14 +76,20 @@ class LedgerMixin(BotBase):
     # ------------------------------------------------------------------ matching
     def _owner(self, ex: Execution) -> LocalPosition | None:
         """The position a closing execution belongs to (issue 7 §2.1), or None."""
+        # A booked position is flat: an unaccounted execution of one of its orders came after it
+        # was closed (a late close order of it filling later) and reduced whatever position the
+        # symbol had then, i.e. the current one.
         for p in (self._pos, *reversed(self._recent)):
-            if p is not None and (
-                ex.order_id in p.close_orders or (ex.client_id and ex.client_id in p.close_cids)
+            if (
+                p is not None
+                and not p.booked
+                and (ex.order_id in p.close_orders or (ex.client_id and ex.client_id in p.close_cids))
             ):
                 return p
         algo = self._triggered.get(ex.order_id)
-        if algo is not None and algo in self._algo_owner:
-            return self._algo_owner[algo]
+        owner = self._algo_owner.get(algo) if algo is not None else None
+        if owner is not None and not owner.booked:
+            return owner
         pos = self._pos
         if pos is None or ex.side is not pos.side.exit_order_side:
             return None
@@ -111,6 +114,10 @@ class LedgerMixin(BotBase):
             return
         owner = self._owner(ex)
         if owner is None or owner.booked:
+            # Parked, not counted: the position it reduced is not known here yet (an entry still
+            # pending, or adopted later); adoption takes it (``_take_parked``).
+            if all(p.trade_id != ex.trade_id for p in self._parked):
+                self._parked.append(ex)
             msg = f"execution {ex.trade_id} of order {ex.order_id} ({ex.qty}) matches no open position"
             log.warning("%s: %s", self.symbol, msg)
             self._journal.record_event(self._clock.now_ms(), "unattributed_execution", self.symbol, msg)
@@ -126,7 +133,7 @@ class LedgerMixin(BotBase):
         owner.last_close_cid = ex.client_id or owner.last_close_cid
         owner.last_exit_ms = max(owner.last_exit_ms, ex.time_ms)
         owner.last_close_price = ex.avg_price if ex.avg_price > 0 else ex.price
-        owner.liquidated = owner.liquidated or ex.liquidation
+        owner.liquidated = ex.liquidation  # what ended it (a partial deleverage before is not)
         owner.last_types = (ex.original_type, ex.order_type)
         if owner.qty <= self._tol():
             await self._book(owner, CloseReason.MANUAL)
@@ -175,83 +182,13 @@ class LedgerMixin(BotBase):
             return True
         return False
 
-    # ------------------------------------------------------------------ REST catch-up
-    async def _catch_up_from_rest(self, pos: LocalPosition) -> None:
-        """Apply the executions the stream did not deliver (issue 7 §2.5), from ``userTrades``;
-        learn which orders the position's SL/TP created from the algo-order query. Call under
-        ``_close_lock``."""
-        ex = self._ex
-        if not isinstance(ex, ExchangeRecoveryPort):
-            return
-        for algo_id in sorted(pos.algo_ids):
-            try:
-                algo = await self._retry(lambda a=algo_id: ex.get_conditional(self.symbol, algo_id=a))
-            except ExchangeError:
-                continue
-            if algo.triggered_order_id:
-                bounded_put(self._triggered, algo.triggered_order_id, algo_id, _REMEMBER)
-                pos.close_orders.add(algo.triggered_order_id)
-        fills = await self._retry(lambda: ex.user_trades(self.symbol, pos.entry_time_ms))
-        unknown: set[int] = set()
-        for f in sorted(fills, key=lambda f: f.trade_id):
-            if exec_key(f.trade_id) in self._accounted or pos.booked:
-                continue
-            if f.order_id == pos.entry_order_id or f.order_id in self._entry_acc:
-                if self._entry_execution(execution_of_fill(f)):
-                    self._spawn(self._ensure_protection_bg(pos))
-                continue
-            if f.side is not pos.side.exit_order_side:
-                continue
-            if f.order_id not in pos.close_orders and f.order_id not in self._own_orders:
-                unknown.add(f.order_id)
-            e = execution_of_fill(f)
-            if f.order_id in unknown:
-                e = await self._typed(e)
-            await self._apply_close(e)
-
-    async def _entry_from_rest(self, pos: LocalPosition) -> None:
-        ex = self._ex
-        if not isinstance(ex, ExchangeRecoveryPort):
-            return
-        try:
-            fills = await self._retry(lambda: ex.user_trades(self.symbol, pos.entry_time_ms))
-        except ExchangeError as exc:
-            log.warning("%s: entry executions unavailable (%s); entry fee may be short", self.symbol, exc)
-            return
-        for f in fills:
-            if f.order_id == pos.entry_order_id:
-                self._entry_execution(execution_of_fill(f), pos)
-
-    async def _typed(self, e: Execution) -> Execution:
-        """A REST execution of an order we did not send: its type and client id from the order
-        query (a liquidation or deleverage is booked as such)."""
-        ex = self._ex
-        if not isinstance(ex, ExchangeRecoveryPort):
-            return e
-        try:
-            o = await self._retry(lambda: ex.get_order(self.symbol, order_id=e.order_id))
-        except ExchangeError:
-            return e
-        liq = o.type is OrderType.LIQUIDATION or o.client_order_id.startswith(("autoclose-", "adl_"))
-        return Execution(
-            e.order_id,
-            e.trade_id,
-            e.side,
-            e.qty,
-            e.price,
-            e.realized_pnl,
-            e.commission,
-            e.time_ms,
-            client_id=o.client_order_id,
-            liquidation=liq,
-            order_type=o.type,
-            original_type=o.type,
-        )
-
     # ------------------------------------------------------------------ booking
     async def _book(self, pos: LocalPosition, fallback: CloseReason) -> None:
         """The position is flat: build its trade from its executions and finish it."""
         pos.booked = True
+        p = self._pending
+        if p is not None and pos.entry_order_id and p.order_id == pos.entry_order_id:
+            self._pending = None  # its order belonged to this position: nothing left to resolve
         if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
             await self._entry_from_rest(pos)  # the entry's fee when its events never came
         reason = self._classify(pos, fallback)
@@ -357,52 +294,14 @@ class LedgerMixin(BotBase):
         self._account(keys)
         return funding, clearance
 
-    async def _late_funding(self) -> None:
-        """Funding rows that became visible only after their trade was booked (income history
-        lags on Binance): added to that trade (journal row amended, risk PnL corrected), each row
-        once. Booked trades are watched for ``FUNDING_WATCH_MS``."""
-        now = self._clock.now_ms()
-        while self._funding_watch and now - self._funding_watch[0][2].exit_time_ms > FUNDING_WATCH_MS:
-            self._funding_watch.popleft()
-        if not self._funding_watch:
-            return
-        start = min(w[2].entry_time_ms for w in self._funding_watch)
-        rows = await self._ex.income_history(self.symbol, start, ("FUNDING_FEE",))
-        # A settlement stamped at a trade's exit belongs to the position opened at that very
-        # millisecond (a reverse); when none was (the next entry came later), it can only be the
-        # exiting position's, and is added to it rather than lost.
-        pos = self._pos
-        next_entry = pos.entry_time_ms if pos is not None else None
-        for k, (trade_id, index, trade) in enumerate(self._funding_watch):
-            extra = 0.0
-            keys: list[str] = []
-            for r in rows:
-                key = income_key(r.income_type, r.trade_id or str(r.time_ms))
-                at_exit = r.time_ms == trade.exit_time_ms and next_entry != r.time_ms
-                if (
-                    r.symbol == self.symbol
-                    and (trade.entry_time_ms <= r.time_ms < trade.exit_time_ms or at_exit)
-                    and key not in self._accounted
-                ):
-                    extra += r.income
-                    keys.append(key)
-            if not keys:
-                continue
-            self._account(keys)
-            amended = replace(trade, funding=trade.funding + extra)
-            self._journal.amend_trade_funding(trade_id, amended.funding, amended.net_pnl)
-            self.closed_trades[index] = amended
-            self._funding_watch[k] = (trade_id, index, amended)
-            await self._risk.record_pnl(extra, time_ms=trade.exit_time_ms)
-            msg = f"late funding {extra:.8f} added to trade {trade_id}"
-            log.warning("%s: %s", self.symbol, msg)
-            self._journal.record_event(now, "late_funding", self.symbol, msg)
-
     async def _finish(self, pos: LocalPosition, trade: ClosedTrade) -> None:
         """Journal, risk, cancel every protective order of the position (confirmed), kill switch,
         wake the position's close waiter, notify (in that order)."""
         trade_id = self._journal.record_trade(trade)
         self.closed_trades.append(trade)
+        if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
+            # The entry's executions (and fee) could not be read: added when they can be.
+            self._fee_watch.append((trade_id, len(self.closed_trades) - 1, trade, pos.entry_order_id))
         if trade.exit_time_ms >= -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # reaches a whole hour
             self._funding_watch.append((trade_id, len(self.closed_trades) - 1, trade))
         await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)

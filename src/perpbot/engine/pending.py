@@ -55,6 +55,10 @@ class PendingMixin(BotBase):
     async def _announce_and_protect(
         self, pos: LocalPosition, atr: float, filters: SymbolFilters, ctx: CandleContext | None
     ) -> None:
+        if self._recovery and pos.entry_exec_qty < pos.entry_qty - self._tol():
+            # Which executions the answer's quantity is made of (by trade id), so that a later
+            # execution of the same order is told apart from one already counted.
+            await self._entry_from_rest(pos)
         sl, tp = self._stops(pos.entry_price, atr, pos.side, filters)
         pos.sl_price, pos.tp_price = sl, tp
         log.info(
@@ -132,9 +136,9 @@ class PendingMixin(BotBase):
             return
         try:
             if p.order_id:
-                o = await ex.get_order(self.symbol, order_id=p.order_id)
+                o = await self._retry(lambda: ex.get_order(self.symbol, order_id=p.order_id))
             else:
-                o = await ex.get_order(self.symbol, client_order_id=p.client_id)
+                o = await self._retry(lambda: ex.get_order(self.symbol, client_order_id=p.client_id))
         except ExchangeError as exc:
             if exc.code != NO_SUCH_ORDER:
                 log.warning("%s: pending entry query failed: %s", self.symbol, exc)
@@ -153,6 +157,9 @@ class PendingMixin(BotBase):
             )
             return
         if self._pending is not p or self._pos is not None:
+            return
+        if any(r.entry_order_id == o.order_id for r in self._recent):
+            self._pending = None  # a position already took this order's fills (and was closed)
             return
         p.order_id = o.order_id
         if p.journal_row:  # the outcome, as soon as it is known

@@ -136,6 +136,9 @@ class RecoveryMixin(BotBase):
             f"adopted {pos.side.value} qty {pos.qty} entry {pos.entry_price}",
             {"entry_order_id": pos.entry_order_id, "entry_time_ms": pos.entry_time_ms},
         )
+        await self._take_parked(pos)
+        if self._pos is not pos:  # the parked executions closed it
+            return pos
         replaced = await self._restore_protection(pos, ctx)
         log.info(
             "RECOVER %s %s entry=%.6f qty=%s sl=%s tp=%s replaced=%s",
@@ -371,6 +374,8 @@ class RecoveryMixin(BotBase):
             await self._resolve_pending()
         if self._funding_watch:
             await self._late_funding()
+        if self._fee_watch:
+            await self._late_entry_fees()
         pos_ex = await self._ex.position(self.symbol)
         if pos_ex is None:
             if self._pos is not None:
