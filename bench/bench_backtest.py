@@ -19,7 +19,21 @@ here are in-sample and say nothing about profitability: this is a speed benchmar
 Data: ``../shared/data`` (XRPUSDT, TRXUSDT, DOGEUSDT); when it is absent, a synthetic market of the
 same size (425 days × 3 symbols) with relaxed rule parameters, and the output says so.
 
-Not a test: ``python bench/bench_backtest.py [--repeat N] [--tracemalloc]``.
+Issue 13 figures (printed first, always; real data, ML off, whole ``perpbot`` processes):
+
+* ``perpbot --help`` wall (target ≤ 0.3 s) and ``import perpbot.cli.main`` wall;
+* ``perpbot backtest --all --no-ml`` with the report and every chart: wall (target ≤ 1.5 s), peak
+  RSS (target ≤ 250 MiB), fingerprint, the loop's candle-bots/s and the candles it stepped vs
+  skipped; once with the default kill switch (the pinned fingerprint) and once with
+  ``--kill-switch off`` (the issue's setup: the whole year trades);
+* ``--walk-forward 4`` wall (target ≤ 5 s; folds on all cores) and peak RSS;
+* the loop alone when the bots are flat and no candle carries a signal (``SIGNAL_THRESHOLD=99``):
+  candle-bots/s (target ≥ 1 M), skip-ahead on vs stepping every candle.
+
+Medians of ``--repeat`` runs. ``--loop-modes`` adds the issue 3 figures (ML on/off loop
+candles/s; trains quick models when ``models/`` has none).
+
+Not a test: ``python bench/bench_backtest.py [--repeat N] [--tracemalloc] [--loop-modes]``.
 """
 
 from __future__ import annotations
@@ -144,10 +158,105 @@ def child(
     return out
 
 
+PERPBOT = Path(sys.executable).parent / "perpbot"
+TARGET_HELP_S = 0.3
+TARGET_WHOLE_S = 1.5
+TARGET_WF_S = 5.0
+TARGET_WHOLE_MIB = 250.0
+TARGET_FLAT_CBPS = 1_000_000.0
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
+    """(wall s, peak RSS MiB, exit status) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def flat_loop(data_dir: Path, skip: bool) -> dict[str, Any]:
+    """In this process: the three symbols with no signal at all (threshold 99), ML off."""
+    import asyncio
+
+    from perpbot.backtest.runner import BacktestConfig, run_backtest
+    from perpbot.config import load_config
+
+    app = load_config(environ={"SYMBOLS": ",".join(SYMBOLS), "SIGNAL_THRESHOLD": "99"}, env_file=None)
+    cfg = BacktestConfig(symbols=SYMBOLS, data_dir=data_dir, use_ml=False, skip_ahead=skip)
+    res = asyncio.run(run_backtest(cfg, app))
+    st = res.stats
+    return {
+        "candles": st.candles,
+        "loop_s": st.seconds_loop,
+        "signals": st.signals,
+        "skipped": st.candles_skipped,
+    }
+
+
+def issue13(data_dir: Path, repeat: int) -> None:
+    env = dict(os.environ)
+    load = os.getloadavg()
+    print(
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores (shared machine)"
+    )
+    helps = [timed([str(PERPBOT), "--help"], env)[0] for _ in range(repeat)]
+    imps = [timed([sys.executable, "-c", "import perpbot.cli.main"], env)[0] for _ in range(repeat)]
+    print(f"perpbot --help: median {statistics.median(helps):.3f} s (target <= {TARGET_HELP_S}); "
+          f"import perpbot.cli.main: median {statistics.median(imps):.3f} s")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="perpbot_bench13_") as tmp:
+        for label, extra in (
+            ("kill switch on (default)", []),
+            ("--kill-switch off (issue setup)", ["--kill-switch", "off"]),
+        ):
+            walls, peaks = [], []
+            for k in range(repeat):
+                out = Path(tmp) / f"bt{len(extra)}_{k}"
+                cmd = [str(PERPBOT), "backtest", "--all", "--data-dir", str(data_dir), "--no-ml",
+                       "--out", str(out), "--quiet", *extra]  # fmt: skip
+                wall, peak, rc = timed(cmd, env)
+                if rc != 0:
+                    raise SystemExit(f"{' '.join(cmd)} exited {rc}")
+                walls.append(wall)
+                peaks.append(peak)
+            doc = json.loads((out / "metrics.json").read_text())
+            st = doc["parameters"]["stats"]
+            stepped = st["candles"] - st["candles_skipped"]
+            print(f"\nbacktest --all --no-ml, report + charts, {label}:")
+            print(f"  wall median {statistics.median(walls):.2f} s (target <= {TARGET_WHOLE_S}), runs "
+                  f"{[round(w, 2) for w in walls]}; peak RSS median {statistics.median(peaks):.0f} MiB "
+                  f"(target <= {TARGET_WHOLE_MIB:.0f})")  # fmt: skip
+            print(f"  loop {st['seconds_loop']:.3f} s for {st['candles']} candle-bots "
+                  f"({st['candles'] / max(st['seconds_loop'], 1e-9):,.0f}/s); stepped {stepped}, skipped "
+                  f"{st['candles_skipped']} candles ({st['steps_skipped']} steps skipped)")  # fmt: skip
+            print(f"  fingerprint {doc['fingerprint']}")
+        walls, peaks = [], []
+        for k in range(max(1, repeat // 2)):
+            cmd = [str(PERPBOT), "backtest", "--all", "--data-dir", str(data_dir), "--walk-forward", "4",
+                   "--out", str(Path(tmp) / f"wf{k}"), "--quiet"]  # fmt: skip
+            wall, peak, rc = timed(cmd, env)
+            if rc != 0:
+                raise SystemExit(f"{' '.join(cmd)} exited {rc}")
+            walls.append(wall)
+            peaks.append(peak)
+        print(f"\nbacktest --all --walk-forward 4: wall median {statistics.median(walls):.2f} s "
+              f"(target <= {TARGET_WF_S}), runs {[round(w, 2) for w in walls]}; peak RSS (parent) "
+              f"{statistics.median(peaks):.0f} MiB")  # fmt: skip
+    for skip in (True, False):
+        runs = [flat_loop(data_dir, skip) for _ in range(repeat)]
+        loop = statistics.median(r["loop_s"] for r in runs)
+        n = runs[0]["candles"]
+        print(f"\nflat bots, no signal ({runs[0]['signals']} signals), skip-ahead {'on' if skip else 'off'}: "
+              f"loop median {loop:.4f} s for {n} candle-bots -> {n / max(loop, 1e-9):,.0f} candle-bots/s"
+              + (f" (target >= {TARGET_FLAT_CBPS:,.0f}); skipped {runs[0]['skipped']}"
+                 if skip else ""))  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tracemalloc", action="store_true")
+    ap.add_argument("--loop-modes", action="store_true", help="also the issue 3 ML on/off loop figures")
     ap.add_argument("--child", choices=tuple(MODES), help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -159,6 +268,13 @@ def main() -> int:
         print(json.dumps(res))
         return 0
 
+    if all((REAL_DATA / s.lower() / "combined_15m.parquet").is_file() for s in SYMBOLS):
+        print(f"issue 13 figures, real data {REAL_DATA}:")
+        issue13(REAL_DATA, args.repeat)
+    else:
+        print(f"issue 13 figures skipped: {REAL_DATA} does not hold {', '.join(SYMBOLS)}")
+    if not args.loop_modes:
+        return 0
     with tempfile.TemporaryDirectory(prefix="perpbot_bench_backtest_") as tmp:
         data_dir, models, label, synthetic = prepare(Path(tmp))
         print(f"data: {label}")

@@ -19,13 +19,12 @@ import contextlib
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 DEFAULT_MODE = 0o644
 
@@ -189,9 +188,12 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
+    # numpy is looked up, not imported: a numpy value implies numpy is loaded, and commands that
+    # never touch numpy (``perpbot --help``) must not pay its import (issue 13, imports).
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(value, np.ndarray):
         return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
+    if np is not None and isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None

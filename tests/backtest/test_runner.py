@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -441,11 +442,43 @@ def test_walk_forward_trains_before_each_window_and_trades_inside_it(
     assert doc["total"]["ml_on"]["fingerprint"] == wf.metrics["ml_on"].fingerprint
     assert (tmp_path / "wf" / "ml_on" / "equity.png").is_file()
     assert not (tmp_path / "models").exists()
-    # Deterministic, training included.
-    again = run_walk_forward(cfg, loose_config(SYMS3), folds=2, lgbm_overrides={"n_estimators": 25})
+    # Deterministic, training included: the folds ran in parallel processes above; one after
+    # another in this process they give the very same models, trades and metrics.
+    again = run_walk_forward(
+        cfg, loose_config(SYMS3), folds=2, lgbm_overrides={"n_estimators": 25}, workers=1
+    )
     assert {m: r.fingerprint for m, r in again.metrics.items()} == {
         m: r.fingerprint for m, r in wf.metrics.items()
     }
+    for seq, par in zip(again.folds, wf.folds, strict=True):
+        assert seq.models == par.models and seq.filter_stats == par.filter_stats
+        for mode in ("ml_on", "ml_off"):
+            assert seq.results[mode].trades == par.results[mode].trades
+            assert seq.results[mode].title == par.results[mode].title
+            assert seq.results[mode].final_balance == par.results[mode].final_balance
+            timing = {"seconds_prepare": 0.0, "seconds_loop": 0.0}
+            assert dataclasses.replace(seq.results[mode].stats, **timing) == dataclasses.replace(
+                par.results[mode].stats, **timing
+            )
+
+
+def test_walk_forward_folds_run_in_worker_processes(
+    tmp_path: Path, markets4: dict[str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import perpbot.backtest.walk_forward as wf_mod
+
+    real = wf_mod._run_fold
+
+    def spy(job: wf_mod._FoldJob, j: int, tick: object = None) -> wf_mod.WalkForwardFold:
+        (tmp_path / f"fold{j}.pid").write_text(str(os.getpid()))
+        return real(job, j)
+
+    monkeypatch.setattr(wf_mod, "_run_fold", spy)  # forked workers inherit the patched module
+    cfg = BacktestConfig(symbols=SYMS3, markets={s: markets4[s] for s in SYMS3})
+    wf = run_walk_forward(cfg, loose_config(SYMS3), folds=2, lgbm_overrides={"n_estimators": 5}, workers=2)
+    assert [f.index for f in wf.folds] == [1, 2]
+    pids = {int((tmp_path / f"fold{j}.pid").read_text()) for j in (1, 2)}
+    assert os.getpid() not in pids
 
 
 # --------------------------------------------------------------------------- real data

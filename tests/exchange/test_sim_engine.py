@@ -722,3 +722,22 @@ def test_an_explicit_funding_convention_is_obeyed() -> None:
         e.process_bar(SYM, i)
     (row,) = e.income_history(SYM, income_types=("FUNDING_FEE",))
     assert round(row.income, 10) == -0.1  # told the row is the settled rate: the row's own value
+
+
+def test_quiet_only_when_no_bar_can_touch_the_book() -> None:
+    # Skip-ahead (issue 13): a quiet book is one where processing a bar only moves its index.
+    e = make([flat(100.0)] * 6)
+    assert e.quiet(SYM)
+    e.process_bar(SYM, 0)
+    e.set_leverage(SYM, 10)
+    e.market_order(SYM, BUY, 1.0)
+    assert not e.quiet(SYM)  # a position: funding and liquidation can happen
+    e.process_bar(SYM, 1)
+    e.market_order(SYM, SELL, 1.0, reduce_only=True)
+    assert e.position(SYM) is None and e.quiet(SYM)
+    algo = e.place_algo(SYM, STOP, SELL, 1.0, 90.0)
+    assert not e.quiet(SYM)  # a resting trigger order, even while flat
+    e.cancel_algo(SYM, algo.algo_id)
+    assert e.quiet(SYM)
+    e.process_bar(SYM, 4)  # a gap over quiet bars is accepted
+    assert e.bar_index(SYM) == 4

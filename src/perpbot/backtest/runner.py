@@ -26,6 +26,12 @@ open time ``T``, in order:
 So every symbol's candle for ``T`` is processed before any candle of ``T + 15 min``, and a bot
 never sees a price before the exchange has let the candle happen.
 
+Skip-ahead (``BacktestConfig.skip_ahead``, default on; ``backtest.agenda``): while every book is
+quiet and every bot at rest, the loop jumps to the next step holding a signal or a symbol's last
+candle; on the steps it runs, HOLD candles are not handed to the bots and at-rest bots of quiet
+books are not reconciled. Those are exactly the no-ops of the stepped loop, so trades, journal and
+metrics are the same (``docs/ARCHITECTURE.md``, "Skip-ahead"; ``tests/backtest/test_skip_ahead.py``).
+
 Window: ``start`` is inclusive and ``end`` exclusive, both on candle *open* times (UTC). Features
 are computed ONCE per symbol, in batch, on the whole file (so indicators are warm at ``start``;
 every feature at bar ``t`` reads bars ``≤ t`` only, so nothing leaks from after ``t``), then
@@ -58,7 +64,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -95,7 +101,10 @@ class BacktestConfig:
 
     ``markets`` (symbol → frame in the data schema) replaces reading ``data_dir``; ``entry_filters``
     (symbol → filter) replaces the ``MLFilter``/``PassThroughFilter`` choice; ``symbol_filters``
-    replaces the exchange filters. Tests and the walk-forward use them.
+    replaces the exchange filters. Tests and the walk-forward use them. ``feature_arrays``
+    (symbol → the arrays ``features.feature_arrays(market, params)`` would return for the run's
+    parameters) skips the per-run feature computation: the optimiser computes the
+    parameter-independent part once and only the signal columns per trial.
     """
 
     symbols: tuple[str, ...]
@@ -114,6 +123,10 @@ class BacktestConfig:
     entry_filters: Mapping[str, EntryFilter] | None = None
     symbol_filters: Mapping[str, SymbolFilters] | None = None
     kill_switch: KillSwitchPolicy = KILL_SWITCH_ON  # --kill-switch (default on, as live)
+    feature_arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None
+    # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
+    # candle (the reference the equivalence tests compare against).
+    skip_ahead: bool = True
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -151,7 +164,9 @@ class RunStats:
     bot_errors: int
     alerts: int
     close_timeouts: int
-    reconciles: int = 0  # reconcile passes (every bot), one per RECONCILE_EVERY_MS of simulated time
+    reconciles: int = 0  # reconcile passes, one per RECONCILE_EVERY_MS of simulated time stepped
+    steps_skipped: int = 0  # timeline steps passed over by the skip-ahead (nothing could happen)
+    candles_skipped: int = 0  # candles (all symbols) in those steps
 
     @property
     def candles_per_second(self) -> float:
@@ -238,6 +253,8 @@ class BacktestResult:
                 "alerts": self.stats.alerts,
                 "close_timeouts": self.stats.close_timeouts,
                 "reconciles": self.stats.reconciles,
+                "steps_skipped": self.stats.steps_skipped,
+                "candles_skipped": self.stats.candles_skipped,
             },
             "warnings": list(self.warnings),
             "kill_switch": c.kill_switch.describe(),
@@ -335,7 +352,6 @@ class SymbolSeries:
 
     symbol: str
     open_time_ms: np.ndarray  # int64, window rows
-    open_time_l: list[int]
     open: np.ndarray
     high: np.ndarray
     low: np.ndarray
@@ -343,16 +359,19 @@ class SymbolSeries:
     funding: np.ndarray | None
     features: np.ndarray  # (n, 26) float64, read-only
     ready: np.ndarray  # bool: every non-optional feature finite (signals allowed)
-    # Python lists for the hot loop (a list index is ~10x cheaper than a numpy scalar read).
+    # Per row: the rule signal's side (None for HOLD), a list for the hot loop's ``is None`` test;
+    # the context's other values stay arrays (read with ``item``: Python scalars, the same values)
+    # because with the skip-ahead only signal rows build a context, and a year of 100 symbols in
+    # Python float lists would cost ~1 GiB (issue 13, scale).
     side: list[Any]
-    long_score: list[int]
-    short_score: list[int]
-    close_l: list[float]
-    atr_l: list[float]
-    rsi_l: list[float]
-    macd_l: list[float]
-    adx_l: list[float]
-    vol_surge_l: list[bool]
+    long_score: np.ndarray  # int64
+    short_score: np.ndarray  # int64
+    close_l: np.ndarray  # float64
+    atr_l: np.ndarray
+    rsi_l: np.ndarray
+    macd_l: np.ndarray
+    adx_l: np.ndarray
+    vol_surge_l: np.ndarray  # bool
 
     @property
     def n(self) -> int:
@@ -362,16 +381,16 @@ class SymbolSeries:
         """The bot's context for window row ``i`` (same values as ``features.context_from_row``)."""
         return CandleContext(
             self.symbol,
-            self.open_time_l[i],
-            self.close_l[i],
-            self.atr_l[i],
+            self.open_time_ms.item(i),
+            self.close_l.item(i),
+            self.atr_l.item(i),
             self.side[i],
-            self.long_score[i],
-            self.short_score[i],
-            self.rsi_l[i],
-            self.macd_l[i],
-            self.adx_l[i],
-            self.vol_surge_l[i],
+            self.long_score.item(i),
+            self.short_score.item(i),
+            self.rsi_l.item(i),
+            self.macd_l.item(i),
+            self.adx_l.item(i),
+            self.vol_surge_l.item(i),
             self.features[i],
         )
 
@@ -393,9 +412,16 @@ def window_slice(times: np.ndarray, start_ms: int | None, end_ms: int | None) ->
 
 
 def prepare_series(
-    symbol: str, market: pd.DataFrame, app_config: AppConfig, start_ms: int | None, end_ms: int | None
+    symbol: str,
+    market: pd.DataFrame,
+    app_config: AppConfig,
+    start_ms: int | None,
+    end_ms: int | None,
+    precomputed: Mapping[str, np.ndarray] | None = None,
 ) -> SymbolSeries | None:
-    """Features once on the whole frame, then the window slice; None when the window is empty."""
+    """Features once on the whole frame, then the window slice; None when the window is empty.
+
+    ``precomputed``: the whole frame's ``feature_arrays`` for these parameters, already computed."""
     from perpbot.ml.features import BASE_FEATURES, FEATURE_COLS, feature_arrays
 
     idx = market.index
@@ -405,7 +431,7 @@ def prepare_series(
     w = window_slice(times, start_ms, end_ms)
     if w.stop <= w.start:
         return None
-    arrays = feature_arrays(market, app_config.params_for(symbol))
+    arrays = precomputed if precomputed is not None else feature_arrays(market, app_config.params_for(symbol))
     feats = np.ascontiguousarray(np.column_stack([arrays[c][w] for c in FEATURE_COLS]), dtype=np.float64)
     feats.flags.writeable = False  # contexts hand out row views: the bot must not alter the frame
     base = np.column_stack([arrays[c][w] for c in BASE_FEATURES])
@@ -421,7 +447,6 @@ def prepare_series(
     return SymbolSeries(
         symbol=symbol,
         open_time_ms=np.ascontiguousarray(times[w]),
-        open_time_l=times[w].tolist(),
         open=col("open"),
         high=col("high"),
         low=col("low"),
@@ -430,14 +455,14 @@ def prepare_series(
         features=feats,
         ready=ready,
         side=[sides[int(c)] for c in signal.tolist()],
-        long_score=np.asarray(arrays["long_score"][w]).astype(np.int64).tolist(),
-        short_score=np.asarray(arrays["short_score"][w]).astype(np.int64).tolist(),
-        close_l=np.asarray(arrays["close"][w], dtype=np.float64).tolist(),
-        atr_l=atr.tolist(),
-        rsi_l=np.asarray(arrays["rsi"][w], dtype=np.float64).tolist(),
-        macd_l=np.asarray(arrays["macd_hist"][w], dtype=np.float64).tolist(),
-        adx_l=np.asarray(arrays["adx_raw"][w], dtype=np.float64).tolist(),
-        vol_surge_l=np.asarray(arrays["vol_surge"][w]).astype(bool).tolist(),
+        long_score=np.asarray(arrays["long_score"][w]).astype(np.int64),
+        short_score=np.asarray(arrays["short_score"][w]).astype(np.int64),
+        close_l=np.ascontiguousarray(arrays["close"][w], dtype=np.float64),
+        atr_l=atr,
+        rsi_l=np.ascontiguousarray(arrays["rsi"][w], dtype=np.float64),
+        macd_l=np.ascontiguousarray(arrays["macd_hist"][w], dtype=np.float64),
+        adx_l=np.ascontiguousarray(arrays["adx_raw"][w], dtype=np.float64),
+        vol_surge_l=np.asarray(arrays["vol_surge"][w]).astype(bool),
     )
 
 
@@ -446,28 +471,51 @@ class Timeline:
     """The union of open times and, per step, which symbols have a candle (and which row)."""
 
     open_time_ms: np.ndarray  # int64, strictly increasing
-    steps: list[tuple[tuple[int, int], ...]]  # per step: ((symbol index, row), ...) in symbol order
+    steps: Sequence[tuple[tuple[int, int], ...]]  # per step: ((symbol index, row), ...) in symbol order
 
     @property
     def close_time_ms(self) -> np.ndarray:
         return self.open_time_ms + BAR_MS
 
 
+class _Steps(Sequence[tuple[tuple[int, int], ...]]):
+    """The timeline's steps, built on demand from one (steps × symbols) row matrix (-1: no candle).
+
+    Why not a list of tuples: for 100 symbols over a year that list holds 3.5 M small tuples
+    (~0.4 GiB), and with the skip-ahead most steps are never looked at (issue 13, scale)."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return int(self._rows.shape[0])
+
+    def _step(self, k: int) -> tuple[tuple[int, int], ...]:
+        return tuple((si, r) for si, r in enumerate(self._rows[k].tolist()) if r >= 0)
+
+    @overload
+    def __getitem__(self, k: int) -> tuple[tuple[int, int], ...]: ...
+    @overload
+    def __getitem__(self, k: slice) -> list[tuple[tuple[int, int], ...]]: ...
+    def __getitem__(self, k: int | slice) -> tuple[tuple[int, int], ...] | list[tuple[tuple[int, int], ...]]:
+        if isinstance(k, slice):
+            return [self._step(i) for i in range(*k.indices(len(self)))]
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return self._step(k)
+
+
 def build_timeline(series: Sequence[SymbolSeries]) -> Timeline:
     """Align the symbols on one timeline of open times (union; no step for a missing candle)."""
     times = np.unique(np.concatenate([s.open_time_ms for s in series]))
-    n = times.size
-    columns: list[list[tuple[int, int] | None]] = []
+    rows = np.full((times.size, len(series)), -1, dtype=np.int32)
     for k, s in enumerate(series):
-        rows = np.full(n, -1, dtype=np.int64)
-        rows[np.searchsorted(times, s.open_time_ms)] = np.arange(s.n)
-        columns.append([(k, r) if r >= 0 else None for r in rows.tolist()])
-    # zip yields the per-step tuple directly; only steps with a missing candle are filtered.
-    steps = [
-        cast(tuple[tuple[int, int], ...], step if None not in step else tuple(p for p in step if p))
-        for step in zip(*columns, strict=True)
-    ]
-    return Timeline(open_time_ms=times, steps=steps)
+        rows[np.searchsorted(times, s.open_time_ms), k] = np.arange(s.n, dtype=np.int32)
+    return Timeline(open_time_ms=times, steps=_Steps(rows))
 
 
 def forward_fill(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -610,9 +658,17 @@ async def _drive(
     progress: ProgressFn | None,
     total_candles: int,
     blocked: list[int] | None = None,
-) -> tuple[int, int, int]:
+    *,
+    skip_ahead: bool = False,
+) -> tuple[int, int, int, int, int]:
     """The hot loop (module docstring, "Time order"); returns (bot candles, signal candles,
-    reconcile passes)."""
+    reconcile passes, steps skipped, candles skipped).
+
+    ``skip_ahead`` (``backtest.agenda``): while every book is quiet and every bot at rest, jump
+    to the next step with a signal or a last candle; on the steps it does run, a HOLD candle is
+    not handed to the bot and an at-rest bot of a quiet book is not reconciled (both no-ops)."""
+    from perpbot.backtest.agenda import all_at_rest, build_agenda
+
     last_row = [s.n - 1 for s in prepared]
     ready = [s.ready.tolist() for s in prepared]
     steps = timeline.steps
@@ -620,19 +676,44 @@ async def _drive(
     process_bar = engine.process_bar
     syms = [s.symbol for s in prepared]
     signals = 0
-    bot_candles = 0
+    # Every window row but a symbol's last is handed to its bot when warm (the loop below).
+    bot_candles = sum(int(np.count_nonzero(s.ready[: s.n - 1])) for s in prepared)
     done = 0
     n_steps = len(steps)
     reconciles = 0
+    skipped_steps = skipped_candles = 0
+    agenda = build_agenda(prepared, timeline.open_time_ms) if skip_ahead else None
+    sides = [s.side for s in prepared]
     next_reconcile = open_times[0] + BAR_MS if n_steps else 0
-    for k in range(n_steps):
+    k = -1
+    while k + 1 < n_steps:
+        k += 1
+        if agenda is not None and all_at_rest(bots, engine, syms):
+            j = agenda.next_wake(k)
+            if j > k:
+                skipped_steps += j - k
+                skipped_candles += agenda.candles(k, j)
+                done += agenda.candles(k, j)
+                if progress is not None:
+                    progress(done, total_candles)
+                if j >= n_steps:
+                    break
+                k = j
         step = steps[k]
         # The clock reads the candle's close before its exchange events are handled: the
         # simulator stamps what happens inside bar T at T's close, and the bots' journal entries
         # and the risk manager's daily reset must agree with those stamps.
         clock.set(open_times[k] + BAR_MS)
-        for si, row in step:
-            process_bar(syms[si], row)
+        if agenda is None:
+            for si, row in step:
+                process_bar(syms[si], row)
+        else:
+            # The exchange's time is this close whichever bars run (as a processed bar sets it);
+            # a quiet book's bar runs only when its bot acts on it (signal, last candle).
+            engine.advance_time(open_times[k] + BAR_MS)
+            for si, row in step:
+                if row == last_row[si] or sides[si][row] is not None or not engine.quiet(syms[si]):
+                    process_bar(syms[si], row)
         if engine.has_events:
             await exchange.drain()
         ending: list[int] | None = None
@@ -641,10 +722,9 @@ async def _drive(
                 # A symbol's last candle only closes positions (module docstring, "End of data").
                 ending = [si] if ending is None else [*ending, si]
                 continue
-            if not ready[si][row]:
+            if not ready[si][row] or (agenda is not None and prepared[si].side[row] is None):
                 continue
             ctx = prepared[si].context(row)
-            bot_candles += 1
             if ctx.signal is not None:
                 signals += 1
                 if blocked is not None and _blocked_by_kill_switch(bots[si], ctx.signal):
@@ -660,8 +740,9 @@ async def _drive(
                 await exchange.drain()
         now = open_times[k] + BAR_MS
         if now >= next_reconcile:
-            for bot in bots:
-                await bot.reconcile()
+            for si, bot in enumerate(bots):
+                if agenda is None or not (bot.at_rest and engine.quiet(syms[si])):
+                    await bot.reconcile()
             await exchange.drain()
             reconciles += 1
             next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
@@ -678,7 +759,7 @@ async def _drive(
     for bot in bots:
         await bot.wait_background()
     await exchange.drain()
-    return bot_candles, signals, reconciles
+    return bot_candles, signals, reconciles, skipped_steps, skipped_candles
 
 
 def _blocked_by_kill_switch(bot: Any, signal: Any) -> bool:
@@ -703,7 +784,8 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     warnings: list[str] = []
     prepared: list[SymbolSeries] = []
     for sym in symbols:
-        s = prepare_series(sym, markets[sym], app, cfg.start_ms, cfg.end_ms)
+        pre = None if cfg.feature_arrays is None else cfg.feature_arrays.get(sym)
+        s = prepare_series(sym, markets[sym], app, cfg.start_ms, cfg.end_ms, pre)
         if s is None:
             raise DataError(f"{sym}: no candle inside the backtest window")
         prepared.append(s)
@@ -778,8 +860,17 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         for bot in bots:
             await bot.start(None)
         await exchange.drain()
-        bot_candles, signals, reconciles = await _drive(
-            prepared, timeline, engine, exchange, clock, bots, progress, total_candles, blocked
+        bot_candles, signals, reconciles, steps_skipped, candles_skipped = await _drive(
+            prepared,
+            timeline,
+            engine,
+            exchange,
+            clock,
+            bots,
+            progress,
+            total_candles,
+            blocked,
+            skip_ahead=cfg.skip_ahead,
         )
     finally:
         await exchange.aclose()
@@ -812,6 +903,8 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         alerts=sum(1 for kind, _ in notifier.messages if kind in ("alert", "emergency")),
         close_timeouts=close_timeouts,
         reconciles=reconciles,
+        steps_skipped=steps_skipped,
+        candles_skipped=candles_skipped,
     )
     if stats.bot_errors:
         warnings.append(

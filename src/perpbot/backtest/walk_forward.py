@@ -33,14 +33,23 @@ Protocol (``--walk-forward K``):
    from its own fresh balance, and its kill switches and daily limit started clear). Each mode
    also gets the standard report files in ``<out>/ml_on/`` and ``<out>/ml_off/``; the
    side-by-side summary is ``<out>/walk_forward.json``.
+
+Folds share nothing (own models folder, own simulator, journal and risk manager, each seeded), so
+they run in parallel worker processes, one per core (issue 13); the result is identical to running
+them one after another (``workers=1``), which the tests check. Workers are forked after the markets
+are loaded, so each inherits them instead of reloading; a fold comes back as its results, stripped
+of the inputs the parent already holds (markets, ONNX sessions).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+import os
 import tempfile
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -369,11 +378,13 @@ def run_walk_forward(
     out_dir: Path | None = None,
     progress: ProgressFn | None = None,
     lgbm_overrides: Mapping[str, Any] | None = None,
+    workers: int | None = None,
 ) -> WalkForwardResult:
     """Run the protocol of the module docstring; write the reports when ``out_dir`` is given.
 
     Synchronous (each backtest runs in its own ``asyncio.run``): call it from plain code, not
     from inside a running event loop. ``lgbm_overrides`` shrink training for tests/benches.
+    ``workers``: fold processes (None: one per core, at most one per fold; 1: in this process).
     """
     check_inputs(cfg)
     symbols = tuple(cfg.symbols)
@@ -390,28 +401,13 @@ def run_walk_forward(
             progress(done, total)
 
     base = replace(cfg, markets=markets, journal_path=":memory:", entry_filters=None)
-    fold_results: list[WalkForwardFold] = []
     with tempfile.TemporaryDirectory(prefix="perpbot-wf-") as tmp:
-        for j, (a, b) in enumerate(windows, start=1):
-            root = Path(tmp) / f"fold{j}"
-            models: dict[str, FoldModel] = {}
-            for sym in symbols:
-                models[sym] = train_fold_model(
-                    sym, markets[sym], a, app, root, seed=cfg.seed, lgbm_overrides=lgbm_overrides
-                )
-                tick()
-            window = replace(
-                base,
-                start=datetime.fromtimestamp(a / 1000, tz=UTC),
-                end=datetime.fromtimestamp(b / 1000, tz=UTC),
-            )
-            filters = _fold_filters(symbols, root, app, models)
-            on = asyncio.run(run_backtest(replace(window, use_ml=True, entry_filters=filters), app))
-            tick()
-            off = asyncio.run(run_backtest(replace(window, use_ml=False), app))
-            tick()
-            stats = {s: _filter_stats(f) for s, f in filters.items()}
-            fold_results.append(WalkForwardFold(j, a, b, models, {"ml_on": on, "ml_off": off}, stats))
+        job = _FoldJob(base, app, tuple(windows), Path(tmp), lgbm_overrides)
+        n_workers = min(len(windows), workers if workers is not None else (os.cpu_count() or 1))
+        if n_workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            fold_results = [_run_fold(job, j, tick) for j in range(1, len(windows) + 1)]
+        else:
+            fold_results = _run_folds_parallel(job, n_workers, tick, len(symbols) + 2)
 
     trades: dict[str, list[ClosedTrade]] = {}
     reports: dict[str, MetricsReport] = {}
@@ -442,6 +438,104 @@ def run_walk_forward(
     if out_dir is not None:
         result = write_walk_forward(result, Path(out_dir), cfg)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _FoldJob:
+    """What every fold needs; inherited by forked workers, never sent to them."""
+
+    base: BacktestConfig  # markets loaded, journal in memory
+    app: AppConfig
+    windows: tuple[tuple[int, int], ...]
+    tmp: Path
+    lgbm_overrides: Mapping[str, Any] | None
+
+
+def _fold_window(job: _FoldJob, j: int) -> BacktestConfig:
+    a, b = job.windows[j - 1]
+    return replace(
+        job.base,
+        start=datetime.fromtimestamp(a / 1000, tz=UTC),
+        end=datetime.fromtimestamp(b / 1000, tz=UTC),
+    )
+
+
+def _run_fold(job: _FoldJob, j: int, tick: Callable[[], None] | None = None) -> WalkForwardFold:
+    """Fold ``j`` (1-based): train every symbol's model, then the ML-on and ML-off runs."""
+    a, b = job.windows[j - 1]
+    symbols = tuple(job.base.symbols)
+    root = job.tmp / f"fold{j}"
+    models: dict[str, FoldModel] = {}
+    markets = job.base.markets or {}
+    for sym in symbols:
+        models[sym] = train_fold_model(
+            sym, markets[sym], a, job.app, root, seed=job.base.seed, lgbm_overrides=job.lgbm_overrides
+        )
+        if tick is not None:
+            tick()
+    window = _fold_window(job, j)
+    filters = _fold_filters(symbols, root, job.app, models)
+    on = asyncio.run(run_backtest(replace(window, use_ml=True, entry_filters=filters), job.app))
+    if tick is not None:
+        tick()
+    off = asyncio.run(run_backtest(replace(window, use_ml=False), job.app))
+    if tick is not None:
+        tick()
+    stats = {s: _filter_stats(f) for s, f in filters.items()}
+    return WalkForwardFold(j, a, b, models, {"ml_on": on, "ml_off": off}, stats)
+
+
+_JOB: _FoldJob | None = None  # set in the parent just before the workers fork
+
+
+def _worker_fold(j: int) -> WalkForwardFold:
+    """In a forked worker: run fold ``j`` and return it without the parent's inputs (the markets
+    and the ONNX filters are neither needed back nor transferable)."""
+    assert _JOB is not None
+    fold = _run_fold(_JOB, j)
+    light = {
+        m: replace(r, config=replace(r.config, markets=None, entry_filters=None))
+        for m, r in fold.results.items()
+    }
+    return replace(fold, results=light)
+
+
+def _run_folds_parallel(
+    job: _FoldJob, n_workers: int, tick: Callable[[], None], ticks_per_fold: int
+) -> list[WalkForwardFold]:
+    global _JOB
+    _JOB = job
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_worker_fold, j): j for j in range(1, len(job.windows) + 1)}
+            done: dict[int, WalkForwardFold] = {}
+            for fut in as_completed(futures):
+                done[futures[fut]] = fut.result()
+                for _ in range(ticks_per_fold):
+                    tick()
+    finally:
+        _JOB = None
+    # Back in the parent: each run's config is the one this process would have built, the ML-on
+    # run's with the fold's filters loaded again from its models folder (their decision counts
+    # came back in ``filter_stats``).
+    out = []
+    symbols = tuple(job.base.symbols)
+    for j in sorted(done):
+        fold = done[j]
+        window = _fold_window(job, j)
+        filters = _fold_filters(symbols, job.tmp / f"fold{j}", job.app, fold.models)
+        results = {
+            m: replace(
+                r,
+                config=replace(
+                    window, use_ml=r.config.use_ml, entry_filters=filters if r.config.use_ml else None
+                ),
+            )
+            for m, r in fold.results.items()
+        }
+        out.append(replace(fold, results=results))
+    return out
 
 
 def _closes_on(run: BacktestResult, symbol: str, close_times: np.ndarray) -> np.ndarray:

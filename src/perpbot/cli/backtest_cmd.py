@@ -35,7 +35,6 @@ from perpbot.cli.common import (
     warn,
     writable_folder,
 )
-from perpbot.config import AppConfig
 from perpbot.errors import ConfigError
 from perpbot.fileio import relocate, staged_folder
 
@@ -43,6 +42,7 @@ if TYPE_CHECKING:  # the backtest stack is imported only when the command runs (
     from perpbot.backtest.report import ReportFiles
     from perpbot.backtest.runner import BacktestConfig, BacktestResult
     from perpbot.backtest.walk_forward import WalkForwardResult
+    from perpbot.config import AppConfig
     from perpbot.ml.filter import MLFilter
 FromOpt = Annotated[
     str | None,

@@ -13,16 +13,18 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from perpbot.config import AppConfig, load_config, parse_csv
 from perpbot.errors import ConfigError, PerpbotError
 from perpbot.fileio import UnwritableFolderError, check_writable_folder
 from perpbot.symbols import normalize_symbol
+
+if TYPE_CHECKING:  # pydantic-settings loads when a command reads its configuration, not for --help
+    from perpbot.config import AppConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,12 +83,16 @@ def user_errors(fn: F) -> F:
 
 
 def config_from_env() -> AppConfig:
+    from perpbot.config import load_config
+
     return load_config(env_file=Path(".env"))
 
 
 def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool, symbols: str | None = None) -> list[str]:
     """The one symbol-selection rule of every command: ``--symbol S``, ``--symbols A,B`` or
     ``--all`` (at most one of them); none means the configured ``SYMBOLS``."""
+    from perpbot.config import parse_csv
+
     given = [flag for flag, v in (("--symbol", symbol), ("--symbols", symbols), ("--all", all_)) if v]
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)} are mutually exclusive: pass one of them")

@@ -10,7 +10,7 @@ calls the same functions as ``synth``, ``train`` and ``backtest``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -29,10 +29,12 @@ from perpbot.cli.common import (
     user_errors,
     writable_folder,
 )
-from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
 from perpbot.errors import ConfigError, InsufficientDataError
 from perpbot.fileio import relocate, staged_folder
+
+if TYPE_CHECKING:  # heavy modules load when the command runs, not for --help
+    from perpbot.config import AppConfig
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Folder for the demo's data, models and reports.")]
 DEMO_CAPITAL = 1000.0  # USDT, the backtests' starting balance (stated in the output)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
 from perpbot.cli.common import (
@@ -28,10 +27,14 @@ from perpbot.cli.common import (
     user_errors,
     writable_folder,
 )
-from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
 from perpbot.errors import ConfigError, DataError
 from perpbot.fileio import UnwritableFolderError, atomic_write
+
+if TYPE_CHECKING:  # heavy modules load when the command runs, not for --help
+    import pandas as pd
+
+    from perpbot.config import AppConfig
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Output parquet file (written atomically).")]
 

@@ -15,6 +15,7 @@ from perpbot.cli import (
     exchange_cmd,
     features_cmd,
     inspect_cmds,
+    optimize_cmd,
     run_cmds,
     simulate_cmd,
     train_cmds,
@@ -47,6 +48,10 @@ def _root(
     """perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter."""
 
 
+# Registration stays one module per command group. A command module imports only typer, rich and
+# light perpbot modules at top level; pandas, pydantic-settings, plotting, ML runtimes and ccxt are
+# imported inside the command that runs (tests/test_cli_imports.py fails otherwise), so --help and
+# every other command skip what they do not use (issue 13).
 for module in (
     config_cmd,
     data_cmds,
@@ -56,6 +61,7 @@ for module in (
     demo_cmd,
     inspect_cmds,
     simulate_cmd,
+    optimize_cmd,
     exchange_cmd,
     run_cmds,
 ):

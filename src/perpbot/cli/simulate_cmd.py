@@ -16,9 +16,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from perpbot.cli.common import config_from_env, err_console, user_errors
+from perpbot.cli.common import (
+    AllOpt,
+    SymbolOpt,
+    SymbolsOpt,
+    config_from_env,
+    err_console,
+    select_symbols,
+    user_errors,
+)
 from perpbot.errors import ConfigError
-from perpbot.symbols import normalize_symbol
 
 if TYPE_CHECKING:
     from perpbot.simulator.config import SimulatorConfig
@@ -32,17 +39,6 @@ def _number(name: str, text: str, kind: type[int] | type[float]) -> float:
     if isinstance(value, float) and math.isnan(value):
         raise ConfigError(f"{name}={text!r}: not a number")
     return value
-
-
-def _symbols(symbols: str | None, all_: bool, configured: tuple[str, ...]) -> tuple[str, ...]:
-    if symbols and all_:
-        raise ConfigError("--symbols and --all are mutually exclusive: pass one of them")
-    if symbols:
-        out = tuple(normalize_symbol(s.strip(), source="--symbols") for s in symbols.split(",") if s.strip())
-        if not out or len(set(out)) != len(out):
-            raise ConfigError(f"--symbols={symbols!r}: expected distinct symbols separated by commas")
-        return out
-    return configured
 
 
 async def _serve(cfg: SimulatorConfig) -> None:
@@ -67,10 +63,9 @@ def register(app: typer.Typer) -> None:
     @app.command("simulate")
     @user_errors
     def simulate(
-        symbols: Annotated[
-            str | None, typer.Option("--symbols", help="Symbols, e.g. XRPUSDT,TRXUSDT.")
-        ] = None,
-        all_: Annotated[bool, typer.Option("--all", help="Every symbol of SYMBOLS.")] = False,
+        symbol: SymbolOpt = None,
+        symbols: SymbolsOpt = None,
+        all_: AllOpt = False,
         data_dir: Annotated[
             Path | None,
             typer.Option("--data-dir", help="Recorded data; default: the demo's synthetic market."),
@@ -108,7 +103,7 @@ def register(app: typer.Typer) -> None:
         n_days = int(_number("--days", days, int))
         app_cfg = config_from_env()  # SYMBOLS and the backtest's costs (TAKER_FEE, ...)
         cfg = SimulatorConfig(
-            symbols=_symbols(symbols, all_, tuple(app_cfg.symbols)),
+            symbols=tuple(select_symbols(app_cfg, symbol, all_, symbols)),
             data_dir=data_dir,
             from_ms=parse_time(from_) if from_ else None,
             days=n_days,

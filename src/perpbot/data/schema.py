@@ -25,11 +25,13 @@ never changes on the row after a mark.
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING
 
 from perpbot.symbols import symbol_dir_name
+
+if TYPE_CHECKING:  # numpy is imported by the functions that use it: path helpers stay light (CLI)
+    import numpy as np
+    import numpy.typing as npt
 
 INDEX_NAME = "timestamp"
 OHLCV = ("open", "high", "low", "close", "volume")
@@ -59,6 +61,8 @@ def model_dir(models_root: Path, symbol: str) -> Path:
 def _late_settlements(t: np.ndarray, f: np.ndarray, bar_ms: int) -> np.ndarray:
     """Settlement rows (open at an 8-hour mark, next row one bar later) whose rate did NOT change
     on the row itself but changes on the next row: where a recording showed the new rate late."""
+    import numpy as np
+
     if f.size < 3:
         return np.zeros(0, dtype=np.int64)
     i = np.flatnonzero((t[1:-1] % FUNDING_INTERVAL_MS == 0) & (t[2:] - t[1:-1] == bar_ms)) + 1
@@ -72,6 +76,8 @@ def detect_funding_convention(
 ) -> str:
     """Classify a forward-filled funding column: ``settlement_or_next_row`` when some settlement's
     new rate first appears on the row after the mark (none on the mark's row), else ``settlement_row``."""
+    import numpy as np
+
     t = np.asarray(open_time_ms, dtype=np.int64)
     f = np.asarray(funding, dtype=np.float64)
     if _late_settlements(t, f, bar_ms).size:
@@ -87,6 +93,8 @@ def settled_funding(
     ``settlement_row``: the row's own value. ``settlement_or_next_row``: on a settlement row whose
     rate did not change but changes one bar later, that next value; every other row keeps its own.
     """
+    import numpy as np
+
     if convention not in FUNDING_CONVENTIONS:
         raise ValueError(f"unknown funding convention {convention!r} (expected one of {FUNDING_CONVENTIONS})")
     t = np.asarray(open_time_ms, dtype=np.int64)

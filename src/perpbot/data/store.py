@@ -39,12 +39,12 @@ from perpbot.fileio import UnwritableFolderError, atomic_write
 # Parquet key-value metadata written by ``save_market``: open time (ms) of the last candle that
 # was known to be closed when the file was written.
 CLOSED_THROUGH_KEY = b"perpbot.closed_through_ms"
-# ``DataFrame.attrs`` key under which ``load_market`` reports the file's funding convention
-# (``data.schema``: the key's value when the file has it, else what the column shows).
-FUNDING_CONVENTION_ATTR = "funding_convention"
 # Set on files written by ``perpbot synth`` (how they were made): every command that loads one says
 # so, because a synthetic market validates the machinery, never a strategy (issue 11 §1).
 SYNTHETIC_KEY = b"perpbot.synthetic"
+# ``DataFrame.attrs`` key under which ``load_market`` reports the file's funding convention
+# (``data.schema``: the key's value when the file has it, else what the column shows).
+FUNDING_CONVENTION_ATTR = "funding_convention"
 
 _GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (("primary", OHLCV), ("btc", BTC_COLS), ("eth", ETH_COLS))
 
@@ -325,8 +325,8 @@ def save_market(
     path: Path,
     *,
     closed_through_ms: int | None = None,
-    funding_convention: str | None = None,
     synthetic: str | None = None,
+    funding_convention: str | None = None,
 ) -> Path:
     """Validate, then write atomically (temp file in the same folder + ``os.replace``).
 
@@ -347,13 +347,13 @@ def save_market(
     meta = dict(table.schema.metadata or {})
     if closed_through_ms is not None:
         meta[CLOSED_THROUGH_KEY] = str(int(closed_through_ms)).encode()
+    if synthetic is not None:
+        meta[SYNTHETIC_KEY] = synthetic.encode("utf-8")
     if funding_convention is None:
         funding_convention = detect_funding_convention(
             frame.index.asi8, frame["funding_rate"].to_numpy(dtype=np.float64)
         )
     meta[FUNDING_CONVENTION_KEY] = funding_convention.encode()
-    if synthetic is not None:
-        meta[SYNTHETIC_KEY] = synthetic.encode("utf-8")
     table = table.replace_schema_metadata(meta)
     try:
         atomic_write(path, lambda tmp: pq.write_table(table, tmp))

@@ -340,6 +340,25 @@ class RecoveryMixin(BotBase):
                 pos.qty = pos_ex.quantity
         return pos
 
+    @property
+    def at_rest(self) -> bool:
+        """Flat with nothing in flight: no position, no entry of unknown outcome, no trade
+        awaiting late funding rows or entry fees, no own order left to check or cancel, no
+        background task, not busy. ``reconcile()`` is then a no-op while the exchange shows the
+        symbol flat (it reads the position and returns), as a HOLD candle always is. The backtest
+        skips such bots' steps on that ground (``backtest.agenda``); keep this in step with
+        ``_reconcile_once``."""
+        return (
+            self._pos is None
+            and self._pending is None
+            and not self._funding_watch
+            and not self._fee_watch
+            and not self._orders_dirty
+            and not self._to_cancel
+            and not self._bg
+            and not self._busy
+        )
+
     async def reconcile(self) -> None:
         """Periodic REST check (SPEC §13 rows 5, 6; issue 7 §2.4–2.6): resolve an entry of
         unknown outcome, SYNC-close a position the exchange shows flat, cancel this bot's orphans

@@ -437,6 +437,13 @@ class MatchingEngine:
 
     # ------------------------------------------------------------------ account queries
 
+    def quiet(self, symbol: str) -> bool:
+        """Nothing on ``symbol``'s book can react to a bar: no position (no funding, no
+        liquidation), no resting trigger order, no open order. Processing a bar of a quiet book
+        only moves its bar index, and ``process_bar`` accepts gaps, so a backtest may let such
+        bars pass unprocessed (the skip-ahead of ``backtest.agenda``)."""
+        return not self._books[symbol].armed and not self._registry.has_open(symbol)
+
     def symbols(self) -> list[str]:
         return list(self._books)
 

@@ -106,6 +106,11 @@ class OrderRegistry:
             del book[oid]
         return [o.snapshot() for o in book.values()]
 
+    def has_open(self, symbol: str) -> bool:
+        """Whether the symbol has an open order (no snapshots: the skip-ahead asks every step)."""
+        book = self._open.get(symbol)
+        return bool(book) and any(o.is_open for o in book.values())
+
     # ------------------------------------------------------------------ algo orders
 
     def record_algo(self, c: ConditionalOrder) -> None:
