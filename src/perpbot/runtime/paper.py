@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -41,6 +42,7 @@ from perpbot.domain.types import CloseReason
 from perpbot.errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 BAR_MS = 15 * 60_000
 RECONCILE_EVERY_MS = 300_000
 LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
@@ -197,25 +199,23 @@ class PaperDriver:
     async def _call(self, method: str, path: str) -> Any:
         return await asyncio.to_thread(self.sim.call, method, path)
 
-    async def _quiet(self, extra: Callable[[], bool] = lambda: True) -> None:
-        """Until ``extra()`` holds and nothing happened for ``settle_s``. When nothing happened
-        for ``quiet_s`` while ``extra()`` does not hold, the bots are waiting for what only the
-        next candle brings: their waits time out (``ReplayClock.expire``), as in the backtest."""
-        rounds = 0
+    async def _quiet(self, extra: Callable[[], bool] = lambda: True, max_wait_s: float = 120.0) -> None:
+        """Until ``extra()`` holds and no event arrived for ``settle_s``. A bot that waits on the
+        clock while no event arrived for ``quiet_s`` waits for what only the next candle brings:
+        its wait times out at once (``ReplayClock.expire``), as in the backtest. Nothing else ends
+        the wait early (a slow REST call is waited for), except ``max_wait_s`` (logged)."""
+        started = time.monotonic()
         while True:
-            idle_for = time.monotonic() - self._last_activity
+            now = time.monotonic()
+            idle_for = now - self._last_activity
             if extra() and idle_for >= self.opts.settle_s:
                 return
-            if idle_for >= self.opts.quiet_s:
-                if self.clock.waiting and rounds < 50:
-                    self.clock.expire()
-                    rounds += 1
-                    self._last_activity = time.monotonic()
-                elif not self.clock.waiting:
-                    if rounds >= 50 or idle_for >= 10 * self.opts.quiet_s:
-                        return
-                else:
-                    return
+            if idle_for >= self.opts.quiet_s and self.clock.waiting:
+                self.clock.expire()
+                self._last_activity = now
+            if now - started > max_wait_s:
+                log.warning("paper: the bots did not settle within %.0f s; going on", max_wait_s)
+                return
             await asyncio.sleep(0.002)
 
     async def _settled(self, coro: Awaitable[Any]) -> None:
