@@ -320,6 +320,8 @@ async def test_a_restart_never_counts_accounted_executions_again(tmp_path: Path)
     # Restart: a new bot on the same journal and exchange.
     from perpbot.engine.bot import SymbolBot
 
+    w.ex._handlers.clear()  # the crashed process no longer hears the exchange (nor writes its journal)
+    w.journal.close()
     bot2 = SymbolBot(SYM, w.cfg, w.ex, w.risk, w.filter, Journal(path), w.clock, w.notifier)
     await bot2.start(ctx_at(4, 101.0, None))
     pos = w.engine.position(SYM)
@@ -375,6 +377,8 @@ async def test_recovery_after_a_crash_before_the_entry_result_uses_the_journaled
     w.engine.pop_events()
     from perpbot.engine.bot import SymbolBot
 
+    w.ex._handlers.clear()  # the crashed process no longer hears the exchange (nor writes its journal)
+    w.journal.close()
     bot2 = SymbolBot(SYM, w.cfg, w.ex, w.risk, w.filter, Journal(path), w.clock, w.notifier)
     await bot2.start(ctx_at(2, 100.0, None, atr=3.0))  # the preloaded candles' ATR is 3
     st = bot2.state

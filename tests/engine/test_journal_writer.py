@@ -43,6 +43,26 @@ def test_writes_return_at_once_while_the_database_is_locked_and_land_after(tmp_p
     j.close()
 
 
+def test_a_statement_the_database_refuses_is_skipped_and_later_writes_still_land(tmp_path: Path) -> None:
+    """A constraint error cannot pass by retrying. It used to end the writer thread, after which
+    every later write stayed queued forever (and ``flush`` always timed out)."""
+    from perpbot.engine.journal_writer import JournalWriter
+
+    path = tmp_path / "w.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    w = JournalWriter(str(path))
+    w.submit("INSERT INTO t (id, v) VALUES (?, ?)", (1, "a"))
+    w.submit("INSERT INTO t (id, v) VALUES (?, ?)", (1, "duplicate"))  # UNIQUE constraint
+    w.submit("INSERT INTO t (id, v) VALUES (?, ?)", (2, "b"))
+    assert w.flush(5.0)
+    assert w.rejected == 1 and "UNIQUE" in w.last_error
+    assert db.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
+    assert w.close()
+    db.close()
+
+
 def test_memory_journal_stays_synchronous_and_background_needs_a_file() -> None:
     j = Journal()
     j.record_event(T0, "test", SYM, "x")

@@ -5,8 +5,11 @@ busy timeout, 5 s here). On the loop thread that stalls every bot, and a write t
 raised inside ``_open`` after the fill, before the stop was placed. Here the loop only appends to
 a queue (never blocks, never fails); one daemon thread owns its own WAL connection and executes
 the statements in order, retrying a locked or busy database with back-off. Nothing is dropped:
-a statement that keeps failing stays at the head of the queue (logged) until it succeeds, so the
-order of the journal is the order of the bot's actions.
+a statement that keeps failing for a reason that can pass (locked, busy, I/O) stays at the head of
+the queue (logged) until it succeeds, so the order of the journal is the order of the bot's
+actions. A statement that can never succeed (a constraint or programming error) is logged at ERROR,
+counted in ``rejected`` and skipped: retrying it forever, or letting it end the thread, would lose
+every later write.
 
 Readers on the loop call ``flush(timeout)`` first: a bounded wait for the writes queued so far,
 so a read sees the bot's own writes whenever the database is healthy and never hangs when not.
@@ -38,6 +41,7 @@ class JournalWriter:
         self._pending = 0  # queued + in progress
         self._closed = False
         self.failures = 0  # statements that had to be retried (diagnostics, tests)
+        self.rejected = 0  # statements the database refused for good (constraint, programming error)
         self.last_error: str = ""
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
@@ -111,3 +115,8 @@ class JournalWriter:
                 log.error("journal write failed (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+            except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
+                self.rejected += 1
+                self.last_error = str(exc)
+                log.error("journal write refused by the database (%s): %s", exc, sql.split("(", 1)[0].strip())
+                return
