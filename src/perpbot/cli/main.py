@@ -16,6 +16,7 @@ from perpbot.cli import (
     features_cmd,
     inspect_cmds,
     optimize_cmd,
+    run_cmds,
     simulate_cmd,
     train_cmds,
 )
@@ -62,6 +63,7 @@ for module in (
     simulate_cmd,
     optimize_cmd,
     exchange_cmd,
+    run_cmds,
 ):
     module.register(app)
 

@@ -1,0 +1,339 @@
+"""The live runtime: ``perpbot run`` (live, demo, custom venue) over the Binance adapter.
+
+Start-up order (issue 10 §1), each step finished before the next:
+1. configuration (the caller) and the journal: format check, exclusive lock, open;
+2. one ``RiskManager`` with ``restore_from_journal`` (a restart on a losing day stays blocked);
+3. the adapter connects and runs its account checks (``connect_from_config``);
+4. the base balance is read once and set (SPEC §13 row 15); the trading plan is printed;
+5. every entry filter is loaded (a model that does not verify stops start-up, nothing sent);
+6. the user-data stream is opened, so that what happens during recovery is not missed; then
+   each bot: preload (REST history into the window), ``start(ctx)`` (recovery);
+7. the market stream, the periodic tasks and the per-symbol workers.
+
+A closed candle of any streamed symbol goes into the ``MarketWindow``; a traded symbol's candle
+becomes one job on that symbol's ``SymbolWorker``: wait (bounded) for BTC/ETH of the same open
+time, fetch OI/funding (SPEC §2.3), build the context with ``live_feature_row``, ``on_candle``.
+
+Stop (SIGINT/SIGTERM → ``stop`` event): no new candle jobs are taken, the jobs in flight and
+queued finish, the bots' background work is cancelled (``SymbolBot.stop``; protective orders
+stay on the exchange, SPEC §13 row 28), the streams close, the journal is flushed and closed,
+the lock released. The caller exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perpbot.config import AppConfig
+from perpbot.engine.clock import Clock, LiveClock
+from perpbot.engine.notifier import Notifier, RecordingNotifier
+from perpbot.exchange.binance.market_stream import Candle
+from perpbot.exchange.binance.ws import StreamSettings
+from perpbot.ml.features import LIVE_WINDOW_BARS
+from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
+from perpbot.runtime.periodic import Every, Midnight
+from perpbot.runtime.supervisor import SymbolWorker, describe
+from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro
+
+log = logging.getLogger(__name__)
+
+RECONCILE_S = 300.0
+MONITOR_S = 300.0
+HEARTBEAT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeOptions:
+    mode: str  # shown in the plan and alerts: live / demo / custom / paper
+    journal_path: Path
+    models_root: Path
+    use_ml: bool = True
+    reconcile_s: float = RECONCILE_S
+    monitor_s: float = MONITOR_S
+    heartbeat_s: float = HEARTBEAT_S
+    tick_s: float = 1.0  # how often the periodic tasks look at the clock
+    align_wait_s: float = ALIGN_WAIT_S
+    preload: int = LIVE_WINDOW_BARS
+    connect_attempts: int | None = None  # None: retry forever (a restart must not give up)
+    restart_backoff_s: float = 1.0
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    user_stream: StreamSettings = field(default_factory=lambda: StreamSettings(silence_s=600.0))
+    # Paper: a driver hands candles to the workers (``submit_candle``) and reconciles itself, in
+    # the backtest's time order; the market stream then only fills the window.
+    driven: bool = False
+
+
+class Runtime:
+    """One process: one risk manager, one bot and one worker per symbol, shared streams."""
+
+    def __init__(
+        self,
+        cfg: AppConfig,
+        opts: RuntimeOptions,
+        *,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        out: Callable[[str], None] = print,
+        connect: Callable[..., Awaitable[tuple[Any, float]]] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.opts = opts
+        self.clock = clock or LiveClock()
+        self.notifier = notifier or RecordingNotifier()
+        self.out = out
+        self._connect = connect
+        self.window = MarketWindow(cfg, size=max(opts.preload, 1), align_wait_s=opts.align_wait_s)
+        self.bots: dict[str, Any] = {}
+        self.workers: dict[str, SymbolWorker] = {}
+        self.exchange: Any = None
+        self.feed: Any = None
+        self.user_stream: Any = None
+        self.risk: Any = None
+        self.budget: Any = None
+        self.journal: Any = None
+        self._lock: JournalLock | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._prev_oi: dict[str, float] = {}
+        self._stopping = False
+        self.started = asyncio.Event()
+        self.candles_handled: dict[str, int] = {s: 0 for s in cfg.symbols}
+        self.signals: dict[str, int] = {s: 0 for s in cfg.symbols}
+        self.last_candle_wall: dict[str, float] = {}
+        self.periodic: dict[str, Every] = {}
+        self.midnight: Midnight | None = None
+
+    # ------------------------------------------------------------------ alerts
+
+    async def alert(self, kind: str, text: str) -> None:
+        await self.notifier.notify(kind, text)
+
+    # ------------------------------------------------------------------ start-up
+
+    async def start(self) -> None:
+        from perpbot.engine.bot import SymbolBot
+        from perpbot.engine.journal import Journal
+        from perpbot.engine.risk import RiskManager
+        from perpbot.exchange.binance.startup import connect_from_config
+
+        cfg, opts = self.cfg, self.opts
+        # 1. journal
+        check_journal_format(opts.journal_path)
+        self._lock = JournalLock(opts.journal_path).acquire()
+        try:
+            filters = {
+                s: load_entry_filter(opts.models_root, s, cfg, use_ml=opts.use_ml) for s in cfg.symbols
+            }
+            self.journal = Journal(opts.journal_path)
+            check_journal_format(opts.journal_path)  # stamps a new journal with our format
+            # 2. risk manager
+            self.risk = RiskManager(cfg, self.clock, journal=self.journal)
+            self.risk.restore_from_journal(self.journal)
+            # 3. adapter
+            connect = self._connect or connect_from_config
+            from perpbot.exchange.binance.budget import shared_budget
+
+            self.budget = shared_budget()
+            self.exchange, balance = await connect(
+                cfg, attempts=opts.connect_attempts, report=self.out, budget=self.budget
+            )
+            # 4. base balance once, then the plan before any order
+            self.risk.set_base_balance(balance)
+            for line in trading_plan(cfg, balance, opts.mode, use_ml=opts.use_ml):
+                self.out(line)
+            # 6. user stream, then the bots
+            self.user_stream = await self.exchange.start_user_stream(
+                [*cfg.symbols], settings=opts.user_stream
+            )
+            self.user_stream.resync_listeners.append(self._reconcile_all)
+            streamed = list(dict.fromkeys([*cfg.symbols, *cfg.correlation.as_tuple()]))
+            self.feed = self.exchange.kline_feed(
+                streamed, self._on_candle, settings=opts.stream, preload=opts.preload
+            )
+            history = await self.feed.preload()
+            for sym, candles in history.items():
+                self.window.preload(sym, candles)
+            for sym in cfg.symbols:
+                bot = SymbolBot(
+                    sym,
+                    cfg,
+                    self.exchange,
+                    self.risk,
+                    filters[sym],
+                    self.journal,
+                    self.clock,
+                    self.notifier,
+                    num_symbols=len(cfg.symbols),
+                )
+                self.bots[sym] = bot
+                await bot.start(self.window.context(sym))
+            # 7. workers, market stream, periodic work
+            for sym in cfg.symbols:
+                w = SymbolWorker(sym, self.alert, backoff_s=opts.restart_backoff_s)
+                w.start()
+                self.workers[sym] = w
+            self.feed.start()
+            self._spawn_periodic()
+        except BaseException:
+            await self.close()
+            raise
+        self.started.set()
+
+    def _spawn_periodic(self) -> None:
+        opts = self.opts
+        self.periodic = {
+            "monitor": Every("monitor", opts.monitor_s, self._monitor),
+            "heartbeat": Every("heartbeat", opts.heartbeat_s, self._heartbeat),
+        }
+        if not opts.driven:
+            self.periodic["reconcile"] = Every("reconcile", opts.reconcile_s, self._reconcile_all)
+        self.midnight = Midnight(self.risk.maybe_reset)
+        loop = asyncio.get_running_loop()
+        now = self.clock.now_ms
+        for name, job in self.periodic.items():
+            self._tasks.append(loop.create_task(job.run(now, opts.tick_s), name=f"periodic-{name}"))
+        self._tasks.append(loop.create_task(self.midnight.run(now, opts.tick_s), name="midnight"))
+
+    # ------------------------------------------------------------------ candles
+
+    async def _on_candle(self, c: Candle) -> None:
+        """Market-stream callback: store, then hand a traded symbol's candle to its worker. It
+        never waits on a bot, so one slow symbol cannot hold the stream."""
+        await self.window.add(c)
+        if self.opts.driven:
+            return
+        self.submit_candle(c.symbol, c.open_ms)
+
+    def submit_candle(self, sym: str, open_ms: int) -> None:
+        """Hand ``sym``'s closed candle ``open_ms`` (already in the window) to its worker."""
+        worker = self.workers.get(sym)
+        if worker is None or self._stopping:
+            return
+        worker.submit(lambda: self._handle(sym, open_ms))
+
+    async def _handle(self, sym: str, open_ms: int) -> None:
+        aligned = await self.window.align(open_ms)
+        if not aligned:
+            log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
+        self.window.set_micro(sym, open_ms, await self._micro(sym))
+        ctx = self.window.context(sym, upto_open_ms=open_ms)
+        self.candles_handled[sym] += 1
+        self.last_candle_wall[sym] = time.monotonic()
+        if ctx is None:
+            return
+        if ctx.signal is not None:
+            self.signals[sym] += 1
+        await self.bots[sym].on_candle(ctx)
+
+    async def _micro(self, sym: str) -> Micro:
+        """SPEC §2.3: OI and funding fetched concurrently; failures become 0.0."""
+        oi, funding = await asyncio.gather(
+            self.exchange.open_interest(sym), self.exchange.funding_rate(sym), return_exceptions=True
+        )
+        change = 0.0
+        if isinstance(oi, int | float) and oi > 0:
+            prev = self._prev_oi.get(sym, 0.0)
+            change = 0.0 if prev <= 0 else (float(oi) - prev) / prev
+            self._prev_oi[sym] = float(oi)
+        rate = float(funding) if isinstance(funding, int | float) else 0.0
+        return Micro(oi_change=change, funding_rate=rate)
+
+    # ------------------------------------------------------------------ periodic jobs
+
+    async def reconcile_all(self) -> None:
+        await self._reconcile_all()
+
+    async def _reconcile_all(self) -> None:
+        for sym, bot in self.bots.items():
+            try:
+                await bot.reconcile()
+            except Exception:
+                log.exception("%s: reconcile failed", sym)
+
+    async def _monitor(self) -> None:
+        """SPEC §8.7: per open position, the streamed price and the estimated PnL."""
+        latest = self.feed.latest if self.feed is not None else {}
+        for sym, bot in self.bots.items():
+            st = bot.state
+            price = latest.get(sym, (0.0, 0))[0]
+            pnl = bot.estimated_pnl(price) if price else None
+            if st.side is None or pnl is None or not st.entry_price or not st.qty:
+                continue
+            pct = pnl / (st.entry_price * st.qty) * 100.0
+            log.info(
+                "monitor %s %s price %.6g est. PnL %.4f USDT (%.2f %%)", sym, st.side.value, price, pnl, pct
+            )
+
+    async def _heartbeat(self) -> None:
+        self.out(self.heartbeat_line())
+
+    def heartbeat_line(self) -> str:
+        now = time.monotonic()
+        pos = [f"{s}:{b.state.side.value}" for s, b in self.bots.items() if b.state.side is not None]
+        ages = [f"{s} {now - t:.0f}s" for s, t in self.last_candle_wall.items()]
+        streams = []
+        if self.feed is not None:
+            streams.append(f"market {'up' if self.feed.socket.connected.is_set() else 'DOWN'}")
+        if self.user_stream is not None:
+            streams.append(f"user {'up' if self.user_stream.socket.connected.is_set() else 'DOWN'}")
+        weight = self.budget.used if self.budget is not None else None
+        workers = describe(self.workers)
+        restarts = sum(w["restarts"] for w in workers.values())
+        return (
+            f"heartbeat {self.opts.mode}: symbols {len(self.bots)}, positions [{', '.join(pos) or 'none'}], "
+            f"last candle age [{', '.join(ages) or 'none yet'}], streams [{', '.join(streams)}], "
+            f"weight used {weight if weight is not None else '?'}, bot restarts {restarts}"
+        )
+
+    # ------------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        """Graceful stop: no new entries, in-flight work finishes, protection stays."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self.feed is not None:
+            await self.feed.stop()
+        for w in self.workers.values():
+            await w.stop(drain=True)
+        await self.close()
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        for bot in self.bots.values():
+            with contextlib.suppress(Exception):
+                await bot.stop()
+        if self.feed is not None:
+            with contextlib.suppress(Exception):
+                await self.feed.stop()
+        if self.exchange is not None:
+            with contextlib.suppress(Exception):
+                await self.exchange.close()
+            self.exchange = None
+        if self.journal is not None:
+            self.journal.close()  # flushes the writer thread first
+            self.journal = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:
+    """Start, serve until ``stop`` is set, stop gracefully; the exit status (0)."""
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+    return 0

@@ -1,0 +1,100 @@
+"""One paper replay, end to end: simulator child, runtime, driver, trades (``perpbot paper``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perpbot.config import AppConfig, load_config
+from perpbot.engine.notifier import RecordingNotifier
+from perpbot.exchange.binance.ws import StreamSettings
+from perpbot.runtime.app import Runtime, RuntimeOptions
+from perpbot.runtime.paper import PaperDriver, PaperOptions, ReplayClock, SimulatorChild
+
+
+@dataclass(slots=True)
+class PaperResult:
+    trades: list[Any]
+    start_ms: int
+    end_ms: int
+    steps: int
+    reconciles: int
+    alerts: list[tuple[str, str]] = field(default_factory=list)
+    final_balance: float = 0.0
+    bot_errors: int = 0
+    align_timeouts: int = 0
+
+
+def paper_config(base_env: dict[str, str], sim: SimulatorChild) -> AppConfig:
+    """The same configuration, pointed at the simulator child with its public test keys."""
+    from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+    env = {
+        **base_env,
+        "BINANCE_ENV": "custom",
+        "BINANCE_FAPI_URL": sim.http,
+        "BINANCE_WS_URL": sim.ws,
+        "BINANCE_API_KEY": DEFAULT_API_KEY,
+        "BINANCE_API_SECRET": DEFAULT_API_SECRET,
+        "BINANCE_TESTNET": "false",
+    }
+    return load_config(env, env_file=None)
+
+
+async def run_paper(
+    base_env: dict[str, str],
+    opts: PaperOptions,
+    journal: Path,
+    models_root: Path,
+    *,
+    use_ml: bool,
+    out: Callable[[str], None] = lambda _line: None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PaperResult:
+    from perpbot.backtest.metrics import canonical_order
+
+    sim = SimulatorChild(opts)
+    try:
+        cfg = paper_config({**base_env, "SYMBOLS": ",".join(opts.symbols)}, sim)
+        state = await asyncio.to_thread(sim.call, "GET", "/sim/state")
+        start_ms = int(state["next_candle_open_ms"])
+        clock = ReplayClock(int(state["replay_time_ms"]))
+        fast = StreamSettings(silence_s=3600.0, backoff_s=0.05, backoff_max_s=0.5)
+        ropts = RuntimeOptions(
+            mode="PAPER",
+            journal_path=journal,
+            models_root=models_root,
+            use_ml=use_ml,
+            heartbeat_s=3600.0,
+            tick_s=0.2,
+            connect_attempts=3,
+            stream=fast,
+            user_stream=fast,
+            driven=True,
+        )
+        notifier = RecordingNotifier()
+        rt = Runtime(cfg, ropts, clock=clock, notifier=notifier, out=out)
+        await rt.start()
+        try:
+            driver = PaperDriver(rt, sim, clock, opts)
+            await driver.run(progress)
+            trades = canonical_order(t for b in rt.bots.values() for t in b.closed_trades)
+            end = await asyncio.to_thread(sim.call, "GET", "/sim/state")
+            return PaperResult(
+                trades=trades,
+                start_ms=start_ms,
+                end_ms=int(end["end_ms"]),
+                steps=driver.steps,
+                reconciles=driver.reconciles,
+                alerts=list(notifier.messages),
+                final_balance=float(end["balance"]),
+                bot_errors=sum(b.errors for b in rt.bots.values()),
+                align_timeouts=rt.window.align_timeouts,
+            )
+        finally:
+            await rt.stop()
+    finally:
+        sim.stop()

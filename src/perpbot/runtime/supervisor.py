@@ -1,0 +1,173 @@
+"""One supervised worker task per symbol: isolation and restart (issue 10 §1).
+
+Why a queue per symbol: the market stream delivers every symbol's candles on one socket, in
+arrival order. Handing each candle to its own symbol's queue means a bot that is slow (an entry
+waiting for its fills) or broken never delays another symbol's decision.
+
+Two levels of protection:
+- an exception raised while one job (a candle) is handled is logged, alerted and counted; the
+  worker takes the next job (the bot goes on);
+- if the worker task itself dies (anything escaping the per-job guard), the supervisor restarts
+  it after an exponential back-off (``backoff_s`` doubling up to ``backoff_max_s``) and alerts.
+  Jobs queued meanwhile wait in the queue: nothing is lost, and no other symbol notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[None]]
+AlertFn = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    jobs: int = 0
+    job_errors: int = 0
+    restarts: int = 0
+    last_error: str = ""
+    restart_times: list[float] = field(default_factory=list)
+
+
+class SymbolWorker:
+    """Runs ``symbol``'s jobs one at a time, in order, under supervision."""
+
+    def __init__(
+        self,
+        symbol: str,
+        alert: AlertFn,
+        *,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        loop_hook: Callable[[], None] | None = None,
+    ) -> None:
+        self.symbol = symbol
+        self._alert = alert
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._queue: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._pending = 0
+        self._stopping = False
+        self.stats = WorkerStats()
+        # Test seam: called at the top of every loop turn, outside the per-job guard, so a test
+        # can make the worker task itself die (a bug in the loop, not in a job).
+        self._loop_hook = loop_hook
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._supervisor is None:
+            self._supervisor = asyncio.get_running_loop().create_task(
+                self._supervise(), name=f"supervise-{self.symbol}"
+            )
+
+    def submit(self, job: Job) -> None:
+        """Queue one job; refused (dropped with a log line) once stopping began."""
+        if self._stopping:
+            log.info("%s: job dropped, the runtime is stopping", self.symbol)
+            return
+        self._pending += 1
+        self._idle.clear()
+        self._queue.put_nowait(job)
+
+    async def join(self) -> None:
+        """Wait until every queued job was handled."""
+        await self._idle.wait()
+
+    async def stop(self, *, drain: bool = True) -> None:
+        """Stop taking jobs; with ``drain`` let the queued and in-flight ones finish first."""
+        self._stopping = True
+        if drain and self._supervisor is not None:
+            await self.join()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # ------------------------------------------------------------------ internals
+
+    async def _supervise(self) -> None:
+        delay = self.backoff_s
+        while True:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"bot-{self.symbol}")
+            try:
+                await asyncio.shield(self._task)
+            except asyncio.CancelledError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+                raise
+            except Exception as exc:  # the worker task died: restart with back-off
+                self.stats.restarts += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "%s: bot task died (%s); restart in %.1f s", self.symbol, self.stats.last_error, delay
+                )
+                await self._safe_alert(
+                    "alert",
+                    f"{self.symbol}: bot task died ({self.stats.last_error}); restarting in {delay:.1f} s",
+                )
+                await asyncio.sleep(delay)
+                self.stats.restart_times.append(asyncio.get_running_loop().time())
+                delay = min(delay * 2, self.backoff_max_s)
+            else:
+                return
+
+    async def _run(self) -> None:
+        while True:
+            if self._loop_hook is not None:
+                self._loop_hook()
+            job = await self._queue.get()
+            if job is None:
+                return
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stats.job_errors += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("%s: error while handling a candle", self.symbol)
+                await self._safe_alert(
+                    "alert", f"{self.symbol}: error while handling a candle ({self.stats.last_error})"
+                )
+            finally:
+                self.stats.jobs += 1
+                self._pending -= 1
+                if self._pending == 0:
+                    self._idle.set()
+
+    async def _safe_alert(self, kind: str, text: str) -> None:
+        try:
+            await self._alert(kind, text)
+        except Exception:  # an alert must never take the bot down
+            log.exception("%s: alert failed", self.symbol)
+
+
+def describe(workers: dict[str, SymbolWorker]) -> dict[str, Any]:
+    """Per symbol: alive, jobs, errors, restarts (the heartbeat and ``status`` read this)."""
+    return {
+        s: {
+            "alive": w.alive,
+            "jobs": w.stats.jobs,
+            "errors": w.stats.job_errors,
+            "restarts": w.stats.restarts,
+        }
+        for s, w in workers.items()
+    }

@@ -1,0 +1,154 @@
+"""Closed candles of every streamed symbol, aligned by open time, turned into the bot's context.
+
+Why a rolling window and not a growing frame: ``live_feature_row`` reads the last
+``LIVE_WINDOW_BARS`` candles only (its parity with the batch features is pinned at 1e-9), so each
+symbol keeps exactly that many candles; memory per symbol is bounded and constant.
+
+Correlation alignment (issue 10 §1, the documented choice): the primary's candle T is combined
+with BTC's and ETH's candle of the *same open time*. Binance closes every 15-min candle of every
+symbol at the same instant, but the messages arrive in any order, usually within a second. When
+the primary's candle T is handled before BTC/ETH's T has arrived, the runtime waits for them at
+most ``align_wait_s`` (default 5 s). After that it goes on with what it has: the missing rows are
+forward-filled from the last known correlation candle (the same forward fill the batch features
+apply to gaps), and the late candle is stored when it comes, so the *next* decision sees it.
+Waiting longer would delay every entry behind an outage of a symbol the bot does not trade;
+not waiting at all would turn ordinary arrival jitter into stale features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from perpbot.config import AppConfig
+from perpbot.data.schema import BTC_COLS, ETH_COLS, OHLCV
+from perpbot.engine.context import CandleContext
+from perpbot.exchange.binance.market_stream import Candle
+from perpbot.ml.features import (
+    BASE_FEATURES,
+    LIVE_WINDOW_BARS,
+    FrameIndex,
+    context_from_row,
+    live_feature_row,
+)
+
+ALIGN_WAIT_S = 5.0
+
+
+@dataclass(slots=True)
+class Micro:
+    """Open-interest change and funding rate for the primary's next feature row (SPEC §2.3: zero
+    when the venue does not give them, the way the recorded files store "not recorded")."""
+
+    oi_change: float = 0.0
+    funding_rate: float = 0.0
+
+
+class MarketWindow:
+    """The last ``size`` closed candles of each symbol, with waiters for alignment."""
+
+    def __init__(self, app: AppConfig, *, size: int = LIVE_WINDOW_BARS, align_wait_s: float = ALIGN_WAIT_S):
+        self.app = app
+        self.size = size
+        self.align_wait_s = align_wait_s
+        self.btc, self.eth = app.correlation.as_tuple()
+        self._candles: dict[str, deque[Candle]] = {}
+        self._micro: dict[str, dict[int, Micro]] = {}
+        self._arrived = asyncio.Condition()
+        self.align_timeouts = 0  # decisions made without a correlation candle of the same open time
+        self._frame_index: FrameIndex | None = None
+
+    # ------------------------------------------------------------------ input
+
+    def preload(self, symbol: str, candles: list[Candle]) -> None:
+        self._candles[symbol] = deque(candles[-self.size :], maxlen=self.size)
+
+    async def add(self, c: Candle) -> None:
+        """Store one closed candle (in open-time order per symbol) and wake any aligner."""
+        dq = self._candles.setdefault(c.symbol, deque(maxlen=self.size))
+        if dq and c.open_ms <= dq[-1].open_ms:
+            return
+        dq.append(c)
+        async with self._arrived:
+            self._arrived.notify_all()
+
+    def set_micro(self, symbol: str, open_ms: int, micro: Micro) -> None:
+        per = self._micro.setdefault(symbol, {})
+        per[open_ms] = micro
+        while len(per) > self.size:
+            per.pop(next(iter(per)))
+
+    def last_open(self, symbol: str) -> int | None:
+        dq = self._candles.get(symbol)
+        return dq[-1].open_ms if dq else None
+
+    def have(self, symbol: str, open_ms: int) -> bool:
+        last = self.last_open(symbol)
+        return last is not None and last >= open_ms
+
+    async def align(self, open_ms: int) -> bool:
+        """Wait (bounded) until BTC and ETH have a candle at ``open_ms``; False on timeout."""
+
+        def ready() -> bool:
+            return self.have(self.btc, open_ms) and self.have(self.eth, open_ms)
+
+        if ready():
+            return True
+        try:
+            async with self._arrived:
+                await asyncio.wait_for(self._arrived.wait_for(ready), self.align_wait_s)
+            return True
+        except TimeoutError:
+            self.align_timeouts += 1
+            return False
+
+    # ------------------------------------------------------------------ output
+
+    def frame(self, symbol: str, upto_open_ms: int | None = None) -> pd.DataFrame:
+        """The primary's window in the data schema (correlation columns forward-filled by open
+        time; OI/funding zero unless set), ready for ``live_feature_row``."""
+        prim = list(self._candles.get(symbol, ()))
+        if upto_open_ms is not None:
+            prim = [c for c in prim if c.open_ms <= upto_open_ms]
+        times = np.fromiter((c.open_ms for c in prim), dtype=np.int64, count=len(prim))
+        cols: dict[str, np.ndarray] = {
+            name: np.fromiter((getattr(c, name) for c in prim), dtype=np.float64, count=len(prim))
+            for name in OHLCV
+        }
+        for role, names in ((self.btc, BTC_COLS), (self.eth, ETH_COLS)):
+            aux = list(self._candles.get(role, ()))
+            at = np.fromiter((c.open_ms for c in aux), dtype=np.int64, count=len(aux))
+            pos = np.searchsorted(at, times, side="right") - 1  # last correlation candle <= T
+            for base, name in zip(OHLCV, names, strict=True):
+                vals = np.fromiter((getattr(c, base) for c in aux), dtype=np.float64, count=len(aux))
+                out = np.full(len(prim), np.nan)
+                ok = pos >= 0
+                out[ok] = vals[pos[ok]]
+                cols[name] = out
+        micro = self._micro.get(symbol, {})
+        cols["oi_change"] = np.array([micro.get(int(t), Micro()).oi_change for t in times], dtype=np.float64)
+        cols["funding_rate"] = np.array(
+            [micro.get(int(t), Micro()).funding_rate for t in times], dtype=np.float64
+        )
+        index = pd.DatetimeIndex(pd.to_datetime(times, unit="ms", utc=True), name="timestamp")
+        return pd.DataFrame(cols, index=index)
+
+    def context(self, symbol: str, upto_open_ms: int | None = None) -> CandleContext | None:
+        """The bot's context for the primary's last closed candle; None before the features are
+        warm (the backtest's ``ready`` rule: every non-optional feature and the ATR finite)."""
+        frame = self.frame(symbol, upto_open_ms)
+        if frame.empty:
+            return None
+        row = live_feature_row(frame, self.app.params_for(symbol))
+        if not np.isfinite(row[list(BASE_FEATURES)].to_numpy(dtype=np.float64)).all() or not np.isfinite(
+            row["atr"]
+        ):
+            return None
+        if self._frame_index is None:
+            self._frame_index = FrameIndex.from_columns(list(row.index))
+        open_ms = int(frame.index[-1].value // 1_000_000)
+        return context_from_row(symbol, open_ms, row.to_numpy(dtype=np.float64), self._frame_index)

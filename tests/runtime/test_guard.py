@@ -1,0 +1,64 @@
+"""Start-up refusals: live never by accident, one run per journal, no journal of a newer format."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from perpbot.config import load_config
+from perpbot.errors import ConfigError
+from perpbot.runtime.guard import JOURNAL_FORMAT, JournalLock, check_journal_format, check_live_confirmation
+
+
+@pytest.mark.parametrize(
+    ("env", "flag", "confirm", "error"),
+    [
+        ("live", False, "yes", "pass --live and set PERPBOT_LIVE=yes"),
+        ("live", True, "", "--live without confirmation"),
+        ("live", True, "YES please", "--live without confirmation"),
+        ("demo", True, "yes", "--live given but BINANCE_ENV=demo"),
+        ("live", True, "yes", None),
+        ("demo", False, "", None),
+    ],
+)
+def test_live_needs_the_flag_and_the_confirmation(
+    env: str, flag: bool, confirm: str, error: str | None
+) -> None:
+    cfg = load_config({"BINANCE_ENV": env}, env_file=None)
+    environ = {"PERPBOT_LIVE": confirm} if confirm else {}
+    if error is None:
+        check_live_confirmation(cfg, flag, environ)
+    else:
+        with pytest.raises(ConfigError, match=error):
+            check_live_confirmation(cfg, flag, environ)
+
+
+def test_a_second_lock_on_the_same_journal_is_refused_until_released(tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite3"
+    first = JournalLock(journal).acquire()
+    with pytest.raises(ConfigError, match=r"journal in use by pid \d+"):
+        JournalLock(journal).acquire()
+    first.release()
+    JournalLock(journal).acquire().release()
+
+
+def test_a_journal_of_a_newer_format_is_refused(tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite3"
+    con = sqlite3.connect(journal)
+    con.execute("CREATE TABLE t (x)")
+    con.execute(f"PRAGMA user_version = {JOURNAL_FORMAT + 1}")
+    con.commit()
+    con.close()
+    with pytest.raises(ConfigError, match=f"journal format {JOURNAL_FORMAT + 1} written by a newer perpbot"):
+        check_journal_format(journal)
+
+
+def test_an_older_journal_is_stamped_with_the_current_format(tmp_path: Path) -> None:
+    journal = tmp_path / "j.sqlite3"
+    sqlite3.connect(journal).close()
+    check_journal_format(journal)
+    con = sqlite3.connect(journal)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == JOURNAL_FORMAT
+    con.close()

@@ -1,0 +1,100 @@
+"""The runtime trading through the live Binance adapter against ``perpbot simulate`` on loopback
+(real HTTP and WebSocket, a real child process), replay advanced bar by bar."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from perpbot.config import load_config
+from perpbot.engine.notifier import RecordingNotifier
+from perpbot.exchange.binance.ws import StreamSettings
+from perpbot.runtime.app import Runtime, RuntimeOptions
+from perpbot.runtime.guard import JournalLock
+from tests.runtime.simproc import Simulator
+from tests.support.ml import LOOSE_ENV
+
+TRADED = ["XRPUSDT", "TRXUSDT"]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    s = Simulator([*TRADED, "BTCUSDT", "ETHUSDT"], 3)
+    yield s
+    s.stop()
+
+
+def _runtime(sim: Simulator, journal: Path, lines: list[str]) -> Runtime:
+    cfg = load_config(
+        {**sim.env(), **LOOSE_ENV, "SYMBOLS": ",".join(TRADED), "CORRELATION_SYMBOLS": "BTCUSDT,ETHUSDT"},
+        env_file=None,
+    )
+    opts = RuntimeOptions(
+        mode="custom",
+        journal_path=journal,
+        models_root=journal.parent / "models",
+        use_ml=False,
+        heartbeat_s=2.0,
+        tick_s=0.05,
+        align_wait_s=2.0,
+        connect_attempts=2,
+        stream=StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5),
+        user_stream=StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5),
+    )
+    return Runtime(cfg, opts, out=lines.append, notifier=RecordingNotifier())
+
+
+async def _advance(sim: Simulator, rt: Runtime, bars: int) -> None:
+    for i in range(bars):
+        await asyncio.to_thread(sim.advance, 1)
+        for _ in range(500):
+            if all(rt.candles_handled[s] >= i + 1 for s in TRADED):
+                break
+            await asyncio.sleep(0.01)
+        for w in rt.workers.values():
+            await w.join()
+
+
+async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_protected(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    journal = tmp_path / "journal.sqlite3"
+    rt = _runtime(sim, journal, lines)
+    await rt.start()
+    try:
+        assert lines[0].startswith("perpbot custom: XRPUSDT, TRXUSDT on Binance custom")
+        with pytest.raises(Exception, match="journal in use"):
+            JournalLock(journal).acquire()
+        for _ in range(20):
+            await _advance(sim, rt, 8)
+            await asyncio.sleep(0.2)  # protective orders are placed right after the entry fill
+            state = await asyncio.to_thread(sim.state)
+            for pos in state["positions"]:
+                algos = [a for a in state["algo_orders"] if a["symbol"] == pos["symbol"]]
+                kinds = sorted(a["orderType"] for a in algos)
+                assert kinds == ["STOP_MARKET", "TAKE_PROFIT_MARKET"], (pos, algos)
+                assert all(a["quantity"] == pos["quantity"] for a in algos)
+        assert all(rt.candles_handled[s] == 160 for s in TRADED)
+        assert sum(rt.signals.values()) > 0
+        trades = [t for b in rt.bots.values() for t in b.closed_trades]
+        assert trades, "loose parameters must trade on this market"
+        assert all(b.errors == 0 for b in rt.bots.values())
+        assert rt.window.align_timeouts == 0
+        assert any(line.startswith("heartbeat custom: symbols 2") for line in lines)
+        # every fill on the simulator belongs to a trade or to a position still open
+        state = await asyncio.to_thread(sim.state)
+        open_entries = len(state["positions"])
+        assert state["fill_count"] == 2 * len(trades) + open_entries
+    finally:
+        await rt.stop()
+    JournalLock(journal).acquire().release()  # the lock is released on stop
+    state = await asyncio.to_thread(sim.state)
+    for pos in state["positions"]:  # protection stays on the exchange after a stop
+        assert sorted(a["orderType"] for a in state["algo_orders"] if a["symbol"] == pos["symbol"]) == [
+            "STOP_MARKET",
+            "TAKE_PROFIT_MARKET",
+        ]
