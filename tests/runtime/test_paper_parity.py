@@ -28,21 +28,20 @@ from tests.support.ml import LOOSE_ENV, write_market
 
 SYMBOLS = ("XRPUSDT", "TRXUSDT")
 
-# Known divergence (found after merging h7bot/h9/main; the same test passed before): paper gives
-# 11 of the backtest's 12 trades, identical line for line; the backtest's last trade (TRXUSDT
-# SHORT re-entry after a REVERSE close) is missing in paper. Cause: the simulator answers a
-# MARKET order with RESULT = FILLED at once (at the next candle's open), so paper books the
-# reverse close's loss *before* the re-entry's daily-loss check and the re-entry is refused;
-# the backtest's SimExchange confirms the close only when the next candle is processed, the bot
-# releases the position with PnL 0 after its close wait and re-enters past the daily-loss gate.
-# The live venue confirms at once, so the backtest side is the one that deviates from live.
+# Known divergence (found after merging the hardened engine; the same test passed before it):
+# paper gives 11 of the backtest's 12 trades, identical line for line; the backtest's last trade
+# (a TRXUSDT SHORT re-entry after a REVERSE close) is missing in paper, whose daily-loss gate
+# refuses that re-entry. Working hypothesis, NOT yet confirmed: the two venues confirm the
+# reverse close at different moments relative to the re-entry's daily-loss check (or attribute
+# its loss to different days). Strict xfail: this test fails as soon as the gap is closed, so the
+# marker cannot outlive the bug. Tracked in issue 10.
 PARITY_GAP = (
     "backtest re-enters after a REVERSE before the close's loss is booked (close confirmed only at "
     "the next candle); paper books it first and the daily-loss gate refuses the re-entry"
 )
 
 
-@pytest.mark.xfail(reason=PARITY_GAP, strict=False)
+@pytest.mark.xfail(reason=PARITY_GAP, strict=True)
 async def test_a_paper_replay_gives_the_backtest_fingerprint_ml_off(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for i, s in enumerate((*SYMBOLS, "BTCUSDT", "ETHUSDT")):
