@@ -36,8 +36,8 @@ SYMBOLS = ("XRPUSDT", "TRXUSDT")
 # its loss to different days). Strict xfail: this test fails as soon as the gap is closed, so the
 # marker cannot outlive the bug. Tracked in issue 10.
 PARITY_GAP = (
-    "backtest re-enters after a REVERSE before the close's loss is booked (close confirmed only at "
-    "the next candle); paper books it first and the daily-loss gate refuses the re-entry"
+    "paper misses the backtest's last trade (a re-entry after a REVERSE close that paper's daily-loss "
+    "gate refuses); cause under investigation (issue 10)"
 )
 
 
