@@ -11,14 +11,8 @@ same calls give the same answers; the tests assert what Binance guarantees, the 
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,6 +27,7 @@ from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.engine import SimSettings
 from perpbot.exchange.sim.faults import FaultPlan
+from perpbot.simulator.child import SimulatorChild
 from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimulatorConfig
 from perpbot.simulator.market import load_market_data
 from perpbot.simulator.server import SimServer
@@ -41,8 +36,6 @@ from perpbot.simulator.venue import Venue
 SYMBOLS = ("XRPUSDT", "TRXUSDT")
 DAYS = 3
 BAR_MS = 15 * 60_000
-PERPBOT = str(Path(sys.executable).with_name("perpbot"))
-LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
 
 
 class SimVenue:
@@ -120,62 +113,11 @@ class InProcessSimulator:
         await self.server.stop()
 
 
-class SimulatorProcess:
-    """``perpbot simulate`` as a child process on a free port; stopped with SIGTERM."""
+class SimulatorProcess(SimulatorChild):
+    """``perpbot simulate`` of the contract symbols and days as a child process on a free port."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.args = args
-        self.env = env
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-
-    def spawn(self) -> SimulatorProcess:
-        cmd = [PERPBOT, "simulate", "--symbols", ",".join(SYMBOLS), "--days", str(DAYS), "--port", "0"]
-        cmd += list(self.args)
-        if "--speed" not in self.args:
-            cmd += ["--speed", "0"]
-        env = {**os.environ, **(self.env or {})}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        return self
-
-    def wait_ready(self) -> SimulatorProcess:
-        """Block until the one ``listening on`` line (the process's readiness signal)."""
-        assert self.proc is not None and self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = LISTENING.search(line)
-        if m is None:
-            err = self.stop()
-            raise RuntimeError(f"perpbot simulate did not start: {line!r} {err[-500:]!r}")
-        self.port = int(m.group(2))
-        return self
-
-    def start(self) -> SimulatorProcess:
-        return self.spawn().wait_ready()
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def stop(self) -> str:
-        """Stop and return what the process wrote on stderr."""
-        if self.proc is None:
-            return ""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f is not None:
-                f.close()
-        return err
+        super().__init__(["--symbols", ",".join(SYMBOLS), "--days", str(DAYS), *args], env=env)
 
 
 class SimulatorPool:
@@ -194,8 +136,7 @@ class SimulatorPool:
 
     def release(self, sim: SimulatorProcess) -> None:
         """SIGTERM now; the exit is collected at ``close`` (the test need not wait for it)."""
-        if sim.proc is not None and sim.proc.poll() is None:
-            sim.proc.send_signal(signal.SIGTERM)
+        sim.terminate()
 
     def close(self) -> None:
         for sim in [*self._used, *self._spare.values()]:

@@ -23,15 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +32,12 @@ from typing import Any, TypeVar
 
 from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import CloseReason
-from perpbot.errors import ConfigError
+from perpbot.simulator.child import SimulatorChild
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 BAR_MS = 15 * 60_000
 RECONCILE_EVERY_MS = 300_000
-LISTENING = re.compile(r"listening on http://([0-9.]+):(\d+)")
 
 
 class ReplayClock:
@@ -116,56 +108,16 @@ class PaperOptions:
     settle_s: float = 0.05
 
 
-class SimulatorChild:
-    """``perpbot simulate`` on a free loopback port, stopped with SIGTERM at the end."""
-
-    def __init__(self, opts: PaperOptions) -> None:
-        perpbot = str(Path(sys.executable).with_name("perpbot"))
-        syms = list(dict.fromkeys([*opts.symbols, *opts.correlation]))
-        cmd = [perpbot, "simulate", "--symbols", ",".join(syms), "--days", str(opts.days)]
-        cmd += ["--speed", "0", "--port", "0", "--balance", repr(opts.balance)]
-        if opts.data_dir is not None:
-            cmd += ["--data-dir", str(opts.data_dir)]
-        if opts.from_ is not None:
-            cmd += ["--from", opts.from_]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        m = LISTENING.search(line)
-        if m is None:
-            err = self.stop()
-            last = [x for x in err.splitlines() if x.strip()][-1:] or ["no output"]
-            raise ConfigError(f"perpbot simulate did not start: {last[0].removeprefix('error: ')}")
-        self.port = int(m.group(2))
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def call(self, method: str, path: str) -> Any:
-        req = urllib.request.Request(self.http + path, method=method)
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return json.loads(r.read())
-
-    def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        err = self.proc.stderr.read() if self.proc.stderr else ""
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f is not None:
-                f.close()
-        return err
+def start_simulator(opts: PaperOptions) -> SimulatorChild:
+    """``perpbot simulate`` for this paper run: its symbols plus the correlation pair, replay
+    window and balance, advanced only by the driver (``--speed 0``)."""
+    syms = list(dict.fromkeys([*opts.symbols, *opts.correlation]))
+    args = ["--symbols", ",".join(syms), "--days", str(opts.days), "--balance", repr(opts.balance)]
+    if opts.data_dir is not None:
+        args += ["--data-dir", str(opts.data_dir)]
+    if opts.from_ is not None:
+        args += ["--from", opts.from_]
+    return SimulatorChild(args).start()
 
 
 class PaperDriver:

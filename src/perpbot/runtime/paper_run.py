@@ -12,7 +12,8 @@ from perpbot.config import AppConfig, load_config
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.runtime.app import Runtime, RuntimeOptions
-from perpbot.runtime.paper import PaperDriver, PaperOptions, ReplayClock, SimulatorChild
+from perpbot.runtime.paper import PaperDriver, PaperOptions, ReplayClock, start_simulator
+from perpbot.simulator.child import SimulatorChild
 
 
 @dataclass(slots=True)
@@ -56,7 +57,7 @@ async def run_paper(
 ) -> PaperResult:
     from perpbot.backtest.metrics import canonical_order
 
-    sim = SimulatorChild(opts)
+    sim = start_simulator(opts)
     try:
         cfg = paper_config({**base_env, "SYMBOLS": ",".join(opts.symbols)}, sim)
         state = await asyncio.to_thread(sim.call, "GET", "/sim/state")
