@@ -102,3 +102,7 @@ def test_walk_forward_cli(synth_data_dir: Path, tmp_path: Path) -> None:
         assert (out / mode / "trades.csv").is_file()
     assert "Walk-forward" in res.stdout
     assert not (tmp_path / "models").exists()  # fold models never land in a models/ folder
+    # Every path printed is where the file is once the staged run was moved into place.
+    charts = next(line for line in res.stdout.splitlines() if line.startswith("charts: "))
+    assert ".new." not in charts and str(out / "walk_forward.png") in charts
+    assert (out / "walk_forward.png").is_file()

@@ -322,6 +322,7 @@ def walk_forward_and_print(
         out_dir=shown,
         files={m: relocate_files(f, stage, shown) for m, f in wf.files.items()},
         summary_path=None if wf.summary_path is None else relocate(wf.summary_path, stage, shown),
+        charts=tuple(relocate(p, stage, shown) for p in wf.charts),
     )
     console.print(walk_forward_renderable(wf))
     return wf
