@@ -31,17 +31,7 @@ class PaperResult:
 
 def paper_config(base_env: dict[str, str], sim: SimulatorChild) -> AppConfig:
     """The same configuration, pointed at the simulator child with its public test keys."""
-    from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET
-
-    env = {
-        **base_env,
-        "BINANCE_ENV": "custom",
-        "BINANCE_FAPI_URL": sim.http,
-        "BINANCE_WS_URL": sim.ws,
-        "BINANCE_API_KEY": DEFAULT_API_KEY,
-        "BINANCE_API_SECRET": DEFAULT_API_SECRET,
-        "BINANCE_TESTNET": "false",
-    }
+    env = {**base_env, **sim.env(), "BINANCE_TESTNET": "false"}
     return load_config(env, env_file=None)
 
 
