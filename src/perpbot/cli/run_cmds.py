@@ -85,7 +85,10 @@ def _register_run(app: typer.Typer) -> None:
             heartbeat_s=heartbeat,
             connect_attempts=connect_attempts or None,
         )
-        raise typer.Exit(asyncio.run(_main(Runtime(cfg, opts, out=_say))))
+        from perpbot.alerts.factory import build_notifier
+
+        notifier = build_notifier(cfg, cfg.binance_env)  # tagged [DEMO] / [TESTNET]; live: none
+        raise typer.Exit(asyncio.run(_main(Runtime(cfg, opts, out=_say, notifier=notifier))))
 
 
 def register_paper(app: typer.Typer) -> None:

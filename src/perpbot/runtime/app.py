@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
-from perpbot.engine.notifier import Notifier, RecordingNotifier
+from perpbot.engine.notifier import Notifier, RecordingNotifier, weight_ban_message
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
@@ -64,7 +65,10 @@ class RuntimeOptions:
     connect_attempts: int | None = None  # None: retry forever (a restart must not give up)
     restart_backoff_s: float = 1.0
     stream: StreamSettings = field(default_factory=StreamSettings)
-    user_stream: StreamSettings = field(default_factory=lambda: StreamSettings(silence_s=600.0))
+    # An idle account's user stream carries only pings: they keep it alive (``data_only=False``).
+    user_stream: StreamSettings = field(
+        default_factory=lambda: StreamSettings(silence_s=600.0, data_only=False)
+    )
     # Paper: a driver hands candles to the workers (``submit_candle``) and reconciles itself, in
     # the backtest's time order; the market stream then only fills the window.
     driven: bool = False
@@ -108,11 +112,26 @@ class Runtime:
         self.last_candle_wall: dict[str, float] = {}
         self.periodic: dict[str, Every] = {}
         self.midnight: Midnight | None = None
+        self.streams = StreamWatch(self.alert_nowait)
+        self._alert_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ alerts
 
     async def alert(self, kind: str, text: str) -> None:
         await self.notifier.notify(kind, text)
+
+    def alert_nowait(self, kind: str, text: str) -> None:
+        """The synchronous path (risk manager, weight budget, stream watch): never blocks."""
+        nowait = getattr(self.notifier, "notify_nowait", None)
+        if nowait is not None:
+            nowait(kind, text)
+            return
+        task = asyncio.get_running_loop().create_task(self.notifier.notify(kind, text))
+        self._alert_tasks.add(task)
+        task.add_done_callback(self._alert_tasks.discard)
+
+    def _weight_alert(self, text: str) -> None:
+        self.alert_nowait("weight_ban", weight_ban_message(text))
 
     # ------------------------------------------------------------------ start-up
 
@@ -133,13 +152,14 @@ class Runtime:
             self.journal = Journal(opts.journal_path)
             check_journal_format(opts.journal_path)  # stamps a new journal with our format
             # 2. risk manager
-            self.risk = RiskManager(cfg, self.clock, journal=self.journal)
+            self.risk = RiskManager(cfg, self.clock, journal=self.journal, on_alert=self.alert_nowait)
             self.risk.restore_from_journal(self.journal)
             # 3. adapter
             connect = self._connect or connect_from_config
             from perpbot.exchange.binance.budget import shared_budget
 
             self.budget = shared_budget()
+            self.budget.alert = self._weight_alert  # 429 / 418 (-1003): once per window or ban
             self.exchange, balance = await connect(
                 cfg, attempts=opts.connect_attempts, report=self.out, budget=self.budget
             )
@@ -179,6 +199,8 @@ class Runtime:
                 w.start()
                 self.workers[sym] = w
             self.feed.start()
+            self.streams.add("market", self.feed.socket)
+            self.streams.add("user", self.user_stream.socket)
             self._spawn_periodic()
         except BaseException:
             await self.close()
@@ -199,6 +221,7 @@ class Runtime:
         for name, job in self.periodic.items():
             self._tasks.append(loop.create_task(job.run(now, opts.tick_s), name=f"periodic-{name}"))
         self._tasks.append(loop.create_task(self.midnight.run(now, opts.tick_s), name="midnight"))
+        self._tasks.append(loop.create_task(self.streams.run(opts.tick_s), name="stream-watch"))
 
     # ------------------------------------------------------------------ candles
 
@@ -327,6 +350,12 @@ class Runtime:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.budget is not None and self.budget.alert == self._weight_alert:
+            self.budget.alert = None  # the process-wide budget outlives this runtime
+        aclose = getattr(self.notifier, "aclose", None)
+        if aclose is not None:  # last: alerts raised while stopping still go out (bounded wait)
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:
