@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perpbot import latency
 from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
@@ -252,7 +253,12 @@ class Runtime:
             return
         if ctx.signal is not None:
             self.signals[sym] += 1
+        probe = latency.PROBE  # bench/bench_runtime.py only
+        if probe is not None:
+            probe.begin(sym, open_ms)
         await self.bots[sym].on_candle(ctx)
+        if probe is not None:
+            probe.end(sym, open_ms)
 
     async def _micro(self, sym: str) -> Micro:
         """SPEC §2.3: OI and funding fetched concurrently; failures become 0.0."""
