@@ -41,7 +41,7 @@ from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_
 from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
-from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro
+from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_seed
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,9 @@ class Runtime:
             history = await self.feed.preload()
             for sym, candles in history.items():
                 self.window.preload(sym, candles)
+            seeds = await asyncio.gather(*(self.exchange.open_interest_history(s) for s in cfg.symbols))
+            for sym, rows in zip(cfg.symbols, seeds, strict=True):
+                self.window.seed_oi(sym, oi_seed(rows))  # SPEC §2.3; the first live change stays 0
             for sym in cfg.symbols:
                 bot = SymbolBot(
                     sym,
