@@ -49,7 +49,6 @@ def write_data(root: Path, n: int, days: int) -> float:
 
 def child(data_dir: Path, n: int) -> dict[str, Any]:
     import asyncio
-
     import importlib
 
     from perpbot.backtest.kill_switch_policy import KillSwitchPolicy

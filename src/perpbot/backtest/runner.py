@@ -545,17 +545,17 @@ async def _drive(
     k = -1
     while k + 1 < n_steps:
         k += 1
-        if agenda is not None and all_at_rest(bots, engine, syms):
-            j = agenda.next_wake(k)
-            if j > k:
-                skipped_steps += j - k
-                skipped_candles += agenda.candles(k, j)
-                done += agenda.candles(k, j)
-                if progress is not None:
-                    progress(done, total_candles)
-                if j >= n_steps:
-                    break
-                k = j
+        # The data's next wake first: on a step that holds a signal there is nothing to skip, so
+        # the scan of every bot and book (the costly part with many symbols) is not needed.
+        if agenda is not None and (j := agenda.next_wake(k)) > k and all_at_rest(bots, engine, syms):
+            skipped_steps += j - k
+            skipped_candles += agenda.candles(k, j)
+            done += agenda.candles(k, j)
+            if progress is not None:
+                progress(done, total_candles)
+            if j >= n_steps:
+                break
+            k = j
         step = steps[k]
         # The clock reads the candle's close before its exchange events are handled: the
         # simulator stamps what happens inside bar T at T's close, and the bots' journal entries
