@@ -193,6 +193,7 @@ class Timeline:
 
     open_time_ms: np.ndarray  # int64, strictly increasing
     steps: Sequence[tuple[tuple[int, int], ...]]  # per step: ((symbol index, row), ...) in symbol order
+    rows: np.ndarray  # (steps, symbols) int32: each symbol's row at each step, -1 without a candle
 
     @property
     def close_time_ms(self) -> np.ndarray:
@@ -236,7 +237,7 @@ def build_timeline(series: Sequence[SymbolSeries]) -> Timeline:
     rows = np.full((times.size, len(series)), -1, dtype=np.int32)
     for k, s in enumerate(series):
         rows[np.searchsorted(times, s.open_time_ms), k] = np.arange(s.n, dtype=np.int32)
-    return Timeline(open_time_ms=times, steps=_Steps(rows))
+    return Timeline(open_time_ms=times, steps=_Steps(rows), rows=rows)
 
 
 def forward_fill(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -523,8 +523,16 @@ async def _drive(
 
     ``skip_ahead`` (``backtest.agenda``): while every book is quiet and every bot at rest, jump
     to the next step with a signal or a last candle; on the steps it does run, a HOLD candle is
-    not handed to the bot and an at-rest bot of a quiet book is not reconciled (both no-ops)."""
-    from perpbot.backtest.agenda import all_at_rest, build_agenda
+    not handed to the bot and an at-rest bot of a quiet book is not reconciled (both no-ops).
+
+    With the skip-ahead, a step looks only at its *active* symbols: those awake (bot not at rest
+    or book not quiet at the end of the previous step) and those the data wakes (a signal or a
+    last candle). Every other symbol is asleep: its bar would not be processed, its HOLD candle
+    not handed over, its bot not reconciled and it has no background work, and nothing another
+    symbol does can wake it (orders and events are per symbol; the bots ignore other symbols'
+    events). So the per-step work grows with what is happening, not with the number of symbols
+    (issue 13, scale); the same bot code runs on the same steps as before."""
+    from perpbot.backtest.agenda import build_agenda
 
     last_row = [s.n - 1 for s in prepared]
     ready = [s.ready.tolist() for s in prepared]
@@ -542,12 +550,15 @@ async def _drive(
     agenda = build_agenda(prepared, timeline.open_time_ms) if skip_ahead else None
     sides = [s.side for s in prepared]
     next_reconcile = open_times[0] + BAR_MS if n_steps else 0
+    everyone = range(len(bots))
+    awake = set() if agenda is None else {si for si in everyone if not _asleep(bots[si], engine, syms[si])}
+    rows = timeline.rows
+    active: Sequence[int] = everyone
     k = -1
     while k + 1 < n_steps:
         k += 1
-        # The data's next wake first: on a step that holds a signal there is nothing to skip, so
-        # the scan of every bot and book (the costly part with many symbols) is not needed.
-        if agenda is not None and (j := agenda.next_wake(k)) > k and all_at_rest(bots, engine, syms):
+        if agenda is not None and not awake and (j := agenda.next_wake(k)) > k:
+            # Every bot at rest and every book quiet: nothing happens until the data wakes the loop.
             skipped_steps += j - k
             skipped_candles += agenda.candles(k, j)
             done += agenda.candles(k, j)
@@ -556,7 +567,13 @@ async def _drive(
             if j >= n_steps:
                 break
             k = j
-        step = steps[k]
+        if agenda is None:
+            step = steps[k]
+        else:
+            woken = agenda.wake_symbols.get(k, ())
+            active = sorted(awake.union(woken)) if awake else woken
+            row_k = rows[k]
+            step = [(si, r) for si in active if (r := int(row_k[si])) >= 0]
         # The clock reads the candle's close before its exchange events are handled: the
         # simulator stamps what happens inside bar T at T's close, and the bots' journal entries
         # and the risk manager's daily reset must agree with those stamps.
@@ -597,19 +614,28 @@ async def _drive(
                 await exchange.drain()
         now = open_times[k] + BAR_MS
         if now >= next_reconcile:
-            for si, bot in enumerate(bots):
-                if agenda is None or not (bot.at_rest and engine.quiet(syms[si])):
-                    await bot.reconcile()
+            for si in active:
+                if agenda is None or not _asleep(bots[si], engine, syms[si]):
+                    await bots[si].reconcile()
             await exchange.drain()
             reconciles += 1
             next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
         # Background work of the bots (re-protection, cancel retries, a late entry) finishes
         # before time advances: no simulated time passes while it runs, and nothing starves.
-        for bot in bots:
+        for si in active:
+            bot = bots[si]
             if bot.has_background:
                 await bot.wait_background()
                 await exchange.drain()
-        done += len(step)
+        if agenda is None:
+            done += len(step)
+        else:
+            done += agenda.candles(k, k + 1)
+            for si in active:
+                if _asleep(bots[si], engine, syms[si]):
+                    awake.discard(si)
+                else:
+                    awake.add(si)
         if progress is not None and (k % _PROGRESS_EVERY == 0 or k == n_steps - 1):
             progress(done, total_candles)
     await exchange.drain()
@@ -617,6 +643,12 @@ async def _drive(
         await bot.wait_background()
     await exchange.drain()
     return bot_candles, signals, reconciles, skipped_steps, skipped_candles
+
+
+def _asleep(bot: Any, engine: Any, symbol: str) -> bool:
+    """The bot at rest and its book quiet (``backtest.agenda``): nothing can happen to it until
+    the data wakes it."""
+    return bool(bot.at_rest) and bool(engine.quiet(symbol))
 
 
 def _blocked_by_kill_switch(bot: Any, signal: Any) -> bool:
