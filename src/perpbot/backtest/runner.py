@@ -127,6 +127,9 @@ class BacktestConfig:
     # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
     # candle (the reference the equivalence tests compare against).
     skip_ahead: bool = True
+    # Keep each symbol's window candles (OHLC arrays the run already holds) in
+    # ``BacktestResult.candles`` for the trades-on-price charts, instead of reading the files again.
+    keep_candles: bool = False
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -204,6 +207,8 @@ class BacktestResult:
     # been considered (flat, or against the open position), and the automatic resets.
     kill_switch_blocked: dict[str, int] = field(default_factory=dict)
     kill_switch_resets: list[dict[str, Any]] = field(default_factory=list)
+    # ``config.keep_candles``: symbol → (open time ms, open, high, low, close) of its window rows.
+    candles: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -945,4 +950,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         daily_limit_days=limit_days,
         kill_switch_blocked={s.symbol: n for s, n in zip(prepared, blocked, strict=True)},
         kill_switch_resets=resets,
+        candles={s.symbol: (s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
+        if cfg.keep_candles
+        else {},
     )

@@ -39,6 +39,8 @@ from perpbot.errors import ConfigError
 from perpbot.fileio import relocate, staged_folder
 
 if TYPE_CHECKING:  # the backtest stack is imported only when the command runs (fast --help)
+    from perpbot.backtest.chart_jobs import ChartJob
+    from perpbot.backtest.chart_pool import ChartPool
     from perpbot.backtest.report import ReportFiles
     from perpbot.backtest.runner import BacktestConfig, BacktestResult
     from perpbot.backtest.walk_forward import WalkForwardResult
@@ -245,14 +247,31 @@ def run_and_print(
     intact. Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows;
     ``shown_out`` is where ``out`` will finally live when the caller stages it too (file names).
     """
-    from perpbot.backtest.report import summary_renderable, write_report
+    from perpbot.backtest.chart_pool import ChartPool
+
+    # Forked before anything else runs (no thread yet): the worker imports and warms up the
+    # plotting libraries on the other core while this process runs the backtest (issue 13).
+    with ChartPool.start() as pool:
+        return _run_and_print(bt_cfg, app_cfg, out, pool, quiet=quiet, shown_out=shown_out)
+
+
+def _run_and_print(
+    bt_cfg: BacktestConfig,
+    app_cfg: AppConfig,
+    out: Path,
+    pool: ChartPool,
+    *,
+    quiet: bool,
+    shown_out: Path | None,
+) -> BacktestResult:
+    from perpbot.backtest.report import equity_chart_jobs, report_files, summary_renderable, write_tables
     from perpbot.backtest.runner import run_backtest
 
     filters = ml_filters(bt_cfg, app_cfg) if bt_cfg.use_ml and bt_cfg.entry_filters is None else {}
     if filters:
         bt_cfg = replace(bt_cfg, entry_filters=filters)
     with staged_folder(out) as stage:
-        bt_cfg = replace(bt_cfg, journal_path=stage / "journal.sqlite3")
+        bt_cfg = replace(bt_cfg, journal_path=stage / "journal.sqlite3", keep_candles=True)
         with progress(quiet) as bar:
             task = bar.add_task("backtest " + ",".join(bt_cfg.symbols), total=None)
 
@@ -264,16 +283,14 @@ def run_and_print(
         if filters:
             params["model_dir"] = str(bt_cfg.model_dir)
             params["ml_filters"] = {s: f.status() for s, f in filters.items()}
-        files = write_report(
-            stage,
-            result.trades,
-            result.metrics,
-            params,
-            title=result.title,
-            markers=result.markers(),
-            ticks={s: f.tick_size for s, f in result.filters.items()},
+        files = report_files(stage)
+        write_tables(
+            files, result.trades, result.metrics, params, {s: f.tick_size for s, f in result.filters.items()}
         )
-        charts = trade_charts(bt_cfg, result, stage)
+        jobs = equity_chart_jobs(files, result.metrics, result.title, result.markers())
+        trade_jobs = trade_chart_jobs(result, stage)
+        pool.render([*jobs, *trade_jobs])
+        charts = [j.path for j in trade_jobs]
     files = relocate_files(files, stage, shown_out or out)
     charts = [relocate(p, stage, shown_out or out) for p in charts]
     for warning in result.warnings:
@@ -285,14 +302,21 @@ def run_and_print(
     return result
 
 
-def trade_charts(bt_cfg: BacktestConfig, result: BacktestResult, out: Path) -> list[Path]:
-    """``trades_<symbol>.png/.html`` of a finished run (candles re-read from the run's data)."""
-    from perpbot.backtest.runner import load_markets
-    from perpbot.backtest.trade_chart import candles_in_window, write_trade_charts
+def trade_chart_jobs(result: BacktestResult, out: Path) -> list[ChartJob]:
+    """``trades_<symbol>.png/.html`` jobs of a finished run, on the candles the run traded
+    (``keep_candles``; the data files are read again only for a run that did not keep them)."""
+    from perpbot.backtest.chart_jobs import trade_jobs
+    from perpbot.backtest.trade_chart import Candles, candles_in_window, chart_stem, trade_chart_inputs
 
-    markets = load_markets(bt_cfg)
-    candles = {s: candles_in_window(markets[s], result.start_ms, result.end_ms) for s in result.symbols}
-    return write_trade_charts(out, candles, result.trades, result.markers(), bt_cfg.journal_path)
+    if result.candles:
+        candles = {s: Candles(*result.candles[s]) for s in result.symbols}
+    else:
+        from perpbot.backtest.runner import load_markets
+
+        markets = load_markets(result.config)
+        candles = {s: candles_in_window(markets[s], result.start_ms, result.end_ms) for s in result.symbols}
+    inputs = trade_chart_inputs(candles, result.trades, result.markers(), result.config.journal_path)
+    return [j for chart in inputs for j in trade_jobs(chart, chart_stem(out, chart.symbol))]
 
 
 def walk_forward_and_print(
