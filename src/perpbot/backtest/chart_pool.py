@@ -235,8 +235,8 @@ class ChartPool:
             self.close()
         for job, res in zip(jobs, results, strict=True):
             if res is not None:
-                render(job)
                 self.in_process.append(job)
+                render(job)
         return [j.path for j in jobs]
 
     def close(self) -> None:

@@ -8,7 +8,6 @@ stderr and exit status 2, before anything is computed.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -264,6 +263,8 @@ def _run_and_print(
     quiet: bool,
     shown_out: Path | None,
 ) -> BacktestResult:
+    import asyncio
+
     from perpbot.backtest.report import equity_chart_jobs, report_files, summary_renderable, write_tables
     from perpbot.backtest.runner import run_backtest
 
