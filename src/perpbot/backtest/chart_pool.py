@@ -26,8 +26,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from perpbot.backtest.chart_jobs import ChartJob
+if TYPE_CHECKING:  # the parent forks before numpy, let alone the plotting libraries, is imported
+    from perpbot.backtest.chart_jobs import ChartJob
 
 _LEN = struct.Struct("<Q")
 

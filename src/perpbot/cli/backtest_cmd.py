@@ -146,53 +146,58 @@ def register(app: typer.Typer) -> None:
         kill_switch: KillSwitchOpt = "on",
     ) -> None:
         """Backtest the real bots over recorded candles; writes trades.csv, metrics.json and charts."""
-        from perpbot.backtest.kill_switch_policy import KillSwitchPolicy
-        from perpbot.backtest.runner import BacktestConfig, check_inputs
+        from perpbot.backtest.chart_pool import ChartPool
 
-        initial = parse_number(balance, "--balance", low=0.0, high=1e12, low_inclusive=False)
-        costs = {
-            "taker_fee": parse_number(taker_fee, "--taker-fee", low=0.0, high=MAX_FEE),
-            "maker_fee": parse_number(maker_fee, "--maker-fee", low=0.0, high=MAX_FEE),
-            "slippage_bps": parse_number(slippage_bps, "--slippage-bps", low=0.0, high=MAX_SLIPPAGE_BPS),
-        }
-        policy = KillSwitchPolicy.parse(kill_switch)
+        # The chart worker forks first (one thread, nothing heavy imported yet): it imports and warms
+        # up the plotting libraries while this process validates, loads and runs (issue 13).
+        with ChartPool.start() if walk_forward is None else ChartPool() as pool:
+            from perpbot.backtest.kill_switch_policy import KillSwitchPolicy
+            from perpbot.backtest.runner import BacktestConfig, check_inputs
 
-        app_cfg = config_from_env()
-        syms = tuple(select_symbols(app_cfg, symbol, all_, symbols))
-        start = parse_utc(from_, "--from")
-        end = parse_utc(to, "--to")
-        if start is not None and end is not None and start >= end:
-            raise ConfigError(f"--from={from_!r} is not before --to={to!r}")
-        if walk_forward is not None and walk_forward < 1:
-            raise ConfigError(f"--walk-forward={walk_forward}: need at least 1 fold")
-        if walk_forward is not None and no_ml:
-            raise ConfigError(
-                "--no-ml with --walk-forward: the walk-forward always trades ML on and ML off side "
-                "by side on the same windows; drop --no-ml (its ml_off report is the no-ML run)"
+            initial = parse_number(balance, "--balance", low=0.0, high=1e12, low_inclusive=False)
+            costs = {
+                "taker_fee": parse_number(taker_fee, "--taker-fee", low=0.0, high=MAX_FEE),
+                "maker_fee": parse_number(maker_fee, "--maker-fee", low=0.0, high=MAX_FEE),
+                "slippage_bps": parse_number(slippage_bps, "--slippage-bps", low=0.0, high=MAX_SLIPPAGE_BPS),
+            }
+            policy = KillSwitchPolicy.parse(kill_switch)
+
+            app_cfg = config_from_env()
+            syms = tuple(select_symbols(app_cfg, symbol, all_, symbols))
+            start = parse_utc(from_, "--from")
+            end = parse_utc(to, "--to")
+            if start is not None and end is not None and start >= end:
+                raise ConfigError(f"--from={from_!r} is not before --to={to!r}")
+            if walk_forward is not None and walk_forward < 1:
+                raise ConfigError(f"--walk-forward={walk_forward}: need at least 1 fold")
+            if walk_forward is not None and no_ml:
+                raise ConfigError(
+                    "--no-ml with --walk-forward: the walk-forward always trades ML on and ML off side "
+                    "by side on the same windows; drop --no-ml (its ml_off report is the no-ML run)"
+                )
+            writable_folder(out, "--out")
+            existing_folder(data_dir, "--data-dir")
+            existing_folder(model_dir, "--model-dir")
+            use_ml = not (no_ml or app_cfg.no_ml_filter)
+            bt_cfg = BacktestConfig(
+                symbols=syms,
+                data_dir=data_dir,
+                model_dir=model_dir,
+                start=start,
+                end=end,
+                use_ml=use_ml,
+                initial_balance=initial or 1000.0,
+                kill_switch=policy,
+                **costs,
             )
-        writable_folder(out, "--out")
-        existing_folder(data_dir, "--data-dir")
-        existing_folder(model_dir, "--model-dir")
-        use_ml = not (no_ml or app_cfg.no_ml_filter)
-        bt_cfg = BacktestConfig(
-            symbols=syms,
-            data_dir=data_dir,
-            model_dir=model_dir,
-            start=start,
-            end=end,
-            use_ml=use_ml,
-            initial_balance=initial or 1000.0,
-            kill_switch=policy,
-            **costs,
-        )
-        check_inputs(bt_cfg)
-        warn_estimated_filters(syms)
-        note_synthetic(data_dir, syms)
+            check_inputs(bt_cfg)
+            warn_estimated_filters(syms)
+            note_synthetic(data_dir, syms)
 
-        if walk_forward is not None:
-            walk_forward_and_print(bt_cfg, app_cfg, walk_forward, out, quiet=quiet)
-        else:
-            run_and_print(bt_cfg, app_cfg, out, quiet=quiet)
+            if walk_forward is not None:
+                walk_forward_and_print(bt_cfg, app_cfg, walk_forward, out, quiet=quiet)
+            else:
+                run_and_print(bt_cfg, app_cfg, out, quiet=quiet, pool=pool)
 
 
 def warn_estimated_filters(symbols: tuple[str, ...]) -> None:
@@ -237,7 +242,13 @@ def relocate_files(files: ReportFiles, staged: Path, out: Path) -> ReportFiles:
 
 
 def run_and_print(
-    bt_cfg: BacktestConfig, app_cfg: AppConfig, out: Path, *, quiet: bool, shown_out: Path | None = None
+    bt_cfg: BacktestConfig,
+    app_cfg: AppConfig,
+    out: Path,
+    *,
+    quiet: bool,
+    shown_out: Path | None = None,
+    pool: ChartPool | None = None,
 ) -> BacktestResult:
     """Run one backtest with a progress bar, write the report into ``out`` and print the summary.
 
@@ -245,13 +256,16 @@ def run_and_print(
     previous run's files only when everything succeeded: a failed run leaves the previous one
     intact. Public so that other commands (the demo) show exactly what ``perpbot backtest`` shows;
     ``shown_out`` is where ``out`` will finally live when the caller stages it too (file names).
+    ``pool`` draws the charts (the caller's, started early); by default one is started here.
     """
+    if pool is not None:
+        return _run_and_print(bt_cfg, app_cfg, out, pool, quiet=quiet, shown_out=shown_out)
     from perpbot.backtest.chart_pool import ChartPool
 
     # Forked before anything else runs (no thread yet): the worker imports and warms up the
     # plotting libraries on the other core while this process runs the backtest (issue 13).
-    with ChartPool.start() as pool:
-        return _run_and_print(bt_cfg, app_cfg, out, pool, quiet=quiet, shown_out=shown_out)
+    with ChartPool.start() as own:
+        return _run_and_print(bt_cfg, app_cfg, out, own, quiet=quiet, shown_out=shown_out)
 
 
 def _run_and_print(
