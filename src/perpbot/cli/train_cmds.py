@@ -43,7 +43,8 @@ from perpbot.errors import PerpbotError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from perpbot.ml.training import ProgressFn, TrainReport
+    from perpbot.ml.train_report import TrainReport
+    from perpbot.ml.training import ProgressFn
     from perpbot.ml.tuning import TuneReport
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="lgbm | nn (mlx is an alias of nn).")]
@@ -215,7 +216,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a symbol's filter: purged walk-forward report next to the no-ML baseline, then the
         final model (ONNX + metadata) in <model-dir>/<symbol>/."""
-        from perpbot.ml.training import normalize_backend, train_symbol
+        from perpbot.ml.backends import normalize_backend
+        from perpbot.ml.training import train_symbol
 
         cfg = config_from_env()
         symbols = select_symbols(cfg, symbol, all_, symbols_)
