@@ -18,6 +18,7 @@ report is never missing a chart and a real drawing error is raised where it can 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -166,7 +167,10 @@ def _render_batch(jobs: Sequence[ChartJob], processes: int) -> list[str | None]:
 def _worker(rfd: int, wfd: int, processes: int) -> None:
     from perpbot.backtest.chart_jobs import decode
 
+    gc.disable()  # imports and warm-up make no garbage worth a full pass over matplotlib
     warm_up()
+    gc.freeze()  # the plotting libraries stay: collections while drawing skip them
+    gc.enable()
     head = recv(rfd)
     if head is None:
         return

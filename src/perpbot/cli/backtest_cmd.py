@@ -146,11 +146,16 @@ def register(app: typer.Typer) -> None:
         kill_switch: KillSwitchOpt = "on",
     ) -> None:
         """Backtest the real bots over recorded candles; writes trades.csv, metrics.json and charts."""
+        import gc
+
         from perpbot.backtest.chart_pool import ChartPool
 
         # The chart worker forks first (one thread, nothing heavy imported yet): it imports and warms
         # up the plotting libraries while this process validates, loads and runs (issue 13).
         with ChartPool.start() if walk_forward is None else ChartPool() as pool:
+            # No collection while the data stack imports (nothing it builds is garbage); the run
+            # turns the collector back on (``_run_and_print``), with all of it frozen.
+            gc.disable()
             from perpbot.backtest.kill_switch_policy import KillSwitchPolicy
             from perpbot.backtest.runner import BacktestConfig, check_inputs
 
@@ -278,6 +283,7 @@ def _run_and_print(
     shown_out: Path | None,
 ) -> BacktestResult:
     import asyncio
+    import gc
 
     from perpbot.backtest.report import equity_chart_jobs, report_files, summary_renderable, write_tables
     from perpbot.backtest.runner import run_backtest
@@ -293,6 +299,10 @@ def _run_and_print(
             def on_progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
+            # Everything imported so far lives until exit: the collector need not rescan it in
+            # each full collection during the run (measured: ~0.1-0.3 s per full pass with pandas).
+            gc.freeze()
+            gc.enable()
             result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
         params = result.parameters()
         if filters:

@@ -75,6 +75,7 @@ def main() -> None:
         from typer import rich_utils
 
         rich_utils.MAX_WIDTH = PIPE_WIDTH
+    gc.freeze()  # the CLI's modules live until exit: collections during the command skip them
     try:
         app()
     finally:
