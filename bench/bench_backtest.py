@@ -264,8 +264,8 @@ def timed_cli(args: list[str], marks_file: Path, env: dict[str, str]) -> dict[st
         "cpu": cpu,
         "peak": peak,
         "first_candle": m["first_candle"] - t0,
-        "charts": m["charts_end"] - m["charts_start"],
-        "charts_in_parent": m["charts_in_parent"],
+        "charts": m["charts_end"] - m["charts_start"] if "charts_end" in m else float("nan"),
+        "charts_in_parent": m.get("charts_in_parent", float("nan")),
     }
 
 
@@ -278,14 +278,13 @@ from perpbot.config import load_config
 syms = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
 cfg = BacktestConfig(symbols=syms, data_dir=Path(sys.argv[1]), use_ml=False)
 res = asyncio.run(run_backtest(cfg, load_config(environ={"SYMBOLS": ",".join(syms)}, env_file=None)))
-from perpbot.backtest.charts import equity_chart, equity_html, equity_png
+from perpbot.backtest.charts import equity_html_text, equity_png_bytes
 
 times = []
 for _ in range(int(sys.argv[2]) + 1):
     t = time.perf_counter()
-    chart = equity_chart(res.metrics, res.title, res.markers())
-    equity_png(chart)
-    equity_html(chart)
+    equity_png_bytes(res.metrics, res.title, res.markers())
+    equity_html_text(res.metrics, res.title, res.markers())
     times.append(time.perf_counter() - t)
 points = int(res.metrics.portfolio_curve.time_ms.size)
 print(json.dumps({"cold": times[0], "warm": times[1:], "points": points}))
@@ -311,7 +310,7 @@ def flat_loop(data_dir: Path, skip: bool) -> dict[str, Any]:
     }
 
 
-def issue13(data_dir: Path, repeat: int) -> None:
+def issue13(data_dir: Path, repeat: int, *, report_only: bool = False) -> None:
     env = dict(os.environ)
     load = os.getloadavg()
     print(
@@ -357,6 +356,8 @@ def issue13(data_dir: Path, repeat: int) -> None:
                   f"({st['candles'] / max(st['seconds_loop'], 1e-9):,.0f}/s); stepped {stepped}, skipped "
                   f"{st['candles_skipped']} candles ({st['steps_skipped']} steps skipped)")  # fmt: skip
             print(f"  fingerprint {doc['fingerprint']}")
+        if report_only:
+            return
         walls, peaks = [], []
         for k in range(max(1, repeat // 2)):
             cmd = [str(PERPBOT), "backtest", "--all", "--data-dir", str(data_dir), "--walk-forward", "4",
@@ -384,6 +385,11 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tracemalloc", action="store_true")
     ap.add_argument("--loop-modes", action="store_true", help="also the issue 3 ML on/off loop figures")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only the --help, import, equity-chart and whole-backtest figures (no walk-forward/flat loop)",
+    )
     ap.add_argument("--child", choices=tuple(MODES), help=argparse.SUPPRESS)
     ap.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--model-dir", type=Path, help=argparse.SUPPRESS)
@@ -397,7 +403,7 @@ def main() -> int:
 
     if all((REAL_DATA / s.lower() / "combined_15m.parquet").is_file() for s in SYMBOLS):
         print(f"issue 13 figures, real data {REAL_DATA}:")
-        issue13(REAL_DATA, args.repeat)
+        issue13(REAL_DATA, args.repeat, report_only=args.report_only)
     else:
         print(f"issue 13 figures skipped: {REAL_DATA} does not hold {', '.join(SYMBOLS)}")
     if not args.loop_modes:
