@@ -153,9 +153,10 @@ def register(app: typer.Typer) -> None:
         # The chart worker forks first (one thread, nothing heavy imported yet): it imports and warms
         # up the plotting libraries while this process validates, loads and runs (issue 13).
         with ChartPool.start() if walk_forward is None else ChartPool() as pool:
-            # No collection while the data stack imports (nothing it builds is garbage); the run
-            # turns the collector back on (``_run_and_print``), with all of it frozen.
-            gc.disable()
+            if walk_forward is None:
+                # No collection while the data stack imports (nothing it builds is garbage); the
+                # run turns the collector back on (``_run_and_print``), with all of it frozen.
+                gc.disable()
             from perpbot.backtest.kill_switch_policy import KillSwitchPolicy
             from perpbot.backtest.runner import BacktestConfig, check_inputs
 
