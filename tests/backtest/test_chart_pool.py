@@ -94,7 +94,16 @@ def test_a_failing_job_is_drawn_again_here_so_its_error_is_seen(run: BacktestRes
 
 
 def test_an_unused_pool_stops_its_warming_worker(tmp_path: Path) -> None:
-    with ChartPool.start() as pool:
+    with ChartPool.start(processes=2) as pool:
         pid = pool.pid
         assert pid is not None
     assert _gone(pid)
+
+
+def test_one_core_draws_in_process(run: BacktestResult, tmp_path: Path) -> None:
+    # A worker on a single core would only add its own imports and warm-up to the same CPU.
+    with ChartPool.start(processes=1) as pool:
+        assert pool.pid is None
+        jobs = _jobs(run, tmp_path)
+        pool.render(jobs)
+    assert pool.in_process == jobs

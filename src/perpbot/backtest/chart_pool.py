@@ -200,9 +200,10 @@ class ChartPool:
 
     @classmethod
     def start(cls, processes: int | None = None) -> ChartPool:
-        """Fork the warm-up worker now, or return an in-process pool when forking is unsafe."""
+        """Fork the warm-up worker now, or return an in-process pool when forking is unsafe or
+        there is no second core (a worker would then only add its own imports and warm-up)."""
         n = usable_cpus() if processes is None else max(1, processes)
-        if not can_fork():
+        if n < 2 or not can_fork():
             return cls()
         down_r, down_w = os.pipe()
         up_r, up_w = os.pipe()
