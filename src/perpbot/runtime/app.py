@@ -82,6 +82,7 @@ class Runtime:
         notifier: Notifier | None = None,
         out: Callable[[str], None] = print,
         connect: Callable[..., Awaitable[tuple[Any, float]]] | None = None,
+        budget: Any = None,
     ) -> None:
         self.cfg = cfg
         self.opts = opts
@@ -96,7 +97,7 @@ class Runtime:
         self.feed: Any = None
         self.user_stream: Any = None
         self.risk: Any = None
-        self.budget: Any = None
+        self.budget: Any = budget  # None: the process's shared weight budget
         self.journal: Any = None
         self._lock: JournalLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,7 +140,7 @@ class Runtime:
             connect = self._connect or connect_from_config
             from perpbot.exchange.binance.budget import shared_budget
 
-            self.budget = shared_budget()
+            self.budget = self.budget or shared_budget()
             self.exchange, balance = await connect(
                 cfg, attempts=opts.connect_attempts, report=self.out, budget=self.budget
             )
