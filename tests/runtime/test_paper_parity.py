@@ -23,6 +23,7 @@ consistent as recorded data is (see ``_market``), or the correlation features di
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from perpbot.backtest.metrics import canonical_trade_line, fingerprint
+from perpbot.backtest.report import write_report
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, run_backtest
 from perpbot.config import AppConfig, load_config
 from perpbot.data.schema import BTC_COLS, ETH_COLS, OHLCV, data_path
@@ -38,6 +40,7 @@ from perpbot.data.store import load_market, save_market
 from perpbot.exchange.known_filters import derived_filters
 from perpbot.ml.training import train_symbol
 from perpbot.runtime.paper import PaperOptions
+from perpbot.runtime.paper_report import write_paper_report
 from perpbot.runtime.paper_run import PaperResult, run_paper
 from tests.support.ml import LOOSE, LOOSE_ENV, write_market
 
@@ -66,13 +69,18 @@ def _market(tmp_path: Path, *, micro: bool = True) -> tuple[Path, str]:
     return data, (first + pd.Timedelta(days=11)).strftime("%Y-%m-%d")
 
 
+def _options(data: Path, start: str) -> PaperOptions:
+    return PaperOptions(
+        symbols=SYMBOLS, correlation=("BTCUSDT", "ETHUSDT"), data_dir=data, from_=start, days=1
+    )
+
+
 async def _paper(
     tmp_path: Path, data: Path, start: str, env: dict[str, str], models: Path, *, use_ml: bool
 ) -> PaperResult:
-    opts = PaperOptions(
-        symbols=SYMBOLS, correlation=("BTCUSDT", "ETHUSDT"), data_dir=data, from_=start, days=1
+    paper = await run_paper(
+        env, _options(data, start), tmp_path / "paper" / "journal.sqlite3", models, use_ml=use_ml
     )
-    paper = await run_paper(env, opts, tmp_path / "paper" / "journal.sqlite3", models, use_ml=use_ml)
     assert paper.bot_errors == 0 and paper.align_timeouts == 0 and paper.steps == 96
     # Waiting ended on counts every time (no settle fell back to silence), and the budget,
     # counting on paced replay time, never made a request wait.
@@ -111,6 +119,16 @@ async def test_a_paper_replay_gives_the_backtest_fingerprint_ml_off(tmp_path: Pa
     assert len(result.trades) >= 3, "loose parameters must trade in this window"
     assert lines(paper.trades) == lines(result.trades)
     assert fingerprint(paper.trades) == fingerprint(result.trades)
+
+    # The same report as ``perpbot backtest``: the trade table byte for byte, the same figures.
+    rep = write_paper_report(tmp_path / "paper", paper, _options(data, start), use_ml=False)
+    ticks = {s: f.tick_size for s, f in result.filters.items()}
+    bt = write_report(tmp_path / "bt", result.trades, result.metrics, result.parameters(), ticks=ticks)
+    assert rep.files.trades_csv.read_bytes() == bt.trades_csv.read_bytes()
+    doc_paper, doc_bt = (json.loads(f.metrics_json.read_text()) for f in (rep.files, bt))
+    for key in ("fingerprint", "portfolio", "per_symbol", "buy_and_hold"):
+        assert doc_paper[key] == doc_bt[key], key
+    assert rep.fingerprint == result.fingerprint
 
 
 async def test_a_paper_replay_gives_the_backtest_fingerprint_with_a_trained_model(tmp_path: Path) -> None:
