@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from perpbot.data.schema import data_path
-from perpbot.data.store import load_market
+from perpbot.data.store import load_market, save_market
+from perpbot.data.synth import synth_market
 from tests.support.cli import invoke, one_line_error
-from tests.support.ml import LOOSE_ENV, write_market
+from tests.support.ml import LOOSE_ENV
 
 SYMBOLS = ("XRPUSDT", "TRXUSDT")
 
@@ -23,8 +24,10 @@ def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for k, v in {**LOOSE_ENV, "SYMBOLS": ",".join(SYMBOLS)}.items():
         monkeypatch.setenv(k, v)
     folder = tmp_path / "data"
+    # Dated years ahead: a replay's candles are closed by replay time, not by today's clock (the
+    # bots' preloaded history was once dropped as "not closed yet", leaving them no warm features).
     for i, s in enumerate((*SYMBOLS, "BTCUSDT", "ETHUSDT")):
-        write_market(folder, s, days=10, seed=11 + i)
+        save_market(synth_market(10, 11 + i, symbol=s, start="2031-03-01"), data_path(folder, s))
     return folder
 
 
@@ -45,6 +48,10 @@ def test_paper_writes_the_backtest_report_and_prints_its_fingerprint(data: Path,
     doc = json.loads((out / "metrics.json").read_text())
     assert {"fingerprint", "portfolio", "per_symbol", "buy_and_hold", "parameters"} <= set(doc)
     assert doc["parameters"]["mode"] == "paper" and doc["parameters"]["stats"]["candles"] == 96
+    # 8 days (768 candles) of history before --from, all of it closed in replay time
+    assert doc["parameters"]["stats"]["preloaded_candles"] == dict.fromkeys(
+        (*SYMBOLS, "BTCUSDT", "ETHUSDT"), 768
+    )
     assert f"paper: fingerprint {doc['fingerprint']}" in res.output
     rows = (out / "trades.csv").read_text().strip().splitlines()
     assert len(rows) - 1 == doc["portfolio"]["trades"] > 0
@@ -55,7 +62,7 @@ def test_paper_writes_the_backtest_report_and_prints_its_fingerprint(data: Path,
     [
         (["--symbols", "DOGEUSDT"], ["no recorded market for DOGEUSDT"]),
         (["--from", "someday"], ["--from='someday'", "not a date"]),
-        (["--from", "2031-01-01"], ["--from=2031-01-01", "outside the recorded data"]),
+        (["--from", "2040-01-01"], ["--from=2040-01-01", "outside the recorded data"]),
         (["--days", "0"], ["--days=0"]),
         (["--speed", "-1"], ["--speed=-1"]),
         (["--symbols", "XRP USDT"], ["XRP USDT"]),

@@ -157,6 +157,10 @@ class Runtime:
             self.feed = self.exchange.kline_feed(
                 streamed, self._on_candle, settings=opts.stream, preload=opts.preload
             )
+            if opts.driven:
+                # A replay's candles are closed by replay time, not by the venue's wall clock
+                # (a market dated after today would otherwise lose its whole preload history).
+                self.feed.server_ms = self.clock.now_ms
             history = await self.feed.preload()
             for sym, candles in history.items():
                 self.window.preload(sym, candles)

@@ -81,6 +81,7 @@ def write_paper_report(out: Path, res: Any, opts: PaperOptions, *, use_ml: bool)
             "state_reads": res.state_reads,
             "settle_fallbacks": res.fallbacks,
             "weight_waits": res.weight_waits,
+            "preloaded_candles": dict(res.preloaded),
         },
     }
     files = write_report(out, res.trades, report, params, title=title, ticks=ticks)

@@ -36,6 +36,7 @@ class PaperResult:
     fallbacks: int = 0
     weight_waits: int = 0
     wall_s: float = 0.0
+    preloaded: dict[str, int] = field(default_factory=dict)  # history candles per streamed symbol
 
 
 def paper_config(base_env: dict[str, str], sim: SimulatorChild) -> AppConfig:
@@ -81,6 +82,7 @@ async def run_paper(
         budget = WeightBudget(now_ms=PacedReplayClock(clock.now_ms))
         rt = Runtime(cfg, ropts, clock=clock, notifier=notifier, out=out, budget=budget)
         await rt.start()
+        preloaded = {s: rt.window.count(s) for s in (*cfg.symbols, *cfg.correlation.as_tuple())}
         try:
             driver = PaperDriver(rt, sim, clock, opts)
             t0 = time.monotonic()
@@ -104,6 +106,7 @@ async def run_paper(
                 fallbacks=driver.fallbacks,
                 weight_waits=budget.waits,
                 wall_s=time.monotonic() - t0,
+                preloaded=preloaded,
             )
         finally:
             await rt.stop()

@@ -87,6 +87,10 @@ class MarketWindow:
         while len(per) > self.size:
             per.pop(next(iter(per)))
 
+    def count(self, symbol: str) -> int:
+        """Candles held for ``symbol``."""
+        return len(self._candles.get(symbol, ()))
+
     def last_open(self, symbol: str) -> int | None:
         dq = self._candles.get(symbol)
         return dq[-1].open_ms if dq else None
