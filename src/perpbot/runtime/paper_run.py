@@ -14,6 +14,7 @@ from perpbot.engine.notifier import RecordingNotifier
 from perpbot.exchange.binance.budget import WeightBudget
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.runtime.app import Runtime, RuntimeOptions
+from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.paper import PaperDriver, PaperOptions, ReplayClock, start_simulator
 from perpbot.simulator.child import SimulatorChild
 from perpbot.simulator.weights import PacedReplayClock
@@ -54,6 +55,7 @@ async def run_paper(
     use_ml: bool,
     out: Callable[[str], None] = lambda _line: None,
     progress: Callable[[int, int], None] | None = None,
+    view: LiveView | None = None,
 ) -> PaperResult:
     from perpbot.backtest.metrics import canonical_order
 
@@ -80,7 +82,7 @@ async def run_paper(
         # The simulator counts request limits on paced replay time (``--replay-limits``); so does
         # this client's budget (``paper.py`` module docstring).
         budget = WeightBudget(now_ms=PacedReplayClock(clock.now_ms))
-        rt = Runtime(cfg, ropts, clock=clock, notifier=notifier, out=out, budget=budget)
+        rt = Runtime(cfg, ropts, clock=clock, notifier=notifier, out=out, view=view, budget=budget)
         await rt.start()
         preloaded = {s: rt.window.count(s) for s in (*cfg.symbols, *cfg.correlation.as_tuple())}
         try:
