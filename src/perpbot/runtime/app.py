@@ -40,6 +40,7 @@ from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
+from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_seed
@@ -87,11 +88,15 @@ class Runtime:
         notifier: Notifier | None = None,
         out: Callable[[str], None] = print,
         connect: Callable[..., Awaitable[tuple[Any, float]]] | None = None,
+        view: LiveView | None = None,
     ) -> None:
         self.cfg = cfg
         self.opts = opts
         self.clock = clock or LiveClock()
         self.notifier = notifier or RecordingNotifier()
+        self.view = view  # the rich live view (``live_view``); None: off
+        if view is not None:
+            self.notifier = view.watch_notifier(self.notifier)
         self.out = out
         self._connect = connect
         self.window = MarketWindow(cfg, size=max(opts.preload, 1), align_wait_s=opts.align_wait_s)
@@ -150,6 +155,8 @@ class Runtime:
             filters = {
                 s: load_entry_filter(opts.models_root, s, cfg, use_ml=opts.use_ml) for s in cfg.symbols
             }
+            if self.view is not None:
+                filters = {s: self.view.watch_filter(s, f) for s, f in filters.items()}
             self.journal = Journal(opts.journal_path)
             check_journal_format(opts.journal_path)  # stamps a new journal with our format
             # 2. risk manager
@@ -206,6 +213,8 @@ class Runtime:
             self.streams.add("market", self.feed.socket)
             self.streams.add("user", self.user_stream.socket)
             self._spawn_periodic()
+            if self.view is not None:
+                self._tasks.append(asyncio.get_running_loop().create_task(self.view.run(self), name="view"))
         except BaseException:
             await self.close()
             raise
@@ -256,10 +265,15 @@ class Runtime:
             return
         if ctx.signal is not None:
             self.signals[sym] += 1
+        bot = self.bots[sym]
+        if bot.kill_switch.tripped:  # an operator's ``perpbot kill-switch reset`` is taken here
+            bot.kill_switch.take_operator_reset(self.clock.now_ms())
+        if self.view is not None:
+            self.view.on_candle(sym, ctx)
         probe = latency.PROBE  # bench/bench_runtime.py only
         if probe is not None:
             probe.begin(sym, open_ms)
-        await self.bots[sym].on_candle(ctx)
+        await bot.on_candle(ctx)
         if probe is not None:
             probe.end(sym, open_ms)
 
