@@ -14,11 +14,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from perpbot.cli.common import config_from_env, select_symbols, user_errors
+
+if TYPE_CHECKING:
+    from perpbot.runtime.live_view import LiveView
 
 
 def _say(line: str) -> None:
@@ -39,7 +42,7 @@ async def _main(runtime: object) -> int:
     return code
 
 
-def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> object:
+def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> LiveView | None:
     """The rich live view when stdout is a terminal and ``--quiet`` is not given, else None."""
     from perpbot.runtime.live_view import LiveSnapshot, LiveView, view_wanted
 
@@ -50,7 +53,7 @@ def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> object:
     return LiveView(LiveSnapshot.for_symbols(symbols, mode), Console())
 
 
-def _logging(view: object) -> None:
+def _logging(view: LiveView | None) -> None:
     """Log lines on stdout; above the live view (rich's handler) when the view is drawn."""
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if view is None:
@@ -58,7 +61,7 @@ def _logging(view: object) -> None:
         return
     from rich.logging import RichHandler
 
-    handler = RichHandler(console=view.console, show_path=False)  # type: ignore[attr-defined]
+    handler = RichHandler(console=view.console, show_path=False)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", handlers=[handler])
 
 
