@@ -33,7 +33,7 @@ from typing import Any
 
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
-from perpbot.engine.notifier import Notifier, RecordingNotifier
+from perpbot.engine.notifier import Notifier, RecordingNotifier, info_message
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
@@ -242,8 +242,9 @@ class Runtime:
         if ctx.signal is not None:
             self.signals[sym] += 1
         bot = self.bots[sym]
-        if bot.kill_switch.tripped:  # an operator's ``perpbot kill-switch reset`` is taken here
-            bot.kill_switch.take_operator_reset(self.clock.now_ms())
+        # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
+        if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(self.clock.now_ms()):
+            await self.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
         if self.view is not None:
             self.view.on_candle(sym, ctx)
         await bot.on_candle(ctx)

@@ -128,9 +128,9 @@ async def _flatten_one(
     )
     try:
         journal.record_event(clock.now_ms(), "operator.flatten", symbol, "perpbot flatten requested")
+        had = await exchange.position(symbol) is not None
         await bot.start(None)  # adopt (or clean up a flat symbol) exactly as a restart would
-        had = bot.in_position
-        if had:
+        if bot.in_position:  # (an adoption without any usable stop has closed it already)
             await bot.close_position(CloseReason.MANUAL)
         await bot.wait_background()
         still_open = await exchange.position(symbol) is not None
