@@ -105,16 +105,6 @@ async def test_status_reads_exchange_and_journal_while_a_run_owns_the_journal(
             assert f"{pos['side']} " in line and " OK;" in line and "kill switch ok" in line
         assert text.stdout.rstrip().endswith("no problems")
 
-        # flatten is refused while the run owns the journal; nothing is sent
-        refused = await asyncio.to_thread(
-            run_cli, ["flatten", "--all", "--yes", "--journal", str(journal)], cli_env(sim), tmp_path
-        )
-        assert refused.returncode == 2
-        assert len(refused.stderr.strip().splitlines()) == 1
-        assert "owns this journal; stop it first" in refused.stderr
-        state = await asyncio.to_thread(sim.state)
-        assert {p["symbol"] for p in state["positions"]} == set(positions)
-
         # another journal (it knows nothing of these positions): every one is flagged
         other = tmp_path / "other.sqlite3"
         Journal(other).close()
@@ -128,6 +118,43 @@ async def test_status_reads_exchange_and_journal_while_a_run_owns_the_journal(
             qty = float(pos["quantity"])
             want = f"exchange has {pos['side']} {qty:g} but the journal shows no open position"
             assert f"{sym}: {want}" in st["problems"]
+    finally:
+        await rt.stop()
+
+
+async def test_flatten_while_a_run_owns_the_journal_is_done_once_by_the_running_bot(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    from perpbot.runtime.ops_desk import request_flatten
+
+    journal = tmp_path / "journal.sqlite3"
+    rt = runtime(sim, journal)
+    await rt.start()
+    try:
+        positions = {p["symbol"]: p for p in await trade_until_open(sim, rt)}
+        sym = sorted(positions)[0]
+        pos = positions[sym]
+        # a request found after its expiry is answered and not acted upon
+        (late,) = await request_flatten(journal, [sym], 0.001)
+        assert (late.symbol, late.status) == (sym, "expired")
+        assert rt.bots[sym].in_position
+
+        code, out, err = await _flatten(sim, ["--symbol", sym], journal, tmp_path)
+        assert code == 0, err
+        assert "owns " in out and "the request goes to the running bot" in out
+        side, qty = pos["side"], float(pos["quantity"])
+        assert f"{sym}: closed by the running bot; booked {side} {qty:g} MANUAL" in out
+        manual = [t for t in rt.bots[sym].closed_trades if t.reason is CloseReason.MANUAL]
+        assert len(manual) == 1 and manual[0].quantity == pytest.approx(qty)
+        rt.journal.flush()
+        manual_rows = [t for t in _trades(journal) if t[3] == "MANUAL"]
+        assert manual_rows == [(sym, side, pytest.approx(qty), "MANUAL")]
+        done = [e.data for e in rt.journal.events("operator.flatten_done", sym)]
+        assert [d["status"] for d in done if d is not None] == ["expired", "flat"]
+        assert any("operator flatten" in t for t in rt.notifier.texts("info"))
+        state = await asyncio.to_thread(sim.state)
+        # every fill on the simulator belongs to one journaled trade or to a position still open
+        assert state["fill_count"] == 2 * len(_trades(journal)) + len(state["positions"])
     finally:
         await rt.stop()
 

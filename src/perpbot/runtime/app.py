@@ -39,6 +39,7 @@ from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
 from perpbot.runtime.live_view import LiveView
+from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_seed
@@ -60,6 +61,7 @@ class RuntimeOptions:
     monitor_s: float = MONITOR_S
     heartbeat_s: float = HEARTBEAT_S
     tick_s: float = 1.0  # how often the periodic tasks look at the clock
+    operator_s: float = 2.0  # how often operator requests (``perpbot flatten``) are looked for
     align_wait_s: float = ALIGN_WAIT_S
     preload: int = LIVE_WINDOW_BARS
     connect_attempts: int | None = None  # None: retry forever (a restart must not give up)
@@ -113,6 +115,7 @@ class Runtime:
         self.last_candle_wall: dict[str, float] = {}
         self.periodic: dict[str, Every] = {}
         self.midnight: Midnight | None = None
+        self.desk: OperatorDesk | None = None  # operator requests from other processes (``ops_desk``)
 
     # ------------------------------------------------------------------ alerts
 
@@ -205,6 +208,8 @@ class Runtime:
         }
         if not opts.driven:
             self.periodic["reconcile"] = Every("reconcile", opts.reconcile_s, self._reconcile_all)
+        self.desk = OperatorDesk(self, opts.journal_path)
+        self.periodic["operator"] = Every("operator", opts.operator_s, self.desk.poll)
         self.midnight = Midnight(self.risk.maybe_reset)
         loop = asyncio.get_running_loop()
         now = self.clock.now_ms
@@ -339,6 +344,8 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.exchange.close()
             self.exchange = None
+        if self.desk is not None:
+            self.desk.close()
         if self.journal is not None:
             self.journal.close()  # flushes the writer thread first
             self.journal = None
