@@ -13,11 +13,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from perpbot.cli.common import config_from_env, select_symbols, user_errors
+
+if TYPE_CHECKING:
+    from perpbot.runtime.live_view import LiveView
 
 
 def _say(line: str) -> None:
@@ -40,7 +43,7 @@ async def _main(runtime: object) -> int:
     return code
 
 
-def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> object:
+def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> LiveView | None:
     """The rich live view when stdout is a terminal and ``--quiet`` is not given, else None."""
     from perpbot.runtime.live_view import LiveSnapshot, LiveView, view_wanted
 
@@ -51,7 +54,7 @@ def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> object:
     return LiveView(LiveSnapshot.for_symbols(symbols, mode), Console())
 
 
-def _logging(view: object) -> None:
+def _logging(view: LiveView | None) -> None:
     """Log lines on stdout; above the live view (rich's handler) when the view is drawn."""
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if view is None:
@@ -59,7 +62,7 @@ def _logging(view: object) -> None:
         return
     from rich.logging import RichHandler
 
-    handler = RichHandler(console=view.console, show_path=False)  # type: ignore[attr-defined]
+    handler = RichHandler(console=view.console, show_path=False)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", handlers=[handler])
 
 
