@@ -90,8 +90,6 @@ from perpbot.ml.decision import EntryFilter, PassThroughFilter
 if TYPE_CHECKING:  # frames only where a caller hands them in: the run itself reads arrays
     import pandas as pd
 
-    from perpbot.backtest.trade_chart import Candles
-
 # Re-exported: the preparation lives in ``backtest.prepare`` (tests and the walk-forward import
 # these names from here).
 __all__ = [
@@ -158,6 +156,9 @@ class BacktestConfig:
     # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
     # candle (the reference the equivalence tests compare against).
     skip_ahead: bool = True
+    # Keep each symbol's window candles (OHLC arrays the run already holds) in
+    # ``BacktestResult.candles`` for the trades-on-price charts, instead of reading the files again.
+    keep_candles: bool = False
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -235,9 +236,8 @@ class BacktestResult:
     # been considered (flat, or against the open position), and the automatic resets.
     kill_switch_blocked: dict[str, int] = field(default_factory=dict)
     kill_switch_resets: list[dict[str, Any]] = field(default_factory=list)
-    # Per symbol, the window's candles the run traded on (the engine's own arrays, not copies):
-    # the trade charts draw them without loading the data again.
-    candles: dict[str, Candles] = field(default_factory=dict)
+    # ``config.keep_candles``: symbol → (open time ms, open, high, low, close) of its window rows.
+    candles: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -807,9 +807,6 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
             f"{close_timeouts} close(s) not confirmed in time (released with PnL 0, then booked late)"
         )
     closes = aligned_closes(prepared, timeline)
-    from perpbot.backtest.trade_chart import Candles
-
-    candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
     report = summarize(
         trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
     )
@@ -840,5 +837,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         daily_limit_days=limit_days,
         kill_switch_blocked={s.symbol: n for s, n in zip(prepared, blocked, strict=True)},
         kill_switch_resets=resets,
-        candles=candles,
+        candles={s.symbol: (s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
+        if cfg.keep_candles
+        else {},
     )

@@ -286,10 +286,13 @@ def run_and_print(
 
 
 def trade_charts(bt_cfg: BacktestConfig, result: BacktestResult, out: Path) -> list[Path]:
-    """``trades_<symbol>.png/.html`` of a finished run (the candles the run traded on)."""
-    from perpbot.backtest.trade_chart import write_trade_charts
+    """``trades_<symbol>.png/.html`` of a finished run (candles re-read from the run's data)."""
+    from perpbot.backtest.runner import load_markets
+    from perpbot.backtest.trade_chart import candles_in_window, write_trade_charts
 
-    return write_trade_charts(out, result.candles, result.trades, result.markers(), bt_cfg.journal_path)
+    markets = load_markets(bt_cfg)
+    candles = {s: candles_in_window(markets[s], result.start_ms, result.end_ms) for s in result.symbols}
+    return write_trade_charts(out, candles, result.trades, result.markers(), bt_cfg.journal_path)
 
 
 def walk_forward_and_print(
