@@ -90,8 +90,6 @@ from perpbot.ml.decision import EntryFilter, PassThroughFilter
 if TYPE_CHECKING:  # frames only where a caller hands them in: the run itself reads arrays
     import pandas as pd
 
-    from perpbot.backtest.trade_chart import Candles
-
 # Re-exported: the preparation lives in ``backtest.prepare`` (tests and the walk-forward import
 # these names from here).
 __all__ = [
@@ -158,7 +156,6 @@ class BacktestConfig:
     # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
     # candle (the reference the equivalence tests compare against).
     skip_ahead: bool = True
-    # Keep each symbol's window candles (OHLC arrays the run already holds) in
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -811,7 +808,6 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     closes = aligned_closes(prepared, timeline)
     from perpbot.backtest.trade_chart import Candles
 
-    candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
     report = summarize(
         trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
     )
@@ -842,5 +838,5 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         daily_limit_days=limit_days,
         kill_switch_blocked={s.symbol: n for s, n in zip(prepared, blocked, strict=True)},
         kill_switch_resets=resets,
-        candles=candles,
+        candles={s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared},
     )
