@@ -13,7 +13,7 @@ import pytest
 from perpbot.backtest.chart_jobs import ChartJob, decode, draw, encode, equity_jobs, trade_jobs
 from perpbot.backtest.charts import EquityChart, equity_chart
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, run_backtest
-from perpbot.backtest.trade_chart import Candles, candles_in_window, trade_chart_inputs
+from perpbot.backtest.trade_chart import candles_in_window, trade_chart_inputs
 
 from .conftest import SYMS4, loose_config
 
@@ -21,9 +21,7 @@ from .conftest import SYMS4, loose_config
 @pytest.fixture(scope="module")
 def run(markets4: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> BacktestResult:
     journal = tmp_path_factory.mktemp("jobs") / "journal.sqlite3"
-    cfg = BacktestConfig(
-        symbols=SYMS4, markets=markets4, use_ml=False, journal_path=journal, keep_candles=True
-    )
+    cfg = BacktestConfig(symbols=SYMS4, markets=markets4, use_ml=False, journal_path=journal)
     return asyncio.run(run_backtest(cfg, loose_config(SYMS4)))
 
 
@@ -50,7 +48,7 @@ def test_equity_job_round_trips_exactly(run: BacktestResult, tmp_path: Path) -> 
 
 
 def test_trade_job_round_trips_exactly(run: BacktestResult, tmp_path: Path) -> None:
-    candles = {s: Candles(*run.candles[s]) for s in SYMS4}
+    candles = {s: run.candles[s] for s in SYMS4}
     inputs = trade_chart_inputs(candles, run.trades, run.markers(), run.config.journal_path)
     chart = next(c for c in inputs if c.trades and c.levels and c.markers)
     for job in trade_jobs(chart, tmp_path / "t"):
@@ -62,10 +60,10 @@ def test_trade_job_round_trips_exactly(run: BacktestResult, tmp_path: Path) -> N
 
 
 def test_kept_candles_are_the_window_the_charts_read_from_the_files(run: BacktestResult) -> None:
-    # keep_candles hands the charts the rows the run traded: the same as re-reading the market.
+    # The result hands the charts the rows the run traded: the same as re-reading the market.
     for sym in SYMS4:
         want = candles_in_window(run.config.markets[sym], run.start_ms, run.end_ms)  # type: ignore[index]
-        _same_arrays(Candles(*run.candles[sym]), want)
+        _same_arrays(run.candles[sym], want)
 
 
 def test_a_job_needs_matching_data(tmp_path: Path, run: BacktestResult) -> None:

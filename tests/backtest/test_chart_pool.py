@@ -16,7 +16,7 @@ from perpbot.backtest.chart_jobs import ChartJob, equity_jobs, render, trade_job
 from perpbot.backtest.chart_pool import ChartPool, share
 from perpbot.backtest.charts import equity_chart
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, run_backtest
-from perpbot.backtest.trade_chart import Candles, chart_stem, trade_chart_inputs
+from perpbot.backtest.trade_chart import chart_stem, trade_chart_inputs
 from perpbot.fileio import UnwritableFolderError
 
 from .conftest import SYMS4, loose_config
@@ -25,16 +25,14 @@ from .conftest import SYMS4, loose_config
 @pytest.fixture(scope="module")
 def run(markets4: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory) -> BacktestResult:
     journal = tmp_path_factory.mktemp("pool") / "journal.sqlite3"
-    cfg = BacktestConfig(
-        symbols=SYMS4, markets=markets4, use_ml=False, journal_path=journal, keep_candles=True
-    )
+    cfg = BacktestConfig(symbols=SYMS4, markets=markets4, use_ml=False, journal_path=journal)
     return asyncio.run(run_backtest(cfg, loose_config(SYMS4)))
 
 
 def _jobs(run: BacktestResult, out: Path) -> list[ChartJob]:
     out.mkdir(parents=True, exist_ok=True)
     jobs = equity_jobs(equity_chart(run.metrics, run.title, run.markers()), out / "e.png", out / "e.html")
-    candles = {s: Candles(*run.candles[s]) for s in SYMS4}
+    candles = {s: run.candles[s] for s in SYMS4}
     for chart in trade_chart_inputs(candles, run.trades, run.markers(), run.config.journal_path):
         jobs += trade_jobs(chart, chart_stem(out, chart.symbol))
     return jobs

@@ -307,7 +307,7 @@ def _run_and_print(
     if filters:
         bt_cfg = replace(bt_cfg, entry_filters=filters)
     with staged_folder(out) as stage:
-        bt_cfg = replace(bt_cfg, journal_path=stage / "journal.sqlite3", keep_candles=True)
+        bt_cfg = replace(bt_cfg, journal_path=stage / "journal.sqlite3")
         with progress(quiet) as bar:
             task = bar.add_task("backtest " + ",".join(bt_cfg.symbols), total=None)
 
@@ -343,19 +343,11 @@ def _run_and_print(
 
 
 def trade_chart_jobs(result: BacktestResult, out: Path) -> list[ChartJob]:
-    """``trades_<symbol>.png/.html`` jobs of a finished run, on the candles the run traded
-    (``keep_candles``; the data files are read again only for a run that did not keep them)."""
+    """``trades_<symbol>.png/.html`` jobs of a finished run, on the candles the run traded."""
     from perpbot.backtest.chart_jobs import trade_jobs
-    from perpbot.backtest.trade_chart import Candles, candles_in_window, chart_stem, trade_chart_inputs
+    from perpbot.backtest.trade_chart import chart_stem, trade_chart_inputs
 
-    if result.candles:
-        candles = {s: Candles(*result.candles[s]) for s in result.symbols}
-    else:
-        from perpbot.backtest.runner import load_markets
-
-        markets = load_markets(result.config)
-        candles = {s: candles_in_window(markets[s], result.start_ms, result.end_ms) for s in result.symbols}
-    inputs = trade_chart_inputs(candles, result.trades, result.markers(), result.config.journal_path)
+    inputs = trade_chart_inputs(result.candles, result.trades, result.markers(), result.config.journal_path)
     return [j for chart in inputs for j in trade_jobs(chart, chart_stem(out, chart.symbol))]
 
 

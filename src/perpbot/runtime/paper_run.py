@@ -12,6 +12,7 @@ from perpbot.config import AppConfig, load_config
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.runtime.app import Runtime, RuntimeOptions
+from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.paper import PaperDriver, PaperOptions, ReplayClock, start_simulator
 from perpbot.simulator.child import SimulatorChild
 
@@ -44,6 +45,7 @@ async def run_paper(
     use_ml: bool,
     out: Callable[[str], None] = lambda _line: None,
     progress: Callable[[int, int], None] | None = None,
+    view: LiveView | None = None,
 ) -> PaperResult:
     from perpbot.backtest.metrics import canonical_order
 
@@ -67,7 +69,7 @@ async def run_paper(
             driven=True,
         )
         notifier = RecordingNotifier()
-        rt = Runtime(cfg, ropts, clock=clock, notifier=notifier, out=out)
+        rt = Runtime(cfg, ropts, clock=clock, notifier=notifier, out=out, view=view)
         await rt.start()
         try:
             driver = PaperDriver(rt, sim, clock, opts)
