@@ -158,7 +158,6 @@ class BacktestConfig:
     # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
     # candle (the reference the equivalence tests compare against).
     skip_ahead: bool = True
-    # Keep each symbol's window candles (OHLC arrays the run already holds) in
 
     def __post_init__(self) -> None:
         if not self.symbols:
