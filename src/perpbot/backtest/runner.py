@@ -90,6 +90,8 @@ from perpbot.ml.decision import EntryFilter, PassThroughFilter
 if TYPE_CHECKING:  # frames only where a caller hands them in: the run itself reads arrays
     import pandas as pd
 
+    from perpbot.backtest.trade_chart import Candles
+
 # Re-exported: the preparation lives in ``backtest.prepare`` (tests and the walk-forward import
 # these names from here).
 __all__ = [
