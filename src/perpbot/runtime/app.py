@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perpbot import latency
+from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
-from perpbot.engine.notifier import Notifier, RecordingNotifier, info_message
+from perpbot.engine.notifier import Notifier, RecordingNotifier, info_message, weight_ban_message
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
@@ -67,7 +69,10 @@ class RuntimeOptions:
     connect_attempts: int | None = None  # None: retry forever (a restart must not give up)
     restart_backoff_s: float = 1.0
     stream: StreamSettings = field(default_factory=StreamSettings)
-    user_stream: StreamSettings = field(default_factory=lambda: StreamSettings(silence_s=600.0))
+    # An idle account's user stream carries only pings: they keep it alive (``data_only=False``).
+    user_stream: StreamSettings = field(
+        default_factory=lambda: StreamSettings(silence_s=600.0, data_only=False)
+    )
     # Paper: a driver hands candles to the workers (``submit_candle``) and reconciles itself, in
     # the backtest's time order; the market stream then only fills the window.
     driven: bool = False
@@ -86,6 +91,7 @@ class Runtime:
         out: Callable[[str], None] = print,
         connect: Callable[..., Awaitable[tuple[Any, float]]] | None = None,
         view: LiveView | None = None,
+        budget: Any = None,
     ) -> None:
         self.cfg = cfg
         self.opts = opts
@@ -103,7 +109,7 @@ class Runtime:
         self.feed: Any = None
         self.user_stream: Any = None
         self.risk: Any = None
-        self.budget: Any = None
+        self.budget: Any = budget  # None: the process's shared weight budget
         self.journal: Any = None
         self._lock: JournalLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -116,11 +122,26 @@ class Runtime:
         self.periodic: dict[str, Every] = {}
         self.midnight: Midnight | None = None
         self.desk: OperatorDesk | None = None  # operator requests from other processes (``ops_desk``)
+        self.streams = StreamWatch(self.alert_nowait)
+        self._alert_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ alerts
 
     async def alert(self, kind: str, text: str) -> None:
         await self.notifier.notify(kind, text)
+
+    def alert_nowait(self, kind: str, text: str) -> None:
+        """The synchronous path (risk manager, weight budget, stream watch): never blocks."""
+        nowait = getattr(self.notifier, "notify_nowait", None)
+        if nowait is not None:
+            nowait(kind, text)
+            return
+        task = asyncio.get_running_loop().create_task(self.notifier.notify(kind, text))
+        self._alert_tasks.add(task)
+        task.add_done_callback(self._alert_tasks.discard)
+
+    def _weight_alert(self, text: str) -> None:
+        self.alert_nowait("weight_ban", weight_ban_message(text))
 
     # ------------------------------------------------------------------ start-up
 
@@ -143,13 +164,14 @@ class Runtime:
             self.journal = Journal(opts.journal_path)
             check_journal_format(opts.journal_path)  # stamps a new journal with our format
             # 2. risk manager
-            self.risk = RiskManager(cfg, self.clock, journal=self.journal)
+            self.risk = RiskManager(cfg, self.clock, journal=self.journal, on_alert=self.alert_nowait)
             self.risk.restore_from_journal(self.journal)
             # 3. adapter
             connect = self._connect or connect_from_config
             from perpbot.exchange.binance.budget import shared_budget
 
-            self.budget = shared_budget()
+            self.budget = self.budget or shared_budget()
+            self.budget.alert = self._weight_alert  # 429 / 418 (-1003): once per window or ban
             self.exchange, balance = await connect(
                 cfg, attempts=opts.connect_attempts, report=self.out, budget=self.budget
             )
@@ -166,6 +188,10 @@ class Runtime:
             self.feed = self.exchange.kline_feed(
                 streamed, self._on_candle, settings=opts.stream, preload=opts.preload
             )
+            if opts.driven:
+                # A replay's candles are closed by replay time, not by the venue's wall clock
+                # (a market dated after today would otherwise lose its whole preload history).
+                self.feed.server_ms = self.clock.now_ms
             history = await self.feed.preload()
             for sym, candles in history.items():
                 self.window.preload(sym, candles)
@@ -192,6 +218,8 @@ class Runtime:
                 w.start()
                 self.workers[sym] = w
             self.feed.start()
+            self.streams.add("market", self.feed.socket)
+            self.streams.add("user", self.user_stream.socket)
             self._spawn_periodic()
             if self.view is not None:
                 self._tasks.append(asyncio.get_running_loop().create_task(self.view.run(self), name="view"))
@@ -216,6 +244,7 @@ class Runtime:
         for name, job in self.periodic.items():
             self._tasks.append(loop.create_task(job.run(now, opts.tick_s), name=f"periodic-{name}"))
         self._tasks.append(loop.create_task(self.midnight.run(now, opts.tick_s), name="midnight"))
+        self._tasks.append(loop.create_task(self.streams.run(opts.tick_s), name="stream-watch"))
 
     # ------------------------------------------------------------------ candles
 
@@ -252,7 +281,12 @@ class Runtime:
             await self.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
         if self.view is not None:
             self.view.on_candle(sym, ctx)
+        probe = latency.PROBE  # bench/bench_runtime.py only
+        if probe is not None:
+            probe.begin(sym, open_ms)
         await bot.on_candle(ctx)
+        if probe is not None:
+            probe.end(sym, open_ms)
 
     async def _micro(self, sym: str) -> Micro:
         """SPEC §2.3: OI and funding fetched concurrently; failures become 0.0."""
@@ -352,6 +386,12 @@ class Runtime:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.budget is not None and self.budget.alert == self._weight_alert:
+            self.budget.alert = None  # the process-wide budget outlives this runtime
+        aclose = getattr(self.notifier, "aclose", None)
+        if aclose is not None:  # last: alerts raised while stopping still go out (bounded wait)
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:
