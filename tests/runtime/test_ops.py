@@ -157,6 +157,17 @@ async def test_flatten_while_a_run_owns_the_journal_is_done_once_by_the_running_
         assert state["fill_count"] == 2 * len(_trades(journal)) + len(state["positions"])
     finally:
         await rt.stop()
+    # a restart within the request's lifetime never acts on an answered request again
+    rt2 = runtime(sim, journal)
+    await rt2.start()
+    try:
+        assert rt2.desk is not None
+        await rt2.desk.poll()
+        await asyncio.gather(*(w.join() for w in rt2.workers.values()))
+        assert rt2.desk.handled == 0
+        assert len(rt2.journal.events("operator.flatten_done")) == 2
+    finally:
+        await rt2.stop()
 
 
 async def test_flatten_closes_once_books_through_the_ledger_and_empties_both_books(

@@ -121,9 +121,9 @@ class Runtime:
         self.last_candle_wall: dict[str, float] = {}
         self.periodic: dict[str, Every] = {}
         self.midnight: Midnight | None = None
+        self.desk: OperatorDesk | None = None  # operator requests from other processes (``ops_desk``)
         self.streams = StreamWatch(self.alert_nowait)
         self._alert_tasks: set[asyncio.Task[None]] = set()
-        self.desk: OperatorDesk | None = None  # operator requests from other processes (``ops_desk``)
 
     # ------------------------------------------------------------------ alerts
 

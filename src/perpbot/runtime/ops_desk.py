@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 REQUEST = "operator.flatten_request"
 DONE = "operator.flatten_done"
+ANSWER_GRACE_S = 15.0  # beyond the request's lifetime, for the run to write its answer (a busy host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +53,8 @@ class OperatorDesk:
         self._rt = runtime
         self._path = journal_path
         self._con: sqlite3.Connection | None = None
-        self._last_id = -1  # requests up to this id were seen; -1: not yet initialised
+        self._last_id = 0  # requests up to this id were seen
+        self._started_ms = _wall_ms()
         self.handled = 0
 
     def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -61,11 +63,9 @@ class OperatorDesk:
         return self._con.execute(sql, args).fetchall()
 
     async def poll(self) -> None:
-        """Take the requests appended since the last poll (the first poll starts from now: a
-        request left from before this run started has expired or was answered already)."""
-        if self._last_id < 0:
-            rows = self._read("SELECT COALESCE(MAX(id), 0) FROM events", ())
-            self._last_id = int(rows[0][0])
+        """Take the requests appended since the last poll. The first poll reads them all, so a
+        request written while this run was starting is not missed; one that expired before this
+        run started was already reported as unanswered by its command and is passed over."""
         rows = self._read(
             "SELECT id, symbol, data FROM events WHERE kind = ? AND id > ? ORDER BY id",
             (REQUEST, self._last_id),
@@ -74,14 +74,25 @@ class OperatorDesk:
             self._last_id = int(rid)
             req = json.loads(data or "{}")
             request = str(req.get("request", ""))
-            if int(req.get("expires_ms", 0)) < _wall_ms():
-                self._answer(symbol, request, "expired", "expired before the run saw it; nothing sent")
+            expires = int(req.get("expires_ms", 0))
+            if expires < _wall_ms():
+                if expires >= self._started_ms:
+                    self._answer(symbol, request, "expired", "expired before the run saw it; nothing sent")
+                continue
+            if self._answered(request):  # by an earlier run of this journal: never twice
                 continue
             worker = self._rt.workers.get(symbol)
             if worker is None or symbol not in self._rt.bots:
                 self._answer(symbol, request, "unknown_symbol", f"{symbol} is not traded by this run")
                 continue
             worker.submit(lambda s=symbol, r=request: self._flatten(s, r))
+
+    def _answered(self, request: str) -> bool:
+        rows = self._read(
+            "SELECT 1 FROM events WHERE kind = ? AND json_extract(data, '$.request') = ? LIMIT 1",
+            (DONE, request),
+        )
+        return bool(rows)
 
     async def _flatten(self, symbol: str, request: str) -> None:
         from perpbot.runtime.ops_flatten import booked_line, cancel_both_books
@@ -139,7 +150,7 @@ async def request_flatten(journal: Path, symbols: list[str], timeout_s: float) -
     answers: dict[str, DeskAnswer] = {}
     con = open_read_only(journal)
     try:
-        deadline = time.monotonic() + timeout_s + 5.0  # the run answers an expired request too
+        deadline = time.monotonic() + timeout_s + ANSWER_GRACE_S  # an expired request is answered too
         while len(answers) < len(wanted) and time.monotonic() < deadline:
             for symbol, message, data in con.execute(
                 "SELECT symbol, message, data FROM events WHERE kind = ? ORDER BY id DESC LIMIT 200", (DONE,)
