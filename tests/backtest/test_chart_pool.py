@@ -4,6 +4,7 @@ shared by cost, and a dead or failing worker never costs a chart (the parent dra
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import time
@@ -57,6 +58,7 @@ def test_share_balances_by_cost_longest_first() -> None:
 
 
 def test_workers_write_the_files_the_parent_would(run: BacktestResult, tmp_path: Path) -> None:
+    gc.collect()  # journals earlier tests dropped without close() stop their writer threads
     here = [render(j) for j in _jobs(run, tmp_path / "here")]
     with ChartPool.start(processes=2) as pool:
         pid = pool.pid

@@ -193,3 +193,37 @@ async def test_entry_lock_serialises_concurrent_entries() -> None:
     await asyncio.gather(bot("XRPUSDT"), bot("TRXUSDT"))
     assert order == ["XRPUSDT:open", "TRXUSDT:refused"]
     assert rm.open_positions == {"XRPUSDT": LONG}
+
+
+async def test_an_entry_waits_for_a_close_in_flight_and_sees_its_loss() -> None:
+    # Found by the chaos test: DOGE's losing close had executed but was not booked yet when
+    # TRX's entry passed the gate; the day ended past its limit.
+    rm, _ = make(1000)
+    await rm.register("DOGEUSDT", LONG)
+    with rm.settling("DOGEUSDT"):
+        entry = asyncio.ensure_future(rm.can_enter("TRXUSDT", SHORT))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not entry.done()  # waits for DOGE's PnL
+        await rm.close("DOGEUSDT", -60.0)
+    assert (await entry).reason == "daily_loss_limit"
+
+
+async def test_an_entry_is_refused_when_a_close_stays_unbooked() -> None:
+    rm, clock = make(1000)
+    before = clock.now_ms()
+    with rm.settling("DOGEUSDT"):  # never booked within the bound (SimClock: the wait times out)
+        decision = await rm.can_enter("TRXUSDT", SHORT)
+    assert decision.reason == "close_settling"
+    assert clock.now_ms() - before == 15_000  # SETTLE_WAIT_S of simulated time
+    assert (await rm.can_enter("TRXUSDT", SHORT)).allowed  # nothing in flight: the gate is open
+
+
+async def test_a_reverse_re_enters_once_its_own_close_released_the_symbol() -> None:
+    rm, _ = make(1000)
+    await rm.register("XRPUSDT", LONG)
+    with rm.settling("XRPUSDT"):  # the close is booked by the ledger in another task
+        entry = asyncio.ensure_future(rm.can_enter("XRPUSDT", SHORT))
+        await asyncio.sleep(0)
+        await rm.close("XRPUSDT", 5.0)
+    assert (await entry).allowed  # not refused as "symbol_open"

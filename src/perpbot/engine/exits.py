@@ -39,8 +39,13 @@ class ExitMixin(BotBase):
 
         True: the position is booked (by its executions, or from REST when the stream was
         silent). False: it is still (partly) open after ``CLOSE_ATTEMPTS``; its protection was
-        left in place, and the caller reports it.
+        left in place, and the caller reports it. While it runs the risk manager knows a close
+        of this symbol is in flight: another symbol's entry waits for its PnL.
         """
+        with self._risk.settling(self.symbol):
+            return await self._close_market_attempts(pos, reason)
+
+    async def _close_market_attempts(self, pos: LocalPosition, reason: CloseReason) -> bool:
         for attempt in range(1, CLOSE_ATTEMPTS + 1):
             if pos.booked:
                 return True

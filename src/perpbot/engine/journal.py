@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -213,6 +214,9 @@ class Journal:
         if background and self.path == ":memory:":
             raise ValueError("a background journal needs a file (':memory:' is per connection)")
         self._writer = JournalWriter(self.path) if background else None
+        # A journal dropped without ``close()`` still writes what it queued and stops its thread
+        # when it is collected (a leaked writer thread would also keep ``chart_pool`` from forking).
+        self._finalizer = weakref.finalize(self, self._writer.close) if self._writer is not None else None
         self._next_order = self._max_id("orders") + 1
         self._next_trade = self._max_id("trades") + 1
 
@@ -238,8 +242,8 @@ class Journal:
         return self._db.execute(sql, args)
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._finalizer is not None:
+            self._finalizer()  # closes the writer once (flushes its queue)
         self._db.close()
 
     def __enter__(self) -> Journal:

@@ -187,7 +187,12 @@ class LedgerMixin(BotBase):
 
     # ------------------------------------------------------------------ booking
     async def _book(self, pos: LocalPosition, fallback: CloseReason) -> None:
-        """The position is flat: build its trade from its executions and finish it."""
+        """The position is flat: build its trade from its executions and finish it. Until the
+        risk manager has its PnL, another symbol's entry waits (``RiskManager.settling``)."""
+        with self._risk.settling(self.symbol):
+            await self._book_flat(pos, fallback)
+
+    async def _book_flat(self, pos: LocalPosition, fallback: CloseReason) -> None:
         tol = self._tol()
         # An entry known only in part: its executions' events never came (their fee is missing),
         # or a close took more than the known quantity (a deleverage of parts the stream missed).

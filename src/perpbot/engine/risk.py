@@ -16,8 +16,9 @@ yesterday's PnL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,12 @@ REFUSED_MAX_POSITIONS = RiskDecision(False, "max_positions")
 REFUSED_SYMBOL_OPEN = RiskDecision(False, "symbol_open")
 REFUSED_SAME_DIRECTION = RiskDecision(False, "max_same_direction")
 REFUSED_DAILY_LOSS = RiskDecision(False, "daily_loss_limit")
+REFUSED_CLOSE_SETTLING = RiskDecision(False, "close_settling")
+
+# How long an entry waits for another symbol's close to be booked before it is refused: the close
+# may be a loss that takes the day past its limit (found by the chaos test: two bots reversing on
+# the same candle, one entering while the other's losing close was executed but not yet booked).
+SETTLE_WAIT_S = 15.0
 
 
 class RiskManager:
@@ -78,6 +85,10 @@ class RiskManager:
         self._journal = journal
         self._lock = asyncio.Lock()
         self.entry_lock = asyncio.Lock()
+        # Symbols whose close is sent or executed but not booked yet (``settling``): their PnL is
+        # unknown, so another symbol's entry waits for it (``can_enter``).
+        self._settling: dict[str, int] = {}
+        self._settle_changed = asyncio.Event()
         self.max_positions = MAX_POSITIONS
         self.max_daily_loss = MAX_DAILY_LOSS
         self.max_same_direction = config.max_same_direction
@@ -202,13 +213,49 @@ class RiskManager:
             self._check_reset()
             return self._can_open(symbol, side)
 
+    @contextlib.contextmanager
+    def settling(self, symbol: str) -> Iterator[None]:
+        """Mark ``symbol``'s close as in flight (sent or executed, not booked) for the block.
+
+        Re-entrant per symbol (a close that books through the ledger nests the two)."""
+        self._settling[symbol] = self._settling.get(symbol, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._settling.pop(symbol) - 1
+            if left:
+                self._settling[symbol] = left
+            self._settle_changed.set()
+
+    async def _wait_settled(self) -> bool:
+        """Wait until no close is in flight, at most ``SETTLE_WAIT_S`` on the injected clock per
+        wait; False when one is still unbooked after it. The entering symbol's own close counts
+        too: a reverse re-enters only once its close has released the symbol here."""
+        while self._settling:
+            self._settle_changed.clear()
+            try:
+                await self._clock.wait_for(self._settle_changed.wait(), SETTLE_WAIT_S)
+            except TimeoutError:
+                return not self._settling
+        return True
+
     async def can_enter(self, symbol: str, side: Side) -> RiskDecision:
         """The entry gate, taken under ``entry_lock`` right before the order (issue 7 defect 13).
 
         The daily-loss limit and the position rules are read in one critical section: a loss
         booked by another bot between an earlier ``trading_allowed()`` and this call is seen
-        here, so no bot enters on a day that has just hit the limit.
+        here, so no bot enters on a day that has just hit the limit. A close that is in flight
+        (``settling``, any symbol) is waited for first: its loss counts before this entry; still
+        unbooked after ``SETTLE_WAIT_S`` → refused (fail closed).
         """
+        if not await self._wait_settled():
+            others = sorted(self._settling)
+            self._emit(
+                "entry_refused_close_settling",
+                f"{symbol}: entry refused, the close of {', '.join(others)} is not booked yet",
+                {"symbol": symbol, "settling": others},
+            )
+            return REFUSED_CLOSE_SETTLING
         async with self._lock:
             self._check_reset()
             if not self._allowed():
