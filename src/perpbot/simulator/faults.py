@@ -57,6 +57,9 @@ class Fault:
     endpoint: str | None = None
     symbol: str | None = None
     hits: int = 0
+    injected_ms: int = 0  # wall clock, when it was registered
+    first_hit_ms: int | None = None  # wall clock of its first hit (the chaos audit's evidence)
+    withheld: list[str] = field(default_factory=list)  # silent private stream: what it swallowed
 
     def active(self, now_ms: int) -> bool:
         if self.until_ms is not None:
@@ -77,6 +80,9 @@ class Fault:
             "remaining": self.remaining,
             "until_ms": self.until_ms,
             "hits": self.hits,
+            "injected_ms": self.injected_ms,
+            "first_hit_ms": self.first_hit_ms,
+            "withheld": list(self.withheld),
         }
 
 
@@ -147,6 +153,11 @@ class FaultBook:
 
     def add(self, faults: list[Fault]) -> list[Fault]:
         """Register faults; returns the instantaneous ones for the caller to execute now."""
+        now = self.clock_ms()
+        for f in faults:
+            f.injected_ms = now
+            if f.kind in INSTANT:
+                f.first_hit_ms = now
         self.log.extend(faults)
         self.active.extend(f for f in faults if f.kind not in INSTANT)
         return [f for f in faults if f.kind in INSTANT]
@@ -162,6 +173,8 @@ class FaultBook:
             if any(f.params.get(k, "any") not in (v, "any") for k, v in match.items()):
                 continue
             f.hits += 1
+            if f.first_hit_ms is None:
+                f.first_hit_ms = now
             if f.remaining is not None:
                 f.remaining -= 1
             self.active = [x for x in self.active if x.active(now)]
@@ -177,5 +190,11 @@ class FaultBook:
         return None
 
     def skew_ms(self) -> int:
+        """The skew now; every read of a skewed clock counts as a hit of that fault."""
         f = self.peek("time_skew")
-        return int(f.params["ms"]) if f else 0
+        if f is None:
+            return 0
+        f.hits += 1
+        if f.first_hit_ms is None:
+            f.first_hit_ms = self.clock_ms()
+        return int(f.params["ms"])

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from perpbot.exchange.sim.engine import SimSettings
 from perpbot.simulator import control, rest_account, rest_orders, rest_public
+from perpbot.simulator.audit import ProtectionAudit
 from perpbot.simulator.auth import Authenticator, parse_params
 from perpbot.simulator.config import SimulatorConfig
 from perpbot.simulator.errors import BinanceError, json_response
@@ -110,6 +111,8 @@ class SimServer:
         self.market_hub = MarketHub(cfg, self.faults)
         self.private_hub = PrivateHub(cfg, self.listen_keys, self.faults, lambda: self.venue.now_ms)
         self.venue.listeners.append(self.private_hub.on_event)
+        self.audit = ProtectionAudit(self.venue)
+        self.venue.listeners.append(lambda _ev: self.audit.observe())
         self.replay = Replay(self.venue, cfg.speed, [self.market_hub.on_candle])
         self._runner: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -148,6 +151,7 @@ class SimServer:
         app.router.add_get("/sim/state", control.get_state)
         app.router.add_post("/sim/advance", control.post_advance)
         app.router.add_post("/sim/faults", control.post_faults)
+        app.router.add_get("/sim/audit", control.get_audit)
         return app
 
     def _endpoint(self, method: str, path: str, handler: Handler, security: str) -> Any:
