@@ -119,7 +119,10 @@ def schedule(rng: random.Random, candles: int, n: int, first: int = 2) -> list[i
 
 
 def fault_plan(rng: random.Random, candles: int, per_day: float) -> list[tuple[int, dict[str, Any]]]:
-    """Every kind of ``FAULTS`` at least once, then seeded random picks, at seeded candles."""
+    """Every kind of ``FAULTS`` at least once, then seeded random picks, at seeded candles
+    (none when ``per_day`` is 0)."""
+    if per_day <= 0:
+        return []
     n = max(len(FAULTS), round(per_day * candles / 96))
     specs = [*FAULTS, *(rng.choice(FAULTS) for _ in range(n - len(FAULTS)))]
     rng.shuffle(specs)
@@ -217,7 +220,10 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
                     raise TimeoutError(f"chaos run over {s.max_wall_s:.0f} s of wall time")
                 st = sim.state()
                 done = (int(st["replay_time_ms"]) - first_open) // BAR_MS
-                while faults and faults[0][0] <= done:
+                # Faults only reach a bot whose streams are up (a fault aimed at the dead
+                # process's sockets or listen key would test nobody).
+                conns = st["connections"]
+                while faults and faults[0][0] <= done and conns["market"] and conns["private"]:
                     _post(sim, "/sim/faults", faults.pop(0)[1])
                 if kills and kills[0][0] <= done and not st["finished"]:
                     time.sleep(kills.pop(0)[1])

@@ -44,6 +44,10 @@ from perpbot.simulator.child import SimulatorChild
 
 log = logging.getLogger("perpbot.chaos_bot")
 MISSING_FILLS_S = 2.0
+# Shorter than ``perpbot paper``'s: the chaos run needs no parity with the backtest, only that
+# each candle's work is done (workers idle, no background task) before the next candle.
+QUIET_S = 0.1
+SETTLE_S = 0.01
 BREAK_ENV = "PERPBOT_CHAOS_BREAK"
 LOG_FORMAT = "%(created).3f %(levelname)s %(name)s: %(message)s"
 
@@ -135,7 +139,13 @@ async def run_attached(port: int, symbols: Sequence[str], journal: Path, env: di
     )
     rt = Runtime(cfg, ropts, clock=clock, notifier=LoggingNotifier(), out=lambda line: log.info("%s", line))
     opts = PaperOptions(
-        symbols=tuple(symbols), correlation=cfg.correlation.as_tuple(), data_dir=None, from_=None, days=0
+        symbols=tuple(symbols),
+        correlation=cfg.correlation.as_tuple(),
+        data_dir=None,
+        from_=None,
+        days=0,
+        quiet_s=QUIET_S,
+        settle_s=SETTLE_S,
     )
     await rt.start()
     try:
