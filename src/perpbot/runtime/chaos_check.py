@@ -303,7 +303,7 @@ class EvidenceReport:
     silent_ok: list[str] = field(default_factory=list)  # hit, nothing the bot needed to see
 
 
-def _label(f: dict[str, Any]) -> str:
+def fault_label(f: dict[str, Any]) -> str:
     extra = f.get("stream") or f.get("code") or f.get("status") or f.get("ms") or ""
     return f"{f['kind']}{':' + str(extra) if extra != '' else ''}"
 
@@ -313,7 +313,7 @@ def check_fault_evidence(
 ) -> EvidenceReport:
     rep = EvidenceReport()
     for f in faults:
-        label = _label(f)
+        label = fault_label(f)
         hit = f.get("first_hit_ms")
         if not f.get("hits") or hit is None:
             rep.not_hit.append(label)
