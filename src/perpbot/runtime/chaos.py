@@ -45,7 +45,8 @@ LOOSE = {
 # Every fault kind of the simulator (issue 8 §4), in the shapes the bot must survive.
 FAULTS: tuple[dict[str, Any], ...] = (
     {"kind": "http_error", "status": 502, "count": 2},  # the next two requests of any kind
-    {"kind": "http_error", "status": 500, "endpoint": "/fapi/v1/algoOrder", "count": 1},  # SL/TP or cancel
+    {"kind": "http_error", "status": 500, "endpoint": "/fapi/v1/algoOrder", "method": "POST", "count": 1},
+    {"kind": "http_error", "status": 503, "endpoint": "/fapi/v1/algoOrder", "method": "DELETE", "count": 1},
     {"kind": "unknown_after_execution", "endpoint": "/fapi/v1/order", "count": 1},  # executed, reply lost
     {"kind": "latency", "ms": 11_000, "endpoint": "/fapi/v1/order", "count": 1},  # timeout, then executed
     {"kind": "rate_limit_burst", "count": 1},  # 429 / -1003
@@ -57,6 +58,7 @@ FAULTS: tuple[dict[str, Any], ...] = (
     {"kind": "silent_stream", "stream": "market", "count": 5},  # one candle of every symbol
     {"kind": "silent_stream", "stream": "private", "count": 3},  # the next three user events lost
     {"kind": "expire_listen_key"},
+    {"kind": "adl", "fraction": 0.5},  # injected when a position is open (otherwise it waits)
 )
 
 
@@ -206,6 +208,7 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
         candles = (int(st["end_ms"]) - first_open) // BAR_MS
         faults = fault_plan(rng, candles, s.faults_per_day)
         kills = [(k, rng.uniform(0.0, 1.5)) for k in schedule(rng, candles, s.kills, first=3)]
+        deferred: list[dict[str, Any]] = []
         incarnations: list[cc.Incarnation] = []
         killed = 0
         while True:
@@ -224,7 +227,13 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
                 # process's sockets or listen key would test nobody).
                 conns = st["connections"]
                 while faults and faults[0][0] <= done and conns["market"] and conns["private"]:
-                    _post(sim, "/sim/faults", faults.pop(0)[1])
+                    due = faults.pop(0)[1]
+                    if due["kind"] == "adl" and not st["positions"]:
+                        deferred.append(due)  # a deleverage needs a position: wait for one
+                    else:
+                        _post(sim, "/sim/faults", due)
+                if deferred and st["positions"] and conns["market"] and conns["private"]:
+                    _post(sim, "/sim/faults", deferred.pop(0))
                 if kills and kills[0][0] <= done and not st["finished"]:
                     time.sleep(kills.pop(0)[1])
                     bot.kill()

@@ -48,6 +48,7 @@ EVIDENCE: dict[str, str] = {
     "silent_stream:market": r"market stream: StreamSilent",
     "silent_stream:private": r"not delivered by the user stream",
     "expire_listen_key": r"listenKeyExpired",
+    "adl": r"partial close .* by order|LIQUIDATION",
 }
 
 

@@ -11,7 +11,9 @@ resync), ``reject_orders`` (``code`` one of -2019, -2022, -4118, -1111, -4164, -
 -1008; ``order_kind`` ``order`` | ``algo`` | ``any``), ``drop_connection`` (``stream`` market |
 private: TCP abort, the client sees close code 1006), ``silent_stream`` (``stream``; connected,
 pings answered, no data; a ``count`` counts withheld events), ``expire_listen_key`` (the key
-dies now: ``listenKeyExpired``, then the socket closes).
+dies now: ``listenKeyExpired``, then the socket closes), ``adl`` (auto-deleverage now: ``fraction``
+of the position of ``symbol``, or of the first symbol holding one, default 0.5; ``x=CALCULATED``,
+client id ``adl_autoclose``). ``http_error`` may name a ``method`` (``DELETE``: a failed cancel).
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ KINDS = (
     "drop_connection",
     "silent_stream",
     "expire_listen_key",
+    "adl",
 )
-INSTANT = ("drop_connection", "expire_listen_key")
+INSTANT = ("drop_connection", "expire_listen_key", "adl")
 
 
 @dataclass(slots=True)
@@ -117,6 +120,12 @@ def parse_faults(doc: Any, now_ms: int, where: str) -> list[Fault]:
 def _check_params(kind: str, p: dict[str, Any], at: str, seconds: float | None) -> None:
     if kind == "http_error" and p.get("status", 500) not in (500, 502, 503, 504):
         raise ValueError(f"{at}: http_error 'status' must be 500, 502, 503 or 504")
+    if kind == "http_error" and p.get("method", "any") not in ("any", "GET", "POST", "PUT", "DELETE"):
+        raise ValueError(f"{at}: http_error 'method' must be GET, POST, PUT or DELETE")
+    if kind == "adl" and not (
+        isinstance(p.get("fraction", 0.5), (int, float)) and 0 < p.get("fraction", 0.5) <= 1
+    ):
+        raise ValueError(f"{at}: adl 'fraction' must be in (0, 1]")
     if kind in ("latency", "time_skew") and not isinstance(p.get("ms"), (int, float)):
         raise ValueError(f"{at}: {kind} needs 'ms' (a number)")
     if kind == "time_skew" and seconds is None:
