@@ -19,7 +19,8 @@ from pathlib import Path
 
 from perpbot.cli.common import config_from_env, progress, run_script, select_symbols
 from perpbot.config import CorrelationMap
-from perpbot.data.fetch import FetchOptions, fetch_history, resolve_base_url
+from perpbot.data.fetch import FetchOptions, fetch_history
+from perpbot.data.history_client import resolve_base_url
 from perpbot.errors import ConfigError
 from perpbot.symbols import normalize_symbol
 

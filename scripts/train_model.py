@@ -38,7 +38,8 @@ def _train(args: argparse.Namespace) -> int:
     from perpbot.cli.common import config_from_env, script_symbols
     from perpbot.cli.train_cmds import print_train_report, run_symbols
     from perpbot.errors import ConfigError
-    from perpbot.ml.training import ProgressFn, normalize_backend, train_symbol
+    from perpbot.ml.backends import normalize_backend
+    from perpbot.ml.training import ProgressFn, train_symbol
 
     cfg = config_from_env()
     backend = normalize_backend(args.backend)

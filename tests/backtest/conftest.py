@@ -64,6 +64,11 @@ def risk_violations(trades: Sequence[ClosedTrade], max_open: int = 3, max_same: 
         per_side = Counter(o.side for o in open_.values())
         if per_side[t.side] > max_same:
             out.append(f"{time_ms}: {per_side[t.side]} {t.side.value} positions open")
+        if t.exit_time_ms == t.entry_time_ms:
+            # Closed at the instant it opened (an emergency close when the stop could not be
+            # placed): it counted against the limits at that instant; its exit, sorted before
+            # its entry, already passed, so it is removed here.
+            open_.pop(k)
     return out
 
 

@@ -6,14 +6,14 @@ import pytest
 
 from perpbot.domain.types import OrderSide, Side
 from perpbot.exchange.errors import INVALID_LEVERAGE, INVALID_SYMBOL, ExchangeError
-from perpbot.exchange.port import ExchangeRecoveryPort
+from perpbot.exchange.port import ExchangePort
 from tests.contract.harness import BinanceVenue, SimVenue
 
 Venue = SimVenue | BinanceVenue
 
 
 async def test_adapter_implements_the_recovery_port(venue: Venue) -> None:
-    assert isinstance(venue.ex, ExchangeRecoveryPort)
+    assert isinstance(venue.ex, ExchangePort)
 
 
 async def test_filters_come_from_the_exchange_rules(venue: Venue) -> None:

@@ -12,15 +12,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from perpbot.config import CorrelationMap
-from perpbot.data.fetch import (
+from perpbot.data.candle_shape import funding_on_candles, oi_change_on_candles
+from perpbot.data.fetch import FetchOptions, fetch_history_async
+from perpbot.data.history_client import (
     DEFAULT_FAPI_URL,
     FetchError,
-    FetchOptions,
     RetryPolicy,
-    fetch_history_async,
-    funding_on_candles,
     make_exchange,
-    oi_change_on_candles,
     resolve_base_url,
 )
 from perpbot.data.schema import BAR_MS, BTC_COLS, ETH_COLS, OHLCV, data_path

@@ -20,6 +20,7 @@ from perpbot.domain.types import (
     AlgoStatus,
     ClosedTrade,
     ConditionalOrder,
+    Fill,
     Income,
     Order,
     OrderResult,
@@ -36,7 +37,7 @@ from perpbot.engine.context import CandleContext
 from perpbot.engine.journal import Journal
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.engine.risk import RiskManager
-from perpbot.exchange.errors import ExchangeError
+from perpbot.exchange.errors import NO_SUCH_ORDER, ExchangeError
 from perpbot.exchange.port import EventHandler
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
@@ -218,6 +219,8 @@ class FakePort:
     calls: list[str] = field(default_factory=list)
     fail_position: bool = False
     handlers: list[EventHandler] = field(default_factory=list)
+    orders: dict[int, Order] = field(default_factory=dict)
+    fills: list[Fill] = field(default_factory=list)
 
     async def symbol_filters(self, symbol: str) -> SymbolFilters:
         self.calls.append("symbol_filters")
@@ -241,7 +244,13 @@ class FakePort:
 
     async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
         self.calls.append("market_order")
-        return OrderResult(1, OrderStatus.FILLED, quantity, 100.0)
+        order_id = len(self.orders) + 1
+        cid = str(kw.get("client_order_id") or "")
+        self.orders[order_id] = Order(
+            symbol, order_id, side, OrderType.MARKET, quantity, OrderStatus.FILLED,
+            bool(kw.get("reduce_only")), quantity, 100.0, cid,
+        )  # fmt: skip
+        return OrderResult(order_id, OrderStatus.FILLED, quantity, 100.0)
 
     async def place_conditional(
         self,
@@ -281,6 +290,26 @@ class FakePort:
     ) -> list[Income]:
         self.calls.append("income_history")
         return list(self.incomes)  # deliberately unfiltered: the bot must filter
+
+    async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
+        self.calls.append("get_order")
+        for o in self.orders.values():
+            if o.order_id == order_id or (client_order_id and o.client_order_id == client_order_id):
+                return o
+        raise ExchangeError(NO_SUCH_ORDER, "Order does not exist.")
+
+    async def get_conditional(
+        self, symbol: str, *, algo_id: int = 0, client_algo_id: str = ""
+    ) -> ConditionalOrder:
+        self.calls.append("get_conditional")
+        for a in self.algo:
+            if a.algo_id == algo_id:
+                return a
+        raise ExchangeError(NO_SUCH_ORDER, "Order does not exist.")
+
+    async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
+        self.calls.append("user_trades")
+        return [f for f in self.fills if f.time_ms >= start_ms]
 
     def subscribe(self, handler: EventHandler) -> None:
         self.handlers.append(handler)

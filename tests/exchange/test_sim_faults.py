@@ -18,7 +18,7 @@ from perpbot.domain.events import AccountUpdate, AlgoUpdate, ExchangeEvent, Orde
 from perpbot.domain.types import AlgoStatus, OrderSide, OrderStatus, OrderType, SymbolFilters
 from perpbot.engine.clock import SimClock
 from perpbot.exchange.errors import NO_SUCH_ORDER, SERVER_BUSY, ExchangeError, ExchangeUnavailable
-from perpbot.exchange.port import ExchangeRecoveryPort
+from perpbot.exchange.port import ExchangePort
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.engine import ADL_CLIENT_ID, MatchingEngine, SimSettings
 from perpbot.exchange.sim.faults import (
@@ -89,7 +89,7 @@ async def hostile(plan: FaultPlan, n: int = 12) -> Client:
 
 
 def test_sim_exchange_implements_the_recovery_port() -> None:
-    assert isinstance(SimExchange(engine(), faults=FaultPlan()), ExchangeRecoveryPort)
+    assert isinstance(SimExchange(engine(), faults=FaultPlan()), ExchangePort)
 
 
 async def test_market_order_acknowledged_then_filled_later_on_the_clock() -> None:

@@ -15,7 +15,8 @@ from perpbot.config import AppConfig
 from perpbot.ml import artifacts
 from perpbot.ml.filter import MLFilter
 from perpbot.ml.gate import GATE_MIN_POSITIVES, GATE_PRECISION_MARGIN, gate_verdict
-from perpbot.ml.training import FoldMetrics, summarize, train_symbol
+from perpbot.ml.train_report import FoldMetrics, summarize
+from perpbot.ml.training import train_symbol
 from tests.support.cli import invoke
 from tests.support.ml import LOOSE, write_market
 

@@ -37,7 +37,9 @@ from perpbot.data.synth import synth_market
 from perpbot.ml import features as feat
 from perpbot.ml import training, tuning
 from perpbot.ml.dataset import SOURCE_SIGNAL, Dataset, build_dataset
+from perpbot.ml.evaluation import positive_proba
 from perpbot.ml.labels import LOOKAHEAD, barrier_labels
+from perpbot.ml.lgbm_params import ACTIVE_PARAMS_FILE, ResolvedParams, default_resolved_params
 from perpbot.ml.nn_model import Normalizer
 from perpbot.ml.splits import EMBARGO, Fold, purged_walk_forward
 from perpbot.ml.training import NEGATIVE_RATIO, evaluate_fold, train_symbol
@@ -108,7 +110,7 @@ def run_fold(
 ) -> tuple[training.FoldMetrics, np.ndarray, np.ndarray, Any]:
     spy = FitSpy(training.fit_backend)
     monkeypatch.setattr(training, "fit_backend", spy)
-    lgbm = training.ResolvedParams({**training.default_resolved_params().params, **FAST}, 1.0, "test")
+    lgbm = ResolvedParams({**default_resolved_params().params, **FAST}, 1.0, "test")
     fm = evaluate_fold(backend, ds, fold, lgbm=lgbm, config_threshold=0.5, **kw)
     monkeypatch.setattr(training, "fit_backend", spy.real)
     (fit_idx, es_idx, model), *_ = spy.calls
@@ -129,7 +131,7 @@ def val_label_influence(
     val_sig = fold.val_idx[ds.is_signal[fold.val_idx]]
     a, *_, ma = run_fold(monkeypatch, ds, fold)
     b, *_, mb = run_fold(monkeypatch, flipped(ds, val_sig), fold)
-    dp = float(np.max(np.abs(training._proba(ma, ds.X) - training._proba(mb, ds.X))))
+    dp = float(np.max(np.abs(positive_proba(ma, ds.X) - positive_proba(mb, ds.X))))
     return dp, (a.threshold, a.threshold_fallback) != (b.threshold, b.threshold_fallback), a, b
 
 
@@ -392,7 +394,7 @@ def final_model_problems(root: Path, symbol: str, spy: FitSpy) -> list[str]:
     tail_sig = tail[d.is_signal[tail]]
     if meta["threshold_info"]["tail_signals"] != tail_sig.size:
         out.append("threshold not chosen on the tail's signal rows")
-    thr, _ = training.operating_threshold(d.y[tail_sig], training._proba(model, d.X[tail_sig]))
+    thr, _ = training.operating_threshold(d.y[tail_sig], positive_proba(model, d.X[tail_sig]))
     if thr != meta["operating_threshold"]:
         out.append("stored threshold is not the tail's")
     return out
@@ -499,7 +501,7 @@ def test_tuning_objective_fits_on_purged_folds_and_scores_validation_signal_rows
         prec, auc = [], []
         for fold, (_, _, model) in zip(folds, run, strict=True):
             val = fold.val_idx[d.is_signal[fold.val_idx]]
-            p = training._proba(model, d.X[val])
+            p = positive_proba(model, d.X[val])
             pr, rc, _ = precision_recall_curve(d.y[val], p)
             ok = rc[:-1] >= 0.35
             auc.append(roc_auc_score(d.y[val], p))
@@ -549,7 +551,7 @@ def test_no_baseline_never_promotes_even_a_perfect_trial(
     models = tmp_path / "models"
     rep = _tune(tune_data, models, 2, baseline=False)
     assert not rep.promoted and rep.baseline is None and "no baseline" in rep.reasons[0]
-    assert not (models / "tunusdt" / training.ACTIVE_PARAMS_FILE).exists()
+    assert not (models / "tunusdt" / ACTIVE_PARAMS_FILE).exists()
     # The same trials with a baseline would have been promoted: the refusal is the flag's doing.
     assert tuning.promotion_decision(rep.best, _cv(0.0, 0.0, 5))[0]
     assert rep.results["promotion"]["promoted"] is False

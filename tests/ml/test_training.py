@@ -15,17 +15,11 @@ from perpbot.data.schema import data_path
 from perpbot.data.synth import synth_market
 from perpbot.errors import ConfigError, InsufficientDataError
 from perpbot.ml.dataset import build_dataset
+from perpbot.ml.evaluation import max_precision_at_recall, operating_threshold, precision_recall_at, safe_auc
+from perpbot.ml.lgbm_params import ACTIVE_PARAMS_FILE, resolve_lgbm_params
 from perpbot.ml.splits import purged_walk_forward
-from perpbot.ml.training import (
-    ACTIVE_PARAMS_FILE,
-    TrainReport,
-    max_precision_at_recall,
-    operating_threshold,
-    precision_recall_at,
-    resolve_lgbm_params,
-    safe_auc,
-    train_symbol,
-)
+from perpbot.ml.train_report import TrainReport
+from perpbot.ml.training import train_symbol
 from tests.support.cli import invoke, load_script, one_line_error
 from tests.support.data import BAD_PARQUETS
 from tests.support.ml import LOOSE, LOOSE_ENV, cpu_session, write_market

@@ -13,7 +13,7 @@ from typer.testing import Result
 from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
 from perpbot.ml import tuning
-from perpbot.ml.training import ACTIVE_PARAMS_FILE, resolve_lgbm_params
+from perpbot.ml.lgbm_params import ACTIVE_PARAMS_FILE, resolve_lgbm_params
 from perpbot.ml.tuning import CVResult, promotion_decision, suggest_params, tune_symbol
 from tests.support.cli import invoke, load_script, one_line_error
 from tests.support.ml import LOOSE, LOOSE_ENV, write_market

@@ -5,11 +5,20 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from perpbot.config import load_config
-from perpbot.errors import ConfigError
-from perpbot.runtime.guard import JOURNAL_FORMAT, JournalLock, check_journal_format, check_live_confirmation
+from perpbot.data.schema import model_dir
+from perpbot.errors import ConfigError, ModelError
+from perpbot.runtime.guard import (
+    JOURNAL_FORMAT,
+    JournalLock,
+    check_journal_format,
+    check_live_confirmation,
+    load_entry_filter,
+)
+from tests.ml.test_filter import install
 
 
 @pytest.mark.parametrize(
@@ -62,3 +71,16 @@ def test_an_older_journal_is_stamped_with_the_current_format(tmp_path: Path) -> 
     con = sqlite3.connect(journal)
     assert con.execute("PRAGMA user_version").fetchone()[0] == JOURNAL_FORMAT
     con.close()
+
+
+@pytest.mark.parametrize("backend", ["lgbm", "nn"])
+def test_a_model_for_another_feature_schema_stops_start_up(tmp_path: Path, backend: str) -> None:
+    cfg = load_config({"SYMBOLS": "XRPUSDT"}, env_file=None)
+    folder = model_dir(tmp_path, "XRPUSDT")
+    install(folder, backend)
+    meta = folder / f"{backend}_filter.json"
+    meta.write_text(meta.read_text().replace('"feature_schema_hash": "', '"feature_schema_hash": "00'))
+    with pytest.raises(ModelError, match=r"XRPUSDT: .*feature schema 00"):
+        load_entry_filter(tmp_path, "XRPUSDT", cfg, use_ml=True)
+    # without ML nothing is read: the same folder is no obstacle
+    assert load_entry_filter(tmp_path, "XRPUSDT", cfg, use_ml=False).decide(np.zeros(26)).allowed

@@ -7,13 +7,16 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from perpbot.config import load_config
+from perpbot.data.synth import synth_market
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.runtime.app import Runtime, RuntimeOptions
 from perpbot.runtime.guard import JournalLock
+from perpbot.simulator.market import HISTORY_DAYS
 from tests.runtime.simproc import Simulator
 from tests.support.ml import LOOSE_ENV
 
@@ -67,6 +70,11 @@ async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_p
     await rt.start()
     try:
         assert lines[0].startswith("perpbot custom: XRPUSDT, TRXUSDT on Binance custom")
+        for sym in TRADED:  # SPEC §2.3: the last five preloaded candles carry the venue's OI changes
+            seeded = rt.window.frame(sym)["oi_change"]
+            recorded = synth_market(days=3 + HISTORY_DAYS, seed=7, symbol=sym)["oi_change"]
+            assert (seeded.iloc[:-5] == 0.0).all()
+            np.testing.assert_allclose(seeded.iloc[-5:], recorded.loc[seeded.index[-5:]], rtol=1e-6)
         with pytest.raises(Exception, match="journal in use"):
             JournalLock(journal).acquire()
         for _ in range(20):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from perpbot.config import load_config
 from perpbot.data.synth import synth_market
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.ml.features import build_feature_frame, context_from_row, contexts_arrays
-from perpbot.runtime.window import MarketWindow
+from perpbot.runtime.window import MarketWindow, oi_seed
 from tests.support.ml import LOOSE_ENV
 
 
@@ -80,3 +81,25 @@ async def test_alignment_gives_up_after_its_bound_and_uses_the_last_known_candle
     frame = w.frame("XRPUSDT")
     assert frame["close_btc"].tolist() == [50.0, 50.0]  # forward-filled, as the batch features do
     assert frame["close_eth"].tolist() == [5.0, 5.0]
+
+
+def test_oi_seed_gives_the_successive_changes_on_the_candles_that_closed_at_each_snapshot() -> None:
+    # SPEC §14: OI history 1.00M, 1.01M, … (6 rows) → 5 changes, the first 0.01; 1 row / error → [].
+    bar = 900_000
+    levels = [1.00e6, 1.01e6, 1.0201e6, 0.0, 2.0e6, 1.9e6]
+    rows = [(bar * (10 + k), v) for k, v in enumerate(levels)]
+    seed = oi_seed(rows)
+    assert [t for t, _ in seed] == [bar * (9 + k) for k in range(1, 6)]  # open = snapshot − 1 bar
+    changes = [c for _, c in seed]
+    assert changes[0] == pytest.approx(0.01) and changes[1] == pytest.approx(0.01)
+    assert changes[2] == -1.0 and changes[3] == 0.0  # a non-positive previous value gives 0
+    assert changes[4] == pytest.approx(-0.05)
+    assert oi_seed(rows[:1]) == [] and oi_seed([]) == []
+
+
+def test_seeded_changes_land_only_on_candles_the_window_holds() -> None:
+    cfg = load_config({"SYMBOLS": "XRPUSDT"}, env_file=None)
+    w = MarketWindow(cfg)
+    w.preload("XRPUSDT", [Candle("XRPUSDT", k * 900_000, 1, 1, 1, 1, 1) for k in range(3)])
+    assert w.seed_oi("XRPUSDT", [(900_000, 0.02), (1_800_000, -0.01), (2_700_000, 0.5)]) == 2
+    assert list(w.frame("XRPUSDT")["oi_change"]) == [0.0, 0.02, -0.01]

@@ -59,7 +59,8 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """Download 15-minute history (+ BTC/ETH roles, funding, open interest) into the data folder."""
-        from perpbot.data.fetch import FetchOptions, fetch_history, resolve_base_url
+        from perpbot.data.fetch import FetchOptions, fetch_history
+        from perpbot.data.history_client import resolve_base_url
 
         cfg = config_from_env()
         symbols = select_symbols(cfg, symbol, all_, symbols_)

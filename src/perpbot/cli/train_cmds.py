@@ -42,7 +42,8 @@ from perpbot.cli.common import (
 from perpbot.errors import PerpbotError
 
 if TYPE_CHECKING:
-    from perpbot.ml.training import ProgressFn, TrainReport
+    from perpbot.ml.train_report import TrainReport
+    from perpbot.ml.training import ProgressFn
     from perpbot.ml.tuning import TuneReport
 
 BackendOpt = Annotated[str, typer.Option("--backend", help="lgbm | nn (mlx is an alias of nn).")]
@@ -214,7 +215,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train a symbol's filter: purged walk-forward report next to the no-ML baseline, then the
         final model (ONNX + metadata) in <model-dir>/<symbol>/."""
-        from perpbot.ml.training import normalize_backend, train_symbol
+        from perpbot.ml.backends import normalize_backend
+        from perpbot.ml.training import train_symbol
 
         cfg = config_from_env()
         symbols = select_symbols(cfg, symbol, all_, symbols_)

@@ -44,7 +44,7 @@ Expected exchange behaviour (any adapter)
 -----------------------------------------
 Entry: ``set_leverage``, ``set_isolated_margin`` (-4046 ignored), ``market_order`` → an
 ``OrderResult``; if it is not FILLED, the bot waits (10 s) for the entry's fills, then queries the
-order by id (``ExchangeRecoveryPort.get_order``); a call that fails with a transient error is
+order by id (``ExchangePort.get_order``); a call that fails with a transient error is
 resolved by client id first. Then ``place_conditional`` STOP_MARKET and TAKE_PROFIT_MARKET,
 reduce-only, each returning its algo id. Trigger: ``ALGO_UPDATE`` (TRIGGERED/FINISHED with
 ``triggered_order_id``) and ``ORDER_TRADE_UPDATE`` executions of the new order (any order, any

@@ -34,7 +34,7 @@ from perpbot.engine.notifier import (
 )
 from perpbot.engine.risk import RiskManager
 from perpbot.exchange.errors import ExchangeError, ExchangeUnavailable
-from perpbot.exchange.port import ExchangePort, ExchangeRecoveryPort
+from perpbot.exchange.port import ExchangePort
 from perpbot.ml.decision import EntryFilter
 
 log = logging.getLogger("perpbot.engine.bot")
@@ -246,7 +246,6 @@ class BotBase:
         # True when this bot's own actions may have left an order open since the last clean
         # orphan check (a flat reconcile skips the two REST reads otherwise).
         self._orders_dirty = True
-        self._recovery = isinstance(exchange, ExchangeRecoveryPort)
         self._cancelling: set[int] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._subscribed = False

@@ -24,7 +24,6 @@ from perpbot.engine.bot_base import (
 )
 from perpbot.engine.ledger import execution_of_fill
 from perpbot.exchange.errors import ExchangeError
-from perpbot.exchange.port import ExchangeRecoveryPort
 
 _REMEMBER = 256
 FUNDING_WATCH_MS = 24 * HOUR_MS  # how long a booked trade's funding rows are watched for
@@ -59,8 +58,6 @@ class CatchUpMixin(BotBase):
         learn which orders the position's SL/TP created from the algo-order query. Call under
         ``_close_lock``."""
         ex = self._ex
-        if not isinstance(ex, ExchangeRecoveryPort):
-            return
         for algo_id in sorted(pos.algo_ids):
             try:
                 algo = await self._retry(lambda a=algo_id: ex.get_conditional(self.symbol, algo_id=a))
@@ -89,8 +86,6 @@ class CatchUpMixin(BotBase):
 
     async def _entry_from_rest(self, pos: LocalPosition) -> None:
         ex = self._ex
-        if not isinstance(ex, ExchangeRecoveryPort):
-            return
         try:
             fills = await self._retry(lambda: ex.user_trades(self.symbol, pos.entry_time_ms))
         except ExchangeError as exc:
@@ -104,8 +99,6 @@ class CatchUpMixin(BotBase):
         """A REST execution of an order we did not send: its type and client id from the order
         query (a liquidation or deleverage is booked as such)."""
         ex = self._ex
-        if not isinstance(ex, ExchangeRecoveryPort):
-            return e
         try:
             o = await self._retry(lambda: ex.get_order(self.symbol, order_id=e.order_id))
         except ExchangeError:
@@ -167,9 +160,6 @@ class CatchUpMixin(BotBase):
         """Entry fees of booked trades whose entry executions could not be read at booking:
         the trade is amended (journal, risk) once ``userTrades`` answers."""
         ex = self._ex
-        if not isinstance(ex, ExchangeRecoveryPort):
-            self._fee_watch.clear()
-            return
         start = min(w[2].entry_time_ms for w in self._fee_watch)
         fills = await ex.user_trades(self.symbol, start)
         for trade_id, index, trade, order_id in list(self._fee_watch):

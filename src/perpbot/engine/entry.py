@@ -167,12 +167,11 @@ class EntryMixin(BotBase):
                 pass
             finally:
                 self._entry_waiters.pop(res.order_id, None)
-        if self._recovery:
-            try:
-                o = await self._ex.get_order(self.symbol, order_id=res.order_id)
-                return o.avg_price, o.executed_qty, o.status not in _OPEN
-            except ExchangeError as exc:
-                log.warning("%s: entry order query failed: %s", self.symbol, exc)
+        try:
+            o = await self._ex.get_order(self.symbol, order_id=res.order_id)
+            return o.avg_price, o.executed_qty, o.status not in _OPEN
+        except ExchangeError as exc:
+            log.warning("%s: entry order query failed: %s", self.symbol, exc)
         acc = self._entry_acc.get(res.order_id)
         if acc is not None and acc.qty > 0:
             return acc.avg_price, acc.qty, acc.final

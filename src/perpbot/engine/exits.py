@@ -95,10 +95,8 @@ class ExitMixin(BotBase):
     async def _cancel_close_order(self, cid: str) -> None:
         """Before a retry: the previous close order, if still open, is cancelled (by client id
         lookup), so that two closes never work at once. Its fills so far are already counted."""
-        if not self._recovery:
-            return
         try:
-            o = await self._ex.get_order(self.symbol, client_order_id=cid)  # type: ignore[attr-defined]
+            o = await self._ex.get_order(self.symbol, client_order_id=cid)
             if o.status in (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED):
                 await self._ex.cancel_order(self.symbol, o.order_id)
         except ExchangeError as exc:

@@ -191,11 +191,7 @@ class LedgerMixin(BotBase):
         tol = self._tol()
         # An entry known only in part: its executions' events never came (their fee is missing),
         # or a close took more than the known quantity (a deleverage of parts the stream missed).
-        if (
-            self._recovery
-            and pos.entry_order_id
-            and (pos.entry_exec_qty < pos.entry_qty - tol or pos.qty < -tol)
-        ):
+        if pos.entry_order_id and (pos.entry_exec_qty < pos.entry_qty - tol or pos.qty < -tol):
             await self._entry_from_rest(pos)
             if pos.qty > tol and not await self._closes_found(pos):
                 return  # its entry was bigger than known and the rest is still open (or booked)
@@ -330,7 +326,7 @@ class LedgerMixin(BotBase):
         wake the position's close waiter, notify (in that order)."""
         trade_id = self._journal.record_trade(trade)
         self.closed_trades.append(trade)
-        if self._recovery and pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
+        if pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
             # The entry's executions (and fee) could not be read: added when they can be.
             self._fee_watch.append((trade_id, len(self.closed_trades) - 1, trade, pos.entry_order_id))
         if trade.exit_time_ms >= -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # reaches a whole hour

@@ -23,7 +23,6 @@ from perpbot.engine.bot_base import (
 from perpbot.engine.context import CandleContext
 from perpbot.engine.notifier import alert_message, entry_message
 from perpbot.exchange.errors import NO_SUCH_ORDER, ExchangeError
-from perpbot.exchange.port import ExchangeRecoveryPort
 
 _OPEN = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 
@@ -55,7 +54,7 @@ class PendingMixin(BotBase):
     async def _announce_and_protect(
         self, pos: LocalPosition, atr: float, filters: SymbolFilters, ctx: CandleContext | None
     ) -> None:
-        if self._recovery and pos.entry_exec_qty < pos.entry_qty - self._tol():
+        if pos.entry_exec_qty < pos.entry_qty - self._tol():
             # Which executions the answer's quantity is made of (by trade id), so that a later
             # execution of the same order is told apart from one already counted.
             await self._entry_from_rest(pos)
@@ -95,8 +94,6 @@ class PendingMixin(BotBase):
         REJECTED when the exchange does not know it (it never arrived); None when the exchange
         cannot tell us (every attempt failed)."""
         ex = self._ex
-        if not isinstance(ex, ExchangeRecoveryPort):
-            return None
         for attempt in range(PROTECT_ATTEMPTS):
             try:
                 o = await ex.get_order(self.symbol, client_order_id=cid)
@@ -131,8 +128,6 @@ class PendingMixin(BotBase):
         p = self._pending
         ex = self._ex
         if p is None or self._pos is not None:
-            return
-        if not isinstance(ex, ExchangeRecoveryPort):
             return
         try:
             if p.order_id:

@@ -118,7 +118,7 @@ class RecoveryMixin(BotBase):
             pos.entry_exec_qty = sum(e.qty for e in stray)
             pos.entry_exec_fee = pos.entry_fee = sum(e.commission for e in stray)
             pos.entry_trade_id = max(e.trade_id for e in stray)
-        if not pos.entry_exec_qty and self._recovery:
+        if not pos.entry_exec_qty:
             await self._entry_executions_from_rest(pos)
         p = self._pending
         if p is not None and p.side is pos.side:
@@ -267,7 +267,7 @@ class RecoveryMixin(BotBase):
         elif rec.order_id:
             pos.entry_order_id = rec.order_id
             pos.entry_fee = self._journal.order_commission(self.symbol, rec.order_id)
-        elif rec.client_id and self._recovery:
+        elif rec.client_id:
             try:
                 o = await self._ex.get_order(self.symbol, client_order_id=rec.client_id)
             except ExchangeError:

@@ -101,21 +101,10 @@ class ExchangePort(Protocol):
         """Income rows for ``symbol`` since ``start_ms`` (all types when ``income_types`` is empty)."""
         ...
 
-    def subscribe(self, handler: EventHandler) -> None:
-        """Register a handler for every account event of this account."""
-        ...
-
-
-@runtime_checkable
-class ExchangeRecoveryPort(ExchangePort, Protocol):
-    """``ExchangePort`` plus the REST reads a bot needs to recover from an unknown outcome.
-
-    After a timeout, an ACK (``NEW``) answer, a dropped stream event or a restart, the bot must
-    find out what the exchange really did, by the ids it chose itself (SPEC §13, issue 7 §2.3/2.5).
-    Kept as a separate protocol (additive): every adapter implements it; the bot may require it
-    once its test doubles implement these three reads too. Unknown ids raise ``ExchangeError``
-    with Binance's -2013 (``errors.NO_SUCH_ORDER``).
-    """
+    # Recovery reads: after a timeout, an ACK (``NEW``) answer, a dropped stream event or a
+    # restart the bot finds out what the exchange really did, by the ids it chose itself (SPEC §13,
+    # issue 7 §2.3/2.5). Unknown ids raise ``ExchangeError`` with Binance's -2013
+    # (``errors.NO_SUCH_ORDER``). Required: a bot that cannot ask would have to guess.
 
     async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
         """``GET /fapi/v1/order`` by ``orderId`` or ``origClientOrderId`` (finished orders too):
@@ -132,4 +121,8 @@ class ExchangeRecoveryPort(ExchangePort, Protocol):
 
     async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
         """``GET /fapi/v1/userTrades``: this symbol's executions with ``time >= start_ms``, in order."""
+        ...
+
+    def subscribe(self, handler: EventHandler) -> None:
+        """Register a handler for every account event of this account."""
         ...

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from perpbot.ml.training import FoldMetrics
+    from perpbot.ml.train_report import FoldMetrics
 
 # A fold counts when its validation signal rows hold at least this many
 # positives (and a negative): below that, precision and AUC are a coin toss of a few rows.

@@ -35,14 +35,12 @@ normalisation is computed once, inside ``fit_nn``, from the rows it is fit on.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import os
 import platform
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -53,302 +51,29 @@ from perpbot.config import AppConfig
 from perpbot.data.schema import data_path as default_data_path
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ConfigError, InsufficientDataError, ModelError
+from perpbot.ml.backends import SEED, es_rows, fit_backend, normalize_backend
 from perpbot.ml.dataset import Dataset, build_dataset, stratified_undersample
+from perpbot.ml.evaluation import (
+    THRESHOLD_FALLBACK,
+    THRESHOLD_MIN_RECALL,
+    operating_threshold,
+    positive_proba,
+    precision_recall_at,
+    safe_auc,
+)
 from perpbot.ml.gate import gate_verdict
 from perpbot.ml.labels import LOOKAHEAD
+from perpbot.ml.lgbm_params import ResolvedParams, resolve_lgbm_params
 from perpbot.ml.splits import EMBARGO, Fold, holdout_tail, purged_walk_forward
+from perpbot.ml.train_report import FoldMetrics, TrainReport, summarize
 from perpbot.symbols import normalize_symbol
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(description, completed, total)``; the CLI maps it onto a rich progress bar."""
 
 NEGATIVE_RATIO = 3  # SPEC §5 "later" k = 3, same for LightGBM, NN and tuning
-SEED = 42
 TAIL_FRACTION = 0.15  # final model: early-stopping / threshold tail
 ES_FRACTION = 0.15  # walk-forward: early-stopping slice at the end of each training window
-THRESHOLD_MIN_RECALL = 0.15
-THRESHOLD_FALLBACK = 0.50
-ACTIVE_PARAMS_FILE = "active_lgbm_params.json"
-BACKENDS = {"lgbm": "lgbm", "nn": "nn", "mlx": "nn"}
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics (signal rows only; shared with tuning)
-
-
-def safe_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC, or 0.5 when the slice has a single class (SPEC §5) or is empty."""
-    from sklearn.metrics import roc_auc_score
-
-    y = np.asarray(y)
-    if y.size == 0 or np.unique(y).size < 2:
-        return 0.5
-    return float(roc_auc_score(y, score))
-
-
-def precision_recall_at(y: np.ndarray, proba: np.ndarray, threshold: float) -> tuple[float, float, int]:
-    """(precision, recall, accepted count) when accepting ``proba ≥ threshold``; precision is 0
-    when nothing is accepted (an unusable filter earns no credit), recall 0 without positives."""
-    y = np.asarray(y)
-    accepted = np.asarray(proba) >= threshold
-    n_acc = int(accepted.sum())
-    tp = int((accepted & (y == 1)).sum())
-    n_pos = int((y == 1).sum())
-    return (tp / n_acc if n_acc else 0.0), (tp / n_pos if n_pos else 0.0), n_acc
-
-
-def max_precision_at_recall(
-    y: np.ndarray, proba: np.ndarray, min_recall: float
-) -> tuple[float | None, float, float]:
-    """(threshold, precision, recall) maximising precision subject to ``recall ≥ min_recall``.
-
-    Uses the precision–recall curve with its terminal point (recall 0, precision 1 by convention)
-    dropped, as SPEC §6.1 prescribes. Among equal precisions the lowest threshold (highest recall)
-    wins. ``(None, 0, 0)`` when the slice is single-class or no point qualifies.
-    """
-    from sklearn.metrics import precision_recall_curve
-
-    y = np.asarray(y)
-    if y.size == 0 or np.unique(y).size < 2:
-        return None, 0.0, 0.0
-    prec, rec, thr = precision_recall_curve(y, proba)
-    prec, rec = prec[:-1], rec[:-1]
-    ok = np.flatnonzero(rec >= min_recall)
-    if ok.size == 0:
-        return None, 0.0, 0.0
-    best = ok[np.argmax(prec[ok])]
-    return float(thr[best]), float(prec[best]), float(rec[best])
-
-
-def operating_threshold(y: np.ndarray, proba: np.ndarray) -> tuple[float, bool]:
-    """SPEC §6.1 operating threshold: max precision s.t. recall ≥ 0.15; (0.50, True) as fallback."""
-    thr, _, _ = max_precision_at_recall(y, proba, THRESHOLD_MIN_RECALL)
-    return (THRESHOLD_FALLBACK, True) if thr is None else (thr, False)
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and population std (ddof 0: the folds are the whole population we report on)."""
-    if not values:
-        return float("nan"), float("nan")
-    arr = np.asarray(values, dtype=np.float64)
-    return float(arr.mean()), float(arr.std())
-
-
-# --------------------------------------------------------------------------------------------
-# Parameters (SPEC §6.1 precedence and JSON contract)
-
-
-@dataclass(frozen=True)
-class ResolvedParams:
-    """LightGBM parameters after precedence, the weight scale taken out, and where they came from."""
-
-    params: dict[str, Any]
-    weight_scale: float
-    source: str
-
-
-def default_resolved_params() -> ResolvedParams:
-    """The SPEC §6.1 built-in defaults, weight scale separated."""
-    from perpbot.ml.lgbm_model import DEFAULT_LGBM_PARAMS
-
-    params = dict(DEFAULT_LGBM_PARAMS)
-    scale = float(params.pop("weight_scale"))
-    return ResolvedParams(params=params, weight_scale=scale, source="defaults")
-
-
-def params_from_json(data: Any, where: str) -> dict[str, Any]:
-    """Extract the parameter mapping of a tune-results / active-params JSON (or a flat mapping)."""
-    if isinstance(data, Mapping):
-        best = data.get("best_trial")
-        if isinstance(best, Mapping) and isinstance(best.get("params"), Mapping):
-            return dict(best["params"])
-        if isinstance(data.get("params"), Mapping):
-            return dict(data["params"])
-        if data and all(isinstance(v, int | float) and not isinstance(v, bool) for v in data.values()):
-            return dict(data)
-    raise ConfigError(f"{where}: no parameters found (expected best_trial.params, params, or a flat mapping)")
-
-
-def load_params_file(path: Path) -> dict[str, Any]:
-    """Read a params JSON; a missing or malformed file is a one-line ``ConfigError``."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: tuned-params file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    return params_from_json(data, str(path))
-
-
-def resolve_lgbm_params(
-    sym_dir: Path, tuned_params: Path | Mapping[str, Any] | None = None
-) -> ResolvedParams:
-    """Apply the precedence tuned JSON > ``active_lgbm_params.json`` > defaults.
-
-    Unknown keys are refused rather than silently passed to LightGBM: a typo in a hand-edited file
-    would otherwise train with a default and nobody would notice.
-    """
-    defaults = default_resolved_params()
-    if tuned_params is not None:
-        if isinstance(tuned_params, Mapping):
-            override, source = params_from_json(tuned_params, "tuned params"), "tuned-params (mapping)"
-        else:
-            override, source = load_params_file(Path(tuned_params)), f"tuned-params {tuned_params}"
-    elif (Path(sym_dir) / ACTIVE_PARAMS_FILE).is_file():
-        active = Path(sym_dir) / ACTIVE_PARAMS_FILE
-        override, source = load_params_file(active), str(active)
-    else:
-        override, source = {}, "defaults"
-    scale = float(override.pop("weight_scale", defaults.weight_scale))
-    unknown = sorted(set(override) - set(defaults.params))
-    if unknown:
-        raise ConfigError(f"{source}: unknown LightGBM parameter {unknown[0]!r}")
-    if not (math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"{source}: weight_scale={scale!r} must be a positive number")
-    params = {**defaults.params, **override}
-    return ResolvedParams(params=params, weight_scale=scale, source=source)
-
-
-# --------------------------------------------------------------------------------------------
-# Backends
-
-
-def normalize_backend(backend: str) -> str:
-    """``lgbm`` | ``nn`` (``mlx`` is an alias of ``nn``)."""
-    key = backend.strip().lower()
-    if key not in BACKENDS:
-        raise ConfigError(f"--backend={backend!r}: expected lgbm, nn or mlx")
-    return BACKENDS[key]
-
-
-def _proba(model: Any, X: np.ndarray) -> np.ndarray:
-    p = np.asarray(model.predict_proba(X), dtype=np.float64)
-    return p[:, -1] if p.ndim == 2 else p
-
-
-def es_rows(ds: Dataset, idx: np.ndarray) -> np.ndarray:
-    """Early-stopping rows: the signal rows of the slice (the population the model is judged on)
-    when they hold both classes; otherwise the whole slice; empty when even that is single-class
-    (the model then trains for its full budget)."""
-    sig = idx[ds.is_signal[idx]]
-    if np.unique(ds.y[sig]).size == 2:
-        return sig
-    if np.unique(ds.y[idx]).size == 2:
-        return idx
-    return idx[:0]
-
-
-def fit_backend(
-    backend: str,
-    ds: Dataset,
-    fit_idx: np.ndarray,
-    es_idx: np.ndarray,
-    *,
-    lgbm: ResolvedParams | None,
-    nn_options: Mapping[str, Any] | None = None,
-    seed: int = SEED,
-) -> Any:
-    """Fit one model on ``fit_idx`` (already balanced) with early stopping on ``es_idx``."""
-    X_es = ds.X[es_idx] if es_idx.size else None
-    y_es = ds.y[es_idx] if es_idx.size else None
-    if backend == "lgbm":
-        from perpbot.ml.lgbm_model import fit_lgbm
-
-        assert lgbm is not None
-        # fit_lgbm multiplies the weights by ``weight_scale`` itself (and would fall back to the
-        # default scale if the key were missing), so it is passed back in, never applied here.
-        params = {**lgbm.params, "weight_scale": lgbm.weight_scale}
-        return fit_lgbm(
-            ds.X[fit_idx],
-            ds.y[fit_idx],
-            ds.w[fit_idx],
-            X_es,
-            y_es,
-            params,
-            seed=seed,
-            feature_names=list(ds.feature_cols),
-        )
-    from perpbot.ml.nn_model import fit_nn
-
-    # The MLP trains for a fixed number of epochs (SPEC §6.2, no early stopping); the ES slice
-    # still chooses its operating threshold, so both backends follow the same protocol.
-    return fit_nn(ds.X[fit_idx], ds.y[fit_idx], ds.w[fit_idx], dict(nn_options or {}), seed=seed)
-
-
-# --------------------------------------------------------------------------------------------
-# Reports
-
-
-@dataclass
-class FoldMetrics:
-    """Out-of-sample figures of one fold, model next to the no-ML baseline (signal rows only)."""
-
-    fold: int
-    val_start: str
-    val_end: str
-    n_fit: int  # balanced rows the model was fit on
-    n_es: int
-    n_val_signals: int
-    n_val_positives: int
-    auc: float
-    threshold: float  # chosen on the fold's early-stopping slice, as the final model's is
-    threshold_fallback: bool
-    precision: float
-    recall: float
-    n_accepted: int
-    precision_at_config: float  # at ML_THRESHOLD (what ML_THRESHOLD_MODE=config would do)
-    recall_at_config: float
-    baseline_auc: float  # signal_strength as the ranking
-    baseline_precision: float  # positive rate: the rule accepts every signal
-    baseline_recall: float = 1.0
-
-
-SUMMARY_KEYS = ("auc", "precision", "recall", "baseline_auc", "baseline_precision")
-
-
-@dataclass
-class TrainReport:
-    """Everything a human (CLI table) or the metadata needs about one training run."""
-
-    symbol: str
-    backend: str
-    folds: list[FoldMetrics]
-    summary: dict[str, tuple[float, float]]
-    threshold: float
-    threshold_fallback: bool
-    tail_precision: float
-    tail_recall: float
-    tail_auc: float
-    counts: dict[str, int]
-    params: dict[str, Any]
-    weight_scale: float
-    params_source: str
-    decay: float
-    model_dir: Path
-    files: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    data_file: str = ""
-    data_sha256: str = ""
-    notes: list[str] = field(default_factory=list)
-    gate: str = "fail"
-    gate_reason: str = ""
-    folds_without_positives: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["model_dir"] = str(self.model_dir)
-        d["summary"] = {k: {"mean": m, "std": s} for k, (m, s) in self.summary.items()}
-        return d
-
-
-def summarize(folds: list[FoldMetrics]) -> dict[str, tuple[float, float]]:
-    """Mean ± std per figure over the folds whose validation holds a positive: a fold without
-    positives has no AUC (it used to count as 0.5) and no precision; it is counted separately."""
-    used = [f for f in folds if f.n_val_positives > 0]
-    return {k: mean_std([float(getattr(f, k)) for f in used]) for k in SUMMARY_KEYS}
 
 
 def _iso(ms: int) -> str:
@@ -374,14 +99,14 @@ def evaluate_fold(
 
     es_sig = fold.es_idx[ds.is_signal[fold.es_idx]]
     thr, fallback = (
-        operating_threshold(ds.y[es_sig], _proba(model, ds.X[es_sig]))
+        operating_threshold(ds.y[es_sig], positive_proba(model, ds.X[es_sig]))
         if es_sig.size
         else (THRESHOLD_FALLBACK, True)
     )
 
     val = fold.val_idx[ds.is_signal[fold.val_idx]]
     y_val = ds.y[val]
-    p_val = _proba(model, ds.X[val]) if val.size else np.zeros(0)
+    p_val = positive_proba(model, ds.X[val]) if val.size else np.zeros(0)
     prec, rec, n_acc = precision_recall_at(y_val, p_val, thr)
     prec_c, rec_c, _ = precision_recall_at(y_val, p_val, config_threshold)
     from perpbot.ml.features import SIGNAL_STRENGTH_INDEX
@@ -546,7 +271,7 @@ def train_symbol(
         )
     model = fit_backend(backend, ds, fit_idx, es_rows(ds, tail), lgbm=lgbm, nn_options=nn_options, seed=seed)
     tail_sig = tail[ds.is_signal[tail]]
-    p_tail = _proba(model, ds.X[tail_sig])
+    p_tail = positive_proba(model, ds.X[tail_sig])
     thr, fallback = operating_threshold(ds.y[tail_sig], p_tail)
     if fallback:
         notes.append(

@@ -59,24 +59,17 @@ from perpbot.data.schema import data_path as default_data_path
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ConfigError
 from perpbot.fileio import atomic_write_text, jsonable
+from perpbot.ml.backends import SEED, es_rows, fit_backend
 from perpbot.ml.dataset import Dataset, build_dataset, stratified_undersample
-from perpbot.ml.splits import Fold, purged_walk_forward
-from perpbot.ml.training import (
+from perpbot.ml.evaluation import max_precision_at_recall, positive_proba, safe_auc
+from perpbot.ml.lgbm_params import (
     ACTIVE_PARAMS_FILE,
-    ES_FRACTION,
-    NEGATIVE_RATIO,
-    SEED,
-    ProgressFn,
     ResolvedParams,
-    _proba,
     default_resolved_params,
-    ensure_writable,
-    es_rows,
-    fit_backend,
-    max_precision_at_recall,
     resolve_lgbm_params,
-    safe_auc,
 )
+from perpbot.ml.splits import Fold, purged_walk_forward
+from perpbot.ml.training import ES_FRACTION, NEGATIVE_RATIO, ProgressFn, ensure_writable
 from perpbot.symbols import normalize_symbol
 
 log = logging.getLogger(__name__)
@@ -189,7 +182,7 @@ def cv_score(
             counted.append(False)
         else:
             model = fit_backend("lgbm", ds, fit_idx, es_rows(ds, fold.es_idx), lgbm=params, seed=seed)
-            p_val = _proba(model, ds.X[val])
+            p_val = positive_proba(model, ds.X[val])
             auc.append(safe_auc(y_val, p_val))
             _, fp, fr = max_precision_at_recall(y_val, p_val, min_recall)
             prec.append(fp)

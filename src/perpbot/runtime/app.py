@@ -40,7 +40,7 @@ from perpbot.ml.features import LIVE_WINDOW_BARS
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
-from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro
+from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_seed
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,9 @@ class Runtime:
             history = await self.feed.preload()
             for sym, candles in history.items():
                 self.window.preload(sym, candles)
+            seeds = await asyncio.gather(*(self.exchange.open_interest_history(s) for s in cfg.symbols))
+            for sym, rows in zip(cfg.symbols, seeds, strict=True):
+                self.window.seed_oi(sym, oi_seed(rows))  # SPEC §2.3; the first live change stays 0
             for sym in cfg.symbols:
                 bot = SymbolBot(
                     sym,

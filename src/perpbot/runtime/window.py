@@ -20,12 +20,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
 
 from perpbot.config import AppConfig
-from perpbot.data.schema import BTC_COLS, ETH_COLS, OHLCV
+from perpbot.data.schema import BAR_MS, BTC_COLS, ETH_COLS, OHLCV
 from perpbot.engine.context import CandleContext
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.ml.features import (
@@ -46,6 +47,18 @@ class Micro:
 
     oi_change: float = 0.0
     funding_rate: float = 0.0
+
+
+def oi_seed(rows: list[tuple[int, float]], bar_ms: int = BAR_MS) -> list[tuple[int, float]]:
+    """SPEC §2.3 start-up seeding: the successive relative changes of ``sumOpenInterest`` (0 where
+    the previous value is not positive), each placed on the candle that closed at the snapshot's
+    time (``open = timestamp − bar``), the candle a live fetch at that close would have given it
+    to (``Runtime._micro``). Fewer than two rows → nothing."""
+    out: list[tuple[int, float]] = []
+    for (_, prev), (ts, value) in pairwise(rows):
+        change = (value - prev) / prev if prev > 0 else 0.0
+        out.append((int(ts) - bar_ms, change if np.isfinite(change) else 0.0))
+    return out
 
 
 class MarketWindow:
@@ -81,6 +94,17 @@ class MarketWindow:
         per[open_ms] = micro
         while len(per) > self.size:
             per.pop(next(iter(per)))
+
+    def seed_oi(self, symbol: str, changes: list[tuple[int, float]]) -> int:
+        """Put seeded OI changes on the preloaded candles they belong to; returns how many landed
+        (a change for a candle the window does not hold is dropped)."""
+        held = {c.open_ms for c in self._candles.get(symbol, ())}
+        landed = 0
+        for open_ms, change in changes:
+            if open_ms in held:
+                self.set_micro(symbol, open_ms, Micro(oi_change=change))
+                landed += 1
+        return landed
 
     def last_open(self, symbol: str) -> int | None:
         dq = self._candles.get(symbol)

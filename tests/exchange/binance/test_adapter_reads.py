@@ -20,7 +20,8 @@ async def test_open_interest_and_funding_fall_back_to_none(start_venue: Start) -
     fr = await v.ex.funding_rate("XRPUSDT")
     assert oi is not None and oi > 0 and fr is not None
     hist = await v.ex.open_interest_history("XRPUSDT")
-    assert len(hist) == 6 and all(x > 0 for x in hist)
+    assert len(hist) == 6 and all(x > 0 for _, x in hist)
+    assert [t for t, _ in hist] == sorted(t for t, _ in hist) and hist[-1][0] % 900_000 == 0
     await v.inject(
         {"kind": "http_error", "status": 500, "endpoint": "/fapi/v1/openInterest", "count": 1},
         {"kind": "http_error", "status": 502, "endpoint": "/fapi/v1/premiumIndex", "count": 1},

@@ -37,14 +37,16 @@ class PublicReads:
             log.warning("binance: open interest of %s unavailable (%s)", symbol, exc)
             return None
 
-    async def open_interest_history(self, symbol: str, limit: int = 6) -> list[float]:
-        """``sumOpenInterest`` of the last ``limit`` 15-minute rows, oldest first; [] on any failure
-        (SPEC §2.3 start-up seeding: no history means the first live ``oi_change`` is 0)."""
+    async def open_interest_history(self, symbol: str, limit: int = 6) -> list[tuple[int, float]]:
+        """``(timestamp ms, sumOpenInterest)`` of the last ``limit`` 15-minute rows, oldest first;
+        [] on any failure (SPEC §2.3 start-up seeding: no history means the first live
+        ``oi_change`` is 0). The timestamp is the snapshot's time, which places each change on the
+        candle that closed then (``runtime.window.oi_seed``)."""
         try:
             rows = await self.rest.call(
                 "fapiDataGetOpenInterestHist", {"symbol": symbol, "period": "15m", "limit": int(limit)}
             )
-            return [codec.num(r.get("sumOpenInterest")) for r in rows]
+            return sorted((int(r["timestamp"]), codec.num(r.get("sumOpenInterest"))) for r in rows)
         except ExchangeError as exc:
             log.warning("binance: open-interest history of %s unavailable (%s)", symbol, exc)
             return []

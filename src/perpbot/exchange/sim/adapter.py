@@ -377,7 +377,7 @@ class SimExchange:
         h = self.hostile
         return rows if h is None else [r for r in rows if h.visible(r)]
 
-    # ------------------------------------------------------------------ recovery reads (ExchangeRecoveryPort)
+    # ------------------------------------------------------------------ recovery reads (ExchangePort)
 
     async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
         """``GET /fapi/v1/order`` by id or client id; -2013 when unknown."""

@@ -54,7 +54,7 @@ Delays are seconds of the injected clock (the bots' ``SimClock``; without one, t
 time, so they elapse only when bars do). Nothing runs in the background: due fills and late events
 move when the exchange is touched (any port call, ``drain()``, ``process_bar()``,
 ``release_due()``), as a bot that slept and then calls REST would find them. What really happened
-is always readable through REST (``port.ExchangeRecoveryPort``): ``get_order`` by client id (also
+is always readable through REST (``port.ExchangePort``'s recovery reads): ``get_order`` by client id (also
 after a timeout, an ACK or a dropped event), ``position``, ``get_conditional``, ``user_trades``
 and ``income_history`` (delayed rows included once visible). ``SimExchange.hostile.stats`` counts
 how often each behaviour fired; ``.dropped`` holds the lost events.
