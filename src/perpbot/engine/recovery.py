@@ -128,7 +128,7 @@ class RecoveryMixin(BotBase):
                 pos.entry_order_id = p.order_id
                 pos.entry_time_ms = min(pos.entry_time_ms, p.time_ms)
                 self._entry_acc.setdefault(p.order_id, EntryAcc())
-        if pos.entry_trade_id and self._recovery:
+        if pos.entry_trade_id:
             await self._earlier_partial_closes(pos)
         self._pos = pos
         await self._risk.register(self.symbol, pos.side)
@@ -207,9 +207,7 @@ class RecoveryMixin(BotBase):
         booked after its entry, and trade ids grow with time.
         """
         try:
-            fills = await self._retry(
-                lambda: self._ex.user_trades(self.symbol, pos.entry_time_ms)  # type: ignore[attr-defined]
-            )
+            fills = await self._retry(lambda: self._ex.user_trades(self.symbol, pos.entry_time_ms))
         except ExchangeError as exc:
             log.warning(
                 "%s: earlier partial closes unreadable (%s); the trade may lack them", self.symbol, exc
