@@ -46,7 +46,7 @@ EVIDENCE: dict[str, str] = {
     "drop_connection:market": r"market stream: .*(1006|closed|ConnectionError|ServerDisconnected)",
     "drop_connection:private": r"user stream: .*(1006|closed|ConnectionError|ServerDisconnected)",
     "silent_stream:market": r"market stream: StreamSilent",
-    "silent_stream:private": r"not delivered by the user stream",
+    "silent_stream:private": r"not delivered by the user stream|recovered from REST after reconnecting",
     "expire_listen_key": r"listenKeyExpired",
     "adl": r"partial close .* by order|LIQUIDATION",
 }
