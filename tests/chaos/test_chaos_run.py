@@ -7,8 +7,9 @@ kill switch held, no client id opened two positions, every fault that hit left i
 
 Three processes: pytest (the harness), the simulator and the bot (``runtime/chaos_bot.py``).
 
-``CI_DAYS``: the replay length that fits the CI budget (< 5 min on 2 cores) at today's paper
-speed; the issue's 30 days is ``bench/chaos.py --days 30`` until paper is fast enough.
+``CI_DAYS``: the replay length that fits the CI budget (< 5 min on 2 cores, both tests) at
+today's paper speed (2-4 candles/s on a loaded machine); the issue's 30 days is
+``bench/chaos.py --days 30`` until paper replays are fast enough (issue 10 §2).
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from pathlib import Path
 
 from perpbot.runtime.chaos import FAULTS, ChaosSettings, run_chaos
 
-CI_DAYS = 3
+CI_DAYS = 2
 SEED = 20261202
 
 
 def test_a_paper_replay_under_faults_and_sigkills_keeps_every_invariant(tmp_path: Path) -> None:
-    res = run_chaos(ChaosSettings(days=CI_DAYS, seed=SEED, out=tmp_path, kills=3, max_wall_s=280.0))
+    once_each = len(FAULTS) / CI_DAYS  # every kind once (the bench draws many more)
+    res = run_chaos(
+        ChaosSettings(
+            days=CI_DAYS, seed=SEED, out=tmp_path, kills=3, faults_per_day=once_each, max_wall_s=240.0
+        )
+    )
     print("\n".join(res.summary()))
     assert res.violations == []
     assert res.kills == 3 and len(res.incarnations) == 4

@@ -126,9 +126,16 @@ def fault_plan(rng: random.Random, candles: int, per_day: float) -> list[tuple[i
     if per_day <= 0:
         return []
     n = max(len(FAULTS), round(per_day * candles / 96))
-    specs = [*FAULTS, *(rng.choice(FAULTS) for _ in range(n - len(FAULTS)))]
-    rng.shuffle(specs)
-    return list(zip(schedule(rng, candles, n), specs, strict=True))
+    # The first of each kind in the first half, so that one waiting for an order (a reject, a
+    # lost reply) still meets one before the end; the extra ones anywhere.
+    first = list(FAULTS)
+    rng.shuffle(first)
+    extra = [rng.choice(FAULTS) for _ in range(n - len(FAULTS))]
+    plan = [
+        *zip(schedule(rng, candles // 2 + 2, len(first)), first, strict=True),
+        *zip(schedule(rng, candles, len(extra)), extra, strict=True),
+    ]
+    return sorted(plan, key=lambda p: p[0])
 
 
 def _post(sim: SimulatorChild, path: str, body: Any) -> Any:
