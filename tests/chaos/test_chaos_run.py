@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from perpbot.runtime.chaos import FAULTS, ChaosSettings, run_chaos
 
 CI_DAYS = 2
 SEED = 20261202
 
 
+@pytest.mark.slow
 def test_a_paper_replay_under_faults_and_sigkills_keeps_every_invariant(tmp_path: Path) -> None:
     once_each = len(FAULTS) / CI_DAYS  # every kind once (the bench draws many more)
     res = run_chaos(
@@ -40,6 +43,7 @@ def test_a_paper_replay_under_faults_and_sigkills_keeps_every_invariant(tmp_path
     assert res.trades >= 10 and res.fills > res.trades * 2  # it traded, with partial fills
 
 
+@pytest.mark.slow
 def test_a_bot_that_never_places_its_stop_is_caught(tmp_path: Path) -> None:
     """The protection check is not vacuous: with the stop placement disabled (test-only hook in
     the bot process) the simulator's audit finds the bare positions."""
