@@ -1,58 +1,23 @@
-"""Notifier: SPEC §11 message content, non-blocking Discord delivery, errors contained, no secrets."""
+"""Notifier: SPEC §11 message content and the in-memory recorder (Discord delivery: tests/alerts)."""
 
 from __future__ import annotations
-
-import asyncio
-import logging
-from typing import Any
 
 import pytest
 
 from perpbot.domain.types import CloseReason, Side
 from perpbot.engine.notifier import (
-    DiscordNotifier,
     RecordingNotifier,
+    bot_restart_message,
     close_message,
+    daily_loss_message,
     emergency_message,
     entry_message,
     kill_switch_message,
     recovered_message,
+    stream_outage_message,
+    stream_restored_message,
+    weight_ban_message,
 )
-
-URL = "https://discord.com/api/webhooks/123/SECRET-TOKEN"
-
-
-class FakeSession:
-    def __init__(self, status: int = 204, exc: Exception | None = None) -> None:
-        self.status = status
-        self.exc = exc
-        self.gate = asyncio.Event()
-        self.gate.set()
-        self.posts: list[tuple[str, Any, Any]] = []
-        self.closed = False
-
-    def post(self, url: str, *, json: Any, timeout: Any) -> Any:
-        self.posts.append((url, json, timeout))
-        session = self
-
-        class _Ctx:
-            async def __aenter__(self) -> Any:
-                await session.gate.wait()
-                if session.exc is not None:
-                    raise session.exc
-                return self
-
-            async def __aexit__(self, *exc: object) -> None:
-                return None
-
-            @property
-            def status(self) -> int:
-                return session.status
-
-        return _Ctx()
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 def test_entry_message_format() -> None:
@@ -96,44 +61,22 @@ async def test_recording_notifier() -> None:
     assert n.kinds() == ["info", "close"] and n.texts("close") == ["b"]
 
 
-async def test_discord_posts_without_blocking_and_with_prefix() -> None:
-    session = FakeSession()
-    session.gate.clear()  # the webhook hangs
-    n = DiscordNotifier(URL, lambda: session, testnet=True)
-    await asyncio.wait_for(n.notify("info", "hello"), 0.5)  # returns at once regardless
-    await asyncio.sleep(0)
-    assert n.sent == 0
-    session.gate.set()
-    await n.aclose()
-    assert n.sent == 1 and session.closed
-    url, payload, timeout = session.posts[0]
-    assert url == URL and payload == {"content": "[TESTNET] hello"}
-    assert timeout.total == 10.0
+async def test_recording_notifier_sync_path() -> None:
+    n = RecordingNotifier()
+    assert n.notify_nowait("daily_loss", "a")
+    assert n.messages == [("daily_loss", "a")]
 
 
-async def test_discord_errors_are_logged_without_the_url(caplog: pytest.LogCaptureFixture) -> None:
-    session = FakeSession(exc=RuntimeError(f"cannot connect to {URL}"))
-    n = DiscordNotifier(URL, lambda: session)
-    with caplog.at_level(logging.WARNING):
-        await n.notify("close", "x")
-        await n.aclose()
-    assert n.failed == 1
-    assert "SECRET-TOKEN" not in caplog.text and "<webhook>" in caplog.text
-    assert "SECRET-TOKEN" not in repr(n)
-
-
-async def test_discord_http_error_counted() -> None:
-    session = FakeSession(status=429)
-    n = DiscordNotifier(URL, lambda: session)
-    await n.notify("close", "x" * 5000)
-    await n.aclose()
-    assert n.failed == 1 and n.sent == 0
-    assert len(session.posts[0][1]["content"]) == 2000  # Discord's limit
-
-
-async def test_discord_disabled_without_url() -> None:
-    calls: list[int] = []
-    n = DiscordNotifier("", lambda: calls.append(1))
-    await n.notify("info", "x")
-    await n.aclose()
-    assert not n.enabled and calls == []
+def test_runtime_alert_messages() -> None:
+    text = daily_loss_message(-52.5, 1000.0, 0.05)
+    assert text.startswith("🛑 **Daily loss limit reached**")
+    assert "`-52.5000 USDT`" in text and "`-5.25 %`" in text and "`5 %`" in text and "00:00 UTC" in text
+    assert weight_ban_message("HTTP 418").startswith("⛔ **[BINANCE] request weight**: HTTP 418")
+    out = stream_outage_message("market", 95.4, 90.0, "StreamSilent: no frame for 90.0 s")
+    assert (
+        "market stream down" in out and "`95 s`" in out and "watchdog 90 s" in out and "StreamSilent" in out
+    )
+    assert stream_restored_message("user", 120.0).startswith("ℹ️ **user stream restored** after `120 s`")
+    assert bot_restart_message("XRPUSDT", "RuntimeError: x", 2.0) == (
+        "⚠️ **[XRPUSDT]** bot task died (RuntimeError: x); restarting in 2.0 s"
+    )

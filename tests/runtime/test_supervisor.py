@@ -32,7 +32,7 @@ async def test_an_exception_in_one_job_is_alerted_and_the_bot_goes_on() -> None:
     assert done == {"A": [2, 3, 4], "B": [0, 1, 2]}
     assert a.stats.job_errors == 1 and a.stats.restarts == 0 and b.stats.job_errors == 0
     assert [k for k, _ in alerts.messages] == ["alert"]
-    assert "A: error while handling a candle (RuntimeError: boom)" in alerts.messages[0][1]
+    assert "**[A]** error while handling a candle (RuntimeError: boom)" in alerts.messages[0][1]
     await a.stop()
     await b.stop()
 
@@ -71,7 +71,7 @@ async def test_a_dead_worker_restarts_with_backoff_and_keeps_its_queue() -> None
     # back-off doubles: 0.05 s then 0.1 s
     assert w.stats.restart_times[-1] - t0 >= 0.15 - 0.01
     texts = alerts.texts("alert")
-    assert len(texts) == 2 and all("A: bot task died (ValueError: loop bug)" in t for t in texts)
+    assert len(texts) == 2 and all("**[A]** bot task died (ValueError: loop bug)" in t for t in texts)
     assert "restarting in 0.1 s" in texts[1]
     await w.stop()
     await b.stop()

@@ -554,6 +554,7 @@ def make_entry_filter(cfg: BacktestConfig, app_config: AppConfig, symbol: str) -
         threshold_mode=app_config.ml_threshold_mode,
         disabled=False,
         hot_reload=False,
+        allow_ungated=app_config.ml_allow_ungated,  # as ``perpbot backtest`` and the live filter
     )
 
 

@@ -15,6 +15,7 @@ from perpbot.cli import (
     exchange_cmd,
     features_cmd,
     inspect_cmds,
+    ops_cmds,
     optimize_cmd,
     run_cmds,
     simulate_cmd,
@@ -64,6 +65,7 @@ for module in (
     optimize_cmd,
     exchange_cmd,
     run_cmds,
+    ops_cmds,
 ):
     module.register(app)
 

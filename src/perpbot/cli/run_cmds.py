@@ -39,6 +39,29 @@ async def _main(runtime: object) -> int:
     return code
 
 
+def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> object:
+    """The rich live view when stdout is a terminal and ``--quiet`` is not given, else None."""
+    from perpbot.runtime.live_view import LiveSnapshot, LiveView, view_wanted
+
+    if not view_wanted(quiet, sys.stdout):
+        return None
+    from rich.console import Console
+
+    return LiveView(LiveSnapshot.for_symbols(symbols, mode), Console())
+
+
+def _logging(view: object) -> None:
+    """Log lines on stdout; above the live view (rich's handler) when the view is drawn."""
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if view is None:
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO, format=fmt)
+        return
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=view.console, show_path=False)  # type: ignore[attr-defined]
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", handlers=[handler])
+
+
 def register(app: typer.Typer) -> None:
     _register_run(app)
     register_paper(app)
@@ -63,6 +86,7 @@ def _register_run(app: typer.Typer) -> None:
         connect_attempts: Annotated[
             int, typer.Option("--connect-attempts", help="Give up after N failed connects (0 = never).")
         ] = 0,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No live view (off anyway on a pipe).")] = False,
     ) -> None:
         """Run one bot per symbol against Binance (BINANCE_ENV) until SIGINT/SIGTERM."""
         from perpbot.exchange.binance.startup import credentials_from_config
@@ -73,10 +97,9 @@ def _register_run(app: typer.Typer) -> None:
         cfg = cfg.with_symbols(select_symbols(cfg, symbol, all_, symbols))
         check_live_confirmation(cfg, live, os.environ)
         credentials_from_config(cfg)  # keys required before anything connects
-        logging.basicConfig(
-            stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
         mode = {"live": "LIVE", "demo": "DEMO"}.get(cfg.binance_env, cfg.binance_env)
+        view = _live_view(cfg.symbols, mode, quiet)
+        _logging(view)
         opts = RuntimeOptions(
             mode=mode,
             journal_path=journal,
@@ -85,7 +108,10 @@ def _register_run(app: typer.Typer) -> None:
             heartbeat_s=heartbeat,
             connect_attempts=connect_attempts or None,
         )
-        raise typer.Exit(asyncio.run(_main(Runtime(cfg, opts, out=_say))))
+        from perpbot.alerts.factory import build_notifier
+
+        notifier = build_notifier(cfg, cfg.binance_env)  # tagged [DEMO] / [TESTNET]; live: none
+        raise typer.Exit(asyncio.run(_main(Runtime(cfg, opts, out=_say, notifier=notifier, view=view))))
 
 
 def register_paper(app: typer.Typer) -> None:
@@ -105,24 +131,24 @@ def register_paper(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("paper_report"),
         model_dir: Annotated[Path, typer.Option("--model-dir", help="Models folder.")] = Path("models"),
         no_ml: Annotated[bool, typer.Option("--no-ml", help="Trade without the ML filter.")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No live view (off anyway on a pipe).")] = False,
     ) -> None:
         """Paper replay: the live runtime against a `perpbot simulate` child process."""
         from perpbot.cli.common import writable_folder
         from perpbot.errors import ConfigError
         from perpbot.runtime.paper import PaperOptions
-        from perpbot.runtime.paper_report import write_paper_report
+        from perpbot.runtime.paper_report import replayed_market, report_lines, write_paper_report
         from perpbot.runtime.paper_run import run_paper
 
         cfg = config_from_env()
         cfg = cfg.with_symbols(select_symbols(cfg, None, False, symbols))
         if days < 1:
             raise ConfigError(f"--days={days}: need at least one day")
-        if speed < 0:
+        if not speed >= 0:
             raise ConfigError(f"--speed={speed}: must be >= 0")
         if data_dir is not None and not data_dir.is_dir():
             raise ConfigError(f"--data-dir={data_dir}: not a folder")
         writable_folder(out, "--out")
-        out.mkdir(parents=True, exist_ok=True)
         journal = out / "journal.sqlite3"
         if journal.exists():
             raise ConfigError(
@@ -136,7 +162,13 @@ def register_paper(app: typer.Typer) -> None:
             days=days,
             speed=speed,
         )
+        # Every symbol's data and the window are checked here, in one line each, before the
+        # simulator child starts (a missing file, a --from outside the data, a bad date).
+        replayed_market(opts)
+        out.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE")}
-        res = asyncio.run(run_paper(env, opts, journal, model_dir, use_ml=not no_ml, out=_say))
-        for line in write_paper_report(out, res):
+        use_ml = not no_ml
+        view = _live_view(cfg.symbols, "PAPER", quiet)
+        res = asyncio.run(run_paper(env, opts, journal, model_dir, use_ml=use_ml, out=_say, view=view))
+        for line in report_lines(res, write_paper_report(out, res, opts, use_ml=use_ml)):
             _say(line)

@@ -104,6 +104,12 @@ def register(app: typer.Typer) -> None:
                 "--max-fill-qty", help="Split fills into executions of at most this quantity (0: off)."
             ),
         ] = "0",
+        replay_limits: Annotated[
+            bool,
+            typer.Option(
+                "--replay-limits", help="Count request limits on replay time (paper), not wall time."
+            ),
+        ] = False,
     ) -> None:
         """Binance USDT-M protocol simulator (REST + WebSocket) over the backtest's matching engine."""
         from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimulatorConfig
@@ -127,6 +133,7 @@ def register(app: typer.Typer) -> None:
             ws_max_age_s=float(_number("--ws-max-age", ws_max_age, float)),
             weight_limit=int(_number("--weight-limit", weight_limit, int)),
             max_fill_qty_per_execution=float(_number("--max-fill-qty", max_fill_qty, float)),
+            replay_limits=replay_limits,
             taker_fee=app_cfg.taker_fee,
             maker_fee=app_cfg.maker_fee,
             slippage_bps=app_cfg.slippage_bps,

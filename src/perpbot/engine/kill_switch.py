@@ -102,6 +102,21 @@ class KillSwitch:
             self._check(now_ms)
         return self.reason if self.tripped else None
 
+    def take_operator_reset(self, now_ms: int) -> bool:
+        """A running bot's check for ``perpbot kill-switch reset`` (another process clearing the
+        journal row): when tripped here but clear in the journal, rebuild from the journal (the
+        reset's baseline included) and return True. The bot's own trip is written before any
+        read (the journal flushes queued writes first), so a clear row is always the operator's."""
+        if not self.tripped:
+            return False
+        state = self._journal.kill_switch_state(self.symbol)
+        if state is None or state.tripped:
+            return False
+        self.tripped, self.reason = False, ""
+        self.boot(now_ms)
+        log.warning("%s: operator's kill-switch reset taken (tripped again: %s)", self.symbol, self.tripped)
+        return True
+
     def record(self, trade: ClosedTrade, now_ms: int) -> str | None:
         """Account one closed trade (already journaled); returns the reason if this trade trips it."""
         self._pnls.append(trade.net_pnl)

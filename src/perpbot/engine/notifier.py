@@ -1,26 +1,20 @@
-"""Operator notifications (SPEC §11): a protocol, a recorder for backtests/tests, a Discord webhook.
+"""Operator notifications (SPEC §11): the protocol, a recorder for backtests/tests, and the
+message builders.
 
-Why fire-and-forget: the design point posted synchronously from the event loop, so a slow webhook
-stalled candle handling and order events. ``DiscordNotifier.notify`` only schedules a task and
-returns; the task has a 10 s timeout and its errors are logged by a done-callback, never raised
-into the bot. The webhook URL contains a token: it is never logged and never put in a message.
-
+The Discord delivery (bounded queue, one worker, retries, 429 handling, redaction) lives in
+``perpbot.alerts.discord``; ``perpbot.alerts.factory.build_notifier`` picks it for a run.
 Message builders are plain functions so that every mode (and the tests) produce identical text.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from perpbot.domain.types import CloseReason, Side
 
 log = logging.getLogger(__name__)
-
-DISCORD_MAX_CHARS = 2000
 
 
 class Notifier(Protocol):
@@ -38,6 +32,11 @@ class RecordingNotifier:
     async def notify(self, kind: str, text: str) -> None:
         self.messages.append((kind, text))
 
+    def notify_nowait(self, kind: str, text: str) -> bool:
+        """The synchronous path (risk manager, weight budget callbacks)."""
+        self.messages.append((kind, text))
+        return True
+
     def texts(self, kind: str | None = None) -> list[str]:
         return [t for k, t in self.messages if kind is None or k == kind]
 
@@ -51,101 +50,8 @@ class NullNotifier:
     async def notify(self, kind: str, text: str) -> None:
         return None
 
-
-class DiscordNotifier:
-    """POSTs ``{"content": text}`` to a Discord webhook without blocking the event loop.
-
-    ``session_factory`` builds the HTTP session lazily inside the running loop (default: an
-    ``aiohttp.ClientSession``); tests inject a fake. An empty URL disables sending (SPEC §11).
-    Call ``aclose()`` on shutdown to let in-flight messages finish and close the session.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        session_factory: Callable[[], Any] | None = None,
-        *,
-        testnet: bool = False,
-        timeout_s: float = 10.0,
-    ) -> None:
-        self._url = url.strip()
-        self._factory = session_factory
-        self._prefix = "[TESTNET] " if testnet else ""
-        self._timeout_s = timeout_s
-        self._session: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.sent = 0
-        self.failed = 0
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._url)
-
-    def __repr__(self) -> str:  # never show the URL (it embeds the webhook token)
-        return f"DiscordNotifier(enabled={self.enabled}, testnet={bool(self._prefix)})"
-
-    async def notify(self, kind: str, text: str) -> None:
-        if not self._url:
-            return
-        content = (self._prefix + text)[:DISCORD_MAX_CHARS]
-        task = asyncio.get_running_loop().create_task(self._post(kind, content))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:  # _post catches everything; this is the last line of defence
-            self.failed += 1
-            log.error("discord notifier task failed: %s", type(exc).__name__)
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._url, "<webhook>") if self._url else text
-
-    async def _get_session(self) -> Any:
-        if self._session is None:
-            if self._factory is not None:
-                self._session = self._factory()
-            else:
-                import aiohttp
-
-                self._session = aiohttp.ClientSession()
-        return self._session
-
-    async def _post(self, kind: str, content: str) -> None:
-        try:
-            import aiohttp
-
-            session = await self._get_session()
-            timeout = aiohttp.ClientTimeout(total=self._timeout_s)
-            async with session.post(self._url, json={"content": content}, timeout=timeout) as resp:
-                if resp.status >= 400:
-                    self.failed += 1
-                    log.warning("discord webhook answered HTTP %s for a %s message", resp.status, kind)
-                    return
-            self.sent += 1
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.failed += 1
-            log.warning(
-                "discord webhook failed for a %s message: %s: %s",
-                kind,
-                type(exc).__name__,
-                self._scrub(str(exc)),
-            )
-
-    async def aclose(self) -> None:
-        """Wait for in-flight messages (each bounded by the timeout), then close the session."""
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        if self._session is not None:
-            try:
-                await self._session.close()
-            finally:
-                self._session = None
+    def notify_nowait(self, kind: str, text: str) -> bool:
+        return True
 
 
 # ==================================================================== message builders
@@ -224,3 +130,37 @@ def emergency_message(symbol: str, side: Side, detail: str, *, success: bool) ->
 
 def alert_message(symbol: str, text: str) -> str:
     return f"⚠️ **[{symbol}]** {text}"
+
+
+def daily_loss_message(daily_pnl: float, base_balance: float, limit: float) -> str:
+    """The daily-loss block (SPEC §9): sent once per UTC day, when the gate first closes."""
+    pct = -daily_pnl / base_balance * 100.0 if base_balance > 0 else 0.0
+    return (
+        f"🛑 **Daily loss limit reached**: today's net PnL {_code(f'{daily_pnl:+.4f} USDT')} "
+        f"({_code(f'-{pct:.2f} %')} of the base balance, limit {_code(f'{limit * 100:.0f} %')}). "
+        "No new entries until 00:00 UTC; open positions keep their SL/TP."
+    )
+
+
+def weight_ban_message(text: str) -> str:
+    """Binance request-weight back-off or IP ban (HTTP 429 / 418, code -1003)."""
+    return f"⛔ **[BINANCE] request weight**: {text}"
+
+
+def stream_outage_message(stream: str, down_s: float, watchdog_s: float, detail: str) -> str:
+    why = f" Last error: {detail}." if detail else ""
+    return (
+        f"📡 **{stream} stream down** for {_code(f'{down_s:.0f} s')} (watchdog {watchdog_s:.0f} s); "
+        f"reconnecting with back-off.{why}"
+    )
+
+
+def stream_restored_message(stream: str, down_s: float) -> str:
+    return info_message(
+        f"**{stream} stream restored** after {_code(f'{down_s:.0f} s')}; what was missed is fetched again"
+    )
+
+
+def bot_restart_message(symbol: str, error: str, delay_s: float) -> str:
+    """The supervisor restarts a symbol's worker task that died."""
+    return alert_message(symbol, f"bot task died ({error}); restarting in {delay_s:.1f} s")

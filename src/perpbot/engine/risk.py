@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from perpbot.config import MAX_DAILY_LOSS, MAX_POSITIONS, AppConfig
 from perpbot.domain.types import Side
 from perpbot.engine.clock import Clock
+from perpbot.engine.notifier import daily_loss_message
 from perpbot.engine.sizing import margin_ratio
 
 if TYPE_CHECKING:
@@ -60,8 +62,18 @@ REFUSED_DAILY_LOSS = RiskDecision(False, "daily_loss_limit")
 class RiskManager:
     """Account-wide limits shared by all bots; see the module docstring."""
 
-    def __init__(self, config: AppConfig, clock: Clock, *, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        clock: Clock,
+        *,
+        journal: Journal | None = None,
+        on_alert: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._cfg = config
+        # (kind, text) for the operator, called synchronously and at most once per UTC day for
+        # the daily-loss block (the runtime queues it on the notifier; it must not block).
+        self._on_alert = on_alert
         self._clock = clock
         self._journal = journal
         self._lock = asyncio.Lock()
@@ -173,6 +185,9 @@ class RiskManager:
                 f"daily loss limit reached: {self._daily_pnl:.4f} of base {self._base:.4f}",
                 {"daily_pnl": self._daily_pnl, "base_balance": self._base},
             )
+            if self._on_alert is not None:
+                text = daily_loss_message(self._daily_pnl, self._base, self.max_daily_loss)
+                self._on_alert("daily_loss", text)
         return not blocked
 
     async def trading_allowed(self) -> bool:

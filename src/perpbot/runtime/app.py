@@ -31,13 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perpbot import latency
+from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
-from perpbot.engine.notifier import Notifier, RecordingNotifier
+from perpbot.engine.notifier import Notifier, RecordingNotifier, weight_ban_message
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
+from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_seed
@@ -64,7 +67,10 @@ class RuntimeOptions:
     connect_attempts: int | None = None  # None: retry forever (a restart must not give up)
     restart_backoff_s: float = 1.0
     stream: StreamSettings = field(default_factory=StreamSettings)
-    user_stream: StreamSettings = field(default_factory=lambda: StreamSettings(silence_s=600.0))
+    # An idle account's user stream carries only pings: they keep it alive (``data_only=False``).
+    user_stream: StreamSettings = field(
+        default_factory=lambda: StreamSettings(silence_s=600.0, data_only=False)
+    )
     # Paper: a driver hands candles to the workers (``submit_candle``) and reconciles itself, in
     # the backtest's time order; the market stream then only fills the window.
     driven: bool = False
@@ -82,11 +88,16 @@ class Runtime:
         notifier: Notifier | None = None,
         out: Callable[[str], None] = print,
         connect: Callable[..., Awaitable[tuple[Any, float]]] | None = None,
+        view: LiveView | None = None,
+        budget: Any = None,
     ) -> None:
         self.cfg = cfg
         self.opts = opts
         self.clock = clock or LiveClock()
         self.notifier = notifier or RecordingNotifier()
+        self.view = view  # the rich live view (``live_view``); None: off
+        if view is not None:
+            self.notifier = view.watch_notifier(self.notifier)
         self.out = out
         self._connect = connect
         self.window = MarketWindow(cfg, size=max(opts.preload, 1), align_wait_s=opts.align_wait_s)
@@ -96,7 +107,7 @@ class Runtime:
         self.feed: Any = None
         self.user_stream: Any = None
         self.risk: Any = None
-        self.budget: Any = None
+        self.budget: Any = budget  # None: the process's shared weight budget
         self.journal: Any = None
         self._lock: JournalLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,11 +119,26 @@ class Runtime:
         self.last_candle_wall: dict[str, float] = {}
         self.periodic: dict[str, Every] = {}
         self.midnight: Midnight | None = None
+        self.streams = StreamWatch(self.alert_nowait)
+        self._alert_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ alerts
 
     async def alert(self, kind: str, text: str) -> None:
         await self.notifier.notify(kind, text)
+
+    def alert_nowait(self, kind: str, text: str) -> None:
+        """The synchronous path (risk manager, weight budget, stream watch): never blocks."""
+        nowait = getattr(self.notifier, "notify_nowait", None)
+        if nowait is not None:
+            nowait(kind, text)
+            return
+        task = asyncio.get_running_loop().create_task(self.notifier.notify(kind, text))
+        self._alert_tasks.add(task)
+        task.add_done_callback(self._alert_tasks.discard)
+
+    def _weight_alert(self, text: str) -> None:
+        self.alert_nowait("weight_ban", weight_ban_message(text))
 
     # ------------------------------------------------------------------ start-up
 
@@ -130,16 +156,19 @@ class Runtime:
             filters = {
                 s: load_entry_filter(opts.models_root, s, cfg, use_ml=opts.use_ml) for s in cfg.symbols
             }
+            if self.view is not None:
+                filters = {s: self.view.watch_filter(s, f) for s, f in filters.items()}
             self.journal = Journal(opts.journal_path)
             check_journal_format(opts.journal_path)  # stamps a new journal with our format
             # 2. risk manager
-            self.risk = RiskManager(cfg, self.clock, journal=self.journal)
+            self.risk = RiskManager(cfg, self.clock, journal=self.journal, on_alert=self.alert_nowait)
             self.risk.restore_from_journal(self.journal)
             # 3. adapter
             connect = self._connect or connect_from_config
             from perpbot.exchange.binance.budget import shared_budget
 
-            self.budget = shared_budget()
+            self.budget = self.budget or shared_budget()
+            self.budget.alert = self._weight_alert  # 429 / 418 (-1003): once per window or ban
             self.exchange, balance = await connect(
                 cfg, attempts=opts.connect_attempts, report=self.out, budget=self.budget
             )
@@ -156,6 +185,10 @@ class Runtime:
             self.feed = self.exchange.kline_feed(
                 streamed, self._on_candle, settings=opts.stream, preload=opts.preload
             )
+            if opts.driven:
+                # A replay's candles are closed by replay time, not by the venue's wall clock
+                # (a market dated after today would otherwise lose its whole preload history).
+                self.feed.server_ms = self.clock.now_ms
             history = await self.feed.preload()
             for sym, candles in history.items():
                 self.window.preload(sym, candles)
@@ -182,7 +215,11 @@ class Runtime:
                 w.start()
                 self.workers[sym] = w
             self.feed.start()
+            self.streams.add("market", self.feed.socket)
+            self.streams.add("user", self.user_stream.socket)
             self._spawn_periodic()
+            if self.view is not None:
+                self._tasks.append(asyncio.get_running_loop().create_task(self.view.run(self), name="view"))
         except BaseException:
             await self.close()
             raise
@@ -202,6 +239,7 @@ class Runtime:
         for name, job in self.periodic.items():
             self._tasks.append(loop.create_task(job.run(now, opts.tick_s), name=f"periodic-{name}"))
         self._tasks.append(loop.create_task(self.midnight.run(now, opts.tick_s), name="midnight"))
+        self._tasks.append(loop.create_task(self.streams.run(opts.tick_s), name="stream-watch"))
 
     # ------------------------------------------------------------------ candles
 
@@ -232,7 +270,17 @@ class Runtime:
             return
         if ctx.signal is not None:
             self.signals[sym] += 1
-        await self.bots[sym].on_candle(ctx)
+        bot = self.bots[sym]
+        if bot.kill_switch.tripped:  # an operator's ``perpbot kill-switch reset`` is taken here
+            bot.kill_switch.take_operator_reset(self.clock.now_ms())
+        if self.view is not None:
+            self.view.on_candle(sym, ctx)
+        probe = latency.PROBE  # bench/bench_runtime.py only
+        if probe is not None:
+            probe.begin(sym, open_ms)
+        await bot.on_candle(ctx)
+        if probe is not None:
+            probe.end(sym, open_ms)
 
     async def _micro(self, sym: str) -> Micro:
         """SPEC §2.3: OI and funding fetched concurrently; failures become 0.0."""
@@ -330,6 +378,12 @@ class Runtime:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        if self.budget is not None and self.budget.alert == self._weight_alert:
+            self.budget.alert = None  # the process-wide budget outlives this runtime
+        aclose = getattr(self.notifier, "aclose", None)
+        if aclose is not None:  # last: alerts raised while stopping still go out (bounded wait)
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:

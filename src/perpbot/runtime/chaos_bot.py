@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import CloseReason
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.exchange.binance.budget import configure_shared_budget
@@ -44,10 +45,6 @@ from perpbot.simulator.child import SimulatorChild
 
 log = logging.getLogger("perpbot.chaos_bot")
 MISSING_FILLS_S = 2.0
-# Shorter than ``perpbot paper``'s: the chaos run needs no parity with the backtest, only that
-# each candle's work is done (workers idle, no background task) before the next candle.
-QUIET_S = 0.1
-SETTLE_S = 0.01
 BREAK_ENV = "PERPBOT_CHAOS_BREAK"
 LOG_FORMAT = "%(created).3f %(levelname)s %(name)s: %(message)s"
 
@@ -69,20 +66,63 @@ class AttachedSimulator(SimulatorChild):
 
 
 class ChaosDriver(PaperDriver):
-    """``PaperDriver`` that can start mid-replay and does not stall on undelivered executions."""
+    """``PaperDriver`` that can start mid-replay and does not stall on undelivered executions.
+
+    The paper driver settles on counts: user-stream events the venue pushed (``user_events``,
+    since the simulator started) against frames this process handled. Events pushed to a dead
+    predecessor, or to a socket a fault dropped, are never handled here, so the venue's count is
+    taken relative to a baseline, set at start and again whenever a settle had to fall back on
+    silence (a count that can no longer be met).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._events_before = 0
+        self.fills_seen = 0
+
+    async def _raw_state(self) -> Any:
+        return await super()._call("GET", "/sim/state")
+
+    async def _call(self, method: str, path: str) -> Any:
+        ans = await super()._call(method, path)
+        if isinstance(ans, dict) and "user_events" in ans:
+            ans["user_events"] = max(0, int(ans["user_events"]) - self._events_before)
+        return ans
+
+    async def _rebase(self) -> Any:
+        state = await self._raw_state()
+        self._events_before = int(state["user_events"]) - self.rt.user_stream.frames_handled
+        self._sent_writes = -1  # read the (rebased) count again before trusting it
+        return state
+
+    async def _count_fills(self, ev: Any) -> None:
+        if isinstance(ev, OrderTradeUpdate) and ev.execution_type in ("TRADE", "CALCULATED"):
+            self.fills_seen += 1
 
     async def run(self, progress: Callable[[int, int], None] | None = None) -> None:
-        state = await self._call("GET", "/sim/state")
+        state = await self._rebase()
         self.fills_seen = int(state["fill_count"])  # earlier executions: history
+        self.rt.exchange.subscribe(self._count_fills)
         await super().run(progress)
         # A predecessor killed after the last candle left its closes undone.
         for bot in self.rt.bots.values():
             if bot.in_position:
                 await self._settled(bot.close_position(CloseReason.END_OF_DATA))
 
+    async def _settle(self, extra: Callable[[], bool] = lambda: True) -> None:
+        before = self.fallbacks
+        await super()._settle(extra)
+        if self.fallbacks != before:
+            await self._rebase()
+
+    async def _candles_streamed(self, open_ms: int) -> None:
+        await super()._candles_streamed(open_ms)
+        await self._fills_delivered()
+
     async def _fills_delivered(self, timeout_s: float = MISSING_FILLS_S) -> None:
-        state = await self._call("GET", "/sim/state")
-        want = int(state["fill_count"])
+        """Every execution the venue made reached this process over the user stream; if not (a
+        silent private stream withheld it), the stream is reconnected, which resyncs them."""
+        want = int((await self._raw_state())["fill_count"])
         for _ in range(2):
             end = time.monotonic() + timeout_s
             while self.fills_seen < want and time.monotonic() < end:
@@ -144,14 +184,19 @@ async def run_attached(port: int, symbols: Sequence[str], journal: Path, env: di
         data_dir=None,
         from_=None,
         days=0,
-        quiet_s=QUIET_S,
-        settle_s=SETTLE_S,
     )
     await rt.start()
     try:
         driver = ChaosDriver(rt, sim, clock, opts)
-        await driver.run()
-        log.info("chaos bot: replay finished after %d candles", driver.steps)
+        try:
+            await driver.run()
+        finally:
+            await driver.close()
+        log.info(
+            "chaos bot: replay finished after %d candles (%d settle fallbacks)",
+            driver.steps,
+            driver.fallbacks,
+        )
     finally:
         await rt.stop()
     return 0

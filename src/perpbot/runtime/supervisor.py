@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from perpbot.engine.notifier import alert_message, bot_restart_message
+
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
@@ -120,8 +122,7 @@ class SymbolWorker:
                     "%s: bot task died (%s); restart in %.1f s", self.symbol, self.stats.last_error, delay
                 )
                 await self._safe_alert(
-                    "alert",
-                    f"{self.symbol}: bot task died ({self.stats.last_error}); restarting in {delay:.1f} s",
+                    "alert", bot_restart_message(self.symbol, self.stats.last_error, delay)
                 )
                 await asyncio.sleep(delay)
                 self.stats.restart_times.append(asyncio.get_running_loop().time())
@@ -145,7 +146,8 @@ class SymbolWorker:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("%s: error while handling a candle", self.symbol)
                 await self._safe_alert(
-                    "alert", f"{self.symbol}: error while handling a candle ({self.stats.last_error})"
+                    "alert",
+                    alert_message(self.symbol, f"error while handling a candle ({self.stats.last_error})"),
                 )
             finally:
                 self.stats.jobs += 1

@@ -73,3 +73,14 @@ async def test_a_long_429_window_is_an_error_not_a_hang(clock: Clock) -> None:
     b.on_429(600.0)
     with pytest.raises(BannedError):
         await b.acquire(1)
+
+
+async def test_429_alerts_once_per_back_off_window(clock: Clock) -> None:
+    alerts: list[str] = []
+    b = WeightBudget(now_ms=clock.now, alert=alerts.append)
+    b.on_429(3.0)
+    b.on_429(5.0)  # the same burst extends the window: no second alert
+    assert len(alerts) == 1 and "429" in alerts[0] and "-1003" in alerts[0]
+    await b.acquire(1)  # waits the window out
+    b.on_429(2.0)  # a new window later on is a new event
+    assert len(alerts) == 2

@@ -11,8 +11,8 @@ How it works:
 - ``observe_used(n)`` corrects the local count from ``X-MBX-USED-WEIGHT-1M`` (other processes on
   the same IP, requests ccxt costed differently): the count never goes below what Binance says.
 - ``on_429(retry_after_s)``: every request of the process waits until the window Binance named
-  is over. The refused request itself is *not* retried here (the caller decides; an order may
-  not be resent blindly).
+  is over; the ``alert`` callback is called once per such window. The refused request itself is
+  *not* retried here (the caller decides; an order may not be resent blindly).
 - ``on_418(retry_after_s)``: the IP is banned. Nothing is sent until the ban is over; requests
   fail at once with ``BannedError`` and the ``alert`` callback is called once per ban.
 """
@@ -82,11 +82,19 @@ class WeightBudget:
             self._used = used
 
     def on_429(self, retry_after_s: float) -> None:
-        """Honour ``Retry-After`` for the whole process."""
-        until = self.now_ms() + int(max(retry_after_s, 1.0) * 1000)
+        """Honour ``Retry-After`` for the whole process; alert once per back-off window (a burst
+        of 429s inside one window is one event for the operator)."""
+        now = self.now_ms()
+        until = now + int(max(retry_after_s, 1.0) * 1000)
         if until > self._blocked_until:
+            fresh = now >= self._blocked_until
             self._blocked_until = until
             log.warning("binance: HTTP 429, every request of this process waits %.0f s", retry_after_s)
+            if fresh and self.alert is not None:
+                self.alert(
+                    f"Binance answered HTTP 429 (too many requests, -1003); every request of this "
+                    f"process waits {retry_after_s:.0f} s"
+                )
 
     def on_418(self, retry_after_s: float) -> None:
         """IP banned: stop sending, alert once, refuse until the ban is over."""

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from perpbot import latency
 from perpbot.exchange.binance.environment import Endpoints
 from perpbot.exchange.binance.ws import ResilientSocket, StreamSettings
 
@@ -140,7 +141,10 @@ class KlineFeed:
         sym = str(k["s"])
         self.latest[sym] = (float(k["c"]), int(data.get("E", 0)))
         if k.get("x") is True:
-            await self.closed(candle_from_kline(k))
+            c = candle_from_kline(k)
+            if latency.PROBE is not None:  # bench/bench_runtime.py only
+                latency.PROBE.kline(c.symbol, c.open_ms, self.socket.last_frame)
+            await self.closed(c)
 
     async def closed(self, c: Candle) -> None:
         """One closed candle from the stream: drop duplicates, backfill gaps, deliver in order."""

@@ -72,6 +72,12 @@ class ResilientSocket:
         self.renewals = 0
         self.last_frame = time.monotonic()
         self.connected = asyncio.Event()
+        # Outage bookkeeping for the operator's alert (``perpbot.alerts.streams``): the monotonic
+        # time since which the stream has not delivered (set when a connection fails or dies; the
+        # last frame heard), cleared by the next frame that resets the watchdog (a data frame
+        # when ``data_only``; for other sockets also a successful connect). ``last_error`` says why.
+        self.outage_since: float | None = None
+        self.last_error = ""
 
     def start(self) -> None:
         if self._task is None:
@@ -105,6 +111,9 @@ class ResilientSocket:
                 except Exception as exc:
                     attempt += 1
                     self.failures += 1
+                    self.last_error = _one_line(exc)
+                    if self.outage_since is None:
+                        self.outage_since = self.last_frame
                     delay = self.backoff(attempt)
                     log.warning(
                         "%s stream: %s; attempt %d, next try in %.1f s",
@@ -136,6 +145,8 @@ class ResilientSocket:
         try:
             await self._on_open()
             self.connected.set()
+            if not self.s.data_only:
+                self.outage_since = None
             await self._read(ws, opened)
         finally:
             self.connected.clear()
@@ -170,6 +181,7 @@ class ResilientSocket:
                 msg = recv.result()
                 if msg.type is aiohttp.WSMsgType.TEXT or not self.s.data_only:
                     self.last_frame = time.monotonic()
+                    self.outage_since = None
                 if msg.type is aiohttp.WSMsgType.PING:
                     await ws.pong(msg.data)
                 elif msg.type is aiohttp.WSMsgType.TEXT:

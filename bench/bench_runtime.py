@@ -1,0 +1,278 @@
+"""Runtime decision-latency benchmark (issue 10 "Benchmarks").
+
+What is measured: the live runtime (``perpbot.runtime.app.Runtime``: market stream, BTC/ETH
+alignment, OI/funding reads, ``live_feature_row``, ``SymbolBot.on_candle``, the Binance adapter
+through ccxt) trading against a simulator child process over loopback HTTP and WebSocket, ML off.
+Stamps come from the product code path (``perpbot.latency``): the closed kline's frame received
+(before JSON decoding) → the entry order's HTTP request handed to aiohttp (after ccxt signed it).
+
+1. ``--symbols 3``: decision latency p50 / p99 over every entry of the run (target p99 < 5 ms),
+   and the candle-handling latency (kline received → ``on_candle`` returned) of every candle.
+2. ``--symbols 100``: all 100 synthetic symbols (plus BTC/ETH) close together on every advance:
+   the burst time (first closed kline received → last symbol's ``on_candle`` returned; target
+   < 1 s), the same latencies, and memory per symbol (RSS growth from before start-up to the end,
+   divided by the symbols).
+
+Honest settings, stated: candles are replayed back to back (one advance as soon as the previous
+one is handled), which live never does (15 minutes apart). The request-weight limits are raised
+on both sides (the simulator's IP limit and this process's budget) so the benchmark measures the
+runtime, not the minute-window waits that back-to-back replay would earn; live, 100 symbols read
+~2 weight per symbol per 15 minutes. Strategy parameters are loose (as in the runtime tests) so
+that there are entries to time. The first ``--warmup`` bars are not counted. Each run is a fresh
+process (memory, caches); the medians of ``--repeat`` runs are printed.
+
+Not a test: ``python bench/bench_runtime.py [--sizes 3,100] [--bars 600,40] [--repeat 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+LOOSE = {"SIGNAL_THRESHOLD": "2", "ADX_THRESHOLD": "0", "VOL_MULTIPLIER": "1.0", "ATR_SL_MULT": "1.5"}
+HISTORY_DAYS = 12  # > LIVE_WINDOW_BARS (1000 bars ≈ 10.4 days) of preload before the replay
+HIGH_WEIGHT = 10**9
+
+
+def symbols(n: int) -> list[str]:
+    return [f"S{i:03d}USDT" for i in range(n)]
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, round(q / 100.0 * len(s) + 0.5) - 1))]
+
+
+# ---------------------------------------------------------------------------- the simulator child
+
+
+def write_data(root: Path, syms: list[str], days: int) -> int:
+    """One synthetic market per symbol (own seed); returns the replay start (epoch ms)."""
+    from perpbot.data.schema import data_path
+    from perpbot.data.store import save_market
+    from perpbot.data.synth import synth_market
+
+    first = 0
+    for i, sym in enumerate(syms):
+        frame = synth_market(days, 500 + i, symbol=sym)
+        save_market(frame, data_path(root, sym), closed_through_ms=int(frame.index.asi8[-1]))
+        first = int(frame.index.asi8[0])
+    return first + HISTORY_DAYS * 86_400_000
+
+
+def serve(spec: dict[str, Any]) -> None:
+    """``--serve``: the simulator with raised weight limits, as a child process."""
+    from perpbot.simulator.config import SimulatorConfig
+    from perpbot.simulator.server import SimServer
+
+    logging.disable(logging.WARNING)  # nobody reads our stderr while the benchmark runs
+
+    async def main() -> None:
+        cfg = SimulatorConfig(
+            symbols=tuple(spec["symbols"]),
+            data_dir=Path(spec["data_dir"]),
+            from_ms=int(spec["from_ms"]),
+            days=int(spec["days"]),
+            speed=0.0,
+            weight_limit=HIGH_WEIGHT,
+            max_streams=4096,
+        )
+        srv = SimServer(cfg)
+        port = await srv.start()
+        print(f"bench simulator listening on http://127.0.0.1:{port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await srv.stop()
+
+    asyncio.run(main())
+
+
+def start_simulator(spec: dict[str, Any]) -> Any:
+    from perpbot.simulator.child import SimulatorChild
+
+    class BenchSimulator(SimulatorChild):
+        def spawn(self) -> BenchSimulator:
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", json.dumps(spec)]
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ)
+            )
+            return self
+
+    return BenchSimulator([]).start()
+
+
+# ---------------------------------------------------------------------------- one measured run
+
+
+async def measure(n: int, bars: int, warmup: int, data_dir: Path, journal: Path) -> dict[str, Any]:
+    from perpbot import latency
+    from perpbot.config import load_config
+    from perpbot.exchange.binance import budget as budget_mod
+    from perpbot.exchange.binance.ws import StreamSettings
+    from perpbot.runtime.app import Runtime, RuntimeOptions
+
+    traded = symbols(n)
+    every = [*traded, "BTCUSDT", "ETHUSDT"]
+    start_ms = write_data(data_dir, every, HISTORY_DAYS + bars // 96 + 3)
+    sim = start_simulator(
+        {"symbols": every, "data_dir": str(data_dir), "from_ms": start_ms, "days": bars // 96 + 2}
+    )
+    try:
+        env = {**sim.env(), **LOOSE, "SYMBOLS": ",".join(traded), "CORRELATION_SYMBOLS": "BTCUSDT,ETHUSDT"}
+        cfg = load_config(env, env_file=None)
+        streams = StreamSettings(silence_s=3600.0, backoff_s=0.05, backoff_max_s=0.5)
+        opts = RuntimeOptions(
+            mode="custom",
+            journal_path=journal,
+            models_root=journal.parent / "models",
+            use_ml=False,
+            heartbeat_s=3600.0,
+            reconcile_s=3600.0,
+            monitor_s=3600.0,
+            connect_attempts=2,
+            stream=streams,
+            user_stream=StreamSettings(silence_s=3600.0, backoff_s=0.05, data_only=False),
+        )
+        budget_mod._shared = budget_mod.WeightBudget(limit=HIGH_WEIGHT)  # see the module docstring
+        base_mib = rss_mib()
+        rt = Runtime(cfg, opts, out=lambda _line: None)
+        t0 = time.perf_counter()
+        await rt.start()
+        startup_s = time.perf_counter() - t0
+        probe = latency.PROBE = latency.LatencyProbe()
+        try:
+            for i in range(bars):
+                await asyncio.to_thread(sim.advance, 1)
+                deadline = time.monotonic() + 120.0
+                while not all(rt.candles_handled[s] >= i + 1 for s in traded):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"bar {i}: not every symbol handled its candle in 120 s")
+                    await asyncio.sleep(0.001)
+                for w in rt.workers.values():
+                    await w.join()
+            end_mib = rss_mib()
+        finally:
+            latency.PROBE = None
+            await rt.stop()
+    finally:
+        sim.stop()
+    opens = sorted({o for _s, o in probe.handled})
+    counted = set(opens[warmup:])
+    handle = [
+        probe.handled[k] - probe.klines[k] for k in probe.handled if k[1] in counted and k in probe.klines
+    ]
+    bursts = []
+    for o in opens[warmup:]:
+        got = [(probe.klines.get((s, o)), probe.handled.get((s, o))) for s in traded]
+        if all(a is not None and b is not None for a, b in got):
+            bursts.append(max(b for _, b in got) - min(a for a, _ in got))  # type: ignore[type-var,operator]
+    entries = [d for _s, o, d in probe.entries if o in counted]
+    return {
+        "symbols": n,
+        "bars": bars - warmup,
+        "startup_s": startup_s,
+        "entries": len(entries),
+        "entry_p50_ms": pct(entries, 50) * 1000,
+        "entry_p99_ms": pct(entries, 99) * 1000,
+        "entry_max_ms": max(entries, default=float("nan")) * 1000,
+        "handle_p50_ms": pct(handle, 50) * 1000,
+        "handle_p99_ms": pct(handle, 99) * 1000,
+        "burst_p50_ms": pct(bursts, 50) * 1000,
+        "burst_max_ms": max(bursts, default=float("nan")) * 1000,
+        "mib_per_symbol": (end_mib - base_mib) / n,
+        "rss_end_mib": end_mib,
+        "missed_klines": sum(1 for k in probe.handled if k not in probe.klines),
+    }
+
+
+def child(n: int, bars: int, warmup: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench_runtime_") as tmp:
+        root = Path(tmp)
+        (root / "data").mkdir()
+        return asyncio.run(measure(n, bars, warmup, root / "data", root / "journal.sqlite3"))
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def run_child(n: int, bars: int, warmup: int) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(n), str(bars), str(warmup)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"run with {n} symbols failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+KEYS = (
+    ("entries", "entries", "{:.0f}"),
+    ("entry_p50_ms", "entry p50 ms", "{:.2f}"),
+    ("entry_p99_ms", "entry p99 ms", "{:.2f}"),
+    ("entry_max_ms", "entry max ms", "{:.2f}"),
+    ("handle_p50_ms", "candle p50 ms", "{:.2f}"),
+    ("handle_p99_ms", "candle p99 ms", "{:.2f}"),
+    ("burst_p50_ms", "burst p50 ms", "{:.1f}"),
+    ("burst_max_ms", "burst max ms", "{:.1f}"),
+    ("mib_per_symbol", "MiB/symbol", "{:.2f}"),
+    ("startup_s", "start-up s", "{:.1f}"),
+)
+
+
+def main() -> None:
+    if len(sys.argv) >= 3 and sys.argv[1] == "--serve":
+        serve(json.loads(sys.argv[2]))
+        return
+    if len(sys.argv) >= 5 and sys.argv[1] == "--child":
+        print(json.dumps(child(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="3,100")
+    ap.add_argument("--bars", default="600,40", help="bars replayed per size (same order)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3)
+    a = ap.parse_args()
+    sizes = [int(x) for x in a.sizes.split(",")]
+    bars = [int(x) for x in a.bars.split(",")]
+    for n, b in zip(sizes, bars, strict=True):
+        runs = [run_child(n, b, a.warmup) for _ in range(a.repeat)]
+        print(f"\n{n} symbols, {runs[0]['bars']} bars counted, {a.repeat} runs:")
+        for key, label, fmt in KEYS:
+            vals = [r[key] for r in runs]
+            print(
+                f"  {label:<14} median {fmt.format(statistics.median(vals)):>9}   runs "
+                + ", ".join(fmt.format(v) for v in vals)
+            )
+        if n == 3:
+            p99 = statistics.median(r["entry_p99_ms"] for r in runs)
+            print(f"  target p99 < 5 ms: {'met' if p99 < 5.0 else 'NOT met'} ({p99:.2f} ms)")
+        else:
+            worst = statistics.median(r["burst_max_ms"] for r in runs)
+            print(
+                f"  target burst < 1 s: {'met' if worst < 1000.0 else 'NOT met'} (worst burst {worst:.0f} ms)"
+            )
+
+
+if __name__ == "__main__":
+    main()

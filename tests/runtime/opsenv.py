@@ -1,0 +1,94 @@
+"""Shared set-up of the operator-command and live-view tests: a runtime trading against a
+``perpbot simulate`` child until it holds a position, and the operator CLI as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from perpbot.config import load_config
+from perpbot.engine.notifier import RecordingNotifier
+from perpbot.exchange.binance.ws import StreamSettings
+from perpbot.runtime.app import Runtime, RuntimeOptions
+from perpbot.runtime.live_view import LiveView
+from tests.runtime.simproc import Simulator
+from tests.support.ml import LOOSE_ENV
+
+TRADED = ["XRPUSDT", "TRXUSDT"]
+PERPBOT = str(Path(sys.executable).with_name("perpbot"))
+
+
+def settings(sim: Simulator) -> dict[str, str]:
+    return {**sim.env(), **LOOSE_ENV, "SYMBOLS": ",".join(TRADED), "CORRELATION_SYMBOLS": "BTCUSDT,ETHUSDT"}
+
+
+def cli_env(sim: Simulator, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE", "PERPBOT", "SYMBOL"))}
+    return {**env, **settings(sim), **extra}
+
+
+def runtime(sim: Simulator, journal: Path, *, view: LiveView | None = None) -> Runtime:
+    cfg = load_config(settings(sim), env_file=None)
+    fast = StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5)
+    opts = RuntimeOptions(
+        mode="custom",
+        journal_path=journal,
+        models_root=journal.parent / "models",
+        use_ml=False,
+        heartbeat_s=3600.0,
+        tick_s=0.05,
+        align_wait_s=2.0,
+        connect_attempts=2,
+        stream=fast,
+        user_stream=fast,
+    )
+    return Runtime(cfg, opts, out=lambda _line: None, notifier=RecordingNotifier(), view=view)
+
+
+async def advance(sim: Simulator, rt: Runtime, bars: int) -> None:
+    """Advance the replay bar by bar; each bar handled by every traded symbol's worker."""
+    for _ in range(bars):
+        before = {s: rt.candles_handled[s] for s in TRADED}
+        await asyncio.to_thread(sim.advance, 1)
+        for _ in range(500):
+            if all(rt.candles_handled[s] > before[s] for s in TRADED):
+                break
+            await asyncio.sleep(0.01)
+        for w in rt.workers.values():
+            await w.join()
+
+
+async def protected_positions(sim: Simulator) -> list[dict[str, object]]:
+    """The simulator's open positions once each carries its SL and TP (bounded wait)."""
+    for _ in range(100):
+        state = await asyncio.to_thread(sim.state)
+        positions = state["positions"]
+        kinds = {
+            p["symbol"]: sorted(a["orderType"] for a in state["algo_orders"] if a["symbol"] == p["symbol"])
+            for p in positions
+        }
+        if all(k == ["STOP_MARKET", "TAKE_PROFIT_MARKET"] for k in kinds.values()):
+            return list(positions)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"positions without protection: {kinds}")
+
+
+async def trade_until_open(sim: Simulator, rt: Runtime, max_bars: int = 160) -> list[dict[str, object]]:
+    """Advance until the runtime holds at least one protected position; its positions."""
+    for _ in range(0, max_bars, 4):
+        await advance(sim, rt, 4)
+        positions = await protected_positions(sim)
+        if positions:
+            return positions
+    raise AssertionError("loose parameters must open a position on this market")
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PERPBOT, *args], env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=120
+    )
