@@ -415,3 +415,43 @@ async def test_recovery_after_a_crash_before_the_entry_result_uses_the_journaled
     mult = w.cfg.params_for(SYM).atr_sl_mult
     assert sl.trigger_price == pytest.approx(entry_fill.price - mult * 3.0, abs=0.01)
     assert covered(w)
+
+
+# ====================================================================== found by the chaos test
+
+
+async def test_a_partial_close_counted_before_a_restart_stays_in_the_trade(tmp_path: Path) -> None:
+    """A deleverage takes half of the position; the process dies before the position closes;
+    the restarted bot adopts the rest. The deleverage's execution is already accounted (the
+    journal says so), but its realised PnL lived only in the dead process's memory: the booked
+    trade had half the quantity and lacked the deleverage's PnL (issue 10 §4 chaos run, seed
+    20261202). Now recovery counts the accounted closing executions since the entry again."""
+    path = tmp_path / "journal.sqlite"
+    w = World(REVERSE_BARS, journal=Journal(path), faults=FaultPlan())
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    pos = w.engine.position(SYM)
+    assert pos is not None
+    entry_qty = pos.quantity
+    w.engine.deleverage(SYM, entry_qty / 2)
+    w.ex.publish_pending()
+    await w.ex.drain()
+    assert w.bot.state.qty == pytest.approx(entry_qty - entry_qty / 2)
+    # Restart: a new bot on the same journal and exchange.
+    from perpbot.engine.bot import SymbolBot
+
+    w.ex._handlers.clear()
+    w.journal.close()
+    bot2 = SymbolBot(SYM, w.cfg, w.ex, w.risk, w.filter, Journal(path), w.clock, w.notifier)
+    await bot2.start(ctx_at(2, 100.0, None))
+    rest = w.engine.position(SYM)
+    assert rest is not None
+    w.engine.market_order(SYM, OrderSide.SELL, rest.quantity, reduce_only=True, client_order_id="manual")
+    w.engine.pop_events()
+    await bot2.reconcile()
+    (trade,) = bot2.closed_trades
+    closes = [f for f in w.engine.fills(SYM) if f.side is OrderSide.SELL]
+    assert len(closes) == 2
+    assert trade.quantity == pytest.approx(entry_qty)
+    assert trade.realized_pnl == pytest.approx(sum(f.realized_pnl for f in closes))
+    assert trade.exit_fee == pytest.approx(sum(f.commission for f in closes))

@@ -96,6 +96,15 @@ def register(app: typer.Typer) -> None:
         ws_max_age: Annotated[
             str, typer.Option("--ws-max-age", help="Seconds before a WebSocket is closed (Binance: 86400).")
         ] = "86400",
+        weight_limit: Annotated[
+            str, typer.Option("--weight-limit", help="Request weight per minute (Binance: 2400).")
+        ] = "2400",
+        max_fill_qty: Annotated[
+            str,
+            typer.Option(
+                "--max-fill-qty", help="Split fills into executions of at most this quantity (0: off)."
+            ),
+        ] = "0",
         replay_limits: Annotated[
             bool,
             typer.Option(
@@ -123,6 +132,8 @@ def register(app: typer.Typer) -> None:
             api_secret=api_secret or DEFAULT_API_SECRET,
             faults_file=faults,
             ws_max_age_s=float(_number("--ws-max-age", ws_max_age, float)),
+            weight_limit=int(_number("--weight-limit", weight_limit, int)),
+            max_fill_qty_per_execution=float(_number("--max-fill-qty", max_fill_qty, float)),
             replay_limits=replay_limits,
             taker_fee=app_cfg.taker_fee,
             maker_fee=app_cfg.maker_fee,

@@ -128,6 +128,8 @@ class RecoveryMixin(BotBase):
                 pos.entry_order_id = p.order_id
                 pos.entry_time_ms = min(pos.entry_time_ms, p.time_ms)
                 self._entry_acc.setdefault(p.order_id, EntryAcc())
+        if pos.entry_trade_id:
+            await self._earlier_partial_closes(pos)
         self._pos = pos
         await self._risk.register(self.symbol, pos.side)
         self._journal.record_event(
@@ -193,6 +195,42 @@ class RecoveryMixin(BotBase):
         pos.entry_exec_fee = pos.entry_fee = sum(f.commission for f in mine)
         pos.entry_trade_id = max(f.trade_id for f in mine)
         self._entry_acc.setdefault(pos.entry_order_id, EntryAcc())
+
+    async def _earlier_partial_closes(self, pos: LocalPosition) -> None:
+        """Closing executions of this position that a previous process already counted.
+
+        A partial close (a deleverage, the first fills of a stop) is accounted at once and that
+        is persisted, but its quantity and PnL lived in the dead process's position: without them
+        the trade would be booked short of them, and, being accounted, they would never be
+        counted again (found by the chaos test, issue 10 §4). Every accounted execution on the
+        closing side after the entry's last one is this position's: no trade of the symbol was
+        booked after its entry, and trade ids grow with time.
+        """
+        try:
+            fills = await self._retry(lambda: self._ex.user_trades(self.symbol, pos.entry_time_ms))
+        except ExchangeError as exc:
+            log.warning(
+                "%s: earlier partial closes unreadable (%s); the trade may lack them", self.symbol, exc
+            )
+            return
+        side = pos.side.exit_order_side
+        mine = [
+            f
+            for f in fills
+            if f.side is side and f.trade_id > pos.entry_trade_id and exec_key(f.trade_id) in self._accounted
+        ]
+        if not mine:
+            return
+        q = sum(f.quantity for f in mine)
+        pos.entry_qty = max(pos.entry_qty, pos.qty + q)
+        pos.closed_qty += q
+        pos.closed_notional += sum(f.quantity * f.price for f in mine)
+        pos.closed_rp += sum(f.realized_pnl for f in mine)
+        pos.closed_fee += sum(f.commission for f in mine)
+        pos.close_orders.update(f.order_id for f in mine)
+        msg = f"{q} closed before the restart ({len(mine)} executions) stays in this position's trade"
+        log.info("%s: %s", self.symbol, msg)
+        self._journal.record_event(self._clock.now_ms(), "partial_close_restored", self.symbol, msg)
 
     async def _journaled_entry(self, pos: LocalPosition) -> None:
         """Entry time, price and fee of an adopted position from the journal (defect 15).

@@ -56,6 +56,10 @@ class SimulatorConfig:
             raise ConfigError(f"--speed={self.speed}: must be >= 0 (0 = advance only via /sim/advance)")
         if not (self.balance > 0 and math.isfinite(self.balance)):
             raise ConfigError(f"--balance={self.balance}: must be a positive number")
+        if self.weight_limit < 1:
+            raise ConfigError(f"--weight-limit={self.weight_limit}: must be >= 1")
+        if not (self.max_fill_qty_per_execution >= 0 and math.isfinite(self.max_fill_qty_per_execution)):
+            raise ConfigError(f"--max-fill-qty={self.max_fill_qty_per_execution}: must be >= 0")
         if self.ws_max_age_s <= 0:
             raise ConfigError(f"--ws-max-age={self.ws_max_age_s}: must be > 0 seconds")
         if not self.api_key.isalnum() or not self.api_secret.isalnum():

@@ -1,5 +1,6 @@
 """``/sim/`` control endpoints (loopback only, never mixed into the Binance routes):
-``GET /sim/state``, ``POST /sim/advance?bars=N``, ``POST /sim/faults``."""
+``GET /sim/state``, ``POST /sim/advance?bars=N``, ``POST /sim/faults``, ``GET /sim/audit``
+(``simulator/audit.py``: protection gaps, every execution and income row)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,15 @@ async def get_state(request: web.Request) -> web.StreamResponse:
     try:
         _loopback(request)
         return json_response(state(srv))
+    except BinanceError as exc:
+        return exc.response()
+
+
+async def get_audit(request: web.Request) -> web.StreamResponse:
+    srv: SimServer = request.app[SRV_KEY]
+    try:
+        _loopback(request)
+        return json_response(srv.audit.report())
     except BinanceError as exc:
         return exc.response()
 

@@ -11,7 +11,9 @@ resync), ``reject_orders`` (``code`` one of -2019, -2022, -4118, -1111, -4164, -
 -1008; ``order_kind`` ``order`` | ``algo`` | ``any``), ``drop_connection`` (``stream`` market |
 private: TCP abort, the client sees close code 1006), ``silent_stream`` (``stream``; connected,
 pings answered, no data; a ``count`` counts withheld events), ``expire_listen_key`` (the key
-dies now: ``listenKeyExpired``, then the socket closes).
+dies now: ``listenKeyExpired``, then the socket closes), ``adl`` (auto-deleverage now: ``fraction``
+of the position of ``symbol``, or of the first symbol holding one, default 0.5; ``x=CALCULATED``,
+client id ``adl_autoclose``). ``http_error`` may name a ``method`` (``DELETE``: a failed cancel).
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ KINDS = (
     "drop_connection",
     "silent_stream",
     "expire_listen_key",
+    "adl",
 )
-INSTANT = ("drop_connection", "expire_listen_key")
+INSTANT = ("drop_connection", "expire_listen_key", "adl")
 
 
 @dataclass(slots=True)
@@ -57,6 +60,9 @@ class Fault:
     endpoint: str | None = None
     symbol: str | None = None
     hits: int = 0
+    injected_ms: int = 0  # wall clock, when it was registered
+    first_hit_ms: int | None = None  # wall clock of its first hit (the chaos audit's evidence)
+    withheld: list[str] = field(default_factory=list)  # silent private stream: what it swallowed
 
     def active(self, now_ms: int) -> bool:
         if self.until_ms is not None:
@@ -77,6 +83,9 @@ class Fault:
             "remaining": self.remaining,
             "until_ms": self.until_ms,
             "hits": self.hits,
+            "injected_ms": self.injected_ms,
+            "first_hit_ms": self.first_hit_ms,
+            "withheld": list(self.withheld),
         }
 
 
@@ -111,6 +120,12 @@ def parse_faults(doc: Any, now_ms: int, where: str) -> list[Fault]:
 def _check_params(kind: str, p: dict[str, Any], at: str, seconds: float | None) -> None:
     if kind == "http_error" and p.get("status", 500) not in (500, 502, 503, 504):
         raise ValueError(f"{at}: http_error 'status' must be 500, 502, 503 or 504")
+    if kind == "http_error" and p.get("method", "any") not in ("any", "GET", "POST", "PUT", "DELETE"):
+        raise ValueError(f"{at}: http_error 'method' must be GET, POST, PUT or DELETE")
+    if kind == "adl" and not (
+        isinstance(p.get("fraction", 0.5), (int, float)) and 0 < p.get("fraction", 0.5) <= 1
+    ):
+        raise ValueError(f"{at}: adl 'fraction' must be in (0, 1]")
     if kind in ("latency", "time_skew") and not isinstance(p.get("ms"), (int, float)):
         raise ValueError(f"{at}: {kind} needs 'ms' (a number)")
     if kind == "time_skew" and seconds is None:
@@ -147,6 +162,11 @@ class FaultBook:
 
     def add(self, faults: list[Fault]) -> list[Fault]:
         """Register faults; returns the instantaneous ones for the caller to execute now."""
+        now = self.clock_ms()
+        for f in faults:
+            f.injected_ms = now
+            if f.kind in INSTANT:
+                f.first_hit_ms = now
         self.log.extend(faults)
         self.active.extend(f for f in faults if f.kind not in INSTANT)
         return [f for f in faults if f.kind in INSTANT]
@@ -162,6 +182,8 @@ class FaultBook:
             if any(f.params.get(k, "any") not in (v, "any") for k, v in match.items()):
                 continue
             f.hits += 1
+            if f.first_hit_ms is None:
+                f.first_hit_ms = now
             if f.remaining is not None:
                 f.remaining -= 1
             self.active = [x for x in self.active if x.active(now)]
@@ -177,5 +199,11 @@ class FaultBook:
         return None
 
     def skew_ms(self) -> int:
+        """The skew now; every read of a skewed clock counts as a hit of that fault."""
         f = self.peek("time_skew")
-        return int(f.params["ms"]) if f else 0
+        if f is None:
+            return 0
+        f.hits += 1
+        if f.first_hit_ms is None:
+            f.first_hit_ms = self.clock_ms()
+        return int(f.params["ms"])

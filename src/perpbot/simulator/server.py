@@ -20,6 +20,7 @@ from aiohttp import web
 
 from perpbot.exchange.sim.engine import SimSettings
 from perpbot.simulator import control, rest_account, rest_orders, rest_public
+from perpbot.simulator.audit import ProtectionAudit
 from perpbot.simulator.auth import Authenticator, parse_params
 from perpbot.simulator.config import SimulatorConfig
 from perpbot.simulator.errors import BinanceError, json_response
@@ -111,6 +112,8 @@ class SimServer:
         self.market_hub = MarketHub(cfg, self.faults)
         self.private_hub = PrivateHub(cfg, self.listen_keys, self.faults, lambda: self.venue.now_ms)
         self.venue.listeners.append(self.private_hub.on_event)
+        self.audit = ProtectionAudit(self.venue)
+        self.venue.listeners.append(lambda _ev: self.audit.observe())
         self.replay = Replay(self.venue, cfg.speed, [self.market_hub.on_candle])
         self._runner: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -130,6 +133,21 @@ class SimServer:
             elif f.kind == "expire_listen_key":
                 f.hits = int(self.listen_keys.key is not None)
                 self.listen_keys.expire()
+            elif f.kind == "adl":
+                f.hits = self._deleverage(f.symbol, float(f.params.get("fraction", 0.5)))
+
+    def _deleverage(self, symbol: str | None, fraction: float) -> int:
+        """ADL ``fraction`` of one position (at least one step); 1 if a position was hit."""
+        v = self.venue
+        held = [s for s in v.market.symbols if v.engine.position(s) is not None]
+        target = symbol if symbol in held else (held[0] if held and symbol is None else None)
+        if target is None:
+            return 0
+        pos = v.engine.position(target)
+        assert pos is not None
+        step = v.engine.symbol_filters(target).step_size
+        v.call(v.engine.deleverage, target, max(step, pos.quantity * fraction))
+        return 1
 
     # ------------------------------------------------------------------ app
 
@@ -149,6 +167,7 @@ class SimServer:
         app.router.add_get("/sim/state", control.get_state)
         app.router.add_post("/sim/advance", control.post_advance)
         app.router.add_post("/sim/faults", control.post_faults)
+        app.router.add_get("/sim/audit", control.get_audit)
         return app
 
     def _endpoint(self, method: str, path: str, handler: Handler, security: str) -> Any:
@@ -162,7 +181,7 @@ class SimServer:
             try:
                 self.limiter.admit(request_weight(method, path, params), is_order)
                 if self.faults.active:
-                    await self._before(path, symbol)
+                    await self._before(method, path, symbol)
                 if security == SIGNED:
                     params = self.auth.check_signed(request.headers.get("X-MBX-APIKEY"), raw_q, raw_b)
                 elif security == KEY:
@@ -181,13 +200,13 @@ class SimServer:
 
         return endpoint
 
-    async def _before(self, path: str, symbol: str | None) -> None:
+    async def _before(self, method: str, path: str, symbol: str | None) -> None:
         f = self.faults.take("latency", path, symbol)
         if f is not None:
             await asyncio.sleep(float(f.params["ms"]) / 1000.0)
         if self.faults.take("rate_limit_burst", path, symbol) is not None:
             raise self.limiter.too_many(self.wall_ms(), self.wall_ms() + 1000)
-        f = self.faults.take("http_error", path, symbol)
+        f = self.faults.take("http_error", path, symbol, method=method)
         if f is not None:
             status = int(f.params.get("status", 500))
             raise BinanceError(-1000, "An unknown error occured while processing the request.", status=status)

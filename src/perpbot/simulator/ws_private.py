@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from perpbot.domain.events import ExchangeEvent
+from perpbot.domain.events import ExchangeEvent, OrderTradeUpdate
 from perpbot.exchange.binance.codec import event_json
 from perpbot.simulator.config import SimulatorConfig
 from perpbot.simulator.faults import FaultBook
@@ -44,7 +44,9 @@ class PrivateHub:
         key = self.keys.key
         if key is None or not self.conns:
             return
-        if self.faults.active and self.faults.take("silent_stream", stream="private"):
+        if self.faults.active and (f := self.faults.take("silent_stream", stream="private")) is not None:
+            kind = type(ev).__name__
+            f.withheld.append(f"{kind}:{ev.execution_type}" if isinstance(ev, OrderTradeUpdate) else kind)
             return
         data = event_json(ev)
         raw = combined = None

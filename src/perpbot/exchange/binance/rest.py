@@ -103,6 +103,9 @@ class BinanceRest:
                 log.warning("binance: -1021 timestamp outside recvWindow; resyncing the clock, one retry")
                 await self.sync_time()
                 continue
+            # One line per failed request, so an operator (and the chaos test) can tell which
+            # request a 5xx, a 429/418 or a rejection hit; callers decide what happens next.
+            log.warning("binance: %s failed (%s: %s)", name, type(err).__name__, err)
             raise err
         raise AssertionError("unreachable")
 

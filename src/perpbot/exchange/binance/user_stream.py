@@ -144,16 +144,18 @@ class UserStream:
         finally:
             self.frames_handled += 1
 
-    async def _emit(self, ev: ExchangeEvent) -> None:
+    async def _emit(self, ev: ExchangeEvent) -> bool:
+        """Deliver ``ev`` unless it was delivered before; True when delivered."""
         key = dedupe_key(ev)
         if key is not None:
             if key in self._seen:
-                return
+                return False
             self._seen[key] = None
             if len(self._seen) > SEEN_CAP:
                 self._seen.popitem(last=False)
         self._track(ev)
         await self.ex.dispatch(ev)
+        return True
 
     def _track(self, ev: ExchangeEvent) -> None:
         if isinstance(ev, OrderTradeUpdate) and ev.execution_type == "TRADE":
@@ -173,12 +175,17 @@ class UserStream:
             return
         self.resyncs += 1
         for sym in self.symbols:
+            new = 0
             for ev in await self._missed_algos(sym):
                 self.recovered += 1
-                await self._emit(ev)
+                new += await self._emit(ev)
             for ev in await self._missed_trades(sym):
                 self.recovered += 1
-                await self._emit(ev)
+                new += await self._emit(ev)
+            if new:
+                log.warning(
+                    "user stream: %d missed %s event(s) recovered from REST after reconnecting", new, sym
+                )
         for listener in tuple(self.resync_listeners):
             await listener()
 

@@ -1,0 +1,62 @@
+"""The long chaos run (issue 10 §4): the CI chaos test over many more simulated days.
+
+A paper replay of three symbols against ``perpbot simulate``, every fault kind injected at seeded
+random candles, the bot process SIGKILLed at seeded random points and restarted on its journal;
+then the same invariants as ``tests/chaos`` (``perpbot.runtime.chaos_check``), plus the figures:
+candles per second, kills, faults by kind (injected / hit / evidence seen), executions, trades,
+longest unprotected span. The artefacts (bot logs, journal, ``audit.json``, ``faults.json``)
+stay in ``--out``. Exit status 1 when an invariant broke.
+
+Not a test: ``python bench/chaos.py --days 180 --seed N [--kills K] [--faults-per-day F]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from perpbot.runtime.chaos import ChaosSettings, run_chaos
+from perpbot.runtime.chaos_check import fault_label
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--days", type=int, default=180)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--kills", type=int, default=0, help="SIGKILLs (default: one per 3 days)")
+    p.add_argument("--faults-per-day", type=float, default=13.0)
+    p.add_argument("--out", type=Path, default=None, help="artefacts folder (default: a temp folder)")
+    p.add_argument("--max-wall-s", type=float, default=6 * 3600.0)
+    a = p.parse_args()
+    out = a.out or Path(tempfile.mkdtemp(prefix="perpbot-chaos-"))
+    kills = a.kills or max(1, a.days // 3)
+    res = run_chaos(
+        ChaosSettings(
+            days=a.days,
+            seed=a.seed,
+            out=out,
+            kills=kills,
+            faults_per_day=a.faults_per_day,
+            max_wall_s=a.max_wall_s,
+        )
+    )
+    print(f"chaos --days {a.days} --seed {a.seed}: artefacts in {out}")
+    for line in res.summary():
+        print("  " + line)
+    injected = Counter(fault_label(f) for f in res.faults)
+    hit = Counter(fault_label(f) for f in res.faults if f.get("hits"))
+    seen = Counter(res.evidence.seen)
+    print("  fault                          injected  hit  line seen")
+    for k in sorted(injected):
+        print(f"  {k:<30} {injected[k]:>8} {hit[k]:>4} {seen[k]:>10}")
+    for v in res.violations:
+        print("  VIOLATION " + v)
+    print(f"  invariants: {'HELD' if not res.violations else 'BROKEN'}")
+    return 1 if res.violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
