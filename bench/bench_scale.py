@@ -49,11 +49,23 @@ def write_data(root: Path, n: int, days: int) -> float:
 
 def child(data_dir: Path, n: int) -> dict[str, Any]:
     import asyncio
+    import importlib
 
     from perpbot.backtest.kill_switch_policy import KillSwitchPolicy
     from perpbot.backtest.runner import BacktestConfig, run_backtest
     from perpbot.config import AppConfig
 
+    # The run's lazy imports belong to the baseline, not to the symbols: a size's memory per
+    # symbol is what its symbols add above an interpreter that has loaded the backtest stack.
+    for name in (
+        "pyarrow.parquet",
+        "perpbot.strategy.indicators",
+        "perpbot.ml.features",
+        "perpbot.engine.bot",
+        "perpbot.exchange.sim.adapter",
+        "perpbot.backtest.trade_chart",
+    ):
+        importlib.import_module(name)
     base_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     syms = tuple(symbols(n))
     cfg = BacktestConfig(

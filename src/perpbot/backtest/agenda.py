@@ -38,6 +38,8 @@ class Agenda:
 
     wake_steps: np.ndarray  # sorted step indices with a signal candle or a symbol's last candle
     candles_before: np.ndarray  # candles_before[k] = candles in steps 0..k-1 (length steps + 1)
+    # step → the symbol indices (ascending) whose candle there wakes the loop
+    wake_symbols: dict[int, tuple[int, ...]]
 
     @property
     def n_steps(self) -> int:
@@ -58,22 +60,23 @@ def build_agenda(series: Sequence[_Series], timeline_open_ms: np.ndarray) -> Age
     n_steps = int(timeline_open_ms.size)
     per_step = np.zeros(n_steps, dtype=np.int64)
     wake: list[np.ndarray] = []
-    for s in series:
+    by_step: dict[int, list[int]] = {}
+    for si, s in enumerate(series):
         step_of = np.searchsorted(timeline_open_ms, s.open_time_ms)
         per_step[step_of] += 1
         if step_of.size == 0:
             continue
         has_signal = np.fromiter((x is not None for x in s.side), dtype=bool, count=len(s.side))
         rows = np.flatnonzero(has_signal & s.ready)
-        wake.append(step_of[rows])
-        wake.append(step_of[-1:])  # the symbol's last candle: the end-of-data close
+        mine = np.unique(np.concatenate([step_of[rows], step_of[-1:]]))  # + the end-of-data close
+        wake.append(mine)
+        for k in mine.tolist():
+            by_step.setdefault(k, []).append(si)
     steps = np.unique(np.concatenate(wake)) if wake else np.zeros(0, dtype=np.int64)
     before = np.zeros(n_steps + 1, dtype=np.int64)
     np.cumsum(per_step, out=before[1:])
-    return Agenda(wake_steps=steps.astype(np.int64), candles_before=before)
-
-
-def all_at_rest(bots: Sequence[Any], engine: Any, symbols: Sequence[str]) -> bool:
-    """Every bot at rest and every symbol's book quiet: nothing can happen until the data wakes
-    the loop."""
-    return all(bot.at_rest and engine.quiet(sym) for bot, sym in zip(bots, symbols, strict=True))
+    return Agenda(
+        wake_steps=steps.astype(np.int64),
+        candles_before=before,
+        wake_symbols={k: tuple(v) for k, v in by_step.items()},
+    )

@@ -64,21 +64,52 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from perpbot.backtest.kill_switch_policy import KILL_SWITCH_ON, KillSwitchPolicy
 from perpbot.backtest.metrics import DAY_MS, MetricsReport, canonical_order, summarize
+from perpbot.backtest.prepare import (
+    SymbolSeries,
+    Timeline,
+    aligned_closes,
+    build_timeline,
+    forward_fill,
+    market_source,
+    prepare_series,
+    window_slice,
+)
 from perpbot.config import AppConfig
 from perpbot.data.schema import BAR_MS, data_path
 from perpbot.domain.types import ClosedTrade, CloseReason, SymbolFilters
-from perpbot.engine.context import CandleContext
 from perpbot.errors import ConfigError, DataError
 from perpbot.exchange.known_filters import derived_filters
 from perpbot.ml.decision import EntryFilter, PassThroughFilter
-from perpbot.strategy.signal import side_from_code
+
+if TYPE_CHECKING:  # frames only where a caller hands them in: the run itself reads arrays
+    import pandas as pd
+
+    from perpbot.backtest.trade_chart import Candles
+
+# Re-exported: the preparation lives in ``backtest.prepare`` (tests and the walk-forward import
+# these names from here).
+__all__ = [
+    "BacktestConfig",
+    "BacktestResult",
+    "RunStats",
+    "SymbolSeries",
+    "Timeline",
+    "aligned_closes",
+    "build_timeline",
+    "check_inputs",
+    "forward_fill",
+    "iso_minute",
+    "load_markets",
+    "prepare_series",
+    "run_backtest",
+    "window_slice",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +158,7 @@ class BacktestConfig:
     # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
     # candle (the reference the equivalence tests compare against).
     skip_ahead: bool = True
+    # Keep each symbol's window candles (OHLC arrays the run already holds) in
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -204,6 +236,9 @@ class BacktestResult:
     # been considered (flat, or against the open position), and the automatic resets.
     kill_switch_blocked: dict[str, int] = field(default_factory=dict)
     kill_switch_resets: list[dict[str, Any]] = field(default_factory=list)
+    # Per symbol, the window's candles the run traded on (the engine's own arrays, not copies):
+    # the trade charts draw them without loading the data again.
+    candles: dict[str, Candles] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -341,193 +376,16 @@ def check_inputs(cfg: BacktestConfig) -> None:
         raise ConfigError(f"{jp}: journal already exists; a backtest needs a fresh journal")
 
 
-# ---------------------------------------------------------------------------------------------
-# Preparation: per-symbol arrays, features once, one timeline
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class SymbolSeries:
-    """One symbol's window, as plain arrays and Python lists for the hot loop."""
-
-    symbol: str
-    open_time_ms: np.ndarray  # int64, window rows
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    funding: np.ndarray | None
-    features: np.ndarray  # (n, 26) float64, read-only
-    ready: np.ndarray  # bool: every non-optional feature finite (signals allowed)
-    # Per row: the rule signal's side (None for HOLD), a list for the hot loop's ``is None`` test;
-    # the context's other values stay arrays (read with ``item``: Python scalars, the same values)
-    # because with the skip-ahead only signal rows build a context, and a year of 100 symbols in
-    # Python float lists would cost ~1 GiB (issue 13, scale).
-    side: list[Any]
-    long_score: np.ndarray  # int64
-    short_score: np.ndarray  # int64
-    close_l: np.ndarray  # float64
-    atr_l: np.ndarray
-    rsi_l: np.ndarray
-    macd_l: np.ndarray
-    adx_l: np.ndarray
-    vol_surge_l: np.ndarray  # bool
-
-    @property
-    def n(self) -> int:
-        return int(self.open_time_ms.size)
-
-    def context(self, i: int) -> CandleContext:
-        """The bot's context for window row ``i`` (same values as ``features.context_from_row``)."""
-        return CandleContext(
-            self.symbol,
-            self.open_time_ms.item(i),
-            self.close_l.item(i),
-            self.atr_l.item(i),
-            self.side[i],
-            self.long_score.item(i),
-            self.short_score.item(i),
-            self.rsi_l.item(i),
-            self.macd_l.item(i),
-            self.adx_l.item(i),
-            self.vol_surge_l.item(i),
-            self.features[i],
-        )
-
-
 def load_markets(cfg: BacktestConfig) -> dict[str, pd.DataFrame]:
-    """The validated frames, from ``cfg.markets`` or ``<data_dir>/<sym>/combined_15m.parquet``."""
+    """The validated frames, from ``cfg.markets`` or ``<data_dir>/<sym>/combined_15m.parquet``.
+
+    For callers that need frames (the walk-forward's training); the run itself streams arrays
+    (``backtest.prepare``)."""
     if cfg.markets is not None:
         return {s: cfg.markets[s] for s in cfg.symbols}
     from perpbot.data.store import load_market
 
     return {s: load_market(data_path(cfg.data_dir, s)) for s in cfg.symbols}
-
-
-def window_slice(times: np.ndarray, start_ms: int | None, end_ms: int | None) -> slice:
-    """Rows of sorted open ``times`` inside the window (``start`` inclusive, ``end`` exclusive)."""
-    lo = 0 if start_ms is None else int(np.searchsorted(times, start_ms, side="left"))
-    hi = times.size if end_ms is None else int(np.searchsorted(times, end_ms, side="left"))
-    return slice(lo, hi)
-
-
-def prepare_series(
-    symbol: str,
-    market: pd.DataFrame,
-    app_config: AppConfig,
-    start_ms: int | None,
-    end_ms: int | None,
-    precomputed: Mapping[str, np.ndarray] | None = None,
-) -> SymbolSeries | None:
-    """Features once on the whole frame, then the window slice; None when the window is empty.
-
-    ``precomputed``: the whole frame's ``feature_arrays`` for these parameters, already computed."""
-    from perpbot.ml.features import BASE_FEATURES, FEATURE_COLS, feature_arrays
-
-    idx = market.index
-    if not isinstance(idx, pd.DatetimeIndex):
-        raise DataError(f"{symbol}: market frame needs a DatetimeIndex of candle open times")
-    times = idx.as_unit("ms").asi8.astype(np.int64)
-    w = window_slice(times, start_ms, end_ms)
-    if w.stop <= w.start:
-        return None
-    arrays = precomputed if precomputed is not None else feature_arrays(market, app_config.params_for(symbol))
-    feats = np.ascontiguousarray(np.column_stack([arrays[c][w] for c in FEATURE_COLS]), dtype=np.float64)
-    feats.flags.writeable = False  # contexts hand out row views: the bot must not alter the frame
-    base = np.column_stack([arrays[c][w] for c in BASE_FEATURES])
-    atr = np.asarray(arrays["atr"][w], dtype=np.float64)
-    ready = np.isfinite(base).all(axis=1) & np.isfinite(atr)
-
-    def col(name: str) -> np.ndarray:
-        return np.ascontiguousarray(market[name].to_numpy(dtype=np.float64)[w])
-
-    funding = col("funding_rate") if "funding_rate" in market.columns else None
-    signal = np.asarray(arrays["signal"][w]).astype(np.int64)
-    sides = {code: side_from_code(code) for code in (-1, 0, 1)}
-    return SymbolSeries(
-        symbol=symbol,
-        open_time_ms=np.ascontiguousarray(times[w]),
-        open=col("open"),
-        high=col("high"),
-        low=col("low"),
-        close=col("close"),
-        funding=funding,
-        features=feats,
-        ready=ready,
-        side=[sides[int(c)] for c in signal.tolist()],
-        long_score=np.asarray(arrays["long_score"][w]).astype(np.int64),
-        short_score=np.asarray(arrays["short_score"][w]).astype(np.int64),
-        close_l=np.ascontiguousarray(arrays["close"][w], dtype=np.float64),
-        atr_l=atr,
-        rsi_l=np.ascontiguousarray(arrays["rsi"][w], dtype=np.float64),
-        macd_l=np.ascontiguousarray(arrays["macd_hist"][w], dtype=np.float64),
-        adx_l=np.ascontiguousarray(arrays["adx_raw"][w], dtype=np.float64),
-        vol_surge_l=np.asarray(arrays["vol_surge"][w]).astype(bool),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Timeline:
-    """The union of open times and, per step, which symbols have a candle (and which row)."""
-
-    open_time_ms: np.ndarray  # int64, strictly increasing
-    steps: Sequence[tuple[tuple[int, int], ...]]  # per step: ((symbol index, row), ...) in symbol order
-
-    @property
-    def close_time_ms(self) -> np.ndarray:
-        return self.open_time_ms + BAR_MS
-
-
-class _Steps(Sequence[tuple[tuple[int, int], ...]]):
-    """The timeline's steps, built on demand from one (steps × symbols) row matrix (-1: no candle).
-
-    Why not a list of tuples: for 100 symbols over a year that list holds 3.5 M small tuples
-    (~0.4 GiB), and with the skip-ahead most steps are never looked at (issue 13, scale)."""
-
-    __slots__ = ("_rows",)
-
-    def __init__(self, rows: np.ndarray) -> None:
-        self._rows = rows
-
-    def __len__(self) -> int:
-        return int(self._rows.shape[0])
-
-    def _step(self, k: int) -> tuple[tuple[int, int], ...]:
-        return tuple((si, r) for si, r in enumerate(self._rows[k].tolist()) if r >= 0)
-
-    @overload
-    def __getitem__(self, k: int) -> tuple[tuple[int, int], ...]: ...
-    @overload
-    def __getitem__(self, k: slice) -> list[tuple[tuple[int, int], ...]]: ...
-    def __getitem__(self, k: int | slice) -> tuple[tuple[int, int], ...] | list[tuple[tuple[int, int], ...]]:
-        if isinstance(k, slice):
-            return [self._step(i) for i in range(*k.indices(len(self)))]
-        if k < 0:
-            k += len(self)
-        if not 0 <= k < len(self):
-            raise IndexError(k)
-        return self._step(k)
-
-
-def build_timeline(series: Sequence[SymbolSeries]) -> Timeline:
-    """Align the symbols on one timeline of open times (union; no step for a missing candle)."""
-    times = np.unique(np.concatenate([s.open_time_ms for s in series]))
-    rows = np.full((times.size, len(series)), -1, dtype=np.int32)
-    for k, s in enumerate(series):
-        rows[np.searchsorted(times, s.open_time_ms), k] = np.arange(s.n, dtype=np.int32)
-    return Timeline(open_time_ms=times, steps=_Steps(rows))
-
-
-def forward_fill(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """``values`` (stamped with sorted ``times``) at each of ``at``: the last value at or before
-    it, NaN before the first."""
-    pos = np.searchsorted(times, at, side="right") - 1
-    return np.where(pos >= 0, values[np.maximum(pos, 0)], np.nan)
-
-
-def aligned_closes(series: Sequence[SymbolSeries], timeline: Timeline) -> dict[str, np.ndarray]:
-    """Each symbol's close on the timeline, forward-filled (NaN before its first candle)."""
-    return {s.symbol: forward_fill(s.open_time_ms, s.close, timeline.open_time_ms) for s in series}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -667,8 +525,16 @@ async def _drive(
 
     ``skip_ahead`` (``backtest.agenda``): while every book is quiet and every bot at rest, jump
     to the next step with a signal or a last candle; on the steps it does run, a HOLD candle is
-    not handed to the bot and an at-rest bot of a quiet book is not reconciled (both no-ops)."""
-    from perpbot.backtest.agenda import all_at_rest, build_agenda
+    not handed to the bot and an at-rest bot of a quiet book is not reconciled (both no-ops).
+
+    With the skip-ahead, a step looks only at its *active* symbols: those awake (bot not at rest
+    or book not quiet at the end of the previous step) and those the data wakes (a signal or a
+    last candle). Every other symbol is asleep: its bar would not be processed, its HOLD candle
+    not handed over, its bot not reconciled and it has no background work, and nothing another
+    symbol does can wake it (orders and events are per symbol; the bots ignore other symbols'
+    events). So the per-step work grows with what is happening, not with the number of symbols
+    (issue 13, scale); the same bot code runs on the same steps as before."""
+    from perpbot.backtest.agenda import build_agenda
 
     last_row = [s.n - 1 for s in prepared]
     ready = [s.ready.tolist() for s in prepared]
@@ -686,21 +552,30 @@ async def _drive(
     agenda = build_agenda(prepared, timeline.open_time_ms) if skip_ahead else None
     sides = [s.side for s in prepared]
     next_reconcile = open_times[0] + BAR_MS if n_steps else 0
+    everyone = range(len(bots))
+    awake = set() if agenda is None else {si for si in everyone if not _asleep(bots[si], engine, syms[si])}
+    rows = timeline.rows
+    active: Sequence[int] = everyone
     k = -1
     while k + 1 < n_steps:
         k += 1
-        if agenda is not None and all_at_rest(bots, engine, syms):
-            j = agenda.next_wake(k)
-            if j > k:
-                skipped_steps += j - k
-                skipped_candles += agenda.candles(k, j)
-                done += agenda.candles(k, j)
-                if progress is not None:
-                    progress(done, total_candles)
-                if j >= n_steps:
-                    break
-                k = j
-        step = steps[k]
+        if agenda is not None and not awake and (j := agenda.next_wake(k)) > k:
+            # Every bot at rest and every book quiet: nothing happens until the data wakes the loop.
+            skipped_steps += j - k
+            skipped_candles += agenda.candles(k, j)
+            done += agenda.candles(k, j)
+            if progress is not None:
+                progress(done, total_candles)
+            if j >= n_steps:
+                break
+            k = j
+        if agenda is None:
+            step = steps[k]
+        else:
+            woken = agenda.wake_symbols.get(k, ())
+            active = sorted(awake.union(woken)) if awake else woken
+            row_k = rows[k]
+            step = [(si, r) for si in active if (r := int(row_k[si])) >= 0]
         # The clock reads the candle's close before its exchange events are handled: the
         # simulator stamps what happens inside bar T at T's close, and the bots' journal entries
         # and the risk manager's daily reset must agree with those stamps.
@@ -741,19 +616,28 @@ async def _drive(
                 await exchange.drain()
         now = open_times[k] + BAR_MS
         if now >= next_reconcile:
-            for si, bot in enumerate(bots):
-                if agenda is None or not (bot.at_rest and engine.quiet(syms[si])):
-                    await bot.reconcile()
+            for si in active:
+                if agenda is None or not _asleep(bots[si], engine, syms[si]):
+                    await bots[si].reconcile()
             await exchange.drain()
             reconciles += 1
             next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
         # Background work of the bots (re-protection, cancel retries, a late entry) finishes
         # before time advances: no simulated time passes while it runs, and nothing starves.
-        for bot in bots:
+        for si in active:
+            bot = bots[si]
             if bot.has_background:
                 await bot.wait_background()
                 await exchange.drain()
-        done += len(step)
+        if agenda is None:
+            done += len(step)
+        else:
+            done += agenda.candles(k, k + 1)
+            for si in active:
+                if _asleep(bots[si], engine, syms[si]):
+                    awake.discard(si)
+                else:
+                    awake.add(si)
         if progress is not None and (k % _PROGRESS_EVERY == 0 or k == n_steps - 1):
             progress(done, total_candles)
     await exchange.drain()
@@ -761,6 +645,12 @@ async def _drive(
         await bot.wait_background()
     await exchange.drain()
     return bot_candles, signals, reconciles, skipped_steps, skipped_candles
+
+
+def _asleep(bot: Any, engine: Any, symbol: str) -> bool:
+    """The bot at rest and its book quiet (``backtest.agenda``): nothing can happen to it until
+    the data wakes it."""
+    return bool(bot.at_rest) and bool(engine.quiet(symbol))
 
 
 def _blocked_by_kill_switch(bot: Any, signal: Any) -> bool:
@@ -781,16 +671,19 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     check_inputs(cfg)
     symbols = tuple(cfg.symbols)
     app = app_config.with_symbols(list(symbols))
-    markets = load_markets(cfg)
     warnings: list[str] = []
     prepared: list[SymbolSeries] = []
+    # One symbol at a time: its file and feature arrays are dropped before the next is loaded
+    # (``backtest.prepare``); with the skip-ahead only signal rows keep their context values.
+    contexts = "signals" if cfg.skip_ahead else "all"
     for sym in symbols:
         pre = None if cfg.feature_arrays is None else cfg.feature_arrays.get(sym)
-        s = prepare_series(sym, markets[sym], app, cfg.start_ms, cfg.end_ms, pre)
+        market = market_source(sym, cfg.data_dir, cfg.markets)
+        s = prepare_series(sym, market, app, cfg.start_ms, cfg.end_ms, pre, contexts=contexts)
+        del market
         if s is None:
             raise DataError(f"{sym}: no candle inside the backtest window")
         prepared.append(s)
-    del markets
     timeline = build_timeline(prepared)
     total_candles = sum(s.n for s in prepared)
 
@@ -916,6 +809,9 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
             f"{close_timeouts} close(s) not confirmed in time (released with PnL 0, then booked late)"
         )
     closes = aligned_closes(prepared, timeline)
+    from perpbot.backtest.trade_chart import Candles
+
+    candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
     report = summarize(
         trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
     )
@@ -946,4 +842,5 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         daily_limit_days=limit_days,
         kill_switch_blocked={s.symbol: n for s, n in zip(prepared, blocked, strict=True)},
         kill_switch_resets=resets,
+        candles=candles,
     )

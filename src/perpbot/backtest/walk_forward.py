@@ -400,7 +400,13 @@ def run_walk_forward(
         if progress is not None:
             progress(done, total)
 
-    base = replace(cfg, markets=markets, journal_path=":memory:", entry_filters=None)
+    base = replace(
+        cfg,
+        markets=markets,
+        journal_path=":memory:",
+        entry_filters=None,
+        feature_arrays=cfg.feature_arrays or shared_features(markets, app),
+    )
     with tempfile.TemporaryDirectory(prefix="perpbot-wf-") as tmp:
         job = _FoldJob(base, app, tuple(windows), Path(tmp), lgbm_overrides)
         n_workers = min(len(windows), workers if workers is not None else (os.cpu_count() or 1))
@@ -438,6 +444,17 @@ def run_walk_forward(
     if out_dir is not None:
         result = write_walk_forward(result, Path(out_dir), cfg)
     return result
+
+
+def shared_features(markets: Mapping[str, pd.DataFrame], app: AppConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Each symbol's ``feature_arrays`` on its whole market, computed once for every fold run.
+
+    A backtest computes its features on the whole file and then cuts its window out (``runner``),
+    so all 2·K runs of a walk-forward would compute exactly these arrays again (same markets, same
+    parameters). Computed here, before the workers fork, they are inherited by every fold."""
+    from perpbot.ml.features import feature_arrays
+
+    return {s: feature_arrays(m, app.params_for(s)) for s, m in markets.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,7 +511,7 @@ def _worker_fold(j: int) -> WalkForwardFold:
     assert _JOB is not None
     fold = _run_fold(_JOB, j)
     light = {
-        m: replace(r, config=replace(r.config, markets=None, entry_filters=None))
+        m: replace(r, config=replace(r.config, markets=None, entry_filters=None, feature_arrays=None))
         for m, r in fold.results.items()
     }
     return replace(fold, results=light)

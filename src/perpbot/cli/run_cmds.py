@@ -8,7 +8,6 @@ SIGINT/SIGTERM stop it gracefully (protective orders stay on the exchange); exit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -27,6 +26,8 @@ def _say(line: str) -> None:
 
 
 async def _main(runtime: object) -> int:
+    import asyncio
+
     from perpbot.runtime.app import Runtime, run_until_stopped
 
     assert isinstance(runtime, Runtime)
@@ -108,6 +109,8 @@ def _register_run(app: typer.Typer) -> None:
             heartbeat_s=heartbeat,
             connect_attempts=connect_attempts or None,
         )
+        import asyncio
+
         from perpbot.alerts.factory import build_notifier
 
         notifier = build_notifier(cfg, cfg.binance_env)  # tagged [DEMO] / [TESTNET]; live: none
@@ -167,6 +170,8 @@ def register_paper(app: typer.Typer) -> None:
         replayed_market(opts)
         out.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE")}
+        import asyncio
+
         use_ml = not no_ml
         view = _live_view(cfg.symbols, "PAPER", quiet)
         res = asyncio.run(run_paper(env, opts, journal, model_dir, use_ml=use_ml, out=_say, view=view))

@@ -7,7 +7,6 @@ text and checked here so that a bad value is the usual one-line error with exit 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import signal
 import sys
@@ -42,6 +41,8 @@ def _number(name: str, text: str, kind: type[int] | type[float]) -> float:
 
 
 async def _serve(cfg: SimulatorConfig) -> None:
+    import asyncio
+
     from perpbot.simulator.server import SimServer
 
     srv = SimServer(cfg)
@@ -134,4 +135,6 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"simulate: API key {cfg.api_key}", highlight=False, soft_wrap=True)
             if api_secret is None:
                 err_console.print(f"simulate: API secret {cfg.api_secret}", highlight=False, soft_wrap=True)
+        import asyncio
+
         asyncio.run(_serve(cfg))

@@ -15,30 +15,36 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from perpbot.data.market_arrays import (
+    CLOSED_THROUGH_KEY as CLOSED_THROUGH_KEY,
+)
+from perpbot.data.market_arrays import (
+    FloatColumn,
+    load_market_arrays,
+    one_line,
+    partial_rows,
+    validated_columns,
+)
 from perpbot.data.schema import (
     ALL_COLUMNS,
-    BAR_MS,
-    BTC_COLS,
-    ETH_COLS,
     FUNDING_CONVENTION_KEY,
     FUNDING_CONVENTIONS,
     INDEX_NAME,
     MICRO_COLS,
-    OHLCV,
     detect_funding_convention,
 )
 from perpbot.errors import DataError
 from perpbot.fileio import UnwritableFolderError, atomic_write
 
-# Parquet key-value metadata written by ``save_market``: open time (ms) of the last candle that
-# was known to be closed when the file was written.
-CLOSED_THROUGH_KEY = b"perpbot.closed_through_ms"
+if TYPE_CHECKING:  # pandas is imported by the functions that build or read frames: the
+    import pandas as pd  # backtest loads arrays (``market_arrays``) and needs no pandas at all
+
 # Set on files written by ``perpbot synth`` (how they were made): every command that loads one says
 # so, because a synthetic market validates the machinery, never a strategy (issue 11 §1).
 SYNTHETIC_KEY = b"perpbot.synthetic"
@@ -46,55 +52,10 @@ SYNTHETIC_KEY = b"perpbot.synthetic"
 # (``data.schema``: the key's value when the file has it, else what the column shows).
 FUNDING_CONVENTION_ATTR = "funding_convention"
 
-_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (("primary", OHLCV), ("btc", BTC_COLS), ("eth", ETH_COLS))
-
 
 # --------------------------------------------------------------------------------------------
-# Reading
-
-
-def _one_line(text: object) -> str:
-    """Arrow/pandas messages can span lines; the error contract is one line."""
-    first = str(text).strip().splitlines()
-    return first[0][:200] if first else type(text).__name__
-
-
-def _read_table(path: Path) -> pa.Table:
-    if not path.exists():
-        raise DataError(f"{path}: file not found (run `perpbot fetch` or `perpbot synth` first)")
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, expected a parquet file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes)")
-    try:
-        return pq.read_table(path)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        reason = _one_line(exc)
-        raise DataError(f"{path}: unreadable parquet (truncated or not a parquet file): {reason}") from None
-
-
-def _closed_through(table: pa.Table, path: Path) -> int | None:
-    meta = table.schema.metadata or {}
-    raw = meta.get(CLOSED_THROUGH_KEY)
-    if raw is None:
-        return None
-    try:
-        return int(raw.decode())
-    except (UnicodeDecodeError, ValueError):
-        raise DataError(f"{path}: bad {CLOSED_THROUGH_KEY.decode()} metadata {raw!r}") from None
-
-
-def _funding_convention(table: pa.Table, path: Path) -> str | None:
-    raw = (table.schema.metadata or {}).get(FUNDING_CONVENTION_KEY)
-    if raw is None:
-        return None
-    value = raw.decode(errors="replace")
-    if value not in FUNDING_CONVENTIONS:
-        allowed = ", ".join(FUNDING_CONVENTIONS)
-        raise DataError(
-            f"{path}: unknown {FUNDING_CONVENTION_KEY.decode()} {value!r} (expected one of: {allowed})"
-        )
-    return value
+# Reading (the checks themselves are ``market_arrays.validated_columns``, shared with the
+# backtest's pandas-free loader)
 
 
 def _to_utc_index(values: pd.Index | pd.Series, where: str) -> pd.DatetimeIndex:
@@ -103,6 +64,8 @@ def _to_utc_index(values: pd.Index | pd.Series, where: str) -> pd.DatetimeIndex:
     tz-naive timestamps are refused rather than assumed UTC: a file written from local time
     would otherwise be silently shifted by hours, which corrupts funding alignment and labels.
     """
+    import pandas as pd
+
     if not isinstance(values.dtype, pd.DatetimeTZDtype):
         if pd.api.types.is_datetime64_dtype(values.dtype):
             raise DataError(f"{where}: timestamp has no time zone (tz-naive); expected UTC")
@@ -128,113 +91,37 @@ def _frame_with_index(table: pa.Table, where: str) -> pd.DataFrame:
     return df
 
 
-def _fmt_ts(ts: pd.Timestamp | int) -> str:
-    if not isinstance(ts, pd.Timestamp):
-        ts = pd.Timestamp(int(ts), unit="ms", tz="UTC")
-    return ts.strftime("%Y-%m-%d %H:%M UTC")
+def _float_getter(df: pd.DataFrame, where: str) -> FloatColumn:
+    import pandas as pd
+
+    def as_float(col: str) -> np.ndarray:
+        series = df[col]
+        if not (pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)):
+            raise DataError(f"{where}: column {col} is not numeric ({series.dtype})")
+        return np.ascontiguousarray(series.to_numpy(dtype=np.float64, na_value=np.nan))
+
+    return as_float
 
 
-def _select_columns(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Required OHLCV, optional role groups (all five or none), optional micro columns → 0.0."""
-    missing = [c for c in OHLCV if c not in df.columns]
-    if missing:
-        raise DataError(f"{where}: missing required column(s): {', '.join(missing)}")
-    keep: list[str] = list(OHLCV)
-    for role, cols in _GROUPS[1:]:
-        present = [c for c in cols if c in df.columns]
-        if present and len(present) != len(cols):
-            absent = [c for c in cols if c not in df.columns]
-            raise DataError(
-                f"{where}: incomplete {role}-role columns (have {', '.join(present)}; "
-                f"missing {', '.join(absent)}): all five or none"
-            )
-        keep.extend(present)
-    out = pd.DataFrame(index=df.index)
-    for col in keep:
-        out[col] = _as_float(df[col], col, where)
-    for col in MICRO_COLS:
-        # Optional inputs of the OI/funding features: absent or NaN means "not known" → 0.0,
-        # which is what the live loop feeds when its fetch fails (SPEC §2.3).
-        values = _as_float(df[col], col, where) if col in df.columns else pd.Series(0.0, index=df.index)
-        out[col] = values.fillna(0.0)
-    return out
+def frame_columns(
+    table: pa.Table, where: str, closed_ms: int | None, drop_partial_last: bool | None
+) -> tuple[np.ndarray, list[str], FloatColumn]:
+    """A table through pandas' conversion (layouts the direct pyarrow path leaves to pandas):
+    (open times in ms of the kept rows, column names, float getter of the kept rows)."""
+    try:
+        df = _frame_with_index(table, where)
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise DataError(f"{where}: cannot convert to a frame: {one_line(exc)}") from None
+    rows = partial_rows(df.index.asi8, closed_ms, drop_partial_last)
+    df = df[rows] if not isinstance(rows, slice) else df.iloc[rows]
+    return df.index.asi8.astype(np.int64), [str(c) for c in df.columns], _float_getter(df, where)
 
 
-def _as_float(series: pd.Series, col: str, where: str) -> pd.Series:
-    if not (pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype)):
-        raise DataError(f"{where}: column {col} is not numeric ({series.dtype})")
-    return series.astype("float64")
+def _frame(times: np.ndarray, cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    import pandas as pd
 
-
-def _check_index(idx: pd.DatetimeIndex, where: str) -> None:
-    if len(idx) == 0:
-        raise DataError(f"{where}: no rows")
-    dup = idx.duplicated()
-    if dup.any():
-        raise DataError(f"{where}: {int(dup.sum())} duplicate timestamp(s), first {_fmt_ts(idx[dup][0])}")
-    ms = idx.asi8
-    step = np.diff(ms)
-    back = np.flatnonzero(step < 0)
-    if back.size:
-        i = int(back[0])
-        raise DataError(
-            f"{where}: timestamps not strictly increasing: {_fmt_ts(idx[i + 1])} follows {_fmt_ts(idx[i])}"
-        )
-    odd = np.flatnonzero(step % BAR_MS != 0)
-    if odd.size:
-        i = int(odd[0])
-        raise DataError(
-            f"{where}: not a 15-minute step: {_fmt_ts(idx[i])} -> {_fmt_ts(idx[i + 1])} "
-            f"({step[i] / 60_000:g} min)"
-        )
-    gaps = np.flatnonzero(step > BAR_MS)
-    if gaps.size:
-        i = int(gaps[0])
-        missing = int((step[gaps] // BAR_MS - 1).sum())
-        raise DataError(
-            f"{where}: {gaps.size} gap(s) in the 15-minute sequence ({missing} candle(s) missing), "
-            f"first after {_fmt_ts(idx[i])} (next candle {_fmt_ts(idx[i + 1])})"
-        )
-
-
-def _first_bad(mask: np.ndarray, idx: pd.DatetimeIndex) -> str:
-    return f"{int(mask.sum())} row(s), first {_fmt_ts(idx[int(np.flatnonzero(mask)[0])])}"
-
-
-def _check_finite(df: pd.DataFrame, where: str) -> None:
-    """Name *every* column holding NaN/inf in one line (issue 11 §1: fixing a file column by
-    column, one rerun each, is what a user should not have to do)."""
-    bad_cols = []
-    for col in df.columns:
-        bad = ~np.isfinite(df[col].to_numpy())
-        if bad.any():
-            bad_cols.append(f"{col}: {_first_bad(bad, df.index)}")
-    if len(bad_cols) == 1:
-        raise DataError(f"{where}: non-finite {bad_cols[0]}")
-    if bad_cols:
-        raise DataError(f"{where}: non-finite values in {len(bad_cols)} columns: {'; '.join(bad_cols)}")
-
-
-def _check_values(df: pd.DataFrame, where: str) -> None:
-    _check_finite(df, where)
-    idx = df.index
-    for _, cols in _GROUPS:
-        if cols[0] not in df.columns:
-            continue
-        o, h, lo, c, v = (df[col].to_numpy() for col in cols)
-        for col, arr in zip(cols[:4], (o, h, lo, c), strict=True):
-            bad = arr <= 0
-            if bad.any():
-                raise DataError(f"{where}: non-positive {col}: {_first_bad(bad, idx)}")
-        bad = h < np.maximum(o, c)
-        if bad.any():
-            raise DataError(f"{where}: {cols[1]} < max({cols[0]}, {cols[3]}): {_first_bad(bad, idx)}")
-        bad = lo > np.minimum(o, c)
-        if bad.any():
-            raise DataError(f"{where}: {cols[2]} > min({cols[0]}, {cols[3]}): {_first_bad(bad, idx)}")
-        bad = v < 0
-        if bad.any():
-            raise DataError(f"{where}: negative {cols[4]}: {_first_bad(bad, idx)}")
+    index = pd.DatetimeIndex(times.astype("datetime64[ms]")).tz_localize("UTC").rename(INDEX_NAME)
+    return pd.DataFrame(cols, index=index, copy=False)
 
 
 def validate_market(df: pd.DataFrame, where: str = "market frame") -> pd.DataFrame:
@@ -249,20 +136,9 @@ def validate_market(df: pd.DataFrame, where: str = "market frame") -> pd.DataFra
         df = df.rename_axis(INDEX_NAME)
     df = df.copy()
     df.index = _to_utc_index(df.index, where)
-    out = _select_columns(df, where)
-    _check_index(out.index, where)
-    _check_values(out, where)
-    return out
-
-
-def _drop_partial(
-    df: pd.DataFrame, closed_through_ms: int | None, drop_partial_last: bool | None
-) -> pd.DataFrame:
-    if drop_partial_last is False:
-        return df
-    if drop_partial_last is None and closed_through_ms is not None:
-        return df[df.index.asi8 <= closed_through_ms]
-    return df.iloc[:-1]
+    times = df.index.asi8.astype(np.int64)
+    cols = validated_columns(times, [str(c) for c in df.columns], _float_getter(df, where), where)
+    return _frame(times, {c: v.copy() for c, v in cols.items()})
 
 
 def load_market(path: Path, *, drop_partial_last: bool | None = None) -> pd.DataFrame:
@@ -283,25 +159,15 @@ def load_market(path: Path, *, drop_partial_last: bool | None = None) -> pd.Data
     ``df.attrs["funding_convention"]`` says on which row a settled funding rate appears
     (``data.schema``): the file's ``perpbot.funding_convention`` metadata, or, for a file written
     without it (the recorded files), what ``detect_funding_convention`` finds in the column.
+
+    The rows, values and errors are those of ``market_arrays.load_market_arrays`` (the same code),
+    which the backtest uses without building a frame.
     """
-    path = Path(path)
-    where = str(path)
-    table = _read_table(path)
-    closed_through = _closed_through(table, path)
-    convention = _funding_convention(table, path)
-    if table.num_rows == 0:
-        raise DataError(f"{where}: no rows")
-    try:
-        df = _frame_with_index(table, where)
-    except (pa.ArrowException, ValueError, TypeError) as exc:
-        raise DataError(f"{where}: cannot convert to a frame: {_one_line(exc)}") from None
-    df = _drop_partial(df, closed_through, drop_partial_last)
-    if df.empty:
-        raise DataError(f"{where}: no closed candles (only a possibly partial last row)")
-    out = validate_market(df, where)
-    if convention is None:
-        convention = detect_funding_convention(out.index.asi8, out["funding_rate"].to_numpy(dtype=np.float64))
-    out.attrs[FUNDING_CONVENTION_ATTR] = convention
+    arrays = load_market_arrays(path, drop_partial_last=drop_partial_last)
+    out = _frame(
+        arrays.open_time_ms, {c: v.copy() if not v.flags.owndata else v for c, v in arrays.columns.items()}
+    )
+    out.attrs[FUNDING_CONVENTION_ATTR] = arrays.funding_convention
     return out
 
 
@@ -377,6 +243,8 @@ def data_file_sha256(path: Path) -> str:
 
 def _utc_frame(df: pd.DataFrame) -> pd.DataFrame:
     """SPEC: 'localise both indexes to UTC' — naive means UTC here (frames built in memory)."""
+    import pandas as pd
+
     if INDEX_NAME in df.columns:
         df = df.set_index(INDEX_NAME)
     idx = pd.DatetimeIndex(df.index)
@@ -402,6 +270,8 @@ def upsert_market(existing: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFr
     an earlier one recorded the real value, and that value must survive. New timestamps are
     appended, NaN micro values become 0, duplicate timestamps keep the last, the index ascends.
     """
+    import pandas as pd
+
     fresh = _utc_frame(new)
     fresh = fresh[~fresh.index.duplicated(keep="last")]
     if existing is None or existing.empty:

@@ -26,19 +26,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from perpbot.config import SignalParams
+from perpbot.data.market_arrays import MarketArrays
 from perpbot.data.schema import BAR_MS, OHLCV
 from perpbot.engine.context import CandleContext
 from perpbot.errors import DataError
 from perpbot.strategy.indicators import compute_indicators
 from perpbot.strategy.signal import LONG, SHORT, rule_signal, side_from_code
 
+if TYPE_CHECKING:  # pandas only where a frame is built or read: the backtest runs on arrays
+    import pandas as pd
+
+ColumnFn = Callable[[str], "np.ndarray | None"]
 FEATURE_SCHEMA_VERSION = 1
 
 FEATURE_COLS: tuple[str, ...] = (
@@ -83,6 +88,7 @@ FRAME_COLS: tuple[str, ...] = FEATURE_COLS + EXTRA_COLS
 Z_WINDOW = 288  # 3 days of 15-minute bars
 Z_WINDOW_MICRO = 96  # 1 day, OI / funding
 Z_STD_FLOOR = 1e-8
+ZSCORE_ROWS_PER_PASS = 1  # rows of one rolling_zscore pass: bounds its temporaries (issue 13, memory)
 EPS = 1e-8  # SPEC §4 epsilon in bb_pct, atr_pct and vol_ratio denominators
 OI_MA_WINDOW = 5
 RETURN_LAGS = (1, 3, 5)
@@ -131,6 +137,15 @@ def rolling_zscore(x: np.ndarray, window: int, anchor: int = 0) -> np.ndarray:
     k, n = data.shape
     if n == 0:
         return arr.copy()
+    if k > ZSCORE_ROWS_PER_PASS:
+        # Rows are independent (every operation below is per row), so a few at a time give the
+        # same numbers with a fraction of the temporaries (~10 arrays of k × n floats).
+        out = np.empty_like(data)
+        for i in range(0, k, ZSCORE_ROWS_PER_PASS):
+            out[i : i + ZSCORE_ROWS_PER_PASS] = rolling_zscore(
+                data[i : i + ZSCORE_ROWS_PER_PASS], window, anchor
+            )
+        return out
     pad = int(anchor) % window
     nb = -(-(pad + n) // window)
     valid = ~np.isnan(data)
@@ -226,23 +241,35 @@ def _column(market: pd.DataFrame, name: str) -> np.ndarray | None:
 
 def _epoch_ms(ts: pd.Timestamp) -> int:
     """Milliseconds since the epoch, whatever the timestamp's unit."""
+    import pandas as pd
+
     return int(pd.DatetimeIndex([ts]).as_unit("ms").asi8[0])
 
 
 def _bar_anchor(index: pd.Index) -> int:
     """Absolute bar number of the first row (open time // 15 min); 0 without a time index."""
+    import pandas as pd
+
     if isinstance(index, pd.DatetimeIndex) and len(index):
         return int(index[:1].as_unit("ms").asi8[0]) // BAR_MS
     return 0
 
 
+def _source(market: pd.DataFrame | MarketArrays) -> tuple[ColumnFn, int]:
+    """(column getter, absolute bar number of the first row) of a frame or of arrays."""
+    if isinstance(market, MarketArrays):
+        anchor = int(market.open_time_ms[0]) // BAR_MS if len(market) else 0
+        return market.column, anchor
+    return (lambda name: _column(market, name)), _bar_anchor(market.index)
+
+
 # --------------------------------------------------------------------------- the frame
 
 
-def _micro_features(market: pd.DataFrame, ret_1_z: np.ndarray, n: int, anchor: int) -> dict[str, np.ndarray]:
+def _micro_features(column: ColumnFn, ret_1_z: np.ndarray, n: int, anchor: int) -> dict[str, np.ndarray]:
     """Features 22–25 (OI, funding). Missing columns or all-zero data give NaN, never an error."""
-    oi_raw = _column(market, "oi_change")
-    fr_raw = _column(market, "funding_rate")
+    oi_raw = column("oi_change")
+    fr_raw = column("funding_rate")
     oi = zero_to_nan(oi_raw) if oi_raw is not None else np.full(n, np.nan)
     fr = zero_to_nan(ffill(fr_raw)) if fr_raw is not None else np.full(n, np.nan)
     oi_ma5 = rolling_nanmean(oi, OI_MA_WINDOW)
@@ -256,7 +283,7 @@ def _micro_features(market: pd.DataFrame, ret_1_z: np.ndarray, n: int, anchor: i
 
 
 def _z288_features(
-    market: pd.DataFrame, ind: dict[str, np.ndarray], close: np.ndarray, volume: np.ndarray, anchor: int
+    column: ColumnFn, ind: dict[str, np.ndarray], close: np.ndarray, volume: np.ndarray, anchor: int
 ) -> dict[str, np.ndarray]:
     """Every W=288 z-scored feature, stacked into one rolling pass for speed."""
     n = len(close)
@@ -267,7 +294,7 @@ def _z288_features(
         *(pct_change_filled(close, lag) for lag in RETURN_LAGS),
         ind["adx"],
     ]
-    btc, eth = _column(market, "close_btc"), _column(market, "close_eth")
+    btc, eth = column("close_btc"), column("close_eth")
     has_corr = btc is not None and eth is not None
     if has_corr:
         btc_r = [pct_change_filled(btc, lag) for lag in RETURN_LAGS]
@@ -281,24 +308,25 @@ def _z288_features(
     return out
 
 
-def feature_arrays(market: pd.DataFrame, params: SignalParams) -> dict[str, np.ndarray]:
+def feature_arrays(market: pd.DataFrame | MarketArrays, params: SignalParams) -> dict[str, np.ndarray]:
     """The computation behind :func:`build_feature_frame`: one array per :data:`FRAME_COLS` name.
 
     Split out so the live path can take the last element of each array without paying for a
-    DataFrame; both paths run exactly this code.
+    DataFrame, and the backtest can run on ``MarketArrays`` (no pandas); all run exactly this code.
     """
-    missing = [c for c in OHLCV if c not in market.columns]
+    column, anchor = _source(market)
+    ohlcv = [column(name) for name in OHLCV]
+    missing = [name for name, col in zip(OHLCV, ohlcv, strict=True) if col is None]
     if missing:
         raise DataError(f"market frame lacks required column(s) {missing} for the feature builder")
-    o, h, lo, c, v = (_column(market, name) for name in OHLCV)
+    o, h, lo, c, v = (np.ascontiguousarray(col, dtype=np.float64) for col in ohlcv)
     n = len(c)
-    anchor = _bar_anchor(market.index)
     ind = compute_indicators(o, h, lo, c, v)
     sig = rule_signal(ind, c, v, params)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         bb_pct = (c - ind["bb_lower"]) / (ind["bb_upper"] - ind["bb_lower"] + EPS)
-    z288 = _z288_features(market, ind, c, v, anchor)
+    z288 = _z288_features(column, ind, c, v, anchor)
     strength = np.where(sig.signal == LONG, sig.long_score, np.where(sig.signal == SHORT, sig.short_score, 0))
     cols: dict[str, np.ndarray] = {
         "rsi": ind["rsi"],
@@ -310,7 +338,7 @@ def feature_arrays(market: pd.DataFrame, params: SignalParams) -> dict[str, np.n
         **z288,
         "signal_strength": strength.astype(np.float64),
         "side": (sig.signal == LONG).astype(np.float64),
-        **_micro_features(market, z288["ret_1"], n, anchor),
+        **_micro_features(column, z288["ret_1"], n, anchor),
     }
     data: dict[str, np.ndarray] = {name: cols[name] for name in FEATURE_COLS}
     data.update(
@@ -334,6 +362,8 @@ def build_feature_frame(market: pd.DataFrame, params: SignalParams) -> pd.DataFr
     rows (< :data:`FEATURE_WARMUP_BARS`), the four OI/funding features (zeros = not recorded) and
     the correlation group when ``close_btc``/``close_eth`` are absent. Never ±inf.
     """
+    import pandas as pd
+
     return pd.DataFrame(feature_arrays(market, params), index=market.index, copy=False)
 
 
@@ -346,6 +376,8 @@ def live_feature_row(window: pd.DataFrame, params: SignalParams) -> pd.Series:
     """
     if len(window) == 0:
         raise DataError("live_feature_row needs at least one candle")
+    import pandas as pd
+
     tail = window.iloc[-LIVE_WINDOW_BARS:]
     arrays = feature_arrays(tail, params)
     values = np.array([arrays[name][-1] for name in FRAME_COLS], dtype=np.float64)
@@ -403,6 +435,8 @@ class FrameArrays:
 
 def contexts_arrays(frame: pd.DataFrame) -> FrameArrays:
     """Convert a feature frame (DatetimeIndex of open times) once; then call ``context_from_row``."""
+    import pandas as pd
+
     if not isinstance(frame.index, pd.DatetimeIndex):
         raise ValueError("feature frame needs a DatetimeIndex of candle open times")
     return FrameArrays(
@@ -444,6 +478,8 @@ def iter_contexts(symbol: str, frame: pd.DataFrame) -> Iterator[CandleContext]:
 
 def live_context(symbol: str, window: pd.DataFrame, params: SignalParams) -> CandleContext:
     """The live/paper bot's context for the last closed candle of ``window``."""
+    import pandas as pd
+
     row = live_feature_row(window, params)
     index = FrameIndex.from_columns(row.index)
     open_ms = _epoch_ms(row.name) if isinstance(row.name, pd.Timestamp) else 0
