@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -146,3 +147,50 @@ async def test_the_view_follows_a_running_runtime(sim: Simulator, tmp_path: Path
     finally:
         await rt.stop()
     assert any("portfolio custom" in line for line in out.getvalue().splitlines())  # drawn to its console
+
+
+def _run_on_a_terminal(sim: Simulator, cwd: Path, *extra: str) -> str:
+    """``perpbot run`` with stdout on a pseudo-terminal for a few seconds; what it drew."""
+    import select
+    import signal
+    import subprocess
+
+    from tests.runtime.opsenv import PERPBOT, cli_env
+
+    master, slave = os.openpty()
+    cmd = [PERPBOT, "run", "--journal", str(cwd / "j.sqlite3"), "--no-ml", "--connect-attempts", "2", *extra]
+    proc = subprocess.Popen(
+        cmd, env={**cli_env(sim), "COLUMNS": "200"}, cwd=cwd, stdout=slave, stderr=subprocess.PIPE
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        end = time.monotonic() + 45
+        while time.monotonic() < end and b"portfolio custom" not in seen:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+            if b"perpbot custom: XRPUSDT, TRXUSDT" in seen and extra:
+                time.sleep(2.0)  # long enough for several frames, had the view been on
+                while select.select([master], [], [], 0.2)[0]:
+                    seen += os.read(master, 65536)
+                break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        os.close(master)
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert proc.returncode == 0
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))  # colours, cursor moves
+
+
+def test_run_draws_the_view_on_a_terminal_and_not_with_quiet(sim: Simulator, tmp_path: Path) -> None:
+    drawn = _run_on_a_terminal(sim, tmp_path)
+    assert "portfolio custom: positions 0" in drawn and "kill switch" in drawn
+    quiet = _run_on_a_terminal(sim, tmp_path, "--quiet")
+    assert "perpbot custom: XRPUSDT, TRXUSDT" in quiet
+    assert "portfolio custom" not in quiet

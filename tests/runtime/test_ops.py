@@ -36,6 +36,31 @@ def _trades(journal: Path) -> list[tuple[str, str, float, str]]:
         con.close()
 
 
+async def _flatten(sim: Simulator, args: list[str], journal: Path, cwd: Path) -> tuple[int, str, str]:
+    """``perpbot flatten ARGS --yes`` as a process. The simulator fills a MARKET order at the next
+    candle's open, so the replay is advanced one bar whenever a close order rests."""
+    proc = subprocess.Popen(
+        [PERPBOT, "flatten", *args, "--yes", "--journal", str(journal)],
+        env=cli_env(sim),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (await asyncio.to_thread(sim.state))["open_orders"]:
+                await asyncio.to_thread(sim.advance, 1)
+            await asyncio.sleep(0.05)
+        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
 async def test_status_reads_exchange_and_journal_while_a_run_owns_the_journal(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -80,16 +105,6 @@ async def test_status_reads_exchange_and_journal_while_a_run_owns_the_journal(
             assert f"{pos['side']} " in line and " OK;" in line and "kill switch ok" in line
         assert text.stdout.rstrip().endswith("no problems")
 
-        # flatten is refused while the run owns the journal; nothing is sent
-        refused = await asyncio.to_thread(
-            run_cli, ["flatten", "--all", "--yes", "--journal", str(journal)], cli_env(sim), tmp_path
-        )
-        assert refused.returncode == 2
-        assert len(refused.stderr.strip().splitlines()) == 1
-        assert "owns this journal; stop it first" in refused.stderr
-        state = await asyncio.to_thread(sim.state)
-        assert {p["symbol"] for p in state["positions"]} == set(positions)
-
         # another journal (it knows nothing of these positions): every one is flagged
         other = tmp_path / "other.sqlite3"
         Journal(other).close()
@@ -107,6 +122,54 @@ async def test_status_reads_exchange_and_journal_while_a_run_owns_the_journal(
         await rt.stop()
 
 
+async def test_flatten_while_a_run_owns_the_journal_is_done_once_by_the_running_bot(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    from perpbot.runtime.ops_desk import request_flatten
+
+    journal = tmp_path / "journal.sqlite3"
+    rt = runtime(sim, journal)
+    await rt.start()
+    try:
+        positions = {p["symbol"]: p for p in await trade_until_open(sim, rt)}
+        sym = sorted(positions)[0]
+        pos = positions[sym]
+        # a request found after its expiry is answered and not acted upon
+        (late,) = await request_flatten(journal, [sym], 0.001)
+        assert (late.symbol, late.status) == (sym, "expired")
+        assert rt.bots[sym].in_position
+
+        code, out, err = await _flatten(sim, ["--symbol", sym], journal, tmp_path)
+        assert code == 0, err
+        assert "owns " in out and "the request goes to the running bot" in out
+        side, qty = pos["side"], float(pos["quantity"])
+        assert f"{sym}: closed by the running bot; booked {side} {qty:g} MANUAL" in out
+        manual = [t for t in rt.bots[sym].closed_trades if t.reason is CloseReason.MANUAL]
+        assert len(manual) == 1 and manual[0].quantity == pytest.approx(qty)
+        rt.journal.flush()
+        manual_rows = [t for t in _trades(journal) if t[3] == "MANUAL"]
+        assert manual_rows == [(sym, side, pytest.approx(qty), "MANUAL")]
+        done = [e.data for e in rt.journal.events("operator.flatten_done", sym)]
+        assert [d["status"] for d in done if d is not None] == ["expired", "flat"]
+        assert any("operator flatten" in t for t in rt.notifier.texts("info"))
+        state = await asyncio.to_thread(sim.state)
+        # every fill on the simulator belongs to one journaled trade or to a position still open
+        assert state["fill_count"] == 2 * len(_trades(journal)) + len(state["positions"])
+    finally:
+        await rt.stop()
+    # a restart within the request's lifetime never acts on an answered request again
+    rt2 = runtime(sim, journal)
+    await rt2.start()
+    try:
+        assert rt2.desk is not None
+        await rt2.desk.poll()
+        await asyncio.gather(*(w.join() for w in rt2.workers.values()))
+        assert rt2.desk.handled == 0
+        assert len(rt2.journal.events("operator.flatten_done")) == 2
+    finally:
+        await rt2.stop()
+
+
 async def test_flatten_closes_once_books_through_the_ledger_and_empties_both_books(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -121,27 +184,8 @@ async def test_flatten_closes_once_books_through_the_ledger_and_empties_both_boo
     pos = positions[sym]
     before = _trades(journal)
 
-    proc = subprocess.Popen(
-        [PERPBOT, "flatten", "--symbol", sym, "--yes", "--journal", str(journal)],
-        env=cli_env(sim),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        # The simulator fills a MARKET order at the next candle's open: wait for the close order.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (await asyncio.to_thread(sim.state))["open_orders"]:
-                await asyncio.to_thread(sim.advance, 1)
-                break
-            await asyncio.sleep(0.05)
-        out, err = await asyncio.to_thread(proc.communicate, timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
+    code, out, err = await _flatten(sim, ["--symbol", sym], journal, tmp_path)
+    assert code == 0, err
     side = pos["side"]
     assert f"{sym}: closed; booked {side} {float(pos['quantity']):g} MANUAL" in out
     assert "resting order(s) cancelled" in out
@@ -170,12 +214,20 @@ async def test_flatten_closes_once_books_through_the_ledger_and_empties_both_boo
         await rt2.stop()
     assert _trades(journal) == after
 
-    again = await asyncio.to_thread(
-        run_cli, ["flatten", "--symbol", sym, "--yes", "--journal", str(journal)], cli_env(sim), tmp_path
-    )
-    assert again.returncode == 0, again.stderr
-    assert f"{sym}: already flat; 0 resting order(s) cancelled" in again.stdout
-    assert _trades(journal) == after
+    # --all: the symbol already flat says so, every other open one is closed and booked once
+    state = await asyncio.to_thread(sim.state)
+    still = {p["symbol"]: p for p in state["positions"]}
+    code, out, err = await _flatten(sim, ["--all"], journal, tmp_path)
+    assert code == 0, err
+    assert f"{sym}: already flat; 0 resting order(s) cancelled" in out
+    for other, p in still.items():
+        assert f"{other}: closed; booked {p['side']} {float(p['quantity']):g} MANUAL" in out
+    final = _trades(journal)
+    assert final[: len(after)] == after
+    assert sorted(t[0] for t in final[len(after) :]) == sorted(still)
+    state = await asyncio.to_thread(sim.state)
+    assert state["positions"] == [] and state["algo_orders"] == [] and state["open_orders"] == []
+    assert state["fill_count"] == 2 * len(final)
 
 
 async def test_kill_switch_reset_is_taken_by_the_running_bot_at_its_next_candle(
@@ -206,6 +258,7 @@ async def test_kill_switch_reset_is_taken_by_the_running_bot_at_its_next_candle(
         assert ks.tripped  # not yet: the running bot takes it at its next candle of the symbol
         await advance(sim, rt, 1)
         assert not ks.tripped
+        assert any("kill switch reset by the operator" in t for t in rt.notifier.texts("info"))
         events = rt.journal.events("kill_switch.reset", "XRPUSDT")
         assert len(events) == 1 and events[0].data is not None and events[0].data["by"] == "operator"
         st = rt.journal.kill_switch_state("XRPUSDT")

@@ -61,6 +61,18 @@ async def _advance(sim: Simulator, rt: Runtime, bars: int) -> None:
             await w.join()
 
 
+def _unprotected(state: dict) -> list[dict]:
+    """Positions without exactly one STOP_MARKET and one TAKE_PROFIT_MARKET for their quantity."""
+    out = []
+    for pos in state["positions"]:
+        algos = [a for a in state["algo_orders"] if a["symbol"] == pos["symbol"]]
+        kinds = sorted(a["orderType"] for a in algos)
+        full = all(a["quantity"] == pos["quantity"] for a in algos)
+        if kinds != ["STOP_MARKET", "TAKE_PROFIT_MARKET"] or not full:
+            out.append(pos)
+    return out
+
+
 async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_protected(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -79,13 +91,14 @@ async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_p
             JournalLock(journal).acquire()
         for _ in range(20):
             await _advance(sim, rt, 8)
-            await asyncio.sleep(0.2)  # protective orders are placed right after the entry fill
-            state = await asyncio.to_thread(sim.state)
-            for pos in state["positions"]:
-                algos = [a for a in state["algo_orders"] if a["symbol"] == pos["symbol"]]
-                kinds = sorted(a["orderType"] for a in algos)
-                assert kinds == ["STOP_MARKET", "TAKE_PROFIT_MARKET"], (pos, algos)
-                assert all(a["quantity"] == pos["quantity"] for a in algos)
+            # Protective orders are placed right after the entry fill's event: within 5 s of wall
+            # time (the chaos test's bound), however loaded the machine is.
+            for _ in range(50):
+                state = await asyncio.to_thread(sim.state)
+                if not _unprotected(state):
+                    break
+                await asyncio.sleep(0.1)
+            assert not _unprotected(state), state
         assert all(rt.candles_handled[s] == 160 for s in TRADED)
         assert sum(rt.signals.values()) > 0
         trades = [t for b in rt.bots.values() for t in b.closed_trades]

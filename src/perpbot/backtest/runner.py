@@ -158,7 +158,6 @@ class BacktestConfig:
     # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
     # candle (the reference the equivalence tests compare against).
     skip_ahead: bool = True
-    # Keep each symbol's window candles (OHLC arrays the run already holds) in
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -412,6 +411,7 @@ def make_entry_filter(cfg: BacktestConfig, app_config: AppConfig, symbol: str) -
         threshold_mode=app_config.ml_threshold_mode,
         disabled=False,
         hot_reload=False,
+        allow_ungated=app_config.ml_allow_ungated,  # as ``perpbot backtest`` and the live filter
     )
 
 
@@ -810,7 +810,6 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     closes = aligned_closes(prepared, timeline)
     from perpbot.backtest.trade_chart import Candles
 
-    candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
     report = summarize(
         trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
     )
@@ -841,5 +840,5 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         daily_limit_days=limit_days,
         kill_switch_blocked={s.symbol: n for s, n in zip(prepared, blocked, strict=True)},
         kill_switch_resets=resets,
-        candles=candles,
+        candles={s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared},
     )

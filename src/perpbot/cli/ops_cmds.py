@@ -96,6 +96,9 @@ def _register_flatten(app: typer.Typer) -> None:
         all_: Annotated[bool, typer.Option("--all", help="Every configured symbol.")] = False,
         journal: JournalOpt = DEFAULT_JOURNAL,
         yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+        wait: Annotated[
+            float, typer.Option("--wait", help="With a run: seconds to wait for the running bot's answer.")
+        ] = 120.0,
         live: Annotated[
             bool, typer.Option("--live", help="Real money (also needs PERPBOT_LIVE=yes), as for run.")
         ] = False,
@@ -104,9 +107,9 @@ def _register_flatten(app: typer.Typer) -> None:
         from perpbot.errors import ConfigError
         from perpbot.exchange.binance.startup import connect_from_config, credentials_from_config
         from perpbot.runtime.guard import check_live_confirmation
+        from perpbot.runtime.ops_desk import request_flatten
         from perpbot.runtime.ops_flatten import flatten as run_flatten
-        from perpbot.runtime.ops_flatten import refuse_if_running
-        from perpbot.runtime.ops_journal import open_read_only
+        from perpbot.runtime.ops_journal import lock_holder, open_read_only
 
         if not symbol and not all_:
             raise ConfigError("flatten needs --symbol S or --all")
@@ -115,7 +118,9 @@ def _register_flatten(app: typer.Typer) -> None:
         check_live_confirmation(cfg, live, os.environ)
         credentials_from_config(cfg)
         open_read_only(journal).close()
-        refuse_if_running(journal)
+        if wait <= 0:
+            raise ConfigError(f"--wait={wait}: must be > 0")
+        holder = lock_holder(journal)
         if not yes:
             question = (
                 f"Close {', '.join(syms)} on Binance {cfg.binance_env} (reduce-only MARKET) and cancel "
@@ -124,6 +129,13 @@ def _register_flatten(app: typer.Typer) -> None:
             if not typer.confirm(question, default=False):
                 _say("flatten cancelled; nothing was sent")
                 raise typer.Exit(1)
+        if holder is not None:  # the running bot closes and books (runtime/ops_desk.py says why)
+            _say(f"a perpbot run ({holder}) owns {journal}: the request goes to the running bot")
+            answers = asyncio.run(request_flatten(journal, syms, wait))
+            for a in answers:
+                _say(f"{a.symbol}: {a.message}")
+            _say("note: the running bot trades on; it may enter again on its next signal")
+            raise typer.Exit(0 if all(a.status == "flat" for a in answers) else 1)
         results = asyncio.run(
             run_flatten(cfg.with_symbols(syms), journal, syms, connect=connect_from_config, out=_say)
         )

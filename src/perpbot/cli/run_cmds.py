@@ -13,11 +13,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from perpbot.cli.common import config_from_env, select_symbols, user_errors
+
+if TYPE_CHECKING:
+    from perpbot.runtime.live_view import LiveView
 
 
 def _say(line: str) -> None:
@@ -40,7 +43,7 @@ async def _main(runtime: object) -> int:
     return code
 
 
-def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> object:
+def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> LiveView | None:
     """The rich live view when stdout is a terminal and ``--quiet`` is not given, else None."""
     from perpbot.runtime.live_view import LiveSnapshot, LiveView, view_wanted
 
@@ -51,7 +54,7 @@ def _live_view(symbols: tuple[str, ...], mode: str, quiet: bool) -> object:
     return LiveView(LiveSnapshot.for_symbols(symbols, mode), Console())
 
 
-def _logging(view: object) -> None:
+def _logging(view: LiveView | None) -> None:
     """Log lines on stdout; above the live view (rich's handler) when the view is drawn."""
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if view is None:
@@ -59,7 +62,7 @@ def _logging(view: object) -> None:
         return
     from rich.logging import RichHandler
 
-    handler = RichHandler(console=view.console, show_path=False)  # type: ignore[attr-defined]
+    handler = RichHandler(console=view.console, show_path=False)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", handlers=[handler])
 
 
@@ -140,19 +143,18 @@ def register_paper(app: typer.Typer) -> None:
         from perpbot.cli.common import writable_folder
         from perpbot.errors import ConfigError
         from perpbot.runtime.paper import PaperOptions
-        from perpbot.runtime.paper_report import write_paper_report
+        from perpbot.runtime.paper_report import replayed_market, report_lines, write_paper_report
         from perpbot.runtime.paper_run import run_paper
 
         cfg = config_from_env()
         cfg = cfg.with_symbols(select_symbols(cfg, None, False, symbols))
         if days < 1:
             raise ConfigError(f"--days={days}: need at least one day")
-        if speed < 0:
+        if not speed >= 0:
             raise ConfigError(f"--speed={speed}: must be >= 0")
         if data_dir is not None and not data_dir.is_dir():
             raise ConfigError(f"--data-dir={data_dir}: not a folder")
         writable_folder(out, "--out")
-        out.mkdir(parents=True, exist_ok=True)
         journal = out / "journal.sqlite3"
         if journal.exists():
             raise ConfigError(
@@ -166,10 +168,15 @@ def register_paper(app: typer.Typer) -> None:
             days=days,
             speed=speed,
         )
+        # Every symbol's data and the window are checked here, in one line each, before the
+        # simulator child starts (a missing file, a --from outside the data, a bad date).
+        replayed_market(opts)
+        out.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE")}
         import asyncio
 
+        use_ml = not no_ml
         view = _live_view(cfg.symbols, "PAPER", quiet)
-        res = asyncio.run(run_paper(env, opts, journal, model_dir, use_ml=not no_ml, out=_say, view=view))
-        for line in write_paper_report(out, res):
+        res = asyncio.run(run_paper(env, opts, journal, model_dir, use_ml=use_ml, out=_say, view=view))
+        for line in report_lines(res, write_paper_report(out, res, opts, use_ml=use_ml)):
             _say(line)

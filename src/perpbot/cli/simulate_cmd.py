@@ -96,6 +96,12 @@ def register(app: typer.Typer) -> None:
         ws_max_age: Annotated[
             str, typer.Option("--ws-max-age", help="Seconds before a WebSocket is closed (Binance: 86400).")
         ] = "86400",
+        replay_limits: Annotated[
+            bool,
+            typer.Option(
+                "--replay-limits", help="Count request limits on replay time (paper), not wall time."
+            ),
+        ] = False,
     ) -> None:
         """Binance USDT-M protocol simulator (REST + WebSocket) over the backtest's matching engine."""
         from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimulatorConfig
@@ -117,6 +123,7 @@ def register(app: typer.Typer) -> None:
             api_secret=api_secret or DEFAULT_API_SECRET,
             faults_file=faults,
             ws_max_age_s=float(_number("--ws-max-age", ws_max_age, float)),
+            replay_limits=replay_limits,
             taker_fee=app_cfg.taker_fee,
             maker_fee=app_cfg.maker_fee,
             slippage_bps=app_cfg.slippage_bps,

@@ -35,12 +35,13 @@ from perpbot import latency
 from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
-from perpbot.engine.notifier import Notifier, RecordingNotifier, weight_ban_message
+from perpbot.engine.notifier import Notifier, RecordingNotifier, info_message, weight_ban_message
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
 from perpbot.runtime.live_view import LiveView
+from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_seed
@@ -62,6 +63,7 @@ class RuntimeOptions:
     monitor_s: float = MONITOR_S
     heartbeat_s: float = HEARTBEAT_S
     tick_s: float = 1.0  # how often the periodic tasks look at the clock
+    operator_s: float = 2.0  # how often operator requests (``perpbot flatten``) are looked for
     align_wait_s: float = ALIGN_WAIT_S
     preload: int = LIVE_WINDOW_BARS
     connect_attempts: int | None = None  # None: retry forever (a restart must not give up)
@@ -89,6 +91,7 @@ class Runtime:
         out: Callable[[str], None] = print,
         connect: Callable[..., Awaitable[tuple[Any, float]]] | None = None,
         view: LiveView | None = None,
+        budget: Any = None,
     ) -> None:
         self.cfg = cfg
         self.opts = opts
@@ -107,7 +110,7 @@ class Runtime:
         self.feed: Any = None
         self.user_stream: Any = None
         self.risk: Any = None
-        self.budget: Any = None
+        self.budget: Any = budget  # None: the process's shared weight budget
         self.journal: Any = None
         self._lock: JournalLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,6 +122,7 @@ class Runtime:
         self.last_candle_wall: dict[str, float] = {}
         self.periodic: dict[str, Every] = {}
         self.midnight: Midnight | None = None
+        self.desk: OperatorDesk | None = None  # operator requests from other processes (``ops_desk``)
         self.streams = StreamWatch(self.alert_nowait)
         self._alert_tasks: set[asyncio.Task[None]] = set()
 
@@ -170,7 +174,7 @@ class Runtime:
             connect = self._connect or connect_from_config
             from perpbot.exchange.binance.budget import shared_budget
 
-            self.budget = shared_budget()
+            self.budget = self.budget or shared_budget()
             self.budget.alert = self._weight_alert  # 429 / 418 (-1003): once per window or ban
             self.exchange, balance = await connect(
                 cfg, attempts=opts.connect_attempts, report=self.out, budget=self.budget
@@ -188,6 +192,10 @@ class Runtime:
             self.feed = self.exchange.kline_feed(
                 streamed, self._on_candle, settings=opts.stream, preload=opts.preload
             )
+            if opts.driven:
+                # A replay's candles are closed by replay time, not by the venue's wall clock
+                # (a market dated after today would otherwise lose its whole preload history).
+                self.feed.server_ms = self.clock.now_ms
             history = await self.feed.preload()
             for sym, candles in history.items():
                 self.window.preload(sym, candles)
@@ -232,6 +240,8 @@ class Runtime:
         }
         if not opts.driven:
             self.periodic["reconcile"] = Every("reconcile", opts.reconcile_s, self._reconcile_all)
+        self.desk = OperatorDesk(self, opts.journal_path)
+        self.periodic["operator"] = Every("operator", opts.operator_s, self.desk.poll)
         self.midnight = Midnight(self.risk.maybe_reset)
         loop = asyncio.get_running_loop()
         now = self.clock.now_ms
@@ -270,8 +280,9 @@ class Runtime:
         if ctx.signal is not None:
             self.signals[sym] += 1
         bot = self.bots[sym]
-        if bot.kill_switch.tripped:  # an operator's ``perpbot kill-switch reset`` is taken here
-            bot.kill_switch.take_operator_reset(self.clock.now_ms())
+        # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
+        if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(self.clock.now_ms()):
+            await self.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
         if self.view is not None:
             self.view.on_candle(sym, ctx)
         probe = latency.PROBE  # bench/bench_runtime.py only
@@ -371,6 +382,8 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.exchange.close()
             self.exchange = None
+        if self.desk is not None:
+            self.desk.close()
         if self.journal is not None:
             self.journal.close()  # flushes the writer thread first
             self.journal = None

@@ -1,14 +1,12 @@
 """``perpbot flatten``: close a symbol's position now (reduce-only MARKET), then empty both of its
 order books (regular and algo), booking the close through the bots' own ledger and risk rules.
 
-Design choice: flatten *refuses* while a ``perpbot run`` holds the journal, and then holds the
-journal's lock itself so no run can start half-way. Why not coordinate with the running bot
-through the journal: the running process owns the journal's row ids (it allocates order and trade
-ids in memory), it would also receive the close's fills on its user stream and book the same
-trade a second time (or SYNC-close it), and it could re-enter on its next candle. Booking a trade
-exactly once needs exactly one booker, so the operator either stops the run first (SIGTERM or
-Ctrl-C: protective orders stay on the exchange) and flattens, or lets the running bot's own
-exits work. The refusal says so in one line.
+Design choice: one booker per journal. While a ``perpbot run`` owns the journal, this module
+does nothing itself: the command hands the request to the running bot through the journal
+(``ops_desk``), because the running process owns the journal's row ids, would see the close's
+fills on its user stream and book the trade a second time (or SYNC-close it), and must not race
+its own candle handling. Without a run, the command is the booker: it takes the journal's lock
+for its whole duration (so no run can start half-way) and does what follows.
 
 How the close is booked: the command builds the same ``SymbolBot`` the runtime runs, over the
 live adapter with its user stream, a ``RiskManager`` restored from the journal and the journal
@@ -52,21 +50,23 @@ class FlattenResult:
                 f"{self.symbol}: close NOT confirmed; the position is still open and keeps its "
                 "protective orders (check perpbot status, retry)"
             )
-        booked = "; ".join(
-            f"booked {t.side.value} {t.quantity:g} {t.reason.value} exit {t.exit_price:.6g} "
-            f"net {t.net_pnl:+.4f}"
-            for t in self.trades
-        )
+        booked = "; ".join(booked_line(t) for t in self.trades)
         head = f"{self.symbol}: {'closed' if self.had_position else 'already flat'}"
         return f"{head}{'; ' + booked if booked else ''}; {self.cancelled} resting order(s) cancelled"
 
 
+def booked_line(t: ClosedTrade) -> str:
+    what = f"{t.side.value} {t.quantity:g} {t.reason.value}"
+    return f"booked {what} exit {t.exit_price:.6g} net {t.net_pnl:+.4f}"
+
+
 def refuse_if_running(journal: Path) -> None:
+    """Between the command's check and its own lock a run may have started: refuse then."""
     holder = lock_holder(journal)
     if holder is not None:
         raise ConfigError(
-            f"{journal}: a perpbot run ({holder}) owns this journal; stop it first (SIGTERM/Ctrl-C, "
-            "protective orders stay) and flatten again, so that the close is booked exactly once"
+            f"{journal}: a perpbot run ({holder}) took this journal meanwhile; flatten again (the "
+            "request then goes to the running bot)"
         )
 
 
@@ -128,15 +128,15 @@ async def _flatten_one(
     )
     try:
         journal.record_event(clock.now_ms(), "operator.flatten", symbol, "perpbot flatten requested")
+        had = await exchange.position(symbol) is not None
         await bot.start(None)  # adopt (or clean up a flat symbol) exactly as a restart would
-        had = bot.in_position
-        if had:
+        if bot.in_position:  # (an adoption without any usable stop has closed it already)
             await bot.close_position(CloseReason.MANUAL)
         await bot.wait_background()
         still_open = await exchange.position(symbol) is not None
         cancelled = 0
         if not still_open:
-            cancelled = await _cancel_both_books(exchange, symbol)
+            cancelled = await cancel_both_books(exchange, symbol)
         trades = tuple(bot.closed_trades)
         journal.record_event(
             clock.now_ms(),
@@ -150,7 +150,7 @@ async def _flatten_one(
         await bot.stop()
 
 
-async def _cancel_both_books(exchange: Any, symbol: str) -> int:
+async def cancel_both_books(exchange: Any, symbol: str) -> int:
     """Cancel every resting order of a flat symbol in the regular and the algo book."""
     normal = await exchange.open_orders(symbol)
     algo = await exchange.open_conditional_orders(symbol)
