@@ -97,6 +97,7 @@ class Runtime:
         self.opts = opts
         self.clock = clock or LiveClock()
         self.notifier = notifier or RecordingNotifier()
+        self._delivery = self.notifier  # the one that owns the webhook (drained in ``close``)
         self.view = view  # the rich live view (``live_view``); None: off
         if view is not None:
             self.notifier = view.watch_notifier(self.notifier)
@@ -131,12 +132,15 @@ class Runtime:
         await self.notifier.notify(kind, text)
 
     def alert_nowait(self, kind: str, text: str) -> None:
-        """The synchronous path (risk manager, weight budget, stream watch): never blocks."""
-        nowait = getattr(self.notifier, "notify_nowait", None)
+        """The synchronous path (risk manager, weight budget, stream watch): never blocks. Shown
+        in the live view like the bots' alerts, then handed to the delivering notifier."""
+        if self.view is not None:
+            self.view.snapshot.on_alert(kind, text)
+        nowait = getattr(self._delivery, "notify_nowait", None)
         if nowait is not None:
             nowait(kind, text)
             return
-        task = asyncio.get_running_loop().create_task(self.notifier.notify(kind, text))
+        task = asyncio.get_running_loop().create_task(self._delivery.notify(kind, text))
         self._alert_tasks.add(task)
         task.add_done_callback(self._alert_tasks.discard)
 
@@ -388,7 +392,7 @@ class Runtime:
             self._lock = None
         if self.budget is not None and self.budget.alert == self._weight_alert:
             self.budget.alert = None  # the process-wide budget outlives this runtime
-        aclose = getattr(self.notifier, "aclose", None)
+        aclose = getattr(self._delivery, "aclose", None)
         if aclose is not None:  # last: alerts raised while stopping still go out (bounded wait)
             with contextlib.suppress(Exception):
                 await aclose()
