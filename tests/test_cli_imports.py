@@ -36,4 +36,4 @@ def test_cli_main_imports_no_heavy_library() -> None:
 
 def test_the_check_sees_a_heavy_import() -> None:
     # The probe itself works: a command module that needs pandas does load it.
-    assert "pandas" in _modules_after("import perpbot.cli.main\nimport perpbot.data.store")
+    assert "pandas" in _modules_after("import perpbot.cli.main\nimport perpbot.data.synth")
