@@ -106,3 +106,18 @@ def test_walk_forward_cli(synth_data_dir: Path, tmp_path: Path) -> None:
     charts = next(line for line in res.stdout.splitlines() if line.startswith("charts: "))
     assert ".new." not in charts and str(out / "walk_forward.png") in charts
     assert (out / "walk_forward.png").is_file()
+
+
+def test_the_garbage_collector_is_back_on_however_the_command_ends(
+    synth_data_dir: Path, tmp_path: Path
+) -> None:
+    # perpbot backtest pauses the collector while its data stack imports (issue 13); an error or
+    # a finished run leaves it as it was (here, in-process: pytest's own collector).
+    import gc
+
+    assert gc.isenabled()
+    assert backtest(synth_data_dir, tmp_path / "bad", "--symbols", "SOLUSDT").exit_code == 2
+    assert gc.isenabled()
+    ok = backtest(synth_data_dir, tmp_path / "ok", "--symbols", "XRPUSDT", "--no-ml", "--from", "2025-02-01")
+    assert ok.exit_code == 0, ok.output
+    assert gc.isenabled()

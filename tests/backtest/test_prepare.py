@@ -87,10 +87,11 @@ def test_the_result_carries_the_traded_candles_for_the_charts(markets4: dict[str
     from perpbot.backtest.trade_chart import candles_in_window
 
     markets = {s: markets4[s].iloc[:600] for s in SYMS3}
-    cfg = BacktestConfig(symbols=SYMS3, markets=markets, use_ml=False, keep_candles=True)
+    cfg = BacktestConfig(symbols=SYMS3, markets=markets, use_ml=False)
     res = asyncio.run(run_backtest(cfg, AppConfig(symbols=SYMS3)))
     assert list(res.candles) == list(SYMS3)
     for sym in SYMS3:
         want = candles_in_window(markets[sym], res.start_ms, res.end_ms)
-        for got, f in zip(res.candles[sym], dataclasses.fields(want), strict=True):
-            np.testing.assert_array_equal(got, getattr(want, f.name))
+        got = res.candles[sym]
+        for f in dataclasses.fields(want):
+            np.testing.assert_array_equal(getattr(got, f.name), getattr(want, f.name))

@@ -28,7 +28,8 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from perpbot.backtest.charts import Marker, equity_html_text, equity_png_bytes
+from perpbot.backtest.chart_jobs import ChartJob, equity_jobs, render
+from perpbot.backtest.charts import Marker, equity_chart
 from perpbot.backtest.metrics import Metrics, MetricsReport
 from perpbot.domain.types import ClosedTrade
 from perpbot.exchange.filters import round_price
@@ -142,6 +143,41 @@ def metrics_document(report: MetricsReport, parameters: Mapping[str, Any]) -> di
     )
 
 
+def report_files(out_dir: Path) -> ReportFiles:
+    """The report's file names in ``out_dir`` (created if needed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return ReportFiles(
+        out_dir=out,
+        trades_csv=out / "trades.csv",
+        metrics_json=out / "metrics.json",
+        equity_png=out / "equity.png",
+        equity_html=out / "equity.html",
+    )
+
+
+def write_tables(
+    files: ReportFiles,
+    trades: Sequence[ClosedTrade],
+    report: MetricsReport,
+    parameters: Mapping[str, Any],
+    ticks: Mapping[str, float] | None = None,
+) -> None:
+    """``trades.csv`` and ``metrics.json``."""
+    atomic_write_bytes(files.trades_csv, trades_csv_text(trades, ticks).encode("utf-8"))
+    doc = metrics_document(report, parameters)
+    atomic_write_bytes(
+        files.metrics_json, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8")
+    )
+
+
+def equity_chart_jobs(
+    files: ReportFiles, report: MetricsReport, title: str, markers: Sequence[Marker] = ()
+) -> list[ChartJob]:
+    """``equity.png`` and ``equity.html`` as chart jobs (one decimated input for both)."""
+    return equity_jobs(equity_chart(report, title, markers), files.equity_png, files.equity_html)
+
+
 def write_report(
     out_dir: Path,
     trades: Sequence[ClosedTrade],
@@ -152,23 +188,13 @@ def write_report(
     markers: Sequence[Marker] = (),
     ticks: Mapping[str, float] | None = None,
 ) -> ReportFiles:
-    """Write the four report files into ``out_dir`` (created if needed) and return their paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files = ReportFiles(
-        out_dir=out,
-        trades_csv=out / "trades.csv",
-        metrics_json=out / "metrics.json",
-        equity_png=out / "equity.png",
-        equity_html=out / "equity.html",
-    )
-    atomic_write_bytes(files.trades_csv, trades_csv_text(trades, ticks).encode("utf-8"))
-    doc = metrics_document(report, parameters)
-    atomic_write_bytes(
-        files.metrics_json, (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode("utf-8")
-    )
-    atomic_write_bytes(files.equity_png, equity_png_bytes(report, title, markers))
-    atomic_write_bytes(files.equity_html, equity_html_text(report, title, markers).encode("utf-8"))
+    """Write the four report files into ``out_dir`` (created if needed), charts drawn in this
+    process, and return their paths. ``perpbot backtest`` writes the same files with its charts
+    drawn by ``chart_pool`` workers."""
+    files = report_files(out_dir)
+    write_tables(files, trades, report, parameters, ticks)
+    for job in equity_chart_jobs(files, report, title, markers):
+        render(job)
     return files
 
 

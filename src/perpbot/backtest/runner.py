@@ -90,6 +90,8 @@ from perpbot.ml.decision import EntryFilter, PassThroughFilter
 if TYPE_CHECKING:  # frames only where a caller hands them in: the run itself reads arrays
     import pandas as pd
 
+    from perpbot.backtest.trade_chart import Candles
+
 # Re-exported: the preparation lives in ``backtest.prepare`` (tests and the walk-forward import
 # these names from here).
 __all__ = [
@@ -156,9 +158,6 @@ class BacktestConfig:
     # Skip the steps where nothing can happen (``backtest.agenda``); False steps through every
     # candle (the reference the equivalence tests compare against).
     skip_ahead: bool = True
-    # Keep each symbol's window candles (OHLC arrays the run already holds) in
-    # ``BacktestResult.candles`` for the trades-on-price charts, instead of reading the files again.
-    keep_candles: bool = False
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -236,8 +235,9 @@ class BacktestResult:
     # been considered (flat, or against the open position), and the automatic resets.
     kill_switch_blocked: dict[str, int] = field(default_factory=dict)
     kill_switch_resets: list[dict[str, Any]] = field(default_factory=list)
-    # ``config.keep_candles``: symbol → (open time ms, open, high, low, close) of its window rows.
-    candles: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
+    # Per symbol, the window's candles the run traded on (the engine's own arrays, not copies):
+    # the trade charts draw them without loading the data again.
+    candles: dict[str, Candles] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -411,6 +411,7 @@ def make_entry_filter(cfg: BacktestConfig, app_config: AppConfig, symbol: str) -
         threshold_mode=app_config.ml_threshold_mode,
         disabled=False,
         hot_reload=False,
+        allow_ungated=app_config.ml_allow_ungated,  # as ``perpbot backtest`` and the live filter
     )
 
 
@@ -807,6 +808,9 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
             f"{close_timeouts} close(s) not confirmed in time (released with PnL 0, then booked late)"
         )
     closes = aligned_closes(prepared, timeline)
+    from perpbot.backtest.trade_chart import Candles
+
+    candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
     report = summarize(
         trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
     )
@@ -837,7 +841,5 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         daily_limit_days=limit_days,
         kill_switch_blocked={s.symbol: n for s, n in zip(prepared, blocked, strict=True)},
         kill_switch_resets=resets,
-        candles={s.symbol: (s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
-        if cfg.keep_candles
-        else {},
+        candles=candles,
     )

@@ -70,6 +70,17 @@ class Level:
     price: float
 
 
+@dataclass(frozen=True, slots=True)
+class TradeChart:
+    """One symbol's chart input: ``trade_chart_png`` / ``trade_chart_html``'s arguments."""
+
+    symbol: str
+    candles: Candles
+    trades: tuple[ClosedTrade, ...]
+    levels: tuple[Level, ...]
+    markers: tuple[Marker, ...]
+
+
 def levels_from_journal(path: Path | str, symbol: str, trades: Sequence[ClosedTrade]) -> list[Level]:
     """The SL/TP levels of ``symbol``'s positions, read from a run's journal file."""
     from perpbot.engine.journal import Journal
@@ -332,6 +343,31 @@ def candles_in_window(market: Any, start_ms: int, end_ms: int) -> Candles:
     return Candles(times[lo:hi], *cols)
 
 
+def trade_chart_inputs(
+    candles: dict[str, Candles],
+    trades: Sequence[ClosedTrade],
+    markers: Sequence[Marker],
+    journal_path: Path | str | None = None,
+) -> list[TradeChart]:
+    """Per symbol: its candles, trades, SL/TP levels (from the journal file, when there is one)
+    and its own markers (those labelled ``"<SYMBOL> …"``)."""
+    use_journal = (
+        journal_path is not None and str(journal_path) != ":memory:" and Path(journal_path).is_file()
+    )
+    out = []
+    for sym, c in candles.items():
+        mine = tuple(t for t in trades if t.symbol == sym)
+        levels = levels_from_journal(journal_path, sym, mine) if use_journal and journal_path else []
+        marks = tuple((int(m[0]), m[1]) for m in markers if m[1].split(" ", 1)[0] == sym)
+        out.append(TradeChart(sym, c, mine, tuple(levels), marks))
+    return out
+
+
+def chart_stem(out_dir: Path, symbol: str) -> Path:
+    """``<out>/trades_<symbol>`` (``.png`` and ``.html`` are added)."""
+    return out_dir / f"trades_{symbol.lower()}"
+
+
 def write_trade_charts(
     out_dir: Path,
     candles: dict[str, Candles],
@@ -339,23 +375,13 @@ def write_trade_charts(
     markers: Sequence[Marker],
     journal_path: Path | str | None = None,
 ) -> list[Path]:
-    """``trades_<symbol>.png`` and ``.html`` per symbol (atomic writes); returns the paths.
+    """``trades_<symbol>.png`` and ``.html`` per symbol, drawn in this process (atomic writes);
+    returns the paths. ``perpbot backtest`` renders the same jobs in ``chart_pool`` workers."""
+    from perpbot.backtest.chart_jobs import render, trade_jobs
 
-    ``markers`` labelled ``"<SYMBOL> …"`` are drawn on that symbol's chart only.
-    """
-    from perpbot.fileio import atomic_write_bytes
-
-    paths: list[Path] = []
-    use_journal = (
-        journal_path is not None and str(journal_path) != ":memory:" and Path(journal_path).is_file()
-    )
-    for sym, c in candles.items():
-        mine = [t for t in trades if t.symbol == sym]
-        levels = levels_from_journal(journal_path, sym, mine) if use_journal and journal_path else []
-        marks = [m for m in markers if m[1].split(" ", 1)[0] == sym]
-        stem = out_dir / f"trades_{sym.lower()}"
-        png, html = stem.with_suffix(".png"), stem.with_suffix(".html")
-        atomic_write_bytes(png, trade_chart_png(sym, c, mine, levels, marks))
-        atomic_write_bytes(html, trade_chart_html(sym, c, mine, levels, marks).encode("utf-8"))
-        paths += [png, html]
-    return paths
+    jobs = [
+        j
+        for chart in trade_chart_inputs(candles, trades, markers, journal_path)
+        for j in trade_jobs(chart, chart_stem(out_dir, chart.symbol))
+    ]
+    return [render(j) for j in jobs]

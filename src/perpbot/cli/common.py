@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from perpbot.errors import ConfigError, PerpbotError
 from perpbot.fileio import UnwritableFolderError, check_writable_folder
 from perpbot.symbols import normalize_symbol
 
 if TYPE_CHECKING:  # pydantic-settings loads when a command reads its configuration, not for --help
+    from rich.progress import Progress
+
     from perpbot.config import AppConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -187,6 +188,8 @@ def progress(quiet: bool) -> Iterator[Progress]:
     On a non-terminal stderr (CI logs, pipes) rich draws nothing while running and prints the
     final state once, which is what a log should hold.
     """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     p = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

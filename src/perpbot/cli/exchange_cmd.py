@@ -6,7 +6,6 @@ that the keys, the account mode and the symbols are usable before a bot is start
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import typer
@@ -23,6 +22,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Check keys, account mode and symbols on the venue of BINANCE_ENV (no order is sent)."""
+        import asyncio
+
         from perpbot.exchange.binance.startup import connect_from_config
 
         cfg = config_from_env()

@@ -8,7 +8,6 @@ SIGINT/SIGTERM stop it gracefully (protective orders stay on the exchange); exit
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -27,6 +26,8 @@ def _say(line: str) -> None:
 
 
 async def _main(runtime: object) -> int:
+    import asyncio
+
     from perpbot.runtime.app import Runtime, run_until_stopped
 
     assert isinstance(runtime, Runtime)
@@ -108,6 +109,8 @@ def _register_run(app: typer.Typer) -> None:
             heartbeat_s=heartbeat,
             connect_attempts=connect_attempts or None,
         )
+        import asyncio
+
         from perpbot.alerts.factory import build_notifier
 
         notifier = build_notifier(cfg, cfg.binance_env)  # tagged [DEMO] / [TESTNET]; live: none
@@ -137,19 +140,18 @@ def register_paper(app: typer.Typer) -> None:
         from perpbot.cli.common import writable_folder
         from perpbot.errors import ConfigError
         from perpbot.runtime.paper import PaperOptions
-        from perpbot.runtime.paper_report import write_paper_report
+        from perpbot.runtime.paper_report import replayed_market, report_lines, write_paper_report
         from perpbot.runtime.paper_run import run_paper
 
         cfg = config_from_env()
         cfg = cfg.with_symbols(select_symbols(cfg, None, False, symbols))
         if days < 1:
             raise ConfigError(f"--days={days}: need at least one day")
-        if speed < 0:
+        if not speed >= 0:
             raise ConfigError(f"--speed={speed}: must be >= 0")
         if data_dir is not None and not data_dir.is_dir():
             raise ConfigError(f"--data-dir={data_dir}: not a folder")
         writable_folder(out, "--out")
-        out.mkdir(parents=True, exist_ok=True)
         journal = out / "journal.sqlite3"
         if journal.exists():
             raise ConfigError(
@@ -163,8 +165,15 @@ def register_paper(app: typer.Typer) -> None:
             days=days,
             speed=speed,
         )
+        # Every symbol's data and the window are checked here, in one line each, before the
+        # simulator child starts (a missing file, a --from outside the data, a bad date).
+        replayed_market(opts)
+        out.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE")}
+        import asyncio
+
+        use_ml = not no_ml
         view = _live_view(cfg.symbols, "PAPER", quiet)
-        res = asyncio.run(run_paper(env, opts, journal, model_dir, use_ml=not no_ml, out=_say, view=view))
-        for line in write_paper_report(out, res):
+        res = asyncio.run(run_paper(env, opts, journal, model_dir, use_ml=use_ml, out=_say, view=view))
+        for line in report_lines(res, write_paper_report(out, res, opts, use_ml=use_ml)):
             _say(line)

@@ -7,7 +7,6 @@ text and checked here so that a bad value is the usual one-line error with exit 
 
 from __future__ import annotations
 
-import asyncio
 import math
 import signal
 import sys
@@ -42,6 +41,8 @@ def _number(name: str, text: str, kind: type[int] | type[float]) -> float:
 
 
 async def _serve(cfg: SimulatorConfig) -> None:
+    import asyncio
+
     from perpbot.simulator.server import SimServer
 
     srv = SimServer(cfg)
@@ -95,6 +96,12 @@ def register(app: typer.Typer) -> None:
         ws_max_age: Annotated[
             str, typer.Option("--ws-max-age", help="Seconds before a WebSocket is closed (Binance: 86400).")
         ] = "86400",
+        replay_limits: Annotated[
+            bool,
+            typer.Option(
+                "--replay-limits", help="Count request limits on replay time (paper), not wall time."
+            ),
+        ] = False,
     ) -> None:
         """Binance USDT-M protocol simulator (REST + WebSocket) over the backtest's matching engine."""
         from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimulatorConfig
@@ -116,6 +123,7 @@ def register(app: typer.Typer) -> None:
             api_secret=api_secret or DEFAULT_API_SECRET,
             faults_file=faults,
             ws_max_age_s=float(_number("--ws-max-age", ws_max_age, float)),
+            replay_limits=replay_limits,
             taker_fee=app_cfg.taker_fee,
             maker_fee=app_cfg.maker_fee,
             slippage_bps=app_cfg.slippage_bps,
@@ -127,4 +135,6 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"simulate: API key {cfg.api_key}", highlight=False, soft_wrap=True)
             if api_secret is None:
                 err_console.print(f"simulate: API secret {cfg.api_secret}", highlight=False, soft_wrap=True)
+        import asyncio
+
         asyncio.run(_serve(cfg))

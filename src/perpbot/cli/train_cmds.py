@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
-from rich.progress import Progress
 from rich.table import Table
 
 from perpbot.cli.common import (
@@ -42,6 +41,8 @@ from perpbot.cli.common import (
 from perpbot.errors import PerpbotError
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from perpbot.ml.train_report import TrainReport
     from perpbot.ml.training import ProgressFn
     from perpbot.ml.tuning import TuneReport

@@ -89,6 +89,7 @@ class Runtime:
         out: Callable[[str], None] = print,
         connect: Callable[..., Awaitable[tuple[Any, float]]] | None = None,
         view: LiveView | None = None,
+        budget: Any = None,
     ) -> None:
         self.cfg = cfg
         self.opts = opts
@@ -106,7 +107,7 @@ class Runtime:
         self.feed: Any = None
         self.user_stream: Any = None
         self.risk: Any = None
-        self.budget: Any = None
+        self.budget: Any = budget  # None: the process's shared weight budget
         self.journal: Any = None
         self._lock: JournalLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -166,7 +167,7 @@ class Runtime:
             connect = self._connect or connect_from_config
             from perpbot.exchange.binance.budget import shared_budget
 
-            self.budget = shared_budget()
+            self.budget = self.budget or shared_budget()
             self.budget.alert = self._weight_alert  # 429 / 418 (-1003): once per window or ban
             self.exchange, balance = await connect(
                 cfg, attempts=opts.connect_attempts, report=self.out, budget=self.budget
@@ -184,6 +185,10 @@ class Runtime:
             self.feed = self.exchange.kline_feed(
                 streamed, self._on_candle, settings=opts.stream, preload=opts.preload
             )
+            if opts.driven:
+                # A replay's candles are closed by replay time, not by the venue's wall clock
+                # (a market dated after today would otherwise lose its whole preload history).
+                self.feed.server_ms = self.clock.now_ms
             history = await self.feed.preload()
             for sym, candles in history.items():
                 self.window.preload(sym, candles)

@@ -6,12 +6,25 @@ backtest's trades exactly:
 
 1. ``POST /sim/advance?bars=1``: candle T *happens* on the venue (fills, triggers, funding);
 2. the replay clock is set to T's close; the driver waits until the market stream delivered
-   every symbol's candle T and the user stream has gone quiet (T's events handled);
+   every symbol's candle T and T's user-stream events were handled (``_settle``);
 3. each traded symbol's candle T goes to its worker (the runtime's ordinary job); the driver
-   waits until every worker is idle, or until nothing has happened for ``quiet_s`` (a bot waiting
-   for a fill that only the next candle brings, as a market order fills at the next open);
+   waits until every worker is idle and every event the venue sent meanwhile was handled;
 4. every ``RECONCILE_EVERY_MS`` of replay time every bot reconciles (the backtest's cadence);
 5. a symbol's last candle only closes positions (``END_OF_DATA``), as in the backtest.
+
+Waiting ends on counts, not on silence (``_settle``): the venue counts the user-stream events it
+sent (``user_events``), the adapter counts the requests it started and has in flight and the
+event frames it received and handled. When no request is in flight, no frame is being handled,
+and every event the venue had sent after the last request was handled, nothing more can
+arrive before the next candle: a bot still waiting on the clock (an entry's fills that only a
+later candle brings) times out at once (``ReplayClock.expire``), as ``SimClock`` times out in
+the backtest. Only when a count cannot be met (a fault dropped a frame) does the driver fall
+back to silence: no counter moved for ``quiet_s``.
+
+Request limits count on replay time paced by the wall clock on both sides (``--replay-limits``
+and ``PacedReplayClock``): a replay packs days into minutes, so wall-clock minute windows would
+throttle it (they cost 2.3 s per reconcile pass before), while each candle's requests fall into
+that candle's replay minute, as they do live.
 
 The bots' clock is the replay clock (``ReplayClock``): journal stamps, the daily reset and the
 kill switch follow replay time; waiting is real (events arrive over real sockets).
@@ -30,7 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from perpbot.domain.events import OrderTradeUpdate
+import aiohttp
+
 from perpbot.domain.types import CloseReason
 from perpbot.simulator.child import SimulatorChild
 
@@ -38,6 +52,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 BAR_MS = 15 * 60_000
 RECONCILE_EVERY_MS = 300_000
+POLL_S = 0.001  # how often the driver looks at the counters (the wait ends on the counts)
 
 
 class ReplayClock:
@@ -104,8 +119,8 @@ class PaperOptions:
     days: int
     balance: float = 1000.0
     speed: float = 0.0
-    quiet_s: float = 0.3
-    settle_s: float = 0.05
+    quiet_s: float = 0.3  # fallback only: no counter moved for this long (module docstring)
+    max_wait_s: float = 120.0
 
 
 def start_simulator(opts: PaperOptions) -> SimulatorChild:
@@ -113,6 +128,7 @@ def start_simulator(opts: PaperOptions) -> SimulatorChild:
     window and balance, advanced only by the driver (``--speed 0``)."""
     syms = list(dict.fromkeys([*opts.symbols, *opts.correlation]))
     args = ["--symbols", ",".join(syms), "--days", str(opts.days), "--balance", repr(opts.balance)]
+    args.append("--replay-limits")
     if opts.data_dir is not None:
         args += ["--data-dir", str(opts.data_dir)]
     if opts.from_ is not None:
@@ -128,53 +144,69 @@ class PaperDriver:
         self.sim = sim
         self.clock = clock
         self.opts = opts
-        self._last_activity = time.monotonic()
-        self.fills_seen = 0  # executions received over the user stream (the barrier below)
         self.steps = 0
-
         self.reconciles = 0
-
-    async def _activity(self, ev: Any) -> None:
-        self._last_activity = time.monotonic()
-        if isinstance(ev, OrderTradeUpdate) and ev.execution_type in ("TRADE", "CALCULATED"):
-            self.fills_seen += 1
-
-    async def _fills_delivered(self, timeout_s: float = 30.0) -> None:
-        """Barrier: every fill the venue made so far was delivered and handled by the bots (the
-        backtest drains every event of candle T before any bot sees candle T)."""
-        state = await self._call("GET", "/sim/state")
-        want = int(state["fill_count"])
-        end = time.monotonic() + timeout_s
-        while self.fills_seen < want and time.monotonic() < end:
-            await asyncio.sleep(0.002)
+        self.state_reads = 0
+        self.fallbacks = 0  # settles that ended on silence because a count was never met
+        self._http: aiohttp.ClientSession | None = None
+        self._sent = 0  # user-stream events the venue sent, as last read
+        self._sent_writes = -1  # the adapter's write count when ``_sent`` was read
 
     async def _call(self, method: str, path: str) -> Any:
-        return await asyncio.to_thread(self.sim.call, method, path)
+        """One control request on a kept-alive connection (several per candle)."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60.0))
+        async with self._http.request(method, self.sim.http + path) as r:
+            r.raise_for_status()
+            return await r.json()
 
-    async def _quiet(self, extra: Callable[[], bool] = lambda: True, max_wait_s: float = 120.0) -> None:
-        """Until ``extra()`` holds and no event arrived for ``settle_s``. A bot that waits on the
-        clock while no event arrived for ``quiet_s`` waits for what only the next candle brings:
-        its wait times out at once (``ReplayClock.expire``), as in the backtest. Nothing else ends
-        the wait early (a slow REST call is waited for), except ``max_wait_s`` (logged)."""
-        started = time.monotonic()
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def _settle(self, extra: Callable[[], bool] = lambda: True) -> None:
+        """Until every request was answered, every user-stream event the venue sent after the
+        last request that could change the account (a write) was handled, no bot waits on the
+        clock, every worker is idle and ``extra()`` holds (module docstring). The venue's event
+        count is read again only after a write: reads change nothing on the venue, and the
+        answer of ``/sim/advance`` carries the count, so a quiet candle costs no extra request."""
+        rest, us = self.rt.exchange.rest, self.rt.user_stream
+        moved_at = started = time.monotonic()
+        mark: tuple[int, ...] = ()
         while True:
+            io_idle = rest.in_flight == 0 and us.frames_received == us.frames_handled
+            if io_idle and rest.writes != self._sent_writes:
+                self._sent_writes = rest.writes
+                self._sent = int((await self._call("GET", "/sim/state"))["user_events"])
+                self.state_reads += 1
+                continue
+            delivered = io_idle and rest.writes == self._sent_writes and us.frames_handled >= self._sent
             now = time.monotonic()
-            idle_for = now - self._last_activity
-            if extra() and idle_for >= self.opts.settle_s:
+            new_mark = (rest.writes, rest.in_flight, us.frames_handled, self.clock.waiting)
+            if new_mark != mark:
+                mark, moved_at = new_mark, now
+            elif not delivered and now - moved_at >= self.opts.quiet_s:
+                delivered = True  # a count that cannot be met (a dropped frame): silence decides
+                self.fallbacks += 1
+                moved_at = now
+            if delivered:
+                if self.clock.waiting:
+                    self.clock.expire()  # nothing more can arrive before the next candle
+                    await asyncio.sleep(0)
+                    continue
+                if extra() and self._workers_idle():
+                    return
+            if now - started > self.opts.max_wait_s:
+                log.warning("paper: the bots did not settle within %.0f s; going on", self.opts.max_wait_s)
                 return
-            if idle_for >= self.opts.quiet_s and self.clock.waiting:
-                self.clock.expire()
-                self._last_activity = now
-            if now - started > max_wait_s:
-                log.warning("paper: the bots did not settle within %.0f s; going on", max_wait_s)
-                return
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(POLL_S)
 
     async def _settled(self, coro: Awaitable[Any]) -> None:
-        """Run the driver's own bot call while watching for quiet, so that its waits time out
-        the way the backtest's do instead of after their real timeouts."""
+        """Run the driver's own bot call while settling, so that its waits time out the way the
+        backtest's do instead of after their real timeouts."""
         task = asyncio.ensure_future(coro)
-        await self._quiet(task.done)
+        await self._settle(task.done)
         await task
 
     def _workers_idle(self) -> bool:
@@ -182,9 +214,15 @@ class PaperDriver:
             b.has_background for b in self.rt.bots.values()
         )
 
+    async def _candles_streamed(self, open_ms: int) -> None:
+        """Every streamed symbol's candle ``open_ms`` is in the window (the market stream)."""
+        rt = self.rt
+        streamed = [*rt.cfg.symbols, *rt.cfg.correlation.as_tuple()]
+        while not all(rt.window.have(s, open_ms) for s in streamed):
+            await asyncio.sleep(POLL_S)
+
     async def run(self, progress: Callable[[int, int], None] | None = None) -> None:
         rt = self.rt
-        rt.exchange.subscribe(self._activity)
         state = await self._call("GET", "/sim/state")
         end_ms = int(state["end_ms"])
         next_reconcile: int | None = None
@@ -198,31 +236,29 @@ class PaperDriver:
             now = int(res["replay_time_ms"])
             open_ms = now - BAR_MS
             self.clock.set(now)
-            self._last_activity = time.monotonic()
-            streamed = [*rt.cfg.symbols, *rt.cfg.correlation.as_tuple()]
-            while not all(rt.window.have(s, open_ms) for s in streamed):
-                await asyncio.sleep(0.002)
-            await self._fills_delivered()
-            await self._quiet(self._workers_idle)
+            if self.rt.exchange.rest.writes == self._sent_writes:
+                self._sent = int(res["user_events"])  # no write since: the count is current
+            await self._candles_streamed(open_ms)
+            await self._settle()
             last = bool(res["finished"])
-            for sym in rt.cfg.symbols:
-                if last:
-                    continue
-                rt.submit_candle(sym, open_ms)
-            await self._quiet(self._workers_idle)
-            if last:
+            if not last:
+                # One symbol at a time, in configured order, as the backtest hands them to the
+                # bots: an entry sizes from the balance the previous symbol's entry left.
+                for sym in rt.cfg.symbols:
+                    rt.submit_candle(sym, open_ms)
+                    await self._settle()
+            else:
                 for bot in rt.bots.values():
                     if bot.in_position:
                         await self._settled(bot.close_position(CloseReason.END_OF_DATA))
-                await self._fills_delivered()
-                await self._quiet(self._workers_idle)
+                await self._settle()
             if next_reconcile is None:
                 next_reconcile = now
             if now >= next_reconcile:
                 await self._settled(rt.reconcile_all())
                 self.reconciles += 1
                 next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
-                await self._quiet(self._workers_idle)
+                await self._settle()
             self.steps += 1
             if progress is not None:
                 progress(self.steps, total)

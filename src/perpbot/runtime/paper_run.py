@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,11 +11,13 @@ from typing import Any
 
 from perpbot.config import AppConfig, load_config
 from perpbot.engine.notifier import RecordingNotifier
+from perpbot.exchange.binance.budget import WeightBudget
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.runtime.app import Runtime, RuntimeOptions
 from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.paper import PaperDriver, PaperOptions, ReplayClock, start_simulator
 from perpbot.simulator.child import SimulatorChild
+from perpbot.simulator.weights import PacedReplayClock
 
 
 @dataclass(slots=True)
@@ -28,6 +31,13 @@ class PaperResult:
     final_balance: float = 0.0
     bot_errors: int = 0
     align_timeouts: int = 0
+    # How the waiting went: control reads of the venue's event count, settles that had to end
+    # on silence (a count never met), requests the weight budget made wait.
+    state_reads: int = 0
+    fallbacks: int = 0
+    weight_waits: int = 0
+    wall_s: float = 0.0
+    preloaded: dict[str, int] = field(default_factory=dict)  # history candles per streamed symbol
 
 
 def paper_config(base_env: dict[str, str], sim: SimulatorChild) -> AppConfig:
@@ -69,11 +79,19 @@ async def run_paper(
             driven=True,
         )
         notifier = RecordingNotifier()
-        rt = Runtime(cfg, ropts, clock=clock, notifier=notifier, out=out, view=view)
+        # The simulator counts request limits on paced replay time (``--replay-limits``); so does
+        # this client's budget (``paper.py`` module docstring).
+        budget = WeightBudget(now_ms=PacedReplayClock(clock.now_ms))
+        rt = Runtime(cfg, ropts, clock=clock, notifier=notifier, out=out, view=view, budget=budget)
         await rt.start()
+        preloaded = {s: rt.window.count(s) for s in (*cfg.symbols, *cfg.correlation.as_tuple())}
         try:
             driver = PaperDriver(rt, sim, clock, opts)
-            await driver.run(progress)
+            t0 = time.monotonic()
+            try:
+                await driver.run(progress)
+            finally:
+                await driver.close()
             trades = canonical_order(t for b in rt.bots.values() for t in b.closed_trades)
             end = await asyncio.to_thread(sim.call, "GET", "/sim/state")
             return PaperResult(
@@ -86,6 +104,11 @@ async def run_paper(
                 final_balance=float(end["balance"]),
                 bot_errors=sum(b.errors for b in rt.bots.values()),
                 align_timeouts=rt.window.align_timeouts,
+                state_reads=driver.state_reads,
+                fallbacks=driver.fallbacks,
+                weight_waits=budget.waits,
+                wall_s=time.monotonic() - t0,
+                preloaded=preloaded,
             )
         finally:
             await rt.stop()

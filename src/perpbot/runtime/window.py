@@ -74,11 +74,15 @@ class MarketWindow:
         self._arrived = asyncio.Condition()
         self.align_timeouts = 0  # decisions made without a correlation candle of the same open time
         self._frame_index: FrameIndex | None = None
+        # Each symbol's window as one (n, 6) array (open time, OHLCV), built once per new candle:
+        # BTC's and ETH's serve every traded symbol's context of the same candle.
+        self._tables: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ input
 
     def preload(self, symbol: str, candles: list[Candle]) -> None:
         self._candles[symbol] = deque(candles[-self.size :], maxlen=self.size)
+        self._tables.pop(symbol, None)
 
     async def add(self, c: Candle) -> None:
         """Store one closed candle (in open-time order per symbol) and wake any aligner."""
@@ -86,6 +90,7 @@ class MarketWindow:
         if dq and c.open_ms <= dq[-1].open_ms:
             return
         dq.append(c)
+        self._tables.pop(c.symbol, None)
         async with self._arrived:
             self._arrived.notify_all()
 
@@ -94,6 +99,10 @@ class MarketWindow:
         per[open_ms] = micro
         while len(per) > self.size:
             per.pop(next(iter(per)))
+
+    def count(self, symbol: str) -> int:
+        """Candles held for ``symbol``."""
+        return len(self._candles.get(symbol, ()))
 
     def seed_oi(self, symbol: str, changes: list[tuple[int, float]]) -> int:
         """Put seeded OI changes on the preloaded candles they belong to; returns how many landed
@@ -132,32 +141,36 @@ class MarketWindow:
 
     # ------------------------------------------------------------------ output
 
+    def _table(self, symbol: str) -> np.ndarray:
+        t = self._tables.get(symbol)
+        if t is None:
+            dq = self._candles.get(symbol, ())
+            rows = [(c.open_ms, c.open, c.high, c.low, c.close, c.volume) for c in dq]
+            t = np.array(rows, dtype=np.float64).reshape(-1, 1 + len(OHLCV))
+            self._tables[symbol] = t
+        return t
+
     def frame(self, symbol: str, upto_open_ms: int | None = None) -> pd.DataFrame:
         """The primary's window in the data schema (correlation columns forward-filled by open
         time; OI/funding zero unless set), ready for ``live_feature_row``."""
-        prim = list(self._candles.get(symbol, ()))
+        prim = self._table(symbol)
         if upto_open_ms is not None:
-            prim = [c for c in prim if c.open_ms <= upto_open_ms]
-        times = np.fromiter((c.open_ms for c in prim), dtype=np.int64, count=len(prim))
-        cols: dict[str, np.ndarray] = {
-            name: np.fromiter((getattr(c, name) for c in prim), dtype=np.float64, count=len(prim))
-            for name in OHLCV
-        }
+            prim = prim[prim[:, 0] <= upto_open_ms]
+        times = prim[:, 0].astype(np.int64)  # epoch ms are exact in float64 (< 2**53)
+        cols: dict[str, np.ndarray] = {name: prim[:, 1 + i].copy() for i, name in enumerate(OHLCV)}
         for role, names in ((self.btc, BTC_COLS), (self.eth, ETH_COLS)):
-            aux = list(self._candles.get(role, ()))
-            at = np.fromiter((c.open_ms for c in aux), dtype=np.int64, count=len(aux))
-            pos = np.searchsorted(at, times, side="right") - 1  # last correlation candle <= T
-            for base, name in zip(OHLCV, names, strict=True):
-                vals = np.fromiter((getattr(c, base) for c in aux), dtype=np.float64, count=len(aux))
+            aux = self._table(role)
+            pos = np.searchsorted(aux[:, 0], times, side="right") - 1  # last correlation candle <= T
+            ok = pos >= 0
+            for i, name in enumerate(names):
                 out = np.full(len(prim), np.nan)
-                ok = pos >= 0
-                out[ok] = vals[pos[ok]]
+                out[ok] = aux[pos[ok], 1 + i]
                 cols[name] = out
         micro = self._micro.get(symbol, {})
-        cols["oi_change"] = np.array([micro.get(int(t), Micro()).oi_change for t in times], dtype=np.float64)
-        cols["funding_rate"] = np.array(
-            [micro.get(int(t), Micro()).funding_rate for t in times], dtype=np.float64
-        )
+        zero = Micro()
+        got = [micro.get(t, zero) for t in times.tolist()]
+        cols["oi_change"] = np.array([m.oi_change for m in got], dtype=np.float64)
+        cols["funding_rate"] = np.array([m.funding_rate for m in got], dtype=np.float64)
         index = pd.DatetimeIndex(pd.to_datetime(times, unit="ms", utc=True), name="timestamp")
         return pd.DataFrame(cols, index=index)
 

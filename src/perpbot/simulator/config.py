@@ -33,6 +33,9 @@ class SimulatorConfig:
     max_ws_messages_per_s: int = 10
     max_streams: int = 1024
     weight_limit: int = 2400
+    # True (``perpbot paper``): request limits count on the replay time paced by the wall clock
+    # (``weights.PacedReplayClock``) instead of the wall clock alone.
+    replay_limits: bool = False
     max_body_bytes: int = 64 * 1024
     listen_key_validity_s: float = 3600.0
     # Costs, as the backtest takes them from the app configuration (TAKER_FEE, MAKER_FEE,

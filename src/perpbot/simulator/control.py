@@ -54,6 +54,7 @@ def state(srv: SimServer) -> dict[str, Any]:
         "open_orders": [o.order_id for s in v.market.symbols for o in v.engine.open_orders(s)],
         "algo_orders": [algo_json(r.order, update_ms=r.update_ms) for r in v.open_algos(None)],
         "fill_count": v.fill_count,
+        "user_events": srv.private_hub.pushed,
         "faults": [f.as_json() for f in srv.faults.log],
         "rate_limits": srv.limiter.state(),
         "listen_key_active": srv.listen_keys.key is not None,
@@ -81,7 +82,12 @@ async def post_advance(request: web.Request) -> web.StreamResponse:
             )
         n = await srv.replay.advance_async(int(raw))
         return json_response(
-            {"advanced": n, "replay_time_ms": srv.venue.now_ms, "finished": srv.replay.finished}
+            {
+                "advanced": n,
+                "replay_time_ms": srv.venue.now_ms,
+                "finished": srv.replay.finished,
+                "user_events": srv.private_hub.pushed,
+            }
         )
     except BinanceError as exc:
         return exc.response()

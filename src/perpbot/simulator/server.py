@@ -29,7 +29,7 @@ from perpbot.simulator.market import Market, load_market_data
 from perpbot.simulator.params import Params
 from perpbot.simulator.replay import Replay
 from perpbot.simulator.venue import Venue
-from perpbot.simulator.weights import ORDER_ROUTES, RateLimiter, request_weight
+from perpbot.simulator.weights import ORDER_ROUTES, PacedReplayClock, RateLimiter, request_weight
 from perpbot.simulator.ws_market import MarketHub
 from perpbot.simulator.ws_private import PrivateHub
 
@@ -105,7 +105,8 @@ class SimServer:
         self.venue = Venue.create(self.market, settings)
         self.faults = FaultBook(wall_ms)
         self.auth = Authenticator(cfg.api_key, cfg.api_secret, self.server_ms)
-        self.limiter = RateLimiter(wall_ms, cfg.weight_limit)
+        limits_ms = PacedReplayClock(lambda: self.venue.now_ms) if cfg.replay_limits else wall_ms
+        self.limiter = RateLimiter(limits_ms, cfg.weight_limit)
         self.listen_keys = ListenKeys(cfg.api_key, wall_ms, int(cfg.listen_key_validity_s * 1000))
         self.market_hub = MarketHub(cfg, self.faults)
         self.private_hub = PrivateHub(cfg, self.listen_keys, self.faults, lambda: self.venue.now_ms)

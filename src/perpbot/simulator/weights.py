@@ -9,8 +9,9 @@ is banned: HTTP 418 with a ``Retry-After`` covering the ban.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from perpbot.simulator.errors import BinanceError
 
@@ -52,6 +53,36 @@ _FIXED: dict[tuple[str, str], int] = {
     ("DELETE", "/fapi/v1/listenKey"): 1,
 }
 ORDER_ROUTES = frozenset({("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/algoOrder")})
+
+
+def mono_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class PacedReplayClock:
+    """Replay time that runs at wall speed between two jumps of the replay (``perpbot paper``).
+
+    Why: a paper replay packs days of candles into minutes of wall time, so per-minute request
+    limits counted on the wall clock would throttle it a hundredfold while counting on the bare
+    replay time would freeze a ``Retry-After`` wait (replay time stands still while a candle is
+    handled). Here every candle's requests fall into that candle's replay minute, as they do live
+    (a bot's requests follow the candle close within seconds), and a back-off of N seconds still
+    ends after N seconds of wall time. Monotonic even when a candle takes longer than its step.
+    """
+
+    replay_ms: Callable[[], int]
+    wall_ms: Callable[[], int] = mono_ms
+    _base: int = field(default=-1, init=False)
+    _wall_at_base: int = field(default=0, init=False)
+    _last: int = field(default=0, init=False)
+
+    def __call__(self) -> int:
+        base, wall = self.replay_ms(), self.wall_ms()
+        if base != self._base:
+            self._base, self._wall_at_base = base, wall
+        self._last = max(self._last, base + wall - self._wall_at_base)
+        return self._last
 
 
 def request_weight(method: str, path: str, params: Mapping[str, str]) -> int:

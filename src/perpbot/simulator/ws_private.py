@@ -34,6 +34,9 @@ class PrivateHub:
         self.faults = faults
         self.now_ms = now_ms
         self.conns: set[StreamConn] = set()
+        # Events queued to at least one connection: a driver (``perpbot paper``) waits until its
+        # client handled this many instead of waiting for the stream to go quiet.
+        self.pushed = 0
         keys.on_expire.append(self._expired)
 
     def on_event(self, ev: ExchangeEvent) -> None:
@@ -45,15 +48,18 @@ class PrivateHub:
             return
         data = event_json(ev)
         raw = combined = None
+        sent = False
         for conn in tuple(self.conns):
             if conn.listen_key != key:
                 continue
+            sent = True
             if conn.combined:
                 combined = combined or _dumps({"stream": key, "data": data})
                 conn.push(combined)
             else:
                 raw = raw or _dumps(data)
                 conn.push(raw)
+        self.pushed += sent
 
     def _expired(self, key: str) -> None:
         ev = {"e": "listenKeyExpired", "E": self.now_ms(), "listenKey": key}

@@ -11,6 +11,7 @@ order).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 TIME_SYNC_PERIOD_MS = 30 * 60_000
 EXCHANGE_INFO_TTL_MS = 24 * 3_600_000
 TIMESTAMP_OUTSIDE_WINDOW = -1021
+
+
+_WRITE = re.compile(r"^(fapi|sapi|papi)(Public|Private)(Post|Put|Delete)")
 
 
 class BinanceRest:
@@ -52,6 +56,11 @@ class BinanceRest:
         self._info: dict[str, Any] | None = None
         self._info_at = 0
         self.time_syncs = 0  # diagnostics and tests
+        # Requests in flight, and the ones that can change the account (POST/PUT/DELETE) started
+        # so far: a paper driver knows from these that no answer (and none of the events the
+        # venue emits before answering) is still on its way.
+        self.in_flight = 0
+        self.writes = 0
 
     def __repr__(self) -> str:
         return f"BinanceRest({self.endpoints.env}, {self.endpoints.fapi})"
@@ -73,6 +82,15 @@ class BinanceRest:
 
     async def call(self, name: str, params: dict[str, Any] | None = None) -> Any:
         """One request; -1021 triggers a resync and exactly one more attempt."""
+        if _WRITE.search(name):
+            self.writes += 1
+        self.in_flight += 1
+        try:
+            return await self._call(name, params)
+        finally:
+            self.in_flight -= 1
+
+    async def _call(self, name: str, params: dict[str, Any] | None) -> Any:
         if self._synced_at is None or self.now_ms() - self._synced_at >= TIME_SYNC_PERIOD_MS:
             await self.sync_time()
         fn = getattr(self.ex, name)

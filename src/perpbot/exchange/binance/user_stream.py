@@ -67,6 +67,10 @@ class UserStream:
         self.keepalives = 0
         self.resyncs = 0
         self.recovered = 0  # events rebuilt from REST after a deaf period
+        # Event frames received, and fully handled (every handler returned), duplicates included:
+        # a driver that knows how many the venue sent waits for these counts, not for silence.
+        self.frames_received = 0
+        self.frames_handled = 0
         self.resync_listeners: list[Callable[[], Awaitable[None]]] = []
         self._seen: OrderedDict[tuple[Any, ...], None] = OrderedDict()
         self._trade_since: dict[str, int] = {}
@@ -132,9 +136,13 @@ class UserStream:
             raise ConnectionError(f"stream error payload: {data}")
         if kind not in EVENT_KINDS:
             return
-        ev = codec.event_from_json(data)
-        if ev is not None:
-            await self._emit(ev)
+        self.frames_received += 1
+        try:
+            ev = codec.event_from_json(data)
+            if ev is not None:
+                await self._emit(ev)
+        finally:
+            self.frames_handled += 1
 
     async def _emit(self, ev: ExchangeEvent) -> None:
         key = dedupe_key(ev)

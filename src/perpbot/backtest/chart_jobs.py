@@ -1,0 +1,165 @@
+"""Report charts as jobs: what to draw, where to write it, and a byte form for a worker process.
+
+Why: drawing the report's charts (equity PNG + HTML, one trades-on-price PNG + HTML per symbol)
+took longer than the whole backtest loop. As jobs they can be rendered by forked worker processes
+(``chart_pool``) that imported matplotlib and plotly while the loop ran, on the other core, or
+in this process when forking is not possible; either way the same function draws the same bytes.
+
+A job travels through a pipe as bytes, never as a pickle: a JSON header (kind, file, scalars,
+trades, levels, markers; floats are written with ``repr`` precision, so they come back exactly)
+followed by an ``.npz`` archive of the arrays, read back with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perpbot.backtest.charts import EquityChart, Series, equity_html, equity_png
+from perpbot.backtest.trade_chart import Candles, Level, TradeChart, trade_chart_html, trade_chart_png
+from perpbot.domain.types import ClosedTrade, CloseReason, Side
+
+KINDS = ("equity_png", "equity_html", "trades_png", "trades_html")
+COST = {"equity_png": 4, "trades_png": 3, "equity_html": 1, "trades_html": 1}
+"""Relative drawing time of each kind (measured: a PNG costs ~3-4x its HTML page); used to
+share a batch evenly between worker processes."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChartJob:
+    """Draw ``data`` as ``kind`` and write it (atomically) to ``path``."""
+
+    kind: str
+    path: Path
+    data: EquityChart | TradeChart
+
+    def __post_init__(self) -> None:
+        want = EquityChart if self.kind.startswith("equity") else TradeChart
+        if self.kind not in KINDS or not isinstance(self.data, want):
+            raise ValueError(f"chart job {self.kind!r} with {type(self.data).__name__}")
+
+    @property
+    def cost(self) -> int:
+        return COST[self.kind]
+
+
+def draw(job: ChartJob) -> bytes:
+    """The file's bytes (PNG, or UTF-8 HTML)."""
+    d = job.data
+    if isinstance(d, EquityChart):
+        return equity_png(d) if job.kind == "equity_png" else equity_html(d).encode("utf-8")
+    args = (d.symbol, d.candles, d.trades, d.levels, d.markers)
+    return trade_chart_png(*args) if job.kind == "trades_png" else trade_chart_html(*args).encode("utf-8")
+
+
+def render(job: ChartJob) -> Path:
+    """Draw the job and write its file atomically; returns the path."""
+    from perpbot.fileio import atomic_write_bytes
+
+    atomic_write_bytes(job.path, draw(job))
+    return job.path
+
+
+def equity_jobs(chart: EquityChart, png: Path, html: Path) -> list[ChartJob]:
+    return [ChartJob("equity_png", png, chart), ChartJob("equity_html", html, chart)]
+
+
+def trade_jobs(chart: TradeChart, stem: Path) -> list[ChartJob]:
+    return [
+        ChartJob("trades_png", stem.with_suffix(".png"), chart),
+        ChartJob("trades_html", stem.with_suffix(".html"), chart),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Byte form
+# ---------------------------------------------------------------------------------------------
+
+_TRADE_FIELDS = (
+    "symbol",
+    "side",
+    "entry_time_ms",
+    "exit_time_ms",
+    "entry_price",
+    "exit_price",
+    "quantity",
+    "realized_pnl",
+    "entry_fee",
+    "exit_fee",
+    "funding",
+    "reason",
+)
+
+
+def _trade_row(t: ClosedTrade) -> list[Any]:
+    row: list[Any] = [getattr(t, f) for f in _TRADE_FIELDS]
+    row[1], row[11] = t.side.value, t.reason.value
+    return row
+
+
+def _trade(row: Sequence[Any]) -> ClosedTrade:
+    kw = dict(zip(_TRADE_FIELDS, row, strict=True))
+    kw["side"], kw["reason"] = Side(kw["side"]), CloseReason(kw["reason"])
+    return ClosedTrade(**kw)
+
+
+def encode(job: ChartJob) -> bytes:
+    """The job as bytes: 4-byte header length, JSON header, ``.npz`` arrays."""
+    d = job.data
+    arrays: dict[str, np.ndarray] = {}
+    head: dict[str, Any] = {"kind": job.kind, "path": str(job.path), "markers": [list(m) for m in d.markers]}
+    if isinstance(d, EquityChart):
+        head["title"] = d.title
+        head["symbols"] = list(d.symbols)
+        named = {"portfolio": d.portfolio, "drawdown": d.drawdown}
+        named.update({f"sym{k}": s for k, s in enumerate(d.symbols.values())})
+        for name, s in named.items():
+            arrays[f"{name}_t"], arrays[f"{name}_v"] = s.time_ms, s.values
+    else:
+        head["symbol"] = d.symbol
+        head["trades"] = [_trade_row(t) for t in d.trades]
+        head["levels"] = [[lv.kind, lv.start_ms, lv.end_ms, lv.price] for lv in d.levels]
+        c = d.candles
+        arrays.update(t=c.open_time_ms, o=c.open, h=c.high, l=c.low, c=c.close)
+    header = json.dumps(head, allow_nan=True).encode("utf-8")
+    buf = io.BytesIO()
+    np.savez(buf, allow_pickle=False, **arrays)
+    return struct.pack("<I", len(header)) + header + buf.getvalue()
+
+
+def decode(blob: bytes) -> ChartJob:
+    """The job ``encode`` wrote (arrays read without pickle)."""
+    (n,) = struct.unpack_from("<I", blob)
+    head = json.loads(blob[4 : 4 + n].decode("utf-8"))
+    with np.load(io.BytesIO(blob[4 + n :]), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    markers = tuple((int(ms), str(label)) for ms, label in head["markers"])
+    data: EquityChart | TradeChart
+    if head["kind"].startswith("equity"):
+
+        def series(name: str) -> Series:
+            return Series(arrays[f"{name}_t"], arrays[f"{name}_v"])
+
+        data = EquityChart(
+            title=head["title"],
+            markers=markers,
+            portfolio=series("portfolio"),
+            drawdown=series("drawdown"),
+            symbols={sym: series(f"sym{k}") for k, sym in enumerate(head["symbols"])},
+        )
+    else:
+        data = TradeChart(
+            symbol=head["symbol"],
+            candles=Candles(arrays["t"], arrays["o"], arrays["h"], arrays["l"], arrays["c"]),
+            trades=tuple(_trade(r) for r in head["trades"]),
+            levels=tuple(Level(k, int(a), int(b), float(p)) for k, a, b, p in head["levels"]),
+            markers=markers,
+        )
+    return ChartJob(head["kind"], Path(head["path"]), data)

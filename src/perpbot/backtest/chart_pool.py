@@ -1,0 +1,268 @@
+"""Render the report's charts in forked worker processes, started before the backtest runs.
+
+Why (issue 13, whole process in about 1.5 s): importing matplotlib and plotly and drawing the
+first chart costs more than the backtest loop, and the loop uses one core. So ``perpbot
+backtest`` forks one worker as soon as its flags are validated; while the parent imports pandas
+and runs the loop, the worker imports the plotting libraries and draws a tiny chart of each kind
+(fonts, date locators, plotly's template and bundle are then loaded). When the run is done the
+parent sends the chart jobs (``chart_jobs``: plain arrays and JSON, no pickle); the worker forks
+itself once per further usable core (warm children, nothing imported twice), the jobs are shared
+by their measured cost, and every process writes its files atomically. The parent never imports
+matplotlib or plotly.
+
+Fail-safe: with no ``fork`` (or threads already running in the parent, where forking is unsafe),
+or when a worker dies or fails on a job, that job is drawn in the parent process instead, so a
+report is never missing a chart and a real drawing error is raised where it can be seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import signal
+import struct
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the parent forks before numpy, let alone the plotting libraries, is imported
+    from perpbot.backtest.chart_jobs import ChartJob
+
+_LEN = struct.Struct("<Q")
+
+
+def usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def can_fork() -> bool:
+    """``fork`` exists and this process runs a single thread (a fork copies only the calling
+    thread, so a lock held by another one would stay locked in the child)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def share(costs: Sequence[int], processes: int) -> list[list[int]]:
+    """Job indices per process, longest first onto the least loaded (greedy LPT); no empty
+    group unless there are fewer jobs than processes."""
+    groups: list[list[int]] = [[] for _ in range(max(1, min(processes, len(costs))))]
+    load = [0] * len(groups)
+    for i in sorted(range(len(costs)), key=lambda k: (-costs[k], k)):
+        g = load.index(min(load))
+        groups[g].append(i)
+        load[g] += costs[i]
+    return groups
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing on raw pipe file descriptors
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def send(fd: int, payload: bytes) -> None:
+    _write_all(fd, _LEN.pack(len(payload)) + payload)
+
+
+def recv(fd: int) -> bytes | None:
+    """One framed message, or None when the other end closed first."""
+    head = _read_exact(fd, _LEN.size)
+    if head is None:
+        return None
+    return _read_exact(fd, _LEN.unpack(head)[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side
+# ---------------------------------------------------------------------------------------------
+
+
+def warm_up() -> None:
+    """Import the plotting libraries and draw one tiny chart of each kind (not written)."""
+    import numpy as np
+
+    from perpbot.backtest.chart_jobs import draw, equity_jobs, trade_jobs
+    from perpbot.backtest.charts import EquityChart, Series
+    from perpbot.backtest.trade_chart import Candles, TradeChart
+    from perpbot.domain.types import ClosedTrade, CloseReason, Side
+
+    t = 1_700_000_000_000 + 900_000 * np.arange(4, dtype=np.int64)
+    v = np.array([1.0, 2.0, 1.5, 3.0])
+    s = Series(t, v)
+    eq = EquityChart("warm-up", ((int(t[1]), "X kill switch"),), s, Series(t, -v), {"X": s})
+    trade = ClosedTrade(
+        "X", Side.LONG, int(t[0]), int(t[2]), 1.0, 1.5, 1.0, 0.5, 0.0, 0.0, 0.0, CloseReason.TP
+    )
+    tc = TradeChart("X", Candles(t, v, v + 0.5, v - 0.5, v), (trade,), (), ())
+    for job in (*equity_jobs(eq, Path("x.png"), Path("x.html")), *trade_jobs(tc, Path("x"))):
+        draw(job)
+
+
+def _render_group(jobs: Sequence[ChartJob]) -> list[str | None]:
+    """Per job: None when written, else the error in one line."""
+    from perpbot.backtest.chart_jobs import render
+
+    out: list[str | None] = []
+    for job in jobs:
+        try:
+            render(job)
+            out.append(None)
+        except Exception as exc:  # reported to the parent, which draws the job itself
+            out.append(f"{type(exc).__name__}: {exc}")
+    return out
+
+
+def _render_batch(jobs: Sequence[ChartJob], processes: int) -> list[str | None]:
+    """Every job, shared between this process and ``processes - 1`` forked children."""
+    groups = share([j.cost for j in jobs], processes)
+    children: list[tuple[int, int, list[int]]] = []
+    for group in groups[1:]:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which leaves with os._exit
+            code = 1
+            try:
+                os.close(r)
+                send(w, json.dumps(_render_group([jobs[i] for i in group])).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        children.append((pid, r, group))
+    results: list[str | None] = ["not drawn"] * len(jobs)
+    for i, res in zip(groups[0], _render_group([jobs[i] for i in groups[0]]), strict=True):
+        results[i] = res
+    for pid, r, group in children:
+        reply = recv(r)
+        os.close(r)
+        os.waitpid(pid, 0)
+        got = json.loads(reply) if reply is not None else ["chart worker died"] * len(group)
+        for i, res in zip(group, got, strict=True):
+            results[i] = res
+    return results
+
+
+def _worker(rfd: int, wfd: int, processes: int) -> None:
+    from perpbot.backtest.chart_jobs import decode
+
+    gc.disable()  # imports and warm-up make no garbage worth a full pass over matplotlib
+    warm_up()
+    gc.freeze()  # the plotting libraries stay: collections while drawing skip them
+    gc.enable()
+    head = recv(rfd)
+    if head is None:
+        return
+    jobs = []
+    for _ in range(int(head)):
+        blob = recv(rfd)
+        if blob is None:
+            return
+        jobs.append(decode(blob))
+    send(wfd, json.dumps(_render_batch(jobs, processes)).encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side
+# ---------------------------------------------------------------------------------------------
+
+
+class ChartPool:
+    """``with ChartPool.start() as pool: …; pool.render(jobs)`` (one batch per pool)."""
+
+    def __init__(self, pid: int | None = None, to_worker: int = -1, from_worker: int = -1) -> None:
+        self.pid = pid
+        self._to = to_worker
+        self._from = from_worker
+        self._replied = False
+        self.in_process: list[ChartJob] = []  # jobs the parent drew itself (fallback)
+
+    @classmethod
+    def start(cls, processes: int | None = None) -> ChartPool:
+        """Fork the warm-up worker now, or return an in-process pool when forking is unsafe or
+        there is no second core (a worker would then only add its own imports and warm-up)."""
+        n = usable_cpus() if processes is None else max(1, processes)
+        if n < 2 or not can_fork():
+            return cls()
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the worker; leaves with os._exit, never returns
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it without a traceback
+                os.close(down_w)
+                os.close(up_r)
+                _worker(down_r, up_w, n)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(down_r)
+        os.close(up_w)
+        return cls(pid, down_w, up_r)
+
+    def render(self, jobs: Sequence[ChartJob]) -> list[Path]:
+        """Draw and write every job; returns their paths (in the given order)."""
+        from perpbot.backtest.chart_jobs import encode, render
+
+        jobs = list(jobs)
+        results: list[str | None] = ["no worker"] * len(jobs)
+        if self.pid is not None:
+            try:
+                send(self._to, str(len(jobs)).encode())
+                for job in jobs:
+                    send(self._to, encode(job))
+                reply = recv(self._from)
+                if reply is not None:
+                    results = json.loads(reply)
+                    self._replied = True
+            except OSError:  # the worker is gone (broken pipe): draw here
+                pass
+            self.close()
+        for job, res in zip(jobs, results, strict=True):
+            if res is not None:
+                self.in_process.append(job)
+                render(job)
+        return [j.path for j in jobs]
+
+    def close(self) -> None:
+        """Release the worker: stopped if it has not replied (still warming up, or the run
+        failed before its charts), then reaped."""
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        for fd in (self._to, self._from):
+            os.close(fd)
+        if not self._replied:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+
+    def __enter__(self) -> ChartPool:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
