@@ -92,5 +92,6 @@ def test_the_result_carries_the_traded_candles_for_the_charts(markets4: dict[str
     assert list(res.candles) == list(SYMS3)
     for sym in SYMS3:
         want = candles_in_window(markets[sym], res.start_ms, res.end_ms)
+        got = res.candles[sym]
         for f in dataclasses.fields(want):
-            np.testing.assert_array_equal(getattr(res.candles[sym], f.name), getattr(want, f.name))
+            np.testing.assert_array_equal(getattr(got, f.name), getattr(want, f.name))

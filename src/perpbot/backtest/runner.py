@@ -810,6 +810,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     closes = aligned_closes(prepared, timeline)
     from perpbot.backtest.trade_chart import Candles
 
+    candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
     report = summarize(
         trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
     )
@@ -840,5 +841,5 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         daily_limit_days=limit_days,
         kill_switch_blocked={s.symbol: n for s, n in zip(prepared, blocked, strict=True)},
         kill_switch_resets=resets,
-        candles={s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared},
+        candles=candles,
     )
