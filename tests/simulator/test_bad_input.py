@@ -121,6 +121,8 @@ async def test_position_mode_changes_are_refused_where_binance_would(
         assert (await r.json())["code"] == -4068
     async with http.get(f"/fapi/v1/positionSide/dual?{signed_query(sim, {})}", headers=h) as r:
         assert await r.json() == {"dualSidePosition": False}
+    async with http.get(f"/fapi/v1/multiAssetsMargin?{signed_query(sim, {})}", headers=h) as r:
+        assert await r.json() == {"multiAssetsMargin": False}
 
 
 async def test_ping_without_pong_drops_the_connection(start_sim: Any) -> None:

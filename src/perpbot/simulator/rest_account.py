@@ -1,5 +1,5 @@
-"""Account routes: account, balance, positionRisk, leverageBracket, positionSide/dual, leverage,
-marginType, income, userTrades, and the listen-key endpoints."""
+"""Account routes: account, balance, positionRisk, leverageBracket, positionSide/dual,
+multiAssetsMargin, leverage, marginType, income, userTrades, and the listen-key endpoints."""
 
 from __future__ import annotations
 
@@ -150,6 +150,11 @@ def leverage_bracket(srv: SimServer, p: Params) -> Any:
 
 def get_dual(srv: SimServer, p: Params) -> Any:
     return {"dualSidePosition": False}
+
+
+def get_multi_assets(srv: SimServer, p: Params) -> Any:
+    """Single-asset margin only (what perpbot's start-up check requires; USDT is the one asset)."""
+    return {"multiAssetsMargin": False}
 
 
 def post_dual(srv: SimServer, p: Params) -> Any:

@@ -57,6 +57,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", "/fapi/v2/positionRisk", rest_account.position_risk_v2, SIGNED),
     ("GET", "/fapi/v1/leverageBracket", rest_account.leverage_bracket, SIGNED),
     ("GET", "/fapi/v1/positionSide/dual", rest_account.get_dual, SIGNED),
+    ("GET", "/fapi/v1/multiAssetsMargin", rest_account.get_multi_assets, SIGNED),
     ("POST", "/fapi/v1/positionSide/dual", rest_account.post_dual, SIGNED),
     ("POST", "/fapi/v1/leverage", rest_account.set_leverage, SIGNED),
     ("POST", "/fapi/v1/marginType", rest_account.set_margin_type, SIGNED),

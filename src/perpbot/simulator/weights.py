@@ -35,6 +35,7 @@ _FIXED: dict[tuple[str, str], int] = {
     ("GET", "/fapi/v2/positionRisk"): 5,
     ("GET", "/fapi/v1/leverageBracket"): 1,
     ("GET", "/fapi/v1/positionSide/dual"): 30,
+    ("GET", "/fapi/v1/multiAssetsMargin"): 30,
     ("POST", "/fapi/v1/positionSide/dual"): 1,
     ("POST", "/fapi/v1/leverage"): 1,
     ("POST", "/fapi/v1/marginType"): 1,

@@ -201,7 +201,8 @@ async def test_live_keys_must_trade_futures_never_withdraw_on_a_single_asset_acc
     from perpbot.exchange.binance.environment import resolve_endpoints
 
     routes = [
-        *server.ROUTES,  # plus two reads live Binance serves and the simulator does not
+        # the key's restrictions (live Binance only) and an account in either margin mode
+        *(r for r in server.ROUTES if r[1] != "/fapi/v1/multiAssetsMargin"),
         ("GET", "/sapi/v1/account/apiRestrictions", lambda s, p: restrictions, "SIGNED"),
         ("GET", "/fapi/v1/multiAssetsMargin", lambda s, p: {"multiAssetsMargin": multi_assets}, "SIGNED"),
     ]
