@@ -23,10 +23,10 @@ from perpbot.alerts.discord import DeliveryPolicy
 from perpbot.alerts.factory import build_notifier
 from perpbot.config import load_config
 from perpbot.exchange.binance.ws import StreamSettings
-from perpbot.runtime.app import Runtime, RuntimeOptions
+from perpbot.runtime.app import Runtime
 from tests.alerts.webhook import TOKEN, WebhookServer
 from tests.runtime.simproc import Simulator
-from tests.support.ml import LOOSE_ENV
+from tests.support.runtime import loopback_env, loopback_options
 
 TRADED = ["XRPUSDT", "TRXUSDT"]
 WATCHDOG_S = 1.0
@@ -53,23 +53,9 @@ def _inject(sim: Simulator, faults: list[dict[str, Any]]) -> None:
 
 
 def _runtime(sim: Simulator, hook: WebhookServer, journal: Path) -> Runtime:
-    env = {
-        **sim.env(),
-        **LOOSE_ENV,
-        "SYMBOLS": ",".join(TRADED),
-        "CORRELATION_SYMBOLS": "BTCUSDT,ETHUSDT",
-        "DISCORD_WEBHOOK_URL": hook.url,
-    }
-    cfg = load_config(env, env_file=None)
-    opts = RuntimeOptions(
-        mode="custom",
-        journal_path=journal,
-        models_root=journal.parent / "models",
-        use_ml=False,
-        heartbeat_s=3600.0,
-        tick_s=0.05,
-        align_wait_s=2.0,
-        connect_attempts=2,
+    cfg = load_config(loopback_env(sim, tuple(TRADED), DISCORD_WEBHOOK_URL=hook.url), env_file=None)
+    opts = loopback_options(
+        journal,
         stream=StreamSettings(silence_s=WATCHDOG_S, backoff_s=0.05, backoff_max_s=0.2),
         user_stream=StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5, data_only=False),
     )

@@ -11,18 +11,17 @@ from pathlib import Path
 
 from perpbot.config import load_config
 from perpbot.engine.notifier import RecordingNotifier
-from perpbot.exchange.binance.ws import StreamSettings
-from perpbot.runtime.app import Runtime, RuntimeOptions
+from perpbot.runtime.app import Runtime
 from perpbot.runtime.live_view import LiveView
 from tests.runtime.simproc import Simulator
-from tests.support.ml import LOOSE_ENV
+from tests.support.runtime import loopback_env, loopback_options
 
 TRADED = ["XRPUSDT", "TRXUSDT"]
 PERPBOT = str(Path(sys.executable).with_name("perpbot"))
 
 
 def settings(sim: Simulator) -> dict[str, str]:
-    return {**sim.env(), **LOOSE_ENV, "SYMBOLS": ",".join(TRADED), "CORRELATION_SYMBOLS": "BTCUSDT,ETHUSDT"}
+    return loopback_env(sim, tuple(TRADED))
 
 
 def cli_env(sim: Simulator, **extra: str) -> dict[str, str]:
@@ -32,19 +31,7 @@ def cli_env(sim: Simulator, **extra: str) -> dict[str, str]:
 
 def runtime(sim: Simulator, journal: Path, *, view: LiveView | None = None) -> Runtime:
     cfg = load_config(settings(sim), env_file=None)
-    fast = StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5)
-    opts = RuntimeOptions(
-        mode="custom",
-        journal_path=journal,
-        models_root=journal.parent / "models",
-        use_ml=False,
-        heartbeat_s=3600.0,
-        tick_s=0.05,
-        align_wait_s=2.0,
-        connect_attempts=2,
-        stream=fast,
-        user_stream=fast,
-    )
+    opts = loopback_options(journal)
     return Runtime(cfg, opts, out=lambda _line: None, notifier=RecordingNotifier(), view=view)
 
 

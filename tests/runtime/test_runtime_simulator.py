@@ -13,12 +13,11 @@ import pytest
 from perpbot.config import load_config
 from perpbot.data.synth import synth_market
 from perpbot.engine.notifier import RecordingNotifier
-from perpbot.exchange.binance.ws import StreamSettings
-from perpbot.runtime.app import Runtime, RuntimeOptions
+from perpbot.runtime.app import Runtime
 from perpbot.runtime.guard import JournalLock
 from perpbot.simulator.market import HISTORY_DAYS
 from tests.runtime.simproc import Simulator
-from tests.support.ml import LOOSE_ENV
+from tests.support.runtime import loopback_env, loopback_options
 
 TRADED = ["XRPUSDT", "TRXUSDT"]
 
@@ -31,22 +30,8 @@ def sim() -> Iterator[Simulator]:
 
 
 def _runtime(sim: Simulator, journal: Path, lines: list[str]) -> Runtime:
-    cfg = load_config(
-        {**sim.env(), **LOOSE_ENV, "SYMBOLS": ",".join(TRADED), "CORRELATION_SYMBOLS": "BTCUSDT,ETHUSDT"},
-        env_file=None,
-    )
-    opts = RuntimeOptions(
-        mode="custom",
-        journal_path=journal,
-        models_root=journal.parent / "models",
-        use_ml=False,
-        heartbeat_s=2.0,
-        tick_s=0.05,
-        align_wait_s=2.0,
-        connect_attempts=2,
-        stream=StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5),
-        user_stream=StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5),
-    )
+    cfg = load_config(loopback_env(sim, tuple(TRADED)), env_file=None)
+    opts = loopback_options(journal, heartbeat_s=2.0)
     return Runtime(cfg, opts, out=lines.append, notifier=RecordingNotifier())
 
 
