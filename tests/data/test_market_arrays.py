@@ -26,17 +26,7 @@ from perpbot.data.market_arrays import (
 from perpbot.data.schema import BAR_MS, BTC_COLS, ETH_COLS, MICRO_COLS, OHLCV
 from perpbot.data.store import FUNDING_CONVENTION_ATTR, load_market, save_market
 from perpbot.errors import DataError
-
-
-@pytest.fixture
-def small(synth_market: pd.DataFrame) -> pd.DataFrame:
-    return synth_market.iloc[:200].copy()
-
-
-def foreign(df: pd.DataFrame, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path)
-    return path
+from tests.support.data import foreign
 
 
 def assert_same(path: Path, **kw: object) -> MarketArrays:

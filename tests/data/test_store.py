@@ -22,19 +22,7 @@ from perpbot.data.store import (
     validate_market,
 )
 from perpbot.errors import DataError, PerpbotError
-
-
-@pytest.fixture
-def small(synth_market: pd.DataFrame) -> pd.DataFrame:
-    """200 candles, a private copy."""
-    return synth_market.iloc[:200].copy()
-
-
-def foreign(df: pd.DataFrame, path: Path) -> Path:
-    """Write like a foreign tool would: plain pandas, no validation, no perpbot metadata."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_parquet(path)
-    return path
+from tests.support.data import foreign
 
 
 def load_error(path: Path, **kw: object) -> str:

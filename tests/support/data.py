@@ -38,3 +38,10 @@ BAD_PARQUETS = pytest.mark.parametrize(
     ],
     ids=["empty", "truncated", "gap-ridden"],
 )
+
+
+def foreign(df: pd.DataFrame, path: Path) -> Path:
+    """Write like a foreign tool would: plain pandas, no validation, no perpbot metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_parquet(path)
+    return path
