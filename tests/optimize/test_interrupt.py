@@ -29,7 +29,8 @@ def test_interrupted_study_resumes_with_the_same_trials(
     )
     victim = signal_mid_trial(storage, sid, first.pid, signal.SIGTERM, 120)
     _, err = first.communicate(timeout=60)
-    assert first.returncode == 130 and err.strip().startswith("error: interrupted"), err
+    # 130, or killed by the SIGINT itself after the message (-2): the shell reports both as 130.
+    assert first.returncode in (130, -signal.SIGINT) and err.strip().startswith("error: interrupted"), err
     trials = storage.get_all_trials(sid, deepcopy=False)
     failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("unplanned")]
     assert [t.number for t in failed] == [victim]

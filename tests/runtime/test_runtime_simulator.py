@@ -38,7 +38,7 @@ def _runtime(sim: Simulator, journal: Path, lines: list[str]) -> Runtime:
 async def _advance(sim: Simulator, rt: Runtime, bars: int) -> None:
     for i in range(bars):
         await asyncio.to_thread(sim.advance, 1)
-        for _ in range(500):
+        for _ in range(3000):  # up to 30 s per bar on a slow machine; a bar takes ~50 ms here
             if all(rt.candles_handled[s] >= i + 1 for s in TRADED):
                 break
             await asyncio.sleep(0.01)
