@@ -60,9 +60,10 @@ REFUSED_SAME_DIRECTION = RiskDecision(False, "max_same_direction")
 REFUSED_DAILY_LOSS = RiskDecision(False, "daily_loss_limit")
 REFUSED_CLOSE_SETTLING = RiskDecision(False, "close_settling")
 
-# How long an entry waits for another symbol's close to be booked before it is refused: the close
-# may be a loss that takes the day past its limit (found by the chaos test: two bots reversing on
-# the same candle, one entering while the other's losing close was executed but not yet booked).
+# How long an entry waits for a close in flight (any symbol, its own included) to be booked before
+# it is refused: the close may be a loss that takes the day past its limit (found by the chaos test:
+# two bots reversing on the same candle, one entering while the other's losing close was executed
+# but not yet booked).
 SETTLE_WAIT_S = 15.0
 
 
@@ -86,7 +87,7 @@ class RiskManager:
         self._lock = asyncio.Lock()
         self.entry_lock = asyncio.Lock()
         # Symbols whose close is sent or executed but not booked yet (``settling``): their PnL is
-        # unknown, so another symbol's entry waits for it (``can_enter``).
+        # unknown, so every entry waits for them (``can_enter``).
         self._settling: dict[str, int] = {}
         self._settle_changed = asyncio.Event()
         self.max_positions = MAX_POSITIONS
@@ -249,11 +250,11 @@ class RiskManager:
         unbooked after ``SETTLE_WAIT_S`` → refused (fail closed).
         """
         if not await self._wait_settled():
-            others = sorted(self._settling)
+            unbooked = sorted(self._settling)
             self._emit(
                 "entry_refused_close_settling",
-                f"{symbol}: entry refused, the close of {', '.join(others)} is not booked yet",
-                {"symbol": symbol, "settling": others},
+                f"{symbol}: entry refused, the close of {', '.join(unbooked)} is not booked yet",
+                {"symbol": symbol, "settling": unbooked},
             )
             return REFUSED_CLOSE_SETTLING
         async with self._lock:
