@@ -44,7 +44,7 @@ from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
-from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_seed
+from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_change, oi_seed
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +299,7 @@ class Runtime:
         )
         change = 0.0
         if isinstance(oi, int | float) and oi > 0:
-            prev = self._prev_oi.get(sym, 0.0)
-            change = 0.0 if prev <= 0 else (float(oi) - prev) / prev
+            change = oi_change(self._prev_oi.get(sym, 0.0), float(oi))
             self._prev_oi[sym] = float(oi)
         rate = float(funding) if isinstance(funding, int | float) else 0.0
         return Micro(oi_change=change, funding_rate=rate)

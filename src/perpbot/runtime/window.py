@@ -49,6 +49,12 @@ class Micro:
     funding_rate: float = 0.0
 
 
+def oi_change(prev: float, value: float) -> float:
+    """SPEC §2.3's relative OI change; 0 when the previous value is not positive (or not finite)."""
+    change = (value - prev) / prev if prev > 0 else 0.0
+    return change if np.isfinite(change) else 0.0
+
+
 def oi_seed(rows: list[tuple[int, float]], bar_ms: int = BAR_MS) -> list[tuple[int, float]]:
     """SPEC §2.3 start-up seeding: the successive relative changes of ``sumOpenInterest`` (0 where
     the previous value is not positive), each placed on the candle that closed at the snapshot's
@@ -56,8 +62,7 @@ def oi_seed(rows: list[tuple[int, float]], bar_ms: int = BAR_MS) -> list[tuple[i
     to (``Runtime._micro``). Fewer than two rows → nothing."""
     out: list[tuple[int, float]] = []
     for (_, prev), (ts, value) in pairwise(rows):
-        change = (value - prev) / prev if prev > 0 else 0.0
-        out.append((int(ts) - bar_ms, change if np.isfinite(change) else 0.0))
+        out.append((int(ts) - bar_ms, oi_change(prev, value)))
     return out
 
 
