@@ -185,3 +185,39 @@ async def test_closes_executed_while_dead_stay_in_the_adopted_positions_trade(tm
     assert trade.realized_pnl == pytest.approx(sum(f.realized_pnl for f in sells))
     keys = set(bot._journal.accounted_keys(SYM))
     assert all(f"t:{f.trade_id}" in keys for f in w.engine.fills(SYM))
+
+
+async def test_an_entry_whose_answer_was_never_journaled_is_found_by_client_id(tmp_path: Path) -> None:
+    """The process died between the entry call and its journaled answer (no order id), and the
+    stop fired while it was dead. The entry is found on the venue by its client id."""
+    path = tmp_path / "journal.sqlite"
+    w = await long_world(path, [*flat(100, 3), STOP_BAR, *flat(92, 3)])
+    w.journal.flush()
+    w.journal._db.execute("UPDATE orders SET status = 'REQUESTED', order_id = NULL WHERE kind = 'ENTRY'")
+    crash(w)
+    w.i += 1
+    w.clock.set(int(w.t[w.i]) + 15 * 60_000)
+    w.ex.process_bar(SYM, w.i)
+    bot = await restart(w, path)
+    assert_whole_round_trip(w, bot, CloseReason.SL)
+
+
+async def test_an_entry_the_venue_never_saw_books_nothing(tmp_path: Path) -> None:
+    """The last ENTRY row is a request whose answer never came and the venue does not know its
+    client id (it never arrived): nothing is booked, the start goes on."""
+    path = tmp_path / "journal.sqlite"
+    w = World(BARS, journal=Journal(path), settings=SPLIT, faults=FaultPlan())
+    await w.start()
+    w.journal.record_order_request(
+        time_ms=w.clock.now_ms(),
+        symbol=SYM,
+        kind="ENTRY",
+        order_type="MARKET",
+        side="BUY",
+        qty=50.0,
+        client_id=f"pb-{SYM}-lost-entry",
+    )
+    crash(w)
+    bot = await restart(w, path)
+    assert bot.closed_trades == [] and bot.state.side is None
+    assert not w.risk.is_open(SYM)
