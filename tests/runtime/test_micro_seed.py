@@ -12,7 +12,7 @@ import pytest
 
 from perpbot.config import load_config
 from perpbot.exchange.binance.market_stream import Candle
-from perpbot.runtime.micro_seed import OI_PAGE, build_seed, fetch_seed
+from perpbot.runtime.micro_seed import SEED_BARS, SEED_NEEDS_BARS, build_seed, fetch_seed
 from perpbot.runtime.window import MarketWindow
 from perpbot.simulator.market import load_market_data
 from tests.contract.harness import DAYS, SYMBOLS, BinanceVenue, SimulatorPool, sim_pool
@@ -98,11 +98,12 @@ def _market() -> Any:
 async def test_the_seed_read_from_the_venue_is_the_venues_market(venue: BinanceVenue) -> None:
     market = _market()
     s = market.series["XRPUSDT"]
-    n = OI_PAGE + 100  # more candles than one openInterestHist page
-    opens = list(range(market.start_ms - n * BAR, market.start_ms, BAR))
+    held = list(range(market.start_ms - 600 * BAR, market.start_ms, BAR))  # a window of 600
+    seed = await fetch_seed(venue.ex, "XRPUSDT", held)
+    n = SEED_BARS  # the last 499 candles: what the live row's z-scores read, and a margin
+    assert n >= SEED_NEEDS_BARS
+    opens = held[-n:]
     first = s.index_at(opens[0])
-    seed = await fetch_seed(venue.ex, "XRPUSDT", opens)
-    assert seed.requests == 3  # two OI pages (501 snapshots), one funding page
     # Funding: exactly the venue's rate at each candle (the settled rate, forward-filled).
     assert seed.funding == [(t, float(s.funding[first + k])) for k, t in enumerate(opens)]
     # OI: the change between the venue's levels (as served: 0.001 contract), on every candle.
@@ -116,12 +117,12 @@ async def test_the_seed_read_from_the_venue_is_the_venues_market(venue: BinanceV
 async def test_a_failed_history_read_seeds_nothing_of_its_kind(venue: BinanceVenue) -> None:
     market = _market()
     opens = list(range(market.start_ms - 600 * BAR, market.start_ms, BAR))
-    # One OI page fails: the whole OI seed is dropped (no change is computed across a hole), no
-    # previous OI is stored (SPEC §2.3: the first live change is 0); funding is still seeded.
+    # The OI read fails: no OI seed, no previous OI stored (SPEC §2.3: the first live change is
+    # 0); funding is still seeded. And the other way round.
     await venue.inject({"kind": "http_error", "status": 500, "endpoint": "/futures/data/openInterestHist"})
     seed = await fetch_seed(venue.ex, "TRXUSDT", opens)
     assert seed.oi_changes == [] and seed.prev_oi is None
-    assert len(seed.funding) == 600
+    assert len(seed.funding) == SEED_BARS
     await venue.inject({"kind": "http_error", "status": 502, "endpoint": "/fapi/v1/fundingRate"})
     seed = await fetch_seed(venue.ex, "TRXUSDT", opens)
-    assert seed.funding == [] and len(seed.oi_changes) == 600 and seed.prev_oi is not None
+    assert seed.funding == [] and len(seed.oi_changes) == SEED_BARS and seed.prev_oi is not None

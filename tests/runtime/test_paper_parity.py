@@ -15,7 +15,7 @@ was refused (``symbol_open``). The driver now waits on counts (requests in fligh
 and handled), never on silence, and hands the symbols' candles to the bots in configured order.
 
 ML on, with open interest and funding recorded: the live window is seeded at start-up with the
-venue's OI and funding history over the whole preload (``runtime.micro_seed``), so the live
+venue's OI and funding history (``runtime.micro_seed``: the last 499 candles), so the live
 feature row equals the backtest's from the first candle. Before that seed (SPEC §2.3's five OI
 changes, no funding) the four OI/funding 96-bar z-scores differed on every candle of the first
 day, and the test had to replay a market without OI/funding. Exactly equal: the 22 other

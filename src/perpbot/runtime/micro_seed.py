@@ -8,12 +8,12 @@ window that holds five seeded OI changes and no funding at all gives different z
 first ~100 candles after every start (measured on a paper replay: all four features differ on
 every candle of the first day; every other feature is bit-identical). With a model that uses
 them, that changes entries on the first day of every restart. So start-up now reads, for the
-candles the window holds (``LIVE_WINDOW_BARS``, ~10.4 days):
+last ``SEED_BARS`` (499) candles the window holds:
 
-* ``openInterestHist`` (``period=15m``, windows of at most 500 rows, only the venue's last ~30
-  days): the relative change between successive snapshots, each placed on the candle that closed
-  at the later snapshot's time (``window.oi_seed``, the candle a live fetch at that close gives it
-  to, SPEC §2.3);
+* ``openInterestHist`` (``period=15m``, one page of 500 snapshots, the venue's cap; 5.2 days,
+  well inside the 30 days it keeps): the relative change between successive snapshots, each
+  placed on the candle that closed at the later snapshot's time (``window.oi_seed``, the candle a
+  live fetch at that close gives it to, SPEC §2.3);
 * ``fundingRate`` (settled rates from one funding period before the first candle): each candle
   gets the latest rate settled by its close, forward-filled, by the very function that shaped
   the recorded files (``data.candle_shape.funding_on_candles``).
@@ -27,8 +27,14 @@ published that snapshot yet, or the history failed), §2.3 holds: nothing is sto
 live change is 0. Every later live value follows §2.3 unchanged (fetched at each close, fallbacks,
 the stored previous OI).
 
-A failed read seeds nothing of its kind (SPEC §2.3's fallback: the feature sees it missing); a
-failed OI page discards the whole OI seed rather than compute one change across the hole.
+Why 499 candles and not the whole window (1000): the live row is the window's last row, and a
+96-bar z-score there reads, bit for bit, two 96-bar blocks back (``ml.features.rolling_zscore``:
+blocks anchored to the absolute bar number), plus four bars for the OI MA5: 196 candles. One page
+covers that with a wide margin; the whole window would cost three OI requests per symbol (~7 s
+more start-up with 100 symbols, measured) for rows no feature reads. Older candles of the window
+keep no OI/funding (missing), which only the frame's earlier rows see.
+
+A failed read seeds nothing of its kind (SPEC §2.3's fallback: the feature sees it missing).
 """
 
 from __future__ import annotations
@@ -43,12 +49,16 @@ import pandas as pd
 
 from perpbot.data.candle_shape import funding_on_candles, ms_index
 from perpbot.data.schema import BAR_MS
+from perpbot.ml.features import OI_MA_WINDOW, Z_WINDOW_MICRO
 from perpbot.runtime.window import MarketWindow, oi_seed
 
 log = logging.getLogger(__name__)
 
 OI_PAGE = 500  # rows per openInterestHist request (the venue's cap)
-OI_RETAINED_MS = 30 * 86_400_000 - 3_600_000  # the venue keeps ~30 days; an hour of margin
+SEED_BARS = OI_PAGE - 1  # candles seeded: one page of snapshots gives their changes
+# What the z-scores of the live row read (module docstring): the seed must cover it.
+SEED_NEEDS_BARS = 2 * Z_WINDOW_MICRO + OI_MA_WINDOW - 1
+assert SEED_BARS >= SEED_NEEDS_BARS
 FUNDING_PERIOD_MS = 8 * 3_600_000
 FUNDING_PAGE = 1000  # rows per fundingRate request (the venue's cap)
 
@@ -61,7 +71,6 @@ class MicroSeed:
     oi_changes: list[tuple[int, float]] = field(default_factory=list)
     funding: list[tuple[int, float]] = field(default_factory=list)
     prev_oi: float | None = None
-    requests: int = 0
 
 
 def build_seed(
@@ -90,59 +99,29 @@ def build_seed(
     return seed
 
 
-Rows = list[tuple[int, float]]
-
-
-async def _oi_rows(exchange: Any, symbol: str, start_ms: int, end_ms: int) -> tuple[Rows | None, int]:
-    """Snapshots from ``start_ms`` to ``end_ms`` in windows of ``OI_PAGE`` periods (each request
-    unambiguous whatever the venue does with a lone ``startTime``); None if any page failed."""
-    rows: Rows = []
-    cursor, requests = start_ms, 0
-    while cursor <= end_ms:
-        stop = min(cursor + OI_PAGE * BAR_MS - 1, end_ms)
-        page = await exchange.open_interest_history(symbol, OI_PAGE, start_ms=cursor, end_ms=stop)
-        requests += 1
-        if page is None:
-            return None, requests
-        rows.extend(page)
-        cursor = stop + 1
-    return rows, requests
-
-
-async def _funding_events(exchange: Any, symbol: str, start_ms: int, end_ms: int) -> tuple[Rows | None, int]:
-    """Settlements from ``start_ms`` to ``end_ms``, page after page; None if any page failed."""
-    events: Rows = []
-    cursor, requests = start_ms, 0
-    while True:
-        page = await exchange.funding_rate_history(symbol, cursor, end_ms, FUNDING_PAGE)
-        requests += 1
-        if page is None:
-            return None, requests
-        events.extend(page)
-        if len(page) < FUNDING_PAGE or page[-1][0] >= end_ms:
-            return events, requests
-        cursor = page[-1][0] + 1
-
-
 async def fetch_seed(exchange: Any, symbol: str, opens: list[int], bar_ms: int = BAR_MS) -> MicroSeed:
-    """Read the history for the candles ``opens`` and build the seed (module docstring). OI from
-    one bar before the first candle (its change needs the snapshot before it), capped at the
-    venue's retention; funding from one period before the first candle (the rate in force)."""
+    """Read the history for the last ``SEED_BARS`` candles of ``opens`` and build the seed
+    (module docstring). Two requests, concurrent:
+
+    * OI: the ``SEED_BARS + 1`` snapshots ending at the last candle's close, asked by ``endTime``
+      and ``limit`` only (the most recent rows up to it), so the answer is the same whether the
+      venue filters on the snapshot's time or on its candle's open;
+    * funding: the settlements from one period before the first seeded candle (the rate in force
+      at it) to the last candle's close (≤ 1000 rows: 16 for 499 candles).
+    """
+    opens = opens[-SEED_BARS:]
     if not opens:
         return MicroSeed()
     end = opens[-1] + bar_ms  # the last candle's close: its snapshot is the first live change's base
-    oi_start = max(opens[0] - bar_ms, end - OI_RETAINED_MS)
-    (oi, n_oi), (funding, n_fr) = await asyncio.gather(
-        _oi_rows(exchange, symbol, oi_start, end),
-        _funding_events(exchange, symbol, opens[0] - FUNDING_PERIOD_MS, end - 1),
+    oi, funding = await asyncio.gather(
+        exchange.open_interest_history(symbol, len(opens) + 1, end_ms=end),
+        exchange.funding_rate_history(symbol, opens[0] - FUNDING_PERIOD_MS, end - 1, FUNDING_PAGE),
     )
     if oi is None:
         log.warning("%s: no open-interest history seeded (read failed); first live change 0", symbol)
     if funding is None:
         log.warning("%s: no funding history seeded (the read failed)", symbol)
-    seed = build_seed(opens, oi, funding, bar_ms)
-    seed.requests = n_oi + n_fr
-    return seed
+    return build_seed(opens, oi, funding, bar_ms)
 
 
 async def seed_window(
