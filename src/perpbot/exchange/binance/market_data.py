@@ -38,17 +38,14 @@ class PublicReads:
             return None
 
     async def open_interest_history(
-        self, symbol: str, limit: int = 6, *, start_ms: int | None = None, end_ms: int | None = None
+        self, symbol: str, limit: int = 6, *, end_ms: int | None = None
     ) -> list[tuple[int, float]] | None:
-        """``(timestamp ms, sumOpenInterest)`` of 15-minute rows, oldest first: the last ``limit``,
-        or at most ``limit`` (≤ 500) within ``start_ms``..``end_ms``; None on any failure, so that
-        a failed page is not mistaken for a gap (SPEC §2.3 start-up seeding: no history means the
-        first live ``oi_change`` is 0). The timestamp is the snapshot's time, which places each
-        change on the candle that closed then (``runtime.window.oi_seed``). The venue keeps only
-        ~30 days."""
+        """``(timestamp ms, sumOpenInterest)`` of the last ``limit`` (≤ 500) 15-minute rows, up to
+        ``end_ms`` when given, oldest first; None on any failure, so that a failed read is not
+        mistaken for no history (SPEC §2.3 start-up seeding: none means the first live
+        ``oi_change`` is 0). The timestamp is the snapshot's time, which places each change on the
+        candle that closed then (``runtime.window.oi_seed``). The venue keeps only ~30 days."""
         params: dict[str, Any] = {"symbol": symbol, "period": "15m", "limit": int(limit)}
-        if start_ms is not None:
-            params["startTime"] = int(start_ms)
         if end_ms is not None:
             params["endTime"] = int(end_ms)
         try:
