@@ -35,7 +35,9 @@ async def hook() -> AsyncIterator[WebhookServer]:
     await s.stop()
 
 
-async def _paper(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[PaperResult, float]:
+async def _paper(
+    tmp_path: Path, name: str, env: dict[str, str], drain_s: float = 30.0
+) -> tuple[PaperResult, float]:
     """One day of the demo's synthetic market; returns the result and how long the run took
     from its last candle to its return (the stop: streams, workers, journal, alert drain)."""
     last: list[float] = []
@@ -46,7 +48,7 @@ async def _paper(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[PaperR
         tmp_path / "no-models",
         use_ml=False,
         progress=lambda _step, _total: last.append(time.monotonic()),
-        alert_policy=DeliveryPolicy(backoff_s=0.05, timeout_s=POST_TIMEOUT_S, drain_s=DRAIN_S),
+        alert_policy=DeliveryPolicy(backoff_s=0.05, timeout_s=POST_TIMEOUT_S, drain_s=drain_s),
     )
     assert res.steps == 96 and res.bot_errors == 0
     return res, time.monotonic() - last[-1]
@@ -74,12 +76,14 @@ async def test_a_paper_replay_posts_its_entry_and_close_alerts_tagged_paper(
     # A webhook that never answers: the replay trades exactly the same, every alert is still
     # recorded, and the stop gives up on the queue after the bounded drain (not the post timeout).
     hook.script = [Reply(hang=True) for _ in range(1000)]
-    hung, stop_s = await _paper(tmp_path, "hung", {**LOOSE_ENV, "DISCORD_WEBHOOK_URL": hook.url})
+    hung, stop_s = await _paper(tmp_path, "hung", {**LOOSE_ENV, "DISCORD_WEBHOOK_URL": hook.url}, DRAIN_S)
     assert [canonical_trade_line(t) for t in hung.trades] == [canonical_trade_line(t) for t in res.trades]
     assert hung.alerts == res.alerts
     assert hung.alert_delivery is not None and hung.alert_delivery.sent == 0
     assert hung.alert_delivery.undelivered_at_close == len(res.alerts)
     assert DRAIN_S <= stop_s < DRAIN_S + 30.0 < POST_TIMEOUT_S
+    # No alert waited on the hung post (one that did would have held the replay for its timeout).
+    assert hung.wall_s < POST_TIMEOUT_S
 
 
 async def test_the_paper_notifier_redacts_every_secret_and_needs_no_webhook(
