@@ -39,7 +39,6 @@ class Series:
     # the row itself, or the next one where the recording shows a new rate one row late): what
     # the engine charges, so what the ``fundingRate`` history says was settled.
     settled: np.ndarray
-    funding_convention: str  # of the whole recorded column (``data.schema``)
 
     def index_at(self, open_ms: int) -> int:
         """Index of the bar opening at ``open_ms``, or -1."""
@@ -72,7 +71,6 @@ def _series(symbol: str, frame: pd.DataFrame) -> Series:
         funding,
         level,
         settled,
-        convention,
     )
 
 

@@ -95,7 +95,6 @@ class Venue:
                 x.low[first:],
                 x.close[first:],
                 x.funding[first:],
-                funding_convention=x.funding_convention,  # the whole file's, as the backtest reads it
             )
         for s in market.series:
             engine.process_bar(s, 0)
