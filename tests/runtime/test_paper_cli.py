@@ -4,6 +4,8 @@ files), and bad input stopped with one line and exit status 2 before the simulat
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -35,12 +37,56 @@ def _start(data: Path) -> str:
     return (load_market(data_path(data, "XRPUSDT")).index[0] + pd.Timedelta(days=8)).strftime("%Y-%m-%d")
 
 
+class _Webhook(ThreadingHTTPServer):
+    """A webhook on a loopback port in its own thread (the CLI runs its own event loop)."""
+
+    def __init__(self) -> None:
+        self.posts: list[str] = []
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.posts.append(json.loads(body)["content"])
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                return None
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/api/webhooks/1/paper-T0KEN-0123456789"
+
+
 def test_paper_writes_the_backtest_report_and_prints_its_fingerprint(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    res = invoke(
-        "paper", "--data-dir", str(data), "--from", _start(data), "--days", "1", "--no-ml", "--out", str(out)
-    )
+    hook = _Webhook()
+    # The webhook comes from .env, as for ``perpbot run``: paper reads the same settings.
+    (tmp_path / ".env").write_text(f"DISCORD_WEBHOOK_URL={hook.url}\n")
+    try:
+        res = invoke(
+            "paper",
+            "--data-dir",
+            str(data),
+            "--from",
+            _start(data),
+            "--days",
+            "1",
+            "--no-ml",
+            "--out",
+            str(out),
+        )
+    finally:
+        hook.shutdown()
+        hook.server_close()
     assert res.exit_code == 0, res.output
+    assert hook.posts and all(p.startswith("[PAPER] ") for p in hook.posts)
+    assert not any("paper-T0KEN" in p for p in hook.posts)
+    assert f"paper: {len(hook.posts)} alerts posted to Discord ([PAPER])" in res.output
     for name in ("trades.csv", "metrics.json", "equity.png", "equity.html", "journal.sqlite3"):
         assert (out / name).stat().st_size > 0, name
     for s in SYMBOLS:

@@ -15,6 +15,7 @@ from perpbot.data.synth import synth_market
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.runtime.app import Runtime
 from perpbot.runtime.guard import JournalLock
+from perpbot.runtime.micro_seed import SEED_BARS
 from perpbot.simulator.market import HISTORY_DAYS
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_env, loopback_options
@@ -67,11 +68,19 @@ async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_p
     await rt.start()
     try:
         assert lines[0].startswith("perpbot custom: XRPUSDT, TRXUSDT on Binance custom")
-        for sym in TRADED:  # SPEC §2.3: the last five preloaded candles carry the venue's OI changes
-            seeded = rt.window.frame(sym)["oi_change"]
-            recorded = synth_market(days=3 + HISTORY_DAYS, seed=7, symbol=sym)["oi_change"]
-            assert (seeded.iloc[:-5] == 0.0).all()
-            np.testing.assert_allclose(seeded.iloc[-5:], recorded.loc[seeded.index[-5:]], rtol=1e-6)
+        for sym in TRADED:  # the last 499 preloaded candles carry the venue's OI and funding
+            frame = rt.window.frame(sym)
+            recorded = synth_market(days=3 + HISTORY_DAYS, seed=7, symbol=sym).loc[frame.index]
+            n = SEED_BARS
+            assert (frame["oi_change"].iloc[:-n] == 0.0).all() and (
+                frame["funding_rate"].iloc[:-n] == 0.0
+            ).all()
+            # The venue serves OI levels to 0.001 contract: each change agrees to ~1e-11.
+            np.testing.assert_allclose(
+                frame["oi_change"].iloc[-n:], recorded["oi_change"].iloc[-n:], rtol=0, atol=1e-9
+            )
+            assert (frame["funding_rate"].iloc[-n:] == recorded["funding_rate"].iloc[-n:]).all()
+            assert rt._prev_oi[sym] > 0  # the last close's snapshot: the first live change is real
         with pytest.raises(Exception, match="journal in use"):
             JournalLock(journal).acquire()
         for _ in range(20):

@@ -89,6 +89,17 @@ def config_from_env() -> AppConfig:
     return load_config(env_file=Path(".env"))
 
 
+def env_with_dotenv(env_file: Path = Path(".env")) -> dict[str, str]:
+    """The process environment over ``.env`` (python-dotenv semantics): the settings
+    ``config_from_env`` reads, as a mapping, so that a configuration built from it elsewhere (the
+    paper run's, pointed at its simulator) sees the same strategy, risk and alert settings."""
+    from dotenv import dotenv_values
+
+    merged = {k: v for k, v in dotenv_values(env_file).items() if v is not None} if env_file.is_file() else {}
+    merged.update(os.environ)
+    return merged
+
+
 def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool, symbols: str | None = None) -> list[str]:
     """The one symbol-selection rule of every command: ``--symbol S``, ``--symbols A,B`` or
     ``--all`` (at most one of them); none means the configured ``SYMBOLS``."""

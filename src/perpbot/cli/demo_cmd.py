@@ -202,7 +202,8 @@ def _paper(
     folder = out / "paper"
     folder.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]paper[/]: the live runtime over {PAPER_DAYS} replayed days from {start} (ML off) …")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE")}
+    # A demo never posts to the operator's Discord channel (``perpbot paper`` does, tagged [PAPER]).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE") and k != "DISCORD_WEBHOOK_URL"}
     res = asyncio.run(run_paper(env, opts, folder / "journal.sqlite3", out / "models", use_ml=False))
     rep = write_paper_report(folder, res, opts, use_ml=False)
     filters = {

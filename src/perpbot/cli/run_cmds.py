@@ -139,8 +139,9 @@ def register_paper(app: typer.Typer) -> None:
         no_ml: Annotated[bool, typer.Option("--no-ml", help="Trade without the ML filter.")] = False,
         quiet: Annotated[bool, typer.Option("--quiet", help="No live view (off anyway on a pipe).")] = False,
     ) -> None:
-        """Paper replay: the live runtime against a `perpbot simulate` child process."""
-        from perpbot.cli.common import writable_folder
+        """Paper replay: the live runtime against a `perpbot simulate` child process (alerts go to
+        DISCORD_WEBHOOK_URL when set, tagged [PAPER])."""
+        from perpbot.cli.common import env_with_dotenv, writable_folder
         from perpbot.errors import ConfigError
         from perpbot.runtime.paper import PaperOptions
         from perpbot.runtime.paper_report import replayed_market, report_lines, write_paper_report
@@ -172,7 +173,9 @@ def register_paper(app: typer.Typer) -> None:
         # simulator child starts (a missing file, a --from outside the data, a bad date).
         replayed_market(opts)
         out.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE")}
+        # Everything ``perpbot backtest`` / ``run`` read (``.env`` included: strategy, risk, the
+        # Discord webhook), but no venue setting or key: paper trades on its simulator child.
+        env = {k: v for k, v in env_with_dotenv().items() if not k.startswith("BINANCE")}
         import asyncio
 
         use_ml = not no_ml

@@ -41,10 +41,11 @@ from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
 from perpbot.runtime.live_view import LiveView
+from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
-from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_change, oi_seed
+from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_change
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +200,8 @@ class Runtime:
             history = await self.feed.preload()
             for sym, candles in history.items():
                 self.window.preload(sym, candles)
-            seeds = await asyncio.gather(*(self.exchange.open_interest_history(s) for s in cfg.symbols))
-            for sym, rows in zip(cfg.symbols, seeds, strict=True):
-                self.window.seed_oi(sym, oi_seed(rows))  # SPEC §2.3; the first live change stays 0
+            # SPEC §2.3's start-up seeding over the whole window, for feature parity (micro_seed)
+            await seed_window(self.exchange, self.window, cfg.symbols, self._prev_oi)
             for sym in cfg.symbols:
                 bot = SymbolBot(
                     sym,

@@ -77,6 +77,7 @@ def write_paper_report(out: Path, res: Any, opts: PaperOptions, *, use_ml: bool)
             "bot_errors": res.bot_errors,
             "align_timeouts": res.align_timeouts,
             "alerts": len(res.alerts),
+            "alerts_posted": None if res.alert_delivery is None else res.alert_delivery.sent,
             "seconds_loop": round(res.wall_s, 3),
             "candles_per_second": round(res.steps / res.wall_s, 1) if res.wall_s > 0 else None,
             "state_reads": res.state_reads,
@@ -97,7 +98,7 @@ def write_paper_report(out: Path, res: Any, opts: PaperOptions, *, use_ml: bool)
 
 def report_lines(res: Any, rep: PaperReport) -> list[str]:
     """What ``perpbot paper`` prints at the end."""
-    return [
+    lines = [
         f"paper: {len(res.trades)} trades over {res.steps} candles "
         f"({res.steps / res.wall_s if res.wall_s > 0 else 0.0:.1f} candles/s), "
         f"final balance {res.final_balance:.2f} USDT",
@@ -105,3 +106,10 @@ def report_lines(res: Any, rep: PaperReport) -> list[str]:
         f"paper: report in {rep.files.out_dir} (trades.csv, metrics.json, equity.png, equity.html, "
         f"{len(rep.charts)} trade charts, journal.sqlite3)",
     ]
+    d = getattr(res, "alert_delivery", None)
+    if d is not None:
+        lines.append(
+            f"paper: {d.sent} alerts posted to Discord ([PAPER]); "
+            f"{d.failed} failed, {d.dropped} dropped, {d.undelivered_at_close} undelivered at stop"
+        )
+    return lines

@@ -1,4 +1,10 @@
-"""One paper replay, end to end: simulator child, runtime, driver, trades (``perpbot paper``)."""
+"""One paper replay, end to end: simulator child, runtime, driver, trades (``perpbot paper``).
+
+Alerts: always recorded in memory (the paper report and the live view read them); with a
+Discord webhook configured (``DISCORD_WEBHOOK_URL``, the same setting ``perpbot run`` reads) also
+posted, tagged ``[PAPER]``, through the same non-blocking notifier as ``run`` (bounded queue,
+bounded drain at stop). Without one, nothing is posted and nothing fails.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perpbot.alerts.discord import DeliveryPolicy, DeliveryStats, DiscordNotifier
+from perpbot.alerts.factory import build_notifier
+from perpbot.alerts.fanout import FanOutNotifier
 from perpbot.config import AppConfig, load_config
-from perpbot.engine.notifier import RecordingNotifier
+from perpbot.engine.notifier import Notifier, RecordingNotifier
 from perpbot.exchange.binance.budget import WeightBudget
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.runtime.app import Runtime, RuntimeOptions
@@ -38,12 +47,25 @@ class PaperResult:
     weight_waits: int = 0
     wall_s: float = 0.0
     preloaded: dict[str, int] = field(default_factory=dict)  # history candles per streamed symbol
+    # Discord delivery of the alerts (None: no webhook configured); final once the run stopped.
+    alert_delivery: DeliveryStats | None = None
 
 
 def paper_config(base_env: dict[str, str], sim: SimulatorChild) -> AppConfig:
     """The same configuration, pointed at the simulator child with its public test keys."""
     env = {**base_env, **sim.env(), "BINANCE_TESTNET": "false"}
     return load_config(env, env_file=None)
+
+
+def paper_notifier(
+    cfg: AppConfig, record: RecordingNotifier, policy: DeliveryPolicy | None = None
+) -> tuple[Notifier, DiscordNotifier | None]:
+    """``record`` alone, or with a webhook configured ``record`` and Discord tagged ``[PAPER]``
+    (every secret of ``cfg`` redacted, as in ``run``)."""
+    if not cfg.discord_webhook_url.strip():
+        return record, None
+    discord = build_notifier(cfg, "paper", policy)
+    return FanOutNotifier(record, discord), discord
 
 
 async def run_paper(
@@ -56,6 +78,7 @@ async def run_paper(
     out: Callable[[str], None] = lambda _line: None,
     progress: Callable[[int, int], None] | None = None,
     view: LiveView | None = None,
+    alert_policy: DeliveryPolicy | None = None,
 ) -> PaperResult:
     from perpbot.backtest.metrics import canonical_order
 
@@ -78,7 +101,10 @@ async def run_paper(
             user_stream=fast,
             driven=True,
         )
-        notifier = RecordingNotifier()
+        record = RecordingNotifier()
+        notifier, discord = paper_notifier(cfg, record, alert_policy)
+        if discord is not None:
+            out("paper: alerts are also posted to the Discord webhook, tagged [PAPER]")
         # The simulator counts request limits on paced replay time (``--replay-limits``); so does
         # this client's budget (``paper.py`` module docstring).
         budget = WeightBudget(now_ms=PacedReplayClock(clock.now_ms))
@@ -100,7 +126,7 @@ async def run_paper(
                 end_ms=int(end["end_ms"]),
                 steps=driver.steps,
                 reconciles=driver.reconciles,
-                alerts=list(notifier.messages),
+                alerts=list(record.messages),
                 final_balance=float(end["balance"]),
                 bot_errors=sum(b.errors for b in rt.bots.values()),
                 align_timeouts=rt.window.align_timeouts,
@@ -109,6 +135,7 @@ async def run_paper(
                 weight_waits=budget.waits,
                 wall_s=time.monotonic() - t0,
                 preloaded=preloaded,
+                alert_delivery=None if discord is None else discord.stats,
             )
         finally:
             await rt.stop()

@@ -112,13 +112,27 @@ class MarketWindow:
     def seed_oi(self, symbol: str, changes: list[tuple[int, float]]) -> int:
         """Put seeded OI changes on the preloaded candles they belong to; returns how many landed
         (a change for a candle the window does not hold is dropped)."""
-        held = {c.open_ms for c in self._candles.get(symbol, ())}
-        landed = 0
-        for open_ms, change in changes:
-            if open_ms in held:
-                self.set_micro(symbol, open_ms, Micro(oi_change=change))
-                landed += 1
-        return landed
+        return self.seed_history(symbol, changes, [])[0]
+
+    def held_opens(self, symbol: str) -> list[int]:
+        """Open times of the candles held for ``symbol``, oldest first."""
+        return [c.open_ms for c in self._candles.get(symbol, ())]
+
+    def seed_history(
+        self, symbol: str, oi_changes: list[tuple[int, float]], funding: list[tuple[int, float]]
+    ) -> tuple[int, int]:
+        """Put seeded OI changes and funding rates (``runtime.micro_seed``) on the preloaded
+        candles they belong to, in open-time order; returns how many of each landed (a value for
+        a candle the window does not hold is dropped)."""
+        oi, rates = dict(oi_changes), dict(funding)
+        landed = [0, 0]
+        for open_ms in self.held_opens(symbol):
+            if open_ms not in oi and open_ms not in rates:
+                continue
+            landed[0] += open_ms in oi
+            landed[1] += open_ms in rates
+            self.set_micro(symbol, open_ms, Micro(oi.get(open_ms, 0.0), rates.get(open_ms, 0.0)))
+        return landed[0], landed[1]
 
     def last_open(self, symbol: str) -> int | None:
         dq = self._candles.get(symbol)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from perpbot.data.schema import BAR_MS, data_path
+from perpbot.data.schema import BAR_MS, data_path, detect_funding_convention, settled_funding
 from perpbot.errors import ConfigError, DataError
 
 DAY_MS = 86_400_000
@@ -33,8 +33,12 @@ class Series:
     low: np.ndarray
     close: np.ndarray
     volume: np.ndarray
-    funding: np.ndarray
+    funding: np.ndarray  # the recorded column: the rate known at each candle, forward-filled
     oi_level: np.ndarray
+    # Per row, the rate settled at its open if it is a settlement (``data.schema.settled_funding``:
+    # the row itself, or the next one where the recording shows a new rate one row late): what
+    # the engine charges, so what the ``fundingRate`` history says was settled.
+    settled: np.ndarray
 
     def index_at(self, open_ms: int) -> int:
         """Index of the bar opening at ``open_ms``, or -1."""
@@ -50,6 +54,9 @@ def _series(symbol: str, frame: pd.DataFrame) -> Series:
     times = pd.DatetimeIndex(frame.index).as_unit("ms").asi8
     oi = frame["oi_change"].to_numpy(np.float64) if "oi_change" in frame else np.zeros(len(frame))
     funding = frame["funding_rate"].to_numpy(np.float64) if "funding_rate" in frame else np.zeros(len(frame))
+    funding = np.nan_to_num(funding)
+    convention = detect_funding_convention(times, funding)
+    settled = settled_funding(times, funding, convention)
     close = frame["close"].to_numpy(np.float64)
     # Open interest in contracts: a fixed notional at the first close, moved by the recorded changes.
     level = OI_BASE_NOTIONAL / close[0] * np.cumprod(1.0 + np.nan_to_num(oi))
@@ -61,8 +68,9 @@ def _series(symbol: str, frame: pd.DataFrame) -> Series:
         frame["low"].to_numpy(np.float64),
         close,
         frame["volume"].to_numpy(np.float64),
-        np.nan_to_num(funding),
+        funding,
         level,
+        settled,
     )
 
 

@@ -27,6 +27,7 @@ PERIODS_MS = {
     "12h": 48 * BAR_MS,
     "1d": 96 * BAR_MS,
 }
+OI_RETAINED_MS = 30 * 86_400_000  # openInterestHist: "only the data of the latest 30 days"
 ALL_INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M")
 
 
@@ -64,21 +65,25 @@ def ping(srv: SimServer, p: Params) -> Any:
     return {}
 
 
-def _window(srv: SimServer, p: Params, symbol: str, default: int, cap: int) -> tuple[Any, int, int]:
+def _window(
+    srv: SimServer, p: Params, symbol: str, default: int, cap: int, oldest_ms: int | None = None
+) -> tuple[Any, int, int]:
     """Indices [lo, hi) of closed bars of ``symbol`` within startTime/endTime, limited like Binance
-    (from startTime forward when given, else the most recent ``limit``)."""
+    (from startTime forward when given, else the most recent ``limit``); bars opening before
+    ``oldest_ms`` (a retention limit) are never served."""
     series = srv.venue.market.series[symbol]
     limit = p.int("limit", default, lo=1, hi=cap)
     last = srv.venue.last_index(symbol)
     start, end = p.opt_int("startTime"), p.opt_int("endTime")
+    floor = 0 if oldest_ms is None else int(np.searchsorted(series.open_time, oldest_ms))
     hi = last + 1
     if end is not None:
         hi = min(hi, int(np.searchsorted(series.open_time, end, side="right")))
     if start is not None:
-        lo = int(np.searchsorted(series.open_time, start))
+        lo = max(floor, int(np.searchsorted(series.open_time, start)))
         hi = min(hi, lo + limit)
     else:
-        lo = max(0, hi - limit)
+        lo = max(floor, hi - limit)
     return series, lo, max(lo, hi)
 
 
@@ -157,7 +162,7 @@ def funding_rate(srv: SimServer, p: Params) -> Any:
         {
             "symbol": symbol,
             "fundingTime": int(s.open_time[i]),
-            "fundingRate": fmt(float(s.funding[i])),
+            "fundingRate": fmt(float(s.settled[i])),
             "markPrice": fmt(float(s.open[i])),
         }
         for i in rows
@@ -179,7 +184,9 @@ def open_interest_hist(srv: SimServer, p: Params) -> Any:
             -1130, f"Data sent for parameter 'period' is not valid (served: {', '.join(PERIODS_MS)})."
         )
     step = PERIODS_MS[period] // BAR_MS
-    s, lo, hi = _window(srv, p, symbol, 30 * step, 500 * step)
+    # Binance keeps only the last 30 days: the oldest snapshot is 30 days before now.
+    oldest_open = srv.venue.now_ms - OI_RETAINED_MS - BAR_MS
+    s, lo, hi = _window(srv, p, symbol, 30 * step, 500 * step, oldest_ms=oldest_open)
     idx = [i for i in range(lo, hi) if (int(s.open_time[i]) // BAR_MS) % step == 0]
     return [
         {

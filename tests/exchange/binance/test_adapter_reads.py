@@ -27,7 +27,7 @@ async def test_open_interest_and_funding_fall_back_to_none(start_venue: Start) -
         {"kind": "http_error", "status": 502, "endpoint": "/fapi/v1/premiumIndex", "count": 1},
         {"kind": "http_error", "status": 500, "endpoint": "/futures/data/openInterestHist", "count": 1},
     )
-    assert await v.ex.open_interest_history("XRPUSDT") == []
+    assert await v.ex.open_interest_history("XRPUSDT") is None
     assert await v.ex.open_interest("XRPUSDT") is None
     assert await v.ex.funding_rate("XRPUSDT") is None
 
