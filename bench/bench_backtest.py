@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO.parent / "shared" / "data"
+REAL_DATA = Path(os.environ.get("PERPBOT_REAL_DATA") or REPO.parent / "shared" / "data")
 SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
 TARGET_CPS = 30_000.0
 TARGET_MIB = 1024.0

@@ -1,12 +1,14 @@
 """Fixtures shared by every test folder: the real-data location and synthetic markets.
 
-The real-data tier reads ``<repo>/../shared/data`` (present in CI, never copied into the repo) and
-is skipped when that folder is absent. Synthetic fixtures are session-scoped because they are
-deterministic; treat them as read-only (``.copy()`` before changing a frame).
+The real-data tier reads ``<repo>/../shared/data`` or ``$PERPBOT_REAL_DATA`` (present in CI, never
+copied into the repo) and is skipped when that folder is absent. Synthetic fixtures are
+session-scoped because they are deterministic; treat them as read-only (``.copy()`` before
+changing a frame).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # working directory on sys.path). ``pythonpath = ["."]`` in pyproject would make this redundant.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-REAL_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+# ``PERPBOT_REAL_DATA`` points elsewhere (a git worktree one level deeper than the main checkout).
+REAL_DATA_DIR = Path(os.environ.get("PERPBOT_REAL_DATA") or REPO_ROOT.parent / "shared" / "data")
 SYNTH_SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
 
 

@@ -22,7 +22,7 @@ from perpbot.errors import ConfigError, PerpbotError
 from perpbot.fileio import UnwritableFolderError, check_writable_folder
 from perpbot.symbols import normalize_symbol
 
-if TYPE_CHECKING:  # pydantic-settings loads when a command reads its configuration, not for --help
+if TYPE_CHECKING:  # pydantic-core loads when a command reads its configuration, not for --help
     from rich.progress import Progress
 
     from perpbot.config import AppConfig

@@ -51,7 +51,7 @@ def _root(
 
 
 # Registration stays one module per command group. A command module imports only typer, rich and
-# light perpbot modules at top level; pandas, pydantic-settings, plotting, ML runtimes and ccxt are
+# light perpbot modules at top level; pandas, pydantic-core, plotting, ML runtimes and ccxt are
 # imported inside the command that runs (tests/test_cli_imports.py fails otherwise), so --help and
 # every other command skip what they do not use (issue 13).
 for module in (
