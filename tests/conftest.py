@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,20 @@ if str(REPO_ROOT) not in sys.path:
 # ``PERPBOT_REAL_DATA`` points elsewhere (a git worktree one level deeper than the main checkout).
 REAL_DATA_DIR = Path(os.environ.get("PERPBOT_REAL_DATA") or REPO_ROOT.parent / "shared" / "data")
 SYNTH_SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _input_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Backtests cache their inputs (``backtest.input_cache``): never into the user's cache folder
+    from a test, and child processes (CLI tests) inherit the setting."""
+    folder = tmp_path_factory.mktemp("input_cache")
+    before = os.environ.get("PERPBOT_CACHE_DIR")
+    os.environ["PERPBOT_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("PERPBOT_CACHE_DIR", None)
+    else:
+        os.environ["PERPBOT_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ clients."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_the_check_sees_a_heavy_import() -> None:
     assert "pandas" in _modules_after("import perpbot.cli.main\nimport perpbot.data.candle_shape")
 
 
-def _modules_after_command(*argv: str) -> set[str]:
+def _modules_after_command(*argv: str, env: dict[str, str] | None = None) -> set[str]:
     """Top-level modules loaded in the ``perpbot`` process once the command has finished."""
     code = (
         "import json, sys\n"
@@ -58,7 +59,13 @@ def _modules_after_command(*argv: str) -> set[str]:
         "    assert exc.code in (0, None), exc.code\n"
         "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
     return {name.split(".")[0] for name in json.loads(out.stderr.strip().splitlines()[-1])}
 
 
@@ -70,9 +77,9 @@ def test_help_imports_no_heavy_library() -> None:
 @pytest.mark.skipif(usable_cpus() < 2, reason="one core: the charts are drawn in process (chart_pool)")
 def test_backtest_imports_its_data_stack_but_never_plotting(synth_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    loaded = _modules_after_command(
-        "backtest", "--all", "--no-ml", "--data-dir", str(synth_data_dir), "--out", str(out), "--quiet"
-    )
+    args = ("backtest", "--all", "--no-ml", "--data-dir", str(synth_data_dir), "--out", str(out), "--quiet")
+    cache = {"PERPBOT_CACHE_DIR": str(tmp_path / "cache")}
+    loaded = _modules_after_command(*args, env=cache)  # cold: the input cache is empty
     needed = {"numpy", "pyarrow", "talib", "pydantic_core"}  # data, rules, configuration
     assert needed <= loaded
     # no pydantic-settings either (config_env checks the variables on pydantic-core alone)
@@ -83,6 +90,9 @@ def test_backtest_imports_its_data_stack_but_never_plotting(synth_data_dir: Path
     for name in charts:
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
         assert (out / name).with_suffix(".html").stat().st_size > 100_000
+    # Warm: the input cache serves the arrays and features (backtest.input_cache), no parquet read.
+    warm = _modules_after_command(*args, env=cache)
+    assert "pyarrow" not in warm and {"numpy", "pydantic_core"} <= warm
 
 
 def test_the_cli_skips_the_final_garbage_collection() -> None:

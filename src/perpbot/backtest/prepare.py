@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
-    from perpbot.config import AppConfig
+    from perpbot.config import AppConfig, SignalParams
 
 ContextRows = Literal["all", "signals"]
 
@@ -103,6 +103,37 @@ def market_source(symbol: str, data_dir: Path, markets: Mapping[str, pd.DataFram
     from perpbot.data.market_arrays import load_market_arrays
 
     return load_market_arrays(data_path(data_dir, symbol))
+
+
+def cached_inputs(
+    symbol: str, data_dir: Path, params: SignalParams
+) -> tuple[MarketArrays, dict[str, np.ndarray]]:
+    """``<data_dir>/<sym>/combined_15m.parquet`` as validated arrays and its feature arrays for
+    ``params``: what ``load_market_arrays`` and ``feature_arrays`` compute, served from the input
+    cache when a valid entry exists (``backtest.input_cache``; no pyarrow, no indicator), else
+    computed and stored."""
+    from perpbot.backtest import input_cache
+    from perpbot.data.market_arrays import load_market_arrays
+    from perpbot.ml.features import feature_arrays
+
+    path = data_path(data_dir, symbol)
+    root = input_cache.cache_root()
+    source = None if root is None else input_cache.describe(path)
+    key = params.as_dict()
+    entry = None if root is None or source is None else input_cache.read(root, source, key)
+    if entry is not None and entry.features is not None:
+        return entry.market, entry.features
+    market = entry.market if entry is not None else load_market_arrays(path)
+    features = feature_arrays(market, params)
+    if root is not None and source is not None:
+        if entry is not None:
+            synthetic = entry.synthetic
+        else:
+            from perpbot.data.store import synthetic_origin
+
+            synthetic = synthetic_origin(path)
+        input_cache.write(root, source, market, synthetic, key, features)
+    return market, features
 
 
 def window_slice(times: np.ndarray, start_ms: int | None, end_ms: int | None) -> slice:

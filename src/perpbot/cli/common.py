@@ -117,13 +117,13 @@ def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool, symbols: str 
 
 def note_synthetic(data_dir: Path, symbols: Sequence[str]) -> list[str]:
     """Say so (stderr) for every symbol whose data file is a synthetic market; return them."""
+    from perpbot.backtest.input_cache import cached_synthetic_origin
     from perpbot.data.schema import data_path
-    from perpbot.data.store import synthetic_origin
 
     found: list[str] = []
     for sym in symbols:
         path = data_path(data_dir, sym)
-        origin = synthetic_origin(path) if path.is_file() else None
+        origin = cached_synthetic_origin(path) if path.is_file() else None
         if origin is not None:
             found.append(sym)
             sys.stderr.write(
