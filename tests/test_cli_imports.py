@@ -108,3 +108,43 @@ def test_the_cli_skips_the_final_garbage_collection() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("perpbot ")
     assert out.stderr.strip().endswith("frozen=True")
+
+
+def test_each_command_maps_to_the_module_that_registers_it() -> None:
+    # ``main`` registers only the named command's module (start-up, issue 13): the map must be the
+    # registrations themselves, every top-level command and group included.
+    import typer
+
+    from perpbot.cli.main import COMMAND_MODULE, MODULES, build_app
+
+    seen: dict[str, str] = {}
+    for module in MODULES:
+        one = build_app([module])
+        names = [c.name for c in one.registered_commands] + [
+            g.typer_instance.info.name if g.name is None else g.name
+            for g in one.registered_groups
+            if isinstance(g.typer_instance, typer.Typer)
+        ]
+        seen.update({str(n): module for n in names})
+    assert seen == COMMAND_MODULE
+
+
+def test_a_command_run_imports_only_its_own_command_module(synth_data_dir: Path) -> None:
+    loaded = _modules_after_main("backtest", "--symbol", "NOPEUSDT", "--data-dir", str(synth_data_dir))
+    assert "perpbot.cli.backtest_cmd" in loaded
+    assert not {"perpbot.cli.train_cmds", "perpbot.cli.ops_cmds", "typer.rich_utils"} & loaded
+
+
+def _modules_after_main(*argv: str) -> set[str]:
+    code = (
+        "import json, sys\n"
+        f"sys.argv = ['perpbot', *{list(argv)!r}]\n"
+        "from perpbot.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write('\\n' + json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return set(json.loads(out.stderr.strip().splitlines()[-1]))
