@@ -235,3 +235,20 @@ def test_a_backtest_is_the_same_cold_warm_and_without_cache(
     monkeypatch.setenv("PERPBOT_CACHE_DIR", "off")
     assert cold == warm == run()
     assert cold[1] > 0
+
+
+def test_a_file_is_hashed_again_only_when_it_may_have_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"a" * 100)
+    calls = []
+    real = input_cache.hashlib.file_digest
+    monkeypatch.setattr(input_cache.hashlib, "file_digest", lambda *a: calls.append(1) or real(*a))
+    first = input_cache.describe(f)
+    assert input_cache.describe(f) == first and len(calls) == 1
+    st = f.stat()
+    f.write_bytes(b"b" * 100)  # same size, time set back: only the status-change time moved
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = input_cache.describe(f)
+    assert len(calls) == 2 and second is not None and first is not None and second.sha256 != first.sha256

@@ -115,16 +115,30 @@ class Source:
         }
 
 
+_described: dict[str, tuple[tuple[int, ...], Source]] = {}
+
+
 def describe(path: Path) -> Source | None:
-    """The file's :class:`Source`, or None when it cannot be read (the loader reports why)."""
+    """The file's :class:`Source`, or None when it cannot be read (the loader reports why).
+
+    Within one process a file whose size, times (the status-change time included, which every
+    write moves and ``utime`` cannot set back) and inode are unchanged is not hashed again: a
+    backtest asks twice (the synthetic-data note, then the load)."""
     try:
         resolved = path.resolve()
+        st = os.stat(resolved)
+        stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        known = _described.get(str(resolved))
+        if known is not None and known[0] == stamp:
+            return known[1]
         with open(resolved, "rb") as fh:
             st = os.fstat(fh.fileno())
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return None
-    return Source(str(resolved), st.st_size, st.st_mtime_ns, st.st_ino, digest)
+    source = Source(str(resolved), st.st_size, st.st_mtime_ns, st.st_ino, digest)
+    _described[str(resolved)] = ((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev), source)
+    return source
 
 
 @dataclass(frozen=True, slots=True)
