@@ -28,7 +28,14 @@ Issue 13 figures (printed first, always; real data, ML off, whole ``perpbot`` pr
   largest process (target ≤ 250 MiB; the chart worker is a separate, smaller process),
   fingerprint, the loop's candle-bots/s and the candles it stepped vs skipped; once with the
   default kill switch (the pinned fingerprint) and once with ``--kill-switch off`` (the issue's
-  setup: the whole year trades). The two inner times come from a driver that runs the very
+  setup: the whole year trades). Each twice, both printed: with the input cache COLD (an empty
+  ``backtest.input_cache`` per run: parquet decoded, features computed, the entry written) and
+  WARM (the entry of an untimed first run serves the arrays and features: no pyarrow, no
+  indicator); the first candle target is met only warm, so never quote the warm figure alone.
+  Before anything is timed, perpbot's modules are compiled to bytecode (``compile_bytecode``):
+  an installed package has its ``.pyc`` files, and with ``PYTHONDONTWRITEBYTECODE`` set nothing
+  else would write them, so every process would recompile its perpbot imports (0.1-0.2 s).
+  The two inner times come from a driver that runs the very
   ``perpbot`` entry point with two functions wrapped (``_drive``, ``ChartPool.render``) as their
   modules load, so nothing is imported earlier than in a plain run;
 * both equity charts (PNG + HTML) drawn in one process after a warm-up (target ≤ 0.3 s; the
@@ -323,12 +330,50 @@ def flat_loop(data_dir: Path, skip: bool) -> dict[str, Any]:
     }
 
 
+def report_runs(runs: list[dict[str, float]], out: Path) -> None:
+    """The figures of one set of ``timed_cli`` runs, and the last run's report."""
+    doc = json.loads((out / "metrics.json").read_text())
+    st = doc["parameters"]["stats"]
+    stepped = st["candles"] - st["candles_skipped"]
+
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    print(f"  wall median {med('wall'):.2f} s (target <= {TARGET_WHOLE_S}), runs "
+          f"{[round(r['wall'], 2) for r in runs]}; peak RSS of the largest process median "
+          f"{med('peak'):.0f} MiB (target <= {TARGET_WHOLE_MIB:.0f}); CPU (all processes) median "
+          f"{med('cpu'):.2f} s")  # fmt: skip
+    print(f"  CPU of the perpbot process: median {med('cpu_first_candle'):.2f} s before its first "
+          f"candle, {med('cpu_parent'):.2f} s in all (load-independent figures)")  # fmt: skip
+    print(f"  first candle after median {med('first_candle'):.3f} s (target <= {TARGET_FIRST_S}); "
+          f"charts after the run median {med('charts'):.3f} s "
+          f"({max(r['charts_in_parent'] for r in runs):.0f} drawn by the parent)")  # fmt: skip
+    print(f"  loop {st['seconds_loop']:.3f} s for {st['candles']} candle-bots "
+          f"({st['candles'] / max(st['seconds_loop'], 1e-9):,.0f}/s); stepped {stepped}, skipped "
+          f"{st['candles_skipped']} candles ({st['steps_skipped']} steps skipped)")  # fmt: skip
+    print(f"  fingerprint {doc['fingerprint']}")
+
+
+def compile_bytecode() -> str:
+    """Compile perpbot's modules ahead (``__pycache__``, as an installed wheel has them): with
+    ``PYTHONDONTWRITEBYTECODE`` set and no bytecode on disk, every process recompiles every
+    perpbot module it imports (~0.1-0.2 s), a cost of that environment, not of the program."""
+    import compileall
+
+    import perpbot
+
+    ok = compileall.compile_dir(str(Path(perpbot.__file__).parent), quiet=2)
+    flag = "set" if sys.flags.dont_write_bytecode else "not set"
+    return f"perpbot bytecode compiled ahead ({'ok' if ok else 'FAILED'}; PYTHONDONTWRITEBYTECODE {flag})"
+
+
 def issue13(data_dir: Path, repeat: int, *, report_only: bool = False) -> None:
     env = dict(os.environ)
     load = os.getloadavg()
     print(
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores (shared machine)"
     )
+    print(compile_bytecode())
     helps = [timed([str(PERPBOT), "--help"], env)[0] for _ in range(repeat)]
     imps = [timed([sys.executable, "-c", "import perpbot.cli.main"], env)[0] for _ in range(repeat)]
     print(f"perpbot --help: median {statistics.median(helps):.3f} s (target <= {TARGET_HELP_S}); "
@@ -344,33 +389,21 @@ def issue13(data_dir: Path, repeat: int, *, report_only: bool = False) -> None:
             ("kill switch on (default)", []),
             ("--kill-switch off (issue setup)", ["--kill-switch", "off"]),
         ):
-            runs = []
-            for k in range(repeat):
-                out = Path(tmp) / f"bt{len(extra)}_{k}"
-                args = ["backtest", "--all", "--data-dir", str(data_dir), "--no-ml", "--out", str(out),
-                        "--quiet", *extra]  # fmt: skip
-                runs.append(timed_cli(args, Path(tmp) / "marks.json", env))
-            doc = json.loads((out / "metrics.json").read_text())
-            st = doc["parameters"]["stats"]
-            stepped = st["candles"] - st["candles_skipped"]
-
-            def med(key: str, rs: list[dict[str, float]] = runs) -> float:
-                return statistics.median(r[key] for r in rs)
-
-            print(f"\nbacktest --all --no-ml, report + charts, {label}:")
-            print(f"  wall median {med('wall'):.2f} s (target <= {TARGET_WHOLE_S}), runs "
-                  f"{[round(r['wall'], 2) for r in runs]}; peak RSS of the largest process median "
-                  f"{med('peak'):.0f} MiB (target <= {TARGET_WHOLE_MIB:.0f}); CPU (all processes) median "
-                  f"{med('cpu'):.2f} s")  # fmt: skip
-            print(f"  CPU of the perpbot process: median {med('cpu_first_candle'):.2f} s before its first "
-                  f"candle, {med('cpu_parent'):.2f} s in all (load-independent figures)")  # fmt: skip
-            print(f"  first candle after median {med('first_candle'):.3f} s (target <= {TARGET_FIRST_S}); "
-                  f"charts after the run median {med('charts'):.3f} s "
-                  f"({max(r['charts_in_parent'] for r in runs):.0f} drawn by the parent)")  # fmt: skip
-            print(f"  loop {st['seconds_loop']:.3f} s for {st['candles']} candle-bots "
-                  f"({st['candles'] / max(st['seconds_loop'], 1e-9):,.0f}/s); stepped {stepped}, skipped "
-                  f"{st['candles_skipped']} candles ({st['steps_skipped']} steps skipped)")  # fmt: skip
-            print(f"  fingerprint {doc['fingerprint']}")
+            for temp in ("cold", "warm"):
+                # Cold: an empty input cache per run (parquet decoded, features computed, entry
+                # written). Warm: the entry of an untimed first run serves arrays and features.
+                runs = []
+                warm_dir = Path(tmp) / f"cache_warm{len(extra)}"
+                for k in range(repeat + (temp == "warm")):
+                    cache = warm_dir if temp == "warm" else Path(tmp) / f"cache_cold{len(extra)}_{k}"
+                    out = Path(tmp) / f"bt{len(extra)}_{temp}_{k}"
+                    args = ["backtest", "--all", "--data-dir", str(data_dir), "--no-ml", "--out", str(out),
+                            "--quiet", *extra]  # fmt: skip
+                    run = timed_cli(args, Path(tmp) / "marks.json", {**env, "PERPBOT_CACHE_DIR": str(cache)})
+                    if temp == "cold" or k > 0:
+                        runs.append(run)
+                print(f"\nbacktest --all --no-ml, report + charts, {label}, input cache {temp.upper()}:")
+                report_runs(runs, out)
         if report_only:
             return
         walls, peaks = [], []
@@ -416,6 +449,10 @@ def main() -> int:
         print(json.dumps(res))
         return 0
 
+    # Runs not given their own input cache (the flat loop, the walk-forward, the chart child) use
+    # a temporary one, never the user's (backtest.input_cache).
+    cache_tmp = tempfile.TemporaryDirectory(prefix="perpbot_bench_cache_")
+    os.environ.setdefault("PERPBOT_CACHE_DIR", cache_tmp.name)
     if all((REAL_DATA / s.lower() / "combined_15m.parquet").is_file() for s in SYMBOLS):
         print(f"issue 13 figures, real data {REAL_DATA}:")
         issue13(REAL_DATA, args.repeat, report_only=args.report_only)
