@@ -188,6 +188,27 @@ def _worker(rfd: int, wfd: int, processes: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+_early: ChartPool | None = None  # forked by ``start_early``, not yet handed to ``ChartPool.start``
+
+
+def start_early() -> None:
+    """Fork the chart worker before the command line is even parsed (``cli.main``, for a
+    ``perpbot backtest`` that will draw charts): its imports and warm-up, longer than the parent's
+    way to the end of its run, start ~0.1 s sooner. The next ``ChartPool.start()`` takes it;
+    :func:`discard_early` stops it when nothing did (help, a usage error, a bad flag)."""
+    global _early
+    if _early is None:
+        _early = ChartPool.start()
+
+
+def discard_early() -> None:
+    """Stop and reap an early worker no command took (no-op otherwise)."""
+    global _early
+    pool, _early = _early, None
+    if pool is not None:
+        pool.close()
+
+
 class ChartPool:
     """``with ChartPool.start() as pool: …; pool.render(jobs)`` (one batch per pool)."""
 
@@ -201,7 +222,12 @@ class ChartPool:
     @classmethod
     def start(cls, processes: int | None = None) -> ChartPool:
         """Fork the warm-up worker now, or return an in-process pool when forking is unsafe or
-        there is no second core (a worker would then only add its own imports and warm-up)."""
+        there is no second core (a worker would then only add its own imports and warm-up).
+        A worker :func:`start_early` forked for this process is handed over instead."""
+        global _early
+        if processes is None and _early is not None:
+            pool, _early = _early, None
+            return pool
         n = usable_cpus() if processes is None else max(1, processes)
         if n < 2 or not can_fork():
             return cls()
