@@ -708,6 +708,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     engine = MatchingEngine(settings, filters)
     for s in prepared:
         engine.add_bars(s.symbol, s.open_time_ms, s.open, s.high, s.low, s.close, s.funding)
+        s.funding = None  # the engine keeps its own settled copy; the raw column is not read again
     exchange = SimExchange(engine)
     first_open = int(timeline.open_time_ms[0])
     clock = SimClock(first_open)
