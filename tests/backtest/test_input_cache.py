@@ -252,3 +252,20 @@ def test_a_file_is_hashed_again_only_when_it_may_have_changed(
     os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
     second = input_cache.describe(f)
     assert len(calls) == 2 and second is not None and first is not None and second.sha256 != first.sha256
+
+
+def test_a_header_that_does_not_describe_arrays_is_refused(tmp_path: Path) -> None:
+    import json
+    import struct
+
+    f = tmp_path / "x.arrays"
+    for header in ({"meta": {}}, {"meta": {}, "size": "1"}, {"meta": {}, "size": 0, "arrays": [["t"]]}):
+        raw = json.dumps(header).encode()
+        f.write_bytes(b"PBARRAY1" + struct.pack("<Q", len(raw)) + raw + b"\0" * 64)
+        with pytest.raises(BadArrayFile):
+            read_arrays(f)
+
+
+def test_no_cache_when_the_code_cannot_be_keyed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(input_cache, "code_version", lambda: None)
+    assert input_cache.cache_root({"PERPBOT_CACHE_DIR": "/y"}) is None

@@ -80,19 +80,20 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(meta, name → read-only view) of an array file; ``BadArrayFile`` when incomplete."""
+    """(meta, name → read-only view) of an array file; ``BadArrayFile`` when incomplete or when
+    its header does not describe arrays inside the file."""
     with open(path, "rb") as fh:
         header = _header(fh)
         size = os.fstat(fh.fileno()).st_size
-        expected = header["start"] + header.get("size", -1)
-        if expected != size:
-            raise BadArrayFile(f"{size} bytes, header says {expected}")
+        data_size = header.get("size")
+        if not isinstance(data_size, int) or header["start"] + data_size != size:
+            raise BadArrayFile(f"{size} bytes, header says {header['start']} + {data_size!r}")
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
     arrays: dict[str, np.ndarray] = {}
     try:
         for name, dtype, offset, count in header["arrays"]:
             at = header["start"] + offset
             arrays[name] = np.frombuffer(mm, dtype=np.dtype(dtype), count=count, offset=at)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise BadArrayFile(f"bad array table: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadArrayFile(f"bad array table: {exc!r}") from None
     return dict(header["meta"]), arrays

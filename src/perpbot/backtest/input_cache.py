@@ -70,8 +70,11 @@ CODE_FILES = (
 
 
 def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
-    """The cache folder (module docstring), or None when the cache is off."""
+    """The cache folder (module docstring), or None when the cache is off (or the code's sources
+    cannot be read to key it)."""
     env = os.environ if environ is None else environ
+    if code_version() is None:
+        return None
     raw = env.get(CACHE_ENV)
     if raw is not None:
         return None if raw.strip().lower() in _OFF else Path(raw)
@@ -80,13 +83,17 @@ def cache_root(environ: Mapping[str, str] | None = None) -> Path | None:
 
 
 @functools.cache
-def code_version() -> str:
-    """SHA-256 over :data:`CODE_FILES`, numpy's version, the TA-Lib extension and :data:`FORMAT`."""
+def code_version() -> str | None:
+    """SHA-256 over :data:`CODE_FILES`, numpy's version, the TA-Lib extension and :data:`FORMAT`;
+    None when a source file cannot be read (an install without sources): then no cache."""
     import importlib.util
 
     h = hashlib.sha256(f"format {FORMAT} numpy {np.__version__}".encode())
     for rel in CODE_FILES:
-        h.update(rel.encode() + b"\0" + (_PKG / rel).read_bytes() + b"\0")
+        try:
+            h.update(rel.encode() + b"\0" + (_PKG / rel).read_bytes() + b"\0")
+        except OSError:
+            return None
     spec = importlib.util.find_spec("talib")  # located, not imported
     if spec is not None and spec.submodule_search_locations:
         for ext in sorted(Path(next(iter(spec.submodule_search_locations))).glob("_ta_lib*")):
@@ -184,7 +191,7 @@ def read(root: Path, source: Source, params: Mapping[str, Any] | None) -> Entry 
         meta, arrays = read_arrays(file)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:  # BadArrayFile is a ValueError
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # BadArrayFile is a ValueError
         log.debug("input cache: %s unreadable (%s); recomputing", file, exc)
         return None
     if not _valid(meta, source):
@@ -207,7 +214,7 @@ def synthetic_marker(root: Path, source: Source) -> tuple[bool, str | None]:
     """(found, the file's synthetic marker) from a valid entry, reading its header only."""
     try:
         meta = read_meta(entry_path(root, source))
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError, TypeError):
         return False, None
     return (True, meta.get("synthetic")) if _valid(meta, source) else (False, None)
 
