@@ -50,7 +50,7 @@ def write_arrays(fh: IO[bytes], meta: Mapping[str, Any], arrays: Mapping[str, np
     pos = len(MAGIC) + _LEN.size + len(header)
     for (_, _, off, _), blob in zip(table, blobs, strict=True):
         fh.write(b"\0" * (start + off - pos))
-        fh.write(blob.tobytes())
+        fh.write(memoryview(blob).cast("B"))  # the array's own buffer, not a copy
         pos = start + off + blob.nbytes
     fh.write(b"\0" * (start + offset - pos))
 
