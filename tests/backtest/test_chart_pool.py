@@ -138,3 +138,19 @@ def test_only_a_charting_backtest_forks_before_parsing() -> None:
     assert not draws_charts(["backtest", "--walk-forward=4"])
     assert not draws_charts(["backtest", "-h"]) and not draws_charts(["backtest", "--help"])
     assert not draws_charts(["train", "--all"]) and not draws_charts([])
+
+
+def test_the_warm_up_draws_only_until_the_jobs_are_waiting() -> None:
+    from perpbot.backtest.chart_pool import readable, warm_up
+
+    assert warm_up() == 4  # one tiny chart of each kind: equity PNG/HTML, trades PNG/HTML
+    calls: list[int] = []
+    assert warm_up(stop=lambda: bool(calls.append(1)) or len(calls) > 1) == 1
+    r, w = os.pipe()
+    try:
+        assert not readable(r)
+        os.write(w, b"x")
+        assert readable(r)
+    finally:
+        os.close(r)
+        os.close(w)
