@@ -28,7 +28,14 @@ Issue 13 figures (printed first, always; real data, ML off, whole ``perpbot`` pr
   largest process (target ≤ 250 MiB; the chart worker is a separate, smaller process),
   fingerprint, the loop's candle-bots/s and the candles it stepped vs skipped; once with the
   default kill switch (the pinned fingerprint) and once with ``--kill-switch off`` (the issue's
-  setup: the whole year trades). The two inner times come from a driver that runs the very
+  setup: the whole year trades). Each twice, both printed: with the input cache COLD (an empty
+  ``backtest.input_cache`` per run: parquet decoded, features computed, the entry written) and
+  WARM (the entry of an untimed first run serves the arrays and features: no pyarrow, no
+  indicator); the first candle target is met only warm, so never quote the warm figure alone.
+  Before anything is timed, perpbot's modules are compiled to bytecode (``compile_bytecode``):
+  an installed package has its ``.pyc`` files, and with ``PYTHONDONTWRITEBYTECODE`` set nothing
+  else would write them, so every process would recompile its perpbot imports (0.1-0.2 s).
+  The two inner times come from a driver that runs the very
   ``perpbot`` entry point with two functions wrapped (``_drive``, ``ChartPool.render``) as their
   modules load, so nothing is imported earlier than in a plain run;
 * both equity charts (PNG + HTML) drawn in one process after a warm-up (target ≤ 0.3 s; the
@@ -57,8 +64,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from issue13_figures import issue13  # bench/ is the script's folder, on sys.path
+
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO.parent / "shared" / "data"
+REAL_DATA = Path(os.environ.get("PERPBOT_REAL_DATA") or REPO.parent / "shared" / "data")
 SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
 TARGET_CPS = 30_000.0
 TARGET_MIB = 1024.0
@@ -165,236 +174,6 @@ def child(
     return out
 
 
-PERPBOT = Path(sys.executable).parent / "perpbot"
-TARGET_HELP_S = 0.3
-TARGET_WHOLE_S = 1.5
-TARGET_FIRST_S = 0.4
-TARGET_CHARTS_S = 0.3
-TARGET_WF_S = 5.0
-TARGET_WHOLE_MIB = 250.0
-TARGET_FLAT_CBPS = 1_000_000.0
-
-
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
-    """(wall s, peak RSS MiB, exit status) of one child process."""
-    wall, peak, rc, _ = timed_cpu(cmd, env)
-    return wall, peak, rc
-
-
-def timed_cpu(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, float]:
-    """``timed`` plus the CPU seconds (user + system) of the child and the processes it reaped
-    (the chart workers): a figure the machine's load does not inflate as much as the wall."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    cpu = usage.ru_utime + usage.ru_stime
-    return time.perf_counter() - t0, usage.ru_maxrss / 1024.0, proc.returncode, cpu
-
-
-DRIVER = r"""
-import atexit, importlib.abc, importlib.machinery, json, os, sys, time
-
-marks = {}
-
-
-def _wrap_runner(m):
-    drive = m._drive
-
-    async def _drive(*a, **k):
-        marks.setdefault("first_candle", time.time())
-        marks.setdefault("cpu_first_candle", time.process_time())
-        return await drive(*a, **k)
-
-    m._drive = _drive
-
-
-def _wrap_pool(m):
-    render = m.ChartPool.render
-
-    def timed(self, jobs):
-        marks["charts_start"] = time.time()
-        try:
-            return render(self, jobs)
-        finally:
-            marks["charts_end"] = time.time()
-            marks["charts_in_parent"] = len(self.in_process)
-
-    m.ChartPool.render = timed
-
-
-WRAP = {"perpbot.backtest.runner": _wrap_runner, "perpbot.backtest.chart_pool": _wrap_pool}
-
-
-class Hook(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name not in WRAP:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            WRAP[name](module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, Hook())
-pid = os.getpid()
-
-
-def _save():
-    if os.getpid() == pid:
-        marks["cpu_self"] = time.process_time()
-        with open(os.environ["BENCH_MARKS"], "w") as fh:
-            fh.write(json.dumps(marks))
-
-
-atexit.register(_save)
-sys.argv = ["perpbot", *sys.argv[1:]]
-from perpbot.cli.main import main
-
-main()
-"""
-
-
-def timed_cli(args: list[str], marks_file: Path, env: dict[str, str]) -> dict[str, float]:
-    """One ``perpbot`` process through ``DRIVER``: wall, peak RSS, first candle and chart times
-    (seconds from the process start), and CPU seconds: of the parent up to its first candle and
-    in all (``process_time``, interpreter start-up excluded), of every process (``cpu``)."""
-    t0 = time.time()
-    cmd = [sys.executable, "-c", DRIVER, *args]
-    wall, peak, rc, cpu = timed_cpu(cmd, {**env, "BENCH_MARKS": str(marks_file)})
-    if rc != 0:
-        raise SystemExit(f"perpbot {' '.join(args)} exited {rc}")
-    m = json.loads(marks_file.read_text())
-    return {
-        "wall": wall,
-        "cpu": cpu,
-        "peak": peak,
-        "first_candle": m["first_candle"] - t0,
-        "cpu_first_candle": m["cpu_first_candle"],
-        "cpu_parent": m["cpu_self"],
-        "charts": m["charts_end"] - m["charts_start"] if "charts_end" in m else float("nan"),
-        "charts_in_parent": m.get("charts_in_parent", float("nan")),
-    }
-
-
-EQUITY_CHARTS = r"""
-import asyncio, json, sys, time
-from pathlib import Path
-from perpbot.backtest.runner import BacktestConfig, run_backtest
-from perpbot.config import load_config
-
-syms = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
-cfg = BacktestConfig(symbols=syms, data_dir=Path(sys.argv[1]), use_ml=False)
-res = asyncio.run(run_backtest(cfg, load_config(environ={"SYMBOLS": ",".join(syms)}, env_file=None)))
-from perpbot.backtest.charts import equity_html_text, equity_png_bytes
-
-times = []
-for _ in range(int(sys.argv[2]) + 1):
-    t = time.perf_counter()
-    equity_png_bytes(res.metrics, res.title, res.markers())
-    equity_html_text(res.metrics, res.title, res.markers())
-    times.append(time.perf_counter() - t)
-points = int(res.metrics.portfolio_curve.time_ms.size)
-print(json.dumps({"cold": times[0], "warm": times[1:], "points": points}))
-"""
-
-
-def flat_loop(data_dir: Path, skip: bool) -> dict[str, Any]:
-    """In this process: the three symbols with no signal at all (threshold 99), ML off."""
-    import asyncio
-
-    from perpbot.backtest.runner import BacktestConfig, run_backtest
-    from perpbot.config import load_config
-
-    app = load_config(environ={"SYMBOLS": ",".join(SYMBOLS), "SIGNAL_THRESHOLD": "99"}, env_file=None)
-    cfg = BacktestConfig(symbols=SYMBOLS, data_dir=data_dir, use_ml=False, skip_ahead=skip)
-    res = asyncio.run(run_backtest(cfg, app))
-    st = res.stats
-    return {
-        "candles": st.candles,
-        "loop_s": st.seconds_loop,
-        "signals": st.signals,
-        "skipped": st.candles_skipped,
-    }
-
-
-def issue13(data_dir: Path, repeat: int, *, report_only: bool = False) -> None:
-    env = dict(os.environ)
-    load = os.getloadavg()
-    print(
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores (shared machine)"
-    )
-    helps = [timed([str(PERPBOT), "--help"], env)[0] for _ in range(repeat)]
-    imps = [timed([sys.executable, "-c", "import perpbot.cli.main"], env)[0] for _ in range(repeat)]
-    print(f"perpbot --help: median {statistics.median(helps):.3f} s (target <= {TARGET_HELP_S}); "
-          f"import perpbot.cli.main: median {statistics.median(imps):.3f} s")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", EQUITY_CHARTS, str(data_dir), str(repeat)],
-                          check=True, capture_output=True, text=True, env=env)  # fmt: skip
-    eq = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"both equity charts (PNG + HTML, {eq['points']} points per curve, decimated): median "
-          f"{statistics.median(eq['warm']):.3f} s warm (target <= {TARGET_CHARTS_S}), "
-          f"{eq['cold']:.3f} s for the first pair in a fresh process")  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="perpbot_bench13_") as tmp:
-        for label, extra in (
-            ("kill switch on (default)", []),
-            ("--kill-switch off (issue setup)", ["--kill-switch", "off"]),
-        ):
-            runs = []
-            for k in range(repeat):
-                out = Path(tmp) / f"bt{len(extra)}_{k}"
-                args = ["backtest", "--all", "--data-dir", str(data_dir), "--no-ml", "--out", str(out),
-                        "--quiet", *extra]  # fmt: skip
-                runs.append(timed_cli(args, Path(tmp) / "marks.json", env))
-            doc = json.loads((out / "metrics.json").read_text())
-            st = doc["parameters"]["stats"]
-            stepped = st["candles"] - st["candles_skipped"]
-
-            def med(key: str, rs: list[dict[str, float]] = runs) -> float:
-                return statistics.median(r[key] for r in rs)
-
-            print(f"\nbacktest --all --no-ml, report + charts, {label}:")
-            print(f"  wall median {med('wall'):.2f} s (target <= {TARGET_WHOLE_S}), runs "
-                  f"{[round(r['wall'], 2) for r in runs]}; peak RSS of the largest process median "
-                  f"{med('peak'):.0f} MiB (target <= {TARGET_WHOLE_MIB:.0f}); CPU (all processes) median "
-                  f"{med('cpu'):.2f} s")  # fmt: skip
-            print(f"  CPU of the perpbot process: median {med('cpu_first_candle'):.2f} s before its first "
-                  f"candle, {med('cpu_parent'):.2f} s in all (load-independent figures)")  # fmt: skip
-            print(f"  first candle after median {med('first_candle'):.3f} s (target <= {TARGET_FIRST_S}); "
-                  f"charts after the run median {med('charts'):.3f} s "
-                  f"({max(r['charts_in_parent'] for r in runs):.0f} drawn by the parent)")  # fmt: skip
-            print(f"  loop {st['seconds_loop']:.3f} s for {st['candles']} candle-bots "
-                  f"({st['candles'] / max(st['seconds_loop'], 1e-9):,.0f}/s); stepped {stepped}, skipped "
-                  f"{st['candles_skipped']} candles ({st['steps_skipped']} steps skipped)")  # fmt: skip
-            print(f"  fingerprint {doc['fingerprint']}")
-        if report_only:
-            return
-        walls, peaks = [], []
-        for k in range(max(1, repeat // 2)):
-            cmd = [str(PERPBOT), "backtest", "--all", "--data-dir", str(data_dir), "--walk-forward", "4",
-                   "--out", str(Path(tmp) / f"wf{k}"), "--quiet"]  # fmt: skip
-            wall, peak, rc = timed(cmd, env)
-            if rc != 0:
-                raise SystemExit(f"{' '.join(cmd)} exited {rc}")
-            walls.append(wall)
-            peaks.append(peak)
-        print(f"\nbacktest --all --walk-forward 4: wall median {statistics.median(walls):.2f} s "
-              f"(target <= {TARGET_WF_S}), runs {[round(w, 2) for w in walls]}; peak RSS (parent) "
-              f"{statistics.median(peaks):.0f} MiB")  # fmt: skip
-    for skip in (True, False):
-        runs = [flat_loop(data_dir, skip) for _ in range(repeat)]
-        loop = statistics.median(r["loop_s"] for r in runs)
-        n = runs[0]["candles"]
-        print(f"\nflat bots, no signal ({runs[0]['signals']} signals), skip-ahead {'on' if skip else 'off'}: "
-              f"loop median {loop:.4f} s for {n} candle-bots -> {n / max(loop, 1e-9):,.0f} candle-bots/s"
-              + (f" (target >= {TARGET_FLAT_CBPS:,.0f}); skipped {runs[0]['skipped']}"
-                 if skip else ""))  # fmt: skip
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=3)
@@ -416,6 +195,10 @@ def main() -> int:
         print(json.dumps(res))
         return 0
 
+    # Runs not given their own input cache (the flat loop, the walk-forward, the chart child) use
+    # a temporary one, never the user's (backtest.input_cache).
+    cache_tmp = tempfile.TemporaryDirectory(prefix="perpbot_bench_cache_")
+    os.environ.setdefault("PERPBOT_CACHE_DIR", cache_tmp.name)
     if all((REAL_DATA / s.lower() / "combined_15m.parquet").is_file() for s in SYMBOLS):
         print(f"issue 13 figures, real data {REAL_DATA}:")
         issue13(REAL_DATA, args.repeat, report_only=args.report_only)

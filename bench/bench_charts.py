@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO.parent / "shared" / "data"
+REAL_DATA = Path(os.environ.get("PERPBOT_REAL_DATA") or REPO.parent / "shared" / "data")
 SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
 TARGET_S = 0.3
 

@@ -1,13 +1,16 @@
 """Fixtures shared by every test folder: the real-data location and synthetic markets.
 
-The real-data tier reads ``<repo>/../shared/data`` (present in CI, never copied into the repo) and
-is skipped when that folder is absent. Synthetic fixtures are session-scoped because they are
-deterministic; treat them as read-only (``.copy()`` before changing a frame).
+The real-data tier reads ``<repo>/../shared/data`` or ``$PERPBOT_REAL_DATA`` (present in CI, never
+copied into the repo) and is skipped when that folder is absent. Synthetic fixtures are
+session-scoped because they are deterministic; treat them as read-only (``.copy()`` before
+changing a frame).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +25,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # working directory on sys.path). ``pythonpath = ["."]`` in pyproject would make this redundant.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
-REAL_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+# ``PERPBOT_REAL_DATA`` points elsewhere (a git worktree one level deeper than the main checkout).
+REAL_DATA_DIR = Path(os.environ.get("PERPBOT_REAL_DATA") or REPO_ROOT.parent / "shared" / "data")
 SYNTH_SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _input_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Backtests cache their inputs (``backtest.input_cache``): never into the user's cache folder
+    from a test, and child processes (CLI tests) inherit the setting."""
+    folder = tmp_path_factory.mktemp("input_cache")
+    before = os.environ.get("PERPBOT_CACHE_DIR")
+    os.environ["PERPBOT_CACHE_DIR"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("PERPBOT_CACHE_DIR", None)
+    else:
+        os.environ["PERPBOT_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ clients."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,7 @@ def test_the_check_sees_a_heavy_import() -> None:
     assert "pandas" in _modules_after("import perpbot.cli.main\nimport perpbot.data.candle_shape")
 
 
-def _modules_after_command(*argv: str) -> set[str]:
+def _modules_after_command(*argv: str, env: dict[str, str] | None = None) -> set[str]:
     """Top-level modules loaded in the ``perpbot`` process once the command has finished."""
     code = (
         "import json, sys\n"
@@ -58,7 +59,13 @@ def _modules_after_command(*argv: str) -> set[str]:
         "    assert exc.code in (0, None), exc.code\n"
         "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
     return {name.split(".")[0] for name in json.loads(out.stderr.strip().splitlines()[-1])}
 
 
@@ -70,11 +77,12 @@ def test_help_imports_no_heavy_library() -> None:
 @pytest.mark.skipif(usable_cpus() < 2, reason="one core: the charts are drawn in process (chart_pool)")
 def test_backtest_imports_its_data_stack_but_never_plotting(synth_data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    loaded = _modules_after_command(
-        "backtest", "--all", "--no-ml", "--data-dir", str(synth_data_dir), "--out", str(out), "--quiet"
-    )
-    needed = {"numpy", "pyarrow", "talib", "pydantic_settings"}  # data, rules, configuration
+    args = ("backtest", "--all", "--no-ml", "--data-dir", str(synth_data_dir), "--out", str(out), "--quiet")
+    cache = {"PERPBOT_CACHE_DIR": str(tmp_path / "cache")}
+    loaded = _modules_after_command(*args, env=cache)  # cold: the input cache is empty
+    needed = {"numpy", "pyarrow", "talib", "pydantic_core"}  # data, rules, configuration
     assert needed <= loaded
+    # no pydantic-settings either (config_env checks the variables on pydantic-core alone)
     # no pandas (arrays from parquet), matplotlib, plotly, ML runtime or ccxt
     assert sorted(loaded & (set(HEAVY) - needed)) == []
     # …and yet every chart is there: the worker drew them.
@@ -82,6 +90,9 @@ def test_backtest_imports_its_data_stack_but_never_plotting(synth_data_dir: Path
     for name in charts:
         assert (out / name).read_bytes()[:4] == b"\x89PNG", name
         assert (out / name).with_suffix(".html").stat().st_size > 100_000
+    # Warm: the input cache serves the arrays and features (backtest.input_cache), no parquet read.
+    warm = _modules_after_command(*args, env=cache)
+    assert "pyarrow" not in warm and {"numpy", "pydantic_core"} <= warm
 
 
 def test_the_cli_skips_the_final_garbage_collection() -> None:
@@ -97,3 +108,43 @@ def test_the_cli_skips_the_final_garbage_collection() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("perpbot ")
     assert out.stderr.strip().endswith("frozen=True")
+
+
+def test_each_command_maps_to_the_module_that_registers_it() -> None:
+    # ``main`` registers only the named command's module (start-up, issue 13): the map must be the
+    # registrations themselves, every top-level command and group included.
+    import typer
+
+    from perpbot.cli.main import COMMAND_MODULE, MODULES, build_app
+
+    seen: dict[str, str] = {}
+    for module in MODULES:
+        one = build_app([module])
+        names = [c.name for c in one.registered_commands] + [
+            g.typer_instance.info.name if g.name is None else g.name
+            for g in one.registered_groups
+            if isinstance(g.typer_instance, typer.Typer)
+        ]
+        seen.update({str(n): module for n in names})
+    assert seen == COMMAND_MODULE
+
+
+def test_a_command_run_imports_only_its_own_command_module(synth_data_dir: Path) -> None:
+    loaded = _modules_after_main("backtest", "--symbol", "NOPEUSDT", "--data-dir", str(synth_data_dir))
+    assert "perpbot.cli.backtest_cmd" in loaded
+    assert not {"perpbot.cli.train_cmds", "perpbot.cli.ops_cmds", "typer.rich_utils"} & loaded
+
+
+def _modules_after_main(*argv: str) -> set[str]:
+    code = (
+        "import json, sys\n"
+        f"sys.argv = ['perpbot', *{list(argv)!r}]\n"
+        "from perpbot.cli.main import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write('\\n' + json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return set(json.loads(out.stderr.strip().splitlines()[-1]))

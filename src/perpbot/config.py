@@ -1,6 +1,6 @@
 """Configuration (SPEC §1): read once from the environment and ``.env``, validated, then frozen.
 
-Why a two-layer design: pydantic-settings parses and type-checks the fixed variables, while the
+Why a two-layer design: the fixed variables are type-checked (``config_env.validate_env``), while the
 per-symbol overrides (``ATR_SL_MULT_XRPUSDT=1.5``) and the kill-switch resets
 (``RESET_KILL_SWITCH_XRPUSDT=true``) have names that depend on the symbol list, so they are read
 from the same merged environment afterwards. The result is one immutable ``AppConfig`` shared
@@ -15,10 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from perpbot.config_env import validate_env
 from perpbot.errors import ConfigError
 from perpbot.exchange.binance.environment import ENVIRONMENTS, resolve_endpoints
 from perpbot.symbols import normalize_symbol
@@ -87,46 +84,6 @@ class CorrelationMap:
 
     def as_tuple(self) -> tuple[str, str]:
         return (self.btc, self.eth)
-
-
-class _EnvSettings(BaseSettings):
-    """The fixed variables, typed. Strings stay strings where the SPEC has its own parsing rule."""
-
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=True)
-
-    BINANCE_API_KEY: str = ""
-    BINANCE_API_SECRET: str = ""
-    BINANCE_TESTNET_API_KEY: str = ""
-    BINANCE_TESTNET_API_SECRET: str = ""
-    BINANCE_TESTNET: str = ""
-    SYMBOLS: str = ""
-    SYMBOL: str = ""
-    CORRELATION_SYMBOLS: str = "BTCUSDT,ETHUSDT"
-    LEVERAGE: int = 10
-    MAX_SAME_DIRECTION: int = 2
-    MARGIN_MAX_RATIO: float = 0.50
-    MARGIN_MIN_RATIO: float = 0.20
-    MARGIN_DECAY_RATE: float = 0.0006
-    ML_THRESHOLD: float = 0.55
-    ML_THRESHOLD_MODE: str = ""  # empty: "model", unless ML_THRESHOLD is set (then "config")
-    ML_ALLOW_UNGATED: str = ""
-    ML_BACKENDS: str = "nn,lgbm"
-    NO_ML_FILTER: str = ""
-    DISCORD_WEBHOOK_URL: str = ""
-    RISK_PER_TRADE: str = ""  # obsolete (SPEC §1): accepted and ignored
-    TIME_WEIGHT_DECAY: float = 2.0
-    ATR_SL_MULT: float = 2.0
-    ATR_TP_MULT: float = 2.0
-    SIGNAL_THRESHOLD: int = 3
-    ADX_THRESHOLD: float = 25.0
-    VOL_MULTIPLIER: float = 2.5
-    KLINE_INTERVAL: str = "15m"
-    TAKER_FEE: float = 0.0005
-    MAKER_FEE: float = 0.0002
-    SLIPPAGE_BPS: float = 1.0
-    BINANCE_FAPI_URL: str = ""
-    BINANCE_WS_URL: str = ""
-    BINANCE_ENV: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,15 +190,11 @@ def _merged_env(environ: Mapping[str, str] | None, env_file: Path | None) -> dic
     """The process environment wins over ``.env`` (python-dotenv semantics)."""
     merged: dict[str, str] = {}
     if env_file is not None and env_file.is_file():
+        from dotenv import dotenv_values  # only when there is a file to read (start-up time)
+
         merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
     merged.update(os.environ if environ is None else environ)
     return merged
-
-
-def _first_validation_error(exc: ValidationError, env: Mapping[str, str]) -> ConfigError:
-    err = exc.errors()[0]
-    name = str(err["loc"][0]) if err.get("loc") else "?"
-    return ConfigError(f"{name}={env.get(name, '')!r}: {err['msg']}")
 
 
 def _override(env: Mapping[str, str], name: str, symbol: str, base: float, kind: type) -> float | int:
@@ -285,10 +238,7 @@ def _binance_env(raw: str, testnet: bool) -> str:
 def load_config(environ: Mapping[str, str] | None = None, env_file: Path | None = Path(".env")) -> AppConfig:
     """Build the validated configuration; raise ``ConfigError`` naming the first bad variable."""
     env = _merged_env(environ, env_file)
-    try:
-        s = _EnvSettings(**{k: v for k, v in env.items() if k in _EnvSettings.model_fields})
-    except ValidationError as exc:
-        raise _first_validation_error(exc, env) from None
+    s = validate_env(env)
 
     raw_symbols = parse_csv(s.SYMBOLS)
     if raw_symbols:

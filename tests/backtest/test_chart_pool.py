@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from perpbot.backtest import chart_pool
 from perpbot.backtest.chart_jobs import ChartJob, equity_jobs, render, trade_jobs
-from perpbot.backtest.chart_pool import ChartPool, share
+from perpbot.backtest.chart_pool import ChartPool, discard_early, share, start_early, usable_cpus
 from perpbot.backtest.charts import equity_chart
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, run_backtest
 from perpbot.backtest.trade_chart import chart_stem, trade_chart_inputs
@@ -107,3 +108,49 @@ def test_one_core_draws_in_process(run: BacktestResult, tmp_path: Path) -> None:
         jobs = _jobs(run, tmp_path)
         pool.render(jobs)
     assert pool.in_process == jobs
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="one core: no worker is forked")
+def test_an_early_worker_is_handed_to_the_run_or_stopped() -> None:
+    # ``perpbot backtest`` forks its worker before parsing (cli.main): the run's start() takes it…
+    start_early()
+    early = chart_pool._early
+    assert early is not None and early.pid is not None
+    first = early.pid
+    with ChartPool.start() as pool:
+        assert pool is early and chart_pool._early is None
+    assert _gone(first)
+    # …and when no command takes it (help, a usage error), discard_early stops and reaps it.
+    start_early()
+    left = chart_pool._early
+    assert left is not None and left.pid is not None
+    pid = left.pid
+    discard_early()
+    assert chart_pool._early is None and _gone(pid)
+    discard_early()  # nothing left: a no-op
+
+
+def test_only_a_charting_backtest_forks_before_parsing() -> None:
+    from perpbot.cli.main import draws_charts
+
+    assert draws_charts(["backtest", "--all", "--no-ml"])
+    assert not draws_charts(["backtest", "--all", "--walk-forward", "4"])
+    assert not draws_charts(["backtest", "--walk-forward=4"])
+    assert not draws_charts(["backtest", "-h"]) and not draws_charts(["backtest", "--help"])
+    assert not draws_charts(["train", "--all"]) and not draws_charts([])
+
+
+def test_the_warm_up_draws_only_until_the_jobs_are_waiting() -> None:
+    from perpbot.backtest.chart_pool import readable, warm_up
+
+    assert warm_up() == 4  # one tiny chart of each kind: equity PNG/HTML, trades PNG/HTML
+    calls: list[int] = []
+    assert warm_up(stop=lambda: bool(calls.append(1)) or len(calls) > 1) == 1
+    r, w = os.pipe()
+    try:
+        assert not readable(r)
+        os.write(w, b"x")
+        assert readable(r)
+    finally:
+        os.close(r)
+        os.close(w)

@@ -95,3 +95,20 @@ def test_the_result_carries_the_traded_candles_for_the_charts(markets4: dict[str
         got = res.candles[sym]
         for f in dataclasses.fields(want):
             np.testing.assert_array_equal(getattr(got, f.name), getattr(want, f.name))
+
+
+def test_union_sorted_is_np_unique_of_the_concatenation() -> None:
+    from perpbot.backtest.prepare import union_sorted
+
+    rng = np.random.default_rng(3)
+    cases = [
+        [np.arange(10, dtype=np.int64)],
+        [np.arange(10, dtype=np.int64), np.arange(10, dtype=np.int64)],
+        [np.arange(0, 20, 2, dtype=np.int64), np.arange(5, 15, dtype=np.int64)],
+        [np.array([3, 3, 1], dtype=np.int64)],  # not strictly increasing: still deduplicated
+        *([rng.integers(-50, 50, rng.integers(1, 40)) for _ in range(3)] for _ in range(20)),
+    ]
+    for arrays in cases:
+        got = union_sorted(arrays)
+        assert got.dtype == np.int64
+        np.testing.assert_array_equal(got, np.unique(np.concatenate(arrays)))

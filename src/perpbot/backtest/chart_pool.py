@@ -2,9 +2,10 @@
 
 Why (issue 13, whole process in about 1.5 s): importing matplotlib and plotly and drawing the
 first chart costs more than the backtest loop, and the loop uses one core. So ``perpbot
-backtest`` forks one worker as soon as its flags are validated; while the parent imports pandas
-and runs the loop, the worker imports the plotting libraries and draws a tiny chart of each kind
-(fonts, date locators, plotly's template and bundle are then loaded). When the run is done the
+backtest`` forks one worker before its command line is even parsed (``start_early``); while the
+parent parses, loads and runs the loop, the worker imports the plotting libraries and draws a
+tiny chart of each kind (fonts, date locators, plotly's template and bundle are then loaded; it
+stops drawing them as soon as the real jobs are waiting, ``warm_up``). When the run is done the
 parent sends the chart jobs (``chart_jobs``: plain arrays and JSON, no pickle); the worker forks
 itself once per further usable core (warm children, nothing imported twice), the jobs are shared
 by their measured cost, and every process writes its files atomically. The parent never imports
@@ -21,10 +22,11 @@ import contextlib
 import gc
 import json
 import os
+import select
 import signal
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -99,8 +101,14 @@ def recv(fd: int) -> bytes | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def warm_up() -> None:
-    """Import the plotting libraries and draw one tiny chart of each kind (not written)."""
+def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
+    """Import the plotting libraries and draw one tiny chart of each kind (not written), the
+    drawing only until ``stop()`` is true; returns how many were drawn.
+
+    Why stoppable: a tiny chart costs about what a real one does (the figure, axes and ticks,
+    not the points), and only its first draw primes anything. When the run's jobs are already
+    waiting (a fast run: the worker's warm-up is then the longer path, issue 13) the worker
+    draws them instead of more throwaway charts."""
     import numpy as np
 
     from perpbot.backtest.chart_jobs import draw, equity_jobs, trade_jobs
@@ -116,8 +124,18 @@ def warm_up() -> None:
         "X", Side.LONG, int(t[0]), int(t[2]), 1.0, 1.5, 1.0, 0.5, 0.0, 0.0, 0.0, CloseReason.TP
     )
     tc = TradeChart("X", Candles(t, v, v + 0.5, v - 0.5, v), (trade,), (), ())
+    drawn = 0
     for job in (*equity_jobs(eq, Path("x.png"), Path("x.html")), *trade_jobs(tc, Path("x"))):
+        if stop():
+            break
         draw(job)
+        drawn += 1
+    return drawn
+
+
+def readable(fd: int) -> bool:
+    """Data (or the end of the stream) is waiting on ``fd``."""
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _render_group(jobs: Sequence[ChartJob]) -> list[str | None]:
@@ -168,7 +186,7 @@ def _worker(rfd: int, wfd: int, processes: int) -> None:
     from perpbot.backtest.chart_jobs import decode
 
     gc.disable()  # imports and warm-up make no garbage worth a full pass over matplotlib
-    warm_up()
+    warm_up(stop=lambda: readable(rfd))
     gc.freeze()  # the plotting libraries stay: collections while drawing skip them
     gc.enable()
     head = recv(rfd)
@@ -188,6 +206,27 @@ def _worker(rfd: int, wfd: int, processes: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+_early: ChartPool | None = None  # forked by ``start_early``, not yet handed to ``ChartPool.start``
+
+
+def start_early() -> None:
+    """Fork the chart worker before the command line is even parsed (``cli.main``, for a
+    ``perpbot backtest`` that will draw charts): its imports and warm-up, longer than the parent's
+    way to the end of its run, start ~0.1 s sooner. The next ``ChartPool.start()`` takes it;
+    :func:`discard_early` stops it when nothing did (help, a usage error, a bad flag)."""
+    global _early
+    if _early is None:
+        _early = ChartPool.start()
+
+
+def discard_early() -> None:
+    """Stop and reap an early worker no command took (no-op otherwise)."""
+    global _early
+    pool, _early = _early, None
+    if pool is not None:
+        pool.close()
+
+
 class ChartPool:
     """``with ChartPool.start() as pool: …; pool.render(jobs)`` (one batch per pool)."""
 
@@ -201,7 +240,12 @@ class ChartPool:
     @classmethod
     def start(cls, processes: int | None = None) -> ChartPool:
         """Fork the warm-up worker now, or return an in-process pool when forking is unsafe or
-        there is no second core (a worker would then only add its own imports and warm-up)."""
+        there is no second core (a worker would then only add its own imports and warm-up).
+        A worker :func:`start_early` forked for this process is handed over instead."""
+        global _early
+        if processes is None and _early is not None:
+            pool, _early = _early, None
+            return pool
         n = usable_cpus() if processes is None else max(1, processes)
         if n < 2 or not can_fork():
             return cls()

@@ -75,6 +75,7 @@ from perpbot.backtest.prepare import (
     Timeline,
     aligned_closes,
     build_timeline,
+    cached_inputs,
     forward_fill,
     market_source,
     prepare_series,
@@ -677,7 +678,11 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     contexts = "signals" if cfg.skip_ahead else "all"
     for sym in symbols:
         pre = None if cfg.feature_arrays is None else cfg.feature_arrays.get(sym)
-        market = market_source(sym, cfg.data_dir, cfg.markets)
+        if pre is None and cfg.markets is None:
+            # Files on disk: the input cache serves the arrays and features (``prepare.cached_inputs``).
+            market, pre = cached_inputs(sym, cfg.data_dir, app.params_for(sym))
+        else:
+            market = market_source(sym, cfg.data_dir, cfg.markets)
         s = prepare_series(sym, market, app, cfg.start_ms, cfg.end_ms, pre, contexts=contexts)
         del market
         if s is None:
@@ -703,6 +708,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     engine = MatchingEngine(settings, filters)
     for s in prepared:
         engine.add_bars(s.symbol, s.open_time_ms, s.open, s.high, s.low, s.close, s.funding)
+        s.funding = None  # the engine keeps its own settled copy; the raw column is not read again
     exchange = SimExchange(engine)
     first_open = int(timeline.open_time_ms[0])
     clock = SimClock(first_open)

@@ -300,7 +300,6 @@ def _run_and_print(
 ) -> BacktestResult:
     import asyncio
 
-    from perpbot.backtest.report import equity_chart_jobs, report_files, summary_renderable, write_tables
     from perpbot.backtest.runner import run_backtest
 
     filters = ml_filters(bt_cfg, app_cfg) if bt_cfg.use_ml and bt_cfg.entry_filters is None else {}
@@ -319,6 +318,9 @@ def _run_and_print(
             gc.freeze()
             gc.enable()
             result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
+        # Imported once the run is done: nothing before the first candle waits for the report.
+        from perpbot.backtest.report import equity_chart_jobs, report_files, summary_renderable, write_tables
+
         params = result.parameters()
         if filters:
             params["model_dir"] = str(bt_cfg.model_dir)

@@ -22,7 +22,7 @@ from perpbot.errors import ConfigError, PerpbotError
 from perpbot.fileio import UnwritableFolderError, check_writable_folder
 from perpbot.symbols import normalize_symbol
 
-if TYPE_CHECKING:  # pydantic-settings loads when a command reads its configuration, not for --help
+if TYPE_CHECKING:  # pydantic-core loads when a command reads its configuration, not for --help
     from rich.progress import Progress
 
     from perpbot.config import AppConfig
@@ -128,13 +128,13 @@ def select_symbols(cfg: AppConfig, symbol: str | None, all_: bool, symbols: str 
 
 def note_synthetic(data_dir: Path, symbols: Sequence[str]) -> list[str]:
     """Say so (stderr) for every symbol whose data file is a synthetic market; return them."""
+    from perpbot.backtest.input_cache import cached_synthetic_origin
     from perpbot.data.schema import data_path
-    from perpbot.data.store import synthetic_origin
 
     found: list[str] = []
     for sym in symbols:
         path = data_path(data_dir, sym)
-        origin = synthetic_origin(path) if path.is_file() else None
+        origin = cached_synthetic_origin(path) if path.is_file() else None
         if origin is not None:
             found.append(sym)
             sys.stderr.write(

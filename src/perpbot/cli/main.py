@@ -1,36 +1,73 @@
-"""The ``perpbot`` console script: one typer app, one module per command group."""
+"""The ``perpbot`` console script: one typer app, one module per command group.
+
+Start-up (issue 13: ``perpbot backtest`` at its first candle within 0.4 s): ``main`` registers
+only the module of the command being run when the first argument names one (typer turns every
+registered command into a click command before parsing, and each module imports its own
+dependencies), never imports typer's rich help formatter unless help or an error is printed, and
+forks a backtest's chart worker before parsing (``draws_charts``). What typer itself costs was
+measured and kept: it imports pydantic and builds a pydantic adapter per non-flag option while
+parsing (~0.1 s); deferring the adapters of unset options would save only ~15 ms (the first
+adapters pay pydantic's one-time set-up) for a patch of typer's internals.
+``app`` (tests, ``--help``, anything else) holds every command.
+"""
 
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import typer
 
-from perpbot.cli import (
-    backtest_cmd,
-    config_cmd,
-    data_cmds,
-    demo_cmd,
-    exchange_cmd,
-    features_cmd,
-    inspect_cmds,
-    ops_cmds,
-    optimize_cmd,
-    run_cmds,
-    simulate_cmd,
-    train_cmds,
-)
 from perpbot.cli.common import PIPE_WIDTH
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter.",
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},  # -h everywhere, subcommands included
+if TYPE_CHECKING:
+    from types import ModuleType
+
+# Registration stays one module per command group. A command module imports only typer, rich and
+# light perpbot modules at top level; pandas, pydantic-core, plotting, ML runtimes and ccxt are
+# imported inside the command that runs (tests/test_cli_imports.py fails otherwise), so --help and
+# every other command skip what they do not use (issue 13). Order = order in ``perpbot --help``.
+MODULES = (
+    "config_cmd",
+    "data_cmds",
+    "features_cmd",
+    "train_cmds",
+    "backtest_cmd",
+    "demo_cmd",
+    "inspect_cmds",
+    "simulate_cmd",
+    "optimize_cmd",
+    "exchange_cmd",
+    "run_cmds",
+    "ops_cmds",
 )
+# Which module registers each top-level command (tests/test_cli_imports.py checks it against the
+# registrations): ``perpbot <command> …`` needs that module alone.
+COMMAND_MODULE = {
+    "config": "config_cmd",
+    "fetch": "data_cmds",
+    "synth": "data_cmds",
+    "features": "features_cmd",
+    "train": "train_cmds",
+    "tune": "train_cmds",
+    "deploy": "train_cmds",
+    "backtest": "backtest_cmd",
+    "demo": "demo_cmd",
+    "models": "inspect_cmds",
+    "data": "inspect_cmds",
+    "simulate": "simulate_cmd",
+    "optimize": "optimize_cmd",
+    "check-exchange": "exchange_cmd",
+    "run": "run_cmds",
+    "paper": "run_cmds",
+    "status": "ops_cmds",
+    "flatten": "ops_cmds",
+    "kill-switch": "ops_cmds",
+}
 
 
 def _print_version(value: bool) -> None:
@@ -41,7 +78,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: bool = typer.Option(
         False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
@@ -50,37 +86,68 @@ def _root(
     """perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter."""
 
 
-# Registration stays one module per command group. A command module imports only typer, rich and
-# light perpbot modules at top level; pandas, pydantic-settings, plotting, ML runtimes and ccxt are
-# imported inside the command that runs (tests/test_cli_imports.py fails otherwise), so --help and
-# every other command skip what they do not use (issue 13).
-for module in (
-    config_cmd,
-    data_cmds,
-    features_cmd,
-    train_cmds,
-    backtest_cmd,
-    demo_cmd,
-    inspect_cmds,
-    simulate_cmd,
-    optimize_cmd,
-    exchange_cmd,
-    run_cmds,
-    ops_cmds,
-):
-    module.register(app)
+def build_app(modules: Iterable[str] = MODULES) -> typer.Typer:
+    """The typer app with the commands of ``modules`` (names in :data:`MODULES`) registered."""
+    new = typer.Typer(
+        add_completion=False,
+        no_args_is_help=True,
+        help="perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter.",
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},  # -h everywhere, subcommands included
+    )
+    new.callback()(_root)
+    for name in modules:
+        module: ModuleType = importlib.import_module(f"perpbot.cli.{name}")
+        module.register(new)
+    return new
+
+
+def app_for(argv: list[str]) -> typer.Typer:
+    """The app for one command line: only the named command's module when the first argument is
+    a known command (``perpbot backtest …``), else every command (``--help``, a typo's error)."""
+    first = argv[0] if argv else ""
+    module = COMMAND_MODULE.get(first)
+    return build_app([module]) if module is not None else build_app()
+
+
+def draws_charts(argv: list[str]) -> bool:
+    """``perpbot backtest …`` that will draw its charts (not ``--walk-forward``, not help): its
+    chart worker is forked before the command line is parsed (``chart_pool.start_early``). A
+    guess from the raw arguments is enough: a wrong one only starts or skips the early worker."""
+    if not argv or argv[0] != "backtest":
+        return False
+    return not any(a in ("-h", "--help") or a.startswith("--walk-forward") for a in argv[1:])
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # ``app`` is built on first use: ``main`` does not need every command module imported.
+    if name == "app":
+        full = build_app()
+        globals()["app"] = full
+        return full
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     if not sys.stdout.isatty() and not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH"):
-        # Help on a pipe: as wide as the rest of the output (cli.common.PIPE_WIDTH), not 80.
-        from typer import rich_utils
-
-        rich_utils.MAX_WIDTH = PIPE_WIDTH
+        # Help on a pipe: as wide as the rest of the output (cli.common.PIPE_WIDTH), not 80. Through
+        # the variable typer's help formatter reads when it loads (only to print help or an error),
+        # so a command that prints neither never imports it.
+        os.environ["TERMINAL_WIDTH"] = str(PIPE_WIDTH)
+        if "typer.rich_utils" in sys.modules:
+            sys.modules["typer.rich_utils"].MAX_WIDTH = PIPE_WIDTH
     gc.freeze()  # the CLI's modules live until exit: collections during the command skip them
+    argv = sys.argv[1:]
+    early = draws_charts(argv)
+    if early:
+        from perpbot.backtest import chart_pool
+
+        chart_pool.start_early()
     try:
-        app()
+        app_for(argv)()
     finally:
+        if early:
+            chart_pool.discard_early()
         # Exit fast (issue 13): at shutdown the interpreter runs one last garbage collection over
         # every object still alive, which with pandas and pyarrow loaded took 0.1-0.5 s of a
         # backtest's wall. Freezing them skips that pass; everything the command wrote is already

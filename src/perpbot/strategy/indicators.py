@@ -16,6 +16,7 @@ All outputs are float64 arrays aligned with the inputs; warm-up rows are NaN (TA
 
 from __future__ import annotations
 
+import functools
 import sys
 from types import ModuleType
 
@@ -45,7 +46,12 @@ def _import_talib() -> ModuleType:
     return talib
 
 
-talib = _import_talib()
+@functools.cache
+def _talib() -> ModuleType:
+    """TA-Lib on first use: a backtest served by its input cache computes no indicator and never
+    imports it (issue 13, start-up)."""
+    return _import_talib()
+
 
 INDICATOR_KEYS = (
     "rsi",
@@ -127,6 +133,7 @@ def stoch_rsi(rsi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     RSI wobbles in its last bits, which would otherwise be stretched to a full-scale 0–100 value.
     Takes the RSI(14) series (computed once by :func:`compute_indicators`).
     """
+    talib = _talib()
     lo = talib.MIN(rsi, timeperiod=STOCH_WINDOW)
     hi = talib.MAX(rsi, timeperiod=STOCH_WINDOW)
     rng = hi - lo
@@ -152,6 +159,7 @@ def compute_indicators(
     """
     del open  # no SPEC §3 indicator reads the open; kept in the signature on purpose
     h, lo, c, v = _as_f64(high), _as_f64(low), _as_f64(close), _as_f64(volume)
+    talib = _talib()
     macd, macd_signal, macd_hist = talib.MACD(
         c, fastperiod=MACD_FAST, slowperiod=MACD_SLOW, signalperiod=MACD_SIGNAL
     )
