@@ -45,7 +45,7 @@ from perpbot.ml.rolling import (  # noqa: F401  (re-exported: the feature code's
     rolling_zscore,
 )
 from perpbot.strategy.indicators import compute_indicators
-from perpbot.strategy.signal import LONG, SHORT, rule_signal, side_from_code
+from perpbot.strategy.signal import LONG, SHORT, SignalFrame, rule_signal, side_from_code
 
 if TYPE_CHECKING:  # pandas only where a frame is built or read: the backtest runs on arrays
     import pandas as pd
@@ -280,10 +280,31 @@ class MarketPart:
     last_only: bool
 
 
-def market_features(
+@dataclass(frozen=True, slots=True, eq=False)
+class SignalStage:
+    """The first step of :func:`market_features`: indicators and the rule signal, the cheap part
+    the decision hangs on (the live runtime starts its pre-entry reads once it knows there is a
+    signal, then lets the z-scores run while they are in flight)."""
+
+    column: ColumnFn
+    anchor: int
+    n: int
+    start: int | None  # the exact suffix of the z-scores (``last_only``), None in batch
+    ind: dict[str, np.ndarray]
+    close: np.ndarray
+    volume: np.ndarray
+    sig: SignalFrame  # every row in batch, the last row only with ``last_only``
+
+    @property
+    def signal(self) -> int:
+        """The last row's rule signal code (``LONG`` / ``SHORT`` / 0)."""
+        return int(self.sig.signal[-1]) if len(self.sig) else 0
+
+
+def signal_stage(
     market: pd.DataFrame | MarketArrays, params: SignalParams, *, last_only: bool = False
-) -> MarketPart:
-    """The candle-only half of :func:`feature_arrays` (see there for ``last_only``)."""
+) -> SignalStage:
+    """Indicators and rule signal of ``market`` (the first step of :func:`market_features`)."""
     column, anchor = _source(market)
     ohlcv = [column(name) for name in OHLCV]
     missing = [name for name, col in zip(OHLCV, ohlcv, strict=True) if col is None]
@@ -293,16 +314,31 @@ def market_features(
     n = len(c)
     start = exact_suffix_start(n, anchor, Z_WINDOW) if last_only else None
     ind = compute_indicators(o, h, lo, c, v, tail=None if start is None else n - start)
-    z288 = _z288_features(column, ind, c, v, anchor, start)
-    if last_only:  # one row from here on; the signal reads its row and the one before (MACD cross)
-        sig = rule_signal({k: a[-2:] for k, a in ind.items()}, c[-2:], v[-2:], params)
-        sig = type(sig)(
-            *(a[-1:] for a in (sig.signal, sig.long_score, sig.short_score, sig.vol_surge, sig.hold_reason))
+    if last_only:  # the last row only; it reads its own row and the one before (MACD cross)
+        sig = rule_signal({k: x[-2:] for k, x in ind.items()}, c[-2:], v[-2:], params)
+        sig = SignalFrame(
+            *(x[-1:] for x in (sig.signal, sig.long_score, sig.short_score, sig.vol_surge, sig.hold_reason))
         )
-        ind = {k: a[-1:] for k, a in ind.items()}
-        c = c[-1:]
     else:
         sig = rule_signal(ind, c, v, params)
+    return SignalStage(column, anchor, n, start, ind, c, v, sig)
+
+
+def market_features(
+    market: pd.DataFrame | MarketArrays,
+    params: SignalParams,
+    *,
+    last_only: bool = False,
+    stage: SignalStage | None = None,
+) -> MarketPart:
+    """The candle-only half of :func:`feature_arrays` (see there for ``last_only``); ``stage``:
+    its first step, when the caller already computed it with the same arguments."""
+    st = stage if stage is not None else signal_stage(market, params, last_only=last_only)
+    column, anchor, n, start, ind, c, sig = st.column, st.anchor, st.n, st.start, st.ind, st.close, st.sig
+    z288 = _z288_features(column, ind, c, st.volume, anchor, start)
+    if last_only:  # one row from here on
+        ind = {k: x[-1:] for k, x in ind.items()}
+        c = c[-1:]
 
     with np.errstate(invalid="ignore", divide="ignore"):
         bb_pct = (c - ind["bb_lower"]) / (ind["bb_upper"] - ind["bb_lower"] + EPS)

@@ -26,7 +26,7 @@ import numpy as np
 
 from perpbot.config import AppConfig
 from perpbot.data.market_arrays import MarketArrays
-from perpbot.data.schema import BAR_MS, BTC_COLS, ETH_COLS, OHLCV
+from perpbot.data.schema import BAR_MS, OHLCV
 from perpbot.domain.types import Side
 from perpbot.engine.context import CandleContext
 from perpbot.exchange.binance.market_stream import Candle
@@ -36,8 +36,10 @@ from perpbot.ml.features import (
     LIVE_WINDOW_BARS,
     FrameIndex,
     MarketPart,
+    SignalStage,
     context_from_row,
     market_features,
+    signal_stage,
     with_micro_features,
 )
 from perpbot.strategy.signal import side_from_code
@@ -200,9 +202,9 @@ class MarketWindow:
     # ------------------------------------------------------------------ output
 
     def arrays(self, symbol: str, upto_open_ms: int | None = None) -> MarketArrays:
-        """The primary's window in the data schema, as arrays (correlation columns forward-filled
-        by open time; OI/funding zero unless set), ready for the feature code. Copies: the
-        window moves on while a decision is made."""
+        """The primary's window as the feature code reads it: OHLCV, the BTC/ETH closes
+        forward-filled by open time, OI/funding (zero unless set). Copies: the window moves on
+        while a decision is made."""
         ring = self._rings.get(symbol)
         prim = ring.view() if ring is not None else np.zeros((0, _Ring.COLS))
         if upto_open_ms is not None and len(prim) and prim[-1, 0] > upto_open_ms:
@@ -210,15 +212,15 @@ class MarketWindow:
         prim = prim[-LIVE_WINDOW_BARS:]  # what ``live_feature_row`` reads (a larger window: the tail)
         times = prim[:, 0].astype(np.int64)  # epoch ms are exact in float64 (< 2**53)
         cols: dict[str, np.ndarray] = {name: prim[:, 1 + i].copy() for i, name in enumerate(OHLCV)}
-        for role, names in ((self.btc, BTC_COLS), (self.eth, ETH_COLS)):
+        for role, name in ((self.btc, "close_btc"), (self.eth, "close_eth")):
+            # The features read the correlation symbols' closes only (``ml.features``).
             aux_ring = self._rings.get(role)
             aux = aux_ring.view() if aux_ring is not None else np.zeros((0, _Ring.COLS))
             pos = np.searchsorted(aux[:, 0], times, side="right") - 1  # last correlation candle <= T
             ok = pos >= 0
-            for i, name in enumerate(names):
-                out = np.full(len(prim), np.nan)
-                out[ok] = aux[pos[ok], 1 + i]
-                cols[name] = out
+            out = np.full(len(prim), np.nan)
+            out[ok] = aux[pos[ok], 4]
+            cols[name] = out
         cols["oi_change"] = prim[:, 6].copy()
         cols["funding_rate"] = prim[:, 7].copy()
         return MarketArrays(times, cols)
@@ -232,19 +234,28 @@ class MarketWindow:
         return pd.DataFrame(a.columns, index=index)
 
     def prepare(self, symbol: str, upto_open_ms: int | None = None) -> Prepared | None:
-        """The candle-only half of the context (indicators, rule signal, every feature but the
-        four OI/funding ones): computed while the close's OI and funding reads are in flight.
+        """The first step of a context: indicators and rule signal of the primary's last candle
+        (``Prepared.signal``), cheap, so that the runtime knows early whether a decision is coming.
         None when the window is empty."""
         market = self.arrays(symbol, upto_open_ms)
         if len(market) == 0:
             return None
-        part = market_features(market, self.app.params_for(symbol), last_only=True)
-        return Prepared(symbol, int(market.open_time_ms[-1]), market, part)
+        stage = signal_stage(market, self.app.params_for(symbol), last_only=True)
+        return Prepared(symbol, int(market.open_time_ms[-1]), market, stage)
+
+    def features(self, prep: Prepared) -> None:
+        """The second step: every feature the candles decide (the z-scores); run while the
+        close's OI and funding reads are in flight."""
+        if prep.part is None:
+            params = self.app.params_for(prep.symbol)
+            prep.part = market_features(prep.market, params, last_only=True, stage=prep.stage)
 
     def finish(self, prep: Prepared, micro: Micro | None = None) -> CandleContext | None:
         """The bot's context from :meth:`prepare` and the close's OI/funding (``micro``; None: as
         stored in the window). None before the features are warm (the backtest's ``ready`` rule:
         every non-optional feature and the ATR finite)."""
+        self.features(prep)
+        assert prep.part is not None
         if micro is not None:
             prep.market.columns["oi_change"][-1] = micro.oi_change
             prep.market.columns["funding_rate"][-1] = micro.funding_rate
@@ -260,18 +271,19 @@ class MarketWindow:
         return None if prep is None else self.finish(prep)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Prepared:
-    """A context half-built by ``MarketWindow.prepare``: the signal is known (``signal``)."""
+    """A context in the making (``MarketWindow.prepare`` → ``features`` → ``finish``)."""
 
     symbol: str
     open_ms: int
     market: MarketArrays
-    part: MarketPart
+    stage: SignalStage
+    part: MarketPart | None = None
 
     @property
     def signal(self) -> Side | None:
-        return side_from_code(int(self.part.data["signal"][-1]))
+        return side_from_code(self.stage.signal)
 
 
 _INDEX = FrameIndex.from_columns(FRAME_COLS)
