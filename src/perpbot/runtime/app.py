@@ -270,21 +270,21 @@ class Runtime:
     async def _handle(self, sym: str, open_ms: int) -> None:
         """One closed candle, ordered so that the order leaves as early as possible without
         changing what is decided (docs/ARCHITECTURE.md, "Decision latency"):
-        1. the close's OI and funding reads (SPEC §2.3) start at once, before the BTC/ETH wait;
-        2. the candle-only half of the features (indicators, rule signal) is computed while they
-           are in flight;
+        1. the close's OI and funding reads (SPEC §2.3) start at once;
+        2. the indicators and rule signal, which read the primary's candles only, are computed
+           while they are in flight, before the BTC/ETH wait;
         3. with a signal, the live position read of SPEC §8.3 step 7 starts, and so does the
            balance read of the entry (kept only while provably current, ``wallet.py``); a HOLD
            candle reads nothing more, as before; the position read is handed to the bot, which
            awaits it at step 7;
-        4. the rest of the features (z-scores) is computed while the reads are in flight; the
-           OI/funding values complete the row; then ``on_candle``."""
-        reads = asyncio.ensure_future(self._micro(sym))
+        4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the
+           reads are in flight; the OI/funding values complete the row; then ``on_candle``."""
+        oi = asyncio.ensure_future(self.exchange.open_interest(sym))
+        funding = asyncio.ensure_future(self.exchange.funding_rate(sym))
         position: asyncio.Future[Any] | None = None
         try:
-            aligned = await self.window.align(open_ms)
-            if not aligned:
-                log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
+            await asyncio.sleep(0)  # a task runs only when we yield: let the requests leave first
+            # The rule signal reads the primary's candles only: known before BTC/ETH arrive.
             prep = self.window.prepare(sym, upto_open_ms=open_ms)
             bot = self.bots[sym]
             if prep is not None and prep.signal is not None:
@@ -292,10 +292,13 @@ class Runtime:
                 prefetch = getattr(self.exchange, "prefetch_balance", None)
                 if prefetch is not None:
                     prefetch()  # the entry's balance (SPEC §8.4 step 1), reused only if unchanged
-                await asyncio.sleep(0)  # let those requests leave before the z-scores run
+                await asyncio.sleep(0)
+            aligned = await self.window.align(open_ms)
+            if not aligned:
+                log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
             if prep is not None:
                 self.window.features(prep)
-            micro = await reads
+            micro = await self._micro(sym, oi, funding)
             self.window.set_micro(sym, open_ms, micro)
             ctx = None if prep is None else self.window.finish(prep, micro)
             self.candles_handled[sym] += 1
@@ -316,14 +319,13 @@ class Runtime:
             if probe is not None:
                 probe.end(sym, open_ms)
         finally:
-            for fut in (reads, position):
+            for fut in (oi, funding, position):
                 _discard(fut)
 
-    async def _micro(self, sym: str) -> Micro:
-        """SPEC §2.3: OI and funding fetched concurrently; failures become 0.0."""
-        oi, funding = await asyncio.gather(
-            self.exchange.open_interest(sym), self.exchange.funding_rate(sym), return_exceptions=True
-        )
+    async def _micro(self, sym: str, oi_read: Awaitable[Any], funding_read: Awaitable[Any]) -> Micro:
+        """SPEC §2.3: OI and funding fetched concurrently (both started by the caller);
+        failures become 0.0."""
+        oi, funding = await asyncio.gather(oi_read, funding_read, return_exceptions=True)
         change = 0.0
         if isinstance(oi, int | float) and oi > 0:
             change = oi_change(self._prev_oi.get(sym, 0.0), float(oi))

@@ -125,7 +125,9 @@ class MarketWindow:
         self.align_wait_s = align_wait_s
         self.btc, self.eth = app.correlation.as_tuple()
         self._rings: dict[str, _Ring] = {}
-        self._arrived = asyncio.Condition()
+        # Aligners waiting for BTC/ETH of an open time (a future each, woken by ``add``): one
+        # loop turn per waiter, where a Condition hands its lock from waiter to waiter.
+        self._waiting: list[tuple[int, asyncio.Future[None]]] = []
         self.align_timeouts = 0  # decisions made without a correlation candle of the same open time
 
     def _ring(self, symbol: str) -> _Ring:
@@ -148,8 +150,16 @@ class MarketWindow:
         if last is not None and c.open_ms <= last:
             return
         ring.append(c)
-        async with self._arrived:
-            self._arrived.notify_all()
+        if self._waiting and c.symbol in (self.btc, self.eth):
+            still = []
+            for open_ms, fut in self._waiting:
+                if fut.done():
+                    continue
+                if self._aligned(open_ms):
+                    fut.set_result(None)
+                else:
+                    still.append((open_ms, fut))
+            self._waiting = still
 
     def set_micro(self, symbol: str, open_ms: int, micro: Micro) -> None:
         """OI change and funding rate of a held candle (a candle the window does not hold: no-op)."""
@@ -183,17 +193,17 @@ class MarketWindow:
         last = self.last_open(symbol)
         return last is not None and last >= open_ms
 
+    def _aligned(self, open_ms: int) -> bool:
+        return self.have(self.btc, open_ms) and self.have(self.eth, open_ms)
+
     async def align(self, open_ms: int) -> bool:
         """Wait (bounded) until BTC and ETH have a candle at ``open_ms``; False on timeout."""
-
-        def ready() -> bool:
-            return self.have(self.btc, open_ms) and self.have(self.eth, open_ms)
-
-        if ready():
+        if self._aligned(open_ms):
             return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((open_ms, fut))
         try:
-            async with self._arrived:
-                await asyncio.wait_for(self._arrived.wait_for(ready), self.align_wait_s)
+            await asyncio.wait_for(fut, self.align_wait_s)
             return True
         except TimeoutError:
             self.align_timeouts += 1
@@ -213,17 +223,21 @@ class MarketWindow:
         times = prim[:, 0].astype(np.int64)  # epoch ms are exact in float64 (< 2**53)
         cols: dict[str, np.ndarray] = {name: prim[:, 1 + i].copy() for i, name in enumerate(OHLCV)}
         for role, name in ((self.btc, "close_btc"), (self.eth, "close_eth")):
-            # The features read the correlation symbols' closes only (``ml.features``).
-            aux_ring = self._rings.get(role)
-            aux = aux_ring.view() if aux_ring is not None else np.zeros((0, _Ring.COLS))
-            pos = np.searchsorted(aux[:, 0], times, side="right") - 1  # last correlation candle <= T
-            ok = pos >= 0
-            out = np.full(len(prim), np.nan)
-            out[ok] = aux[pos[ok], 4]
-            cols[name] = out
+            cols[name] = self._closes(role, times)  # the features read these two only
         cols["oi_change"] = prim[:, 6].copy()
         cols["funding_rate"] = prim[:, 7].copy()
         return MarketArrays(times, cols)
+
+    def _closes(self, role: str, times: np.ndarray) -> np.ndarray:
+        """``role``'s close at each open time: the last candle opened at or before it (a gap is
+        forward-filled, as the batch features do); NaN before its first candle."""
+        ring = self._rings.get(role)
+        aux = ring.view() if ring is not None else np.zeros((0, _Ring.COLS))
+        pos = np.searchsorted(aux[:, 0], times, side="right") - 1
+        ok = pos >= 0
+        out = np.full(len(times), np.nan)
+        out[ok] = aux[pos[ok], 4]
+        return out
 
     def frame(self, symbol: str, upto_open_ms: int | None = None) -> pd.DataFrame:
         """:meth:`arrays` as a DataFrame indexed by open time (diagnostics and tests)."""
@@ -245,8 +259,12 @@ class MarketWindow:
 
     def features(self, prep: Prepared) -> None:
         """The second step: every feature the candles decide (the z-scores); run while the
-        close's OI and funding reads are in flight."""
+        close's OI and funding reads are in flight. The BTC/ETH closes are taken again here:
+        the first step (the primary's candles only) may run before they arrived."""
         if prep.part is None:
+            times = prep.market.open_time_ms
+            for role, name in ((self.btc, "close_btc"), (self.eth, "close_eth")):
+                prep.market.columns[name] = self._closes(role, times)
             params = self.app.params_for(prep.symbol)
             prep.part = market_features(prep.market, params, last_only=True, stage=prep.stage)
 
