@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,24 @@ from perpbot.data.market_arrays import MarketArrays
 from perpbot.data.schema import BAR_MS, OHLCV
 from perpbot.engine.context import CandleContext
 from perpbot.errors import DataError
+from perpbot.ml.contexts import (  # noqa: F401  (re-exported)
+    FrameArrays,
+    FrameIndex,
+    context_from_row,
+    contexts_arrays,
+    iter_contexts,
+)
+from perpbot.ml.feature_names import (  # noqa: F401  (re-exported)
+    BASE_FEATURES,
+    CORRELATION_FEATURES,
+    EXTRA_COLS,
+    FEATURE_COLS,
+    FEATURE_SCHEMA_VERSION,
+    FRAME_COLS,
+    OPTIONAL_FEATURES,
+    SIDE_INDEX,
+    SIGNAL_STRENGTH_INDEX,
+)
 from perpbot.ml.rolling import (  # noqa: F401  (re-exported: the feature code's public names)
     Z_STD_FLOOR,
     ZSCORE_ROWS_PER_PASS,
@@ -45,53 +63,12 @@ from perpbot.ml.rolling import (  # noqa: F401  (re-exported: the feature code's
     rolling_zscore,
 )
 from perpbot.strategy.indicators import compute_indicators
-from perpbot.strategy.signal import LONG, SHORT, SignalFrame, rule_signal, side_from_code
+from perpbot.strategy.signal import LONG, SHORT, SignalFrame, rule_signal
 
 if TYPE_CHECKING:  # pandas only where a frame is built or read: the backtest runs on arrays
     import pandas as pd
 
 ColumnFn = Callable[[str], "np.ndarray | None"]
-FEATURE_SCHEMA_VERSION = 1
-
-FEATURE_COLS: tuple[str, ...] = (
-    "rsi",
-    "macd_hist",
-    "bb_pct",
-    "ema_align",
-    "stoch_k",
-    "stoch_d",
-    "atr_pct",
-    "vol_ratio",
-    "ret_1",
-    "ret_3",
-    "ret_5",
-    "signal_strength",
-    "side",
-    "btc_ret_1",
-    "btc_ret_3",
-    "btc_ret_5",
-    "eth_ret_1",
-    "eth_ret_3",
-    "eth_ret_5",
-    "primary_btc_rs",
-    "primary_eth_rs",
-    "oi_change",
-    "funding_rate",
-    "oi_change_ma5",
-    "oi_price_spread",
-    "adx",
-)
-SIGNAL_STRENGTH_INDEX = FEATURE_COLS.index("signal_strength")
-SIDE_INDEX = FEATURE_COLS.index("side")
-OPTIONAL_FEATURES: tuple[str, ...] = ("oi_change", "funding_rate", "oi_change_ma5", "oi_price_spread")
-CORRELATION_FEATURES: tuple[str, ...] = FEATURE_COLS[13:21]
-# Features that must be finite after warm-up whatever the market file holds.
-BASE_FEATURES: tuple[str, ...] = tuple(
-    c for c in FEATURE_COLS if c not in OPTIONAL_FEATURES and c not in CORRELATION_FEATURES
-)
-EXTRA_COLS: tuple[str, ...] = ("signal", "long_score", "short_score", "vol_surge", "atr", "close", "adx_raw")
-FRAME_COLS: tuple[str, ...] = FEATURE_COLS + EXTRA_COLS
-
 Z_WINDOW = 288  # 3 days of 15-minute bars
 Z_WINDOW_MICRO = 96  # 1 day, OI / funding
 EPS = 1e-8  # SPEC §4 epsilon in bb_pct, atr_pct and vol_ratio denominators
@@ -420,95 +397,6 @@ def live_feature_row(window: pd.DataFrame, params: SignalParams) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- contexts
-
-
-@dataclass(frozen=True, slots=True)
-class FrameIndex:
-    """Column positions of a feature frame, resolved once per frame (context_from_row is hot)."""
-
-    features: slice | np.ndarray
-    close: int
-    atr: int
-    signal: int
-    long_score: int
-    short_score: int
-    rsi: int
-    macd_hist: int
-    adx_raw: int
-    vol_surge: int
-
-    @classmethod
-    def from_columns(cls, columns: pd.Index | list[str] | tuple[str, ...]) -> FrameIndex:
-        pos = {name: i for i, name in enumerate(columns)}
-        missing = [c for c in FRAME_COLS if c not in pos]
-        if missing:
-            raise ValueError(f"not a feature frame: missing columns {missing}")
-        feat = np.array([pos[c] for c in FEATURE_COLS])
-        contiguous = bool(np.all(np.diff(feat) == 1))
-        return cls(
-            features=slice(int(feat[0]), int(feat[-1]) + 1) if contiguous else feat,
-            close=pos["close"],
-            atr=pos["atr"],
-            signal=pos["signal"],
-            long_score=pos["long_score"],
-            short_score=pos["short_score"],
-            rsi=pos["rsi"],
-            macd_hist=pos["macd_hist"],
-            adx_raw=pos["adx_raw"],
-            vol_surge=pos["vol_surge"],
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FrameArrays:
-    """A feature frame as plain arrays for fast iteration (backtester: ~10^5 contexts)."""
-
-    values: np.ndarray  # (n, len(columns)) float64
-    open_time_ms: np.ndarray  # (n,) int64
-    index: FrameIndex
-
-
-def contexts_arrays(frame: pd.DataFrame) -> FrameArrays:
-    """Convert a feature frame (DatetimeIndex of open times) once; then call ``context_from_row``."""
-    import pandas as pd
-
-    if not isinstance(frame.index, pd.DatetimeIndex):
-        raise ValueError("feature frame needs a DatetimeIndex of candle open times")
-    return FrameArrays(
-        values=np.ascontiguousarray(frame.to_numpy(dtype=np.float64)),
-        open_time_ms=frame.index.as_unit("ms").asi8.astype(np.int64),
-        index=FrameIndex.from_columns(frame.columns),
-    )
-
-
-def context_from_row(symbol: str, open_time_ms: int, values: np.ndarray, index: FrameIndex) -> CandleContext:
-    """Build the bot's :class:`CandleContext` from one float64 row of a feature frame.
-
-    ``features`` is a copy of the 26 values (the frame stays immutable to the bot); the
-    side-dependent ``signal_strength``/``side`` are re-filled per proposed side by
-    ``CandleContext.features_for``.
-    """
-    return CandleContext(
-        symbol=symbol,
-        open_time_ms=int(open_time_ms),
-        close=float(values[index.close]),
-        atr=float(values[index.atr]),
-        signal=side_from_code(int(values[index.signal])),
-        long_score=int(values[index.long_score]),
-        short_score=int(values[index.short_score]),
-        rsi=float(values[index.rsi]),
-        macd_hist=float(values[index.macd_hist]),
-        adx=float(values[index.adx_raw]),
-        vol_surge=bool(values[index.vol_surge]),
-        features=values[index.features].copy(),
-    )
-
-
-def iter_contexts(symbol: str, frame: pd.DataFrame) -> Iterator[CandleContext]:
-    """Every row of a feature frame as a context, in time order."""
-    arrays = contexts_arrays(frame)
-    for i in range(arrays.values.shape[0]):
-        yield context_from_row(symbol, int(arrays.open_time_ms[i]), arrays.values[i], arrays.index)
 
 
 def live_context(symbol: str, window: pd.DataFrame, params: SignalParams) -> CandleContext:

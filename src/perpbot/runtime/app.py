@@ -31,20 +31,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perpbot import latency
 from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
-from perpbot.engine.notifier import Notifier, RecordingNotifier, info_message, weight_ban_message
+from perpbot.engine.notifier import Notifier, RecordingNotifier, weight_ban_message
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
+from perpbot.runtime.candle_job import handle_candle
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
 from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
-from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_change, oi_seed
+from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, oi_seed
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class Runtime:
         self.journal: Any = None
         self._lock: JournalLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._prev_oi: dict[str, float] = {}
+        self.prev_oi: dict[str, float] = {}  # SPEC §2.3's stored OI per symbol (``candle_job``)
         self._stopping = False
         self.started = asyncio.Event()
         self.candles_handled: dict[str, int] = {s: 0 for s in cfg.symbols}
@@ -268,70 +268,7 @@ class Runtime:
         worker.submit(lambda: self._handle(sym, open_ms))
 
     async def _handle(self, sym: str, open_ms: int) -> None:
-        """One closed candle, ordered so that the order leaves as early as possible without
-        changing what is decided (docs/ARCHITECTURE.md, "Decision latency"):
-        1. the close's OI and funding reads (SPEC §2.3) start at once;
-        2. the indicators and rule signal, which read the primary's candles only, are computed
-           while they are in flight, before the BTC/ETH wait;
-        3. with a signal, the live position read of SPEC §8.3 step 7 starts, and so does the
-           balance read of the entry (kept only while provably current, ``wallet.py``); a HOLD
-           candle reads nothing more, as before; the position read is handed to the bot, which
-           awaits it at step 7;
-        4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the
-           reads are in flight; the OI/funding values complete the row; then ``on_candle``."""
-        oi = asyncio.ensure_future(self.exchange.open_interest(sym))
-        funding = asyncio.ensure_future(self.exchange.funding_rate(sym))
-        position: asyncio.Future[Any] | None = None
-        try:
-            await asyncio.sleep(0)  # a task runs only when we yield: let the requests leave first
-            # The rule signal reads the primary's candles only: known before BTC/ETH arrive.
-            prep = self.window.prepare(sym, upto_open_ms=open_ms)
-            bot = self.bots[sym]
-            if prep is not None and prep.signal is not None:
-                position = asyncio.ensure_future(self.exchange.position(sym))
-                prefetch = getattr(self.exchange, "prefetch_balance", None)
-                if prefetch is not None:
-                    prefetch()  # the entry's balance (SPEC §8.4 step 1), reused only if unchanged
-                await asyncio.sleep(0)
-            aligned = await self.window.align(open_ms)
-            if not aligned:
-                log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
-            if prep is not None:
-                self.window.features(prep)
-            micro = await self._micro(sym, oi, funding)
-            self.window.set_micro(sym, open_ms, micro)
-            ctx = None if prep is None else self.window.finish(prep, micro)
-            self.candles_handled[sym] += 1
-            self.last_candle_wall[sym] = time.monotonic()
-            if ctx is None:
-                return
-            if ctx.signal is not None:
-                self.signals[sym] += 1
-            # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
-            if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(self.clock.now_ms()):
-                await self.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
-            if self.view is not None:
-                self.view.on_candle(sym, ctx)
-            probe = latency.PROBE  # bench/bench_runtime.py only
-            if probe is not None:
-                probe.begin(sym, open_ms)
-            await bot.on_candle(ctx, position=position)
-            if probe is not None:
-                probe.end(sym, open_ms)
-        finally:
-            for fut in (oi, funding, position):
-                _discard(fut)
-
-    async def _micro(self, sym: str, oi_read: Awaitable[Any], funding_read: Awaitable[Any]) -> Micro:
-        """SPEC §2.3: OI and funding fetched concurrently (both started by the caller);
-        failures become 0.0."""
-        oi, funding = await asyncio.gather(oi_read, funding_read, return_exceptions=True)
-        change = 0.0
-        if isinstance(oi, int | float) and oi > 0:
-            change = oi_change(self._prev_oi.get(sym, 0.0), float(oi))
-            self._prev_oi[sym] = float(oi)
-        rate = float(funding) if isinstance(funding, int | float) else 0.0
-        return Micro(oi_change=change, funding_rate=rate)
+        await handle_candle(self, sym, open_ms)  # ``candle_job``: the decision path, in order
 
     # ------------------------------------------------------------------ periodic jobs
 
@@ -424,17 +361,6 @@ class Runtime:
         if aclose is not None:  # last: alerts raised while stopping still go out (bounded wait)
             with contextlib.suppress(Exception):
                 await aclose()
-
-
-def _discard(fut: asyncio.Future[Any] | None) -> None:
-    """A read nobody awaited (a HOLD after all, an error on the way): cancelled, or its outcome
-    taken so that asyncio does not report an exception that was never retrieved."""
-    if fut is None:
-        return
-    if not fut.done():
-        fut.cancel()
-    elif not fut.cancelled():
-        fut.exception()
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:

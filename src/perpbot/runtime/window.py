@@ -69,7 +69,7 @@ def oi_seed(rows: list[tuple[int, float]], bar_ms: int = BAR_MS) -> list[tuple[i
     """SPEC §2.3 start-up seeding: the successive relative changes of ``sumOpenInterest`` (0 where
     the previous value is not positive), each placed on the candle that closed at the snapshot's
     time (``open = timestamp − bar``), the candle a live fetch at that close would have given it
-    to (``Runtime._micro``). Fewer than two rows → nothing."""
+    to (``candle_job``). Fewer than two rows → nothing."""
     out: list[tuple[int, float]] = []
     for (_, prev), (ts, value) in pairwise(rows):
         out.append((int(ts) - bar_ms, oi_change(prev, value)))
