@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("perpbot.runtime.app")
 
+# A position read started longer ago than this (a late BTC/ETH candle, a slow OI read) is not
+# handed to the bot: it reads the position afresh, as without the head start.
+POSITION_READ_MAX_AGE_S = 1.0
+
 
 async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
     """One closed candle, ordered so that the order leaves as early as possible without
@@ -37,6 +41,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
     oi = asyncio.ensure_future(rt.exchange.open_interest(sym))
     funding = asyncio.ensure_future(rt.exchange.funding_rate(sym))
     position: asyncio.Future[Any] | None = None
+    position_at = 0.0
     try:
         await asyncio.sleep(0)  # a task runs only when we yield: let the requests leave first
         # The rule signal reads the primary's candles only: known before BTC/ETH arrive.
@@ -44,6 +49,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         bot = rt.bots[sym]
         if prep is not None and prep.signal is not None:
             position = asyncio.ensure_future(rt.exchange.position(sym))
+            position_at = time.monotonic()
             prefetch = getattr(rt.exchange, "prefetch_balance", None)
             if prefetch is not None:
                 prefetch()  # the entry's balance (SPEC §8.4 step 1), reused only if unchanged
@@ -67,6 +73,9 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
             await rt.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
         if rt.view is not None:
             rt.view.on_candle(sym, ctx)
+        if position is not None and time.monotonic() - position_at > POSITION_READ_MAX_AGE_S:
+            _discard(position)
+            position = None  # too old a snapshot to decide on: the bot reads it again
         probe = latency.PROBE  # bench/bench_runtime.py only
         if probe is not None:
             probe.begin(sym, open_ms)
