@@ -8,6 +8,9 @@ Stamps come from the product code path (``perpbot.latency``): the closed kline's
 
 1. ``--symbols 3``: decision latency p50 / p99 over every entry of the run (target p99 < 5 ms),
    and the candle-handling latency (kline received → ``on_candle`` returned) of every candle.
+   The same entries are also split into those made flat and the re-entries of a reverse, which
+   by SPEC §8.6 go out only after the close is confirmed and the leftovers are cancelled (several
+   round trips by design); the reverse's first order (its close) is shown as well.
 2. ``--symbols 100``: all 100 synthetic symbols (plus BTC/ETH) close together on every advance:
    the burst time (first closed kline received → last symbol's ``on_candle`` returned; target
    < 1 s), the same latencies, and memory per symbol (RSS growth from before start-up to the end,
@@ -191,6 +194,11 @@ async def measure(n: int, bars: int, warmup: int, data_dir: Path, journal: Path)
         if all(a is not None and b is not None for a, b in got):
             bursts.append(max(b for _, b in got) - min(a for a, _ in got))  # type: ignore[type-var,operator]
     entries = [d for _s, o, d in probe.entries if o in counted]
+    # The same entries split: made flat, or re-entries after a reverse's close (SPEC §8.6: close,
+    # wait for its confirmation, cancel the leftovers, then enter); and the reverse's close order.
+    flat = [d for s, o, d in probe.entries if o in counted and (s, o) not in probe.closes]
+    again = [d for s, o, d in probe.entries if o in counted and (s, o) in probe.closes]
+    closes = [d for (_s, o), d in probe.closes.items() if o in counted]
     return {
         "symbols": n,
         "bars": bars - warmup,
@@ -199,6 +207,12 @@ async def measure(n: int, bars: int, warmup: int, data_dir: Path, journal: Path)
         "entry_p50_ms": pct(entries, 50) * 1000,
         "entry_p99_ms": pct(entries, 99) * 1000,
         "entry_max_ms": max(entries, default=float("nan")) * 1000,
+        "flat_entries": len(flat),
+        "flat_p50_ms": pct(flat, 50) * 1000,
+        "flat_p99_ms": pct(flat, 99) * 1000,
+        "reentries": len(again),
+        "reentry_p50_ms": pct(again, 50) * 1000,
+        "reverse_close_p99_ms": pct(closes, 99) * 1000,
         "handle_p50_ms": pct(handle, 50) * 1000,
         "handle_p99_ms": pct(handle, 99) * 1000,
         "burst_p50_ms": pct(bursts, 50) * 1000,
@@ -234,6 +248,12 @@ KEYS = (
     ("entry_p50_ms", "entry p50 ms", "{:.2f}"),
     ("entry_p99_ms", "entry p99 ms", "{:.2f}"),
     ("entry_max_ms", "entry max ms", "{:.2f}"),
+    ("flat_entries", "  made flat", "{:.0f}"),
+    ("flat_p50_ms", "  flat p50 ms", "{:.2f}"),
+    ("flat_p99_ms", "  flat p99 ms", "{:.2f}"),
+    ("reentries", "  re-entries", "{:.0f}"),
+    ("reentry_p50_ms", "  re-entry p50", "{:.2f}"),
+    ("reverse_close_p99_ms", "  rev.close p99", "{:.2f}"),
     ("handle_p50_ms", "candle p50 ms", "{:.2f}"),
     ("handle_p99_ms", "candle p99 ms", "{:.2f}"),
     ("burst_p50_ms", "burst p50 ms", "{:.1f}"),

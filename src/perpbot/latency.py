@@ -26,6 +26,8 @@ class LatencyProbe:
     klines: dict[tuple[str, int], float] = field(default_factory=dict)
     handled: dict[tuple[str, int], float] = field(default_factory=dict)
     entries: list[tuple[str, int, float]] = field(default_factory=list)  # symbol, open, seconds
+    # A reverse (SPEC §8.6): the close order's stamp; its re-entry is in ``entries`` as well.
+    closes: dict[tuple[str, int], float] = field(default_factory=dict)
     current: dict[str, int] = field(default_factory=dict)  # symbol → candle open being handled
 
     def kline(self, symbol: str, open_ms: int, received: float) -> None:
@@ -38,7 +40,8 @@ class LatencyProbe:
         self.handled[(symbol, open_ms)] = time.monotonic()
 
     def request(self, url: str, method: str, body: object) -> None:
-        """Called for every REST request right before it is sent; keeps entry orders only."""
+        """Called for every REST request right before it is sent; keeps entry orders (and the
+        close order of a reverse, so that re-entries can be told from entries made flat)."""
         if method != "POST" or "/fapi/v1/order" not in url:
             return
         now = time.monotonic()
@@ -47,14 +50,19 @@ class LatencyProbe:
             query += "&" + (body.decode() if isinstance(body, bytes) else body)
         cid = parse_qs(query).get("newClientOrderId", [""])[0]
         parts = cid.split("-")
-        if len(parts) != 4 or parts[3].rstrip("0123456789") != "entry":  # entry, entry2, …
+        intent = parts[3].rstrip("0123456789") if len(parts) == 4 else ""
+        if intent not in ("entry", "close"):  # entry, entry2, …
             return
         sym = next((s for s in self.current if s.lower() == parts[1].lower()), None)
         if sym is None:
             return
         open_ms = self.current[sym]
         received = self.klines.get((sym, open_ms))
-        if received is not None:
+        if received is None:
+            return
+        if intent == "close":
+            self.closes.setdefault((sym, open_ms), now - received)
+        else:
             self.entries.append((sym, open_ms, now - received))
 
 

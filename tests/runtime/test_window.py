@@ -11,7 +11,7 @@ from perpbot.config import load_config
 from perpbot.data.synth import synth_market
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.ml.features import build_feature_frame, context_from_row, contexts_arrays
-from perpbot.runtime.window import MarketWindow, oi_seed
+from perpbot.runtime.window import MarketWindow, Micro, oi_seed
 from tests.support.ml import LOOSE_ENV
 
 
@@ -103,3 +103,22 @@ def test_seeded_changes_land_only_on_candles_the_window_holds() -> None:
     w.preload("XRPUSDT", [Candle("XRPUSDT", k * 900_000, 1, 1, 1, 1, 1) for k in range(3)])
     assert w.seed_oi("XRPUSDT", [(900_000, 0.02), (1_800_000, -0.01), (2_700_000, 0.5)]) == 2
     assert list(w.frame("XRPUSDT")["oi_change"]) == [0.0, 0.02, -0.01]
+
+
+async def test_the_window_keeps_the_last_size_candles_in_order_across_many_appends() -> None:
+    # The rows live in one array that slides its live part to the front when full: whatever the
+    # number of appends, the window is the last ``size`` candles in open-time order, and OI/funding
+    # stay on the candle they were set for.
+    cfg = load_config({"SYMBOLS": "XRPUSDT"}, env_file=None)
+    w = MarketWindow(cfg, size=5)
+    for k in range(23):
+        await w.add(Candle("XRPUSDT", k * 900_000, k, k + 1, k - 1, k + 0.5, 10 * k))
+        w.set_micro("XRPUSDT", k * 900_000, Micro(oi_change=k / 100, funding_rate=k / 1000))
+        await w.add(Candle("XRPUSDT", k * 900_000, -1, -1, -1, -1, -1))  # a duplicate is dropped
+    frame = w.frame("XRPUSDT")
+    assert w.count("XRPUSDT") == 5 and w.last_open("XRPUSDT") == 22 * 900_000
+    assert frame["close"].tolist() == [k + 0.5 for k in range(18, 23)]
+    assert frame["oi_change"].tolist() == [k / 100 for k in range(18, 23)]
+    assert frame["funding_rate"].tolist() == [k / 1000 for k in range(18, 23)]
+    w.set_micro("XRPUSDT", 3 * 900_000, Micro(oi_change=9.0))  # no longer held: ignored
+    assert 9.0 not in w.frame("XRPUSDT")["oi_change"].tolist()

@@ -6,6 +6,8 @@ up protective orders are its parts, and the emergency close is its last resort.
 
 from __future__ import annotations
 
+import asyncio
+
 from perpbot.domain.types import (
     CloseReason,
     ConditionalOrder,
@@ -181,8 +183,10 @@ class ProtectionMixin(BotBase):
 
     async def _cancel_orphans(self, why: str) -> None:
         """Flat: every open normal and algo order of the symbol is an orphan (SPEC §13 row 1)."""
-        normal = await self._ex.open_orders(self.symbol)
-        algo = await self._ex.open_conditional_orders(self.symbol)
+        # Both books at once (two reads: one round trip instead of two before a re-entry).
+        normal, algo = await asyncio.gather(
+            self._ex.open_orders(self.symbol), self._ex.open_conditional_orders(self.symbol)
+        )
         if not normal and not algo:
             self._orders_dirty = False
             return

@@ -31,21 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perpbot import latency
 from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
-from perpbot.engine.notifier import Notifier, RecordingNotifier, info_message, weight_ban_message
+from perpbot.engine.notifier import Notifier, RecordingNotifier, weight_ban_message
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
+from perpbot.runtime.candle_job import handle_candle
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
 from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
 from perpbot.runtime.supervisor import SymbolWorker, describe
-from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_change
+from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Runtime:
         self.journal: Any = None
         self._lock: JournalLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._prev_oi: dict[str, float] = {}
+        self.prev_oi: dict[str, float] = {}  # SPEC §2.3's stored OI per symbol (``candle_job``)
         self._stopping = False
         self.started = asyncio.Event()
         self.candles_handled: dict[str, int] = {s: 0 for s in cfg.symbols}
@@ -201,7 +201,7 @@ class Runtime:
             for sym, candles in history.items():
                 self.window.preload(sym, candles)
             # SPEC §2.3's start-up seeding over the whole window, for feature parity (micro_seed)
-            await seed_window(self.exchange, self.window, cfg.symbols, self._prev_oi)
+            await seed_window(self.exchange, self.window, cfg.symbols, self.prev_oi)
             for sym in cfg.symbols:
                 bot = SymbolBot(
                     sym,
@@ -268,41 +268,7 @@ class Runtime:
         worker.submit(lambda: self._handle(sym, open_ms))
 
     async def _handle(self, sym: str, open_ms: int) -> None:
-        aligned = await self.window.align(open_ms)
-        if not aligned:
-            log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
-        self.window.set_micro(sym, open_ms, await self._micro(sym))
-        ctx = self.window.context(sym, upto_open_ms=open_ms)
-        self.candles_handled[sym] += 1
-        self.last_candle_wall[sym] = time.monotonic()
-        if ctx is None:
-            return
-        if ctx.signal is not None:
-            self.signals[sym] += 1
-        bot = self.bots[sym]
-        # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
-        if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(self.clock.now_ms()):
-            await self.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
-        if self.view is not None:
-            self.view.on_candle(sym, ctx)
-        probe = latency.PROBE  # bench/bench_runtime.py only
-        if probe is not None:
-            probe.begin(sym, open_ms)
-        await bot.on_candle(ctx)
-        if probe is not None:
-            probe.end(sym, open_ms)
-
-    async def _micro(self, sym: str) -> Micro:
-        """SPEC §2.3: OI and funding fetched concurrently; failures become 0.0."""
-        oi, funding = await asyncio.gather(
-            self.exchange.open_interest(sym), self.exchange.funding_rate(sym), return_exceptions=True
-        )
-        change = 0.0
-        if isinstance(oi, int | float) and oi > 0:
-            change = oi_change(self._prev_oi.get(sym, 0.0), float(oi))
-            self._prev_oi[sym] = float(oi)
-        rate = float(funding) if isinstance(funding, int | float) else 0.0
-        return Micro(oi_change=change, funding_rate=rate)
+        await handle_candle(self, sym, open_ms)  # ``candle_job``: the decision path, in order
 
     # ------------------------------------------------------------------ periodic jobs
 

@@ -1,0 +1,110 @@
+"""One closed candle of a traded symbol, from the kline to ``on_candle``: the decision path.
+
+Why a module of its own: this is the latency-critical order of work (docs/ARCHITECTURE.md,
+"Decision latency"); ``Runtime`` (``app.py``) owns the pieces, this function only sequences them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from perpbot import latency
+from perpbot.engine.notifier import info_message
+from perpbot.runtime.window import Micro, oi_change
+
+if TYPE_CHECKING:
+    from perpbot.runtime.app import Runtime
+
+log = logging.getLogger("perpbot.runtime.app")
+
+# A position read started longer ago than this (a late BTC/ETH candle, a slow OI read) is not
+# handed to the bot: it reads the position afresh, as without the head start.
+POSITION_READ_MAX_AGE_S = 1.0
+
+
+async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
+    """One closed candle, ordered so that the order leaves as early as possible without
+    changing what is decided (docs/ARCHITECTURE.md, "Decision latency"):
+    1. the close's OI and funding reads (SPEC §2.3) start at once;
+    2. the indicators and rule signal, which read the primary's candles only, are computed
+       while they are in flight, before the BTC/ETH wait;
+    3. with a signal, the live position read of SPEC §8.3 step 7 starts, and so does the
+       balance read of the entry (kept only while provably current, ``wallet.py``); a HOLD
+       candle reads nothing more, as before; the position read is handed to the bot, which
+       awaits it at step 7;
+    4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the
+       reads are in flight; the OI/funding values complete the row; then ``on_candle``."""
+    oi = asyncio.ensure_future(rt.exchange.open_interest(sym))
+    funding = asyncio.ensure_future(rt.exchange.funding_rate(sym))
+    position: asyncio.Future[Any] | None = None
+    position_at = 0.0
+    try:
+        await asyncio.sleep(0)  # a task runs only when we yield: let the requests leave first
+        # The rule signal reads the primary's candles only: known before BTC/ETH arrive.
+        prep = rt.window.prepare(sym, upto_open_ms=open_ms)
+        bot = rt.bots[sym]
+        if prep is not None and prep.signal is not None:
+            position = asyncio.ensure_future(rt.exchange.position(sym))
+            position_at = time.monotonic()
+            prefetch = getattr(rt.exchange, "prefetch_balance", None)
+            if prefetch is not None:
+                prefetch()  # the entry's balance (SPEC §8.4 step 1), reused only if unchanged
+            await asyncio.sleep(0)
+        aligned = await rt.window.align(open_ms)
+        if not aligned:
+            log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
+        if prep is not None:
+            rt.window.features(prep)
+        micro = await _micro(rt, sym, oi, funding)
+        rt.window.set_micro(sym, open_ms, micro)
+        ctx = None if prep is None else rt.window.finish(prep, micro)
+        rt.candles_handled[sym] += 1
+        rt.last_candle_wall[sym] = time.monotonic()
+        if ctx is None:
+            return
+        if ctx.signal is not None:
+            rt.signals[sym] += 1
+        # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
+        if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(rt.clock.now_ms()):
+            await rt.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
+        if rt.view is not None:
+            rt.view.on_candle(sym, ctx)
+        if position is not None and time.monotonic() - position_at > POSITION_READ_MAX_AGE_S:
+            _discard(position)
+            position = None  # too old a snapshot to decide on: the bot reads it again
+        probe = latency.PROBE  # bench/bench_runtime.py only
+        if probe is not None:
+            probe.begin(sym, open_ms)
+        await bot.on_candle(ctx, position=position)
+        if probe is not None:
+            probe.end(sym, open_ms)
+    finally:
+        for fut in (oi, funding, position):
+            _discard(fut)
+
+
+async def _micro(rt: Runtime, sym: str, oi_read: Awaitable[Any], funding_read: Awaitable[Any]) -> Micro:
+    """SPEC §2.3: OI and funding fetched concurrently (both started by the caller);
+    failures become 0.0."""
+    oi, funding = await asyncio.gather(oi_read, funding_read, return_exceptions=True)
+    change = 0.0
+    if isinstance(oi, int | float) and oi > 0:
+        change = oi_change(rt.prev_oi.get(sym, 0.0), float(oi))
+        rt.prev_oi[sym] = float(oi)
+    rate = float(funding) if isinstance(funding, int | float) else 0.0
+    return Micro(oi_change=change, funding_rate=rate)
+
+
+def _discard(fut: asyncio.Future[Any] | None) -> None:
+    """A read nobody awaited (a HOLD after all, an error on the way): cancelled, or its outcome
+    taken so that asyncio does not report an exception that was never retrieved."""
+    if fut is None:
+        return
+    if not fut.done():
+        fut.cancel()
+    elif not fut.cancelled():
+        fut.exception()
