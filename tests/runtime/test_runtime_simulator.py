@@ -81,7 +81,7 @@ async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_p
                 frame["oi_change"].iloc[-n:], recorded["oi_change"].iloc[-n:], rtol=0, atol=1e-9
             )
             assert (frame["funding_rate"].iloc[-n:] == recorded["funding_rate"].iloc[-n:]).all()
-            assert rt._prev_oi[sym] > 0  # the last close's snapshot: the first live change is real
+            assert rt.prev_oi[sym] > 0  # the last close's snapshot: the first live change is real
         with pytest.raises(Exception, match="journal in use"):
             JournalLock(journal).acquire()
         for _ in range(20):
