@@ -17,6 +17,7 @@ from perpbot.runtime.app import Runtime
 from perpbot.runtime.guard import JournalLock
 from perpbot.runtime.micro_seed import SEED_BARS
 from perpbot.simulator.market import HISTORY_DAYS
+from tests.runtime.opsenv import joined
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_env, loopback_options
 
@@ -43,8 +44,7 @@ async def _advance(sim: Simulator, rt: Runtime, bars: int) -> None:
             if all(rt.candles_handled[s] >= i + 1 for s in TRADED):
                 break
             await asyncio.sleep(0.01)
-        for w in rt.workers.values():
-            await w.join()
+        await joined(rt)
 
 
 def _unprotected(state: dict) -> list[dict]:
