@@ -113,3 +113,32 @@ async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_p
             "STOP_MARKET",
             "TAKE_PROFIT_MARKET",
         ]
+
+
+async def test_a_graceful_stop_is_bounded_when_a_candle_job_never_ends(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """SIGTERM must stop a live process even when a job is stuck: after ``drain_s`` the job is
+    cancelled (its clean-up runs), the operator is alerted, and the journal and its lock are
+    released as in any stop; the other symbol's worker stops normally."""
+    journal = tmp_path / "journal.sqlite3"
+    cfg = load_config(loopback_env(sim, tuple(TRADED)), env_file=None)
+    notifier = RecordingNotifier()
+    rt = Runtime(cfg, loopback_options(journal, drain_s=0.5), out=lambda _l: None, notifier=notifier)
+    await rt.start()
+    cleaned: list[str] = []
+
+    async def stuck() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("XRPUSDT")
+
+    rt.workers["XRPUSDT"].submit(stuck)
+    await asyncio.wait_for(rt.stop(), 60)
+    assert cleaned == ["XRPUSDT"]
+    (text,) = [t for t in notifier.texts("alert") if t.startswith("stop:")]
+    assert "still running after 0.5 s were cancelled: XRPUSDT (1)" in text
+    assert "protective orders stay on the exchange" in text
+    assert rt.journal is None
+    JournalLock(journal).acquire().release()  # the lock is free again

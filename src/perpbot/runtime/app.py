@@ -45,7 +45,7 @@ from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
-from perpbot.runtime.supervisor import SymbolWorker, describe
+from perpbot.runtime.supervisor import CANCEL_WAIT_S, SymbolWorker, describe
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow, Micro, oi_change
 
 log = logging.getLogger(__name__)
@@ -380,13 +380,19 @@ class Runtime:
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self._tasks:  # bounded: a task that swallowed its cancellation must not hang the stop
+            done, stuck = await asyncio.wait(self._tasks, timeout=CANCEL_WAIT_S)
+            for t in done:
+                if not t.cancelled():
+                    t.exception()  # retrieved: it was logged where it happened
+            for t in stuck:
+                log.error(
+                    "stop: task %s did not end within %.0f s of its cancellation", t.get_name(), CANCEL_WAIT_S
+                )
         self._tasks.clear()
         for bot in self.bots.values():
             with contextlib.suppress(Exception):
-                await bot.stop()
+                await asyncio.wait_for(bot.stop(), CANCEL_WAIT_S)
         if self.feed is not None:
             with contextlib.suppress(Exception):
                 await self.feed.stop()
