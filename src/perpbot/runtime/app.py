@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from perpbot import latency
+from perpbot.aio import cancel_and_wait
 from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
@@ -378,17 +379,8 @@ class Runtime:
         await self.close()
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        if self._tasks:  # bounded: a task that swallowed its cancellation must not hang the stop
-            done, stuck = await asyncio.wait(self._tasks, timeout=CANCEL_WAIT_S)
-            for t in done:
-                if not t.cancelled():
-                    t.exception()  # retrieved: it was logged where it happened
-            for t in stuck:
-                log.error(
-                    "stop: task %s did not end within %.0f s of its cancellation", t.get_name(), CANCEL_WAIT_S
-                )
+        # Bounded, and cancelled again if 3.11 loses the cancellation (``perpbot.aio``).
+        await asyncio.gather(*(cancel_and_wait(t, CANCEL_WAIT_S) for t in self._tasks))
         self._tasks.clear()
         for bot in self.bots.values():
             with contextlib.suppress(Exception):

@@ -24,12 +24,12 @@ protective orders stay on the exchange and the next start-up verifies them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from perpbot.aio import cancel_and_wait
 from perpbot.engine.notifier import alert_message, bot_restart_message
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,8 @@ class SymbolWorker:
         abandoned = self._pending
         sup, self._supervisor = self._supervisor, None
         if sup is not None:
-            sup.cancel()
-            done, _ = await asyncio.wait({sup}, timeout=CANCEL_WAIT_S)
+            sup.cancel()  # once: it cancels its worker task itself, as often as needed
+            done, _ = await asyncio.wait({sup}, timeout=CANCEL_WAIT_S + 1.0)
             if not done:
                 log.error(
                     "%s: the worker did not end within %.0f s of its cancellation", self.symbol, CANCEL_WAIT_S
@@ -152,9 +152,7 @@ class SymbolWorker:
                     await self._restart(exc, delay)
                     delay = min(delay * 2, self.backoff_max_s)
                     continue
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+                await cancel_and_wait(self._task, CANCEL_WAIT_S)  # again if 3.11 loses it
                 raise
             except Exception as exc:  # the worker task died: restart with back-off
                 await self._restart(exc, delay)
