@@ -35,16 +35,19 @@ async def test_python_3_11_wait_for_loses_a_cancellation_that_lands_with_its_res
     assert task.cancelled()
 
 
-async def test_a_task_that_swallows_its_first_cancellation_is_stopped_within_the_bound() -> None:
+async def test_a_task_that_swallows_its_first_cancellation_is_stopped_within_the_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def swallows_once() -> None:
         with contextlib.suppress(asyncio.CancelledError):  # lost, as in the race above
             await asyncio.sleep(3600)
         await asyncio.Event().wait()
 
-    task = asyncio.create_task(swallows_once())
+    task = asyncio.create_task(swallows_once(), name="swallower")
     await asyncio.sleep(0)
     assert await asyncio.wait_for(cancel_and_wait(task, 5), 10)
     assert task.cancelled()
+    assert "task swallower ended after 2 cancellations" in caplog.text
 
 
 async def test_a_task_that_never_ends_is_reported_not_waited_for(caplog: pytest.LogCaptureFixture) -> None:

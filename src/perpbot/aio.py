@@ -27,14 +27,21 @@ async def cancel_and_wait(task: asyncio.Task[object] | asyncio.Future[object], t
     does not re-raise what a stopped task died of (it was logged where it happened)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    cancels = 0
     while not task.done():
         task.cancel()
+        cancels += 1
         left = deadline - loop.time()
         if left <= 0:
             name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
             log.error("task %s did not end within %g s of its cancellation", name, timeout_s)
             return False
         await asyncio.wait({task}, timeout=min(RECANCEL_S, left))
+    if cancels > 1:
+        name = task.get_name() if isinstance(task, asyncio.Task) else repr(task)
+        log.warning(
+            "task %s ended after %d cancellations (a lost cancellation, CPython gh-86296)", name, cancels
+        )
     if not task.cancelled():
         task.exception()  # retrieved: no "exception was never retrieved" at garbage collection
     return True
