@@ -17,7 +17,7 @@ from perpbot.runtime.app import Runtime
 from perpbot.runtime.guard import JournalLock
 from perpbot.runtime.micro_seed import SEED_BARS
 from perpbot.simulator.market import HISTORY_DAYS
-from tests.runtime.opsenv import joined
+from tests.runtime.opsenv import advance
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_env, loopback_options
 
@@ -38,13 +38,10 @@ def _runtime(sim: Simulator, journal: Path, lines: list[str]) -> Runtime:
 
 
 async def _advance(sim: Simulator, rt: Runtime, bars: int) -> None:
-    for i in range(bars):
-        await asyncio.to_thread(sim.advance, 1)
-        for _ in range(3000):  # up to 30 s per bar on a slow machine; a bar takes ~50 ms here
-            if all(rt.candles_handled[s] >= i + 1 for s in TRADED):
-                break
-            await asyncio.sleep(0.01)
-        await joined(rt)
+    """Each bar handled by both workers before the next (``opsenv.advance``). The wait here once
+    compared each symbol's running count with the bar's index within the call, which is true
+    from the second call on, so the test only waited on jobs already queued."""
+    await advance(sim, rt, bars)
 
 
 def _unprotected(state: dict) -> list[dict]:
@@ -93,7 +90,7 @@ async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_p
                     break
                 await asyncio.sleep(0.1)
             assert not _unprotected(state), state
-        assert all(rt.candles_handled[s] == 160 for s in TRADED)
+        assert all(rt.candles_handled[s] == 160 for s in TRADED), rt.candles_handled
         assert sum(rt.signals.values()) > 0
         trades = [t for b in rt.bots.values() for t in b.closed_trades]
         assert trades, "loose parameters must trade on this market"
