@@ -8,6 +8,7 @@ changing a frame).
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # working directory on sys.path). ``pythonpath = ["."]`` in pyproject would make this redundant.
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+from tests.support.async_timeout import DEFAULT_S, bounded, limit_of  # noqa: E402 (needs the path above)
+
 # ``PERPBOT_REAL_DATA`` points elsewhere (a git worktree one level deeper than the main checkout).
 REAL_DATA_DIR = Path(os.environ.get("PERPBOT_REAL_DATA") or REPO_ROOT.parent / "shared" / "data")
 SYNTH_SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
@@ -76,3 +79,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "realdata" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini("async_timeout", f"seconds an async test may run (default {DEFAULT_S:g})", default="")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Every async test runs under ``async_timeout`` (tests/support/async_timeout.py): a hang fails
+    that test with a dump of every asyncio task instead of stalling the run."""
+    fn = getattr(item, "obj", None)
+    if not inspect.iscoroutinefunction(fn):
+        return (yield)
+    item.obj = bounded(fn, limit_of(item), item.nodeid)  # type: ignore[attr-defined]
+    try:
+        return (yield)
+    finally:
+        item.obj = fn  # type: ignore[attr-defined]

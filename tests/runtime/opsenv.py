@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from perpbot.config import load_config
@@ -14,10 +15,15 @@ from perpbot.engine.notifier import RecordingNotifier
 from perpbot.runtime.app import Runtime
 from perpbot.runtime.live_view import LiveView
 from tests.runtime.simproc import Simulator
+from tests.support.async_timeout import await_chain
 from tests.support.runtime import loopback_env, loopback_options
 
 TRADED = ["XRPUSDT", "TRXUSDT"]
 PERPBOT = str(Path(sys.executable).with_name("perpbot"))
+# Bounds of the harness's waits (generous: a loaded CI host). Every job of the runtime is bounded
+# on its own (wall-clock waits, HTTP timeouts), so running into one of these is a finding.
+CANDLE_S = 60.0
+JOIN_S = 120.0
 
 
 def settings(sim: Simulator) -> dict[str, str]:
@@ -40,12 +46,32 @@ async def advance(sim: Simulator, rt: Runtime, bars: int) -> None:
     for _ in range(bars):
         before = {s: rt.candles_handled[s] for s in TRADED}
         await asyncio.to_thread(sim.advance, 1)
-        for _ in range(500):
-            if all(rt.candles_handled[s] > before[s] for s in TRADED):
-                break
+        deadline = time.monotonic() + CANDLE_S
+        while not all(rt.candles_handled[s] > before[s] for s in TRADED):
+            if time.monotonic() > deadline:
+                late = [s for s in TRADED if rt.candles_handled[s] <= before[s]]
+                raise AssertionError(f"no candle handled within {CANDLE_S:g} s of the advance by {late}")
             await asyncio.sleep(0.01)
-        for w in rt.workers.values():
-            await w.join()
+        await joined(rt)
+
+
+async def joined(rt: Runtime, timeout_s: float = JOIN_S) -> None:
+    """Every worker's queued jobs handled; else an AssertionError naming each busy worker and
+    where its job waits (``join`` alone would wait forever on a stuck job)."""
+    waits = {s: asyncio.ensure_future(w.join()) for s, w in rt.workers.items()}
+    _, pending = await asyncio.wait(waits.values(), timeout=timeout_s)
+    if not pending:
+        return
+    lines = []
+    for sym, fut in waits.items():
+        if fut in pending:
+            fut.cancel()
+            w = rt.workers[sym]
+            task = getattr(w, "_task", None)
+            chain = await_chain(task.get_coro()) if task is not None and not task.done() else ["  (no task)"]
+            lines.append(f"{sym}: {w.pending} job(s) not done, alive={w.alive}; its job waits in:")
+            lines.extend(chain)
+    raise AssertionError(f"workers still busy after {timeout_s:g} s:\n" + "\n".join(lines))
 
 
 async def protected_positions(sim: Simulator) -> list[dict[str, object]]:

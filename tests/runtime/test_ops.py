@@ -15,7 +15,7 @@ import pytest
 
 from perpbot.domain.types import ClosedTrade, CloseReason, Side
 from perpbot.engine.journal import Journal
-from tests.runtime.opsenv import PERPBOT, cli_env, run_cli, runtime, trade_until_open
+from tests.runtime.opsenv import PERPBOT, cli_env, joined, run_cli, runtime, trade_until_open
 from tests.runtime.simproc import Simulator
 
 SIM_SYMBOLS = ["XRPUSDT", "TRXUSDT", "BTCUSDT", "ETHUSDT"]
@@ -163,7 +163,7 @@ async def test_flatten_while_a_run_owns_the_journal_is_done_once_by_the_running_
     try:
         assert rt2.desk is not None
         await rt2.desk.poll()
-        await asyncio.gather(*(w.join() for w in rt2.workers.values()))
+        await joined(rt2)
         assert rt2.desk.handled == 0
         assert len(rt2.journal.events("operator.flatten_done")) == 2
     finally:

@@ -17,6 +17,7 @@ from perpbot.runtime.app import Runtime
 from perpbot.runtime.guard import JournalLock
 from perpbot.runtime.micro_seed import SEED_BARS
 from perpbot.simulator.market import HISTORY_DAYS
+from tests.runtime.opsenv import advance
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_env, loopback_options
 
@@ -37,15 +38,10 @@ def _runtime(sim: Simulator, journal: Path, lines: list[str]) -> Runtime:
 
 
 async def _advance(sim: Simulator, rt: Runtime, bars: int) -> None:
-    start = {s: rt.candles_handled[s] for s in TRADED}  # counts are cumulative over calls
-    for i in range(bars):
-        await asyncio.to_thread(sim.advance, 1)
-        for _ in range(3000):  # up to 30 s per bar on a slow machine; a bar takes ~50 ms here
-            if all(rt.candles_handled[s] >= start[s] + i + 1 for s in TRADED):
-                break
-            await asyncio.sleep(0.01)
-        for w in rt.workers.values():
-            await w.join()
+    """Each bar handled by both workers before the next (``opsenv.advance``). The wait here once
+    compared each symbol's running count with the bar's index within the call, which is true
+    from the second call on, so the test only waited on jobs already queued."""
+    await advance(sim, rt, bars)
 
 
 def _unprotected(state: dict) -> list[dict]:
@@ -114,3 +110,32 @@ async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_p
             "STOP_MARKET",
             "TAKE_PROFIT_MARKET",
         ]
+
+
+async def test_a_graceful_stop_is_bounded_when_a_candle_job_never_ends(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """SIGTERM must stop a live process even when a job is stuck: after ``drain_s`` the job is
+    cancelled (its clean-up runs), the operator is alerted, and the journal and its lock are
+    released as in any stop; the other symbol's worker stops normally."""
+    journal = tmp_path / "journal.sqlite3"
+    cfg = load_config(loopback_env(sim, tuple(TRADED)), env_file=None)
+    notifier = RecordingNotifier()
+    rt = Runtime(cfg, loopback_options(journal, drain_s=0.5), out=lambda _l: None, notifier=notifier)
+    await rt.start()
+    cleaned: list[str] = []
+
+    async def stuck() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("XRPUSDT")
+
+    rt.workers["XRPUSDT"].submit(stuck)
+    await asyncio.wait_for(rt.stop(), 60)
+    assert cleaned == ["XRPUSDT"]
+    (text,) = [t for t in notifier.texts("alert") if t.startswith("stop:")]
+    assert "still running after 0.5 s were cancelled: XRPUSDT (1)" in text
+    assert "protective orders stay on the exchange" in text
+    assert rt.journal is None
+    JournalLock(journal).acquire().release()  # the lock is free again

@@ -15,9 +15,10 @@ becomes one job on that symbol's ``SymbolWorker``: wait (bounded) for BTC/ETH of
 time, fetch OI/funding (SPEC §2.3), build the context with ``live_feature_row``, ``on_candle``.
 
 Stop (SIGINT/SIGTERM → ``stop`` event): no new candle jobs are taken, the jobs in flight and
-queued finish, the bots' background work is cancelled (``SymbolBot.stop``; protective orders
-stay on the exchange, SPEC §13 row 28), the streams close, the journal is flushed and closed,
-the lock released. The caller exits 0.
+queued finish (at most ``drain_s``; what is still running then is cancelled, logged and alerted,
+so a stuck job cannot keep the process from stopping), the bots' background work is cancelled
+(``SymbolBot.stop``; protective orders stay on the exchange, SPEC §13 row 28), the streams close,
+the journal is flushed and closed, the lock released. The caller exits 0.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perpbot.aio import cancel_and_wait
 from perpbot.alerts.streams import StreamWatch
 from perpbot.config import AppConfig
 from perpbot.engine.clock import Clock, LiveClock
@@ -44,7 +46,7 @@ from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
-from perpbot.runtime.supervisor import SymbolWorker, describe
+from perpbot.runtime.supervisor import CANCEL_WAIT_S, SymbolWorker, describe
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,9 @@ log = logging.getLogger(__name__)
 RECONCILE_S = 300.0
 MONITOR_S = 300.0
 HEARTBEAT_S = 60.0
+# A graceful stop's bound on the in-flight candle jobs: an entry's longest legitimate path (close
+# settling 15 s + fill wait 10 s + protection retries) fits well inside it.
+DRAIN_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,7 @@ class RuntimeOptions:
     preload: int = LIVE_WINDOW_BARS
     connect_attempts: int | None = None  # None: retry forever (a restart must not give up)
     restart_backoff_s: float = 1.0
+    drain_s: float = DRAIN_S  # graceful stop: how long in-flight candle jobs may still run
     stream: StreamSettings = field(default_factory=StreamSettings)
     # An idle account's user stream carries only pings: they keep it alive (``data_only=False``).
     user_stream: StreamSettings = field(
@@ -326,20 +332,25 @@ class Runtime:
         self._stopping = True
         if self.feed is not None:
             await self.feed.stop()
-        for w in self.workers.values():
-            await w.stop(drain=True)
+        workers = list(self.workers.values())
+        abandoned = await asyncio.gather(*(w.stop(drain=True, drain_s=self.opts.drain_s) for w in workers))
+        cut = [f"{w.symbol} ({n})" for w, n in zip(workers, abandoned, strict=True) if n]
+        if cut:
+            with contextlib.suppress(Exception):
+                await self.alert(
+                    "alert",
+                    f"stop: candle job(s) still running after {self.opts.drain_s:g} s were cancelled: "
+                    f"{', '.join(cut)}; protective orders stay on the exchange, the next start verifies them",
+                )
         await self.close()
 
     async def close(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        # Bounded, and cancelled again if 3.11 loses the cancellation (``perpbot.aio``).
+        await asyncio.gather(*(cancel_and_wait(t, CANCEL_WAIT_S) for t in self._tasks))
         self._tasks.clear()
         for bot in self.bots.values():
             with contextlib.suppress(Exception):
-                await bot.stop()
+                await asyncio.wait_for(bot.stop(), CANCEL_WAIT_S)
         if self.feed is not None:
             with contextlib.suppress(Exception):
                 await self.feed.stop()

@@ -16,15 +16,15 @@ order):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from perpbot import latency
+from perpbot.aio import cancel_and_wait
 from perpbot.exchange.binance.environment import Endpoints
-from perpbot.exchange.binance.ws import ResilientSocket, StreamSettings
+from perpbot.exchange.binance.ws import STOP_WAIT_S, ResilientSocket, StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,7 @@ class KlineFeed:
 
     async def stop(self) -> None:
         if self._deadline_task is not None:
-            self._deadline_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._deadline_task
+            await cancel_and_wait(self._deadline_task, STOP_WAIT_S)
             self._deadline_task = None
         await self.socket.stop()
 

@@ -21,10 +21,11 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from perpbot.aio import cancel_and_wait
 from perpbot.domain.events import AlgoUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import AlgoStatus, Fill, OrderStatus, OrderType
 from perpbot.exchange.binance import codec
-from perpbot.exchange.binance.ws import ResilientSocket, StreamSettings
+from perpbot.exchange.binance.ws import STOP_WAIT_S, ResilientSocket, StreamSettings
 from perpbot.exchange.errors import ExchangeError
 
 if TYPE_CHECKING:
@@ -92,9 +93,7 @@ class UserStream:
 
     async def stop(self) -> None:
         if self._keepalive_task is not None:
-            self._keepalive_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keepalive_task
+            await cancel_and_wait(self._keepalive_task, STOP_WAIT_S)
             self._keepalive_task = None
         await self.socket.stop()
         if self.listen_key is not None:

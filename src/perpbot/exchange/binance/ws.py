@@ -27,7 +27,10 @@ from typing import Any
 
 import aiohttp
 
+from perpbot.aio import cancel_and_wait
+
 log = logging.getLogger(__name__)
+STOP_WAIT_S = 10.0  # a stopped socket's task gets this long to end (its close waits 2 s)
 
 
 @dataclass(slots=True)
@@ -84,11 +87,12 @@ class ResilientSocket:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ws-{self.name}")
 
     async def stop(self) -> None:
+        """End the connection task. Cancelled again until it ends (``perpbot.aio``): on 3.11 a
+        cancellation that lands while ``ws_connect`` completes is lost, and a single ``await``
+        of the task then waited forever while it went on reading (brief h15hang)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, STOP_WAIT_S)
 
     def reconnect(self, why: str) -> None:
         """Close the current socket and connect again (new listen key, backfill, resync)."""
