@@ -10,7 +10,14 @@ import pytest
 from perpbot.config import load_config
 from perpbot.data.synth import synth_market
 from perpbot.exchange.binance.market_stream import Candle
-from perpbot.ml.features import build_feature_frame, context_from_row, contexts_arrays
+from perpbot.ml.features import (
+    FRAME_COLS,
+    FrameIndex,
+    build_feature_frame,
+    context_from_row,
+    contexts_arrays,
+    live_feature_row,
+)
 from perpbot.runtime.window import MarketWindow, oi_seed
 from tests.support.ml import LOOSE_ENV
 
@@ -45,6 +52,28 @@ def test_the_live_context_equals_the_batch_context_of_the_same_candle() -> None:
         checked += 1
         signals += want.signal is not None
     assert checked == 200 and signals > 0
+
+
+def test_the_context_is_exactly_live_feature_row_of_the_frame() -> None:
+    """``context`` computes on arrays (no DataFrame per candle): bit for bit what
+    ``live_feature_row`` gives on ``frame``, also for a window longer than the live window."""
+    cfg = load_config({**LOOSE_ENV, "SYMBOLS": "XRPUSDT"}, env_file=None)
+    market = synth_market(days=14, seed=5, symbol="XRPUSDT")
+    w = MarketWindow(cfg, size=1200)
+    w.preload("XRPUSDT", _candles(market, "XRPUSDT"))
+    w.preload("BTCUSDT", _candles(market, "BTCUSDT", "_btc"))
+    w.preload("ETHUSDT", _candles(market, "ETHUSDT", "_eth"))
+    index = FrameIndex.from_columns(list(FRAME_COLS))
+    times = market.index.as_unit("ms").asi8
+    for t in (int(times[-1]), int(times[-7])):
+        frame = w.frame("XRPUSDT", upto_open_ms=t)
+        assert len(frame) > 1000
+        row = live_feature_row(frame, cfg.params_for("XRPUSDT")).to_numpy(dtype=np.float64)
+        want = context_from_row("XRPUSDT", t, row, index)
+        got = w.context("XRPUSDT", upto_open_ms=t)
+        assert got is not None and got.open_time_ms == t
+        assert np.array_equal(got.features, want.features, equal_nan=True)
+        assert (got.signal, got.atr, got.close) == (want.signal, want.atr, want.close)
 
 
 async def test_alignment_waits_for_btc_and_eth_of_the_same_open_time() -> None:

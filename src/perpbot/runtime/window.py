@@ -26,16 +26,21 @@ import numpy as np
 import pandas as pd
 
 from perpbot.config import AppConfig
+from perpbot.data.market_arrays import MarketArrays
 from perpbot.data.schema import BAR_MS, BTC_COLS, ETH_COLS, OHLCV
 from perpbot.engine.context import CandleContext
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.ml.features import (
     BASE_FEATURES,
+    FRAME_COLS,
     LIVE_WINDOW_BARS,
     FrameIndex,
     context_from_row,
-    live_feature_row,
+    feature_arrays,
 )
+
+_BASE_POS = np.array([FRAME_COLS.index(name) for name in BASE_FEATURES])
+_ATR_POS = FRAME_COLS.index("atr")
 
 ALIGN_WAIT_S = 5.0
 
@@ -155,9 +160,9 @@ class MarketWindow:
             self._tables[symbol] = t
         return t
 
-    def frame(self, symbol: str, upto_open_ms: int | None = None) -> pd.DataFrame:
+    def arrays(self, symbol: str, upto_open_ms: int | None = None) -> MarketArrays:
         """The primary's window in the data schema (correlation columns forward-filled by open
-        time; OI/funding zero unless set), ready for ``live_feature_row``."""
+        time; OI/funding zero unless set), as arrays: what the features are computed on."""
         prim = self._table(symbol)
         if upto_open_ms is not None:
             prim = prim[prim[:, 0] <= upto_open_ms]
@@ -176,21 +181,31 @@ class MarketWindow:
         got = [micro.get(t, zero) for t in times.tolist()]
         cols["oi_change"] = np.array([m.oi_change for m in got], dtype=np.float64)
         cols["funding_rate"] = np.array([m.funding_rate for m in got], dtype=np.float64)
-        index = pd.DatetimeIndex(pd.to_datetime(times, unit="ms", utc=True), name="timestamp")
-        return pd.DataFrame(cols, index=index)
+        return MarketArrays(times, cols)
+
+    def frame(self, symbol: str, upto_open_ms: int | None = None) -> pd.DataFrame:
+        """``arrays`` as a DataFrame (index: open times), the input of ``live_feature_row``."""
+        arr = self.arrays(symbol, upto_open_ms)
+        index = pd.DatetimeIndex(pd.to_datetime(arr.open_time_ms, unit="ms", utc=True), name="timestamp")
+        return pd.DataFrame(arr.columns, index=index)
 
     def context(self, symbol: str, upto_open_ms: int | None = None) -> CandleContext | None:
         """The bot's context for the primary's last closed candle; None before the features are
-        warm (the backtest's ``ready`` rule: every non-optional feature and the ATR finite)."""
-        frame = self.frame(symbol, upto_open_ms)
-        if frame.empty:
+        warm (the backtest's ``ready`` rule: every non-optional feature and the ATR finite).
+
+        The features are ``live_feature_row``'s, computed the same way (``feature_arrays`` on the
+        last ``LIVE_WINDOW_BARS`` candles, last element of each array) straight from the arrays:
+        building a DataFrame and a Series per candle and symbol cost more than the features."""
+        arr = self.arrays(symbol, upto_open_ms)
+        if len(arr) == 0:
             return None
-        row = live_feature_row(frame, self.app.params_for(symbol))
-        if not np.isfinite(row[list(BASE_FEATURES)].to_numpy(dtype=np.float64)).all() or not np.isfinite(
-            row["atr"]
-        ):
+        if len(arr) > LIVE_WINDOW_BARS:
+            cut = slice(len(arr) - LIVE_WINDOW_BARS, None)
+            arr = MarketArrays(arr.open_time_ms[cut], {k: v[cut] for k, v in arr.columns.items()})
+        data = feature_arrays(arr, self.app.params_for(symbol))
+        row = np.array([data[name][-1] for name in FRAME_COLS], dtype=np.float64)
+        if not np.isfinite(row[_BASE_POS]).all() or not np.isfinite(row[_ATR_POS]):
             return None
         if self._frame_index is None:
-            self._frame_index = FrameIndex.from_columns(list(row.index))
-        open_ms = int(frame.index[-1].value // 1_000_000)
-        return context_from_row(symbol, open_ms, row.to_numpy(dtype=np.float64), self._frame_index)
+            self._frame_index = FrameIndex.from_columns(list(FRAME_COLS))
+        return context_from_row(symbol, int(arr.open_time_ms[-1]), row, self._frame_index)
