@@ -10,9 +10,9 @@ harness watches replay time through ``/sim/state`` and, at seeded random candles
 - kills the bot with SIGKILL after a seeded random wall delay (so the kill lands anywhere in
   the handling of a candle), then starts a new bot process on the same journal;
 - plays the operator of a tripped kill switch: once a symbol's switch has been tripped for
-  ``ks_reset_candles`` candles, the bot is stopped (SIGTERM, a graceful restart) and started
-  again with ``RESET_KILL_SWITCH_<SYMBOL>=true`` (a SIGKILL restart resets the switches that
-  are due as well). The switch is not weakened: each [trip, reset) span is handed to
+  ``ks_reset_candles`` candles, it runs ``perpbot kill-switch reset``'s code on the journal
+  (``ops_journal.reset_kill_switch``) while the bot runs, which the bot takes at its next
+  candle of that symbol. The switch is not weakened: each [trip, reset) span is handed to
   ``chaos_check.check_risk``, which finds any entry made inside it.
 When the replay is finished and a bot has exited 0, the checks of ``chaos_check`` run on the
 simulator's audit, its fault log, the journal and the bots' logs. ``bench/chaos.py`` and
@@ -47,6 +47,7 @@ from perpbot.runtime.chaos_plan import (
     schedule,
     wire,
 )
+from perpbot.runtime.ops_journal import reset_kill_switch
 from perpbot.simulator.child import SimulatorChild
 
 __all__ = ["FAULTS", "ChaosResult", "ChaosSettings", "run_chaos"]
@@ -121,19 +122,13 @@ def _post(sim: SimulatorChild, path: str, body: Any) -> Any:
 
 
 class BotProcess:
-    """One ``chaos_bot`` incarnation; stderr goes to ``log``. ``resets``: the symbols whose kill
-    switch this incarnation resets at its start (``RESET_KILL_SWITCH_<SYMBOL>``)."""
+    """One ``chaos_bot`` incarnation; stderr goes to ``log``."""
 
-    def __init__(
-        self, n: int, sim: SimulatorChild, s: ChaosSettings, journal: Path, resets: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, n: int, sim: SimulatorChild, s: ChaosSettings, journal: Path) -> None:
         self.n = n
         self.log = s.out / f"bot-{n}.log"
         env = {**os.environ, **s.env}
         env.pop("PERPBOT_CHAOS_BREAK", None)
-        for k in [k for k in env if k.startswith("RESET_KILL_SWITCH_")]:
-            env.pop(k)
-        env.update({f"RESET_KILL_SWITCH_{sym}": "true" for sym in resets})
         if s.break_mode:
             env["PERPBOT_CHAOS_BREAK"] = s.break_mode
         cmd = [
@@ -156,11 +151,6 @@ class BotProcess:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
-
-    def stop(self, timeout_s: float = 120.0) -> int:
-        """The operator's graceful stop (SIGTERM); its exit status."""
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=timeout_s)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -187,8 +177,8 @@ def tripped_switches(journal: Path) -> dict[str, int]:
 
 
 class Operator:
-    """Resets kill switches that have been tripped ``after_ms`` of replay time, and keeps the
-    [trip, reset) spans for the checks."""
+    """Resets, as ``perpbot kill-switch reset`` does, every kill switch that has been tripped for
+    ``after_ms`` of replay time, and keeps the [trip, reset) spans for the checks."""
 
     def __init__(self, journal: Path, after_ms: int) -> None:
         self.journal = journal
@@ -196,20 +186,17 @@ class Operator:
         self.trips: list[cc.Trip] = []
         self._polled = 0.0
 
-    def due(self, now_ms: int, every_s: float = 0.5) -> bool:
-        """Whether a switch is due for its reset (the journal is read every ``every_s``)."""
+    def poll(self, now_ms: int, every_s: float = 0.5) -> None:
+        """Reset the switches due at replay time ``now_ms`` (the journal is read every ``every_s``
+        of wall time). The running bot takes a reset at its next candle of that symbol, so no
+        entry of it can come before ``now_ms``: the recorded span never covers a legal entry."""
         if self.after_ms <= 0 or time.monotonic() - self._polled < every_s:
-            return False
+            return
         self._polled = time.monotonic()
-        return any(now_ms - t >= self.after_ms for t in tripped_switches(self.journal).values())
-
-    def resets(self, now_ms: int) -> tuple[str, ...]:
-        """At a restart: the switches to reset now (all tripped ones once one is due)."""
-        tripped = tripped_switches(self.journal)
-        if self.after_ms <= 0 or not any(now_ms - t >= self.after_ms for t in tripped.values()):
-            return ()
-        self.trips += [cc.Trip(sym, t, now_ms) for sym, t in sorted(tripped.items())]
-        return tuple(sorted(tripped))
+        for sym, trip_ms in sorted(tripped_switches(self.journal).items()):
+            if now_ms - trip_ms >= self.after_ms:
+                reset_kill_switch(self.journal, sym, now_ms)
+                self.trips.append(cc.Trip(sym, trip_ms, now_ms))
 
     def final(self) -> list[cc.Trip]:
         """Every span: the reset ones and those still tripped at the end."""
@@ -250,10 +237,9 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
         while True:
             st = sim.state()
             now = int(st["replay_time_ms"])
-            bot = BotProcess(len(incarnations) + 1, sim, s, journal, operator.resets(now))
+            bot = BotProcess(len(incarnations) + 1, sim, s, journal)
             inc = cc.Incarnation(bot.n, bot.start_wall_ms, 0, False, now, float(st["balance"]))
             incarnations.append(inc)
-            stopped = False
             while bot.proc.poll() is None:
                 if time.monotonic() - t0 > s.max_wall_s:
                     raise TimeoutError(f"chaos run over {s.max_wall_s:.0f} s of wall time")
@@ -271,29 +257,19 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
                         _post(sim, "/sim/faults", wire(due))
                 while deferred and st["positions"] and up:
                     _post(sim, "/sim/faults", wire(deferred.pop(0)))
-                if st["finished"]:
-                    pass
-                elif kills and kills[0][0] <= done:
+                if kills and kills[0][0] <= done and not st["finished"]:
                     time.sleep(kills.pop(0)[1])
                     bot.kill()
                     inc.killed = True
                     killed += 1
                     break
-                elif int(st["replay_time_ms"]) > inc.start_replay_ms and operator.due(
-                    int(st["replay_time_ms"])
-                ):
-                    # (only a bot that has driven a candle: its start, and its resets, are done)
-                    stopped = True
-                    rc = bot.stop()
-                    if rc != 0:
-                        raise RuntimeError(f"chaos bot {bot.n} exited {rc} on SIGTERM:\n{_tail(bot)}")
-                    break
+                operator.poll(int(st["replay_time_ms"]))
                 time.sleep(s.poll_s)
             inc.end_wall_ms = time.time_ns() // 1_000_000
             rc = bot.proc.wait()
             bot.close()
             inc.lines = bot.lines()
-            if not inc.killed and not stopped:
+            if not inc.killed:
                 if rc != 0:
                     raise RuntimeError(f"chaos bot {bot.n} exited {rc}:\n{_tail(bot)}")
                 if sim.state()["finished"]:

@@ -14,10 +14,6 @@ Two things differ from ``perpbot paper``'s driver, both because a process can di
   waited for forever: after ``MISSING_FILLS_S`` the stream is reconnected, which resyncs the
   missed executions from REST (``UserStream._resync``), and a warning names the gap.
 
-SIGTERM is the operator's graceful restart (the harness uses it to reset a tripped kill switch
-with ``RESET_KILL_SWITCH_<SYMBOL>``): the driver stops where it is, the runtime stops as on
-SIGTERM in ``perpbot run`` (journal flushed, protective orders left on the exchange), exit 0.
-
 Alerts are logged (``ALERT kind: text``) so that the harness can find them in this process's
 stderr, which it keeps per incarnation.
 
@@ -29,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -145,21 +139,6 @@ class ChaosDriver(PaperDriver):
         self.fills_seen = want
 
 
-async def _until_stopped(run: Any, stop: asyncio.Event) -> None:
-    """``run`` to its end, or cancelled at SIGTERM (the runtime's stop then finishes the work)."""
-    task = asyncio.ensure_future(run)
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if not task.done():
-        log.warning("chaos bot: SIGTERM: stopping the replay driver (graceful restart)")
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return
-    task.result()
-
-
 def break_protection(mode: str) -> None:
     """Test-only sabotage (``PERPBOT_CHAOS_BREAK``), so the checks can be shown to fail."""
     if mode != "no_stop":
@@ -207,12 +186,10 @@ async def run_attached(port: int, symbols: Sequence[str], journal: Path, env: di
         days=0,
     )
     await rt.start()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
         driver = ChaosDriver(rt, sim, clock, opts)
         try:
-            await _until_stopped(driver.run(), stop)
+            await driver.run()
         finally:
             await driver.close()
         log.info(
