@@ -59,7 +59,7 @@ class ChaosSettings:
     seed: int
     out: Path
     kills: int = 3
-    faults_per_day: float = 13.0
+    faults_per_day: float = 3.0
     symbols: tuple[str, ...] = SYMBOLS
     balance: float = 1000.0
     env: dict[str, str] = field(default_factory=lambda: dict(LOOSE))
