@@ -99,12 +99,22 @@ from perpbot.engine.exits import ExitMixin
 from perpbot.engine.ledger import LedgerMixin, execution_of
 from perpbot.engine.pending import PendingMixin
 from perpbot.engine.protection import ProtectionMixin
+from perpbot.engine.reconcile import ReconcileMixin
 from perpbot.engine.recovery import RecoveryMixin
+from perpbot.engine.unbooked import UnbookedMixin
 from perpbot.exchange.errors import ExchangeError
 
 
 class SymbolBot(
-    EntryMixin, PendingMixin, ProtectionMixin, ExitMixin, LedgerMixin, CatchUpMixin, RecoveryMixin
+    EntryMixin,
+    PendingMixin,
+    ProtectionMixin,
+    ExitMixin,
+    LedgerMixin,
+    CatchUpMixin,
+    RecoveryMixin,
+    ReconcileMixin,
+    UnbookedMixin,
 ):
     """The per-symbol state machine; see the module docstring for the contract."""
 

@@ -58,14 +58,7 @@ class CatchUpMixin(BotBase):
         learn which orders the position's SL/TP created from the algo-order query. Call under
         ``_close_lock``."""
         ex = self._ex
-        for algo_id in sorted(pos.algo_ids):
-            try:
-                algo = await self._retry(lambda a=algo_id: ex.get_conditional(self.symbol, algo_id=a))
-            except ExchangeError:
-                continue
-            if algo.triggered_order_id:
-                bounded_put(self._triggered, algo.triggered_order_id, algo_id, _REMEMBER)
-                pos.close_orders.add(algo.triggered_order_id)
+        await self._learn_triggered(pos)
         fills = await self._retry(lambda: ex.user_trades(self.symbol, pos.entry_time_ms))
         unknown: set[int] = set()
         for f in sorted(fills, key=lambda f: f.trade_id):
@@ -83,6 +76,18 @@ class CatchUpMixin(BotBase):
             if f.order_id in unknown:
                 e = await self._typed(e)
             await self._apply_close(e)
+
+    async def _learn_triggered(self, pos: LocalPosition) -> None:
+        """Which orders the position's SL/TP created, from the algo-order query (their
+        executions then close it, and its trade is classified SL / TP)."""
+        for algo_id in sorted(pos.algo_ids):
+            try:
+                algo = await self._retry(lambda a=algo_id: self._ex.get_conditional(self.symbol, algo_id=a))
+            except ExchangeError:
+                continue
+            if algo.triggered_order_id:
+                bounded_put(self._triggered, algo.triggered_order_id, algo_id, _REMEMBER)
+                pos.close_orders.add(algo.triggered_order_id)
 
     async def _entry_from_rest(self, pos: LocalPosition) -> None:
         ex = self._ex

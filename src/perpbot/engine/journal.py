@@ -85,7 +85,8 @@ CREATE TABLE IF NOT EXISTS trades (
     exit_fee REAL NOT NULL,
     funding REAL NOT NULL,
     net_pnl REAL NOT NULL,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    entry_order_id INTEGER NOT NULL DEFAULT 0  -- the entry order it booked (0: unknown/adopted)
 );
 CREATE INDEX IF NOT EXISTS trades_symbol ON trades(symbol, id);
 CREATE INDEX IF NOT EXISTS trades_exit ON trades(exit_time_ms);
@@ -209,6 +210,7 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
         if background is None:
             background = self.path != ":memory:"
         if background and self.path == ":memory:":
@@ -219,6 +221,13 @@ class Journal:
         self._finalizer = weakref.finalize(self, self._writer.close) if self._writer is not None else None
         self._next_order = self._max_id("orders") + 1
         self._next_trade = self._max_id("trades") + 1
+
+    def _add_missing_columns(self) -> None:
+        """A journal from before a column was added gets it (with its default): additions are
+        compatible both ways, so they do not change the journal format."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(trades)")}
+        if "entry_order_id" not in have:
+            self._db.execute("ALTER TABLE trades ADD COLUMN entry_order_id INTEGER NOT NULL DEFAULT 0")
 
     def _max_id(self, table: str) -> int:
         return int(self._db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])
@@ -327,14 +336,16 @@ class Journal:
             ),
         )
 
-    def record_trade(self, trade: ClosedTrade) -> int:
-        """A finished round trip; returns its id (the kill switch's reset baseline uses ids)."""
+    def record_trade(self, trade: ClosedTrade, *, entry_order_id: int = 0) -> int:
+        """A finished round trip; returns its id (the kill switch's reset baseline uses ids).
+        ``entry_order_id`` names the entry it booked, so that a restart can tell a booked entry
+        from one a dead process left unbooked (``trade_of_entry``)."""
         tid = self._next_trade
         self._next_trade += 1
         self._write(
             "INSERT INTO trades (id, symbol, side, entry_time_ms, exit_time_ms, entry_price, exit_price, qty,"
-            " realized_pnl, entry_fee, exit_fee, funding, net_pnl, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " realized_pnl, entry_fee, exit_fee, funding, net_pnl, reason, entry_order_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 tid,
                 trade.symbol,
@@ -350,6 +361,7 @@ class Journal:
                 trade.funding,
                 trade.net_pnl,
                 trade.reason.value,
+                entry_order_id,
             ),
         )
         return tid
@@ -429,6 +441,13 @@ class Journal:
             (symbol, after_id, n),
         ).fetchall()
         return [self._trade(r) for r in reversed(rows)]
+
+    def trade_of_entry(self, symbol: str, entry_order_id: int) -> bool:
+        """Whether a trade of ``symbol`` booked the entry order ``entry_order_id``."""
+        row = self._q(
+            "SELECT 1 FROM trades WHERE symbol = ? AND entry_order_id = ? LIMIT 1", (symbol, entry_order_id)
+        ).fetchone()
+        return row is not None
 
     def last_trade_id(self, symbol: str | None = None) -> int:
         where, args = _where(_symbol_test(symbol))

@@ -70,6 +70,25 @@ def execution_of_fill(f: Fill) -> Execution:
     )
 
 
+def reduce_by(pos: LocalPosition, ex: Execution) -> None:
+    """Count one closing execution in ``pos`` (quantity, notional, PnL, fee, what ended it)."""
+    pos.qty = round(pos.qty - ex.qty, 12)
+    pos.closed_qty += ex.qty
+    pos.closed_notional += ex.qty * ex.price
+    pos.closed_rp += ex.realized_pnl
+    pos.closed_fee += ex.commission
+    pos.close_orders.add(ex.order_id)
+    if ex.time_ms >= pos.last_exit_ms:
+        # What ended it is the latest execution, not the last one learnt: REST catch-up can
+        # bring an earlier one (a deleverage during a dead stream) after the final close.
+        pos.last_close_order = ex.order_id
+        pos.last_close_cid = ex.client_id or pos.last_close_cid
+        pos.last_exit_ms = ex.time_ms
+        pos.last_close_price = ex.avg_price if ex.avg_price > 0 else ex.price
+        pos.liquidated = ex.liquidation  # a partial deleverage before the end is not
+        pos.last_types = (ex.original_type, ex.order_type)
+
+
 class LedgerMixin(BotBase):
     """Execution matching, exact-once accounting and trade booking (see the module docstring)."""
 
@@ -123,21 +142,7 @@ class LedgerMixin(BotBase):
             self._journal.record_event(self._clock.now_ms(), "unattributed_execution", self.symbol, msg)
             return
         self._account([key])
-        owner.qty = round(owner.qty - ex.qty, 12)
-        owner.closed_qty += ex.qty
-        owner.closed_notional += ex.qty * ex.price
-        owner.closed_rp += ex.realized_pnl
-        owner.closed_fee += ex.commission
-        owner.close_orders.add(ex.order_id)
-        if ex.time_ms >= owner.last_exit_ms:
-            # What ended it is the latest execution, not the last one learnt: REST catch-up can
-            # bring an earlier one (a deleverage during a dead stream) after the final close.
-            owner.last_close_order = ex.order_id
-            owner.last_close_cid = ex.client_id or owner.last_close_cid
-            owner.last_exit_ms = ex.time_ms
-            owner.last_close_price = ex.avg_price if ex.avg_price > 0 else ex.price
-            owner.liquidated = ex.liquidation  # a partial deleverage before the end is not
-            owner.last_types = (ex.original_type, ex.order_type)
+        reduce_by(owner, ex)
         if owner.qty <= self._tol():
             await self._book(owner, CloseReason.MANUAL)
             return
@@ -329,7 +334,7 @@ class LedgerMixin(BotBase):
     async def _finish(self, pos: LocalPosition, trade: ClosedTrade) -> None:
         """Journal, risk, cancel every protective order of the position (confirmed), kill switch,
         wake the position's close waiter, notify (in that order)."""
-        trade_id = self._journal.record_trade(trade)
+        trade_id = self._journal.record_trade(trade, entry_order_id=pos.entry_order_id)
         self.closed_trades.append(trade)
         if pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
             # The entry's executions (and fee) could not be read: added when they can be.

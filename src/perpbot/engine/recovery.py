@@ -5,7 +5,6 @@ Why here: these are the paths where the exchange, not the stream, is the source 
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 from perpbot.domain.types import (
@@ -17,7 +16,6 @@ from perpbot.domain.types import (
     Position,
 )
 from perpbot.engine.bot_base import (
-    PROTECT_RETRY_S,
     REMEMBER,
     START_ATTEMPTS,
     START_BACKOFF_S,
@@ -30,6 +28,7 @@ from perpbot.engine.bot_base import (
     log,
 )
 from perpbot.engine.context import CandleContext
+from perpbot.engine.ledger import execution_of_fill
 from perpbot.engine.notifier import (
     kill_switch_message,
     recovered_message,
@@ -85,6 +84,7 @@ class RecoveryMixin(BotBase):
         await self._symbol_filters()
         pos_ex = await self._ex.position(self.symbol)
         if pos_ex is None:
+            await self._book_unbooked_entry()
             await self._cancel_orphans("flat start")
             if self._risk.is_open(self.symbol):
                 await self._release_stale("flat start")
@@ -214,11 +214,14 @@ class RecoveryMixin(BotBase):
             )
             return
         side = pos.side.exit_order_side
-        mine = [
-            f
-            for f in fills
-            if f.side is side and f.trade_id > pos.entry_trade_id and exec_key(f.trade_id) in self._accounted
-        ]
+        after = [f for f in fills if f.side is side and f.trade_id > pos.entry_trade_id]
+        mine = [f for f in after if exec_key(f.trade_id) in self._accounted]
+        for f in after:
+            # Closing executions nobody counted (the process died before their events): the
+            # position takes them as parked executions (``_take_parked``), so its trade has them.
+            parked = any(p.trade_id == f.trade_id for p in self._parked)
+            if exec_key(f.trade_id) not in self._accounted and not parked:
+                self._parked.append(execution_of_fill(f))
         if not mine:
             return
         q = sum(f.quantity for f in mine)
@@ -353,99 +356,3 @@ class RecoveryMixin(BotBase):
                 elif o.kind == "TP":
                     tp = o.trigger_price
         return sl, tp
-
-    async def _resync(self, pos_ex: Position, ctx: CandleContext | None) -> LocalPosition:
-        """Make the local position agree with the exchange's (adopt, or fix the quantity: the
-        executions the stream missed are fetched from REST first, so they are booked)."""
-        pos = self._pos
-        if pos is None or pos.side is not pos_ex.side:
-            if pos is not None:
-                log.error("%s: local %s but exchange %s; re-adopting", self.symbol, pos.side, pos_ex.side)
-                self._pos = None
-            return await self._adopt(pos_ex, ctx, announce=True)
-        tol = self._tol()
-        if abs(pos.qty - pos_ex.quantity) > tol:
-            async with self._close_lock:
-                await self._catch_up_from_rest(pos)
-            if abs(pos.qty - pos_ex.quantity) > tol:
-                log.warning(
-                    "%s: local qty %s, exchange qty %s; using the exchange's",
-                    self.symbol,
-                    pos.qty,
-                    pos_ex.quantity,
-                )
-                if pos_ex.quantity > pos.qty:
-                    pos.entry_qty += pos_ex.quantity - pos.qty
-                pos.qty = pos_ex.quantity
-        return pos
-
-    @property
-    def at_rest(self) -> bool:
-        """Flat with nothing in flight: no position, no entry of unknown outcome, no trade
-        awaiting late funding rows or entry fees, no own order left to check or cancel, no
-        background task, not busy. ``reconcile()`` is then a no-op while the exchange shows the
-        symbol flat (it reads the position and returns), as a HOLD candle always is. The backtest
-        skips such bots' steps on that ground (``backtest.agenda``); keep this in step with
-        ``_reconcile_once``."""
-        return (
-            self._pos is None
-            and self._pending is None
-            and not self._funding_watch
-            and not self._fee_watch
-            and not self._orders_dirty
-            and not self._to_cancel
-            and not self._bg
-            and not self._busy
-        )
-
-    async def reconcile(self) -> None:
-        """Periodic REST check (SPEC §13 rows 5, 6; issue 7 §2.4–2.6): resolve an entry of
-        unknown outcome, SYNC-close a position the exchange shows flat, cancel this bot's orphans
-        on a flat symbol, adopt an unknown position, and make protection cover the full quantity."""
-        if self._busy:
-            return
-        with self._clock.scope():
-            await self._reconcile()
-
-    async def _reconcile(self) -> None:
-        """One pass, repeated (idempotent) with back-off when a REST call fails transiently, so
-        that a flaky read does not postpone the repair by a whole period."""
-        for attempt in range(RECONCILE_ATTEMPTS):
-            try:
-                await self._reconcile_once()
-                return
-            except asyncio.CancelledError:
-                raise
-            except ExchangeError as exc:
-                if not is_transient(exc) or attempt == RECONCILE_ATTEMPTS - 1:
-                    self.errors += 1
-                    log.error("%s: reconciliation failed: %s", self.symbol, exc)
-                    return
-                await self._clock.sleep(PROTECT_RETRY_S * 2**attempt)
-            except Exception:
-                self.errors += 1
-                log.exception("%s: reconciliation failed", self.symbol)
-                return
-
-    async def _reconcile_once(self) -> None:
-        if self._pending is not None:
-            await self._resolve_pending()
-        if self._funding_watch:
-            await self._late_funding()
-        if self._fee_watch:
-            await self._late_entry_fees()
-        pos_ex = await self._ex.position(self.symbol)
-        if pos_ex is None:
-            if self._pos is not None:
-                await self._sync_close("reconcile")
-            elif self._pending is None and (self._orders_dirty or self._to_cancel):
-                await self._cancel_orphans("reconcile: flat symbol")
-                self._to_cancel.clear()
-            return
-        pos = await self._resync(pos_ex, None)
-        if self._busy or self._pos is not pos:
-            return
-        for algo_id in sorted(self._to_cancel):
-            if algo_id not in (pos.sl_id, pos.tp_id) and await self._cancel_algo(algo_id, "reconcile"):
-                self._to_cancel.discard(algo_id)
-        await self._ensure_protection(pos)
