@@ -225,3 +225,38 @@ async def test_one_bots_retry_sleeps_do_not_delay_the_next_symbols_entry() -> No
     paid = [r.income for r in engine.income_history(TRX) if r.income_type == "FUNDING_FEE"]
     assert len(paid) == 1 and paid[0] < 0
     assert trade.funding == pytest.approx(paid[0])
+
+
+# ====================================================================== decision latency
+
+
+async def test_a_position_read_handed_over_by_the_runtime_is_the_one_the_bot_decides_on() -> None:
+    """The live runtime starts the SPEC §8.3 step 7 read when the candle comes in and hands it
+    over; the bot awaits it at step 7 instead of asking again, and decides on what it says."""
+    clock = SimClock(T0)
+    port = FakePort()  # flat
+    bot, _risk, journal, _ = fake_bot(port, clock)
+    await bot.start()
+    port.calls.clear()
+
+    async def flat() -> Position | None:
+        return None
+
+    await bot.on_candle(ctx_at(0, 100.0, LONG), position=flat())
+    assert "market_order" in port.calls and journal.orders(SYM, "ENTRY")  # flat → entered
+    assert "position" not in port.calls[: port.calls.index("market_order")]  # no second read
+    port.calls.clear()
+    await bot.on_candle(ctx_at(1, 100.0, LONG))  # without a handed-over read: the bot asks
+    assert port.calls[:1] == ["position"]
+
+    port2 = protected_long_port()
+    bot2, _risk2, journal2, _ = fake_bot(port2, SimClock(T0))
+    await bot2.start()
+    port2.calls.clear()
+
+    async def failing() -> Position | None:
+        raise ExchangeUnavailable("timeout")
+
+    await bot2.on_candle(ctx_at(0, 100.0, LONG.opposite), position=failing())
+    assert bot2.errors == 1 and "market_order" not in port2.calls  # the read's failure, as before
+    assert journal2.orders(SYM, "ENTRY") == []

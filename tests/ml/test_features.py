@@ -290,6 +290,28 @@ def test_parity_live_row_equals_full_row_on_synthetic_data(market: pd.DataFrame,
     assert parity_error(market, LOOSE, rows, 300) > PARITY_TOL
 
 
+def test_the_live_last_row_is_bit_identical_to_the_full_computation(market: pd.DataFrame) -> None:
+    # ``last_only`` computes the windowed means and z-scores on the shortest suffix the last row
+    # depends on: not "close", but equal bit for bit (NaN included) for every window start and
+    # length, sparse OI/funding, short markets and block boundaries of both z-score windows.
+    rng = np.random.default_rng(7)
+    m = market.copy()
+    m["oi_change"] = np.where(rng.random(len(m)) < 0.3, 0.0, rng.normal(0, 0.01, len(m)))
+    m["funding_rate"] = np.where(rng.random(len(m)) < 0.6, 0.0, rng.normal(0, 1e-4, len(m)))
+    ends = [*range(1, 40, 3), *range(284, 292), *range(572, 580), *range(1000, len(m), 211)]
+    checked = 0
+    for end in ends:
+        for start in {0, max(0, end - LIVE_WINDOW_BARS), max(0, end - 333)}:
+            window = m.iloc[start:end]
+            full = feat.feature_arrays(window, LOOSE)
+            last = feat.feature_arrays(window, LOOSE, last_only=True)
+            for name in FRAME_COLS:
+                assert last[name].shape == (1,), name
+                assert np.array_equal(full[name][-1:], last[name], equal_nan=True), (start, end, name)
+            checked += 1
+    assert checked > 60
+
+
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"{REAL_DATA} absent")
 @pytest.mark.parametrize("sym", REAL_SYMBOLS)

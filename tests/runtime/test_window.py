@@ -10,15 +10,8 @@ import pytest
 from perpbot.config import load_config
 from perpbot.data.synth import synth_market
 from perpbot.exchange.binance.market_stream import Candle
-from perpbot.ml.features import (
-    FRAME_COLS,
-    FrameIndex,
-    build_feature_frame,
-    context_from_row,
-    contexts_arrays,
-    live_feature_row,
-)
-from perpbot.runtime.window import MarketWindow, oi_seed
+from perpbot.ml.features import build_feature_frame, context_from_row, contexts_arrays
+from perpbot.runtime.window import MarketWindow, Micro, oi_seed
 from tests.support.ml import LOOSE_ENV
 
 
@@ -52,28 +45,6 @@ def test_the_live_context_equals_the_batch_context_of_the_same_candle() -> None:
         checked += 1
         signals += want.signal is not None
     assert checked == 200 and signals > 0
-
-
-def test_the_context_is_exactly_live_feature_row_of_the_frame() -> None:
-    """``context`` computes on arrays (no DataFrame per candle): bit for bit what
-    ``live_feature_row`` gives on ``frame``, also for a window longer than the live window."""
-    cfg = load_config({**LOOSE_ENV, "SYMBOLS": "XRPUSDT"}, env_file=None)
-    market = synth_market(days=14, seed=5, symbol="XRPUSDT")
-    w = MarketWindow(cfg, size=1200)
-    w.preload("XRPUSDT", _candles(market, "XRPUSDT"))
-    w.preload("BTCUSDT", _candles(market, "BTCUSDT", "_btc"))
-    w.preload("ETHUSDT", _candles(market, "ETHUSDT", "_eth"))
-    index = FrameIndex.from_columns(list(FRAME_COLS))
-    times = market.index.as_unit("ms").asi8
-    for t in (int(times[-1]), int(times[-7])):
-        frame = w.frame("XRPUSDT", upto_open_ms=t)
-        assert len(frame) > 1000
-        row = live_feature_row(frame, cfg.params_for("XRPUSDT")).to_numpy(dtype=np.float64)
-        want = context_from_row("XRPUSDT", t, row, index)
-        got = w.context("XRPUSDT", upto_open_ms=t)
-        assert got is not None and got.open_time_ms == t
-        assert np.array_equal(got.features, want.features, equal_nan=True)
-        assert (got.signal, got.atr, got.close) == (want.signal, want.atr, want.close)
 
 
 async def test_alignment_waits_for_btc_and_eth_of_the_same_open_time() -> None:
@@ -132,3 +103,22 @@ def test_seeded_changes_land_only_on_candles_the_window_holds() -> None:
     w.preload("XRPUSDT", [Candle("XRPUSDT", k * 900_000, 1, 1, 1, 1, 1) for k in range(3)])
     assert w.seed_oi("XRPUSDT", [(900_000, 0.02), (1_800_000, -0.01), (2_700_000, 0.5)]) == 2
     assert list(w.frame("XRPUSDT")["oi_change"]) == [0.0, 0.02, -0.01]
+
+
+async def test_the_window_keeps_the_last_size_candles_in_order_across_many_appends() -> None:
+    # The rows live in one array that slides its live part to the front when full: whatever the
+    # number of appends, the window is the last ``size`` candles in open-time order, and OI/funding
+    # stay on the candle they were set for.
+    cfg = load_config({"SYMBOLS": "XRPUSDT"}, env_file=None)
+    w = MarketWindow(cfg, size=5)
+    for k in range(23):
+        await w.add(Candle("XRPUSDT", k * 900_000, k, k + 1, k - 1, k + 0.5, 10 * k))
+        w.set_micro("XRPUSDT", k * 900_000, Micro(oi_change=k / 100, funding_rate=k / 1000))
+        await w.add(Candle("XRPUSDT", k * 900_000, -1, -1, -1, -1, -1))  # a duplicate is dropped
+    frame = w.frame("XRPUSDT")
+    assert w.count("XRPUSDT") == 5 and w.last_open("XRPUSDT") == 22 * 900_000
+    assert frame["close"].tolist() == [k + 0.5 for k in range(18, 23)]
+    assert frame["oi_change"].tolist() == [k / 100 for k in range(18, 23)]
+    assert frame["funding_rate"].tolist() == [k / 1000 for k in range(18, 23)]
+    w.set_micro("XRPUSDT", 3 * 900_000, Micro(oi_change=9.0))  # no longer held: ignored
+    assert 9.0 not in w.frame("XRPUSDT")["oi_change"].tolist()

@@ -121,3 +121,19 @@ def test_window_mean_std_depends_on_window_contents_only() -> None:
 def test_short_input_is_all_nan_not_an_error() -> None:
     ind = compute_indicators(**random_bars(10, 6))
     assert all(np.isnan(ind[k]).all() for k in ("macd", "adx", "ema50", "bb_mid", "stoch_d"))
+
+
+def test_the_tail_of_the_windowed_means_is_bit_identical_to_the_full_series() -> None:
+    # compute_indicators(tail=k) (the live bot's last rows) skips the windowed means of earlier
+    # rows only: the last k rows equal the full computation bit for bit, the recursive TA-Lib
+    # indicators are untouched, and the skipped rows are NaN (never a half-computed number).
+    rng = np.random.default_rng(11)
+    c = 100 + np.cumsum(rng.normal(0, 1, 700))
+    h, lo, v = c + rng.random(700), c - rng.random(700), rng.random(700) * 1000
+    full = compute_indicators(c, h, lo, c, v)
+    for k in (1, 2, 3, 50, 577, 700, 5000):
+        part = compute_indicators(c, h, lo, c, v, tail=k)
+        for key in INDICATOR_KEYS:
+            assert np.array_equal(part[key][-k:], full[key][-k:], equal_nan=True), (k, key)
+        if k < 600:
+            assert np.isnan(part["bb_mid"][:-k]).all() and np.isnan(part["vol_ma20"][:-k]).all()

@@ -75,6 +75,7 @@ Decisions documented here
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from perpbot.domain.events import AlgoUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import (
@@ -152,21 +153,27 @@ class SymbolBot(
             return None
         return p.side.sign * (price - p.entry_price) * p.qty
 
-    async def on_candle(self, ctx: CandleContext) -> None:
-        """One closed candle. HOLD costs a reload check and one comparison (the backtest hot path)."""
+    async def on_candle(self, ctx: CandleContext, position: Awaitable[Position | None] | None = None) -> None:
+        """One closed candle. HOLD costs a reload check and one comparison (the backtest hot path).
+
+        ``position``: the live runtime's read of this symbol's position, started when the candle
+        came in (so that it overlaps the feature computation); awaited where the bot would read it
+        (SPEC §8.3 step 7). None: the bot reads it itself."""
         try:
             self._filter.maybe_reload()
             if ctx.signal is None:
                 return
             with self._clock.scope():  # this bot's waiting stays its own (defect 18)
-                await self._on_signal(ctx, ctx.signal)
+                await self._on_signal(ctx, ctx.signal, position)
         except asyncio.CancelledError:
             raise
         except Exception:
             self.errors += 1
             log.exception("%s: error while handling the candle at %d", self.symbol, ctx.open_time_ms)
 
-    async def _on_signal(self, ctx: CandleContext, side: Side) -> None:
+    async def _on_signal(
+        self, ctx: CandleContext, side: Side, position: Awaitable[Position | None] | None = None
+    ) -> None:
         log.info("SIGNAL %s %s close=%.6f atr=%.6f", self.symbol, side.value, ctx.close, ctx.atr)
         if self._busy:
             log.warning("%s: previous entry/reverse still in flight; signal ignored", self.symbol)
@@ -176,7 +183,7 @@ class SymbolBot(
             log.warning("%s: daily loss limit reached: entries blocked (exits still run)", self.symbol)
         if self.kill_switch.tripped:
             log.info("%s: kill switch active (%s): entries blocked", self.symbol, self.kill_switch.reason)
-        pos_ex = await self._ex.position(self.symbol)
+        pos_ex = await (position if position is not None else self._ex.position(self.symbol))
         if pos_ex is None:
             if self._pos is not None:
                 await self._sync_close("flat on candle")

@@ -37,8 +37,15 @@ from perpbot.data.market_arrays import MarketArrays
 from perpbot.data.schema import BAR_MS, OHLCV
 from perpbot.engine.context import CandleContext
 from perpbot.errors import DataError
+from perpbot.ml.rolling import (  # noqa: F401  (re-exported: the feature code's public names)
+    Z_STD_FLOOR,
+    ZSCORE_ROWS_PER_PASS,
+    exact_suffix_start,
+    rolling_nanmean,
+    rolling_zscore,
+)
 from perpbot.strategy.indicators import compute_indicators
-from perpbot.strategy.signal import LONG, SHORT, rule_signal, side_from_code
+from perpbot.strategy.signal import LONG, SHORT, SignalFrame, rule_signal, side_from_code
 
 if TYPE_CHECKING:  # pandas only where a frame is built or read: the backtest runs on arrays
     import pandas as pd
@@ -87,8 +94,6 @@ FRAME_COLS: tuple[str, ...] = FEATURE_COLS + EXTRA_COLS
 
 Z_WINDOW = 288  # 3 days of 15-minute bars
 Z_WINDOW_MICRO = 96  # 1 day, OI / funding
-Z_STD_FLOOR = 1e-8
-ZSCORE_ROWS_PER_PASS = 1  # rows of one rolling_zscore pass: bounds its temporaries (issue 13, memory)
 EPS = 1e-8  # SPEC §4 epsilon in bb_pct, atr_pct and vol_ratio denominators
 OI_MA_WINDOW = 5
 RETURN_LAGS = (1, 3, 5)
@@ -113,80 +118,6 @@ def feature_schema_hash() -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-# --------------------------------------------------------------------------- rolling statistics
-
-
-def rolling_zscore(x: np.ndarray, window: int, anchor: int = 0) -> np.ndarray:
-    """Trailing rolling z-score of each row of ``x`` (shape ``(n,)`` or ``(k, n)``), SPEC §4.
-
-    ``(x_t − mean)/max(std, 1e-8)`` over the last ``window`` values, population std,
-    ``min_periods=1``, NaNs skipped in the statistics and preserved at ``t``.
-
-    Implementation: per-block inclusive prefix sums of (count, sum, sum of squares) with blocks of
-    exactly ``window`` bars whose boundaries sit at absolute bar numbers ≡ 0 (mod window); ``anchor``
-    is the absolute bar number of ``x[..., 0]``. With block length = window, the window ending at
-    offset ``o`` of block ``b`` is ``prefix[b, o] + (total[b−1] − prefix[b−1, o])``: every operand
-    depends on blocks ``b−1`` and ``b`` only, so the result is a function of a bounded history and
-    not of where the series starts (the parity requirement); cost is O(n) per feature.
-    """
-    arr = np.asarray(x, dtype=np.float64)
-    squeeze = arr.ndim == 1
-    data = arr[None, :] if squeeze else arr
-    k, n = data.shape
-    if n == 0:
-        return arr.copy()
-    if k > ZSCORE_ROWS_PER_PASS:
-        # Rows are independent (every operation below is per row), so a few at a time give the
-        # same numbers with a fraction of the temporaries (~10 arrays of k × n floats).
-        out = np.empty_like(data)
-        for i in range(0, k, ZSCORE_ROWS_PER_PASS):
-            out[i : i + ZSCORE_ROWS_PER_PASS] = rolling_zscore(
-                data[i : i + ZSCORE_ROWS_PER_PASS], window, anchor
-            )
-        return out
-    pad = int(anchor) % window
-    nb = -(-(pad + n) // window)
-    valid = ~np.isnan(data)
-    xv = np.where(valid, data, 0.0)
-    # (count, sum, sum of squares) laid out as (3, k, block, offset); in-place to limit temporaries.
-    acc = np.zeros((3, k, nb * window))
-    acc[0, :, pad : pad + n] = valid
-    acc[1, :, pad : pad + n] = xv
-    np.multiply(xv, xv, out=acc[2, :, pad : pad + n])
-    blocks = acc.reshape(3, k, nb, window)
-    np.cumsum(blocks, axis=3, out=blocks)
-    if nb > 1:
-        tail = blocks[:, :, :-1, -1:] - blocks[:, :, :-1, :]  # block b−1 after offset o
-        blocks[:, :, 1:, :] += tail
-    cnt, s1, s2 = acc[:, :, pad : pad + n]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s1 / cnt
-        var = s2 / cnt
-        var -= mean * mean
-        np.maximum(var, 0.0, out=var)
-        std = np.sqrt(var, out=var)
-        z = (data - mean) / np.maximum(std, Z_STD_FLOOR, out=std)
-    return z[0] if squeeze else z
-
-
-def rolling_nanmean(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over ``window`` values, NaNs skipped, ``min_periods=1`` (NaN when none valid).
-
-    Summed in a fixed order from shifted copies, so the value at ``t`` depends on the window only.
-    Meant for short windows (the OI MA5).
-    """
-    n = len(x)
-    total = np.zeros(n)
-    count = np.zeros(n)
-    valid = ~np.isnan(x)
-    xv = np.where(valid, x, 0.0)
-    for lag in range(min(window, n)):
-        total[lag:] += xv[: n - lag]
-        count[lag:] += valid[: n - lag]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
 
 
 # --------------------------------------------------------------------------- elementary features
@@ -266,14 +197,36 @@ def _source(market: pd.DataFrame | MarketArrays) -> tuple[ColumnFn, int]:
 # --------------------------------------------------------------------------- the frame
 
 
-def _micro_features(column: ColumnFn, ret_1_z: np.ndarray, n: int, anchor: int) -> dict[str, np.ndarray]:
+def _zscored(rows: list[np.ndarray], window: int, anchor: int, start: int | None) -> np.ndarray:
+    """``rolling_zscore`` of the stacked rows. ``start`` (the live path, ``None`` in batch): the
+    rows are the suffix from ``start`` = ``rolling.exact_suffix_start``, which gives the last
+    column bit for bit; only that column is returned, every row computed in one pass."""
+    stacked = np.vstack(rows)
+    if start is None:
+        return rolling_zscore(stacked, window, anchor)
+    z = rolling_zscore(stacked, window, anchor + start, rows_per_pass=len(rows))
+    return z[:, -1:]
+
+
+def _returns(x: np.ndarray, lag: int, start: int) -> np.ndarray:
+    """``pct_change_filled(x, lag)[start:]``, reading only the rows it needs (element-wise, so
+    the values are the same)."""
+    base = max(0, start - lag)
+    return pct_change_filled(x[base:], lag)[start - base :]
+
+
+def _micro_features(
+    column: ColumnFn, ret_1_z: np.ndarray, n: int, anchor: int, last_only: bool = False
+) -> dict[str, np.ndarray]:
     """Features 22–25 (OI, funding). Missing columns or all-zero data give NaN, never an error."""
     oi_raw = column("oi_change")
     fr_raw = column("funding_rate")
     oi = zero_to_nan(oi_raw) if oi_raw is not None else np.full(n, np.nan)
     fr = zero_to_nan(ffill(fr_raw)) if fr_raw is not None else np.full(n, np.nan)
     oi_ma5 = rolling_nanmean(oi, OI_MA_WINDOW)
-    z = rolling_zscore(np.vstack([oi, fr, oi_ma5]), Z_WINDOW_MICRO, anchor)
+    start = exact_suffix_start(n, anchor, Z_WINDOW_MICRO) if last_only else None
+    rows = [oi, fr, oi_ma5] if start is None else [oi[start:], fr[start:], oi_ma5[start:]]
+    z = _zscored(rows, Z_WINDOW_MICRO, anchor, start)
     return {
         "oi_change": z[0],
         "funding_rate": z[1],
@@ -283,37 +236,75 @@ def _micro_features(column: ColumnFn, ret_1_z: np.ndarray, n: int, anchor: int) 
 
 
 def _z288_features(
-    column: ColumnFn, ind: dict[str, np.ndarray], close: np.ndarray, volume: np.ndarray, anchor: int
+    column: ColumnFn,
+    ind: dict[str, np.ndarray],
+    close: np.ndarray,
+    volume: np.ndarray,
+    anchor: int,
+    start: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every W=288 z-scored feature, stacked into one rolling pass for speed."""
-    n = len(close)
+    """Every W=288 z-scored feature, stacked into one rolling pass for speed (``start``: see
+    :func:`_zscored`; every input row is then computed on that suffix only)."""
+    s = start or 0
     names = ["atr_pct", "vol_ratio", "ret_1", "ret_3", "ret_5", "adx"]
     rows = [
-        ind["atr"] / (close + EPS),
-        volume / (ind["vol_ma20"] + EPS),
-        *(pct_change_filled(close, lag) for lag in RETURN_LAGS),
-        ind["adx"],
+        ind["atr"][s:] / (close[s:] + EPS),
+        volume[s:] / (ind["vol_ma20"][s:] + EPS),
+        *(_returns(close, lag, s) for lag in RETURN_LAGS),
+        ind["adx"][s:],
     ]
     btc, eth = column("close_btc"), column("close_eth")
     has_corr = btc is not None and eth is not None
     if has_corr:
-        btc_r = [pct_change_filled(btc, lag) for lag in RETURN_LAGS]
-        eth_r = [pct_change_filled(eth, lag) for lag in RETURN_LAGS]
+        btc_r = [_returns(btc, lag, s) for lag in RETURN_LAGS]
+        eth_r = [_returns(eth, lag, s) for lag in RETURN_LAGS]
         names += [*CORRELATION_FEATURES]
         rows += [*btc_r, *eth_r, guarded_ratio(rows[2], btc_r[0]), guarded_ratio(rows[2], eth_r[0])]
-    z = rolling_zscore(np.vstack(rows), Z_WINDOW, anchor)
+    z = _zscored(rows, Z_WINDOW, anchor, start)
     out = dict(zip(names, z, strict=True))
     if not has_corr:
-        out.update({name: np.full(n, np.nan) for name in CORRELATION_FEATURES})
+        out.update({name: np.full(z.shape[1], np.nan) for name in CORRELATION_FEATURES})
     return out
 
 
-def feature_arrays(market: pd.DataFrame | MarketArrays, params: SignalParams) -> dict[str, np.ndarray]:
-    """The computation behind :func:`build_feature_frame`: one array per :data:`FRAME_COLS` name.
+@dataclass(frozen=True, slots=True, eq=False)
+class MarketPart:
+    """Every :data:`FRAME_COLS` array except the four OI/funding features (the first half of
+    :func:`feature_arrays`): what the candles alone decide, the rule signal included. The live
+    runtime computes it while the close's OI and funding reads are still in flight."""
 
-    Split out so the live path can take the last element of each array without paying for a
-    DataFrame, and the backtest can run on ``MarketArrays`` (no pandas); all run exactly this code.
-    """
+    data: dict[str, np.ndarray]
+    ret_1_z: np.ndarray
+    n: int
+    anchor: int
+    last_only: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SignalStage:
+    """The first step of :func:`market_features`: indicators and the rule signal, the cheap part
+    the decision hangs on (the live runtime starts its pre-entry reads once it knows there is a
+    signal, then lets the z-scores run while they are in flight)."""
+
+    column: ColumnFn
+    anchor: int
+    n: int
+    start: int | None  # the exact suffix of the z-scores (``last_only``), None in batch
+    ind: dict[str, np.ndarray]
+    close: np.ndarray
+    volume: np.ndarray
+    sig: SignalFrame  # every row in batch, the last row only with ``last_only``
+
+    @property
+    def signal(self) -> int:
+        """The last row's rule signal code (``LONG`` / ``SHORT`` / 0)."""
+        return int(self.sig.signal[-1]) if len(self.sig) else 0
+
+
+def signal_stage(
+    market: pd.DataFrame | MarketArrays, params: SignalParams, *, last_only: bool = False
+) -> SignalStage:
+    """Indicators and rule signal of ``market`` (the first step of :func:`market_features`)."""
     column, anchor = _source(market)
     ohlcv = [column(name) for name in OHLCV]
     missing = [name for name, col in zip(OHLCV, ohlcv, strict=True) if col is None]
@@ -321,14 +312,38 @@ def feature_arrays(market: pd.DataFrame | MarketArrays, params: SignalParams) ->
         raise DataError(f"market frame lacks required column(s) {missing} for the feature builder")
     o, h, lo, c, v = (np.ascontiguousarray(col, dtype=np.float64) for col in ohlcv)
     n = len(c)
-    ind = compute_indicators(o, h, lo, c, v)
-    sig = rule_signal(ind, c, v, params)
+    start = exact_suffix_start(n, anchor, Z_WINDOW) if last_only else None
+    ind = compute_indicators(o, h, lo, c, v, tail=None if start is None else n - start)
+    if last_only:  # the last row only; it reads its own row and the one before (MACD cross)
+        sig = rule_signal({k: x[-2:] for k, x in ind.items()}, c[-2:], v[-2:], params)
+        sig = SignalFrame(
+            *(x[-1:] for x in (sig.signal, sig.long_score, sig.short_score, sig.vol_surge, sig.hold_reason))
+        )
+    else:
+        sig = rule_signal(ind, c, v, params)
+    return SignalStage(column, anchor, n, start, ind, c, v, sig)
+
+
+def market_features(
+    market: pd.DataFrame | MarketArrays,
+    params: SignalParams,
+    *,
+    last_only: bool = False,
+    stage: SignalStage | None = None,
+) -> MarketPart:
+    """The candle-only half of :func:`feature_arrays` (see there for ``last_only``); ``stage``:
+    its first step, when the caller already computed it with the same arguments."""
+    st = stage if stage is not None else signal_stage(market, params, last_only=last_only)
+    column, anchor, n, start, ind, c, sig = st.column, st.anchor, st.n, st.start, st.ind, st.close, st.sig
+    z288 = _z288_features(column, ind, c, st.volume, anchor, start)
+    if last_only:  # one row from here on
+        ind = {k: x[-1:] for k, x in ind.items()}
+        c = c[-1:]
 
     with np.errstate(invalid="ignore", divide="ignore"):
         bb_pct = (c - ind["bb_lower"]) / (ind["bb_upper"] - ind["bb_lower"] + EPS)
-    z288 = _z288_features(column, ind, c, v, anchor)
     strength = np.where(sig.signal == LONG, sig.long_score, np.where(sig.signal == SHORT, sig.short_score, 0))
-    cols: dict[str, np.ndarray] = {
+    data: dict[str, np.ndarray] = {
         "rsi": ind["rsi"],
         "macd_hist": ind["macd_hist"],
         "bb_pct": bb_pct,
@@ -338,19 +353,39 @@ def feature_arrays(market: pd.DataFrame | MarketArrays, params: SignalParams) ->
         **z288,
         "signal_strength": strength.astype(np.float64),
         "side": (sig.signal == LONG).astype(np.float64),
-        **_micro_features(column, z288["ret_1"], n, anchor),
+        "signal": sig.signal,
+        "long_score": sig.long_score,
+        "short_score": sig.short_score,
+        "vol_surge": sig.vol_surge,
+        "atr": ind["atr"],
+        "close": c,
+        "adx_raw": ind["adx"],
     }
-    data: dict[str, np.ndarray] = {name: cols[name] for name in FEATURE_COLS}
-    data.update(
-        signal=sig.signal,
-        long_score=sig.long_score,
-        short_score=sig.short_score,
-        vol_surge=sig.vol_surge,
-        atr=ind["atr"],
-        close=c,
-        adx_raw=ind["adx"],
-    )
-    return data
+    return MarketPart(data, z288["ret_1"], n, anchor, last_only)
+
+
+def with_micro_features(part: MarketPart, column: ColumnFn) -> dict[str, np.ndarray]:
+    """The second half of :func:`feature_arrays`: the OI/funding features from ``column``'s
+    ``oi_change``/``funding_rate``, merged in :data:`FRAME_COLS` order."""
+    micro = _micro_features(column, part.ret_1_z, part.n, part.anchor, part.last_only)
+    merged = {**part.data, **micro}
+    return {name: merged[name] for name in FRAME_COLS}
+
+
+def feature_arrays(
+    market: pd.DataFrame | MarketArrays, params: SignalParams, *, last_only: bool = False
+) -> dict[str, np.ndarray]:
+    """The computation behind :func:`build_feature_frame`: one array per :data:`FRAME_COLS` name.
+
+    Split out so the live path can take the last element of each array without paying for a
+    DataFrame, and the backtest can run on ``MarketArrays`` (no pandas); all run exactly this code.
+
+    ``last_only`` (the live bot): arrays of one element, the last row, bit-identical to the last
+    element of the full computation (tested). The recursive indicators still run over the whole
+    input; the windowed means and z-scores only over the suffix the last row depends on.
+    """
+    part = market_features(market, params, last_only=last_only)
+    return with_micro_features(part, _source(market)[0])
 
 
 def build_feature_frame(market: pd.DataFrame, params: SignalParams) -> pd.DataFrame:
@@ -379,7 +414,7 @@ def live_feature_row(window: pd.DataFrame, params: SignalParams) -> pd.Series:
     import pandas as pd
 
     tail = window.iloc[-LIVE_WINDOW_BARS:]
-    arrays = feature_arrays(tail, params)
+    arrays = feature_arrays(tail, params, last_only=True)
     values = np.array([arrays[name][-1] for name in FRAME_COLS], dtype=np.float64)
     return pd.Series(values, index=pd.Index(FRAME_COLS), name=tail.index[-1])
 

@@ -268,29 +268,56 @@ class Runtime:
         worker.submit(lambda: self._handle(sym, open_ms))
 
     async def _handle(self, sym: str, open_ms: int) -> None:
-        aligned = await self.window.align(open_ms)
-        if not aligned:
-            log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
-        self.window.set_micro(sym, open_ms, await self._micro(sym))
-        ctx = self.window.context(sym, upto_open_ms=open_ms)
-        self.candles_handled[sym] += 1
-        self.last_candle_wall[sym] = time.monotonic()
-        if ctx is None:
-            return
-        if ctx.signal is not None:
-            self.signals[sym] += 1
-        bot = self.bots[sym]
-        # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
-        if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(self.clock.now_ms()):
-            await self.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
-        if self.view is not None:
-            self.view.on_candle(sym, ctx)
-        probe = latency.PROBE  # bench/bench_runtime.py only
-        if probe is not None:
-            probe.begin(sym, open_ms)
-        await bot.on_candle(ctx)
-        if probe is not None:
-            probe.end(sym, open_ms)
+        """One closed candle, ordered so that the order leaves as early as possible without
+        changing what is decided (docs/ARCHITECTURE.md, "Decision latency"):
+        1. the close's OI and funding reads (SPEC §2.3) start at once, before the BTC/ETH wait;
+        2. the candle-only half of the features (indicators, rule signal) is computed while they
+           are in flight;
+        3. with a signal, the live position read of SPEC §8.3 step 7 starts, and so does the
+           balance read of the entry (kept only while provably current, ``wallet.py``); a HOLD
+           candle reads nothing more, as before; the position read is handed to the bot, which
+           awaits it at step 7;
+        4. the rest of the features (z-scores) is computed while the reads are in flight; the
+           OI/funding values complete the row; then ``on_candle``."""
+        reads = asyncio.ensure_future(self._micro(sym))
+        position: asyncio.Future[Any] | None = None
+        try:
+            aligned = await self.window.align(open_ms)
+            if not aligned:
+                log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
+            prep = self.window.prepare(sym, upto_open_ms=open_ms)
+            bot = self.bots[sym]
+            if prep is not None and prep.signal is not None:
+                position = asyncio.ensure_future(self.exchange.position(sym))
+                prefetch = getattr(self.exchange, "prefetch_balance", None)
+                if prefetch is not None:
+                    prefetch()  # the entry's balance (SPEC §8.4 step 1), reused only if unchanged
+                await asyncio.sleep(0)  # let those requests leave before the z-scores run
+            if prep is not None:
+                self.window.features(prep)
+            micro = await reads
+            self.window.set_micro(sym, open_ms, micro)
+            ctx = None if prep is None else self.window.finish(prep, micro)
+            self.candles_handled[sym] += 1
+            self.last_candle_wall[sym] = time.monotonic()
+            if ctx is None:
+                return
+            if ctx.signal is not None:
+                self.signals[sym] += 1
+            # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
+            if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(self.clock.now_ms()):
+                await self.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
+            if self.view is not None:
+                self.view.on_candle(sym, ctx)
+            probe = latency.PROBE  # bench/bench_runtime.py only
+            if probe is not None:
+                probe.begin(sym, open_ms)
+            await bot.on_candle(ctx, position=position)
+            if probe is not None:
+                probe.end(sym, open_ms)
+        finally:
+            for fut in (reads, position):
+                _discard(fut)
 
     async def _micro(self, sym: str) -> Micro:
         """SPEC §2.3: OI and funding fetched concurrently; failures become 0.0."""
@@ -395,6 +422,17 @@ class Runtime:
         if aclose is not None:  # last: alerts raised while stopping still go out (bounded wait)
             with contextlib.suppress(Exception):
                 await aclose()
+
+
+def _discard(fut: asyncio.Future[Any] | None) -> None:
+    """A read nobody awaited (a HOLD after all, an error on the way): cancelled, or its outcome
+    taken so that asyncio does not report an exception that was never retrieved."""
+    if fut is None:
+        return
+    if not fut.done():
+        fut.cancel()
+    elif not fut.cancelled():
+        fut.exception()
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:

@@ -18,16 +18,16 @@ not waiting at all would turn ordinary arrival jitter into stale features.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from perpbot.config import AppConfig
 from perpbot.data.market_arrays import MarketArrays
-from perpbot.data.schema import BAR_MS, BTC_COLS, ETH_COLS, OHLCV
+from perpbot.data.schema import BAR_MS, OHLCV
+from perpbot.domain.types import Side
 from perpbot.engine.context import CandleContext
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.ml.features import (
@@ -35,12 +35,17 @@ from perpbot.ml.features import (
     FRAME_COLS,
     LIVE_WINDOW_BARS,
     FrameIndex,
+    MarketPart,
+    SignalStage,
     context_from_row,
-    feature_arrays,
+    market_features,
+    signal_stage,
+    with_micro_features,
 )
+from perpbot.strategy.signal import side_from_code
 
-_BASE_POS = np.array([FRAME_COLS.index(name) for name in BASE_FEATURES])
-_ATR_POS = FRAME_COLS.index("atr")
+if TYPE_CHECKING:
+    import pandas as pd
 
 ALIGN_WAIT_S = 5.0
 
@@ -71,6 +76,46 @@ def oi_seed(rows: list[tuple[int, float]], bar_ms: int = BAR_MS) -> list[tuple[i
     return out
 
 
+class _Ring:
+    """The last ``size`` rows of one symbol (open time, OHLCV, OI change, funding rate) in one
+    contiguous float64 array. Why not a deque of candles: the features read the window as
+    arrays at every close, and converting a thousand candles each time cost more than the
+    features themselves. Appends are amortised O(1) (the live rows slide to the front when the
+    buffer is full); ``view`` is free."""
+
+    COLS = 8  # open time, open, high, low, close, volume, oi_change, funding_rate
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self._buf = np.zeros((2 * self.size, self.COLS))
+        self._lo = self._hi = 0
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def append(self, c: Candle) -> None:
+        if self._hi == len(self._buf):
+            keep = self.size - 1
+            self._buf[:keep] = self._buf[self._hi - keep : self._hi]
+            self._lo, self._hi = 0, keep
+        self._buf[self._hi] = (c.open_ms, c.open, c.high, c.low, c.close, c.volume, 0.0, 0.0)
+        self._hi += 1
+        if self._hi - self._lo > self.size:
+            self._lo += 1
+
+    def view(self) -> np.ndarray:
+        return self._buf[self._lo : self._hi]
+
+    def last_open(self) -> int | None:
+        return int(self._buf[self._hi - 1, 0]) if self._hi > self._lo else None
+
+    def row_of(self, open_ms: int) -> int | None:
+        """Index (in ``view``) of the candle opened at ``open_ms``; None when not held."""
+        times = self.view()[:, 0]
+        i = int(np.searchsorted(times, open_ms))
+        return i if i < len(times) and times[i] == open_ms else None
+
+
 class MarketWindow:
     """The last ``size`` closed candles of each symbol, with waiters for alignment."""
 
@@ -79,55 +124,60 @@ class MarketWindow:
         self.size = size
         self.align_wait_s = align_wait_s
         self.btc, self.eth = app.correlation.as_tuple()
-        self._candles: dict[str, deque[Candle]] = {}
-        self._micro: dict[str, dict[int, Micro]] = {}
+        self._rings: dict[str, _Ring] = {}
         self._arrived = asyncio.Condition()
         self.align_timeouts = 0  # decisions made without a correlation candle of the same open time
-        self._frame_index: FrameIndex | None = None
-        # Each symbol's window as one (n, 6) array (open time, OHLCV), built once per new candle:
-        # BTC's and ETH's serve every traded symbol's context of the same candle.
-        self._tables: dict[str, np.ndarray] = {}
+
+    def _ring(self, symbol: str) -> _Ring:
+        ring = self._rings.get(symbol)
+        if ring is None:
+            ring = self._rings[symbol] = _Ring(self.size)
+        return ring
 
     # ------------------------------------------------------------------ input
 
     def preload(self, symbol: str, candles: list[Candle]) -> None:
-        self._candles[symbol] = deque(candles[-self.size :], maxlen=self.size)
-        self._tables.pop(symbol, None)
+        ring = self._rings[symbol] = _Ring(self.size)
+        for c in candles[-self.size :]:
+            ring.append(c)
 
     async def add(self, c: Candle) -> None:
         """Store one closed candle (in open-time order per symbol) and wake any aligner."""
-        dq = self._candles.setdefault(c.symbol, deque(maxlen=self.size))
-        if dq and c.open_ms <= dq[-1].open_ms:
+        ring = self._ring(c.symbol)
+        last = ring.last_open()
+        if last is not None and c.open_ms <= last:
             return
-        dq.append(c)
-        self._tables.pop(c.symbol, None)
+        ring.append(c)
         async with self._arrived:
             self._arrived.notify_all()
 
     def set_micro(self, symbol: str, open_ms: int, micro: Micro) -> None:
-        per = self._micro.setdefault(symbol, {})
-        per[open_ms] = micro
-        while len(per) > self.size:
-            per.pop(next(iter(per)))
+        """OI change and funding rate of a held candle (a candle the window does not hold: no-op)."""
+        ring = self._rings.get(symbol)
+        i = ring.row_of(open_ms) if ring is not None else None
+        if ring is not None and i is not None:
+            ring.view()[i, 6:8] = (micro.oi_change, micro.funding_rate)
 
     def count(self, symbol: str) -> int:
         """Candles held for ``symbol``."""
-        return len(self._candles.get(symbol, ()))
+        ring = self._rings.get(symbol)
+        return len(ring) if ring is not None else 0
 
     def seed_oi(self, symbol: str, changes: list[tuple[int, float]]) -> int:
         """Put seeded OI changes on the preloaded candles they belong to; returns how many landed
         (a change for a candle the window does not hold is dropped)."""
-        held = {c.open_ms for c in self._candles.get(symbol, ())}
+        ring = self._rings.get(symbol)
         landed = 0
         for open_ms, change in changes:
-            if open_ms in held:
-                self.set_micro(symbol, open_ms, Micro(oi_change=change))
+            i = ring.row_of(open_ms) if ring is not None else None
+            if ring is not None and i is not None:
+                ring.view()[i, 6] = change
                 landed += 1
         return landed
 
     def last_open(self, symbol: str) -> int | None:
-        dq = self._candles.get(symbol)
-        return dq[-1].open_ms if dq else None
+        ring = self._rings.get(symbol)
+        return ring.last_open() if ring is not None else None
 
     def have(self, symbol: str, open_ms: int) -> bool:
         last = self.last_open(symbol)
@@ -151,61 +201,90 @@ class MarketWindow:
 
     # ------------------------------------------------------------------ output
 
-    def _table(self, symbol: str) -> np.ndarray:
-        t = self._tables.get(symbol)
-        if t is None:
-            dq = self._candles.get(symbol, ())
-            rows = [(c.open_ms, c.open, c.high, c.low, c.close, c.volume) for c in dq]
-            t = np.array(rows, dtype=np.float64).reshape(-1, 1 + len(OHLCV))
-            self._tables[symbol] = t
-        return t
-
     def arrays(self, symbol: str, upto_open_ms: int | None = None) -> MarketArrays:
-        """The primary's window in the data schema (correlation columns forward-filled by open
-        time; OI/funding zero unless set), as arrays: what the features are computed on."""
-        prim = self._table(symbol)
-        if upto_open_ms is not None:
+        """The primary's window as the feature code reads it: OHLCV, the BTC/ETH closes
+        forward-filled by open time, OI/funding (zero unless set). Copies: the window moves on
+        while a decision is made."""
+        ring = self._rings.get(symbol)
+        prim = ring.view() if ring is not None else np.zeros((0, _Ring.COLS))
+        if upto_open_ms is not None and len(prim) and prim[-1, 0] > upto_open_ms:
             prim = prim[prim[:, 0] <= upto_open_ms]
+        prim = prim[-LIVE_WINDOW_BARS:]  # what ``live_feature_row`` reads (a larger window: the tail)
         times = prim[:, 0].astype(np.int64)  # epoch ms are exact in float64 (< 2**53)
         cols: dict[str, np.ndarray] = {name: prim[:, 1 + i].copy() for i, name in enumerate(OHLCV)}
-        for role, names in ((self.btc, BTC_COLS), (self.eth, ETH_COLS)):
-            aux = self._table(role)
+        for role, name in ((self.btc, "close_btc"), (self.eth, "close_eth")):
+            # The features read the correlation symbols' closes only (``ml.features``).
+            aux_ring = self._rings.get(role)
+            aux = aux_ring.view() if aux_ring is not None else np.zeros((0, _Ring.COLS))
             pos = np.searchsorted(aux[:, 0], times, side="right") - 1  # last correlation candle <= T
             ok = pos >= 0
-            for i, name in enumerate(names):
-                out = np.full(len(prim), np.nan)
-                out[ok] = aux[pos[ok], 1 + i]
-                cols[name] = out
-        micro = self._micro.get(symbol, {})
-        zero = Micro()
-        got = [micro.get(t, zero) for t in times.tolist()]
-        cols["oi_change"] = np.array([m.oi_change for m in got], dtype=np.float64)
-        cols["funding_rate"] = np.array([m.funding_rate for m in got], dtype=np.float64)
+            out = np.full(len(prim), np.nan)
+            out[ok] = aux[pos[ok], 4]
+            cols[name] = out
+        cols["oi_change"] = prim[:, 6].copy()
+        cols["funding_rate"] = prim[:, 7].copy()
         return MarketArrays(times, cols)
 
     def frame(self, symbol: str, upto_open_ms: int | None = None) -> pd.DataFrame:
-        """``arrays`` as a DataFrame (index: open times), the input of ``live_feature_row``."""
-        arr = self.arrays(symbol, upto_open_ms)
-        index = pd.DatetimeIndex(pd.to_datetime(arr.open_time_ms, unit="ms", utc=True), name="timestamp")
-        return pd.DataFrame(arr.columns, index=index)
+        """:meth:`arrays` as a DataFrame indexed by open time (diagnostics and tests)."""
+        import pandas as pd
+
+        a = self.arrays(symbol, upto_open_ms)
+        index = pd.DatetimeIndex(pd.to_datetime(a.open_time_ms, unit="ms", utc=True), name="timestamp")
+        return pd.DataFrame(a.columns, index=index)
+
+    def prepare(self, symbol: str, upto_open_ms: int | None = None) -> Prepared | None:
+        """The first step of a context: indicators and rule signal of the primary's last candle
+        (``Prepared.signal``), cheap, so that the runtime knows early whether a decision is coming.
+        None when the window is empty."""
+        market = self.arrays(symbol, upto_open_ms)
+        if len(market) == 0:
+            return None
+        stage = signal_stage(market, self.app.params_for(symbol), last_only=True)
+        return Prepared(symbol, int(market.open_time_ms[-1]), market, stage)
+
+    def features(self, prep: Prepared) -> None:
+        """The second step: every feature the candles decide (the z-scores); run while the
+        close's OI and funding reads are in flight."""
+        if prep.part is None:
+            params = self.app.params_for(prep.symbol)
+            prep.part = market_features(prep.market, params, last_only=True, stage=prep.stage)
+
+    def finish(self, prep: Prepared, micro: Micro | None = None) -> CandleContext | None:
+        """The bot's context from :meth:`prepare` and the close's OI/funding (``micro``; None: as
+        stored in the window). None before the features are warm (the backtest's ``ready`` rule:
+        every non-optional feature and the ATR finite)."""
+        self.features(prep)
+        assert prep.part is not None
+        if micro is not None:
+            prep.market.columns["oi_change"][-1] = micro.oi_change
+            prep.market.columns["funding_rate"][-1] = micro.funding_rate
+        data = with_micro_features(prep.part, prep.market.column)
+        row = np.array([data[name][-1] for name in FRAME_COLS], dtype=np.float64)
+        if not np.isfinite(row[_BASE]).all() or not np.isfinite(row[_INDEX.atr]):
+            return None
+        return context_from_row(prep.symbol, prep.open_ms, row, _INDEX)
 
     def context(self, symbol: str, upto_open_ms: int | None = None) -> CandleContext | None:
-        """The bot's context for the primary's last closed candle; None before the features are
-        warm (the backtest's ``ready`` rule: every non-optional feature and the ATR finite).
+        """The bot's context for the primary's last closed candle (OI/funding as stored)."""
+        prep = self.prepare(symbol, upto_open_ms)
+        return None if prep is None else self.finish(prep)
 
-        The features are ``live_feature_row``'s, computed the same way (``feature_arrays`` on the
-        last ``LIVE_WINDOW_BARS`` candles, last element of each array) straight from the arrays:
-        building a DataFrame and a Series per candle and symbol cost more than the features."""
-        arr = self.arrays(symbol, upto_open_ms)
-        if len(arr) == 0:
-            return None
-        if len(arr) > LIVE_WINDOW_BARS:
-            cut = slice(len(arr) - LIVE_WINDOW_BARS, None)
-            arr = MarketArrays(arr.open_time_ms[cut], {k: v[cut] for k, v in arr.columns.items()})
-        data = feature_arrays(arr, self.app.params_for(symbol))
-        row = np.array([data[name][-1] for name in FRAME_COLS], dtype=np.float64)
-        if not np.isfinite(row[_BASE_POS]).all() or not np.isfinite(row[_ATR_POS]):
-            return None
-        if self._frame_index is None:
-            self._frame_index = FrameIndex.from_columns(list(FRAME_COLS))
-        return context_from_row(symbol, int(arr.open_time_ms[-1]), row, self._frame_index)
+
+@dataclass(slots=True, eq=False)
+class Prepared:
+    """A context in the making (``MarketWindow.prepare`` → ``features`` → ``finish``)."""
+
+    symbol: str
+    open_ms: int
+    market: MarketArrays
+    stage: SignalStage
+    part: MarketPart | None = None
+
+    @property
+    def signal(self) -> Side | None:
+        return side_from_code(self.stage.signal)
+
+
+_INDEX = FrameIndex.from_columns(FRAME_COLS)
+_BASE = np.array([FRAME_COLS.index(c) for c in BASE_FEATURES])

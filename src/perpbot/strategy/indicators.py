@@ -80,7 +80,9 @@ def _as_f64(x: ArrayLike) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x, dtype=np.float64))
 
 
-def window_mean_std(x: np.ndarray, period: int, *, with_std: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def window_mean_std(
+    x: np.ndarray, period: int, *, with_std: bool = True, tail: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Trailing mean and population std over ``period`` values, from the window contents only.
 
     Why not ``talib.SMA``/``talib.BBANDS``: TA-Lib keeps running sums (add the new value, subtract
@@ -93,24 +95,29 @@ def window_mean_std(x: np.ndarray, period: int, *, with_std: bool = True) -> tup
     the deviation is summed in a second pass, so a flat window gives exactly ``mean = x_t`` and
     ``std = 0``, and the result depends only on the ``period`` values. It equals TA-Lib's numbers
     to ~1e-12 relative (tested). A window containing NaN gives NaN, like TA-Lib.
+
+    ``tail``: only the last ``tail`` rows are computed (earlier rows NaN). Each row is a function
+    of its own window, so those rows are bit-identical to the full computation (tested); the live
+    bot needs a few hundred rows of a thousand-bar window.
     """
     n = len(x)
     mean = np.full(n, np.nan)
     std = np.full(n, np.nan)
     if n < period:
         return mean, std
-    win = np.lib.stride_tricks.sliding_window_view(x, period)
-    last = x[period - 1 :]
+    first = period - 1 if tail is None else max(period - 1, n - tail)
+    win = np.lib.stride_tricks.sliding_window_view(x[first - period + 1 :], period)
+    last = x[first:]
     dev = win - last[:, None]
     shift = dev.sum(axis=1) / period
-    mean[period - 1 :] = last + shift
+    mean[first:] = last + shift
     if with_std:
         centred = dev - shift[:, None]
-        std[period - 1 :] = np.sqrt((centred * centred).sum(axis=1) / period)
+        std[first:] = np.sqrt((centred * centred).sum(axis=1) / period)
     return mean, std
 
 
-def stoch_rsi(rsi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def stoch_rsi(rsi: np.ndarray, tail: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stochastic RSI as the SPEC defines it: RSI(14) → stochastic over 14 → K = SMA3 → D = SMA3(K).
 
     ``talib.STOCHRSI`` does not match the SPEC: its ``fastk`` is the *unsmoothed* stochastic and its
@@ -125,7 +132,8 @@ def stoch_rsi(rsi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pandas-ta implementation the design point used, instead of a 0/0 NaN. "Flat" means a range
     ≤ :data:`STOCH_FLAT_RANGE` RSI points: on flat prices Wilder's averages decay together and the
     RSI wobbles in its last bits, which would otherwise be stretched to a full-scale 0–100 value.
-    Takes the RSI(14) series (computed once by :func:`compute_indicators`).
+    Takes the RSI(14) series (computed once by :func:`compute_indicators`); ``tail`` as in
+    :func:`window_mean_std` (K is computed on ``STOCH_D − 1`` more rows, so D's tail is exact).
     """
     lo = talib.MIN(rsi, timeperiod=STOCH_WINDOW)
     hi = talib.MAX(rsi, timeperiod=STOCH_WINDOW)
@@ -134,8 +142,9 @@ def stoch_rsi(rsi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         wide = rng > STOCH_FLAT_RANGE
         raw = np.where(wide, 100.0 * (rsi - lo) / np.where(wide, rng, 1.0), 0.0)
     raw[np.isnan(rng)] = np.nan
-    k, _ = window_mean_std(raw, STOCH_K, with_std=False)
-    d, _ = window_mean_std(k, STOCH_D, with_std=False)
+    k_tail = None if tail is None else tail + STOCH_D - 1
+    k, _ = window_mean_std(raw, STOCH_K, with_std=False, tail=k_tail)
+    d, _ = window_mean_std(k, STOCH_D, with_std=False, tail=tail)
     return k, d
 
 
@@ -145,19 +154,24 @@ def compute_indicators(
     low: ArrayLike,
     close: ArrayLike,
     volume: ArrayLike,
+    *,
+    tail: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Every SPEC §3 indicator for a candle series (keys: :data:`INDICATOR_KEYS`).
 
     ``open`` is accepted for interface symmetry (OHLCV) although no indicator here uses it.
+    ``tail`` (the live bot's last rows): the windowed means (Bollinger, volume MA, Stochastic RSI)
+    only for the last ``tail`` rows, bit-identical there; the recursive TA-Lib indicators always
+    run over the whole series, since their values depend on all of it.
     """
     del open  # no SPEC §3 indicator reads the open; kept in the signature on purpose
     h, lo, c, v = _as_f64(high), _as_f64(low), _as_f64(close), _as_f64(volume)
     macd, macd_signal, macd_hist = talib.MACD(
         c, fastperiod=MACD_FAST, slowperiod=MACD_SLOW, signalperiod=MACD_SIGNAL
     )
-    bb_mid, bb_std = window_mean_std(c, BB_PERIOD)  # = talib.BBANDS(c, 20, 2, 2, SMA), see docstring
+    bb_mid, bb_std = window_mean_std(c, BB_PERIOD, tail=tail)  # = talib.BBANDS(c, 20, 2, 2, SMA)
     rsi = talib.RSI(c, timeperiod=RSI_PERIOD)
-    stoch_k, stoch_d = stoch_rsi(rsi)  # the Stochastic RSI uses the same RSI(14)
+    stoch_k, stoch_d = stoch_rsi(rsi, tail)  # the Stochastic RSI uses the same RSI(14)
     out = {
         "rsi": rsi,
         "macd": macd,
@@ -173,6 +187,6 @@ def compute_indicators(
         "stoch_k": stoch_k,
         "stoch_d": stoch_d,
         "adx": talib.ADX(h, lo, c, timeperiod=ADX_PERIOD),
-        "vol_ma20": window_mean_std(v, VOL_MA_PERIOD, with_std=False)[0],
+        "vol_ma20": window_mean_std(v, VOL_MA_PERIOD, with_std=False, tail=tail)[0],
     }
     return {key: np.asarray(out[key], dtype=np.float64) for key in INDICATOR_KEYS}

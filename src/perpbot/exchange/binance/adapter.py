@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from perpbot.domain.events import ExchangeEvent
+from perpbot.domain.events import AccountUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import (
     ConditionalOrder,
     Fill,
@@ -32,6 +32,7 @@ from perpbot.domain.types import (
     SymbolFilters,
 )
 from perpbot.exchange.binance import codec
+from perpbot.exchange.binance.account_config import AccountConfig
 from perpbot.exchange.binance.budget import WeightBudget, shared_budget, wall_ms
 from perpbot.exchange.binance.ccxt_client import Credentials
 from perpbot.exchange.binance.checks import check_keys_and_account, check_symbols
@@ -42,6 +43,7 @@ from perpbot.exchange.binance.market_stream import Candle, KlineFeed
 from perpbot.exchange.binance.placement import IdempotentPlacer, paged
 from perpbot.exchange.binance.rest import BinanceRest
 from perpbot.exchange.binance.user_stream import KEEPALIVE_S, UserStream
+from perpbot.exchange.binance.wallet import WalletBalance
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.exchange.errors import (
     NO_NEED_TO_CHANGE_MARGIN_TYPE,
@@ -98,7 +100,9 @@ class BinanceExchange(PublicReads):
         )
         self._handlers: list[EventHandler] = []
         self._leverage: dict[str, int] = {}
+        self.config = AccountConfig()  # leverage / margin type as the venue last reported them
         self.user_stream: UserStream | None = None
+        self.wallet = WalletBalance(self._read_balance, lambda: self.rest.writes, self._stream_mark)
 
     def __repr__(self) -> str:
         return f"BinanceExchange({self.endpoints.env}, {self.endpoints.fapi})"
@@ -166,6 +170,8 @@ class BinanceExchange(PublicReads):
 
     async def dispatch(self, event: ExchangeEvent) -> None:
         """Hand one event to every handler in order (called by the user stream, one at a time)."""
+        if isinstance(event, AccountUpdate | OrderTradeUpdate):
+            self.wallet.invalidate()  # before any handler can read the balance
         for handler in tuple(self._handlers):
             try:
                 await handler(event)
@@ -197,6 +203,20 @@ class BinanceExchange(PublicReads):
         raise ExchangeError(-1121, f"Invalid symbol {symbol}.")
 
     async def balance(self) -> float:
+        """The USDT wallet balance: reused while provably unchanged (``wallet.py``), else REST."""
+        return await self.wallet.get()
+
+    def prefetch_balance(self) -> None:
+        """Start reading the balance now, so that an entry moments later need not wait for it."""
+        self.wallet.prefetch()
+
+    def _stream_mark(self) -> int | None:
+        us = self.user_stream
+        if us is None or not us.socket.connected.is_set():
+            return None
+        return us.socket.connects
+
+    async def _read_balance(self) -> float:
         rows = await self.rest.call("fapiPrivateV3GetBalance")
         usdt = [r for r in rows if r.get("asset") == codec.ASSET]
         return codec.num(usdt[0].get("balance")) if usdt else 0.0
@@ -205,21 +225,35 @@ class BinanceExchange(PublicReads):
         rows = await self.rest.call("fapiPrivateV2GetPositionRisk", {"symbol": symbol})
         for row in rows:
             if row.get("symbol") == symbol and row.get("positionSide", "BOTH") == "BOTH":
+                self.config.saw(symbol, row.get("leverage"), row.get("marginType"))
                 p = codec.position_from_json(row, self._leverage.get(symbol))
                 if p is not None:
                     return p
         return None
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
+        """Ensure the venue uses ``leverage`` for ``symbol``: skipped when the ``positionRisk``
+        row read moments ago already says so (``account_config``), sent otherwise."""
+        if self.config.leverage_is(symbol, leverage):
+            self.config.skipped += 1
+            self._leverage[symbol] = int(leverage)
+            return
         await self.rest.call("fapiPrivatePostLeverage", {"symbol": symbol, "leverage": int(leverage)})
         self._leverage[symbol] = int(leverage)
+        self.config.saw(symbol, leverage=int(leverage))
 
     async def set_isolated_margin(self, symbol: str) -> None:
+        """Ensure ISOLATED margin (-4046 "no need to change" is success); skipped like
+        ``set_leverage`` when the venue already reported it."""
+        if self.config.isolated(symbol):
+            self.config.skipped += 1
+            return
         try:
             await self.rest.call("fapiPrivatePostMarginType", {"symbol": symbol, "marginType": "ISOLATED"})
         except ExchangeError as exc:
             if exc.code != NO_NEED_TO_CHANGE_MARGIN_TYPE:
                 raise
+        self.config.saw(symbol, margin_type="isolated")
 
     # ------------------------------------------------------------------ orders
 

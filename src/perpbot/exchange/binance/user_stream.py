@@ -134,6 +134,10 @@ class UserStream:
             raise ConnectionError("listenKeyExpired: a new key is needed")
         if kind == "error":
             raise ConnectionError(f"stream error payload: {data}")
+        if kind == "ACCOUNT_CONFIG_UPDATE":  # leverage / margin changed: set them again
+            ac = data.get("ac")
+            self.ex.config.forget(str(ac["s"]) if isinstance(ac, dict) and "s" in ac else None)
+            return
         if kind not in EVENT_KINDS:
             return
         self.frames_received += 1
@@ -170,6 +174,7 @@ class UserStream:
 
     async def _resync(self) -> None:
         """After a (re)connect: recover the executions and algo changes the stream missed."""
+        self.ex.config.forget()  # a config event may have been missed while deaf
         if not self._baseline_done:
             await self._baseline()
             return

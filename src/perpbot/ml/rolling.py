@@ -1,0 +1,100 @@
+"""Rolling statistics of the feature code (SPEC §4 z-scores, the OI moving average).
+
+Why a module of their own: they carry the train/serve parity property the live bot relies on
+(results depend on a bounded, absolutely anchored history), and the live path computes the last
+row from the shortest input suffix that gives *bit-identical* numbers (:func:`exact_suffix_start`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+Z_STD_FLOOR = 1e-8
+ZSCORE_ROWS_PER_PASS = 1  # rows of one rolling_zscore pass: bounds its temporaries (issue 13, memory)
+
+
+def exact_suffix_start(n: int, anchor: int, window: int) -> int:
+    """First index of the shortest suffix of an ``n``-long series (first row at absolute bar
+    ``anchor``) on which :func:`rolling_zscore` gives the last row bit for bit.
+
+    Why it is exact: the last row's statistics read its own block and the block before it only,
+    each block's prefix sums are computed from that block's values alone, and blocks are anchored
+    to absolute bar numbers. A suffix starting at the previous block's first bar therefore holds
+    the same two blocks, summed in the same order. Every row of the last block is exact too.
+    """
+    if n == 0:
+        return 0
+    last_block = (anchor + n - 1) // window
+    return max(0, (last_block - 1) * window - anchor)
+
+
+def rolling_zscore(
+    x: np.ndarray, window: int, anchor: int = 0, *, rows_per_pass: int = ZSCORE_ROWS_PER_PASS
+) -> np.ndarray:
+    """Trailing rolling z-score of each row of ``x`` (shape ``(n,)`` or ``(k, n)``), SPEC §4.
+
+    ``(x_t − mean)/max(std, 1e-8)`` over the last ``window`` values, population std,
+    ``min_periods=1``, NaNs skipped in the statistics and preserved at ``t``.
+
+    Implementation: per-block inclusive prefix sums of (count, sum, sum of squares) with blocks of
+    exactly ``window`` bars whose boundaries sit at absolute bar numbers ≡ 0 (mod window); ``anchor``
+    is the absolute bar number of ``x[..., 0]``. With block length = window, the window ending at
+    offset ``o`` of block ``b`` is ``prefix[b, o] + (total[b−1] − prefix[b−1, o])``: every operand
+    depends on blocks ``b−1`` and ``b`` only, so the result is a function of a bounded history and
+    not of where the series starts (the parity requirement); cost is O(n) per feature.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    squeeze = arr.ndim == 1
+    data = arr[None, :] if squeeze else arr
+    k, n = data.shape
+    if n == 0:
+        return arr.copy()
+    if k > rows_per_pass:
+        # Rows are independent (every operation below is per row), so a few at a time give the
+        # same numbers with a fraction of the temporaries (~10 arrays of k × n floats). The live
+        # path's short suffixes pass every row at once (``rows_per_pass``): same numbers, faster.
+        out = np.empty_like(data)
+        for i in range(0, k, rows_per_pass):
+            out[i : i + rows_per_pass] = rolling_zscore(data[i : i + rows_per_pass], window, anchor)
+        return out
+    pad = int(anchor) % window
+    nb = -(-(pad + n) // window)
+    valid = ~np.isnan(data)
+    xv = np.where(valid, data, 0.0)
+    # (count, sum, sum of squares) laid out as (3, k, block, offset); in-place to limit temporaries.
+    acc = np.zeros((3, k, nb * window))
+    acc[0, :, pad : pad + n] = valid
+    acc[1, :, pad : pad + n] = xv
+    np.multiply(xv, xv, out=acc[2, :, pad : pad + n])
+    blocks = acc.reshape(3, k, nb, window)
+    np.cumsum(blocks, axis=3, out=blocks)
+    if nb > 1:
+        tail = blocks[:, :, :-1, -1:] - blocks[:, :, :-1, :]  # block b−1 after offset o
+        blocks[:, :, 1:, :] += tail
+    cnt, s1, s2 = acc[:, :, pad : pad + n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s1 / cnt
+        var = s2 / cnt
+        var -= mean * mean
+        np.maximum(var, 0.0, out=var)
+        std = np.sqrt(var, out=var)
+        z = (data - mean) / np.maximum(std, Z_STD_FLOOR, out=std)
+    return z[0] if squeeze else z
+
+
+def rolling_nanmean(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over ``window`` values, NaNs skipped, ``min_periods=1`` (NaN when none valid).
+
+    Summed in a fixed order from shifted copies, so the value at ``t`` depends on the window only.
+    Meant for short windows (the OI MA5).
+    """
+    n = len(x)
+    total = np.zeros(n)
+    count = np.zeros(n)
+    valid = ~np.isnan(x)
+    xv = np.where(valid, x, 0.0)
+    for lag in range(min(window, n)):
+        total[lag:] += xv[: n - lag]
+        count[lag:] += valid[: n - lag]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
