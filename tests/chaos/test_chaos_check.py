@@ -93,7 +93,7 @@ def incarnation(lines: list[str], killed: bool = False) -> cc.Incarnation:
 def test_a_consistent_record_passes_every_check() -> None:
     audit, trades, accounted = record()
     assert cc.check_ledger(audit, trades, accounted, 1000.0) == []
-    assert cc.check_risk(audit, {}, [incarnation([])], LIMITS) == []
+    assert cc.check_risk(audit, [], [incarnation([])], LIMITS) == []
     assert cc.check_client_ids(audit) == []
     assert (
         cc.check_protection(
@@ -168,15 +168,24 @@ def test_more_positions_than_the_limits_allow_are_caught() -> None:
         fill(s, i, "BUY", 10, T0 + i * MIN, ro=False, cid=f"e{i}", oid=i)
         for i, s in enumerate(("XRPUSDT", "TRXUSDT", "DOGEUSDT", "ADAUSDT"), start=1)
     ]
-    v = cc.check_risk({"fills": fills, "income": []}, {}, [incarnation([])], LIMITS)
+    v = cc.check_risk({"fills": fills, "income": []}, [], [incarnation([])], LIMITS)
     assert any("4 positions open" in x for x in v)
     assert any("3 LONG positions" in x for x in v)
 
 
 def test_an_entry_after_the_kill_switch_tripped_is_caught() -> None:
     audit, _, _ = record()
-    (v,) = cc.check_risk(audit, {"TRXUSDT": T0}, [incarnation([])], LIMITS)
-    assert "TRXUSDT entered at" in v and "kill switch tripped" in v
+    (v,) = cc.check_risk(audit, [cc.Trip("TRXUSDT", T0, None)], [incarnation([])], LIMITS)
+    assert "TRXUSDT entered at" in v and f"kill switch was tripped ({T0}, never reset)" in v
+
+
+def test_an_entry_before_the_operator_reset_is_caught_and_one_after_it_is_not() -> None:
+    audit, _, _ = record()
+    entry = min(int(f["time_ms"]) for f in audit["fills"] if f["symbol"] == "TRXUSDT")
+    (v,) = cc.check_risk(audit, [cc.Trip("TRXUSDT", T0, entry + 1)], [incarnation([])], LIMITS)
+    assert f"kill switch was tripped ({T0}, reset at {entry + 1})" in v
+    assert cc.check_risk(audit, [cc.Trip("TRXUSDT", T0, entry)], [incarnation([])], LIMITS) == []
+    assert cc.check_risk(audit, [cc.Trip("XRPUSDT", T0, None)], [incarnation([])], LIMITS) != []
 
 
 def test_an_entry_on_a_day_past_the_loss_limit_is_caught() -> None:
@@ -187,12 +196,12 @@ def test_an_entry_on_a_day_past_the_loss_limit_is_caught() -> None:
         fill("XRPUSDT", 4, "SELL", 100, T0 + 4 * MIN, ro=True, cid="tp2", oid=4, rp=1.0),
     ]
     audit = {"fills": fills, "income": income(fills)}
-    (v,) = cc.check_risk(audit, {}, [incarnation([])], LIMITS)
+    (v,) = cc.check_risk(audit, [], [incarnation([])], LIMITS)
     assert "entered at" in v and "booked loss -60.1000 had reached 5% of base 1000.0000" in v
     # the next day the same entry is allowed
     for f in fills[2:]:
         f["time_ms"] += 86_400_000
-    assert cc.check_risk(audit, {}, [incarnation([])], LIMITS) == []
+    assert cc.check_risk(audit, [], [incarnation([])], LIMITS) == []
 
 
 def test_a_client_id_that_opened_two_positions_is_caught() -> None:

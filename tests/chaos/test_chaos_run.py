@@ -1,15 +1,33 @@
-"""Issue 10 §4, the chaos test: a paper replay of three symbols through ``perpbot simulate`` with
-every fault kind of the simulator injected at seeded random candles, and the bot process killed
-with SIGKILL at seeded random points and restarted on the same journal. Checked at the end from
-the simulator's side (``runtime/chaos_check.py``): no position bare for more than 5 s of replay
-time, every execution in exactly one journal trade with the simulator's PnL, the limits and the
-kill switch held, no client id opened two positions, every fault that hit left its line.
+"""Issue 10 §4, the chaos test: a paper replay of three symbols over ``CI_DAYS`` = 30 simulated
+days through ``perpbot simulate``, with every fault shape of ``chaos_plan.FAULTS`` (every kind
+the simulator has, late and swapped user-stream events included) injected at seeded random
+candles, and the bot process killed with SIGKILL at seeded random points and restarted on the
+same journal. Checked at the end from the simulator's side (``runtime/chaos_check.py``): no
+position bare for more than 5 s of replay time, every execution in exactly one journal trade
+with the simulator's PnL, the limits and the kill switch held, no client id opened two
+positions, every fault that hit left its line; and here: every fault was hit, it traded on all
+three symbols with partial fills.
+
+What is loosened so that all three symbols trade through the month (``chaos_plan.LOOSE``): the
+strategy's gates (signal threshold 2, no ADX or volume filter) and LEVERAGE 3 instead of 10
+(a third of the position size, so the fixed 5 % daily-loss limit is reached on bad days only).
+No risk limit is raised: 3 positions, 2 per side, 5 % daily loss, and the kill switch's rule
+are the production ones and are checked. The harness plays the operator of a tripped kill
+switch: after a day of replay time tripped, it runs ``perpbot kill-switch reset``'s code on the
+journal, which the running bot takes at its next candle; an entry between a trip and its reset is
+a violation.
 
 Three processes: pytest (the harness), the simulator and the bot (``runtime/chaos_bot.py``).
+Each shape of ``FAULTS`` is injected once, in the first 40 % of the month (the wall-time costly
+ones, a latency past the 10 s request timeout and a silent market stream past its 5 s watchdog,
+once each); 4 SIGKILLs.
 
-``CI_DAYS``: the replay length that fits the CI budget (< 5 min on 2 cores, both tests) at
-today's paper speed (2-4 candles/s on a loaded machine); the issue's 30 days is
-``bench/chaos.py --days 30`` until paper replays are fast enough (issue 10 §2).
+Budget: both tests < 5 min on 2 cores; the 30 days need ~10 candles/s for that. Measured
+2026-12-02 on the shared 2-core machine with load average 6-7 (other helpers' suites running):
+2880 candles in 521 s (5.5 candles/s), 5 bot processes, 25 kill-switch trips reset, 534 trades,
+1525 executions, 19/19 faults hit, 0 violations; the no-stop test 19 s; both 540 s. The bot
+process is the bottleneck (CPU per candle: features, ~20 REST calls for OI, funding and the
+per-candle reconcile), so a quiet machine runs it proportionally faster.
 """
 
 from __future__ import annotations
@@ -19,28 +37,38 @@ from pathlib import Path
 import pytest
 
 from perpbot.runtime.chaos import FAULTS, ChaosSettings, run_chaos
+from perpbot.simulator.faults import KINDS
 
-CI_DAYS = 2
+CI_DAYS = 30
 SEED = 20261202
+KILLS = 4
 
 
 @pytest.mark.slow
 def test_a_paper_replay_under_faults_and_sigkills_keeps_every_invariant(tmp_path: Path) -> None:
-    once_each = len(FAULTS) / CI_DAYS  # every kind once (the bench draws many more)
+    once_each = len(FAULTS) / CI_DAYS  # every shape once, in the first 40 % of the month
     res = run_chaos(
         ChaosSettings(
-            days=CI_DAYS, seed=SEED, out=tmp_path, kills=3, faults_per_day=once_each, max_wall_s=240.0
+            days=CI_DAYS,
+            seed=SEED,
+            out=tmp_path,
+            kills=KILLS,
+            faults_per_day=once_each,
+            max_wall_s=600.0,
         )
     )
     print("\n".join(res.summary()))
     assert res.violations == []
-    assert res.kills == 3 and len(res.incarnations) == 4
+    assert res.kills == KILLS and len(res.incarnations) >= KILLS + 1
     hit_kinds = {f["kind"] for f in res.faults if f.get("hits")}
-    assert hit_kinds == {f["kind"] for f in FAULTS}, (
-        f"fault kinds never hit: {set(f['kind'] for f in FAULTS) - hit_kinds}"
-    )
+    assert hit_kinds == set(KINDS), f"fault kinds never hit: {set(KINDS) - hit_kinds}"
+    assert res.evidence.not_hit == [], f"faults never hit: {res.evidence.not_hit}"
     assert res.evidence.seen, "no fault left a line: the evidence check saw nothing"
-    assert res.trades >= 10 and res.fills > res.trades * 2  # it traded, with partial fills
+    traded = {f["symbol"] for f in res.audit["fills"]}
+    assert traded == {"XRPUSDT", "TRXUSDT", "DOGEUSDT"}
+    assert res.trades >= 100 and res.fills > res.trades * 2  # it traded, with partial fills
+    late = [f for f in res.faults if f["kind"] in ("late_events", "swap_events") and f["hits"]]
+    assert late and all(f["withheld"] for f in late)  # user events really were held back
 
 
 @pytest.mark.slow

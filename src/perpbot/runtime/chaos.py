@@ -4,10 +4,16 @@ Three processes, so that killing the bot proves something: this harness, a ``per
 child (the exchange; it survives every kill and keeps the audit), and the bot process
 (``python -m perpbot.runtime.chaos_bot``: the paper runtime attached to the simulator). The
 harness watches replay time through ``/sim/state`` and, at seeded random candles,
-- injects a fault (``POST /sim/faults``), cycling through ``FAULTS`` (every kind the simulator
-  has, each at least once per run, then seeded random picks);
+- injects a fault (``POST /sim/faults``) from ``chaos_plan.fault_plan`` (every shape of
+  ``FAULTS`` once in the first part of the run, then seeded random picks); a fault marked to
+  wait for a position is held back until one is open;
 - kills the bot with SIGKILL after a seeded random wall delay (so the kill lands anywhere in
-  the handling of a candle), then starts a new bot process on the same journal.
+  the handling of a candle), then starts a new bot process on the same journal;
+- plays the operator of a tripped kill switch: once a symbol's switch has been tripped for
+  ``ks_reset_candles`` candles, it runs ``perpbot kill-switch reset``'s code on the journal
+  (``ops_journal.reset_kill_switch``) while the bot runs, which the bot takes at its next
+  candle of that symbol. The switch is not weakened: each [trip, reset) span is handed to
+  ``chaos_check.check_risk``, which finds any entry made inside it.
 When the replay is finished and a bot has exited 0, the checks of ``chaos_check`` run on the
 simulator's audit, its fault log, the journal and the bots' logs. ``bench/chaos.py`` and
 ``tests/chaos`` both call ``run_chaos``.
@@ -19,6 +25,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -29,37 +36,21 @@ from typing import Any
 
 from perpbot.config import MAX_DAILY_LOSS, MAX_POSITIONS, load_config
 from perpbot.runtime import chaos_check as cc
+from perpbot.runtime.chaos_plan import (
+    BAR_MS,
+    CORRELATION,
+    FAULTS,
+    LOOSE,
+    SYMBOLS,
+    fault_plan,
+    needs_position,
+    schedule,
+    wire,
+)
+from perpbot.runtime.ops_journal import reset_kill_switch
 from perpbot.simulator.child import SimulatorChild
 
-BAR_MS = 15 * 60_000
-SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
-CORRELATION = ("BTCUSDT", "ETHUSDT")
-# Loose strategy parameters, so that the bots trade often (several trades a day per symbol).
-LOOSE = {
-    "SIGNAL_THRESHOLD": "2",
-    "ADX_THRESHOLD": "0",
-    "VOL_MULTIPLIER": "1.0",
-    "ATR_SL_MULT": "1.5",
-    "ATR_TP_MULT": "2.0",
-}
-# Every fault kind of the simulator (issue 8 §4), in the shapes the bot must survive.
-FAULTS: tuple[dict[str, Any], ...] = (
-    {"kind": "http_error", "status": 502, "count": 2},  # the next two requests of any kind
-    {"kind": "http_error", "status": 500, "endpoint": "/fapi/v1/algoOrder", "method": "POST", "count": 1},
-    {"kind": "http_error", "status": 503, "endpoint": "/fapi/v1/algoOrder", "method": "DELETE", "count": 1},
-    {"kind": "unknown_after_execution", "endpoint": "/fapi/v1/order", "count": 1},  # executed, reply lost
-    {"kind": "latency", "ms": 11_000, "endpoint": "/fapi/v1/order", "count": 1},  # timeout, then executed
-    {"kind": "rate_limit_burst", "count": 1},  # 429 / -1003
-    {"kind": "time_skew", "ms": 30_000, "seconds": 2},  # -1021
-    {"kind": "reject_orders", "code": -2019, "order_kind": "order", "count": 1},
-    {"kind": "reject_orders", "code": -1008, "order_kind": "algo", "count": 1},  # algo placement fails
-    {"kind": "drop_connection", "stream": "market"},
-    {"kind": "drop_connection", "stream": "private"},
-    {"kind": "silent_stream", "stream": "market", "count": 5},  # one candle of every symbol
-    {"kind": "silent_stream", "stream": "private", "count": 3},  # the next three user events lost
-    {"kind": "expire_listen_key"},
-    {"kind": "adl", "fraction": 0.5},  # injected when a position is open (otherwise it waits)
-)
+__all__ = ["FAULTS", "ChaosResult", "ChaosSettings", "run_chaos"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +59,7 @@ class ChaosSettings:
     seed: int
     out: Path
     kills: int = 3
-    faults_per_day: float = 13.0
+    faults_per_day: float = 3.0
     symbols: tuple[str, ...] = SYMBOLS
     balance: float = 1000.0
     env: dict[str, str] = field(default_factory=lambda: dict(LOOSE))
@@ -81,6 +72,9 @@ class ChaosSettings:
     max_fill_qty: float = 400.0
     max_wall_s: float = 3600.0
     poll_s: float = 0.05
+    # The operator resets a kill switch that has been tripped this many candles (0: never, the
+    # switch latches to the end as it would without an operator).
+    ks_reset_candles: int = 96
 
 
 @dataclass(slots=True)
@@ -97,13 +91,15 @@ class ChaosResult:
     wall_s: float
     net_pnl: float
     audit: dict[str, Any]
+    trips: list[cc.Trip] = field(default_factory=list)
 
     def summary(self) -> list[str]:
         hit = sorted({f["kind"] for f in self.faults if f.get("hits")})
         return [
             f"candles {self.candles}, wall {self.wall_s:.1f} s "
             f"({self.candles / max(self.wall_s, 1e-9):.1f} candles/s)",
-            f"bot processes {len(self.incarnations)}, SIGKILLs {self.kills}",
+            f"bot processes {len(self.incarnations)}, SIGKILLs {self.kills}, kill-switch trips "
+            f"{len(self.trips)} ({sum(t.reset_ms is not None for t in self.trips)} reset by the operator)",
             f"faults injected {len(self.faults)}, hit {sum(1 for f in self.faults if f.get('hits'))} "
             f"({len(hit)} kinds: {', '.join(hit)})",
             f"fault evidence: seen {len(self.evidence.seen)}, nothing to see {len(self.evidence.silent_ok)}, "
@@ -112,30 +108,6 @@ class ChaosResult:
             f"longest unprotected span {self.max_gap_ms / 1000:.1f} s of replay time",
             f"violations {len(self.violations)}",
         ]
-
-
-def schedule(rng: random.Random, candles: int, n: int, first: int = 2) -> list[int]:
-    """``n`` seeded candle indexes in ``[first, candles - 2)``, sorted."""
-    hi = max(first + 1, candles - 2)
-    return sorted(rng.randrange(first, hi) for _ in range(n))
-
-
-def fault_plan(rng: random.Random, candles: int, per_day: float) -> list[tuple[int, dict[str, Any]]]:
-    """Every kind of ``FAULTS`` at least once, then seeded random picks, at seeded candles
-    (none when ``per_day`` is 0)."""
-    if per_day <= 0:
-        return []
-    n = max(len(FAULTS), round(per_day * candles / 96))
-    # The first of each kind in the first half, so that one waiting for an order (a reject, a
-    # lost reply) still meets one before the end; the extra ones anywhere.
-    first = list(FAULTS)
-    rng.shuffle(first)
-    extra = [rng.choice(FAULTS) for _ in range(n - len(FAULTS))]
-    plan = [
-        *zip(schedule(rng, candles // 2 + 2, len(first)), first, strict=True),
-        *zip(schedule(rng, candles, len(extra)), extra, strict=True),
-    ]
-    return sorted(plan, key=lambda p: p[0])
 
 
 def _post(sim: SimulatorChild, path: str, body: Any) -> Any:
@@ -189,6 +161,49 @@ class BotProcess:
         return self.log.read_text(errors="replace").splitlines()
 
 
+def tripped_switches(journal: Path) -> dict[str, int]:
+    """Symbol → replay time of the trip, for every kill switch the journal shows tripped (read
+    only, while a bot may be writing: the journal is SQLite in WAL mode)."""
+    if not journal.exists():
+        return {}
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10.0)
+    try:
+        rows = db.execute("SELECT symbol, time_ms FROM kill_switch WHERE tripped = 1").fetchall()
+    except sqlite3.OperationalError:  # no table yet (a journal being created)
+        return {}
+    finally:
+        db.close()
+    return {str(sym): int(ms) for sym, ms in rows}
+
+
+class Operator:
+    """Resets, as ``perpbot kill-switch reset`` does, every kill switch that has been tripped for
+    ``after_ms`` of replay time, and keeps the [trip, reset) spans for the checks."""
+
+    def __init__(self, journal: Path, after_ms: int) -> None:
+        self.journal = journal
+        self.after_ms = after_ms
+        self.trips: list[cc.Trip] = []
+        self._polled = 0.0
+
+    def poll(self, now_ms: int, every_s: float = 0.5) -> None:
+        """Reset the switches due at replay time ``now_ms`` (the journal is read every ``every_s``
+        of wall time). The running bot takes a reset at its next candle of that symbol, so no
+        entry of it can come before ``now_ms``: the recorded span never covers a legal entry."""
+        if self.after_ms <= 0 or time.monotonic() - self._polled < every_s:
+            return
+        self._polled = time.monotonic()
+        for sym, trip_ms in sorted(tripped_switches(self.journal).items()):
+            if now_ms - trip_ms >= self.after_ms:
+                reset_kill_switch(self.journal, sym, now_ms)
+                self.trips.append(cc.Trip(sym, trip_ms, now_ms))
+
+    def final(self) -> list[cc.Trip]:
+        """Every span: the reset ones and those still tripped at the end."""
+        still = [cc.Trip(sym, t, None) for sym, t in sorted(tripped_switches(self.journal).items())]
+        return [*self.trips, *still]
+
+
 def run_chaos(s: ChaosSettings) -> ChaosResult:
     s.out.mkdir(parents=True, exist_ok=True)
     journal = s.out / "journal.sqlite3"
@@ -209,6 +224,7 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
         ]
     ).start()
     bot: BotProcess | None = None
+    operator = Operator(journal, s.ks_reset_candles * BAR_MS)
     try:
         st = sim.state()
         first_open = int(st["next_candle_open_ms"])
@@ -220,10 +236,9 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
         killed = 0
         while True:
             st = sim.state()
+            now = int(st["replay_time_ms"])
             bot = BotProcess(len(incarnations) + 1, sim, s, journal)
-            inc = cc.Incarnation(
-                bot.n, bot.start_wall_ms, 0, False, int(st["replay_time_ms"]), float(st["balance"])
-            )
+            inc = cc.Incarnation(bot.n, bot.start_wall_ms, 0, False, now, float(st["balance"]))
             incarnations.append(inc)
             while bot.proc.poll() is None:
                 if time.monotonic() - t0 > s.max_wall_s:
@@ -233,20 +248,22 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
                 # Faults only reach a bot whose streams are up (a fault aimed at the dead
                 # process's sockets or listen key would test nobody).
                 conns = st["connections"]
-                while faults and faults[0][0] <= done and conns["market"] and conns["private"]:
+                up = conns["market"] and conns["private"]
+                while faults and faults[0][0] <= done and up:
                     due = faults.pop(0)[1]
-                    if due["kind"] == "adl" and not st["positions"]:
-                        deferred.append(due)  # a deleverage needs a position: wait for one
+                    if needs_position(due) and not st["positions"]:
+                        deferred.append(due)  # armed once a position is open
                     else:
-                        _post(sim, "/sim/faults", due)
-                if deferred and st["positions"] and conns["market"] and conns["private"]:
-                    _post(sim, "/sim/faults", deferred.pop(0))
+                        _post(sim, "/sim/faults", wire(due))
+                while deferred and st["positions"] and up:
+                    _post(sim, "/sim/faults", wire(deferred.pop(0)))
                 if kills and kills[0][0] <= done and not st["finished"]:
                     time.sleep(kills.pop(0)[1])
                     bot.kill()
                     inc.killed = True
                     killed += 1
                     break
+                operator.poll(int(st["replay_time_ms"]))
                 time.sleep(s.poll_s)
             inc.end_wall_ms = time.time_ns() // 1_000_000
             rc = bot.proc.wait()
@@ -254,8 +271,7 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
             inc.lines = bot.lines()
             if not inc.killed:
                 if rc != 0:
-                    tail = "\n".join(inc.lines[-20:])
-                    raise RuntimeError(f"chaos bot {bot.n} exited {rc}:\n{tail}")
+                    raise RuntimeError(f"chaos bot {bot.n} exited {rc}:\n{_tail(bot)}")
                 if sim.state()["finished"]:
                     break
         audit = sim.call("GET", "/sim/audit")
@@ -266,7 +282,12 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
         if bot is not None:
             bot.close()
         sim.stop()
-    return _check(s, audit, fault_log, journal, incarnations, killed, candles, time.monotonic() - t0)
+    trips = operator.final()
+    return _check(s, audit, fault_log, journal, incarnations, killed, candles, time.monotonic() - t0, trips)
+
+
+def _tail(bot: BotProcess) -> str:
+    return "\n".join(bot.lines()[-20:])
 
 
 def _check(
@@ -278,6 +299,7 @@ def _check(
     killed: int,
     candles: int,
     wall_s: float,
+    trips: list[cc.Trip],
 ) -> ChaosResult:
     from perpbot.engine.journal import Journal
 
@@ -287,11 +309,6 @@ def _check(
     try:
         trades = journal.closed_trades()
         accounted = {sym: set(journal.accounted_keys(sym)) for sym in s.symbols}
-        trips = {}
-        for sym in s.symbols:
-            ks = journal.kill_switch_state(sym)
-            if ks is not None and ks.tripped:
-                trips[sym] = ks.time_ms
     finally:
         journal.close()
     evidence = cc.check_fault_evidence(fault_log, incarnations)
@@ -316,4 +333,5 @@ def _check(
         wall_s=wall_s,
         net_pnl=sum(t.net_pnl for t in trades),
         audit=audit,
+        trips=trips,
     )

@@ -12,7 +12,8 @@ violations as one line each; an empty list means the invariant held.
   fees, funding), every execution is accounted, and Σ journal net PnL = Σ income rows.
 - ``check_risk``: at most ``MAX_POSITIONS`` open and ``MAX_SAME_DIRECTION`` per side at every
   execution; no entry on a day whose booked loss already reached the daily limit of the base
-  balance the running bot had read; no entry on a symbol after its kill switch tripped.
+  balance the running bot had read; no entry on a symbol while its kill switch was tripped
+  (from the trip to the operator's reset, or to the end).
 - ``check_client_ids``: an entry client id opened one position, with one order.
 - ``check_fault_evidence``: every fault that hit produced its expected log or alert line in the
   log of the bot process alive at the time (``EVIDENCE``).
@@ -52,11 +53,34 @@ EVIDENCE: dict[str, str] = {
 }
 
 
+# Late or out-of-order user-stream events: a correct bot has nothing to say about them (it
+# dedups executions and reads state by id); what they could break is judged by the ledger
+# (every execution in one trade) and protection checks, so no log line is expected.
+REORDERED = ("late_events", "swap_events")
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     max_positions: int
     max_same_direction: int
     max_daily_loss: float  # fraction of the base balance
+
+
+@dataclass(frozen=True, slots=True)
+class Trip:
+    """A kill switch tripped at ``trip_ms`` (replay time), reset by the operator at the start of
+    the bot process started at ``reset_ms`` (None: still tripped at the end)."""
+
+    symbol: str
+    trip_ms: int
+    reset_ms: int | None
+
+    def blocks(self, symbol: str, at_ms: int) -> bool:
+        return (
+            symbol == self.symbol
+            and at_ms > self.trip_ms
+            and (self.reset_ms is None or at_ms < self.reset_ms)
+        )
 
 
 @dataclass(slots=True)
@@ -191,7 +215,7 @@ def _day(ms: int) -> int:
 
 def check_risk(
     audit: dict[str, Any],
-    trips: dict[str, int],
+    trips: Sequence[Trip],
     incarnations: Sequence[Incarnation],
     limits: Limits,
 ) -> list[str]:
@@ -208,8 +232,13 @@ def check_risk(
         same = sum(1 for x in live if x.side == r.side)
         if same > limits.max_same_direction:
             v.append(f"risk: {same} {r.side} positions at {at} (max {limits.max_same_direction})")
-        if r.symbol in trips and at > trips[r.symbol]:
-            v.append(f"risk: {r.symbol} entered at {at} after its kill switch tripped at {trips[r.symbol]}")
+        for t in trips:
+            if t.blocks(r.symbol, at):
+                until = "never reset" if t.reset_ms is None else f"reset at {t.reset_ms}"
+                v.append(
+                    f"risk: {r.symbol} entered at {at} while its kill switch was tripped "
+                    f"({t.trip_ms}, {until})"
+                )
         base = _base_at(incarnations, at)
         booked = sum(
             _net(x, funding)
@@ -284,6 +313,8 @@ def _stamp_ms(line: str) -> int | None:
 def evidence_pattern(fault: dict[str, Any]) -> str | None:
     """The expected line for ``fault``; None when none is expected (see ``check_fault_evidence``)."""
     kind = fault["kind"]
+    if kind in REORDERED:
+        return None  # handled as ordinary events: the ledger and protection checks judge them
     if kind in ("drop_connection", "silent_stream"):
         if kind == "silent_stream" and fault.get("stream") == "private":
             executions = [w for w in fault.get("withheld", []) if w.endswith((":TRADE", ":CALCULATED"))]
@@ -305,7 +336,7 @@ class EvidenceReport:
 
 
 def fault_label(f: dict[str, Any]) -> str:
-    extra = f.get("stream") or f.get("code") or f.get("status") or f.get("ms") or ""
+    extra = f.get("stream") or f.get("code") or f.get("status") or f.get("event") or f.get("ms") or ""
     return f"{f['kind']}{':' + str(extra) if extra != '' else ''}"
 
 

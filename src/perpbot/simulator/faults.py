@@ -14,6 +14,17 @@ pings answered, no data; a ``count`` counts withheld events), ``expire_listen_ke
 dies now: ``listenKeyExpired``, then the socket closes), ``adl`` (auto-deleverage now: ``fraction``
 of the position of ``symbol``, or of the first symbol holding one, default 0.5; ``x=CALCULATED``,
 client id ``adl_autoclose``). ``http_error`` may name a ``method`` (``DELETE``: a failed cancel).
+
+Late and out-of-order user-stream events (Binance keeps no ordering promise across event types
+and a congested stream can deliver late; SPEC §13 asks the bot to survive both):
+``late_events`` holds the next ``count`` matching user-stream events back and delivers each one
+after ``after`` later events (default 2) went out, or ``ms`` wall milliseconds after it was held
+(default 500), whichever comes first; ``swap_events`` is the same with ``after`` fixed at 1: the
+matching event and the next one are delivered in swapped order. Both match on ``event``
+(``ORDER_TRADE_UPDATE`` | ``ACCOUNT_UPDATE`` | ``ALGO_UPDATE``, default any), ``execution_type``
+(``o.x`` of an order update, e.g. ``TRADE``; default any) and ``symbol``. A held event is counted
+in ``user_events`` only when it is delivered; one still held when its connection dies is lost
+with the connection, as on a real socket. The fault log names what was held (``withheld``).
 """
 
 from __future__ import annotations
@@ -47,7 +58,11 @@ KINDS = (
     "silent_stream",
     "expire_listen_key",
     "adl",
+    "late_events",
+    "swap_events",
 )
+EVENT_TYPES = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "any")
+REORDER = ("late_events", "swap_events")
 INSTANT = ("drop_connection", "expire_listen_key", "adl")
 
 
@@ -137,6 +152,19 @@ def _check_params(kind: str, p: dict[str, Any], at: str, seconds: float | None) 
             raise ValueError(f"{at}: 'order_kind' must be order, algo or any")
     if kind in ("drop_connection", "silent_stream") and p.get("stream") not in ("market", "private"):
         raise ValueError(f"{at}: {kind} needs 'stream': market or private")
+    if kind in REORDER:
+        if p.get("event", "any") not in EVENT_TYPES:
+            raise ValueError(f"{at}: {kind} 'event' must be one of {', '.join(EVENT_TYPES)}")
+        if not isinstance(p.get("execution_type", "any"), str):
+            raise ValueError(f"{at}: {kind} 'execution_type' must be a string such as TRADE")
+        if kind == "swap_events" and "after" in p:
+            raise ValueError(f"{at}: swap_events always delivers after the next event: no 'after'")
+        after = p.get("after", 2)
+        if not isinstance(after, int) or isinstance(after, bool) or not (1 <= after <= 100):
+            raise ValueError(f"{at}: {kind} 'after' must be an integer in 1..100")
+        ms = p.get("ms", 500)
+        if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not (0 < ms <= 60_000):
+            raise ValueError(f"{at}: {kind} 'ms' must be a number in (0, 60000]")
 
 
 def load_fault_file(path: Path, now_ms: int) -> list[Fault]:

@@ -2,27 +2,46 @@
 libraries' ``/private/stream`` (SUBSCRIBE the listen key; combined ``{"stream": K, "data": ev}``).
 
 Every engine event is encoded once by the codec and queued to each connection of the active key.
-When the key dies, its connections get ``listenKeyExpired`` and are closed.
+When the key dies, its connections get ``listenKeyExpired`` and are closed. The ``late_events`` and
+``swap_events`` faults hold an event back and queue it after later ones (``simulator/faults.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from perpbot.domain.events import ExchangeEvent, OrderTradeUpdate
 from perpbot.exchange.binance.codec import event_json
+from perpbot.exchange.sim.faults import event_kind
 from perpbot.simulator.config import SimulatorConfig
-from perpbot.simulator.faults import FaultBook
+from perpbot.simulator.faults import REORDER, Fault, FaultBook
 from perpbot.simulator.listen_keys import ListenKeys
 from perpbot.simulator.ws_conn import StreamConn
 
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
+
+
+def _label(ev: ExchangeEvent) -> str:
+    kind = type(ev).__name__
+    return f"{kind}:{ev.execution_type}" if isinstance(ev, OrderTradeUpdate) else kind
+
+
+@dataclass(slots=True, eq=False)
+class _Held:
+    """An event a reorder fault holds back: due after ``left`` more deliveries or its timer."""
+
+    ev: ExchangeEvent
+    key: str
+    left: int
+    timer: asyncio.TimerHandle | None = None
 
 
 class PrivateHub:
@@ -37,6 +56,7 @@ class PrivateHub:
         # Events queued to at least one connection: a driver (``perpbot paper``) waits until its
         # client handled this many instead of waiting for the stream to go quiet.
         self.pushed = 0
+        self._held: list[_Held] = []  # events a late/swap fault holds back, oldest first
         keys.on_expire.append(self._expired)
 
     def on_event(self, ev: ExchangeEvent) -> None:
@@ -44,10 +64,55 @@ class PrivateHub:
         key = self.keys.key
         if key is None or not self.conns:
             return
-        if self.faults.active and (f := self.faults.take("silent_stream", stream="private")) is not None:
-            kind = type(ev).__name__
-            f.withheld.append(f"{kind}:{ev.execution_type}" if isinstance(ev, OrderTradeUpdate) else kind)
+        if self.faults.active:
+            if (f := self.faults.take("silent_stream", stream="private")) is not None:
+                f.withheld.append(_label(ev))
+                return
+            if (f := self._reorder_fault(ev)) is not None:
+                self._hold(ev, key, f)
+                return
+        self._deliver(ev, key)
+        if self._held:
+            self._count_down()
+
+    def _reorder_fault(self, ev: ExchangeEvent) -> Fault | None:
+        x = ev.execution_type if isinstance(ev, OrderTradeUpdate) else None
+        symbol = getattr(ev, "symbol", None)
+        for kind in REORDER:
+            f = self.faults.take(kind, symbol=symbol, event=event_kind(ev), execution_type=x)
+            if f is not None:
+                return f
+        return None
+
+    def _hold(self, ev: ExchangeEvent, key: str, f: Fault) -> None:
+        f.withheld.append(_label(ev))
+        after = 1 if f.kind == "swap_events" else int(f.params.get("after", 2))
+        held = _Held(ev, key, after)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without a loop (direct calls): released by count only
+            loop = None
+        if loop is not None:
+            ms = float(f.params.get("ms", 500))
+            held.timer = loop.call_later(ms / 1000.0, self._release, held)
+        self._held.append(held)
+
+    def _count_down(self) -> None:
+        """One more event went out: release, in holding order, the held events now due."""
+        for h in self._held:
+            h.left -= 1
+        for h in [h for h in self._held if h.left <= 0]:
+            self._release(h)
+
+    def _release(self, held: _Held) -> None:
+        if held not in self._held:
             return
+        self._held.remove(held)
+        if held.timer is not None:
+            held.timer.cancel()
+        self._deliver(held.ev, held.key)  # to its key's connections open now: none if the key died
+
+    def _deliver(self, ev: ExchangeEvent, key: str) -> None:
         data = event_json(ev)
         raw = combined = None
         sent = False
