@@ -58,6 +58,60 @@ def test_share_balances_by_cost_longest_first() -> None:
     assert share([1, 1, 1], 1) == [[0, 1, 2]]
 
 
+def test_processes_pull_the_costliest_job_first() -> None:
+    assert chart_pool.longest_first([1, 4, 3, 1, 3]) == [1, 2, 4, 0, 3]  # ties keep their order
+    assert chart_pool.longest_first([]) == []
+
+
+def _pids_drawing(
+    monkeypatch: pytest.MonkeyPatch, log: Path, die_in_children: bool = False
+) -> tuple[int, dict[int, int]]:
+    """Make every ``_render_group`` call (forked children included) append ``pid index`` lines
+    to ``log``; with ``die_in_children`` a forked child dies on its first job instead."""
+    parent = os.getpid()
+    index_of: dict[int, int] = {}
+    real = chart_pool._render_group
+
+    def logged(jobs: list[ChartJob]) -> list[str | None]:
+        if die_in_children and os.getpid() != parent:
+            os._exit(1)
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, f"{os.getpid()} {index_of[id(jobs[0])]}\n".encode())
+        finally:
+            os.close(fd)
+        return real(jobs)
+
+    monkeypatch.setattr(chart_pool, "_render_group", logged)
+    return parent, index_of
+
+
+def test_a_batch_is_pulled_job_by_job_by_every_process(
+    run: BacktestResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _jobs(run, tmp_path / "pool")
+    _, index_of = _pids_drawing(monkeypatch, tmp_path / "log")
+    index_of.update({id(j): i for i, j in enumerate(jobs)})
+    assert chart_pool._render_batch(jobs, 3) == [None] * len(jobs)
+    drawn = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
+    assert sorted(int(i) for _, i in drawn) == list(range(len(jobs)))  # each exactly once
+    assert all(j.path.stat().st_size > 1000 for j in jobs)
+
+
+def test_a_dead_child_loses_only_the_job_it_pulled(
+    run: BacktestResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = _jobs(run, tmp_path / "pool")
+    parent, index_of = _pids_drawing(monkeypatch, tmp_path / "log", die_in_children=True)
+    index_of.update({id(j): i for i, j in enumerate(jobs)})
+    results = chart_pool._render_batch(jobs, 2)
+    lost = [i for i, r in enumerate(results) if r is not None]
+    assert len(lost) <= 1 and all(results[i] == "not drawn" for i in lost)  # the pool redraws it
+    drawn = [line.split() for line in (tmp_path / "log").read_text().splitlines()]
+    assert {int(pid) for pid, _ in drawn} == {parent}
+    assert sorted([int(i) for _, i in drawn] + lost) == list(range(len(jobs)))
+
+
 def test_workers_write_the_files_the_parent_would(run: BacktestResult, tmp_path: Path) -> None:
     gc.collect()  # journals earlier tests dropped without close() stop their writer threads
     here = [render(j) for j in _jobs(run, tmp_path / "here")]
