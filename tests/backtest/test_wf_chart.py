@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from rich.console import Console
 
+from perpbot.backtest import walk_forward
 from perpbot.backtest.runner import BacktestConfig
 from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
 from perpbot.backtest.wf_chart import fold_summary
@@ -21,7 +24,18 @@ from .conftest import DAY_MS, loose_config
 SYMS = ("XRPUSDT", "TRXUSDT")
 
 
-def test_walk_forward_writes_fold_charts(markets4: dict[str, pd.DataFrame], tmp_path: Path) -> None:
+def test_walk_forward_writes_fold_charts(
+    markets4: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The chart libraries load in this process while the fold workers run (issue 13), once.
+    preloads: list[int] = []
+    real_preload = walk_forward.preload_chart_libraries
+
+    def preload() -> None:
+        preloads.append(os.getpid())
+        real_preload()
+
+    monkeypatch.setattr(walk_forward, "preload_chart_libraries", preload)
     markets = {s: markets4[s] for s in SYMS}
     # TRXUSDT is "listed" 25 days late: fold 1 (test from day 15) has no history to train it on.
     first = int(markets["TRXUSDT"].index.as_unit("ms").asi8[0])
@@ -33,6 +47,7 @@ def test_walk_forward_writes_fold_charts(markets4: dict[str, pd.DataFrame], tmp_
         cfg, loose_config(SYMS), folds=3, out_dir=tmp_path, lgbm_overrides={"n_estimators": 20}
     )
 
+    assert preloads == ([os.getpid()] if (os.cpu_count() or 1) > 1 else [])  # parallel folds only
     png, html_path = tmp_path / "walk_forward.png", tmp_path / "walk_forward.html"
     assert wf.charts == (png, html_path)
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
