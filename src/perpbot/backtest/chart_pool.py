@@ -7,8 +7,9 @@ parent parses, loads and runs the loop, the worker imports the plotting librarie
 tiny chart of each kind (fonts, date locators, plotly's template and bundle are then loaded; it
 stops drawing them as soon as the real jobs are waiting, ``warm_up``). When the run is done the
 parent sends the chart jobs (``chart_jobs``: plain arrays and JSON, no pickle); the worker forks
-itself once per further usable core (warm children, nothing imported twice), the jobs are shared
-by their measured cost, and every process writes its files atomically. The parent never imports
+itself once per further usable core (warm children, nothing imported twice), each process pulls
+the next job, costliest first, from one shared queue (``_render_batch``) and writes its files
+atomically. The parent never imports
 matplotlib or plotly.
 
 Fail-safe: with no ``fork`` (or threads already running in the parent, where forking is unsafe),
@@ -185,7 +186,7 @@ def _render_batch(jobs: Sequence[ChartJob], processes: int) -> list[str | None]:
     """Every job, drawn by this process and ``processes - 1`` forked children.
 
     Why a shared queue rather than fixed groups (issue 13): the measured cost of a chart varies
-    with its data (a trade chart took 0.25-0.47 s, an HTML page half a PNG, not the quarter
+    with its data (loaded machine: a trade chart took 0.25-0.47 s, an HTML page half a PNG, not the quarter
     ``chart_jobs.COST`` says), so fixed groups finished up to ~0.35 s apart while a core idled.
     Each process instead pulls the next index, costliest first, from one pipe (greedy LPT at run
     time): they finish within about one chart of each other."""
