@@ -126,6 +126,19 @@ def test_workers_write_the_files_the_parent_would(run: BacktestResult, tmp_path:
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
+def test_jobs_sent_first_are_drawn_while_the_caller_works(run: BacktestResult, tmp_path: Path) -> None:
+    # The walk-forward hands its equity charts over, draws its own fold charts, then waits.
+    gc.collect()
+    jobs = _jobs(run, tmp_path)
+    with ChartPool.start(processes=2) as pool:
+        assert pool.pid is not None
+        pool.send(jobs)
+        mine = render(ChartJob("equity_png", tmp_path / "mine.png", jobs[0].data))
+        paths = pool.finish()
+    assert pool.in_process == [] and paths == [j.path for j in jobs]
+    assert mine.read_bytes() == jobs[0].path.read_bytes()  # same chart, same bytes either way
+
+
 def test_a_dead_worker_costs_no_chart(run: BacktestResult, tmp_path: Path) -> None:
     with ChartPool.start(processes=2) as pool:
         assert pool.pid is not None

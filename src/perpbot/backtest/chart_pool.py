@@ -309,6 +309,7 @@ class ChartPool:
         self._from = from_worker
         self._replied = False
         self.in_process: list[ChartJob] = []  # jobs the parent drew itself (fallback)
+        self._jobs: list[ChartJob] = []  # sent, not yet finished
 
     @classmethod
     def start(cls, processes: int | None = None) -> ChartPool:
@@ -341,20 +342,36 @@ class ChartPool:
 
     def render(self, jobs: Sequence[ChartJob]) -> list[Path]:
         """Draw and write every job; returns their paths (in the given order)."""
-        from perpbot.backtest.chart_jobs import encode, render
+        self.send(jobs)
+        return self.finish()
 
-        jobs = list(jobs)
+    def send(self, jobs: Sequence[ChartJob]) -> None:
+        """Hand the jobs to the worker without waiting: the caller may draw something else
+        meanwhile (the walk-forward's own charts), then :meth:`finish`."""
+        from perpbot.backtest.chart_jobs import encode
+
+        self._jobs = list(jobs)
+        if self.pid is not None:
+            try:
+                send(self._to, str(len(self._jobs)).encode())
+                for job in self._jobs:
+                    send(self._to, encode(job))
+            except OSError:  # the worker is gone (broken pipe): finish draws here
+                self.close()
+
+    def finish(self) -> list[Path]:
+        """Wait for the worker's reply; draw here every job it did not write; the paths."""
+        from perpbot.backtest.chart_jobs import render
+
+        jobs, self._jobs = self._jobs, []
         results: list[str | None] = ["no worker"] * len(jobs)
         if self.pid is not None:
             try:
-                send(self._to, str(len(jobs)).encode())
-                for job in jobs:
-                    send(self._to, encode(job))
                 reply = recv(self._from)
                 if reply is not None:
                     results = json.loads(reply)
                     self._replied = True
-            except OSError:  # the worker is gone (broken pipe): draw here
+            except OSError:  # the worker is gone: draw here
                 pass
             self.close()
         for job, res in zip(jobs, results, strict=True):

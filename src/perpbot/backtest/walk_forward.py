@@ -67,8 +67,10 @@ from perpbot.backtest.report import (
     HONESTY_NOTE,
     ReportFiles,
     atomic_write_bytes,
+    equity_chart_jobs,
     format_number,
-    write_report,
+    report_files,
+    write_tables,
 )
 from perpbot.backtest.runner import (
     BacktestConfig,
@@ -587,6 +589,7 @@ def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig
     """``<out>/walk_forward.json`` plus the standard report of each mode in ``<out>/<mode>/``."""
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, ReportFiles] = {}
+    jobs = []
     for mode in MODES:
         params = {
             "mode": mode,
@@ -598,19 +601,27 @@ def write_walk_forward(result: WalkForwardResult, out: Path, cfg: BacktestConfig
         }
         title = f"perpbot walk-forward K={result.k} ({mode.replace('_', ' ')}) {','.join(result.symbols)}"
         ticks = {s: f.tick_size for fold in result.folds for s, f in fold.results[mode].filters.items()}
-        files[mode] = write_report(
-            out / mode, result.trades[mode], result.metrics[mode], params, title=title, ticks=ticks
-        )
+        files[mode] = report_files(out / mode)  # what ``write_report`` writes, charts as jobs
+        write_tables(files[mode], result.trades[mode], result.metrics[mode], params, ticks)
+        jobs += equity_chart_jobs(files[mode], result.metrics[mode], title)
     path = out / "walk_forward.json"
     atomic_write_bytes(
         path, (json.dumps(result.document(), indent=2, allow_nan=False) + "\n").encode("utf-8")
     )
+    from perpbot.backtest.chart_pool import ChartPool
     from perpbot.backtest.wf_chart import walk_forward_html, walk_forward_png
 
     title = f"perpbot walk-forward K={result.k} {','.join(result.symbols)}: ML on vs off, out of sample"
     charts = (out / "walk_forward.png", out / "walk_forward.html")
-    atomic_write_bytes(charts[0], walk_forward_png(result, title))
-    atomic_write_bytes(charts[1], walk_forward_html(result, title).encode("utf-8"))
+    # Both modes' equity charts in a forked chart worker (and its child on a second core), warm:
+    # this process has the plotting libraries loaded (``preload_chart_libraries``) when it forks;
+    # meanwhile it draws the fold charts itself (issue 13, walk-forward within 5 s). Without a
+    # second core or a safe fork, the pool draws them here, the same bytes.
+    with ChartPool.start() as pool:
+        pool.send(jobs)
+        atomic_write_bytes(charts[0], walk_forward_png(result, title))
+        atomic_write_bytes(charts[1], walk_forward_html(result, title).encode("utf-8"))
+        pool.finish()
     return replace(result, out_dir=out, files=files, summary_path=path, charts=charts)
 
 
