@@ -18,6 +18,7 @@ import logging
 log = logging.getLogger(__name__)
 
 RECANCEL_S = 0.5  # how often a lost cancellation is repeated
+STOP_WAIT_S = 10.0  # how long a stop waits for a cancelled background task by default
 
 
 async def cancel_and_wait(task: asyncio.Task[object] | asyncio.Future[object], timeout_s: float) -> bool:

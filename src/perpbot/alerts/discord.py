@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from perpbot.aio import STOP_WAIT_S, cancel_and_wait
 from perpbot.alerts.redact import Redactor, webhook_secrets
 
 log = logging.getLogger(__name__)
@@ -364,9 +365,7 @@ class DiscordNotifier:
                     limit,
                 )
         if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+            await cancel_and_wait(self._worker, STOP_WAIT_S)
             self._worker = None
         if self._session is not None:
             with contextlib.suppress(Exception):

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from perpbot.aio import STOP_WAIT_S, cancel_and_wait
 from perpbot.config import AppConfig
 from perpbot.domain.client_ids import candle_open, make_client_id
 from perpbot.domain.types import (
@@ -364,6 +365,4 @@ class BotBase:
     async def stop(self) -> None:
         """Shutdown (SPEC §13 row 28): cancel background work only. Protective orders stay on the
         exchange on purpose; the next start-up verifies them."""
-        for task in list(self._bg):
-            task.cancel()
-        await asyncio.gather(*list(self._bg), return_exceptions=True)
+        await asyncio.gather(*(cancel_and_wait(t, STOP_WAIT_S) for t in list(self._bg)))

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from perpbot.aio import STOP_WAIT_S, cancel_and_wait
 from perpbot.domain.types import CloseReason
 from perpbot.simulator.child import SimulatorChild
 
@@ -101,9 +102,7 @@ class ReplayClock:
             self._waiting.discard(gate)
         if task in done:
             return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait(task, STOP_WAIT_S)
         raise TimeoutError(f"replay timeout after {timeout}s")
 
     def scope(self) -> contextlib.AbstractContextManager[None]:

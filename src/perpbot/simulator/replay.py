@@ -10,10 +10,10 @@ Market time is replay time; the wall clock only paces the replay (``--speed`` ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from perpbot.aio import STOP_WAIT_S, cancel_and_wait
 from perpbot.data.schema import BAR_MS
 from perpbot.simulator.venue import Venue
 
@@ -100,6 +100,4 @@ class Replay:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, STOP_WAIT_S)

@@ -10,7 +10,6 @@ JSON error; nothing a client sends can make the server answer a traceback or sto
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from perpbot.aio import STOP_WAIT_S, cancel_and_wait
 from perpbot.exchange.sim.engine import SimSettings
 from perpbot.simulator import control, rest_account, rest_orders, rest_public
 from perpbot.simulator.audit import ProtectionAudit
@@ -233,9 +233,7 @@ class SimServer:
     async def stop(self) -> None:
         await self.replay.stop()
         if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+            await cancel_and_wait(self._watch, STOP_WAIT_S)
         hubs = (self.market_hub, self.private_hub)
         for hub in hubs:
             for c in tuple(hub.conns):

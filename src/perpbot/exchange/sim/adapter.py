@@ -24,11 +24,11 @@ then calls the exchange therefore sees what arrived meanwhile, as it would live.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from perpbot.aio import STOP_WAIT_S, cancel_and_wait
 from perpbot.domain.events import ExchangeEvent
 from perpbot.domain.types import (
     ConditionalOrder,
@@ -175,9 +175,7 @@ class SimExchange:
         delivery); call ``drain()`` first when every event must be handled before shutdown."""
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task, STOP_WAIT_S)
 
     async def _dispatch(self) -> None:
         q = self._queue
