@@ -45,10 +45,7 @@ class UnbookedMixin(BotBase):
         if rec is None or self._entry_booked(rec):
             return
         try:
-            pos = await self._rebuild_entry(rec)
-            if pos is None:
-                return
-            fills = await self._retry(lambda: self._ex.user_trades(self.symbol, pos.entry_time_ms))
+            rebuilt = await self._rebuild_entry(rec)
         except ExchangeError as exc:
             if is_transient(exc):
                 raise  # start-up retries the whole recovery
@@ -57,6 +54,9 @@ class UnbookedMixin(BotBase):
             log.error("%s: %s", self.symbol, msg)
             self._journal.record_event(self._clock.now_ms(), "unbooked_unreadable", self.symbol, msg)
             return
+        if rebuilt is None:
+            return
+        pos, fills = rebuilt
         self._learn_closes_of(pos, rec)
         before = self._count_accounted_closes(pos, fills)
         self._pos = pos
@@ -81,8 +81,9 @@ class UnbookedMixin(BotBase):
         last = self._journal.recent_trades(self.symbol, 1)
         return bool(last) and last[0].exit_time_ms > rec.time_ms
 
-    async def _rebuild_entry(self, rec: OrderRecord) -> LocalPosition | None:
-        """The entry as it executed on the venue (None when it never executed)."""
+    async def _rebuild_entry(self, rec: OrderRecord) -> tuple[LocalPosition, list[Fill]] | None:
+        """The entry as it executed on the venue, with the symbol's executions since just before
+        it (its closes among them: one read serves both); None when it never executed."""
         if rec.status in ("EXPIRED", "CANCELED", "REJECTED") and not rec.executed_qty:
             return None  # a final answer with nothing executed
         order_id = rec.order_id or 0
@@ -119,7 +120,7 @@ class UnbookedMixin(BotBase):
         )
         self._account([exec_key(f.trade_id) for f in mine])
         self._entry_acc.setdefault(order_id, EntryAcc())
-        return pos
+        return pos, fills
 
     def _learn_closes_of(self, pos: LocalPosition, rec: OrderRecord) -> None:
         """The journal's own orders after the entry: our market closes (their reason) and the
