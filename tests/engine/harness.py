@@ -196,6 +196,19 @@ class World:
         while self.i < last:
             await self.step(signals.get(self.i + 1), atr)
 
+    def crash(self) -> None:
+        """SIGKILL: the process hears nothing more and writes nothing more to its journal."""
+        self.ex._handlers.clear()
+        self.journal.close()
+
+    async def restart(self, ctx: CandleContext | None) -> SymbolBot:
+        """A new process: a new bot on the same journal file, exchange and risk manager, started
+        (recovery) on ``ctx``."""
+        journal = Journal(self.journal.path)
+        bot = SymbolBot(SYM, self.cfg, self.ex, self.risk, self.filter, journal, self.clock, self.notifier)
+        await bot.start(ctx)
+        return bot
+
     def algo_orders(self) -> list[ConditionalOrder]:
         return self.engine.open_algo_orders(SYM)
 

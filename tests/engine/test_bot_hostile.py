@@ -344,13 +344,8 @@ async def test_a_restart_never_counts_accounted_executions_again(tmp_path: Path)
     await w.run({1: LONG, 3: SHORT}, until=4)
     assert w.bot.state.side is SHORT
     (first,) = w.bot.closed_trades
-    # Restart: a new bot on the same journal and exchange.
-    from perpbot.engine.bot import SymbolBot
-
-    w.ex._handlers.clear()  # the crashed process no longer hears the exchange (nor writes its journal)
-    w.journal.close()
-    bot2 = SymbolBot(SYM, w.cfg, w.ex, w.risk, w.filter, Journal(path), w.clock, w.notifier)
-    await bot2.start(ctx_at(4, 101.0, None))
+    w.crash()  # restart: a new bot on the same journal and exchange
+    bot2 = await w.restart(ctx_at(4, 101.0, None))
     pos = w.engine.position(SYM)
     assert pos is not None
     w.engine.market_order(SYM, OrderSide.BUY, pos.quantity, reduce_only=True, client_order_id="manual")
@@ -402,12 +397,8 @@ async def test_recovery_after_a_crash_before_the_entry_result_uses_the_journaled
     w.journal._db.execute("UPDATE orders SET status = 'REQUESTED', order_id = NULL WHERE kind = 'ENTRY'")
     w.engine.cancel_algo(SYM, w.bot.state.sl_id)
     w.engine.pop_events()
-    from perpbot.engine.bot import SymbolBot
-
-    w.ex._handlers.clear()  # the crashed process no longer hears the exchange (nor writes its journal)
-    w.journal.close()
-    bot2 = SymbolBot(SYM, w.cfg, w.ex, w.risk, w.filter, Journal(path), w.clock, w.notifier)
-    await bot2.start(ctx_at(2, 100.0, None, atr=3.0))  # the preloaded candles' ATR is 3
+    w.crash()  # the crashed process no longer hears the exchange (nor writes its journal)
+    bot2 = await w.restart(ctx_at(2, 100.0, None, atr=3.0))  # the preloaded candles' ATR is 3
     st = bot2.state
     assert st.entry_time_ms == entry_fill.time_ms
     assert bot2._entry_fee(bot2._pos) == pytest.approx(entry_fill.commission)  # type: ignore[arg-type]
@@ -437,13 +428,8 @@ async def test_a_partial_close_counted_before_a_restart_stays_in_the_trade(tmp_p
     w.ex.publish_pending()
     await w.ex.drain()
     assert w.bot.state.qty == pytest.approx(entry_qty - entry_qty / 2)
-    # Restart: a new bot on the same journal and exchange.
-    from perpbot.engine.bot import SymbolBot
-
-    w.ex._handlers.clear()
-    w.journal.close()
-    bot2 = SymbolBot(SYM, w.cfg, w.ex, w.risk, w.filter, Journal(path), w.clock, w.notifier)
-    await bot2.start(ctx_at(2, 100.0, None))
+    w.crash()  # restart: a new bot on the same journal and exchange
+    bot2 = await w.restart(ctx_at(2, 100.0, None))
     rest = w.engine.position(SYM)
     assert rest is not None
     w.engine.market_order(SYM, OrderSide.SELL, rest.quantity, reduce_only=True, client_order_id="manual")

@@ -38,16 +38,13 @@ async def long_world(path: Path, bars: list[tuple[float, float, float, float]] =
 
 
 def crash(w: World) -> None:
-    """SIGKILL: the process hears and writes nothing more; undelivered events are lost."""
-    w.ex._handlers.clear()
-    w.journal.close()
+    """SIGKILL (``World.crash``); the events the venue had not delivered yet are lost too."""
+    w.crash()
     w.engine.pop_events()
 
 
-async def restart(w: World, path: Path) -> SymbolBot:
-    bot = SymbolBot(SYM, w.cfg, w.ex, w.risk, w.filter, Journal(path), w.clock, w.notifier)
-    await bot.start(ctx_at(w.i, float(w.bars[w.i, 3]), None))
-    return bot
+async def restart(w: World) -> SymbolBot:
+    return await w.restart(ctx_at(w.i, float(w.bars[w.i, 3]), None))
 
 
 def reverse_close_in_flight(w: World, *, accounted: int) -> list[Fill]:
@@ -102,13 +99,13 @@ async def test_a_reverse_close_cut_by_a_kill_is_booked_once_at_the_flat_start(
     w = await long_world(path)
     reverse_close_in_flight(w, accounted=accounted)
     crash(w)
-    bot = await restart(w, path)
+    bot = await restart(w)
     assert_whole_round_trip(w, bot, CloseReason.REVERSE)
     events = [e.kind for e in bot._journal.events(symbol=SYM)]
     assert events.count("unbooked_round_trip") == 1
     # A second restart finds the entry booked and books nothing more.
     bot._journal.close()
-    again = await restart(w, path)
+    again = await restart(w)
     assert again.closed_trades == [] and len(again._journal.closed_trades(SYM)) == 1
 
 
@@ -122,7 +119,7 @@ async def test_a_stop_that_fired_while_the_process_was_dead_is_booked_as_sl(tmp_
     w.clock.set(int(w.t[w.i]) + 15 * 60_000)
     w.ex.process_bar(SYM, w.i)
     assert w.engine.position(SYM) is None
-    bot = await restart(w, path)
+    bot = await restart(w)
     assert_whole_round_trip(w, bot, CloseReason.SL)
 
 
@@ -140,7 +137,7 @@ async def test_a_booked_round_trip_is_never_booked_again_after_a_restart(tmp_pat
     booked = w.bot._journal.closed_trades(SYM)
     assert [t.side for t in booked] == [LONG, SHORT]
     crash(w)
-    bot = await restart(w, path)
+    bot = await restart(w)
     assert bot.closed_trades == []
     assert bot._journal.closed_trades(SYM) == booked
     assert not [e for e in bot._journal.events(symbol=SYM) if e.kind == "unbooked_round_trip"]
@@ -174,7 +171,7 @@ async def test_closes_executed_while_dead_stay_in_the_adopted_positions_trade(tm
     crash(w)
     w.engine.market_order(SYM, OrderSide.SELL, 20.0, reduce_only=True, client_order_id="manual-1")
     w.engine.pop_events()
-    bot = await restart(w, path)
+    bot = await restart(w)
     assert bot.state.qty == pytest.approx(30.0)
     w.engine.market_order(SYM, OrderSide.SELL, 30.0, reduce_only=True, client_order_id="manual-2")
     w.engine.pop_events()
@@ -198,7 +195,7 @@ async def test_an_entry_whose_answer_was_never_journaled_is_found_by_client_id(t
     w.i += 1
     w.clock.set(int(w.t[w.i]) + 15 * 60_000)
     w.ex.process_bar(SYM, w.i)
-    bot = await restart(w, path)
+    bot = await restart(w)
     assert_whole_round_trip(w, bot, CloseReason.SL)
 
 
@@ -218,6 +215,6 @@ async def test_an_entry_the_venue_never_saw_books_nothing(tmp_path: Path) -> Non
         client_id=f"pb-{SYM}-lost-entry",
     )
     crash(w)
-    bot = await restart(w, path)
+    bot = await restart(w)
     assert bot.closed_trades == [] and bot.state.side is None
     assert not w.risk.is_open(SYM)
