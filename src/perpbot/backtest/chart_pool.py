@@ -200,18 +200,7 @@ def _render_batch(jobs: Sequence[ChartJob], processes: int) -> list[str | None]:
     os.close(q_w)  # an empty queue then reads as end of file
     children: list[tuple[int, int]] = []
     for _ in range(n - 1):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which leaves with os._exit
-            code = 1
-            try:
-                os.close(r)
-                send(w, json.dumps(_render_pulled(jobs, q_r)).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(w)
-        children.append((pid, r))
+        children.append(_fork_child(lambda: _render_pulled(jobs, q_r)))
     results: list[str | None] = ["not drawn"] * len(jobs)  # a dead child's jobs: the parent draws
     for i, res in _render_pulled(jobs, q_r).items():
         results[i] = res
@@ -225,23 +214,29 @@ def _render_batch(jobs: Sequence[ChartJob], processes: int) -> list[str | None]:
     return results
 
 
+def _fork_child(work: Callable[[], object]) -> tuple[int, int]:
+    """Fork a child that runs ``work`` and sends its JSON answer back; (pid, read end). The
+    child leaves with ``os._exit`` (1 when ``work`` raised: the parent then reads no answer)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which leaves with os._exit
+        code = 1
+        try:
+            os.close(r)
+            send(w, json.dumps(work()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    return pid, r
+
+
 def _render_static(jobs: Sequence[ChartJob], processes: int) -> list[str | None]:
     """Every job, shared by ``share`` between this process and ``processes - 1`` children."""
     groups = share([j.cost for j in jobs], processes)
     children: list[tuple[int, int, list[int]]] = []
     for group in groups[1:]:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which leaves with os._exit
-            code = 1
-            try:
-                os.close(r)
-                send(w, json.dumps(_render_group([jobs[i] for i in group])).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(w)
-        children.append((pid, r, group))
+        children.append((*_fork_child(lambda g=group: _render_group([jobs[i] for i in g])), group))
     results: list[str | None] = ["not drawn"] * len(jobs)
     for i, res in zip(groups[0], _render_group([jobs[i] for i in groups[0]]), strict=True):
         results[i] = res
