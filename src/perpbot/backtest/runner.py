@@ -295,7 +295,8 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     from perpbot.engine.notifier import RecordingNotifier
     from perpbot.engine.risk import RiskManager
     from perpbot.exchange.sim.adapter import SimExchange
-    from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+    from perpbot.exchange.sim.engine import MatchingEngine
+    from perpbot.exchange.sim.settings import SimSettings
 
     t0 = time.perf_counter()
     check_inputs(cfg)
