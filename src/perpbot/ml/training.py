@@ -197,6 +197,7 @@ def train_symbol(
     from perpbot.data.store import data_file_sha256, load_market
     from perpbot.ml import artifacts
     from perpbot.ml.features import build_feature_frame
+    from perpbot.ml.training_log import append_training_log
 
     t0 = time.perf_counter()
     symbol = normalize_symbol(symbol, source="--symbol")
@@ -373,7 +374,7 @@ def train_symbol(
     )
     saved = artifacts.save_model(sym_dir, backend, onnx_bytes, metadata, native_text=native)
     report.files = {k: str(sym_dir / str(saved[k])) for k in ("onnx_file", "native_file") if saved.get(k)}
-    artifacts.append_training_log(sym_dir, _log_entry(report, saved))
+    append_training_log(sym_dir, _log_entry(report, saved))
     tick("saved")
     return report
 
