@@ -149,7 +149,8 @@ class Clearing:
             tid = self._new_trade_id()
             o.status = OrderStatus.FILLED if (last and done == total) else OrderStatus.PARTIALLY_FILLED
             self.events.append(reports.order_report(o, "TRADE", q, price, fee, rp, tid, now))
-            self._record_fill(b, o.order_id, tid, o.side, price, q, fee, rp, now)
+            self.ledger.record_fill(b.symbol, o.order_id, tid, o.side, price, q, fee, rp, now)
+            b.last_fill_ms = now
             self.events.append(self.account_update("ORDER", b, price))
         if last and total == 0:
             o.status = OrderStatus.FILLED
@@ -162,23 +163,9 @@ class Clearing:
         self.wallet += rp - fee
         return rp
 
-    def _record_fill(
-        self,
-        b: Book,
-        oid: int,
-        tid: int,
-        side: OrderSide,
-        price: float,
-        q: float,
-        fee: float,
-        rp: float,
-        now: int,
-    ) -> None:
-        self.ledger.record_fill(b.symbol, oid, tid, side, price, q, fee, rp, now)
-        b.last_fill_ms = now
-
     def deleverage(self, b: Book, q: float, px: float) -> LiveOrder:
         """Close ``q`` of ``b``'s position at ``px`` as an ADL order (``MatchingEngine.deleverage``)."""
+        now = self.now()
         side = OrderSide.SELL if b.qty > 0 else OrderSide.BUY
         sgn = 1 if side is OrderSide.BUY else -1
         oid = self.new_order_id()
@@ -191,15 +178,16 @@ class Clearing:
             OrderType.LIQUIDATION,
             q,
             True,
-            self.now(),
+            now,
         )
         self.registry.add(o)
         rp = self._apply_fill(b, sgn, q, px, 0.0)
         tid = self._new_trade_id()
         o.done_steps = steps_of(q, b.filters.step_size)
         o.executed, o.notional, o.status = q, q * px, OrderStatus.FILLED
-        self.events.append(reports.order_report(o, "CALCULATED", q, px, 0.0, rp, tid, self.now()))
-        self._record_fill(b, oid, tid, side, px, q, 0.0, rp, self.now())
+        self.events.append(reports.order_report(o, "CALCULATED", q, px, 0.0, rp, tid, now))
+        self.ledger.record_fill(b.symbol, oid, tid, side, px, q, 0.0, rp, now)
+        b.last_fill_ms = now
         self.events.append(self.account_update("ORDER", b, px))
         rearm(b)
         return o
@@ -271,7 +259,8 @@ class Clearing:
         b.qty, b.entry, b.iw, b.liq = 0.0, 0.0, 0.0, 0.0
         self.wallet += rp
         self.events.append(reports.liquidation_report(b.symbol, oid, side, q, lp, rp, tid, now))
-        self._record_fill(b, oid, tid, side, lp, q, 0.0, rp, now)
+        self.ledger.record_fill(b.symbol, oid, tid, side, lp, q, 0.0, rp, now)
+        b.last_fill_ms = now
         self.events.append(self.account_update("ORDER", b, lp))
         if clear > 0.0:
             self.wallet -= clear
