@@ -43,7 +43,8 @@ assignments; with a position it reads high/low once and compares them with a pre
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import numpy.typing as npt
@@ -87,6 +88,20 @@ from perpbot.exchange.sim.reports import conditional
 from perpbot.exchange.sim.settings import SimSettings
 
 
+def _clock_of(engine: MatchingEngine) -> Callable[[], int]:
+    """``engine.now_ms`` for its clearing, through a weak reference: a strong one would make a
+    cycle, and a finished engine (its books, fills and events) would then wait for the cyclic
+    garbage collector instead of being freed when its last user drops it."""
+    ref = weakref.ref(engine)
+
+    def now() -> int:
+        e = ref()
+        assert e is not None, "a clearing outlived its engine"
+        return e.now_ms
+
+    return now
+
+
 class MatchingEngine:
     """The simulated account and matching engine. See the module docstring for the model.
 
@@ -106,7 +121,7 @@ class MatchingEngine:
         self._books: dict[str, Book] = {}
         # One list shared with the clearing, never rebound (``pop_events`` empties it in place).
         self._events: list[ExchangeEvent] = []
-        self._clr = Clearing(self.settings, self._books, self._events, lambda: self.now_ms)
+        self._clr = Clearing(self.settings, self._books, self._events, _clock_of(self))
         self._registry = self._clr.registry
         self._fire = self._clr.fire
         self._next_algo_id = 9_000_000_001  # a different range from orders, so a mixed-up id is an error
