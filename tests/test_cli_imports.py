@@ -85,6 +85,7 @@ def test_backtest_imports_its_data_stack_but_never_plotting(synth_data_dir: Path
     # no pydantic-settings either (config_env checks the variables on pydantic-core alone)
     # no pandas (arrays from parquet), matplotlib, plotly, ML runtime or ccxt
     assert sorted(loaded & (set(HEAVY) - needed)) == []
+    assert "pydantic" not in loaded  # typer's option coercion without it (cli.light_params)
     # …and yet every chart is there: the worker drew them.
     charts = ["equity.png", *(f"trades_{s}.png" for s in ("xrpusdt", "trxusdt", "dogeusdt"))]
     for name in charts:

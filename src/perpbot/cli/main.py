@@ -5,9 +5,9 @@ only the module of the command being run when the first argument names one (type
 registered command into a click command before parsing, and each module imports its own
 dependencies), never imports typer's rich help formatter unless help or an error is printed, and
 forks a backtest's chart worker before parsing (``draws_charts``). What typer itself costs was
-measured and kept: it imports pydantic and builds a pydantic adapter per non-flag option while
-parsing (~0.1 s); deferring the adapters of unset options would save only ~15 ms (the first
-adapters pay pydantic's one-time set-up) for a patch of typer's internals.
+measured: it imports pydantic and builds a pydantic adapter per non-flag option while parsing
+(~0.1 s CPU); ``light_params`` coerces the str, Path and unset values of perpbot's options the way
+those adapters do, without pydantic, so a command whose options are of those kinds never imports it.
 ``app`` (tests, ``--help``, anything else) holds every command.
 """
 
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from perpbot.cli import light_params
 from perpbot.cli.common import PIPE_WIDTH
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def _root(
 
 def build_app(modules: Iterable[str] = MODULES) -> typer.Typer:
     """The typer app with the commands of ``modules`` (names in :data:`MODULES`) registered."""
+    light_params.install()  # str/Path/unset option values without importing pydantic
     new = typer.Typer(
         add_completion=False,
         no_args_is_help=True,
