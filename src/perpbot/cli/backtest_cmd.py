@@ -27,8 +27,6 @@ from perpbot.cli.common import (
     SymbolOpt,
     SymbolsOpt,
     config_from_env,
-    console,
-    err_console,
     existing_folder,
     note_synthetic,
     progress,
@@ -335,6 +333,8 @@ def _run_and_print(
         charts = [j.path for j in trade_jobs]
     files = relocate_files(files, stage, shown_out or out)
     charts = [relocate(p, stage, shown_out or out) for p in charts]
+    from perpbot.cli.common import console, err_console  # rich: imported once the run is done
+
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False, highlight=False)
     console.print(summary_renderable(result.metrics, files, result.title, result.notes(), sim=result.sim))
@@ -382,5 +382,7 @@ def walk_forward_and_print(
         summary_path=None if wf.summary_path is None else relocate(wf.summary_path, stage, shown),
         charts=tuple(relocate(p, stage, shown) for p in wf.charts),
     )
+    from perpbot.cli.common import console
+
     console.print(walk_forward_renderable(wf))
     return wf
