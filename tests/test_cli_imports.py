@@ -195,10 +195,10 @@ def test_the_quiet_progress_counts_without_rich() -> None:
         "    b = bar.add_task('b', total=5)\n"
         "    bar.update(a, completed=3, total=9)\n"
         "    bar.advance(b, 2)\n"
-        "    bar.update(b, advance=1)\n"
+        "    bar.update(b, advance=1, description='b 2/5')\n"
         "    bar.remove_task(a)\n"
         "    print([(t.id, t.description, t.completed, t.total) for t in bar.tasks])\n"
         "print(any(m.startswith('rich') for m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split("\n")[:2] == ["[(1, 'b', 3, 5)]", "False"]
+    assert out.stdout.split("\n")[:2] == ["[(1, 'b 2/5', 3, 5)]", "False"]

@@ -247,9 +247,11 @@ class QuietProgress:
         total: float | None = None,
         completed: float | None = None,
         advance: float | None = None,
+        description: str | None = None,
         **fields: Any,
     ) -> None:
         task = self._tasks[task_id]
+        task.description = task.description if description is None else description
         task.total = task.total if total is None else total
         task.completed = task.completed if completed is None else completed
         task.completed += advance or 0.0
