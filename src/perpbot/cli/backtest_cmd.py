@@ -317,31 +317,52 @@ def _run_and_print(
             gc.enable()
             result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
         # Imported once the run is done: nothing before the first candle waits for the report.
-        from perpbot.backtest.report import equity_chart_jobs, report_files, summary_renderable, write_tables
+        from perpbot.backtest.report import equity_chart_jobs, report_files, write_tables
 
         params = result.parameters()
         if filters:
             params["model_dir"] = str(bt_cfg.model_dir)
             params["ml_filters"] = {s: f.status() for s, f in filters.items()}
         files = report_files(stage)
+        jobs = equity_chart_jobs(files, result.metrics, result.title, result.markers())
+        trade_jobs = trade_chart_jobs(result, stage)
+        # The charts go first: the worker draws them while this process writes the tables and
+        # lays out the summary (rich is imported now, off the way to the first candle).
+        pool.send([*jobs, *trade_jobs])
         write_tables(
             files, result.trades, result.metrics, params, {s: f.tick_size for s, f in result.filters.items()}
         )
-        jobs = equity_chart_jobs(files, result.metrics, result.title, result.markers())
-        trade_jobs = trade_chart_jobs(result, stage)
-        pool.render([*jobs, *trade_jobs])
-        charts = [j.path for j in trade_jobs]
-    files = relocate_files(files, stage, shown_out or out)
-    charts = [relocate(p, stage, shown_out or out) for p in charts]
-    from perpbot.cli.common import console, err_console  # rich: imported once the run is done
+        shown = shown_out or out
+        summary = summary_text(
+            result,
+            relocate_files(files, stage, shown),
+            [relocate(j.path, stage, shown) for j in trade_jobs],
+            filters,
+        )
+        pool.finish()
+    from perpbot.cli.common import console, err_console
 
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False, highlight=False)
-    console.print(summary_renderable(result.metrics, files, result.title, result.notes(), sim=result.sim))
-    console.print(f"trade charts: {', '.join(str(p) for p in charts)}", markup=False, highlight=False)
-    for line in filter_lines(filters):
-        console.print(line, markup=False, highlight=False)
+    console.file.write(summary)
+    console.file.flush()
     return result
+
+
+def summary_text(
+    result: BacktestResult, files: ReportFiles, charts: list[Path], filters: dict[str, MLFilter]
+) -> str:
+    """What ``perpbot backtest`` prints on stdout after a run, rendered by its console (same width,
+    colours and wrapping as ``console.print``) but not yet written."""
+    from perpbot.backtest.report import summary_renderable
+    from perpbot.cli.common import console
+
+    with console.capture() as captured:
+        console.print(summary_renderable(result.metrics, files, result.title, result.notes(), sim=result.sim))
+        console.print(f"trade charts: {', '.join(str(p) for p in charts)}", markup=False, highlight=False)
+        for line in filter_lines(filters):
+            console.print(line, markup=False, highlight=False)
+    return captured.get()
 
 
 def trade_chart_jobs(result: BacktestResult, out: Path) -> list[ChartJob]:
