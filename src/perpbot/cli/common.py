@@ -211,6 +211,8 @@ def run_per_symbol(symbols: Sequence[str], job: Callable[[str], None]) -> int:
 
 @dataclass
 class QuietTask:
+    """One task of a :class:`QuietProgress` (the fields the commands read of a rich task)."""
+
     id: int
     description: str
     completed: float = 0.0
