@@ -9,11 +9,9 @@ stderr and exit status 2, before anything is computed.
 from __future__ import annotations
 
 import gc
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,6 +33,7 @@ from perpbot.cli.common import (
     warn,
     writable_folder,
 )
+from perpbot.cli.flag_values import parse_number, parse_utc
 from perpbot.errors import ConfigError
 from perpbot.fileio import relocate, staged_folder
 
@@ -86,43 +85,6 @@ KillSwitchOpt = Annotated[
 
 MAX_FEE = 0.01  # 1 %: twenty times Binance's taker fee; anything above is a typo (0.05 for 0.0005)
 MAX_SLIPPAGE_BPS = 1000.0
-
-
-def parse_number(
-    raw: str | None, flag: str, *, low: float, high: float, low_inclusive: bool = True
-) -> float | None:
-    """A finite number in ``[low, high]`` (or ``(low, high]``); one-line error otherwise.
-
-    Parsed here rather than by typer so that a bad value gets the one-line / exit-2 contract
-    instead of a usage box.
-    """
-    if raw is None:
-        return None
-    try:
-        v = float(raw)
-    except ValueError:
-        raise ConfigError(f"{flag}={raw!r}: not a number") from None
-    ok_low = v >= low if low_inclusive else v > low
-    if not (math.isfinite(v) and ok_low and v <= high):
-        bound = "[" if low_inclusive else "("
-        raise ConfigError(f"{flag}={raw!r}: must be in {bound}{low:g}, {high:g}]")
-    return v
-
-
-def parse_utc(raw: str | None, flag: str) -> datetime | None:
-    """ISO date or date-time; naive means UTC; an explicit offset is converted to UTC."""
-    if raw is None or not raw.strip():
-        return None
-    text = raw.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"{flag}={raw!r}: not a date (expected e.g. 2025-06-01 or 2025-06-01T12:00)"
-        ) from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def register(app: typer.Typer) -> None:
