@@ -38,6 +38,10 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
        awaits it at step 7;
     4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the
        reads are in flight; the OI/funding values complete the row; then ``on_candle``."""
+    probe = latency.PROBE  # bench/bench_runtime.py only
+    if probe is not None:
+        probe.begin(sym, open_ms)
+        probe.stage(sym, open_ms, "job")
     oi = asyncio.ensure_future(rt.exchange.open_interest(sym))
     funding = asyncio.ensure_future(rt.exchange.funding_rate(sym))
     position: asyncio.Future[Any] | None = None
@@ -47,6 +51,8 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         # The rule signal reads the primary's candles only: known before BTC/ETH arrive.
         prep = rt.window.prepare(sym, upto_open_ms=open_ms)
         bot = rt.bots[sym]
+        if probe is not None:
+            probe.stage(sym, open_ms, "signal")
         if prep is not None and prep.signal is not None:
             position = asyncio.ensure_future(rt.exchange.position(sym))
             position_at = time.monotonic()
@@ -57,8 +63,12 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         aligned = await rt.window.align(open_ms)
         if not aligned:
             log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
+        if probe is not None:
+            probe.stage(sym, open_ms, "aligned")
         if prep is not None:
             rt.window.features(prep)
+        if probe is not None:
+            probe.stage(sym, open_ms, "features")
         micro = await _micro(rt, sym, oi, funding)
         rt.window.set_micro(sym, open_ms, micro)
         ctx = None if prep is None else rt.window.finish(prep, micro)
@@ -76,9 +86,8 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         if position is not None and time.monotonic() - position_at > POSITION_READ_MAX_AGE_S:
             _discard(position)
             position = None  # too old a snapshot to decide on: the bot reads it again
-        probe = latency.PROBE  # bench/bench_runtime.py only
         if probe is not None:
-            probe.begin(sym, open_ms)
+            probe.stage(sym, open_ms, "decide")
         await bot.on_candle(ctx, position=position)
         if probe is not None:
             probe.end(sym, open_ms)
