@@ -15,6 +15,10 @@ stamps compare with the bot's):
 - ``venue``: the simulator queued the last of those klines to its sockets → the order. It
   charges the bot for its own read lag (a frame waiting in our socket while the event loop did
   other work), which the frames' receipt stamps cannot show; ``read lag`` reports that lag alone.
+- ``cpu``: the event loop thread's CPU time from the last input's receipt to the order (the
+  bot's own work, all symbols'; no waiting, no preemption): the load-independent companion of
+  ``decision`` on a shared machine (``cpu_bar``: the same from the bar's first closed kline of
+  any symbol, which no reordering of the reads can move).
 Every entry is counted; re-entries after a reverse (SPEC §8.6: close, confirmation, cleanup,
 then the entry) are reported apart from entries made flat, never dropped.
 """
@@ -65,12 +69,24 @@ def summarise(
         got = [released.get(f"{s} {o}") for s in (sym, *inputs_of)]
         return None if any(t is None for t in got) else max(t for t in got if t is not None)
 
-    rows = []  # (symbol, open, sent, kline, inputs, released, is re-entry)
-    for sym, o, sent in probe.entries:
+    def cpu_of_inputs(sym: str, o: int) -> float | None:
+        got = [(probe.klines.get((s, o)), probe.kline_cpu.get((s, o))) for s in (sym, *inputs_of)]
+        if any(t is None or c is None for t, c in got):
+            return None
+        return max(got)[1]  # thread time at the last input's receipt
+
+    first_cpu: dict[int, float] = {}  # open time → thread time at the bar's first closed kline
+    for (_s, o), c in probe.kline_cpu.items():
+        first_cpu[o] = min(c, first_cpu.get(o, c))
+    rows = []  # (symbol, open, sent, kline, inputs, released, is re-entry, cpu at order, at inputs)
+    for sym, o, sent, cpu in probe.entries:
         kline = probe.klines.get((sym, o))
         if o not in counted or kline is None:
             continue
-        rows.append((sym, o, sent, kline, inputs_at(sym, o), released_at(sym, o), (sym, o) in probe.closes))
+        again = (sym, o) in probe.closes
+        rows.append(
+            (sym, o, sent, kline, inputs_at(sym, o), released_at(sym, o), again, cpu, cpu_of_inputs(sym, o))
+        )
     out: dict[str, Any] = {"entries": len(rows)}
     for label, chosen in (("entry", rows), ("flat", [r for r in rows if not r[6]])):
         for clock, start in (("e2e", 3), ("decision", 4), ("venue", 5)):
@@ -78,6 +94,12 @@ def summarise(
             out[f"{label}_{clock}_p50_ms"] = pct(ds, 50) * 1000
             out[f"{label}_{clock}_p99_ms"] = pct(ds, 99) * 1000
             out[f"{label}_{clock}_max_ms"] = max(ds, default=float("nan")) * 1000
+        cpu = [r[7] - r[8] for r in chosen if r[8] is not None]
+        out[f"{label}_cpu_p50_ms"] = pct(cpu, 50) * 1000
+        out[f"{label}_cpu_p99_ms"] = pct(cpu, 99) * 1000
+        cpu = [r[7] - first_cpu[r[1]] for r in chosen if r[1] in first_cpu]
+        out[f"{label}_cpu_bar_p50_ms"] = pct(cpu, 50) * 1000
+        out[f"{label}_cpu_bar_p99_ms"] = pct(cpu, 99) * 1000
     again = [r for r in rows if r[6]]
     out["flat_entries"] = len(rows) - len(again)
     out["reentries"] = len(again)
@@ -114,7 +136,7 @@ def steps(probe: Any, flat: list[tuple[Any, ...]]) -> dict[str, float]:
     entries made flat; ``balance<`` is the last balance answer before the order, ``order`` the
     order itself, ``kline`` the primary's own frame (negative: it came before BTC/ETH)."""
     at: dict[str, list[float]] = {}
-    for sym, o, sent, kline, inputs, _rel, _again in flat:
+    for sym, o, sent, kline, inputs, *_ in flat:
         if inputs is None:
             continue
         marks = dict(probe.stages.get((sym, o), {}))

@@ -14,7 +14,11 @@ Stamps (``time.monotonic``, the clock the WebSocket reader already reads when a 
   answer back, by endpoint (``REST_NAMES``), per symbol (the request's ``symbol`` parameter);
   the balance read, which names no symbol, in ``balances``;
 - ``handled``: the symbol's worker finished ``on_candle`` for it (decision made, orders placed);
-- ``entries``: the entry order's HTTP request is handed to aiohttp.
+- ``entries``: the entry order's HTTP request is handed to aiohttp;
+- ``cpu``: ``time.thread_time`` of the event loop's thread at the kline's receipt and at each
+  entry order: the CPU the bot itself spent in between (every symbol's work), which neither
+  waiting for the venue's answers nor being preempted by other processes adds to. On a machine
+  shared with the simulator and other work this is the figure that does not drift with the load.
 An entry belongs to the candle its symbol's worker is handling at that moment (one job at a time
 per symbol), so no id matching across clocks is needed.
 """
@@ -39,7 +43,8 @@ REST_NAMES = {
 class LatencyProbe:
     klines: dict[tuple[str, int], float] = field(default_factory=dict)
     handled: dict[tuple[str, int], float] = field(default_factory=dict)
-    entries: list[tuple[str, int, float]] = field(default_factory=list)  # symbol, open, sent at
+    entries: list[tuple[str, int, float, float]] = field(default_factory=list)  # sym, open, at, cpu
+    kline_cpu: dict[tuple[str, int], float] = field(default_factory=dict)
     # A reverse (SPEC §8.6): the close order's stamp; its re-entry is in ``entries`` as well.
     closes: dict[tuple[str, int], float] = field(default_factory=dict)
     current: dict[str, int] = field(default_factory=dict)  # symbol → candle open being handled
@@ -50,6 +55,7 @@ class LatencyProbe:
 
     def kline(self, symbol: str, open_ms: int, received: float) -> None:
         self.klines.setdefault((symbol, open_ms), received)
+        self.kline_cpu.setdefault((symbol, open_ms), time.thread_time())
 
     def begin(self, symbol: str, open_ms: int) -> None:
         self.current[symbol] = open_ms
@@ -98,7 +104,7 @@ class LatencyProbe:
         if intent == "close":
             self.closes.setdefault((sym, open_ms), now)
         elif intent == "entry":  # entry, entry2, …
-            self.entries.append((sym, open_ms, now))
+            self.entries.append((sym, open_ms, now, time.thread_time()))
 
 
 PROBE: LatencyProbe | None = None
