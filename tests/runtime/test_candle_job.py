@@ -148,12 +148,17 @@ def _with(rt: Any, venue: Venue) -> RecordingBot:
     return bot
 
 
-async def test_without_an_ml_filter_the_decision_does_not_wait_for_the_oi_answer() -> None:
+def _signal_job(micro_decides: bool) -> tuple[Any, SlowOiVenue, RecordingBot, asyncio.Task[None]]:
+    """A signal candle's job running against a venue whose OI answer waits for ``release``."""
     with_signal, _ = _signal_rows()
-    rt, _, _, open_ms = _runtime(5.0, with_signal, with_correlation=True, micro_decides=False)
+    rt, _, _, open_ms = _runtime(5.0, with_signal, with_correlation=True, micro_decides=micro_decides)
     venue = SlowOiVenue([1000.0])
     bot = _with(rt, venue)
-    job = asyncio.create_task(handle_candle(rt, SYM, open_ms))
+    return rt, venue, bot, asyncio.create_task(handle_candle(rt, SYM, open_ms))
+
+
+async def test_without_an_ml_filter_the_decision_does_not_wait_for_the_oi_answer() -> None:
+    rt, venue, bot, job = _signal_job(micro_decides=False)
     for _ in range(200):
         if bot.contexts:
             break
@@ -202,11 +207,7 @@ async def test_the_oi_history_evolves_the_same_with_or_without_waiting_for_it() 
 
 
 async def test_with_an_ml_filter_the_row_waits_for_the_oi_answer() -> None:
-    with_signal, _ = _signal_rows()
-    rt, _, _, open_ms = _runtime(5.0, with_signal, with_correlation=True, micro_decides=True)
-    venue = SlowOiVenue([1000.0])
-    bot = _with(rt, venue)
-    job = asyncio.create_task(handle_candle(rt, SYM, open_ms))
+    _, venue, bot, job = _signal_job(micro_decides=True)
     await asyncio.sleep(0.2)
     assert not bot.contexts  # the model's inputs are not complete yet
     venue.release.set()

@@ -46,12 +46,17 @@ async def test_a_free_lane_is_taken_without_waiting() -> None:
     assert not lane.held
 
 
-async def test_a_cancelled_waiter_does_not_keep_the_lane() -> None:
+async def _held_with_two_waiters() -> tuple[Lane, asyncio.Task[None], asyncio.Task[None]]:
     lane = Lane()
     await lane.acquire(ROUTINE)
     waiter = asyncio.create_task(lane.acquire(DECIDE))
     later = asyncio.create_task(lane.acquire(BOOKKEEPING))
     await asyncio.sleep(0)
+    return lane, waiter, later
+
+
+async def test_a_cancelled_waiter_does_not_keep_the_lane() -> None:
+    lane, waiter, later = await _held_with_two_waiters()
     waiter.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiter
@@ -62,11 +67,7 @@ async def test_a_cancelled_waiter_does_not_keep_the_lane() -> None:
 
 
 async def test_a_waiter_cancelled_as_it_is_handed_the_lane_passes_it_on() -> None:
-    lane = Lane()
-    await lane.acquire(ROUTINE)
-    waiter = asyncio.create_task(lane.acquire(DECIDE))
-    later = asyncio.create_task(lane.acquire(BOOKKEEPING))
-    await asyncio.sleep(0)
+    lane, waiter, later = await _held_with_two_waiters()
     lane.release()  # handed to ``waiter`` …
     waiter.cancel()  # … which is cancelled before it runs
     with pytest.raises(asyncio.CancelledError):

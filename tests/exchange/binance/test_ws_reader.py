@@ -61,11 +61,16 @@ def _socket(url: str, on_frame: Callable[[Any], Awaitable[None]], **settings: An
     return ResilientSocket("test", the_url, on_frame, on_open, StreamSettings(backoff_s=0.05, **settings))
 
 
-async def _until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
+async def _run_until(sock: ResilientSocket, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Run ``sock`` until ``cond()`` holds, then stop it."""
+    sock.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not cond():
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            await asyncio.sleep(0.01)
+    finally:
+        await sock.stop()
 
 
 async def test_frames_already_in_the_socket_are_handled_before_the_jobs_they_start(server: Any) -> None:
@@ -84,11 +89,7 @@ async def test_frames_already_in_the_socket_are_handled_before_the_jobs_they_sta
             asyncio.get_running_loop().create_task(job())
 
     sock = _socket(await server(serve), on_frame)
-    sock.start()
-    try:
-        await _until(lambda: "job" in seen)
-    finally:
-        await sock.stop()
+    await _run_until(sock, lambda: "job" in seen)
     assert seen == [0, 1, 2, 3, 4, "job"]
 
 
@@ -106,11 +107,7 @@ async def test_a_frame_being_handled_when_a_reconnect_is_asked_is_handled_to_its
         done.append(frame["conn"])
 
     sock = _socket(await server(serve), on_frame)
-    sock.start()
-    try:
-        await _until(lambda: done == [0, 1])
-    finally:
-        await sock.stop()
+    await _run_until(sock, lambda: done == [0, 1])
     assert sock.connects == 2 and sock.watchdog_fires == 0
 
 
@@ -127,11 +124,7 @@ async def test_a_slow_handler_is_not_silence(server: Any) -> None:
         seen.append(frame["i"])
 
     sock = _socket(await server(serve), on_frame, silence_s=0.4)
-    sock.start()
-    try:
-        await _until(lambda: seen == [0, 1])
-    finally:
-        await sock.stop()
+    await _run_until(sock, lambda: seen == [0, 1])
     assert sock.watchdog_fires == 0 and sock.connects == 1
 
 
@@ -141,9 +134,5 @@ async def test_silence_still_reconnects(server: Any) -> None:
             await ws.send_str(json.dumps({"i": 0}))  # then nothing
 
     sock = _socket(await server(serve), lambda frame: asyncio.sleep(0), silence_s=0.3)
-    sock.start()
-    try:
-        await _until(lambda: sock.connects >= 2)
-    finally:
-        await sock.stop()
+    await _run_until(sock, lambda: sock.connects >= 2)
     assert sock.watchdog_fires >= 1
