@@ -69,3 +69,19 @@ def test_a_fold_model_trained_in_memory_is_the_model_trained_from_its_file(
     )  # fmt: skip
     assert (rep.counts["samples"], float(rep.threshold)) == (fold.samples, fold.threshold)
     assert _onnx_sha(tmp_path / "mem" / "models", sym) == _onnx_sha(tmp_path / "file", sym)
+
+
+def test_ml_off_runs_the_early_worker_did_not_start_go_to_the_fold_workers(
+    markets4: dict[str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An instant "import": the early worker is shut down with most ML-off runs not started; they
+    # are cancelled there and must run in the fold pool (a cancelled future is never waited on).
+    monkeypatch.setattr(wf_folds, "preload_fold_libraries", lambda: None)
+    cfg = BacktestConfig(symbols=SYMS3, markets={s: markets4[s] for s in SYMS3})
+    fast = {"n_estimators": 5}
+    par = run_walk_forward(cfg, loose_config(SYMS3), folds=3, lgbm_overrides=fast, workers=2)
+    seq = run_walk_forward(cfg, loose_config(SYMS3), folds=3, lgbm_overrides=fast, workers=1)
+    for a, b in zip(par.folds, seq.folds, strict=True):
+        assert a.models == b.models
+        for mode in ("ml_on", "ml_off"):
+            assert a.results[mode].fingerprint == b.results[mode].fingerprint

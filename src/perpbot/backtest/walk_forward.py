@@ -58,14 +58,14 @@ import numpy as np
 
 from perpbot.backtest.metrics import MetricsReport, summarize
 from perpbot.backtest.report import ReportFiles
-from perpbot.backtest.runner import BacktestConfig, BacktestResult, check_inputs, forward_fill, load_markets
+from perpbot.backtest.runner import BacktestConfig, BacktestResult, check_inputs, forward_fill
 from perpbot.backtest.wf_folds import (
     FoldJob,
     FoldModel,
     WalkForwardFold,
     can_fork_workers,
+    fold_inputs,
     run_folds,
-    shared_features,
     train_fold_model,
 )
 from perpbot.backtest.wf_plan import MIN_FOLD_BARS, check_fold_windows, fold_windows
@@ -124,7 +124,7 @@ def run_walk_forward(
     check_inputs(cfg)
     symbols = tuple(cfg.symbols)
     app = app_config.with_symbols(list(symbols))
-    markets = load_markets(cfg)
+    markets, features = fold_inputs(cfg, app)
     windows = check_fold_windows(markets, folds, cfg.start_ms, cfg.end_ms)
     total = len(windows) * (len(symbols) + 2)
     done = 0
@@ -140,7 +140,7 @@ def run_walk_forward(
         markets=markets,
         journal_path=":memory:",
         entry_filters=None,
-        feature_arrays=cfg.feature_arrays or shared_features(markets, app),
+        feature_arrays=features,
     )
     n_workers = min(len(windows), workers if workers is not None else (os.cpu_count() or 1))
     pool = None

@@ -27,10 +27,11 @@ features, ONNX sessions); the parent loads each fold's filters again from its mo
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import multiprocessing
 from collections.abc import Callable, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +93,27 @@ def shared_features(markets: Mapping[str, pd.DataFrame], app: AppConfig) -> dict
     from perpbot.ml.features import feature_arrays
 
     return {s: feature_arrays(m, app.params_for(s)) for s, m in markets.items()}
+
+
+def fold_inputs(
+    cfg: BacktestConfig, app: AppConfig
+) -> tuple[dict[str, pd.DataFrame], dict[str, dict[str, np.ndarray]]]:
+    """Every symbol's market frame (training slices frames) and whole-market features.
+
+    From ``cfg.markets`` when given (features computed here), else each data file through the
+    input cache (``prepare.cached_inputs``): a warm entry serves the arrays and the features
+    without decoding the parquet file or computing an indicator, as for a plain backtest."""
+    if cfg.markets is not None:
+        markets = {s: cfg.markets[s] for s in cfg.symbols}
+        return markets, dict(cfg.feature_arrays or shared_features(markets, app))
+    from perpbot.backtest.prepare import cached_inputs
+    from perpbot.data.store import market_frame
+
+    markets, features = {}, {}
+    for s in cfg.symbols:
+        arrays, features[s] = cached_inputs(s, cfg.data_dir, app.params_for(s))
+        markets[s] = market_frame(arrays)
+    return markets, features
 
 
 def train_fold_model(
@@ -277,27 +299,41 @@ def can_fork_workers() -> bool:
 
 
 def run_folds(job: FoldJob, workers: int, tick: Tick) -> list[WalkForwardFold]:
-    """Every fold: in this process when ``workers`` ≤ 1 (or without ``fork``), else in ``workers``
-    forked processes, tasks costliest first (module docstring)."""
+    """Every fold: in this process when ``workers`` ≤ 1 (or without ``fork``), else in forked
+    processes (module docstring). The ML-off runs need no model, so one worker forked before the
+    training stack is imported starts them on the core this process leaves idle while importing;
+    what it has not started by then goes to the fold workers."""
     k = len(job.windows)
     if workers <= 1 or not can_fork_workers():
         return [run_fold(job, j, tick) for j in range(1, k + 1)]
-    preload_fold_libraries()
-    tasks = [("on", j) for j in range(k, 0, -1)] + [("off", j) for j in range(1, k + 1)]
     ticks = {"on": len(job.base.symbols) + 1, "off": 1}
+    done: dict[tuple[str, int], Any] = {}
+
+    def collect(fut: Future[Any], task: tuple[str, int]) -> None:
+        done[task] = fut.result()
+        for _ in range(ticks[task[0]]):
+            tick()
+
     global _JOB
     _JOB = job
+    ctx = multiprocessing.get_context("fork")
     try:
-        ctx = multiprocessing.get_context("fork")
+        gc.freeze()  # the workers' collections skip what they inherit (and copy fewer pages)
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as early:
+            first = {early.submit(_task, "off", j): ("off", j) for j in range(1, k + 1)}
+            preload_fold_libraries()
+            early.shutdown(wait=True, cancel_futures=True)
+        for fut, task in first.items():  # finished, or cancelled (never waited on: not "notified")
+            if not fut.cancelled():
+                collect(fut, task)
+        tasks = [("on", j) for j in range(k, 0, -1)] + [t for t in first.values() if t not in done]
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_task, kind, j): (kind, j) for kind, j in tasks}
-            done: dict[tuple[str, int], Any] = {}
+            futures = {pool.submit(_task, *t): t for t in tasks}
             for fut in as_completed(futures):
-                done[futures[fut]] = fut.result()
-                for _ in range(ticks[futures[fut][0]]):
-                    tick()
+                collect(fut, futures[fut])
     finally:
         _JOB = None
+        gc.unfreeze()
     # Back in the parent: each run's config is the one this process would have built, the ML-on
     # run's with the fold's filters loaded again from its models folder (their decision counts
     # came back in the task's filter statistics).
