@@ -8,6 +8,7 @@ Each test names the defect it reproduces and says what the code at commit 93537b
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from perpbot.engine.journal import Journal
 from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, EventRule, FaultPlan, OrderScript
 
 from .factories import BAR, SL_BAR, SYM, T0, ctx_at, flat
-from .harness import LONG, SHORT, World
+from .harness import EXACT, LONG, SHORT, World
 
 LATE = EventFate(Delivery.LATE, 60.0)
 DROP = EventFate(Delivery.DROP)
@@ -441,3 +442,34 @@ async def test_a_partial_close_counted_before_a_restart_stays_in_the_trade(tmp_p
     assert trade.quantity == pytest.approx(entry_qty)
     assert trade.realized_pnl == pytest.approx(sum(f.realized_pnl for f in closes))
     assert trade.exit_fee == pytest.approx(sum(f.commission for f in closes))
+
+
+async def test_a_take_profit_filled_in_parts_whose_last_execution_is_withheld_is_not_re_placed() -> None:
+    """Found by the 180-day chaos run: the TP triggers and fills in three executions (20, 20, 10)
+    and the stream withholds the last one. The bot saw 10 "left" and, with the TP gone from the
+    book, re-placed a TP for it: rejected (it would trigger at once) three times, twice, then an
+    emergency close rejected as reduce-only on a flat account, and an alert for a position its
+    own TP had closed. Now it reads the venue first: flat, so nothing is placed; ``reconcile``
+    books one TP trade of the full quantity with every execution."""
+    tp_cid = make_client_id(SYM, T0 + 2 * BAR, "tp")
+    withheld = EventRule(DROP, kind="ORDER_TRADE_UPDATE", client_id=tp_cid, status="FILLED")
+    w = World(
+        [*flat(100, 3), (100, 112, 99.5, 110), *flat(110, 2)],
+        faults=FaultPlan(events=(withheld,)),
+        settings=replace(EXACT, max_fill_qty_per_execution=20.0),
+    )
+    await w.start()
+    await w.run({1: LONG}, until=5)
+    await w.bot.wait_background()
+    assert w.engine.position(SYM) is None and w.bot.in_position  # the last 10 not seen yet
+    assert [o.kind for o in w.journal.orders(SYM)] == ["ENTRY", "SL", "TP"]  # nothing re-placed
+    kinds = [e.kind for e in w.journal.events(symbol=SYM)]
+    assert "emergency_close" not in kinds and "protection_not_needed" in kinds
+    await w.bot.reconcile()
+    (trade,) = w.bot.closed_trades
+    assert trade.reason is CloseReason.TP and trade.quantity == pytest.approx(50.0)
+    closes = [f for f in w.engine.fills(SYM) if f.side is OrderSide.SELL]
+    assert [f.quantity for f in closes] == [20.0, 20.0, 10.0]
+    assert trade.realized_pnl == pytest.approx(sum(f.realized_pnl for f in closes))
+    assert w.algo_orders() == [] and w.risk.open_positions == {}
+    exchange_fills_booked(w)

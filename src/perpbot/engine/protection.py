@@ -130,7 +130,7 @@ class ProtectionMixin(BotBase):
             elif o.quantity < pos.qty - tol:
                 missing.append(kind)
                 undersized.append(algo_id)
-        if not missing:
+        if not missing or await self._venue_flat(pos):
             return
         msg = f"protection of {pos.qty}: placing {', '.join(missing)}"
         if undersized:
@@ -140,6 +140,29 @@ class ProtectionMixin(BotBase):
         if await self._protect(pos, want_sl="SL" in missing, want_tp="TP" in missing):
             for algo_id in undersized:
                 await self._cancel_algo(algo_id, "undersized protective order replaced")
+
+    async def _venue_flat(self, pos: LocalPosition) -> bool:
+        """True when the venue holds no position although ours is open: a protective order that
+        triggered and filled, whose last executions we have not seen yet (a TP filled in several
+        executions while the stream withheld the last; found by the 180-day chaos run). Nothing
+        is left to protect: re-placing the triggered order is rejected (-2021, it would trigger
+        at once) and ended in an emergency close of a position that was already closed. The
+        withheld executions book the close when they come (the stream's resync, the candle's
+        SYNC close, ``reconcile``). A failed read is not "flat": protection is placed (fail
+        closed)."""
+        try:
+            venue = await self._ex.position(self.symbol)
+        except ExchangeError as exc:
+            log.warning("%s: position read before re-protecting failed (%s); placing", self.symbol, exc)
+            return False
+        if venue is not None and venue.quantity > self._tol():
+            return False
+        if self._pos is not pos or pos.booked:
+            return True
+        msg = f"venue flat while {pos.qty} is open here: nothing re-placed, the close's executions awaited"
+        log.warning("%s: %s", self.symbol, msg)
+        self._journal.record_event(self._clock.now_ms(), "protection_not_needed", self.symbol, msg)
+        return True
 
     async def _ensure_protection_bg(self, pos: LocalPosition) -> None:
         """Background form (from an event handler): waits until no entry or close is in flight,
