@@ -49,6 +49,7 @@ from perpbot.runtime.chaos_plan import (
 )
 from perpbot.runtime.ops_journal import reset_kill_switch
 from perpbot.simulator.child import SimulatorChild
+from perpbot.simulator.weights import WEIGHT_LIMIT
 
 __all__ = ["FAULTS", "ChaosResult", "ChaosSettings", "run_chaos"]
 
@@ -64,10 +65,13 @@ class ChaosSettings:
     balance: float = 1000.0
     env: dict[str, str] = field(default_factory=lambda: dict(LOOSE))
     break_mode: str | None = None  # test-only sabotage of the bot (chaos_bot.BREAK_ENV)
-    # The replay runs hours of market time per wall minute, while a venue counts request weight
-    # per wall minute: the limit is scaled so that it does not pace the replay (429s and bans are
-    # exercised by the ``rate_limit_burst`` fault instead).
-    weight_limit: int = 48_000
+    # Binance's limit, counted on both sides per minute of replay time paced by the wall clock
+    # (``perpbot simulate --replay-limits``, ``weights.PacedReplayClock``), as ``perpbot paper``
+    # does: each candle's requests fall into that candle's replay minute, as they do live. Counted
+    # per wall minute instead, a replay packing hours into a minute was paced by the weight
+    # budget (a 30-day run spent half its wall time waiting for the next wall minute, and the
+    # market stream's watchdog fired in each wait). 429s are exercised by ``rate_limit_burst``.
+    weight_limit: int = WEIGHT_LIMIT
     # Fills split into executions of at most this quantity: partial fills on every order.
     max_fill_qty: float = 400.0
     max_wall_s: float = 3600.0
@@ -219,6 +223,7 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
             repr(s.balance),
             "--weight-limit",
             str(s.weight_limit),
+            "--replay-limits",
             "--max-fill-qty",
             repr(s.max_fill_qty),
         ]
