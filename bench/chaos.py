@@ -17,6 +17,10 @@ at load 5, 2026-12-02, request limits counted on paced replay time), plus ~2.5 s
 restart (imports ~2 s of CPU, then recovery), plus what the faults cost in wall time (a
 ``latency`` fault waits out the bot's 10 s request timeout, a silent market stream its 5 s
 watchdog, a silent private stream up to 2 × 2 s). The CI test (30 days) injects each shape once.
+Measured 2026-12-02 (2 shared cores, load average 2-6): ``--days 180 --seed 1 --kills 60`` (3
+faults a day): 17280 candles in 2084 s (8.3 candles/s), 61 bot processes, 540/540 faults hit,
+150 kill-switch trips, 6716 executions, 3083 trades, longest unprotected span 0.0 s, invariants
+held; 850 s of CPU for harness, simulator and bots.
 """
 
 from __future__ import annotations
