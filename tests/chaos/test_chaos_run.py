@@ -26,8 +26,8 @@ Budget: both tests < 5 min on 2 cores. The replay used to be paced by the reques
 budget (~116 weight per candle against a limit counted per wall minute: ~6.7 candles/s at most,
 ~8.7 min for the month); limits are now counted on paced replay time as in ``perpbot paper``
 (``ChaosSettings.weight_limit``). Measured 2026-12-02 on the shared 2-core machine: 2880 candles
-in 208 s (13.8 candles/s) at load average 4.6-5.1, and 323 s (8.9 candles/s) at load 5.8-6.5
-with a 180-day chaos run beside it; 5 bot processes, 19/19 faults hit, ~530 trades, ~1500
+in 144 s (20 candles/s; the test 146 s) at load average 1.8-3.4, 208 s at load 4.6-5.1, 323 s at
+load 5.8-6.5 with a 180-day chaos run beside it; 5 bot processes, 19/19 faults hit, ~530 trades, ~1500
 executions, 0 violations; bot + simulator ~125 s of CPU for the month (~43 ms per candle): the
 wall times above are that CPU stretched by the other helpers' load. The no-stop test ~20 s.
 """
