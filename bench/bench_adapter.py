@@ -30,7 +30,7 @@ from perpbot.domain.types import OrderSide, OrderType  # noqa: E402
 from perpbot.exchange.binance.adapter import BinanceExchange  # noqa: E402
 from perpbot.exchange.binance.budget import WeightBudget  # noqa: E402
 from perpbot.exchange.binance.ccxt_client import Credentials  # noqa: E402
-from perpbot.exchange.binance.codec import kline_event  # noqa: E402
+from perpbot.exchange.binance.codec.market import kline_event  # noqa: E402
 from perpbot.exchange.binance.environment import resolve_endpoints  # noqa: E402
 from perpbot.exchange.binance.market_stream import BAR_MS, Candle, KlineFeed  # noqa: E402
 from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET  # noqa: E402

@@ -24,7 +24,8 @@ Issue 13 figures (printed first, always; real data, ML off, whole ``perpbot`` pr
 * ``perpbot --help`` wall (target ≤ 0.3 s) and ``import perpbot.cli.main`` wall;
 * ``perpbot backtest --all --no-ml`` with the report and every chart: wall (target ≤ 1.5 s), the
   time from process start to its first candle (target ≤ 0.4 s), the charts' wall once the run is
-  done (the parent waiting for its chart workers, ``backtest.chart_pool``), peak RSS of the
+  done (from sending the jobs to the chart workers, ``backtest.chart_pool``, to the last chart
+  written; the parent writes the tables and lays out its summary meanwhile), peak RSS of the
   largest process (target ≤ 250 MiB; the chart worker is a separate, smaller process),
   fingerprint, the loop's candle-bots/s and the candles it stepped vs skipped; once with the
   default kill switch (the pinned fingerprint) and once with ``--kill-switch off`` (the issue's
@@ -36,7 +37,7 @@ Issue 13 figures (printed first, always; real data, ML off, whole ``perpbot`` pr
   an installed package has its ``.pyc`` files, and with ``PYTHONDONTWRITEBYTECODE`` set nothing
   else would write them, so every process would recompile its perpbot imports (0.1-0.2 s).
   The two inner times come from a driver that runs the very
-  ``perpbot`` entry point with two functions wrapped (``_drive``, ``ChartPool.render``) as their
+  ``perpbot`` entry point with functions wrapped (``_drive``, ``ChartPool.send``/``finish``) as their
   modules load, so nothing is imported earlier than in a plain run;
 * both equity charts (PNG + HTML) drawn in one process after a warm-up (target ≤ 0.3 s; the
   first, cold pair in a fresh process is printed too);

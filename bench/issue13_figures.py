@@ -64,17 +64,21 @@ def _wrap_runner(m):
 
 
 def _wrap_pool(m):
-    render = m.ChartPool.render
+    send, finish = m.ChartPool.send, m.ChartPool.finish  # ``render`` is send + finish
 
-    def timed(self, jobs):
+    def timed_send(self, jobs):
         marks["charts_start"] = time.time()
+        return send(self, jobs)
+
+    def timed_finish(self):
         try:
-            return render(self, jobs)
+            return finish(self)
         finally:
             marks["charts_end"] = time.time()
             marks["charts_in_parent"] = len(self.in_process)
 
-    m.ChartPool.render = timed
+    m.ChartPool.send = timed_send
+    m.ChartPool.finish = timed_finish
 
 
 WRAP = {"perpbot.backtest.runner": _wrap_runner, "perpbot.backtest.chart_pool": _wrap_pool}
@@ -116,8 +120,9 @@ main()
 
 def timed_cli(args: list[str], marks_file: Path, env: dict[str, str]) -> dict[str, float]:
     """One ``perpbot`` process through ``DRIVER``: wall, peak RSS, first candle and chart times
-    (seconds from the process start), and CPU seconds: of the parent up to its first candle and
-    in all (``process_time``, interpreter start-up excluded), of every process (``cpu``)."""
+    (seconds from the process start; the charts from the jobs' sending to the last one written),
+    and CPU seconds: of the parent up to its first candle and in all (``process_time``,
+    interpreter start-up excluded), of every process (``cpu``)."""
     t0 = time.time()
     cmd = [sys.executable, "-c", DRIVER, *args]
     wall, peak, rc, cpu = timed_cpu(cmd, {**env, "BENCH_MARKS": str(marks_file)})

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -48,3 +51,29 @@ def test_html_is_decimated_keeps_the_spike_and_is_deterministic() -> None:
 def test_png_renders() -> None:
     png = equity_png_bytes(_year_report(), "t")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def _png_digest_in_a_fresh_process(first_import: str) -> str:
+    code = (
+        "import hashlib, sys\n"
+        f"{first_import}\n"
+        "import matplotlib.artist\n"
+        "assert matplotlib.artist.kwdoc.__name__ == 'kwdoc'  # restored after the import\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from test_charts import _year_report\n"
+        "from perpbot.backtest.charts import equity_png_bytes\n"
+        "print(hashlib.sha256(equity_png_bytes(_year_report(), 't')).hexdigest())\n"
+    )
+    here = str(Path(__file__).parent)
+    out = subprocess.run([sys.executable, "-c", code, here], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_matplotlib_loaded_without_its_set_docstrings_draws_the_same_bytes() -> None:
+    # charts.load_matplotlib skips the artists' set() docstrings while matplotlib loads (start-up
+    # of the chart worker): the PNG is byte for byte the one of a plain import.
+    plain = _png_digest_in_a_fresh_process("import matplotlib.figure, matplotlib.backends.backend_agg")
+    light = _png_digest_in_a_fresh_process(
+        "from perpbot.backtest.charts import load_matplotlib; load_matplotlib()"
+    )
+    assert len(plain) == 64 and light == plain

@@ -52,7 +52,8 @@ from perpbot.domain.types import ClosedTrade, CloseReason, Fill, OrderType, Side
 from perpbot.engine.journal import Journal
 from perpbot.engine.kill_switch import evaluate
 from perpbot.exchange.sim import adapter as sim_adapter
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.settings import SimSettings
 
 from .conftest import (
     SYMS4,

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import csv
+import gc
 import itertools
 import json
-import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
 
-from perpbot.backtest import walk_forward
+from perpbot.backtest import chart_pool
+from perpbot.backtest.chart_jobs import decode, draw, encode, walk_forward_jobs
 from perpbot.backtest.runner import BacktestConfig
 from perpbot.backtest.walk_forward import run_walk_forward, walk_forward_renderable
-from perpbot.backtest.wf_chart import fold_summary
+from perpbot.backtest.wf_chart import WalkForwardChart, fold_summary, walk_forward_chart
 from perpbot.exchange.filters import is_multiple
 
 from .conftest import DAY_MS, loose_config
@@ -27,15 +29,18 @@ SYMS = ("XRPUSDT", "TRXUSDT")
 def test_walk_forward_writes_fold_charts(
     markets4: dict[str, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The chart libraries load in this process while the fold workers run (issue 13), once.
-    preloads: list[int] = []
-    real_preload = walk_forward.preload_chart_libraries
+    # Every chart, the fold charts included, is a job for the chart worker forked before the
+    # folds ran (issue 13): none is drawn in this process when it could fork.
+    pools: list[tuple[chart_pool.ChartPool, int | None]] = []
+    real_start = chart_pool.ChartPool.start
 
-    def preload() -> None:
-        preloads.append(os.getpid())
-        real_preload()
+    def start(processes: int | None = None) -> chart_pool.ChartPool:
+        pool = real_start(processes)
+        pools.append((pool, pool.pid))
+        return pool
 
-    monkeypatch.setattr(walk_forward, "preload_chart_libraries", preload)
+    monkeypatch.setattr(chart_pool.ChartPool, "start", start)
+    gc.collect()  # journals earlier tests dropped without close() stop their writer threads
     markets = {s: markets4[s] for s in SYMS}
     # TRXUSDT is "listed" 25 days late: fold 1 (test from day 15) has no history to train it on.
     first = int(markets["TRXUSDT"].index.as_unit("ms").asi8[0])
@@ -47,7 +52,10 @@ def test_walk_forward_writes_fold_charts(
         cfg, loose_config(SYMS), folds=3, out_dir=tmp_path, lgbm_overrides={"n_estimators": 20}
     )
 
-    assert preloads == ([os.getpid()] if (os.cpu_count() or 1) > 1 else [])  # parallel folds only
+    assert len(pools) == 1
+    pool, pid = pools[0]
+    if pid is not None:  # forked (on one core, or with threads running, all are drawn here)
+        assert pool.in_process == []
     png, html_path = tmp_path / "walk_forward.png", tmp_path / "walk_forward.html"
     assert wf.charts == (png, html_path)
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 20_000
@@ -84,3 +92,27 @@ def test_walk_forward_writes_fold_charts(
     text = console.export_text()
     assert f"charts: {png}  {html_path}" in text
     assert "capital: 1,000.00 USDT at the start of every fold's run" in text
+
+
+def test_walk_forward_chart_job_round_trips_exactly(
+    markets4: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    cfg = BacktestConfig(symbols=SYMS, markets={s: markets4[s] for s in SYMS}, use_ml=True)
+    wf = run_walk_forward(cfg, loose_config(SYMS), folds=2, lgbm_overrides={"n_estimators": 5}, workers=1)
+    chart = walk_forward_chart(wf, "title")
+    assert chart.folds == tuple(fold_summary(wf))
+    for job in walk_forward_jobs(chart, tmp_path / "w.png", tmp_path / "w.html"):
+        back = decode(encode(job))
+        assert isinstance(back.data, WalkForwardChart)
+        assert (back.kind, back.path, back.data.title, back.data.symbols) == (
+            job.kind,
+            job.path,
+            "title",
+            SYMS,
+        )
+        assert back.data.folds == chart.folds
+        for mode, curve in chart.curves.items():
+            assert curve.time_ms.size > 0
+            assert np.array_equal(back.data.curves[mode].time_ms, curve.time_ms)
+            assert np.array_equal(back.data.curves[mode].values, curve.values)
+        assert draw(back) == draw(job)  # the worker draws the very same bytes

@@ -25,8 +25,8 @@ from perpbot.exchange.binance.ccxt_client import Credentials
 from perpbot.exchange.binance.environment import resolve_endpoints
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import SimSettings
 from perpbot.exchange.sim.faults import FaultPlan
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.simulator.child import SimulatorChild
 from perpbot.simulator.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimulatorConfig
 from perpbot.simulator.market import load_market_data

@@ -40,8 +40,9 @@ from perpbot.engine.risk import RiskManager
 from perpbot.exchange.errors import NO_SUCH_ORDER, ExchangeError
 from perpbot.exchange.port import EventHandler
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
 from perpbot.exchange.sim.faults import FaultPlan
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.ml.decision import FilterDecision, PassThroughFilter
 
 from .factories import BAR, OHLC, SYM, T0, ctx_at

@@ -37,7 +37,7 @@ from perpbot.engine.risk import RiskManager
 from perpbot.exchange.errors import ORDER_WOULD_IMMEDIATELY_TRIGGER, ExchangeError
 from perpbot.exchange.port import ExchangePort
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import SimSettings
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.ml.features import SIDE_INDEX
 
 from .factories import BAR, OHLC, SL_BAR, SYM, T0, closed_trade, ctx_at, flat, order_update

@@ -20,7 +20,8 @@ from perpbot.engine.notifier import RecordingNotifier
 from perpbot.engine.risk import DAY_MS, RiskManager, utc_day
 from perpbot.exchange.errors import ExchangeError, ExchangeUnavailable
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.ml.decision import PassThroughFilter
 
 from .factories import BAR, SYM, T0, ctx_at, order_update

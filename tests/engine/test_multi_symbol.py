@@ -22,7 +22,8 @@ from perpbot.engine.journal import Journal
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.engine.risk import RiskManager
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.ml.decision import PassThroughFilter
 
 from .factories import BAR, OHLC, SL_BAR, T0, ctx_at, flat

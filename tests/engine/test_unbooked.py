@@ -17,8 +17,8 @@ import pytest
 from perpbot.domain.types import CloseReason, Fill, OrderSide
 from perpbot.engine.bot import SymbolBot
 from perpbot.engine.journal import Journal
-from perpbot.exchange.sim.engine import SimSettings
 from perpbot.exchange.sim.faults import FaultPlan
+from perpbot.exchange.sim.settings import SimSettings
 
 from .factories import SYM, ctx_at, flat
 from .harness import LONG, SHORT, World

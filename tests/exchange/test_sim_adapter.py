@@ -13,7 +13,8 @@ from perpbot.domain.types import AlgoStatus, OrderSide, OrderStatus, OrderType, 
 from perpbot.exchange.errors import INVALID_SYMBOL, REDUCE_ONLY_REJECTED, ExchangeError
 from perpbot.exchange.port import ExchangePort
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.settings import SimSettings
 
 SYM = "XRPUSDT"
 BAR = 15 * 60_000

@@ -11,15 +11,16 @@ import pytest
 from perpbot.domain.events import AccountUpdate, AlgoUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import AlgoStatus, OrderSide, OrderStatus, OrderType, Side, SymbolFilters
 from perpbot.exchange import errors as E
-from perpbot.exchange.errors import QTY_BELOW_MIN, ExchangeError
-from perpbot.exchange.sim.engine import (
+from perpbot.exchange.errors import (
     INVALID_LEVERAGE,
     INVALID_ORDER_TYPE,
     INVALID_SYMBOL,
     MARGIN_TYPE_WITH_POSITION,
-    MatchingEngine,
-    SimSettings,
+    QTY_BELOW_MIN,
+    ExchangeError,
 )
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.settings import SimSettings
 
 SYM = "XRPUSDT"
 BAR = 15 * 60_000

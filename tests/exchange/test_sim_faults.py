@@ -20,7 +20,7 @@ from perpbot.engine.clock import SimClock
 from perpbot.exchange.errors import NO_SUCH_ORDER, SERVER_BUSY, ExchangeError, ExchangeUnavailable
 from perpbot.exchange.port import ExchangePort
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import ADL_CLIENT_ID, MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
 from perpbot.exchange.sim.faults import (
     CallFault,
     Delivery,
@@ -30,6 +30,7 @@ from perpbot.exchange.sim.faults import (
     OrderScript,
     event_kind,
 )
+from perpbot.exchange.sim.settings import ADL_CLIENT_ID, SimSettings
 
 SYM = "XRPUSDT"
 BAR = 15 * 60_000

@@ -9,7 +9,8 @@ import pytest
 from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import AlgoStatus, OrderSide, OrderStatus, OrderType, SymbolFilters
 from perpbot.exchange.errors import NO_SUCH_ORDER, UNKNOWN_ORDER, ExchangeError
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.settings import SimSettings
 
 SYM = "XRPUSDT"
 BAR = 15 * 60_000

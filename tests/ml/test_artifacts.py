@@ -1,4 +1,4 @@
-"""Model files: round trip, backups, atomicity, unwritable folder, schema refusal, training log, deploy."""
+"""Model files: round trip, backups, atomicity, unwritable folder, schema refusal."""
 
 from __future__ import annotations
 
@@ -13,17 +13,15 @@ import pytest
 from onnx import TensorProto, helper
 
 from perpbot.errors import ModelError
-from perpbot.ml import artifacts
+from perpbot.ml import artifacts, atomic_files
 from perpbot.ml.artifacts import (
-    append_training_log,
-    backup_path,
     build_metadata,
     check_schema,
     load_metadata,
     read_model,
-    read_training_log,
     save_model,
 )
+from perpbot.ml.atomic_files import backup_path
 from perpbot.ml.features import FEATURE_COLS, feature_schema_hash
 
 N_FEAT = len(FEATURE_COLS)
@@ -144,7 +142,7 @@ def test_failure_between_renames_leaves_the_old_files(
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(artifacts.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic_files.os, "replace", failing_replace)
     with pytest.raises(ModelError, match="previous files kept"):
         save_model(tmp_path, "lgbm", const_model(0.9), meta(), native_text="tree v2\n")
     monkeypatch.undo()
@@ -158,7 +156,7 @@ def test_failure_between_renames_leaves_the_old_files(
 def test_failure_while_writing_leaves_the_old_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     save_model(tmp_path, "nn", const_model(0.3), meta("nn"))
     before = snapshot(tmp_path)
-    real_write = artifacts._write_temp
+    real_write = atomic_files.write_temp
     calls = {"n": 0}
 
     def flaky(folder: Path, name: str, data: bytes) -> Path:
@@ -167,7 +165,7 @@ def test_failure_while_writing_leaves_the_old_files(tmp_path: Path, monkeypatch:
             raise OSError(5, "Input/output error")
         return real_write(folder, name, data)
 
-    monkeypatch.setattr(artifacts, "_write_temp", flaky)
+    monkeypatch.setattr(atomic_files, "write_temp", flaky)
     with pytest.raises(ModelError, match=re.escape(str(tmp_path))):
         save_model(tmp_path, "nn", const_model(0.9), meta("nn"))
     assert snapshot(tmp_path) == before  # no temp files, no backups touched, nothing replaced
@@ -183,7 +181,7 @@ def test_first_save_failure_leaves_nothing_half_written(
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(artifacts.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic_files.os, "replace", failing_replace)
     with pytest.raises(ModelError):
         save_model(tmp_path / "new", "nn", const_model(0.9), meta("nn"))
     assert list((tmp_path / "new").iterdir()) == []  # the metadata written first was removed again
@@ -262,25 +260,6 @@ def test_jsonable_unwraps_numpy() -> None:
     out = artifacts.jsonable({"a": np.float32(0.5), "b": np.arange(3), "c": (np.inf, 1)})
     assert out == {"a": 0.5, "b": [0, 1, 2], "c": [None, 1]}
     json.dumps(out, allow_nan=False)
-
-
-# --------------------------------------------------------------------------- training log
-
-
-def test_training_log_is_append_only(tmp_path: Path) -> None:
-    append_training_log(tmp_path, {"backend": "lgbm", "auc": np.float64(0.6)})
-    append_training_log(tmp_path, {"backend": "nn", "auc": float("nan")})
-    entries = read_training_log(tmp_path)
-    assert [e["backend"] for e in entries] == ["lgbm", "nn"]
-    assert entries[0]["auc"] == 0.6 and entries[1]["auc"] is None and "logged_at" in entries[0]
-    assert [p.name for p in tmp_path.iterdir()] == ["training_log.json"]  # no lock or temp files left
-
-
-def test_unreadable_training_log_is_not_overwritten(tmp_path: Path) -> None:
-    (tmp_path / "training_log.json").write_text("{broken")
-    with pytest.raises(ModelError, match="nothing was appended"):
-        append_training_log(tmp_path, {"backend": "lgbm"})
-    assert (tmp_path / "training_log.json").read_text() == "{broken"
 
 
 def test_saved_onnx_is_loadable(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ import pytest
 
 from perpbot.errors import ModelError
 from perpbot.ml import deploy as deploy_mod
-from perpbot.ml.artifacts import append_training_log, read_model, read_training_log, save_model
+from perpbot.ml.artifacts import read_model, save_model
 from perpbot.ml.deploy import DeployPlan, deploy, deploy_all
+from perpbot.ml.training_log import append_training_log, read_training_log
 from tests.ml.test_artifacts import const_model, meta, snapshot
 
 # --------------------------------------------------------------------------- deploy

@@ -35,7 +35,7 @@ from perpbot.data.schema import BAR_MS, data_path
 from perpbot.data.store import load_market
 from perpbot.data.synth import synth_market
 from perpbot.ml import features as feat
-from perpbot.ml import training, tuning
+from perpbot.ml import promotion, training, tuning, tuning_cv
 from perpbot.ml.dataset import SOURCE_SIGNAL, Dataset, build_dataset
 from perpbot.ml.evaluation import positive_proba
 from perpbot.ml.labels import LOOKAHEAD, barrier_labels
@@ -436,7 +436,7 @@ def tune_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _spy_tuning(monkeypatch: pytest.MonkeyPatch, *, leak: bool = False) -> dict[str, Any]:
     got: dict[str, Any] = {"calls": []}
-    real_ds, real_folds, real_fit = tuning.build_dataset, tuning.purged_walk_forward, tuning.fit_backend
+    real_ds, real_folds, real_fit = tuning.build_dataset, tuning.purged_walk_forward, tuning_cv.fit_backend
 
     def ds_spy(*a: Any, **k: Any) -> Dataset:
         got["ds"] = real_ds(*a, **k)
@@ -455,7 +455,7 @@ def _spy_tuning(monkeypatch: pytest.MonkeyPatch, *, leak: bool = False) -> dict[
 
     monkeypatch.setattr(tuning, "build_dataset", ds_spy)
     monkeypatch.setattr(tuning, "purged_walk_forward", folds_spy)
-    monkeypatch.setattr(tuning, "fit_backend", fit_spy)
+    monkeypatch.setattr(tuning_cv, "fit_backend", fit_spy)
     return got
 
 
@@ -505,13 +505,13 @@ def test_tuning_objective_fits_on_purged_folds_and_scores_validation_signal_rows
             pr, rc, _ = precision_recall_curve(d.y[val], p)
             ok = rc[:-1] >= 0.35
             auc.append(roc_auc_score(d.y[val], p))
-            if d.y[val].sum() >= tuning.MIN_FOLD_POSITIVES:
+            if d.y[val].sum() >= tuning_cv.MIN_FOLD_POSITIVES:
                 prec.append(pr[:-1][ok].max() if ok.any() else 0.0)
         scores.append(np.mean(prec) + 0.001 * np.mean(auc))
     assert rep.baseline is not None and rep.baseline.score == pytest.approx(scores[0])
     trial_scores = [t["score"] for t in rep.results["trials"]]
     assert trial_scores == pytest.approx(scores[1:])
-    assert rep.promoted == tuning.promotion_decision(rep.best, rep.baseline)[0]
+    assert rep.promoted == promotion.promotion_decision(rep.best, rep.baseline)[0]
 
 
 def test_tuning_check_catches_unpurged_folds(
@@ -522,21 +522,21 @@ def test_tuning_check_catches_unpurged_folds(
     assert "early-stopping labels reach the validation period" in tuning_problems(got)
 
 
-def _cv(score: float, std: float, folds: int) -> tuning.CVResult:
-    return tuning.CVResult(score, 0.6, score, 0.4, std, folds)
+def _cv(score: float, std: float, folds: int) -> tuning_cv.CVResult:
+    return tuning_cv.CVResult(score, 0.6, score, 0.4, std, folds)
 
 
 def test_promotion_rule_boundaries() -> None:
     base = _cv(0.40, 0.0, 5)
-    margin = tuning.PROMOTION_MARGIN
-    assert not tuning.promotion_decision(_cv(0.40 + margin - 1e-9, 0.0, 5), base)[0]
-    assert tuning.promotion_decision(_cv(0.40 + margin + 1e-9, 0.0, 5), base)[0]
-    assert tuning.promotion_decision(_cv(0.60, tuning.MAX_FOLD_PRECISION_STD, 5), base)[0]
-    assert not tuning.promotion_decision(_cv(0.60, tuning.MAX_FOLD_PRECISION_STD + 1e-9, 5), base)[0]
-    assert not tuning.promotion_decision(_cv(0.60, float("nan"), 5), base)[0]
-    assert tuning.promotion_decision(_cv(0.60, 0.0, tuning.MIN_PRECISION_FOLDS), base)[0]
-    assert not tuning.promotion_decision(_cv(0.60, 0.0, tuning.MIN_PRECISION_FOLDS - 1), base)[0]
-    assert not tuning.promotion_decision(None, base)[0]
+    margin = promotion.PROMOTION_MARGIN
+    assert not promotion.promotion_decision(_cv(0.40 + margin - 1e-9, 0.0, 5), base)[0]
+    assert promotion.promotion_decision(_cv(0.40 + margin + 1e-9, 0.0, 5), base)[0]
+    assert promotion.promotion_decision(_cv(0.60, promotion.MAX_FOLD_PRECISION_STD, 5), base)[0]
+    assert not promotion.promotion_decision(_cv(0.60, promotion.MAX_FOLD_PRECISION_STD + 1e-9, 5), base)[0]
+    assert not promotion.promotion_decision(_cv(0.60, float("nan"), 5), base)[0]
+    assert promotion.promotion_decision(_cv(0.60, 0.0, promotion.MIN_PRECISION_FOLDS), base)[0]
+    assert not promotion.promotion_decision(_cv(0.60, 0.0, promotion.MIN_PRECISION_FOLDS - 1), base)[0]
+    assert not promotion.promotion_decision(None, base)[0]
 
 
 def test_no_baseline_never_promotes_even_a_perfect_trial(
@@ -544,7 +544,7 @@ def test_no_baseline_never_promotes_even_a_perfect_trial(
 ) -> None:
     def fake(
         ds: Dataset, folds: list[Fold], params: Any, *, min_recall: float, seed: int = 42, trial: Any = None
-    ) -> tuning.CVResult:
+    ) -> tuning_cv.CVResult:
         return _cv(1.0, 0.0, 5) if trial is not None else _cv(0.0, 0.0, 5)
 
     monkeypatch.setattr(tuning, "cv_score", fake)
@@ -553,7 +553,7 @@ def test_no_baseline_never_promotes_even_a_perfect_trial(
     assert not rep.promoted and rep.baseline is None and "no baseline" in rep.reasons[0]
     assert not (models / "tunusdt" / ACTIVE_PARAMS_FILE).exists()
     # The same trials with a baseline would have been promoted: the refusal is the flag's doing.
-    assert tuning.promotion_decision(rep.best, _cv(0.0, 0.0, 5))[0]
+    assert promotion.promotion_decision(rep.best, _cv(0.0, 0.0, 5))[0]
     assert rep.results["promotion"]["promoted"] is False
 
 

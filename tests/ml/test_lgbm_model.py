@@ -13,10 +13,10 @@ from sklearn.metrics import roc_auc_score
 
 from perpbot.errors import InsufficientDataError, ModelError
 from perpbot.ml.features import FEATURE_COLS, OPTIONAL_FEATURES
+from perpbot.ml.lgbm_canonical import canonicalize_model_text
 from perpbot.ml.lgbm_model import (
     DEFAULT_LGBM_PARAMS,
     LgbmModel,
-    canonicalize_model_text,
     effective_params,
     fit_lgbm,
 )

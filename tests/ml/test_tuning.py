@@ -14,7 +14,9 @@ from perpbot.config import AppConfig
 from perpbot.data.schema import data_path
 from perpbot.ml import tuning
 from perpbot.ml.lgbm_params import ACTIVE_PARAMS_FILE, resolve_lgbm_params
-from perpbot.ml.tuning import CVResult, promotion_decision, suggest_params, tune_symbol
+from perpbot.ml.promotion import PROMOTION_RULE, promotion_decision
+from perpbot.ml.tuning import tune_symbol
+from perpbot.ml.tuning_cv import CVResult, suggest_params
 from tests.support.cli import invoke, load_script, one_line_error
 from tests.support.ml import LOOSE, LOOSE_ENV, write_market
 
@@ -83,7 +85,7 @@ def test_real_three_trial_study_then_resume(tmp_path: Path, data_dir: Path) -> N
     assert len(res["best_trial"]["fold_precision"]) == 3 == len(res["baseline"]["fold_precision"])
     assert "weight_scale" in res["best_trial"]["params"]
     assert res["promotion"]["promoted"] == r1.promoted and res["promotion"]["reasons"]
-    assert res["promotion"]["rule"] == tuning.PROMOTION_RULE
+    assert res["promotion"]["rule"] == PROMOTION_RULE
 
     # An interrupted/finished study resumes: asking for 5 in total runs only 2 more.
     r2 = _tune(data_dir, models, 5, baseline=False)

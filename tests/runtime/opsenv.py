@@ -1,5 +1,6 @@
 """Shared set-up of the operator-command and live-view tests: a runtime trading against a
-``perpbot simulate`` child until it holds a position, and the operator CLI as a real process."""
+``perpbot simulate`` child until it holds a position (``trading_runtime``), and the operator CLI
+as a real process."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from perpbot.config import load_config
@@ -97,6 +100,21 @@ async def trade_until_open(sim: Simulator, rt: Runtime, max_bars: int = 160) -> 
         if positions:
             return positions
     raise AssertionError("loose parameters must open a position on this market")
+
+
+@asynccontextmanager
+async def trading_runtime(
+    sim: Simulator, journal: Path, *, trade: bool = True
+) -> AsyncIterator[tuple[Runtime, dict[str, dict[str, object]]]]:
+    """A started runtime on ``journal`` and, with ``trade``, its protected positions by symbol once
+    it holds at least one (``trade_until_open``); stopped on the way out, even on a failure."""
+    rt = runtime(sim, journal)
+    await rt.start()
+    try:
+        positions = {str(p["symbol"]): p for p in await trade_until_open(sim, rt)} if trade else {}
+        yield rt, positions
+    finally:
+        await rt.stop()
 
 
 def run_cli(

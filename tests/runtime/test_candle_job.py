@@ -14,6 +14,7 @@ from perpbot.data.synth import synth_market
 from perpbot.engine.clock import SimClock
 from perpbot.ml.features import build_feature_frame
 from perpbot.runtime.candle_job import handle_candle
+from perpbot.runtime.lane import Lane
 from perpbot.runtime.window import MarketWindow
 from tests.runtime.test_window import _candles
 from tests.support.ml import LOOSE_ENV
@@ -54,7 +55,9 @@ class Bot:
             await position
 
 
-def _runtime(align_wait_s: float, upto: int, with_correlation: bool) -> tuple[Any, Venue, Bot, int]:
+def _runtime(
+    align_wait_s: float, upto: int, with_correlation: bool, *, micro_decides: bool = True
+) -> tuple[Any, Venue, Bot, int]:
     cfg = load_config({**LOOSE_ENV, "SYMBOLS": SYM}, env_file=None)
     market = synth_market(days=14, seed=3, symbol=SYM)
     w = MarketWindow(cfg, align_wait_s=align_wait_s)
@@ -74,6 +77,8 @@ def _runtime(align_wait_s: float, upto: int, with_correlation: bool) -> tuple[An
         signals={SYM: 0},
         clock=SimClock(0),
         view=None,
+        micro_decides={SYM: micro_decides},
+        lane=Lane(),
     )
     open_ms = int(market.index[upto].value // 1_000_000)
     return rt, venue, bot, open_ms
@@ -111,3 +116,100 @@ async def test_a_position_read_grown_old_while_waiting_for_btc_eth_is_not_handed
     assert "position" in venue.calls and bot.handed == [None]
     assert rt.window.align_timeouts == 1
     await asyncio.sleep(0)
+
+
+class SlowOiVenue(Venue):
+    """The OI answers wait for ``release``; the values come from ``oi_values`` in turn."""
+
+    def __init__(self, oi_values: list[float]) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.oi_values = list(oi_values)
+
+    async def open_interest(self, symbol: str) -> float:
+        self.calls.append("open_interest")
+        await self.release.wait()
+        return self.oi_values.pop(0)
+
+
+class RecordingBot(Bot):
+    def __init__(self, venue: Venue) -> None:
+        super().__init__(venue)
+        self.contexts: list[Any] = []
+
+    async def on_candle(self, ctx: Any, position: Any = None) -> None:
+        self.contexts.append(ctx)
+        await super().on_candle(ctx, position)
+
+
+def _with(rt: Any, venue: Venue) -> RecordingBot:
+    bot = RecordingBot(venue)
+    rt.exchange, rt.bots = venue, {SYM: bot}
+    return bot
+
+
+def _signal_job(micro_decides: bool) -> tuple[Any, SlowOiVenue, RecordingBot, asyncio.Task[None]]:
+    """A signal candle's job running against a venue whose OI answer waits for ``release``."""
+    with_signal, _ = _signal_rows()
+    rt, _, _, open_ms = _runtime(5.0, with_signal, with_correlation=True, micro_decides=micro_decides)
+    venue = SlowOiVenue([1000.0])
+    bot = _with(rt, venue)
+    return rt, venue, bot, asyncio.create_task(handle_candle(rt, SYM, open_ms))
+
+
+async def test_without_an_ml_filter_the_decision_does_not_wait_for_the_oi_answer() -> None:
+    rt, venue, bot, job = _signal_job(micro_decides=False)
+    for _ in range(200):
+        if bot.contexts:
+            break
+        await asyncio.sleep(0.005)
+    # Decided (position read handed over) while the OI answer is still out …
+    assert bot.contexts and bot.handed[0] is not None and not venue.release.is_set()
+    # … the position read left before the OI/funding reads, all of them before the decision.
+    assert bot.calls_at_decision[:3] == ["prefetch_balance", "position", "open_interest"]
+    assert "funding_rate" in bot.calls_at_decision
+    # The four OI/funding features were not computed (nothing reads them without a model).
+    row = bot.contexts[0].features
+    assert np.isnan(row[_micro_columns()]).all()
+    assert not job.done()  # the booking waits for the answer, not the decision
+    venue.release.set()
+    await asyncio.wait_for(job, 2.0)
+    assert rt.prev_oi[SYM] == 1000.0
+
+
+def _micro_columns() -> list[int]:
+    from perpbot.ml.features import FEATURE_COLS, OPTIONAL_FEATURES
+
+    return [FEATURE_COLS.index(c) for c in OPTIONAL_FEATURES]
+
+
+async def test_the_oi_history_evolves_the_same_with_or_without_waiting_for_it() -> None:
+    # Two successive candles (a signal one and the next), OI 1000 then 1100: the stored previous
+    # OI and both candles' rows in the window are the same whether the decision waited (ML
+    # filter configured) or booked the answers after it (none).
+    with_signal, _ = _signal_rows()
+    results = []
+    for micro_decides in (True, False):
+        rt, _, _, _ = _runtime(5.0, with_signal + 1, with_correlation=True, micro_decides=micro_decides)
+        venue = SlowOiVenue([1000.0, 1100.0])
+        venue.release.set()
+        bot = _with(rt, venue)
+        opens = rt.window.held_opens(SYM)[-2:]
+        for open_ms in opens:
+            await handle_candle(rt, SYM, open_ms)
+        frame = rt.window.frame(SYM)
+        results.append((rt.prev_oi[SYM], frame[["oi_change", "funding_rate"]].tail(3).to_numpy()))
+        assert len(bot.contexts) == 2
+    (prev_on, rows_on), (prev_off, rows_off) = results
+    assert prev_on == prev_off == 1100.0
+    np.testing.assert_array_equal(rows_on, rows_off)
+    assert abs(rows_on[-1, 0] - 0.1) < 1e-12  # (1100 − 1000) / 1000
+
+
+async def test_with_an_ml_filter_the_row_waits_for_the_oi_answer() -> None:
+    _, venue, bot, job = _signal_job(micro_decides=True)
+    await asyncio.sleep(0.2)
+    assert not bot.contexts  # the model's inputs are not complete yet
+    venue.release.set()
+    await asyncio.wait_for(job, 2.0)
+    assert bot.contexts and venue.calls[:2] == ["open_interest", "funding_rate"]

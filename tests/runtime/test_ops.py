@@ -15,7 +15,7 @@ import pytest
 
 from perpbot.domain.types import ClosedTrade, CloseReason, Side
 from perpbot.engine.journal import Journal
-from tests.runtime.opsenv import PERPBOT, cli_env, joined, run_cli, runtime, trade_until_open
+from tests.runtime.opsenv import PERPBOT, cli_env, joined, run_cli, trading_runtime
 from tests.runtime.simproc import Simulator
 
 SIM_SYMBOLS = ["XRPUSDT", "TRXUSDT", "BTCUSDT", "ETHUSDT"]
@@ -65,10 +65,7 @@ async def test_status_reads_exchange_and_journal_while_a_run_owns_the_journal(
     sim: Simulator, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal.sqlite3"
-    rt = runtime(sim, journal)
-    await rt.start()
-    try:
-        positions = {p["symbol"]: p for p in await trade_until_open(sim, rt)}
+    async with trading_runtime(sim, journal) as (rt, positions):
         res = await asyncio.to_thread(
             run_cli, ["status", "--json", "--journal", str(journal)], cli_env(sim), tmp_path
         )
@@ -118,8 +115,6 @@ async def test_status_reads_exchange_and_journal_while_a_run_owns_the_journal(
             qty = float(pos["quantity"])
             want = f"exchange has {pos['side']} {qty:g} but the journal shows no open position"
             assert f"{sym}: {want}" in st["problems"]
-    finally:
-        await rt.stop()
 
 
 async def test_flatten_while_a_run_owns_the_journal_is_done_once_by_the_running_bot(
@@ -128,10 +123,7 @@ async def test_flatten_while_a_run_owns_the_journal_is_done_once_by_the_running_
     from perpbot.runtime.ops_desk import request_flatten
 
     journal = tmp_path / "journal.sqlite3"
-    rt = runtime(sim, journal)
-    await rt.start()
-    try:
-        positions = {p["symbol"]: p for p in await trade_until_open(sim, rt)}
+    async with trading_runtime(sim, journal) as (rt, positions):
         sym = sorted(positions)[0]
         pos = positions[sym]
         # a request found after its expiry is answered and not acted upon
@@ -155,31 +147,21 @@ async def test_flatten_while_a_run_owns_the_journal_is_done_once_by_the_running_
         state = await asyncio.to_thread(sim.state)
         # every fill on the simulator belongs to one journaled trade or to a position still open
         assert state["fill_count"] == 2 * len(_trades(journal)) + len(state["positions"])
-    finally:
-        await rt.stop()
     # a restart within the request's lifetime never acts on an answered request again
-    rt2 = runtime(sim, journal)
-    await rt2.start()
-    try:
+    async with trading_runtime(sim, journal, trade=False) as (rt2, _):
         assert rt2.desk is not None
         await rt2.desk.poll()
         await joined(rt2)
         assert rt2.desk.handled == 0
         assert len(rt2.journal.events("operator.flatten_done")) == 2
-    finally:
-        await rt2.stop()
 
 
 async def test_flatten_closes_once_books_through_the_ledger_and_empties_both_books(
     sim: Simulator, tmp_path: Path
 ) -> None:
     journal = tmp_path / "journal.sqlite3"
-    rt = runtime(sim, journal)
-    await rt.start()
-    try:
-        positions = {p["symbol"]: p for p in await trade_until_open(sim, rt)}
-    finally:
-        await rt.stop()  # protection stays on the exchange
+    async with trading_runtime(sim, journal) as (_, positions):
+        pass  # stopped on the way out: the protection stays on the exchange
     sym = sorted(positions)[0]
     pos = positions[sym]
     before = _trades(journal)
@@ -205,13 +187,9 @@ async def test_flatten_closes_once_books_through_the_ledger_and_empties_both_boo
     assert state["fill_count"] == 2 * len(after) + len(state["positions"])
 
     # a restart on the same journal does not book the close a second time
-    rt2 = runtime(sim, journal)
-    await rt2.start()
-    try:
+    async with trading_runtime(sim, journal, trade=False) as (rt2, _):
         await rt2.reconcile_all()
         assert not rt2.bots[sym].in_position
-    finally:
-        await rt2.stop()
     assert _trades(journal) == after
 
     # --all: the symbol already flat says so, every other open one is closed and booked once
@@ -236,9 +214,7 @@ async def test_kill_switch_reset_is_taken_by_the_running_bot_at_its_next_candle(
     from tests.runtime.opsenv import advance
 
     journal = tmp_path / "journal.sqlite3"
-    rt = runtime(sim, journal)
-    await rt.start()
-    try:
+    async with trading_runtime(sim, journal, trade=False) as (rt, _):
         ks = rt.bots["XRPUSDT"].kill_switch
         now = rt.clock.now_ms()
         for i in range(8):  # eight losers trip the fast rule (journaled by the kill switch itself)
@@ -271,5 +247,3 @@ async def test_kill_switch_reset_is_taken_by_the_running_bot_at_its_next_candle(
             tmp_path,
         )
         assert again.returncode == 0 and "not tripped; nothing to reset" in again.stdout
-    finally:
-        await rt.stop()

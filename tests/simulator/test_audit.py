@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from perpbot.domain.types import OrderSide, OrderType
-from perpbot.exchange.sim.engine import SimSettings
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.simulator.audit import ProtectionAudit
 from perpbot.simulator.market import load_market_data
 from perpbot.simulator.replay import Replay

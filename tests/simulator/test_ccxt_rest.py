@@ -134,7 +134,8 @@ async def test_server_and_bare_engine_agree_on_every_fill(ex: ccxt.pro.binanceus
     ``MatchingEngine`` built like the backtest's give identical fills and balances."""
     from perpbot.domain.types import OrderSide, OrderType
     from perpbot.exchange.known_filters import derived_filters
-    from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+    from perpbot.exchange.sim.engine import MatchingEngine
+    from perpbot.exchange.sim.settings import SimSettings
 
     s = sim.market.series["XRPUSDT"]
     first = sim.venue.offsets["XRPUSDT"]

@@ -26,7 +26,18 @@ from perpbot.domain.types import (
     Side,
     SymbolFilters,
 )
-from perpbot.exchange.binance import codec
+from perpbot.exchange.binance.codec.account import (
+    income_from_json,
+    income_json,
+    position_from_json,
+    position_json,
+    trade_from_json,
+    trade_json,
+)
+from perpbot.exchange.binance.codec.decimals import fmt
+from perpbot.exchange.binance.codec.events import event_from_json, event_json
+from perpbot.exchange.binance.codec.market import filters_from_symbol_info, symbol_info
+from perpbot.exchange.binance.codec.orders import algo_from_json, algo_json, order_from_json, order_json
 
 OTU = OrderTradeUpdate(
     1_736_300_000_000,
@@ -72,12 +83,12 @@ ACC = AccountUpdate(
 
 @pytest.mark.parametrize("ev", [OTU, ALGO, ACC])
 def test_user_events_round_trip_through_json_text(ev: object) -> None:
-    text = json.dumps(codec.event_json(ev))  # type: ignore[arg-type]
-    assert codec.event_from_json(json.loads(text)) == ev
+    text = json.dumps(event_json(ev))  # type: ignore[arg-type]
+    assert event_from_json(json.loads(text)) == ev
 
 
 def test_order_trade_update_uses_binance_field_types() -> None:
-    o = codec.event_json(OTU)["o"]
+    o = event_json(OTU)["o"]
     for key in ("i", "t", "T"):
         assert type(o[key]) is int
     for key in ("R", "m", "cp"):
@@ -108,20 +119,20 @@ def test_order_trade_update_uses_binance_field_types() -> None:
 
 
 def test_algo_update_carries_the_triggered_order_id() -> None:
-    o = codec.event_json(ALGO)["o"]
+    o = event_json(ALGO)["o"]
     assert (
         o["aid"] == 9000000001 and o["caid"] == "bot-sl-1" and o["X"] == "TRIGGERED" and o["ai"] == "1000002"
     )
-    untriggered = codec.event_json(
+    untriggered = event_json(
         AlgoUpdate(
             1, "XRPUSDT", 5, "c", OrderSide.BUY, OrderType.TAKE_PROFIT_MARKET, AlgoStatus.NEW, 1.0, 2.0, True
         )
     )
-    assert codec.event_from_json(untriggered).triggered_order_id == 0  # type: ignore[union-attr]
+    assert event_from_json(untriggered).triggered_order_id == 0  # type: ignore[union-attr]
 
 
 def test_unconsumed_events_decode_to_none() -> None:
-    assert codec.event_from_json({"e": "listenKeyExpired", "E": 1, "listenKey": "k"}) is None
+    assert event_from_json({"e": "listenKeyExpired", "E": 1, "listenKey": "k"}) is None
 
 
 def test_rest_objects_round_trip() -> None:
@@ -138,7 +149,7 @@ def test_rest_objects_round_trip() -> None:
         "bot-x",
         1_736_300_000_000,
     )
-    assert codec.order_from_json(json.loads(json.dumps(codec.order_json(order)))) == order
+    assert order_from_json(json.loads(json.dumps(order_json(order)))) == order
     algo = ConditionalOrder(
         "XRPUSDT",
         9000000001,
@@ -151,22 +162,22 @@ def test_rest_objects_round_trip() -> None:
         "bot-tp",
         1_736_300_000_000,
     )
-    assert codec.algo_from_json(json.loads(json.dumps(codec.algo_json(algo)))) == algo
+    assert algo_from_json(json.loads(json.dumps(algo_json(algo)))) == algo
     fill = Fill("XRPUSDT", 1000001, 3, OrderSide.BUY, 2.5, 10.0, 0.0125, -0.5, 1_736_300_000_000)
-    assert codec.trade_from_json(codec.trade_json(fill)) == fill
+    assert trade_from_json(trade_json(fill)) == fill
     inc = Income("XRPUSDT", "REALIZED_PNL", -0.5, 1_736_300_000_000, "3")
-    assert codec.income_from_json(codec.income_json(inc, 42)) == inc
+    assert income_from_json(income_json(inc, 42)) == inc
     pos = Position("XRPUSDT", Side.SHORT, 10.0, 2.5, 5, 5.0, -0.2, 2.98)
-    row = codec.position_json(pos, "XRPUSDT", 2.52, 1)
+    row = position_json(pos, "XRPUSDT", 2.52, 1)
     assert row["notional"] == "-25.2"  # signed: ccxt takes the side from it
-    assert codec.position_from_json(row, leverage=5) == pos
-    assert codec.position_from_json(codec.position_json(None, "XRPUSDT", 2.5, 1)) is None
+    assert position_from_json(row, leverage=5) == pos
+    assert position_from_json(position_json(None, "XRPUSDT", 2.5, 1)) is None
 
 
 def test_symbol_filters_round_trip_through_exchange_info() -> None:
     f = SymbolFilters("TRXUSDT", 0.00001, 1.0, 1.0, 5.0, 1e7)
-    info = codec.symbol_info(f, "TRX")
-    assert codec.filters_from_symbol_info(info) == f
+    info = symbol_info(f, "TRX")
+    assert filters_from_symbol_info(info) == f
     assert info["pricePrecision"] == 5 and info["quantityPrecision"] == 0
 
 
@@ -184,5 +195,5 @@ def test_symbol_filters_round_trip_through_exchange_info() -> None:
     ],
 )
 def test_decimal_strings_never_use_exponents_and_round_trip(x: float, text: str) -> None:
-    assert codec.fmt(x) == text
-    assert float(codec.fmt(x)) == x
+    assert fmt(x) == text
+    assert float(fmt(x)) == x

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from perpbot.domain.types import OrderSide, OrderType, SymbolFilters
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.settings import SimSettings
 
 F = {"X": SymbolFilters("X", 0.01, 0.1, 0.1, 5.0)}
 T = np.arange(4, dtype=np.int64) * 900_000

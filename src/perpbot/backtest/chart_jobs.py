@@ -24,10 +24,11 @@ import numpy as np
 
 from perpbot.backtest.charts import EquityChart, Series, equity_html, equity_png
 from perpbot.backtest.trade_chart import Candles, Level, TradeChart, trade_chart_html, trade_chart_png
+from perpbot.backtest.wf_chart import WalkForwardChart, walk_forward_html, walk_forward_png
 from perpbot.domain.types import ClosedTrade, CloseReason, Side
 
-KINDS = ("equity_png", "equity_html", "trades_png", "trades_html")
-COST = {"equity_png": 4, "trades_png": 3, "equity_html": 1, "trades_html": 1}
+KINDS = ("equity_png", "equity_html", "trades_png", "trades_html", "wf_png", "wf_html")
+COST = {"equity_png": 4, "trades_png": 3, "equity_html": 1, "trades_html": 1, "wf_png": 4, "wf_html": 1}
 """Relative drawing time of each kind (measured: a PNG costs ~3-4x its HTML page); used to
 share a batch evenly between worker processes."""
 
@@ -38,10 +39,12 @@ class ChartJob:
 
     kind: str
     path: Path
-    data: EquityChart | TradeChart
+    data: EquityChart | TradeChart | WalkForwardChart
 
     def __post_init__(self) -> None:
-        want = EquityChart if self.kind.startswith("equity") else TradeChart
+        want = {"equity": EquityChart, "trades": TradeChart, "wf": WalkForwardChart}.get(
+            self.kind.split("_")[0], TradeChart
+        )
         if self.kind not in KINDS or not isinstance(self.data, want):
             raise ValueError(f"chart job {self.kind!r} with {type(self.data).__name__}")
 
@@ -55,6 +58,8 @@ def draw(job: ChartJob) -> bytes:
     d = job.data
     if isinstance(d, EquityChart):
         return equity_png(d) if job.kind == "equity_png" else equity_html(d).encode("utf-8")
+    if isinstance(d, WalkForwardChart):
+        return walk_forward_png(d) if job.kind == "wf_png" else walk_forward_html(d).encode("utf-8")
     args = (d.symbol, d.candles, d.trades, d.levels, d.markers)
     return trade_chart_png(*args) if job.kind == "trades_png" else trade_chart_html(*args).encode("utf-8")
 
@@ -69,6 +74,10 @@ def render(job: ChartJob) -> Path:
 
 def equity_jobs(chart: EquityChart, png: Path, html: Path) -> list[ChartJob]:
     return [ChartJob("equity_png", png, chart), ChartJob("equity_html", html, chart)]
+
+
+def walk_forward_jobs(chart: WalkForwardChart, png: Path, html: Path) -> list[ChartJob]:
+    return [ChartJob("wf_png", png, chart), ChartJob("wf_html", html, chart)]
 
 
 def trade_jobs(chart: TradeChart, stem: Path) -> list[ChartJob]:
@@ -114,8 +123,14 @@ def encode(job: ChartJob) -> bytes:
     """The job as bytes: 4-byte header length, JSON header, ``.npz`` arrays."""
     d = job.data
     arrays: dict[str, np.ndarray] = {}
-    head: dict[str, Any] = {"kind": job.kind, "path": str(job.path), "markers": [list(m) for m in d.markers]}
-    if isinstance(d, EquityChart):
+    head: dict[str, Any] = {"kind": job.kind, "path": str(job.path)}
+    if isinstance(d, WalkForwardChart):
+        head.update(title=d.title, symbols=list(d.symbols), modes=list(d.curves))
+        head["folds"] = [[i, a, b, had] for i, a, b, had in d.folds]
+        for k, s in enumerate(d.curves.values()):
+            arrays[f"curve{k}_t"], arrays[f"curve{k}_v"] = s.time_ms, s.values
+    elif isinstance(d, EquityChart):
+        head["markers"] = [list(m) for m in d.markers]
         head["title"] = d.title
         head["symbols"] = list(d.symbols)
         named = {"portfolio": d.portfolio, "drawdown": d.drawdown}
@@ -123,6 +138,7 @@ def encode(job: ChartJob) -> bytes:
         for name, s in named.items():
             arrays[f"{name}_t"], arrays[f"{name}_v"] = s.time_ms, s.values
     else:
+        head["markers"] = [list(m) for m in d.markers]
         head["symbol"] = d.symbol
         head["trades"] = [_trade_row(t) for t in d.trades]
         head["levels"] = [[lv.kind, lv.start_ms, lv.end_ms, lv.price] for lv in d.levels]
@@ -140,9 +156,18 @@ def decode(blob: bytes) -> ChartJob:
     head = json.loads(blob[4 : 4 + n].decode("utf-8"))
     with np.load(io.BytesIO(blob[4 + n :]), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    markers = tuple((int(ms), str(label)) for ms, label in head["markers"])
-    data: EquityChart | TradeChart
-    if head["kind"].startswith("equity"):
+    markers = tuple((int(ms), str(label)) for ms, label in head.get("markers", ()))
+    data: EquityChart | TradeChart | WalkForwardChart
+    if head["kind"].startswith("wf"):
+        modes = enumerate(head["modes"])
+        curves = {m: Series(arrays[f"curve{k}_t"], arrays[f"curve{k}_v"]) for k, m in modes}
+        data = WalkForwardChart(
+            title=head["title"],
+            symbols=tuple(head["symbols"]),
+            curves=curves,
+            folds=tuple((int(i), int(a), int(b), dict(had)) for i, a, b, had in head["folds"]),
+        )
+    elif head["kind"].startswith("equity"):
 
         def series(name: str) -> Series:
             return Series(arrays[f"{name}_t"], arrays[f"{name}_v"])

@@ -103,17 +103,20 @@ def recv(fd: int) -> bytes | None:
 
 
 def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
-    """Import the plotting libraries and draw one tiny chart of each kind (not written), the
+    """Import the plotting libraries and draw one tiny page of each HTML kind (not written), the
     drawing only until ``stop()`` is true; returns how many were drawn.
 
-    Why stoppable: a tiny chart costs about what a real one does (the figure, axes and ticks,
-    not the points), and only its first draw primes anything. When the run's jobs are already
-    waiting (a fast run: the worker's warm-up is then the longer path, issue 13) the worker
-    draws them instead of more throwaway charts. The HTML kinds go first: see below."""
+    Why only the HTML kinds: a tiny chart costs about what a real one does (the figure, axes and
+    ticks, not the points), and only a first draw that loads something pays back. An HTML page's
+    first draw loads plotly's template and bundle (~0.05 s saved on the first real page,
+    measured); a tiny PNG saved nothing measurable once matplotlib is imported (its first real
+    PNG cost the same) but cost ~0.1 s CPU, on a 2-core machine that the parent or a second
+    drawing process needed (issue 13). Why stoppable: when the run's jobs are already waiting
+    the worker draws them instead of throwaway pages."""
     import numpy as np
 
     from perpbot.backtest.chart_jobs import draw, equity_jobs, trade_jobs
-    from perpbot.backtest.charts import EquityChart, Series
+    from perpbot.backtest.charts import EquityChart, Series, load_matplotlib
     from perpbot.backtest.trade_chart import Candles, TradeChart
     from perpbot.domain.types import ClosedTrade, CloseReason, Side
 
@@ -126,12 +129,10 @@ def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
     )
     tc = TradeChart("X", Candles(t, v, v + 0.5, v - 0.5, v), (trade,), (), ())
     drawn = 0
-    eq_png, eq_html = equity_jobs(eq, Path("x.png"), Path("x.html"))
-    tr_png, tr_html = trade_jobs(tc, Path("x"))
-    # Cheapest and most useful first: an HTML page's first draw loads plotly's template and
-    # bundle (~0.07 s, measured), a PNG's barely primes anything (fonts load with matplotlib), so
-    # a tiny PNG still being drawn when the jobs arrive mostly delays them (issue 13).
-    for job in (tr_html, eq_html, tr_png, eq_png):
+    load_matplotlib()  # the real PNG jobs come first (costliest first): matplotlib before anything
+    _, eq_html = equity_jobs(eq, Path("x.png"), Path("x.html"))
+    _, tr_html = trade_jobs(tc, Path("x"))
+    for job in (tr_html, eq_html):
         if stop():
             break
         draw(job)

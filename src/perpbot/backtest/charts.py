@@ -62,8 +62,30 @@ def drawdown_pct(curve: EquityCurve) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def load_matplotlib() -> None:
+    """Import matplotlib's ``Figure`` and Agg canvas, skipping the docstrings of its artists' ``set``.
+
+    Why (issue 13, the chart worker's start): while ``matplotlib.figure`` loads, each of its ~100
+    artist classes gets a ``set()`` whose docstring lists every property, built by
+    ``matplotlib.artist.kwdoc`` from every setter's docstring: ~0.1 s of a ~0.45 s import, for text
+    nobody reads in a process that draws. ``kwdoc`` returns an empty text only while these modules
+    load (restored after); it only ever writes docstrings, so what is drawn is the same, byte for
+    byte (``tests/backtest/test_charts.py``)."""
+    import matplotlib.artist as artist
+
+    kwdoc = artist.kwdoc
+    artist.kwdoc = lambda _artist: ""
+    try:
+        import matplotlib.backends.backend_agg
+        import matplotlib.figure  # noqa: F401
+    finally:
+        artist.kwdoc = kwdoc
+
+
 def new_figure(width: float, height: float) -> Figure:
     """A matplotlib figure on its own Agg canvas (no pyplot, no global state)."""
+    load_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -36,8 +36,9 @@ from perpbot.engine.notifier import RecordingNotifier
 from perpbot.engine.risk import RiskManager
 from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
 from perpbot.exchange.sim.faults import FaultPlan
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.ml.decision import PassThroughFilter
 
 BAR_MS = 15 * 60_000

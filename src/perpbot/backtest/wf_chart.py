@@ -4,15 +4,21 @@ which folds had a model for which symbol.
 Why: a walk-forward total can hide that the filter only ever ran in one fold (the others had too
 little history to train) or that one fold made all the difference. Seeing the folds beside the
 equity makes both visible at a glance. ``walk_forward.png`` and the offline ``walk_forward.html``.
+
+Both are drawn from a :class:`WalkForwardChart`: plain, already decimated arrays, so that a chart
+worker process receives it as a job (``chart_jobs``) like the equity charts, and this process
+never imports the plotting libraries (issue 13).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from perpbot.backtest.charts import (
     UNPROVEN,
-    decimated,
+    Series,
+    decimated_series,
     dt64,
     html_page,
     new_figure,
@@ -26,8 +32,21 @@ if TYPE_CHECKING:
 MODE_STYLE = {"ml_on": ("ML on", "tab:blue"), "ml_off": ("ML off", "tab:orange")}
 TRAINED, UNTRAINED = "tab:green", "lightgrey"
 
+FoldCell = tuple[int, int, int, dict[str, bool]]
+"""One fold: (index, test start ms, test end ms, symbol → had a model)."""
 
-def fold_summary(result: WalkForwardResult) -> list[tuple[int, int, int, dict[str, bool]]]:
+
+@dataclass(frozen=True, slots=True)
+class WalkForwardChart:
+    """What both walk-forward charts draw: per mode the decimated out-of-sample equity, the folds."""
+
+    title: str
+    symbols: tuple[str, ...]
+    curves: dict[str, Series]  # mode (``MODE_STYLE`` key) → decimated portfolio equity
+    folds: tuple[FoldCell, ...]
+
+
+def fold_summary(result: WalkForwardResult) -> list[FoldCell]:
     """Per fold: (index, test start ms, test end ms, symbol → had a model)."""
     return [
         (f.index, f.test_start_ms, f.test_end_ms, {s: m.status == "trained" for s, m in f.models.items()})
@@ -35,17 +54,25 @@ def fold_summary(result: WalkForwardResult) -> list[tuple[int, int, int, dict[st
     ]
 
 
-def walk_forward_png(result: WalkForwardResult, title: str) -> bytes:
-    symbols = list(result.symbols)
+def walk_forward_chart(result: WalkForwardResult, title: str) -> WalkForwardChart:
+    curves = {}
+    for mode in MODE_STYLE:
+        curve = result.metrics[mode].portfolio_curve
+        curves[mode] = decimated_series(curve.time_ms, curve.equity)
+    return WalkForwardChart(title, tuple(result.symbols), curves, tuple(fold_summary(result)))
+
+
+def walk_forward_png(chart: WalkForwardChart) -> bytes:
+    symbols, title = list(chart.symbols), chart.title
     fig = new_figure(12, 6 + 0.3 * len(symbols))
     ax_eq, ax_models = fig.subplots(
         2, 1, sharex=True, gridspec_kw={"height_ratios": [4, max(1.0, 0.35 * len(symbols))]}
     )
     for mode, (label, colour) in MODE_STYLE.items():
-        curve = result.metrics[mode].portfolio_curve
+        curve = chart.curves[mode]
         if curve.time_ms.size:
-            ax_eq.plot(*decimated(curve.time_ms, curve.equity), color=colour, lw=1.0, label=label)
-    for k, (index, a, b, had) in enumerate(fold_summary(result)):
+            ax_eq.plot(dt64(curve.time_ms), curve.values, color=colour, lw=1.0, label=label)
+    for k, (index, a, b, had) in enumerate(chart.folds):
         x0, x1 = dt64([a, b])
         ax_eq.axvspan(x0, x1, color="grey", alpha=0.08 if k % 2 else 0.0)
         ax_eq.axvline(x0, color="grey", ls=":", lw=0.8)
@@ -84,18 +111,18 @@ def walk_forward_png(result: WalkForwardResult, title: str) -> bytes:
     return png_bytes(fig)
 
 
-def walk_forward_html(result: WalkForwardResult, title: str) -> str:
-    symbols = list(result.symbols)
+def walk_forward_html(chart: WalkForwardChart) -> str:
+    symbols, title = list(chart.symbols), chart.title
     data: list[dict[str, Any]] = []
     for mode, (label, colour) in MODE_STYLE.items():
-        curve = result.metrics[mode].portfolio_curve
-        x, y = decimated(curve.time_ms, curve.equity)
+        curve = chart.curves[mode]
+        x, y = dt64(curve.time_ms), curve.values
         colour = colour.removeprefix("tab:")
         data.append(
             {"type": "scatter", "mode": "lines", "name": label, "x": x, "y": y, "line": {"color": colour}}
         )
     shapes: list[dict[str, Any]] = []
-    folds = fold_summary(result)
+    folds = chart.folds
     for _, a, b, had in folds:
         x0, x1 = (str(v) for v in dt64([a, b]))
         shapes.append(

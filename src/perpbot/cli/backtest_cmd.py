@@ -9,11 +9,9 @@ stderr and exit status 2, before anything is computed.
 from __future__ import annotations
 
 import gc
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -27,8 +25,6 @@ from perpbot.cli.common import (
     SymbolOpt,
     SymbolsOpt,
     config_from_env,
-    console,
-    err_console,
     existing_folder,
     note_synthetic,
     progress,
@@ -37,6 +33,7 @@ from perpbot.cli.common import (
     warn,
     writable_folder,
 )
+from perpbot.cli.flag_values import parse_number, parse_utc
 from perpbot.errors import ConfigError
 from perpbot.fileio import relocate, staged_folder
 
@@ -88,43 +85,6 @@ KillSwitchOpt = Annotated[
 
 MAX_FEE = 0.01  # 1 %: twenty times Binance's taker fee; anything above is a typo (0.05 for 0.0005)
 MAX_SLIPPAGE_BPS = 1000.0
-
-
-def parse_number(
-    raw: str | None, flag: str, *, low: float, high: float, low_inclusive: bool = True
-) -> float | None:
-    """A finite number in ``[low, high]`` (or ``(low, high]``); one-line error otherwise.
-
-    Parsed here rather than by typer so that a bad value gets the one-line / exit-2 contract
-    instead of a usage box.
-    """
-    if raw is None:
-        return None
-    try:
-        v = float(raw)
-    except ValueError:
-        raise ConfigError(f"{flag}={raw!r}: not a number") from None
-    ok_low = v >= low if low_inclusive else v > low
-    if not (math.isfinite(v) and ok_low and v <= high):
-        bound = "[" if low_inclusive else "("
-        raise ConfigError(f"{flag}={raw!r}: must be in {bound}{low:g}, {high:g}]")
-    return v
-
-
-def parse_utc(raw: str | None, flag: str) -> datetime | None:
-    """ISO date or date-time; naive means UTC; an explicit offset is converted to UTC."""
-    if raw is None or not raw.strip():
-        return None
-    text = raw.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(
-            f"{flag}={raw!r}: not a date (expected e.g. 2025-06-01 or 2025-06-01T12:00)"
-        ) from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def register(app: typer.Typer) -> None:
@@ -319,29 +279,52 @@ def _run_and_print(
             gc.enable()
             result = asyncio.run(run_backtest(bt_cfg, app_cfg, progress=on_progress))
         # Imported once the run is done: nothing before the first candle waits for the report.
-        from perpbot.backtest.report import equity_chart_jobs, report_files, summary_renderable, write_tables
+        from perpbot.backtest.report import equity_chart_jobs, report_files, write_tables
 
         params = result.parameters()
         if filters:
             params["model_dir"] = str(bt_cfg.model_dir)
             params["ml_filters"] = {s: f.status() for s, f in filters.items()}
         files = report_files(stage)
+        jobs = equity_chart_jobs(files, result.metrics, result.title, result.markers())
+        trade_jobs = trade_chart_jobs(result, stage)
+        # The charts go first: the worker draws them while this process writes the tables and
+        # lays out the summary (rich is imported now, off the way to the first candle).
+        pool.send([*jobs, *trade_jobs])
         write_tables(
             files, result.trades, result.metrics, params, {s: f.tick_size for s, f in result.filters.items()}
         )
-        jobs = equity_chart_jobs(files, result.metrics, result.title, result.markers())
-        trade_jobs = trade_chart_jobs(result, stage)
-        pool.render([*jobs, *trade_jobs])
-        charts = [j.path for j in trade_jobs]
-    files = relocate_files(files, stage, shown_out or out)
-    charts = [relocate(p, stage, shown_out or out) for p in charts]
+        shown = shown_out or out
+        summary = summary_text(
+            result,
+            relocate_files(files, stage, shown),
+            [relocate(j.path, stage, shown) for j in trade_jobs],
+            filters,
+        )
+        pool.finish()
+    from perpbot.cli.common import console, err_console
+
     for warning in result.warnings:
         err_console.print(f"warning: {warning}", markup=False, highlight=False)
-    console.print(summary_renderable(result.metrics, files, result.title, result.notes(), sim=result.sim))
-    console.print(f"trade charts: {', '.join(str(p) for p in charts)}", markup=False, highlight=False)
-    for line in filter_lines(filters):
-        console.print(line, markup=False, highlight=False)
+    console.file.write(summary)
+    console.file.flush()
     return result
+
+
+def summary_text(
+    result: BacktestResult, files: ReportFiles, charts: list[Path], filters: dict[str, MLFilter]
+) -> str:
+    """What ``perpbot backtest`` prints on stdout after a run, rendered by its console (same width,
+    colours and wrapping as ``console.print``) but not yet written."""
+    from perpbot.backtest.report import summary_renderable
+    from perpbot.cli.common import console
+
+    with console.capture() as captured:
+        console.print(summary_renderable(result.metrics, files, result.title, result.notes(), sim=result.sim))
+        console.print(f"trade charts: {', '.join(str(p) for p in charts)}", markup=False, highlight=False)
+        for line in filter_lines(filters):
+            console.print(line, markup=False, highlight=False)
+    return captured.get()
 
 
 def trade_chart_jobs(result: BacktestResult, out: Path) -> list[ChartJob]:
@@ -382,5 +365,7 @@ def walk_forward_and_print(
         summary_path=None if wf.summary_path is None else relocate(wf.summary_path, stage, shown),
         charts=tuple(relocate(p, stage, shown) for p in wf.charts),
     )
+    from perpbot.cli.common import console
+
     console.print(walk_forward_renderable(wf))
     return wf

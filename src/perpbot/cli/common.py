@@ -12,17 +12,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from perpbot.errors import ConfigError, PerpbotError
 from perpbot.fileio import UnwritableFolderError, check_writable_folder
 from perpbot.symbols import normalize_symbol
 
 if TYPE_CHECKING:  # pydantic-core loads when a command reads its configuration, not for --help
+    from rich.console import Console
     from rich.progress import Progress
 
     from perpbot.config import AppConfig
@@ -36,13 +37,29 @@ its own width; ``COLUMNS`` still wins when set."""
 
 
 def _console(*, stderr: bool) -> Console:
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     piped = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(stderr=stderr, width=PIPE_WIDTH if piped else None, soft_wrap=piped)
 
 
-console = _console(stderr=False)
-err_console = _console(stderr=True)
+def lazy_console(name: str) -> Console:
+    """``console`` (stdout) or ``err_console`` (stderr), made on first use: importing rich
+    (~25 ms) is then not on the way to a backtest's first candle (issue 13)."""
+    made = globals().get(name)
+    if made is None:
+        made = globals()[name] = _console(stderr=name == "err_console")
+    return made
+
+
+def __getattr__(name: str) -> Console:
+    # ``from perpbot.cli.common import console`` works as before: the module attribute is made
+    # on first access (``lazy_console``).
+    if name in ("console", "err_console"):
+        return lazy_console(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SymbolOpt = Annotated[str | None, typer.Option("--symbol", help="One symbol, e.g. XRPUSDT.")]
 SymbolsOpt = Annotated[
@@ -192,13 +209,73 @@ def run_per_symbol(symbols: Sequence[str], job: Callable[[str], None]) -> int:
     return failed
 
 
+@dataclass
+class QuietTask:
+    """One task of a :class:`QuietProgress` (the fields the commands read of a rich task)."""
+
+    id: int
+    description: str
+    completed: float = 0.0
+    total: float | None = None
+
+
+class QuietProgress:
+    """What the commands use of a rich ``Progress``, drawing nothing (``progress(quiet=True)``)."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[int, QuietTask] = {}
+
+    @property
+    def tasks(self) -> list[QuietTask]:
+        return list(self._tasks.values())
+
+    def add_task(
+        self,
+        description: str,
+        start: bool = True,
+        total: float | None = 100.0,
+        completed: float = 0,
+        visible: bool = True,
+        **fields: Any,
+    ) -> int:
+        task_id = max(self._tasks, default=-1) + 1
+        self._tasks[task_id] = QuietTask(task_id, description, completed, total)
+        return task_id
+
+    def update(
+        self,
+        task_id: int,
+        *,
+        total: float | None = None,
+        completed: float | None = None,
+        advance: float | None = None,
+        description: str | None = None,
+        **fields: Any,
+    ) -> None:
+        task = self._tasks[task_id]
+        task.description = task.description if description is None else description
+        task.total = task.total if total is None else total
+        task.completed = task.completed if completed is None else completed
+        task.completed += advance or 0.0
+
+    def advance(self, task_id: int, advance: float = 1.0) -> None:
+        self._tasks[task_id].completed += advance
+
+    def remove_task(self, task_id: int) -> None:
+        del self._tasks[task_id]
+
+
 @contextmanager
 def progress(quiet: bool) -> Iterator[Progress]:
     """A rich progress bar on stderr (stdout stays clean for results); ``--quiet`` disables it.
 
     On a non-terminal stderr (CI logs, pipes) rich draws nothing while running and prints the
-    final state once, which is what a log should hold.
+    final state once, which is what a log should hold. ``--quiet``: a :class:`QuietProgress`
+    that only counts, so rich is not imported for it (issue 13, a backtest's first candle).
     """
+    if quiet:
+        yield QuietProgress()  # type: ignore[misc]
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     p = Progress(
@@ -206,8 +283,7 @@ def progress(quiet: bool) -> Iterator[Progress]:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=err_console,
-        disable=quiet,
+        console=lazy_console("err_console"),
         transient=False,
     )
     with p:

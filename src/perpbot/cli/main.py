@@ -4,28 +4,20 @@ Start-up (issue 13: ``perpbot backtest`` at its first candle within 0.4 s): ``ma
 only the module of the command being run when the first argument names one (typer turns every
 registered command into a click command before parsing, and each module imports its own
 dependencies), never imports typer's rich help formatter unless help or an error is printed, and
-forks a backtest's chart worker before parsing (``draws_charts``). What typer itself costs was
-measured and kept: it imports pydantic and builds a pydantic adapter per non-flag option while
-parsing (~0.1 s); deferring the adapters of unset options would save only ~15 ms (the first
-adapters pay pydantic's one-time set-up) for a patch of typer's internals.
+forks a backtest's chart worker before parsing (``draws_charts``), even before typer is imported
+(the app is ``cli.app``). What typer itself costs was
+measured: it imports pydantic and builds a pydantic adapter per non-flag option while parsing
+(~0.1 s CPU); ``light_params`` coerces the str, Path and unset values of perpbot's options the way
+those adapters do, without pydantic, so a command whose options are of those kinds never imports it.
 ``app`` (tests, ``--help``, anything else) holds every command.
 """
 
 from __future__ import annotations
 
 import gc
-import importlib
 import os
 import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-import typer
-
-from perpbot.cli.common import PIPE_WIDTH
-
-if TYPE_CHECKING:
-    from types import ModuleType
+from typing import Any
 
 # Registration stays one module per command group. A command module imports only typer, rich and
 # light perpbot modules at top level; pandas, pydantic-core, plotting, ML runtimes and ccxt are
@@ -70,46 +62,6 @@ COMMAND_MODULE = {
 }
 
 
-def _print_version(value: bool) -> None:
-    if value:
-        from perpbot import __version__
-
-        typer.echo(f"perpbot {__version__}")
-        raise typer.Exit()
-
-
-def _root(
-    version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
-    ),
-) -> None:
-    """perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter."""
-
-
-def build_app(modules: Iterable[str] = MODULES) -> typer.Typer:
-    """The typer app with the commands of ``modules`` (names in :data:`MODULES`) registered."""
-    new = typer.Typer(
-        add_completion=False,
-        no_args_is_help=True,
-        help="perpbot: multi-symbol Binance USDT-M perpetual bot with an ML entry filter.",
-        pretty_exceptions_enable=False,
-        context_settings={"help_option_names": ["-h", "--help"]},  # -h everywhere, subcommands included
-    )
-    new.callback()(_root)
-    for name in modules:
-        module: ModuleType = importlib.import_module(f"perpbot.cli.{name}")
-        module.register(new)
-    return new
-
-
-def app_for(argv: list[str]) -> typer.Typer:
-    """The app for one command line: only the named command's module when the first argument is
-    a known command (``perpbot backtest …``), else every command (``--help``, a typo's error)."""
-    first = argv[0] if argv else ""
-    module = COMMAND_MODULE.get(first)
-    return build_app([module]) if module is not None else build_app()
-
-
 def draws_charts(argv: list[str]) -> bool:
     """``perpbot backtest …`` that will draw its charts (not ``--walk-forward``, not help): its
     chart worker is forked before the command line is parsed (``chart_pool.start_early``). A
@@ -119,16 +71,29 @@ def draws_charts(argv: list[str]) -> bool:
     return not any(a in ("-h", "--help") or a.startswith("--walk-forward") for a in argv[1:])
 
 
-def __getattr__(name: str) -> typer.Typer:
-    # ``app`` is built on first use: ``main`` does not need every command module imported.
-    if name == "app":
-        full = build_app()
-        globals()["app"] = full
-        return full
+def __getattr__(name: str) -> Any:
+    # ``app``, ``build_app`` and ``app_for`` live in ``cli.app`` (typer), imported on first use.
+    if name in ("app", "build_app", "app_for"):
+        from perpbot.cli import app
+
+        return getattr(app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
+    gc.freeze()  # the CLI's modules live until exit: collections during the command skip them
+    argv = sys.argv[1:]
+    early = draws_charts(argv)
+    if early:
+        # Before typer and the command's modules are imported: the worker needs neither.
+        from perpbot.backtest import chart_pool
+
+        chart_pool.start_early()
+    from perpbot.cli.app import app_for
+    from perpbot.cli.common import PIPE_WIDTH
+
+    gc.freeze()  # typer and the command's module too
+
     if not sys.stdout.isatty() and not os.environ.get("COLUMNS") and not os.environ.get("TERMINAL_WIDTH"):
         # Help on a pipe: as wide as the rest of the output (cli.common.PIPE_WIDTH), not 80. Through
         # the variable typer's help formatter reads when it loads (only to print help or an error),
@@ -136,13 +101,6 @@ def main() -> None:
         os.environ["TERMINAL_WIDTH"] = str(PIPE_WIDTH)
         if "typer.rich_utils" in sys.modules:
             sys.modules["typer.rich_utils"].MAX_WIDTH = PIPE_WIDTH
-    gc.freeze()  # the CLI's modules live until exit: collections during the command skip them
-    argv = sys.argv[1:]
-    early = draws_charts(argv)
-    if early:
-        from perpbot.backtest import chart_pool
-
-        chart_pool.start_early()
     try:
         app_for(argv)()
     finally:

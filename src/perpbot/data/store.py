@@ -26,6 +26,7 @@ from perpbot.data.market_arrays import (
 )
 from perpbot.data.market_arrays import (
     FloatColumn,
+    MarketArrays,
     load_market_arrays,
     one_line,
     partial_rows,
@@ -163,7 +164,12 @@ def load_market(path: Path, *, drop_partial_last: bool | None = None) -> pd.Data
     The rows, values and errors are those of ``market_arrays.load_market_arrays`` (the same code),
     which the backtest uses without building a frame.
     """
-    arrays = load_market_arrays(path, drop_partial_last=drop_partial_last)
+    return market_frame(load_market_arrays(path, drop_partial_last=drop_partial_last))
+
+
+def market_frame(arrays: MarketArrays) -> pd.DataFrame:
+    """The frame ``load_market`` returns for these validated arrays (columns copied when they are
+    views: of a parquet buffer, or of an input-cache file)."""
     out = _frame(
         arrays.open_time_ms, {c: v.copy() if not v.flags.owndata else v for c, v in arrays.columns.items()}
     )

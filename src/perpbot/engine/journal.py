@@ -20,152 +20,15 @@ import json
 import sqlite3
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from perpbot.domain.events import OrderTradeUpdate
-from perpbot.domain.types import ClosedTrade, CloseReason, Side
+from perpbot.domain.types import ClosedTrade
+from perpbot.engine.journal_records import JournalEvent, KillSwitchState, OrderRecord, trade_from_row
+from perpbot.engine.journal_schema import ORDER_COLS, SCHEMA, TRADE_COLS, add_missing_columns
 from perpbot.engine.journal_writer import JournalWriter
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS orders (
-    id INTEGER PRIMARY KEY,
-    time_ms INTEGER NOT NULL,
-    symbol TEXT NOT NULL,
-    kind TEXT NOT NULL,            -- ENTRY / SL / TP / REVERSE / EMERGENCY / CLOSE
-    client_id TEXT NOT NULL DEFAULT '',
-    order_id INTEGER,              -- normal order id (MARKET)
-    algo_id INTEGER,               -- algo-service id (STOP_MARKET / TAKE_PROFIT_MARKET)
-    order_type TEXT NOT NULL,
-    side TEXT NOT NULL,
-    qty REAL NOT NULL,
-    trigger_price REAL,
-    avg_price REAL,
-    executed_qty REAL,
-    status TEXT NOT NULL,          -- REQUESTED, then the exchange status or ERROR
-    reason TEXT NOT NULL DEFAULT '',
-    result_time_ms INTEGER
-);
-CREATE INDEX IF NOT EXISTS orders_symbol ON orders(symbol, id);
-CREATE TABLE IF NOT EXISTS fills (
-    id INTEGER PRIMARY KEY,
-    time_ms INTEGER NOT NULL,
-    symbol TEXT NOT NULL,
-    order_id INTEGER NOT NULL,
-    trade_id INTEGER NOT NULL,
-    client_id TEXT NOT NULL,
-    side TEXT NOT NULL,
-    order_type TEXT NOT NULL,
-    original_type TEXT NOT NULL,
-    execution_type TEXT NOT NULL,
-    status TEXT NOT NULL,
-    reduce_only INTEGER NOT NULL,
-    price REAL NOT NULL,
-    qty REAL NOT NULL,
-    cum_qty REAL NOT NULL,
-    avg_price REAL NOT NULL,
-    commission REAL NOT NULL,
-    realized_pnl REAL NOT NULL
-);
--- A redelivered execution report (same order and trade id) is stored once.
-CREATE UNIQUE INDEX IF NOT EXISTS fills_trade ON fills(symbol, order_id, trade_id);
-CREATE TABLE IF NOT EXISTS trades (
-    id INTEGER PRIMARY KEY,
-    symbol TEXT NOT NULL,
-    side TEXT NOT NULL,
-    entry_time_ms INTEGER NOT NULL,
-    exit_time_ms INTEGER NOT NULL,
-    entry_price REAL NOT NULL,
-    exit_price REAL NOT NULL,
-    qty REAL NOT NULL,
-    realized_pnl REAL NOT NULL,
-    entry_fee REAL NOT NULL,
-    exit_fee REAL NOT NULL,
-    funding REAL NOT NULL,
-    net_pnl REAL NOT NULL,
-    reason TEXT NOT NULL,
-    entry_order_id INTEGER NOT NULL DEFAULT 0  -- the entry order it booked (0: unknown/adopted)
-);
-CREATE INDEX IF NOT EXISTS trades_symbol ON trades(symbol, id);
-CREATE INDEX IF NOT EXISTS trades_exit ON trades(exit_time_ms);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
-    time_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    symbol TEXT NOT NULL DEFAULT '',
-    message TEXT NOT NULL,
-    data TEXT                       -- JSON object or NULL
-);
-CREATE INDEX IF NOT EXISTS events_kind ON events(kind, id);
--- Executions ("t:<trade id>") and income rows ("i:<type>:<id>") already counted in a trade:
--- a SYNC close after a restart must not count them again (issue 7 defect 11).
-CREATE TABLE IF NOT EXISTS accounted (
-    symbol TEXT NOT NULL,
-    key TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    PRIMARY KEY (symbol, key)
-);
-CREATE TABLE IF NOT EXISTS kill_switch (
-    symbol TEXT PRIMARY KEY,
-    tripped INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    time_ms INTEGER NOT NULL,
-    since_trade_id INTEGER NOT NULL  -- trades with id <= this are ignored (set by a reset)
-);
-"""
-
-_TRADE_COLS = (
-    "id, symbol, side, entry_time_ms, exit_time_ms, entry_price, exit_price, qty, "
-    "realized_pnl, entry_fee, exit_fee, funding, reason"
-)
-_ORDER_COLS = (
-    "id, time_ms, symbol, kind, client_id, order_id, algo_id, order_type, side, qty, "
-    "trigger_price, avg_price, executed_qty, status, reason"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class KillSwitchState:
-    """Persisted kill-switch state of one symbol."""
-
-    symbol: str
-    tripped: bool
-    reason: str
-    time_ms: int
-    since_trade_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEvent:
-    id: int
-    time_ms: int
-    kind: str
-    symbol: str
-    message: str
-    data: dict[str, Any] | None
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRecord:
-    """One order request and (once known) its result."""
-
-    id: int
-    time_ms: int
-    symbol: str
-    kind: str
-    client_id: str
-    order_id: int | None
-    algo_id: int | None
-    order_type: str
-    side: str
-    qty: float
-    trigger_price: float | None
-    avg_price: float | None
-    executed_qty: float | None
-    status: str
-    reason: str
 
 
 def _where(*tests: tuple[str, Any] | None) -> tuple[str, list[Any]]:
@@ -209,8 +72,8 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
-        self._add_missing_columns()
+        self._db.executescript(SCHEMA)
+        add_missing_columns(self._db)
         if background is None:
             background = self.path != ":memory:"
         if background and self.path == ":memory:":
@@ -221,13 +84,6 @@ class Journal:
         self._finalizer = weakref.finalize(self, self._writer.close) if self._writer is not None else None
         self._next_order = self._max_id("orders") + 1
         self._next_trade = self._max_id("trades") + 1
-
-    def _add_missing_columns(self) -> None:
-        """A journal from before a column was added gets it (with its default): additions are
-        compatible both ways, so they do not change the journal format."""
-        have = {r[1] for r in self._db.execute("PRAGMA table_info(trades)")}
-        if "entry_order_id" not in have:
-            self._db.execute("ALTER TABLE trades ADD COLUMN entry_order_id INTEGER NOT NULL DEFAULT 0")
 
     def _max_id(self, table: str) -> int:
         return int(self._db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])
@@ -411,36 +267,19 @@ class Journal:
         )
 
     # ================================================================ readers
-    @staticmethod
-    def _trade(row: tuple[Any, ...]) -> ClosedTrade:
-        return ClosedTrade(
-            symbol=row[1],
-            side=Side(row[2]),
-            entry_time_ms=row[3],
-            exit_time_ms=row[4],
-            entry_price=row[5],
-            exit_price=row[6],
-            quantity=row[7],
-            realized_pnl=row[8],
-            entry_fee=row[9],
-            exit_fee=row[10],
-            funding=row[11],
-            reason=CloseReason(row[12]),
-        )
-
     def closed_trades(self, symbol: str | None = None) -> list[ClosedTrade]:
         """Every closed trade in journal order (optionally of one symbol)."""
         where, args = _where(_symbol_test(symbol))
-        rows = self._q(f"SELECT {_TRADE_COLS} FROM trades{where} ORDER BY id", args).fetchall()
-        return [self._trade(r) for r in rows]
+        rows = self._q(f"SELECT {TRADE_COLS} FROM trades{where} ORDER BY id", args).fetchall()
+        return [trade_from_row(r) for r in rows]
 
     def recent_trades(self, symbol: str, n: int, *, after_id: int = 0) -> list[ClosedTrade]:
         """The last ``n`` trades of ``symbol`` with id > ``after_id``, oldest first."""
         rows = self._q(
-            f"SELECT {_TRADE_COLS} FROM trades WHERE symbol = ? AND id > ? ORDER BY id DESC LIMIT ?",
+            f"SELECT {TRADE_COLS} FROM trades WHERE symbol = ? AND id > ? ORDER BY id DESC LIMIT ?",
             (symbol, after_id, n),
         ).fetchall()
-        return [self._trade(r) for r in reversed(rows)]
+        return [trade_from_row(r) for r in reversed(rows)]
 
     def trade_of_entry(self, symbol: str, entry_order_id: int) -> bool:
         """Whether a trade of ``symbol`` booked the entry order ``entry_order_id``."""
@@ -491,14 +330,14 @@ class Journal:
 
     def orders(self, symbol: str | None = None, kind: str | None = None) -> list[OrderRecord]:
         where, args = _where(_symbol_test(symbol), None if kind is None else ("kind = ?", kind))
-        rows = self._q(f"SELECT {_ORDER_COLS} FROM orders{where} ORDER BY id", args).fetchall()
+        rows = self._q(f"SELECT {ORDER_COLS} FROM orders{where} ORDER BY id", args).fetchall()
         return [self._order(r) for r in rows]
 
     def last_order(self, symbol: str, kinds: tuple[str, ...]) -> OrderRecord | None:
         """The most recent order of one of ``kinds`` for ``symbol`` (recovery reads the entry)."""
         marks = ", ".join("?" for _ in kinds)
         row = self._q(
-            f"SELECT {_ORDER_COLS} FROM orders WHERE symbol = ? AND kind IN ({marks})"
+            f"SELECT {ORDER_COLS} FROM orders WHERE symbol = ? AND kind IN ({marks})"
             " ORDER BY id DESC LIMIT 1",
             (symbol, *kinds),
         ).fetchone()

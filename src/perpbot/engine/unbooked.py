@@ -27,7 +27,7 @@ from perpbot.engine.bot_base import (
     is_transient,
     log,
 )
-from perpbot.engine.journal import OrderRecord
+from perpbot.engine.journal_records import OrderRecord
 from perpbot.engine.ledger import execution_of_fill, reduce_by
 from perpbot.exchange.errors import NO_SUCH_ORDER, ExchangeError
 

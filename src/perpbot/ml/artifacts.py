@@ -26,20 +26,16 @@ decides what a reader can observe in the instant between renames:
   next backend), and the ONNX rename that follows changes the file stamp, so the next
   ``maybe_reload`` picks up the complete new pair.
 
-Each file is written to a temporary file in the same folder, flushed and fsync'ed, and only then
-``os.replace``-d over the target (atomic on POSIX). All temporary files — new content and backup
-copies — are staged *before* the first rename, so a failure while writing (disk full, permission,
-a crash) leaves the old files untouched; a failure between renames restores the files already
-replaced from the backups.
+How the files are replaced (staged, fsync'ed, renamed with ``*_prev`` backups, rolled back on a
+failed rename) is :mod:`perpbot.ml.atomic_files`; the training log and side files are
+:mod:`perpbot.ml.training_log`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
@@ -49,7 +45,8 @@ from typing import Any
 import numpy as np
 
 from perpbot.errors import ModelError
-from perpbot.fileio import jsonable, stage_bytes
+from perpbot.fileio import jsonable
+from perpbot.ml.atomic_files import replace_files
 from perpbot.ml.features import FEATURE_COLS, FEATURE_SCHEMA_VERSION, feature_schema_hash
 
 BACKENDS: tuple[str, ...] = ("nn", "lgbm")
@@ -83,11 +80,6 @@ def metadata_path(model_dir: Path, backend: str) -> Path:
 
 def native_path(model_dir: Path, backend: str) -> Path | None:
     return Path(model_dir) / NATIVE_FILES[backend] if _check_backend(backend) in NATIVE_FILES else None
-
-
-def backup_path(path: Path) -> Path:
-    """``lgbm_filter.onnx`` → ``lgbm_filter_prev.onnx``."""
-    return path.with_name(f"{path.stem}_prev{path.suffix}")
 
 
 def model_files(model_dir: Path, backend: str) -> list[Path]:
@@ -132,7 +124,8 @@ def utc_iso(value: Any) -> str | None:
     raise ModelError(f"cannot turn {value!r} into a UTC timestamp")
 
 
-def _dumps(obj: Any) -> bytes:
+def json_bytes(obj: Any) -> bytes:
+    """The bytes of a JSON file written here: indented, sorted keys, NaN refused (``jsonable`` first)."""
     return (json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
 
@@ -283,99 +276,7 @@ def gate_failed(meta: Mapping[str, Any]) -> bool:
     return str(meta.get("gate", "")).lower() == "fail"
 
 
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _unwritable(folder: Path, exc: OSError) -> ModelError:
-    reason = exc.strerror or type(exc).__name__
-    return ModelError(f"models folder {folder} is not writable: {reason}")
-
-
-def _ensure_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _unwritable(folder, exc) from None
-    if not folder.is_dir():
-        raise ModelError(f"models folder {folder} is not a directory")
-
-
-def _file_mode(path: Path) -> int:
-    """Permissions for a new version of ``path``: the current file's, else rw-r--r--.
-
-    ``mkstemp`` creates 0600 files; without this a bot running as another user than the trainer
-    could no longer read a freshly deployed model.
-    """
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        return 0o644
-
-
-def _write_temp(folder: Path, target_name: str, data: bytes) -> Path:
-    """Stage ``data`` in a fsync'ed temporary file next to the target (keeping the target's mode)."""
-    return stage_bytes(folder, target_name, data, _file_mode(folder / target_name))
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _replace_files(folder: Path, writes: Sequence[tuple[Path, bytes]], removes: Sequence[Path] = ()) -> None:
-    """Replace ``writes`` (in order) and delete ``removes``, keeping ``*_prev`` backups.
-
-    Stage: every new content and every backup copy goes to a temporary file first (old files
-    untouched if anything fails). Commit: backups renamed into place, then the targets in the
-    given order, then removals. A failure during commit restores the targets from the backups.
-    """
-    _ensure_folder(folder)
-    staged: list[Path] = []
-    new_tmp: list[tuple[Path, Path]] = []
-    backups: list[tuple[Path, Path]] = []
-    try:
-        for target, data in writes:
-            new_tmp.append((_write_temp(folder, target.name, data), target))
-            staged.append(new_tmp[-1][0])
-        for target in [t for t, _ in writes] + list(removes):
-            if target.exists():
-                backups.append((_write_temp(folder, backup_path(target).name, target.read_bytes()), target))
-                staged.append(backups[-1][0])
-    except OSError as exc:
-        for tmp in staged:
-            tmp.unlink(missing_ok=True)
-        raise _unwritable(folder, exc) from None
-
-    existed = {t for _, t in backups}
-    done: list[Path] = []
-    try:
-        for tmp, target in backups:
-            os.replace(tmp, backup_path(target))
-        for tmp, target in new_tmp:
-            os.replace(tmp, target)
-            done.append(target)
-        for target in removes:
-            target.unlink(missing_ok=True)
-            done.append(target)
-    except OSError as exc:
-        # Targets are only touched after every backup is in place, so each one in ``done`` can be
-        # restored from its backup (or removed, when it did not exist before).
-        for target in reversed(done):
-            with contextlib.suppress(OSError):
-                if target in existed:
-                    os.replace(_write_temp(folder, target.name, backup_path(target).read_bytes()), target)
-                else:
-                    target.unlink(missing_ok=True)
-        for tmp in staged:
-            tmp.unlink(missing_ok=True)
-        raise ModelError(
-            f"saving model files in {folder} failed ({exc.strerror or exc}); previous files kept"
-        ) from None
-    _fsync_dir(folder)
+# --------------------------------------------------------------------------- saving
 
 
 def check_onnx(onnx_bytes: bytes, backend: str) -> None:
@@ -431,7 +332,7 @@ def save_model(
         native_file=nat.name if (nat is not None and native_bytes is not None) else None,
         native_sha256=None if native_bytes is None else sha256_bytes(native_bytes),
     )
-    writes: list[tuple[Path, bytes]] = [(metadata_path(folder, backend), _dumps(meta))]
+    writes: list[tuple[Path, bytes]] = [(metadata_path(folder, backend), json_bytes(meta))]
     removes: list[Path] = []
     if nat is not None:
         if native_bytes is not None:
@@ -439,7 +340,7 @@ def save_model(
         elif nat.exists():
             removes.append(nat)
     writes.append((opath, onnx_bytes))  # last: the commit point (module docstring)
-    _replace_files(folder, writes, removes)
+    replace_files(folder, writes, removes)
     return jsonable(meta)
 
 
@@ -448,72 +349,5 @@ def retire_model(model_dir: Path, backend: str) -> bool:
     files = [f for f in reversed(model_files(Path(model_dir), backend)) if f.exists()]
     if not files:
         return False
-    _replace_files(Path(model_dir), [], files)
+    replace_files(Path(model_dir), [], files)
     return True
-
-
-# --------------------------------------------------------------------------- training log
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """Serialise read-modify-write of the training log between processes.
-
-    A POSIX advisory lock on the folder itself (no lock file left behind); where directories
-    cannot be locked the append simply runs unlocked (the write itself is still atomic).
-    """
-    _ensure_folder(folder)
-    try:
-        import fcntl
-
-        fd = os.open(folder, os.O_RDONLY)
-    except (ImportError, OSError):  # pragma: no cover - non-POSIX
-        yield
-        return
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def read_training_log(model_dir: Path) -> list[Any]:
-    """The list of logged runs (empty when the file does not exist)."""
-    path = Path(model_dir) / TRAINING_LOG
-    if not path.exists():
-        return []
-    try:
-        entries = json.loads(path.read_bytes())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(
-            f"{path}: training log is unreadable ({exc}); fix or move it, nothing was appended"
-        ) from None
-    if not isinstance(entries, list):
-        raise ModelError(f"{path}: training log must be a JSON list; fix or move it, nothing was appended")
-    return entries
-
-
-def append_training_log(model_dir: Path, entry: Mapping[str, Any]) -> None:
-    """Append one entry (never rewrite history; an unreadable log is an error, not overwritten)."""
-    append_training_entries(
-        model_dir, [{"logged_at": datetime.now(UTC).isoformat(), **jsonable(dict(entry))}]
-    )
-
-
-def append_training_entries(model_dir: Path, new: Sequence[Mapping[str, Any]]) -> None:
-    """Append entries as they are (deploy copies staged entries with their own ``logged_at``)."""
-    folder = Path(model_dir)
-    with _locked(folder):
-        entries = read_training_log(folder) + [jsonable(dict(e)) for e in new]
-        path = folder / TRAINING_LOG
-        try:
-            tmp = _write_temp(folder, path.name, _dumps(entries))
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise _unwritable(folder, exc) from None
-
-
-def replace_sidecar(model_dir: Path, name: str, data: bytes) -> None:
-    """Atomically replace one side file (e.g. ``active_lgbm_params.json``), keeping ``*_prev``."""
-    _replace_files(Path(model_dir), [(Path(model_dir) / name, data)])

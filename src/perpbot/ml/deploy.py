@@ -30,18 +30,16 @@ from perpbot.ml.artifacts import (
     ONNX_FILES,
     SIDECAR_FILES,
     ModelFiles,
-    append_training_entries,
-    backup_path,
     check_onnx,
     gate_failed,
     model_files,
     onnx_path,
     read_model,
-    read_training_log,
-    replace_sidecar,
     save_model,
     verify_model_files,
 )
+from perpbot.ml.atomic_files import backup_path
+from perpbot.ml.training_log import append_training_entries, read_training_log, replace_sidecar
 
 PARAMS_FILE = "active_lgbm_params.json"
 

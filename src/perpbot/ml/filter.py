@@ -29,15 +29,7 @@ Behaviour (SPEC §6.3, issue 2 §7):
   model when it has one. An inference failure — including a feature vector of the wrong length or
   a non-finite probability — rejects the entry (reason ``"inference_error"``), is counted in
   ``error_count`` and logged as a warning (SPEC: reject, never crash; a bot alerts on repeats).
-* **Input dtype**: the row arrives as float64 in ``FEATURE_COLS`` order and is cast to the dtype
-  the model's ONNX input declares (float64 for LightGBM, whose export is exact in float64;
-  float32 for the MLP). NaN is passed through: both graphs treat it as "missing" the way their
-  training did.
-
-Latency: a decision reuses one session (1 intra-op, 1 inter-op thread, sequential execution), a
-pre-allocated ``(1, 26)`` input buffer held in a pre-built feed dict and a pre-built output-name
-list; the only per-call work is one copy into the buffer and ``session.run``. (IOBinding and
-``run_with_ort_values`` were measured and are ~5× slower for a single row.)
+* **Input dtype** and **latency**: :mod:`perpbot.ml.served_model`.
 
 Thread model: one filter per symbol bot, called from that bot's task. A reload swaps one
 reference, so a concurrent ``decide`` sees either the old or the new model, never a mix.
@@ -49,23 +41,19 @@ import logging
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnxruntime as ort
 
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ModelError
-from perpbot.ml.artifacts import BACKENDS, ModelFiles, gate_failed, metadata_path, onnx_path, read_model
+from perpbot.ml.artifacts import BACKENDS, gate_failed, metadata_path, onnx_path, read_model
 from perpbot.ml.decision import FilterDecision
 from perpbot.ml.features import FEATURE_COLS, feature_schema_hash
+from perpbot.ml.served_model import ServedModel, build_served_model, one_line
 
-OUTPUT_NAME = "proba"
 THRESHOLD_MODES = ("config", "model")
-_DTYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 
 if TYPE_CHECKING:
     from perpbot.config import AppConfig
@@ -82,30 +70,6 @@ def _stamp(path: Path) -> Stamp:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """Everything a decision needs, built once per load."""
-
-    backend: str
-    session: ort.InferenceSession
-    input_name: str
-    dtype: type[np.floating[Any]]
-    buf: np.ndarray  # (1, n_features), reused by every decide()
-    flat: np.ndarray  # 1-D view of buf
-    feeds: dict[str, np.ndarray]
-    outputs: list[str]
-    n_features: int
-    threshold: float
-    metadata: dict[str, Any]
-    path: Path
-    loaded_at: str
 
 
 class MLFilter:
@@ -158,7 +122,7 @@ class MLFilter:
         self._n_features = len(FEATURE_COLS)
         self._feature_names = list(FEATURE_COLS)
         self._schema = feature_schema_hash()
-        self._model: _Loaded | None = None
+        self._model: ServedModel | None = None
         self._stamps: dict[Path, Stamp] = {}
         self._watched = [
             p for b in self.backends for p in (onnx_path(self.model_dir, b), metadata_path(self.model_dir, b))
@@ -245,58 +209,6 @@ class MLFilter:
                 return float(t)
         return self.config_threshold
 
-    def _build(self, files: ModelFiles) -> _Loaded:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3  # errors only; warnings would flood the bot log
-        try:
-            session = ort.InferenceSession(files.onnx_bytes, so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"{files.onnx_path}: not a loadable ONNX model ({_one_line(exc)})") from None
-        inputs = session.get_inputs()
-        if len(inputs) != 1 or inputs[0].type not in _DTYPES:
-            raise ModelError(
-                f"{files.onnx_path}: expected one float/double input, got {[i.type for i in inputs]}"
-            )
-        shape = inputs[0].shape
-        if len(shape) != 2 or shape[1] != self._n_features:
-            raise ModelError(
-                f"{files.onnx_path}: input shape {shape}, the code has {self._n_features} features"
-            )
-        if OUTPUT_NAME not in [o.name for o in session.get_outputs()]:
-            raise ModelError(f"{files.onnx_path}: no {OUTPUT_NAME!r} output; not a perpbot filter model")
-        dtype = _DTYPES[inputs[0].type]
-        buf = np.zeros((1, self._n_features), dtype=dtype)
-        feeds = {inputs[0].name: buf}
-        outputs = [OUTPUT_NAME]
-        try:  # a model that cannot score a neutral row is as broken as one that does not parse
-            probe = session.run(outputs, feeds)[0]
-            p = float(np.asarray(probe).reshape(-1)[0])
-        except Exception as exc:
-            raise ModelError(f"{files.onnx_path}: test inference failed ({_one_line(exc)})") from None
-        if np.asarray(probe).shape != (1,) or not (0.0 <= p <= 1.0):
-            raise ModelError(
-                f"{files.onnx_path}: output {np.asarray(probe).shape} / {p!r} is not a probability"
-            )
-        return _Loaded(
-            backend=files.backend,
-            session=session,
-            input_name=inputs[0].name,
-            dtype=dtype,
-            buf=buf,
-            flat=buf.reshape(-1),
-            feeds=feeds,
-            outputs=outputs,
-            n_features=self._n_features,
-            threshold=self._effective_threshold(files.metadata),
-            metadata=files.metadata,
-            path=files.onnx_path,
-            loaded_at=datetime.now(UTC).isoformat(),
-        )
-
     def _load(self) -> None:
         """Load by priority; record file stamps first (module docstring: hot reload)."""
         self._stamps = self._current_stamps()
@@ -308,7 +220,9 @@ class MLFilter:
                 files = read_model(self.model_dir, backend)
                 if files is None:
                     continue
-                loaded = self._build(files)
+                loaded = build_served_model(
+                    files, self._n_features, self._effective_threshold(files.metadata)
+                )
                 if gate_failed(files.metadata) and not self.allow_ungated:
                     self._gate_refused(backend, files.metadata)
                     continue
@@ -316,7 +230,7 @@ class MLFilter:
                 self._load_failed(backend, str(exc))
                 continue
             except Exception as exc:  # never let a model file crash the bot
-                self._load_failed(backend, f"{onnx_path(self.model_dir, backend)}: {_one_line(exc)}")
+                self._load_failed(backend, f"{onnx_path(self.model_dir, backend)}: {one_line(exc)}")
                 continue
             self._model = loaded
             meta = loaded.metadata
@@ -338,7 +252,7 @@ class MLFilter:
             try:
                 self.on_unavailable(f"ML filter for {self.model_dir.name}: every signal passes: {reason}")
             except Exception as exc:  # an alert channel must never break the filter
-                self.log.error("ML filter: alert callback failed: %s", _one_line(exc))
+                self.log.error("ML filter: alert callback failed: %s", one_line(exc))
 
     def _gate_refused(self, backend: str, meta: dict[str, Any]) -> None:
         reason = meta.get("gate_reason") or "no reason recorded"
@@ -372,11 +286,11 @@ class MLFilter:
             self.reload()
         except Exception as exc:  # pragma: no cover - defensive: a reload must never crash a bot
             self._model = None
-            self._load_failed("?", f"reload failed: {_one_line(exc)}")
+            self._load_failed("?", f"reload failed: {one_line(exc)}")
 
     # ------------------------------------------------------------------ inference
 
-    def _inference_error(self, m: _Loaded, message: str) -> FilterDecision:
+    def _inference_error(self, m: ServedModel, message: str) -> FilterDecision:
         self.error_count += 1
         self.last_error = message
         self.log.warning(
@@ -405,7 +319,7 @@ class MLFilter:
             m.flat[:] = x.reshape(-1)
             p = float(m.session.run(m.outputs, m.feeds)[0][0])
         except Exception as exc:
-            return self._inference_error(m, _one_line(exc))
+            return self._inference_error(m, one_line(exc))
         if not math.isfinite(p):
             return self._inference_error(m, f"non-finite probability {p!r}")
         self.seen += 1

@@ -43,7 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,6 +67,9 @@ from perpbot.ml.lgbm_params import ResolvedParams, resolve_lgbm_params
 from perpbot.ml.splits import EMBARGO, Fold, holdout_tail, purged_walk_forward
 from perpbot.ml.train_report import FoldMetrics, TrainReport, summarize
 from perpbot.symbols import normalize_symbol
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ProgressFn = Callable[[str, int, int], None]
 """``progress(description, completed, total)``; the CLI maps it onto a rich progress bar."""
@@ -195,18 +198,66 @@ def train_symbol(
     use it to shrink ``n_estimators``); ``nn_options`` are passed to ``fit_nn`` (epochs, …).
     """
     from perpbot.data.store import data_file_sha256, load_market
+
+    symbol = normalize_symbol(symbol, source="--symbol")
+    path = Path(data_file) if data_file is not None else default_data_path(Path(data_dir), symbol)
+    return train_market(
+        symbol,
+        lambda: load_market(path),
+        model_dir=model_dir,
+        config=config,
+        backend=backend,
+        wf=wf,
+        decay=decay,
+        tuned_params=tuned_params,
+        progress=progress,
+        source=(path, lambda: data_file_sha256(path)),
+        nn_options=nn_options,
+        lgbm_overrides=lgbm_overrides,
+        seed=seed,
+    )
+
+
+def train_market(
+    symbol: str,
+    market: Callable[[], pd.DataFrame],
+    *,
+    model_dir: Path,
+    config: AppConfig,
+    backend: str = "lgbm",
+    wf: int = 5,
+    decay: float | None = None,
+    tuned_params: Path | Mapping[str, Any] | None = None,
+    progress: ProgressFn | None = None,
+    source: tuple[Path, Callable[[], str]] | None = None,
+    frame: pd.DataFrame | None = None,
+    nn_options: Mapping[str, Any] | None = None,
+    lgbm_overrides: Mapping[str, Any] | None = None,
+    seed: int = SEED,
+) -> TrainReport:
+    """:func:`train_symbol` on candles already in memory: ``market()`` gives the validated frame.
+
+    Why: the walk-forward trains every symbol on a prefix of a market it has loaded and whose
+    features it has computed (issue 13): writing that prefix to a parquet file, reading it back
+    and recomputing its features cost more than the fit. ``frame``: the prefix's
+    ``build_feature_frame`` when the caller has it (features read rows ≤ t only, so the rows of
+    the whole market's frame before the cut are exactly it; tested in ``tests/ml``).
+    ``source``: the data file the candles come from and its SHA-256 (a callable, computed only
+    once training got that far), recorded in the model's metadata; None for candles that never
+    came from a file. ``market`` is a callable so that a bad parameters file fails before the
+    data is read, as it always did.
+    """
     from perpbot.ml import artifacts
     from perpbot.ml.features import build_feature_frame
+    from perpbot.ml.training_log import append_training_log
 
     t0 = time.perf_counter()
-    symbol = normalize_symbol(symbol, source="--symbol")
     backend = normalize_backend(backend)
     if wf < 0:
         raise ConfigError(f"--wf={wf}: must be >= 0 (0 skips the walk-forward report)")
     decay = config.time_weight_decay if decay is None else float(decay)
     params = config.params_for(symbol)
     sym_dir = symbol_model_dir(Path(model_dir), symbol)
-    path = Path(data_file) if data_file is not None else default_data_path(Path(data_dir), symbol)
     total = wf + 3
     step = 0
 
@@ -223,11 +274,12 @@ def train_symbol(
         lgbm = resolve_lgbm_params(sym_dir, tuned_params)
         if lgbm_overrides:
             lgbm = ResolvedParams({**lgbm.params, **lgbm_overrides}, lgbm.weight_scale, lgbm.source)
-    market = load_market(path)
+    candles = market()
     ensure_writable(sym_dir, create=False)  # created by the save: a failed run leaves no empty folder
-    frame = build_feature_frame(market, params)
+    if frame is None:
+        frame = build_feature_frame(candles, params)
     ds = build_dataset(
-        market, params, negative_ratio=NEGATIVE_RATIO, decay=decay, seed=seed, frame=frame, symbol=symbol
+        candles, params, negative_ratio=NEGATIVE_RATIO, decay=decay, seed=seed, frame=frame, symbol=symbol
     )
     tick("dataset")
 
@@ -299,8 +351,8 @@ def train_symbol(
         params_source=lgbm.source if lgbm else "nn defaults",
         decay=decay,
         model_dir=sym_dir,
-        data_file=str(path),
-        data_sha256=data_file_sha256(path),
+        data_file=None if source is None else str(source[0]),
+        data_sha256="" if source is None else source[1](),
         notes=notes,
         gate=gate.word,
         gate_reason=gate.reason,
@@ -364,8 +416,8 @@ def train_symbol(
         n_samples=len(ds),
         train_start=int(ds.time_ms[0]),
         train_end=int(ds.time_ms[-1]),
-        data_sha256=report.data_sha256,
-        data_file=path,
+        data_sha256=report.data_sha256 or None,
+        data_file=None if source is None else source[0],
         wf_metrics=wf_block,
         operating_threshold=report.threshold,
         symbol=symbol,
@@ -373,7 +425,7 @@ def train_symbol(
     )
     saved = artifacts.save_model(sym_dir, backend, onnx_bytes, metadata, native_text=native)
     report.files = {k: str(sym_dir / str(saved[k])) for k in ("onnx_file", "native_file") if saved.get(k)}
-    artifacts.append_training_log(sym_dir, _log_entry(report, saved))
+    append_training_log(sym_dir, _log_entry(report, saved))
     tick("saved")
     return report
 

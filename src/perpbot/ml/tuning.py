@@ -9,35 +9,8 @@ per symbol plus a short fingerprint of everything the objective depends on (data
 train ratio, recall constraint, rule parameters, feature schema): trials scored on other data are
 never mixed into a resumed study — new data simply opens a new study in the same file.
 
-Objective (SPEC §7.4, on purged and embargoed folds)
----------------------------------------------------
-The dataset is built once (decay 0, k = 3) and shared by every trial. Per fold: stratified
-undersampling of the training part, early stopping on the fold's separate early-stopping slice,
-scoring on the validation fold's **signal rows** only. A fold with < 20 balanced rows or a
-single-class validation slice scores AUC 0.5 / precision 0; a fold with ≥ 3 positives (and at
-least one negative) gets the maximum precision subject to ``recall ≥ min_recall``.
-``score = mean precision over those folds + 0.001 × mean AUC``; the running score is reported
-after each fold so the median pruner (5 start-up trials, 3 warm-up steps) can stop hopeless
-trials. TPE sampler, seed 42. Deviation, stated: degenerate folds (single-class validation) do not
-enter the precision mean/std — a forced 0 would shift every trial equally but inflate the fold
-standard deviation that the promotion rule looks at.
-
-Note on optimism: the per-fold threshold is chosen on the validation fold itself (SPEC
-objective), and the best of N trials is compared with a single baseline evaluation, so the best
-score is biased upward. The promotion rule below is deliberately strict for that reason.
-
-Promotion rule (SPEC §13: tuning must not auto-promote on any improvement)
---------------------------------------------------------------------------
-The best parameters are copied to ``active_lgbm_params.json`` only when **all** hold:
-
-1. a baseline was computed (``--no-baseline`` never promotes): the same CV with the currently
-   active parameters (or the built-in defaults);
-2. ``best score > baseline score + 0.01``;
-3. the standard deviation of the best trial's per-fold precision ≤ 0.05;
-4. at least 3 folds had ≥ 3 positives (otherwise precision is measured on too few trades).
-
-Otherwise the active parameters stay and the report says which condition failed. The previous
-active file is kept as ``active_lgbm_params_prev.json``.
+The objective a trial scores is :mod:`perpbot.ml.tuning_cv`; the rule that decides whether the
+best trial's parameters become the active ones is :mod:`perpbot.ml.promotion`.
 """
 
 from __future__ import annotations
@@ -48,201 +21,33 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from perpbot.config import AppConfig
 from perpbot.data.schema import data_path as default_data_path
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ConfigError
 from perpbot.fileio import atomic_write_text, jsonable
-from perpbot.ml.backends import SEED, es_rows, fit_backend
-from perpbot.ml.dataset import Dataset, build_dataset, stratified_undersample
-from perpbot.ml.evaluation import max_precision_at_recall, positive_proba, safe_auc
+from perpbot.ml.backends import SEED
+from perpbot.ml.dataset import build_dataset
 from perpbot.ml.lgbm_params import (
     ACTIVE_PARAMS_FILE,
     ResolvedParams,
     default_resolved_params,
     resolve_lgbm_params,
 )
-from perpbot.ml.splits import Fold, purged_walk_forward
+from perpbot.ml.promotion import PROMOTION_RULE, promotion_decision
+from perpbot.ml.splits import purged_walk_forward
 from perpbot.ml.training import ES_FRACTION, NEGATIVE_RATIO, ProgressFn, ensure_writable
+from perpbot.ml.tuning_cv import CVResult, cv_score, suggest_params
 from perpbot.symbols import normalize_symbol
 
 log = logging.getLogger(__name__)
 
-PROMOTION_MARGIN = 0.01
-MAX_FOLD_PRECISION_STD = 0.05
-MIN_PRECISION_FOLDS = 3
-MIN_FOLD_POSITIVES = 3
-MIN_BALANCED_ROWS = 20
 STUDY_FILE = "optuna.sqlite3"
 PREV_ACTIVE_FILE = "active_lgbm_params_prev.json"
-PROMOTION_RULE = (
-    f"promote only if a baseline was computed, best score > baseline + {PROMOTION_MARGIN}, "
-    f"std of the best trial's per-fold precision <= {MAX_FOLD_PRECISION_STD}, and >= {MIN_PRECISION_FOLDS} "
-    f"folds had >= {MIN_FOLD_POSITIVES} positives"
-)
-
-
-# --------------------------------------------------------------------------------------------
-# Cross-validated score
-
-
-@dataclass
-class CVResult:
-    """Per-fold and aggregate figures of one parameter set (validation signal rows only)."""
-
-    score: float
-    auc: float
-    precision: float
-    recall: float
-    precision_std: float
-    precision_folds: int
-    fold_auc: list[float] = field(default_factory=list)
-    fold_precision: list[float] = field(default_factory=list)
-    fold_recall: list[float] = field(default_factory=list)
-    fold_positives: list[int] = field(default_factory=list)
-    fold_counted: list[bool] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "score": self.score,
-            "auc": self.auc,
-            "precision": self.precision,
-            "recall": self.recall,
-            "precision_std": self.precision_std,
-            "precision_folds": self.precision_folds,
-            "fold_auc": self.fold_auc,
-            "fold_precision": self.fold_precision,
-            "fold_recall": self.fold_recall,
-            "fold_positives": self.fold_positives,
-            "fold_counted": self.fold_counted,
-        }
-
-
-def _aggregate(
-    auc: list[float], prec: list[float], rec: list[float], counted: list[bool], positives: list[int]
-) -> CVResult:
-    p = [x for x, c in zip(prec, counted, strict=True) if c]
-    r = [x for x, c in zip(rec, counted, strict=True) if c]
-    mean_p = float(np.mean(p)) if p else 0.0
-    mean_auc = float(np.mean(auc)) if auc else 0.5
-    return CVResult(
-        score=mean_p + 0.001 * mean_auc,
-        auc=mean_auc,
-        precision=mean_p,
-        recall=float(np.mean(r)) if r else 0.0,
-        precision_std=float(np.std(p)) if p else float("nan"),
-        precision_folds=len(p),
-        fold_auc=list(auc),
-        fold_precision=list(prec),
-        fold_recall=list(rec),
-        fold_positives=list(positives),
-        fold_counted=list(counted),
-    )
-
-
-def cv_score(
-    ds: Dataset,
-    folds: list[Fold],
-    params: ResolvedParams,
-    *,
-    min_recall: float,
-    seed: int = SEED,
-    trial: Any | None = None,
-) -> CVResult:
-    """SPEC §7.4 objective on purged folds; reports the running score to ``trial`` for pruning."""
-    import optuna
-
-    auc: list[float] = []
-    prec: list[float] = []
-    rec: list[float] = []
-    counted: list[bool] = []
-    positives: list[int] = []
-    for step, fold in enumerate(folds):
-        tr = fold.train_idx
-        fit_idx = tr[stratified_undersample(ds.y[tr], ds.source[tr], seed=seed)]
-        val = fold.val_idx[ds.is_signal[fold.val_idx]]
-        y_val = ds.y[val]
-        n_pos = int(y_val.sum())
-        positives.append(n_pos)
-        usable = (
-            fit_idx.size >= MIN_BALANCED_ROWS
-            and np.unique(y_val).size == 2
-            and np.unique(ds.y[fit_idx]).size == 2
-        )
-        if not usable:
-            auc.append(0.5)
-            prec.append(0.0)
-            rec.append(0.0)
-            counted.append(False)
-        else:
-            model = fit_backend("lgbm", ds, fit_idx, es_rows(ds, fold.es_idx), lgbm=params, seed=seed)
-            p_val = positive_proba(model, ds.X[val])
-            auc.append(safe_auc(y_val, p_val))
-            _, fp, fr = max_precision_at_recall(y_val, p_val, min_recall)
-            prec.append(fp)
-            rec.append(fr)
-            counted.append(n_pos >= MIN_FOLD_POSITIVES)
-        if trial is not None:
-            running = _aggregate(auc, prec, rec, counted, positives).score
-            trial.report(running, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after fold {step + 1}: running score {running:.4f}")
-    return _aggregate(auc, prec, rec, counted, positives)
-
-
-def suggest_params(trial: Any, n_estimators_range: tuple[int, int] = (100, 600)) -> dict[str, Any]:
-    """SPEC §7.4 search space (``num_leaves`` bounded by ``2^max_depth − 1``)."""
-    max_depth = trial.suggest_int("max_depth", 2, 7)
-    leaves_hi = max(7, min(31, 2**max_depth - 1))
-    return {
-        "n_estimators": trial.suggest_int("n_estimators", *n_estimators_range),
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
-        "max_depth": max_depth,
-        "num_leaves": trial.suggest_int("num_leaves", 7, leaves_hi),
-        "min_child_samples": trial.suggest_int("min_child_samples", 10, 50),
-        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
-        "reg_alpha": trial.suggest_float("reg_alpha", 1e-4, 1.0, log=True),
-        "reg_lambda": trial.suggest_float("reg_lambda", 1e-4, 1.0, log=True),
-        "weight_scale": trial.suggest_float("weight_scale", 0.5, 2.0),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Promotion
-
-
-def promotion_decision(best: CVResult | None, baseline: CVResult | None) -> tuple[bool, list[str]]:
-    """Apply the module's promotion rule; returns (promote?, reasons — why not, or why yes)."""
-    if best is None:
-        return False, ["no completed trial"]
-    if baseline is None:
-        return False, ["no baseline computed (--no-baseline never promotes)"]
-    reasons: list[str] = []
-    if not best.score > baseline.score + PROMOTION_MARGIN:
-        reasons.append(
-            f"best score {best.score:.4f} does not beat baseline {baseline.score:.4f} "
-            f"by more than {PROMOTION_MARGIN}"
-        )
-    if not (np.isfinite(best.precision_std) and best.precision_std <= MAX_FOLD_PRECISION_STD):
-        reasons.append(f"per-fold precision std {best.precision_std:.4f} > {MAX_FOLD_PRECISION_STD}")
-    if best.precision_folds < MIN_PRECISION_FOLDS:
-        reasons.append(
-            f"only {best.precision_folds} fold(s) had >= {MIN_FOLD_POSITIVES} positives "
-            f"(need {MIN_PRECISION_FOLDS})"
-        )
-    if reasons:
-        return False, reasons
-    return True, [
-        f"best score {best.score:.4f} > baseline {baseline.score:.4f} + {PROMOTION_MARGIN}, "
-        f"fold precision std {best.precision_std:.4f}, {best.precision_folds} folds counted"
-    ]
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:

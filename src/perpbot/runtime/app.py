@@ -42,6 +42,7 @@ from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
 from perpbot.runtime.candle_job import handle_candle
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
+from perpbot.runtime.lane import Lane
 from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
@@ -122,6 +123,8 @@ class Runtime:
         self._lock: JournalLock | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.prev_oi: dict[str, float] = {}  # SPEC §2.3's stored OI per symbol (``candle_job``)
+        self.micro_decides: dict[str, bool] = {}  # symbol → its decision reads OI/funding (ML)
+        self.lane = Lane()  # the candle jobs' CPU, most urgent first (``lane.py``)
         self._stopping = False
         self.started = asyncio.Event()
         self.candles_handled: dict[str, int] = {s: 0 for s in cfg.symbols}
@@ -161,6 +164,7 @@ class Runtime:
         from perpbot.engine.journal import Journal
         from perpbot.engine.risk import RiskManager
         from perpbot.exchange.binance.startup import connect_from_config
+        from perpbot.ml.decision import PassThroughFilter
 
         cfg, opts = self.cfg, self.opts
         # 1. journal
@@ -170,6 +174,9 @@ class Runtime:
             filters = {
                 s: load_entry_filter(opts.models_root, s, cfg, use_ml=opts.use_ml) for s in cfg.symbols
             }
+            # An ML filter (with a model now or hot-reloaded later) reads the OI/funding features:
+            # then they are decision inputs and the candle job waits for them (``candle_job``).
+            self.micro_decides = {s: not isinstance(f, PassThroughFilter) for s, f in filters.items()}
             if self.view is not None:
                 filters = {s: self.view.watch_filter(s, f) for s, f in filters.items()}
             self.journal = Journal(opts.journal_path)

@@ -10,10 +10,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from perpbot import latency
 from perpbot.engine.notifier import info_message
+from perpbot.runtime.lane import BOOKKEEPING, DECIDE, ROUTINE, Lane
 from perpbot.runtime.window import Micro, oi_change
 
 if TYPE_CHECKING:
@@ -24,67 +25,153 @@ log = logging.getLogger("perpbot.runtime.app")
 # A position read started longer ago than this (a late BTC/ETH candle, a slow OI read) is not
 # handed to the bot: it reads the position afresh, as without the head start.
 POSITION_READ_MAX_AGE_S = 1.0
+T = TypeVar("T")
 
 
 async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
     """One closed candle, ordered so that the order leaves as early as possible without
     changing what is decided (docs/ARCHITECTURE.md, "Decision latency"):
-    1. the close's OI and funding reads (SPEC §2.3) start at once;
-    2. the indicators and rule signal, which read the primary's candles only, are computed
-       while they are in flight, before the BTC/ETH wait;
-    3. with a signal, the live position read of SPEC §8.3 step 7 starts, and so does the
+    1. the indicators and rule signal, which read the primary's candles only, are computed
+       first (before the BTC/ETH wait, if any);
+    2. with a signal, the live position read of SPEC §8.3 step 7 starts, and so does the
        balance read of the entry (kept only while provably current, ``wallet.py``); a HOLD
        candle reads nothing more, as before; the position read is handed to the bot, which
        awaits it at step 7;
-    4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the
-       reads are in flight; the OI/funding values complete the row; then ``on_candle``."""
-    oi = asyncio.ensure_future(rt.exchange.open_interest(sym))
-    funding = asyncio.ensure_future(rt.exchange.funding_rate(sym))
+    3. the close's OI and funding reads (SPEC §2.3, concurrently, before the risk gate) start
+       too. When an ML filter is configured they are decision inputs: they start first of all
+       and the row waits for them. Without one nothing in the decision reads them: they start
+       after the position and balance reads, the decision does not wait for them (the context's
+       four OI/funding features are NaN, not computed), and their answers are booked after
+       ``on_candle`` exactly as before (stored previous OI, the candle's row in the window);
+    4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the reads
+       are in flight; then ``on_candle``.
+    The CPU of all this runs in the runtime's lane (``lane.py``): one job at a time, a candle
+    with a signal before the rest of a HOLD candle, out of the lane while waiting for I/O."""
+    probe = latency.PROBE  # bench/bench_runtime.py only
+    if probe is not None:
+        probe.begin(sym, open_ms)
+        probe.stage(sym, open_ms, "job")
+    micro_decides = rt.micro_decides.get(sym, True)  # unknown: as if a model read them
+    turn = _Turn(rt.lane)
+    oi: asyncio.Future[Any] | None = None
+    funding: asyncio.Future[Any] | None = None
     position: asyncio.Future[Any] | None = None
     position_at = 0.0
     try:
-        await asyncio.sleep(0)  # a task runs only when we yield: let the requests leave first
+        await turn.take(ROUTINE)
+        if micro_decides:
+            oi, funding = _micro_reads(rt, sym)
+            await asyncio.sleep(0)  # a task runs only when we yield: let the requests leave first
         # The rule signal reads the primary's candles only: known before BTC/ETH arrive.
         prep = rt.window.prepare(sym, upto_open_ms=open_ms)
-        bot = rt.bots[sym]
-        if prep is not None and prep.signal is not None:
+        if probe is not None:
+            probe.stage(sym, open_ms, "signal")
+        signal = prep is not None and prep.signal is not None
+        if signal:
             position = asyncio.ensure_future(rt.exchange.position(sym))
             position_at = time.monotonic()
             prefetch = getattr(rt.exchange, "prefetch_balance", None)
             if prefetch is not None:
                 prefetch()  # the entry's balance (SPEC §8.4 step 1), reused only if unchanged
-            await asyncio.sleep(0)
-        aligned = await rt.window.align(open_ms)
+        urgency = DECIDE if signal else BOOKKEEPING
+        if not signal:
+            await turn.wait(None, urgency)  # a HOLD's reads and features wait behind any decision
+        if oi is None:
+            oi, funding = _micro_reads(rt, sym)
+        await asyncio.sleep(0)  # the requests leave, the position read first
+        aligned = True
+        if not rt.window.is_aligned(open_ms):
+            aligned = await turn.wait(rt.window.align(open_ms), urgency)
         if not aligned:
             log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
+        if probe is not None:
+            probe.stage(sym, open_ms, "aligned")
         if prep is not None:
             rt.window.features(prep)
-        micro = await _micro(rt, sym, oi, funding)
-        rt.window.set_micro(sym, open_ms, micro)
-        ctx = None if prep is None else rt.window.finish(prep, micro)
+        if probe is not None:
+            probe.stage(sym, open_ms, "features")
+        if micro_decides:
+            assert funding is not None
+            micro = await turn.wait(_micro(rt, sym, oi, funding), urgency)
+            if probe is not None:
+                probe.stage(sym, open_ms, "inputs")
+            rt.window.set_micro(sym, open_ms, micro)
+            ctx = None if prep is None else rt.window.finish(prep, micro)
+        else:
+            ctx = None if prep is None else rt.window.finish(prep, with_micro=False)
+        turn.give()
         rt.candles_handled[sym] += 1
         rt.last_candle_wall[sym] = time.monotonic()
-        if ctx is None:
-            return
-        if ctx.signal is not None:
-            rt.signals[sym] += 1
-        # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
-        if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(rt.clock.now_ms()):
-            await rt.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
-        if rt.view is not None:
-            rt.view.on_candle(sym, ctx)
-        if position is not None and time.monotonic() - position_at > POSITION_READ_MAX_AGE_S:
-            _discard(position)
-            position = None  # too old a snapshot to decide on: the bot reads it again
-        probe = latency.PROBE  # bench/bench_runtime.py only
-        if probe is not None:
-            probe.begin(sym, open_ms)
-        await bot.on_candle(ctx, position=position)
-        if probe is not None:
-            probe.end(sym, open_ms)
+        if ctx is not None:
+            await _decide(rt, sym, open_ms, ctx, position, position_at)
+            position = None  # handed over (or dropped as too old)
+        if not micro_decides:
+            assert funding is not None
+            # SPEC §2.3's bookkeeping, after the decision that did not need it: the stored
+            # previous OI and this candle's row evolve exactly as when the row waited for them.
+            rt.window.set_micro(sym, open_ms, await _micro(rt, sym, oi, funding))
     finally:
+        turn.give()
         for fut in (oi, funding, position):
             _discard(fut)
+
+
+async def _decide(
+    rt: Runtime, sym: str, open_ms: int, ctx: Any, position: asyncio.Future[Any] | None, position_at: float
+) -> None:
+    """``on_candle`` with the position read started by the job (when still young enough)."""
+    bot = rt.bots[sym]
+    if ctx.signal is not None:
+        rt.signals[sym] += 1
+    # An operator's ``perpbot kill-switch reset`` (written by another process) is taken here.
+    if bot.kill_switch.tripped and bot.kill_switch.take_operator_reset(rt.clock.now_ms()):
+        await rt.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
+    if rt.view is not None:
+        rt.view.on_candle(sym, ctx)
+    if position is not None and time.monotonic() - position_at > POSITION_READ_MAX_AGE_S:
+        _discard(position)
+        position = None  # too old a snapshot to decide on: the bot reads it again
+    probe = latency.PROBE
+    if probe is not None:
+        probe.stage(sym, open_ms, "decide")
+    try:
+        await bot.on_candle(ctx, position=position)
+    finally:
+        _discard(position)
+    if probe is not None:
+        probe.end(sym, open_ms)
+
+
+def _micro_reads(rt: Runtime, sym: str) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
+    """SPEC §2.3: the close's OI and funding reads, concurrently."""
+    return asyncio.ensure_future(rt.exchange.open_interest(sym)), asyncio.ensure_future(
+        rt.exchange.funding_rate(sym)
+    )
+
+
+class _Turn:
+    """A job's hold on the runtime's lane: given up while it waits for something outside."""
+
+    def __init__(self, lane: Lane) -> None:
+        self.lane = lane
+        self.holding = False
+
+    async def take(self, priority: int) -> None:
+        await self.lane.acquire(priority)
+        self.holding = True
+
+    def give(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.lane.release()
+
+    async def wait(self, what: Awaitable[T] | None, priority: int) -> T | None:
+        """Out of the lane while ``what`` is awaited (None: just let a more urgent job go
+        first), then back in at ``priority``."""
+        self.give()
+        result = None if what is None else await what
+        await self.take(priority)
+        return result
 
 
 async def _micro(rt: Runtime, sym: str, oi_read: Awaitable[Any], funding_read: Awaitable[Any]) -> Micro:

@@ -34,6 +34,7 @@ from perpbot.ml.features import (
     BASE_FEATURES,
     FRAME_COLS,
     LIVE_WINDOW_BARS,
+    OPTIONAL_FEATURES,
     FrameIndex,
     MarketPart,
     SignalStage,
@@ -155,7 +156,7 @@ class MarketWindow:
             for open_ms, fut in self._waiting:
                 if fut.done():
                     continue
-                if self._aligned(open_ms):
+                if self.is_aligned(open_ms):
                     fut.set_result(None)
                 else:
                     still.append((open_ms, fut))
@@ -207,12 +208,13 @@ class MarketWindow:
         last = self.last_open(symbol)
         return last is not None and last >= open_ms
 
-    def _aligned(self, open_ms: int) -> bool:
+    def is_aligned(self, open_ms: int) -> bool:
+        """BTC and ETH both have their candle at ``open_ms`` (``align`` would not wait)."""
         return self.have(self.btc, open_ms) and self.have(self.eth, open_ms)
 
     async def align(self, open_ms: int) -> bool:
         """Wait (bounded) until BTC and ETH have a candle at ``open_ms``; False on timeout."""
-        if self._aligned(open_ms):
+        if self.is_aligned(open_ms):
             return True
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((open_ms, fut))
@@ -282,16 +284,24 @@ class MarketWindow:
             params = self.app.params_for(prep.symbol)
             prep.part = market_features(prep.market, params, last_only=True, stage=prep.stage)
 
-    def finish(self, prep: Prepared, micro: Micro | None = None) -> CandleContext | None:
+    def finish(
+        self, prep: Prepared, micro: Micro | None = None, *, with_micro: bool = True
+    ) -> CandleContext | None:
         """The bot's context from :meth:`prepare` and the close's OI/funding (``micro``; None: as
         stored in the window). None before the features are warm (the backtest's ``ready`` rule:
-        every non-optional feature and the ATR finite)."""
+        every non-optional feature and the ATR finite: the OI/funding features are optional).
+
+        ``with_micro=False``: the four OI/funding features are NaN, not computed, for a decision
+        that reads none of them (no ML filter) and so does not wait for the close's answers."""
         self.features(prep)
         assert prep.part is not None
-        if micro is not None:
-            prep.market.columns["oi_change"][-1] = micro.oi_change
-            prep.market.columns["funding_rate"][-1] = micro.funding_rate
-        data = with_micro_features(prep.part, prep.market.column)
+        if not with_micro:
+            data = {**prep.part.data, **dict.fromkeys(OPTIONAL_FEATURES, _NAN)}
+        else:
+            if micro is not None:
+                prep.market.columns["oi_change"][-1] = micro.oi_change
+                prep.market.columns["funding_rate"][-1] = micro.funding_rate
+            data = with_micro_features(prep.part, prep.market.column)
         row = np.array([data[name][-1] for name in FRAME_COLS], dtype=np.float64)
         if not np.isfinite(row[_BASE]).all() or not np.isfinite(row[_INDEX.atr]):
             return None
@@ -319,4 +329,5 @@ class Prepared:
 
 
 _INDEX = FrameIndex.from_columns(FRAME_COLS)
+_NAN = np.array([np.nan])
 _BASE = np.array([FRAME_COLS.index(c) for c in BASE_FEATURES])

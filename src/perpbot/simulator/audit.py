@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perpbot.domain.types import OrderSide, OrderType, Side
-from perpbot.exchange.binance.codec import fmt
+from perpbot.exchange.binance.codec.decimals import fmt
 from perpbot.simulator.venue import Venue
 
 QTY_TOL = 1e-9

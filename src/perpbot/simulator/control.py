@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from perpbot.exchange.binance.codec import algo_json, fmt
+from perpbot.exchange.binance.codec.decimals import fmt
+from perpbot.exchange.binance.codec.orders import algo_json
 from perpbot.simulator.config import is_loopback
 from perpbot.simulator.errors import BinanceError, json_response
 from perpbot.simulator.faults import parse_faults

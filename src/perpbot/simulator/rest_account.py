@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from perpbot.exchange.binance.codec import fmt, income_json, position_json, trade_json
+from perpbot.exchange.binance.codec.account import income_json, position_json, trade_json
+from perpbot.exchange.binance.codec.decimals import fmt
 from perpbot.simulator.errors import BinanceError
 from perpbot.simulator.params import Params
 from perpbot.simulator.venue import tran_id

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from perpbot.domain.types import AlgoStatus, OrderSide, OrderStatus, OrderType
-from perpbot.exchange.binance.codec import algo_json, order_json
+from perpbot.exchange.binance.codec.orders import algo_json, order_json
 from perpbot.simulator.errors import BinanceError
 from perpbot.simulator.faults import REJECT_MESSAGES
 from perpbot.simulator.params import Params

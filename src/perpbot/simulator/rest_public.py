@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perpbot.data.schema import BAR_MS
-from perpbot.exchange.binance.codec import fmt, kline_row, symbol_info
-from perpbot.exchange.sim.engine import FUNDING_INTERVAL_MS
+from perpbot.exchange.binance.codec.decimals import fmt
+from perpbot.exchange.binance.codec.market import kline_row, symbol_info
+from perpbot.exchange.sim.settings import FUNDING_INTERVAL_MS
 from perpbot.simulator.errors import BinanceError
 from perpbot.simulator.params import Params
 from perpbot.simulator.weights import WEIGHT_LIMIT

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from perpbot.aio import STOP_WAIT_S, cancel_and_wait
-from perpbot.exchange.sim.engine import SimSettings
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.simulator import control, rest_account, rest_orders, rest_public
 from perpbot.simulator.audit import ProtectionAudit
 from perpbot.simulator.auth import Authenticator, parse_params

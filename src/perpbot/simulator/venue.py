@@ -30,7 +30,8 @@ from perpbot.domain.types import (
 from perpbot.errors import ConfigError
 from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.known_filters import derived_filters
-from perpbot.exchange.sim.engine import MatchingEngine, SimSettings
+from perpbot.exchange.sim.engine import MatchingEngine
+from perpbot.exchange.sim.settings import SimSettings
 from perpbot.simulator.errors import BinanceError
 from perpbot.simulator.market import Market
 

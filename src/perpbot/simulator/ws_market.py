@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from perpbot.data.schema import BAR_MS
-from perpbot.exchange.binance.codec import kline_event
+from perpbot.exchange.binance.codec.market import kline_event
 from perpbot.simulator.config import SimulatorConfig
 from perpbot.simulator.faults import FaultBook
 from perpbot.simulator.ws_conn import StreamConn

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from perpbot.domain.events import ExchangeEvent, OrderTradeUpdate
-from perpbot.exchange.binance.codec import event_json
+from perpbot.exchange.binance.codec.events import event_json
 from perpbot.exchange.sim.faults import event_kind
 from perpbot.simulator.config import SimulatorConfig
 from perpbot.simulator.faults import REORDER, Fault, FaultBook

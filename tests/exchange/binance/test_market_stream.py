@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from perpbot.exchange.binance.codec import kline_event, kline_row
+from perpbot.exchange.binance.codec.market import kline_event, kline_row
 from perpbot.exchange.binance.environment import resolve_endpoints
 from perpbot.exchange.binance.market_stream import BAR_MS, Candle, KlineFeed
 

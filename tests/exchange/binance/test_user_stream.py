@@ -17,7 +17,7 @@ from perpbot.exchange.binance.adapter import BinanceExchange
 from perpbot.exchange.binance.budget import WeightBudget
 from perpbot.exchange.binance.ccxt_client import Credentials
 from perpbot.exchange.binance.checks import SetupError
-from perpbot.exchange.binance.codec import event_json
+from perpbot.exchange.binance.codec.events import event_json
 from perpbot.exchange.binance.environment import resolve_endpoints
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.simulator.config import SimulatorConfig

@@ -31,12 +31,15 @@ from perpbot.domain.types import (
     Position,
     SymbolFilters,
 )
-from perpbot.exchange.binance import codec
 from perpbot.exchange.binance.account_config import AccountConfig
 from perpbot.exchange.binance.budget import WeightBudget, shared_budget, wall_ms
 from perpbot.exchange.binance.ccxt_client import Credentials
 from perpbot.exchange.binance.checks import SetupError, check_keys_and_account, check_symbols
 from perpbot.exchange.binance.client_ids import is_valid_client_id, make_client_id
+from perpbot.exchange.binance.codec.account import income_from_json, position_from_json, trade_from_json
+from perpbot.exchange.binance.codec.decimals import ASSET, fmt, num
+from perpbot.exchange.binance.codec.market import filters_from_symbol_info
+from perpbot.exchange.binance.codec.orders import algo_from_json, order_from_json
 from perpbot.exchange.binance.environment import Endpoints
 from perpbot.exchange.binance.market_data import PublicReads
 from perpbot.exchange.binance.market_stream import Candle, KlineFeed
@@ -200,7 +203,7 @@ class BinanceExchange(PublicReads):
         info = await self.rest.exchange_info()
         for entry in info.get("symbols", []):
             if entry.get("symbol") == symbol:
-                f = codec.filters_from_symbol_info(entry)
+                f = filters_from_symbol_info(entry)
                 mlot = next(
                     (x for x in entry.get("filters", []) if x["filterType"] == "MARKET_LOT_SIZE"), None
                 )
@@ -209,10 +212,10 @@ class BinanceExchange(PublicReads):
                 return SymbolFilters(
                     symbol=f.symbol,
                     tick_size=f.tick_size,
-                    step_size=max(f.step_size, codec.num(mlot.get("stepSize"))),
-                    min_qty=max(f.min_qty, codec.num(mlot.get("minQty"))),
+                    step_size=max(f.step_size, num(mlot.get("stepSize"))),
+                    min_qty=max(f.min_qty, num(mlot.get("minQty"))),
                     min_notional=f.min_notional,
-                    max_qty=min(f.max_qty, codec.num(mlot.get("maxQty")) or f.max_qty),
+                    max_qty=min(f.max_qty, num(mlot.get("maxQty")) or f.max_qty),
                 )
         raise ExchangeError(-1121, f"Invalid symbol {symbol}.")
 
@@ -232,15 +235,15 @@ class BinanceExchange(PublicReads):
 
     async def _read_balance(self) -> float:
         rows = await self.rest.call("fapiPrivateV3GetBalance")
-        usdt = [r for r in rows if r.get("asset") == codec.ASSET]
-        return codec.num(usdt[0].get("balance")) if usdt else 0.0
+        usdt = [r for r in rows if r.get("asset") == ASSET]
+        return num(usdt[0].get("balance")) if usdt else 0.0
 
     async def position(self, symbol: str) -> Position | None:
         rows = await self.rest.call("fapiPrivateV2GetPositionRisk", {"symbol": symbol})
         for row in rows:
             if row.get("symbol") == symbol and row.get("positionSide", "BOTH") == "BOTH":
                 self.config.saw(symbol, row.get("leverage"), row.get("marginType"))
-                p = codec.position_from_json(row, self._leverage.get(symbol))
+                p = position_from_json(row, self._leverage.get(symbol))
                 if p is not None:
                     return p
         return None
@@ -291,7 +294,7 @@ class BinanceExchange(PublicReads):
             "symbol": symbol,
             "side": side.value,
             "type": "MARKET",
-            "quantity": codec.fmt(quantity),
+            "quantity": fmt(quantity),
             "newClientOrderId": cid,
             "newOrderRespType": "RESULT",
         }
@@ -302,7 +305,7 @@ class BinanceExchange(PublicReads):
             return await self.rest.call("fapiPrivateGetOrder", {"symbol": symbol, "origClientOrderId": cid})
 
         d = await self._placer.place("fapiPrivatePostOrder", params, lookup, cid)
-        o = codec.order_from_json(d)
+        o = order_from_json(d)
         return OrderResult(o.order_id, o.status, o.executed_qty, o.avg_price)
 
     async def place_conditional(
@@ -327,8 +330,8 @@ class BinanceExchange(PublicReads):
             "symbol": symbol,
             "side": side.value,
             "type": order_type.value,
-            "quantity": codec.fmt(quantity),
-            "triggerPrice": codec.fmt(trigger_price),
+            "quantity": fmt(quantity),
+            "triggerPrice": fmt(trigger_price),
             "workingType": self.working_type,
             "priceProtect": "true" if self.price_protect else "false",
             "clientAlgoId": cid,
@@ -341,15 +344,15 @@ class BinanceExchange(PublicReads):
             return await self.rest.call("fapiPrivateGetAlgoOrder", {"symbol": symbol, "clientAlgoId": cid})
 
         d = await self._placer.place("fapiPrivatePostAlgoOrder", params, lookup, cid)
-        return codec.algo_from_json(d)
+        return algo_from_json(d)
 
     async def open_orders(self, symbol: str) -> list[Order]:
         rows = await self.rest.call("fapiPrivateGetOpenOrders", {"symbol": symbol})
-        return [codec.order_from_json(r) for r in rows]
+        return [order_from_json(r) for r in rows]
 
     async def open_conditional_orders(self, symbol: str) -> list[ConditionalOrder]:
         rows = await self.rest.call("fapiPrivateGetOpenAlgoOrders", {"symbol": symbol})
-        return [codec.algo_from_json(r) for r in rows]
+        return [algo_from_json(r) for r in rows]
 
     async def cancel_order(self, symbol: str, order_id: int) -> None:
         await self.rest.call("fapiPrivateDeleteOrder", {"symbol": symbol, "orderId": int(order_id)})
@@ -375,7 +378,7 @@ class BinanceExchange(PublicReads):
         rows = await paged(
             self.rest.call, "fapiPrivateGetIncome", base, start_ms, lambda r: (r["tranId"], r["incomeType"])
         )
-        out = [codec.income_from_json(r) for r in rows]
+        out = [income_from_json(r) for r in rows]
         return [r for r in out if not income_types or r.income_type in income_types]
 
     async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
@@ -386,7 +389,7 @@ class BinanceExchange(PublicReads):
             start_ms,
             lambda r: r["id"],
         )
-        return [codec.trade_from_json(r) for r in rows]
+        return [trade_from_json(r) for r in rows]
 
     async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
         params: dict[str, Any] = {"symbol": symbol}
@@ -394,7 +397,7 @@ class BinanceExchange(PublicReads):
             params["orderId"] = int(order_id)
         else:
             params["origClientOrderId"] = client_order_id
-        return codec.order_from_json(await self.rest.call("fapiPrivateGetOrder", params))
+        return order_from_json(await self.rest.call("fapiPrivateGetOrder", params))
 
     async def get_conditional(
         self, symbol: str, *, algo_id: int = 0, client_algo_id: str = ""
@@ -405,7 +408,7 @@ class BinanceExchange(PublicReads):
         else:
             params["clientAlgoId"] = client_algo_id
         d = await self.rest.call("fapiPrivateGetAlgoOrder", params)
-        algo = codec.algo_from_json(d)
+        algo = algo_from_json(d)
         actual = str(d.get("actualOrderId") or "")
         if actual.isdigit():
             algo = replace(algo, triggered_order_id=int(actual))

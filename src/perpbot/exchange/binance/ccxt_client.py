@@ -80,9 +80,14 @@ class PerpbotBinance(ccxt_async.binanceusdm):  # type: ignore[misc]
         await self.budget.acquire(int(cost or 1))
 
     async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
-        if latency.PROBE is not None:  # bench/bench_runtime.py only: the entry order leaves here
-            latency.PROBE.request(url, method, body)
-        return await super().fetch(url, method, headers, body)
+        if latency.PROBE is None:
+            return await super().fetch(url, method, headers, body)
+        latency.PROBE.request(url, method, body)  # bench/bench_runtime.py only: the request leaves
+        try:
+            return await super().fetch(url, method, headers, body)
+        finally:
+            if latency.PROBE is not None:
+                latency.PROBE.answer(url, method, body)
 
     def handle_errors(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from perpbot.exchange.binance import codec
+from perpbot.exchange.binance.codec.decimals import num
 from perpbot.exchange.binance.rest import BinanceRest
 from perpbot.exchange.errors import ExchangeError
 
@@ -32,7 +32,7 @@ class PublicReads:
         """Current open interest; None on any failure (SPEC §2.3 fallback: ``oi_change`` 0)."""
         try:
             d = await self.rest.call("fapiPublicGetOpenInterest", {"symbol": symbol})
-            return codec.num(d.get("openInterest"))
+            return num(d.get("openInterest"))
         except ExchangeError as exc:
             log.warning("binance: open interest of %s unavailable (%s)", symbol, exc)
             return None
@@ -50,7 +50,7 @@ class PublicReads:
             params["endTime"] = int(end_ms)
         try:
             rows = await self.rest.call("fapiDataGetOpenInterestHist", params)
-            return sorted((int(r["timestamp"]), codec.num(r.get("sumOpenInterest"))) for r in rows)
+            return sorted((int(r["timestamp"]), num(r.get("sumOpenInterest"))) for r in rows)
         except ExchangeError as exc:
             log.warning("binance: open-interest history of %s unavailable (%s)", symbol, exc)
             return None
@@ -59,7 +59,7 @@ class PublicReads:
         """``premiumIndex.lastFundingRate``; None on any failure (SPEC §2.3 fallback: 0.0)."""
         try:
             d = await self.rest.call("fapiPublicGetPremiumIndex", {"symbol": symbol})
-            return codec.num(d.get("lastFundingRate"))
+            return num(d.get("lastFundingRate"))
         except ExchangeError as exc:
             log.warning("binance: premium index of %s unavailable (%s)", symbol, exc)
             return None
@@ -74,7 +74,7 @@ class PublicReads:
         params = {"symbol": symbol, "startTime": int(start_ms), "endTime": int(end_ms), "limit": int(limit)}
         try:
             rows = await self.rest.call("fapiPublicGetFundingRate", params)
-            return sorted((int(r["fundingTime"]), codec.num(r.get("fundingRate"))) for r in rows)
+            return sorted((int(r["fundingTime"]), num(r.get("fundingRate"))) for r in rows)
         except ExchangeError as exc:
             log.warning("binance: funding history of %s unavailable (%s)", symbol, exc)
             return None

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from perpbot.aio import cancel_and_wait
 from perpbot.domain.events import AlgoUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import AlgoStatus, Fill, OrderStatus, OrderType
-from perpbot.exchange.binance import codec
+from perpbot.exchange.binance.codec.events import event_from_json
+from perpbot.exchange.binance.codec.orders import order_from_json
 from perpbot.exchange.binance.ws import STOP_WAIT_S, ResilientSocket, StreamSettings
 from perpbot.exchange.errors import ExchangeError
 
@@ -141,7 +142,7 @@ class UserStream:
             return
         self.frames_received += 1
         try:
-            ev = codec.event_from_json(data)
+            ev = event_from_json(data)
             if ev is not None:
                 await self._emit(ev)
         finally:
@@ -253,7 +254,7 @@ class UserStream:
 
 def _trade_event(f: Fill, order: dict[str, Any], cum_qty: float, cum_notional: float) -> OrderTradeUpdate:
     """An ``ORDER_TRADE_UPDATE`` (x=TRADE) rebuilt from one ``userTrades`` row and its order."""
-    o = codec.order_from_json(order)
+    o = order_from_json(order)
     done = cum_qty >= o.quantity - 1e-12 or (
         o.status is OrderStatus.FILLED and cum_qty >= o.executed_qty - 1e-12
     )

@@ -31,6 +31,7 @@ from perpbot.aio import cancel_and_wait
 
 log = logging.getLogger(__name__)
 STOP_WAIT_S = 10.0  # a stopped socket's task gets this long to end (its close waits 2 s)
+BUSY_POLL_S = 0.05  # how often silence is looked at again while a frame is still being handled
 
 
 @dataclass(slots=True)
@@ -78,6 +79,8 @@ class ResilientSocket:
         self.watchdog_fires = 0
         self.renewals = 0
         self.last_frame = time.monotonic()
+        self._receiving = False  # the reader waits for a frame (not handling one)
+        self._halting = False  # the reader stops after the frame it is handling
         self.connected = asyncio.Event()
         # Outage bookkeeping for the operator's alert (``perpbot.alerts.streams``): the monotonic
         # time since which the stream has not delivered (set when a connection fails or dies; the
@@ -164,6 +167,17 @@ class ResilientSocket:
                     await asyncio.wait_for(ws.close(), 2.0)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, opened: float) -> None:
+        """Watch one connection's reader (``_frames``): renewal, ``reconnect()``, silence.
+
+        Why the frames are read by a task of their own and not one ``receive`` future per frame:
+        a frame already in the socket is then taken without yielding to the event loop, so a
+        candle close's burst of klines (the primary's, BTC's, ETH's) is read in one go, before
+        the candle jobs it starts take the loop; one future and one ``asyncio.wait`` per frame
+        let every job run between two frames, and the last kline waited in our own socket for
+        the others' work (docs/ARCHITECTURE.md, "Decision latency")."""
+        self._receiving = False
+        self._halting = False
+        frames = asyncio.ensure_future(self._frames(ws))
         kick = asyncio.ensure_future(self._kick.wait())
         try:
             while True:
@@ -172,38 +186,68 @@ class ResilientSocket:
                     self.renewals += 1
                     log.info("%s stream: renewing the connection before Binance's 24 h cut", self.name)
                     return
-                wait = min(self.s.silence_s - (now - self.last_frame), self.s.max_age_s - (now - opened))
-                recv = asyncio.ensure_future(ws.receive())
+                quiet = now - self.last_frame
+                # Silent means nothing came while the reader waited for it: a frame still being
+                # handled (a slow listener) is not silence; it is looked at again shortly.
+                if self._receiving and quiet >= self.s.silence_s:
+                    self.watchdog_fires += 1
+                    raise StreamSilent(f"no frame for {self.s.silence_s:.1f} s")
+                wait = min(self.s.silence_s - quiet, self.s.max_age_s - (now - opened))
                 done, _ = await asyncio.wait(
-                    (recv, kick), timeout=max(wait, 0.0), return_when=asyncio.FIRST_COMPLETED
+                    (frames, kick), timeout=max(wait, BUSY_POLL_S), return_when=asyncio.FIRST_COMPLETED
                 )
+                if frames in done:
+                    frames.result()  # the connection's end: raises why
+                    raise ConnectionError("reader ended")
                 if kick in done:
-                    recv.cancel()
                     return
-                if not done:
-                    recv.cancel()
-                    if time.monotonic() - self.last_frame >= self.s.silence_s:
-                        self.watchdog_fires += 1
-                        raise StreamSilent(f"no frame for {self.s.silence_s:.1f} s")
-                    continue
-                msg = recv.result()
-                if msg.type is aiohttp.WSMsgType.TEXT or not self.s.data_only:
-                    self.last_frame = time.monotonic()
-                    self.outage_since = None
-                if msg.type is aiohttp.WSMsgType.PING:
-                    await ws.pong(msg.data)
-                elif msg.type is aiohttp.WSMsgType.TEXT:
-                    await self._on_frame(json.loads(msg.data))
-                elif msg.type in (
-                    aiohttp.WSMsgType.CLOSE,
-                    aiohttp.WSMsgType.CLOSING,
-                    aiohttp.WSMsgType.CLOSED,
-                ):
-                    raise ConnectionError(f"closed by the server (code {ws.close_code})")
-                elif msg.type is aiohttp.WSMsgType.ERROR:
-                    raise ConnectionError(f"connection error ({_one_line(ws.exception())})")
+        except asyncio.CancelledError:
+            frames.cancel()  # stop(): the frame being handled is cancelled with us, as before
+            raise
         finally:
             kick.cancel()
+            await self._halt(frames)
+
+    async def _frames(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Every frame of the connection in arrival order, until it ends (raises) or ``_halt``."""
+        while not self._halting:
+            self._receiving = True
+            try:
+                msg = await ws.receive()  # no yield when a frame is already buffered
+            finally:
+                self._receiving = False
+            if msg.type is aiohttp.WSMsgType.TEXT or not self.s.data_only:
+                self.last_frame = time.monotonic()
+                self.outage_since = None
+            if msg.type is aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is aiohttp.WSMsgType.TEXT:
+                await self._on_frame(json.loads(msg.data))
+            elif msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+            ):
+                raise ConnectionError(f"closed by the server (code {ws.close_code})")
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                raise ConnectionError(f"connection error ({_one_line(ws.exception())})")
+
+    async def _halt(self, frames: asyncio.Future[None]) -> None:
+        """End the reader: at once while it waits for a frame; after the frame it is handling
+        otherwise (a frame taken from the socket is always handled to its end, as when the
+        reader ran inline). Our own cancellation meanwhile cancels it and goes on."""
+        if not frames.done():
+            if self._receiving:
+                frames.cancel()
+            else:
+                self._halting = True
+            try:
+                await asyncio.wait((frames,))
+            except asyncio.CancelledError:
+                frames.cancel()
+                raise
+        if not frames.cancelled():
+            frames.exception()  # retrieved (``_read`` raised it already when it ended the reader)
 
 
 class StreamSilent(Exception):

@@ -1,0 +1,74 @@
+"""What the journal's readers return: its rows as typed records (orders, events, kill-switch
+state, closed trades).
+
+Separate from ``journal.py`` because these are the journal's vocabulary for the rest of the bot
+(``engine.unbooked`` reads ``OrderRecord`` rows, the kill switch its ``KillSwitchState``), and a
+module that only reads records needs nothing of the SQLite machinery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from perpbot.domain.types import ClosedTrade, CloseReason, Side
+
+
+@dataclass(frozen=True, slots=True)
+class KillSwitchState:
+    """Persisted kill-switch state of one symbol."""
+
+    symbol: str
+    tripped: bool
+    reason: str
+    time_ms: int
+    since_trade_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    id: int
+    time_ms: int
+    kind: str
+    symbol: str
+    message: str
+    data: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRecord:
+    """One order request and (once known) its result."""
+
+    id: int
+    time_ms: int
+    symbol: str
+    kind: str
+    client_id: str
+    order_id: int | None
+    algo_id: int | None
+    order_type: str
+    side: str
+    qty: float
+    trigger_price: float | None
+    avg_price: float | None
+    executed_qty: float | None
+    status: str
+    reason: str
+
+
+def trade_from_row(row: tuple[Any, ...]) -> ClosedTrade:
+    """A ``trades`` row selected with ``journal_schema.TRADE_COLS`` as a ``ClosedTrade``."""
+    return ClosedTrade(
+        symbol=row[1],
+        side=Side(row[2]),
+        entry_time_ms=row[3],
+        exit_time_ms=row[4],
+        entry_price=row[5],
+        exit_price=row[6],
+        quantity=row[7],
+        realized_pnl=row[8],
+        entry_fee=row[9],
+        exit_fee=row[10],
+        funding=row[11],
+        reason=CloseReason(row[12]),
+    )
