@@ -22,12 +22,14 @@ Each shape of ``FAULTS`` is injected once, in the first 40 % of the month (the w
 ones, a latency past the 10 s request timeout and a silent market stream past its 5 s watchdog,
 once each); 4 SIGKILLs.
 
-Budget: both tests < 5 min on 2 cores; the 30 days need ~10 candles/s for that. Measured
-2026-12-02 on the shared 2-core machine with load average 6-7 (other helpers' suites running):
-2880 candles in 521 s (5.5 candles/s), 5 bot processes, 25 kill-switch trips reset, 534 trades,
-1525 executions, 19/19 faults hit, 0 violations; the no-stop test 19 s; both 540 s. The bot
-process is the bottleneck (CPU per candle: features, ~20 REST calls for OI, funding and the
-per-candle reconcile), so a quiet machine runs it proportionally faster.
+Budget: both tests < 5 min on 2 cores. The replay used to be paced by the request-weight
+budget (~116 weight per candle against a limit counted per wall minute: ~6.7 candles/s at most,
+~8.7 min for the month); limits are now counted on paced replay time as in ``perpbot paper``
+(``ChaosSettings.weight_limit``). Measured 2026-12-02 on the shared 2-core machine: 2880 candles
+in 144 s (20 candles/s; the test 146 s) at load average 1.8-3.4, 208 s at load 4.6-5.1, 323 s at
+load 5.8-6.5 with a 180-day chaos run beside it; 5 bot processes, 19/19 faults hit, ~530 trades, ~1500
+executions, 0 violations; bot + simulator ~125 s of CPU for the month (~43 ms per candle): the
+wall times above are that CPU stretched by the other helpers' load. The no-stop test ~20 s.
 """
 
 from __future__ import annotations

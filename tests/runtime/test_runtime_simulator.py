@@ -13,6 +13,9 @@ import pytest
 from perpbot.config import load_config
 from perpbot.data.synth import synth_market
 from perpbot.engine.notifier import RecordingNotifier
+from perpbot.errors import PerpbotError
+from perpbot.exchange.binance.checks import SetupError
+from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.runtime.app import Runtime
 from perpbot.runtime.guard import JournalLock
 from perpbot.runtime.micro_seed import SEED_BARS
@@ -20,6 +23,7 @@ from perpbot.simulator.market import HISTORY_DAYS
 from tests.runtime.opsenv import advance
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_env, loopback_options
+from tests.support.silent_server import silent_server
 
 TRADED = ["XRPUSDT", "TRXUSDT"]
 
@@ -139,3 +143,30 @@ async def test_a_graceful_stop_is_bounded_when_a_candle_job_never_ends(
     assert "protective orders stay on the exchange" in text
     assert rt.journal is None
     JournalLock(journal).acquire().release()  # the lock is free again
+
+
+async def test_start_up_fails_closed_when_the_user_stream_never_connects(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The venue answers REST but its WebSocket endpoint never completes the upgrade: start-up
+    stops at the user stream (before any bot, any preload, any order) with one ``SetupError``
+    line (exit status 2 at the CLI), and releases what it opened (journal lock, streams)."""
+    journal = tmp_path / "journal.sqlite3"
+    async with silent_server() as (port, accepted):
+        cfg = load_config(
+            loopback_env(sim, tuple(TRADED), BINANCE_WS_URL=f"ws://127.0.0.1:{port}"), env_file=None
+        )
+        hung = StreamSettings(connect_timeout_s=0.2, backoff_s=0.05, backoff_max_s=0.1, first_connect_s=1.0)
+        rt = Runtime(
+            cfg, loopback_options(journal, user_stream=hung), out=[].append, notifier=RecordingNotifier()
+        )
+        with pytest.raises(
+            SetupError, match=f"user-data stream at ws://127.0.0.1:{port} did not connect"
+        ) as err:
+            await rt.start()
+    assert isinstance(err.value, PerpbotError) and err.value.exit_code == 2
+    assert accepted and not rt.bots and not rt.started.is_set()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() in ("ws-user", "listen-key")]
+    JournalLock(journal).acquire().release()  # the lock was released
+    state = await asyncio.to_thread(sim.state)
+    assert state["fill_count"] == 0 and not state["open_orders"] and not state["algo_orders"]

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from perpbot.simulator.control import BRIEF_OMITS
 from perpbot.simulator.server import SimServer
 from tests.simulator.conftest import signed_query
 
@@ -104,6 +105,30 @@ async def test_control_endpoints(sim: SimServer, http: aiohttp.ClientSession) ->
         after = await r.json()
     assert after["replay_time_ms"] == before["replay_time_ms"] + 4 * 15 * 60_000
     assert after["balance"] == "1000" and after["positions"] == [] and after["fill_count"] == 0
+
+
+async def test_the_brief_state_leaves_out_what_grows_and_advance_answers_the_fill_count(
+    sim: SimServer, http: aiohttp.ClientSession
+) -> None:
+    """A harness polling many times a second reads ``?brief=1`` (no fault log, no order books);
+    a driver learns the venue's execution count from the advance answer, without a state read."""
+    async with http.post("/sim/faults", json=[{"kind": "http_error", "status": 502}]) as r:
+        assert r.status == 200
+    order = {"symbol": "XRPUSDT", "side": "BUY", "type": "MARKET", "quantity": "100"}
+    key = {"X-MBX-APIKEY": sim.cfg.api_key}
+    async with http.post(f"/fapi/v1/order?{signed_query(sim, order)}", headers=key) as r:
+        assert r.status == 502  # the fault took it
+    async with http.post(f"/fapi/v1/order?{signed_query(sim, order)}", headers=key) as r:
+        assert r.status == 200, await r.text()
+    async with http.post("/sim/advance?bars=1") as r:
+        advanced = await r.json()
+    async with http.get("/sim/state") as r:
+        full = await r.json()
+    async with http.get("/sim/state?brief=1") as r:
+        brief = await r.json()
+    assert advanced["fill_count"] == full["fill_count"] >= 1
+    assert len(full["faults"]) == 1 and all(k in full for k in BRIEF_OMITS)
+    assert {k: v for k, v in full.items() if k not in BRIEF_OMITS} == brief
 
 
 async def test_position_mode_changes_are_refused_where_binance_would(

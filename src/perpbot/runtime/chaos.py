@@ -21,6 +21,7 @@ simulator's audit, its fault log, the journal and the bots' logs. ``bench/chaos.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -49,6 +50,7 @@ from perpbot.runtime.chaos_plan import (
 )
 from perpbot.runtime.ops_journal import reset_kill_switch
 from perpbot.simulator.child import SimulatorChild
+from perpbot.simulator.weights import WEIGHT_LIMIT
 
 __all__ = ["FAULTS", "ChaosResult", "ChaosSettings", "run_chaos"]
 
@@ -64,10 +66,13 @@ class ChaosSettings:
     balance: float = 1000.0
     env: dict[str, str] = field(default_factory=lambda: dict(LOOSE))
     break_mode: str | None = None  # test-only sabotage of the bot (chaos_bot.BREAK_ENV)
-    # The replay runs hours of market time per wall minute, while a venue counts request weight
-    # per wall minute: the limit is scaled so that it does not pace the replay (429s and bans are
-    # exercised by the ``rate_limit_burst`` fault instead).
-    weight_limit: int = 48_000
+    # Binance's limit, counted on both sides per minute of replay time paced by the wall clock
+    # (``perpbot simulate --replay-limits``, ``weights.PacedReplayClock``), as ``perpbot paper``
+    # does: each candle's requests fall into that candle's replay minute, as they do live. Counted
+    # per wall minute instead, a replay packing hours into a minute was paced by the weight
+    # budget (a 30-day run spent half its wall time waiting for the next wall minute, and the
+    # market stream's watchdog fired in each wait). 429s are exercised by ``rate_limit_burst``.
+    weight_limit: int = WEIGHT_LIMIT
     # Fills split into executions of at most this quantity: partial fills on every order.
     max_fill_qty: float = 400.0
     max_wall_s: float = 3600.0
@@ -108,6 +113,38 @@ class ChaosResult:
             f"longest unprotected span {self.max_gap_ms / 1000:.1f} s of replay time",
             f"violations {len(self.violations)}",
         ]
+
+
+class StatePoll:
+    """The harness's many-times-a-second look at the venue: ``GET /sim/state?brief=1`` (no fault
+    log or order books, which grow with the run) on one kept-alive connection (a new connection
+    per poll cost the simulator an accept and a protocol set-up each time)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._conn: http.client.HTTPConnection | None = None
+
+    def __call__(self) -> Any:
+        for attempt in (1, 2):
+            try:
+                if self._conn is None:
+                    self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                self._conn.request("GET", "/sim/state?brief=1")
+                r = self._conn.getresponse()
+                body = r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"GET /sim/state: HTTP {r.status}: {body[:200]!r}")
+                return json.loads(body)
+            except (http.client.HTTPException, OSError):
+                self.close()  # the server closed an idle keep-alive: one fresh connection
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _post(sim: SimulatorChild, path: str, body: Any) -> Any:
@@ -219,14 +256,16 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
             repr(s.balance),
             "--weight-limit",
             str(s.weight_limit),
+            "--replay-limits",
             "--max-fill-qty",
             repr(s.max_fill_qty),
         ]
     ).start()
     bot: BotProcess | None = None
     operator = Operator(journal, s.ks_reset_candles * BAR_MS)
+    poll = StatePoll(sim.port)
     try:
-        st = sim.state()
+        st = poll()
         first_open = int(st["next_candle_open_ms"])
         candles = (int(st["end_ms"]) - first_open) // BAR_MS
         faults = fault_plan(rng, candles, s.faults_per_day)
@@ -235,7 +274,7 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
         incarnations: list[cc.Incarnation] = []
         killed = 0
         while True:
-            st = sim.state()
+            st = poll()
             now = int(st["replay_time_ms"])
             bot = BotProcess(len(incarnations) + 1, sim, s, journal)
             inc = cc.Incarnation(bot.n, bot.start_wall_ms, 0, False, now, float(st["balance"]))
@@ -243,7 +282,7 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
             while bot.proc.poll() is None:
                 if time.monotonic() - t0 > s.max_wall_s:
                     raise TimeoutError(f"chaos run over {s.max_wall_s:.0f} s of wall time")
-                st = sim.state()
+                st = poll()
                 done = (int(st["replay_time_ms"]) - first_open) // BAR_MS
                 # Faults only reach a bot whose streams are up (a fault aimed at the dead
                 # process's sockets or listen key would test nobody).
@@ -272,13 +311,14 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
             if not inc.killed:
                 if rc != 0:
                     raise RuntimeError(f"chaos bot {bot.n} exited {rc}:\n{_tail(bot)}")
-                if sim.state()["finished"]:
+                if poll()["finished"]:
                     break
         audit = sim.call("GET", "/sim/audit")
         fault_log = list(sim.state()["faults"])
         (s.out / "audit.json").write_text(json.dumps(audit, indent=1))
         (s.out / "faults.json").write_text(json.dumps(fault_log, indent=1))
     finally:
+        poll.close()
         if bot is not None:
             bot.close()
         sim.stop()

@@ -177,7 +177,7 @@ class PaperDriver:
             io_idle = rest.in_flight == 0 and us.frames_received == us.frames_handled
             if io_idle and rest.writes != self._sent_writes:
                 self._sent_writes = rest.writes
-                self._sent = int((await self._call("GET", "/sim/state"))["user_events"])
+                self._sent = int((await self._call("GET", "/sim/state?brief=1"))["user_events"])
                 self.state_reads += 1
                 continue
             delivered = io_idle and rest.writes == self._sent_writes and us.frames_handled >= self._sent

@@ -1,6 +1,10 @@
 """``/sim/`` control endpoints (loopback only, never mixed into the Binance routes):
 ``GET /sim/state``, ``POST /sim/advance?bars=N``, ``POST /sim/faults``, ``GET /sim/audit``
-(``simulator/audit.py``: protection gaps, every execution and income row)."""
+(``simulator/audit.py``: protection gaps, every execution and income row).
+
+``GET /sim/state?brief=1`` leaves out what grows with the run or the book (the fault log, the
+open orders and algo orders): a harness that polls the state many times a second (the chaos
+run) reads the fault log once, at the end, instead of with every poll."""
 
 from __future__ import annotations
 
@@ -27,7 +31,10 @@ def _loopback(request: web.Request) -> None:
         raise BinanceError(-1000, "The /sim/ control endpoints answer loopback clients only.", status=403)
 
 
-def state(srv: SimServer) -> dict[str, Any]:
+BRIEF_OMITS = ("faults", "open_orders", "algo_orders")
+
+
+def state(srv: SimServer, *, brief: bool = False) -> dict[str, Any]:
     v = srv.venue
     positions = []
     for s in v.market.symbols:
@@ -43,7 +50,7 @@ def state(srv: SimServer) -> dict[str, Any]:
                     "liquidationPrice": fmt(pos.liquidation_price),
                 }
             )
-    return {
+    out = {
         "replay_time_ms": v.now_ms,
         "next_candle_open_ms": srv.replay.next_open_ms,
         "end_ms": v.market.end_ms,
@@ -53,22 +60,24 @@ def state(srv: SimServer) -> dict[str, Any]:
         "balance": fmt(v.engine.balance()),
         "available_balance": fmt(v.engine.available_balance()),
         "positions": positions,
-        "open_orders": [o.order_id for s in v.market.symbols for o in v.engine.open_orders(s)],
-        "algo_orders": [algo_json(r.order, update_ms=r.update_ms) for r in v.open_algos(None)],
         "fill_count": v.fill_count,
         "user_events": srv.private_hub.pushed,
-        "faults": [f.as_json() for f in srv.faults.log],
         "rate_limits": srv.limiter.state(),
         "listen_key_active": srv.listen_keys.key is not None,
         "connections": {"market": len(srv.market_hub.conns), "private": len(srv.private_hub.conns)},
     }
+    if not brief:
+        out["open_orders"] = [o.order_id for s in v.market.symbols for o in v.engine.open_orders(s)]
+        out["algo_orders"] = [algo_json(r.order, update_ms=r.update_ms) for r in v.open_algos(None)]
+        out["faults"] = [f.as_json() for f in srv.faults.log]
+    return out
 
 
 async def get_state(request: web.Request) -> web.StreamResponse:
     srv: SimServer = request.app[SRV_KEY]
     try:
         _loopback(request)
-        return json_response(state(srv))
+        return json_response(state(srv, brief=request.query.get("brief") == "1"))
     except BinanceError as exc:
         return exc.response()
 
@@ -98,6 +107,7 @@ async def post_advance(request: web.Request) -> web.StreamResponse:
                 "replay_time_ms": srv.venue.now_ms,
                 "finished": srv.replay.finished,
                 "user_events": srv.private_hub.pushed,
+                "fill_count": srv.venue.fill_count,
             }
         )
     except BinanceError as exc:

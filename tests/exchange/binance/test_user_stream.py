@@ -16,11 +16,13 @@ from perpbot.domain.types import OrderSide, OrderStatus, OrderType
 from perpbot.exchange.binance.adapter import BinanceExchange
 from perpbot.exchange.binance.budget import WeightBudget
 from perpbot.exchange.binance.ccxt_client import Credentials
+from perpbot.exchange.binance.checks import SetupError
 from perpbot.exchange.binance.codec.events import event_json
 from perpbot.exchange.binance.environment import resolve_endpoints
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.simulator.config import SimulatorConfig
 from perpbot.simulator.server import SimServer
+from tests.support.silent_server import silent_server
 
 
 @pytest.fixture
@@ -108,3 +110,32 @@ async def test_minus_1125_on_keepalive_takes_a_new_key(setup: Any) -> None:
     assert srv.listen_keys.key == us.listen_key
     r = await ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="after-1125")
     await _until(lambda: any(isinstance(e, OrderTradeUpdate) and e.order_id == r.order_id for e in events))
+
+
+async def test_a_venue_that_never_answers_the_upgrade_fails_start_up_within_the_bound(setup: Any) -> None:
+    """The listen key is granted but the WebSocket upgrade hangs: start-up does not wait forever.
+    Within ``first_connect_s`` it fails with one line naming the stream, the venue and the last
+    failure, and the stream's tasks are stopped (no retry loop left running)."""
+    srv, _, _ = setup
+    async with silent_server() as (port, accepted):
+        ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{port}")
+        ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=WeightBudget())
+        settings = StreamSettings(
+            connect_timeout_s=0.2, backoff_s=0.05, backoff_max_s=0.1, first_connect_s=1.0
+        )
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(SetupError) as err:
+                await ex.start_user_stream(["XRPUSDT"], settings)
+            took = time.monotonic() - t0
+            assert ex.user_stream is None
+        finally:
+            await ex.close()
+    msg = str(err.value)
+    assert "\n" not in msg and f"ws://127.0.0.1:{port}" in msg and "within 1 s" in msg, msg
+    assert "TimeoutError" in msg  # the cause: the handshake never completed
+    assert len(accepted) >= 2  # it did retry within the bound
+    assert 1.0 <= took < 4.0
+    leftover = [t for t in asyncio.all_tasks() if t.get_name() in ("ws-user", "listen-key")]
+    assert leftover == []
+    assert srv.listen_keys.key is None  # the key taken for the attempts was given back

@@ -34,7 +34,7 @@ from perpbot.domain.types import (
 from perpbot.exchange.binance.account_config import AccountConfig
 from perpbot.exchange.binance.budget import WeightBudget, shared_budget, wall_ms
 from perpbot.exchange.binance.ccxt_client import Credentials
-from perpbot.exchange.binance.checks import check_keys_and_account, check_symbols
+from perpbot.exchange.binance.checks import SetupError, check_keys_and_account, check_symbols
 from perpbot.exchange.binance.client_ids import is_valid_client_id, make_client_id
 from perpbot.exchange.binance.codec.account import income_from_json, position_from_json, trade_from_json
 from perpbot.exchange.binance.codec.decimals import ASSET, fmt, num
@@ -124,12 +124,26 @@ class BinanceExchange(PublicReads):
         self, symbols: list[str], settings: StreamSettings | None = None, *, keepalive_s: float = KEEPALIVE_S
     ) -> UserStream:
         """Open the user-data stream (events go to ``subscribe``d handlers); returns once the
-        first connection is up and its baseline is taken."""
+        first connection is up and its baseline is taken. Not up within the settings'
+        ``first_connect_s`` (a venue that accepts the socket but never answers the upgrade, a
+        refused listen key): the stream is stopped and ``SetupError`` names the last failure
+        (one line, exit 2; the runtime closes what it opened), as no order may go out unheard."""
         if self.user_stream is None:
             self.user_stream = UserStream(self, symbols, settings=settings, keepalive_s=keepalive_s)
             self.user_stream.start()
-        await self.user_stream.socket.connected.wait()
-        return self.user_stream
+        us = self.user_stream
+        bound = us.socket.s.first_connect_s
+        try:
+            await asyncio.wait_for(us.socket.connected.wait(), bound)
+        except TimeoutError:
+            self.user_stream = None
+            await us.stop()  # its tasks cancelled and awaited (``perpbot.aio.cancel_and_wait``)
+            why = us.socket.last_error or "no attempt finished"
+            raise SetupError(
+                f"the user-data stream at {self.endpoints.ws} did not connect within {bound:g} s "
+                f"({us.socket.failures} failed attempts; last: {why})"
+            ) from None
+        return us
 
     def kline_feed(
         self,

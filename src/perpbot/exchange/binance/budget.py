@@ -139,11 +139,3 @@ def shared_budget() -> WeightBudget:
     if _shared is None:
         _shared = WeightBudget()
     return _shared
-
-
-def configure_shared_budget(limit: int) -> WeightBudget:
-    """Replace the process's budget before any adapter uses it: a venue whose limit is not
-    Binance's (a ``perpbot simulate --weight-limit`` replaying faster than real time)."""
-    global _shared
-    _shared = WeightBudget(limit)
-    return _shared

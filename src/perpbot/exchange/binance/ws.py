@@ -41,6 +41,10 @@ class StreamSettings:
     backoff_s: float = 0.5
     backoff_max_s: float = 30.0
     connect_timeout_s: float = 10.0
+    # Start-up: the first connection must be up within this (retries included), or start-up
+    # fails closed (``BinanceExchange.start_user_stream``): a venue that never answers the
+    # WebSocket upgrade must not hang the process before its first order.
+    first_connect_s: float = 60.0
     # True: only data frames reset the silence timer (a market stream that answers pings but
     # sends no klines is deaf); False: any frame does (an idle user stream is only pinged).
     data_only: bool = True
