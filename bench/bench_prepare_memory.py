@@ -17,31 +17,15 @@ Not a test: ``python bench/bench_prepare_memory.py [--days 365]``.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import tempfile
 import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from bench_scale import _vm, settle_baseline  # bench/ is the script's folder, on sys.path
 
 MIB = 1024.0 * 1024.0
-
-
-def _vm(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _settle() -> float:
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    return _vm("VmRSS")
 
 
 def kept_bytes(series: object) -> int:
@@ -83,7 +67,8 @@ def main() -> int:
 
         warm = prepare(syms[0])
         del warm
-        base_rss = _settle()
+        gc.collect()
+        base_rss = settle_baseline()
         tracemalloc.start()
         series = prepare(syms[1])
         current, peak = tracemalloc.get_traced_memory()
