@@ -217,7 +217,8 @@ def marginal_memory(rows: list[dict[str, Any]]) -> None:
     baseline was settled): the first parquet read alone adds ~34 MiB of RSS that stays (Arrow's
     mimalloc pool and I/O threads: 1.4 MiB with ``ARROW_DEFAULT_MEMORY_POOL=system``), and one
     symbol's preparation (its file decoded, 4.5 MiB of columns, 7.9 MiB of features and their
-    temporaries) peaks ~20 MiB above what the symbol keeps. Those constants make the small sizes
+    temporaries) peaks ~20 MiB above what the symbol keeps (about half since; measured alone by
+    ``bench_prepare_memory.py``). Those constants make the small sizes
     look dearer per symbol; the marginal cost has no constant term: flat within 1.5x means memory
     linear in the symbols. (Before the baseline was settled the opposite error hid most of them:
     a baseline inherited from the parent, 140 MiB in a child whose own RSS was 72 MiB, and TA-Lib,

@@ -21,6 +21,7 @@ from perpbot.data.market_arrays import (
     check_times,
     direct_arrays,
     load_market_arrays,
+    prefix_slice,
     read_table,
 )
 from perpbot.data.schema import BAR_MS, BTC_COLS, ETH_COLS, MICRO_COLS, OHLCV
@@ -48,6 +49,18 @@ def test_files_written_by_perpbot_take_the_direct_path(tmp_path: Path, small: pd
     for kw in ({}, {"drop_partial_last": True}, {"drop_partial_last": False}):
         assert_same(path, **kw)
     assert len(load_market_arrays(path)) == len(small) - 2
+
+
+def test_closed_rows_are_read_in_place_not_copied(tmp_path: Path, small: pd.DataFrame) -> None:
+    """Issue 13: the closed-through rule keeps a prefix of the file; its float64 columns are then
+    views of the decoded file, not a second copy of it (and the values are load_market's)."""
+    path = save_market(small, tmp_path / "m.parquet", closed_through_ms=int(small.index.asi8[-3]))
+    arrays = assert_same(path)
+    assert not arrays.columns["close"].flags.owndata
+    assert prefix_slice(np.array([True, True, False])) == slice(0, 2)
+    assert prefix_slice(slice(0, 4)) == slice(0, 4)
+    scattered = np.array([True, False, True])
+    assert prefix_slice(scattered) is scattered
 
 
 @pytest.mark.parametrize(

@@ -137,3 +137,24 @@ def test_the_tail_of_the_windowed_means_is_bit_identical_to_the_full_series() ->
             assert np.array_equal(part[key][-k:], full[key][-k:], equal_nan=True), (k, key)
         if k < 600:
             assert np.isnan(part["bb_mid"][:-k]).all() and np.isnan(part["vol_ma20"][:-k]).all()
+
+
+@pytest.mark.parametrize("rows_per_pass", [1, 7, 4096])
+def test_window_means_do_not_depend_on_the_block_of_rows(
+    monkeypatch: pytest.MonkeyPatch, rows_per_pass: int
+) -> None:
+    """Issue 13: the windows are reduced a block of rows at a time to bound the temporaries; the
+    numbers must be the ones of a single block, bit for bit (NaN windows included)."""
+    from perpbot.strategy import indicators
+
+    rng = np.random.default_rng(13)
+    x = 100.0 + np.cumsum(rng.normal(size=5000))
+    x[[40, 2000, 4999]] = np.nan
+    x[100:130] = x[100]
+    monkeypatch.setattr(indicators, "WINDOW_ROWS_PER_PASS", 10**9)
+    whole = [window_mean_std(x, p, tail=t) for p in (3, 20) for t in (None, 300)]
+    monkeypatch.setattr(indicators, "WINDOW_ROWS_PER_PASS", rows_per_pass)
+    blocks = [window_mean_std(x, p, tail=t) for p in (3, 20) for t in (None, 300)]
+    for (m0, s0), (m1, s1) in zip(whole, blocks, strict=True):
+        np.testing.assert_array_equal(m0.view(np.int64), m1.view(np.int64))
+        np.testing.assert_array_equal(s0.view(np.int64), s1.view(np.int64))

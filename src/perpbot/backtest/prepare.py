@@ -180,7 +180,12 @@ def prepare_series(
     def kept(name: str, dtype: Any = np.float64) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(arrays[name][w])[keep], dtype=dtype)
 
-    feats = np.ascontiguousarray(np.column_stack([kept(c) for c in FEATURE_COLS]), dtype=np.float64)
+    # Filled column by column: a list of the columns next to their stacked copy doubled the
+    # matrix while it was built (issue 13; ``contexts="all"`` keeps every row).
+    size = w.stop - w.start if isinstance(keep, slice) else keep.size
+    feats = np.empty((size, len(FEATURE_COLS)), dtype=np.float64)
+    for j, c in enumerate(FEATURE_COLS):
+        feats[:, j] = np.asarray(arrays[c][w])[keep]
     feats.flags.writeable = False  # contexts hand out row views: the bot must not alter the frame
 
     def col(name: str) -> np.ndarray | None:

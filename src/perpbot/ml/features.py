@@ -174,13 +174,28 @@ def _source(market: pd.DataFrame | MarketArrays) -> tuple[ColumnFn, int]:
 # --------------------------------------------------------------------------- the frame
 
 
-def _zscored(rows: list[np.ndarray], window: int, anchor: int, start: int | None) -> np.ndarray:
+Row = Callable[[], np.ndarray]
+"""One input row of :func:`_zscored`, computed when it is z-scored (issue 13: not all at once)."""
+
+
+def _zscored(rows: list[Row], window: int, anchor: int, start: int | None) -> np.ndarray:
     """``rolling_zscore`` of the stacked rows. ``start`` (the live path, ``None`` in batch): the
     rows are the suffix from ``start`` = ``rolling.exact_suffix_start``, which gives the last
-    column bit for bit; only that column is returned, every row computed in one pass."""
-    stacked = np.vstack(rows)
+    column bit for bit; only that column is returned, every row computed in one pass.
+
+    In batch each row is computed, z-scored into the output and dropped before the next (rows are
+    independent in ``rolling_zscore``, so the numbers are those of the stacked pass): the inputs
+    and their stacked copy are never all alive next to the output (issue 13, ~7 MiB a
+    symbol-year)."""
     if start is None:
-        return rolling_zscore(stacked, window, anchor)
+        first = rows[0]()
+        out = np.empty((len(rows), first.size))
+        out[0] = rolling_zscore(first, window, anchor)
+        del first
+        for i, make in enumerate(rows[1:], 1):
+            out[i] = rolling_zscore(make(), window, anchor)
+        return out
+    stacked = np.vstack([make() for make in rows])
     z = rolling_zscore(stacked, window, anchor + start, rows_per_pass=len(rows))
     return z[:, -1:]
 
@@ -202,8 +217,8 @@ def _micro_features(
     fr = zero_to_nan(ffill(fr_raw)) if fr_raw is not None else np.full(n, np.nan)
     oi_ma5 = rolling_nanmean(oi, OI_MA_WINDOW)
     start = exact_suffix_start(n, anchor, Z_WINDOW_MICRO) if last_only else None
-    rows = [oi, fr, oi_ma5] if start is None else [oi[start:], fr[start:], oi_ma5[start:]]
-    z = _zscored(rows, Z_WINDOW_MICRO, anchor, start)
+    s = start or 0
+    z = _zscored([lambda: oi[s:], lambda: fr[s:], lambda: oi_ma5[s:]], Z_WINDOW_MICRO, anchor, start)
     return {
         "oi_change": z[0],
         "funding_rate": z[1],
@@ -224,19 +239,31 @@ def _z288_features(
     :func:`_zscored`; every input row is then computed on that suffix only)."""
     s = start or 0
     names = ["atr_pct", "vol_ratio", "ret_1", "ret_3", "ret_5", "adx"]
-    rows = [
-        ind["atr"][s:] / (close[s:] + EPS),
-        volume[s:] / (ind["vol_ma20"][s:] + EPS),
-        *(_returns(close, lag, s) for lag in RETURN_LAGS),
-        ind["adx"][s:],
+    ret_1 = _returns(close, RETURN_LAGS[0], s)  # kept: the relative-strength rows divide by it
+
+    def returns(x: np.ndarray, lag: int) -> Row:
+        return lambda: _returns(x, lag, s)
+
+    rows: list[Row] = [
+        lambda: ind["atr"][s:] / (close[s:] + EPS),
+        lambda: volume[s:] / (ind["vol_ma20"][s:] + EPS),
+        lambda: ret_1,
+        *(returns(close, lag) for lag in RETURN_LAGS[1:]),
+        lambda: ind["adx"][s:],
     ]
     btc, eth = column("close_btc"), column("close_eth")
     has_corr = btc is not None and eth is not None
-    if has_corr:
-        btc_r = [_returns(btc, lag, s) for lag in RETURN_LAGS]
-        eth_r = [_returns(eth, lag, s) for lag in RETURN_LAGS]
+    if btc is not None and eth is not None:
+        btc_1, eth_1 = _returns(btc, RETURN_LAGS[0], s), _returns(eth, RETURN_LAGS[0], s)
         names += [*CORRELATION_FEATURES]
-        rows += [*btc_r, *eth_r, guarded_ratio(rows[2], btc_r[0]), guarded_ratio(rows[2], eth_r[0])]
+        rows += [
+            lambda: btc_1,
+            *(returns(btc, lag) for lag in RETURN_LAGS[1:]),
+            lambda: eth_1,
+            *(returns(eth, lag) for lag in RETURN_LAGS[1:]),
+            lambda: guarded_ratio(ret_1, btc_1),
+            lambda: guarded_ratio(ret_1, eth_1),
+        ]
     z = _zscored(rows, Z_WINDOW, anchor, start)
     out = dict(zip(names, z, strict=True))
     if not has_corr:

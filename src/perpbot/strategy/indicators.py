@@ -79,6 +79,7 @@ ADX_PERIOD = 14
 STOCH_WINDOW, STOCH_K, STOCH_D = 14, 3, 3
 VOL_MA_PERIOD = 20
 STOCH_FLAT_RANGE = 1e-9  # RSI points; a narrower 14-bar RSI range is rounding noise (see stoch_rsi)
+WINDOW_ROWS_PER_PASS = 4096  # rows of one window_mean_std block: bounds its temporaries (issue 13)
 
 
 def _as_f64(x: ArrayLike) -> np.ndarray:
@@ -112,14 +113,20 @@ def window_mean_std(
     if n < period:
         return mean, std
     first = period - 1 if tail is None else max(period - 1, n - tail)
-    win = np.lib.stride_tricks.sliding_window_view(x[first - period + 1 :], period)
-    last = x[first:]
-    dev = win - last[:, None]
-    shift = dev.sum(axis=1) / period
-    mean[first:] = last + shift
-    if with_std:
-        centred = dev - shift[:, None]
-        std[first:] = np.sqrt((centred * centred).sum(axis=1) / period)
+    # In blocks of rows: the (rows × period) deviations and their squares are ~3 × period arrays
+    # of the series' length at once (16 MiB for Bollinger on a year), the largest transient of a
+    # symbol's preparation (issue 13, scale). Each row is reduced over its own contiguous window
+    # in every block size, so the numbers do not depend on the block (tested).
+    for lo in range(first, n, WINDOW_ROWS_PER_PASS):
+        hi = min(n, lo + WINDOW_ROWS_PER_PASS)
+        win = np.lib.stride_tricks.sliding_window_view(x[lo - period + 1 : hi], period)
+        last = x[lo:hi]
+        dev = win - last[:, None]
+        shift = dev.sum(axis=1) / period
+        mean[lo:hi] = last + shift
+        if with_std:
+            centred = dev - shift[:, None]
+            std[lo:hi] = np.sqrt((centred * centred).sum(axis=1) / period)
     return mean, std
 
 
