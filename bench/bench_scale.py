@@ -214,8 +214,9 @@ def marginal_memory(rows: list[dict[str, Any]]) -> None:
 
     Why both: ``mib_per_symbol`` divides the peak above the baseline by the symbols, which counts
     per symbol what does not grow with them. Measured (issue 13, 365-day symbols, after the
-    baseline was settled): the first parquet read alone adds ~34 MiB of RSS that stays (Arrow's
-    mimalloc pool and I/O threads: 1.4 MiB with ``ARROW_DEFAULT_MEMORY_POOL=system``), and one
+    baseline was settled): the first parquet read alone added ~34 MiB of RSS that stayed (Arrow's
+    mimalloc pool and I/O threads; perpbot now selects the system pool, ``perpbot/__init__.py``,
+    which keeps ~1.4 MiB), and one
     symbol's preparation (its file decoded, 4.5 MiB of columns, 7.9 MiB of features and their
     temporaries) peaks ~20 MiB above what the symbol keeps (about half since; measured alone by
     ``bench_prepare_memory.py``). Those constants make the small sizes
