@@ -57,11 +57,11 @@ def draw(job: ChartJob) -> bytes:
     """The file's bytes (PNG, or UTF-8 HTML)."""
     d = job.data
     if isinstance(d, EquityChart):
-        return equity_png(d) if job.kind == "equity_png" else equity_html(d).encode("utf-8")
+        return equity_png(d) if job.kind == "equity_png" else equity_html(d)
     if isinstance(d, WalkForwardChart):
-        return walk_forward_png(d) if job.kind == "wf_png" else walk_forward_html(d).encode("utf-8")
+        return walk_forward_png(d) if job.kind == "wf_png" else walk_forward_html(d)
     args = (d.symbol, d.candles, d.trades, d.levels, d.markers)
-    return trade_chart_png(*args) if job.kind == "trades_png" else trade_chart_html(*args).encode("utf-8")
+    return trade_chart_png(*args) if job.kind == "trades_png" else trade_chart_html(*args)
 
 
 def render(job: ChartJob) -> Path:
