@@ -72,3 +72,22 @@ def test_a_job_needs_matching_data(tmp_path: Path, run: BacktestResult) -> None:
         ChartJob("trades_png", tmp_path / "x.png", chart)
     with pytest.raises(ValueError, match="pie"):
         ChartJob("pie", tmp_path / "x.png", chart)
+
+
+def test_a_job_with_an_object_array_or_trailing_bytes_is_refused(run: BacktestResult, tmp_path: Path) -> None:
+    # The byte form carries numbers only: an array declared as objects is never read (no
+    # unpickling, whatever the header says), and bytes beyond the declared arrays are an error.
+    import json
+    import struct
+
+    blob = encode(
+        equity_jobs(equity_chart(run.metrics, run.title), tmp_path / "e.png", tmp_path / "e.html")[0]
+    )
+    (n,) = struct.unpack_from("<I", blob)
+    head = json.loads(blob[4 : 4 + n])
+    head["arrays"][0][1] = "|O"
+    forged = json.dumps(head).encode()
+    with pytest.raises(ValueError, match="not allowed"):
+        decode(struct.pack("<I", len(forged)) + forged + blob[4 + n :])
+    with pytest.raises(ValueError, match="bytes after its arrays"):
+        decode(blob + b"\0")
