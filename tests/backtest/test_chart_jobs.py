@@ -77,17 +77,14 @@ def test_a_job_needs_matching_data(tmp_path: Path, run: BacktestResult) -> None:
 def test_a_job_with_an_object_array_or_trailing_bytes_is_refused(run: BacktestResult, tmp_path: Path) -> None:
     # The byte form carries numbers only: an array declared as objects is never read (no
     # unpickling, whatever the header says), and bytes beyond the declared arrays are an error.
-    import json
-    import struct
+    from perpbot.backtest.array_file import BadArrayFile, dumps, loads
 
-    blob = encode(
-        equity_jobs(equity_chart(run.metrics, run.title), tmp_path / "e.png", tmp_path / "e.html")[0]
-    )
-    (n,) = struct.unpack_from("<I", blob)
-    head = json.loads(blob[4 : 4 + n])
-    head["arrays"][0][1] = "|O"
-    forged = json.dumps(head).encode()
-    with pytest.raises(ValueError, match="not allowed"):
-        decode(struct.pack("<I", len(forged)) + forged + blob[4 + n :])
-    with pytest.raises(ValueError, match="bytes after its arrays"):
+    chart = equity_chart(run.metrics, run.title)
+    blob = encode(equity_jobs(chart, tmp_path / "e.png", tmp_path / "e.html")[0])
+    meta, arrays = loads(blob)
+    assert all(not a.flags.writeable for a in arrays.values())  # views into the message
+    forged = dumps(meta, {"x": np.array([b"01234567"] * 2)}).replace(b'"|S8"', b'"|O8"')  # same length
+    with pytest.raises(BadArrayFile, match="bad array table"):
+        decode(forged)
+    with pytest.raises(BadArrayFile, match="header says"):
         decode(blob + b"\0")

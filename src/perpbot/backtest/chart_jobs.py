@@ -5,18 +5,16 @@ took longer than the whole backtest loop. As jobs they can be rendered by forked
 (``chart_pool``) that imported matplotlib and plotly while the loop ran, on the other core, or
 in this process when forking is not possible; either way the same function draws the same bytes.
 
-A job travels through a pipe as bytes, never as a pickle: a JSON header (kind, file, scalars,
-trades, levels, markers; floats are written with ``repr`` precision, so they come back exactly;
-each array's name, dtype and shape) followed by the arrays' raw bytes, read back with
-``np.frombuffer`` for the numeric dtypes only. Why not ``.npz`` (issue 13, the charts after the
-run): zipping and unzipping the ~10 MB of a year's jobs cost ~0.06 s in the parent and ~0.08 s in
-the worker, between the run's end and the first chart; raw bytes cost a copy.
+A job travels through a pipe as bytes, never as a pickle: an ``array_file`` whose JSON header
+holds the kind, file, scalars, trades, levels and markers (floats are written with ``repr``
+precision, so they come back exactly) and whose data are the arrays' raw bytes, read back as
+read-only views (numpy refuses an object dtype there). Why not ``.npz`` (issue 13, the charts
+after the run): zipping and unzipping the ~10 MB of a year's jobs cost ~0.06 s in the parent and
+~0.08 s in the worker, between the run's end and the first chart.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from perpbot.backtest import array_file
 from perpbot.backtest.charts import EquityChart, Series, equity_html, equity_png
 from perpbot.backtest.trade_chart import Candles, Level, TradeChart, trade_chart_html, trade_chart_png
 from perpbot.backtest.wf_chart import WalkForwardChart, walk_forward_html, walk_forward_png
@@ -122,7 +121,7 @@ def _trade(row: Sequence[Any]) -> ClosedTrade:
 
 
 def encode(job: ChartJob) -> bytes:
-    """The job as bytes: 4-byte header length, JSON header, the arrays' raw bytes in its order."""
+    """The job as bytes: an ``array_file`` (JSON header, the arrays' raw bytes)."""
     d = job.data
     arrays: dict[str, np.ndarray] = {}
     head: dict[str, Any] = {"kind": job.kind, "path": str(job.path)}
@@ -146,35 +145,12 @@ def encode(job: ChartJob) -> bytes:
         head["levels"] = [[lv.kind, lv.start_ms, lv.end_ms, lv.price] for lv in d.levels]
         c = d.candles
         arrays.update(t=c.open_time_ms, o=c.open, h=c.high, l=c.low, c=c.close)
-    head["arrays"] = [[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()]
-    header = json.dumps(head, allow_nan=True).encode("utf-8")
-    body = [np.ascontiguousarray(a).tobytes() for a in arrays.values()]
-    return b"".join([struct.pack("<I", len(header)), header, *body])
-
-
-_ARRAY_KINDS = frozenset("iufbMm")  # numbers, booleans, datetimes: never an object array
-
-
-def _arrays(blob: bytes, offset: int, specs: Sequence[Sequence[Any]]) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for name, dtype_str, shape in specs:
-        dtype = np.dtype(dtype_str)
-        if dtype.kind not in _ARRAY_KINDS:
-            raise ValueError(f"chart job array {name!r}: dtype {dtype_str!r} not allowed")
-        count = int(np.prod(shape, dtype=np.int64))
-        # A copy: aligned, writable and independent of the message, as np.load gave.
-        out[name] = np.frombuffer(blob, dtype, count, offset).reshape(shape).copy()
-        offset += count * dtype.itemsize
-    if offset != len(blob):
-        raise ValueError(f"chart job: {len(blob) - offset} bytes after its arrays")
-    return out
+    return array_file.dumps(head, arrays)
 
 
 def decode(blob: bytes) -> ChartJob:
-    """The job ``encode`` wrote (arrays read as plain numbers, never unpickled)."""
-    (n,) = struct.unpack_from("<I", blob)
-    head = json.loads(blob[4 : 4 + n].decode("utf-8"))
-    arrays = _arrays(blob, 4 + n, head["arrays"])
+    """The job ``encode`` wrote (``array_file.BadArrayFile`` when it is not one)."""
+    head, arrays = array_file.loads(blob)
     markers = tuple((int(ms), str(label)) for ms, label in head.get("markers", ()))
     data: EquityChart | TradeChart | WalkForwardChart
     if head["kind"].startswith("wf"):
