@@ -9,7 +9,8 @@ Layout: ``MAGIC`` (8 bytes), the header's length (8 bytes, little-endian), the h
 JSON: ``meta`` as given, ``arrays`` as ``[name, dtype, offset, count]``, ``size`` of the data
 area), then the data area (64-byte aligned) with each array's bytes at its 64-byte aligned
 offset. A file whose length does not match its header (truncated, appended to) or whose header
-does not parse is refused.
+does not parse is refused. ``dumps`` / ``loads`` are the same bytes in memory (the report's chart
+jobs travel to the chart worker as such, ``chart_jobs``).
 """
 
 from __future__ import annotations
