@@ -55,8 +55,27 @@ def test_trade_job_round_trips_exactly(run: BacktestResult, tmp_path: Path) -> N
         back = decode(encode(job))
         assert back.data.trades == chart.trades  # every float exactly (repr in JSON)
         assert back.data.levels == chart.levels and back.data.markers == chart.markers
-        _same_arrays(back.data.candles, chart.candles)
+        _same_arrays(back.data.candles, job.data.candles)  # type: ignore[union-attr]
         assert draw(back) == draw(job)
+
+
+def test_the_png_job_carries_merged_candles_and_draws_the_same_png(
+    run: BacktestResult, tmp_path: Path
+) -> None:
+    # trade_jobs hands the PNG the candles merged as the PNG draws them (not the whole window
+    # again); the PNG is byte for byte the one drawn from every candle, the HTML keeps them all.
+    from perpbot.backtest.trade_chart import PNG_CANDLES, trade_chart_png
+
+    candles = {s: run.candles[s] for s in SYMS4}
+    chart = next(
+        c for c in trade_chart_inputs(candles, run.trades, run.markers(), run.config.journal_path) if c.trades
+    )
+    assert chart.candles.open_time_ms.size > PNG_CANDLES, "the fixture must be long enough to merge"
+    png, html = trade_jobs(chart, tmp_path / "t")
+    assert png.data.candles.open_time_ms.size <= PNG_CANDLES  # type: ignore[union-attr]
+    _same_arrays(html.data.candles, chart.candles)  # type: ignore[union-attr]
+    args = (chart.symbol, chart.candles, chart.trades, chart.levels, chart.markers)
+    assert draw(png) == trade_chart_png(*args)
 
 
 def test_kept_candles_are_the_window_the_charts_read_from_the_files(run: BacktestResult) -> None:
@@ -72,3 +91,19 @@ def test_a_job_needs_matching_data(tmp_path: Path, run: BacktestResult) -> None:
         ChartJob("trades_png", tmp_path / "x.png", chart)
     with pytest.raises(ValueError, match="pie"):
         ChartJob("pie", tmp_path / "x.png", chart)
+
+
+def test_a_job_with_an_object_array_or_trailing_bytes_is_refused(run: BacktestResult, tmp_path: Path) -> None:
+    # The byte form carries numbers only: an array declared as objects is never read (no
+    # unpickling, whatever the header says), and bytes beyond the declared arrays are an error.
+    from perpbot.backtest.array_file import BadArrayFile, dumps, loads
+
+    chart = equity_chart(run.metrics, run.title)
+    blob = encode(equity_jobs(chart, tmp_path / "e.png", tmp_path / "e.html")[0])
+    meta, arrays = loads(blob)
+    assert all(not a.flags.writeable for a in arrays.values())  # views into the message
+    forged = dumps(meta, {"x": np.array([b"01234567"] * 2)}).replace(b'"|S8"', b'"|O8"')  # same length
+    with pytest.raises(BadArrayFile, match="bad array table"):
+        decode(forged)
+    with pytest.raises(BadArrayFile, match="header says"):
+        decode(blob + b"\0")

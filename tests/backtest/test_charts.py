@@ -77,3 +77,47 @@ def test_matplotlib_loaded_without_its_set_docstrings_draws_the_same_bytes() -> 
         "from perpbot.backtest.charts import load_matplotlib; load_matplotlib()"
     )
     assert len(plain) == 64 and light == plain
+
+
+def test_html_page_is_plotlys_own_page_byte_for_byte() -> None:
+    # charts.html_page splices the bundle's cached UTF-8 bytes where plotly lays out a mark: the
+    # page must be exactly what plotly's to_html writes (title with non-ASCII text and a NUL,
+    # which the figure's JSON escapes), and plotly's get_plotlyjs is back in place after.
+    import plotly.io as pio
+    import plotly.io._html as plotly_html
+
+    from perpbot.backtest.charts import _template, html_page
+
+    data = [{"type": "scatter", "mode": "lines", "x": [1, 2, 3], "y": [0.5, float("nan"), 2.0]}]
+    layout = {"title": {"text": "équité \x00 <br><sup>§13</sup>"}, "height": 400}
+    real = plotly_html.get_plotlyjs
+    page = html_page(data, layout, "same-id")
+    assert plotly_html.get_plotlyjs is real
+    plain = pio.to_html(
+        {"data": data, "layout": {"template": _template("plotly_white"), **layout}},
+        include_plotlyjs=True,
+        full_html=True,
+        validate=False,
+        div_id="same-id",
+    )
+    assert page == plain.encode("utf-8")
+    assert page.count(real().encode("utf-8")) == 1
+
+
+def test_html_page_falls_back_to_plotlys_page_when_the_mark_is_not_found(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Another plotly that no longer reads get_plotlyjs from plotly.io._html: the mark never
+    # appears and the page is plotly's own, whole (not a page without its bundle).
+    import plotly.io as pio
+
+    from perpbot.backtest import charts
+
+    real = pio.to_html
+    calls = []
+
+    def ignores_the_mark(fig, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw)
+        return real(fig, **kw) if len(calls) > 1 else "<html>no mark</html>"
+
+    monkeypatch.setattr(pio, "to_html", ignores_the_mark)
+    page = charts.html_page([], {"height": 300}, "fallback")
+    assert len(calls) == 2 and page.startswith(b"<!doctype html>") and len(page) > 1_000_000

@@ -79,7 +79,7 @@ def test_html_has_every_candle_trade_level_and_trip(run: tuple[BacktestResult, P
     candles = candles_in_window(market, res.start_ms, res.end_ms)
     trips = [(t["time_ms"], f"{SYM} kill switch") for t in res.kill_switch_trips if t["symbol"] == SYM]
     assert trips, "the fixture's XRPUSDT must trip its kill switch"
-    html = trade_chart_html(SYM, candles, trades, levels_from_journal(journal, SYM, trades), trips)
+    html = trade_chart_html(SYM, candles, trades, levels_from_journal(journal, SYM, trades), trips).decode()
     m = re.search(r'Plotly\.newPlot\(\s*"trades-xrpusdt",\s*(\[.*?\]),\s*\{', html, re.S)
     assert m is not None
     traces = {t["name"]: t for t in json.loads(m.group(1))}

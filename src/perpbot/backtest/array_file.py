@@ -9,11 +9,13 @@ Layout: ``MAGIC`` (8 bytes), the header's length (8 bytes, little-endian), the h
 JSON: ``meta`` as given, ``arrays`` as ``[name, dtype, offset, count]``, ``size`` of the data
 area), then the data area (64-byte aligned) with each array's bytes at its 64-byte aligned
 offset. A file whose length does not match its header (truncated, appended to) or whose header
-does not parse is refused.
+does not parse is refused. ``dumps`` / ``loads`` are the same bytes in memory (the report's chart
+jobs travel to the chart worker as such, ``chart_jobs``).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import mmap
 import os
@@ -85,15 +87,32 @@ def read_arrays(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str,
     with open(path, "rb") as fh:
         header = _header(fh)
         size = os.fstat(fh.fileno()).st_size
-        data_size = header.get("size")
-        if not isinstance(data_size, int) or header["start"] + data_size != size:
-            raise BadArrayFile(f"{size} bytes, header says {header['start']} + {data_size!r}")
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+    return _views(header, mm, size)
+
+
+def dumps(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """An array file's bytes (``write_arrays`` to memory): e.g. a message through a pipe."""
+    buf = io.BytesIO()
+    write_arrays(buf, meta, arrays)
+    return buf.getvalue()
+
+
+def loads(blob: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(meta, name → read-only view into ``blob``) of ``dumps``'s bytes; ``BadArrayFile`` as
+    ``read_arrays``."""
+    return _views(_header(io.BytesIO(blob)), blob, len(blob))
+
+
+def _views(header: dict[str, Any], buf: Any, size: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    data_size = header.get("size")
+    if not isinstance(data_size, int) or header["start"] + data_size != size:
+        raise BadArrayFile(f"{size} bytes, header says {header['start']} + {data_size!r}")
     arrays: dict[str, np.ndarray] = {}
     try:
         for name, dtype, offset, count in header["arrays"]:
             at = header["start"] + offset
-            arrays[name] = np.frombuffer(mm, dtype=np.dtype(dtype), count=count, offset=at)  # type: ignore[arg-type]
-    except (KeyError, TypeError, ValueError) as exc:
+            arrays[name] = np.frombuffer(buf, dtype=np.dtype(dtype), count=count, offset=at)
+    except (KeyError, TypeError, ValueError) as exc:  # an object dtype too: numpy refuses it
         raise BadArrayFile(f"bad array table: {exc!r}") from None
     return dict(header["meta"]), arrays

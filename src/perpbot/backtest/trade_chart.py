@@ -240,8 +240,8 @@ def trade_chart_html(
     levels: Sequence[Level] = (),
     markers: Sequence[Marker] = (),
     title: str = "",
-) -> str:
-    """The symbol's trades on every candle, as an offline interactive page."""
+) -> bytes:
+    """The symbol's trades on every candle, as an offline interactive page (UTF-8)."""
     data: list[dict[str, Any]] = [
         {
             "type": "candlestick",

@@ -111,7 +111,7 @@ def walk_forward_png(chart: WalkForwardChart) -> bytes:
     return png_bytes(fig)
 
 
-def walk_forward_html(chart: WalkForwardChart) -> str:
+def walk_forward_html(chart: WalkForwardChart) -> bytes:
     symbols, title = list(chart.symbols), chart.title
     data: list[dict[str, Any]] = []
     for mode, (label, colour) in MODE_STYLE.items():
