@@ -209,6 +209,7 @@ def test_fee_and_realised_pnl_arithmetic_and_income_rows() -> None:
     assert e.income_history(SYM, income_types=("REALIZED_PNL",))[0].income == pytest.approx(100.0)
     assert e.income_history("DOGEUSDT") == []
     assert e.income_history(SYM, end_ms=t_exit - 1)[0].income == pytest.approx(-0.5)
+    assert e.income_count(SYM) == len(rows) == 3 and e.income_count("DOGEUSDT") == 0
     tr = trades(e.pop_events())
     assert tr[-1].realized_pnl == pytest.approx(100.0) and tr[-1].commission == pytest.approx(0.55)
     assert tr[0].realized_pnl == 0.0  # an entry carries no realised PnL

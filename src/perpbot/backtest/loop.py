@@ -102,7 +102,11 @@ async def drive(
     sides = [s.side for s in prepared]
     next_reconcile = open_times[0] + BAR_MS if n_steps else 0
     everyone = range(len(bots))
-    awake = set() if agenda is None else {si for si in everyone if not _asleep(bots[si], engine, syms[si])}
+    # Per symbol, what its bot's last reconcile pass read (``_pass_key``, ``_asleep``).
+    seen: list[tuple[int, int] | None] = [None] * len(bots)
+    awake = (
+        set() if agenda is None else {si for si in everyone if not _asleep(bots[si], engine, syms[si], None)}
+    )
     rows = timeline.rows
     active: Sequence[int] = everyone
     k = -1
@@ -166,8 +170,12 @@ async def drive(
         now = open_times[k] + BAR_MS
         if now >= next_reconcile:
             for si in active:
-                if agenda is None or not _asleep(bots[si], engine, syms[si]):
-                    await bots[si].reconcile()
+                if agenda is None or not _asleep(bots[si], engine, syms[si], seen[si]):
+                    bot = bots[si]
+                    # Taken before the pass, and only when it runs (a busy bot's returns at once).
+                    if agenda is not None:
+                        seen[si] = None if bot.busy else _pass_key(bot, engine, syms[si])
+                    await bot.reconcile()
             await exchange.drain()
             reconciles += 1
             next_reconcile = now - now % RECONCILE_EVERY_MS + RECONCILE_EVERY_MS
@@ -183,7 +191,7 @@ async def drive(
         else:
             done += agenda.candles(k, k + 1)
             for si in active:
-                if _asleep(bots[si], engine, syms[si]):
+                if _asleep(bots[si], engine, syms[si], seen[si]):
                     awake.discard(si)
                 else:
                     awake.add(si)
@@ -196,10 +204,24 @@ async def drive(
     return bot_candles, signals, reconciles, skipped_steps, skipped_candles
 
 
-def _asleep(bot: Any, engine: Any, symbol: str) -> bool:
-    """The bot at rest and its book quiet (``backtest.agenda``): nothing can happen to it until
-    the data wakes it."""
-    return bool(bot.at_rest) and bool(engine.quiet(symbol))
+def _pass_key(bot: Any, engine: Any, symbol: str) -> tuple[int, int]:
+    """What a reconcile pass of a bot watching for late funding rows reads: the symbol's income
+    rows (only ever added, so their count) and the bot's booked trades (a watch is added only
+    when a trade is booked, so their count)."""
+    return engine.income_count(symbol), len(bot.closed_trades)
+
+
+def _asleep(bot: Any, engine: Any, symbol: str, seen: tuple[int, int] | None) -> bool:
+    """The book quiet and the bot at rest (``backtest.agenda``), or at rest but for its watch of
+    late funding rows while neither the symbol's income rows nor the bot's trades changed since
+    its last reconcile pass read them (``seen``; ``SymbolBot.watching_funding_only``): nothing
+    can happen to it until the data wakes it. A quiet book gains no funding row (no position),
+    so such a bot sleeps from the pass after its trade was booked, not for the watch's day."""
+    if not engine.quiet(symbol):
+        return False
+    if bot.at_rest:
+        return True
+    return bool(bot.watching_funding_only) and seen is not None and _pass_key(bot, engine, symbol) == seen
 
 
 def _blocked_by_kill_switch(bot: Any, signal: Any) -> bool:

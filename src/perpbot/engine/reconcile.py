@@ -54,10 +54,29 @@ class ReconcileMixin(BotBase):
         symbol flat (it reads the position and returns), as a HOLD candle always is. The backtest
         skips such bots' steps on that ground (``backtest.agenda``); keep this in step with
         ``_reconcile_once``."""
+        return not self._funding_watch and self._settled
+
+    @property
+    def busy(self) -> bool:
+        """An entry, reverse or close is in flight: ``reconcile()`` returns at once."""
+        return self._busy
+
+    @property
+    def watching_funding_only(self) -> bool:
+        """At rest but for booked trades still watched for late funding rows. ``reconcile()`` then
+        only re-reads the income history (``_late_funding``) and drops expired watches: a no-op
+        while the symbol gained no income row since the last pass read it, and dropping a watch
+        later changes nothing (each pass first drops what expired by its own time, and the bot
+        is awake, so reconciled, from its next entry on). The backtest lets such a bot sleep on
+        that ground (``backtest.loop``)."""
+        return bool(self._funding_watch) and self._settled
+
+    @property
+    def _settled(self) -> bool:
+        """``at_rest`` but for the funding watch."""
         return (
             self._pos is None
             and self._pending is None
-            and not self._funding_watch
             and not self._fee_watch
             and not self._orders_dirty
             and not self._to_cancel

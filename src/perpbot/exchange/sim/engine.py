@@ -290,6 +290,10 @@ class MatchingEngine:
         b = self._book(symbol)
         return [conditional(symbol, a, AlgoStatus.NEW) for a in b.algos.values()]
 
+    def income_count(self, symbol: str) -> int:
+        """Income rows of ``symbol`` so far (``Ledger.income_count``)."""
+        return self._clr.ledger.income_count(symbol)
+
     def income_history(
         self,
         symbol: str | None = None,

@@ -51,6 +51,11 @@ class Ledger:
         rows.insert(at, row)
         times.insert(at, row.time_ms)
 
+    def income_count(self, symbol: str) -> int:
+        """How many income rows ``symbol`` has; rows are only ever added, so an unchanged count
+        means an unchanged income history (the backtest's skip-ahead, ``backtest.loop``)."""
+        return len(self._income_times.get(symbol, ()))
+
     def income_history(
         self,
         symbol: str | None = None,
