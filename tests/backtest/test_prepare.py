@@ -98,7 +98,7 @@ def test_the_result_carries_the_traded_candles_for_the_charts(markets4: dict[str
 
 
 def test_union_sorted_is_np_unique_of_the_concatenation() -> None:
-    from perpbot.backtest.prepare import union_sorted
+    from perpbot.backtest.sorted_union import union_sorted
 
     rng = np.random.default_rng(3)
     cases = [

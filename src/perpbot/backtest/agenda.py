@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from perpbot.backtest.sorted_union import union_sorted
+
 
 class _Series(Protocol):
     open_time_ms: np.ndarray
@@ -68,11 +70,11 @@ def build_agenda(series: Sequence[_Series], timeline_open_ms: np.ndarray) -> Age
             continue
         has_signal = np.fromiter((x is not None for x in s.side), dtype=bool, count=len(s.side))
         rows = np.flatnonzero(has_signal & s.ready)
-        mine = _unique(np.concatenate([step_of[rows], step_of[-1:]]))  # + the end-of-data close
+        mine = union_sorted([step_of[rows], step_of[-1:]])  # + the end-of-data close
         wake.append(mine)
         for k in mine.tolist():
             by_step.setdefault(k, []).append(si)
-    steps = _unique(np.concatenate(wake)) if wake else np.zeros(0, dtype=np.int64)
+    steps = union_sorted(wake) if wake else np.zeros(0, dtype=np.int64)
     before = np.zeros(n_steps + 1, dtype=np.int64)
     np.cumsum(per_step, out=before[1:])
     return Agenda(
@@ -80,12 +82,3 @@ def build_agenda(series: Sequence[_Series], timeline_open_ms: np.ndarray) -> Age
         candles_before=before,
         wake_symbols={k: tuple(v) for k, v in by_step.items()},
     )
-
-
-def _unique(x: np.ndarray) -> np.ndarray:
-    """``np.unique`` of integers without its first-call cost: numpy 2 imports ``numpy.ma`` for
-    it (~30 ms), a module nothing else of a backtest run needs."""
-    x = np.sort(x)
-    keep = np.ones(x.size, dtype=bool)
-    np.not_equal(x[1:], x[:-1], out=keep[1:])
-    return x[keep]

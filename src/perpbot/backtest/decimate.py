@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from perpbot.backtest.sorted_union import union_sorted
+
 DEFAULT_BUCKETS = 2_000
 """About two buckets per horizontal pixel of a 12-inch, 100-dpi chart: safe on wider screens too."""
 
@@ -55,4 +57,4 @@ def minmax_index(series: Sequence[np.ndarray], buckets: int = DEFAULT_BUCKETS) -
             off = full * size
             if np.isfinite(tail).any():
                 keep.append(np.asarray([off + np.nanargmin(tail), off + np.nanargmax(tail)], dtype=np.int64))
-    return np.unique(np.concatenate(keep))
+    return union_sorted(keep)
