@@ -35,14 +35,15 @@ from perpbot.data.schema import BAR_MS, data_path
 from perpbot.data.store import load_market
 from perpbot.data.synth import synth_market
 from perpbot.ml import features as feat
-from perpbot.ml import promotion, training, tuning, tuning_cv
+from perpbot.ml import fold_evaluation, promotion, training, tuning, tuning_cv
 from perpbot.ml.dataset import SOURCE_SIGNAL, Dataset, build_dataset
 from perpbot.ml.evaluation import positive_proba
+from perpbot.ml.fold_evaluation import evaluate_fold
 from perpbot.ml.labels import LOOKAHEAD, barrier_labels
 from perpbot.ml.lgbm_params import ACTIVE_PARAMS_FILE, ResolvedParams, default_resolved_params
 from perpbot.ml.nn_model import Normalizer
 from perpbot.ml.splits import EMBARGO, Fold, purged_walk_forward
-from perpbot.ml.training import NEGATIVE_RATIO, evaluate_fold, train_symbol
+from perpbot.ml.training import NEGATIVE_RATIO, train_symbol
 from tests.support.ml import LOOSE, write_market
 
 CFG = AppConfig(default_params=LOOSE)
@@ -108,11 +109,11 @@ class FitSpy:
 def run_fold(
     monkeypatch: pytest.MonkeyPatch, ds: Dataset, fold: Fold, backend: str = "lgbm", **kw: Any
 ) -> tuple[training.FoldMetrics, np.ndarray, np.ndarray, Any]:
-    spy = FitSpy(training.fit_backend)
-    monkeypatch.setattr(training, "fit_backend", spy)
+    spy = FitSpy(fold_evaluation.fit_backend)
+    monkeypatch.setattr(fold_evaluation, "fit_backend", spy)
     lgbm = ResolvedParams({**default_resolved_params().params, **FAST}, 1.0, "test")
     fm = evaluate_fold(backend, ds, fold, lgbm=lgbm, config_threshold=0.5, **kw)
-    monkeypatch.setattr(training, "fit_backend", spy.real)
+    monkeypatch.setattr(fold_evaluation, "fit_backend", spy.real)
     (fit_idx, es_idx, model), *_ = spy.calls
     return fm, fit_idx, es_idx, model
 
@@ -242,7 +243,7 @@ def test_isolation_check_catches_early_stopping_on_the_validation_slice(
 ) -> None:
     fold = folds[0]
     val_sig = fold.val_idx[ds.is_signal[fold.val_idx]]
-    monkeypatch.setattr(training, "es_rows", lambda _ds, _idx: val_sig)  # the injected leak
+    monkeypatch.setattr(fold_evaluation, "es_rows", lambda _ds, _idx: val_sig)  # the injected leak
     _, fit_idx, es_idx, _ = run_fold(monkeypatch, ds, fold)
     assert "validation rows used for fitting or early stopping" in isolation_problems(
         ds, fold, fit_idx, es_idx
@@ -289,7 +290,7 @@ def _hold_rows_scrambled(ds: Dataset, idx: np.ndarray) -> Dataset:
 
 
 def _stub_metrics(ds: Dataset, fold: Fold, monkeypatch: pytest.MonkeyPatch) -> training.FoldMetrics:
-    monkeypatch.setattr(training, "fit_backend", lambda *a, **k: StubModel())
+    monkeypatch.setattr(fold_evaluation, "fit_backend", lambda *a, **k: StubModel())
     return evaluate_fold("lgbm", ds, fold, lgbm=None, config_threshold=0.5)
 
 
@@ -322,13 +323,13 @@ def test_undersampling_touches_the_training_part_only(
     ds: Dataset, folds: list[Fold], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[np.ndarray] = []
-    real = training.stratified_undersample
+    real = fold_evaluation.stratified_undersample
 
     def spy(y: np.ndarray, source: np.ndarray, seed: int = 42) -> np.ndarray:
         seen.append(np.array(y))
         return real(y, source, seed=seed)
 
-    monkeypatch.setattr(training, "stratified_undersample", spy)
+    monkeypatch.setattr(fold_evaluation, "stratified_undersample", spy)
     for fold in folds:
         seen.clear()
         fm, fit_idx, es_idx, _ = run_fold(monkeypatch, ds, fold)
@@ -336,7 +337,7 @@ def test_undersampling_touches_the_training_part_only(
         assert np.isin(fit_idx, fold.train_idx).all() and fit_idx.size < fold.train_idx.size
         # Early stopping and validation keep their natural class mix: every signal row is there.
         es_sig = fold.es_idx[ds.is_signal[fold.es_idx]]
-        assert np.array_equal(es_idx, training.es_rows(ds, fold.es_idx))
+        assert np.array_equal(es_idx, fold_evaluation.es_rows(ds, fold.es_idx))
         assert es_idx.size >= es_sig.size
         assert fm.n_val_signals == int(ds.is_signal[fold.val_idx].sum())
 

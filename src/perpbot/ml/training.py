@@ -34,7 +34,6 @@ normalisation is computed once, inside ``fit_nn``, from the rows it is fit on.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import platform
 import tempfile
@@ -52,7 +51,7 @@ from perpbot.data.schema import data_path as default_data_path
 from perpbot.data.schema import model_dir as symbol_model_dir
 from perpbot.errors import ConfigError, InsufficientDataError, ModelError
 from perpbot.ml.backends import SEED, es_rows, fit_backend, normalize_backend
-from perpbot.ml.dataset import Dataset, build_dataset, stratified_undersample
+from perpbot.ml.dataset import build_dataset, stratified_undersample
 from perpbot.ml.evaluation import (
     THRESHOLD_FALLBACK,
     THRESHOLD_MIN_RECALL,
@@ -61,10 +60,11 @@ from perpbot.ml.evaluation import (
     precision_recall_at,
     safe_auc,
 )
+from perpbot.ml.fold_evaluation import evaluate_fold, utc_z
 from perpbot.ml.gate import gate_verdict
 from perpbot.ml.labels import LOOKAHEAD
 from perpbot.ml.lgbm_params import ResolvedParams, resolve_lgbm_params
-from perpbot.ml.splits import EMBARGO, Fold, holdout_tail, purged_walk_forward
+from perpbot.ml.splits import EMBARGO, holdout_tail, purged_walk_forward
 from perpbot.ml.train_report import FoldMetrics, TrainReport, summarize
 from perpbot.symbols import normalize_symbol
 
@@ -77,62 +77,6 @@ ProgressFn = Callable[[str, int, int], None]
 NEGATIVE_RATIO = 3  # SPEC §5 "later" k = 3, same for LightGBM, NN and tuning
 TAIL_FRACTION = 0.15  # final model: early-stopping / threshold tail
 ES_FRACTION = 0.15  # walk-forward: early-stopping slice at the end of each training window
-
-
-def _iso(ms: int) -> str:
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def evaluate_fold(
-    backend: str,
-    ds: Dataset,
-    fold: Fold,
-    *,
-    lgbm: ResolvedParams | None,
-    config_threshold: float,
-    nn_options: Mapping[str, Any] | None = None,
-    seed: int = SEED,
-) -> FoldMetrics:
-    """Fit on the fold's balanced training part, stop early and pick the threshold on its ES
-    slice, score the validation signal rows next to the no-ML baseline."""
-    tr = fold.train_idx
-    fit_idx = tr[stratified_undersample(ds.y[tr], ds.source[tr], seed=seed)]
-    es = es_rows(ds, fold.es_idx)
-    model = fit_backend(backend, ds, fit_idx, es, lgbm=lgbm, nn_options=nn_options, seed=seed)
-
-    es_sig = fold.es_idx[ds.is_signal[fold.es_idx]]
-    thr, fallback = (
-        operating_threshold(ds.y[es_sig], positive_proba(model, ds.X[es_sig]))
-        if es_sig.size
-        else (THRESHOLD_FALLBACK, True)
-    )
-
-    val = fold.val_idx[ds.is_signal[fold.val_idx]]
-    y_val = ds.y[val]
-    p_val = positive_proba(model, ds.X[val]) if val.size else np.zeros(0)
-    prec, rec, n_acc = precision_recall_at(y_val, p_val, thr)
-    prec_c, rec_c, _ = precision_recall_at(y_val, p_val, config_threshold)
-    from perpbot.ml.features import SIGNAL_STRENGTH_INDEX
-
-    return FoldMetrics(
-        fold=fold.index,
-        val_start=_iso(int(ds.time_ms[fold.val_idx[0]])),
-        val_end=_iso(int(ds.time_ms[fold.val_idx[-1]])),
-        n_fit=int(fit_idx.size),
-        n_es=int(es.size),
-        n_val_signals=int(val.size),
-        n_val_positives=int(y_val.sum()),
-        auc=safe_auc(y_val, p_val),
-        threshold=float(thr),
-        threshold_fallback=fallback,
-        precision=prec,
-        recall=rec,
-        n_accepted=n_acc,
-        precision_at_config=prec_c,
-        recall_at_config=rec_c,
-        baseline_auc=safe_auc(y_val, ds.X[val, SIGNAL_STRENGTH_INDEX]),
-        baseline_precision=float(y_val.mean()) if val.size else 0.0,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,12 +328,12 @@ def train_market(
             "tail_positives": int(ds.y[tail_sig].sum()),
         },
         "training_window_detail": {
-            "first_sample": _iso(int(ds.time_ms[0])),
-            "last_sample": _iso(int(ds.time_ms[-1])),
-            "fit_first": _iso(int(ds.time_ms[fit_pool[0]])),
-            "fit_last": _iso(int(ds.time_ms[fit_pool[-1]])),
-            "tail_first": _iso(int(ds.time_ms[tail[0]])),
-            "tail_last": _iso(int(ds.time_ms[tail[-1]])),
+            "first_sample": utc_z(int(ds.time_ms[0])),
+            "last_sample": utc_z(int(ds.time_ms[-1])),
+            "fit_first": utc_z(int(ds.time_ms[fit_pool[0]])),
+            "fit_last": utc_z(int(ds.time_ms[fit_pool[-1]])),
+            "tail_first": utc_z(int(ds.time_ms[tail[0]])),
+            "tail_last": utc_z(int(ds.time_ms[tail[-1]])),
             "bars": ds.n_bars,
         },
         "weight_scale": report.weight_scale,
