@@ -30,6 +30,8 @@ from collections import Counter
 
 import numpy as np
 
+from perpbot.backtest.heap import release_free_heap
+
 # ``_drive`` is a module global so that the bench can wrap it (it times the first candle).
 from perpbot.backtest.loop import ProgressFn
 from perpbot.backtest.loop import drive as _drive
@@ -127,6 +129,8 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     prepared: list[SymbolSeries] = []
     # One symbol at a time: its file and feature arrays are dropped before the next is loaded
     # (``backtest.prepare``); with the skip-ahead only signal rows keep their context values.
+    # Their freed pages go back to the OS at once: the kept arrays, allocated last, would pin
+    # them in the heap for the whole run (``backtest.heap``).
     contexts = "signals" if cfg.skip_ahead else "all"
     for sym in symbols:
         pre = None if cfg.feature_arrays is None else cfg.feature_arrays.get(sym)
@@ -140,6 +144,7 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         if s is None:
             raise DataError(f"{sym}: no candle inside the backtest window")
         prepared.append(s)
+        release_free_heap()
     timeline = build_timeline(prepared)
     total_candles = sum(s.n for s in prepared)
 
