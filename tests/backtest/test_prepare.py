@@ -96,6 +96,30 @@ def test_no_symbol_file_or_features_outlive_its_preparation(
     assert alive_at_timeline == [0]  # the last symbol's features too (they were kept for the run)
 
 
+def test_a_files_freed_decode_goes_back_before_its_features(
+    synth_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perpbot.backtest import heap
+    from perpbot.ml import features
+
+    calls: list[str] = []
+    release, compute = heap.release_free_heap, features.feature_arrays
+
+    def released() -> bool:
+        calls.append("release")
+        return release()
+
+    def computed(*args: Any, **kwargs: Any) -> Any:
+        calls.append("features")
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(heap, "release_free_heap", released)
+    monkeypatch.setattr(features, "feature_arrays", computed)
+    monkeypatch.setenv("PERPBOT_CACHE_DIR", "off")
+    cached_inputs("XRPUSDT", synth_data_dir, AppConfig(symbols=SYMS3).params_for("XRPUSDT"))
+    assert calls == ["release", "features"]
+
+
 def test_a_backtest_from_files_imports_no_pandas(synth_data_dir: Path) -> None:
     code = (
         "import asyncio, sys; from pathlib import Path\n"
