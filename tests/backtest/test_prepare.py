@@ -7,16 +7,21 @@ every context built from them equals the one built from every row. The window's 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import gc
 import subprocess
 import sys
+import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from perpbot.backtest.prepare import market_source, prepare_series
+from perpbot.backtest import runner
+from perpbot.backtest.prepare import build_timeline, cached_inputs, market_source, prepare_series
 from perpbot.config import AppConfig
 
 from .conftest import LOOSE, SYMS3
@@ -64,6 +69,55 @@ def test_window_arrays_do_not_keep_the_file_alive(synth_data_dir: Path) -> None:
         arr = getattr(s, name)
         assert arr.flags.owndata, name  # a copy of the window, not a view of the file's buffer
     np.testing.assert_array_equal(s.close, market.columns["close"])
+
+
+def test_no_symbol_file_or_features_outlive_its_preparation(
+    synth_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[weakref.ref[np.ndarray]] = []
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        market, features = cached_inputs(*args, **kwargs)
+        loaded.extend(weakref.ref(a) for a in (market.columns["volume"], features["rsi"]))
+        return market, features
+
+    alive_at_timeline: list[int] = []
+
+    def timeline(series: Any) -> Any:
+        gc.collect()
+        alive_at_timeline.append(sum(ref() is not None for ref in loaded))
+        return build_timeline(series)
+
+    monkeypatch.setattr(runner, "cached_inputs", spy)
+    monkeypatch.setattr(runner, "build_timeline", timeline)
+    cfg = runner.BacktestConfig(symbols=SYMS3, data_dir=synth_data_dir, use_ml=False)
+    asyncio.run(runner.run_backtest(cfg, AppConfig(symbols=SYMS3)))
+    assert len(loaded) == 2 * len(SYMS3)
+    assert alive_at_timeline == [0]  # the last symbol's features too (they were kept for the run)
+
+
+def test_a_files_freed_decode_goes_back_before_its_features(
+    synth_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from perpbot.backtest import heap
+    from perpbot.ml import features
+
+    calls: list[str] = []
+    release, compute = heap.release_free_heap, features.feature_arrays
+
+    def released() -> bool:
+        calls.append("release")
+        return release()
+
+    def computed(*args: Any, **kwargs: Any) -> Any:
+        calls.append("features")
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(heap, "release_free_heap", released)
+    monkeypatch.setattr(features, "feature_arrays", computed)
+    monkeypatch.setenv("PERPBOT_CACHE_DIR", "off")
+    cached_inputs("XRPUSDT", synth_data_dir, AppConfig(symbols=SYMS3).params_for("XRPUSDT"))
+    assert calls == ["release", "features"]
 
 
 def test_a_backtest_from_files_imports_no_pandas(synth_data_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -86,3 +87,40 @@ def test_summarize_reports_the_benchmark() -> None:
     rep = summarize([], ["XRPUSDT"], t, closes, 1000.0, start_ms=0, end_ms=5 * H)
     assert rep.benchmark is not None and rep.benchmark.return_pct == pytest.approx(30.0)
     assert rep.as_dict()["buy_and_hold"]["per_symbol_return_pct"] == {"XRPUSDT": pytest.approx(30.0)}
+
+
+def _many_closes(symbols: int, n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    closes = {}
+    for i in range(symbols):
+        px = np.exp(np.cumsum(rng.normal(0.0, 0.01, n))) * (1 + i)
+        px[: i * 3] = np.nan  # listed later and later
+        closes[f"S{i:03d}USDT"] = px
+    return closes
+
+
+def test_buy_and_hold_sums_the_legs_as_the_stacked_sum_did() -> None:
+    closes = _many_closes(30, 500)
+    syms = [*closes, "GONEUSDT"]  # a symbol without closes: its share waits in cash
+    bh = buy_and_hold(syms, closes, 1000.0, YEAR_MS)
+    share = 1000.0 / len(syms)
+    legs = []
+    for px in closes.values():
+        held = px / px[np.flatnonzero(np.isfinite(px))[0]]
+        legs.append(np.where(np.isnan(held), 1.0, held) * share)
+    equity = np.sum(legs, axis=0) + share
+    assert bh.end_equity == float(equity[-1])  # bit for bit, not approx
+    peak = np.maximum.accumulate(np.concatenate(([1000.0], equity)))
+    assert bh.max_drawdown_pct == float(np.max((peak[1:] - equity) / peak[1:])) * 100.0
+
+
+def test_buy_and_hold_memory_does_not_grow_with_the_symbols() -> None:
+    n = 20_000
+    closes = _many_closes(60, n)
+    tracemalloc.start()
+    try:
+        buy_and_hold(list(closes), closes, 1000.0, YEAR_MS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * n * 8  # a few timeline-long arrays, not two per symbol (60 here)

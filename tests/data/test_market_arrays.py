@@ -23,6 +23,7 @@ from perpbot.data.market_arrays import (
     load_market_arrays,
     prefix_slice,
     read_table,
+    to_numpy,
 )
 from perpbot.data.schema import BAR_MS, BTC_COLS, ETH_COLS, MICRO_COLS, OHLCV
 from perpbot.data.store import FUNDING_CONVENTION_ATTR, load_market, save_market
@@ -61,6 +62,32 @@ def test_closed_rows_are_read_in_place_not_copied(tmp_path: Path, small: pd.Data
     assert prefix_slice(slice(0, 4)) == slice(0, 4)
     scattered = np.array([True, False, True])
     assert prefix_slice(scattered) is scattered
+
+
+def test_a_file_read_column_by_column_is_the_whole_file(tmp_path: Path, small: pd.DataFrame) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = save_market(small, tmp_path / "m.parquet", closed_through_ms=int(small.index.asi8[-1]))
+    twice = tmp_path / "twice.parquet"  # a name given twice cannot be read by name: read whole
+    pq.write_table(pa.table([pa.array([1.0]), pa.array([2.0])], names=["close", "close"]), twice)
+    for file in (path, foreign(small, tmp_path / "f.parquet"), twice):
+        with pq.ParquetFile(file) as handle:
+            whole = handle.read()
+        assert read_table(file).equals(whole, check_metadata=True), file.name
+
+
+def test_a_one_chunk_column_is_read_in_place() -> None:
+    """Issue 13: ``combine_chunks`` copies even one chunk; a loaded file's columns are its decoded
+    buffers, not a copy made while the file is still alive."""
+    import pyarrow as pa
+
+    chunk = pa.array([1.0, 2.0, 3.0, 4.0]).slice(1)
+    values = to_numpy(pa.chunked_array([chunk]))
+    assert values.__array_interface__["data"][0] == chunk.buffers()[1].address + 8
+    np.testing.assert_array_equal(values, [2.0, 3.0, 4.0])
+    two = to_numpy(pa.chunked_array([chunk, pa.array([5.0])]))  # several chunks: one array
+    np.testing.assert_array_equal(two, [2.0, 3.0, 4.0, 5.0])
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,9 @@ async def drive(
     from perpbot.backtest.agenda import build_agenda
 
     last_row = [s.n - 1 for s in prepared]
-    ready = [s.ready.tolist() for s in prepared]
+    # One byte per candle (0/1), indexed as fast as a list: a list of Python bools took eight
+    # (a pointer each; 27 MiB for 100 symbol-years, issue 13).
+    ready = [s.ready.astype(bool, copy=False).tobytes() for s in prepared]
     steps = timeline.steps
     open_times = timeline.open_time_ms.tolist()
     process_bar = engine.process_bar

@@ -30,6 +30,8 @@ from collections import Counter
 
 import numpy as np
 
+from perpbot.backtest.heap import release_free_heap
+
 # ``_drive`` is a module global so that the bench can wrap it (it times the first candle).
 from perpbot.backtest.loop import ProgressFn
 from perpbot.backtest.loop import drive as _drive
@@ -109,6 +111,24 @@ def _symbol_filters(cfg: BacktestConfig, s: SymbolSeries) -> SymbolFilters:
     return derived_filters(s.symbol, level)
 
 
+def _prepare(cfg: BacktestConfig, app: AppConfig, sym: str) -> SymbolSeries:
+    """One symbol's series. Its file and feature arrays live in this call only, so they are freed
+    before the next symbol is loaded (``backtest.prepare``); a loop variable kept the last
+    symbol's features (~9 MiB for a year) through the whole run and next to the next symbol's
+    file (issue 13). With the skip-ahead only signal rows keep their context values."""
+    pre = None if cfg.feature_arrays is None else cfg.feature_arrays.get(sym)
+    if pre is None and cfg.markets is None:
+        # Files on disk: the input cache serves the arrays and features (``prepare.cached_inputs``).
+        market, pre = cached_inputs(sym, cfg.data_dir, app.params_for(sym))
+    else:
+        market = market_source(sym, cfg.data_dir, cfg.markets)
+    contexts = "signals" if cfg.skip_ahead else "all"
+    s = prepare_series(sym, market, app, cfg.start_ms, cfg.end_ms, pre, contexts=contexts)
+    if s is None:
+        raise DataError(f"{sym}: no candle inside the backtest window")
+    return s
+
+
 async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn | None) -> BacktestResult:
     from perpbot.engine.bot import SymbolBot
     from perpbot.engine.clock import SimClock
@@ -125,21 +145,11 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
     app = app_config.with_symbols(list(symbols))
     warnings: list[str] = []
     prepared: list[SymbolSeries] = []
-    # One symbol at a time: its file and feature arrays are dropped before the next is loaded
-    # (``backtest.prepare``); with the skip-ahead only signal rows keep their context values.
-    contexts = "signals" if cfg.skip_ahead else "all"
+    # One symbol at a time (``_prepare``). Its freed pages go back to the OS at once: the kept
+    # arrays, allocated last, would pin them in the heap for the whole run (``backtest.heap``).
     for sym in symbols:
-        pre = None if cfg.feature_arrays is None else cfg.feature_arrays.get(sym)
-        if pre is None and cfg.markets is None:
-            # Files on disk: the input cache serves the arrays and features (``prepare.cached_inputs``).
-            market, pre = cached_inputs(sym, cfg.data_dir, app.params_for(sym))
-        else:
-            market = market_source(sym, cfg.data_dir, cfg.markets)
-        s = prepare_series(sym, market, app, cfg.start_ms, cfg.end_ms, pre, contexts=contexts)
-        del market
-        if s is None:
-            raise DataError(f"{sym}: no candle inside the backtest window")
-        prepared.append(s)
+        prepared.append(_prepare(cfg, app, sym))
+        release_free_heap()
     timeline = build_timeline(prepared)
     total_candles = sum(s.n for s in prepared)
 
