@@ -127,6 +127,19 @@ def test_workers_write_the_files_the_parent_would(run: BacktestResult, tmp_path:
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
+def test_workers_that_built_figures_ahead_write_the_same_files(run: BacktestResult, tmp_path: Path) -> None:
+    # A backtest's worker builds the PNGs' figures while the run goes on (figure_stash).
+    gc.collect()
+    here = [render(j) for j in _jobs(run, tmp_path / "here")]
+    with ChartPool.start(processes=2, ahead=chart_pool.BACKTEST_AHEAD) as pool:
+        assert pool.pid is not None
+        time.sleep(1.0)  # imports, warm-up, figures (each stopped if the jobs came first)
+        there = pool.render(_jobs(run, tmp_path / "pool"))
+    assert pool.in_process == []
+    for a, b in zip(here, there, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
 def test_jobs_sent_first_are_drawn_while_the_caller_works(run: BacktestResult, tmp_path: Path) -> None:
     # The walk-forward hands its equity charts over, draws its own fold charts, then waits.
     gc.collect()

@@ -3,14 +3,13 @@
 Why (issue 13, whole process in about 1.5 s): importing matplotlib and plotly and drawing the
 first chart costs more than the backtest loop, and the loop uses one core. So ``perpbot
 backtest`` forks one worker before its command line is even parsed (``start_early``); while the
-parent parses, loads and runs the loop, the worker imports the plotting libraries and draws a
-tiny chart of each kind (fonts, date locators, plotly's template and bundle are then loaded; it
-stops drawing them as soon as the real jobs are waiting, ``warm_up``). When the run is done the
-parent sends the chart jobs (``chart_jobs``: plain arrays and JSON, no pickle); the worker forks
-itself once per further usable core (warm children, nothing imported twice), each process pulls
-the next job, costliest first, from one shared queue (``_render_batch``) and writes its files
-atomically. The parent never imports
-matplotlib or plotly.
+parent parses, loads and runs the loop, the worker imports the plotting libraries, draws a tiny
+chart of each HTML kind (plotly's template and bundle are then loaded, ``warm_up``) and builds
+the PNGs' figures and axes (``figure_stash``), each step stopped as soon as the real jobs wait.
+When the run is done the parent sends the chart jobs (``chart_jobs``: plain arrays and JSON, no
+pickle); the worker forks itself once per further usable core (warm children, nothing imported
+twice), each process pulls the next job, costliest first, from one shared queue
+(``_render_batch``) and writes its files atomically. The parent never imports matplotlib or plotly.
 
 Fail-safe: with no ``fork`` (or threads already running in the parent, where forking is unsafe),
 or when a worker dies or fails on a job, that job is drawn in the parent process instead, so a
@@ -251,11 +250,15 @@ def _render_static(jobs: Sequence[ChartJob], processes: int) -> list[str | None]
     return results
 
 
-def _worker(rfd: int, wfd: int, processes: int) -> None:
+def _worker(rfd: int, wfd: int, processes: int, ahead: Sequence[str]) -> None:
     from perpbot.backtest.chart_jobs import decode
 
-    gc.disable()  # imports and warm-up make no garbage worth a full pass over matplotlib
+    gc.disable()  # imports, warm-up and figures built ahead make no garbage worth a full pass
     warm_up(stop=lambda: readable(rfd))
+    if ahead:
+        from perpbot.backtest.figure_stash import build_ahead
+
+        build_ahead(ahead, stop=lambda: readable(rfd))
     gc.freeze()  # the plotting libraries stay: collections while drawing skip them
     gc.enable()
     head = recv(rfd)
@@ -277,6 +280,9 @@ def _worker(rfd: int, wfd: int, processes: int) -> None:
 
 _early: ChartPool | None = None  # forked by ``start_early``, not yet handed to ``ChartPool.start``
 
+BACKTEST_AHEAD = ("equity", "trades", "trades", "trades")
+"""``figure_stash`` layouts a backtest's worker builds during the run: one per PNG of 3 symbols."""
+
 
 def start_early() -> None:
     """Fork the chart worker before the command line is even parsed (``cli.main``, for a
@@ -285,7 +291,7 @@ def start_early() -> None:
     :func:`discard_early` stops it when nothing did (help, a usage error, a bad flag)."""
     global _early
     if _early is None:
-        _early = ChartPool.start()
+        _early = ChartPool.start(ahead=BACKTEST_AHEAD)
 
 
 def discard_early() -> None:
@@ -308,10 +314,11 @@ class ChartPool:
         self._jobs: list[ChartJob] = []  # sent, not yet finished
 
     @classmethod
-    def start(cls, processes: int | None = None) -> ChartPool:
+    def start(cls, processes: int | None = None, ahead: Sequence[str] = ()) -> ChartPool:
         """Fork the warm-up worker now, or return an in-process pool when forking is unsafe or
         there is no second core (a worker would then only add its own imports and warm-up).
-        A worker :func:`start_early` forked for this process is handed over instead."""
+        A worker :func:`start_early` forked for this process is handed over instead. Once warm,
+        it builds the ``ahead`` figures (``figure_stash``) until the jobs arrive."""
         global _early
         if processes is None and _early is not None:
             pool, _early = _early, None
@@ -328,7 +335,7 @@ class ChartPool:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it without a traceback
                 os.close(down_w)
                 os.close(up_r)
-                _worker(down_r, up_w, n)
+                _worker(down_r, up_w, n, ahead)
                 code = 0
             finally:
                 os._exit(code)

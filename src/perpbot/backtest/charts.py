@@ -301,8 +301,9 @@ def equity_chart(report: MetricsReport, title: str, markers: Sequence[Marker] = 
 
 def equity_png(chart: EquityChart) -> bytes:
     """Equity, per-symbol net PnL and drawdown as a PNG."""
-    fig = new_figure(12, 8)
-    ax_eq, ax_sym, ax_dd = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2, 1.5]})
+    from perpbot.backtest.figure_stash import take
+
+    fig, (ax_eq, ax_sym, ax_dd) = take("equity")
     if chart.portfolio.time_ms.size:
         p, dd = chart.portfolio, chart.drawdown
         ax_eq.plot(dt64(p.time_ms), p.values, color="tab:blue", lw=1.0, label="portfolio equity")

@@ -32,7 +32,6 @@ from perpbot.backtest.charts import (
     dt64,
     html_page,
     marker_shapes,
-    new_figure,
     png_bytes,
 )
 from perpbot.backtest.trade_png_layers import DOWN, UP, draw_candles, draw_levels
@@ -145,8 +144,9 @@ def trade_chart_png(
     title: str = "",
 ) -> bytes:
     """The symbol's trades on its (aggregated) candles as a PNG."""
-    fig = new_figure(14, 7)
-    ax = fig.subplots()
+    from perpbot.backtest.figure_stash import take
+
+    fig, ax = take("trades")
     c = aggregate(candles, PNG_CANDLES)
     if c.open_time_ms.size:
         draw_candles(ax, c)
