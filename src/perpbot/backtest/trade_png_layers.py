@@ -48,10 +48,12 @@ def _segments(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) ->
 
 def draw_candles(ax: Any, c: Candles) -> None:
     """Wicks and bodies as two line collections (two artists, however many candles)."""
+    from matplotlib.colors import to_rgba
     from matplotlib.dates import date2num
 
     x = date2num(dt64(c.open_time_ms))
-    colours = np.where(c.close >= c.open, UP, DOWN)
+    # RGBA rows, not colour names: the same colours, without one name lookup per candle.
+    colours = np.where((c.close >= c.open)[:, None], np.array(to_rgba(UP)), np.array(to_rgba(DOWN)))
     lo, hi = np.minimum(c.open, c.close), np.maximum(c.open, c.close)
     width = 3.0 if x.size < 400 else 1.5
     segments = float_segments()
