@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # the parent forks before numpy, let alone the plotting libra
     from perpbot.backtest.chart_jobs import ChartJob
 
 _LEN = struct.Struct("<Q")
+BACKTEST_AHEAD = ("equity", "trades", "trades", "trades")
+"""``figure_stash`` layouts a backtest's worker builds during the run: one per PNG of 3 symbols."""
 
 
 def usable_cpus() -> int:
@@ -279,9 +281,6 @@ def _worker(rfd: int, wfd: int, processes: int, ahead: Sequence[str]) -> None:
 
 
 _early: ChartPool | None = None  # forked by ``start_early``, not yet handed to ``ChartPool.start``
-
-BACKTEST_AHEAD = ("equity", "trades", "trades", "trades")
-"""``figure_stash`` layouts a backtest's worker builds during the run: one per PNG of 3 symbols."""
 
 
 def start_early() -> None:
