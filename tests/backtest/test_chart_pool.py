@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from perpbot.backtest import chart_pool
+from perpbot.backtest import runner as runner_module
 from perpbot.backtest.chart_jobs import ChartJob, equity_jobs, render, trade_jobs
 from perpbot.backtest.chart_pool import ChartPool, discard_early, share, start_early, usable_cpus
 from perpbot.backtest.charts import equity_chart
@@ -138,6 +139,46 @@ def test_workers_that_built_figures_ahead_write_the_same_files(run: BacktestResu
     assert pool.in_process == []
     for a, b in zip(here, there, strict=True):
         assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_candles_sent_ahead_give_the_same_files(run: BacktestResult, tmp_path: Path) -> None:
+    # perpbot backtest sends the window candles before its loop (run_backtest's on_window).
+    gc.collect()
+    here = [render(j) for j in _jobs(run, tmp_path / "here")]
+    with ChartPool.start(processes=2, ahead=chart_pool.BACKTEST_AHEAD) as pool:
+        pool.send_ahead(run.candles)
+        time.sleep(1.5)  # imports, warm-up, figures, candles (each stopped if the jobs came first)
+        there = pool.render(_jobs(run, tmp_path / "pool"))
+        pool.send_ahead(run.candles)  # after the jobs: ignored, nothing is written any more
+    assert pool.in_process == []
+    for a, b in zip(here, there, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_the_run_hands_its_window_candles_over_before_the_loop(
+    markets4: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    seen: list[tuple[dict, int]] = []
+    cfg = BacktestConfig(symbols=SYMS4, markets=markets4, use_ml=False, journal_path=tmp_path / "j.sqlite3")
+    drive = runner_module._drive
+
+    async def counting_drive(*a, **k):  # type: ignore[no-untyped-def]
+        seen.append(({}, -1))  # the loop starts: on_window must have come first
+        return await drive(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner_module, "_drive", counting_drive)
+        res = asyncio.run(
+            run_backtest(cfg, loose_config(SYMS4), on_window=lambda c: seen.append((c, len(seen))))
+        )
+    assert [n for _, n in seen] == [0, -1]
+    assert seen[0][0] is res.candles and list(res.candles) == list(SYMS4)
+
+
+def test_an_in_process_pool_takes_no_candles(run: BacktestResult) -> None:
+    pool = ChartPool.start(processes=1)
+    pool.send_ahead(run.candles)  # no worker: nothing to do, nothing raised
+    assert pool.pid is None
 
 
 def test_jobs_sent_first_are_drawn_while_the_caller_works(run: BacktestResult, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from perpbot.backtest import figure_stash
 from perpbot.backtest.chart_jobs import ChartJob, draw, equity_jobs, trade_jobs
 from perpbot.backtest.charts import EquityChart, Series, equity_chart
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, run_backtest
-from perpbot.backtest.trade_chart import Candles, chart_stem, trade_chart_inputs
+from perpbot.backtest.trade_chart import PNG_CANDLES, Candles, aggregate, chart_stem, trade_chart_inputs
 
 from .conftest import SYMS4, loose_config
 
@@ -77,3 +77,28 @@ def test_building_ahead_stops_as_soon_as_the_jobs_are_waiting() -> None:
     jobs_waiting = iter([False, False, True])
     assert figure_stash.build_ahead(["equity", "trades", "trades"], stop=lambda: next(jobs_waiting)) == 2
     assert figure_stash.build_ahead(["equity"], stop=lambda: True) == 0
+
+
+def test_trade_pngs_on_candles_drawn_ahead_are_byte_for_byte_the_fresh_ones(run: BacktestResult) -> None:
+    jobs = [j for j in _png_jobs(run) if j.kind == "trades_png"]
+    fresh = [draw(j) for j in jobs]
+    # What the worker gets before the loop: the window candles (run.candles), merged on arrival.
+    sent = {s: aggregate(c, PNG_CANDLES) for s, c in run.candles.items()}
+    assert figure_stash.build_candles_ahead(sent) == len(sent)
+    ahead = [draw(j) for j in jobs]
+    assert figure_stash._with_candles == []  # each symbol's full-window chart took its figure
+    assert ahead == fresh
+
+
+def test_a_figure_is_taken_only_for_exactly_its_candles(run: BacktestResult) -> None:
+    c = aggregate(next(iter(run.candles.values())), PNG_CANDLES)
+    figure_stash.build_candles_ahead({"X": c})
+    other = Candles(c.open_time_ms, c.open, c.high, c.low, c.close + 1e-9)
+    assert figure_stash.take_trades(other)[2] is False  # a new figure: these candles differ
+    _, ax, drawn = figure_stash.take_trades(Candles(*(a.copy() for a in _fields(c))))
+    assert drawn and len(ax.collections) == 2  # wicks and bodies, drawn ahead
+    assert figure_stash.take_trades(c)[2] is False  # taken once only
+
+
+def _fields(c: Candles) -> tuple[np.ndarray, ...]:
+    return (c.open_time_ms, c.open, c.high, c.low, c.close)

@@ -26,13 +26,14 @@ import select
 import signal
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parent forks before numpy, let alone the plotting libraries, is imported
     from perpbot.backtest.chart_jobs import ChartJob
+    from perpbot.backtest.trade_chart import Candles
 
 _LEN = struct.Struct("<Q")
 BACKTEST_AHEAD = ("equity", "trades", "trades", "trades")
@@ -254,20 +255,17 @@ def _render_static(jobs: Sequence[ChartJob], processes: int) -> list[str | None]
 
 def _worker(rfd: int, wfd: int, processes: int, ahead: Sequence[str]) -> None:
     from perpbot.backtest.chart_jobs import decode
+    from perpbot.backtest.worker_inbox import Inbox, work_ahead
 
     gc.disable()  # imports, warm-up and figures built ahead make no garbage worth a full pass
-    warm_up(stop=lambda: readable(rfd))
-    if ahead:
-        from perpbot.backtest.figure_stash import build_ahead
-
-        build_ahead(ahead, stop=lambda: readable(rfd))
+    inbox = Inbox(rfd)
+    work_ahead(inbox, ahead)
     gc.freeze()  # the plotting libraries stay: collections while drawing skip them
     gc.enable()
-    head = recv(rfd)
-    if head is None:
+    if inbox.head is None:
         return
     jobs = []
-    for _ in range(int(head)):
+    for _ in range(int(inbox.head)):
         blob = recv(rfd)
         if blob is None:
             return
@@ -311,6 +309,7 @@ class ChartPool:
         self._replied = False
         self.in_process: list[ChartJob] = []  # jobs the parent drew itself (fallback)
         self._jobs: list[ChartJob] = []  # sent, not yet finished
+        self._ahead_sent = False
 
     @classmethod
     def start(cls, processes: int | None = None, ahead: Sequence[str] = ()) -> ChartPool:
@@ -346,6 +345,22 @@ class ChartPool:
         """Draw and write every job; returns their paths (in the given order)."""
         self.send(jobs)
         return self.finish()
+
+    def send_ahead(self, candles: Mapping[str, Candles]) -> None:
+        """Hand the trade charts' candles to the worker before the loop runs: it draws them into
+        their figures meanwhile (``worker_inbox``). Sent only when the message fits the pipe's
+        buffer whole, so the run never waits for a worker still importing; else not at all."""
+        if self.pid is None or self._ahead_sent or self._jobs:
+            return
+        from perpbot.backtest.worker_inbox import encode_candles, fits_in_pipe
+
+        self._ahead_sent = True
+        msg = encode_candles(candles)
+        if fits_in_pipe(self._to, _LEN.size + len(msg)):
+            try:
+                send(self._to, msg)
+            except OSError:  # the worker is gone: finish draws here
+                self.close()
 
     def send(self, jobs: Sequence[ChartJob]) -> None:
         """Hand the jobs to the worker without waiting: the caller may draw something else

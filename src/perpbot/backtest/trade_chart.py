@@ -144,11 +144,11 @@ def trade_chart_png(
     title: str = "",
 ) -> bytes:
     """The symbol's trades on its (aggregated) candles as a PNG."""
-    from perpbot.backtest.figure_stash import take
+    from perpbot.backtest.figure_stash import take_trades
 
-    fig, ax = take("trades")
     c = aggregate(candles, PNG_CANDLES)
-    if c.open_time_ms.size:
+    fig, ax, drawn = take_trades(c)
+    if c.open_time_ms.size and not drawn:
         draw_candles(ax, c)
     draw_levels(ax, levels)
     for won, colour in ((True, "tab:green"), (False, "tab:red")):
