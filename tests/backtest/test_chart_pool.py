@@ -263,7 +263,8 @@ def test_only_a_charting_backtest_forks_before_parsing() -> None:
 
 
 def test_the_warm_up_draws_only_until_the_jobs_are_waiting() -> None:
-    from perpbot.backtest.chart_pool import readable, warm_up
+    from perpbot.backtest.chart_pool import readable
+    from perpbot.backtest.worker_inbox import warm_up
 
     assert warm_up() == 2  # one tiny page of each HTML kind: equity, trades
     assert "matplotlib.backends.backend_agg" in sys.modules  # imported for the real PNG jobs

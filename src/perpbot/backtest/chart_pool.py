@@ -4,7 +4,7 @@ Why (issue 13, whole process in about 1.5 s): importing matplotlib and plotly an
 first chart costs more than the backtest loop, and the loop uses one core. So ``perpbot
 backtest`` forks one worker before its command line is even parsed (``start_early``); while the
 parent parses, loads and runs the loop, the worker imports the plotting libraries, draws a tiny
-chart of each HTML kind (plotly's template and bundle are then loaded, ``warm_up``) and builds
+chart of each HTML kind (plotly's template and bundle are then loaded, ``worker_inbox``), builds
 the PNGs' figures and axes (``figure_stash``), each step stopped as soon as the real jobs wait.
 When the run is done the parent sends the chart jobs (``chart_jobs``: plain arrays and JSON, no
 pickle); the worker forks itself once per further usable core (warm children, nothing imported
@@ -102,44 +102,6 @@ def recv(fd: int) -> bytes | None:
 # ---------------------------------------------------------------------------------------------
 # Worker side
 # ---------------------------------------------------------------------------------------------
-
-
-def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
-    """Import the plotting libraries and draw one tiny page of each HTML kind (not written), the
-    drawing only until ``stop()`` is true; returns how many were drawn.
-
-    Why only the HTML kinds: a tiny chart costs about what a real one does (the figure, axes and
-    ticks, not the points), and only a first draw that loads something pays back. An HTML page's
-    first draw loads plotly's template and bundle (~0.05 s saved on the first real page,
-    measured); a tiny PNG saved nothing measurable once matplotlib is imported (its first real
-    PNG cost the same) but cost ~0.1 s CPU, on a 2-core machine that the parent or a second
-    drawing process needed (issue 13). Why stoppable: when the run's jobs are already waiting
-    the worker draws them instead of throwaway pages."""
-    import numpy as np
-
-    from perpbot.backtest.chart_jobs import draw, equity_jobs, trade_jobs
-    from perpbot.backtest.charts import EquityChart, Series, load_matplotlib
-    from perpbot.backtest.trade_chart import Candles, TradeChart
-    from perpbot.domain.types import ClosedTrade, CloseReason, Side
-
-    t = 1_700_000_000_000 + 900_000 * np.arange(4, dtype=np.int64)
-    v = np.array([1.0, 2.0, 1.5, 3.0])
-    s = Series(t, v)
-    eq = EquityChart("warm-up", ((int(t[1]), "X kill switch"),), s, Series(t, -v), {"X": s})
-    trade = ClosedTrade(
-        "X", Side.LONG, int(t[0]), int(t[2]), 1.0, 1.5, 1.0, 0.5, 0.0, 0.0, 0.0, CloseReason.TP
-    )
-    tc = TradeChart("X", Candles(t, v, v + 0.5, v - 0.5, v), (trade,), (), ())
-    drawn = 0
-    load_matplotlib()  # the real PNG jobs come first (costliest first): matplotlib before anything
-    _, eq_html = equity_jobs(eq, Path("x.png"), Path("x.html"))
-    _, tr_html = trade_jobs(tc, Path("x"))
-    for job in (tr_html, eq_html):
-        if stop():
-            break
-        draw(job)
-        drawn += 1
-    return drawn
 
 
 def readable(fd: int) -> bool:

@@ -1,7 +1,7 @@
 """What the chart worker does until the run's jobs arrive, and how it reads what comes first.
 
 Why (issue 13, the charts after the run): the worker is idle on the second core while the
-parent runs the backtest loop. It warms up (``chart_pool.warm_up``), builds the PNGs' figures
+parent runs the backtest loop. It warms up (``warm_up``), builds the PNGs' figures
 (``figure_stash.build_ahead``) and, once the parent has sent the trade charts' candles (known
 before the loop: ``ChartPool.send_ahead``), draws them into trade figures; every step stops as
 soon as the job batch is waiting, so the jobs never wait for work done ahead.
@@ -14,13 +14,52 @@ batch's head, the number of jobs in ASCII digits. The parent imports this module
 from __future__ import annotations
 
 import select
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from perpbot.backtest import array_file
-from perpbot.backtest.chart_pool import readable, recv, warm_up
+from perpbot.backtest.chart_pool import readable, recv
 from perpbot.backtest.trade_chart import PNG_CANDLES, Candles, aggregate
 
 _FIELDS = ("open_time_ms", "open", "high", "low", "close")
+
+
+def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
+    """Import the plotting libraries and draw one tiny page of each HTML kind (not written), the
+    drawing only until ``stop()`` is true; returns how many were drawn.
+
+    Why only the HTML kinds: a tiny chart costs about what a real one does (the figure, axes and
+    ticks, not the points), and only a first draw that loads something pays back. An HTML page's
+    first draw loads plotly's template and bundle (~0.05 s saved on the first real page,
+    measured); a tiny PNG saved nothing measurable once matplotlib is imported (its first real
+    PNG cost the same) but cost ~0.1 s CPU, on a 2-core machine that the parent or a second
+    drawing process needed (issue 13). Why stoppable: when the run's jobs are already waiting
+    the worker draws them instead of throwaway pages."""
+    import numpy as np
+
+    from perpbot.backtest.chart_jobs import draw, equity_jobs, trade_jobs
+    from perpbot.backtest.charts import EquityChart, Series, load_matplotlib
+    from perpbot.backtest.trade_chart import Candles, TradeChart
+    from perpbot.domain.types import ClosedTrade, CloseReason, Side
+
+    t = 1_700_000_000_000 + 900_000 * np.arange(4, dtype=np.int64)
+    v = np.array([1.0, 2.0, 1.5, 3.0])
+    s = Series(t, v)
+    eq = EquityChart("warm-up", ((int(t[1]), "X kill switch"),), s, Series(t, -v), {"X": s})
+    trade = ClosedTrade(
+        "X", Side.LONG, int(t[0]), int(t[2]), 1.0, 1.5, 1.0, 0.5, 0.0, 0.0, 0.0, CloseReason.TP
+    )
+    tc = TradeChart("X", Candles(t, v, v + 0.5, v - 0.5, v), (trade,), (), ())
+    drawn = 0
+    load_matplotlib()  # the real PNG jobs come first (costliest first): matplotlib before anything
+    _, eq_html = equity_jobs(eq, Path("x.png"), Path("x.html"))
+    _, tr_html = trade_jobs(tc, Path("x"))
+    for job in (tr_html, eq_html):
+        if stop():
+            break
+        draw(job)
+        drawn += 1
+    return drawn
 
 
 class Inbox:
