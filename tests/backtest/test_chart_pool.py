@@ -128,25 +128,18 @@ def test_workers_write_the_files_the_parent_would(run: BacktestResult, tmp_path:
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
-def test_workers_that_built_figures_ahead_write_the_same_files(run: BacktestResult, tmp_path: Path) -> None:
-    # A backtest's worker builds the PNGs' figures while the run goes on (figure_stash).
+@pytest.mark.parametrize("candles_ahead", [False, True])
+def test_workers_that_worked_ahead_write_the_same_files(
+    run: BacktestResult, tmp_path: Path, candles_ahead: bool
+) -> None:
+    # A backtest's worker builds the PNGs' figures while the run goes on (figure_stash) and draws
+    # the window candles perpbot backtest sends before its loop (run_backtest's on_window).
     gc.collect()
     here = [render(j) for j in _jobs(run, tmp_path / "here")]
     with ChartPool.start(processes=2, ahead=chart_pool.BACKTEST_AHEAD) as pool:
         assert pool.pid is not None
-        time.sleep(1.0)  # imports, warm-up, figures (each stopped if the jobs came first)
-        there = pool.render(_jobs(run, tmp_path / "pool"))
-    assert pool.in_process == []
-    for a, b in zip(here, there, strict=True):
-        assert a.read_bytes() == b.read_bytes(), a.name
-
-
-def test_candles_sent_ahead_give_the_same_files(run: BacktestResult, tmp_path: Path) -> None:
-    # perpbot backtest sends the window candles before its loop (run_backtest's on_window).
-    gc.collect()
-    here = [render(j) for j in _jobs(run, tmp_path / "here")]
-    with ChartPool.start(processes=2, ahead=chart_pool.BACKTEST_AHEAD) as pool:
-        pool.send_ahead(run.candles)
+        if candles_ahead:
+            pool.send_ahead(run.candles)
         time.sleep(1.5)  # imports, warm-up, figures, candles (each stopped if the jobs came first)
         there = pool.render(_jobs(run, tmp_path / "pool"))
         pool.send_ahead(run.candles)  # after the jobs: ignored, nothing is written any more
@@ -158,21 +151,21 @@ def test_candles_sent_ahead_give_the_same_files(run: BacktestResult, tmp_path: P
 def test_the_run_hands_its_window_candles_over_before_the_loop(
     markets4: dict[str, pd.DataFrame], tmp_path: Path
 ) -> None:
-    seen: list[tuple[dict, int]] = []
+    events: list[tuple[str, object]] = []
     cfg = BacktestConfig(symbols=SYMS4, markets=markets4, use_ml=False, journal_path=tmp_path / "j.sqlite3")
     drive = runner_module._drive
 
-    async def counting_drive(*a, **k):  # type: ignore[no-untyped-def]
-        seen.append(({}, -1))  # the loop starts: on_window must have come first
+    async def loop_starts(*a, **k):  # type: ignore[no-untyped-def]
+        events.append(("loop", None))
         return await drive(*a, **k)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner_module, "_drive", counting_drive)
+        mp.setattr(runner_module, "_drive", loop_starts)
         res = asyncio.run(
-            run_backtest(cfg, loose_config(SYMS4), on_window=lambda c: seen.append((c, len(seen))))
+            run_backtest(cfg, loose_config(SYMS4), on_window=lambda c: events.append(("window", c)))
         )
-    assert [n for _, n in seen] == [0, -1]
-    assert seen[0][0] is res.candles and list(res.candles) == list(SYMS4)
+    assert [e for e, _ in events] == ["window", "loop"]
+    assert events[0][1] is res.candles and list(res.candles) == list(SYMS4)
 
 
 def test_an_in_process_pool_takes_no_candles(run: BacktestResult) -> None:
