@@ -25,7 +25,8 @@ Issue 13 figures (printed first, always; real data, ML off, whole ``perpbot`` pr
 * ``perpbot backtest --all --no-ml`` with the report and every chart: wall (target ≤ 1.5 s), the
   time from process start to its first candle (target ≤ 0.4 s), the charts' wall once the run is
   done (from sending the jobs to the chart workers, ``backtest.chart_pool``, to the last chart
-  written; the parent writes the tables and lays out its summary meanwhile), peak RSS of the
+  written; the parent writes the tables and lays out its summary meanwhile) and the CPU of the
+  chart jobs' decoding and drawing in every process (a load-independent figure), peak RSS of the
   largest process (target ≤ 250 MiB; the chart worker is a separate, smaller process),
   fingerprint, the loop's candle-bots/s and the candles it stepped vs skipped; once with the
   default kill switch (the pinned fingerprint) and once with ``--kill-switch off`` (the issue's

@@ -81,7 +81,27 @@ def _wrap_pool(m):
     m.ChartPool.finish = timed_finish
 
 
-WRAP = {"perpbot.backtest.runner": _wrap_runner, "perpbot.backtest.chart_pool": _wrap_pool}
+def _wrap_jobs(m):
+    # In whichever process decodes or draws a chart job (the chart worker and its children fork
+    # from this one, hook included): its CPU seconds, one line per call, appended to one file.
+    def timed(f):
+        def g(*a, **k):
+            c = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                with open(os.environ["BENCH_MARKS"] + ".cpu", "a") as fh:
+                    fh.write(f"{time.process_time() - c}\n")
+        return g
+
+    m.render, m.decode = timed(m.render), timed(m.decode)
+
+
+WRAP = {
+    "perpbot.backtest.runner": _wrap_runner,
+    "perpbot.backtest.chart_pool": _wrap_pool,
+    "perpbot.backtest.chart_jobs": _wrap_jobs,
+}
 
 
 class Hook(importlib.abc.MetaPathFinder):
@@ -122,13 +142,18 @@ def timed_cli(args: list[str], marks_file: Path, env: dict[str, str]) -> dict[st
     """One ``perpbot`` process through ``DRIVER``: wall, peak RSS, first candle and chart times
     (seconds from the process start; the charts from the jobs' sending to the last one written),
     and CPU seconds: of the parent up to its first candle and in all (``process_time``,
-    interpreter start-up excluded), of every process (``cpu``)."""
+    interpreter start-up excluded), of every process (``cpu``), and of every chart job's
+    decoding and drawing after the run, summed over the processes that did them (``chart_cpu``:
+    the charts' own work, without the load's waits, the fork or the queue)."""
     t0 = time.time()
     cmd = [sys.executable, "-c", DRIVER, *args]
+    chart_cpu_file = Path(f"{marks_file}.cpu")
+    chart_cpu_file.unlink(missing_ok=True)
     wall, peak, rc, cpu = timed_cpu(cmd, {**env, "BENCH_MARKS": str(marks_file)})
     if rc != 0:
         raise SystemExit(f"perpbot {' '.join(args)} exited {rc}")
     m = json.loads(marks_file.read_text())
+    chart_cpu = sum(float(x) for x in chart_cpu_file.read_text().split()) if chart_cpu_file.exists() else 0.0
     return {
         "wall": wall,
         "cpu": cpu,
@@ -138,6 +163,7 @@ def timed_cli(args: list[str], marks_file: Path, env: dict[str, str]) -> dict[st
         "cpu_parent": m["cpu_self"],
         "charts": m["charts_end"] - m["charts_start"] if "charts_end" in m else float("nan"),
         "charts_in_parent": m.get("charts_in_parent", float("nan")),
+        "chart_cpu": chart_cpu,
     }
 
 
@@ -199,7 +225,8 @@ def report_runs(runs: list[dict[str, float]], out: Path) -> None:
           f"candle, {med('cpu_parent'):.2f} s in all (load-independent figures)")  # fmt: skip
     print(f"  first candle after median {med('first_candle'):.3f} s (target <= {TARGET_FIRST_S}); "
           f"charts after the run median {med('charts'):.3f} s "
-          f"({max(r['charts_in_parent'] for r in runs):.0f} drawn by the parent)")  # fmt: skip
+          f"({max(r['charts_in_parent'] for r in runs):.0f} drawn by the parent); CPU decoding "
+          f"and drawing them, all processes, median {med('chart_cpu'):.3f} s")  # fmt: skip
     print(f"  loop {st['seconds_loop']:.3f} s for {st['candles']} candle-bots "
           f"({st['candles'] / max(st['seconds_loop'], 1e-9):,.0f}/s); stepped {stepped}, skipped "
           f"{st['candles_skipped']} candles ({st['steps_skipped']} steps skipped)")  # fmt: skip

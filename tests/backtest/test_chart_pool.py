@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from perpbot.backtest import chart_pool
+from perpbot.backtest import runner as runner_module
 from perpbot.backtest.chart_jobs import ChartJob, equity_jobs, render, trade_jobs
 from perpbot.backtest.chart_pool import ChartPool, discard_early, share, start_early, usable_cpus
 from perpbot.backtest.charts import equity_chart
@@ -127,6 +128,52 @@ def test_workers_write_the_files_the_parent_would(run: BacktestResult, tmp_path:
         assert a.read_bytes() == b.read_bytes(), a.name
 
 
+@pytest.mark.parametrize("candles_ahead", [False, True])
+def test_workers_that_worked_ahead_write_the_same_files(
+    run: BacktestResult, tmp_path: Path, candles_ahead: bool
+) -> None:
+    # A backtest's worker builds the PNGs' figures while the run goes on (figure_stash) and draws
+    # the window candles perpbot backtest sends before its loop (run_backtest's on_window).
+    gc.collect()
+    here = [render(j) for j in _jobs(run, tmp_path / "here")]
+    with ChartPool.start(processes=2, ahead=chart_pool.BACKTEST_AHEAD) as pool:
+        assert pool.pid is not None
+        if candles_ahead:
+            pool.send_ahead(run.candles)
+        time.sleep(1.5)  # imports, warm-up, figures, candles (each stopped if the jobs came first)
+        there = pool.render(_jobs(run, tmp_path / "pool"))
+        pool.send_ahead(run.candles)  # after the jobs: ignored, nothing is written any more
+    assert pool.in_process == []
+    for a, b in zip(here, there, strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.name
+
+
+def test_the_run_hands_its_window_candles_over_before_the_loop(
+    markets4: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
+    events: list[tuple[str, object]] = []
+    cfg = BacktestConfig(symbols=SYMS4, markets=markets4, use_ml=False, journal_path=tmp_path / "j.sqlite3")
+    drive = runner_module._drive
+
+    async def loop_starts(*a, **k):  # type: ignore[no-untyped-def]
+        events.append(("loop", None))
+        return await drive(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner_module, "_drive", loop_starts)
+        res = asyncio.run(
+            run_backtest(cfg, loose_config(SYMS4), on_window=lambda c: events.append(("window", c)))
+        )
+    assert [e for e, _ in events] == ["window", "loop"]
+    assert events[0][1] is res.candles and list(res.candles) == list(SYMS4)
+
+
+def test_an_in_process_pool_takes_no_candles(run: BacktestResult) -> None:
+    pool = ChartPool.start(processes=1)
+    pool.send_ahead(run.candles)  # no worker: nothing to do, nothing raised
+    assert pool.pid is None
+
+
 def test_jobs_sent_first_are_drawn_while_the_caller_works(run: BacktestResult, tmp_path: Path) -> None:
     # The walk-forward hands its equity charts over, draws its own fold charts, then waits.
     gc.collect()
@@ -145,6 +192,7 @@ def test_a_dead_worker_costs_no_chart(run: BacktestResult, tmp_path: Path) -> No
         assert pool.pid is not None
         os.kill(pool.pid, signal.SIGKILL)
         time.sleep(0.05)
+        pool.send_ahead(run.candles)  # a broken pipe: the run goes on, nothing raised
         jobs = _jobs(run, tmp_path)
         paths = pool.render(jobs)
     assert pool.in_process == jobs  # all drawn by the parent instead
@@ -209,7 +257,8 @@ def test_only_a_charting_backtest_forks_before_parsing() -> None:
 
 
 def test_the_warm_up_draws_only_until_the_jobs_are_waiting() -> None:
-    from perpbot.backtest.chart_pool import readable, warm_up
+    from perpbot.backtest.chart_pool import readable
+    from perpbot.backtest.worker_inbox import warm_up
 
     assert warm_up() == 2  # one tiny page of each HTML kind: equity, trades
     assert "matplotlib.backends.backend_agg" in sys.modules  # imported for the real PNG jobs

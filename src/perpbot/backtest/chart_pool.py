@@ -3,14 +3,13 @@
 Why (issue 13, whole process in about 1.5 s): importing matplotlib and plotly and drawing the
 first chart costs more than the backtest loop, and the loop uses one core. So ``perpbot
 backtest`` forks one worker before its command line is even parsed (``start_early``); while the
-parent parses, loads and runs the loop, the worker imports the plotting libraries and draws a
-tiny chart of each kind (fonts, date locators, plotly's template and bundle are then loaded; it
-stops drawing them as soon as the real jobs are waiting, ``warm_up``). When the run is done the
-parent sends the chart jobs (``chart_jobs``: plain arrays and JSON, no pickle); the worker forks
-itself once per further usable core (warm children, nothing imported twice), each process pulls
-the next job, costliest first, from one shared queue (``_render_batch``) and writes its files
-atomically. The parent never imports
-matplotlib or plotly.
+parent parses, loads and runs the loop, the worker imports the plotting libraries, draws a tiny
+chart of each HTML kind (plotly's template and bundle are then loaded, ``worker_inbox``), builds
+the PNGs' figures and axes (``figure_stash``), each step stopped as soon as the real jobs wait.
+When the run is done the parent sends the chart jobs (``chart_jobs``: plain arrays and JSON, no
+pickle); the worker forks itself once per further usable core (warm children, nothing imported
+twice), each process pulls the next job, costliest first, from one shared queue
+(``_render_batch``) and writes its files atomically. The parent never imports matplotlib or plotly.
 
 Fail-safe: with no ``fork`` (or threads already running in the parent, where forking is unsafe),
 or when a worker dies or fails on a job, that job is drawn in the parent process instead, so a
@@ -27,15 +26,18 @@ import select
 import signal
 import struct
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parent forks before numpy, let alone the plotting libraries, is imported
     from perpbot.backtest.chart_jobs import ChartJob
+    from perpbot.backtest.trade_chart import Candles
 
 _LEN = struct.Struct("<Q")
+BACKTEST_AHEAD = ("equity", "trades", "trades", "trades")
+"""``figure_stash`` layouts a backtest's worker builds during the run: one per PNG of 3 symbols."""
 
 
 def usable_cpus() -> int:
@@ -100,44 +102,6 @@ def recv(fd: int) -> bytes | None:
 # ---------------------------------------------------------------------------------------------
 # Worker side
 # ---------------------------------------------------------------------------------------------
-
-
-def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
-    """Import the plotting libraries and draw one tiny page of each HTML kind (not written), the
-    drawing only until ``stop()`` is true; returns how many were drawn.
-
-    Why only the HTML kinds: a tiny chart costs about what a real one does (the figure, axes and
-    ticks, not the points), and only a first draw that loads something pays back. An HTML page's
-    first draw loads plotly's template and bundle (~0.05 s saved on the first real page,
-    measured); a tiny PNG saved nothing measurable once matplotlib is imported (its first real
-    PNG cost the same) but cost ~0.1 s CPU, on a 2-core machine that the parent or a second
-    drawing process needed (issue 13). Why stoppable: when the run's jobs are already waiting
-    the worker draws them instead of throwaway pages."""
-    import numpy as np
-
-    from perpbot.backtest.chart_jobs import draw, equity_jobs, trade_jobs
-    from perpbot.backtest.charts import EquityChart, Series, load_matplotlib
-    from perpbot.backtest.trade_chart import Candles, TradeChart
-    from perpbot.domain.types import ClosedTrade, CloseReason, Side
-
-    t = 1_700_000_000_000 + 900_000 * np.arange(4, dtype=np.int64)
-    v = np.array([1.0, 2.0, 1.5, 3.0])
-    s = Series(t, v)
-    eq = EquityChart("warm-up", ((int(t[1]), "X kill switch"),), s, Series(t, -v), {"X": s})
-    trade = ClosedTrade(
-        "X", Side.LONG, int(t[0]), int(t[2]), 1.0, 1.5, 1.0, 0.5, 0.0, 0.0, 0.0, CloseReason.TP
-    )
-    tc = TradeChart("X", Candles(t, v, v + 0.5, v - 0.5, v), (trade,), (), ())
-    drawn = 0
-    load_matplotlib()  # the real PNG jobs come first (costliest first): matplotlib before anything
-    _, eq_html = equity_jobs(eq, Path("x.png"), Path("x.html"))
-    _, tr_html = trade_jobs(tc, Path("x"))
-    for job in (tr_html, eq_html):
-        if stop():
-            break
-        draw(job)
-        drawn += 1
-    return drawn
 
 
 def readable(fd: int) -> bool:
@@ -251,18 +215,19 @@ def _render_static(jobs: Sequence[ChartJob], processes: int) -> list[str | None]
     return results
 
 
-def _worker(rfd: int, wfd: int, processes: int) -> None:
+def _worker(rfd: int, wfd: int, processes: int, ahead: Sequence[str]) -> None:
     from perpbot.backtest.chart_jobs import decode
+    from perpbot.backtest.worker_inbox import Inbox, work_ahead
 
-    gc.disable()  # imports and warm-up make no garbage worth a full pass over matplotlib
-    warm_up(stop=lambda: readable(rfd))
+    gc.disable()  # imports, warm-up and figures built ahead make no garbage worth a full pass
+    inbox = Inbox(rfd)
+    work_ahead(inbox, ahead)
     gc.freeze()  # the plotting libraries stay: collections while drawing skip them
     gc.enable()
-    head = recv(rfd)
-    if head is None:
+    if inbox.head is None:
         return
     jobs = []
-    for _ in range(int(head)):
+    for _ in range(int(inbox.head)):
         blob = recv(rfd)
         if blob is None:
             return
@@ -285,7 +250,7 @@ def start_early() -> None:
     :func:`discard_early` stops it when nothing did (help, a usage error, a bad flag)."""
     global _early
     if _early is None:
-        _early = ChartPool.start()
+        _early = ChartPool.start(ahead=BACKTEST_AHEAD)
 
 
 def discard_early() -> None:
@@ -306,12 +271,14 @@ class ChartPool:
         self._replied = False
         self.in_process: list[ChartJob] = []  # jobs the parent drew itself (fallback)
         self._jobs: list[ChartJob] = []  # sent, not yet finished
+        self._ahead_sent = False
 
     @classmethod
-    def start(cls, processes: int | None = None) -> ChartPool:
+    def start(cls, processes: int | None = None, ahead: Sequence[str] = ()) -> ChartPool:
         """Fork the warm-up worker now, or return an in-process pool when forking is unsafe or
         there is no second core (a worker would then only add its own imports and warm-up).
-        A worker :func:`start_early` forked for this process is handed over instead."""
+        A worker :func:`start_early` forked for this process is handed over instead. Once warm,
+        it builds the ``ahead`` figures (``figure_stash``) until the jobs arrive."""
         global _early
         if processes is None and _early is not None:
             pool, _early = _early, None
@@ -328,7 +295,7 @@ class ChartPool:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it without a traceback
                 os.close(down_w)
                 os.close(up_r)
-                _worker(down_r, up_w, n)
+                _worker(down_r, up_w, n, ahead)
                 code = 0
             finally:
                 os._exit(code)
@@ -340,6 +307,22 @@ class ChartPool:
         """Draw and write every job; returns their paths (in the given order)."""
         self.send(jobs)
         return self.finish()
+
+    def send_ahead(self, candles: Mapping[str, Candles]) -> None:
+        """Hand the trade charts' candles to the worker before the loop runs: it draws them into
+        their figures meanwhile (``worker_inbox``). Sent only when the message fits the pipe's
+        buffer whole, so the run never waits for a worker still importing; else not at all."""
+        if self.pid is None or self._ahead_sent or self._jobs:
+            return
+        from perpbot.backtest.worker_inbox import encode_candles, fits_in_pipe
+
+        self._ahead_sent = True
+        msg = encode_candles(candles)
+        if fits_in_pipe(self._to, _LEN.size + len(msg)):
+            try:
+                send(self._to, msg)
+            except OSError:  # the worker is gone: finish draws here
+                self.close()
 
     def send(self, jobs: Sequence[ChartJob]) -> None:
         """Hand the jobs to the worker without waiting: the caller may draw something else

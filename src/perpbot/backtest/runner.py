@@ -27,6 +27,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -66,6 +68,9 @@ from perpbot.domain.types import SymbolFilters
 from perpbot.errors import DataError
 from perpbot.exchange.known_filters import KNOWN_FILTERS, derived_filters
 
+if TYPE_CHECKING:
+    from perpbot.backtest.trade_chart import Candles
+
 __all__ = [
     "BacktestConfig",
     "BacktestResult",
@@ -87,12 +92,18 @@ log = logging.getLogger(__name__)
 
 
 async def run_backtest(
-    cfg: BacktestConfig, app_config: AppConfig, *, progress: ProgressFn | None = None
+    cfg: BacktestConfig,
+    app_config: AppConfig,
+    *,
+    progress: ProgressFn | None = None,
+    on_window: Callable[[dict[str, Candles]], None] | None = None,
 ) -> BacktestResult:
-    """Run the backtest described by ``cfg`` (see the module docstring) and summarise it."""
+    """Run the backtest described by ``cfg`` (see the module docstring) and summarise it.
+    ``on_window`` gets each symbol's window candles (the result's ``candles``) before the first
+    candle is stepped: ``perpbot backtest``'s chart worker draws them while the loop runs."""
     counts: Counter[str] = Counter()
     with capture_library_warnings(counts):
-        result = await _run(cfg, app_config, progress)
+        result = await _run(cfg, app_config, progress, on_window)
     if counts:
         total = sum(counts.values())
         result.warnings.append(
@@ -129,7 +140,12 @@ def _prepare(cfg: BacktestConfig, app: AppConfig, sym: str) -> SymbolSeries:
     return s
 
 
-async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn | None) -> BacktestResult:
+async def _run(
+    cfg: BacktestConfig,
+    app_config: AppConfig,
+    progress: ProgressFn | None,
+    on_window: Callable[[dict[str, Candles]], None] | None = None,
+) -> BacktestResult:
     from perpbot.engine.bot import SymbolBot
     from perpbot.engine.clock import SimClock
     from perpbot.engine.journal import Journal
@@ -205,6 +221,11 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
         if overlap is not None:
             in_sample[s.symbol] = overlap
     t_prep = time.perf_counter() - t0
+    from perpbot.backtest.trade_chart import Candles
+
+    candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
+    if on_window is not None:
+        on_window(candles)
 
     t1 = time.perf_counter()
     try:
@@ -269,9 +290,6 @@ async def _run(cfg: BacktestConfig, app_config: AppConfig, progress: ProgressFn 
             f"{close_timeouts} close(s) not confirmed in time (released with PnL 0, then booked late)"
         )
     closes = aligned_closes(prepared, timeline)
-    from perpbot.backtest.trade_chart import Candles
-
-    candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
     report = summarize(
         trades, symbols, close_times, closes, cfg.initial_balance, start_ms=start_ms, end_ms=end_ms
     )

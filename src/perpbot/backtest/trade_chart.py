@@ -32,9 +32,9 @@ from perpbot.backtest.charts import (
     dt64,
     html_page,
     marker_shapes,
-    new_figure,
     png_bytes,
 )
+from perpbot.backtest.trade_png_layers import DOWN, UP, draw_candles, draw_levels
 from perpbot.domain.types import ClosedTrade, Side
 
 PNG_CANDLES = 1_200
@@ -131,23 +131,6 @@ def aggregate(c: Candles, buckets: int) -> Candles:
     )
 
 
-def _draw_candles(ax: Any, c: Candles) -> None:
-    """Wicks and bodies as two line collections (two artists, however many candles)."""
-    from matplotlib.collections import LineCollection
-    from matplotlib.dates import date2num
-
-    x = date2num(dt64(c.open_time_ms))
-    colours = np.where(c.close >= c.open, "#26a69a", "#ef5350")
-    wicks = np.stack([np.column_stack([x, c.low]), np.column_stack([x, c.high])], axis=1)
-    lo, hi = np.minimum(c.open, c.close), np.maximum(c.open, c.close)
-    bodies = np.stack([np.column_stack([x, lo]), np.column_stack([x, hi])], axis=1)
-    width = 3.0 if x.size < 400 else 1.5
-    ax.add_collection(LineCollection(wicks, colors=colours, linewidths=0.6))
-    ax.add_collection(LineCollection(bodies, colors=colours, linewidths=width))
-    ax.xaxis_date()
-    ax.autoscale_view()
-
-
 def _style(reason: str) -> tuple[str, str]:
     return REASON_STYLE.get(reason, _OTHER_STYLE)
 
@@ -161,23 +144,13 @@ def trade_chart_png(
     title: str = "",
 ) -> bytes:
     """The symbol's trades on its (aggregated) candles as a PNG."""
-    fig = new_figure(14, 7)
-    ax = fig.subplots()
+    from perpbot.backtest.figure_stash import take_trades
+
     c = aggregate(candles, PNG_CANDLES)
-    if c.open_time_ms.size:
-        _draw_candles(ax, c)
-    for kind, colour in (("SL", "tab:red"), ("TP", "tab:green")):
-        mine = [lv for lv in levels if lv.kind == kind]
-        if mine:
-            ax.hlines(
-                [lv.price for lv in mine],
-                dt64([lv.start_ms for lv in mine]),
-                dt64([lv.end_ms for lv in mine]),
-                colors=colour,
-                linestyles="dashed",
-                lw=1.0,
-                label=f"{kind} level",
-            )
+    fig, ax, drawn = take_trades(c)
+    if c.open_time_ms.size and not drawn:
+        draw_candles(ax, c)
+    draw_levels(ax, levels)
     for won, colour in ((True, "tab:green"), (False, "tab:red")):
         mine = [t for t in trades if (t.net_pnl > 0) is won]
         if mine:  # one NaN-separated line per colour: one artist, not one per trade
@@ -251,8 +224,8 @@ def trade_chart_html(
             "high": candles.high,
             "low": candles.low,
             "close": candles.close,
-            "increasing": {"line": {"color": "#26a69a"}},
-            "decreasing": {"line": {"color": "#ef5350"}},
+            "increasing": {"line": {"color": UP}},
+            "decreasing": {"line": {"color": DOWN}},
         }
     ]
     for kind, colour in (("SL", "red"), ("TP", "green")):
