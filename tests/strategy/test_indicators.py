@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import talib
 
-from perpbot.strategy.indicators import INDICATOR_KEYS, compute_indicators, window_mean_std
+from perpbot.strategy.indicators import INDICATOR_KEYS, _windows, compute_indicators, window_mean_std
 
 
 def random_bars(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -157,6 +157,15 @@ def test_last_rows_narrows_the_bands_and_stochastic_but_not_the_volume_ma() -> N
             assert np.array_equal(part[key], tail[key], equal_nan=True), key
     assert all(np.isnan(part[key][:-2]).all() for key in ("bb_mid", "stoch_d"))
     assert np.isfinite(part["vol_ma20"][-300:]).all()
+
+
+@pytest.mark.parametrize(("n", "period", "step"), [(30, 20, 1), (20, 20, 1), (7, 3, 1), (40, 3, 3)])
+def test_the_windows_are_numpys_sliding_windows_read_only(n: int, period: int, step: int) -> None:
+    x = np.random.default_rng(n).random(n * step)[::step]
+    win = _windows(x, period)
+    assert np.array_equal(win, np.lib.stride_tricks.sliding_window_view(x, period))
+    with pytest.raises(ValueError):
+        win[0, 0] = 1.0
 
 
 @pytest.mark.parametrize("rows_per_pass", [1, 7, 4096])
