@@ -47,6 +47,34 @@ def test_the_live_context_equals_the_batch_context_of_the_same_candle() -> None:
     assert checked == 200 and signals > 0
 
 
+async def test_the_features_see_btc_eth_candles_that_came_after_the_signal_step() -> None:
+    # ``prepare`` may run before BTC/ETH of the same open time arrived: ``features`` then takes
+    # their closes again. Prepared once they were there, the first step's closes are final and
+    # reused: both ways give the same numbers, bit for bit.
+    cfg = load_config({**LOOSE_ENV, "SYMBOLS": "XRPUSDT"}, env_file=None)
+    market = synth_market(days=14, seed=4, symbol="XRPUSDT")
+    w = MarketWindow(cfg)
+    for sym, suffix in (("XRPUSDT", ""), ("BTCUSDT", "_btc"), ("ETHUSDT", "_eth")):
+        w.preload(sym, _candles(market, sym, suffix)[:-1])
+    last = {
+        sym: _candles(market, sym, sfx)[-1]
+        for sym, sfx in (("XRPUSDT", ""), ("BTCUSDT", "_btc"), ("ETHUSDT", "_eth"))
+    }
+    t = last["XRPUSDT"].open_ms
+    await w.add(last["XRPUSDT"])
+    early = w.prepare("XRPUSDT", t)
+    await w.add(last["BTCUSDT"])
+    await w.add(last["ETHUSDT"])
+    late = w.prepare("XRPUSDT", t)
+    assert early is not None and late is not None and not early.aligned and late.aligned
+    w.features(early)
+    w.features(late)
+    assert early.market.columns["close_btc"][-1] == last["BTCUSDT"].close
+    assert early.part is not None and late.part is not None
+    for name, values in late.part.data.items():
+        assert np.array_equal(early.part.data[name], values, equal_nan=True), name
+
+
 async def test_alignment_waits_for_btc_and_eth_of_the_same_open_time() -> None:
     cfg = load_config({"SYMBOLS": "XRPUSDT"}, env_file=None)
     w = MarketWindow(cfg, align_wait_s=2.0)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import talib
 
-from perpbot.strategy.indicators import INDICATOR_KEYS, compute_indicators, window_mean_std
+from perpbot.strategy.indicators import INDICATOR_KEYS, _windows, compute_indicators, window_mean_std
 
 
 def random_bars(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -137,6 +137,35 @@ def test_the_tail_of_the_windowed_means_is_bit_identical_to_the_full_series() ->
             assert np.array_equal(part[key][-k:], full[key][-k:], equal_nan=True), (k, key)
         if k < 600:
             assert np.isnan(part["bb_mid"][:-k]).all() and np.isnan(part["vol_ma20"][:-k]).all()
+
+
+def test_last_rows_narrows_the_bands_and_stochastic_but_not_the_volume_ma() -> None:
+    # The live bot reads the Bollinger bands and the Stochastic RSI at its last two rows only,
+    # the volume MA over the whole z-score suffix: ``last_rows`` computes the former on fewer rows,
+    # bit-identical there, and leaves the suffix of the volume MA (and TA-Lib's series) as ``tail``.
+    rng = np.random.default_rng(12)
+    c = 100 + np.cumsum(rng.normal(0, 1, 700))
+    h, lo, v = c + rng.random(700), c - rng.random(700), rng.random(700) * 1000
+    full = compute_indicators(c, h, lo, c, v)
+    tail = compute_indicators(c, h, lo, c, v, tail=300)
+    part = compute_indicators(c, h, lo, c, v, tail=300, last_rows=2)
+    short = ("bb_upper", "bb_mid", "bb_lower", "stoch_k", "stoch_d")
+    for key in INDICATOR_KEYS:
+        rows = 2 if key in short else 300
+        assert np.array_equal(part[key][-rows:], full[key][-rows:], equal_nan=True), key
+        if key not in short:
+            assert np.array_equal(part[key], tail[key], equal_nan=True), key
+    assert all(np.isnan(part[key][:-2]).all() for key in ("bb_mid", "stoch_d"))
+    assert np.isfinite(part["vol_ma20"][-300:]).all()
+
+
+@pytest.mark.parametrize(("n", "period", "step"), [(30, 20, 1), (20, 20, 1), (7, 3, 1), (40, 3, 3)])
+def test_the_windows_are_numpys_sliding_windows_read_only(n: int, period: int, step: int) -> None:
+    x = np.random.default_rng(n).random(n * step)[::step]
+    win = _windows(x, period)
+    assert np.array_equal(win, np.lib.stride_tricks.sliding_window_view(x, period))
+    with pytest.raises(ValueError):
+        win[0, 0] = 1.0
 
 
 @pytest.mark.parametrize("rows_per_pass", [1, 7, 4096])

@@ -74,6 +74,7 @@ Z_WINDOW_MICRO = 96  # 1 day, OI / funding
 EPS = 1e-8  # SPEC §4 epsilon in bb_pct, atr_pct and vol_ratio denominators
 OI_MA_WINDOW = 5
 RETURN_LAGS = (1, 3, 5)
+SIGNAL_ROWS = 2  # rows the rule signal of the last candle reads: its own and the one before
 
 # First row whose non-optional features are all finite on complete data: EMA50 (ema_align) has
 # the longest lookback (49); MACD(12,26,9) needs 33, the Stochastic RSI 31, ADX 27.
@@ -317,9 +318,14 @@ def signal_stage(
     o, h, lo, c, v = (np.ascontiguousarray(col, dtype=np.float64) for col in ohlcv)
     n = len(c)
     start = exact_suffix_start(n, anchor, Z_WINDOW) if last_only else None
-    ind = compute_indicators(o, h, lo, c, v, tail=None if start is None else n - start)
+    if start is None:
+        ind = compute_indicators(o, h, lo, c, v)
+    else:  # the z-scores read ATR, ADX and the volume MA on the suffix, the rest its last rows
+        ind = compute_indicators(o, h, lo, c, v, tail=n - start, last_rows=SIGNAL_ROWS)
     if last_only:  # the last row only; it reads its own row and the one before (MACD cross)
-        sig = rule_signal({k: x[-2:] for k, x in ind.items()}, c[-2:], v[-2:], params)
+        sig = rule_signal(
+            {k: x[-SIGNAL_ROWS:] for k, x in ind.items()}, c[-SIGNAL_ROWS:], v[-SIGNAL_ROWS:], params
+        )
         sig = SignalFrame(
             *(x[-1:] for x in (sig.signal, sig.long_score, sig.short_score, sig.vol_surge, sig.hold_reason))
         )

@@ -271,16 +271,20 @@ class MarketWindow:
         if len(market) == 0:
             return None
         stage = signal_stage(market, self.app.params_for(symbol), last_only=True)
-        return Prepared(symbol, int(market.open_time_ms[-1]), market, stage)
+        open_ms = int(market.open_time_ms[-1])
+        return Prepared(symbol, open_ms, market, stage, aligned=self.is_aligned(open_ms))
 
     def features(self, prep: Prepared) -> None:
         """The second step: every feature the candles decide (the z-scores); run while the
         close's OI and funding reads are in flight. The BTC/ETH closes are taken again here:
-        the first step (the primary's candles only) may run before they arrived."""
+        the first step (the primary's candles only) may run before they arrived; when both were
+        already there, the closes of the first step are final (``add`` only appends newer candles)
+        and are not searched again."""
         if prep.part is None:
-            times = prep.market.open_time_ms
-            for role, name in ((self.btc, "close_btc"), (self.eth, "close_eth")):
-                prep.market.columns[name] = self._closes(role, times)
+            if not prep.aligned:
+                times = prep.market.open_time_ms
+                for role, name in ((self.btc, "close_btc"), (self.eth, "close_eth")):
+                    prep.market.columns[name] = self._closes(role, times)
             params = self.app.params_for(prep.symbol)
             prep.part = market_features(prep.market, params, last_only=True, stage=prep.stage)
 
@@ -321,6 +325,7 @@ class Prepared:
     open_ms: int
     market: MarketArrays
     stage: SignalStage
+    aligned: bool = False  # BTC and ETH had their candle of ``open_ms`` when it was prepared
     part: MarketPart | None = None
 
     @property
