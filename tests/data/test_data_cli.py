@@ -151,6 +151,44 @@ def test_fetch_end_to_end_via_config_url(
     assert "XRPUSDT: 192 candles downloaded" in res.output
 
 
+def _no_decode_no_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("computed again although the input cache held the entry")
+
+    monkeypatch.setattr("perpbot.data.market_arrays.load_market_arrays", boom)
+    monkeypatch.setattr("perpbot.ml.features.feature_arrays", boom)
+
+
+def test_the_backtest_after_synth_or_fetch_starts_from_a_warm_input_cache(
+    fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 13: the command that writes a data file also stores its input cache entry (arrays and
+    # features for the configured parameters), so the next backtest neither decodes nor computes.
+    monkeypatch.setenv("PERPBOT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("BINANCE_FAPI_URL", fake.base_url)
+    assert invoke("synth", "--symbol", "TRXUSDT", "--days", "20", "--data-dir", "d", "--quiet").exit_code == 0
+    res = invoke("fetch", "--symbol", "XRPUSDT", "--days", "2", "--no-oi", "--data-dir", "d", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "cache").glob("*.arrays"))) == 2
+    with monkeypatch.context() as m:
+        _no_decode_no_features(m)
+        res = invoke("backtest", "--symbols", "TRXUSDT,XRPUSDT", "--data-dir", "d", "--no-ml", "--out", "bt")
+        assert res.exit_code == 0, res.output
+    monkeypatch.setenv("PERPBOT_CACHE_DIR", "off")  # the same run, computed from the files
+    res_off = invoke("backtest", "--symbols", "TRXUSDT,XRPUSDT", "--data-dir", "d", "--no-ml", "--out", "bt2")
+    assert res_off.exit_code == 0, res_off.output
+    fingerprint = [line for line in res.output.splitlines() if line.startswith("fingerprint ")]
+    assert fingerprint and fingerprint == [
+        line for line in res_off.output.splitlines() if line.startswith("fingerprint ")
+    ]
+
+
+def test_synth_with_the_input_cache_off_stores_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PERPBOT_CACHE_DIR", "off")
+    _no_decode_no_features(monkeypatch)  # nothing is even computed for it
+    assert invoke("synth", "--symbol", "TRXUSDT", "--days", "3", "--data-dir", "d", "--quiet").exit_code == 0
+
+
 def test_fetch_unknown_symbol(fake: FakeBinance) -> None:
     res = invoke("fetch", "--symbol", "NOPEUSDT", "--base-url", fake.base_url, "--data-dir", "d", "--quiet")
     one_line_error(res, "NOPEUSDT: unknown symbol")

@@ -59,6 +59,7 @@ def register(app: typer.Typer) -> None:
         quiet: QuietOpt = False,
     ) -> None:
         """Download 15-minute history (+ BTC/ETH roles, funding, open interest) into the data folder."""
+        from perpbot.backtest.prepare import prime_inputs
         from perpbot.data.fetch import FetchOptions, fetch_history
         from perpbot.data.history_client import resolve_base_url
 
@@ -72,6 +73,7 @@ def register(app: typer.Typer) -> None:
         url = resolve_base_url(base_url, cfg.fapi_url)
         with progress(quiet) as bar:
             results = fetch_history(symbols, data_dir=data_dir, options=options, base_url=url, progress=bar)
+        prime_inputs([r.symbol for r in results], data_dir, cfg.params_for)
         for r in results:
             console.print(
                 f"{r.symbol}: {r.downloaded} candles downloaded, {r.rows} in file "
@@ -97,6 +99,7 @@ def register(app: typer.Typer) -> None:
         An existing data file (perhaps a real recording) is never overwritten without --force;
         the files are marked synthetic, and every command that loads one says so.
         """
+        from perpbot.backtest.prepare import prime_inputs
         from perpbot.data.store import save_market, synthetic_origin
         from perpbot.data.synth import synth_market
 
@@ -123,5 +126,6 @@ def register(app: typer.Typer) -> None:
                 )
                 written.append(f"{sym}: {len(frame)} synthetic candles (seed {seed}) → {path}")
                 bar.advance(task)
+        prime_inputs(symbols, data_dir, cfg.params_for)
         for line in written:
             console.print(line, highlight=False)
