@@ -23,6 +23,7 @@ from perpbot.data.schema import data_path
 from perpbot.data.store import save_market
 from perpbot.data.synth import synth_market
 from perpbot.ml.features import feature_arrays
+from tests.support.data import forbid_recompute
 
 SYM = "XRPUSDT"
 PARAMS = SignalParams()
@@ -62,14 +63,6 @@ def _assert_same(
         np.testing.assert_array_equal(gf[k], v)  # NaN == NaN here
 
 
-def _no_recompute(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*_a: object, **_k: object) -> None:
-        raise AssertionError("recomputed although the cache held a valid entry")
-
-    monkeypatch.setattr("perpbot.data.market_arrays.load_market_arrays", boom)
-    monkeypatch.setattr("perpbot.ml.features.feature_arrays", boom)
-
-
 def test_a_hit_serves_exactly_what_the_loader_and_feature_builder_compute(
     cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -77,7 +70,7 @@ def test_a_hit_serves_exactly_what_the_loader_and_feature_builder_compute(
     want = _direct(path)
     _assert_same(cached_inputs(SYM, tmp_path / "data", PARAMS), want)  # miss: computed and stored
     assert len(list(cache.glob("*.arrays"))) == 1
-    _no_recompute(monkeypatch)
+    forbid_recompute(monkeypatch)
     _assert_same(cached_inputs(SYM, tmp_path / "data", PARAMS), want)  # hit
 
 
@@ -133,7 +126,7 @@ def test_other_parameters_recompute_the_features_only(
         lambda *_a, **_k: pytest.fail("the market part of the entry was valid"),
     )
     _assert_same(cached_inputs(SYM, tmp_path / "data", loose), want)
-    _no_recompute(monkeypatch)
+    forbid_recompute(monkeypatch)
     _assert_same(cached_inputs(SYM, tmp_path / "data", loose), want)  # stored for the new ones
 
 

@@ -14,7 +14,7 @@ from perpbot.data.schema import data_path
 from perpbot.data.store import data_file_sha256, load_market, save_market, synthetic_origin
 from perpbot.data.synth import synth_market
 from tests.support.cli import invoke, load_script, one_line_error
-from tests.support.data import BAD_PARQUETS
+from tests.support.data import BAD_PARQUETS, forbid_recompute
 from tests.support.fake_binance import PATH_KLINES, FakeBinance
 
 
@@ -151,14 +151,6 @@ def test_fetch_end_to_end_via_config_url(
     assert "XRPUSDT: 192 candles downloaded" in res.output
 
 
-def _no_decode_no_features(monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*_a: object, **_k: object) -> None:
-        raise AssertionError("computed again although the input cache held the entry")
-
-    monkeypatch.setattr("perpbot.data.market_arrays.load_market_arrays", boom)
-    monkeypatch.setattr("perpbot.ml.features.feature_arrays", boom)
-
-
 def test_the_backtest_after_synth_or_fetch_starts_from_a_warm_input_cache(
     fake: FakeBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,7 +163,7 @@ def test_the_backtest_after_synth_or_fetch_starts_from_a_warm_input_cache(
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "cache").glob("*.arrays"))) == 2
     with monkeypatch.context() as m:
-        _no_decode_no_features(m)
+        forbid_recompute(m)
         res = invoke("backtest", "--symbols", "TRXUSDT,XRPUSDT", "--data-dir", "d", "--no-ml", "--out", "bt")
         assert res.exit_code == 0, res.output
     monkeypatch.setenv("PERPBOT_CACHE_DIR", "off")  # the same run, computed from the files
@@ -185,7 +177,7 @@ def test_the_backtest_after_synth_or_fetch_starts_from_a_warm_input_cache(
 
 def test_synth_with_the_input_cache_off_stores_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PERPBOT_CACHE_DIR", "off")
-    _no_decode_no_features(monkeypatch)  # nothing is even computed for it
+    forbid_recompute(monkeypatch)  # nothing is even computed for it
     assert invoke("synth", "--symbol", "TRXUSDT", "--days", "3", "--data-dir", "d", "--quiet").exit_code == 0
 
 

@@ -45,3 +45,14 @@ def foreign(df: pd.DataFrame, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     df.to_parquet(path)
     return path
+
+
+def forbid_recompute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make decoding a market file or computing its features fail the test: what the input cache
+    (``backtest.input_cache``) serves must not be computed again."""
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("recomputed although the input cache held a valid entry")
+
+    monkeypatch.setattr("perpbot.data.market_arrays.load_market_arrays", boom)
+    monkeypatch.setattr("perpbot.ml.features.feature_arrays", boom)
