@@ -4,6 +4,7 @@ against the daily-loss limit, kill switches, the read-only guarantee and the aud
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -162,9 +163,52 @@ def test_a_running_kill_switch_takes_only_a_reset_written_by_the_operator(tmp_pa
             _trade(j, "XRPUSDT", T0 + i, T0 + i + 1, -1.0)
         ks = KillSwitch("XRPUSDT", j)
         ks.boot(T0 + 100)
-        assert ks.take_operator_reset(T0 + 150) is False  # its own trip is in the journal: kept
+        assert ks.take_operator_reset(T0 + 150) is False  # its own trip (queued or written): kept
         assert ks.tripped
+        assert j.flush()  # the trip is in the file before an operator can see it and reset it
+        assert ks.take_operator_reset(T0 + 160) is False
         reset_kill_switch(path, "XRPUSDT", T0 + 200)  # another connection, as the CLI process
         assert ks.take_operator_reset(T0 + 250) is True
         assert not ks.tripped and ks.reason == ""
         assert ks.take_operator_reset(T0 + 260) is False
+
+
+def test_the_per_candle_reset_check_never_waits_for_the_journal_writer(tmp_path: Path) -> None:
+    """The check runs on the event loop at every candle of a tripped symbol: it must not wait for
+    the writer thread (issue 10). While the bot's own trip is still queued it says "no reset yet"
+    at once; once the trip is in the file it reads the row as it stands, with no flush."""
+    path = tmp_path / "j.sqlite3"
+    with Journal(path) as j:
+        for i in range(7):
+            _trade(j, "XRPUSDT", T0 + i, T0 + i + 1, -1.0)
+        ks = KillSwitch("XRPUSDT", j)
+        ks.boot(T0 + 100)
+        assert not ks.tripped
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the writer thread's next statement waits for this lock
+        try:
+            loser = ClosedTrade(
+                "XRPUSDT", Side.LONG, T0 + 7, T0 + 8, 2.0, 2.1, 10.0, -1.0, 0.0, 0.0, 0.0, CloseReason.TP
+            )
+            j.record_trade(loser)
+            assert ks.record(loser, T0 + 110) is not None and ks.tripped  # trip queued, not written
+            t = time.monotonic()
+            assert ks.take_operator_reset(T0 + 120) is False
+            assert time.monotonic() - t < 0.5  # the writer is stuck for up to its 5 s busy timeout
+            assert ks.tripped
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert j.flush()
+
+        def no_flush(timeout: float) -> bool:
+            raise AssertionError("the per-candle check waited for the writer")
+
+        flush = j._writer.flush  # type: ignore[union-attr]
+        j._writer.flush = no_flush  # type: ignore[union-attr,method-assign]
+        try:
+            assert ks.take_operator_reset(T0 + 150) is False  # its own trip is in the file: kept
+        finally:
+            j._writer.flush = flush  # type: ignore[union-attr,method-assign]
+        reset_kill_switch(path, "XRPUSDT", T0 + 200)
+        assert ks.take_operator_reset(T0 + 250) is True and not ks.tripped

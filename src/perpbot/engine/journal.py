@@ -88,13 +88,20 @@ class Journal:
     def _max_id(self, table: str) -> int:
         return int(self._db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])
 
-    def _write(self, sql: str, args: Any, *, many: bool = False) -> None:
+    def _write(self, sql: str, args: Any, *, many: bool = False) -> int:
+        """Queue (or, without a writer, execute) one statement; its sequence number for
+        ``written`` (0 when written at once)."""
         if self._writer is not None:
-            self._writer.submit(sql, args, many)
-        elif many:
+            return self._writer.submit(sql, args, many)
+        if many:
             self._db.executemany(sql, args)
         else:
             self._db.execute(sql, args)
+        return 0
+
+    def written(self, seq: int) -> bool:
+        """The write numbered ``seq`` (``_write``'s return) is in the file. Never waits."""
+        return self._writer is None or self._writer.written(seq)
 
     def flush(self, timeout: float = READ_WAIT_S) -> bool:
         """Wait (bounded) for the queued writes; True when all are in the file."""
@@ -257,8 +264,9 @@ class Journal:
 
     def set_kill_switch(
         self, symbol: str, *, tripped: bool, reason: str, time_ms: int, since_trade_id: int
-    ) -> None:
-        self._write(
+    ) -> int:
+        """Upsert the symbol's kill-switch row; returns the write's number (``written``)."""
+        return self._write(
             "INSERT INTO kill_switch (symbol, tripped, reason, time_ms, since_trade_id)"
             " VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT(symbol) DO UPDATE SET tripped = excluded.tripped, reason = excluded.reason,"
@@ -301,11 +309,11 @@ class Journal:
         ).fetchone()
         return float(row[0])
 
-    def kill_switch_state(self, symbol: str) -> KillSwitchState | None:
-        row = self._q(
-            "SELECT symbol, tripped, reason, time_ms, since_trade_id FROM kill_switch WHERE symbol = ?",
-            (symbol,),
-        ).fetchone()
+    def kill_switch_state(self, symbol: str, *, wait: bool = True) -> KillSwitchState | None:
+        """The symbol's kill-switch row. ``wait=False``: what the file holds now, without waiting
+        for queued writes (the caller knows its own write is in, ``written``)."""
+        sql = "SELECT symbol, tripped, reason, time_ms, since_trade_id FROM kill_switch WHERE symbol = ?"
+        row = (self._q(sql, (symbol,)) if wait else self._db.execute(sql, (symbol,))).fetchone()
         if row is None:
             return None
         return KillSwitchState(row[0], bool(row[1]), row[2], row[3], row[4])

@@ -13,6 +13,8 @@ every later write.
 
 Readers on the loop call ``flush(timeout)`` first: a bounded wait for the writes queued so far,
 so a read sees the bot's own writes whenever the database is healthy and never hangs when not.
+A reader that needs only one write of its own to be in the file (a check repeated every candle)
+asks ``written(seq)`` of the number ``submit`` returned instead, which never waits.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class JournalWriter:
         self._queue: deque[tuple[str, Any, bool]] = deque()
         self._cond = threading.Condition()
         self._pending = 0  # queued + in progress
+        self._submitted = 0  # statements ever queued; the n-th one gets sequence number n
         self._closed = False
         self.failures = 0  # statements that had to be retried (diagnostics, tests)
         self.rejected = 0  # statements the database refused for good (constraint, programming error)
@@ -46,14 +49,23 @@ class JournalWriter:
         self._thread = threading.Thread(target=self._run, name="journal-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, sql: str, args: Any, many: bool = False) -> None:
-        """Queue one statement (``many``: ``executemany``). Never blocks on the database."""
+    def submit(self, sql: str, args: Any, many: bool = False) -> int:
+        """Queue one statement (``many``: ``executemany``); returns its sequence number (see
+        ``written``). Never blocks on the database."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("journal writer is closed")
             self._queue.append((sql, args, many))
             self._pending += 1
+            self._submitted += 1
             self._cond.notify_all()
+            return self._submitted
+
+    def written(self, seq: int) -> bool:
+        """The statement numbered ``seq`` (and, statements being run in order, every earlier one)
+        has been executed. Never waits."""
+        with self._cond:
+            return self._submitted - self._pending >= seq
 
     @property
     def pending(self) -> int:

@@ -69,6 +69,7 @@ class KillSwitch:
         self.tripped = False
         self.reason = ""
         self._since_trade_id = 0
+        self._trip_write = 0  # journal write number of this process's own trip (``written``)
 
     def boot(self, now_ms: int, *, reset: bool = False) -> str | None:
         """Rebuild from the journal at start-up; ``reset`` is ``RESET_KILL_SWITCH_<SYMBOL>``.
@@ -105,11 +106,17 @@ class KillSwitch:
     def take_operator_reset(self, now_ms: int) -> bool:
         """A running bot's check for ``perpbot kill-switch reset`` (another process clearing the
         journal row): when tripped here but clear in the journal, rebuild from the journal (the
-        reset's baseline included) and return True. The bot's own trip is written before any
-        read (the journal flushes queued writes first), so a clear row is always the operator's."""
-        if not self.tripped:
+        reset's baseline included) and return True.
+
+        A clear row is the operator's only once this process's own trip is in the file. Why not
+        wait for it, as other reads do (``Journal._q`` flushes every queued write): this runs on
+        every candle of a tripped symbol, on the event loop, next to the other symbols' decisions;
+        waiting for the writer thread to drain what all bots queued took up to ~6 ms there
+        (issue 10, measured). So while the trip is still queued the check is left to a later
+        candle, and once it is written the row is read as the file holds it, without waiting."""
+        if not self.tripped or not self._journal.written(self._trip_write):
             return False
-        state = self._journal.kill_switch_state(self.symbol)
+        state = self._journal.kill_switch_state(self.symbol, wait=False)
         if state is None or state.tripped:
             return False
         self.tripped, self.reason = False, ""
@@ -131,7 +138,7 @@ class KillSwitch:
         if reason is None:
             return None
         self.tripped, self.reason = True, reason
-        self._journal.set_kill_switch(
+        self._trip_write = self._journal.set_kill_switch(
             self.symbol, tripped=True, reason=reason, time_ms=now_ms, since_trade_id=self._since_trade_id
         )
         self._journal.record_event(
