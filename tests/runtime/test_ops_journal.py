@@ -156,13 +156,19 @@ def test_reset_clears_the_switch_with_an_audit_event_and_the_next_boot_honours_i
         assert ks.boot(T0 + 400) is None and not ks.tripped  # the old losers no longer count
 
 
+def _booted_after_losses(j: Journal, losses: int) -> KillSwitch:
+    """XRPUSDT's kill switch booted on a journal of ``losses`` losing trades (8 trip it)."""
+    for i in range(losses):
+        _trade(j, "XRPUSDT", T0 + i, T0 + i + 1, -1.0)
+    ks = KillSwitch("XRPUSDT", j)
+    ks.boot(T0 + 100)
+    return ks
+
+
 def test_a_running_kill_switch_takes_only_a_reset_written_by_the_operator(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite3"
     with Journal(path) as j:
-        for i in range(8):
-            _trade(j, "XRPUSDT", T0 + i, T0 + i + 1, -1.0)
-        ks = KillSwitch("XRPUSDT", j)
-        ks.boot(T0 + 100)
+        ks = _booted_after_losses(j, 8)
         assert ks.take_operator_reset(T0 + 150) is False  # its own trip (queued or written): kept
         assert ks.tripped
         assert j.flush()  # the trip is in the file before an operator can see it and reset it
@@ -179,10 +185,7 @@ def test_the_per_candle_reset_check_never_waits_for_the_journal_writer(tmp_path:
     at once; once the trip is in the file it reads the row as it stands, with no flush."""
     path = tmp_path / "j.sqlite3"
     with Journal(path) as j:
-        for i in range(7):
-            _trade(j, "XRPUSDT", T0 + i, T0 + i + 1, -1.0)
-        ks = KillSwitch("XRPUSDT", j)
-        ks.boot(T0 + 100)
+        ks = _booted_after_losses(j, 7)
         assert not ks.tripped
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")  # the writer thread's next statement waits for this lock
