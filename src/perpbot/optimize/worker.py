@@ -8,21 +8,21 @@ calling ``fail_stale_trials`` so that a trial whose worker died is failed and qu
 (storage module docstring), and runs that retry if it is free first.
 
 Interrupts: Ctrl-C / SIGTERM fail the running trial and queue a retry copy before leaving, so a
-resumed study (same command again) re-runs exactly that trial.
+resumed study (same command again) re-runs exactly that trial. One that comes while Optuna
+records a trial waits until it is recorded (``interrupts``).
 """
 
 from __future__ import annotations
 
-import signal
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
-from types import FrameType
 
 import optuna
 from optuna.trial import TrialState
 
+from perpbot.optimize.interrupts import Interrupts
 from perpbot.optimize.space import suggest, to_signal_params
 from perpbot.optimize.trial import Evaluator
 
@@ -41,8 +41,16 @@ def is_planned(trial: optuna.Trial) -> bool:
     return bool(frozen.system_attrs.get("fixed_params") or frozen.params)
 
 
-def make_objective(evaluator: Evaluator, tag: str, planned: bool) -> Callable[[optuna.Trial], float]:
+def make_objective(
+    evaluator: Evaluator, tag: str, planned: bool, interrupts: Interrupts | None = None
+) -> Callable[[optuna.Trial], float]:
     def objective(trial: optuna.Trial) -> float:
+        if interrupts is None:
+            return run(trial)
+        with interrupts.allowed():
+            return run(trial)
+
+    def run(trial: optuna.Trial) -> float:
         if planned and not is_planned(trial):
             # Another worker took the last queued trial between our check and Optuna's ask(),
             # which then created a new trial: it must not run (the plan would not be the plan).
@@ -57,10 +65,6 @@ def make_objective(evaluator: Evaluator, tag: str, planned: bool) -> Callable[[o
         return outcome.oos_score
 
     return objective
-
-
-def _sigterm(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def _requeue_interrupted(study: optuna.Study, tag: str) -> None:
@@ -85,13 +89,13 @@ def work(study: optuna.Study, evaluator: Evaluator, trials: int, tag: str, *, pl
 
     ``planned``: every trial comes from the enqueued plan (``qmc``); the sampler is never asked.
     """
-    objective = make_objective(evaluator, tag, planned)
+    interrupts = Interrupts()
+    objective = make_objective(evaluator, tag, planned, interrupts)
     # Optuna logs a failed trial with its traceback at WARNING; an interrupt is not a bug, and
     # real errors still propagate with theirs.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     ran = 0
-    old = signal.signal(signal.SIGTERM, _sigterm)
-    try:
+    with interrupts.installed():
         while True:
             counts = Counter(t.state for t in study.get_trials(deepcopy=False))
             finished = sum(counts[s] for s in FINISHED)
@@ -107,7 +111,8 @@ def work(study: optuna.Study, evaluator: Evaluator, trials: int, tag: str, *, pl
                 time.sleep(POLL_S)
                 continue
             try:
-                study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
+                with interrupts.held():  # Optuna's bookkeeping; ``objective`` allows them again
+                    study.optimize(objective, n_trials=1, catch=(), gc_after_trial=False)
             except KeyboardInterrupt:
                 _requeue_interrupted(study, tag)
                 raise
@@ -120,5 +125,3 @@ def work(study: optuna.Study, evaluator: Evaluator, trials: int, tag: str, *, pl
                     raise
                 continue
             ran += 1
-    finally:
-        signal.signal(signal.SIGTERM, old)
