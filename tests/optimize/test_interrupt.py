@@ -33,11 +33,13 @@ def test_interrupted_study_resumes_with_the_same_trials(
     assert first.returncode in (130, -signal.SIGINT) and err.strip().startswith("error: interrupted"), err
     trials = storage.get_all_trials(sid, deepcopy=False)
     failed = [t for t in trials if t.state == TrialState.FAIL and not t.user_attrs.get("unplanned")]
-    assert [t.number for t in failed] == [victim]
-    assert (
-        len([t for t in trials if t.state == TrialState.WAITING])
-        == N - len([t for t in trials if t.state.is_finished()]) + 1
-    )  # the rest of the plan and the retry of the interrupted trial
+    # Mid-trial the victim fails and a retry is queued. Rarely the signal lands after its work, while
+    # Optuna records it: then it keeps its result and nothing is retried (optimize/interrupts.py).
+    finished_first = trials[victim].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert [t.number for t in failed] == ([] if finished_first else [victim])
+    assert len([t for t in trials if t.state == TrialState.WAITING]) == N - len(
+        [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    )  # the rest of the plan, the retry of an interrupted trial included
 
     again = CliRunner().invoke(app, ["optimize", *args])  # the same command, in-process
     assert again.exit_code == 0, again.output
@@ -45,5 +47,5 @@ def test_interrupted_study_resumes_with_the_same_trials(
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == N
     retried = [t for t in finished if t.system_attrs.get("failed_trial") == victim]
-    assert len(retried) == 1
+    assert len(retried) == (0 if finished_first else 1)
     assert sorted(key(t.params) for t in finished) == sorted({key(t.params) for t in finished})
