@@ -25,6 +25,7 @@ import numpy as np
 from perpbot.backtest import array_file
 from perpbot.backtest.charts import EquityChart, Series, equity_html, equity_png
 from perpbot.backtest.trade_chart import (
+    CANDLE_FIELDS,
     PNG_CANDLES,
     Candles,
     Level,
@@ -156,8 +157,7 @@ def encode(job: ChartJob) -> bytes:
         head["symbol"] = d.symbol
         head["trades"] = [_trade_row(t) for t in d.trades]
         head["levels"] = [[lv.kind, lv.start_ms, lv.end_ms, lv.price] for lv in d.levels]
-        c = d.candles
-        arrays.update(t=c.open_time_ms, o=c.open, h=c.high, l=c.low, c=c.close)
+        arrays.update(zip(CANDLE_FIELDS, d.candles.columns(), strict=True))
     return array_file.dumps(head, arrays)
 
 
@@ -190,7 +190,7 @@ def decode(blob: bytes) -> ChartJob:
     else:
         data = TradeChart(
             symbol=head["symbol"],
-            candles=Candles(arrays["t"], arrays["o"], arrays["h"], arrays["l"], arrays["c"]),
+            candles=Candles(*(arrays[f] for f in CANDLE_FIELDS)),
             trades=tuple(_trade(r) for r in head["trades"]),
             levels=tuple(Level(k, int(a), int(b), float(p)) for k, a, b, p in head["levels"]),
             markers=markers,

@@ -92,12 +92,8 @@ def build_candles_ahead(candles: Mapping[str, Candles], stop: Callable[[], bool]
 
 
 def _same(a: Candles, b: Candles) -> bool:
-    pairs = zip(_arrays(a), _arrays(b), strict=True)
+    pairs = zip(a.columns(), b.columns(), strict=True)
     return all(x.shape == y.shape and np.array_equal(x, y) for x, y in pairs)
-
-
-def _arrays(c: Candles) -> tuple[np.ndarray, ...]:
-    return (c.open_time_ms, c.open, c.high, c.low, c.close)
 
 
 def take_trades(candles: Candles) -> tuple[Figure, Any, bool]:

@@ -19,9 +19,7 @@ from pathlib import Path
 
 from perpbot.backtest import array_file
 from perpbot.backtest.chart_pool import readable, recv
-from perpbot.backtest.trade_chart import PNG_CANDLES, Candles, aggregate
-
-_FIELDS = ("open_time_ms", "open", "high", "low", "close")
+from perpbot.backtest.trade_chart import CANDLE_FIELDS, PNG_CANDLES, Candles, aggregate
 
 
 def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
@@ -128,7 +126,7 @@ def encode_candles(candles: Mapping[str, Candles]) -> bytes:
     arrays = {}
     for k, c in enumerate(candles.values()):
         merged = aggregate(c, PNG_CANDLES)
-        arrays.update({f"{k}.{f}": getattr(merged, f) for f in _FIELDS})
+        arrays.update({f"{k}.{f}": a for f, a in zip(CANDLE_FIELDS, merged.columns(), strict=True)})
     return array_file.dumps({"kind": "candles_ahead", "symbols": list(candles)}, arrays)
 
 
@@ -137,4 +135,6 @@ def decode_candles(blob: bytes) -> dict[str, Candles]:
     head, arrays = array_file.loads(blob)
     if head.get("kind") != "candles_ahead":
         raise array_file.BadArrayFile(f"not candles sent ahead: {head.get('kind')!r}")
-    return {sym: Candles(*(arrays[f"{k}.{f}"] for f in _FIELDS)) for k, sym in enumerate(head["symbols"])}
+    return {
+        sym: Candles(*(arrays[f"{k}.{f}"] for f in CANDLE_FIELDS)) for k, sym in enumerate(head["symbols"])
+    }
