@@ -44,25 +44,22 @@ def is_planned(trial: optuna.Trial) -> bool:
 def make_objective(
     evaluator: Evaluator, tag: str, planned: bool, interrupts: Interrupts | None = None
 ) -> Callable[[optuna.Trial], float]:
-    def objective(trial: optuna.Trial) -> float:
-        if interrupts is None:
-            return run(trial)
-        with interrupts.allowed():
-            return run(trial)
+    irq = Interrupts() if interrupts is None else interrupts  # a fresh one never holds: no-op
 
-    def run(trial: optuna.Trial) -> float:
-        if planned and not is_planned(trial):
-            # Another worker took the last queued trial between our check and Optuna's ask(),
-            # which then created a new trial: it must not run (the plan would not be the plan).
-            trial.set_user_attr(UNPLANNED, True)
-            raise UnplannedTrial
-        values = suggest(trial)
-        trial.set_user_attr("worker", tag)
-        outcome = evaluator.evaluate(values, to_signal_params(values))
-        trial.set_user_attr("outcome", outcome.user_attrs())
-        if outcome.failed:
-            raise optuna.TrialPruned(outcome.failed)
-        return outcome.oos_score
+    def objective(trial: optuna.Trial) -> float:
+        with irq.allowed():
+            if planned and not is_planned(trial):
+                # Another worker took the last queued trial between our check and Optuna's ask(),
+                # which then created a new trial: it must not run (the plan would not be the plan).
+                trial.set_user_attr(UNPLANNED, True)
+                raise UnplannedTrial
+            values = suggest(trial)
+            trial.set_user_attr("worker", tag)
+            outcome = evaluator.evaluate(values, to_signal_params(values))
+            trial.set_user_attr("outcome", outcome.user_attrs())
+            if outcome.failed:
+                raise optuna.TrialPruned(outcome.failed)
+            return outcome.oos_score
 
     return objective
 
