@@ -20,7 +20,10 @@ Stamps come from the product code path (``perpbot.latency``); the definitions ar
    candle-handling latency (kline received → ``on_candle`` returned) of every candle.
    The same entries are also split into those made flat and the re-entries of a reverse, which
    by SPEC §8.6 go out only after the close is confirmed and the leftovers are cancelled (several
-   round trips by design); the reverse's first order (its close) is shown as well. The steps of
+   round trips by design); the reverse's first order (its close) is shown as well. Of the
+   entries made flat, those that were the first order of their bar (``first of bar``) are shown
+   apart: the others queued behind another symbol's entry under SPEC §9's entry lock
+   (``latency_report.py``). The steps of
    the candle job (``runtime/candle_job.py``) and its REST reads are printed as medians relative
    to the inputs complete, for the entries made flat: where the milliseconds go.
 2. ``--symbols 100``: all 100 synthetic symbols (plus BTC/ETH) close together on every advance:
@@ -256,6 +259,11 @@ KEYS = (
     ("flat_e2e_p99_ms", "  e2e p99", "{:.2f}"),
     ("flat_decision_p50_ms", "  decision p50", "{:.2f}"),
     ("flat_decision_p99_ms", "  decision p99", "{:.2f}"),
+    ("first_entries", "  first of bar", "{:.0f}"),
+    ("first_decision_p50_ms", "  first dec. p50", "{:.2f}"),
+    ("first_decision_p99_ms", "  first dec. p99", "{:.2f}"),
+    ("first_cpu_p50_ms", "  first cpu p50", "{:.2f}"),
+    ("first_cpu_p99_ms", "  first cpu p99", "{:.2f}"),
     ("reentries", "  re-entries", "{:.0f}"),
     ("reentry_e2e_p50_ms", "  re-ent. e2e", "{:.2f}"),
     ("reentry_decision_p50_ms", "  re-ent. dec.", "{:.2f}"),

@@ -20,7 +20,12 @@ stamps compare with the bot's):
   ``decision`` on a shared machine (``cpu_bar``: the same from the bar's first closed kline of
   any symbol, which no reordering of the reads can move).
 Every entry is counted; re-entries after a reverse (SPEC §8.6: close, confirmation, cleanup,
-then the entry) are reported apart from entries made flat, never dropped.
+then the entry) are reported apart from entries made flat, never dropped. The entries made flat
+are split once more: ``first`` is an entry that is the first order of its bar (no other symbol's
+entry or reverse close went out before it in that bar). The others waited, by SPEC §9's entry
+lock (balance read → order → registration serialised across bots), for an earlier entry's round
+trips, so the p99 over all entries includes at least two order round trips whenever two symbols
+enter in the same bar: the ``first`` figures are what the bot's own path costs.
 """
 
 from __future__ import annotations
@@ -88,7 +93,14 @@ def summarise(
             (sym, o, sent, kline, inputs_at(sym, o), released_at(sym, o), again, cpu, cpu_of_inputs(sym, o))
         )
     out: dict[str, Any] = {"entries": len(rows)}
-    for label, chosen in (("entry", rows), ("flat", [r for r in rows if not r[6]])):
+    orders: dict[int, list[float]] = {}  # open time → every entry and reverse close sent in it
+    for _s, o, sent, _c in probe.entries:
+        orders.setdefault(o, []).append(sent)
+    for (_s, o), sent in probe.closes.items():
+        orders.setdefault(o, []).append(sent)
+    first = [r for r in rows if not r[6] and r[2] <= min(orders[r[1]])]
+    out["first_entries"] = len(first)
+    for label, chosen in (("entry", rows), ("flat", [r for r in rows if not r[6]]), ("first", first)):
         for clock, start in (("e2e", 3), ("decision", 4), ("venue", 5)):
             ds = [r[2] - r[start] for r in chosen if r[start] is not None]
             out[f"{label}_{clock}_p50_ms"] = pct(ds, 50) * 1000
