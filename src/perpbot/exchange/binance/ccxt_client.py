@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 _CODE_RE = re.compile(r'"code"\s*:\s*"?(-?\d+)')
 _MSG_RE = re.compile(r'"msg"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# Binance codes whose request may have executed: -1000 UNKNOWN, -1006 "unexpected response from
+# the message bus. Execution status unknown", -1007 "Timeout waiting for response from backend".
+_UNKNOWN_OUTCOME = (-1000, -1006, -1007)
 
 
 class Credentials:
@@ -186,8 +189,10 @@ def binance_code(exc: BaseException) -> int:
 def translate(exc: BaseException, secrets: tuple[str, ...] = ()) -> ExchangeError:
     """A ccxt (or budget) exception as the project's ``ExchangeError``, Binance's code kept.
 
-    Outcome unknown (timeouts, connection failures, 5xx, 503 "Unknown error", -1007) becomes
-    ``ExchangeUnavailable`` so that callers reconcile before resending.
+    Outcome unknown (timeouts, connection failures, 5xx, 503 "Unknown error", -1007, -1006
+    "Execution status unknown", -1000) becomes ``ExchangeUnavailable`` so that callers reconcile
+    before resending; -1006 is ccxt's ``OperationFailed``, which a caller would otherwise take as
+    a refusal ("nothing happened") while the order may have executed.
     """
     text = str(exc)
     for s in secrets:
@@ -200,7 +205,7 @@ def translate(exc: BaseException, secrets: tuple[str, ...] = ()) -> ExchangeErro
         return ExchangeError(-1003, text)
     if isinstance(exc, ccxt.DDoSProtection):
         return ExchangeError(code or -1003, message)
-    if isinstance(exc, (ccxt.RequestTimeout, ccxt.ExchangeNotAvailable)) or code in (-1007, -1000):
+    if isinstance(exc, (ccxt.RequestTimeout, ccxt.ExchangeNotAvailable)) or code in _UNKNOWN_OUTCOME:
         return ExchangeUnavailable(f"{code}: {message}" if code else message)
     if isinstance(exc, ccxt.NetworkError) and not code:
         return ExchangeUnavailable(message)
