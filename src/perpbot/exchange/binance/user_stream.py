@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from perpbot.aio import cancel_and_wait
 from perpbot.domain.events import AlgoUpdate, ExchangeEvent, OrderTradeUpdate
-from perpbot.domain.types import AlgoStatus, Fill, OrderStatus, OrderType
+from perpbot.domain.types import AlgoStatus, Fill, OrderStatus
 from perpbot.exchange.binance.codec.events import event_from_json
-from perpbot.exchange.binance.codec.orders import order_from_json
+from perpbot.exchange.binance.codec.orders import order_from_json, order_type
 from perpbot.exchange.binance.ws import STOP_WAIT_S, ResilientSocket, StreamSettings
 from perpbot.exchange.errors import ExchangeError
 
@@ -142,7 +142,14 @@ class UserStream:
             return
         self.frames_received += 1
         try:
-            ev = event_from_json(data)
+            try:
+                ev = event_from_json(data)
+            except (KeyError, ValueError, TypeError) as exc:
+                # A value Binance added later, a field missing: that one frame is skipped (loudly).
+                # Raising would cut the connection and lose every frame queued behind it.
+                o = data.get("o") if isinstance(data.get("o"), dict) else {}
+                log.error("user stream: %s for %s not understood (%r); skipped", kind, o.get("s"), exc)
+                return
             if ev is not None:
                 await self._emit(ev)
         finally:
@@ -265,7 +272,7 @@ def _trade_event(f: Fill, order: dict[str, Any], cum_qty: float, cum_notional: f
         client_order_id=o.client_order_id,
         side=f.side,
         order_type=o.type,
-        original_type=OrderType(order.get("origType") or o.type.value),
+        original_type=order_type(order.get("origType") or o.type.value),
         execution_type="TRADE",
         status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED,
         reduce_only=o.reduce_only,
