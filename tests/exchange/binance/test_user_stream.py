@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from perpbot.domain.events import ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import OrderSide, OrderStatus, OrderType
@@ -183,3 +184,39 @@ async def test_order_types_and_statuses_the_codec_does_not_model_do_not_cut_the_
         (503, OrderStatus.EXPIRED),
         (504, OrderStatus.CANCELED),
     ]
+
+
+async def test_a_refused_upgrade_does_not_put_the_listen_key_in_logs_alerts_or_errors(
+    setup: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WebSocket gateway answers the upgrade with 503 (maintenance): aiohttp's error quotes
+    the URL, and the user-stream URL carries the listen key (whoever holds it reads the account's
+    orders, positions and balances). The log line, ``last_error`` (the stream-outage alert's
+    text) and the start-up error must not carry it."""
+    srv, _, _ = setup
+    keys: list[str] = []
+
+    async def refuse(request: web.Request) -> web.Response:
+        keys.append(request.query.get("listenKey", ""))
+        return web.Response(status=503, text="Service Unavailable")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", refuse)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{port}")
+    ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=WeightBudget())
+    settings = StreamSettings(backoff_s=0.05, backoff_max_s=0.1, first_connect_s=0.5)
+    try:
+        with pytest.raises(SetupError) as err:
+            await ex.start_user_stream(["XRPUSDT"], settings)
+    finally:
+        await ex.close()
+        await runner.cleanup()
+    assert keys and all(keys)  # the key did travel in the URL, and was refused
+    assert "503" in str(err.value)  # the cause is still named
+    for text in (str(err.value), caplog.text):
+        assert not any(k in text for k in keys), text
