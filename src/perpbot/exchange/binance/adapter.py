@@ -33,7 +33,7 @@ from perpbot.domain.types import (
 )
 from perpbot.exchange.binance.account_config import AccountConfig
 from perpbot.exchange.binance.budget import WeightBudget, shared_budget, wall_ms
-from perpbot.exchange.binance.ccxt_client import Credentials
+from perpbot.exchange.binance.ccxt_client import Credentials, signed_at
 from perpbot.exchange.binance.checks import SetupError, check_keys_and_account, check_symbols
 from perpbot.exchange.binance.client_ids import is_valid_client_id, make_client_id
 from perpbot.exchange.binance.codec.account import income_from_json, position_from_json, trade_from_json
@@ -99,7 +99,11 @@ class BinanceExchange(PublicReads):
         # A request still in flight may execute until its recvWindow has passed: only then does
         # "not found" mean "never executed" (and a resend cannot double the order).
         self._placer = IdempotentPlacer(
-            self.rest.call, retry_delay_s=retry_delay_s, sleep=sleep, in_flight_s=recv_window_ms / 1000 + 0.5
+            self.rest.call,
+            retry_delay_s=retry_delay_s,
+            sleep=sleep,
+            in_flight_s=recv_window_ms / 1000 + 0.5,
+            signed_at=signed_at,
         )
         self._handlers: list[EventHandler] = []
         self._leverage: dict[str, int] = {}

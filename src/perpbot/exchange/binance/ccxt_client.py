@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from contextvars import ContextVar
 from typing import Any
 
 import ccxt
@@ -29,6 +31,17 @@ _MSG_RE = re.compile(r'"msg"\s*:\s*"((?:[^"\\]|\\.)*)"')
 # Binance codes whose request may have executed: -1000 UNKNOWN, -1006 "unexpected response from
 # the message bus. Execution status unknown", -1007 "Timeout waiting for response from backend".
 _UNKNOWN_OUTCOME = (-1000, -1006, -1007)
+
+
+# When the calling task's last request was signed (``time.monotonic``): its timestamp, and so
+# the end of its recvWindow, dates from then, which can be long after the call began (the weight
+# budget's 429 back-off, a clock resync). Per task: concurrent requests do not see each other's.
+SIGNED_AT: ContextVar[float] = ContextVar("perpbot_signed_at", default=0.0)
+
+
+def signed_at() -> float:
+    """Monotonic time at which this task's last request was signed (0.0: none yet)."""
+    return SIGNED_AT.get()
 
 
 class Credentials:
@@ -81,6 +94,10 @@ class PerpbotBinance(ccxt_async.binanceusdm):  # type: ignore[misc]
 
     async def throttle(self, cost: Any = None) -> None:
         await self.budget.acquire(int(cost or 1))
+
+    def sign(self, *args: Any, **kwargs: Any) -> Any:
+        SIGNED_AT.set(time.monotonic())  # before the timestamp is taken: never later than it
+        return super().sign(*args, **kwargs)
 
     async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
         if latency.PROBE is None:

@@ -9,9 +9,10 @@ the caller gets ``ExchangeUnavailable`` and must reconcile (fail closed).
 
 "Unknown" is only trusted once the lost request can no longer execute: Binance refuses a request
 that reaches it later than ``timestamp + recvWindow``, so before resending, the placer waits until
-``in_flight_s`` (recvWindow plus a margin) has passed since the send and looks again. Without that
-wait, a request delayed on its way (a slow network, a timed-out client) could execute *after* the
-resend, and the position would be doubled.
+``in_flight_s`` (recvWindow plus a margin) has passed since the request was signed (``signed_at``:
+a request can wait in the weight budget's 429 back-off long after the call began) and looks
+again. Without that wait, a request delayed on its way (a slow network, a timed-out client) could
+execute *after* the resend, and the position would be doubled.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class IdempotentPlacer:
         seed: int = 0x5EED,
         in_flight_s: float = 5.5,
         clock: Callable[[], float] = time.monotonic,
+        signed_at: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._call = call
         self.retry_delay_s = retry_delay_s
@@ -54,6 +56,7 @@ class IdempotentPlacer:
         self._rng = random.Random(seed)
         self.in_flight_s = in_flight_s
         self._clock = clock
+        self._signed_at = signed_at  # on ``clock``'s scale: when this task last signed a request
         self.adopted = 0
         self.resent = 0
 
@@ -74,6 +77,7 @@ class IdempotentPlacer:
                 if exc.code != DUPLICATE_CLIENT_ID or attempt == 1:
                     raise
                 last = exc  # our earlier send did arrive: adopt it below
+            sent = max(sent, self._signed_at())  # the lost request's timestamp is from then
             found = await self._lookup(lookup, cid)
             wait = sent + self.in_flight_s - self._clock()
             if found is None and wait > 0:
