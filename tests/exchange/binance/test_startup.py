@@ -152,6 +152,20 @@ async def test_keys_without_futures_permission_are_refused(patched_sim: Callable
         await _connect(srv)
 
 
+async def test_bnb_fee_discount_is_refused_never_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With "BNB fee discount" on, Binance charges every commission in BNB (``N``, income
+    ``asset``); the bot books commissions as USDT amounts, so its PnL would miss the fees."""
+    routes = [*server.ROUTES, ("GET", "/fapi/v1/feeBurn", lambda s, p: {"feeBurn": True}, "SIGNED")]
+    monkeypatch.setattr(server, "ROUTES", routes)
+    srv = SimServer(SimulatorConfig(symbols=("XRPUSDT", "BTCUSDT", "ETHUSDT"), days=3, speed=0.0))
+    await srv.start()
+    try:
+        with pytest.raises(SetupError, match="BNB fee discount"):
+            await _connect(srv)
+    finally:
+        await srv.stop()
+
+
 def test_symbol_not_trading_is_refused() -> None:
     info = {
         "symbols": [
@@ -205,6 +219,7 @@ async def test_live_keys_must_trade_futures_never_withdraw_on_a_single_asset_acc
         *(r for r in server.ROUTES if r[1] != "/fapi/v1/multiAssetsMargin"),
         ("GET", "/sapi/v1/account/apiRestrictions", lambda s, p: restrictions, "SIGNED"),
         ("GET", "/fapi/v1/multiAssetsMargin", lambda s, p: {"multiAssetsMargin": multi_assets}, "SIGNED"),
+        ("GET", "/fapi/v1/feeBurn", lambda s, p: {"feeBurn": False}, "SIGNED"),
     ]
     monkeypatch.setattr(server, "ROUTES", routes)
     srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))
