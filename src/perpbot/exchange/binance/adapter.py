@@ -43,7 +43,7 @@ from perpbot.exchange.binance.codec.orders import algo_from_json, order_from_jso
 from perpbot.exchange.binance.environment import Endpoints
 from perpbot.exchange.binance.market_data import PublicReads
 from perpbot.exchange.binance.market_stream import Candle, KlineFeed
-from perpbot.exchange.binance.placement import IdempotentPlacer, paged
+from perpbot.exchange.binance.placement import IdempotentPlacer, paged, trades_since
 from perpbot.exchange.binance.rest import BinanceRest
 from perpbot.exchange.binance.user_stream import KEEPALIVE_S, UserStream
 from perpbot.exchange.binance.wallet import WalletBalance
@@ -386,14 +386,7 @@ class BinanceExchange(PublicReads):
         return [r for r in out if not income_types or r.income_type in income_types]
 
     async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
-        rows = await paged(
-            self.rest.call,
-            "fapiPrivateGetUserTrades",
-            {"symbol": symbol, "limit": PAGE},
-            start_ms,
-            lambda r: r["id"],
-        )
-        return [trade_from_json(r) for r in rows]
+        return [trade_from_json(r) for r in await trades_since(self.rest.call, symbol, start_ms)]
 
     async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
         params: dict[str, Any] = {"symbol": symbol}

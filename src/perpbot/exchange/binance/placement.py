@@ -132,3 +132,33 @@ async def paged(
         start = int(page[-1]["time"])
     out.sort(key=lambda r: int(r["time"]))
     return out
+
+
+async def trades_since(call: Call, symbol: str, start_ms: int) -> list[dict[str, Any]]:
+    """``userTrades`` rows of ``symbol`` since ``start_ms``, up to now, oldest first.
+
+    Binance answers a ``startTime`` alone with the 7 days from it and nothing later, so paging by
+    time stops a week after ``start_ms`` (a position held longer, a stream resync whose last
+    execution is older, an account with none yet). What follows the last row found is read on by
+    trade id (``fromId``, no time limit); when those 7 days hold none, the latest rows (Binance:
+    the last 7 days) are taken instead.
+    """
+    name = "fapiPrivateGetUserTrades"
+    base: dict[str, Any] = {"symbol": symbol, "limit": PAGE}
+    rows = await paged(call, name, base, start_ms, _trade_id)
+    if rows:
+        next_id = max(_trade_id(r) for r in rows) + 1
+        while True:
+            page = await call(name, {**base, "fromId": next_id})
+            rows += [r for r in page if _trade_id(r) >= next_id]
+            if len(page) < PAGE:
+                break
+            next_id = max(_trade_id(r) for r in page) + 1
+    else:
+        rows = [r for r in await call(name, base) if int(r["time"]) >= start_ms]
+    rows.sort(key=lambda r: (int(r["time"]), _trade_id(r)))
+    return rows
+
+
+def _trade_id(row: dict[str, Any]) -> int:
+    return int(row["id"])
