@@ -152,17 +152,31 @@ async def test_keys_without_futures_permission_are_refused(patched_sim: Callable
         await _connect(srv)
 
 
-async def test_bnb_fee_discount_is_refused_never_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("env", ["live", "demo"])
+async def test_bnb_fee_discount_is_refused_never_changed(monkeypatch: pytest.MonkeyPatch, env: str) -> None:
     """With "BNB fee discount" on, Binance charges every commission in BNB (``N``, income
     ``asset``); the bot books commissions as USDT amounts, so its PnL would miss the fees."""
-    routes = [*server.ROUTES, ("GET", "/fapi/v1/feeBurn", lambda s, p: {"feeBurn": True}, "SIGNED")]
+    from perpbot.exchange.binance.adapter import BinanceExchange
+    from perpbot.exchange.binance.ccxt_client import Credentials
+    from perpbot.exchange.binance.checks import check_keys_and_account
+    from perpbot.exchange.binance.environment import resolve_endpoints
+
+    routes = [
+        *server.ROUTES,
+        ("GET", "/sapi/v1/account/apiRestrictions", lambda s, p: {"enableFutures": True}, "SIGNED"),
+        ("GET", "/fapi/v1/feeBurn", lambda s, p: {"feeBurn": True}, "SIGNED"),
+    ]
     monkeypatch.setattr(server, "ROUTES", routes)
-    srv = SimServer(SimulatorConfig(symbols=("XRPUSDT", "BTCUSDT", "ETHUSDT"), days=3, speed=0.0))
+    srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))
     await srv.start()
+    ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{srv.port}")
+    ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=WeightBudget())
     try:
+        await ex.rest.sync_time()
         with pytest.raises(SetupError, match="BNB fee discount"):
-            await _connect(srv)
+            await check_keys_and_account(ex.rest.call, env)
     finally:
+        await ex.close()
         await srv.stop()
 
 
