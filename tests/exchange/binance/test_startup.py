@@ -152,34 +152,6 @@ async def test_keys_without_futures_permission_are_refused(patched_sim: Callable
         await _connect(srv)
 
 
-@pytest.mark.parametrize("env", ["live", "demo"])
-async def test_bnb_fee_discount_is_refused_never_changed(monkeypatch: pytest.MonkeyPatch, env: str) -> None:
-    """With "BNB fee discount" on, Binance charges every commission in BNB (``N``, income
-    ``asset``); the bot books commissions as USDT amounts, so its PnL would miss the fees."""
-    from perpbot.exchange.binance.adapter import BinanceExchange
-    from perpbot.exchange.binance.ccxt_client import Credentials
-    from perpbot.exchange.binance.checks import check_keys_and_account
-    from perpbot.exchange.binance.environment import resolve_endpoints
-
-    routes = [
-        *server.ROUTES,
-        ("GET", "/sapi/v1/account/apiRestrictions", lambda s, p: {"enableFutures": True}, "SIGNED"),
-        ("GET", "/fapi/v1/feeBurn", lambda s, p: {"feeBurn": True}, "SIGNED"),
-    ]
-    monkeypatch.setattr(server, "ROUTES", routes)
-    srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))
-    await srv.start()
-    ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{srv.port}")
-    ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=WeightBudget())
-    try:
-        await ex.rest.sync_time()
-        with pytest.raises(SetupError, match="BNB fee discount"):
-            await check_keys_and_account(ex.rest.call, env)
-    finally:
-        await ex.close()
-        await srv.stop()
-
-
 def test_symbol_not_trading_is_refused() -> None:
     info = {
         "symbols": [
@@ -212,16 +184,23 @@ def test_other_refusals_at_start_up_are_one_line_too(
 
 
 @pytest.mark.parametrize(
-    ("restrictions", "multi_assets", "refusal"),
+    ("restrictions", "multi_assets", "fee_burn", "refusal"),
     [
-        ({"enableFutures": True, "enableWithdrawals": False, "ipRestrict": True}, False, None),
-        ({"enableFutures": True, "enableWithdrawals": True}, False, "can withdraw"),
-        ({"enableFutures": False, "enableWithdrawals": False}, False, "Enable Futures"),
-        ({"enableFutures": True, "enableWithdrawals": False}, True, "multi-assets"),
+        ({"enableFutures": True, "enableWithdrawals": False, "ipRestrict": True}, False, False, None),
+        ({"enableFutures": True, "enableWithdrawals": True}, False, False, "can withdraw"),
+        ({"enableFutures": False, "enableWithdrawals": False}, False, False, "Enable Futures"),
+        ({"enableFutures": True, "enableWithdrawals": False}, True, False, "multi-assets"),
+        # "BNB fee discount" on: every commission is charged in BNB (``N``, income ``asset``),
+        # which the bot would book as USDT amounts: its PnL would miss the fees
+        ({"enableFutures": True, "enableWithdrawals": False}, False, True, "BNB fee discount"),
     ],
 )
 async def test_live_keys_must_trade_futures_never_withdraw_on_a_single_asset_account(
-    monkeypatch: pytest.MonkeyPatch, restrictions: dict[str, bool], multi_assets: bool, refusal: str | None
+    monkeypatch: pytest.MonkeyPatch,
+    restrictions: dict[str, bool],
+    multi_assets: bool,
+    fee_burn: bool,
+    refusal: str | None,
 ) -> None:
     from perpbot.exchange.binance.adapter import BinanceExchange
     from perpbot.exchange.binance.ccxt_client import Credentials
@@ -233,7 +212,7 @@ async def test_live_keys_must_trade_futures_never_withdraw_on_a_single_asset_acc
         *(r for r in server.ROUTES if r[1] != "/fapi/v1/multiAssetsMargin"),
         ("GET", "/sapi/v1/account/apiRestrictions", lambda s, p: restrictions, "SIGNED"),
         ("GET", "/fapi/v1/multiAssetsMargin", lambda s, p: {"multiAssetsMargin": multi_assets}, "SIGNED"),
-        ("GET", "/fapi/v1/feeBurn", lambda s, p: {"feeBurn": False}, "SIGNED"),
+        ("GET", "/fapi/v1/feeBurn", lambda s, p: {"feeBurn": fee_burn}, "SIGNED"),
     ]
     monkeypatch.setattr(server, "ROUTES", routes)
     srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))

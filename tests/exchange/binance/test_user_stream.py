@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from perpbot.domain.events import ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import OrderSide, OrderStatus, OrderType
@@ -196,17 +195,15 @@ async def test_a_refused_upgrade_does_not_put_the_listen_key_in_logs_alerts_or_e
     srv, _, _ = setup
     keys: list[str] = []
 
-    async def refuse(request: web.Request) -> web.Response:
-        keys.append(request.query.get("listenKey", ""))
-        return web.Response(status=503, text="Service Unavailable")
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = (await reader.readline()).decode()  # GET /private/ws?listenKey=K HTTP/1.1
+        keys.append(request_line.split("listenKey=", 1)[-1].split(" ", 1)[0])
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", refuse)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    gateway = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = gateway.sockets[0].getsockname()[1]
     ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{port}")
     ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=WeightBudget())
     settings = StreamSettings(backoff_s=0.05, backoff_max_s=0.1, first_connect_s=0.5)
@@ -215,7 +212,8 @@ async def test_a_refused_upgrade_does_not_put_the_listen_key_in_logs_alerts_or_e
             await ex.start_user_stream(["XRPUSDT"], settings)
     finally:
         await ex.close()
-        await runner.cleanup()
+        gateway.close()
+        await gateway.wait_closed()
     assert keys and all(keys)  # the key did travel in the URL, and was refused
     assert "503" in str(err.value)  # the cause is still named
     for text in (str(err.value), caplog.text):
