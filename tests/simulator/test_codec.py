@@ -197,3 +197,24 @@ def test_symbol_filters_round_trip_through_exchange_info() -> None:
 def test_decimal_strings_never_use_exponents_and_round_trip(x: float, text: str) -> None:
     assert fmt(x) == text
     assert float(fmt(x)) == x
+
+
+def test_rest_rows_of_orders_the_bot_did_not_place_decode() -> None:
+    """``openAlgoOrders`` / ``order`` rows of a person's trailing stop or stop-limit, and an
+    order expired by self-trade prevention: reading the symbol's open orders (recovery,
+    protection checks, the stream's resync) must not fail with a ``ValueError`` on them."""
+    base = algo_json(
+        ConditionalOrder(
+            "XRPUSDT", 9, OrderSide.SELL, OrderType.STOP_MARKET, 10.0, 2.0, AlgoStatus.NEW, True, "m", 1
+        )
+    )
+    trailing = algo_from_json({**base, "orderType": "TRAILING_STOP_MARKET"})
+    assert trailing.type is OrderType.MARKET  # not taken for the bot's STOP_MARKET / TAKE_PROFIT_MARKET
+    assert algo_from_json({**base, "orderType": "STOP"}).type is OrderType.LIMIT
+    row = order_json(
+        Order(
+            "XRPUSDT", 1, OrderSide.BUY, OrderType.LIMIT, 10.0, OrderStatus.EXPIRED, False, 0.0, 0.0, "m", 1
+        )
+    )
+    assert order_from_json({**row, "status": "EXPIRED_IN_MATCH"}).status is OrderStatus.EXPIRED
+    assert order_from_json({**row, "type": "TAKE_PROFIT"}).type is OrderType.LIMIT

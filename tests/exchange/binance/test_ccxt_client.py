@@ -27,6 +27,13 @@ from perpbot.exchange.errors import ExchangeError, ExchangeUnavailable
         (ccxt.ExchangeNotAvailable('binanceusdm {"msg":"Unknown error, please check"}'), 0, True),
         (ccxt.RequestTimeout("binanceusdm POST http://h/fapi/v1/order"), 0, True),
         (ccxt.RequestTimeout('binanceusdm {"code":-1007,"msg":"Timeout waiting"}'), 0, True),
+        # -1006 "Execution status unknown" (ccxt: OperationFailed, not a NetworkError): the order
+        # may have executed, so it must be looked up by client id, never taken as refused.
+        (
+            ccxt.OperationFailed('binanceusdm {"code":-1006,"msg":"Execution status unknown."}'),
+            0,
+            True,
+        ),
         (
             ccxt.DDoSProtection('binanceusdm 429 Too Many Requests {"code":-1003,"msg":"Too many"}'),
             -1003,

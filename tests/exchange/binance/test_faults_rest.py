@@ -103,3 +103,24 @@ async def test_timed_out_request_that_executes_late_is_adopted_not_doubled(start
     assert pos is not None and pos.quantity == 100.0
     assert (await v.state())["fill_count"] == 1
     assert v.ex._placer.adopted == 1 and v.ex._placer.resent == 0
+
+
+async def test_a_request_that_waited_for_the_rate_limit_is_not_resent_before_it_expires(
+    start_venue: Start,
+) -> None:
+    """The order waits 2 s in the process's 429 back-off before it is signed and sent; it is then
+    held 2.7 s on its way (within its 3 s recvWindow) while the client gives up after 0.3 s. The
+    lost request can execute until 3 s after it was *signed*, not after the call began: a resend
+    made before then (under the same client id, which Binance accepts again once the first order
+    is filled) would open the position twice."""
+    budget = WeightBudget()
+    v = await start_venue(budget=budget, timeout_ms=300, recv_window_ms=3_000)
+    await v.inject({"kind": "latency", "ms": 2700, "endpoint": "/fapi/v1/order", "count": 1})
+    budget.on_429(2.0)
+    r = await v.ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="waited-1")
+    assert r.status is OrderStatus.FILLED and r.executed_qty == 100.0
+    await asyncio.sleep(3.5)  # any request still on its way has landed (or expired) by now
+    pos = await v.ex.position("XRPUSDT")
+    assert pos is not None and pos.quantity == 100.0
+    assert (await v.state())["fill_count"] == 1
+    assert v.ex._placer.resent == 0

@@ -184,16 +184,23 @@ def test_other_refusals_at_start_up_are_one_line_too(
 
 
 @pytest.mark.parametrize(
-    ("restrictions", "multi_assets", "refusal"),
+    ("restrictions", "multi_assets", "fee_burn", "refusal"),
     [
-        ({"enableFutures": True, "enableWithdrawals": False, "ipRestrict": True}, False, None),
-        ({"enableFutures": True, "enableWithdrawals": True}, False, "can withdraw"),
-        ({"enableFutures": False, "enableWithdrawals": False}, False, "Enable Futures"),
-        ({"enableFutures": True, "enableWithdrawals": False}, True, "multi-assets"),
+        ({"enableFutures": True, "enableWithdrawals": False, "ipRestrict": True}, False, False, None),
+        ({"enableFutures": True, "enableWithdrawals": True}, False, False, "can withdraw"),
+        ({"enableFutures": False, "enableWithdrawals": False}, False, False, "Enable Futures"),
+        ({"enableFutures": True, "enableWithdrawals": False}, True, False, "multi-assets"),
+        # "BNB fee discount" on: every commission is charged in BNB (``N``, income ``asset``),
+        # which the bot would book as USDT amounts: its PnL would miss the fees
+        ({"enableFutures": True, "enableWithdrawals": False}, False, True, "BNB fee discount"),
     ],
 )
 async def test_live_keys_must_trade_futures_never_withdraw_on_a_single_asset_account(
-    monkeypatch: pytest.MonkeyPatch, restrictions: dict[str, bool], multi_assets: bool, refusal: str | None
+    monkeypatch: pytest.MonkeyPatch,
+    restrictions: dict[str, bool],
+    multi_assets: bool,
+    fee_burn: bool,
+    refusal: str | None,
 ) -> None:
     from perpbot.exchange.binance.adapter import BinanceExchange
     from perpbot.exchange.binance.ccxt_client import Credentials
@@ -205,6 +212,7 @@ async def test_live_keys_must_trade_futures_never_withdraw_on_a_single_asset_acc
         *(r for r in server.ROUTES if r[1] != "/fapi/v1/multiAssetsMargin"),
         ("GET", "/sapi/v1/account/apiRestrictions", lambda s, p: restrictions, "SIGNED"),
         ("GET", "/fapi/v1/multiAssetsMargin", lambda s, p: {"multiAssetsMargin": multi_assets}, "SIGNED"),
+        ("GET", "/fapi/v1/feeBurn", lambda s, p: {"feeBurn": fee_burn}, "SIGNED"),
     ]
     monkeypatch.setattr(server, "ROUTES", routes)
     srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))

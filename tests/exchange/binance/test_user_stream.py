@@ -139,3 +139,82 @@ async def test_a_venue_that_never_answers_the_upgrade_fails_start_up_within_the_
     leftover = [t for t in asyncio.all_tasks() if t.get_name() in ("ws-user", "listen-key")]
     assert leftover == []
     assert srv.listen_keys.key is None  # the key taken for the attempts was given back
+
+
+def _raw_otu(symbol: str, order_type: str, orig_type: str, x: str, status: str, oid: int) -> dict[str, Any]:
+    """An ``ORDER_TRADE_UPDATE`` as Binance sends it (its documented field set)."""
+    return {
+        "e": "ORDER_TRADE_UPDATE",
+        "E": 1_700_000_000_000,
+        "T": 1_700_000_000_000,
+        "o": {
+            **{"s": symbol, "c": f"manual-{oid}", "S": "SELL", "o": order_type, "f": "GTC", "q": "10"},
+            **{"p": "0", "ap": "0", "sp": "0.5", "x": x, "X": status, "i": oid, "l": "0", "z": "0"},
+            **{"L": "0", "n": "0", "N": "USDT", "T": 1_700_000_000_000, "t": 0, "b": "0", "a": "0"},
+            **{"m": False, "R": True, "wt": "CONTRACT_PRICE", "ot": orig_type, "ps": "BOTH"},
+            **{"cp": False, "rp": "0", "pP": False, "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE"},
+        },
+    }
+
+
+async def test_order_types_and_statuses_the_codec_does_not_model_do_not_cut_the_stream(setup: Any) -> None:
+    """Binance's user stream carries every order of the account: a TRAILING_STOP_MARKET or a
+    STOP (a person's order, another program's), an order expired by self-trade prevention
+    (EXPIRED_IN_MATCH), a value added later. None may break the connection: the frames behind
+    them in the socket (here the bot's own cancel) would be lost with it, and non-trade events
+    are not recovered by the resync."""
+    srv, ex, events = setup
+    us = await ex.start_user_stream(["XRPUSDT"], StreamSettings(backoff_s=0.05))
+    frames = [
+        _raw_otu("DOGEUSDT", "TRAILING_STOP_MARKET", "TRAILING_STOP_MARKET", "NEW", "NEW", 501),
+        _raw_otu("XRPUSDT", "STOP", "STOP", "NEW", "NEW", 502),
+        _raw_otu("XRPUSDT", "LIMIT", "LIMIT", "EXPIRED", "EXPIRED_IN_MATCH", 503),
+        _raw_otu("XRPUSDT", "LIMIT", "LIMIT", "EXPIRED", "A_STATUS_ADDED_LATER", 505),  # skipped
+        _raw_otu("XRPUSDT", "MARKET", "MARKET", "CANCELED", "CANCELED", 504),
+    ]
+    for conn in srv.private_hub.conns:
+        for f in frames:
+            conn.push(json.dumps(f))
+    await _until(lambda: us.frames_handled == len(frames))
+    await asyncio.sleep(0.1)
+    assert us.socket.connects == 1 and us.socket.failures == 0
+    mine = [e for e in events if isinstance(e, OrderTradeUpdate)]
+    assert [(e.order_id, e.status) for e in mine][-2:] == [
+        (503, OrderStatus.EXPIRED),
+        (504, OrderStatus.CANCELED),
+    ]
+
+
+async def test_a_refused_upgrade_does_not_put_the_listen_key_in_logs_alerts_or_errors(
+    setup: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The WebSocket gateway answers the upgrade with 503 (maintenance): aiohttp's error quotes
+    the URL, and the user-stream URL carries the listen key (whoever holds it reads the account's
+    orders, positions and balances). The log line, ``last_error`` (the stream-outage alert's
+    text) and the start-up error must not carry it."""
+    srv, _, _ = setup
+    keys: list[str] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = (await reader.readline()).decode()  # GET /private/ws?listenKey=K HTTP/1.1
+        keys.append(request_line.split("listenKey=", 1)[-1].split(" ", 1)[0])
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    gateway = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = gateway.sockets[0].getsockname()[1]
+    ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{port}")
+    ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=WeightBudget())
+    settings = StreamSettings(backoff_s=0.05, backoff_max_s=0.1, first_connect_s=0.5)
+    try:
+        with pytest.raises(SetupError) as err:
+            await ex.start_user_stream(["XRPUSDT"], settings)
+    finally:
+        await ex.close()
+        gateway.close()
+        await gateway.wait_closed()
+    assert keys and all(keys)  # the key did travel in the URL, and was refused
+    assert "503" in str(err.value)  # the cause is still named
+    for text in (str(err.value), caplog.text):
+        assert not any(k in text for k in keys), text

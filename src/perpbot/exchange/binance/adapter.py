@@ -33,7 +33,7 @@ from perpbot.domain.types import (
 )
 from perpbot.exchange.binance.account_config import AccountConfig
 from perpbot.exchange.binance.budget import WeightBudget, shared_budget, wall_ms
-from perpbot.exchange.binance.ccxt_client import Credentials
+from perpbot.exchange.binance.ccxt_client import Credentials, signed_at
 from perpbot.exchange.binance.checks import SetupError, check_keys_and_account, check_symbols
 from perpbot.exchange.binance.client_ids import is_valid_client_id, make_client_id
 from perpbot.exchange.binance.codec.account import income_from_json, position_from_json, trade_from_json
@@ -43,7 +43,7 @@ from perpbot.exchange.binance.codec.orders import algo_from_json, order_from_jso
 from perpbot.exchange.binance.environment import Endpoints
 from perpbot.exchange.binance.market_data import PublicReads
 from perpbot.exchange.binance.market_stream import Candle, KlineFeed
-from perpbot.exchange.binance.placement import IdempotentPlacer, paged
+from perpbot.exchange.binance.placement import IdempotentPlacer, paged, trades_since
 from perpbot.exchange.binance.rest import BinanceRest
 from perpbot.exchange.binance.user_stream import KEEPALIVE_S, UserStream
 from perpbot.exchange.binance.wallet import WalletBalance
@@ -99,7 +99,11 @@ class BinanceExchange(PublicReads):
         # A request still in flight may execute until its recvWindow has passed: only then does
         # "not found" mean "never executed" (and a resend cannot double the order).
         self._placer = IdempotentPlacer(
-            self.rest.call, retry_delay_s=retry_delay_s, sleep=sleep, in_flight_s=recv_window_ms / 1000 + 0.5
+            self.rest.call,
+            retry_delay_s=retry_delay_s,
+            sleep=sleep,
+            in_flight_s=recv_window_ms / 1000 + 0.5,
+            signed_at=signed_at,
         )
         self._handlers: list[EventHandler] = []
         self._leverage: dict[str, int] = {}
@@ -382,14 +386,7 @@ class BinanceExchange(PublicReads):
         return [r for r in out if not income_types or r.income_type in income_types]
 
     async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
-        rows = await paged(
-            self.rest.call,
-            "fapiPrivateGetUserTrades",
-            {"symbol": symbol, "limit": PAGE},
-            start_ms,
-            lambda r: r["id"],
-        )
-        return [trade_from_json(r) for r in rows]
+        return [trade_from_json(r) for r in await trades_since(self.rest.call, symbol, start_ms)]
 
     async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
         params: dict[str, Any] = {"symbol": symbol}

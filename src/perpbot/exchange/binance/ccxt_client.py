@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
+from contextvars import ContextVar
 from typing import Any
 
 import ccxt
@@ -26,6 +28,20 @@ log = logging.getLogger(__name__)
 
 _CODE_RE = re.compile(r'"code"\s*:\s*"?(-?\d+)')
 _MSG_RE = re.compile(r'"msg"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# Binance codes whose request may have executed: -1000 UNKNOWN, -1006 "unexpected response from
+# the message bus. Execution status unknown", -1007 "Timeout waiting for response from backend".
+_UNKNOWN_OUTCOME = (-1000, -1006, -1007)
+
+
+# When the calling task's last request was signed (``time.monotonic``): its timestamp, and so
+# the end of its recvWindow, dates from then, which can be long after the call began (the weight
+# budget's 429 back-off, a clock resync). Per task: concurrent requests do not see each other's.
+SIGNED_AT: ContextVar[float] = ContextVar("perpbot_signed_at", default=0.0)
+
+
+def signed_at() -> float:
+    """Monotonic time at which this task's last request was signed (0.0: none yet)."""
+    return SIGNED_AT.get()
 
 
 class Credentials:
@@ -78,6 +94,10 @@ class PerpbotBinance(ccxt_async.binanceusdm):  # type: ignore[misc]
 
     async def throttle(self, cost: Any = None) -> None:
         await self.budget.acquire(int(cost or 1))
+
+    def sign(self, *args: Any, **kwargs: Any) -> Any:
+        SIGNED_AT.set(time.monotonic())  # before the timestamp is taken: never later than it
+        return super().sign(*args, **kwargs)
 
     async def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
         if latency.PROBE is None:
@@ -186,8 +206,10 @@ def binance_code(exc: BaseException) -> int:
 def translate(exc: BaseException, secrets: tuple[str, ...] = ()) -> ExchangeError:
     """A ccxt (or budget) exception as the project's ``ExchangeError``, Binance's code kept.
 
-    Outcome unknown (timeouts, connection failures, 5xx, 503 "Unknown error", -1007) becomes
-    ``ExchangeUnavailable`` so that callers reconcile before resending.
+    Outcome unknown (timeouts, connection failures, 5xx, 503 "Unknown error", -1007, -1006
+    "Execution status unknown", -1000) becomes ``ExchangeUnavailable`` so that callers reconcile
+    before resending; -1006 is ccxt's ``OperationFailed``, which a caller would otherwise take as
+    a refusal ("nothing happened") while the order may have executed.
     """
     text = str(exc)
     for s in secrets:
@@ -200,7 +222,7 @@ def translate(exc: BaseException, secrets: tuple[str, ...] = ()) -> ExchangeErro
         return ExchangeError(-1003, text)
     if isinstance(exc, ccxt.DDoSProtection):
         return ExchangeError(code or -1003, message)
-    if isinstance(exc, (ccxt.RequestTimeout, ccxt.ExchangeNotAvailable)) or code in (-1007, -1000):
+    if isinstance(exc, (ccxt.RequestTimeout, ccxt.ExchangeNotAvailable)) or code in _UNKNOWN_OUTCOME:
         return ExchangeUnavailable(f"{code}: {message}" if code else message)
     if isinstance(exc, ccxt.NetworkError) and not code:
         return ExchangeUnavailable(message)

@@ -30,8 +30,8 @@ class SetupError(PerpbotError):
 
 
 async def check_keys_and_account(call: Call, env: str) -> float:
-    """Keys valid with futures permission, one-way mode, single-asset mode; returns the USDT
-    wallet balance. ``call`` is ``BinanceRest.call``."""
+    """Keys valid with futures permission, one-way mode, single-asset mode, fees in USDT; returns
+    the USDT wallet balance. ``call`` is ``BinanceRest.call``."""
     try:
         account = await call("fapiPrivateV2GetAccount")
     except ExchangeError as exc:
@@ -62,11 +62,34 @@ async def check_keys_and_account(call: Call, env: str) -> float:
         raise SetupError(
             "the account is in multi-assets margin mode; perpbot needs single-asset mode (USDT margin)"
         )
+    await check_fee_asset(call, env)
     usdt = [a for a in account.get("assets", []) if a.get("asset") == "USDT"]
     balance = float(usdt[0].get("walletBalance", 0.0)) if usdt else 0.0
     if balance <= 0.0:
         raise SetupError("the futures wallet holds no USDT: transfer USDT to the USDT-M futures wallet")
     return balance
+
+
+async def check_fee_asset(call: Call, env: str) -> None:
+    """Commissions must be charged in USDT. With Binance's "BNB fee discount" on (``feeBurn``) and
+    BNB in the futures wallet, every fill's commission is BNB (``N``/``commissionAsset``/income
+    ``asset``); the bot books commissions as USDT amounts, so its net PnL, the daily-loss gate
+    and the kill switch would disagree with the account's income by the whole fee. A custom
+    venue (the simulator) charges USDT and is not asked; demo trading may not serve the route."""
+    if env == "custom":
+        return
+    try:
+        burn = await call("fapiPrivateGetFeeBurn")
+    except ExchangeError as exc:
+        if env == "live":
+            raise
+        log.warning("binance: feeBurn not readable on %s (%s); USDT commissions not verified", env, exc)
+        return
+    if burn.get("feeBurn") is True:
+        raise SetupError(
+            "BNB fee discount is on for USDT-M futures (feeBurn=true): commissions would be charged "
+            "in BNB, which perpbot books as USDT; turn 'BNB fee discount' off for USDT-M futures"
+        )
 
 
 async def check_key_permissions(call: Call) -> None:

@@ -9,9 +9,10 @@ the caller gets ``ExchangeUnavailable`` and must reconcile (fail closed).
 
 "Unknown" is only trusted once the lost request can no longer execute: Binance refuses a request
 that reaches it later than ``timestamp + recvWindow``, so before resending, the placer waits until
-``in_flight_s`` (recvWindow plus a margin) has passed since the send and looks again. Without that
-wait, a request delayed on its way (a slow network, a timed-out client) could execute *after* the
-resend, and the position would be doubled.
+``in_flight_s`` (recvWindow plus a margin) has passed since the request was signed (``signed_at``:
+a request can wait in the weight budget's 429 back-off long after the call began) and looks
+again. Without that wait, a request delayed on its way (a slow network, a timed-out client) could
+execute *after* the resend, and the position would be doubled.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class IdempotentPlacer:
         seed: int = 0x5EED,
         in_flight_s: float = 5.5,
         clock: Callable[[], float] = time.monotonic,
+        signed_at: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._call = call
         self.retry_delay_s = retry_delay_s
@@ -54,6 +56,7 @@ class IdempotentPlacer:
         self._rng = random.Random(seed)
         self.in_flight_s = in_flight_s
         self._clock = clock
+        self._signed_at = signed_at  # on ``clock``'s scale: when this task last signed a request
         self.adopted = 0
         self.resent = 0
 
@@ -74,6 +77,7 @@ class IdempotentPlacer:
                 if exc.code != DUPLICATE_CLIENT_ID or attempt == 1:
                     raise
                 last = exc  # our earlier send did arrive: adopt it below
+            sent = max(sent, self._signed_at())  # the lost request's timestamp is from then
             found = await self._lookup(lookup, cid)
             wait = sent + self.in_flight_s - self._clock()
             if found is None and wait > 0:
@@ -128,3 +132,33 @@ async def paged(
         start = int(page[-1]["time"])
     out.sort(key=lambda r: int(r["time"]))
     return out
+
+
+async def trades_since(call: Call, symbol: str, start_ms: int) -> list[dict[str, Any]]:
+    """``userTrades`` rows of ``symbol`` since ``start_ms``, up to now, oldest first.
+
+    Binance answers a ``startTime`` alone with the 7 days from it and nothing later, so paging by
+    time stops a week after ``start_ms`` (a position held longer, a stream resync whose last
+    execution is older, an account with none yet). What follows the last row found is read on by
+    trade id (``fromId``, no time limit); when those 7 days hold none, the latest rows (Binance:
+    the last 7 days) are taken instead.
+    """
+    name = "fapiPrivateGetUserTrades"
+    base: dict[str, Any] = {"symbol": symbol, "limit": PAGE}
+    rows = await paged(call, name, base, start_ms, _trade_id)
+    if rows:
+        next_id = max(_trade_id(r) for r in rows) + 1
+        while True:
+            page = await call(name, {**base, "fromId": next_id})
+            rows += [r for r in page if _trade_id(r) >= next_id]
+            if len(page) < PAGE:
+                break
+            next_id = max(_trade_id(r) for r in page) + 1
+    else:
+        rows = [r for r in await call(name, base) if int(r["time"]) >= start_ms]
+    rows.sort(key=lambda r: (int(r["time"]), _trade_id(r)))
+    return rows
+
+
+def _trade_id(row: dict[str, Any]) -> int:
+    return int(row["id"])

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from perpbot.aio import cancel_and_wait
 from perpbot.domain.events import AlgoUpdate, ExchangeEvent, OrderTradeUpdate
-from perpbot.domain.types import AlgoStatus, Fill, OrderStatus, OrderType
+from perpbot.domain.types import AlgoStatus, Fill, OrderStatus
 from perpbot.exchange.binance.codec.events import event_from_json
-from perpbot.exchange.binance.codec.orders import order_from_json
+from perpbot.exchange.binance.codec.orders import order_from_json, order_type
 from perpbot.exchange.binance.ws import STOP_WAIT_S, ResilientSocket, StreamSettings
 from perpbot.exchange.errors import ExchangeError
 
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 LISTEN_KEY_UNKNOWN = -1125
 KEEPALIVE_S = 30 * 60.0
 SEEN_CAP = 50_000
+KEYS_REMEMBERED = 16
 EVENT_KINDS = ("ORDER_TRADE_UPDATE", "ALGO_UPDATE", "ACCOUNT_UPDATE")
 
 
@@ -81,7 +82,10 @@ class UserStream:
         self._keepalive_task: asyncio.Task[None] | None = None
         # Binance pings an idle user stream every 3 minutes: any frame proves the socket alive.
         settings = settings or StreamSettings(silence_s=600.0, data_only=False)
-        self.socket = ResilientSocket("user", self._url, self._on_frame, self._resync, settings)
+        self._keys: OrderedDict[str, None] = OrderedDict()  # every key taken: masked in error texts
+        self.socket = ResilientSocket(
+            "user", self._url, self._on_frame, self._resync, settings, redact=self._redact
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -106,8 +110,18 @@ class UserStream:
         """A fresh POST on every connect (Binance returns the active key or a new one)."""
         d = await self.ex.rest.call("fapiPrivatePostListenKey")
         self.listen_key = str(d["listenKey"])
+        self._keys[self.listen_key] = None
+        if len(self._keys) > KEYS_REMEMBERED:
+            self._keys.popitem(last=False)
         self.keys_taken += 1
         return self.ex.endpoints.private_stream_url(self.listen_key)
+
+    def _redact(self, text: str) -> str:
+        """``text`` without any listen key (it grants reading the account's events)."""
+        for key in self._keys:
+            if key:
+                text = text.replace(key, "***")
+        return text
 
     async def _keepalive(self) -> None:
         while True:
@@ -142,7 +156,14 @@ class UserStream:
             return
         self.frames_received += 1
         try:
-            ev = event_from_json(data)
+            try:
+                ev = event_from_json(data)
+            except (KeyError, ValueError, TypeError) as exc:
+                # A value Binance added later, a field missing: that one frame is skipped (loudly).
+                # Raising would cut the connection and lose every frame queued behind it.
+                o = data.get("o") if isinstance(data.get("o"), dict) else {}
+                log.error("user stream: %s for %s not understood (%r); skipped", kind, o.get("s"), exc)
+                return
             if ev is not None:
                 await self._emit(ev)
         finally:
@@ -265,7 +286,7 @@ def _trade_event(f: Fill, order: dict[str, Any], cum_qty: float, cum_notional: f
         client_order_id=o.client_order_id,
         side=f.side,
         order_type=o.type,
-        original_type=OrderType(order.get("origType") or o.type.value),
+        original_type=order_type(order.get("origType") or o.type.value),
         execution_type="TRADE",
         status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED,
         reduce_only=o.reduce_only,

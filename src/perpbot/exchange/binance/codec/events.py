@@ -21,10 +21,9 @@ from perpbot.domain.events import (
 from perpbot.domain.types import (
     AlgoStatus,
     OrderSide,
-    OrderStatus,
-    OrderType,
 )
 from perpbot.exchange.binance.codec.decimals import ASSET, Json, fmt, num
+from perpbot.exchange.binance.codec.orders import order_status, order_type
 
 
 def event_json(ev: ExchangeEvent) -> Json:
@@ -162,10 +161,10 @@ def event_from_json(d: Mapping[str, Any]) -> ExchangeEvent | None:
             order_id=int(o["i"]),
             client_order_id=str(o["c"]),
             side=OrderSide(o["S"]),
-            order_type=OrderType(o["o"]),
-            original_type=OrderType(o.get("ot", o["o"])),
+            order_type=order_type(o["o"]),
+            original_type=order_type(o.get("ot", o["o"])),
             execution_type=str(o["x"]),
-            status=OrderStatus(o["X"]),
+            status=order_status(o["X"]),
             reduce_only=bool(o.get("R", False)),
             quantity=num(o["q"]),
             last_filled_qty=num(o.get("l")),
@@ -186,7 +185,7 @@ def event_from_json(d: Mapping[str, Any]) -> ExchangeEvent | None:
             algo_id=int(o["aid"]),
             client_algo_id=str(o["caid"]),
             side=OrderSide(o["S"]),
-            order_type=OrderType(o["o"]),
+            order_type=order_type(o["o"]),
             status=AlgoStatus(o["X"]),
             quantity=num(o["q"]),
             trigger_price=num(o["tp"]),

@@ -20,6 +20,29 @@ from perpbot.domain.types import (
 )
 from perpbot.exchange.binance.codec.decimals import Json, fmt, num
 
+# Values Binance sends that the domain does not model, read as what they amount to for the bot:
+# an order of the account that is not the bot's (a person's trailing stop or stop-limit) must not
+# make its decoding fail (it would cut the user stream and lose the frames behind it, or fail a
+# REST read of the open orders), and an order expired by self-trade prevention is just expired.
+_TYPE_AS = {
+    "STOP": OrderType.LIMIT,  # stop-limit: a LIMIT order once triggered
+    "TAKE_PROFIT": OrderType.LIMIT,
+    "TRAILING_STOP_MARKET": OrderType.MARKET,
+}
+_STATUS_AS = {"EXPIRED_IN_MATCH": OrderStatus.EXPIRED}
+
+
+def order_type(v: Any) -> OrderType:
+    """Binance's order type (``o``, ``ot``, ``type``, ``origType``, ``orderType``) as the domain's."""
+    s = str(v)
+    return _TYPE_AS.get(s) or OrderType(s)
+
+
+def order_status(v: Any) -> OrderStatus:
+    """Binance's order status (``X``, ``status``) as the domain's."""
+    s = str(v)
+    return _STATUS_AS.get(s) or OrderStatus(s)
+
 
 def order_json(o: Order, *, update_ms: int | None = None, orig_type: OrderType | None = None) -> Json:
     """A normal order as ``GET/POST/DELETE /fapi/v1/order`` return it (one-way mode)."""
@@ -57,9 +80,9 @@ def order_from_json(d: Mapping[str, Any]) -> Order:
         symbol=str(d["symbol"]),
         order_id=int(d["orderId"]),
         side=OrderSide(d["side"]),
-        type=OrderType(d["type"]),
+        type=order_type(d["type"]),
         quantity=num(d["origQty"]),
-        status=OrderStatus(d["status"]),
+        status=order_status(d["status"]),
         reduce_only=bool(d.get("reduceOnly", False)),
         executed_qty=num(d.get("executedQty")),
         avg_price=num(d.get("avgPrice")),
@@ -117,7 +140,7 @@ def algo_from_json(d: Mapping[str, Any]) -> ConditionalOrder:
         symbol=str(d["symbol"]),
         algo_id=int(d["algoId"]),
         side=OrderSide(d["side"]),
-        type=OrderType(d["orderType"]),
+        type=order_type(d["orderType"]),
         quantity=num(d["quantity"]),
         trigger_price=num(d["triggerPrice"]),
         status=AlgoStatus(d["algoStatus"]),
