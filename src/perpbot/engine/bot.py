@@ -187,6 +187,13 @@ class SymbolBot(
         if pos_ex is None:
             if self._pos is not None:
                 await self._sync_close("flat on candle")
+            elif self._pending is not None:
+                # An entry of unknown outcome is not a stale registration: it may still fill.
+                # Resolved first; while it stays open no second entry is sent.
+                await self._resolve_pending()
+                if self._pending is not None or self._pos is not None:
+                    log.warning("%s: an earlier entry is still unresolved; no new entry", self.symbol)
+                    return
             elif self._risk.is_open(self.symbol):
                 await self._release_stale("flat on candle")
             if entries_ok and not self.kill_switch.tripped:
