@@ -164,7 +164,8 @@ class SymbolBot(
             if ctx.signal is None:
                 return
             with self._clock.scope():  # this bot's waiting stays its own (defect 18)
-                await self._on_signal(ctx, ctx.signal, position)
+                async with self._op_lock:  # a reconciliation pass in flight finishes first
+                    await self._on_signal(ctx, ctx.signal, position)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -236,7 +237,8 @@ class SymbolBot(
         """
         with self._clock.scope():
             try:
-                return await self._close_now(reason)
+                async with self._op_lock:
+                    return await self._close_now(reason)
             except ExchangeError as exc:  # the position (if any) keeps its protection
                 self.errors += 1
                 log.error("%s: %s close failed: %s; position left protected", self.symbol, reason.value, exc)
