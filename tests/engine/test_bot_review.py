@@ -10,7 +10,7 @@ from typing import Any
 
 from perpbot.domain.types import OrderResult, OrderSide, Position
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.faults import FaultPlan, OrderScript
+from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, FaultPlan, OrderScript
 
 from .factories import SYM, flat
 from .harness import LONG, World
@@ -92,3 +92,23 @@ async def test_a_reconciliation_pass_overlapping_a_candles_entry_leaves_the_entr
     pos = w.engine.position(SYM)
     assert pos is not None and w.bot.state.side is LONG and w.bot.state.qty == pos.quantity
     assert covered(w) and w.risk.open_positions == {SYM: LONG}
+
+
+async def test_an_entry_of_unknown_outcome_stays_registered_when_the_follow_up_reads_fail() -> None:
+    """The entry is acknowledged (NEW), its events are lost, and both follow-up reads (the order
+    query, then the position) fail. Old code let the failed position read escape ``_open``: the
+    entry, which fills 30 s later, was pending but absent from the risk registry (the other
+    bots' limits ignored it) until reconcile found it."""
+    plan = FaultPlan(
+        orders=ByIntent({"entry": OrderScript(ack=True, fill_delay_s=30.0, events=EventFate(Delivery.DROP))}),
+        # position reads: #0 at start, #1 on the signal, #2 the look after the failed order query
+        calls={("get_order", 0): CallFault(timeout=True), ("position", 2): CallFault(timeout=True)},
+    )
+    w = World(flat(100, 4), faults=plan)
+    await w.start()
+    await w.run({1: LONG}, until=1)
+    assert w.bot.errors == 0 and w.risk.open_positions == {SYM: LONG}  # pending, registered
+    await w.run({}, until=2)  # it fills
+    await w.bot.reconcile()
+    await w.bot.wait_background()
+    assert w.bot.state.side is LONG and covered(w) and w.risk.open_positions == {SYM: LONG}

@@ -177,7 +177,11 @@ class EntryMixin(BotBase):
             return acc.avg_price, acc.qty, acc.final
         if res.executed_qty > 0 and res.avg_price > 0:
             return res.avg_price, res.executed_qty, res.status not in _OPEN
-        pos_ex = await self._ex.position(self.symbol)
+        try:
+            pos_ex = await self._ex.position(self.symbol)
+        except ExchangeError as exc:  # outcome unknown: kept pending (registered), resolved by id
+            log.warning("%s: position read after the entry failed: %s", self.symbol, exc)
+            return 0.0, 0.0, False
         if pos_ex is not None and pos_ex.side is side:
             return pos_ex.entry_price, pos_ex.quantity, True
         return 0.0, 0.0, res.status not in _OPEN
