@@ -9,10 +9,11 @@ import asyncio
 from typing import Any
 
 from perpbot.domain.types import OrderResult, OrderSide, Position
+from perpbot.engine.kill_switch import KillSwitch
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, FaultPlan, OrderScript
 
-from .factories import SYM, flat
+from .factories import BAR, SL_BAR, SYM, ctx_at, flat
 from .harness import LONG, World
 from .test_bot_hostile import ByIntent, covered
 
@@ -112,3 +113,42 @@ async def test_an_entry_of_unknown_outcome_stays_registered_when_the_follow_up_r
     await w.bot.reconcile()
     await w.bot.wait_background()
     assert w.bot.state.side is LONG and covered(w) and w.risk.open_positions == {SYM: LONG}
+
+
+class SlowCancel(SimExchange):
+    """The simulated exchange whose next ``cancel_conditional`` answers only once ``gate`` is set."""
+
+    gate: asyncio.Event | None = None
+
+    async def cancel_conditional(self, symbol: str, algo_id: int) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            await gate.wait()
+        await super().cancel_conditional(symbol, algo_id)
+
+
+async def test_a_kill_switch_tripped_by_the_close_an_entry_waited_for_stops_that_entry() -> None:
+    """The stop fires at the candle's end; while its trade is being booked (the sibling TP's
+    cancel under way) the candle's signal comes in. The entry waits for the close to settle
+    (``can_enter``); the booked loss trips the kill switch. Old code checked the switch only
+    before that wait and sent the entry anyway."""
+    w = World([*flat(100, 2), SL_BAR, *flat(97, 2)], exchange_cls=SlowCancel, base=1e6)
+    w.bot.kill_switch = KillSwitch(SYM, w.journal, fast_window=1)  # one losing trade trips it
+    await w.start()
+    await w.run({1: LONG}, until=1)
+    assert w.bot.state.side is LONG
+    gate = asyncio.Event()
+    w.ex.gate = gate
+    w.i += 1
+    w.clock.set(int(w.t[w.i]) + BAR)
+    w.ex.process_bar(SYM, w.i)  # the stop fires
+    booking = asyncio.create_task(w.ex.drain())
+    await _turns(30)  # the trade is being booked: the sibling's cancel is under way
+    assert not w.bot.kill_switch.tripped
+    candle = asyncio.create_task(w.bot.on_candle(ctx_at(w.i, 97.0, LONG)))
+    await _turns(1)  # the entry waits for the close to settle
+    gate.set()
+    await asyncio.gather(booking, candle)
+    await w.ex.drain()
+    assert w.bot.kill_switch.tripped
+    assert len(w.journal.orders(SYM, "ENTRY")) == 1 and w.engine.position(SYM) is None

@@ -66,6 +66,13 @@ class EntryMixin(BotBase):
                 if not decision:
                     log.info("%s: %s entry refused by risk: %s", self.symbol, side.value, decision.reason)
                     return False
+                if self.kill_switch.tripped:  # tripped by a close booked while the entry waited for it
+                    log.info(
+                        "%s: kill switch tripped meanwhile (%s): entry cancelled",
+                        self.symbol,
+                        self.kill_switch.reason,
+                    )
+                    return False
                 balance = await self._ex.balance()
                 allocation = balance / self._n
                 ratio = self._risk.margin_ratio(balance, self._n)
