@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from perpbot.config import AppConfig
 from perpbot.domain.types import OrderResult, OrderSide, Position
+from perpbot.engine.clock import SimClock
 from perpbot.engine.kill_switch import KillSwitch
+from perpbot.engine.risk import DAY_MS, RiskManager, utc_day
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, FaultPlan, OrderScript
 
-from .factories import BAR, SL_BAR, SYM, ctx_at, flat
+from .factories import BAR, SL_BAR, SYM, T0, ctx_at, flat
 from .harness import LONG, World
 from .test_bot_hostile import ByIntent, covered
 
@@ -152,3 +155,18 @@ async def test_a_kill_switch_tripped_by_the_close_an_entry_waited_for_stops_that
     await w.ex.drain()
     assert w.bot.kill_switch.tripped
     assert len(w.journal.orders(SYM, "ENTRY")) == 1 and w.engine.position(SYM) is None
+
+
+async def test_a_loss_filled_after_midnight_counts_today_when_our_clock_is_behind() -> None:
+    """A loss fills at 00:00:00.050 on the venue's clock (its trade time, which the journal's
+    daily PnL files it under) and is booked while our clock still reads 23:59:59.900. Old code
+    added it to the old day's PnL, which our own midnight reset then zeroed: the new day's loss
+    limit never saw it (while a restart, reading the journal, would)."""
+    midnight = T0 + DAY_MS
+    clock = SimClock(midnight - 100)
+    risk = RiskManager(AppConfig(symbols=(SYM,)), clock)
+    risk.set_base_balance(1000.0)
+    await risk.close(SYM, -60.0, time_ms=midnight + 50)
+    clock.set(midnight + 1_000)
+    assert not await risk.trading_allowed()
+    assert risk.daily_pnl == -60.0 and risk.day == utc_day(midnight)
