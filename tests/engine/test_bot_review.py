@@ -13,6 +13,7 @@ from perpbot.domain.types import OrderResult, OrderSide, Position
 from perpbot.engine.clock import SimClock
 from perpbot.engine.kill_switch import KillSwitch
 from perpbot.engine.risk import DAY_MS, RiskManager, utc_day
+from perpbot.exchange.errors import ExchangeUnavailable
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, FaultPlan, OrderScript
 
@@ -170,3 +171,50 @@ async def test_a_loss_filled_after_midnight_counts_today_when_our_clock_is_behin
     clock.set(midnight + 1_000)
     assert not await risk.trading_allowed()
     assert risk.daily_pnl == -60.0 and risk.day == utc_day(midnight)
+
+
+class LateOrder(SimExchange):
+    """The first entry's call times out before the exchange has it; the exchange executes it
+    later (``execute_late``) or never: meanwhile a query by client id answers -2013."""
+
+    late: tuple[Any, ...] | None = None
+    armed = True
+
+    async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
+        if self.armed and not kw.get("reduce_only"):
+            self.armed = False
+            self.late = (symbol, side, quantity, kw)
+            raise ExchangeUnavailable("-1007: Timeout waiting for response from backend server")
+        return await super().market_order(symbol, side, quantity, **kw)
+
+    async def execute_late(self) -> None:
+        assert self.late is not None
+        symbol, side, quantity, kw = self.late
+        await super().market_order(symbol, side, quantity, **kw)
+
+
+async def test_an_entry_unknown_to_the_exchange_right_after_a_timeout_is_adopted_when_it_executes() -> None:
+    """The entry's call times out (Binance -1007: send and execution status unknown) and the
+    query by client id answers "does not exist": the exchange has not processed it yet. Old
+    code took that for "never": the order executed a moment later and its position had no
+    SL/TP and no risk registration until reconcile, which then closed it as an emergency."""
+    w = World(flat(100, 4), exchange_cls=LateOrder)
+    await w.start()
+    await w.run({1: LONG}, until=1)
+    assert w.bot.state.side is None and w.risk.open_positions == {SYM: LONG}  # pending
+    await w.ex.execute_late()
+    await w.ex.drain()
+    await w.bot.wait_background()
+    assert w.bot.state.side is LONG and covered(w) and w.risk.open_positions == {SYM: LONG}
+    assert not w.journal.orders(SYM, "EMERGENCY")
+
+
+async def test_an_entry_that_never_reached_the_exchange_is_released_by_reconcile() -> None:
+    w = World(flat(100, 4), exchange_cls=LateOrder)
+    await w.start()
+    await w.run({1: LONG}, until=1)
+    assert w.risk.open_positions == {SYM: LONG}
+    await w.bot.reconcile()  # still unknown to the exchange: nothing happened
+    assert w.risk.open_positions == {} and w.bot.at_rest
+    await w.run({2: LONG}, until=2)
+    assert w.bot.state.side is LONG and covered(w)

@@ -130,7 +130,11 @@ class EntryMixin(BotBase):
                         self._pending = None  # refused: nothing happened
                         return False
                     res = await self._order_by_cid(cid)  # outcome unknown: ask by client id first
-                    if res is None:
+                    if res is None or not res.order_id:
+                        # Unknown to the exchange *yet* is not "never": after a timeout Binance
+                        # may still execute the order (send/execution status unknown). Kept
+                        # pending (registered): its fills are adopted and protected at once, and
+                        # a later query that still finds nothing releases it.
                         await self._keep_pending("entry outcome unknown after a failed call")
                         return False
                 else:
