@@ -6,6 +6,7 @@ Why a file of its own: the behaviour files it would belong to are already past t
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from perpbot.config import AppConfig
@@ -218,3 +219,34 @@ async def test_an_entry_that_never_reached_the_exchange_is_released_by_reconcile
     assert w.risk.open_positions == {} and w.bot.at_rest
     await w.run({2: LONG}, until=2)
     assert w.bot.state.side is LONG and covered(w)
+
+
+class HookedRead(SimExchange):
+    """``before_position`` runs once, right before the next position read reaches the exchange."""
+
+    before_position: Callable[[], None] | None = None
+
+    async def position(self, symbol: str) -> Position | None:
+        hook, self.before_position = self.before_position, None
+        if hook is not None:
+            hook()
+        return await super().position(symbol)
+
+
+async def test_a_pending_entry_filling_during_a_reconcile_pass_is_protected_from_its_own_atr() -> None:
+    """An acknowledged entry is still open when reconcile asks for it, and fills before the same
+    pass reads the position. Old code adopted the position without a candle (no ATR) and with
+    no stop journaled for it: emergency close of a healthy entry, although the pending entry
+    carried the ATR its stops are computed from."""
+    plan = FaultPlan(orders=ByIntent({"entry": OrderScript(ack=True, fill_delay_s=30.0)}))
+    w = World(flat(100, 4), faults=plan, exchange_cls=HookedRead)
+    await w.start()
+    await w.run({1: LONG}, until=1)
+    assert w.bot.state.side is None and w.risk.open_positions == {SYM: LONG}  # pending
+    now = w.clock.now_ms()
+    w.ex.before_position = lambda: w.clock.set(now + 31_000)  # it fills meanwhile
+    await w.bot.reconcile()
+    await w.ex.drain()
+    await w.bot.wait_background()
+    assert w.bot.state.side is LONG and covered(w) and not w.journal.orders(SYM, "EMERGENCY")
+    assert (w.bot.state.sl_price, w.bot.state.tp_price) == (96.0, 104.0)  # 2 ATR from 100
