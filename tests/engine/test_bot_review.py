@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from perpbot.config import AppConfig
-from perpbot.domain.types import OrderResult, OrderSide, Position
+from perpbot.domain.types import CloseReason, OrderResult, OrderSide, Position
 from perpbot.engine.clock import SimClock
 from perpbot.engine.kill_switch import KillSwitch
 from perpbot.engine.risk import DAY_MS, RiskManager, utc_day
@@ -250,3 +250,50 @@ async def test_a_pending_entry_filling_during_a_reconcile_pass_is_protected_from
     await w.bot.wait_background()
     assert w.bot.state.side is LONG and covered(w) and not w.journal.orders(SYM, "EMERGENCY")
     assert (w.bot.state.sl_price, w.bot.state.tp_price) == (96.0, 104.0)  # 2 ATR from 100
+
+
+def _failing_cancels(n: int) -> FaultPlan:
+    """The first ``n`` cancels of either kind fail (-1008, the order stays open)."""
+    calls = {
+        (m, k): CallFault(fail_code=-1008)
+        for m in ("cancel_conditional", "cancel_all_conditional")
+        for k in range(n)
+    }
+    return FaultPlan(calls=calls)
+
+
+# Entry at 100 (SL 96, TP 104); the stop fires; flat at 97; then a rise through 104.
+_STALE_TP_BARS = [*flat(100, 2), SL_BAR, *flat(97, 1), (97, 104.5, 97, 104), (104, 104, 104, 104)]
+
+
+async def test_a_new_entry_waits_while_the_last_positions_take_profit_cannot_be_cancelled() -> None:
+    """The stop closes the position; its sibling TP's cancel keeps failing (retries and
+    reconcile's cancel-all too). Old code entered again on the next signal with the old TP
+    still open: the rise to 104 executed it against the *new* position (closed at the old
+    position's take-profit instead of its own SL 87 / TP 107)."""
+    w = World(_STALE_TP_BARS, faults=_failing_cancels(8), base=1e6)
+    await w.start()
+    await w.run({1: LONG}, until=2)  # entry, then the stop fires
+    await w.bot.wait_background()
+    await w.bot.reconcile()
+    assert [o.trigger_price for o in w.algo_orders()] == [104.0]  # the old TP, still open
+    await w.step(LONG, atr=5.0)
+    await w.run({}, until=5)
+    await w.bot.wait_background()
+    assert len(w.journal.orders(SYM, "ENTRY")) == 1  # no entry beside it
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.SL]
+
+
+async def test_the_entry_first_cancels_the_last_positions_leftover_take_profit() -> None:
+    """Same, but the exchange takes cancels again by the next signal: the leftover TP is
+    cancelled before the entry, and the new position keeps only its own SL/TP."""
+    w = World(_STALE_TP_BARS, faults=_failing_cancels(4), base=1e6)
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    await w.bot.wait_background()
+    await w.step(LONG, atr=5.0)
+    await w.bot.wait_background()
+    assert w.bot.state.side is LONG
+    assert sorted(o.trigger_price for o in w.algo_orders()) == [87.0, 107.0]
+    await w.run({}, until=5)
+    assert w.bot.state.side is LONG and [t.reason for t in w.bot.closed_trades] == [CloseReason.SL]

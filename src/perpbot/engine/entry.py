@@ -66,6 +66,8 @@ class EntryMixin(BotBase):
                 if not decision:
                     log.info("%s: %s entry refused by risk: %s", self.symbol, side.value, decision.reason)
                     return False
+                if self._to_cancel and not await self._cancel_stale_protection():
+                    return False
                 if self.kill_switch.tripped:  # tripped by a close booked while the entry waited for it
                     log.info(
                         "%s: kill switch tripped meanwhile (%s): entry cancelled",
@@ -159,6 +161,22 @@ class EntryMixin(BotBase):
             return True
         finally:
             self._busy = False
+
+    async def _cancel_stale_protection(self) -> bool:
+        """Before an entry: the protective orders of a closed position whose cancel failed are
+        cancelled now. One still open would act on the new position (an old TP or SL closing it
+        at the old position's price), so the entry waits while any is left (fail closed)."""
+        for algo_id in sorted(self._to_cancel):
+            if await self._cancel_algo(algo_id, "left by a closed position, before a new entry"):
+                self._to_cancel.discard(algo_id)
+        if self._to_cancel:
+            log.warning(
+                "%s: entry skipped: protective orders %s of a closed position could not be cancelled",
+                self.symbol,
+                sorted(self._to_cancel),
+            )
+            return False
+        return True
 
     async def _entry_fill(self, res: OrderResult, side: Side) -> tuple[float, float, bool]:
         """(average price, executed quantity, final) of the entry order.
