@@ -297,3 +297,24 @@ async def test_the_entry_first_cancels_the_last_positions_leftover_take_profit()
     assert sorted(o.trigger_price for o in w.algo_orders()) == [87.0, 107.0]
     await w.run({}, until=5)
     assert w.bot.state.side is LONG and [t.reason for t in w.bot.closed_trades] == [CloseReason.SL]
+
+
+async def test_a_duplicate_take_profit_nobody_tracks_is_cancelled_before_the_next_entry() -> None:
+    """The TP's placement times out after the exchange took it and the look-up by client id
+    fails: the bot places a second TP (``tp2``), the first stays open untracked. The stop
+    closes the position and only the tracked TP is cancelled. Old code entered again with the
+    untracked TP open: the rise to 104 executed it against the new position."""
+    plan = FaultPlan(
+        conditionals=ByIntent({"tp": CallFault(timeout=True)}),
+        calls={("open_conditional_orders", 1): CallFault(lost=True)},  # #0: the flat start
+    )
+    w = World(_STALE_TP_BARS, faults=plan, base=1e6)
+    await w.start()
+    await w.run({1: LONG}, until=2)  # entry (two TPs at 104), then the stop fires
+    await w.bot.wait_background()
+    assert [o.trigger_price for o in w.algo_orders()] == [104.0]  # the untracked one
+    await w.step(LONG, atr=5.0)
+    await w.run({}, until=5)
+    await w.bot.wait_background()
+    assert w.bot.state.side is LONG and [t.reason for t in w.bot.closed_trades] == [CloseReason.SL]
+    assert sorted(o.trigger_price for o in w.algo_orders()) == [87.0, 107.0]
