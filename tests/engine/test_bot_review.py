@@ -16,7 +16,7 @@ from perpbot.engine.kill_switch import KillSwitch
 from perpbot.engine.risk import DAY_MS, RiskManager, utc_day
 from perpbot.exchange.errors import ExchangeUnavailable
 from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, FaultPlan, OrderScript
+from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, EventRule, FaultPlan, OrderScript
 
 from .factories import BAR, SL_BAR, SYM, T0, ctx_at, flat
 from .harness import LONG, World
@@ -318,3 +318,22 @@ async def test_a_duplicate_take_profit_nobody_tracks_is_cancelled_before_the_nex
     await w.bot.wait_background()
     assert w.bot.state.side is LONG and [t.reason for t in w.bot.closed_trades] == [CloseReason.SL]
     assert sorted(o.trigger_price for o in w.algo_orders()) == [87.0, 107.0]
+
+
+async def test_stops_go_out_before_the_entry_bookkeeping_read_and_its_back_off() -> None:
+    """The entry is answered FILLED, its stream events come a minute late, and ``userTrades``
+    fails three times. Old code read the entry's executions (retried with 1 s and 2 s of
+    back-off, each attempt up to the request timeout live) before placing SL and TP: the
+    position stayed unprotected for that whole time. The read is bookkeeping only."""
+    plan = FaultPlan(
+        events=(EventRule(EventFate(Delivery.LATE, 60.0), kind="ORDER_TRADE_UPDATE"),),
+        calls={("user_trades", k): CallFault(timeout=True) for k in range(3)},
+    )
+    w = World(flat(100, 3), faults=plan)
+    await w.start()
+    await w.run({1: LONG}, until=1)
+    await w.bot.wait_background()
+    (entry,) = w.journal.orders(SYM, "ENTRY")
+    stops = w.journal.orders(SYM, "SL") + w.journal.orders(SYM, "TP")
+    assert [o.time_ms for o in stops] == [entry.time_ms, entry.time_ms]  # no wait before them
+    assert covered(w) and w.bot.state.side is LONG
