@@ -337,3 +337,35 @@ async def test_stops_go_out_before_the_entry_bookkeeping_read_and_its_back_off()
     stops = w.journal.orders(SYM, "SL") + w.journal.orders(SYM, "TP")
     assert [o.time_ms for o in stops] == [entry.time_ms, entry.time_ms]  # no wait before them
     assert covered(w) and w.bot.state.side is LONG
+
+
+async def test_a_candle_that_waited_for_a_reconcile_pass_reads_the_position_again() -> None:
+    """The runtime hands the candle a position read taken when the candle came in. A reconcile
+    pass was under way and emergency-closed a position nobody here had opened (no stop prices
+    known). Deciding on the handed-over read afterwards adopted a position that no longer
+    existed: a phantom LONG registered with the risk manager, SL/TP placed for nothing, and
+    no entry for the signal."""
+    w = World(flat(100, 4), exchange_cls=SlowAnswers)
+    w.ex.hold = {}
+    await w.start()
+    await w.run({}, until=0)
+    w.engine.market_order(SYM, OrderSide.BUY, 10.0)  # a position nobody here opened
+    snapshot = w.engine.position(SYM)
+    read = asyncio.Event()
+    w.ex.hold["position"] = read
+    reconciling = asyncio.create_task(w.bot.reconcile())
+    await _turns(20)
+
+    async def handed_over() -> Position | None:
+        return snapshot
+
+    w.i += 1
+    candle = asyncio.create_task(w.bot.on_candle(ctx_at(w.i, 100.0, LONG), position=handed_over()))
+    await _turns(20)
+    read.set()
+    await asyncio.gather(reconciling, candle)
+    await w.bot.wait_background()
+    assert [t.reason for t in w.bot.closed_trades] == [CloseReason.EMERGENCY]  # the stranger
+    pos = w.engine.position(SYM)
+    assert pos is not None and w.bot.state.side is LONG and w.bot.state.qty == pos.quantity
+    assert len(w.journal.orders(SYM, "ENTRY")) == 1 and covered(w)

@@ -164,7 +164,14 @@ class SymbolBot(
             if ctx.signal is None:
                 return
             with self._clock.scope():  # this bot's waiting stays its own (defect 18)
-                async with self._op_lock:  # a reconciliation pass in flight finishes first
+                if position is not None and self._op_lock.locked():
+                    # A reconciliation pass (or a close) is under way and finishes first: the
+                    # read handed over may predate what it does (adopt, emergency-close), so
+                    # the bot reads again. The caller discards a future; a coroutine is closed.
+                    if asyncio.iscoroutine(position):
+                        position.close()
+                    position = None
+                async with self._op_lock:
                     await self._on_signal(ctx, ctx.signal, position)
         except asyncio.CancelledError:
             raise
