@@ -164,7 +164,15 @@ class SymbolBot(
             if ctx.signal is None:
                 return
             with self._clock.scope():  # this bot's waiting stays its own (defect 18)
-                await self._on_signal(ctx, ctx.signal, position)
+                if position is not None and self._op_lock.locked():
+                    # A reconciliation pass (or a close) is under way and finishes first: the
+                    # read handed over may predate what it does (adopt, emergency-close), so
+                    # the bot reads again. The caller discards a future; a coroutine is closed.
+                    if asyncio.iscoroutine(position):
+                        position.close()
+                    position = None
+                async with self._op_lock:
+                    await self._on_signal(ctx, ctx.signal, position)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -187,6 +195,13 @@ class SymbolBot(
         if pos_ex is None:
             if self._pos is not None:
                 await self._sync_close("flat on candle")
+            elif self._pending is not None:
+                # An entry of unknown outcome is not a stale registration: it may still fill.
+                # Resolved first; while it stays open no second entry is sent.
+                await self._resolve_pending()
+                if self._pending is not None or self._pos is not None:
+                    log.warning("%s: an earlier entry is still unresolved; no new entry", self.symbol)
+                    return
             elif self._risk.is_open(self.symbol):
                 await self._release_stale("flat on candle")
             if entries_ok and not self.kill_switch.tripped:
@@ -229,7 +244,8 @@ class SymbolBot(
         """
         with self._clock.scope():
             try:
-                return await self._close_now(reason)
+                async with self._op_lock:
+                    return await self._close_now(reason)
             except ExchangeError as exc:  # the position (if any) keeps its protection
                 self.errors += 1
                 log.error("%s: %s close failed: %s; position left protected", self.symbol, reason.value, exc)

@@ -219,6 +219,10 @@ class BotBase:
         self._leverage = config.leverage
         self._n = num_symbols if num_symbols else max(1, len(config.symbols))
         self._close_lock = asyncio.Lock()
+        # One decision path at a time: a candle's, a reconciliation pass, a close on demand. The
+        # live runtime runs reconcile on a timer aligned with the candle closes; a pass that read
+        # the venue while a candle's entry was in flight adopted that entry as a stranger's.
+        self._op_lock = asyncio.Lock()
         self._pos: LocalPosition | None = None
         self._recent: deque[LocalPosition] = deque(maxlen=8)  # booked positions (late fills)
         self._pending: PendingEntry | None = None  # an entry whose outcome is not known yet

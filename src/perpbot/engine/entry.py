@@ -66,6 +66,15 @@ class EntryMixin(BotBase):
                 if not decision:
                     log.info("%s: %s entry refused by risk: %s", self.symbol, side.value, decision.reason)
                     return False
+                if (self._to_cancel or self._orders_dirty) and not await self._cancel_stale_protection():
+                    return False
+                if self.kill_switch.tripped:  # tripped by a close booked while the entry waited for it
+                    log.info(
+                        "%s: kill switch tripped meanwhile (%s): entry cancelled",
+                        self.symbol,
+                        self.kill_switch.reason,
+                    )
+                    return False
                 balance = await self._ex.balance()
                 allocation = balance / self._n
                 ratio = self._risk.margin_ratio(balance, self._n)
@@ -123,7 +132,11 @@ class EntryMixin(BotBase):
                         self._pending = None  # refused: nothing happened
                         return False
                     res = await self._order_by_cid(cid)  # outcome unknown: ask by client id first
-                    if res is None:
+                    if res is None or not res.order_id:
+                        # Unknown to the exchange *yet* is not "never": after a timeout Binance
+                        # may still execute the order (send/execution status unknown). Kept
+                        # pending (registered): its fills are adopted and protected at once, and
+                        # a later query that still finds nothing releases it.
                         await self._keep_pending("entry outcome unknown after a failed call")
                         return False
                 else:
@@ -148,6 +161,31 @@ class EntryMixin(BotBase):
             return True
         finally:
             self._busy = False
+
+    async def _cancel_stale_protection(self) -> bool:
+        """Before an entry on a flat symbol: the protective orders a closed position left open
+        are cancelled now (those whose cancel failed, and, when this bot's orders may have left
+        one since the last clean check, every open order: e.g. a duplicate TP of a placement
+        that timed out and could not be found). One still open would act on the new position
+        (an old TP or SL closing it at the old position's price), so the entry waits while any
+        is left (fail closed)."""
+        for algo_id in sorted(self._to_cancel):
+            if await self._cancel_algo(algo_id, "left by a closed position, before a new entry"):
+                self._to_cancel.discard(algo_id)
+        if not self._to_cancel and self._orders_dirty:
+            try:
+                await self._cancel_orphans("before a new entry")
+            except ExchangeError as exc:
+                log.warning("%s: entry skipped: orphan check failed: %s", self.symbol, exc)
+                return False
+        if self._to_cancel:
+            log.warning(
+                "%s: entry skipped: protective orders %s of a closed position could not be cancelled",
+                self.symbol,
+                sorted(self._to_cancel),
+            )
+            return False
+        return True
 
     async def _entry_fill(self, res: OrderResult, side: Side) -> tuple[float, float, bool]:
         """(average price, executed quantity, final) of the entry order.
@@ -177,7 +215,11 @@ class EntryMixin(BotBase):
             return acc.avg_price, acc.qty, acc.final
         if res.executed_qty > 0 and res.avg_price > 0:
             return res.avg_price, res.executed_qty, res.status not in _OPEN
-        pos_ex = await self._ex.position(self.symbol)
+        try:
+            pos_ex = await self._ex.position(self.symbol)
+        except ExchangeError as exc:  # outcome unknown: kept pending (registered), resolved by id
+            log.warning("%s: position read after the entry failed: %s", self.symbol, exc)
+            return 0.0, 0.0, False
         if pos_ex is not None and pos_ex.side is side:
             return pos_ex.entry_price, pos_ex.quantity, True
         return 0.0, 0.0, res.status not in _OPEN

@@ -54,10 +54,6 @@ class PendingMixin(BotBase):
     async def _announce_and_protect(
         self, pos: LocalPosition, atr: float, filters: SymbolFilters, ctx: CandleContext | None
     ) -> None:
-        if pos.entry_exec_qty < pos.entry_qty - self._tol():
-            # Which executions the answer's quantity is made of (by trade id), so that a later
-            # execution of the same order is told apart from one already counted.
-            await self._entry_from_rest(pos)
         sl, tp = self._stops(pos.entry_price, atr, pos.side, filters)
         pos.sl_price, pos.tp_price = sl, tp
         log.info(
@@ -86,6 +82,12 @@ class PendingMixin(BotBase):
             ),
         )
         await self._protect(pos, want_sl=True, want_tp=True)
+        if self._pos is pos and not pos.booked and pos.entry_exec_qty < pos.entry_qty - self._tol():
+            # Which executions the answer's quantity is made of (by trade id), so that a later
+            # execution of the same order is told apart from one already counted. Read after the
+            # stops are out: it is bookkeeping, and a slow or failing read (retried with
+            # back-off) must not keep the position unprotected.
+            await self._entry_from_rest(pos)
         if self._pos is pos and not pos.booked:
             await self._ensure_protection(pos)  # fills that arrived meanwhile are covered too
 

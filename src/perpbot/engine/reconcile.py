@@ -88,10 +88,11 @@ class ReconcileMixin(BotBase):
         """Periodic REST check (SPEC §13 rows 5, 6; issue 7 §2.4–2.6): resolve an entry of
         unknown outcome, SYNC-close a position the exchange shows flat, cancel this bot's orphans
         on a flat symbol, adopt an unknown position, and make protection cover the full quantity."""
-        if self._busy:
+        if self._busy or self._op_lock.locked():  # a candle or a close decides meanwhile
             return
         with self._clock.scope():
-            await self._reconcile()
+            async with self._op_lock:
+                await self._reconcile()
 
     async def _reconcile(self) -> None:
         """One pass, repeated (idempotent) with back-off when a REST call fails transiently, so

@@ -121,9 +121,11 @@ class RecoveryMixin(BotBase):
         if not pos.entry_exec_qty:
             await self._entry_executions_from_rest(pos)
         p = self._pending
+        entry_atr = float("nan")
         if p is not None and p.side is pos.side:
             # The entry whose outcome was unknown is this position: resolved (never adopted twice).
             self._pending = None
+            entry_atr = p.atr  # its stops, when no candle is at hand (reconcile)
             if p.order_id:
                 pos.entry_order_id = p.order_id
                 pos.entry_time_ms = min(pos.entry_time_ms, p.time_ms)
@@ -142,7 +144,7 @@ class RecoveryMixin(BotBase):
         await self._take_parked(pos)
         if self._pos is not pos:  # the parked executions closed it
             return pos
-        replaced = await self._restore_protection(pos, ctx)
+        replaced = await self._restore_protection(pos, ctx, entry_atr)
         log.info(
             "RECOVER %s %s entry=%.6f qty=%s sl=%s tp=%s replaced=%s",
             self.symbol,
@@ -277,13 +279,16 @@ class RecoveryMixin(BotBase):
         if pos.entry_order_id:
             self._entry_acc.setdefault(pos.entry_order_id, EntryAcc())
 
-    async def _restore_protection(self, pos: LocalPosition, ctx: CandleContext | None) -> list[str]:
+    async def _restore_protection(
+        self, pos: LocalPosition, ctx: CandleContext | None, entry_atr: float = float("nan")
+    ) -> list[str]:
         """Find existing SL/TP (algo *and* normal book); compute prices for the missing ones.
 
         Returns the kinds that must be (re-)placed; their prices are set on ``pos``. Prices come
-        from the ATR of the preloaded candles (``ctx``, the last closed one), else from the
-        trigger prices journaled for this entry; with neither, the price stays 0 and the caller
-        closes the position (fail closed: no made-up stop).
+        from the ATR of the preloaded candles (``ctx``, the last closed one), else from the ATR
+        its pending entry was sent with (``entry_atr``), else from the trigger prices journaled
+        for this entry; with none, the price stays 0 and the caller closes the position (fail
+        closed: no made-up stop).
         """
         exit_side = pos.side.exit_order_side
         algo = await self._ex.open_conditional_orders(self.symbol)
@@ -327,10 +332,10 @@ class RecoveryMixin(BotBase):
         if not missing:
             return []
         filters = await self._symbol_filters()
-        atr = ctx.atr if ctx is not None else float("nan")
+        atr = ctx.atr if ctx is not None else entry_atr
         if math.isfinite(atr) and atr > 0:
             sl, tp = self._stops(pos.entry_price, atr, pos.side, filters)
-            source = "ATR of the preloaded candles"
+            source = "ATR of the preloaded candles" if ctx is not None else "ATR of its entry"
         else:
             sl, tp = self._journaled_triggers(pos)
             source = "journal"

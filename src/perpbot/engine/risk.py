@@ -171,14 +171,17 @@ class RiskManager:
     def _check_reset(self) -> None:
         """Zero the daily PnL when the injected clock crossed 00:00 UTC (call under the lock)."""
         today = self._clock.now_ms() // DAY_MS
-        if today != self._day:
-            old, self._day = self._daily_pnl, today
-            self._daily_pnl = 0.0
-            self._emit(
-                "daily_reset",
-                f"daily PnL reset at 00:00 UTC (was {old:.4f})",
-                {"previous_daily_pnl": old, "day": utc_day(today * DAY_MS).isoformat()},
-            )
+        if today > self._day:  # forward only: a fill may have started the day already
+            self._start_day(today)
+
+    def _start_day(self, day: int) -> None:
+        old, self._day = self._daily_pnl, day
+        self._daily_pnl = 0.0
+        self._emit(
+            "daily_reset",
+            f"daily PnL reset at 00:00 UTC (was {old:.4f})",
+            {"previous_daily_pnl": old, "day": utc_day(day * DAY_MS).isoformat()},
+        )
 
     async def maybe_reset(self) -> None:
         """Explicit reset check (the live runner's midnight task; every operation also checks)."""
@@ -310,6 +313,10 @@ class RiskManager:
                 {"pnl": pnl, "fill_time_ms": time_ms},
             )
             return
+        if time_ms is not None and time_ms // DAY_MS == self._day + 1:
+            # Filled after 00:00 UTC on the venue's clock while ours still reads the day before:
+            # the new day starts now, else our own midnight reset would drop this PnL from it.
+            self._start_day(time_ms // DAY_MS)
         self._daily_pnl += pnl
 
     # ---------------------------------------------------------------- sizing
