@@ -198,3 +198,27 @@ async def test_private_stream_refuses_bad_subscriptions(sim: SimServer, http: ai
         assert reply["id"] == 4 and reply["error"]["code"] == 2
         await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 5})
         assert await _recv(ws) == {"result": [], "id": 5}
+
+
+async def test_expired_listen_key_leaves_the_socket_open_and_silent(
+    start_sim: Any,
+) -> None:
+    """Binance: ``listenKeyExpired`` "is not related to the websocket disconnection"; no more user
+    data comes on that socket until a new valid key is used. A server that closed the socket would
+    let a client that ignores the event (ccxt does) reconnect and recover, which it cannot live."""
+    srv = await start_sim(listen_key_validity_s=0.5)
+    client = ccxt_client(srv)
+    try:
+        await client.load_markets()
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{srv.port}") as http:
+            key = await _listen_key(http, srv)
+            async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+                msg = await _recv(ws, timeout=5)
+                assert msg["e"] == "listenKeyExpired" and msg["listenKey"] == key
+                assert await _listen_key(http, srv) != key  # a new key: its events are not ours
+                await client.create_order(SYM, "market", "buy", 10)
+                with pytest.raises(TimeoutError):  # neither a close frame nor an event
+                    await ws.receive(timeout=1.0)
+                assert not ws.closed
+    finally:
+        await client.close()

@@ -11,9 +11,10 @@ resync), ``reject_orders`` (``code`` one of -2019, -2022, -4118, -1111, -4164, -
 -1008; ``order_kind`` ``order`` | ``algo`` | ``any``), ``drop_connection`` (``stream`` market |
 private: TCP abort, the client sees close code 1006), ``silent_stream`` (``stream``; connected,
 pings answered, no data; a ``count`` counts withheld events), ``expire_listen_key`` (the key
-dies now: ``listenKeyExpired``, then the socket closes), ``adl`` (auto-deleverage now: ``fraction``
-of the position of ``symbol``, or of the first symbol holding one, default 0.5; ``x=CALCULATED``,
-client id ``adl_autoclose``). ``http_error`` may name a ``method`` (``DELETE``: a failed cancel).
+dies now: ``listenKeyExpired``; the socket stays open and silent, as on Binance), ``adl``
+(auto-deleverage now: ``fraction`` of the position of ``symbol``, or of the first symbol holding
+one, default 0.5; ``x=CALCULATED``, client id ``adl_autoclose``). ``http_error`` may name a
+``method`` (``DELETE``: a failed cancel).
 
 Late and out-of-order user-stream events (Binance keeps no ordering promise across event types
 and a congested stream can deliver late; SPEC §13 asks the bot to survive both):

@@ -236,5 +236,5 @@ def listen_key_put(srv: SimServer, p: Params) -> Any:
 
 
 def listen_key_delete(srv: SimServer, p: Params) -> Any:
-    srv.listen_keys.expire()
+    srv.listen_keys.expire(close=True)
     return {}
