@@ -91,11 +91,12 @@ async def test_full_trade_followed_from_rest_and_the_stream(
     assert [(a["caid"], a["X"]) for a in algo] == [
         ("ft-sl", "NEW"),
         ("ft-tp", "NEW"),
+        ("ft-tp", "TRIGGERING"),  # Binance: trigger met, forwarded; no order id yet
         ("ft-tp", "TRIGGERED"),
         ("ft-tp", "FINISHED"),
         ("ft-sl", "CANCELED"),
     ]
-    assert algo[2]["ai"] == exit_order and float(algo[2]["tp"]) == tp_px
+    assert algo[2]["ai"] == "" and algo[3]["ai"] == exit_order and float(algo[3]["tp"]) == tp_px
     fills = [e for e in events if e["e"] == "ORDER_TRADE_UPDATE" and e["o"]["x"] == "TRADE"]
     assert [f["o"]["c"] for f in fills] == ["ft-entry", "ft-tp"]
     exit_fill = fills[1]["o"]
@@ -222,3 +223,35 @@ async def test_expired_listen_key_leaves_the_socket_open_and_silent(
                 assert not ws.closed
     finally:
         await client.close()
+
+
+async def test_a_trigger_refused_by_the_matching_engine_is_triggering_then_rejected(
+    sim: SimServer, ex: ccxt.pro.binanceusdm, http: aiohttp.ClientSession
+) -> None:
+    """A reduce-only stop that fires while flat: Binance's algo service forwards it (TRIGGERING)
+    and the matching engine refuses it (REJECTED); no order is created."""
+    await ex.load_markets()
+    key = await _listen_key(http, sim)
+    async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+        await _wait_for(lambda: sim.private_hub.conns)
+        sl_px = round(sim.venue.mark("XRPUSDT") * 0.999, 4)
+        await ex.create_order(
+            SYM,
+            "market",
+            "sell",
+            10,
+            None,
+            {"stopLossPrice": sl_px, "reduceOnly": True, "clientAlgoId": "fl-sl"},
+        )
+        for _ in range(200):  # candles until the stop fires
+            sim.replay.advance(1)
+            if not sim.venue.open_algos("XRPUSDT"):
+                break
+        events = await _drain(ws)
+    algo = [e["o"] for e in events if e["e"] == "ALGO_UPDATE"]
+    assert [(a["caid"], a["X"], a["ai"]) for a in algo] == [
+        ("fl-sl", "NEW", ""),
+        ("fl-sl", "TRIGGERING", ""),
+        ("fl-sl", "REJECTED", ""),
+    ]
+    assert not [e for e in events if e["e"] == "ORDER_TRADE_UPDATE"]

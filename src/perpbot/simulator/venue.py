@@ -209,13 +209,23 @@ class Venue:
             self.publish()
 
     def publish(self) -> None:
-        """Record the engine's new events, then hand them to every listener, in order."""
+        """Record the engine's new events, then hand them to every listener, in order.
+
+        A fired trigger is first announced as ``ALGO_UPDATE X=TRIGGERING`` (no order id yet), as
+        Binance's algo service does before the matching engine accepts (TRIGGERED) or refuses
+        (REJECTED) the order; the engine, shared with the backtest, skips that transient state.
+        """
         if not self.engine.has_events:
             return
         for ev in self.engine.pop_events():
+            if isinstance(ev, AlgoUpdate) and ev.status in (AlgoStatus.TRIGGERED, AlgoStatus.REJECTED):
+                self._fan_out(replace(ev, status=AlgoStatus.TRIGGERING, triggered_order_id=0))
             self._record(ev)
-            for listener in tuple(self.listeners):
-                listener(ev)
+            self._fan_out(ev)
+
+    def _fan_out(self, ev: ExchangeEvent) -> None:
+        for listener in tuple(self.listeners):
+            listener(ev)
 
     def _record(self, ev: ExchangeEvent) -> None:
         if isinstance(ev, OrderTradeUpdate):
