@@ -255,3 +255,23 @@ async def test_a_trigger_refused_by_the_matching_engine_is_triggering_then_rejec
         ("fl-sl", "REJECTED", ""),
     ]
     assert not [e for e in events if e["e"] == "ORDER_TRADE_UPDATE"]
+
+
+async def test_a_leverage_change_is_pushed_as_account_config_update(
+    sim: SimServer, ex: ccxt.pro.binanceusdm, http: aiohttp.ClientSession
+) -> None:
+    """Binance pushes ``ACCOUNT_CONFIG_UPDATE`` (``ac``: symbol, leverage) when a symbol's leverage
+    changes; it is not an order/account event, so the delivered-event count does not move."""
+    await ex.load_markets()
+    key = await _listen_key(http, sim)
+    async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+        await _wait_for(lambda: sim.private_hub.conns)
+        before = sim.private_hub.pushed
+        new = sim.venue.engine.leverage("XRPUSDT") % 20 + 1
+        await ex.set_leverage(new, SYM)
+        frames = await _drain(ws)
+        await ex.set_leverage(new, SYM)  # no change: nothing pushed
+        again = await _drain(ws)
+    assert [(f["e"], f["ac"]) for f in frames] == [("ACCOUNT_CONFIG_UPDATE", {"s": "XRPUSDT", "l": new})]
+    assert isinstance(frames[0]["E"], int) and again == []
+    assert sim.private_hub.pushed == before

@@ -130,6 +130,14 @@ class PrivateHub:
                 conn.push(raw)
         self.pushed += sent
 
+    def push_raw(self, data: dict[str, Any]) -> None:
+        """A non-order event (``ACCOUNT_CONFIG_UPDATE``) to the active key's connections; not
+        counted in ``pushed``, which counts the order and account events a client handles."""
+        key = self.keys.key
+        for conn in tuple(self.conns):
+            if key is not None and conn.listen_key == key:
+                conn.push(_dumps({"stream": key, "data": data}) if conn.combined else _dumps(data))
+
     def _expired(self, key: str, close: bool) -> None:
         ev = {"e": "listenKeyExpired", "E": self.now_ms(), "listenKey": key}
         for conn in tuple(self.conns):
