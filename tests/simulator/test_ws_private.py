@@ -234,15 +234,8 @@ async def test_a_trigger_refused_by_the_matching_engine_is_triggering_then_rejec
     key = await _listen_key(http, sim)
     async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
         await _wait_for(lambda: sim.private_hub.conns)
-        sl_px = round(sim.venue.mark("XRPUSDT") * 0.999, 4)
-        await ex.create_order(
-            SYM,
-            "market",
-            "sell",
-            10,
-            None,
-            {"stopLossPrice": sl_px, "reduceOnly": True, "clientAlgoId": "fl-sl"},
-        )
+        stop = {"stopLossPrice": round(sim.venue.mark("XRPUSDT") * 0.999, 4), "reduceOnly": True}
+        await ex.create_order(SYM, "market", "sell", 10, None, {**stop, "clientAlgoId": "fl-sl"})
         for _ in range(200):  # candles until the stop fires
             sim.replay.advance(1)
             if not sim.venue.open_algos("XRPUSDT"):

@@ -28,6 +28,7 @@ from perpbot.domain.types import (
     OrderType,
 )
 from perpbot.errors import ConfigError
+from perpbot.exchange.binance.codec.market import MAX_NUM_ALGO_ORDERS
 from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.known_filters import derived_filters
 from perpbot.exchange.sim.engine import MatchingEngine
@@ -153,6 +154,8 @@ class Venue:
             and self.algos[self.algo_by_cid[cid]].order.status is AlgoStatus.NEW
         ):
             raise BinanceError(-4116, "ClientOrderId is duplicated.")
+        if len(self.open_algos(symbol)) >= MAX_NUM_ALGO_ORDERS:  # the symbol's published limit
+            raise BinanceError(-4045, "Reach max stop order limit.")
         return self.call(
             self.engine.place_algo,
             symbol,
