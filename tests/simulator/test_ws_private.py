@@ -268,3 +268,29 @@ async def test_a_leverage_change_is_pushed_as_account_config_update(
     assert [(f["e"], f["ac"]) for f in frames] == [("ACCOUNT_CONFIG_UPDATE", {"s": "XRPUSDT", "l": new})]
     assert isinstance(frames[0]["E"], int) and again == []
     assert sim.private_hub.pushed == before
+
+
+async def test_an_adl_execution_is_streamed_with_status_new_as_binance_documents(
+    sim: SimServer, ex: ccxt.pro.binanceusdm, http: aiohttp.ClientSession
+) -> None:
+    """Binance's Order Update doc: on ADL "c shows as adl_autoclose, X shows as NEW" (and
+    "autoclose-XXX", X NEW on a liquidation); the execution is ``x=CALCULATED`` with ``l``/``z``. A
+    client waiting for X=FILLED to close its books would wait for ever live."""
+    await ex.load_markets()
+    await ex.create_order(SYM, "market", "buy", 100)
+    key = await _listen_key(http, sim)
+    async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+        await _wait_for(lambda: sim.private_hub.conns)
+        async with http.post("/sim/faults", data=json.dumps([{"kind": "adl", "fraction": 0.5}])) as r:
+            assert r.status == 200
+        frames = await _drain(ws)
+    (adl,) = [f["o"] for f in frames if f["e"] == "ORDER_TRADE_UPDATE"]
+    assert (adl["c"], adl["x"], adl["X"], adl["l"], adl["z"]) == (
+        "adl_autoclose",
+        "CALCULATED",
+        "NEW",
+        "50",
+        "50",
+    )
+    got = await ex.fetch_order(str(adl["i"]), SYM)  # REST: the order's final state
+    assert got["status"] == "closed" and got["filled"] == 50.0

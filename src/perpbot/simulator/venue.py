@@ -25,6 +25,7 @@ from perpbot.domain.types import (
     Order,
     OrderResult,
     OrderSide,
+    OrderStatus,
     OrderType,
 )
 from perpbot.errors import ConfigError
@@ -212,11 +213,14 @@ class Venue:
             self.publish()
 
     def publish(self) -> None:
-        """Record the engine's new events, then hand them to every listener, in order.
+        """Record the engine's new events, then hand them to every listener, in order, in the
+        shapes Binance streams where they differ from the engine's (shared with the backtest):
 
-        A fired trigger is first announced as ``ALGO_UPDATE X=TRIGGERING`` (no order id yet), as
-        Binance's algo service does before the matching engine accepts (TRIGGERED) or refuses
-        (REJECTED) the order; the engine, shared with the backtest, skips that transient state.
+        * a fired trigger is first announced as ``ALGO_UPDATE X=TRIGGERING`` (no order id yet), as
+          Binance's algo service does before the matching engine accepts (TRIGGERED) or refuses
+          (REJECTED) the order;
+        * a liquidation or ADL execution (``x=CALCULATED``) is streamed with ``X=NEW``, as
+          Binance's Order Update documentation says; REST shows the order's final FILLED.
         """
         if not self.engine.has_events:
             return
@@ -224,6 +228,8 @@ class Venue:
             if isinstance(ev, AlgoUpdate) and ev.status in (AlgoStatus.TRIGGERED, AlgoStatus.REJECTED):
                 self._fan_out(replace(ev, status=AlgoStatus.TRIGGERING, triggered_order_id=0))
             self._record(ev)
+            if isinstance(ev, OrderTradeUpdate) and ev.execution_type == "CALCULATED":
+                ev = replace(ev, status=OrderStatus.NEW)
             self._fan_out(ev)
 
     def _fan_out(self, ev: ExchangeEvent) -> None:
