@@ -87,6 +87,9 @@ async def test_time_skew_gives_invalid_nonce_until_the_client_resyncs(
         (-4164, "order", ccxt.InvalidOrder),
         (-1111, "order", ccxt.BadRequest),
         (-4118, "algo", ccxt.OperationRejected),
+        # a protective order refused on a fast market / a full algo book (Binance's own answers)
+        (-2021, "algo", ccxt.OrderImmediatelyFillable),
+        (-4045, "algo", ccxt.OperationRejected),
     ],
 )
 async def test_reject_next_orders_with_a_code(

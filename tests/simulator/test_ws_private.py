@@ -91,11 +91,12 @@ async def test_full_trade_followed_from_rest_and_the_stream(
     assert [(a["caid"], a["X"]) for a in algo] == [
         ("ft-sl", "NEW"),
         ("ft-tp", "NEW"),
+        ("ft-tp", "TRIGGERING"),  # Binance: trigger met, forwarded; no order id yet
         ("ft-tp", "TRIGGERED"),
         ("ft-tp", "FINISHED"),
         ("ft-sl", "CANCELED"),
     ]
-    assert algo[2]["ai"] == exit_order and float(algo[2]["tp"]) == tp_px
+    assert algo[2]["ai"] == "" and algo[3]["ai"] == exit_order and float(algo[3]["tp"]) == tp_px
     fills = [e for e in events if e["e"] == "ORDER_TRADE_UPDATE" and e["o"]["x"] == "TRADE"]
     assert [f["o"]["c"] for f in fills] == ["ft-entry", "ft-tp"]
     exit_fill = fills[1]["o"]
@@ -198,3 +199,98 @@ async def test_private_stream_refuses_bad_subscriptions(sim: SimServer, http: ai
         assert reply["id"] == 4 and reply["error"]["code"] == 2
         await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 5})
         assert await _recv(ws) == {"result": [], "id": 5}
+
+
+async def test_expired_listen_key_leaves_the_socket_open_and_silent(
+    start_sim: Any,
+) -> None:
+    """Binance: ``listenKeyExpired`` "is not related to the websocket disconnection"; no more user
+    data comes on that socket until a new valid key is used. A server that closed the socket would
+    let a client that ignores the event (ccxt does) reconnect and recover, which it cannot live."""
+    srv = await start_sim(listen_key_validity_s=0.5)
+    client = ccxt_client(srv)
+    try:
+        await client.load_markets()
+        async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{srv.port}") as http:
+            key = await _listen_key(http, srv)
+            async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+                msg = await _recv(ws, timeout=5)
+                assert msg["e"] == "listenKeyExpired" and msg["listenKey"] == key
+                assert await _listen_key(http, srv) != key  # a new key: its events are not ours
+                await client.create_order(SYM, "market", "buy", 10)
+                with pytest.raises(TimeoutError):  # neither a close frame nor an event
+                    await ws.receive(timeout=1.0)
+                assert not ws.closed
+    finally:
+        await client.close()
+
+
+async def test_a_trigger_refused_by_the_matching_engine_is_triggering_then_rejected(
+    sim: SimServer, ex: ccxt.pro.binanceusdm, http: aiohttp.ClientSession
+) -> None:
+    """A reduce-only stop that fires while flat: Binance's algo service forwards it (TRIGGERING)
+    and the matching engine refuses it (REJECTED); no order is created."""
+    await ex.load_markets()
+    key = await _listen_key(http, sim)
+    async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+        await _wait_for(lambda: sim.private_hub.conns)
+        stop = {"stopLossPrice": round(sim.venue.mark("XRPUSDT") * 0.999, 4), "reduceOnly": True}
+        await ex.create_order(SYM, "market", "sell", 10, None, {**stop, "clientAlgoId": "fl-sl"})
+        for _ in range(200):  # candles until the stop fires
+            sim.replay.advance(1)
+            if not sim.venue.open_algos("XRPUSDT"):
+                break
+        events = await _drain(ws)
+    algo = [e["o"] for e in events if e["e"] == "ALGO_UPDATE"]
+    assert [(a["caid"], a["X"], a["ai"]) for a in algo] == [
+        ("fl-sl", "NEW", ""),
+        ("fl-sl", "TRIGGERING", ""),
+        ("fl-sl", "REJECTED", ""),
+    ]
+    assert not [e for e in events if e["e"] == "ORDER_TRADE_UPDATE"]
+
+
+async def test_a_leverage_change_is_pushed_as_account_config_update(
+    sim: SimServer, ex: ccxt.pro.binanceusdm, http: aiohttp.ClientSession
+) -> None:
+    """Binance pushes ``ACCOUNT_CONFIG_UPDATE`` (``ac``: symbol, leverage) when a symbol's leverage
+    changes; it is not an order/account event, so the delivered-event count does not move."""
+    await ex.load_markets()
+    key = await _listen_key(http, sim)
+    async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+        await _wait_for(lambda: sim.private_hub.conns)
+        before = sim.private_hub.pushed
+        new = sim.venue.engine.leverage("XRPUSDT") % 20 + 1
+        await ex.set_leverage(new, SYM)
+        frames = await _drain(ws)
+        await ex.set_leverage(new, SYM)  # no change: nothing pushed
+        again = await _drain(ws)
+    assert [(f["e"], f["ac"]) for f in frames] == [("ACCOUNT_CONFIG_UPDATE", {"s": "XRPUSDT", "l": new})]
+    assert isinstance(frames[0]["E"], int) and again == []
+    assert sim.private_hub.pushed == before
+
+
+async def test_an_adl_execution_is_streamed_with_status_new_as_binance_documents(
+    sim: SimServer, ex: ccxt.pro.binanceusdm, http: aiohttp.ClientSession
+) -> None:
+    """Binance's Order Update doc: on ADL "c shows as adl_autoclose, X shows as NEW" (and
+    "autoclose-XXX", X NEW on a liquidation); the execution is ``x=CALCULATED`` with ``l``/``z``. A
+    client waiting for X=FILLED to close its books would wait for ever live."""
+    await ex.load_markets()
+    await ex.create_order(SYM, "market", "buy", 100)
+    key = await _listen_key(http, sim)
+    async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+        await _wait_for(lambda: sim.private_hub.conns)
+        async with http.post("/sim/faults", data=json.dumps([{"kind": "adl", "fraction": 0.5}])) as r:
+            assert r.status == 200
+        frames = await _drain(ws)
+    (adl,) = [f["o"] for f in frames if f["e"] == "ORDER_TRADE_UPDATE"]
+    assert (adl["c"], adl["x"], adl["X"], adl["l"], adl["z"]) == (
+        "adl_autoclose",
+        "CALCULATED",
+        "NEW",
+        "50",
+        "50",
+    )
+    got = await ex.fetch_order(str(adl["i"]), SYM)  # REST: the order's final state
+    assert got["status"] == "closed" and got["filled"] == 50.0

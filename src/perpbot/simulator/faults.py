@@ -7,13 +7,14 @@ default 1) or ``seconds`` (a wall-clock span); optional ``endpoint`` (a path) an
 Kinds: ``http_error`` (``status`` 5xx), ``unknown_after_execution`` (the order *is* executed, the
 reply is a 503 "Unknown error"), ``latency`` (``ms``), ``rate_limit_burst`` (429 / -1003),
 ``time_skew`` (``ms`` added to server time for ``seconds``: -1021 for clients that do not
-resync), ``reject_orders`` (``code`` one of -2019, -2022, -4118, -1111, -4164, -4116, -1000,
--1008; ``order_kind`` ``order`` | ``algo`` | ``any``), ``drop_connection`` (``stream`` market |
+resync), ``reject_orders`` (``code`` one of -2019, -2022, -4118, -2021, -4045, -1111, -4164, -4116,
+-1000, -1008; ``order_kind`` ``order`` | ``algo`` | ``any``), ``drop_connection`` (``stream`` market |
 private: TCP abort, the client sees close code 1006), ``silent_stream`` (``stream``; connected,
 pings answered, no data; a ``count`` counts withheld events), ``expire_listen_key`` (the key
-dies now: ``listenKeyExpired``, then the socket closes), ``adl`` (auto-deleverage now: ``fraction``
-of the position of ``symbol``, or of the first symbol holding one, default 0.5; ``x=CALCULATED``,
-client id ``adl_autoclose``). ``http_error`` may name a ``method`` (``DELETE``: a failed cancel).
+dies now: ``listenKeyExpired``; the socket stays open and silent, as on Binance), ``adl``
+(auto-deleverage now: ``fraction`` of the position of ``symbol``, or of the first symbol holding
+one, default 0.5; ``x=CALCULATED``, client id ``adl_autoclose``). ``http_error`` may name a
+``method`` (``DELETE``: a failed cancel).
 
 Late and out-of-order user-stream events (Binance keeps no ordering promise across event types
 and a congested stream can deliver late; SPEC §13 asks the bot to survive both):
@@ -41,6 +42,8 @@ REJECT_MESSAGES: dict[int, str] = {
     -2019: "Margin is insufficient.",
     -2022: "ReduceOnly Order is rejected.",
     -4118: "ReduceOnly Order Failed. Please check your existing position and open orders.",
+    -2021: "Order would immediately trigger.",  # a stop placed after the price ran through it
+    -4045: "Reach max stop order limit.",  # the symbol's algo book is full
     -1111: "Precision is over the maximum defined for this asset.",
     -4164: "Order's notional must be no smaller than 5 (unless you choose reduce only).",
     -4116: "ClientOrderId is duplicated.",

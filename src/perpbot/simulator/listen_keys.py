@@ -1,7 +1,9 @@
 """The user-data-stream key: one active key per account, 60 minutes of validity, extendable.
 
 Binance semantics: ``POST`` returns the active key (extending it) or creates one; ``PUT`` extends
-the active key or answers -1125; ``DELETE`` closes it. Validity is wall-clock time. Keys are
+the active key or answers -1125; ``DELETE`` closes it and its stream. A key that lapses (or an
+injected expiry) only sends ``listenKeyExpired``: Binance leaves that socket open and silent.
+Validity is wall-clock time. Keys are
 derived from the API key and a counter (deterministic, unguessable without the API key).
 """
 
@@ -22,7 +24,7 @@ class ListenKeys:
     key: str | None = None
     expires_ms: int = 0
     issued: int = 0
-    on_expire: list[Callable[[str], None]] = field(default_factory=list)
+    on_expire: list[Callable[[str, bool], None]] = field(default_factory=list)
 
     def active(self) -> str | None:
         """The live key, after expiring it when its time is up (listeners are told)."""
@@ -49,9 +51,10 @@ class ListenKeys:
         self.expires_ms = self.clock_ms() + self.validity_ms
         return key
 
-    def expire(self) -> None:
-        """Kill the active key now (validity over, DELETE, or an injected fault)."""
+    def expire(self, close: bool = False) -> None:
+        """Kill the active key now (validity over, an injected fault, or DELETE: ``close``, the
+        one case where Binance also closes the key's sockets)."""
         key, self.key = self.key, None
         if key is not None:
             for cb in tuple(self.on_expire):
-                cb(key)
+                cb(key, close)

@@ -177,9 +177,14 @@ def post_dual(srv: SimServer, p: Params) -> Any:
 
 
 def set_leverage(srv: SimServer, p: Params) -> Any:
+    """A change is pushed on the user stream as ``ACCOUNT_CONFIG_UPDATE``, as Binance does."""
     s = srv.venue.symbol(p.req("symbol"))
     lev = p.int("leverage")
+    was = srv.venue.engine.leverage(s)
     srv.venue.call(srv.venue.engine.set_leverage, s, lev)
+    if lev != was:
+        now = srv.venue.now_ms
+        srv.private_hub.push_raw({"e": "ACCOUNT_CONFIG_UPDATE", "E": now, "T": now, "ac": {"s": s, "l": lev}})
     return {"leverage": lev, "maxNotionalValue": fmt(1_000_000_000 / lev), "symbol": s}
 
 
@@ -236,5 +241,5 @@ def listen_key_put(srv: SimServer, p: Params) -> Any:
 
 
 def listen_key_delete(srv: SimServer, p: Params) -> Any:
-    srv.listen_keys.expire()
+    srv.listen_keys.expire(close=True)
     return {}

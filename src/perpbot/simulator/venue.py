@@ -25,9 +25,11 @@ from perpbot.domain.types import (
     Order,
     OrderResult,
     OrderSide,
+    OrderStatus,
     OrderType,
 )
 from perpbot.errors import ConfigError
+from perpbot.exchange.binance.codec.market import MAX_NUM_ALGO_ORDERS
 from perpbot.exchange.errors import ExchangeError
 from perpbot.exchange.known_filters import derived_filters
 from perpbot.exchange.sim.engine import MatchingEngine
@@ -153,6 +155,8 @@ class Venue:
             and self.algos[self.algo_by_cid[cid]].order.status is AlgoStatus.NEW
         ):
             raise BinanceError(-4116, "ClientOrderId is duplicated.")
+        if len(self.open_algos(symbol)) >= MAX_NUM_ALGO_ORDERS:  # the symbol's published limit
+            raise BinanceError(-4045, "Reach max stop order limit.")
         return self.call(
             self.engine.place_algo,
             symbol,
@@ -209,13 +213,28 @@ class Venue:
             self.publish()
 
     def publish(self) -> None:
-        """Record the engine's new events, then hand them to every listener, in order."""
+        """Record the engine's new events, then hand them to every listener, in order, in the
+        shapes Binance streams where they differ from the engine's (shared with the backtest):
+
+        * a fired trigger is first announced as ``ALGO_UPDATE X=TRIGGERING`` (no order id yet), as
+          Binance's algo service does before the matching engine accepts (TRIGGERED) or refuses
+          (REJECTED) the order;
+        * a liquidation or ADL execution (``x=CALCULATED``) is streamed with ``X=NEW``, as
+          Binance's Order Update documentation says; REST shows the order's final FILLED.
+        """
         if not self.engine.has_events:
             return
         for ev in self.engine.pop_events():
+            if isinstance(ev, AlgoUpdate) and ev.status in (AlgoStatus.TRIGGERED, AlgoStatus.REJECTED):
+                self._fan_out(replace(ev, status=AlgoStatus.TRIGGERING, triggered_order_id=0))
             self._record(ev)
-            for listener in tuple(self.listeners):
-                listener(ev)
+            if isinstance(ev, OrderTradeUpdate) and ev.execution_type == "CALCULATED":
+                ev = replace(ev, status=OrderStatus.NEW)
+            self._fan_out(ev)
+
+    def _fan_out(self, ev: ExchangeEvent) -> None:
+        for listener in tuple(self.listeners):
+            listener(ev)
 
     def _record(self, ev: ExchangeEvent) -> None:
         if isinstance(ev, OrderTradeUpdate):

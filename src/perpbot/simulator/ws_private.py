@@ -2,7 +2,9 @@
 libraries' ``/private/stream`` (SUBSCRIBE the listen key; combined ``{"stream": K, "data": ev}``).
 
 Every engine event is encoded once by the codec and queued to each connection of the active key.
-When the key dies, its connections get ``listenKeyExpired`` and are closed. The ``late_events`` and
+When the key dies, its connections get ``listenKeyExpired``; they stay open and silent, as on
+Binance ("not related to the websocket disconnection"), unless the key was DELETEd, which closes
+them. The ``late_events`` and
 ``swap_events`` faults hold an event back and queue it after later ones (``simulator/faults.py``).
 """
 
@@ -128,12 +130,21 @@ class PrivateHub:
                 conn.push(raw)
         self.pushed += sent
 
-    def _expired(self, key: str) -> None:
+    def push_raw(self, data: dict[str, Any]) -> None:
+        """A non-order event (``ACCOUNT_CONFIG_UPDATE``) to the active key's connections; not
+        counted in ``pushed``, which counts the order and account events a client handles."""
+        key = self.keys.key
+        for conn in tuple(self.conns):
+            if key is not None and conn.listen_key == key:
+                conn.push(_dumps({"stream": key, "data": data}) if conn.combined else _dumps(data))
+
+    def _expired(self, key: str, close: bool) -> None:
         ev = {"e": "listenKeyExpired", "E": self.now_ms(), "listenKey": key}
         for conn in tuple(self.conns):
             if conn.listen_key == key:
                 conn.push(_dumps({"stream": key, "data": ev}) if conn.combined else _dumps(ev))
-                conn.close_soon()
+                if close:
+                    conn.close_soon()
 
     def drop_all(self) -> int:
         conns = tuple(self.conns)

@@ -16,6 +16,8 @@ from perpbot.domain.types import (
 )
 from perpbot.exchange.binance.codec.decimals import ASSET, Json, fmt, num
 
+MAX_NUM_ALGO_ORDERS = 10  # open conditional orders per symbol (Binance: -4045 beyond it)
+
 
 def symbol_info(f: SymbolFilters, base_asset: str, *, onboard_ms: int = 0) -> Json:
     """One ``exchangeInfo.symbols[]`` entry with the fields clients need (ccxt: marginAsset,
@@ -59,7 +61,7 @@ def symbol_info(f: SymbolFilters, base_asset: str, *, onboard_ms: int = 0) -> Js
                 "stepSize": fmt(f.step_size),
             },
             {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": MAX_NUM_ALGO_ORDERS},
             {"filterType": "MIN_NOTIONAL", "notional": fmt(f.min_notional)},
             {
                 "filterType": "PERCENT_PRICE",
