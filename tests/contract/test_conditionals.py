@@ -64,7 +64,13 @@ async def test_trigger_reports_algo_update_then_the_fill_and_leaves_the_sibling_
     assert await ex.position("XRPUSDT") is None, "the take-profit never triggered"
     await venue.settle()
     algo = [e for e in venue.events if isinstance(e, AlgoUpdate) and e.algo_id == tp_id]
-    assert [a.status for a in algo] == [AlgoStatus.NEW, AlgoStatus.TRIGGERED, AlgoStatus.FINISHED]
+    expected = [AlgoStatus.NEW, AlgoStatus.TRIGGERED, AlgoStatus.FINISHED]
+    if isinstance(venue, BinanceVenue):
+        # Binance's algo service announces the trigger before the order it sends exists (no
+        # order id yet); the in-process venue of the backtest goes straight to TRIGGERED.
+        expected.insert(1, AlgoStatus.TRIGGERING)
+    assert [a.status for a in algo] == expected
+    algo = [a for a in algo if a.status is not AlgoStatus.TRIGGERING]
     fired = algo[1].triggered_order_id
     assert fired > 0
     kinds = [
