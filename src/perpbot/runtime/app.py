@@ -16,9 +16,10 @@ time, fetch OI/funding (SPEC §2.3), build the context with ``live_feature_row``
 
 Stop (SIGINT/SIGTERM → ``stop`` event): no new candle jobs are taken, the jobs in flight and
 queued finish (at most ``drain_s``; what is still running then is cancelled, logged and alerted,
-so a stuck job cannot keep the process from stopping), the bots' background work is cancelled
-(``SymbolBot.stop``; protective orders stay on the exchange, SPEC §13 row 28), the streams close,
-the journal is flushed and closed, the lock released. The caller exits 0.
+so a stuck job cannot keep the process from stopping), so does the bots' background SL/TP work
+(same bound), then the rest is cancelled (``SymbolBot.stop``; protective orders stay on the
+exchange, SPEC §13 row 28), the streams close, the journal is flushed and closed, the lock
+released. The caller exits 0.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight
-from perpbot.runtime.supervisor import CANCEL_WAIT_S, SymbolWorker, describe
+from perpbot.runtime.supervisor import CANCEL_WAIT_S, SymbolWorker, describe, settle_background
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow
 
 log = logging.getLogger(__name__)
@@ -341,14 +342,24 @@ class Runtime:
             await self.feed.stop()
         workers = list(self.workers.values())
         abandoned = await asyncio.gather(*(w.stop(drain=True, drain_s=self.opts.drain_s) for w in workers))
-        cut = [f"{w.symbol} ({n})" for w, n in zip(workers, abandoned, strict=True) if n]
-        if cut:
-            with contextlib.suppress(Exception):
-                await self.alert(
-                    "alert",
-                    f"stop: candle job(s) still running after {self.opts.drain_s:g} s were cancelled: "
-                    f"{', '.join(cut)}; protective orders stay on the exchange, the next start verifies them",
-                )
+        cut = ", ".join(f"{w.symbol} ({n})" for w, n in zip(workers, abandoned, strict=True) if n)
+        # The bots' background protection work is in-flight handling too (user stream still open).
+        unsettled = ", ".join(await settle_background(self.bots, self.opts.drain_s))
+        for what, msg in (
+            (
+                cut,
+                "candle job(s) still running after {s:g} s were cancelled: {w}; protective orders "
+                "stay on the exchange, the next start verifies them",
+            ),
+            (
+                unsettled,
+                "SL/TP placement still running after {s:g} s was cancelled: {w}; CHECK their "
+                "protection (the next start verifies it)",
+            ),
+        ):
+            if what:
+                with contextlib.suppress(Exception):
+                    await self.alert("alert", "stop: " + msg.format(s=self.opts.drain_s, w=what))
         await self.close()
 
     async def close(self) -> None:
