@@ -393,10 +393,25 @@ class Runtime:
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:
-    """Start, serve until ``stop`` is set, stop gracefully; the exit status (0)."""
-    await runtime.start()
+    """Start, serve until ``stop`` is set, stop gracefully; the exit status (0). A stop while
+    start-up still waits for the venue (retried forever; no bot started, nothing sent) ends
+    start-up there; once a bot recovers its position, start-up finishes first."""
+    starting = asyncio.ensure_future(runtime.start())
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done() and not runtime.bots:
+            starting.cancel()  # once: ``start`` closes what it opened
+            await asyncio.wait({starting})
+            if starting.cancelled():
+                return 0
+        await starting  # (a cancellation lost in a ``wait_for`` on 3.11: stopped below)
+        await stopped
     finally:
-        await runtime.stop()
+        stopped.cancel()
+        if not starting.done():  # this task was cancelled itself: so is start-up, as before
+            starting.cancel()
+            await asyncio.wait({starting})
+        elif not starting.cancelled() and starting.exception() is None:
+            await runtime.stop()
     return 0
