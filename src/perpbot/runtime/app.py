@@ -338,6 +338,8 @@ class Runtime:
         if self._stopping:
             return
         self._stopping = True
+        if self.risk is not None:
+            self.risk.halt_entries()  # the decisions still running send no entry
         if self.feed is not None:
             await self.feed.stop()
         workers = list(self.workers.values())
