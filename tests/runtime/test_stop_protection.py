@@ -82,3 +82,33 @@ async def test_a_replacement_cut_by_the_stop_bound_is_alerted(sim: Simulator, tm
     assert _kinds(state, sym) == ["TAKE_PROFIT_MARKET"]
     (text,) = [t for t in notifier.texts("alert") if t.startswith("stop:")]
     assert f"SL/TP placement still running after 0.5 s was cancelled: {sym}; CHECK" in text
+
+
+async def test_a_stop_lets_a_reconcile_pass_that_replaces_a_lost_stop_loss_finish(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The stop-loss disappears without an event (the user stream withholds it): the periodic
+    reconciliation finds it missing and re-places it. A stop during that pass cancelled it."""
+    cfg = load_config(settings(sim), env_file=None)
+    opts = loopback_options(tmp_path / "j.sqlite3", reconcile_s=1.0)
+    rt = Runtime(cfg, opts, out=lambda _l: None, notifier=RecordingNotifier())
+    await rt.start()
+    try:
+        sym = str((await trade_until_open(sim, rt))[0]["symbol"])
+        sl_id = rt.bots[sym].state.sl_id
+        slow = {"kind": "latency", "ms": SLOW_MS, "endpoint": "/fapi/v1/openAlgoOrders", "symbol": sym}
+        deaf = {"kind": "silent_stream", "stream": "private", "seconds": 120}
+        await asyncio.to_thread(_inject, sim, [deaf, slow])
+        await rt.exchange.cancel_conditional(sym, sl_id)
+        for _ in range(1000):  # the reconcile pass waits for its slow protection check
+            state = await asyncio.to_thread(sim.state)
+            if any(f["kind"] == "latency" and f["hits"] for f in state["faults"]):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("no reconcile pass checked the protection")
+        assert rt.bots[sym].state.sl_id == sl_id  # the bot did not hear of the cancel
+    finally:
+        await asyncio.wait_for(rt.stop(), 120)
+    state = await asyncio.to_thread(sim.state)
+    assert _kinds(state, sym) == ["STOP_MARKET", "TAKE_PROFIT_MARKET"]

@@ -47,7 +47,7 @@ from perpbot.runtime.lane import Lane
 from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
-from perpbot.runtime.periodic import Every, Midnight
+from perpbot.runtime.periodic import Every, Midnight, wind_down
 from perpbot.runtime.supervisor import CANCEL_WAIT_S, SymbolWorker, describe, settle_background
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow
 
@@ -346,7 +346,9 @@ class Runtime:
         abandoned = await asyncio.gather(*(w.stop(drain=True, drain_s=self.opts.drain_s) for w in workers))
         cut = ", ".join(f"{w.symbol} ({n})" for w, n in zip(workers, abandoned, strict=True) if n)
         # The bots' background protection work is in-flight handling too (user stream still open).
-        unsettled = ", ".join(await settle_background(self.bots, self.opts.drain_s))
+        # So are a reconcile pass (it may be re-placing a lost SL) and what it spawned.
+        unsettled = await wind_down(self.periodic.values(), self.opts.drain_s)
+        unsettled = ", ".join([*unsettled, *await settle_background(self.bots, self.opts.drain_s)])
         for what, msg in (
             (
                 cut,
