@@ -22,6 +22,7 @@ from perpbot.runtime.app import Runtime
 from tests.runtime.opsenv import TRADED, joined, settings, trade_until_open
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_options
+from tests.support.slow_answer_proxy import slow_answer_proxy
 
 OI_LATENCY_MS = 800  # the close's OI read: the job waits for it (well under the 1 s snapshot age)
 
@@ -60,13 +61,42 @@ async def _until(cond: object, timeout_s: float) -> bool:
     return False
 
 
+async def _runtime(sim: Simulator, journal: Path, **env: str) -> Runtime:
+    venue_now = int((await asyncio.to_thread(sim.state))["replay_time_ms"])
+    cfg = load_config({**settings(sim), **env}, env_file=None)
+    opts = loopback_options(journal)
+    return Runtime(
+        cfg, opts, clock=VenueEraClock(venue_now), out=lambda _l: None, notifier=RecordingNotifier()
+    )
+
+
+async def _agrees_with_the_exchange(rt: Runtime, sim: Simulator, sym: str) -> None:
+    """The bot agrees with the exchange: flat (its signal found the symbol flat and may have
+    entered anew, then with its own protection), never a phantom of the closed position."""
+    state = await asyncio.to_thread(sim.state)
+    venue = [(p["side"], float(p["quantity"])) for p in state["positions"] if p["symbol"] == sym]
+    algos = [a for a in state["algo_orders"] if a["symbol"] == sym]
+    st = rt.bots[sym].state
+    mine = [(st.side.value, st.qty)] if st.side is not None else []
+    assert mine == venue, f"bot {mine}, exchange {venue}"
+    assert rt.risk.is_open(sym) == bool(venue)
+    assert sorted(a["orderType"] for a in algos) == (["STOP_MARKET", "TAKE_PROFIT_MARKET"] if venue else [])
+    assert all(float(a["quantity"]) == venue[0][1] for a in algos)
+
+
+async def _close_by_hand(rt: Runtime, sym: str) -> None:
+    """A reduce-only market close from outside the bot (the web UI); the bot books it."""
+    bot = rt.bots[sym]
+    st = bot.state
+    assert st.side is not None
+    await rt.exchange.market_order(sym, st.side.exit_order_side, st.qty, reduce_only=True)
+    assert await _until(lambda: not bot.in_position, 2.0), "the manual close is booked"
+
+
 async def test_a_position_closed_while_the_candle_job_waits_is_not_adopted_again(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    venue_now = int((await asyncio.to_thread(sim.state))["replay_time_ms"])
-    cfg = load_config(settings(sim), env_file=None)
-    opts = loopback_options(tmp_path / "journal.sqlite3")
-    rt = Runtime(cfg, opts, clock=VenueEraClock(venue_now), out=lambda _l: None, notifier=RecordingNotifier())
+    rt = await _runtime(sim, tmp_path / "journal.sqlite3")
     await rt.start()
     try:
         sym = str((await trade_until_open(sim, rt))[0]["symbol"])
@@ -83,10 +113,9 @@ async def test_a_position_closed_while_the_candle_job_waits_is_not_adopted_again
             st = bot.state
             if prep is not None and prep.signal is not None and st.side is not None:
                 # The job has read the position and waits for OI: the position is closed by
-                # hand meanwhile (reduce-only market), and the bot books that close.
+                # hand meanwhile, and the bot books that close.
                 await asyncio.sleep(0.2)
-                await rt.exchange.market_order(sym, st.side.exit_order_side, st.qty, reduce_only=True)
-                assert await _until(lambda: not bot.in_position, 2.0), "the manual close is booked"
+                await _close_by_hand(rt, sym)
                 closed = True
             await joined(rt)
             if closed:
@@ -94,18 +123,41 @@ async def test_a_position_closed_while_the_candle_job_waits_is_not_adopted_again
             if not bot.in_position:
                 await trade_until_open(sim, rt)
         assert closed, "no signal while in position"
-        state = await asyncio.to_thread(sim.state)
-        venue = [(p["side"], float(p["quantity"])) for p in state["positions"] if p["symbol"] == sym]
-        algos = [a for a in state["algo_orders"] if a["symbol"] == sym]
-        # The bot agrees with the exchange: flat (its signal found the symbol flat and may have
-        # entered anew, then with its own protection), never a phantom of the closed position.
-        st = bot.state
-        mine = [(st.side.value, st.qty)] if st.side is not None else []
-        assert mine == venue, f"bot {mine}, exchange {venue}"
-        assert rt.risk.is_open(sym) == bool(venue)
-        assert sorted(a["orderType"] for a in algos) == (
-            ["STOP_MARKET", "TAKE_PROFIT_MARKET"] if venue else []
-        )
-        assert all(float(a["quantity"]) == venue[0][1] for a in algos)
+        await _agrees_with_the_exchange(rt, sim, sym)
     finally:
         await rt.stop()
+
+
+async def test_a_position_closed_while_the_bot_awaits_its_read_is_not_adopted_again(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The same with the read's answer itself late (served, then held on the way back): the
+    close is booked after the job handed the read to the bot, while the bot awaits it."""
+    async with slow_answer_proxy(sim.http) as proxy:
+        rt = await _runtime(sim, tmp_path / "journal.sqlite3", BINANCE_FAPI_URL=proxy.url)
+        await rt.start()
+        try:
+            sym = str((await trade_until_open(sim, rt))[0]["symbol"])
+            bot = rt.bots[sym]
+            closed = False
+            for _ in range(120):
+                handled = rt.candles_handled[sym]
+                proxy.hold_next("/fapi/v2/positionRisk", sym)
+                await asyncio.to_thread(sim.advance, 1)
+                assert await _until(lambda h=handled: proxy.held.is_set() or rt.candles_handled[sym] > h, 30)
+                if proxy.held.is_set():  # a signal: the bot awaits the answer held here
+                    assert await _until(lambda h=handled: rt.candles_handled[sym] > h, 30)
+                    await asyncio.sleep(0.1)
+                    await _close_by_hand(rt, sym)
+                    closed = True
+                proxy.hold_path = None
+                proxy.release.set()
+                await joined(rt)
+                if closed:
+                    break
+                if not bot.in_position:
+                    await trade_until_open(sim, rt)
+            assert closed, "no signal while in position"
+            await _agrees_with_the_exchange(rt, sim, sym)
+        finally:
+            await rt.stop()

@@ -19,6 +19,7 @@ class SlowAnswerProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/")
         self.hold_path: str | None = None  # the next request to this path is held once served
+        self.hold_symbol: str | None = None  # ... and of this symbol (None: any)
         self.held = asyncio.Event()  # set when an answer is being held
         self.release = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -28,8 +29,8 @@ class SlowAnswerProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def hold_next(self, path: str) -> None:
-        self.hold_path = path
+    def hold_next(self, path: str, symbol: str | None = None) -> None:
+        self.hold_path, self.hold_symbol = path, symbol
         self.held.clear()
         self.release.clear()
 
@@ -43,7 +44,8 @@ class SlowAnswerProxy:
             payload = await r.read()
             status = r.status
             out = {k: v for k, v in r.headers.items() if k.lower() not in _HOP}
-        if self.hold_path is not None and request.path == self.hold_path:
+        wanted = self.hold_symbol is None or request.query.get("symbol") == self.hold_symbol
+        if self.hold_path is not None and request.path == self.hold_path and wanted:
             self.hold_path = None
             self.held.set()
             await self.release.wait()
