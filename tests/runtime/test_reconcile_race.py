@@ -7,10 +7,7 @@ phantom trade booked, the new SL/TP cancelled as orphans, the position left nake
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from perpbot.config import load_config
 from perpbot.engine.notifier import RecordingNotifier
@@ -19,13 +16,6 @@ from tests.runtime.opsenv import TRADED, advance
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_env, loopback_options
 from tests.support.slow_answer_proxy import slow_answer_proxy
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    s = Simulator([*TRADED, "BTCUSDT", "ETHUSDT"], 3)
-    yield s
-    s.stop()
 
 
 async def test_a_reconcile_answer_older_than_an_entry_does_not_close_the_new_position(

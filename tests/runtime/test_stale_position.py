@@ -7,37 +7,20 @@ no longer exists: a phantom in the risk registry, and reduce-only SL/TP placed o
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-import pytest
 
 from perpbot.config import load_config
 from perpbot.engine.clock import LiveClock
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.runtime.app import Runtime
-from tests.runtime.opsenv import TRADED, joined, settings, trade_until_open
+from tests.runtime.opsenv import inject_faults, joined, settings, trade_until_open
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_options
 from tests.support.slow_answer_proxy import slow_answer_proxy
 
 OI_LATENCY_MS = 800  # the close's OI read: the job waits for it (well under the 1 s snapshot age)
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    s = Simulator([*TRADED, "BTCUSDT", "ETHUSDT"], 3)
-    yield s
-    s.stop()
-
-
-def _inject(sim: Simulator, faults: list[dict[str, object]]) -> None:
-    req = urllib.request.Request(sim.http + "/sim/faults", data=json.dumps(faults).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        r.read()
 
 
 class VenueEraClock(LiveClock):
@@ -93,6 +76,22 @@ async def _close_by_hand(rt: Runtime, sym: str) -> None:
     assert await _until(lambda: not bot.in_position, 2.0), "the manual close is booked"
 
 
+async def _close_during_a_decision(
+    sim: Simulator, rt: Runtime, sym: str, bar: Callable[[], Awaitable[bool]]
+) -> None:
+    """Bar by bar (``bar``: advance one, True when it closed the position during the decision),
+    back in a position after each bar that did not; then the bot must agree with the exchange."""
+    for _ in range(120):
+        closed = await bar()
+        await joined(rt)
+        if closed:
+            await _agrees_with_the_exchange(rt, sim, sym)
+            return
+        if not rt.bots[sym].in_position:
+            await trade_until_open(sim, rt)
+    raise AssertionError("no signal while in position")
+
+
 async def test_a_position_closed_while_the_candle_job_waits_is_not_adopted_again(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -100,30 +99,24 @@ async def test_a_position_closed_while_the_candle_job_waits_is_not_adopted_again
     await rt.start()
     try:
         sym = str((await trade_until_open(sim, rt))[0]["symbol"])
-        bot = rt.bots[sym]
         rt.micro_decides[sym] = True  # as with an ML filter: the job waits for the OI/funding reads
         slow = {"kind": "latency", "ms": OI_LATENCY_MS, "endpoint": "/fapi/v1/openInterest", "symbol": sym}
-        await asyncio.to_thread(_inject, sim, [{**slow, "seconds": 900}])
-        closed = False
-        for _ in range(120):
+        await asyncio.to_thread(inject_faults, sim, [{**slow, "seconds": 900}])
+
+        async def bar() -> bool:
             last = rt.window.last_open(sym)
             await asyncio.to_thread(sim.advance, 1)
-            assert await _until(lambda last=last: rt.window.last_open(sym) != last, 30)
+            assert await _until(lambda: rt.window.last_open(sym) != last, 30)
             prep = rt.window.prepare(sym)
-            st = bot.state
-            if prep is not None and prep.signal is not None and st.side is not None:
-                # The job has read the position and waits for OI: the position is closed by
-                # hand meanwhile, and the bot books that close.
-                await asyncio.sleep(0.2)
-                await _close_by_hand(rt, sym)
-                closed = True
-            await joined(rt)
-            if closed:
-                break
-            if not bot.in_position:
-                await trade_until_open(sim, rt)
-        assert closed, "no signal while in position"
-        await _agrees_with_the_exchange(rt, sim, sym)
+            if prep is None or prep.signal is None or not rt.bots[sym].in_position:
+                return False
+            # The job has read the position and waits for OI: the position is closed by hand
+            # meanwhile, and the bot books that close.
+            await asyncio.sleep(0.2)
+            await _close_by_hand(rt, sym)
+            return True
+
+        await _close_during_a_decision(sim, rt, sym, bar)
     finally:
         await rt.stop()
 
@@ -138,26 +131,22 @@ async def test_a_position_closed_while_the_bot_awaits_its_read_is_not_adopted_ag
         await rt.start()
         try:
             sym = str((await trade_until_open(sim, rt))[0]["symbol"])
-            bot = rt.bots[sym]
-            closed = False
-            for _ in range(120):
+
+            async def bar() -> bool:
                 handled = rt.candles_handled[sym]
                 proxy.hold_next("/fapi/v2/positionRisk", sym)
                 await asyncio.to_thread(sim.advance, 1)
-                assert await _until(lambda h=handled: proxy.held.is_set() or rt.candles_handled[sym] > h, 30)
+                assert await _until(lambda: proxy.held.is_set() or rt.candles_handled[sym] > handled, 30)
+                closed = False
                 if proxy.held.is_set():  # a signal: the bot awaits the answer held here
-                    assert await _until(lambda h=handled: rt.candles_handled[sym] > h, 30)
+                    assert await _until(lambda: rt.candles_handled[sym] > handled, 30)
                     await asyncio.sleep(0.1)
                     await _close_by_hand(rt, sym)
                     closed = True
                 proxy.hold_path = None
                 proxy.release.set()
-                await joined(rt)
-                if closed:
-                    break
-                if not bot.in_position:
-                    await trade_until_open(sim, rt)
-            assert closed, "no signal while in position"
-            await _agrees_with_the_exchange(rt, sim, sym)
+                return closed
+
+            await _close_during_a_decision(sim, rt, sym, bar)
         finally:
             await rt.stop()

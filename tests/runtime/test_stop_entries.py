@@ -6,29 +6,11 @@ protection go on, the next start recovers what is open)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.runtime.opsenv import TRADED, runtime
+from tests.runtime.opsenv import TRADED, inject_faults, runtime
 from tests.runtime.simproc import Simulator
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    s = Simulator([*TRADED, "BTCUSDT", "ETHUSDT"], 3)
-    yield s
-    s.stop()
-
-
-def _inject(sim: Simulator, faults: list[dict[str, object]]) -> None:
-    req = urllib.request.Request(sim.http + "/sim/faults", data=json.dumps(faults).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        r.read()
 
 
 async def test_a_decision_in_flight_when_the_stop_comes_sends_no_entry(
@@ -40,7 +22,7 @@ async def test_a_decision_in_flight_when_the_stop_comes_sends_no_entry(
     try:
         # The venue answers position reads slowly: a signal's decision is in flight for 2 s.
         slow = {"kind": "latency", "ms": 2000, "endpoint": "/fapi/v2/positionRisk", "seconds": 900}
-        await asyncio.to_thread(_inject, sim, [slow])
+        await asyncio.to_thread(inject_faults, sim, [slow])
         deciding: list[str] = []
         for _ in range(160):
             signals = dict(rt.signals)

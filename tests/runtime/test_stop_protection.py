@@ -6,34 +6,16 @@ cannot finish within the stop's bound, the operator is told to check that positi
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from perpbot.config import load_config
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.runtime.app import Runtime
-from tests.runtime.opsenv import TRADED, settings, trade_until_open
+from tests.runtime.opsenv import inject_faults, settings, trade_until_open
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_options
 
 SLOW_MS = 3000  # the venue's answer to the bot's protection check
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    s = Simulator([*TRADED, "BTCUSDT", "ETHUSDT"], 3)
-    yield s
-    s.stop()
-
-
-def _inject(sim: Simulator, faults: list[dict[str, object]]) -> None:
-    req = urllib.request.Request(sim.http + "/sim/faults", data=json.dumps(faults).encode(), method="POST")
-    with urllib.request.urlopen(req, timeout=30) as r:
-        r.read()
 
 
 async def _stop_while_replacing_the_stop_loss(
@@ -53,7 +35,7 @@ async def _stop_while_replacing_the_stop_loss(
         # The venue is slow to answer the bot's protection check (a congested host): the
         # re-placement is still in flight when the stop comes.
         fault = {"kind": "latency", "ms": SLOW_MS, "endpoint": "/fapi/v1/openAlgoOrders", "symbol": sym}
-        await asyncio.to_thread(_inject, sim, [fault])
+        await asyncio.to_thread(inject_faults, sim, [fault])
         # Someone (the web UI, another tool) cancels the stop-loss: the bot re-places it.
         await rt.exchange.cancel_conditional(sym, sl_id)
         for _ in range(500):
@@ -98,7 +80,7 @@ async def test_a_stop_lets_a_reconcile_pass_that_replaces_a_lost_stop_loss_finis
         sl_id = rt.bots[sym].state.sl_id
         slow = {"kind": "latency", "ms": SLOW_MS, "endpoint": "/fapi/v1/openAlgoOrders", "symbol": sym}
         deaf = {"kind": "silent_stream", "stream": "private", "seconds": 120}
-        await asyncio.to_thread(_inject, sim, [deaf, slow])
+        await asyncio.to_thread(inject_faults, sim, [deaf, slow])
         await rt.exchange.cancel_conditional(sym, sl_id)
         for _ in range(1000):  # the reconcile pass waits for its slow protection check
             state = await asyncio.to_thread(sim.state)
