@@ -5,10 +5,12 @@ as a real process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -36,6 +38,13 @@ def settings(sim: Simulator) -> dict[str, str]:
 def cli_env(sim: Simulator, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE", "PERPBOT", "SYMBOL"))}
     return {**env, **settings(sim), **extra}
+
+
+def inject_faults(sim: Simulator, faults: list[dict[str, object]]) -> None:
+    """``POST /sim/faults`` (blocking: call it through ``asyncio.to_thread``)."""
+    req = urllib.request.Request(sim.http + "/sim/faults", data=json.dumps(faults).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        r.read()
 
 
 def runtime(sim: Simulator, journal: Path, *, view: LiveView | None = None) -> Runtime:

@@ -45,6 +45,7 @@ class Bot:
     def __init__(self, venue: Venue) -> None:
         self.venue = venue
         self.kill_switch = SimpleNamespace(tripped=False)
+        self.state = "flat"  # unchanged while the job runs: its position read is handed over
         self.handed: list[Any] = []
         self.calls_at_decision: list[str] = []
 

@@ -44,6 +44,37 @@ def test_live_needs_the_flag_and_the_confirmation(
             check_live_confirmation(cfg, flag, environ)
 
 
+LIVE_WS = "wss://fstream.binance.com"
+
+
+@pytest.mark.parametrize(
+    ("fapi", "ws", "error"),
+    [
+        ("https://fapi.binance.com", LIVE_WS, "BINANCE_FAPI_URL on fapi.binance.com: that is Binance live"),
+        ("https://FAPI.Binance.com/", "ws://127.0.0.1:9", "BINANCE_FAPI_URL on fapi.binance.com"),
+        ("http://127.0.0.1:9", LIVE_WS, "BINANCE_WS_URL on fstream.binance.com"),
+        ("https://demo-fapi.binance.com", "wss://fstream.binancefuture.com", None),
+        ("https://testnet.binancefuture.com", "wss://stream.binancefuture.com", None),
+        ("http://127.0.0.1:9", "ws://127.0.0.1:9", None),
+    ],
+)
+@pytest.mark.parametrize("flag", [False, True])
+def test_a_custom_venue_on_binance_live_is_refused(fapi: str, ws: str, error: str | None, flag: bool) -> None:
+    """A custom venue pointed at Binance's live hosts trades real money with the live key pair:
+    refused with or without ``--live`` (live is ``BINANCE_ENV=live``, confirmed)."""
+    env = {"BINANCE_ENV": "custom", "BINANCE_FAPI_URL": fapi, "BINANCE_WS_URL": ws}
+    cfg = load_config(env, env_file=None)
+    if error is None:
+        if flag:  # --live on a venue that is not live: refused as before
+            with pytest.raises(ConfigError, match="--live given but BINANCE_ENV=custom"):
+                check_live_confirmation(cfg, flag, {"PERPBOT_LIVE": "yes"})
+        else:
+            check_live_confirmation(cfg, flag, {})
+    else:
+        with pytest.raises(ConfigError, match=error):
+            check_live_confirmation(cfg, flag, {"PERPBOT_LIVE": "yes"})
+
+
 def test_a_second_lock_on_the_same_journal_is_refused_until_released(tmp_path: Path) -> None:
     journal = tmp_path / "j.sqlite3"
     first = JournalLock(journal).acquire()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from perpbot.runtime.guard import JournalLock
 from tests.runtime.simproc import Simulator
 
 PERPBOT = str(Path(sys.executable).with_name("perpbot"))
@@ -128,3 +130,34 @@ def test_bad_input_is_one_line_exit_2_and_sends_nothing(
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
     assert sim.state()["fill_count"] == 0
+
+
+def test_sigterm_stops_a_run_that_is_still_waiting_for_an_unreachable_venue(tmp_path: Path) -> None:
+    """Start-up retries an unreachable venue forever (a restart must not give up), but SIGTERM
+    or Ctrl-C must still stop it: nothing was sent, there is nothing to finish. The signal was
+    swallowed (the stop event is only awaited once start-up is done): only SIGKILL ended it."""
+    with socket.socket() as s:  # a port nobody listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BINANCE", "PERPBOT", "SYMBOL"))}
+    env.update(
+        BINANCE_ENV="custom",
+        BINANCE_FAPI_URL=f"http://127.0.0.1:{port}",
+        BINANCE_WS_URL=f"ws://127.0.0.1:{port}",
+        BINANCE_API_KEY="k" * 16,
+        BINANCE_API_SECRET="s" * 16,
+        SYMBOLS="XRPUSDT",
+    )
+    cmd = [PERPBOT, "run", "--journal", str(tmp_path / "j.sqlite3"), "--no-ml", "--quiet"]
+    proc = _start(cmd, env, tmp_path)
+    try:
+        _read_until(proc, "unreachable (attempt 2")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err[-2000:]
+        assert "stopped" in out and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    JournalLock(tmp_path / "j.sqlite3").acquire().release()  # the lock is free again

@@ -183,6 +183,7 @@ class SymbolBot(
         self, ctx: CandleContext, side: Side, position: Awaitable[Position | None] | None = None
     ) -> None:
         log.info("SIGNAL %s %s close=%.6f atr=%.6f", self.symbol, side.value, ctx.close, ctx.atr)
+        seen = self._pos
         if self._busy:
             log.warning("%s: previous entry/reverse still in flight; signal ignored", self.symbol)
             return
@@ -192,6 +193,10 @@ class SymbolBot(
         if self.kill_switch.tripped:
             log.info("%s: kill switch active (%s): entries blocked", self.symbol, self.kill_switch.reason)
         pos_ex = await (position if position is not None else self._ex.position(self.symbol))
+        if self._pos is not seen:
+            # A close or a fill was handled while the read was out: its answer may predate it (a
+            # stale "open" re-adopted the position just booked as closed). Read again.
+            pos_ex = await self._ex.position(self.symbol)
         if pos_ex is None:
             if self._pos is not None:
                 await self._sync_close("flat on candle")

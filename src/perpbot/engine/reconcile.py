@@ -121,7 +121,15 @@ class ReconcileMixin(BotBase):
             await self._late_funding()
         if self._fee_watch:
             await self._late_entry_fees()
+        # The pass runs beside the candle jobs and the user stream: a read answered before an
+        # entry filled (or a close was booked) but acted upon after is stale. Acting on it
+        # SYNC-closed a live position (phantom trade, its new SL/TP cancelled as orphans) or
+        # re-adopted a closed one. The state moved while the read was out: next pass.
+        seen = (self._pos, self._pending)
         pos_ex = await self._ex.position(self.symbol)
+        if self._busy or self._pos is not seen[0] or self._pending is not seen[1]:
+            log.info("%s: reconcile pass skipped: the position changed during its read", self.symbol)
+            return
         if pos_ex is None:
             if self._pos is not None:
                 await self._sync_close("reconcile")

@@ -59,6 +59,7 @@ REFUSED_SYMBOL_OPEN = RiskDecision(False, "symbol_open")
 REFUSED_SAME_DIRECTION = RiskDecision(False, "max_same_direction")
 REFUSED_DAILY_LOSS = RiskDecision(False, "daily_loss_limit")
 REFUSED_CLOSE_SETTLING = RiskDecision(False, "close_settling")
+REFUSED_STOPPING = RiskDecision(False, "stopping")
 
 # How long an entry waits for a close in flight (any symbol, its own included) to be booked before
 # it is refused: the close may be a loss that takes the day past its limit (found by the chaos test:
@@ -98,6 +99,7 @@ class RiskManager:
         self._daily_pnl = 0.0
         self._day = clock.now_ms() // DAY_MS
         self._open: dict[str, Side] = {}
+        self._halted = False  # the process is stopping: no new entry (``halt_entries``)
         self._limit_hit_day = -1  # day number whose limit breach was already journaled
 
     # ---------------------------------------------------------------- read-only views
@@ -266,7 +268,14 @@ class RiskManager:
                 return REFUSED_DAILY_LOSS
             return self._can_open(symbol, side)
 
+    def halt_entries(self) -> None:
+        """SIGINT/SIGTERM (issue 10 §1: stop taking entries): every later entry is refused, the
+        decisions already running included; exits, protection and bookings go on."""
+        self._halted = True
+
     def _can_open(self, symbol: str, side: Side) -> RiskDecision:
+        if self._halted:
+            return REFUSED_STOPPING
         if len(self._open) >= self.max_positions:
             return REFUSED_MAX_POSITIONS
         if symbol in self._open:

@@ -16,9 +16,10 @@ time, fetch OI/funding (SPEC §2.3), build the context with ``live_feature_row``
 
 Stop (SIGINT/SIGTERM → ``stop`` event): no new candle jobs are taken, the jobs in flight and
 queued finish (at most ``drain_s``; what is still running then is cancelled, logged and alerted,
-so a stuck job cannot keep the process from stopping), the bots' background work is cancelled
-(``SymbolBot.stop``; protective orders stay on the exchange, SPEC §13 row 28), the streams close,
-the journal is flushed and closed, the lock released. The caller exits 0.
+so a stuck job cannot keep the process from stopping), so does the bots' background SL/TP work
+(same bound), then the rest is cancelled (``SymbolBot.stop``; protective orders stay on the
+exchange, SPEC §13 row 28), the streams close, the journal is flushed and closed, the lock
+released. The caller exits 0.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ from perpbot.runtime.lane import Lane
 from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
-from perpbot.runtime.periodic import Every, Midnight
-from perpbot.runtime.supervisor import CANCEL_WAIT_S, SymbolWorker, describe
+from perpbot.runtime.periodic import Every, Midnight, wind_down
+from perpbot.runtime.supervisor import CANCEL_WAIT_S, SymbolWorker, describe, settle_background
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow
 
 log = logging.getLogger(__name__)
@@ -337,18 +338,32 @@ class Runtime:
         if self._stopping:
             return
         self._stopping = True
+        if self.risk is not None:
+            self.risk.halt_entries()  # the decisions still running send no entry
         if self.feed is not None:
             await self.feed.stop()
         workers = list(self.workers.values())
         abandoned = await asyncio.gather(*(w.stop(drain=True, drain_s=self.opts.drain_s) for w in workers))
-        cut = [f"{w.symbol} ({n})" for w, n in zip(workers, abandoned, strict=True) if n]
-        if cut:
-            with contextlib.suppress(Exception):
-                await self.alert(
-                    "alert",
-                    f"stop: candle job(s) still running after {self.opts.drain_s:g} s were cancelled: "
-                    f"{', '.join(cut)}; protective orders stay on the exchange, the next start verifies them",
-                )
+        cut = ", ".join(f"{w.symbol} ({n})" for w, n in zip(workers, abandoned, strict=True) if n)
+        # The bots' background protection work is in-flight handling too (user stream still open).
+        # So are a reconcile pass (it may be re-placing a lost SL) and what it spawned.
+        unsettled = await wind_down(self.periodic.values(), self.opts.drain_s)
+        unsettled = ", ".join([*unsettled, *await settle_background(self.bots, self.opts.drain_s)])
+        for what, msg in (
+            (
+                cut,
+                "candle job(s) still running after {s:g} s were cancelled: {w}; protective orders "
+                "stay on the exchange, the next start verifies them",
+            ),
+            (
+                unsettled,
+                "SL/TP placement still running after {s:g} s was cancelled: {w}; CHECK their "
+                "protection (the next start verifies it)",
+            ),
+        ):
+            if what:
+                with contextlib.suppress(Exception):
+                    await self.alert("alert", "stop: " + msg.format(s=self.opts.drain_s, w=what))
         await self.close()
 
     async def close(self) -> None:
@@ -382,10 +397,25 @@ class Runtime:
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:
-    """Start, serve until ``stop`` is set, stop gracefully; the exit status (0)."""
-    await runtime.start()
+    """Start, serve until ``stop`` is set, stop gracefully; the exit status (0). A stop while
+    start-up still waits for the venue (retried forever; no bot started, nothing sent) ends
+    start-up there; once a bot recovers its position, start-up finishes first."""
+    starting = asyncio.ensure_future(runtime.start())
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done() and not runtime.bots:
+            starting.cancel()  # once: ``start`` closes what it opened
+            await asyncio.wait({starting})
+            if starting.cancelled():
+                return 0
+        await starting  # (a cancellation lost in a ``wait_for`` on 3.11: stopped below)
+        await stopped
     finally:
-        await runtime.stop()
+        stopped.cancel()
+        if not starting.done():  # this task was cancelled itself: so is start-up, as before
+            starting.cancel()
+            await asyncio.wait({starting})
+        elif not starting.cancelled() and starting.exception() is None:
+            await runtime.stop()
     return 0

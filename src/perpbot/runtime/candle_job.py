@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("perpbot.runtime.app")
 
 # A position read started longer ago than this (a late BTC/ETH candle, a slow OI read) is not
-# handed to the bot: it reads the position afresh, as without the head start.
+# handed to the bot: it reads the position afresh, as without the head start. Nor is one during
+# which the bot's state changed (a close or a fill handled from the user stream meanwhile): the
+# snapshot may predate it, and a stale "open" made the bot adopt a position it had just closed.
 POSITION_READ_MAX_AGE_S = 1.0
 T = TypeVar("T")
 
@@ -57,6 +59,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
     funding: asyncio.Future[Any] | None = None
     position: asyncio.Future[Any] | None = None
     position_at = 0.0
+    position_state: Any = None  # the bot's state when the read started
     try:
         await turn.take(ROUTINE)
         if micro_decides:
@@ -68,6 +71,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
             probe.stage(sym, open_ms, "signal")
         signal = prep is not None and prep.signal is not None
         if signal:
+            position_state = rt.bots[sym].state
             position = asyncio.ensure_future(rt.exchange.position(sym))
             position_at = time.monotonic()
             prefetch = getattr(rt.exchange, "prefetch_balance", None)
@@ -103,7 +107,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         rt.candles_handled[sym] += 1
         rt.last_candle_wall[sym] = time.monotonic()
         if ctx is not None:
-            await _decide(rt, sym, open_ms, ctx, position, position_at)
+            await _decide(rt, sym, open_ms, ctx, position, position_at, position_state)
             position = None  # handed over (or dropped as too old)
         if not micro_decides:
             assert funding is not None
@@ -117,9 +121,16 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
 
 
 async def _decide(
-    rt: Runtime, sym: str, open_ms: int, ctx: Any, position: asyncio.Future[Any] | None, position_at: float
+    rt: Runtime,
+    sym: str,
+    open_ms: int,
+    ctx: Any,
+    position: asyncio.Future[Any] | None,
+    position_at: float,
+    position_state: Any = None,
 ) -> None:
-    """``on_candle`` with the position read started by the job (when still young enough)."""
+    """``on_candle`` with the position read started by the job (when still young enough and
+    nothing changed the bot's state since it started)."""
     bot = rt.bots[sym]
     if ctx.signal is not None:
         rt.signals[sym] += 1
@@ -128,7 +139,9 @@ async def _decide(
         await rt.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
     if rt.view is not None:
         rt.view.on_candle(sym, ctx)
-    if position is not None and time.monotonic() - position_at > POSITION_READ_MAX_AGE_S:
+    if position is not None and (
+        time.monotonic() - position_at > POSITION_READ_MAX_AGE_S or bot.state != position_state
+    ):
         _discard(position)
         position = None  # too old a snapshot to decide on: the bot reads it again
     probe = latency.PROBE

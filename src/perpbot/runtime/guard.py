@@ -1,7 +1,9 @@
 """Start-up refusals of ``perpbot run`` (issue 10, "Bad input"): each is one line, exit 2, and
 happens before the adapter sends anything.
 
-- live mode is never an accident: ``BINANCE_ENV=live`` needs ``--live`` *and* ``PERPBOT_LIVE=yes``;
+- live mode is never an accident: ``BINANCE_ENV=live`` needs ``--live`` *and* ``PERPBOT_LIVE=yes``,
+  and a ``custom`` venue whose URL is Binance's live host is refused (it would trade real money
+  with the live keys, unconfirmed, its alerts tagged ``[TESTNET]``);
 - a second ``perpbot run`` on the same journal: an exclusive ``flock`` on ``<journal>.lock``, held
   for the life of the process (the kernel releases it when the process dies, even on SIGKILL, so
   a crash never leaves a stale lock behind);
@@ -20,6 +22,7 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 from perpbot.config import MAX_DAILY_LOSS, MAX_POSITIONS, AppConfig
 from perpbot.errors import ConfigError, DataError, ModelError
@@ -32,6 +35,13 @@ def check_live_confirmation(cfg: AppConfig, live_flag: bool, environ: Mapping[st
     """Real money needs both the flag and the environment variable; the flag never switches a
     demo/custom configuration to live by itself (it is refused, so a typo cannot go live)."""
     confirmed = environ.get(LIVE_CONFIRM_VAR, "").strip().lower() == "yes"
+    for name, url in (("BINANCE_FAPI_URL", cfg.fapi_url), ("BINANCE_WS_URL", cfg.ws_url)):
+        host = (urlsplit(url.strip()).hostname or "").lower().rstrip(".")
+        if cfg.binance_env == "custom" and _binance_production(host):
+            raise ConfigError(
+                f"BINANCE_ENV=custom with {name} on {host}: that is Binance live (real money); use "
+                "BINANCE_ENV=live with --live and PERPBOT_LIVE=yes"
+            )
     if cfg.binance_env == "live":
         if not live_flag:
             raise ConfigError(
@@ -44,6 +54,11 @@ def check_live_confirmation(cfg: AppConfig, live_flag: bool, environ: Mapping[st
         raise ConfigError(
             f"--live given but BINANCE_ENV={cfg.binance_env}: live trading needs BINANCE_ENV=live"
         )
+
+
+def _binance_production(host: str) -> bool:
+    """A Binance host that is not demo trading (``demo-fapi``) nor the testnet (``binancefuture.com``)."""
+    return (host == "binance.com" or host.endswith(".binance.com")) and not host.startswith("demo-")
 
 
 class JournalLock:

@@ -4,13 +4,17 @@ happens as scheduled (a failing REST call must not end reconciliation for the da
 
 Times come from the injected clock (``now_ms``) so the midnight reset follows replay time in
 paper mode; the waiting itself is wall time (``asyncio.sleep``), bounded by ``tick_s``.
+
+A graceful stop lets a pass in flight finish (``wind_down``) before the tasks are cancelled: a
+reconciliation pass may be re-placing a position's lost stop-loss, and cancelling it left the
+position without one on the exchange after exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -27,12 +31,16 @@ class Every:
     job: Callable[[], Awaitable[None]]
     passes: int = 0
     failures: int = 0
+    busy: bool = False  # a pass is running
+    closing: bool = False  # no new pass (``wind_down``)
 
     async def run(self, now_ms: Callable[[], int], tick_s: float) -> None:
         period_ms = int(self.period_s * 1000)
         due = now_ms() - now_ms() % period_ms + period_ms
         while True:
             await asyncio.sleep(tick_s)
+            if self.closing:
+                return
             if now_ms() < due:
                 continue
             await self.once()
@@ -40,6 +48,7 @@ class Every:
             due = now - now % period_ms + period_ms
 
     async def once(self) -> None:
+        self.busy = True
         try:
             await self.job()
             self.passes += 1
@@ -48,6 +57,20 @@ class Every:
         except Exception:
             self.failures += 1
             log.exception("periodic %s failed; next pass as scheduled", self.name)
+        finally:
+            self.busy = False
+
+
+async def wind_down(jobs: Iterable[Every], limit_s: float) -> list[str]:
+    """No new pass of ``jobs``; wait (at most ``limit_s``) for the passes in flight. The names
+    of those still running at the bound (the caller then cancels them)."""
+    jobs = list(jobs)
+    for j in jobs:
+        j.closing = True
+    end = asyncio.get_running_loop().time() + limit_s
+    while any(j.busy for j in jobs) and asyncio.get_running_loop().time() < end:
+        await asyncio.sleep(0.05)
+    return [j.name for j in jobs if j.busy]
 
 
 @dataclass(slots=True)

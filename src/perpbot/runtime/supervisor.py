@@ -212,6 +212,21 @@ def _being_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+async def settle_background(bots: dict[str, Any], limit_s: float) -> list[str]:
+    """Wait (at most ``limit_s``) for the bots' background work: re-placement of a lost SL/TP,
+    the adoption and protection of a late entry fill. A graceful stop must let it finish, as it
+    lets the candle jobs finish: ``SymbolBot.stop`` cancels it, which left a position without
+    its stop-loss on the exchange after exit. The symbols whose work was still running at the
+    bound (it is then cancelled by the caller's ``stop``)."""
+    waits = {s: asyncio.ensure_future(b.wait_background()) for s, b in bots.items() if b.has_background}
+    if not waits:
+        return []
+    _, pending = await asyncio.wait(waits.values(), timeout=limit_s)
+    for fut in pending:
+        fut.cancel()
+    return [s for s, fut in waits.items() if fut in pending]
+
+
 def describe(workers: dict[str, SymbolWorker]) -> dict[str, Any]:
     """Per symbol: alive, jobs, errors, restarts (the heartbeat and ``status`` read this)."""
     return {

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from perpbot.aio import cancel_and_wait
+from perpbot.alerts.redact import hide_listen_keys
 
 log = logging.getLogger(__name__)
 STOP_WAIT_S = 10.0  # a stopped socket's task gets this long to end (its close waits 2 s)
@@ -260,4 +261,5 @@ class StreamSilent(Exception):
 
 
 def _one_line(exc: object) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
+    """An error as one log/alert line; a refused upgrade quotes the URL: its listen key is masked."""
+    return hide_listen_keys(" ".join(f"{type(exc).__name__}: {exc}".split()))
