@@ -214,3 +214,23 @@ async def test_with_an_ml_filter_the_row_waits_for_the_oi_answer() -> None:
     venue.release.set()
     await asyncio.wait_for(job, 2.0)
     assert bot.contexts and venue.calls[:2] == ["open_interest", "funding_rate"]
+
+
+async def test_a_candle_already_followed_by_a_newer_one_is_handed_over_as_a_hold() -> None:
+    # After a stream outage the backfill delivers the missed candles together: when an older
+    # one's job runs, the window already holds a newer candle. Its signal is not acted on (no
+    # position read, the bot gets a HOLD); the newest candle is decided as usual.
+    with_signal, _ = _signal_rows()
+    market = synth_market(days=14, seed=3, symbol=SYM)
+    rt, venue, _, open_ms = _runtime(5.0, with_signal, with_correlation=True)
+    bot = _with(rt, venue)
+    for c in _candles(market.iloc[with_signal + 1 : with_signal + 2], SYM):
+        await rt.window.add(c)
+    await handle_candle(rt, SYM, open_ms)
+    assert [c.signal for c in bot.contexts] == [None] and bot.handed == [None]
+    assert "position" not in venue.calls and rt.signals[SYM] == 0 and rt.candles_handled[SYM] == 1
+    # Control: the same candle as the newest one is decided with its signal.
+    rt, venue, _, open_ms = _runtime(5.0, with_signal, with_correlation=True)
+    bot = _with(rt, venue)
+    await handle_candle(rt, SYM, open_ms)
+    assert bot.contexts[0].signal is not None and "position" in venue.calls and rt.signals[SYM] == 1

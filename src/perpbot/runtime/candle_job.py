@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from perpbot import latency
@@ -47,6 +48,8 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
        ``on_candle`` exactly as before (stored previous OI, the candle's row in the window);
     4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the reads
        are in flight; then ``on_candle``.
+    A candle that is no longer the symbol's newest (the stream's backfill after an outage
+    delivers the missed candles together) is handed to the bot as a HOLD (``_stale``).
     The CPU of all this runs in the runtime's lane (``lane.py``): one job at a time, a candle
     with a signal before the rest of a HOLD candle, out of the lane while waiting for I/O."""
     probe = latency.PROBE  # bench/bench_runtime.py only
@@ -69,7 +72,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         prep = rt.window.prepare(sym, upto_open_ms=open_ms)
         if probe is not None:
             probe.stage(sym, open_ms, "signal")
-        signal = prep is not None and prep.signal is not None
+        signal = prep is not None and prep.signal is not None and not _superseded(rt, sym, open_ms)
         if signal:
             position_state = rt.bots[sym].state
             position = asyncio.ensure_future(rt.exchange.position(sym))
@@ -106,6 +109,8 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         turn.give()
         rt.candles_handled[sym] += 1
         rt.last_candle_wall[sym] = time.monotonic()
+        if ctx is not None and ctx.signal is not None and _superseded(rt, sym, open_ms):
+            ctx = _stale(sym, open_ms, ctx)
         if ctx is not None:
             await _decide(rt, sym, open_ms, ctx, position, position_at, position_state)
             position = None  # handed over (or dropped as too old)
@@ -153,6 +158,29 @@ async def _decide(
         _discard(position)
     if probe is not None:
         probe.end(sym, open_ms)
+
+
+def _superseded(rt: Runtime, sym: str, open_ms: int) -> bool:
+    """A newer closed candle of ``sym`` is already in the window."""
+    newest = rt.window.last_open(sym)
+    return newest is not None and newest > open_ms
+
+
+def _stale(sym: str, open_ms: int, ctx: Any) -> Any:
+    """The candle's context without its signal. After a market-stream outage the feed backfills
+    every missed candle at once; deciding each of them would enter or reverse on signals up to
+    hours old, at today's price, sized and stopped from an old close, possibly flipping several
+    times in a row. Only the newest candle is decided; the older ones still update the window,
+    the features' history and the bot's per-candle bookkeeping. (Paper never hands over such a
+    candle: its driver submits the current one only.)"""
+    log.warning(
+        "%s: candle %d is not the newest held (a backfill after a stream outage): its %s signal "
+        "is not acted on",
+        sym,
+        open_ms,
+        ctx.signal.value,
+    )
+    return replace(ctx, signal=None)
 
 
 def _micro_reads(rt: Runtime, sym: str) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
