@@ -84,3 +84,29 @@ async def test_429_alerts_once_per_back_off_window(clock: Clock) -> None:
     await b.acquire(1)  # waits the window out
     b.on_429(2.0)  # a new window later on is a new event
     assert len(alerts) == 2
+
+
+async def test_an_order_does_not_wait_behind_reads_that_spent_the_minute(clock: Clock) -> None:
+    """A stop placement, a cancel or an emergency close must not wait up to a minute behind
+    klines/income reads: Binance counts them on the order-count limit (weight 0-1 on the IP)."""
+    b = WeightBudget(limit=100, margin=0.8, now_ms=clock.now)
+    for _ in range(8):
+        await b.acquire(10)  # reads spent the read share of the minute
+    await b.acquire(4, order=True)
+    await b.acquire(1, order=True)
+    assert clock.slept == [] and b.waits == 0
+    await b.acquire(1)  # a read still waits for the next minute
+    assert len(clock.slept) == 1 and clock.t % 60_000 == 0
+
+
+async def test_orders_stop_at_the_hard_limit_and_still_honour_429(clock: Clock) -> None:
+    b = WeightBudget(limit=100, margin=0.8, now_ms=clock.now)
+    b.observe_used(99)  # other clients of the IP spent nearly all of it
+    await b.acquire(1, order=True)
+    assert clock.slept == []
+    await b.acquire(1, order=True)  # over Binance's own limit: wait, as a 429 would follow
+    assert len(clock.slept) == 1
+    b.on_429(3.0)
+    t0 = clock.t
+    await b.acquire(1, order=True)
+    assert clock.t - t0 == 3000

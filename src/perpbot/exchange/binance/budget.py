@@ -8,6 +8,10 @@ this one.
 How it works:
 - Fixed calendar-minute windows like Binance's counter; ``acquire(cost)`` waits for the next
   minute when the spend would cross ``limit * margin``.
+- Order placement and cancellation (``acquire(cost, order=True)``) may also spend the margin, up to
+  ``limit``: reads (a klines preload, a trade/income catch-up) must not hold a stop-loss or an
+  emergency close back until the next minute. Binance counts new orders on their own per-account
+  order-count limit (weight 0 on the IP, 1 for a cancel), so the margin is theirs to use.
 - ``observe_used(n)`` corrects the local count from ``X-MBX-USED-WEIGHT-1M`` (other processes on
   the same IP, requests ccxt costed differently): the count never goes below what Binance says.
 - ``on_429(retry_after_s)``: every request of the process waits until the window Binance named
@@ -54,7 +58,8 @@ class WeightBudget:
         now_ms: Callable[[], int] = wall_ms,
         alert: Callable[[str], None] | None = None,
     ) -> None:
-        self.capacity = int(limit * margin)
+        self.limit = int(limit)
+        self.capacity = int(limit * margin)  # what reads may spend; orders may go up to ``limit``
         self.now_ms = now_ms
         self.alert = alert
         self._window = -1
@@ -108,9 +113,11 @@ class WeightBudget:
 
     # ------------------------------------------------------------------ admission
 
-    async def acquire(self, cost: int) -> None:
-        """Wait until ``cost`` fits (429 window over, minute budget left); raise when banned."""
+    async def acquire(self, cost: int, *, order: bool = False) -> None:
+        """Wait until ``cost`` fits (429 window over, minute budget left); raise when banned.
+        ``order``: an order placement or cancellation, admitted up to ``limit`` (not ``capacity``)."""
         cost = max(int(cost), 1)
+        ceiling = max(self.limit, self.capacity) if order else self.capacity
         while True:
             now = self.now_ms()
             if now < self._banned_until:
@@ -120,7 +127,7 @@ class WeightBudget:
                 wait_ms = self._blocked_until - now
             else:
                 self._roll(now)
-                if self._used + cost <= self.capacity or self._used == 0:
+                if self._used + cost <= ceiling or self._used == 0:
                     self._used += cost
                     return
                 wait_ms = (self._window + 1) * 60_000 - now

@@ -39,6 +39,13 @@ _UNKNOWN_OUTCOME = (-1000, -1006, -1007)
 SIGNED_AT: ContextVar[float] = ContextVar("perpbot_signed_at", default=0.0)
 
 
+# Whether the calling task's request being costed is an order placement or cancellation: set by
+# ``calculate_rate_limiter_cost`` and read by ``throttle``, which ccxt's ``fetch2`` calls one
+# after the other with no await between them (so no other request of the task can interleave).
+_ORDER_REQUEST: ContextVar[bool] = ContextVar("perpbot_order_request", default=False)
+_ORDER_PATHS = frozenset({"order", "algoOrder", "batchOrders", "allOpenOrders", "algoOpenOrders"})
+
+
 def signed_at() -> float:
     """Monotonic time at which this task's last request was signed (0.0: none yet)."""
     return SIGNED_AT.get()
@@ -92,8 +99,19 @@ class PerpbotBinance(ccxt_async.binanceusdm):  # type: ignore[misc]
 
     budget: WeightBudget
 
+    def calculate_rate_limiter_cost(
+        self, api: Any, method: Any, path: Any, params: Any, config: Any = None
+    ) -> Any:
+        section = api[0] if isinstance(api, list) and api else api  # ccxt passes ["fapiPrivate"]
+        order = section == "fapiPrivate" and method in ("POST", "DELETE") and path in _ORDER_PATHS
+        _ORDER_REQUEST.set(order)
+        return super().calculate_rate_limiter_cost(api, method, path, params, config or {})
+
     async def throttle(self, cost: Any = None) -> None:
-        await self.budget.acquire(int(cost or 1))
+        """Orders (place/cancel) may use the budget's margin: they never queue behind reads."""
+        order = _ORDER_REQUEST.get()
+        _ORDER_REQUEST.set(False)
+        await self.budget.acquire(int(cost or 1), order=order)
 
     def sign(self, *args: Any, **kwargs: Any) -> Any:
         SIGNED_AT.set(time.monotonic())  # before the timestamp is taken: never later than it

@@ -1,0 +1,50 @@
+"""Orders do not queue behind reads in the process-wide weight budget (real ccxt, real
+simulator): a preload or a trade/income catch-up that spent the minute's read weight must not
+delay a stop-loss, its cancel or an emergency close until the next minute."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from perpbot.domain.types import OrderSide, OrderType
+from perpbot.exchange.binance.adapter import BinanceExchange
+from perpbot.exchange.binance.budget import WeightBudget
+from tests.contract.harness import BinanceVenue
+
+Start = Callable[..., Any]
+
+
+async def test_stop_cancel_and_close_go_out_while_reads_have_spent_the_minute(start_venue: Start) -> None:
+    v: BinanceVenue = await start_venue()
+    budget = WeightBudget(limit=200, margin=0.8)  # reads may spend 160 a minute
+    ex = BinanceExchange(v.ex.endpoints, v.ex.rest._creds, budget=budget)
+    try:
+        await ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="prio-in")
+        price = await v.price("XRPUSDT")
+        into_minute = time.time() % 60.0  # the budget counts calendar minutes: stay inside one
+        if into_minute > 40.0:
+            await asyncio.sleep(60.2 - into_minute)
+        while budget.used + 30 <= budget.capacity:
+            await ex.income_history("XRPUSDT", 0)  # weight 30 each: a catch-up of income
+        while budget.used < budget.capacity:
+            await ex.open_orders("XRPUSDT")  # weight 1 each: fills the read share exactly
+        waits = budget.waits
+
+        async def protect_then_close() -> None:
+            sl = await ex.place_conditional(
+                "XRPUSDT", OrderType.STOP_MARKET, OrderSide.SELL, 100.0, round(price * 0.9, 4),
+                client_algo_id="prio-sl",
+            )  # fmt: skip
+            await ex.cancel_conditional("XRPUSDT", sl.algo_id)
+            await ex.market_order(
+                "XRPUSDT", OrderSide.SELL, 100.0, reduce_only=True, client_order_id="prio-out"
+            )
+
+        await asyncio.wait_for(protect_then_close(), timeout=10.0)
+        assert budget.waits == waits
+        assert await ex.position("XRPUSDT") is None
+    finally:
+        await ex.close()
