@@ -59,3 +59,10 @@ def is_valid_client_id(cid: str) -> bool:
 def candle_open(now_ms: int) -> int:
     """Open time of the candle ``now_ms`` falls in."""
     return now_ms - now_ms % CANDLE_MS
+
+
+def is_own_client_id(symbol: str, cid: str) -> bool:
+    """Whether ``cid`` was made by ``make_client_id`` for ``symbol`` (any candle, any intent):
+    the bot may cancel such an order as its own; an operator's or another tool's it leaves."""
+    own = make_client_id(symbol, 0, "x").rsplit("-", 2)[0] + "-"
+    return cid.startswith(own)

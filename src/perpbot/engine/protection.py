@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
+from perpbot.domain.client_ids import is_own_client_id
 from perpbot.domain.types import (
     CloseReason,
     ConditionalOrder,
@@ -26,7 +27,13 @@ from perpbot.engine.notifier import (
     alert_message,
     emergency_message,
 )
-from perpbot.exchange.errors import NO_SUCH_ORDER, UNKNOWN_ORDER, ExchangeError, ExchangeUnavailable
+from perpbot.exchange.errors import (
+    MAX_STOP_ORDERS,
+    NO_SUCH_ORDER,
+    UNKNOWN_ORDER,
+    ExchangeError,
+    ExchangeUnavailable,
+)
 
 
 class ProtectionMixin(BotBase):
@@ -78,6 +85,8 @@ class ProtectionMixin(BotBase):
                 log.warning("%s: %s placement attempt %d failed: %s", self.symbol, kind, attempt, exc)
                 if not isinstance(exc, ExchangeError) or isinstance(exc, ExchangeUnavailable):
                     order = await self._find_algo_by_cid(cid)  # it may exist anyway: look it up
+                elif exc.code == MAX_STOP_ORDERS and attempt < PROTECT_ATTEMPTS:
+                    await self._free_stop_slots(pos)
             if order is not None:
                 self._journal.record_order_result(
                     row, time_ms=self._clock.now_ms(), status=order.status.value, algo_id=order.algo_id
@@ -99,6 +108,31 @@ class ProtectionMixin(BotBase):
             if attempt < PROTECT_ATTEMPTS:
                 await self._clock.sleep(PROTECT_RETRY_S)
         return None
+
+    async def _free_stop_slots(self, pos: LocalPosition) -> None:
+        """-4045 (10 open conditional orders on the symbol): the book is full. The bot's own
+        orders other than the position's current SL and TP protect nothing it tracks (undersized
+        stops whose cancel failed, duplicates of placements that timed out): they are cancelled
+        so the next attempt fits, instead of closing a protected position as an emergency.
+        Orders with another client id (an operator's) are left alone."""
+        try:
+            open_algo = await self._ex.open_conditional_orders(self.symbol)
+        except ExchangeError as exc:
+            log.warning("%s: stop book full; reading it failed: %s", self.symbol, exc)
+            return
+        keep = {pos.sl_id, pos.tp_id}
+        stale = sorted(
+            o.algo_id
+            for o in open_algo
+            if o.algo_id not in keep and is_own_client_id(self.symbol, o.client_algo_id)
+        )
+        msg = f"stop book full (-4045): cancelling {len(stale)} stale own conditional orders"
+        log.warning("%s: %s", self.symbol, msg)
+        self._journal.record_event(
+            self._clock.now_ms(), "stale_stops_cancelled", self.symbol, msg, {"algo_ids": stale}
+        )
+        for algo_id in stale:
+            await self._cancel_algo(algo_id, "stale, the stop book is full")
 
     async def _find_algo_by_cid(self, cid: str) -> ConditionalOrder | None:
         try:

@@ -23,6 +23,7 @@ INVALID_ORDER_TYPE = -1116  # "Invalid orderType."
 INVALID_LEVERAGE = -4028  # "Leverage N is not valid"
 MARGIN_TYPE_WITH_POSITION = -4048  # "Margin type cannot be changed if there exists position."
 INVALID_MARGIN_TYPE = -4044  # "The margin type is invalid."
+MAX_STOP_ORDERS = -4045  # "Reach max stop order limit." (10 open conditional orders per symbol)
 
 
 class ExchangeError(Exception):

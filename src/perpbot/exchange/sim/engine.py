@@ -72,6 +72,7 @@ from perpbot.exchange.errors import (
     INVALID_ORDER_TYPE,
     INVALID_SYMBOL,
     MARGIN_TYPE_WITH_POSITION,
+    MAX_STOP_ORDERS,
     NO_NEED_TO_CHANGE_MARGIN_TYPE,
     NO_SUCH_ORDER,
     ORDER_WOULD_IMMEDIATELY_TRIGGER,
@@ -86,6 +87,8 @@ from perpbot.exchange.sim.intrabar import path, walk
 from perpbot.exchange.sim.registry import LiveOrder
 from perpbot.exchange.sim.reports import conditional
 from perpbot.exchange.sim.settings import SimSettings
+
+MAX_OPEN_ALGOS = 10  # open conditional orders per symbol (Binance's MAX_NUM_ALGO_ORDERS filter)
 
 
 def _clock_of(engine: MatchingEngine) -> Callable[[], int]:
@@ -517,6 +520,8 @@ class MatchingEngine:
         quantity = float(quantity)
         trigger_price = float(trigger_price)
         validate_order(b.filters, quantity, trigger_price, reduce_only, trigger_price=trigger_price)
+        if len(b.algos) >= MAX_OPEN_ALGOS:  # Binance's MAX_NUM_ALGO_ORDERS filter, as the simulator
+            raise ExchangeError(MAX_STOP_ORDERS, "Reach max stop order limit.")
         up = (order_type is OrderType.STOP_MARKET) == (side is OrderSide.BUY)
         last = self.last_price(symbol)
         if (up and last >= trigger_price) or (not up and last <= trigger_price):
