@@ -34,13 +34,19 @@ from perpbot.exchange.errors import (
     ExchangeError,
     ExchangeUnavailable,
 )
+from perpbot.exchange.port import protecting
 
 
 class ProtectionMixin(BotBase):
     """Protection: reduce-only SL/TP placement with retries, re-placement, orphan and sibling cancels."""
 
     async def _protect(self, pos: LocalPosition, *, want_sl: bool, want_tp: bool) -> bool:
-        """Place SL and TP independently, 3 attempts each; emergency close if either fails."""
+        """Place SL and TP independently, 3 attempts each; emergency close if either fails.
+        Its requests (lookups included) pass ahead of history reads (``protecting``)."""
+        with protecting():
+            return await self._protect_now(pos, want_sl=want_sl, want_tp=want_tp)
+
+    async def _protect_now(self, pos: LocalPosition, *, want_sl: bool, want_tp: bool) -> bool:
         failed: list[str] = []
         for kind, wanted in (("SL", want_sl), ("TP", want_tp)):
             if not wanted or self._pos is not pos:
@@ -146,7 +152,12 @@ class ProtectionMixin(BotBase):
     async def _ensure_protection(self, pos: LocalPosition) -> None:
         """Protection covers the full quantity (issue 7 §2.4): a missing SL/TP is re-placed, an
         undersized one (partial entry grown later, recovery, an order we did not size) is
-        replaced: the new one first, then the old one cancelled, so the position is never naked."""
+        replaced: the new one first, then the old one cancelled, so the position is never naked.
+        Its reads (algo book, position) pass ahead of history reads (``protecting``)."""
+        with protecting():
+            await self._ensure_protection_now(pos)
+
+    async def _ensure_protection_now(self, pos: LocalPosition) -> None:
         if self._pos is not pos or pos.booked:
             return
         open_algo = {o.algo_id: o for o in await self._ex.open_conditional_orders(self.symbol)}

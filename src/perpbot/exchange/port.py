@@ -10,7 +10,9 @@ registered with ``subscribe``; an adapter delivers them in the order the exchang
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Protocol, runtime_checkable
 
 from perpbot.domain.events import ExchangeEvent
@@ -27,6 +29,23 @@ from perpbot.domain.types import (
 )
 
 EventHandler = Callable[[ExchangeEvent], Awaitable[None]]
+
+# True while the calling task protects a position (places SL/TP, reads the algo book and the
+# position to decide which, closes it in an emergency).
+PROTECTING: ContextVar[bool] = ContextVar("perpbot_protecting", default=False)
+
+
+@contextmanager
+def protecting() -> Iterator[None]:
+    """Mark the requests made inside as protecting a position: an adapter that shares a request
+    budget (Binance's weight per IP and minute) lets them pass ahead of history reads, so a
+    preload or a catch-up cannot leave a position without its stop for up to a minute. A
+    context, not a parameter: the port's methods stay the same for every venue."""
+    token = PROTECTING.set(True)
+    try:
+        yield
+    finally:
+        PROTECTING.reset(token)
 
 
 @runtime_checkable

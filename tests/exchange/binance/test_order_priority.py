@@ -12,6 +12,7 @@ from typing import Any
 from perpbot.domain.types import OrderSide, OrderType
 from perpbot.exchange.binance.adapter import BinanceExchange
 from perpbot.exchange.binance.budget import WeightBudget
+from perpbot.exchange.port import PROTECTING, protecting
 from tests.contract.harness import BinanceVenue
 
 Start = Callable[..., Any]
@@ -46,5 +47,33 @@ async def test_stop_cancel_and_close_go_out_while_reads_have_spent_the_minute(st
         await asyncio.wait_for(protect_then_close(), timeout=10.0)
         assert budget.waits == waits
         assert await ex.position("XRPUSDT") is None
+    finally:
+        await ex.close()
+
+
+async def test_the_reads_of_a_protection_go_out_while_reads_have_spent_the_minute(start_venue: Start) -> None:
+    """Re-placing a stop that disappeared starts with reads (the algo book, the position):
+    inside ``protecting()`` they do not wait for the next minute either."""
+    v: BinanceVenue = await start_venue()
+    budget = WeightBudget(limit=200, margin=0.8)
+    ex = BinanceExchange(v.ex.endpoints, v.ex.rest._creds, budget=budget)
+    try:
+        into_minute = time.time() % 60.0
+        if into_minute > 40.0:
+            await asyncio.sleep(60.2 - into_minute)
+        while budget.used + 30 <= budget.capacity:
+            await ex.income_history("XRPUSDT", 0)
+        while budget.used < budget.capacity:
+            await ex.open_orders("XRPUSDT")
+        waits = budget.waits
+
+        async def reads() -> None:
+            with protecting():
+                await ex.open_conditional_orders("XRPUSDT")
+                await ex.position("XRPUSDT")
+
+        await asyncio.wait_for(reads(), timeout=10.0)
+        assert budget.waits == waits
+        assert not PROTECTING.get()  # the mark ends with the block
     finally:
         await ex.close()

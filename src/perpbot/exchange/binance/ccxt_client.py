@@ -23,6 +23,7 @@ from perpbot import latency
 from perpbot.exchange.binance.budget import BannedError, WeightBudget
 from perpbot.exchange.binance.environment import Endpoints
 from perpbot.exchange.errors import ExchangeError, ExchangeUnavailable
+from perpbot.exchange.port import PROTECTING
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,9 @@ class PerpbotBinance(ccxt_async.binanceusdm):  # type: ignore[misc]
         return super().calculate_rate_limiter_cost(api, method, path, params, config or {})
 
     async def throttle(self, cost: Any = None) -> None:
-        """Orders (place/cancel) may use the budget's margin: they never queue behind reads."""
-        order = _ORDER_REQUEST.get()
+        """Orders (place/cancel) and the requests of a protection (``port.protecting``) may use
+        the budget's margin: they never queue behind reads."""
+        order = _ORDER_REQUEST.get() or PROTECTING.get()
         _ORDER_REQUEST.set(False)
         await self.budget.acquire(int(cost or 1), order=order)
 
