@@ -14,7 +14,7 @@ from perpbot.config import load_config
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.exchange.errors import ExchangeError
 from perpbot.runtime.app import Runtime
-from tests.runtime.opsenv import TRADED, inject_faults, settings, trading_runtime
+from tests.runtime.opsenv import TRADED, inject_faults, lose_stop_loss_slowly, settings, trading_runtime
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_options
 
@@ -51,21 +51,9 @@ async def test_a_failed_start_up_lets_an_earlier_bots_stop_loss_replacement_fini
             break
         await asyncio.sleep(0.01)
     assert later in rt.bots and not starting.done(), "the later bot's recovery must be under way"
-    bot = rt.bots[sym]
-    sl_id = bot.state.sl_id
-    assert sl_id
-    # The stop-loss is cancelled from outside; the bot re-places it, slowly (a congested venue:
-    # its protection check and its new order each answer after 9 s).
-    slow = {"kind": "latency", "ms": SLOW_MS, "endpoint": "/fapi/v1/openAlgoOrders", "symbol": sym}
-    await asyncio.to_thread(inject_faults, sim, [slow])
-    await rt.exchange.cancel_conditional(sym, sl_id)
-    slow_post = {"kind": "latency", "ms": SLOW_MS, "endpoint": "/fapi/v1/algoOrder", "symbol": sym}
-    await asyncio.to_thread(inject_faults, sim, [slow_post])
-    for _ in range(500):
-        if bot.has_background:
-            break
-        await asyncio.sleep(0.01)
-    assert bot.has_background, "the bot must be re-placing the lost stop-loss"
+    # The stop-loss is cancelled from outside; the bot re-places it, slowly (its protection
+    # check and its new order each answer after 9 s).
+    await lose_stop_loss_slowly(sim, rt, sym, SLOW_MS, slow_post=True)
     with pytest.raises(ExchangeError):
         await asyncio.wait_for(starting, 120)
     state = await asyncio.to_thread(sim.state)
