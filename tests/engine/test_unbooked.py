@@ -201,7 +201,9 @@ async def test_an_entry_whose_answer_was_never_journaled_is_found_by_client_id(t
 
 async def test_an_entry_the_venue_never_saw_books_nothing(tmp_path: Path) -> None:
     """The last ENTRY row is a request whose answer never came and the venue does not know its
-    client id (it never arrived): nothing is booked, the start goes on."""
+    client id (it never arrived): nothing is booked, the start goes on. Not arrived *yet* may
+    still execute (a timeout): the entry stays pending, registered, until a query that still
+    finds nothing (the next reconcile pass) releases it."""
     path = tmp_path / "journal.sqlite"
     w = World(BARS, journal=Journal(path), settings=SPLIT, faults=FaultPlan())
     await w.start()
@@ -217,4 +219,6 @@ async def test_an_entry_the_venue_never_saw_books_nothing(tmp_path: Path) -> Non
     crash(w)
     bot = await restart(w)
     assert bot.closed_trades == [] and bot.state.side is None
-    assert not w.risk.is_open(SYM)
+    assert w.risk.is_open(SYM)  # pending
+    await bot.reconcile()
+    assert not w.risk.is_open(SYM) and bot.at_rest

@@ -86,6 +86,28 @@ async def joined(rt: Runtime, timeout_s: float = JOIN_S) -> None:
     raise AssertionError(f"workers still busy after {timeout_s:g} s:\n" + "\n".join(lines))
 
 
+async def lose_stop_loss_slowly(
+    sim: Simulator, rt: Runtime, sym: str, slow_ms: int, *, slow_post: bool = False
+) -> None:
+    """Someone (the web UI, another tool) cancels ``sym``'s stop-loss while the venue answers the
+    bot's protection check slowly (a congested host; with ``slow_post``, its new order too):
+    returns once the bot is re-placing it."""
+    bot = rt.bots[sym]
+    sl_id = bot.state.sl_id
+    assert sl_id
+    fault = {"kind": "latency", "ms": slow_ms, "endpoint": "/fapi/v1/openAlgoOrders", "symbol": sym}
+    await asyncio.to_thread(inject_faults, sim, [fault])
+    await rt.exchange.cancel_conditional(sym, sl_id)
+    if slow_post:  # after the cancel, which the same path (DELETE) would slow down too
+        fault = {"kind": "latency", "ms": slow_ms, "endpoint": "/fapi/v1/algoOrder", "symbol": sym}
+        await asyncio.to_thread(inject_faults, sim, [fault])
+    for _ in range(500):
+        if bot.has_background:
+            break
+        await asyncio.sleep(0.01)
+    assert bot.has_background, "the bot must be re-placing the lost stop-loss"
+
+
 async def protected_positions(sim: Simulator) -> list[dict[str, object]]:
     """The simulator's open positions once each carries its SL and TP (bounded wait)."""
     for _ in range(100):

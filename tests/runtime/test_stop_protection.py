@@ -11,7 +11,7 @@ from pathlib import Path
 from perpbot.config import load_config
 from perpbot.engine.notifier import RecordingNotifier
 from perpbot.runtime.app import Runtime
-from tests.runtime.opsenv import inject_faults, settings, trade_until_open
+from tests.runtime.opsenv import inject_faults, lose_stop_loss_slowly, settings, trade_until_open
 from tests.runtime.simproc import Simulator
 from tests.support.runtime import loopback_options
 
@@ -29,20 +29,7 @@ async def _stop_while_replacing_the_stop_loss(
     await rt.start()
     try:
         sym = str((await trade_until_open(sim, rt))[0]["symbol"])
-        bot = rt.bots[sym]
-        sl_id = bot.state.sl_id
-        assert sl_id
-        # The venue is slow to answer the bot's protection check (a congested host): the
-        # re-placement is still in flight when the stop comes.
-        fault = {"kind": "latency", "ms": SLOW_MS, "endpoint": "/fapi/v1/openAlgoOrders", "symbol": sym}
-        await asyncio.to_thread(inject_faults, sim, [fault])
-        # Someone (the web UI, another tool) cancels the stop-loss: the bot re-places it.
-        await rt.exchange.cancel_conditional(sym, sl_id)
-        for _ in range(500):
-            if bot.has_background:
-                break
-            await asyncio.sleep(0.01)
-        assert bot.has_background, "the bot must be re-placing the lost stop-loss"
+        await lose_stop_loss_slowly(sim, rt, sym, SLOW_MS)
     finally:
         await asyncio.wait_for(rt.stop(), 120)
     return sym, notifier, await asyncio.to_thread(sim.state)

@@ -84,9 +84,9 @@ class RecoveryMixin(BotBase):
         await self._symbol_filters()
         pos_ex = await self._ex.position(self.symbol)
         if pos_ex is None:
-            await self._book_unbooked_entry()
+            await self._book_unbooked_entry(ctx.atr if ctx is not None else math.nan)
             await self._cancel_orphans("flat start")
-            if self._risk.is_open(self.symbol):
+            if self._risk.is_open(self.symbol) and self._pending is None:
                 await self._release_stale("flat start")
             return
         await self._adopt(pos_ex, ctx, announce=True)

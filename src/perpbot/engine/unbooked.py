@@ -16,12 +16,16 @@ trade's figures without being accounted again, the rest go through the ledger as
 
 from __future__ import annotations
 
+import math
+
+from perpbot.domain.client_ids import CANDLE_MS
 from perpbot.domain.types import CloseReason, Fill, Side
 from perpbot.engine.bot_base import (
     REMEMBER,
     BotBase,
     EntryAcc,
     LocalPosition,
+    PendingEntry,
     bounded_put,
     exec_key,
     is_transient,
@@ -40,12 +44,13 @@ _KINDS = {r.value: r for r in CloseReason}
 class UnbookedMixin(BotBase):
     """Books, at a flat start, the last entry the journal holds unbooked (module docstring)."""
 
-    async def _book_unbooked_entry(self) -> None:
+    async def _book_unbooked_entry(self, atr: float = math.nan) -> None:
+        """``atr``: the preloaded candles' ATR, the stops of an entry the venue may still execute."""
         rec = self._journal.last_order(self.symbol, ("ENTRY",))
         if rec is None or self._entry_booked(rec):
             return
         try:
-            rebuilt = await self._rebuild_entry(rec)
+            rebuilt = await self._rebuild_entry(rec, atr)
         except ExchangeError as exc:
             if is_transient(exc):
                 raise  # start-up retries the whole recovery
@@ -81,7 +86,9 @@ class UnbookedMixin(BotBase):
         last = self._journal.recent_trades(self.symbol, 1)
         return bool(last) and last[0].exit_time_ms > rec.time_ms
 
-    async def _rebuild_entry(self, rec: OrderRecord) -> tuple[LocalPosition, list[Fill]] | None:
+    async def _rebuild_entry(
+        self, rec: OrderRecord, atr: float = math.nan
+    ) -> tuple[LocalPosition, list[Fill]] | None:
         """The entry as it executed on the venue, with the symbol's executions since just before
         it (its closes among them: one read serves both); None when it never executed."""
         if rec.status in ("EXPIRED", "CANCELED", "REJECTED") and not rec.executed_qty:
@@ -92,7 +99,8 @@ class UnbookedMixin(BotBase):
                 o = await self._retry(lambda: self._ex.get_order(self.symbol, client_order_id=rec.client_id))
             except ExchangeError as exc:
                 if exc.code == NO_SUCH_ORDER:
-                    return None  # never reached the venue
+                    await self._pending_again(rec, atr)  # not *yet*, perhaps
+                    return None
                 raise
             order_id = o.order_id
         if not order_id:
@@ -121,6 +129,24 @@ class UnbookedMixin(BotBase):
         self._account([exec_key(f.trade_id) for f in mine])
         self._entry_acc.setdefault(order_id, EntryAcc())
         return pos, fills
+
+    async def _pending_again(self, rec: OrderRecord, atr: float) -> None:
+        """An entry request the dead process never had an answer to, unknown to the venue: after
+        a timeout Binance may still execute it. It is pending again, as it was in the dead
+        process (registered; its fills adopted and protected at once with ``atr``, by
+        ``_late_entry``; the next reconcile pass releases it when the venue still does not know
+        it). Without it, such fills matched nothing: unprotected until a reconcile pass, which
+        found no stop prices for them and closed the position as an emergency. Only a recent
+        request (its candle or the next): an older one is not executed any more."""
+        age = self._clock.now_ms() - rec.time_ms
+        if not rec.client_id or age > 2 * CANDLE_MS or not (math.isfinite(atr) and atr > 0):
+            return
+        side = Side.LONG if rec.side == Side.LONG.entry_order_side.value else Side.SHORT
+        self._pending = PendingEntry(rec.client_id, side, atr, rec.time_ms, journal_row=rec.id)
+        await self._risk.register(self.symbol, side)
+        msg = f"entry {rec.client_id} of the previous process is unknown to the venue yet: kept pending"
+        log.warning("%s: %s", self.symbol, msg)
+        self._journal.record_event(self._clock.now_ms(), "entry_pending", self.symbol, msg)
 
     def _learn_closes_of(self, pos: LocalPosition, rec: OrderRecord) -> None:
         """The journal's own orders after the entry: our market closes (their reason) and the

@@ -48,7 +48,13 @@ from perpbot.runtime.live_view import LiveView
 from perpbot.runtime.micro_seed import seed_window
 from perpbot.runtime.ops_desk import OperatorDesk
 from perpbot.runtime.periodic import Every, Midnight, wind_down
-from perpbot.runtime.supervisor import CANCEL_WAIT_S, SymbolWorker, describe, settle_background
+from perpbot.runtime.supervisor import (
+    CANCEL_WAIT_S,
+    SymbolWorker,
+    describe,
+    settle_after_failed_start,
+    settle_background,
+)
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow
 
 log = logging.getLogger(__name__)
@@ -242,7 +248,10 @@ class Runtime:
             if self.view is not None:
                 self._tasks.append(asyncio.get_running_loop().create_task(self.view.run(self), name="view"))
         except BaseException:
-            await self.close()
+            try:  # what earlier bots' recovery set going finishes first (bounded, as in ``stop``)
+                await settle_after_failed_start(self.bots, self.opts.drain_s, self.alert)
+            finally:
+                await self.close()
             raise
         self.started.set()
 
