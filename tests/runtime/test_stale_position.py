@@ -53,9 +53,23 @@ async def _runtime(sim: Simulator, journal: Path, **env: str) -> Runtime:
     )
 
 
-async def _agrees_with_the_exchange(rt: Runtime, sim: Simulator, sym: str) -> None:
+async def _agrees_with_the_exchange(rt: Runtime, sim: Simulator, sym: str, settle_s: float = 10.0) -> None:
     """The bot agrees with the exchange: flat (its signal found the symbol flat and may have
-    entered anew, then with its own protection), never a phantom of the closed position."""
+    entered anew, then with its own protection), never a phantom of the closed position. The
+    closed position's SL/TP are cancelled after its close is booked, so on a loaded machine the
+    venue may still show them for a moment: agreement is awaited (a phantom never agrees)."""
+    end = time.monotonic() + settle_s
+    while True:
+        try:
+            await _agree_now(rt, sim, sym)
+            return
+        except AssertionError:
+            if time.monotonic() > end:
+                raise
+        await asyncio.sleep(0.1)
+
+
+async def _agree_now(rt: Runtime, sim: Simulator, sym: str) -> None:
     state = await asyncio.to_thread(sim.state)
     venue = [(p["side"], float(p["quantity"])) for p in state["positions"] if p["symbol"] == sym]
     algos = [a for a in state["algo_orders"] if a["symbol"] == sym]
