@@ -47,6 +47,20 @@ def _input_cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory)
         os.environ["PERPBOT_CACHE_DIR"] = before
 
 
+@pytest.fixture(autouse=True)
+def _fresh_weight_budget() -> Iterator[None]:
+    """Binance counts request weight per IP and minute, so the adapter shares one budget per
+    process (``budget.shared_budget``). In the test process that one budget would carry the
+    weight of every simulator test that ran in the same minute into the next test, whose reads
+    then wait for the next minute at a random point (a manual close's booking held ~25 s in CI):
+    each test starts with a fresh one, as each bot process does."""
+    from perpbot.exchange.binance import budget
+
+    budget._shared = None
+    yield
+    budget._shared = None
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """``../shared/data`` (recorded Binance candles); skips the test when it is not there."""

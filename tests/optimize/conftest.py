@@ -69,13 +69,20 @@ def signal_mid_trial(
     """Send ``sig`` to worker ``pid`` while it holds a RUNNING trial; returns that trial's number.
 
     The worker is SIGSTOPped first and the trial re-read: a stopped process cannot finish it, so
-    the signal provably lands mid-trial (no race with the trial's end)."""
+    the signal provably lands mid-trial (no race with the trial's end). A worker stopped while
+    it holds SQLite's write lock is let go and caught again later (the re-read would fail)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             if str(t.user_attrs.get("worker", "")).endswith(f":{pid}"):
                 os.kill(pid, signal.SIGSTOP)
-                still = storage.get_trial(t._trial_id).state == TrialState.RUNNING
+                try:
+                    still = storage.get_trial(t._trial_id).state == TrialState.RUNNING
+                except optuna.exceptions.StorageInternalError:
+                    # Stopped while it held SQLite's write lock ("database is locked"): the
+                    # re-read cannot finish. Let it go on and try again at another moment.
+                    os.kill(pid, signal.SIGCONT)
+                    break
                 if still and sig != signal.SIGSTOP:
                     os.kill(pid, sig)
                 if resume or not still:
