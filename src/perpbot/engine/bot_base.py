@@ -251,6 +251,10 @@ class BotBase:
         # True when this bot's own actions may have left an order open since the last clean
         # orphan check (a flat reconcile skips the two REST reads otherwise).
         self._orders_dirty = True
+        # True when a protective order of this bot may exist without the bot knowing its id (a
+        # placement whose outcome stayed unknown; and at start, what a previous process left):
+        # the next entry first clears the flat symbol's books (``_cancel_stale_protection``).
+        self._untracked = True
         self._cancelling: set[int] = set()
         self._bg: set[asyncio.Task[Any]] = set()
         self._subscribed = False

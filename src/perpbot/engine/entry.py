@@ -66,7 +66,7 @@ class EntryMixin(BotBase):
                 if not decision:
                     log.info("%s: %s entry refused by risk: %s", self.symbol, side.value, decision.reason)
                     return False
-                if (self._to_cancel or self._orders_dirty) and not await self._cancel_stale_protection():
+                if (self._to_cancel or self._untracked) and not await self._cancel_stale_protection():
                     return False
                 if self.kill_switch.tripped:  # tripped by a close booked while the entry waited for it
                     log.info(
@@ -164,15 +164,17 @@ class EntryMixin(BotBase):
 
     async def _cancel_stale_protection(self) -> bool:
         """Before an entry on a flat symbol: the protective orders a closed position left open
-        are cancelled now (those whose cancel failed, and, when this bot's orders may have left
-        one since the last clean check, every open order: e.g. a duplicate TP of a placement
-        that timed out and could not be found). One still open would act on the new position
+        are cancelled now (those whose cancel failed, and, when a placement of this bot's may
+        exist untracked since the last clean check, every open order: e.g. a duplicate TP of a
+        placement that timed out and could not be found). Not after every close: the books are
+        read only when something may be there, so an entry after a stop-loss or take-profit
+        costs no extra round trip. One still open would act on the new position
         (an old TP or SL closing it at the old position's price), so the entry waits while any
         is left (fail closed)."""
         for algo_id in sorted(self._to_cancel):
             if await self._cancel_algo(algo_id, "left by a closed position, before a new entry"):
                 self._to_cancel.discard(algo_id)
-        if not self._to_cancel and self._orders_dirty:
+        if not self._to_cancel and self._untracked:
             try:
                 await self._cancel_orphans("before a new entry")
             except ExchangeError as exc:

@@ -91,6 +91,8 @@ class ProtectionMixin(BotBase):
                 log.warning("%s: %s placement attempt %d failed: %s", self.symbol, kind, attempt, exc)
                 if not isinstance(exc, ExchangeError) or isinstance(exc, ExchangeUnavailable):
                     order = await self._find_algo_by_cid(cid)  # it may exist anyway: look it up
+                    if order is None:
+                        self._untracked = True  # not found (yet): it may still be on the venue
                 elif exc.code == MAX_STOP_ORDERS and attempt < PROTECT_ATTEMPTS:
                     await self._free_stop_slots(pos)
             if order is not None:
@@ -256,7 +258,7 @@ class ProtectionMixin(BotBase):
             self._ex.open_orders(self.symbol), self._ex.open_conditional_orders(self.symbol)
         )
         if not normal and not algo:
-            self._orders_dirty = False
+            self._orders_dirty = self._untracked = False
             return
         msg = f"{why}: cancelling {len(normal)} normal and {len(algo)} algo orphan orders"
         log.warning("%s: %s", self.symbol, msg)
@@ -271,7 +273,7 @@ class ProtectionMixin(BotBase):
             await self._ex.cancel_all_orders(self.symbol)
         if algo:
             await self._ex.cancel_all_conditional(self.symbol)
-        self._orders_dirty = False
+        self._orders_dirty = self._untracked = False
 
     async def _cancel_leftovers(self) -> None:
         """After a close of ours: anything still open for the flat symbol is an orphan."""
