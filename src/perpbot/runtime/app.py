@@ -52,7 +52,6 @@ from perpbot.runtime.supervisor import (
     CANCEL_WAIT_S,
     SymbolWorker,
     describe,
-    settle_after_failed_start,
     settle_background,
 )
 from perpbot.runtime.window import ALIGN_WAIT_S, MarketWindow
@@ -249,7 +248,7 @@ class Runtime:
                 self._tasks.append(asyncio.get_running_loop().create_task(self.view.run(self), name="view"))
         except BaseException:
             try:  # what earlier bots' recovery set going finishes first (bounded, as in ``stop``)
-                await settle_after_failed_start(self.bots, self.opts.drain_s, self.alert)
+                await self._alert_unsettled("start-up failed", await self._settle_protection())
             finally:
                 await self.close()
             raise
@@ -354,26 +353,35 @@ class Runtime:
         workers = list(self.workers.values())
         abandoned = await asyncio.gather(*(w.stop(drain=True, drain_s=self.opts.drain_s) for w in workers))
         cut = ", ".join(f"{w.symbol} ({n})" for w, n in zip(workers, abandoned, strict=True) if n)
-        # The bots' background protection work is in-flight handling too (user stream still open).
-        # So are a reconcile pass (it may be re-placing a lost SL) and what it spawned.
-        unsettled = await wind_down(self.periodic.values(), self.opts.drain_s)
-        unsettled = ", ".join([*unsettled, *await settle_background(self.bots, self.opts.drain_s)])
-        for what, msg in (
-            (
-                cut,
-                "candle job(s) still running after {s:g} s were cancelled: {w}; protective orders "
-                "stay on the exchange, the next start verifies them",
-            ),
-            (
-                unsettled,
-                "SL/TP placement still running after {s:g} s was cancelled: {w}; CHECK their "
-                "protection (the next start verifies it)",
-            ),
-        ):
-            if what:
-                with contextlib.suppress(Exception):
-                    await self.alert("alert", "stop: " + msg.format(s=self.opts.drain_s, w=what))
+        unsettled = await self._settle_protection()
+        if cut:
+            with contextlib.suppress(Exception):
+                await self.alert(
+                    "alert",
+                    f"stop: candle job(s) still running after {self.opts.drain_s:g} s were cancelled: "
+                    f"{cut}; protective orders stay on the exchange, the next start verifies them",
+                )
+        await self._alert_unsettled("stop", unsettled)
         await self.close()
+
+    async def _settle_protection(self) -> str:
+        """Before ``close`` cancels it (``SymbolBot.stop``), in-flight protection work finishes,
+        at most ``drain_s`` each: a reconcile pass (it may be re-placing a lost SL) and the bots'
+        background work (a lost SL/TP re-placed, a late entry fill adopted and protected), with
+        the user stream still open. Cancelling it left positions without their stop-loss after
+        a graceful stop, or after a start-up that failed once earlier bots had recovered. The
+        names of what was still running at the bound."""
+        unsettled = await wind_down(self.periodic.values(), self.opts.drain_s)
+        return ", ".join([*unsettled, *await settle_background(self.bots, self.opts.drain_s)])
+
+    async def _alert_unsettled(self, when: str, what: str) -> None:
+        if what:
+            with contextlib.suppress(Exception):
+                await self.alert(
+                    "alert",
+                    f"{when}: SL/TP placement still running after {self.opts.drain_s:g} s was "
+                    f"cancelled: {what}; CHECK their protection (the next start verifies it)",
+                )
 
     async def close(self) -> None:
         # Bounded, and cancelled again if 3.11 loses the cancellation (``perpbot.aio``).

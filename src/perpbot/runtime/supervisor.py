@@ -24,7 +24,6 @@ protective orders stay on the exchange and the next start-up verifies them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -226,24 +225,6 @@ async def settle_background(bots: dict[str, Any], limit_s: float) -> list[str]:
     for fut in pending:
         fut.cancel()
     return [s for s, fut in waits.items() if fut in pending]
-
-
-async def settle_after_failed_start(
-    bots: dict[str, Any], limit_s: float, alert: Callable[[str, str], Awaitable[None]]
-) -> None:
-    """Start-up failed after some bots recovered (a later bot's recovery gave up): their
-    background SL/TP work (a protective order lost during recovery being re-placed) finishes
-    before start-up closes what it opened, bounded like a graceful stop's; the close cancels it
-    (``SymbolBot.stop``), which left such a position without its stop-loss. Work cut at the
-    bound is alerted."""
-    cut = ", ".join(await settle_background(bots, limit_s))
-    if cut:
-        msg = (
-            f"start-up failed: SL/TP placement still running after {limit_s:g} s was cancelled: "
-            f"{cut}; CHECK their protection (the next start verifies it)"
-        )
-        with contextlib.suppress(Exception):
-            await alert("alert", msg)
 
 
 def describe(workers: dict[str, SymbolWorker]) -> dict[str, Any]:
