@@ -22,7 +22,6 @@ import pytest
 from perpbot.alerts.discord import DeliveryPolicy
 from perpbot.alerts.factory import build_notifier
 from perpbot.config import load_config
-from perpbot.exchange.binance.budget import WeightBudget
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.runtime.app import Runtime
 from tests.alerts.webhook import TOKEN, WebhookServer
@@ -61,9 +60,7 @@ def _runtime(sim: Simulator, hook: WebhookServer, journal: Path) -> Runtime:
         user_stream=StreamSettings(silence_s=600.0, backoff_s=0.05, backoff_max_s=0.5, data_only=False),
     )
     notifier = build_notifier(cfg, cfg.binance_env, DeliveryPolicy(backoff_s=0.05, drain_s=10.0))
-    # Its own weight budget: the process-wide one carries the weight of the tests that ran in
-    # the same minute (its REST backfill then waited, and the "restored" alert missed the window).
-    return Runtime(cfg, opts, out=lambda _line: None, notifier=notifier, budget=WeightBudget())
+    return Runtime(cfg, opts, out=lambda _line: None, notifier=notifier)  # fresh budget: tests/conftest.py
 
 
 async def _advance_for(sim: Simulator, seconds: float, pace_s: float = 0.15) -> None:
