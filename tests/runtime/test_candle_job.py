@@ -166,9 +166,9 @@ async def test_without_an_ml_filter_the_decision_does_not_wait_for_the_oi_answer
         await asyncio.sleep(0.005)
     # Decided (position read handed over) while the OI answer is still out …
     assert bot.contexts and bot.handed[0] is not None and not venue.release.is_set()
-    # … the position read left before the OI/funding reads, all of them before the decision.
-    assert bot.calls_at_decision[:3] == ["prefetch_balance", "position", "open_interest"]
-    assert "funding_rate" in bot.calls_at_decision
+    # … with only the safety reads out: the OI/funding requests leave after the decision.
+    assert bot.calls_at_decision == ["prefetch_balance", "position"]
+    assert venue.calls[2:] == ["open_interest", "funding_rate"]
     # The four OI/funding features were not computed (nothing reads them without a model).
     row = bot.contexts[0].features
     assert np.isnan(row[_micro_columns()]).all()
@@ -234,3 +234,18 @@ async def test_a_candle_already_followed_by_a_newer_one_is_handed_over_as_a_hold
     bot = _with(rt, venue)
     await handle_candle(rt, SYM, open_ms)
     assert bot.contexts[0].signal is not None and "position" in venue.calls and rt.signals[SYM] == 1
+
+
+async def test_a_hold_candle_sends_its_reads_only_once_no_other_decision_is_open() -> None:
+    # Another symbol found a signal and is deciding (its position read out): a HOLD candle's
+    # bookkeeping requests would queue at the venue before that read's answer, and its z-scores
+    # would hold the loop when the answer comes. They wait until the decision is over.
+    _, hold = _signal_rows()
+    rt, venue, bot, open_ms = _runtime(5.0, hold, with_correlation=True, micro_decides=False)
+    rt.lane.open_decision()
+    job = asyncio.create_task(handle_candle(rt, SYM, open_ms))
+    await asyncio.sleep(0.1)
+    assert venue.calls == [] and rt.candles_handled[SYM] == 0
+    rt.lane.close_decision()
+    await asyncio.wait_for(job, 2.0)
+    assert venue.calls == ["open_interest", "funding_rate"] and rt.candles_handled[SYM] == 1

@@ -74,3 +74,24 @@ async def test_a_waiter_cancelled_as_it_is_handed_the_lane_passes_it_on() -> Non
         await waiter
     await asyncio.wait_for(later, 1.0)
     assert lane.held
+
+
+async def test_bookkeeping_waits_for_every_open_decision() -> None:
+    lane = Lane()
+    lane.open_decision()
+    lane.open_decision()
+    waiter = asyncio.create_task(lane.after_decisions())
+    await asyncio.sleep(0.01)
+    lane.close_decision()
+    await asyncio.sleep(0.01)
+    assert not waiter.done() and lane.deciding == 1  # one still open
+    lane.close_decision()
+    await asyncio.wait_for(waiter, 1.0)
+    assert lane.deciding == 0
+
+
+async def test_a_decision_stuck_in_retries_delays_bookkeeping_but_never_stops_it() -> None:
+    lane = Lane()
+    lane.open_decision()  # never closed
+    await asyncio.wait_for(lane.after_decisions(max_wait_s=0.05), 1.0)
+    assert lane.deciding == 1

@@ -40,14 +40,15 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
        balance read of the entry (kept only while provably current, ``wallet.py``); a HOLD
        candle reads nothing more, as before; the position read is handed to the bot, which
        awaits it at step 7;
-    3. the close's OI and funding reads (SPEC §2.3, concurrently, before the risk gate) start
-       too. When an ML filter is configured they are decision inputs: they start first of all
-       and the row waits for them. Without one nothing in the decision reads them: they start
-       after the position and balance reads, the decision does not wait for them (the context's
-       four OI/funding features are NaN, not computed), and their answers are booked after
-       ``on_candle`` exactly as before (stored previous OI, the candle's row in the window);
+    3. the close's OI and funding reads (SPEC §2.3, concurrently, before the risk gate). When
+       an ML filter is configured they are decision inputs: they start first of all and the row
+       waits for them. Without one nothing in the decision reads them: a signal candle sends
+       them once ``on_candle`` returned (the context's four OI/funding features are NaN, not
+       computed), a HOLD candle once no other symbol's decision is open (``Lane.after_decisions``),
+       and their answers are booked as before (stored previous OI, the candle's row in the
+       window), before the symbol's next candle;
     4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the reads
-       are in flight; then ``on_candle``.
+       are in flight (a HOLD candle's, again, after the open decisions); then ``on_candle``.
     A candle that is no longer the symbol's newest (the stream's backfill after an outage
     delivers the missed candles together) is handed to the bot as a HOLD (``_stale``).
     The CPU of all this runs in the runtime's lane (``lane.py``): one job at a time, a candle
@@ -63,6 +64,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
     position: asyncio.Future[Any] | None = None
     position_at = 0.0
     position_state: Any = None  # the bot's state when the read started
+    deciding = False
     try:
         await turn.take(ROUTINE)
         if micro_decides:
@@ -74,6 +76,8 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
             probe.stage(sym, open_ms, "signal")
         signal = prep is not None and prep.signal is not None and not _superseded(rt, sym, open_ms)
         if signal:
+            rt.lane.open_decision()  # the others' bookkeeping waits for this decision
+            deciding = True
             position_state = rt.bots[sym].state
             position = asyncio.ensure_future(rt.exchange.position(sym))
             position_at = time.monotonic()
@@ -82,10 +86,13 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
                 prefetch()  # the entry's balance (SPEC §8.4 step 1), reused only if unchanged
         urgency = DECIDE if signal else BOOKKEEPING
         if not signal:
-            await turn.wait(None, urgency)  # a HOLD's reads and features wait behind any decision
-        if oi is None:
-            oi, funding = _micro_reads(rt, sym)
-        await asyncio.sleep(0)  # the requests leave, the position read first
+            # A HOLD's reads and features: after every open decision, and after the candles
+            # of other symbols whose signal is not known yet (they may be decisions).
+            await asyncio.sleep(0)
+            await turn.wait(rt.lane.after_decisions(), urgency)
+            if oi is None:
+                oi, funding = _micro_reads(rt, sym)
+        await asyncio.sleep(0)  # the requests leave
         aligned = True
         if not rt.window.is_aligned(open_ms):
             aligned = await turn.wait(rt.window.align(open_ms), urgency)
@@ -93,6 +100,8 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
             log.warning("%s: candle %d handled without BTC/ETH of the same open time", sym, open_ms)
         if probe is not None:
             probe.stage(sym, open_ms, "aligned")
+        if not signal:  # the z-scores of a HOLD: a decision found meanwhile goes first
+            await turn.wait(rt.lane.after_decisions(), urgency)
         if prep is not None:
             rt.window.features(prep)
         if probe is not None:
@@ -114,12 +123,19 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         if ctx is not None:
             await _decide(rt, sym, open_ms, ctx, position, position_at, position_state)
             position = None  # handed over (or dropped as too old)
+        if deciding:
+            deciding = False
+            rt.lane.close_decision()
+        if oi is None:  # a signal candle without an ML filter: its bookkeeping reads, now
+            oi, funding = _micro_reads(rt, sym)
         if not micro_decides:
             assert funding is not None
             # SPEC §2.3's bookkeeping, after the decision that did not need it: the stored
             # previous OI and this candle's row evolve exactly as when the row waited for them.
             rt.window.set_micro(sym, open_ms, await _micro(rt, sym, oi, funding))
     finally:
+        if deciding:
+            rt.lane.close_decision()
         turn.give()
         for fut in (oi, funding, position):
             _discard(fut)

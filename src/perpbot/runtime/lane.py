@@ -9,6 +9,13 @@ compute at a time and gives the next turn to the most urgent waiter (``DECIDE`` 
 while it waits for anything outside the process (BTC/ETH klines, REST answers, the bot's own
 order round trips), so the lane never holds a job behind I/O, and it never changes what a job
 decides: only when its CPU runs (docs/ARCHITECTURE.md, "Decision latency").
+
+Priorities only order the jobs queued at a hand-over. A deciding job is out of the lane while its
+position read is out, so a HOLD candle's bookkeeping (its OI/funding requests and z-scores, ~2 ms)
+took the free lane then, and the position answer sat in the socket behind it. So a decision is
+also *open* from its signal until its ``on_candle`` returns (the entry order and its stop-loss and
+take-profit), and bookkeeping waits for every open decision (``after_decisions``), bounded by
+``BOOKKEEPING_WAIT_MAX_S`` so that a decision stuck in retries never starves the other symbols.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from contextlib import asynccontextmanager
 DECIDE = 0  # a candle with a signal: its reads, features and context until ``on_candle``
 ROUTINE = 1  # a candle whose signal is not known yet (the indicators)
 BOOKKEEPING = 2  # a HOLD candle's remaining features, and what no decision waits for
+# The longest bookkeeping waits for open decisions: far above an entry's round trips (~10 ms),
+# far below a bar, so a decision stuck in timeouts delays the others' bookkeeping, never stops it.
+BOOKKEEPING_WAIT_MAX_S = 1.0
 
 
 class Lane:
@@ -31,6 +41,9 @@ class Lane:
         self._held = False
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._deciding = 0
+        self._no_decision = asyncio.Event()
+        self._no_decision.set()
 
     @property
     def held(self) -> bool:
@@ -56,6 +69,29 @@ class Lane:
                 fut.set_result(None)  # the lane passes to it, still held
                 return
         self._held = False
+
+    @property
+    def deciding(self) -> int:
+        """Decisions open: a signal found, its ``on_candle`` not returned yet."""
+        return self._deciding
+
+    def open_decision(self) -> None:
+        self._deciding += 1
+        self._no_decision.clear()
+
+    def close_decision(self) -> None:
+        self._deciding -= 1
+        if self._deciding <= 0:
+            self._deciding = 0
+            self._no_decision.set()
+
+    async def after_decisions(self, max_wait_s: float = BOOKKEEPING_WAIT_MAX_S) -> None:
+        """Return once no decision is open, or after ``max_wait_s`` at the latest."""
+        if self._deciding:
+            try:
+                await asyncio.wait_for(self._no_decision.wait(), max_wait_s)
+            except TimeoutError:
+                pass
 
     @asynccontextmanager
     async def turn(self, priority: int) -> AsyncIterator[None]:
