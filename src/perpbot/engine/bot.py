@@ -193,9 +193,12 @@ class SymbolBot(
         if self.kill_switch.tripped:
             log.info("%s: kill switch active (%s): entries blocked", self.symbol, self.kill_switch.reason)
         pos_ex = await (position if position is not None else self._ex.position(self.symbol))
-        if self._pos is not seen:
+        if self._pos is not seen and (pos_ex is not None or self._pos is not None):
             # A close or a fill was handled while the read was out: its answer may predate it (a
-            # stale "open" re-adopted the position just booked as closed). Read again.
+            # stale "open" re-adopted the position just booked as closed). Read again. Not when
+            # both say flat: a flat answer can only be stale about a position opened since,
+            # and none is (an exit booked while the read was out is the common case: the entry
+            # of the same candle then saves a round trip).
             pos_ex = await self._ex.position(self.symbol)
         if pos_ex is None:
             if self._pos is not None:
