@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from perpbot.domain.events import AccountUpdate
+from perpbot.domain.events import AccountUpdate, BalanceChange
 from perpbot.domain.types import OrderSide
 from perpbot.exchange.binance.account_config import AccountConfig
 from perpbot.exchange.binance.wallet import WalletBalance
@@ -71,23 +71,24 @@ async def test_the_wallet_balance_is_reused_only_while_nothing_could_have_change
     truth = ex._read_balance
     first = await ex.balance()
     assert await ex.balance() == first and ex.wallet.reads == 1 and ex.wallet.hits == 1
-    # A write of ours (any POST/PUT/DELETE) drops it.
+    # A setting changes no wallet: kept.
     await ex.set_leverage(SYM, 4)
-    assert await ex.balance() == first and ex.wallet.reads == 2
-    # A real entry: fee paid; the next read is the venue's new value, never the old one.
+    assert await ex.balance() == first and ex.wallet.reads == 1
+    # A real entry: dropped as soon as the order leaves (it can execute at once) …
     res = await ex.market_order(SYM, OrderSide.BUY, 10.0, client_order_id="t-XRPUSDT-1-entry")
-    assert res.executed_qty == 10.0
+    assert res.executed_qty == 10.0 and ex.wallet.cached() is None
+    # … and the fee's ACCOUNT_UPDATE brings the venue's new value: no read needed for it.
     await v.settle(lambda evs: any(isinstance(e, AccountUpdate) for e in evs))
     after = await ex.balance()
-    assert after == await truth() and after < first and ex.wallet.reads == 3
-    # A wallet event (here: handed in as the stream would) drops it too.
-    await ex.balance()
-    reads = ex.wallet.reads
+    assert after == await truth() and after < first and ex.wallet.reads == 1
+    # An update without the USDT balance drops it; the next call reads.
     await ex.dispatch(AccountUpdate(event_time_ms=0, reason="FUNDING_FEE"))
-    await ex.balance()
-    assert ex.wallet.reads == reads + 1
+    assert await ex.balance() == after and ex.wallet.reads == 2
+    # A late or reordered update (older than the one kept) is never taken over it.
+    await ex.dispatch(AccountUpdate(event_time_ms=1, reason="ORDER", balances=(_usdt(1.0),)))
+    assert await ex.balance() == after and ex.wallet.reads == 3
     # Prefetched when a signal is known, then used by the entry without a second request.
-    await ex.set_leverage(SYM, 6)
+    ex.wallet.invalidate()
     reads = ex.wallet.reads
     ex.prefetch_balance()
     assert await ex.balance() == await truth() and ex.wallet.reads == reads + 1
@@ -98,6 +99,10 @@ async def test_the_wallet_balance_is_reused_only_while_nothing_could_have_change
     await ex.balance()
     await ex.balance()
     assert ex.wallet.reads == reads + 2
+
+
+def _usdt(wallet: float) -> BalanceChange:
+    return BalanceChange("USDT", wallet, wallet, 0.0)
 
 
 async def test_a_read_overtaken_by_an_event_or_a_reconnect_is_not_kept() -> None:

@@ -109,7 +109,7 @@ class BinanceExchange(PublicReads):
         self._leverage: dict[str, int] = {}
         self.config = AccountConfig()  # leverage / margin type as the venue last reported them
         self.user_stream: UserStream | None = None
-        self.wallet = WalletBalance(self._read_balance, lambda: self.rest.writes, self._stream_mark)
+        self.wallet = WalletBalance(self._read_balance, lambda: self.rest.executing_writes, self._stream_mark)
 
     def __repr__(self) -> str:
         return f"BinanceExchange({self.endpoints.env}, {self.endpoints.fapi})"
@@ -193,6 +193,10 @@ class BinanceExchange(PublicReads):
         """Hand one event to every handler in order (called by the user stream, one at a time)."""
         if isinstance(event, AccountUpdate | OrderTradeUpdate):
             self.wallet.invalidate()  # before any handler can read the balance
+            if isinstance(event, AccountUpdate):
+                usdt = [b.wallet_balance for b in event.balances if b.asset == ASSET]
+                if usdt:
+                    self.wallet.observe(event.event_time_ms, usdt[0])
         for handler in tuple(self._handlers):
             try:
                 await handler(event)

@@ -30,6 +30,10 @@ TIMESTAMP_OUTSIDE_WINDOW = -1021
 
 
 _WRITE = re.compile(r"^(fapi|sapi|papi)(Public|Private)(Post|Put|Delete)")
+# The requests that can execute at once (a MARKET order, a LIMIT order crossing the book): the
+# only writes of ours that change the wallet by themselves. A cancel, a conditional (algo) order
+# resting until it triggers, a leverage or margin-type setting and the listen key do not.
+_EXECUTES = re.compile(r"^fapiPrivate(Post|Put)(Order|BatchOrders)$")
 
 
 class BinanceRest:
@@ -61,6 +65,7 @@ class BinanceRest:
         # venue emits before answering) is still on its way.
         self.in_flight = 0
         self.writes = 0
+        self.executing_writes = 0  # of those, the orders that can execute (``wallet.py``)
 
     def __repr__(self) -> str:
         return f"BinanceRest({self.endpoints.env}, {self.endpoints.fapi})"
@@ -84,6 +89,8 @@ class BinanceRest:
         """One request; -1021 triggers a resync and exactly one more attempt."""
         if _WRITE.search(name):
             self.writes += 1
+            if _EXECUTES.match(name):
+                self.executing_writes += 1
         self.in_flight += 1
         try:
             return await self._call(name, params)

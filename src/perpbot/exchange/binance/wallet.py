@@ -6,9 +6,15 @@ REST round trip there sits between the signal and the order. The read can be tak
 a signal is known, ``prefetch``) and reused at the entry when nothing that could change the wallet
 happened in between. What changes it always passes through one of these, each of which drops the
 value (fail closed: the entry then reads over REST, exactly as before):
-- a request of ours that can change the account (every POST/PUT/DELETE counts: ``rest.writes``);
+- an order of ours that can execute (``rest.executing_writes``: a cancel, a resting conditional
+  order, leverage and margin-type settings change no wallet; their events would say so if they
+  led to a fill);
 - an ``ACCOUNT_UPDATE`` or ``ORDER_TRADE_UPDATE`` from the user stream (fills, fees, funding,
-  transfers: Binance reports every wallet change there; ``invalidate``);
+  transfers: Binance reports every wallet change there; ``invalidate``). An ``ACCOUNT_UPDATE``
+  carries the new USDT wallet balance (``wb``, the field the REST read returns as ``balance``):
+  that value is kept as the venue's own, as of that event (``observe``), so the entry that
+  follows an exit or another symbol's entry needs no read. Only when its event time is later than
+  every one kept before: a late or reordered update is never taken over a newer one;
 - the user stream not connected, or reconnected since the read (events may have been missed);
 - ``ttl_s`` of age (a bound, not a correctness condition).
 A read during which any of these happened is returned to its caller but not kept. The semantic
@@ -55,6 +61,7 @@ class WalletBalance:
         self._mark: Mark | None = None
         self._at = 0.0
         self._inflight: asyncio.Task[float | None] | None = None
+        self._observed_ms = -1  # the event time of the newest ``ACCOUNT_UPDATE`` kept
         self.hits = 0  # entries served without a request (diagnostics, tests)
         self.reads = 0
 
@@ -62,6 +69,16 @@ class WalletBalance:
         """A wallet event arrived: the kept value (and any read in flight) is no longer current."""
         self._epoch += 1
         self._value = None
+
+    def observe(self, event_ms: int, wallet_balance: float) -> None:
+        """An ``ACCOUNT_UPDATE``'s USDT wallet balance, handled right after ``invalidate``: kept
+        when the event is newer than any kept before (else the value stays dropped)."""
+        if event_ms <= self._observed_ms:
+            return
+        self._observed_ms = event_ms
+        mark = self._current_mark()
+        if mark is not None:
+            self._value, self._mark, self._at = wallet_balance, mark, self._clock()
 
     def _current_mark(self) -> Mark | None:
         conn = self._stream()
