@@ -241,7 +241,7 @@ async def test_a_hold_candle_sends_its_reads_only_once_no_other_decision_is_open
     # bookkeeping requests would queue at the venue before that read's answer, and its z-scores
     # would hold the loop when the answer comes. They wait until the decision is over.
     _, hold = _signal_rows()
-    rt, venue, bot, open_ms = _runtime(5.0, hold, with_correlation=True, micro_decides=False)
+    rt, venue, _bot, open_ms = _runtime(5.0, hold, with_correlation=True, micro_decides=False)
     rt.lane.open_decision()
     job = asyncio.create_task(handle_candle(rt, SYM, open_ms))
     await asyncio.sleep(0.1)

@@ -24,7 +24,7 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 DECIDE = 0  # a candle with a signal: its reads, features and context until ``on_candle``
 ROUTINE = 1  # a candle whose signal is not known yet (the indicators)
@@ -88,10 +88,8 @@ class Lane:
     async def after_decisions(self, max_wait_s: float = BOOKKEEPING_WAIT_MAX_S) -> None:
         """Return once no decision is open, or after ``max_wait_s`` at the latest."""
         if self._deciding:
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(self._no_decision.wait(), max_wait_s)
-            except TimeoutError:
-                pass
 
     @asynccontextmanager
     async def turn(self, priority: int) -> AsyncIterator[None]:
