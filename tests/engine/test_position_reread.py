@@ -59,3 +59,40 @@ async def test_an_open_answer_that_predates_the_exit_is_read_again() -> None:
     assert [t.reason.value for t in w.bot.closed_trades] == ["SL"]  # no phantom re-adoption
     assert reads == 2  # the stale "LONG" answer, then a fresh read
     assert w.bot.state.side is SHORT and covered(w)
+
+
+async def _stopped_before_the_candle_is_decided(stale_answer: bool) -> tuple[World, int]:
+    """The runtime started the read while the bot was LONG; the stop-loss was booked before
+    ``on_candle`` (the job waited for BTC/ETH meanwhile). The read is handed over with the state
+    it started from."""
+    CountingReads.reads = 0
+    w = World([*flat(100, 2), BAR_DOWN, *flat(95, 2)], exchange_cls=CountingReads, base=100_000.0)
+    await w.start()
+    await w.run({1: LONG}, until=1)
+    started = w.bot.state
+    snapshot = await w.ex.position(SYM)  # "LONG", as the venue said when the read left
+    w.i += 1
+    i = w.i
+    w.clock.set(int(w.t[i]) + BAR)
+    w.ex.process_bar(SYM, i)
+    await w.ex.drain()
+    assert w.bot.state.side is None  # booked before the candle is decided
+
+    async def handed_over() -> Position | None:
+        return snapshot if stale_answer else None
+
+    reads = CountingReads.reads
+    await w.bot.on_candle(ctx_at(i, 95.0, SHORT), position=handed_over(), read_since=started)
+    await w.bot.wait_background()
+    return w, CountingReads.reads - reads
+
+
+async def test_a_stale_open_answer_handed_over_with_an_older_state_is_read_again() -> None:
+    w, reads = await _stopped_before_the_candle_is_decided(stale_answer=True)
+    assert [t.reason.value for t in w.bot.closed_trades] == ["SL"]  # not re-adopted
+    assert reads == 1 and w.bot.state.side is SHORT and covered(w)
+
+
+async def test_a_flat_answer_handed_over_with_an_older_state_is_used_as_it_is() -> None:
+    w, reads = await _stopped_before_the_candle_is_decided(stale_answer=False)
+    assert reads == 0 and w.bot.state.side is SHORT and covered(w)

@@ -45,12 +45,13 @@ class Bot:
     def __init__(self, venue: Venue) -> None:
         self.venue = venue
         self.kill_switch = SimpleNamespace(tripped=False)
-        self.state = "flat"  # unchanged while the job runs: its position read is handed over
+        self.state = "flat"  # handed over with the read: what the bot was when it started
         self.handed: list[Any] = []
         self.calls_at_decision: list[str] = []
 
-    async def on_candle(self, ctx: Any, position: Any = None) -> None:
+    async def on_candle(self, ctx: Any, position: Any = None, read_since: Any = None) -> None:
         self.calls_at_decision = list(self.venue.calls)
+        self.read_since = read_since
         self.handed.append(position)
         if position is not None:
             await position
@@ -102,6 +103,7 @@ async def test_a_signal_starts_the_position_and_balance_reads_and_hands_the_read
     assert venue.calls[:2] == ["open_interest", "funding_rate"]  # sent before any computation
     assert set(venue.calls) == {"open_interest", "funding_rate", "position", "prefetch_balance"}
     assert bot.handed and bot.handed[0] is not None and rt.candles_handled[SYM] == 1
+    assert bot.read_since == "flat"
     # A HOLD candle reads OI and funding only, as before.
     rt, venue, bot, open_ms = _runtime(5.0, hold, with_correlation=True)
     await handle_candle(rt, SYM, open_ms)
@@ -138,9 +140,9 @@ class RecordingBot(Bot):
         super().__init__(venue)
         self.contexts: list[Any] = []
 
-    async def on_candle(self, ctx: Any, position: Any = None) -> None:
+    async def on_candle(self, ctx: Any, position: Any = None, read_since: Any = None) -> None:
         self.contexts.append(ctx)
-        await super().on_candle(ctx, position)
+        await super().on_candle(ctx, position, read_since)
 
 
 def _with(rt: Any, venue: Venue) -> RecordingBot:

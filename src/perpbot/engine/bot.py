@@ -153,12 +153,19 @@ class SymbolBot(
             return None
         return p.side.sign * (price - p.entry_price) * p.qty
 
-    async def on_candle(self, ctx: CandleContext, position: Awaitable[Position | None] | None = None) -> None:
+    async def on_candle(
+        self,
+        ctx: CandleContext,
+        position: Awaitable[Position | None] | None = None,
+        read_since: BotState | None = None,
+    ) -> None:
         """One closed candle. HOLD costs a reload check and one comparison (the backtest hot path).
 
         ``position``: the live runtime's read of this symbol's position, started when the candle
         came in (so that it overlaps the feature computation); awaited where the bot would read it
-        (SPEC §8.3 step 7). None: the bot reads it itself."""
+        (SPEC §8.3 step 7). None: the bot reads it itself. ``read_since``: the bot's ``state``
+        when that read started; a change since then may make its answer stale (see
+        ``_on_signal``)."""
         try:
             self._filter.maybe_reload()
             if ctx.signal is None:
@@ -172,7 +179,7 @@ class SymbolBot(
                         position.close()
                     position = None
                 async with self._op_lock:
-                    await self._on_signal(ctx, ctx.signal, position)
+                    await self._on_signal(ctx, ctx.signal, position, read_since)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -180,7 +187,11 @@ class SymbolBot(
             log.exception("%s: error while handling the candle at %d", self.symbol, ctx.open_time_ms)
 
     async def _on_signal(
-        self, ctx: CandleContext, side: Side, position: Awaitable[Position | None] | None = None
+        self,
+        ctx: CandleContext,
+        side: Side,
+        position: Awaitable[Position | None] | None = None,
+        read_since: BotState | None = None,
     ) -> None:
         log.info("SIGNAL %s %s close=%.6f atr=%.6f", self.symbol, side.value, ctx.close, ctx.atr)
         seen = self._pos
@@ -193,7 +204,8 @@ class SymbolBot(
         if self.kill_switch.tripped:
             log.info("%s: kill switch active (%s): entries blocked", self.symbol, self.kill_switch.reason)
         pos_ex = await (position if position is not None else self._ex.position(self.symbol))
-        if self._pos is not seen and (pos_ex is not None or self._pos is not None):
+        moved = self._pos is not seen or (read_since is not None and self.state != read_since)
+        if moved and (pos_ex is not None or self._pos is not None):
             # A close or a fill was handled while the read was out: its answer may predate it (a
             # stale "open" re-adopted the position just booked as closed). Read again. Not when
             # both say flat: a flat answer can only be stale about a position opened since,

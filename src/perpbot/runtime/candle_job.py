@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("perpbot.runtime.app")
 
 # A position read started longer ago than this (a late BTC/ETH candle, a slow OI read) is not
-# handed to the bot: it reads the position afresh, as without the head start. Nor is one during
-# which the bot's state changed (a close or a fill handled from the user stream meanwhile): the
-# snapshot may predate it, and a stale "open" made the bot adopt a position it had just closed.
+# handed to the bot: it reads the position afresh, as without the head start. One during which the
+# bot's state changed (a close or a fill handled from the user stream meanwhile) may predate it (a
+# stale "open" made the bot adopt a position it had just closed): it is handed over with the state
+# it started from, and the bot reads again unless both say flat (``SymbolBot._on_signal``).
 POSITION_READ_MAX_AGE_S = 1.0
 T = TypeVar("T")
 
@@ -150,8 +151,8 @@ async def _decide(
     position_at: float,
     position_state: Any = None,
 ) -> None:
-    """``on_candle`` with the position read started by the job (when still young enough and
-    nothing changed the bot's state since it started)."""
+    """``on_candle`` with the position read started by the job (when still young enough), and
+    the bot's state when it started."""
     bot = rt.bots[sym]
     if ctx.signal is not None:
         rt.signals[sym] += 1
@@ -160,16 +161,17 @@ async def _decide(
         await rt.alert("info", info_message(f"[{sym}] kill switch reset by the operator"))
     if rt.view is not None:
         rt.view.on_candle(sym, ctx)
-    if position is not None and (
-        time.monotonic() - position_at > POSITION_READ_MAX_AGE_S or bot.state != position_state
-    ):
+    if position is not None and time.monotonic() - position_at > POSITION_READ_MAX_AGE_S:
         _discard(position)
         position = None  # too old a snapshot to decide on: the bot reads it again
     probe = latency.PROBE
     if probe is not None:
         probe.stage(sym, open_ms, "decide")
     try:
-        await bot.on_candle(ctx, position=position)
+        if position is None:
+            await bot.on_candle(ctx)
+        else:
+            await bot.on_candle(ctx, position=position, read_since=position_state)
     finally:
         _discard(position)
     if probe is not None:
