@@ -84,6 +84,10 @@ async def test_the_runtime_trades_through_the_adapter_and_keeps_every_position_p
             assert rt.prev_oi[sym] > 0  # the last close's snapshot: the first live change is real
         with pytest.raises(Exception, match="journal in use"):
             JournalLock(journal).acquire()
+        # Flat at start: leverage and ISOLATED are set before any signal (not by the first entry).
+        for sym in TRADED:
+            (row,) = await rt.exchange.rest.call("fapiPrivateV2GetPositionRisk", {"symbol": sym})
+            assert (int(row["leverage"]), row["marginType"]) == (rt.cfg.leverage, "isolated")
         for _ in range(20):
             await _advance(sim, rt, 8)
             # Protective orders are placed right after the entry fill's event: within 5 s of wall

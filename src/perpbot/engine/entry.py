@@ -97,12 +97,7 @@ class EntryMixin(BotBase):
                         filters.min_notional,
                     )
                     return False
-                await self._ex.set_leverage(self.symbol, self._leverage)
-                try:
-                    await self._ex.set_isolated_margin(self.symbol)
-                except ExchangeError as exc:
-                    if exc.code != NO_NEED_TO_CHANGE_MARGIN_TYPE:
-                        raise
+                await self._venue_settings()
                 now = self._clock.now_ms()
                 cid = self._cid("entry")
                 # Intent first: the pending entry is known by its client id before the order
@@ -161,6 +156,30 @@ class EntryMixin(BotBase):
             return True
         finally:
             self._busy = False
+
+    async def _venue_settings(self) -> None:
+        """SPEC §8.4 step 6 and §13 row 19: the leverage and ISOLATED margin an entry trades at
+        (an adapter may skip what the venue's last word already says)."""
+        await self._ex.set_leverage(self.symbol, self._leverage)
+        try:
+            await self._ex.set_isolated_margin(self.symbol)
+        except ExchangeError as exc:
+            if exc.code != NO_NEED_TO_CHANGE_MARGIN_TYPE:
+                raise
+
+    async def prepare_venue(self) -> None:
+        """Live start-up, flat: the venue's leverage and margin type set now, so that the first
+        entry does not spend two round trips on them between its signal and its order (every
+        later entry finds them set in its position read). A failure is not fatal: the entry
+        sets them as before, and fails closed there."""
+        if self._pos is not None or self._pending is not None:
+            return
+        try:
+            await self._venue_settings()
+        except ExchangeError as exc:
+            log.warning(
+                "%s: leverage/margin type not set at start-up (%s); the entry sets them", self.symbol, exc
+            )
 
     async def _cancel_stale_protection(self) -> bool:
         """Before an entry on a flat symbol: the protective orders a closed position left open

@@ -235,6 +235,7 @@ class Runtime:
                 )
                 self.bots[sym] = bot
                 await bot.start(self.window.context(sym))
+                await bot.prepare_venue()
             # 7. workers, market stream, periodic work
             for sym in cfg.symbols:
                 w = SymbolWorker(sym, self.alert, backoff_s=opts.restart_backoff_s)
