@@ -287,10 +287,14 @@ class ProtectionMixin(BotBase):
         ones) is cancelled by id; one that did not fire and could not be cancelled is kept
         in ``_to_cancel`` and retried in the background and by ``reconcile`` (defect 10)."""
         failed = False
-        for algo_id in sorted(pos.algo_ids):
-            if algo_id in self._fired:
-                continue
-            if not await self._cancel_algo(algo_id, "protective order of a closed position"):
+        ids = [a for a in sorted(pos.algo_ids) if a not in self._fired]
+        why = "protective order of a closed position"
+        if len(ids) > 1:  # our own close (a reverse): both at once, one round trip, not two
+            done = await asyncio.gather(*(self._cancel_algo(a, why) for a in ids))
+        else:  # the sibling of a stop-loss or take-profit that fired
+            done = [await self._cancel_algo(a, why) for a in ids]
+        for algo_id, ok in zip(ids, done, strict=True):
+            if not ok:
                 self._to_cancel.add(algo_id)
                 failed = True
         for order_id in pos.legacy_ids:
