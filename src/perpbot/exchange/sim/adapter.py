@@ -73,6 +73,7 @@ class SimExchange:
         self._task: asyncio.Task[None] | None = None
         self.delivered = 0  # events handed to handlers so far (diagnostics)
         self._unfinished = 0  # queued and not yet fully handled
+        self._drainers: list[asyncio.Future[None]] = []  # ``drain()`` calls waiting
 
     # ------------------------------------------------------------------ event delivery
 
@@ -151,9 +152,12 @@ class SimExchange:
         """Start the dispatcher task (idempotent)."""
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._dispatch(), name="sim-exchange-events")
+            self._task.add_done_callback(self._release_drainers)
 
     async def drain(self) -> None:
-        """Return once every queued event (and every event those handlers caused) was handled."""
+        """Return once every queued event (and every event those handlers caused) was handled.
+        The wait is one future the dispatcher resolves after the last event (``_drainers``): a
+        join task and ``asyncio.wait`` cost two more loop turns per call (issue 13)."""
         if self._task is not None and asyncio.current_task() is self._task:
             raise RuntimeError("drain() called from an event handler would wait for itself")
         self.release_due()
@@ -161,14 +165,30 @@ class SimExchange:
         if self._unfinished == 0:  # the common case in a backtest: nothing to wait for
             return
         await self.start()
-        task = self._task
-        assert task is not None
-        join = asyncio.ensure_future(self._queue.join())
-        await asyncio.wait((join, task), return_when=asyncio.FIRST_COMPLETED)
-        if not join.done():  # the dispatcher died (a BaseException escaped a handler)
-            join.cancel()
-            exc = None if task.cancelled() else task.exception()
-            raise RuntimeError("event dispatcher stopped with events undelivered") from exc
+        waiter = asyncio.get_running_loop().create_future()
+        self._drainers.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._drainers:
+                self._drainers.remove(waiter)
+
+    def _release_drainers(self, task: asyncio.Task[None] | None = None) -> None:
+        """Every ``drain()`` returns: the queue is empty; or (``task``, its done callback) fails:
+        the dispatcher stopped (``aclose``, a BaseException from a handler), events undelivered."""
+        if task is not None and task is not self._task and self._task is not None:
+            return  # an earlier dispatcher's late callback: the waits are the new one's
+        drainers, self._drainers = self._drainers, []
+        cause = None if task is None or task.cancelled() else task.exception()
+        for w in drainers:
+            if w.done():
+                continue
+            if task is None:
+                w.set_result(None)
+                continue
+            err = RuntimeError("event dispatcher stopped with events undelivered")
+            err.__cause__, err.__suppress_context__ = cause, True
+            w.set_exception(err)
 
     async def aclose(self) -> None:
         """Stop the dispatcher. Undelivered events stay queued (a later ``drain()`` restarts
@@ -191,6 +211,8 @@ class SimExchange:
                 self.delivered += 1
                 self._unfinished -= 1
                 q.task_done()
+                if self._unfinished == 0 and self._drainers:
+                    self._release_drainers()
 
     def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
         try:
