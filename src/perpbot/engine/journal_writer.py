@@ -15,10 +15,20 @@ Readers on the loop call ``flush(timeout)`` first: a bounded wait for the writes
 so a read sees the bot's own writes whenever the database is healthy and never hangs when not.
 A reader that needs only one write of its own to be in the file (a check repeated every candle)
 asks ``written(seq)`` of the number ``submit`` returned instead, which never waits.
+
+Batches (issue 13): the thread takes every statement queued so far (at most ``BATCH_MAX``) and
+commits them in one transaction, in order, instead of one commit each. A commit (WAL pages
+appended) was most of a statement's ~30 µs: a backtest's ~4,300 records cost ~0.14 s on this
+thread, much of it waited for by the report's first read. What a statement does is unchanged: a
+refused one (constraint) undoes only itself inside the transaction (SQLite's statement-level
+abort) and is skipped; a failure that can pass rolls the whole batch back, which is retried with
+back-off, so no statement lands twice or out of order. A statement counts as written (``flush``,
+``written``) once its batch is committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -30,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.01
 RETRY_MAX_S = 1.0
+BATCH_MAX = 512  # statements per transaction (bounds a batch's time and a retry's size)
 
 
 class JournalWriter:
@@ -103,32 +114,48 @@ class JournalWriter:
                         self._cond.wait()
                     if not self._queue:
                         return
-                    sql, args, many = self._queue[0]
-                self._execute(db, sql, args, many)
+                    batch = [self._queue[k] for k in range(min(len(self._queue), BATCH_MAX))]
+                self._commit(db, batch)
                 with self._cond:
-                    self._queue.popleft()
-                    self._pending -= 1
+                    for _ in batch:
+                        self._queue.popleft()
+                    self._pending -= len(batch)
                     self._cond.notify_all()
         finally:
             db.close()
 
-    def _execute(self, db: sqlite3.Connection, sql: str, args: Any, many: bool) -> None:
+    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, Any, bool]]) -> None:
+        """Execute ``batch`` in order in one transaction (module docstring, "Batches"); until it
+        is committed, a failure that can pass (locked, busy, I/O) rolls it back and it is retried
+        with back-off, never dropped."""
         delay = RETRY_FIRST_S
         while True:
+            refused: list[tuple[str, sqlite3.Error]] = []
             try:
-                if many:
-                    db.executemany(sql, args)
-                else:
-                    db.execute(sql, args)
-                return
+                db.execute("BEGIN IMMEDIATE")
+                for sql, args, many in batch:
+                    try:
+                        if many:
+                            db.executemany(sql, args)
+                        else:
+                            db.execute(sql, args)
+                    except sqlite3.OperationalError:
+                        raise
+                    except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
+                        refused.append((sql, exc))
+                db.execute("COMMIT")
             except sqlite3.OperationalError as exc:  # locked / busy / I/O: retry, never drop
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 self.failures += 1
                 self.last_error = str(exc)
                 log.error("journal write failed (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-            except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
+                continue
+            for sql, exc in refused:  # counted once their batch is in the file
                 self.rejected += 1
                 self.last_error = str(exc)
                 log.error("journal write refused by the database (%s): %s", exc, sql.split("(", 1)[0].strip())
-                return
+            return
