@@ -94,7 +94,7 @@ def levels_from_journal(path: Path | str, symbol: str, trades: Sequence[ClosedTr
     """The SL/TP levels of ``symbol``'s positions, read from a run's journal file."""
     from perpbot.engine.journal import Journal
 
-    journal = Journal(path)
+    journal = Journal(path, background=False)  # only read: no writer thread to start and stop
     try:
         orders = [
             o
