@@ -411,5 +411,4 @@ class SimExchange:
 
     async def user_trades(self, symbol: str, start_ms: int = 0) -> list[Fill]:
         """``GET /fapi/v1/userTrades``: this symbol's executions with ``time >= start_ms``."""
-        fills = await self._read("user_trades", self.engine.fills, symbol)
-        return [f for f in fills if f.time_ms >= start_ms]
+        return await self._read("user_trades", self.engine.fills, symbol, start_ms)
