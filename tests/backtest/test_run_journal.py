@@ -33,7 +33,7 @@ def test_a_run_starts_no_thread_and_leaves_its_whole_journal_file(
         return await drive(*a, **k)
 
     monkeypatch.setattr(runner, "_drive", counting)
-    path = tmp_path / "journal.sqlite3"
+    path = tmp_path / "new folder" / "journal.sqlite3"  # created, as a file journal's folder was
     cfg = BacktestConfig(symbols=SYMS3, markets=markets4, use_ml=False, journal_path=path)
     res = asyncio.run(run_backtest(cfg, AppConfig(symbols=SYMS3)))
     assert threads == [1]  # no journal writer thread while the loop runs

@@ -118,6 +118,7 @@ class Journal:
         online backup): a backtest keeps its private journal in memory while it runs, with no
         writer thread taking the loop's GIL for each statement (issue 13), and leaves this file."""
         self.flush()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as a file journal's own folder
         dest = sqlite3.connect(path, isolation_level=None)
         try:
             self._db.backup(dest)
