@@ -46,3 +46,24 @@ def test_a_run_starts_no_thread_and_leaves_its_whole_journal_file(
         assert orders >= 2 * len(res.trades)
     finally:
         db.close()
+
+
+def test_a_journal_path_that_cannot_be_written_fails_before_the_run(
+    tmp_path: Path, markets4: dict[str, pd.DataFrame], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal is written at the run's end, but its file is opened at the start (as a file
+    journal was): a bad path costs no run."""
+    looped: list[bool] = []
+
+    async def drive(*a: Any, **k: Any) -> Any:
+        looped.append(True)
+        raise AssertionError("the loop ran")
+
+    monkeypatch.setattr(runner, "_drive", drive)
+    (tmp_path / "a file").write_text("")
+    cfg = BacktestConfig(
+        symbols=SYMS3, markets=markets4, use_ml=False, journal_path=tmp_path / "a file" / "journal.sqlite3"
+    )
+    with pytest.raises(OSError):
+        asyncio.run(run_backtest(cfg, AppConfig(symbols=SYMS3)))
+    assert not looped

@@ -186,7 +186,10 @@ async def _run(
     # In memory while the run lasts, copied to ``journal_path`` at its end (``Journal.copy_to``):
     # the file is this run's alone (``check_inputs``), so nothing needs its writer thread, whose
     # per-statement GIL hand-offs cost the loop ~10-15 % and the report's first read a wait.
+    # The file is opened now all the same, so that a path that cannot be written fails first.
     journal = Journal(":memory:")
+    if str(cfg.journal_path) != ":memory:":
+        Journal.reserve(cfg.journal_path)
     notifier = RecordingNotifier()
     risk = RiskManager(app, clock, journal=journal)
     entry_filters = [make_entry_filter(cfg, app, s.symbol) for s in prepared]

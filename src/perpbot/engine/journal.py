@@ -113,6 +113,13 @@ class Journal:
             self._writer.flush(READ_WAIT_S)
         return self._db.execute(sql, args)
 
+    @staticmethod
+    def reserve(path: str | Path) -> None:
+        """Create the (empty) file ``copy_to`` will fill, and its folder: a path that cannot be
+        written fails here, before the work whose record it is to hold."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(path).close()
+
     def copy_to(self, path: str | Path) -> None:
         """Write the whole journal, as it is now, into a new WAL file at ``path`` (SQLite's
         online backup): a backtest keeps its private journal in memory while it runs, with no
