@@ -18,12 +18,13 @@ asks ``written(seq)`` of the number ``submit`` returned instead, which never wai
 
 Batches (issue 13): the thread takes every statement queued so far (at most ``BATCH_MAX``) and
 commits them in one transaction, in order, instead of one commit each. A commit (WAL pages
-appended) was most of a statement's ~30 µs: a backtest's ~4,300 records cost ~0.14 s on this
-thread, much of it waited for by the report's first read. What a statement does is unchanged: a
-refused one (constraint) undoes only itself inside the transaction (SQLite's statement-level
-abort) and is skipped; a failure that can pass rolls the whole batch back, which is retried with
-back-off, so no statement lands twice or out of order. A statement counts as written (``flush``,
-``written``) once its batch is committed.
+appended) was most of a statement's ~30 µs: ~4,300 records of a year's backtest cost ~0.14 s on
+this thread. A refused statement (constraint) undoes only itself inside the transaction (SQLite's
+statement-level abort) and is skipped, as before. When the batch meets a failure that can pass
+(locked, busy, I/O) it is rolled back whole and its statements are then written one at a time as
+without batches (each retried with back-off until it lands): what lands, and in which order, is
+what the one-commit-per-statement writer did. A statement counts as written (``flush``,
+``written``) once it is committed.
 """
 
 from __future__ import annotations
@@ -115,47 +116,72 @@ class JournalWriter:
                     if not self._queue:
                         return
                     batch = [self._queue[k] for k in range(min(len(self._queue), BATCH_MAX))]
-                self._commit(db, batch)
-                with self._cond:
-                    for _ in batch:
-                        self._queue.popleft()
-                    self._pending -= len(batch)
-                    self._cond.notify_all()
+                if self._commit(db, batch):
+                    self._done(len(batch))
+                    continue
+                for sql, args, many in batch:  # as without batches: one statement, one commit
+                    self._execute(db, sql, args, many)
+                    self._done(1)
         finally:
             db.close()
 
-    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, Any, bool]]) -> None:
-        """Execute ``batch`` in order in one transaction (module docstring, "Batches"); until it
-        is committed, a failure that can pass (locked, busy, I/O) rolls it back and it is retried
-        with back-off, never dropped."""
+    def _done(self, n: int) -> None:
+        """The ``n`` statements at the head of the queue are written."""
+        with self._cond:
+            for _ in range(n):
+                self._queue.popleft()
+            self._pending -= n
+            self._cond.notify_all()
+
+    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, Any, bool]]) -> bool:
+        """Execute ``batch`` in order in one transaction (module docstring, "Batches"); False,
+        with nothing of it written, when a failure that can pass stopped it."""
+        refused: list[tuple[str, sqlite3.Error]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for sql, args, many in batch:
+                try:
+                    if many:
+                        db.executemany(sql, args)
+                    else:
+                        db.execute(sql, args)
+                except sqlite3.OperationalError:
+                    raise
+                except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
+                    refused.append((sql, exc))
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # locked / busy / I/O
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            self.failures += 1
+            self.last_error = str(exc)
+            log.error("journal write of %d statements failed (%s); writing them one by one", len(batch), exc)
+            return False
+        for sql, exc in refused:
+            self._refused(sql, exc)
+        return True
+
+    def _refused(self, sql: str, exc: sqlite3.Error) -> None:
+        self.rejected += 1
+        self.last_error = str(exc)
+        log.error("journal write refused by the database (%s): %s", exc, sql.split("(", 1)[0].strip())
+
+    def _execute(self, db: sqlite3.Connection, sql: str, args: Any, many: bool) -> None:
         delay = RETRY_FIRST_S
         while True:
-            refused: list[tuple[str, sqlite3.Error]] = []
             try:
-                db.execute("BEGIN IMMEDIATE")
-                for sql, args, many in batch:
-                    try:
-                        if many:
-                            db.executemany(sql, args)
-                        else:
-                            db.execute(sql, args)
-                    except sqlite3.OperationalError:
-                        raise
-                    except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
-                        refused.append((sql, exc))
-                db.execute("COMMIT")
+                if many:
+                    db.executemany(sql, args)
+                else:
+                    db.execute(sql, args)
+                return
             except sqlite3.OperationalError as exc:  # locked / busy / I/O: retry, never drop
-                if db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        db.execute("ROLLBACK")
                 self.failures += 1
                 self.last_error = str(exc)
                 log.error("journal write failed (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            for sql, exc in refused:  # counted once their batch is in the file
-                self.rejected += 1
-                self.last_error = str(exc)
-                log.error("journal write refused by the database (%s): %s", exc, sql.split("(", 1)[0].strip())
-            return
+            except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
+                self._refused(sql, exc)
+                return
