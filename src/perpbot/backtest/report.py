@@ -21,12 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from rich import box
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from perpbot.backtest.chart_jobs import ChartJob, equity_jobs, render
 from perpbot.backtest.charts import Marker, equity_chart
@@ -34,6 +29,10 @@ from perpbot.backtest.metrics import Metrics, MetricsReport
 from perpbot.domain.types import ClosedTrade
 from perpbot.exchange.filters import round_price
 from perpbot.fileio import atomic_write_bytes, jsonable
+
+if TYPE_CHECKING:  # rich loads for the summary only: after the charts went to their worker (issue 13)
+    from rich.console import Group
+    from rich.table import Table
 
 HONESTY_NOTE = (
     "Profitability is unproven. Prior research on this design found no deployable edge after fees "
@@ -226,6 +225,9 @@ def summary_table(report: MetricsReport, title: str = "Backtest summary") -> Tab
 
     Funding, the average trade and the drawdown in USDT are in ``metrics.json``.
     """
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("symbol", no_wrap=True, min_width=9)
     for col in ("trades", "win", "PF", "net PnL", "fees", "max DD", "Sharpe", "exposure"):
@@ -258,6 +260,9 @@ def _profile_row(name: str, m: Metrics, hold: float | None) -> list[str]:
 def profile_table(report: MetricsReport) -> Table:
     """Trader's figures (fits 80 columns): long/short (L/S) trade counts, holding hours, CAGR,
     Sortino, Calmar, the strategy's return beside buy-and-hold of the same symbols and window."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("symbol", no_wrap=True, min_width=9)
     for col in ("L/S", "avg h", "med h", "CAGR", "Sortino", "Calmar", "return", "B&H"):
@@ -297,6 +302,9 @@ def summary_renderable(
 ) -> Group:
     """The tables, the capital, the fingerprint, what limited the run, where the files are, the
     honesty note."""
+    from rich.console import Group
+    from rich.text import Text
+
     parts: list[Any] = [summary_table(report, title), profile_table(report)]
     parts.append(Text(capital_line(report, sim)))
     parts.append(Text(f"fingerprint {report.fingerprint}", style="dim"))

@@ -18,6 +18,8 @@ in on a trade shows its real bars.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -94,7 +96,7 @@ def levels_from_journal(path: Path | str, symbol: str, trades: Sequence[ClosedTr
     """The SL/TP levels of ``symbol``'s positions, read from a run's journal file."""
     from perpbot.engine.journal import Journal
 
-    journal = Journal(path)
+    journal = Journal(path, background=False)  # only read: no writer thread to start and stop
     try:
         orders = [
             o
@@ -103,20 +105,29 @@ def levels_from_journal(path: Path | str, symbol: str, trades: Sequence[ClosedTr
         ]
     finally:
         journal.close()
+    by_kind = {kind: [o for o in orders if o.kind == kind] for kind in ("SL", "TP")}
+    times = {kind: [o.time_ms for o in mine] for kind, mine in by_kind.items()}
+    in_order = all(all(a <= b for a, b in itertools.pairwise(t)) for t in times.values())
     out: list[Level] = []
     for tr in trades:
         if tr.symbol != symbol:
             continue
         for kind in ("SL", "TP"):
             # Half-open [entry, exit): on a reverse, the next position's orders are placed at
-            # this one's exit time and belong to it.
-            mine = [
-                o
-                for o in orders
-                if o.kind == kind
-                and tr.entry_time_ms <= o.time_ms
-                and (o.time_ms < tr.exit_time_ms or o.time_ms == tr.entry_time_ms)
-            ]
+            # this one's exit time and belong to it. Orders in time order (as a run journals
+            # them) are found by bisection: a scan of every order per trade took ~20 ms a year.
+            t = times[kind]
+            if in_order:
+                lo = bisect.bisect_left(t, tr.entry_time_ms)
+                hi = max(bisect.bisect_left(t, tr.exit_time_ms), bisect.bisect_right(t, tr.entry_time_ms))
+                mine = by_kind[kind][lo:hi]
+            else:
+                mine = [
+                    o
+                    for o in by_kind[kind]
+                    if tr.entry_time_ms <= o.time_ms
+                    and (o.time_ms < tr.exit_time_ms or o.time_ms == tr.entry_time_ms)
+                ]
             for k, o in enumerate(mine):
                 end = mine[k + 1].time_ms if k + 1 < len(mine) else tr.exit_time_ms
                 out.append(Level(kind, max(o.time_ms, tr.entry_time_ms), end, float(o.trigger_price or 0.0)))

@@ -113,6 +113,26 @@ class Journal:
             self._writer.flush(READ_WAIT_S)
         return self._db.execute(sql, args)
 
+    @staticmethod
+    def reserve(path: str | Path) -> None:
+        """Create the (empty) file ``copy_to`` will fill, and its folder: a path that cannot be
+        written fails here, before the work whose record it is to hold."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(path).close()
+
+    def copy_to(self, path: str | Path) -> None:
+        """Write the whole journal, as it is now, into a new WAL file at ``path`` (SQLite's
+        online backup): a backtest keeps its private journal in memory while it runs, with no
+        writer thread taking the loop's GIL for each statement (issue 13), and leaves this file."""
+        self.flush()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)  # as a file journal's own folder
+        dest = sqlite3.connect(path, isolation_level=None)
+        try:
+            self._db.backup(dest)
+            dest.execute("PRAGMA journal_mode=WAL")
+        finally:
+            dest.close()
+
     def close(self) -> None:
         if self._finalizer is not None:
             self._finalizer()  # closes the writer once (flushes its queue)

@@ -15,10 +15,21 @@ Readers on the loop call ``flush(timeout)`` first: a bounded wait for the writes
 so a read sees the bot's own writes whenever the database is healthy and never hangs when not.
 A reader that needs only one write of its own to be in the file (a check repeated every candle)
 asks ``written(seq)`` of the number ``submit`` returned instead, which never waits.
+
+Batches (issue 13): the thread takes every statement queued so far (at most ``BATCH_MAX``) and
+commits them in one transaction, in order, instead of one commit each. A commit (WAL pages
+appended) was most of a statement's ~30 µs: ~4,300 records of a year's backtest cost ~0.14 s on
+this thread. A refused statement (constraint) undoes only itself inside the transaction (SQLite's
+statement-level abort) and is skipped, as before. When the batch meets a failure that can pass
+(locked, busy, I/O) it is rolled back whole and its statements are then written one at a time as
+without batches (each retried with back-off until it lands): what lands, and in which order, is
+what the one-commit-per-statement writer did. A statement counts as written (``flush``,
+``written``) once it is committed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -30,6 +41,7 @@ log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 0.01
 RETRY_MAX_S = 1.0
+BATCH_MAX = 512  # statements per transaction (bounds a batch's time and a retry's size)
 
 
 class JournalWriter:
@@ -103,14 +115,57 @@ class JournalWriter:
                         self._cond.wait()
                     if not self._queue:
                         return
-                    sql, args, many = self._queue[0]
-                self._execute(db, sql, args, many)
-                with self._cond:
-                    self._queue.popleft()
-                    self._pending -= 1
-                    self._cond.notify_all()
+                    batch = [self._queue[k] for k in range(min(len(self._queue), BATCH_MAX))]
+                if self._commit(db, batch):
+                    self._done(len(batch))
+                    continue
+                for sql, args, many in batch:  # as without batches: one statement, one commit
+                    self._execute(db, sql, args, many)
+                    self._done(1)
         finally:
             db.close()
+
+    def _done(self, n: int) -> None:
+        """The ``n`` statements at the head of the queue are written."""
+        with self._cond:
+            for _ in range(n):
+                self._queue.popleft()
+            self._pending -= n
+            self._cond.notify_all()
+
+    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, Any, bool]]) -> bool:
+        """Execute ``batch`` in order in one transaction (module docstring, "Batches"); False,
+        with nothing of it written, when a failure that can pass stopped it."""
+        refused: list[tuple[str, sqlite3.Error]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for sql, args, many in batch:
+                try:
+                    if many:
+                        db.executemany(sql, args)
+                    else:
+                        db.execute(sql, args)
+                except sqlite3.OperationalError:
+                    raise
+                except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
+                    refused.append((sql, exc))
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # locked / busy / I/O
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            self.failures += 1
+            self.last_error = str(exc)
+            log.error("journal write of %d statements failed (%s); writing them one by one", len(batch), exc)
+            return False
+        for sql, exc in refused:
+            self._refused(sql, exc)
+        return True
+
+    def _refused(self, sql: str, exc: sqlite3.Error) -> None:
+        self.rejected += 1
+        self.last_error = str(exc)
+        log.error("journal write refused by the database (%s): %s", exc, sql.split("(", 1)[0].strip())
 
     def _execute(self, db: sqlite3.Connection, sql: str, args: Any, many: bool) -> None:
         delay = RETRY_FIRST_S
@@ -128,7 +183,5 @@ class JournalWriter:
                 time.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
-                self.rejected += 1
-                self.last_error = str(exc)
-                log.error("journal write refused by the database (%s): %s", exc, sql.split("(", 1)[0].strip())
+                self._refused(sql, exc)
                 return

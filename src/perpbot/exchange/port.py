@@ -10,9 +10,8 @@ registered with ``subscribe``; an adapter delivers them in the order the exchang
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar, Token
 from typing import Protocol, runtime_checkable
 
 from perpbot.domain.events import ExchangeEvent
@@ -35,17 +34,21 @@ EventHandler = Callable[[ExchangeEvent], Awaitable[None]]
 PROTECTING: ContextVar[bool] = ContextVar("perpbot_protecting", default=False)
 
 
-@contextmanager
-def protecting() -> Iterator[None]:
+class protecting:
     """Mark the requests made inside as protecting a position: an adapter that shares a request
     budget (Binance's weight per IP and minute) lets them pass ahead of history reads, so a
     preload or a catch-up cannot leave a position without its stop for up to a minute. A
-    context, not a parameter: the port's methods stay the same for every venue."""
-    token = PROTECTING.set(True)
-    try:
-        yield
-    finally:
-        PROTECTING.reset(token)
+    context, not a parameter: the port's methods stay the same for every venue. A plain class,
+    not a generator context: every reconcile pass of a bot in a position enters one (issue 13)."""
+
+    __slots__ = ("_token",)
+    _token: Token[bool]
+
+    def __enter__(self) -> None:
+        self._token = PROTECTING.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        PROTECTING.reset(self._token)
 
 
 @runtime_checkable

@@ -35,7 +35,6 @@ the engine's clock through ``now``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from perpbot.domain.events import AccountUpdate, ExchangeEvent
 from perpbot.domain.types import AlgoStatus, Income, OrderSide, OrderStatus, OrderType
@@ -292,7 +291,5 @@ class Clearing:
         return reports.account_update(reason, b, mark, self.wallet, self.available_balance(), bc, self.now())
 
     def emit_algo(self, symbol: str, a: Algo, status: AlgoStatus, triggered_order_id: int = 0) -> None:
-        self.registry.record_algo(
-            replace(reports.conditional(symbol, a, status), triggered_order_id=triggered_order_id)
-        )
+        self.registry.record_algo(reports.conditional(symbol, a, status, triggered_order_id))
         self.events.append(reports.algo_update(symbol, a, status, triggered_order_id, self.now()))

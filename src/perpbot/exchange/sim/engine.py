@@ -308,9 +308,10 @@ class MatchingEngine:
         filtered by symbol, ``start_ms ≤ time ≤ end_ms`` and type (all when empty)."""
         return self._clr.ledger.income_history(symbol, start_ms, end_ms, income_types)
 
-    def fills(self, symbol: str | None = None) -> list[Fill]:
-        """Every execution so far (Binance's account trade list), optionally for one symbol."""
-        return self._clr.ledger.fills_of(symbol)
+    def fills(self, symbol: str | None = None, start_ms: int | None = None) -> list[Fill]:
+        """Every execution so far (Binance's account trade list), optionally for one symbol and
+        with ``time >= start_ms``."""
+        return self._clr.ledger.fills_of(symbol, start_ms)
 
     @property
     def has_events(self) -> bool:

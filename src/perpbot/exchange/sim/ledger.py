@@ -20,6 +20,11 @@ class Ledger:
 
     def __init__(self) -> None:
         self.fills: list[Fill] = []
+        # Per symbol, in booking order, with their times: a bot's ``userTrades`` after each entry
+        # is a binary search, not a scan of every fill of the run (issue 13).
+        self._fills_by_symbol: dict[str, list[Fill]] = {}
+        self._fill_times: dict[str, list[int]] = {}
+        self._fills_unordered: set[str] = set()
         self.incomes: list[Income] = []
         self._incomes_by_symbol: dict[str, list[Income]] = {}
         self._income_times: dict[str, list[int]] = {}
@@ -37,7 +42,13 @@ class Ledger:
         now: int,
     ) -> None:
         """One execution and the income rows it books (realised PnL, commission) when non-zero."""
-        self.fills.append(Fill(symbol, oid, tid, side, price, q, fee, rp, now))
+        fill = Fill(symbol, oid, tid, side, price, q, fee, rp, now)
+        self.fills.append(fill)
+        times = self._fill_times.setdefault(symbol, [])
+        if times and now < times[-1]:
+            self._fills_unordered.add(symbol)  # stamped back in time: lookups scan instead
+        times.append(now)
+        self._fills_by_symbol.setdefault(symbol, []).append(fill)
         if rp != 0.0:
             self.add_income(Income(symbol, "REALIZED_PNL", rp, now, str(tid)))
         if fee != 0.0:
@@ -80,9 +91,17 @@ class Ledger:
             hi = len(times) if end_ms is None else bisect.bisect_right(times, end_ms)
         return [r for r in candidates[lo:hi] if not types or r.income_type in types]
 
-    def fills_of(self, symbol: str | None = None) -> list[Fill]:
-        """Every execution so far, optionally for one symbol."""
-        return [f for f in self.fills if symbol is None or f.symbol == symbol]
+    def fills_of(self, symbol: str | None = None, start_ms: int | None = None) -> list[Fill]:
+        """Every execution so far, optionally for one symbol and from ``start_ms`` on, in
+        booking order."""
+        if symbol is None:
+            return [f for f in self.fills if start_ms is None or f.time_ms >= start_ms]
+        rows = self._fills_by_symbol.get(symbol, [])
+        if start_ms is None:
+            return list(rows)
+        if symbol in self._fills_unordered:
+            return [f for f in rows if f.time_ms >= start_ms]
+        return rows[bisect.bisect_left(self._fill_times[symbol], start_ms) :]
 
     def qty_at(self, symbol: str, qty: float, t: int) -> float:
         """The signed position of ``symbol`` at exchange time ``t``, given its current one ``qty``:

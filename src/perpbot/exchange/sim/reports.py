@@ -132,7 +132,7 @@ def algo_update(symbol: str, a: Algo, status: AlgoStatus, triggered_order_id: in
     )
 
 
-def conditional(symbol: str, a: Algo, status: AlgoStatus) -> ConditionalOrder:
+def conditional(symbol: str, a: Algo, status: AlgoStatus, triggered_order_id: int = 0) -> ConditionalOrder:
     """The REST view of a resting algo order."""
     return ConditionalOrder(
         symbol,
@@ -145,4 +145,5 @@ def conditional(symbol: str, a: Algo, status: AlgoStatus) -> ConditionalOrder:
         a.reduce_only,
         a.client_algo_id,
         a.time_ms,
+        triggered_order_id,
     )
