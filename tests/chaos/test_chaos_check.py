@@ -230,6 +230,17 @@ def test_a_fault_hit_just_before_a_kill_is_excused_and_an_unhit_one_is_listed() 
     )
 
 
+def test_a_listen_key_that_died_with_no_socket_on_it_needs_no_line() -> None:
+    # Seed 11 of the 45-day chaos run: a private-stream drop, then the key expired 2 ms later,
+    # while the bot was reconnecting: nobody was told, and the reconnect took a new key.
+    told = {"kind": "expire_listen_key", "hits": 1, "first_hit_ms": 1_500_000, "told": 1}
+    untold = {**told, "told": 0}
+    quiet = [incarnation(["1500.100 INFO nothing to see"])]
+    assert len(cc.check_fault_evidence([told], quiet).violations) == 1
+    rep = cc.check_fault_evidence([untold], quiet)
+    assert rep.violations == [] and rep.silent_ok == ["expire_listen_key"]
+
+
 def test_a_silent_user_stream_needs_a_line_only_when_it_swallowed_an_execution() -> None:
     quiet = {
         "kind": "silent_stream",

@@ -160,7 +160,16 @@ async def test_expired_listen_key_fault(sim: SimServer, http: aiohttp.ClientSess
     async with http.get("/sim/state") as r:
         state = await r.json()
     assert [f["kind"] for f in state["faults"]] == ["expire_listen_key"] and state["faults"][0]["hits"] == 1
+    assert state["faults"][0]["told"] == 1  # one socket got the event
     assert state["listen_key_active"] is False
+    # A key that dies while no socket is on it (a client reconnecting): nobody is told.
+    async with http.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": sim.cfg.api_key}) as r:
+        assert (await r.json())["listenKey"] != key
+    await _wait_for(lambda: not sim.private_hub.conns)
+    await _inject(http, {"kind": "expire_listen_key"})
+    async with http.get("/sim/state") as r:
+        faults = (await r.json())["faults"]
+    assert (faults[1]["hits"], faults[1]["told"]) == (1, 0)
 
 
 async def test_bad_fault_documents(sim: SimServer, http: aiohttp.ClientSession, tmp_path: Path) -> None:

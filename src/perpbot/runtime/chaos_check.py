@@ -351,7 +351,9 @@ def check_fault_evidence(
             rep.not_hit.append(label)
             continue
         pattern = evidence_pattern(f)
-        if pattern is None:
+        if pattern is None or (f["kind"] == "expire_listen_key" and f.get("told") == 0):
+            # (A key that died while no socket was on it, e.g. during a reconnect: nobody was
+            # told; the bot's next connect takes a new key, as on Binance.)
             rep.silent_ok.append(label)
             continue
         alive = [i for i in incarnations if i.start_wall_ms <= hit <= i.end_wall_ms]

@@ -133,7 +133,11 @@ class SimServer:
                 f.hits = hub.drop_all()
             elif f.kind == "expire_listen_key":
                 f.hits = int(self.listen_keys.key is not None)
+                self.private_hub.told_expired = 0
                 self.listen_keys.expire()
+                # Sockets on the key that got ``listenKeyExpired``: with none (a reconnect under
+                # way) there was nothing to see; the client's next connect takes a new key.
+                f.params["told"] = self.private_hub.told_expired
             elif f.kind == "adl":
                 f.hits = self._deleverage(f.symbol, float(f.params.get("fraction", 0.5)))
 

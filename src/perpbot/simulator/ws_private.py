@@ -60,6 +60,7 @@ class PrivateHub:
         self.pushed = 0
         self._held: list[_Held] = []  # events a late/swap fault holds back, oldest first
         keys.on_expire.append(self._expired)
+        self.told_expired = 0
 
     def on_event(self, ev: ExchangeEvent) -> None:
         """Venue listener: fan one event out to the active key's connections."""
@@ -140,9 +141,11 @@ class PrivateHub:
 
     def _expired(self, key: str, close: bool) -> None:
         ev = {"e": "listenKeyExpired", "E": self.now_ms(), "listenKey": key}
+        self.told_expired = 0  # connections that got the event (none: nobody could see it)
         for conn in tuple(self.conns):
             if conn.listen_key == key:
                 conn.push(_dumps({"stream": key, "data": ev}) if conn.combined else _dumps(ev))
+                self.told_expired += 1
                 if close:
                     conn.close_soon()
 
