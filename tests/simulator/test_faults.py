@@ -164,12 +164,22 @@ async def test_expired_listen_key_fault(sim: SimServer, http: aiohttp.ClientSess
     assert state["listen_key_active"] is False
     # A key that dies while no socket is on it (a client reconnecting): nobody is told.
     async with http.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": sim.cfg.api_key}) as r:
-        assert (await r.json())["listenKey"] != key
+        key = (await r.json())["listenKey"]
     await _wait_for(lambda: not sim.private_hub.conns)
     await _inject(http, {"kind": "expire_listen_key"})
+    # Nor is a socket the venue has just dropped (a drop right before the expiry).
+    async with http.post("/fapi/v1/listenKey", headers={"X-MBX-APIKEY": sim.cfg.api_key}) as r:
+        key = (await r.json())["listenKey"]
+    async with http.ws_connect(f"/private/ws?listenKey={key}") as ws:
+        await _wait_for(lambda: sim.private_hub.conns)
+        await _inject(http, {"kind": "drop_connection", "stream": "private"}, {"kind": "expire_listen_key"})
     async with http.get("/sim/state") as r:
         faults = (await r.json())["faults"]
-    assert (faults[1]["hits"], faults[1]["told"]) == (1, 0)
+    assert [(f["kind"], f["hits"], f.get("told")) for f in faults[1:]] == [
+        ("expire_listen_key", 1, 0),
+        ("drop_connection", 1, None),
+        ("expire_listen_key", 1, 0),
+    ]
 
 
 async def test_bad_fault_documents(sim: SimServer, http: aiohttp.ClientSession, tmp_path: Path) -> None:

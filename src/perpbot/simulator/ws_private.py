@@ -144,8 +144,8 @@ class PrivateHub:
         self.told_expired = 0  # connections that got the event (none: nobody could see it)
         for conn in tuple(self.conns):
             if conn.listen_key == key:
+                self.told_expired += not conn.closed  # an aborted socket (a drop) hears nothing
                 conn.push(_dumps({"stream": key, "data": ev}) if conn.combined else _dumps(ev))
-                self.told_expired += 1
                 if close:
                     conn.close_soon()
 
