@@ -168,10 +168,7 @@ async def _decide(
     if probe is not None:
         probe.stage(sym, open_ms, "decide")
     try:
-        if position is None:
-            await bot.on_candle(ctx)
-        else:
-            await bot.on_candle(ctx, position=position, read_since=position_state)
+        await bot.on_candle(ctx, position=position, read_since=None if position is None else position_state)
     finally:
         _discard(position)
     if probe is not None:
