@@ -29,12 +29,12 @@ What this module decides (the rules of the API)
   ``close[i]``, ``now_ms`` = ``open_time[i] + bar_ms``. Every event produced by bar i carries
   that time (the simulator learns a candle when it closes).
 
-Hostile mode (``sim/faults.py``, driven by ``SimExchange``): ``submit_market`` accepts a MARKET
-order (NEW) without executing it; ``fill_order`` executes part or the rest later (``X``
-PARTIALLY_FILLED … FILLED, ``l``/``z``); ``expire_order`` ends it ``x=EXPIRED``; ``cancel_order``
-ends an open one ``x=CANCELED``; ``deleverage`` closes part of a position
-(``x=CALCULATED``, client id ``adl_autoclose``); ``advance_time`` stamps those with the clock's
-seconds. ``order`` / ``algo_order`` answer REST queries by id or client id (``registry.py``).
+Hostile mode (``sim/faults.py``, driven by ``SimExchange``; its methods in ``hostile_orders.py``):
+``submit_market`` accepts a MARKET order (NEW) without executing it; ``fill_order`` executes
+part or the rest later (``X`` PARTIALLY_FILLED … FILLED, ``l``/``z``); ``expire_order`` ends it
+``x=EXPIRED``; ``cancel_order`` ends an open one ``x=CANCELED``; ``deleverage`` closes part of a
+position (``x=CALCULATED``, client id ``adl_autoclose``); ``advance_time`` stamps those with the
+clock's seconds. ``order`` / ``algo_order`` answer REST queries by id or client id (``registry.py``).
 
 Speed: ``process_bar`` with no position and no algo order returns after a dict lookup and two
 assignments; with a position it reads high/low once and compares them with a pre-computed band
@@ -74,15 +74,15 @@ from perpbot.exchange.errors import (
     MARGIN_TYPE_WITH_POSITION,
     MAX_STOP_ORDERS,
     NO_NEED_TO_CHANGE_MARGIN_TYPE,
-    NO_SUCH_ORDER,
     ORDER_WOULD_IMMEDIATELY_TRIGGER,
     REDUCE_ONLY_REJECTED,
     UNKNOWN_ORDER,
     ExchangeError,
 )
-from perpbot.exchange.filters import floor_qty, from_steps, steps_of, validate_order
+from perpbot.exchange.filters import validate_order
 from perpbot.exchange.sim.book import Algo, Book, load_bars, next_price, rearm
 from perpbot.exchange.sim.clearing import Clearing
+from perpbot.exchange.sim.hostile_orders import HostileOrders
 from perpbot.exchange.sim.intrabar import path, walk
 from perpbot.exchange.sim.registry import LiveOrder
 from perpbot.exchange.sim.reports import conditional
@@ -105,13 +105,14 @@ def _clock_of(engine: MatchingEngine) -> Callable[[], int]:
     return now
 
 
-class MatchingEngine:
+class MatchingEngine(HostileOrders):
     """The simulated account and matching engine. See the module docstring for the model.
 
-    Why one class of ~40 methods: it is the whole Binance account API the backtester, the hostile
+    Why one class of ~35 methods: it is the whole Binance account API the backtester, the hostile
     adapter and the protocol simulator call (market data and clock, orders, algo orders, queries,
-    settings). Each method validates and answers; the mechanics are delegated to ``Clearing``
-    (executions, money, records) and to the plain functions of ``book``/``intrabar``.
+    settings); the orders a fault plan executes are in ``hostile_orders.py``. Each method
+    validates and answers; the mechanics are delegated to ``Clearing`` (executions, money,
+    records) and to the plain functions of ``book``/``intrabar``.
     """
 
     def __init__(
@@ -401,91 +402,6 @@ class MatchingEngine:
         cid = client_order_id or f"sim-{oid}"
         o = self._clr.open_order(b, oid, cid, side, quantity, reduce_only, OrderType.MARKET)
         return o, exec_qty, price
-
-    # ------------------------------------------------------------------ hostile-mode order control
-
-    def submit_market(
-        self,
-        symbol: str,
-        side: OrderSide,
-        quantity: float,
-        *,
-        reduce_only: bool = False,
-        client_order_id: str = "",
-    ) -> Order:
-        """Accept a MARKET order (same checks and NEW event as ``market_order``) WITHOUT executing
-        it: the hostile adapter then calls ``fill_order`` / ``expire_order`` when its fault plan
-        says. Returns the order as a REST query would show it (status NEW, executed 0)."""
-        b = self._book(symbol)
-        o, _, _ = self._accept_market(b, side, float(quantity), reduce_only, client_order_id)
-        return o.snapshot()
-
-    def fill_order(self, symbol: str, order_id: int, quantity: float | None = None) -> Order:
-        """Execute (part of) an open MARKET order at the next tradable price.
-
-        ``quantity`` None executes the rest and reports FILLED. A reduce-only order executes at most
-        the position (FILLED when that exhausts it); when nothing is left to reduce, or an opening
-        order can no longer be margined, the order EXPIRES with what it executed so far.
-        """
-        b = self._book(symbol)
-        o = self._registry.live(order_id)
-        if o is None or o.symbol != symbol:
-            raise ExchangeError(NO_SUCH_ORDER, "Order does not exist.")
-        if not o.is_open:
-            return o.snapshot()
-        step = b.filters.step_size
-        rest = from_steps(steps_of(o.quantity, step) - o.done_steps, step)
-        want = rest if quantity is None else min(floor_qty(float(quantity), step), rest)
-        sgn = 1 if o.side is OrderSide.BUY else -1
-        price = next_price(b, sgn, self._slip)
-        last = quantity is None or want >= rest
-        if o.reduce_only:
-            pos = b.qty
-            if pos == 0.0 or (pos > 0) == (sgn > 0):
-                return self.expire_order(symbol, order_id)
-            if want >= abs(pos):
-                want, last = abs(pos), True
-        else:
-            try:
-                self._clr.check_margin(b, sgn, want, price)
-            except ExchangeError:
-                return self.expire_order(symbol, order_id)
-        if want > 0.0:
-            self._clr.execute(b, o, want, price, last=last)
-        return o.snapshot()
-
-    def expire_order(self, symbol: str, order_id: int) -> Order:
-        """End an open order as EXPIRED (``x=EXPIRED``), keeping what it executed (``z``)."""
-        b = self._book(symbol)
-        o = self._registry.live(order_id)
-        if o is None or o.symbol != symbol:
-            raise ExchangeError(NO_SUCH_ORDER, "Order does not exist.")
-        if o.is_open:
-            self._clr.end_order(b, o, OrderStatus.EXPIRED, "EXPIRED")
-        return o.snapshot()
-
-    def deleverage(self, symbol: str, quantity: float, price: float | None = None) -> Order:
-        """Auto-deleverage (ADL) part or all of the position at ``price`` (default: last price).
-
-        Binance's shape: ``ORDER_TRADE_UPDATE x=CALCULATED X=FILLED o=LIQUIDATION`` with client id
-        ``adl_autoclose``, no commission, then ``ACCOUNT_UPDATE m=ORDER``. The remainder (if any)
-        stays open with its isolated margin reduced pro rata.
-        """
-        b = self._book(symbol)
-        if b.qty == 0.0:
-            raise ExchangeError(NO_SUCH_ORDER, f"{symbol}: no position to deleverage.")
-        q = min(floor_qty(float(quantity), b.filters.step_size), abs(b.qty))
-        if q <= 0.0:
-            raise ValueError(f"{symbol}: deleverage quantity must be at least one step")
-        px = self.last_price(symbol) if price is None else float(price)
-        o = self._clr.deleverage(b, q, px)
-        return o.snapshot()
-
-    def advance_time(self, now_ms: int) -> None:
-        """Move the exchange clock forward to ``now_ms`` (hostile mode: seconds between candles,
-        so that late executions carry later stamps). Never moves it back."""
-        if now_ms > self.now_ms:
-            self._now = int(now_ms)
 
     def order(self, symbol: str, order_id: int = 0, client_order_id: str = "") -> Order:
         """``GET /fapi/v1/order`` by order id or client id (finished orders too); -2013 if unknown."""
