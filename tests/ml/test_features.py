@@ -41,6 +41,7 @@ from perpbot.ml.features import (
     live_feature_row,
     rolling_zscore,
 )
+from perpbot.ml.rolling import rolling_zscore_last
 from perpbot.strategy.indicators import compute_indicators
 from perpbot.strategy.signal import rule_signal
 from tests.support.cli import invoke, one_line_error
@@ -264,6 +265,31 @@ def test_rolling_zscore_depends_on_window_contents_only() -> None:
     for start in (1, 713, 2_999, 4_000):
         part = rolling_zscore(x[start:], 288, anchor=1_000 + start)
         np.testing.assert_array_equal(part[-(5000 - start - 576) :], full[-(5000 - start - 576) :])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    n=st.integers(1, 900),
+    window=st.sampled_from([5, 96, 288]),
+    anchor=st.integers(0, 10**7),
+    nan_share=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+    scale=st.sampled_from([1e-6, 1.0, 1e6]),
+    flat=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_last_column_alone_is_the_full_z_score_bit_for_bit(
+    rows: int, n: int, window: int, anchor: int, nan_share: float, scale: float, flat: bool, seed: int
+) -> None:
+    # The live row's z-scores come from ``rolling_zscore_last``: the same bits as the full
+    # computation's last column (NaNs, flat windows, any block offset), or live/batch parity breaks.
+    rng = np.random.default_rng(seed)
+    x = np.full((rows, n), 1.25 * scale) if flat else rng.normal(0.0, scale, (rows, n))
+    x[rng.random((rows, n)) < nan_share] = np.nan
+    want = rolling_zscore(x, window, anchor)[:, -1]
+    got = rolling_zscore_last(x, window, anchor)
+    assert got.shape == (rows,) and got.tobytes() == want.tobytes()
+    assert rolling_zscore_last(x[0], window, anchor).tobytes() == want[0].tobytes()
 
 
 # --------------------------------------------------------------------------- (a) parity

@@ -61,6 +61,7 @@ from perpbot.ml.rolling import (  # noqa: F401  (re-exported: the feature code's
     exact_suffix_start,
     rolling_nanmean,
     rolling_zscore,
+    rolling_zscore_last,
 )
 from perpbot.strategy.indicators import compute_indicators
 from perpbot.strategy.signal import LONG, SHORT, SignalFrame, rule_signal
@@ -102,13 +103,15 @@ def feature_schema_hash() -> str:
 
 
 def pct_change_filled(close: np.ndarray, lag: int) -> np.ndarray:
-    """``close_t / close_{t−lag} − 1`` with NaN (history too short, missing data) and zero bases → 0."""
+    """``close_t / close_{t−lag} − 1`` with NaN (history too short, missing data) and zero bases → 0.
+    Along the last axis: a stack of series (the live row's closes) in one pass, element-wise the
+    same numbers as each series alone."""
     out = np.zeros_like(close)
-    if len(close) > lag:
-        base, cur = close[:-lag], close[lag:]
+    if close.shape[-1] > lag:
+        base, cur = close[..., :-lag], close[..., lag:]
         with np.errstate(invalid="ignore", divide="ignore"):
             r = np.where(base != 0.0, cur / np.where(base != 0.0, base, 1.0) - 1.0, 0.0)
-        out[lag:] = np.where(np.isfinite(r), r, 0.0)
+        out[..., lag:] = np.where(np.isfinite(r), r, 0.0)
     return out
 
 
@@ -182,7 +185,8 @@ Row = Callable[[], np.ndarray]
 def _zscored(rows: list[Row], window: int, anchor: int, start: int | None) -> np.ndarray:
     """``rolling_zscore`` of the stacked rows. ``start`` (the live path, ``None`` in batch): the
     rows are the suffix from ``start`` = ``rolling.exact_suffix_start``, which gives the last
-    column bit for bit; only that column is returned, every row computed in one pass.
+    column bit for bit; only that column is returned (``rolling_zscore_last``: the same
+    operations on the two blocks it reads), every row in one pass.
 
     In batch each row is computed, z-scored into the output and dropped before the next (rows are
     independent in ``rolling_zscore``, so the numbers are those of the stacked pass): the inputs
@@ -197,15 +201,14 @@ def _zscored(rows: list[Row], window: int, anchor: int, start: int | None) -> np
             out[i] = rolling_zscore(make(), window, anchor)
         return out
     stacked = np.vstack([make() for make in rows])
-    z = rolling_zscore(stacked, window, anchor + start, rows_per_pass=len(rows))
-    return z[:, -1:]
+    return rolling_zscore_last(stacked, window, anchor + start)[:, None]
 
 
 def _returns(x: np.ndarray, lag: int, start: int) -> np.ndarray:
     """``pct_change_filled(x, lag)[start:]``, reading only the rows it needs (element-wise, so
     the values are the same)."""
     base = max(0, start - lag)
-    return pct_change_filled(x[base:], lag)[start - base :]
+    return pct_change_filled(x[..., base:], lag)[..., start - base :]
 
 
 def _micro_features(
@@ -240,28 +243,39 @@ def _z288_features(
     :func:`_zscored`; every input row is then computed on that suffix only)."""
     s = start or 0
     names = ["atr_pct", "vol_ratio", "ret_1", "ret_3", "ret_5", "adx"]
-    ret_1 = _returns(close, RETURN_LAGS[0], s)  # kept: the relative-strength rows divide by it
+    btc, eth = column("close_btc"), column("close_eth")
+    has_corr = btc is not None and eth is not None
+    prices = [close, btc, eth] if btc is not None and eth is not None else [close]
+    if start is None:  # batch: each return when its row is z-scored (``_zscored``)
 
-    def returns(x: np.ndarray, lag: int) -> Row:
-        return lambda: _returns(x, lag, s)
+        def ret(k: int, lag: int) -> np.ndarray:
+            return _returns(prices[k], lag, s)
+    else:  # live: each lag over the stacked closes at once, a few hundred values each
+        stacked = np.vstack(prices)
+        per_lag = {lag: _returns(stacked, lag, s) for lag in RETURN_LAGS}
 
+        def ret(k: int, lag: int) -> np.ndarray:
+            return per_lag[lag][k]
+
+    def returns(k: int, lag: int) -> Row:
+        return lambda: ret(k, lag)
+
+    ret_1 = ret(0, RETURN_LAGS[0])  # kept: the relative-strength rows divide by it
     rows: list[Row] = [
         lambda: ind["atr"][s:] / (close[s:] + EPS),
         lambda: volume[s:] / (ind["vol_ma20"][s:] + EPS),
         lambda: ret_1,
-        *(returns(close, lag) for lag in RETURN_LAGS[1:]),
+        *(returns(0, lag) for lag in RETURN_LAGS[1:]),
         lambda: ind["adx"][s:],
     ]
-    btc, eth = column("close_btc"), column("close_eth")
-    has_corr = btc is not None and eth is not None
-    if btc is not None and eth is not None:
-        btc_1, eth_1 = _returns(btc, RETURN_LAGS[0], s), _returns(eth, RETURN_LAGS[0], s)
+    if has_corr:
+        btc_1, eth_1 = ret(1, RETURN_LAGS[0]), ret(2, RETURN_LAGS[0])
         names += [*CORRELATION_FEATURES]
         rows += [
             lambda: btc_1,
-            *(returns(btc, lag) for lag in RETURN_LAGS[1:]),
+            *(returns(1, lag) for lag in RETURN_LAGS[1:]),
             lambda: eth_1,
-            *(returns(eth, lag) for lag in RETURN_LAGS[1:]),
+            *(returns(2, lag) for lag in RETURN_LAGS[1:]),
             lambda: guarded_ratio(ret_1, btc_1),
             lambda: guarded_ratio(ret_1, eth_1),
         ]
