@@ -70,6 +70,19 @@ def test_recursive_indicators_are_talib(
         np.testing.assert_array_equal(ind100[key], ref, err_msg=key)
 
 
+def test_the_talib_functions_called_are_not_the_pandas_wrappers(bars100: dict[str, np.ndarray]) -> None:
+    # pandas is imported here, so TA-Lib's public functions type-check their arguments on every
+    # call (~10 µs each, nine per live candle); the ones called are the functions they wrap, with
+    # the same outputs (the test above compares those to the public ones).
+    from perpbot.strategy.indicators import TALIB_FUNCTIONS, _talib
+
+    assert hasattr(talib.MACD, "__wrapped__")  # the premise: a wrapper exists
+    for name in TALIB_FUNCTIONS:
+        assert getattr(_talib(), name) is getattr(talib, name).__wrapped__, name
+    c = bars100["close"]
+    np.testing.assert_array_equal(_talib().RSI(c, timeperiod=14), talib.RSI(c, timeperiod=14))
+
+
 def test_windowed_means_match_talib_bbands_and_sma() -> None:
     bars = random_bars(3000, 2)
     ind = compute_indicators(**bars)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -46,11 +46,22 @@ def _import_talib() -> ModuleType:
     return talib
 
 
+TALIB_FUNCTIONS = ("MACD", "RSI", "EMA", "ATR", "ADX", "MIN", "MAX")  # the ones called here
+
+
 @functools.cache
-def _talib() -> ModuleType:
-    """TA-Lib on first use: a backtest served by its input cache computes no indicator and never
-    imports it (issue 13, start-up)."""
-    return _import_talib()
+def _talib() -> SimpleNamespace:
+    """TA-Lib's functions (:data:`TALIB_FUNCTIONS`) on first use: a backtest served by its input
+    cache computes no indicator and never imports it (issue 13, start-up).
+
+    Unwrapped: when pandas is imported before TA-Lib, TA-Lib wraps every function so that it also
+    takes pandas Series, and the wrapper type-checks each argument on every call (~10 µs; nine
+    calls per candle and symbol on the live bot's decision path, before it knows whether there is
+    a signal). Every call here passes float64 arrays, which the wrapper hands to the function it
+    wraps unchanged, so that function (``__wrapped__``) returns the very same arrays."""
+    talib = _import_talib()
+    funcs = {name: getattr(talib, name) for name in TALIB_FUNCTIONS}
+    return SimpleNamespace(**{name: getattr(f, "__wrapped__", f) for name, f in funcs.items()})
 
 
 INDICATOR_KEYS = (
@@ -93,7 +104,13 @@ def _windows(seg: np.ndarray, period: int) -> np.ndarray:
     call), as much as the arithmetic of the few rows the live bot needs, four times a candle."""
     step = seg.strides[0]
     shape = (max(len(seg) - period + 1, 0), period)
-    return np.lib.stride_tricks.as_strided(seg, shape=shape, strides=(step, step), writeable=False)
+    if not seg.flags.c_contiguous:
+        return np.lib.stride_tricks.as_strided(seg, shape=shape, strides=(step, step), writeable=False)
+    # ``as_strided`` itself builds its view through an interface object in Python (~9 µs): the
+    # ndarray constructor over the segment's buffer is the same view for ~3 µs.
+    win = np.ndarray(shape, seg.dtype, buffer=seg, strides=(step, step))
+    win.flags.writeable = False
+    return win
 
 
 def window_mean_std(
