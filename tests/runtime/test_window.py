@@ -150,3 +150,28 @@ async def test_the_window_keeps_the_last_size_candles_in_order_across_many_appen
     assert frame["funding_rate"].tolist() == [k / 1000 for k in range(18, 23)]
     w.set_micro("XRPUSDT", 3 * 900_000, Micro(oi_change=9.0))  # no longer held: ignored
     assert 9.0 not in w.frame("XRPUSDT")["oi_change"].tolist()
+
+
+@pytest.mark.parametrize("btc_held", ["all", "missing one", "fewer", "newer too", "none"])
+async def test_btc_closes_are_the_last_candle_opened_at_or_before_each_open_time(btc_held: str) -> None:
+    # The window's BTC column: at each of the primary's open times, the close of the last BTC
+    # candle opened at or before it (a gap forward-filled, NaN before the first), whether BTC holds
+    # exactly those candles (the usual case, read as one slice) or not.
+    cfg = load_config({"SYMBOLS": "XRPUSDT"}, env_file=None)
+    w = MarketWindow(cfg, size=8)
+    bar = 900_000
+    for k in range(10):
+        await w.add(Candle("XRPUSDT", k * bar, 1, 1, 1, 1, 1))
+    btc = {
+        "all": range(10),
+        "missing one": [k for k in range(10) if k != 6],
+        "fewer": range(5, 10),
+        "newer too": range(12),
+        "none": [],
+    }[btc_held]
+    for k in btc:
+        await w.add(Candle("BTCUSDT", k * bar, 0, 0, 0, 100.0 + k, 1))
+    got = w.arrays("XRPUSDT", upto_open_ms=9 * bar).columns["close_btc"]
+    held = list(btc)[-8:]  # the window keeps the last ``size`` candles of each symbol
+    want = [max((100.0 + k for k in held if k <= t), default=np.nan) for t in range(2, 10)]
+    np.testing.assert_array_equal(got, want)

@@ -249,6 +249,13 @@ class MarketWindow:
         forward-filled, as the batch features do); NaN before its first candle."""
         ring = self._rings.get(role)
         aux = ring.view() if ring is not None else np.zeros((0, _Ring.COLS))
+        m = len(times)
+        if 0 < m <= len(aux):
+            # The usual case, every candle of the window held by ``role`` too: its closes are a
+            # slice, the same numbers as the search below finds one by one (~70 µs a candle less).
+            end = int(np.searchsorted(aux[:, 0], times[-1], side="right"))
+            if end >= m and np.array_equal(aux[end - m : end, 0], times):
+                return aux[end - m : end, 4].copy()
         pos = np.searchsorted(aux[:, 0], times, side="right") - 1
         ok = pos >= 0
         out = np.full(len(times), np.nan)

@@ -134,8 +134,10 @@ def window_mean_std(
     bot needs a few hundred rows of a thousand-bar window.
     """
     n = len(x)
-    mean = np.full(n, np.nan)
-    std = np.full(n, np.nan)
+    mean = np.empty(n)  # ``np.empty`` + ``fill``: what ``np.full`` does, without its ~4 µs of Python
+    mean.fill(np.nan)
+    std = np.empty(n)
+    std.fill(np.nan)
     if n < period:
         return mean, std
     first = period - 1 if tail is None else max(period - 1, n - tail)
