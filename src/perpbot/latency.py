@@ -25,9 +25,12 @@ per symbol), so no id matching across clocks is needed.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlsplit
+
+_SYMBOL = re.compile(r"(?:^|&)symbol=([^&]*)")
+_CLIENT_ID = re.compile(r"(?:^|&)newClientOrderId=([^&]*)")  # ours: letters, digits and '-'
 
 # REST endpoints of the decision path, by the last part of their URL path.
 REST_NAMES = {
@@ -76,20 +79,21 @@ class LatencyProbe:
         self._rest(url, method, body, "<")
 
     def _rest(self, url: str, method: str, body: object, way: str) -> None:
+        # Two regular expressions rather than ``urlsplit`` + ``parse_qs``: this runs twice per
+        # request inside the very windows it measures (~6 % of their CPU with the parsers).
         now = time.monotonic()
-        parts = urlsplit(url)
-        name = REST_NAMES.get(parts.path.rsplit("/", 1)[-1])
+        path, _, query = url.partition("?")
+        name = REST_NAMES.get(path.rsplit("/", 1)[-1])
         if name is None:
             return
         if name == "balance":
             self.balances.append((name + way, now))
             return
-        query = parts.query
         if isinstance(body, str | bytes) and body:
             query += "&" + (body.decode() if isinstance(body, bytes) else body)
-        params = parse_qs(query)
-        sym = next((s for s in self.current if s == params.get("symbol", [""])[0]), None)
-        if sym is None:
+        found = _SYMBOL.search(query)
+        sym = found.group(1) if found is not None else ""
+        if sym not in self.current:
             return
         open_ms = self.current[sym]
         if name != "order" or method != "POST":
@@ -99,7 +103,8 @@ class LatencyProbe:
             return
         # Entry orders (and the close order of a reverse, so that re-entries can be told from
         # entries made flat), by the intent in the client id.
-        cid = params.get("newClientOrderId", [""])[0].split("-")
+        found = _CLIENT_ID.search(query)
+        cid = (found.group(1) if found is not None else "").split("-")
         intent = cid[3].rstrip("0123456789") if len(cid) == 4 else ""
         if intent == "close":
             self.closes.setdefault((sym, open_ms), now)
