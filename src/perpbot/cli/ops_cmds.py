@@ -7,7 +7,8 @@ confirmation, flatten while a run owns the journal) is one line on stderr, exit 
 
 from __future__ import annotations
 
-import asyncio
+# asyncio (with ssl, ~40 ms) only inside the commands: this module registers ``status`` and
+# ``flatten``, and ``perpbot --help`` imports it to list them (issue 13, imports).
 import json
 import os
 import sys
@@ -62,6 +63,8 @@ def _register_status(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="One JSON document for scripts.")] = False,
     ) -> None:
         """Positions (exchange vs journal), protection, today's PnL, kill switches. Read only."""
+        import asyncio
+
         from perpbot.exchange.binance.startup import connect_from_config, credentials_from_config
         from perpbot.runtime.ops_journal import lock_holder, open_read_only
         from perpbot.runtime.ops_status import gather_status, status_lines
@@ -104,6 +107,8 @@ def _register_flatten(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Reduce-only market close of the position, then cancel both order books; booked once."""
+        import asyncio
+
         from perpbot.errors import ConfigError
         from perpbot.exchange.binance.startup import connect_from_config, credentials_from_config
         from perpbot.runtime.guard import check_live_confirmation
