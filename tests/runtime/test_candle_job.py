@@ -251,3 +251,26 @@ async def test_a_hold_candle_sends_its_reads_only_once_no_other_decision_is_open
     rt.lane.close_decision()
     await asyncio.wait_for(job, 2.0)
     assert venue.calls == ["open_interest", "funding_rate"] and rt.candles_handled[SYM] == 1
+
+
+async def test_a_decision_opened_while_the_hold_candle_waited_for_the_lane_still_goes_first() -> None:
+    # The HOLD candle found no open decision, but by the time it had the lane back, another
+    # symbol's candle (queued ahead of bookkeeping: its signal was not known yet) had found a
+    # signal and opened its decision. The HOLD's requests still wait for that decision.
+    from perpbot.runtime.lane import ROUTINE
+
+    _, hold = _signal_rows()
+    rt, venue, _bot, open_ms = _runtime(5.0, hold, with_correlation=True, micro_decides=False)
+    rt.lane.open_decision()  # a first decision: the HOLD job waits for it out of the lane
+    job = asyncio.create_task(handle_candle(rt, SYM, open_ms))
+    await asyncio.sleep(0.05)
+    await rt.lane.acquire(ROUTINE)  # another symbol's candle computes its signal
+    rt.lane.close_decision()  # the first decision ends: the HOLD job queues for the lane
+    await asyncio.sleep(0.05)
+    rt.lane.open_decision()  # … and that candle has a signal
+    rt.lane.release()
+    await asyncio.sleep(0.1)
+    assert venue.calls == [] and not job.done()
+    rt.lane.close_decision()
+    await asyncio.wait_for(job, 2.0)
+    assert venue.calls == ["open_interest", "funding_rate"] and rt.candles_handled[SYM] == 1

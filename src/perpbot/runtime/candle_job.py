@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from perpbot import latency
 from perpbot.engine.notifier import info_message
-from perpbot.runtime.lane import BOOKKEEPING, DECIDE, ROUTINE, Lane
+from perpbot.runtime.lane import BOOKKEEPING, BOOKKEEPING_WAIT_MAX_S, DECIDE, ROUTINE, Lane
 from perpbot.runtime.window import Micro, oi_change
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
             # A HOLD's reads and features: after every open decision, and after the candles
             # of other symbols whose signal is not known yet (they may be decisions).
             await asyncio.sleep(0)
-            await turn.wait(rt.lane.after_decisions(), urgency)
+            await _after_decisions(turn, rt.lane, urgency)
             if oi is None:
                 oi, funding = _micro_reads(rt, sym)
         await asyncio.sleep(0)  # the requests leave
@@ -102,7 +102,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         if probe is not None:
             probe.stage(sym, open_ms, "aligned")
         if not signal:  # the z-scores of a HOLD: a decision found meanwhile goes first
-            await turn.wait(rt.lane.after_decisions(), urgency)
+            await _after_decisions(turn, rt.lane, urgency)
         if prep is not None:
             rt.window.features(prep)
         if probe is not None:
@@ -127,7 +127,8 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         if deciding:
             deciding = False
             rt.lane.close_decision()
-        if oi is None:  # a signal candle without an ML filter: its bookkeeping reads, now
+        if oi is None:  # a signal candle without an ML filter: its bookkeeping reads, now,
+            await rt.lane.after_decisions()  # or once another symbol's decision is over
             oi, funding = _micro_reads(rt, sym)
         if not micro_decides:
             assert funding is not None
@@ -228,6 +229,22 @@ class _Turn:
         result = None if what is None else await what
         await self.take(priority)
         return result
+
+
+async def _after_decisions(turn: _Turn, lane: Lane, priority: int) -> None:
+    """Back in the lane once no decision is open (bounded by ``BOOKKEEPING_WAIT_MAX_S`` in all).
+
+    Checked again once the lane is ours: while this job waited for the lane itself, a candle
+    whose signal was not known yet (``ROUTINE``, ahead of bookkeeping) may have found one and
+    opened its decision. Without the second look, a HOLD candle's OI/funding requests left in
+    half of the 3-symbol benchmark's entry windows, behind the decision's position read at the
+    venue and ahead of its answer in the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOOKKEEPING_WAIT_MAX_S
+    while True:
+        await turn.wait(lane.after_decisions(max(0.0, deadline - loop.time())), priority)
+        if not lane.deciding or loop.time() >= deadline:
+            return
 
 
 async def _micro(rt: Runtime, sym: str, oi_read: Awaitable[Any], funding_read: Awaitable[Any]) -> Micro:
