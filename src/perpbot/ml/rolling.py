@@ -72,14 +72,20 @@ def rolling_zscore(
         tail = blocks[:, :, :-1, -1:] - blocks[:, :, :-1, :]  # block b−1 after offset o
         blocks[:, :, 1:, :] += tail
     cnt, s1, s2 = acc[:, :, pad : pad + n]
+    z = _normalised(data, cnt, s1, s2)
+    return z[0] if squeeze else z
+
+
+def _normalised(x: np.ndarray, cnt: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """``(x − mean)/max(std, floor)`` from the window's (count, sum, sum of squares): one code
+    for the full computation and its last column, so that both round alike."""
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = s1 / cnt
         var = s2 / cnt
         var -= mean * mean
         np.maximum(var, 0.0, out=var)
         std = np.sqrt(var, out=var)
-        z = (data - mean) / np.maximum(std, Z_STD_FLOOR, out=std)
-    return z[0] if squeeze else z
+        return (x - mean) / np.maximum(std, Z_STD_FLOOR, out=std)
 
 
 def rolling_zscore_last(x: np.ndarray, window: int, anchor: int = 0) -> np.ndarray:
@@ -109,13 +115,7 @@ def rolling_zscore_last(x: np.ndarray, window: int, anchor: int = 0) -> np.ndarr
         before = prev[:, :, at] if at >= 0 else np.zeros((3, k))
         tail = prev[:, :, -1] - before
         cnt, s1, s2 = cnt + tail[0], s1 + tail[1], s2 + tail[2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = s1 / cnt
-        var = s2 / cnt
-        var -= mean * mean
-        np.maximum(var, 0.0, out=var)
-        std = np.sqrt(var, out=var)
-        z = (data[:, -1] - mean) / np.maximum(std, Z_STD_FLOOR, out=std)
+    z = _normalised(data[:, -1], cnt, s1, s2)
     return z if arr.ndim > 1 else z[0]
 
 
