@@ -45,9 +45,10 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
        an ML filter is configured they are decision inputs: they start first of all and the row
        waits for them. Without one nothing in the decision reads them: a signal candle sends
        them once ``on_candle`` returned (the context's four OI/funding features are NaN, not
-       computed), a HOLD candle once no other symbol's decision is open (``Lane.after_decisions``),
-       and their answers are booked as before (stored previous OI, the candle's row in the
-       window), before the symbol's next candle;
+       computed), both it and a HOLD candle once no other symbol's decision is open
+       (``Lane.after_decisions``; a HOLD looks again once back in the lane), and their
+       answers are booked as before (stored previous OI, the candle's row in the window),
+       before the symbol's next candle;
     4. after the BTC/ETH wait, the rest of the features (z-scores) is computed while the reads
        are in flight (a HOLD candle's, again, after the open decisions); then ``on_candle``.
     A candle that is no longer the symbol's newest (the stream's backfill after an outage
