@@ -28,9 +28,7 @@ def exact_suffix_start(n: int, anchor: int, window: int) -> int:
     return max(0, (last_block - 1) * window - anchor)
 
 
-def rolling_zscore(
-    x: np.ndarray, window: int, anchor: int = 0, *, rows_per_pass: int = ZSCORE_ROWS_PER_PASS
-) -> np.ndarray:
+def rolling_zscore(x: np.ndarray, window: int, anchor: int = 0) -> np.ndarray:
     """Trailing rolling z-score of each row of ``x`` (shape ``(n,)`` or ``(k, n)``), SPEC §4.
 
     ``(x_t − mean)/max(std, 1e-8)`` over the last ``window`` values, population std,
@@ -49,13 +47,14 @@ def rolling_zscore(
     k, n = data.shape
     if n == 0:
         return arr.copy()
-    if k > rows_per_pass:
+    if k > ZSCORE_ROWS_PER_PASS:
         # Rows are independent (every operation below is per row), so a few at a time give the
         # same numbers with a fraction of the temporaries (~10 arrays of k × n floats). The live
-        # path's short suffixes pass every row at once (``rows_per_pass``): same numbers, faster.
+        # row does not come here: it takes its last column only (``rolling_zscore_last``).
+        step = ZSCORE_ROWS_PER_PASS
         out = np.empty_like(data)
-        for i in range(0, k, rows_per_pass):
-            out[i : i + rows_per_pass] = rolling_zscore(data[i : i + rows_per_pass], window, anchor)
+        for i in range(0, k, step):
+            out[i : i + step] = rolling_zscore(data[i : i + step], window, anchor)
         return out
     pad = int(anchor) % window
     nb = -(-(pad + n) // window)
