@@ -4,6 +4,7 @@ bot is handed. A fake runtime around a real ``MarketWindow``; the exchange and b
 from __future__ import annotations
 
 import asyncio
+import gc
 from types import SimpleNamespace
 from typing import Any
 
@@ -274,3 +275,41 @@ async def test_a_decision_opened_while_the_hold_candle_waited_for_the_lane_still
     rt.lane.close_decision()
     await asyncio.wait_for(job, 2.0)
     assert venue.calls == ["open_interest", "funding_rate"] and rt.candles_handled[SYM] == 1
+
+
+class GcVenue(Venue):
+    """Records, per request, whether the cyclic collector could run then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collector: dict[str, bool] = {}
+
+    async def open_interest(self, symbol: str) -> float:
+        self.collector["open_interest"] = gc.isenabled()
+        return await super().open_interest(symbol)
+
+    async def position(self, symbol: str) -> None:
+        self.collector["position"] = gc.isenabled()
+
+
+async def test_no_collection_runs_inside_a_decision_and_it_is_back_on_after() -> None:
+    with_signal, hold = _signal_rows()
+    gc.enable()
+    rt, _venue, bot, open_ms = _runtime(5.0, with_signal, with_correlation=True, micro_decides=False)
+    rt.exchange = venue = GcVenue()
+    at_decision: list[bool] = []
+    decide = bot.on_candle
+
+    async def on_candle(ctx: Any, position: Any = None, read_since: Any = None) -> None:
+        at_decision.append(gc.isenabled())
+        await decide(ctx, position, read_since)
+
+    bot.on_candle = on_candle  # type: ignore[method-assign]
+    await handle_candle(rt, SYM, open_ms)
+    assert venue.collector == {"position": False, "open_interest": True}  # OI: after the decision
+    assert at_decision == [False] and gc.isenabled()
+    # A HOLD candle: back on once its signal is known, for its bookkeeping reads.
+    rt, _venue, _bot, open_ms = _runtime(5.0, hold, with_correlation=True, micro_decides=False)
+    rt.exchange = venue = GcVenue()
+    await handle_candle(rt, SYM, open_ms)
+    assert venue.collector == {"open_interest": True} and gc.isenabled()

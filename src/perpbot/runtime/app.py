@@ -41,6 +41,7 @@ from perpbot.engine.notifier import Notifier, RecordingNotifier, weight_ban_mess
 from perpbot.exchange.binance.market_stream import Candle
 from perpbot.exchange.binance.ws import StreamSettings
 from perpbot.ml.features import LIVE_WINDOW_BARS
+from perpbot.runtime import gc_quiet
 from perpbot.runtime.candle_job import handle_candle
 from perpbot.runtime.guard import JournalLock, check_journal_format, load_entry_filter, trading_plan
 from perpbot.runtime.lane import Lane
@@ -130,6 +131,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.prev_oi: dict[str, float] = {}  # SPEC §2.3's stored OI per symbol (``candle_job``)
         self.micro_decides: dict[str, bool] = {}  # symbol → its decision reads OI/funding (ML)
+        self._frozen = False  # start-up's objects frozen (``gc_quiet``) until ``close``
         self.lane = Lane()  # the candle jobs' CPU, most urgent first (``lane.py``)
         self._stopping = False
         self.started = asyncio.Event()
@@ -236,6 +238,10 @@ class Runtime:
                 self.bots[sym] = bot
                 await bot.start(self.window.context(sym))
                 await bot.prepare_venue()
+            # What start-up left alive (modules, ccxt's markets, the preloaded windows) is never
+            # traversed by a collection again; before the streams, so no frame waits for it.
+            gc_quiet.freeze_startup()
+            self._frozen = True
             # 7. workers, market stream, periodic work
             for sym in cfg.symbols:
                 w = SymbolWorker(sym, self.alert, backoff_s=opts.restart_backoff_s)
@@ -412,6 +418,9 @@ class Runtime:
         if aclose is not None:  # last: alerts raised while stopping still go out (bounded wait)
             with contextlib.suppress(Exception):
                 await aclose()
+        if self._frozen:
+            self._frozen = False
+            gc_quiet.unfreeze()
 
 
 async def run_until_stopped(runtime: Runtime, stop: asyncio.Event) -> int:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from perpbot import latency
 from perpbot.engine.notifier import info_message
+from perpbot.runtime import gc_quiet
 from perpbot.runtime.lane import BOOKKEEPING, BOOKKEEPING_WAIT_MAX_S, DECIDE, ROUTINE, Lane
 from perpbot.runtime.window import Micro, oi_change
 
@@ -67,6 +68,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
     position_at = 0.0
     position_state: Any = None  # the bot's state when the read started
     deciding = False
+    quiet = gc_quiet.hold()  # no collection pause until the signal is a HOLD or decided
     try:
         await turn.take(ROUTINE)
         if micro_decides:
@@ -88,6 +90,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
                 prefetch()  # the entry's balance (SPEC §8.4 step 1), reused only if unchanged
         urgency = DECIDE if signal else BOOKKEEPING
         if not signal:
+            quiet()
             # A HOLD's reads and features: after every open decision, and after the candles
             # of other symbols whose signal is not known yet (they may be decisions).
             await asyncio.sleep(0)
@@ -128,6 +131,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
         if deciding:
             deciding = False
             rt.lane.close_decision()
+        quiet()
         if oi is None:  # a signal candle without an ML filter: its bookkeeping reads, now,
             await rt.lane.after_decisions()  # or once another symbol's decision is over
             oi, funding = _micro_reads(rt, sym)
@@ -139,6 +143,7 @@ async def handle_candle(rt: Runtime, sym: str, open_ms: int) -> None:
     finally:
         if deciding:
             rt.lane.close_decision()
+        quiet()
         turn.give()
         for fut in (oi, funding, position):
             _discard(fut)
