@@ -23,7 +23,9 @@ Stamps come from the product code path (``perpbot.latency``); the definitions ar
    round trips by design); the reverse's first order (its close) is shown as well. Of the
    entries made flat, those that were the first order of their bar (``first of bar``) are shown
    apart: the others queued behind another symbol's entry under SPEC §9's entry lock
-   (``latency_report.py``). The steps of
+   (``latency_report.py``); so are the entries made flat while no other symbol's fill was
+   being handled (``quiet``: the replay delivers a bar's stop-loss fills with its close, live
+   spreads them over the bar). The steps of
    the candle job (``runtime/candle_job.py``) and its REST reads are printed as medians relative
    to the inputs complete, for the entries made flat: where the milliseconds go.
 2. ``--symbols 100``: all 100 synthetic symbols (plus BTC/ETH) close together on every advance:
@@ -264,6 +266,9 @@ KEYS = (
     ("first_decision_p99_ms", "  first dec. p99", "{:.2f}"),
     ("first_cpu_p50_ms", "  first cpu p50", "{:.2f}"),
     ("first_cpu_p99_ms", "  first cpu p99", "{:.2f}"),
+    ("quiet_entries", "  no other fill", "{:.0f}"),
+    ("quiet_decision_p50_ms", "  quiet dec. p50", "{:.2f}"),
+    ("quiet_decision_p99_ms", "  quiet dec. p99", "{:.2f}"),
     ("reentries", "  re-entries", "{:.0f}"),
     ("reentry_e2e_p50_ms", "  re-ent. e2e", "{:.2f}"),
     ("reentry_decision_p50_ms", "  re-ent. dec.", "{:.2f}"),

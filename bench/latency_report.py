@@ -25,7 +25,12 @@ are split once more: ``first`` is an entry that is the first order of its bar (n
 entry or reverse close went out before it in that bar). The others waited, by SPEC §9's entry
 lock (balance read → order → registration serialised across bots), for an earlier entry's round
 trips, so the p99 over all entries includes at least two order round trips whenever two symbols
-enter in the same bar: the ``first`` figures are what the bot's own path costs.
+enter in the same bar: the ``first`` figures are what the bot's own path costs. ``quiet``: the
+entries made flat during whose window (inputs → order) the loop handled no execution of another
+symbol (``LatencyProbe.executions``: a stop-loss or take-profit fill booked, the other protective
+order cancelled, an entry fill). The replay makes those collide with the close: the simulator
+matches a bar's stops when the bar is replayed, so their fills reach the bot together with the
+closed klines, where live they come whenever the price crosses the level during the bar.
 """
 
 from __future__ import annotations
@@ -100,7 +105,17 @@ def summarise(
         orders.setdefault(o, []).append(sent)
     first = [r for r in rows if not r[6] and r[2] <= min(orders[r[1]])]
     out["first_entries"] = len(first)
-    for label, chosen in (("entry", rows), ("flat", [r for r in rows if not r[6]]), ("first", first)):
+
+    def crowded(r: tuple[Any, ...]) -> bool:
+        # Another symbol's execution (its stop-loss, take-profit or entry fill) was handled by the
+        # loop between this entry's inputs and its order.
+        start = r[4] if r[4] is not None else r[3]
+        return any(s != r[0] and a < r[2] and b > start for s, a, b in probe.executions)
+
+    quiet = [r for r in rows if not r[6] and not crowded(r)]
+    out["quiet_entries"] = len(quiet)
+    groups = (("entry", rows), ("flat", [r for r in rows if not r[6]]), ("first", first), ("quiet", quiet))
+    for label, chosen in groups:
         for clock, start in (("e2e", 3), ("decision", 4), ("venue", 5)):
             ds = [r[2] - r[start] for r in chosen if r[start] is not None]
             out[f"{label}_{clock}_p50_ms"] = pct(ds, 50) * 1000

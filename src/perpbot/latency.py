@@ -15,6 +15,10 @@ Stamps (``time.monotonic``, the clock the WebSocket reader already reads when a 
   the balance read, which names no symbol, in ``balances``;
 - ``handled``: the symbol's worker finished ``on_candle`` for it (decision made, orders placed);
 - ``entries``: the entry order's HTTP request is handed to aiohttp;
+- ``executions``: a user-stream execution (``ORDER_TRADE_UPDATE``, ``x=TRADE``) handed to the
+  bots, by symbol, from the frame's dispatch to its end (the bot's booking, the cancel of the
+  other protective order): another position's exit handled inside a decision's window takes
+  the loop from that decision;
 - ``cpu``: ``time.thread_time`` of the event loop's thread at the kline's receipt and at each
   entry order: the CPU the bot itself spent in between (every symbol's work), which neither
   waiting for the venue's answers nor being preempted by other processes adds to. On a machine
@@ -55,10 +59,14 @@ class LatencyProbe:
     # "oi<" answered, …).
     stages: dict[tuple[str, int], dict[str, float]] = field(default_factory=dict)
     balances: list[tuple[str, float]] = field(default_factory=list)  # ("balance>"|"balance<", at)
+    executions: list[tuple[str, float, float]] = field(default_factory=list)  # symbol, start, end
 
     def kline(self, symbol: str, open_ms: int, received: float) -> None:
         self.klines.setdefault((symbol, open_ms), received)
         self.kline_cpu.setdefault((symbol, open_ms), time.thread_time())
+
+    def execution(self, symbol: str, started: float) -> None:
+        self.executions.append((symbol, started, time.monotonic()))
 
     def begin(self, symbol: str, open_ms: int) -> None:
         self.current[symbol] = open_ms

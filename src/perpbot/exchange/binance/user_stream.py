@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from perpbot import latency
 from perpbot.aio import cancel_and_wait
 from perpbot.domain.events import AlgoUpdate, ExchangeEvent, OrderTradeUpdate
 from perpbot.domain.types import AlgoStatus, Fill, OrderStatus
@@ -166,7 +168,13 @@ class UserStream:
             if len(self._seen) > SEEN_CAP:
                 self._seen.popitem(last=False)
         self._track(ev)
+        probe = latency.PROBE  # bench/bench_runtime.py only
+        if probe is None or not (isinstance(ev, OrderTradeUpdate) and ev.execution_type == "TRADE"):
+            await self.ex.dispatch(ev)
+            return True
+        started = time.monotonic()
         await self.ex.dispatch(ev)
+        probe.execution(ev.symbol, started)
         return True
 
     def _track(self, ev: ExchangeEvent) -> None:
