@@ -1,9 +1,14 @@
 """The replay clock: one candle at a time, in the order Binance would show it.
 
-Per candle (one open time, every symbol that has a bar there): the market stream first gets the
-intra-candle kline updates (``x: false``) along the very path the engine will walk to trigger
-orders (``MatchingEngine.intrabar_path``), then the closed kline (``x: true``); then the engine
-processes the bar (funding, triggers, liquidation) and the user-data stream gets those events.
+Per candle (one open time, every symbol that has a bar there): for each symbol, the market
+stream first gets the intra-candle kline updates (``x: false``) along the very path the engine
+will walk to trigger orders (``MatchingEngine.intrabar_path``); then the engine processes the bar
+(funding, triggers, liquidation) and the user-data stream gets those events; once every symbol's
+bar is processed, the closed klines (``x: true``) go out together. On Binance a stop that
+triggers during the 15 minutes is streamed when the price crosses it, before the candle closes,
+and every symbol's candle closes at the same moment: a client that reacts to the close finds the
+bar's fills already delivered (and the venue's state already showing them), not arriving behind
+the closed kline as if they had happened after it.
 Market time is replay time; the wall clock only paces the replay (``--speed`` candles per second).
 """
 
@@ -17,16 +22,19 @@ from perpbot.aio import STOP_WAIT_S, cancel_and_wait
 from perpbot.data.schema import BAR_MS
 from perpbot.simulator.venue import Venue
 
+# (symbol, open ms, path (open, first extreme, second extreme, close), volume, venue ms)
 KlineSink = Callable[[str, int, tuple[float, float, float, float], float, int], None]
 
 
 @dataclass
 class Replay:
-    """Advances ``venue`` bar by bar and reports candles to ``kline_sinks``."""
+    """Advances ``venue`` bar by bar; ``path_sinks`` get each candle before its bar is processed
+    (the intra-candle updates), ``kline_sinks`` once every symbol's bar was (the closed klines)."""
 
     venue: Venue
     speed: float
     kline_sinks: list[KlineSink] = field(default_factory=list)
+    path_sinks: list[KlineSink] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
     candles: int = 0
     cursor_ms: int = -1  # open time of the next candle to happen
@@ -50,6 +58,7 @@ class Replay:
         engine = v.engine
         while done < bars and not self.finished:
             t = self.next_open_ms
+            closing: list[tuple[str, tuple[float, float, float, float], float]] = []
             for sym, series in v.market.series.items():
                 i = series.index_at(t)
                 if i < 0:
@@ -57,10 +66,14 @@ class Replay:
                 ei = i - v.offsets[sym]
                 path = engine.intrabar_path(sym, ei)
                 vol = float(series.volume[i])
-                for sink in self.kline_sinks:
+                for sink in self.path_sinks:
                     sink(sym, t, path, vol, v.now_ms)
                 engine.process_bar(sym, ei)
                 v.publish()
+                closing.append((sym, path, vol))
+            for sym, path, vol in closing:  # the bar's fills are out: now the candles close
+                for sink in self.kline_sinks:
+                    sink(sym, t, path, vol, v.now_ms)
             self.cursor_ms = t + BAR_MS  # a gap in every file is skipped like a quiet candle
             done += 1
             self.candles += 1

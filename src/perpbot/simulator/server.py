@@ -115,7 +115,7 @@ class SimServer:
         self.venue.listeners.append(self.private_hub.on_event)
         self.audit = ProtectionAudit(self.venue)
         self.venue.listeners.append(lambda _ev: self.audit.observe())
-        self.replay = Replay(self.venue, cfg.speed, [self.market_hub.on_candle])
+        self.replay = Replay(self.venue, cfg.speed, [self.market_hub.on_candle], [self.market_hub.on_path])
         self._runner: web.AppRunner | None = None
         self._watch: asyncio.Task[None] | None = None
         self.port = 0

@@ -38,33 +38,60 @@ class MarketHub:
         self.faults = faults
         self.subs: dict[str, set[StreamConn]] = {}
         self.conns: set[StreamConn] = set()
+        self._silenced: set[tuple[str, int]] = set()  # (symbol, open) whose candle a fault silenced
 
     # ------------------------------------------------------------------ replay side
 
-    def on_candle(
+    def on_path(
         self, symbol: str, open_ms: int, path: tuple[float, float, float, float], volume: float, now_ms: int
     ) -> None:
-        """Intra-candle updates along the engine's path (x=false), then the closed kline (x=true)."""
+        """The intra-candle updates (x=false) along the engine's path, before the bar is processed.
+        A ``silent_stream`` fault silences the candle whole: these and its closed kline."""
         stream = f"{symbol.lower()}@kline_{INTERVAL}"
         subs = self.subs.get(stream)
         if not subs:
             return
         if self.faults.active and self.faults.take("silent_stream", stream="market"):
+            self._silenced.add((symbol, open_ms))
             return
         o = path[0]
         hi = lo = o
-        texts: list[tuple[str, dict[str, Any]]] = []
-        for k, p in enumerate(path):
+        texts: list[dict[str, Any]] = []
+        for k, p in enumerate(path[:3]):
             hi, lo = max(hi, p), min(lo, p)
-            closed = k == 3
-            ev_ms = open_ms + BAR_MS if closed else open_ms + k * (BAR_MS // 3)
-            vol = volume if closed else volume * k / 3.0
+            ev_ms = open_ms + k * (BAR_MS // 3)
             texts.append(
-                (stream, kline_event(symbol, INTERVAL, ev_ms, open_ms, (o, hi, lo, p, vol), closed, BAR_MS))
+                kline_event(symbol, INTERVAL, ev_ms, open_ms, (o, hi, lo, p, volume * k / 3.0), False, BAR_MS)
             )
+        self._push(stream, subs, texts)
+
+    def on_candle(
+        self, symbol: str, open_ms: int, path: tuple[float, float, float, float], volume: float, now_ms: int
+    ) -> None:
+        """The closed kline (x=true), once every symbol's bar was processed (``Replay``)."""
+        if (symbol, open_ms) in self._silenced:
+            self._silenced.discard((symbol, open_ms))
+            return
+        stream = f"{symbol.lower()}@kline_{INTERVAL}"
+        subs = self.subs.get(stream)
+        if not subs:
+            return
+        ev = kline_event(
+            symbol,
+            INTERVAL,
+            open_ms + BAR_MS,
+            open_ms,
+            (path[0], max(path), min(path), path[3], volume),
+            True,
+            BAR_MS,
+        )
+        self._push(stream, subs, [ev])
+
+    @staticmethod
+    def _push(stream: str, subs: set[StreamConn], events: list[dict[str, Any]]) -> None:
         for conn in tuple(subs):
-            for s, ev in texts:
-                conn.push(_dumps({"stream": s, "data": ev}) if conn.combined else _dumps(ev))
+            for ev in events:
+                conn.push(_dumps({"stream": stream, "data": ev}) if conn.combined else _dumps(ev))
 
     def drop_all(self) -> int:
         conns = tuple(self.conns)
