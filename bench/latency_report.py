@@ -29,8 +29,8 @@ enter in the same bar: the ``first`` figures are what the bot's own path costs. 
 entries made flat during whose window (inputs → order) the loop handled no execution of another
 symbol (``LatencyProbe.executions``: a stop-loss or take-profit fill booked, the other protective
 order cancelled, an entry fill). The replay makes those collide with the close: the simulator
-matches a bar's stops when the bar is replayed, so their fills reach the bot together with the
-closed klines, where live they come whenever the price crosses the level during the bar.
+plays a whole candle in one instant, so its fills reach the bot together with the closed klines
+(just before them), where live they come whenever the price crosses the level during the bar.
 """
 
 from __future__ import annotations
