@@ -97,8 +97,15 @@ async def test_unknown_route_wrong_method_and_oversized_body(
 async def test_control_endpoints(sim: SimServer, http: aiohttp.ClientSession) -> None:
     async with http.post("/sim/advance?bars=0") as r:
         assert r.status == 400 and (await r.json())["code"] == -1130
+    for gap in ("-5", "abc", "10001"):
+        async with http.post(f"/sim/advance?bars=1&close_gap_ms={gap}") as r:
+            body = await r.json()
+            assert r.status == 400 and body["code"] == -1130 and "close_gap_ms" in body["msg"]
     async with http.get("/sim/state") as r:
         before = await r.json()
+    async with http.post("/sim/advance?bars=1&close_gap_ms=5") as r:
+        assert (await r.json())["advanced"] == 1
+    before["replay_time_ms"] += 15 * 60_000
     async with http.post("/sim/advance?bars=4") as r:
         assert (await r.json())["advanced"] == 4
     async with http.get("/sim/state") as r:

@@ -6,6 +6,7 @@ intra-candle updates, then its bar's fills; the closed klines last, together."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from perpbot.domain.types import OrderSide, OrderType
@@ -60,3 +61,16 @@ def test_every_candle_reports_its_path_before_its_close_and_each_symbol_once() -
     assert paths == closes and len(closes) == 3 * len(SYMBOLS)
     for candle in closes:
         assert seen.index(("path", candle)) < seen.index(("closed", candle))
+
+
+async def test_a_close_gap_streams_the_fills_then_waits_before_the_closes() -> None:
+    venue, replay, seen = _recording_replay()
+    venue.market_order("XRPUSDT", OrderSide.BUY, 100.0, False, "entry-1", OrderType.MARKET)
+    seen.clear()
+    job = asyncio.create_task(replay.advance_async(1, close_gap_s=0.2))
+    await asyncio.sleep(0.05)
+    assert [k for k, _ in seen if k == "path"] and not [k for k, _ in seen if k == "closed"]
+    assert replay.candles == 0  # the candle has not closed yet
+    assert await job == 1
+    assert [v for k, v in seen if k == "closed"] == [(s, seen[0][1][1]) for s in SYMBOLS]
+    assert replay.candles == 1

@@ -92,8 +92,10 @@ class SimulatorChild:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
 
-    def advance(self, bars: int = 1) -> Any:
-        return self.call("POST", f"/sim/advance?bars={bars}")
+    def advance(self, bars: int = 1, close_gap_ms: int = 0) -> Any:
+        """``close_gap_ms``: each candle's closes that long after its fills (``Replay.advance_async``)."""
+        gap = f"&close_gap_ms={close_gap_ms}" if close_gap_ms else ""
+        return self.call("POST", f"/sim/advance?bars={bars}{gap}")
 
     def state(self) -> Any:
         return self.call("GET", "/sim/state")

@@ -1,5 +1,5 @@
 """``/sim/`` control endpoints (loopback only, never mixed into the Binance routes):
-``GET /sim/state``, ``POST /sim/advance?bars=N``, ``POST /sim/faults``, ``GET /sim/audit``
+``GET /sim/state``, ``POST /sim/advance?bars=N[&close_gap_ms=G]``, ``POST /sim/faults``, ``GET /sim/audit``
 (``simulator/audit.py``: protection gaps, every execution and income row).
 
 ``GET /sim/state?brief=1`` leaves out what grows with the run or the book (the fault log, the
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from perpbot.simulator.server import SimServer
 
 MAX_ADVANCE = 1_000_000
+MAX_CLOSE_GAP_MS = 10_000  # per candle: ``Replay.advance_async``'s wait between fills and closes
 SRV_KEY: web.AppKey[Any] = web.AppKey("perpbot_simulator", object)
 
 
@@ -100,7 +101,12 @@ async def post_advance(request: web.Request) -> web.StreamResponse:
             raise BinanceError(
                 -1130, f"Data sent for parameter 'bars' is not valid: expected 1..{MAX_ADVANCE}."
             )
-        n = await srv.replay.advance_async(int(raw))
+        gap = request.query.get("close_gap_ms", "0")
+        if not gap.isdigit() or int(gap) > MAX_CLOSE_GAP_MS:
+            raise BinanceError(
+                -1130, f"Data sent for parameter 'close_gap_ms' is not valid: expected 0..{MAX_CLOSE_GAP_MS}."
+            )
+        n = await srv.replay.advance_async(int(raw), close_gap_s=int(gap) / 1000.0)
         return json_response(
             {
                 "advanced": n,

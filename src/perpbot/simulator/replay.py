@@ -38,6 +38,7 @@ class Replay:
     _task: asyncio.Task[None] | None = None
     candles: int = 0
     cursor_ms: int = -1  # open time of the next candle to happen
+    _advancing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         if self.cursor_ms < 0:
@@ -54,42 +55,66 @@ class Replay:
     def advance(self, bars: int = 1) -> int:
         """Let up to ``bars`` candles happen; returns how many did (0 at the end of the data)."""
         done = 0
-        v = self.venue
-        engine = v.engine
         while done < bars and not self.finished:
-            t = self.next_open_ms
-            closing: list[tuple[str, tuple[float, float, float, float], float]] = []
-            for sym, series in v.market.series.items():
-                i = series.index_at(t)
-                if i < 0:
-                    continue
-                ei = i - v.offsets[sym]
-                path = engine.intrabar_path(sym, ei)
-                vol = float(series.volume[i])
-                for sink in self.path_sinks:
-                    sink(sym, t, path, vol, v.now_ms)
-                engine.process_bar(sym, ei)
-                v.publish()
-                closing.append((sym, path, vol))
-            for sym, path, vol in closing:  # the bar's fills are out: now the candles close
-                for sink in self.kline_sinks:
-                    sink(sym, t, path, vol, v.now_ms)
-            self.cursor_ms = t + BAR_MS  # a gap in every file is skipped like a quiet candle
+            self._close(*self._play())
             done += 1
-            self.candles += 1
         return done
 
-    async def advance_async(self, bars: int, chunk: int = 16) -> int:
+    def _play(self) -> tuple[int, list[tuple[str, tuple[float, float, float, float], float]]]:
+        """The next candle up to its close: each symbol's path updates, its bar processed, its
+        events out. Returns its open time and what ``_close`` reports."""
+        v = self.venue
+        engine = v.engine
+        t = self.next_open_ms
+        closing: list[tuple[str, tuple[float, float, float, float], float]] = []
+        for sym, series in v.market.series.items():
+            i = series.index_at(t)
+            if i < 0:
+                continue
+            ei = i - v.offsets[sym]
+            path = engine.intrabar_path(sym, ei)
+            vol = float(series.volume[i])
+            for sink in self.path_sinks:
+                sink(sym, t, path, vol, v.now_ms)
+            engine.process_bar(sym, ei)
+            v.publish()
+            closing.append((sym, path, vol))
+        return t, closing
+
+    def _close(self, t: int, closing: list[tuple[str, tuple[float, float, float, float], float]]) -> None:
+        """The candle's closed klines, every symbol's together, once its fills are out."""
+        for sym, path, vol in closing:
+            for sink in self.kline_sinks:
+                sink(sym, t, path, vol, self.venue.now_ms)
+        self.cursor_ms = t + BAR_MS  # a gap in every file is skipped like a quiet candle
+        self.candles += 1
+
+    async def advance_async(self, bars: int, chunk: int = 16, close_gap_s: float = 0.0) -> int:
         """``advance`` in chunks, yielding to the event loop between them so that stream writers
-        keep flushing (a month in one call must not pile every frame up in the send queues)."""
-        done = 0
-        while done < bars:
-            n = self.advance(min(chunk, bars - done))
-            if n == 0:
-                break
-            done += n
-            await asyncio.sleep(0)
-        return done
+        keep flushing (a month in one call must not pile every frame up in the send queues).
+
+        ``close_gap_s`` > 0: each candle's closed klines go out that long after its fills, with
+        the loop free meanwhile. An instant replay otherwise hands a client a candle's stop fills
+        and its closes in the same moment, where live the fills come during the 15 minutes; a
+        harness that times what a client does at the close (``bench/bench_runtime.py``) asks for
+        the gap so that its figures are not those of a stop hit in the last millisecond."""
+        async with self._advancing:  # one candle closes before the next one plays
+            if close_gap_s <= 0:
+                done = 0
+                while done < bars:
+                    n = self.advance(min(chunk, bars - done))
+                    if n == 0:
+                        break
+                    done += n
+                    await asyncio.sleep(0)
+                return done
+            done = 0
+            while done < bars and not self.finished:
+                t, closing = self._play()
+                await asyncio.sleep(close_gap_s)
+                self._close(t, closing)
+                done += 1
+            return done
 
     def start(self) -> None:
         """Start pacing by wall time (no-op at speed 0)."""
