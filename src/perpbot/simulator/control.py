@@ -16,7 +16,7 @@ from aiohttp import web
 from perpbot.exchange.binance.codec.decimals import fmt
 from perpbot.exchange.binance.codec.orders import algo_json
 from perpbot.simulator.config import is_loopback
-from perpbot.simulator.errors import BinanceError, json_response
+from perpbot.simulator.errors import BinanceError, bad_param, json_response
 from perpbot.simulator.faults import parse_faults
 
 if TYPE_CHECKING:
@@ -92,21 +92,21 @@ async def get_audit(request: web.Request) -> web.StreamResponse:
         return exc.response()
 
 
+def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    """A whole-number query parameter in ``lo..hi`` (``default`` when absent); -1130 otherwise."""
+    raw = request.query.get(name, str(default))
+    if not raw.isdigit() or not (lo <= int(raw) <= hi):
+        raise bad_param(name, f"Expected {lo}..{hi}.")
+    return int(raw)
+
+
 async def post_advance(request: web.Request) -> web.StreamResponse:
     srv: SimServer = request.app[SRV_KEY]
     try:
         _loopback(request)
-        raw = request.query.get("bars", "1")
-        if not raw.isdigit() or not (1 <= int(raw) <= MAX_ADVANCE):
-            raise BinanceError(
-                -1130, f"Data sent for parameter 'bars' is not valid: expected 1..{MAX_ADVANCE}."
-            )
-        gap = request.query.get("close_gap_ms", "0")
-        if not gap.isdigit() or int(gap) > MAX_CLOSE_GAP_MS:
-            raise BinanceError(
-                -1130, f"Data sent for parameter 'close_gap_ms' is not valid: expected 0..{MAX_CLOSE_GAP_MS}."
-            )
-        n = await srv.replay.advance_async(int(raw), close_gap_s=int(gap) / 1000.0)
+        bars = _query_int(request, "bars", 1, 1, MAX_ADVANCE)
+        gap_ms = _query_int(request, "close_gap_ms", 0, 0, MAX_CLOSE_GAP_MS)
+        n = await srv.replay.advance_async(bars, close_gap_s=gap_ms / 1000.0)
         return json_response(
             {
                 "advanced": n,

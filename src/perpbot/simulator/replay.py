@@ -24,6 +24,8 @@ from perpbot.simulator.venue import Venue
 
 # (symbol, open ms, path (open, first extreme, second extreme, close), volume, venue ms)
 KlineSink = Callable[[str, int, tuple[float, float, float, float], float, int], None]
+# A played candle's closes still to report: (symbol, path, volume) per symbol that had a bar.
+Closing = list[tuple[str, tuple[float, float, float, float], float]]
 
 
 @dataclass
@@ -60,13 +62,13 @@ class Replay:
             done += 1
         return done
 
-    def _play(self) -> tuple[int, list[tuple[str, tuple[float, float, float, float], float]]]:
+    def _play(self) -> tuple[int, Closing]:
         """The next candle up to its close: each symbol's path updates, its bar processed, its
         events out. Returns its open time and what ``_close`` reports."""
         v = self.venue
         engine = v.engine
         t = self.next_open_ms
-        closing: list[tuple[str, tuple[float, float, float, float], float]] = []
+        closing: Closing = []
         for sym, series in v.market.series.items():
             i = series.index_at(t)
             if i < 0:
@@ -81,7 +83,7 @@ class Replay:
             closing.append((sym, path, vol))
         return t, closing
 
-    def _close(self, t: int, closing: list[tuple[str, tuple[float, float, float, float], float]]) -> None:
+    def _close(self, t: int, closing: Closing) -> None:
         """The candle's closed klines, every symbol's together, once its fills are out."""
         for sym, path, vol in closing:
             for sink in self.kline_sinks:
@@ -99,21 +101,17 @@ class Replay:
         harness that times what a client does at the close (``bench/bench_runtime.py``) asks for
         the gap so that its figures are not those of a stop hit in the last millisecond."""
         async with self._advancing:  # one candle closes before the next one plays
-            if close_gap_s <= 0:
-                done = 0
-                while done < bars:
-                    n = self.advance(min(chunk, bars - done))
-                    if n == 0:
-                        break
-                    done += n
-                    await asyncio.sleep(0)
-                return done
             done = 0
             while done < bars and not self.finished:
                 t, closing = self._play()
-                await asyncio.sleep(close_gap_s)
+                if close_gap_s > 0:
+                    await asyncio.sleep(close_gap_s)
                 self._close(t, closing)
                 done += 1
+                if done % chunk == 0:
+                    await asyncio.sleep(0)
+            if done % chunk:
+                await asyncio.sleep(0)  # the last chunk's frames flush before the caller goes on
             return done
 
     def start(self) -> None:

@@ -169,12 +169,10 @@ class UserStream:
                 self._seen.popitem(last=False)
         self._track(ev)
         probe = latency.PROBE  # bench/bench_runtime.py only
-        if probe is None or not (isinstance(ev, OrderTradeUpdate) and ev.execution_type == "TRADE"):
-            await self.ex.dispatch(ev)
-            return True
-        started = time.monotonic()
+        started = time.monotonic() if probe is not None else 0.0
         await self.ex.dispatch(ev)
-        probe.execution(ev.symbol, started)
+        if probe is not None and isinstance(ev, OrderTradeUpdate) and ev.execution_type == "TRADE":
+            probe.execution(ev.symbol, started)
         return True
 
     def _track(self, ev: ExchangeEvent) -> None:
