@@ -104,6 +104,34 @@ def test_html_page_is_plotlys_own_page_byte_for_byte() -> None:
     assert page.count(real().encode("utf-8")) == 1
 
 
+def test_template_read_from_its_file_equals_plotlys_registry_template() -> None:
+    # charts._template reads plotly's template file instead of building the registry's Template
+    # object (issue 13): what a page embeds must be the registry's to_plotly_json(), whole.
+    import plotly.io as pio
+
+    from perpbot.backtest.charts import _template
+
+    assert _template("plotly_white") == pio.templates["plotly_white"].to_plotly_json()
+
+
+def test_template_comes_from_plotlys_registry_when_its_file_is_missing(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pkgutil
+
+    import plotly.io as pio
+
+    from perpbot.backtest import charts
+
+    def missing(package: str, resource: str) -> bytes:
+        raise FileNotFoundError(resource)
+
+    monkeypatch.setattr(pkgutil, "get_data", missing)
+    charts._template.cache_clear()
+    try:
+        assert charts._template("plotly_white") == pio.templates["plotly_white"].to_plotly_json()
+    finally:
+        charts._template.cache_clear()
+
+
 def test_html_page_falls_back_to_plotlys_page_when_the_mark_is_not_found(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # Another plotly that no longer reads get_plotlyjs from plotly.io._html: the mark never
     # appears and the page is plotly's own, whole (not a page without its bundle).

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from perpbot.cli import light_params
+from perpbot.cli import light_help, light_params
 from perpbot.cli.main import COMMAND_MODULE, MODULES
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def _root(
 def build_app(modules: Iterable[str] = MODULES) -> typer.Typer:
     """The typer app with the commands of ``modules`` (names in :data:`MODULES`) registered."""
     light_params.install()  # str/Path/unset option values without importing pydantic
+    light_help.install()  # help and usage errors without rich's markdown and traceback modules
     new = typer.Typer(
         add_completion=False,
         no_args_is_help=True,
