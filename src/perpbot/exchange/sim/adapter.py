@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from perpbot.aio import STOP_WAIT_S, cancel_and_wait
 from perpbot.domain.events import ExchangeEvent
@@ -44,8 +44,10 @@ from perpbot.domain.types import (
 from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError, ExchangeUnavailable
 from perpbot.exchange.port import EventHandler
 from perpbot.exchange.sim.engine import MatchingEngine
-from perpbot.exchange.sim.faults import EventFate, FaultPlan
-from perpbot.exchange.sim.hostile import HostileState, NowMs, scripted_market
+
+if TYPE_CHECKING:  # hostile mode's modules load only when a fault plan is given (issue 13 start-up)
+    from perpbot.exchange.sim.faults import EventFate, FaultPlan
+    from perpbot.exchange.sim.hostile import HostileState, NowMs
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,11 @@ class SimExchange:
         events, deferred fills and income delays (default: the engine's candle time)."""
         self.engine = engine
         now = clock.now_ms if clock is not None else (lambda: engine.now_ms)
-        self.hostile: HostileState | None = None if faults is None else HostileState(faults, now)
+        self.hostile: HostileState | None = None
+        if faults is not None:
+            from perpbot.exchange.sim.hostile import HostileState
+
+            self.hostile = HostileState(faults, now)
         self._handlers: list[EventHandler] = []
         self._queue: asyncio.Queue[ExchangeEvent] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -337,6 +343,8 @@ class SimExchange:
                     symbol, side, quantity, reduce_only=reduce_only, client_order_id=client_order_id
                 )
             else:
+                from perpbot.exchange.sim.hostile import scripted_market
+
                 r = scripted_market(
                     self.engine, h, symbol, side, quantity, reduce_only, client_order_id, script
                 )
