@@ -119,3 +119,43 @@ def test_the_shell_environment_does_not_leak_into_an_explicit_mapping(
 def test_a_bad_value_is_one_line_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"^LEVERAGE='ten': Input should be a valid integer"):
         load_config(environ={"LEVERAGE": "ten"}, env_file=None)
+
+
+STRING_ONLY = [
+    {},
+    {"SYMBOLS": "XRPUSDT,TRXUSDT", "BINANCE_API_KEY": " k ", "ML_BACKENDS": ""},
+    {"SYMBOLS": "XRP\udcffUSDT", "DISCORD_WEBHOOK_URL": "é", "KLINE_INTERVAL": "1h", "OTHER": "x"},
+]
+
+
+@pytest.mark.parametrize("env", STRING_ONLY)
+def test_string_only_settings_skip_the_validator_with_its_very_result(env: dict[str, str]) -> None:
+    # validate_env returns these without pydantic-core (issue 13): exactly what the validator gives.
+    from perpbot.config_env import _env_validator
+
+    want = _env_validator().validate_python({k: v for k, v in env.items() if k in ENV_FIELDS})
+    assert _same(vars(validate_env(env)), want)
+    assert list(vars(validate_env(env))) == list(ENV_FIELDS)
+
+
+def test_a_numeric_variable_or_a_non_plain_string_goes_through_the_validator() -> None:
+    class Text(str):
+        pass
+
+    assert type(validate_env({"SYMBOLS": Text("XRPUSDT")}).SYMBOLS) is str  # the validator's copy
+    assert validate_env({"LEVERAGE": " 5 ", "SYMBOLS": "XRPUSDT"}).LEVERAGE == 5
+    with pytest.raises(ConfigError, match=r"^SYMBOLS=5: Input should be a valid string"):
+        validate_env({"SYMBOLS": 5})  # type: ignore[dict-item]
+
+
+def test_string_only_settings_do_not_import_pydantic_core() -> None:
+    import subprocess
+    import sys
+
+    src = (
+        "import sys\nfrom perpbot.config_env import validate_env\n"
+        "validate_env({'SYMBOLS': 'XRPUSDT'})\nprint('pydantic_core' in sys.modules)\n"
+        "validate_env({'LEVERAGE': '5'})\nprint('pydantic_core' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", src], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "True"], done.stderr
