@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perpbot.backtest.decimate import minmax_index
-from perpbot.backtest.metrics import EquityCurve, MetricsReport
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the chart worker draws from plain arrays: it never needs the metrics module
     from matplotlib.figure import Figure
+
+    from perpbot.backtest.metrics import EquityCurve, MetricsReport
 
 BUCKETS = 2_000
 """Decimation buckets per curve: about two per horizontal pixel of a 1200-pixel-wide chart."""
