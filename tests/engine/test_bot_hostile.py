@@ -379,6 +379,29 @@ async def test_a_lost_stop_is_replaced_even_when_the_bot_is_busy() -> None:
     assert covered(w) and w.bot.state.sl_id not in (0, sl_id)
 
 
+# ====================================================================== chaos, 180 days, seed 23
+
+
+async def test_an_entry_execution_read_from_rest_keeps_its_fee_across_a_restart(tmp_path: Path) -> None:
+    """The entry's execution report never came (a silent user stream): the bot read the execution
+    from ``userTrades`` and counted it, then the process died before the trade was booked. Old
+    code persisted the count but not the execution: the restarted process adopted the position
+    with an entry fee of 0, and the trade's fees were short by it (found by the 180-day chaos
+    run). Now the execution is journaled before it is counted, and recovery finds it by order id."""
+    entry_cid = make_client_id(SYM, T0 + 2 * BAR, "entry")
+    plan = FaultPlan(events=(EventRule(DROP, client_id=entry_cid, execution_type="TRADE"),))
+    w = World(flat(100, 5), journal=Journal(tmp_path / "journal.sqlite"), faults=plan)
+    await w.start()
+    await w.run({1: LONG}, until=2)
+    (entry_fill,) = [f for f in w.engine.fills(SYM) if f.side is OrderSide.BUY]
+    assert w.bot._entry_fee(w.bot._pos) == pytest.approx(entry_fill.commission)  # type: ignore[arg-type]
+    w.crash()  # before any trade is booked
+    bot2 = await w.restart(ctx_at(2, 100.0, None))
+    assert bot2.state.entry_time_ms == entry_fill.time_ms
+    assert bot2._entry_fee(bot2._pos) == pytest.approx(entry_fill.commission)  # type: ignore[arg-type]
+    assert covered(w)
+
+
 # ====================================================================== defect 15
 
 

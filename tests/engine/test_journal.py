@@ -88,7 +88,32 @@ def test_fills_are_stored_once_per_execution() -> None:
     j.record_fill(fill(1, 11))  # redelivered
     j.record_fill(fill(1, 12))
     assert j.fill_count("XRPUSDT") == 2
-    assert j.order_commission("XRPUSDT", 1) == pytest.approx(0.02)
+    assert sum(f[4] for f in j.fills_of_order("XRPUSDT", 1)) == pytest.approx(0.02)
+
+
+def test_an_execution_read_from_rest_is_a_fill_row_that_its_report_completes() -> None:
+    # userTrades gave it (no report came): stored with status REST, found by order id, not by a
+    # client id it does not carry; its report arriving after all is the same execution, whose
+    # row then carries the report's fields (client id, status); a REST read of a reported
+    # execution changes nothing.
+    from perpbot.engine.bot_base import Execution
+
+    j = Journal()
+    ex = Execution(order_id=1, trade_id=11, side=OrderSide.BUY, qty=2.0, price=0.5, realized_pnl=0.0,
+                   commission=0.01, time_ms=1_000, rest=True)  # fmt: skip
+    j.record_rest_execution("XRPUSDT", ex)
+    assert j.fills_of_order("XRPUSDT", 1) == [(1_000, 11, 2.0, 0.5, 0.01)]
+    assert j.fills_of_client_id("XRPUSDT", "pb-1") == []
+    assert j._q("SELECT status FROM fills WHERE trade_id = 11", ()).fetchone()[0] == "REST"
+    report = fill(1, 11)
+    j.record_fill(report)
+    assert j.fill_count("XRPUSDT") == 1
+    assert j.fills_of_client_id("XRPUSDT", "c") == [
+        (report.trade_time_ms or report.event_time_ms, 11, 5.0, 0.5, 0.01)
+    ]
+    assert j._q("SELECT status FROM fills WHERE trade_id = 11", ()).fetchone()[0] == report.status.value
+    j.record_rest_execution("XRPUSDT", ex)  # read again from userTrades: the report's row stays
+    assert j.fills_of_client_id("XRPUSDT", "c")[0][2] == 5.0
 
 
 def test_trades_round_trip_and_readers() -> None:

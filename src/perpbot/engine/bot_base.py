@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from perpbot.domain.client_ids import candle_open, make_client_id
 from perpbot.domain.types import (
     ClosedTrade,
     CloseReason,
+    Fill,
     OrderResult,
     OrderSide,
     OrderType,
@@ -129,6 +130,22 @@ class Execution:
     order_type: OrderType = OrderType.MARKET
     original_type: OrderType = OrderType.MARKET
     avg_price: float = 0.0  # the order's average so far (``ap``), 0 from REST
+    rest: bool = False  # read from ``userTrades`` (no report): journaled when it is counted
+
+
+def execution_of_fill(f: Fill) -> Execution:
+    """An execution read from ``userTrades`` (``rest``: journaled when it is counted)."""
+    return Execution(
+        order_id=f.order_id,
+        trade_id=f.trade_id,
+        side=f.side,
+        qty=f.quantity,
+        price=f.price,
+        realized_pnl=f.realized_pnl,
+        commission=f.commission,
+        time_ms=f.time_ms,
+        rest=True,
+    )
 
 
 def exec_key(trade_id: int) -> str:
@@ -282,6 +299,12 @@ class BotBase:
         """Half a quantity step: quantities closer than this are equal."""
         f = self._filters
         return f.step_size / 2 if f is not None else 1e-12
+
+    def _journal_rest_fills(self, fills: Sequence[Fill]) -> None:
+        """Entry executions read from ``userTrades``, journaled before they are counted (a
+        restart finds their fee there: ``_journaled_entry``)."""
+        for f in fills:
+            self._journal.record_rest_execution(self.symbol, execution_of_fill(f))
 
     def _account(self, keys: list[str]) -> None:
         """Mark executions / income rows as counted in a trade, persisted before the trade."""

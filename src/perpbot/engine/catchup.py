@@ -19,10 +19,10 @@ from perpbot.engine.bot_base import (
     LocalPosition,
     bounded_put,
     exec_key,
+    execution_of_fill,
     income_key,
     log,
 )
-from perpbot.engine.ledger import execution_of_fill
 from perpbot.exchange.errors import ExchangeError
 
 _REMEMBER = 256

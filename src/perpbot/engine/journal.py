@@ -49,6 +49,23 @@ def _day_bounds(day: date) -> tuple[int, int]:
     return start, start + 86_400_000
 
 
+_FILL_COLS = (
+    "time_ms, symbol, order_id, trade_id, client_id, side, order_type, original_type, execution_type,"
+    " status, reduce_only, price, qty, cum_qty, avg_price, commission, realized_pnl"
+)
+_FILL_INSERT = f"INSERT INTO fills ({_FILL_COLS}) VALUES ({', '.join('?' * 17)})"
+# An execution is stored once (the unique index): a redelivered report adds nothing, and neither
+# does a ``userTrades`` read of a reported one; a report of an execution first read from
+# ``userTrades`` (status REST) replaces that row's fields with its own (client id, types, status).
+_REPORTED_FILL = (
+    f"{_FILL_INSERT} ON CONFLICT (symbol, order_id, trade_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in _FILL_COLS.split(", ") if c not in ("symbol", "order_id", "trade_id")
+    )
+    + " WHERE fills.status = 'REST'"
+)
+_REST_FILL = f"{_FILL_INSERT} ON CONFLICT DO NOTHING"
+_FillRows = list[tuple[int, int, float, float, float]]  # (time, trade id, qty, price, commission)
 READ_WAIT_S = 2.0  # a reader waits at most this long for the queued writes (bounded)
 
 
@@ -193,11 +210,10 @@ class Journal:
         )
 
     def record_fill(self, ev: OrderTradeUpdate) -> None:
-        """One execution report with a fill (``x`` = TRADE or CALCULATED); duplicates ignored."""
+        """One execution report with a fill (``x`` = TRADE or CALCULATED); stored once
+        (``_REPORTED_FILL``)."""
         self._write(
-            "INSERT OR IGNORE INTO fills (time_ms, symbol, order_id, trade_id, client_id, side, order_type,"
-            " original_type, execution_type, status, reduce_only, price, qty, cum_qty, avg_price,"
-            " commission, realized_pnl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _REPORTED_FILL,
             (
                 ev.trade_time_ms or ev.event_time_ms,
                 ev.symbol,
@@ -216,6 +232,35 @@ class Journal:
                 ev.avg_price,
                 ev.commission,
                 ev.realized_pnl,
+            ),
+        )
+
+    def record_rest_execution(self, symbol: str, ex: Any, *, reduce_only: bool = False) -> None:
+        """One execution learned from ``userTrades`` (its report never came: a silent or lost
+        stream), stored as a fill row before it is counted, like a reported one; status ``REST``
+        (no report says the order's status), the client id when known, else empty. ``ex`` is
+        an engine ``Execution``. A row of the same execution already stored is kept, and its
+        report coming after all replaces this one (``_REPORTED_FILL``)."""
+        self._write(
+            _REST_FILL,
+            (
+                ex.time_ms,
+                symbol,
+                ex.order_id,
+                ex.trade_id,
+                ex.client_id,
+                ex.side.value,
+                ex.order_type.value,
+                ex.original_type.value,
+                "TRADE",
+                "REST",
+                int(reduce_only),
+                ex.price,
+                ex.qty,
+                0.0,
+                0.0,
+                ex.commission,
+                ex.realized_pnl,
             ),
         )
 
@@ -371,14 +416,6 @@ class Journal:
         ).fetchone()
         return None if row is None else self._order(row)
 
-    def order_commission(self, symbol: str, order_id: int) -> float:
-        """Σ commission of the journaled fills of one order (entry fee of an adopted position)."""
-        row = self._q(
-            "SELECT COALESCE(SUM(commission), 0.0) FROM fills WHERE symbol = ? AND order_id = ?",
-            (symbol, order_id),
-        ).fetchone()
-        return float(row[0])
-
     def accounted_keys(self, symbol: str) -> list[str]:
         """Every accounting key recorded for ``symbol`` (restored by the bot at construction)."""
         rows = self._q("SELECT key FROM accounted WHERE symbol = ?", (symbol,)).fetchall()
@@ -387,12 +424,20 @@ class Journal:
     def fills_of_client_id(self, symbol: str, client_id: str) -> list[tuple[int, int, float, float, float]]:
         """(time, trade id, qty, price, commission) of the journaled executions of one client
         order id, oldest first: recovery rebuilds an entry from them (defect 15)."""
+        return self._fills_by("client_id", symbol, client_id)
+
+    def _fills_by(self, column: str, symbol: str, key: str | int) -> _FillRows:
         rows = self._q(
-            "SELECT time_ms, trade_id, qty, price, commission FROM fills WHERE symbol = ? AND client_id = ?"
+            f"SELECT time_ms, trade_id, qty, price, commission FROM fills WHERE symbol = ? AND {column} = ?"
             " ORDER BY id",
-            (symbol, client_id),
+            (symbol, key),
         ).fetchall()
         return [(int(r[0]), int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows]
+
+    def fills_of_order(self, symbol: str, order_id: int) -> list[tuple[int, int, float, float, float]]:
+        """``fills_of_client_id`` by exchange order id: executions stored from ``userTrades``
+        carry no client id."""
+        return self._fills_by("order_id", symbol, order_id)
 
     def fill_count(self, symbol: str | None = None) -> int:
         where, args = _where(_symbol_test(symbol))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from perpbot.domain.events import OrderTradeUpdate
-from perpbot.domain.types import ClosedTrade, CloseReason, Fill, OrderType
+from perpbot.domain.types import ClosedTrade, CloseReason, OrderType
 from perpbot.engine.bot_base import (
     HOUR_MS,
     BotBase,
@@ -54,19 +54,6 @@ def execution_of(ev: OrderTradeUpdate) -> Execution:
         order_type=ev.order_type,
         original_type=ev.original_type,
         avg_price=ev.avg_price,
-    )
-
-
-def execution_of_fill(f: Fill) -> Execution:
-    return Execution(
-        order_id=f.order_id,
-        trade_id=f.trade_id,
-        side=f.side,
-        qty=f.quantity,
-        price=f.price,
-        realized_pnl=f.realized_pnl,
-        commission=f.commission,
-        time_ms=f.time_ms,
     )
 
 
@@ -158,6 +145,8 @@ class LedgerMixin(BotBase):
         key = exec_key(ex.trade_id)
         if key in self._accounted:
             return False
+        if ex.rest:  # persisted before it is counted, as a reported one: a restart needs its fee
+            self._journal.record_rest_execution(self.symbol, ex)
         self._account([key])
         acc = self._entry_acc.get(ex.order_id)
         if acc is None:

@@ -24,11 +24,11 @@ from perpbot.engine.bot_base import (
     LocalPosition,
     bounded_put,
     exec_key,
+    execution_of_fill,
     is_transient,
     log,
 )
 from perpbot.engine.context import CandleContext
-from perpbot.engine.ledger import execution_of_fill
 from perpbot.engine.notifier import (
     kill_switch_message,
     recovered_message,
@@ -190,6 +190,7 @@ class RecoveryMixin(BotBase):
                 qty += f.quantity
         if not mine or abs(qty - pos.qty) > self._tol():
             return
+        self._journal_rest_fills(mine)
         self._account([exec_key(f.trade_id) for f in mine])
         pos.entry_order_id = mine[0].order_id
         pos.entry_time_ms = min(f.time_ms for f in mine)
@@ -243,9 +244,10 @@ class RecoveryMixin(BotBase):
         The journaled entry belongs to this position only if it is on the same side and no trade
         of the symbol closed after it (else it is an old round trip's entry). Its executions are
         found by *client id*, so a crash between the order call and the journaled answer loses
-        nothing: entry time = first execution, price = their average when they make up the whole
-        position, fee = their commission. Without journaled executions the order is asked for by
-        client id.
+        nothing, and by order id, so do those read from ``userTrades`` when their reports never
+        came (a dead process counted them; their fee is only in the journal): entry time = first
+        execution, price = their average when they make up the whole position, fee = their
+        commission. Without journaled executions the order is asked for by client id.
         """
         rec = self._journal.last_order(self.symbol, ("ENTRY",))
         last = self._journal.recent_trades(self.symbol, 1)
@@ -257,9 +259,12 @@ class RecoveryMixin(BotBase):
             return
         pos.entry_time_ms = rec.time_ms
         fills = self._journal.fills_of_client_id(self.symbol, rec.client_id) if rec.client_id else []
+        if rec.order_id:  # and those stored from ``userTrades`` (no report came), by order id
+            known = {f[1] for f in fills}
+            fills += [f for f in self._journal.fills_of_order(self.symbol, rec.order_id) if f[1] not in known]
         if fills:
             qty = sum(f[2] for f in fills)
-            pos.entry_time_ms = fills[0][0]
+            pos.entry_time_ms = min(f[0] for f in fills)
             pos.entry_order_id = rec.order_id or 0
             pos.entry_fee = sum(f[4] for f in fills)
             pos.entry_exec_qty, pos.entry_exec_fee = qty, pos.entry_fee
@@ -269,7 +274,6 @@ class RecoveryMixin(BotBase):
             self._account([exec_key(f[1]) for f in fills])
         elif rec.order_id:
             pos.entry_order_id = rec.order_id
-            pos.entry_fee = self._journal.order_commission(self.symbol, rec.order_id)
         elif rec.client_id:
             try:
                 o = await self._ex.get_order(self.symbol, client_order_id=rec.client_id)

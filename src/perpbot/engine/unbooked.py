@@ -28,11 +28,12 @@ from perpbot.engine.bot_base import (
     PendingEntry,
     bounded_put,
     exec_key,
+    execution_of_fill,
     is_transient,
     log,
 )
 from perpbot.engine.journal_records import OrderRecord
-from perpbot.engine.ledger import execution_of_fill, reduce_by
+from perpbot.engine.ledger import reduce_by
 from perpbot.exchange.errors import NO_SUCH_ORDER, ExchangeError
 
 # The venue stamps executions on its clock, the journal on ours: the entry's executions are read
@@ -126,6 +127,7 @@ class UnbookedMixin(BotBase):
             entry_exec_fee=fee,
             adopted=True,
         )
+        self._journal_rest_fills(mine)
         self._account([exec_key(f.trade_id) for f in mine])
         self._entry_acc.setdefault(order_id, EntryAcc())
         return pos, fills
