@@ -56,6 +56,17 @@ def test_message_is_binance_msg_and_secrets_are_removed() -> None:
     assert err.code == -2015 and err.message == "Invalid API-key ***"
 
 
+def test_a_timeout_says_so_and_drops_the_signed_query() -> None:
+    # ccxt's RequestTimeout text is the bare request line: the log line of a timed-out call must
+    # say it timed out (the chaos check looks for it), and not carry the request's signature.
+    url = "http://127.0.0.1:1/fapi/v1/order?timestamp=1&symbol=XRPUSDT&orderId=7&signature=abc123"
+    err = translate(ccxt.RequestTimeout(f"binanceusdm GET {url}"))
+    assert isinstance(err, ExchangeUnavailable) and err.code == 0
+    assert (
+        err.message == "RequestTimeout: no answer in time to binanceusdm GET http://127.0.0.1:1/fapi/v1/order"
+    )
+
+
 def test_client_uses_the_live_error_table_and_redacts_its_logger(caplog: pytest.LogCaptureFixture) -> None:
     ex = make_client(
         resolve_endpoints("custom", "http://127.0.0.1:1", "ws://127.0.0.1:1"),

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 _CODE_RE = re.compile(r'"code"\s*:\s*"?(-?\d+)')
 _MSG_RE = re.compile(r'"msg"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_QUERY_RE = re.compile(r"\?\S*")  # a URL's query string (to the next space)
 # Binance codes whose request may have executed: -1000 UNKNOWN, -1006 "unexpected response from
 # the message bus. Execution status unknown", -1007 "Timeout waiting for response from backend".
 _UNKNOWN_OUTCOME = (-1000, -1006, -1007)
@@ -242,7 +243,11 @@ def translate(exc: BaseException, secrets: tuple[str, ...] = ()) -> ExchangeErro
         return ExchangeError(-1003, text)
     if isinstance(exc, ccxt.DDoSProtection):
         return ExchangeError(code or -1003, message)
-    if isinstance(exc, (ccxt.RequestTimeout, ccxt.ExchangeNotAvailable)) or code in _UNKNOWN_OUTCOME:
+    if isinstance(exc, ccxt.RequestTimeout):
+        # ccxt's text is only the request line ("binanceusdm GET <url>"): say what happened, and
+        # keep the URL's path only (its query carries the timestamp and the request's signature).
+        return ExchangeUnavailable(f"RequestTimeout: no answer in time to {_QUERY_RE.sub('', message)}")
+    if isinstance(exc, ccxt.ExchangeNotAvailable) or code in _UNKNOWN_OUTCOME:
         return ExchangeUnavailable(f"{code}: {message}" if code else message)
     if isinstance(exc, ccxt.NetworkError) and not code:
         return ExchangeUnavailable(message)
