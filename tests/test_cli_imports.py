@@ -167,8 +167,8 @@ def test_nothing_but_the_run_is_imported_before_the_first_candle(
     # Issue 13 (first candle within 0.4 s), as module counts, not seconds: at the loop's start a
     # warm ``perpbot backtest --quiet`` has not imported pydantic (typer's option coercion:
     # cli.light_params), rich (output and progress bar come after the run: cli.common), numpy.ma
-    # (a median only for unknown symbols), pyarrow (the input cache serves the arrays) or
-    # pydantic-core (no numeric setting to check: config_env).
+    # (a median only for unknown symbols), pyarrow (the input cache serves the arrays),
+    # pydantic-core (no numeric setting to check: config_env) or the report's modules.
     args = ["backtest", "--all", "--no-ml", "--data-dir", str(synth_data_dir), "--quiet"]
     code = (
         "import json, sys\n"
@@ -195,6 +195,9 @@ def test_nothing_but_the_run_is_imported_before_the_first_candle(
     tops = {name.split(".")[0] for name in loaded}
     assert not {"pydantic", "pydantic_core", "rich", "pyarrow", "pandas", "matplotlib", "plotly"} & tops
     assert "numpy.ma" not in loaded
+    # the report's modules come after the loop (metrics) or in the chart worker (charts)
+    report = {"perpbot.backtest.metrics", "perpbot.backtest.charts", "perpbot.backtest.trade_chart"}
+    assert not report & loaded
     assert "numpy" in tops  # the run's own needs are there
 
 

@@ -64,7 +64,8 @@ def test_the_png_job_carries_merged_candles_and_draws_the_same_png(
 ) -> None:
     # trade_jobs hands the PNG the candles merged as the PNG draws them (not the whole window
     # again); the PNG is byte for byte the one drawn from every candle, the HTML keeps them all.
-    from perpbot.backtest.trade_chart import PNG_CANDLES, trade_chart_png
+    from perpbot.backtest.candle_bars import PNG_CANDLES
+    from perpbot.backtest.trade_chart import trade_chart_png
 
     candles = {s: run.candles[s] for s in SYMS4}
     chart = next(

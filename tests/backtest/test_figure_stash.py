@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 
 from perpbot.backtest import figure_stash
+from perpbot.backtest.candle_bars import PNG_CANDLES, Candles, aggregate
 from perpbot.backtest.chart_jobs import ChartJob, draw, equity_jobs, trade_jobs
 from perpbot.backtest.charts import EquityChart, Series, equity_chart
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, run_backtest
-from perpbot.backtest.trade_chart import PNG_CANDLES, Candles, aggregate, chart_stem, trade_chart_inputs
+from perpbot.backtest.trade_chart import chart_stem, trade_chart_inputs
 
 from .conftest import SYMS4, loose_config
 

@@ -11,11 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from perpbot.backtest.candle_bars import Candles, aggregate
 from perpbot.backtest.kill_switch_policy import KillSwitchPolicy
 from perpbot.backtest.runner import BacktestConfig, BacktestResult, run_backtest
 from perpbot.backtest.trade_chart import (
-    Candles,
-    aggregate,
     candles_in_window,
     levels_from_journal,
     trade_chart_html,

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from perpbot.backtest.candle_bars import Candles
 from perpbot.backtest.charts import dt64, new_figure
-from perpbot.backtest.trade_chart import Candles, Level
+from perpbot.backtest.trade_chart import Level
 from perpbot.backtest.trade_png_layers import draw_candles, draw_levels
 
 BAR = 900_000

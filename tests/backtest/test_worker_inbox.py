@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from perpbot.backtest import array_file
+from perpbot.backtest.candle_bars import PNG_CANDLES, Candles, aggregate
 from perpbot.backtest.chart_pool import send
-from perpbot.backtest.trade_chart import PNG_CANDLES, Candles, aggregate
 from perpbot.backtest.worker_inbox import Inbox, decode_candles, encode_candles, fits_in_pipe
 
 

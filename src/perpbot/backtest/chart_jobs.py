@@ -23,17 +23,9 @@ from typing import Any
 import numpy as np
 
 from perpbot.backtest import array_file
+from perpbot.backtest.candle_bars import CANDLE_FIELDS, PNG_CANDLES, Candles, aggregate
 from perpbot.backtest.charts import EquityChart, Series, equity_html, equity_png
-from perpbot.backtest.trade_chart import (
-    CANDLE_FIELDS,
-    PNG_CANDLES,
-    Candles,
-    Level,
-    TradeChart,
-    aggregate,
-    trade_chart_html,
-    trade_chart_png,
-)
+from perpbot.backtest.trade_chart import Level, TradeChart, trade_chart_html, trade_chart_png
 from perpbot.backtest.wf_chart import WalkForwardChart, walk_forward_html, walk_forward_png
 from perpbot.domain.types import ClosedTrade, CloseReason, Side
 

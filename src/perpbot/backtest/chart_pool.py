@@ -32,8 +32,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parent forks before numpy, let alone the plotting libraries, is imported
+    from perpbot.backtest.candle_bars import Candles
     from perpbot.backtest.chart_jobs import ChartJob
-    from perpbot.backtest.trade_chart import Candles
 
 _LEN = struct.Struct("<Q")
 BACKTEST_AHEAD = ("equity", "trades", "trades", "trades")

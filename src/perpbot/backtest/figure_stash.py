@@ -29,7 +29,7 @@ from perpbot.backtest.charts import new_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from perpbot.backtest.trade_chart import Candles
+    from perpbot.backtest.candle_bars import Candles
 
 TICKS_AHEAD = 12
 """Major tick objects built ahead per axis (the report's axes use 6-11)."""

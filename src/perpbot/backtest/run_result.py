@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perpbot.backtest.kill_switch_policy import KILL_SWITCH_ON, KillSwitchPolicy
-from perpbot.backtest.metrics import MetricsReport
 from perpbot.domain.types import ClosedTrade, SymbolFilters
 from perpbot.errors import ConfigError
 from perpbot.ml.decision import EntryFilter
@@ -25,7 +24,8 @@ from perpbot.ml.decision import EntryFilter
 if TYPE_CHECKING:  # frames only where a caller hands them in: the run itself reads arrays
     import pandas as pd
 
-    from perpbot.backtest.trade_chart import Candles
+    from perpbot.backtest.candle_bars import Candles
+    from perpbot.backtest.metrics import MetricsReport  # the run's end: imported after the loop
 
 
 def _to_ms(dt: datetime) -> int:

@@ -37,7 +37,6 @@ from perpbot.backtest.heap import release_free_heap
 # ``_drive`` is a module global so that the bench can wrap it (it times the first candle).
 from perpbot.backtest.loop import ProgressFn
 from perpbot.backtest.loop import drive as _drive
-from perpbot.backtest.metrics import DAY_MS, canonical_order, summarize
 from perpbot.backtest.prepare import (
     SymbolSeries,
     Timeline,
@@ -69,7 +68,7 @@ from perpbot.errors import DataError
 from perpbot.exchange.known_filters import KNOWN_FILTERS, derived_filters
 
 if TYPE_CHECKING:
-    from perpbot.backtest.trade_chart import Candles
+    from perpbot.backtest.candle_bars import Candles
 
 __all__ = [
     "BacktestConfig",
@@ -227,7 +226,7 @@ async def _run(
         if overlap is not None:
             in_sample[s.symbol] = overlap
     t_prep = time.perf_counter() - t0
-    from perpbot.backtest.trade_chart import Candles
+    from perpbot.backtest.candle_bars import Candles
 
     candles = {s.symbol: Candles(s.open_time_ms, s.open, s.high, s.low, s.close) for s in prepared}
     if on_window is not None:
@@ -256,6 +255,9 @@ async def _run(
     finally:
         await exchange.aclose()
     t_loop = time.perf_counter() - t1
+    # The metrics module is needed from here on only: imported after the first candle (issue 13).
+    from perpbot.backtest.metrics import DAY_MS, canonical_order, summarize
+
     final_balance = engine.balance()
 
     leftovers = [b.symbol for b in bots if b.in_position]

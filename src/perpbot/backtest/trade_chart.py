@@ -21,12 +21,13 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from perpbot.backtest.candle_bars import PNG_CANDLES, Candles, aggregate
 from perpbot.backtest.charts import (
     UNPROVEN,
     Marker,
@@ -39,7 +40,6 @@ from perpbot.backtest.charts import (
 from perpbot.backtest.trade_png_layers import DOWN, UP, draw_candles, draw_levels
 from perpbot.domain.types import ClosedTrade, Side
 
-PNG_CANDLES = 1_200
 REASON_STYLE = {  # reason → (matplotlib marker, colour)
     "TP": ("o", "tab:green"),
     "SL": ("X", "tab:red"),
@@ -49,26 +49,6 @@ REASON_STYLE = {  # reason → (matplotlib marker, colour)
 }
 _OTHER_STYLE = ("P", "tab:purple")
 _PLOTLY_SYMBOL = {"o": "circle", "X": "x", "D": "diamond", "s": "square", "*": "star", "P": "cross"}
-
-
-@dataclass(frozen=True, slots=True)
-class Candles:
-    """One symbol's candles over the run's window (open times in ms, UTC)."""
-
-    open_time_ms: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-
-    def columns(self) -> tuple[np.ndarray, ...]:
-        """The arrays in ``CANDLE_FIELDS`` order: ``Candles(*c.columns())`` is ``c`` again. The one
-        place that lists them for what sends, compares or rebuilds candles."""
-        return (self.open_time_ms, self.open, self.high, self.low, self.close)
-
-
-CANDLE_FIELDS = tuple(f.name for f in fields(Candles))
-"""The names of ``Candles.columns()``, in order (keys of the arrays sent to a chart worker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,23 +112,6 @@ def levels_from_journal(path: Path | str, symbol: str, trades: Sequence[ClosedTr
                 end = mine[k + 1].time_ms if k + 1 < len(mine) else tr.exit_time_ms
                 out.append(Level(kind, max(o.time_ms, tr.entry_time_ms), end, float(o.trigger_price or 0.0)))
     return out
-
-
-def aggregate(c: Candles, buckets: int) -> Candles:
-    """Candles merged into at most ``buckets`` bars (first open, max high, min low, last close)."""
-    n = c.open_time_ms.size
-    if n <= buckets:
-        return c
-    size = -(-n // buckets)
-    starts = np.arange(0, n, size)
-    ends = np.minimum(starts + size, n) - 1
-    return Candles(
-        c.open_time_ms[starts],
-        c.open[starts],
-        np.maximum.reduceat(c.high, starts),
-        np.minimum.reduceat(c.low, starts),
-        c.close[ends],
-    )
 
 
 def _style(reason: str) -> tuple[str, str]:

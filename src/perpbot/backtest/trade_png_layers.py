@@ -21,7 +21,8 @@ from perpbot.backtest.charts import dt64
 if TYPE_CHECKING:
     from matplotlib.collections import LineCollection
 
-    from perpbot.backtest.trade_chart import Candles, Level
+    from perpbot.backtest.candle_bars import Candles
+    from perpbot.backtest.trade_chart import Level
 
 UP, DOWN = "#26a69a", "#ef5350"
 LEVEL_COLOURS = (("SL", "tab:red"), ("TP", "tab:green"))

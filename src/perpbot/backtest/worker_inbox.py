@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from perpbot.backtest import array_file
+from perpbot.backtest.candle_bars import CANDLE_FIELDS, PNG_CANDLES, Candles, aggregate
 from perpbot.backtest.chart_pool import readable, recv
-from perpbot.backtest.trade_chart import CANDLE_FIELDS, PNG_CANDLES, Candles, aggregate
 
 
 def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
@@ -35,9 +35,10 @@ def warm_up(stop: Callable[[], bool] = lambda: False) -> int:
     the worker draws them instead of throwaway pages."""
     import numpy as np
 
+    from perpbot.backtest.candle_bars import Candles
     from perpbot.backtest.chart_jobs import draw, equity_jobs, trade_jobs
     from perpbot.backtest.charts import EquityChart, Series, load_matplotlib
-    from perpbot.backtest.trade_chart import Candles, TradeChart
+    from perpbot.backtest.trade_chart import TradeChart
     from perpbot.domain.types import ClosedTrade, CloseReason, Side
 
     t = 1_700_000_000_000 + 900_000 * np.arange(4, dtype=np.int64)

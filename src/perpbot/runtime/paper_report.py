@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from perpbot.backtest.candle_bars import Candles
 from perpbot.backtest.metrics import summarize
 from perpbot.backtest.prepare import forward_fill
 from perpbot.backtest.report import ReportFiles, write_report
 from perpbot.backtest.runner import iso_minute
-from perpbot.backtest.trade_chart import Candles, write_trade_charts
+from perpbot.backtest.trade_chart import write_trade_charts
 from perpbot.exchange.known_filters import derived_filters
 from perpbot.runtime.paper import BAR_MS, PaperOptions
 from perpbot.simulator.market import Market, load_market_data, parse_time
