@@ -2,8 +2,7 @@
 
 Why apart from ``trade_chart``: the backtest hands a run's candles to the chart worker before
 its loop starts (``ChartPool.send_ahead``); this module needs numpy alone, so that the run does
-not import the chart modules before its first candle (issue 13). ``trade_chart`` re-exports
-these names.
+not import the chart modules before its first candle (issue 13).
 """
 
 from __future__ import annotations

@@ -22,13 +22,16 @@ import weakref
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import ClosedTrade
 from perpbot.engine.journal_records import JournalEvent, KillSwitchState, OrderRecord, trade_from_row
 from perpbot.engine.journal_schema import ORDER_COLS, SCHEMA, TRADE_COLS, add_missing_columns
 from perpbot.engine.journal_writer import JournalWriter
+
+if TYPE_CHECKING:  # bot_base imports this module
+    from perpbot.engine.bot_base import Execution
 
 
 def _where(*tests: tuple[str, Any] | None) -> tuple[str, list[Any]]:
@@ -235,12 +238,12 @@ class Journal:
             ),
         )
 
-    def record_rest_execution(self, symbol: str, ex: Any, *, reduce_only: bool = False) -> None:
+    def record_rest_execution(self, symbol: str, ex: Execution) -> None:
         """One execution learned from ``userTrades`` (its report never came: a silent or lost
         stream), stored as a fill row before it is counted, like a reported one; status ``REST``
-        (no report says the order's status), the client id when known, else empty. ``ex`` is
-        an engine ``Execution``. A row of the same execution already stored is kept, and its
-        report coming after all replaces this one (``_REPORTED_FILL``)."""
+        (no report says the order's status), the client id when known, else empty, reduce-only
+        unknown (0). A row of the same execution already stored is kept, and its report coming
+        after all replaces this one (``_REPORTED_FILL``)."""
         self._write(
             _REST_FILL,
             (
@@ -254,7 +257,7 @@ class Journal:
                 ex.original_type.value,
                 "TRADE",
                 "REST",
-                int(reduce_only),
+                0,
                 ex.price,
                 ex.qty,
                 0.0,
@@ -421,7 +424,7 @@ class Journal:
         rows = self._q("SELECT key FROM accounted WHERE symbol = ?", (symbol,)).fetchall()
         return [r[0] for r in rows]
 
-    def fills_of_client_id(self, symbol: str, client_id: str) -> list[tuple[int, int, float, float, float]]:
+    def fills_of_client_id(self, symbol: str, client_id: str) -> _FillRows:
         """(time, trade id, qty, price, commission) of the journaled executions of one client
         order id, oldest first: recovery rebuilds an entry from them (defect 15)."""
         return self._fills_by("client_id", symbol, client_id)
@@ -434,7 +437,7 @@ class Journal:
         ).fetchall()
         return [(int(r[0]), int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows]
 
-    def fills_of_order(self, symbol: str, order_id: int) -> list[tuple[int, int, float, float, float]]:
+    def fills_of_order(self, symbol: str, order_id: int) -> _FillRows:
         """``fills_of_client_id`` by exchange order id: executions stored from ``userTrades``
         carry no client id."""
         return self._fills_by("order_id", symbol, order_id)
