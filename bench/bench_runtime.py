@@ -313,12 +313,16 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="3,100")
-    ap.add_argument("--bars", default="600,40", help="bars replayed per size (same order)")
+    ap.add_argument(
+        "--bars", default="", help="bars per size (same order; default: 600 for 3 symbols, 40 for more)"
+    )
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
-    bars = [int(x) for x in a.bars.split(",")]
+    bars = [int(x) for x in a.bars.split(",")] if a.bars else [600 if n <= 3 else 40 for n in sizes]
+    if len(bars) != len(sizes):
+        ap.error(f"--bars gives {len(bars)} value(s) for {len(sizes)} size(s) in --sizes")
     for n, b in zip(sizes, bars, strict=True):
         runs = [run_child(n, b, a.warmup) for _ in range(a.repeat)]
         print(f"\n{n} symbols, {runs[0]['bars']} bars counted, {a.repeat} runs:")
