@@ -1,4 +1,6 @@
-"""``engine.catchup``: late amendments of booked trades (funding rows income history shows late).
+"""``engine.catchup``: late amendments of booked trades (funding rows income history shows late,
+an entry fee ``userTrades`` could not give at booking), in the process that booked the trade and
+in one restarted on its journal.
 
 Binance charges a funding settlement on the quantity open at its stamp; a trade owns the rows
 stamped in ``[entry, exit)``. A row stamped exactly at a trade's exit belongs to the position
@@ -7,16 +9,23 @@ open at that instant (a reverse's new one), never to the exiting trade.
 
 from __future__ import annotations
 
-from perpbot.domain.types import CloseReason, Income, Side
-from perpbot.exchange.sim.adapter import SimExchange
-from perpbot.exchange.sim.faults import FaultPlan
+from pathlib import Path
 
-from .factories import SYM, flat
+import pytest
+
+from perpbot.domain.client_ids import make_client_id
+from perpbot.domain.types import CloseReason, Income, OrderSide, Side
+from perpbot.engine.journal import Journal
+from perpbot.exchange.sim.adapter import SimExchange
+from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, EventRule, FaultPlan
+
+from .factories import BAR, SL_BAR, SYM, T0, flat
 from .harness import World
 
 N = 40
 RATE = 0.001
 DELAY = FaultPlan(seed=7, income_delay_s=(120.0, 120.0))  # rows visible 2 minutes after booking
+FAILED_READS = 6  # userTrades: the entry's bookkeeping read (3 attempts) and the close's
 
 
 class ExtraRowAtExit(SimExchange):
@@ -69,3 +78,54 @@ async def test_a_row_stamped_at_the_exit_is_not_the_exiting_trades() -> None:
     await _reconcile_later(w)
     real = w.engine.income_history(SYM, income_types=("FUNDING_FEE",))
     assert w.bot.closed_trades[0].funding == sum(r.income for r in real)
+
+
+async def test_a_late_funding_row_is_added_by_the_process_restarted_after_the_booking(tmp_path: Path) -> None:
+    """The process that booked the trade died before its funding row showed. Its watch lived in
+    its memory and nothing looked again: the journal's trade kept funding 0 for good, off the
+    venue's wallet by the row. A restarted bot watches the trades booked in the last day again
+    and adds the row once (a second pass adds nothing)."""
+    w = World(flat(100.0, N), funding=[RATE] * N, faults=DELAY, journal=Journal(tmp_path / "j.sqlite"))
+    await _long_across_0800_closed_just_after(w)
+    w.crash()
+    bot = await w.restart(None)
+    for _ in range(2):
+        w.clock.set(int(w.t[33]) + 10 * 60_000)
+        await bot.reconcile()
+        await w.ex.drain()
+    (row,) = w.engine.income_history(SYM, income_types=("FUNDING_FEE",))
+    (trade,) = bot._journal.closed_trades()
+    assert trade.funding == row.income < 0
+    assert w.engine.balance() == pytest.approx(1000.0 + trade.net_pnl)
+    assert len(bot._journal.events("late_funding")) == 1
+    assert bot.at_rest is False and bot.watching_funding_only  # still watched, for the day
+
+
+async def test_an_entry_fee_unknown_at_booking_is_added_by_the_restarted_process(tmp_path: Path) -> None:
+    """The entry's execution report never came and ``userTrades`` failed through the entry's
+    bookkeeping read: the stop-loss trade was booked without its entry fee, to be added once
+    ``userTrades`` answers. The process died first: old code lost that watch with it. The
+    restarted bot finds the trade's entry executions missing from the journal, reads them,
+    journals them, and adds the fee once."""
+    entry_cid = make_client_id(SYM, T0 + 2 * BAR, "entry")
+    plan = FaultPlan(
+        events=(EventRule(EventFate(Delivery.DROP), client_id=entry_cid, execution_type="TRADE"),),
+        calls={("user_trades", k): CallFault(timeout=True) for k in range(FAILED_READS)},
+    )
+    w = World([*flat(100, 3), SL_BAR, *flat(97, 3)], faults=plan, journal=Journal(tmp_path / "j.sqlite"))
+    await w.start()
+    await w.run({1: Side.LONG}, until=4)
+    await w.bot.wait_background()
+    (booked,) = w.bot.closed_trades
+    assert booked.reason is CloseReason.SL and booked.entry_fee == 0.0  # unknown at booking
+    w.crash()
+    bot = await w.restart(None)
+    for _ in range(2):
+        await bot.reconcile()
+        await w.ex.drain()
+    (entry_fill,) = [f for f in w.engine.fills(SYM) if f.side is OrderSide.BUY]
+    (trade,) = bot._journal.closed_trades()
+    assert trade.entry_fee == pytest.approx(entry_fill.commission) and trade.entry_fee > 0
+    assert w.engine.balance() == pytest.approx(1000.0 + trade.net_pnl)
+    assert [f[1] for f in bot._journal.fills_of_order(SYM, entry_fill.order_id)] == [entry_fill.trade_id]
+    assert len(bot._journal.events("late_entry_fee")) == 1

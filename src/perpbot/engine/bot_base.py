@@ -57,6 +57,12 @@ READ_ATTEMPTS = 3  # REST reads the accounting depends on: retried on transient 
 REMEMBER = 256  # bounded id maps (own orders, triggered ids, accounted executions)
 
 
+def reaches_settlement(trade: ClosedTrade) -> bool:
+    """The trade was open at a whole hour, where Binance may settle funding (its rows can show
+    in the income history after the trade was booked)."""
+    return trade.exit_time_ms >= -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS
+
+
 def bounded_put(store: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None:
     """Insert and evict the oldest entries beyond ``limit`` (memory stays bounded in long runs)."""
     store[key] = value
@@ -261,9 +267,12 @@ class BotBase:
         # restart never counts them again (defect 11).
         self._accounted: set[str] = set(journal.accounted_keys(symbol))
         # Booked trades whose funding rows may still appear (income history lags): (journal id,
-        # index in closed_trades, trade).
-        self._funding_watch: deque[tuple[int, int, ClosedTrade]] = deque(maxlen=16)
-        self._fee_watch: deque[tuple[int, int, ClosedTrade, int]] = deque(maxlen=16)
+        # index in closed_trades, trade); and those whose entry fee could not be read at booking
+        # (…, entry order id). The index is None for a trade an earlier process booked: a restart
+        # watches those again (``catchup``), and their current values are in ``_restored``.
+        self._funding_watch: deque[tuple[int, int | None, ClosedTrade]] = deque(maxlen=16)
+        self._fee_watch: deque[tuple[int, int | None, ClosedTrade, int]] = deque(maxlen=16)
+        self._restored: dict[int, ClosedTrade] = {}
         self._to_cancel: set[int] = set()  # protective orders whose cancel is not confirmed yet
         # True when this bot's own actions may have left an order open since the last clean
         # orphan check (a flat reconcile skips the two REST reads otherwise).

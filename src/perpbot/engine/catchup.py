@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import replace
 
-from perpbot.domain.types import OrderType
+from perpbot.domain.types import ClosedTrade, OrderType
 from perpbot.engine.bot_base import (
     HOUR_MS,
     BotBase,
@@ -22,6 +22,7 @@ from perpbot.engine.bot_base import (
     execution_of_fill,
     income_key,
     log,
+    reaches_settlement,
 )
 from perpbot.exchange.errors import ExchangeError
 
@@ -124,6 +125,37 @@ class CatchUpMixin(BotBase):
             original_type=o.type,
         )
 
+    # ------------------------------------------------------------------ late amendments
+    def _restore_watches(self) -> None:
+        """Start-up: watch again the trades an earlier process booked within
+        ``FUNDING_WATCH_MS`` (its watches lived in its memory): late funding for those open at a
+        whole hour, the entry fee for those whose entry executions the journal does not cover
+        (the read at booking failed). Nothing is counted twice: a row or an execution already in
+        a trade is in the journal's ``accounted`` table, which the amendments skip."""
+        if self._restored:
+            return  # a repeated start-up attempt
+        booked = self._journal.booked_since(self.symbol, self._clock.now_ms() - FUNDING_WATCH_MS)
+        for trade_id, order_id, trade in booked:
+            covered = sum(q for _t, _id, q, _p, _c in self._journal.fills_of_order(self.symbol, order_id))
+            fee_short = order_id != 0 and covered < trade.quantity - self._tol()
+            settled = reaches_settlement(trade)
+            if fee_short or settled:
+                self._restored[trade_id] = trade
+            if settled:
+                self._funding_watch.append((trade_id, None, trade))
+            if fee_short:
+                self._fee_watch.append((trade_id, None, trade, order_id))
+
+    def _booked(self, trade_id: int, index: int | None) -> ClosedTrade:
+        """A watched trade as booked so far (both amendments read it: neither undoes the other)."""
+        return self.closed_trades[index] if index is not None else self._restored[trade_id]
+
+    def _rebook(self, trade_id: int, index: int | None, amended: ClosedTrade) -> None:
+        if index is not None:
+            self.closed_trades[index] = amended
+        else:
+            self._restored[trade_id] = amended
+
     async def _late_funding(self) -> None:
         """Funding rows that became visible only after their trade was booked (income history
         lags on Binance): added to that trade (journal row amended, risk PnL corrected), each row
@@ -137,7 +169,7 @@ class CatchUpMixin(BotBase):
         rows = await self._ex.income_history(self.symbol, start, ("FUNDING_FEE",))
         # Binance charges the quantity open at the settlement stamp: a trade owns the rows in
         # [entry, exit), as at booking; one stamped at its exit is the next position's.
-        for k, (trade_id, index, trade) in enumerate(self._funding_watch):
+        for trade_id, index, trade in self._funding_watch:
             extra = 0.0
             keys: list[str] = []
             for r in rows:
@@ -152,10 +184,10 @@ class CatchUpMixin(BotBase):
             if not keys:
                 continue
             self._account(keys)
-            amended = replace(trade, funding=trade.funding + extra)
+            cur = self._booked(trade_id, index)
+            amended = replace(cur, funding=cur.funding + extra)
             self._journal.amend_trade_funding(trade_id, amended.funding, amended.net_pnl)
-            self.closed_trades[index] = amended
-            self._funding_watch[k] = (trade_id, index, amended)
+            self._rebook(trade_id, index, amended)
             await self._risk.record_pnl(extra, time_ms=trade.exit_time_ms)
             msg = f"late funding {extra:.8f} added to trade {trade_id}"
             log.warning("%s: %s", self.symbol, msg)
@@ -163,7 +195,8 @@ class CatchUpMixin(BotBase):
 
     async def _late_entry_fees(self) -> None:
         """Entry fees of booked trades whose entry executions could not be read at booking:
-        the trade is amended (journal, risk) once ``userTrades`` answers."""
+        the trade is amended (journal, risk) once ``userTrades`` answers; the executions are
+        journaled before they are counted, as at booking."""
         ex = self._ex
         start = min(w[2].entry_time_ms for w in self._fee_watch)
         fills = await ex.user_trades(self.symbol, start)
@@ -174,11 +207,13 @@ class CatchUpMixin(BotBase):
             self._fee_watch.remove((trade_id, index, trade, order_id))
             if not mine:
                 continue
+            self._journal_rest_fills(mine)
             self._account([exec_key(f.trade_id) for f in mine])
             fee = sum(f.commission for f in mine)
-            amended = replace(self.closed_trades[index], entry_fee=self.closed_trades[index].entry_fee + fee)
+            cur = self._booked(trade_id, index)
+            amended = replace(cur, entry_fee=cur.entry_fee + fee)
             self._journal.amend_trade_fees(trade_id, amended.entry_fee, amended.net_pnl)
-            self.closed_trades[index] = amended
+            self._rebook(trade_id, index, amended)
             await self._risk.record_pnl(-fee, time_ms=trade.exit_time_ms)
             self._journal.record_event(
                 self._clock.now_ms(),

@@ -357,6 +357,16 @@ class Journal:
         ).fetchall()
         return [trade_from_row(r) for r in reversed(rows)]
 
+    def booked_since(self, symbol: str, exit_from_ms: int) -> list[tuple[int, int, ClosedTrade]]:
+        """(journal id, entry order id, trade) of ``symbol``'s trades that closed at or after
+        ``exit_from_ms``, oldest first: what a restarted bot watches again (``catchup``)."""
+        rows = self._q(
+            f"SELECT {TRADE_COLS}, entry_order_id FROM trades WHERE symbol = ? AND exit_time_ms >= ?"
+            " ORDER BY id",
+            (symbol, exit_from_ms),
+        ).fetchall()
+        return [(int(r[0]), int(r[-1]), trade_from_row(r)) for r in rows]
+
     def trade_of_entry(self, symbol: str, entry_order_id: int) -> bool:
         """Whether a trade of ``symbol`` booked the entry order ``entry_order_id``."""
         row = self._q(

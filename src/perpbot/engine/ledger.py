@@ -26,6 +26,7 @@ from perpbot.engine.bot_base import (
     exec_key,
     income_key,
     log,
+    reaches_settlement,
 )
 from perpbot.engine.notifier import close_message, kill_switch_message
 from perpbot.exchange.errors import ExchangeError
@@ -328,7 +329,7 @@ class LedgerMixin(BotBase):
         if pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
             # The entry's executions (and fee) could not be read: added when they can be.
             self._fee_watch.append((trade_id, len(self.closed_trades) - 1, trade, pos.entry_order_id))
-        if trade.exit_time_ms >= -(-trade.entry_time_ms // HOUR_MS) * HOUR_MS:  # reaches a whole hour
+        if reaches_settlement(trade):
             self._funding_watch.append((trade_id, len(self.closed_trades) - 1, trade))
         await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)
         await self._cancel_protection(pos)

@@ -67,6 +67,7 @@ class RecoveryMixin(BotBase):
         for attempt in range(1, START_ATTEMPTS + 1):
             try:
                 await self._recover(ctx)
+                self._restore_watches()  # trades an earlier process booked may still be amended
                 return
             except ExchangeError as exc:
                 if not is_transient(exc) or attempt == START_ATTEMPTS:
