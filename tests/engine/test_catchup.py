@@ -9,6 +9,7 @@ open at that instant (a reverse's new one), never to the exiting trade.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,29 @@ async def test_an_entry_fee_unknown_at_booking_is_added_by_the_restarted_process
     assert w.engine.balance() == pytest.approx(1000.0 + trade.net_pnl)
     assert [f[1] for f in bot._journal.fills_of_order(SYM, entry_fill.order_id)] == [entry_fill.trade_id]
     assert len(bot._journal.events("late_entry_fee")) == 1
+
+
+async def test_a_late_fee_and_a_later_funding_row_both_stay_in_the_trade() -> None:
+    """The entry fee is added by the first pass, the funding row (shown later) by a later one.
+    Old code amended the funding from its watch's own copy of the trade, taken at booking: the
+    journal's net PnL lost the fee added in between."""
+    entry_cid = make_client_id(SYM, T0 + 2 * BAR, "entry")
+    plan = FaultPlan(
+        seed=7,
+        income_delay_s=(120.0, 120.0),
+        events=(EventRule(EventFate(Delivery.DROP), client_id=entry_cid, execution_type="TRADE"),),
+        calls={("user_trades", k): CallFault(timeout=True) for k in range(FAILED_READS)},
+    )
+    w = World(flat(100.0, N), funding=[RATE] * N, faults=plan)
+    await _long_across_0800_closed_just_after(w)
+    assert w.bot.closed_trades[0].entry_fee == 0.0
+    await w.bot.reconcile()  # userTrades answers; the funding row is not shown yet
+    await w.ex.drain()
+    assert w.bot.closed_trades[0].entry_fee > 0 and w.bot.closed_trades[0].funding == 0.0
+    await _reconcile_later(w)
+    trade = w.bot.closed_trades[0]
+    assert trade.entry_fee > 0 and trade.funding < 0
+    assert w.journal.closed_trades()[0] == trade
+    day = datetime.fromtimestamp(trade.exit_time_ms / 1000, UTC).date()
+    assert w.journal.daily_pnl(day) == pytest.approx(trade.net_pnl)  # the stored net PnL column
+    assert w.engine.balance() == pytest.approx(1000.0 + trade.net_pnl)
