@@ -42,7 +42,8 @@ Issue 13 figures (printed first, always; real data, ML off, whole ``perpbot`` pr
   modules load, so nothing is imported earlier than in a plain run;
 * both equity charts (PNG + HTML) drawn in one process after a warm-up (target ≤ 0.3 s; the
   first, cold pair in a fresh process is printed too);
-* ``--walk-forward 4`` wall (target ≤ 5 s; folds on all cores) and peak RSS;
+* ``--walk-forward 4`` wall (target ≤ 5 s; folds on all cores), CPU and peak RSS, input cache cold
+  and warm (``--repeat`` runs each);
 * the loop alone when the bots are flat and no candle carries a signal (``SIGNAL_THRESHOLD=99``):
   candle-bots/s (target ≥ 1 M), skip-ahead on vs stepping every candle.
 
