@@ -40,8 +40,10 @@ Issue 13 figures (printed first, always; real data, ML off, whole ``perpbot`` pr
   The two inner times come from a driver that runs the very
   ``perpbot`` entry point with functions wrapped (``_drive``, ``ChartPool.send``/``finish``) as their
   modules load, so nothing is imported earlier than in a plain run;
-* both equity charts (PNG + HTML) drawn in one process after a warm-up (target ≤ 0.3 s; the
-  first, cold pair in a fresh process is printed too);
+* both equity charts (PNG + HTML) drawn in one process after a warm-up, into a figure built
+  ahead as the chart worker draws them after a run (``figure_stash``: the worker builds it while
+  the loop runs; target ≤ 0.3 s), and, printed beside it, into a new figure and the first, cold
+  pair in a fresh process;
 * ``--walk-forward 4`` wall (target ≤ 5 s; folds on all cores), CPU and peak RSS, input cache cold
   and warm (``--repeat`` runs each);
 * the loop alone when the bots are flat and no candle carries a signal (``SIGNAL_THRESHOLD=99``):
