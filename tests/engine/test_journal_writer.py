@@ -118,6 +118,96 @@ def test_a_batch_stopped_by_a_failure_that_can_pass_lands_statement_by_statement
     db.close()
 
 
+def test_a_group_lands_whole_or_not_at_all(tmp_path: Path) -> None:
+    """An amendment of a booked trade and the rows it counts are one group: were the counted rows
+    written alone and the process killed, a restart would skip them (counted) while the trade
+    never got them. So a group is one transaction, in a batch and in the one-at-a-time fallback:
+    while its last statement cannot land, its first is not in the file either."""
+    from perpbot.engine.journal_writer import JournalWriter
+
+    path = tmp_path / "w.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    w = JournalWriter(str(path))
+    other = lock(path)
+    before = w.submit("INSERT INTO t (id) VALUES (?)", (1,))
+    group = w.submit_group(
+        [("INSERT INTO t (id) VALUES (?)", (2,), False), ("INSERT INTO later (id) VALUES (?)", (3,), False)]
+    )
+    other.execute("COMMIT")
+    other.close()
+    deadline = time.monotonic() + 10
+    while not w.written(before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the group is being retried meanwhile
+    assert w.written(before) and not w.written(group)
+    assert db.execute("SELECT id FROM t").fetchall() == [(1,)]  # not the group's first alone
+    db.execute("CREATE TABLE later (id INTEGER PRIMARY KEY)")
+    assert w.flush(10.0)
+    assert db.execute("SELECT id FROM t ORDER BY id").fetchall() == [(1,), (2,)]
+    assert db.execute("SELECT id FROM later").fetchall() == [(3,)]
+    assert w.close()
+    db.close()
+
+
+def test_a_group_is_never_split_between_two_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from perpbot.engine import journal_writer
+    from perpbot.engine.journal_writer import JournalWriter
+
+    monkeypatch.setattr(journal_writer, "BATCH_MAX", 3)
+    sizes: list[int] = []
+    commit = JournalWriter._commit
+
+    def recorded(self: JournalWriter, db: sqlite3.Connection, batch: list, **kw: bool) -> bool:
+        sizes.append(len(batch))
+        return commit(self, db, batch, **kw)
+
+    monkeypatch.setattr(JournalWriter, "_commit", recorded)
+    path = tmp_path / "w.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    w = JournalWriter(str(path))
+    other = lock(path)
+    insert = "INSERT INTO t (id) VALUES (?)"
+    for k in (1, 2):
+        w.submit(insert, (k,))
+    w.submit_group([(insert, (k,), False) for k in (3, 4, 5)])
+    w.submit(insert, (6,))
+    other.execute("COMMIT")
+    other.close()
+    assert w.flush(10.0)
+    assert sizes == [5, 1]  # the batch of 3 grew to the group's end
+    assert db.execute("SELECT id FROM t ORDER BY id").fetchall() == [(k,) for k in range(1, 7)]
+    assert w.close()
+    db.close()
+
+
+def test_journal_writes_made_together_are_one_group(tmp_path: Path) -> None:
+    j = Journal(tmp_path / "journal.sqlite")
+    assert j._writer is not None
+    groups: list[int] = []
+    submit_group = j._writer.submit_group
+
+    def recorded(statements: list) -> int:
+        groups.append(len(statements))
+        return submit_group(statements)
+
+    j._writer.submit_group = recorded  # type: ignore[method-assign]
+    with j.together():
+        j.record_accounted(SYM, ["a", "b"], T0)
+        j.record_event(T0, "test", SYM, "x")
+    j.record_event(T0, "test", SYM, "y")
+    assert j.flush(5.0)
+    assert groups == [2, 1] and len(j.events("test")) == 2
+    j.close()
+    m = Journal()
+    with m.together():  # no writer: executed at once, as always
+        m.record_event(T0, "test", SYM, "z")
+        assert len(m.events("test")) == 1
+
+
 def test_memory_journal_stays_synchronous_and_background_needs_a_file() -> None:
     j = Journal()
     j.record_event(T0, "test", SYM, "x")

@@ -183,10 +183,11 @@ class CatchUpMixin(BotBase):
                     keys.append(key)
             if not keys:
                 continue
-            self._account(keys)
             cur = self._booked(trade_id, index)
             amended = replace(cur, funding=cur.funding + extra)
-            self._journal.amend_trade_funding(trade_id, amended.funding, amended.net_pnl)
+            with self._journal.together():  # rows counted and trade amended, or neither
+                self._account(keys)
+                self._journal.amend_trade_funding(trade_id, amended.funding, amended.net_pnl)
             self._rebook(trade_id, index, amended)
             await self._risk.record_pnl(extra, time_ms=trade.exit_time_ms)
             msg = f"late funding {extra:.8f} added to trade {trade_id}"
@@ -207,12 +208,13 @@ class CatchUpMixin(BotBase):
             self._fee_watch.remove((trade_id, index, trade, order_id))
             if not mine:
                 continue
-            self._journal_rest_fills(mine)
-            self._account([exec_key(f.trade_id) for f in mine])
             fee = sum(f.commission for f in mine)
             cur = self._booked(trade_id, index)
             amended = replace(cur, entry_fee=cur.entry_fee + fee)
-            self._journal.amend_trade_fees(trade_id, amended.entry_fee, amended.net_pnl)
+            with self._journal.together():  # executions stored and counted, trade amended
+                self._journal_rest_fills(mine)
+                self._account([exec_key(f.trade_id) for f in mine])
+                self._journal.amend_trade_fees(trade_id, amended.entry_fee, amended.net_pnl)
             self._rebook(trade_id, index, amended)
             await self._risk.record_pnl(-fee, time_ms=trade.exit_time_ms)
             self._journal.record_event(

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,13 +105,34 @@ class Journal:
         self._finalizer = weakref.finalize(self, self._writer.close) if self._writer is not None else None
         self._next_order = self._max_id("orders") + 1
         self._next_trade = self._max_id("trades") + 1
+        self._group: list[tuple[str, Any, bool]] | None = None  # ``together``'s writes
 
     def _max_id(self, table: str) -> int:
         return int(self._db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0])
 
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """The writes made inside (no ``await`` in between) are committed in one transaction: a
+        process killed meanwhile leaves all of them or none (``journal_writer``, "Groups").
+        Without a writer each statement is executed at once, as always (a backtest is never
+        killed half-way through an amendment)."""
+        if self._writer is None or self._group is not None:
+            yield
+            return
+        self._group = []
+        try:
+            yield
+        finally:
+            group, self._group = self._group, None
+            if group:
+                self._writer.submit_group(group)
+
     def _write(self, sql: str, args: Any, *, many: bool = False) -> int:
         """Queue (or, without a writer, execute) one statement; its sequence number for
         ``written`` (0 when written at once)."""
+        if self._group is not None:
+            self._group.append((sql, args, many))
+            return 0  # ``written`` is not asked of a grouped write
         if self._writer is not None:
             return self._writer.submit(sql, args, many)
         if many:

@@ -25,6 +25,11 @@ statement-level abort) and is skipped, as before. When the batch meets a failure
 without batches (each retried with back-off until it lands): what lands, and in which order, is
 what the one-commit-per-statement writer did. A statement counts as written (``flush``,
 ``written``) once it is committed.
+
+Groups: statements submitted together (``submit_group``: an amendment of a booked trade and the
+income rows or executions it counts) are never split between two transactions, so a process
+killed meanwhile leaves all of them or none; in the one-at-a-time fallback a group is one
+transaction, retried whole.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ class JournalWriter:
     def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
-        self._queue: deque[tuple[str, Any, bool]] = deque()
+        # (sql, args, executemany, last of its group): a lone statement is a group of one.
+        self._queue: deque[tuple[str, Any, bool, bool]] = deque()
         self._cond = threading.Condition()
         self._pending = 0  # queued + in progress
         self._submitted = 0  # statements ever queued; the n-th one gets sequence number n
@@ -64,12 +70,18 @@ class JournalWriter:
     def submit(self, sql: str, args: Any, many: bool = False) -> int:
         """Queue one statement (``many``: ``executemany``); returns its sequence number (see
         ``written``). Never blocks on the database."""
+        return self.submit_group([(sql, args, many)])
+
+    def submit_group(self, statements: list[tuple[str, Any, bool]]) -> int:
+        """Queue ``statements`` to be committed in one transaction (module docstring, "Groups");
+        returns the last one's sequence number."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("journal writer is closed")
-            self._queue.append((sql, args, many))
-            self._pending += 1
-            self._submitted += 1
+            for k, (sql, args, many) in enumerate(statements):
+                self._queue.append((sql, args, many, k == len(statements) - 1))
+            self._pending += len(statements)
+            self._submitted += len(statements)
             self._cond.notify_all()
             return self._submitted
 
@@ -115,13 +127,20 @@ class JournalWriter:
                         self._cond.wait()
                     if not self._queue:
                         return
-                    batch = [self._queue[k] for k in range(min(len(self._queue), BATCH_MAX))]
+                    n = min(len(self._queue), BATCH_MAX)
+                    while not self._queue[n - 1][3]:  # a group is never split (submitted whole)
+                        n += 1
+                    batch = [self._queue[k][:3] for k in range(n)]
+                    ends = [self._queue[k][3] for k in range(n)]
                 if self._commit(db, batch):
                     self._done(len(batch))
                     continue
-                for sql, args, many in batch:  # as without batches: one statement, one commit
-                    self._execute(db, sql, args, many)
-                    self._done(1)
+                start = 0  # as without batches: one group (most often one statement), one commit
+                for k, end in enumerate(ends):
+                    if end:
+                        self._execute(db, batch[start : k + 1])
+                        self._done(k + 1 - start)
+                        start = k + 1
         finally:
             db.close()
 
@@ -133,7 +152,9 @@ class JournalWriter:
             self._pending -= n
             self._cond.notify_all()
 
-    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, Any, bool]]) -> bool:
+    def _commit(
+        self, db: sqlite3.Connection, batch: list[tuple[str, Any, bool]], *, quiet: bool = False
+    ) -> bool:
         """Execute ``batch`` in order in one transaction (module docstring, "Batches"); False,
         with nothing of it written, when a failure that can pass stopped it."""
         refused: list[tuple[str, sqlite3.Error]] = []
@@ -156,7 +177,10 @@ class JournalWriter:
                     db.execute("ROLLBACK")
             self.failures += 1
             self.last_error = str(exc)
-            log.error("journal write of %d statements failed (%s); writing them one by one", len(batch), exc)
+            if not quiet:
+                log.error(
+                    "journal write of %d statements failed (%s); writing them one by one", len(batch), exc
+                )
             return False
         for sql, exc in refused:
             self._refused(sql, exc)
@@ -167,21 +191,11 @@ class JournalWriter:
         self.last_error = str(exc)
         log.error("journal write refused by the database (%s): %s", exc, sql.split("(", 1)[0].strip())
 
-    def _execute(self, db: sqlite3.Connection, sql: str, args: Any, many: bool) -> None:
+    def _execute(self, db: sqlite3.Connection, group: list[tuple[str, Any, bool]]) -> None:
+        """One group in one transaction, retried whole with back-off until it lands (a refused
+        statement is skipped, as in a batch)."""
         delay = RETRY_FIRST_S
-        while True:
-            try:
-                if many:
-                    db.executemany(sql, args)
-                else:
-                    db.execute(sql, args)
-                return
-            except sqlite3.OperationalError as exc:  # locked / busy / I/O: retry, never drop
-                self.failures += 1
-                self.last_error = str(exc)
-                log.error("journal write failed (%s); retrying in %.2fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-            except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
-                self._refused(sql, exc)
-                return
+        while not self._commit(db, group, quiet=True):
+            log.error("journal write failed (%s); retrying in %.2fs", self.last_error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
