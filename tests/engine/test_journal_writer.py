@@ -234,3 +234,31 @@ async def test_a_locked_journal_never_keeps_the_stop_from_being_placed(tmp_path:
     assert w.journal.flush(10.0)
     assert [o.kind for o in w.journal.orders(SYM)] == ["ENTRY", "SL", "TP"]  # intent and outcome
     assert all(o.status != "REQUESTED" for o in w.journal.orders(SYM))
+
+
+async def test_a_trade_row_and_the_funding_rows_it_counts_are_one_group(tmp_path: Path) -> None:
+    """The funding rows a trade counts are accounted so that a restart never counts them again.
+    Written apart from the trade's row, a process killed in between left them counted for a
+    trade that was never booked: the restart booked the round trip from the venue's executions
+    and skipped those rows, so the trade lacked its funding for good."""
+    from perpbot.domain.types import CloseReason
+
+    w = World(flat(100.0, 40), funding=[0.001] * 40, journal=Journal(tmp_path / "j.sqlite"))
+    writer = w.journal._writer
+    assert writer is not None
+    groups: list[list[str]] = []
+    submit_group = writer.submit_group
+
+    def recorded(statements: list) -> int:
+        groups.append([sql.split("(")[0].strip() for sql, _a, _m in statements])
+        return submit_group(statements)
+
+    writer.submit_group = recorded  # type: ignore[method-assign]
+    await w.start()
+    await w.run({1: LONG}, until=32)  # open across the 08:00 settlement (bar 32)
+    await w.bot.close_position(CloseReason.END_OF_DATA)
+    await w.ex.drain()
+    assert w.bot.closed_trades[0].funding < 0
+    booking = [g for g in groups if "INSERT INTO trades" in g]
+    assert booking == [["INSERT OR IGNORE INTO accounted", "INSERT INTO trades"]]
+    w.journal.close()

@@ -186,7 +186,6 @@ class ExitMixin(BotBase):
                 else:
                     continue
                 keys.append(key)
-            self._account(keys)
             qty = pos.qty + pos.closed_qty
             total_rp = pos.closed_rp + rp
             exit_price = pos.entry_price + pos.side.sign * (total_rp / qty) if qty > 0 else pos.entry_price
@@ -218,5 +217,5 @@ class ExitMixin(BotBase):
                 f"{why}: exchange flat, local {pos.side.value} {qty}; closed from {len(keys)} income rows",
                 {"realized_pnl": total_rp, "fees": fees, "funding": funding},
             )
-            await self._finish(pos, trade)
+            await self._finish(pos, trade, keys)  # the rows accounted with the trade's row
             await self._cancel_leftovers()

@@ -13,6 +13,7 @@ close the current position.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import ClosedTrade, CloseReason, OrderType
@@ -203,8 +204,8 @@ class LedgerMixin(BotBase):
         if self._pos is pos:
             self._pos = None
         self._recent.append(pos)
-        trade = await self._build_trade(pos, reason)
-        await self._finish(pos, trade)
+        trade, counted = await self._build_trade(pos, reason)
+        await self._finish(pos, trade, counted)
 
     async def _closes_found(self, pos: LocalPosition) -> bool:
         """The entry's REST executions grew a position that looked flat (it was adopted at a
@@ -261,17 +262,19 @@ class LedgerMixin(BotBase):
             return acc.fee
         return pos.entry_fee or 0.0
 
-    async def _build_trade(self, pos: LocalPosition, reason: CloseReason) -> ClosedTrade:
+    async def _build_trade(self, pos: LocalPosition, reason: CloseReason) -> tuple[ClosedTrade, list[str]]:
+        """The position's trade, and the income rows it counts (accounted with its row, ``_finish``)."""
         qty = pos.closed_qty
         exit_price = pos.closed_notional / qty if qty > 0 else pos.last_close_price
         exit_time = pos.last_exit_ms or self._clock.now_ms()
         funding = clearance = 0.0
+        counted: list[str] = []
         # Funding settles on whole UTC hours: a position that spans no whole hour paid none, and
         # only a liquidation has a clearance fee (skips most income-history calls).
         first_hour = -(-pos.entry_time_ms // HOUR_MS) * HOUR_MS
         if first_hour < exit_time or reason is CloseReason.LIQUIDATION:
-            funding, clearance = await self._income_since_entry(pos, exit_time)
-        return ClosedTrade(
+            funding, clearance, counted = await self._income_since_entry(pos, exit_time)
+        trade = ClosedTrade(
             symbol=self.symbol,
             side=pos.side,
             entry_time_ms=pos.entry_time_ms,
@@ -285,14 +288,17 @@ class LedgerMixin(BotBase):
             funding=funding,
             reason=reason,
         )
+        return trade, counted
 
-    async def _income_since_entry(self, pos: LocalPosition, exit_time: int) -> tuple[float, float]:
-        """(Σ FUNDING_FEE, Σ liquidation clearance fee) of this symbol while the position was open.
+    async def _income_since_entry(self, pos: LocalPosition, exit_time: int) -> tuple[float, float, list[str]]:
+        """(Σ FUNDING_FEE, Σ liquidation clearance fee, their rows' keys) of this symbol while the
+        position was open.
 
         Funding counts on ``[entry, exit)``: a settlement at the very millisecond of a reverse
         belongs to the *new* position. A clearance fee counts on ``(entry, exit]``: it is the fee
-        of the liquidation that *ended* a position. Rows used are accounted (persisted) so that a
-        later SYNC close or a restart never counts them twice.
+        of the liquidation that *ended* a position. The rows used are accounted (persisted) with
+        the trade's row (``_finish``), so that a later SYNC close or a restart never counts them
+        twice, and a process killed in between has counted neither.
         """
         try:
             rows = await self._retry(
@@ -302,7 +308,7 @@ class LedgerMixin(BotBase):
             )
         except ExchangeError as exc:
             log.warning("%s: income history unavailable (%s); funding counted as 0", self.symbol, exc)
-            return 0.0, 0.0
+            return 0.0, 0.0, []
         funding = clearance = 0.0
         keys: list[str] = []
         for r in rows:
@@ -318,13 +324,15 @@ class LedgerMixin(BotBase):
             else:
                 continue
             keys.append(key)
-        self._account(keys)
-        return funding, clearance
+        return funding, clearance, keys
 
-    async def _finish(self, pos: LocalPosition, trade: ClosedTrade) -> None:
-        """Journal, risk, cancel every protective order of the position (confirmed), kill switch,
-        wake the position's close waiter, notify (in that order)."""
-        trade_id = self._journal.record_trade(trade, entry_order_id=pos.entry_order_id)
+    async def _finish(self, pos: LocalPosition, trade: ClosedTrade, counted: Sequence[str] = ()) -> None:
+        """Journal (the trade's row with the income rows it counts, ``counted``: both or neither
+        are in the file), risk, cancel every protective order of the position (confirmed), kill
+        switch, wake the position's close waiter, notify (in that order)."""
+        with self._journal.together():
+            self._account(list(counted))
+            trade_id = self._journal.record_trade(trade, entry_order_id=pos.entry_order_id)
         self.closed_trades.append(trade)
         if pos.entry_order_id and pos.entry_exec_qty < pos.entry_qty - self._tol():
             # The entry's executions (and fee) could not be read: added when they can be.
