@@ -156,3 +156,22 @@ async def test_a_late_fee_and_a_later_funding_row_both_stay_in_the_trade() -> No
     day = datetime.fromtimestamp(trade.exit_time_ms / 1000, UTC).date()
     assert w.journal.daily_pnl(day) == pytest.approx(trade.net_pnl)  # the stored net PnL column
     assert w.engine.balance() == pytest.approx(1000.0 + trade.net_pnl)
+
+
+async def test_a_round_trip_booked_by_the_restart_is_watched_once(tmp_path: Path) -> None:
+    """The stop-loss fired while no process listened: the restart books the round trip itself
+    (and watches it, as any booking); watching again what the journal holds must not add it a
+    second time."""
+    w = World([*flat(100, 3), SL_BAR, *flat(97, 3)], journal=Journal(tmp_path / "j.sqlite"))
+    await w.start()
+    await w.run({1: Side.LONG}, until=2)
+    w.i += 1
+    w.clock.set(int(w.t[3]) + BAR)
+    w.ex.process_bar(SYM, 3)  # the stop fires; the process dies before hearing of it
+    w.crash()
+    w.clock.set(int(w.t[4]) + BAR)
+    bot = await w.restart(None)
+    (trade,) = bot._journal.closed_trades()
+    assert trade.reason is CloseReason.SL and trade.exit_time_ms >= T0 + 3600_000  # reaches 01:00
+    watched = [wt[0] for wt in bot._funding_watch]
+    assert len(watched) == 1 and len(set(watched)) == 1

@@ -135,7 +135,10 @@ class CatchUpMixin(BotBase):
         if self._restored:
             return  # a repeated start-up attempt
         booked = self._journal.booked_since(self.symbol, self._clock.now_ms() - FUNDING_WATCH_MS)
+        watched = {w[0] for w in self._funding_watch} | {w[0] for w in self._fee_watch}
         for trade_id, order_id, trade in booked:
+            if trade_id in watched:
+                continue  # booked by this process's recovery (an unbooked round trip): watched
             covered = sum(q for _t, _id, q, _p, _c in self._journal.fills_of_order(self.symbol, order_id))
             fee_short = order_id != 0 and covered < trade.quantity - self._tol()
             settled = reaches_settlement(trade)
