@@ -9,6 +9,8 @@ open at that instant (a reverse's new one), never to the exiting trade.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from perpbot.domain.client_ids import make_client_id
 from perpbot.domain.types import CloseReason, Income, OrderSide, Side
 from perpbot.engine.journal import Journal
+from perpbot.engine.risk import RiskManager
 from perpbot.exchange.sim.adapter import SimExchange
 from perpbot.exchange.sim.faults import CallFault, Delivery, EventFate, EventRule, FaultPlan
 
@@ -175,3 +178,28 @@ async def test_a_round_trip_booked_by_the_restart_is_watched_once(tmp_path: Path
     assert trade.reason is CloseReason.SL and trade.exit_time_ms >= T0 + 3600_000  # reaches 01:00
     watched = [wt[0] for wt in bot._funding_watch]
     assert len(watched) == 1 and len(set(watched)) == 1
+
+
+class BookingMeanwhile(RiskManager):
+    """A risk manager whose ``record_pnl`` lets something else run first (``meanwhile``): the
+    stream booking another trade while a late amendment waits for the risk lock."""
+
+    meanwhile: Callable[[], None] | None = None
+
+    async def record_pnl(self, pnl: float, *, time_ms: int | None = None) -> None:
+        if self.meanwhile is not None:
+            self.meanwhile()
+        await asyncio.sleep(0)
+        await super().record_pnl(pnl, time_ms=time_ms)
+
+
+async def test_a_booking_while_a_late_funding_row_is_added_does_not_break_the_pass() -> None:
+    """The pass iterated the watches while it awaited the risk manager; a trade booked meanwhile
+    (a new watch) ended it with "deque mutated during iteration", logged as a failed pass."""
+    w = World(flat(100.0, N), funding=[RATE] * N, faults=DELAY, risk_cls=BookingMeanwhile)
+    await _long_across_0800_closed_just_after(w)
+    assert isinstance(w.risk, BookingMeanwhile)
+    w.risk.meanwhile = lambda: w.bot._funding_watch.append(w.bot._funding_watch[0])
+    await _reconcile_later(w)
+    assert w.bot.errors == 0
+    assert w.bot.closed_trades[0].funding < 0

@@ -172,7 +172,7 @@ class CatchUpMixin(BotBase):
         rows = await self._ex.income_history(self.symbol, start, ("FUNDING_FEE",))
         # Binance charges the quantity open at the settlement stamp: a trade owns the rows in
         # [entry, exit), as at booking; one stamped at its exit is the next position's.
-        for trade_id, index, trade in self._funding_watch:
+        for trade_id, index, trade in list(self._funding_watch):  # a booking may add one meanwhile
             extra = 0.0
             keys: list[str] = []
             for r in rows:
