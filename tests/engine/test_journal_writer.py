@@ -199,8 +199,11 @@ def test_journal_writes_made_together_are_one_group(tmp_path: Path) -> None:
         j.record_accounted(SYM, ["a", "b"], T0)
         j.record_event(T0, "test", SYM, "x")
     j.record_event(T0, "test", SYM, "y")
+    with pytest.raises(ZeroDivisionError), j.together():  # a block that fails queues nothing
+        j.record_event(T0, "test", SYM, "lost")
+        _ = 1 / 0
     assert j.flush(5.0)
-    assert groups == [2, 1] and len(j.events("test")) == 2
+    assert groups == [2, 1] and [e.message for e in j.events("test")] == ["x", "y"]
     j.close()
     m = Journal()
     with m.together():  # no writer: executed at once, as always

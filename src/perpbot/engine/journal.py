@@ -113,7 +113,8 @@ class Journal:
     @contextmanager
     def together(self) -> Iterator[None]:
         """The writes made inside (no ``await`` in between) are committed in one transaction: a
-        process killed meanwhile leaves all of them or none (``journal_writer``, "Groups").
+        process killed meanwhile leaves all of them or none (``journal_writer``, "Groups"); a
+        block that raises queues none of them.
         Without a writer each statement is executed at once, as always (a backtest is never
         killed half-way through an amendment)."""
         if self._writer is None or self._group is not None:
@@ -122,10 +123,12 @@ class Journal:
         self._group = []
         try:
             yield
-        finally:
-            group, self._group = self._group, None
-            if group:
-                self._writer.submit_group(group)
+        except BaseException:
+            self._group = None  # all or none: what the failed block wrote is not queued
+            raise
+        group, self._group = self._group, None
+        if group:
+            self._writer.submit_group(group)
 
     def _write(self, sql: str, args: Any, *, many: bool = False) -> int:
         """Queue (or, without a writer, execute) one statement; its sequence number for
