@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from perpbot.engine.journal import Journal
+from perpbot.engine.journal_writer import JournalWriter
 
 from .factories import SYM, T0, flat
 from .harness import LONG, World
@@ -23,6 +24,20 @@ def lock(path: Path) -> sqlite3.Connection:
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     return other
+
+
+def table_t(path: Path) -> sqlite3.Connection:
+    """A WAL database with one table ``t (id)``, and a connection to read it."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    return db
+
+
+def wait_written(w: JournalWriter, seq: int) -> None:
+    deadline = time.monotonic() + 10
+    while not w.written(seq) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def test_writes_return_at_once_while_the_database_is_locked_and_land_after(tmp_path: Path) -> None:
@@ -46,8 +61,6 @@ def test_writes_return_at_once_while_the_database_is_locked_and_land_after(tmp_p
 def test_a_statement_the_database_refuses_is_skipped_and_later_writes_still_land(tmp_path: Path) -> None:
     """A constraint error cannot pass by retrying. It used to end the writer thread, after which
     every later write stayed queued forever (and ``flush`` always timed out)."""
-    from perpbot.engine.journal_writer import JournalWriter
-
     path = tmp_path / "w.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -67,8 +80,6 @@ def test_statements_queued_together_are_committed_in_one_transaction(tmp_path: P
     """Issue 13: one commit per statement was most of the writer's time (a backtest's ~4,300
     records, waited for by its report). 200 statements queued behind a lock land in order, in one
     or two transactions: the write-ahead log holds a few pages, not one page per commit."""
-    from perpbot.engine.journal_writer import JournalWriter
-
     path = tmp_path / "w.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
@@ -91,12 +102,8 @@ def test_statements_queued_together_are_committed_in_one_transaction(tmp_path: P
 def test_a_batch_stopped_by_a_failure_that_can_pass_lands_statement_by_statement(tmp_path: Path) -> None:
     """What lands, and when, is what one commit per statement gave: the statements before the
     failing one are written (and ``written``) while it is retried, the later ones after it."""
-    from perpbot.engine.journal_writer import JournalWriter
-
     path = tmp_path / "w.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    db = table_t(path)
     w = JournalWriter(str(path))
     other = lock(path)
     first = w.submit("INSERT INTO t (id) VALUES (?)", (1,))
@@ -104,9 +111,7 @@ def test_a_batch_stopped_by_a_failure_that_can_pass_lands_statement_by_statement
     w.submit("INSERT INTO t (id) VALUES (?)", (3,))
     other.execute("COMMIT")
     other.close()
-    deadline = time.monotonic() + 10
-    while not w.written(first) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_written(w, first)
     assert w.written(first) and not w.written(stuck)
     assert db.execute("SELECT id FROM t").fetchall() == [(1,)]
     db.execute("CREATE TABLE later (id INTEGER PRIMARY KEY)")
@@ -123,12 +128,8 @@ def test_a_group_lands_whole_or_not_at_all(tmp_path: Path) -> None:
     written alone and the process killed, a restart would skip them (counted) while the trade
     never got them. So a group is one transaction, in a batch and in the one-at-a-time fallback:
     while its last statement cannot land, its first is not in the file either."""
-    from perpbot.engine.journal_writer import JournalWriter
-
     path = tmp_path / "w.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    db = table_t(path)
     w = JournalWriter(str(path))
     other = lock(path)
     before = w.submit("INSERT INTO t (id) VALUES (?)", (1,))
@@ -137,9 +138,7 @@ def test_a_group_lands_whole_or_not_at_all(tmp_path: Path) -> None:
     )
     other.execute("COMMIT")
     other.close()
-    deadline = time.monotonic() + 10
-    while not w.written(before) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_written(w, before)
     time.sleep(0.1)  # the group is being retried meanwhile
     assert w.written(before) and not w.written(group)
     assert db.execute("SELECT id FROM t").fetchall() == [(1,)]  # not the group's first alone
@@ -153,7 +152,6 @@ def test_a_group_lands_whole_or_not_at_all(tmp_path: Path) -> None:
 
 def test_a_group_is_never_split_between_two_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from perpbot.engine import journal_writer
-    from perpbot.engine.journal_writer import JournalWriter
 
     monkeypatch.setattr(journal_writer, "BATCH_MAX", 3)
     sizes: list[int] = []
@@ -165,9 +163,7 @@ def test_a_group_is_never_split_between_two_batches(tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(JournalWriter, "_commit", recorded)
     path = tmp_path / "w.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    db = table_t(path)
     w = JournalWriter(str(path))
     other = lock(path)
     insert = "INSERT INTO t (id) VALUES (?)"
