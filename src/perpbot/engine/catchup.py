@@ -139,8 +139,10 @@ class CatchUpMixin(BotBase):
         for trade_id, order_id, trade in booked:
             if trade_id in watched:
                 continue  # booked by this process's recovery (an unbooked round trip): watched
-            covered = sum(q for _t, _id, q, _p, _c in self._journal.fills_of_order(self.symbol, order_id))
-            fee_short = order_id != 0 and covered < trade.quantity - self._tol()
+            fee_short = order_id != 0 and (  # an adopted position's trade names no entry order
+                sum(q for _t, _id, q, _p, _c in self._journal.fills_of_order(self.symbol, order_id))
+                < trade.quantity - self._tol()
+            )
             settled = reaches_settlement(trade)
             if fee_short or settled:
                 self._restored[trade_id] = trade

@@ -27,8 +27,22 @@ from typing import TYPE_CHECKING, Any
 
 from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import ClosedTrade
-from perpbot.engine.journal_records import JournalEvent, KillSwitchState, OrderRecord, trade_from_row
-from perpbot.engine.journal_schema import ORDER_COLS, SCHEMA, TRADE_COLS, add_missing_columns
+from perpbot.engine.journal_records import (
+    JournalEvent,
+    KillSwitchState,
+    OrderRecord,
+    reported_fill_row,
+    rest_fill_row,
+    trade_from_row,
+)
+from perpbot.engine.journal_schema import (
+    ORDER_COLS,
+    REPORTED_FILL,
+    REST_FILL,
+    SCHEMA,
+    TRADE_COLS,
+    add_missing_columns,
+)
 from perpbot.engine.journal_writer import JournalWriter
 
 if TYPE_CHECKING:  # bot_base imports this module
@@ -53,22 +67,6 @@ def _day_bounds(day: date) -> tuple[int, int]:
     return start, start + 86_400_000
 
 
-_FILL_COLS = (
-    "time_ms, symbol, order_id, trade_id, client_id, side, order_type, original_type, execution_type,"
-    " status, reduce_only, price, qty, cum_qty, avg_price, commission, realized_pnl"
-)
-_FILL_INSERT = f"INSERT INTO fills ({_FILL_COLS}) VALUES ({', '.join('?' * 17)})"
-# An execution is stored once (the unique index): a redelivered report adds nothing, and neither
-# does a ``userTrades`` read of a reported one; a report of an execution first read from
-# ``userTrades`` (status REST) replaces that row's fields with its own (client id, types, status).
-_REPORTED_FILL = (
-    f"{_FILL_INSERT} ON CONFLICT (symbol, order_id, trade_id) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}" for c in _FILL_COLS.split(", ") if c not in ("symbol", "order_id", "trade_id")
-    )
-    + " WHERE fills.status = 'REST'"
-)
-_REST_FILL = f"{_FILL_INSERT} ON CONFLICT DO NOTHING"
 _FillRows = list[tuple[int, int, float, float, float]]  # (time, trade id, qty, price, commission)
 READ_WAIT_S = 2.0  # a reader waits at most this long for the queued writes (bounded)
 
@@ -239,28 +237,10 @@ class Journal:
 
     def record_fill(self, ev: OrderTradeUpdate) -> None:
         """One execution report with a fill (``x`` = TRADE or CALCULATED); stored once
-        (``_REPORTED_FILL``)."""
+        (``REPORTED_FILL``)."""
         self._write(
-            _REPORTED_FILL,
-            (
-                ev.trade_time_ms or ev.event_time_ms,
-                ev.symbol,
-                ev.order_id,
-                ev.trade_id,
-                ev.client_order_id,
-                ev.side.value,
-                ev.order_type.value,
-                ev.original_type.value,
-                ev.execution_type,
-                ev.status.value,
-                int(ev.reduce_only),
-                ev.last_filled_price,
-                ev.last_filled_qty,
-                ev.cumulative_filled_qty,
-                ev.avg_price,
-                ev.commission,
-                ev.realized_pnl,
-            ),
+            REPORTED_FILL,
+            reported_fill_row(ev),
         )
 
     def record_rest_execution(self, symbol: str, ex: Execution) -> None:
@@ -268,28 +248,10 @@ class Journal:
         stream), stored as a fill row before it is counted, like a reported one; status ``REST``
         (no report says the order's status), the client id when known, else empty, reduce-only
         unknown (0). A row of the same execution already stored is kept, and its report coming
-        after all replaces this one (``_REPORTED_FILL``)."""
+        after all replaces this one (``REPORTED_FILL``)."""
         self._write(
-            _REST_FILL,
-            (
-                ex.time_ms,
-                symbol,
-                ex.order_id,
-                ex.trade_id,
-                ex.client_id,
-                ex.side.value,
-                ex.order_type.value,
-                ex.original_type.value,
-                "TRADE",
-                "REST",
-                0,
-                ex.price,
-                ex.qty,
-                0.0,
-                0.0,
-                ex.commission,
-                ex.realized_pnl,
-            ),
+            REST_FILL,
+            rest_fill_row(symbol, ex),
         )
 
     def record_trade(self, trade: ClosedTrade, *, entry_order_id: int = 0) -> int:

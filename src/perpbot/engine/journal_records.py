@@ -1,5 +1,5 @@
 """What the journal's readers return: its rows as typed records (orders, events, kill-switch
-state, closed trades).
+state, closed trades); and the other way, the ``fills`` rows of executions.
 
 Separate from ``journal.py`` because these are the journal's vocabulary for the rest of the bot
 (``engine.unbooked`` reads ``OrderRecord`` rows, the kill switch its ``KillSwitchState``), and a
@@ -9,9 +9,13 @@ module that only reads records needs nothing of the SQLite machinery.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from perpbot.domain.events import OrderTradeUpdate
 from perpbot.domain.types import ClosedTrade, CloseReason, Side
+
+if TYPE_CHECKING:  # bot_base imports the journal, which imports this module
+    from perpbot.engine.bot_base import Execution
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,4 +75,51 @@ def trade_from_row(row: tuple[Any, ...]) -> ClosedTrade:
         exit_fee=row[10],
         funding=row[11],
         reason=CloseReason(row[12]),
+    )
+
+
+def reported_fill_row(ev: OrderTradeUpdate) -> tuple[Any, ...]:
+    """A ``fills`` row (``journal_schema.FILL_COLS``) of an execution report."""
+    return (
+        ev.trade_time_ms or ev.event_time_ms,
+        ev.symbol,
+        ev.order_id,
+        ev.trade_id,
+        ev.client_order_id,
+        ev.side.value,
+        ev.order_type.value,
+        ev.original_type.value,
+        ev.execution_type,
+        ev.status.value,
+        int(ev.reduce_only),
+        ev.last_filled_price,
+        ev.last_filled_qty,
+        ev.cumulative_filled_qty,
+        ev.avg_price,
+        ev.commission,
+        ev.realized_pnl,
+    )
+
+
+def rest_fill_row(symbol: str, ex: Execution) -> tuple[Any, ...]:
+    """A ``fills`` row of an execution read from ``userTrades``: status ``REST`` (no report says
+    the order's status), reduce-only unknown (0), no cumulative quantity or average price."""
+    return (
+        ex.time_ms,
+        symbol,
+        ex.order_id,
+        ex.trade_id,
+        ex.client_id,
+        ex.side.value,
+        ex.order_type.value,
+        ex.original_type.value,
+        "TRADE",
+        "REST",
+        0,
+        ex.price,
+        ex.qty,
+        0.0,
+        0.0,
+        ex.commission,
+        ex.realized_pnl,
     )

@@ -106,6 +106,23 @@ ORDER_COLS = (
     "trigger_price, avg_price, executed_qty, status, reason"
 )
 
+FILL_COLS = (
+    "time_ms, symbol, order_id, trade_id, client_id, side, order_type, original_type, execution_type,"
+    " status, reduce_only, price, qty, cum_qty, avg_price, commission, realized_pnl"
+)
+_FILL_INSERT = f"INSERT INTO fills ({FILL_COLS}) VALUES ({', '.join('?' * 17)})"
+# An execution is stored once (the unique index): a redelivered report adds nothing, and neither
+# does a ``userTrades`` read of a reported one; a report of an execution first read from
+# ``userTrades`` (status REST) replaces that row's fields with its own (client id, types, status).
+REPORTED_FILL = (
+    f"{_FILL_INSERT} ON CONFLICT (symbol, order_id, trade_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in FILL_COLS.split(", ") if c not in ("symbol", "order_id", "trade_id")
+    )
+    + " WHERE fills.status = 'REST'"
+)
+REST_FILL = f"{_FILL_INSERT} ON CONFLICT DO NOTHING"
+
 
 def add_missing_columns(db: sqlite3.Connection) -> None:
     """A journal from before a column was added gets it (with its default): additions are
