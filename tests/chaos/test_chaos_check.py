@@ -252,3 +252,16 @@ def test_a_silent_user_stream_needs_a_line_only_when_it_swallowed_an_execution()
     loud = {**quiet, "withheld": ["AlgoUpdate", "OrderTradeUpdate:TRADE"]}
     rep = cc.check_fault_evidence([quiet, loud], [incarnation([])])
     assert rep.silent_ok == ["silent_stream:private"] and len(rep.violations) == 1
+
+
+def test_a_held_back_funding_row_needs_the_late_funding_line_and_other_rows_none() -> None:
+    """A funding row that a read missed must be added later ("late funding … added"); a held
+    back fee or PnL row needs no line (the bot takes those from its executions), the ledger
+    check judges it."""
+    funding = {"kind": "late_income", "income_type": "FUNDING_FEE", "hits": 2, "first_hit_ms": 1_500_000}
+    fee = {**funding, "income_type": "COMMISSION"}
+    added = "1501.200 WARNING perpbot.engine.bot: XRPUSDT: late funding -0.01234567 added to trade 7"
+    assert cc.check_fault_evidence([funding], [incarnation([added])]).seen == ["late_income"]
+    (v,) = cc.check_fault_evidence([funding], [incarnation(["1501.200 INFO nothing"])]).violations
+    assert "late_income hit at 1500000" in v
+    assert cc.check_fault_evidence([fee], [incarnation([])]).silent_ok == ["late_income"]

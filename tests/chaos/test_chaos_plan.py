@@ -7,7 +7,16 @@ import random
 from collections import Counter
 
 from perpbot.config import load_config
-from perpbot.runtime.chaos_plan import FAULTS, FIRST_PART, LOOSE, fault_plan, needs_position, wire
+from perpbot.runtime.chaos_plan import (
+    BAR_MS,
+    FAULTS,
+    FIRST_PART,
+    LOOSE,
+    fault_plan,
+    lead_candles,
+    needs_position,
+    wire,
+)
 from perpbot.simulator.faults import KINDS, parse_faults
 
 
@@ -39,6 +48,18 @@ def test_each_shape_comes_once_in_the_first_part_then_seeded_picks_anywhere() ->
 def test_a_month_with_each_shape_once_has_exactly_the_shapes() -> None:
     plan = fault_plan(random.Random(1), 2880, per_day=len(FAULTS) / 30)
     assert sorted(repr(sorted(f.items())) for _, f in plan) == sorted(repr(sorted(f.items())) for f in FAULTS)
+
+
+def test_a_late_income_fault_is_armed_only_while_its_rows_can_still_show_before_the_end() -> None:
+    """A funding row held back past the replay's end could never be booked: the harness arms a
+    ``late_income`` fault only with room for the next settlement (8 h at most), its delay and two
+    hours to book the trade; every other kind plays out at once."""
+    late = next(f for f in FAULTS if f["kind"] == "late_income")
+    assert lead_candles(late) * BAR_MS >= 8 * 3_600_000 + late["ms"] + 2 * 3_600_000
+    assert lead_candles({**late, "ms": 1}) < lead_candles(late)
+    assert all(lead_candles(f) == 0 for f in FAULTS if f["kind"] != "late_income")
+    # The CI month arms each shape in its first 40 %: the late rows always have the room.
+    assert lead_candles(late) < 2880 * (1 - FIRST_PART)
 
 
 def test_the_loose_settings_raise_no_risk_limit() -> None:

@@ -44,6 +44,7 @@ from perpbot.runtime.chaos_plan import (
     LOOSE,
     SYMBOLS,
     fault_plan,
+    lead_candles,
     needs_position,
     schedule,
     wire,
@@ -292,10 +293,12 @@ def run_chaos(s: ChaosSettings) -> ChaosResult:
                     due = faults.pop(0)[1]
                     if needs_position(due) and not st["positions"]:
                         deferred.append(due)  # armed once a position is open
-                    else:
+                    elif candles - done >= lead_candles(due):  # else it could not play out
                         _post(sim, "/sim/faults", wire(due))
                 while deferred and st["positions"] and up:
-                    _post(sim, "/sim/faults", wire(deferred.pop(0)))
+                    due = deferred.pop(0)
+                    if candles - done >= lead_candles(due):
+                        _post(sim, "/sim/faults", wire(due))
                 if kills and kills[0][0] <= done and not st["finished"]:
                     time.sleep(kills.pop(0)[1])
                     bot.kill()

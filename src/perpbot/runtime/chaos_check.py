@@ -50,6 +50,7 @@ EVIDENCE: dict[str, str] = {
     "silent_stream:private": r"not delivered by the user stream|recovered from REST after reconnecting",
     "expire_listen_key": r"listenKeyExpired",
     "adl": r"partial close .* by order|LIQUIDATION",
+    "late_income": r"late funding \S+ added to trade",
 }
 
 
@@ -323,6 +324,8 @@ def evidence_pattern(fault: dict[str, Any]) -> str | None:
         return EVIDENCE[f"{kind}:{fault['stream']}"]
     if kind == "reject_orders":
         return EVIDENCE[kind].format(code=fault["code"])
+    if kind == "late_income" and fault.get("income_type") != "FUNDING_FEE":
+        return None  # the bot reads fees from its executions: the ledger check judges the rest
     return EVIDENCE[kind]
 
 

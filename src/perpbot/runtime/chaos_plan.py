@@ -14,6 +14,8 @@ from typing import Any
 FIRST_PART = 0.4
 BAR_MS = 15 * 60_000
 SYMBOLS = ("XRPUSDT", "TRXUSDT", "DOGEUSDT")
+LATE_INCOME_MS = 4 * 3_600_000
+FUNDING_INTERVAL_MAX_MS = 8 * 3_600_000  # the longest funding interval of Binance USDT-M
 CORRELATION = ("BTCUSDT", "ETHUSDT")
 # Loose parameters, so that all three symbols trade through the month (several trades a day
 # each). The strategy's gates are opened (threshold 2 of 4 signals, no ADX or volume filter), and
@@ -63,6 +65,16 @@ FAULTS: tuple[dict[str, Any], ...] = (
     {"kind": "late_events", "event": "ORDER_TRADE_UPDATE", "execution_type": "TRADE", "after": 2, "count": 2},
     {"kind": "late_events", "event": "ALGO_UPDATE", "after": 3, "while": "position"},
     {"kind": "swap_events", "event": "ORDER_TRADE_UPDATE", "execution_type": "TRADE", "count": 2},
+    # The income history lags: the next two funding rows show only 4 h of replay time after
+    # their settlement, so a trade closed meanwhile is booked without its funding and must get it
+    # later (the bot's watch of booked trades, across SIGKILLs too).
+    {
+        "kind": "late_income",
+        "income_type": "FUNDING_FEE",
+        "ms": LATE_INCOME_MS,
+        "count": 2,
+        "while": "position",
+    },
 )
 HARNESS_KEYS = ("while",)  # harness-only keys, not sent to the simulator
 
@@ -97,6 +109,16 @@ def fault_plan(
 def needs_position(fault: dict[str, Any]) -> bool:
     """Armed only while a position is open (``FAULTS``)."""
     return fault.get("while") == "position"
+
+
+def lead_candles(fault: dict[str, Any]) -> int:
+    """Candles a fault needs after it is armed to play out before the replay ends. A row held
+    back by ``late_income`` that would show only after the end could never reach the journal
+    (the ledger check would call that a loss): such a fault is armed only while the next
+    settlement, its delay and two hours to book it still fit."""
+    if fault["kind"] != "late_income":
+        return 0
+    return -(-(FUNDING_INTERVAL_MAX_MS + int(fault["ms"]) + 2 * 3_600_000) // BAR_MS)
 
 
 def wire(fault: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,10 @@ dies now: ``listenKeyExpired``; the socket stays open and silent, as on Binance)
 one, default 0.5; ``x=CALCULATED``, client id ``adl_autoclose``). ``http_error`` may name a
 ``method`` (``DELETE``: a failed cancel).
 
+``late_income`` (``income_type`` FUNDING_FEE by default, or COMMISSION, REALIZED_PNL,
+INSURANCE_CLEAR, any; ``ms`` of replay time, default one hour): the next ``count`` matching income
+rows show in the income history only ``ms`` after their own time (``simulator/late_income.py``).
+
 Late and out-of-order user-stream events (Binance keeps no ordering promise across event types
 and a congested stream can deliver late; SPEC §13 asks the bot to survive both):
 ``late_events`` holds the next ``count`` matching user-stream events back and delivers each one
@@ -63,10 +67,14 @@ KINDS = (
     "adl",
     "late_events",
     "swap_events",
+    "late_income",
 )
 EVENT_TYPES = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "any")
 REORDER = ("late_events", "swap_events")
 INSTANT = ("drop_connection", "expire_listen_key", "adl")
+INCOME_TYPES = ("FUNDING_FEE", "COMMISSION", "REALIZED_PNL", "INSURANCE_CLEAR", "any")
+LATE_INCOME_MS = 3_600_000  # ``late_income``'s default: an hour of replay time
+LATE_INCOME_MAX_MS = 7 * 86_400_000  # Binance's default income window is the last 7 days
 
 
 @dataclass(slots=True)
@@ -128,6 +136,9 @@ def parse_faults(doc: Any, now_ms: int, where: str) -> list[Fault]:
             raise ValueError(f"{at}: 'count' must be a positive integer")
         if seconds is not None and (not isinstance(seconds, (int, float)) or seconds <= 0):
             raise ValueError(f"{at}: 'seconds' must be a positive number")
+        if kind == "late_income":
+            params.setdefault("income_type", "FUNDING_FEE")
+            params.setdefault("ms", LATE_INCOME_MS)
         _check_params(kind, params, at, seconds)
         until = now_ms + int(seconds * 1000) if seconds is not None else None
         remaining = None if until is not None else (count if count is not None else 1)
@@ -155,6 +166,12 @@ def _check_params(kind: str, p: dict[str, Any], at: str, seconds: float | None) 
             raise ValueError(f"{at}: 'order_kind' must be order, algo or any")
     if kind in ("drop_connection", "silent_stream") and p.get("stream") not in ("market", "private"):
         raise ValueError(f"{at}: {kind} needs 'stream': market or private")
+    if kind == "late_income":
+        if p["income_type"] not in INCOME_TYPES:
+            raise ValueError(f"{at}: late_income 'income_type' must be one of {', '.join(INCOME_TYPES)}")
+        ms = p["ms"]
+        if not isinstance(ms, (int, float)) or isinstance(ms, bool) or not (0 < ms <= LATE_INCOME_MAX_MS):
+            raise ValueError(f"{at}: late_income 'ms' must be a number in (0, {LATE_INCOME_MAX_MS}]")
     if kind in REORDER:
         if p.get("event", "any") not in EVENT_TYPES:
             raise ValueError(f"{at}: {kind} 'event' must be one of {', '.join(EVENT_TYPES)}")
@@ -203,18 +220,20 @@ class FaultBook:
         return [f for f in faults if f.kind in INSTANT]
 
     def take(
-        self, kind: str, path: str | None = None, symbol: str | None = None, **match: Any
+        self, kind: str, path: str | None = None, symbol: str | None = None, *, hit: bool = True, **match: Any
     ) -> Fault | None:
-        """The first live fault of ``kind`` matching the request; consumes one count."""
+        """The first live fault of ``kind`` matching the request; consumes one count. ``hit``:
+        counted as a hit now (False: the caller counts hits itself, e.g. ``late_income``)."""
         now = self.clock_ms()
         for f in self.active:
             if f.kind != kind or not f.active(now) or not f.matches(path, symbol):
                 continue
             if any(f.params.get(k, "any") not in (v, "any") for k, v in match.items()):
                 continue
-            f.hits += 1
-            if f.first_hit_ms is None:
-                f.first_hit_ms = now
+            if hit:
+                f.hits += 1
+                if f.first_hit_ms is None:
+                    f.first_hit_ms = now
             if f.remaining is not None:
                 f.remaining -= 1
             self.active = [x for x in self.active if x.active(now)]

@@ -207,7 +207,7 @@ def income(srv: SimServer, p: Params) -> Any:
     page = p.int("page", 1, lo=1)
     if start is None and end is None:
         start = v.now_ms - 7 * DAY_MS  # Binance: the recent 7 days when no window is sent
-    rows = v.incomes(symbol, start, end, types)
+    rows = srv.incomes(symbol, start, end, types)
     rows = rows[(page - 1) * limit : page * limit]
     return [income_json(r, tran_id(r)) for r in rows]
 

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from perpbot.aio import STOP_WAIT_S, cancel_and_wait
+from perpbot.domain.types import Income
 from perpbot.exchange.sim.settings import SimSettings
 from perpbot.simulator import control, rest_account, rest_orders, rest_public
 from perpbot.simulator.audit import ProtectionAudit
@@ -25,6 +26,7 @@ from perpbot.simulator.auth import Authenticator, parse_params
 from perpbot.simulator.config import SimulatorConfig
 from perpbot.simulator.errors import BinanceError, json_response
 from perpbot.simulator.faults import Fault, FaultBook, load_fault_file
+from perpbot.simulator.late_income import LateIncome
 from perpbot.simulator.listen_keys import ListenKeys
 from perpbot.simulator.market import Market, load_market_data
 from perpbot.simulator.params import Params
@@ -106,6 +108,7 @@ class SimServer:
         )
         self.venue = Venue.create(self.market, settings)
         self.faults = FaultBook(wall_ms)
+        self.late_income = LateIncome()
         self.auth = Authenticator(cfg.api_key, cfg.api_secret, self.server_ms)
         limits_ms = PacedReplayClock(lambda: self.venue.now_ms) if cfg.replay_limits else wall_ms
         self.limiter = RateLimiter(limits_ms, cfg.weight_limit)
@@ -126,7 +129,20 @@ class SimServer:
         """Binance server time: the wall clock (plus an injected skew), never replay time."""
         return self.wall_ms() + self.faults.skew_ms()
 
+    def incomes(
+        self, symbol: str | None, start: int | None, end: int | None, types: tuple[str, ...]
+    ) -> list[Income]:
+        """The income history as ``GET /fapi/v1/income`` shows it: without the rows a
+        ``late_income`` fault still holds back."""
+        self._claim_income()
+        rows = self.venue.incomes(symbol, start, end, types)
+        return self.late_income.visible(rows, self.venue.now_ms, self.wall_ms())
+
+    def _claim_income(self) -> None:
+        self.late_income.claim(self.venue.engine.incomes_since(self.late_income.seen), self.faults)
+
     def inject(self, faults: list[Fault]) -> None:
+        self._claim_income()  # rows booked before these faults are not theirs
         for f in self.faults.add(faults):
             if f.kind == "drop_connection":
                 hub = self.market_hub if f.params["stream"] == "market" else self.private_hub
