@@ -265,3 +265,29 @@ def test_a_held_back_funding_row_needs_the_late_funding_line_and_other_rows_none
     (v,) = cc.check_fault_evidence([funding], [incarnation(["1501.200 INFO nothing"])]).violations
     assert "late_income hit at 1500000" in v
     assert cc.check_fault_evidence([fee], [incarnation([])]).silent_ok == ["late_income"]
+
+
+def test_a_funding_row_held_back_from_the_history_counts_in_the_loss_limit_only_once_shown() -> None:
+    """No bot can count a funding row the income history does not show yet: an entry that only
+    that row would have blocked is no violation while the row was held back (and a reconcile
+    later), one after that is."""
+    fills = [
+        fill("XRPUSDT", 1, "BUY", 100, T0 + MIN, ro=False, cid="e1", oid=1),
+        fill("XRPUSDT", 2, "SELL", 100, T0 + 3 * 3_600_000, ro=True, cid="sl1", oid=2, rp=-49.0),
+        fill("XRPUSDT", 3, "BUY", 100, T0 + 4 * 3_600_000, ro=False, cid="e2", oid=3),
+        fill("XRPUSDT", 4, "SELL", 100, T0 + 5 * 3_600_000, ro=True, cid="tp2", oid=4, rp=1.0),
+    ]
+    settled = T0 + 2 * 3_600_000  # the first trade paid 1.0 of funding, booked at exchange time
+    paid = {"symbol": "XRPUSDT", "type": "FUNDING_FEE", "income": "-1.0", "time_ms": settled}
+    audit = {"fills": fills, "income": [*income(fills), paid]}
+    held = {"kind": "late_income", "income_type": "FUNDING_FEE", "ms": 3 * 3_600_000}
+    # Loss 49 + 0.1 fees + 1.0 funding = 50.1 ≥ 5 % of 1000; without the row 49.1.
+    (v,) = cc.check_risk(audit, [], [incarnation([])], LIMITS)  # the row was always there
+    assert "booked loss -50.1000" in v
+    missed = [{**held, "withheld": [f"XRPUSDT:FUNDING_FEE:{settled}"]}]
+    assert cc.check_risk(audit, [], [incarnation([])], LIMITS, missed) == []  # shows at T0+5h
+    early = [{**held, "ms": 3_600_000, "withheld": [f"XRPUSDT:FUNDING_FEE:{settled}"]}]
+    (v,) = cc.check_risk(audit, [], [incarnation([])], LIMITS, early)  # showed at T0+3h, entry 4h
+    assert "booked loss -50.1000" in v
+    unread = [{**held, "withheld": []}]  # held back, but no read missed it: it was there in time
+    assert len(cc.check_risk(audit, [], [incarnation([])], LIMITS, unread)) == 1

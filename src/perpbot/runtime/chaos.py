@@ -358,7 +358,7 @@ def _check(
     violations = [
         *cc.check_protection(audit),
         *cc.check_ledger(audit, trades, accounted, s.balance),
-        *cc.check_risk(audit, trips, incarnations, limits),
+        *cc.check_risk(audit, trips, incarnations, limits, fault_log),
         *cc.check_client_ids(audit),
         *evidence.violations,
     ]

@@ -34,6 +34,7 @@ MAX_BARE_MS = 5_000
 QTY_TOL = 1e-9
 PNL_TOL = 1e-6
 EVIDENCE_WINDOW_MS = 60_000  # a fault's line must appear within this much wall time of its hit
+LATE_ROW_GRACE_MS = 600_000  # a late funding row is added at a reconcile (every 300 s) after it shows
 KILL_GRACE_MS = 15_000  # a hit this close before a SIGKILL may have lost its line with the process
 
 # Per fault kind (and stream / order kind): the log lines that show the bot saw it.
@@ -219,12 +220,20 @@ def check_risk(
     trips: Sequence[Trip],
     incarnations: Sequence[Incarnation],
     limits: Limits,
+    faults: Sequence[dict[str, Any]] = (),
 ) -> list[str]:
     """Limits at every entry, in the exchange's execution order (entries and closes of one
-    replay millisecond are ordered by execution id, as the bots saw them)."""
+    replay millisecond are ordered by execution id, as the bots saw them).
+
+    The day's booked loss counts each closed round trip's funding as the exchange booked it,
+    except a funding row a ``late_income`` fault still held back from the income history (or
+    had shown less than ``LATE_ROW_GRACE_MS`` before): no bot could have counted it yet, so an
+    entry is judged on the loss with and without such rows, and only one over the limit both
+    ways is a violation."""
     v: list[str] = []
     rts, _ = round_trips(audit["fills"])
     funding = _funding(audit)
+    shows = late_funding_rows(faults)
     for r in sorted(rts, key=lambda r: _first_id(r)):
         at, first = r.entry_ms, _first_id(r)
         live = [x for x in rts if _first_id(x) <= first and (x.exit_ms is None or _last_id(x) > first)]
@@ -241,11 +250,12 @@ def check_risk(
                     f"({t.trip_ms}, {until})"
                 )
         base = _base_at(incarnations, at)
-        booked = sum(
-            _net(x, funding)
-            for x in rts
-            if x.exit_ms is not None and _day(x.exit_ms) == _day(at) and _last_id(x) < first
-        )
+        today = _day(at)
+        closed = [x for x in rts if x.exit_ms is not None and _day(x.exit_ms) == today]
+        closed = [x for x in closed if _last_id(x) < first]
+        booked = sum(_net(x, funding) for x in closed)
+        unseen = sum(_unseen_funding(x, funding, shows, at) for x in closed)
+        booked = max(booked, booked - unseen)  # the smaller loss of the two (see above)
         if base > 0 and -booked / base >= limits.max_daily_loss + 1e-9:
             day = datetime.fromtimestamp(at / 1000, UTC).date()
             v.append(
@@ -253,6 +263,31 @@ def check_risk(
                 f"{limits.max_daily_loss:.0%} of base {base:.4f}"
             )
     return v
+
+
+def late_funding_rows(faults: Sequence[dict[str, Any]]) -> dict[tuple[str, int], int]:
+    """(symbol, settlement ms) → replay ms from which a funding row held back by a
+    ``late_income`` fault (one a read missed: the fault's ``withheld``) was in the history."""
+    out: dict[tuple[str, int], int] = {}
+    for f in faults:
+        if f.get("kind") != "late_income":
+            continue
+        for tag in f.get("withheld", []):
+            sym, kind, ts = tag.rsplit(":", 2)
+            if kind == "FUNDING_FEE":
+                out[(sym, int(ts))] = int(ts) + int(f["ms"])
+    return out
+
+
+def _unseen_funding(
+    r: RoundTrip, funding: dict[str, list[tuple[int, float]]], shows: dict[tuple[str, int], int], at_ms: int
+) -> float:
+    """The part of ``r``'s funding that was not in the income history long enough before
+    ``at_ms`` for a bot to have added it."""
+    assert r.exit_ms is not None
+    own = [(ts, x) for ts, x in funding[r.symbol] if r.entry_ms <= ts < r.exit_ms]
+    never = -LATE_ROW_GRACE_MS  # a row never held back was there in time
+    return sum(x for ts, x in own if shows.get((r.symbol, ts), never) + LATE_ROW_GRACE_MS > at_ms)
 
 
 def _first_id(r: RoundTrip) -> int:
