@@ -67,7 +67,8 @@ FAULTS: tuple[dict[str, Any], ...] = (
     {"kind": "swap_events", "event": "ORDER_TRADE_UPDATE", "execution_type": "TRADE", "count": 2},
     # The income history lags: the next two funding rows show only 4 h of replay time after
     # their settlement, so a trade closed meanwhile is booked without its funding and must get it
-    # later (the bot's watch of booked trades, across SIGKILLs too).
+    # later (the bot's watch of booked trades). The 12-hour shape makes a SIGKILL between the
+    # booking and the row likely: the restarted process must pick the watch up from the journal.
     {
         "kind": "late_income",
         "income_type": "FUNDING_FEE",
@@ -75,6 +76,7 @@ FAULTS: tuple[dict[str, Any], ...] = (
         "count": 2,
         "while": "position",
     },
+    {"kind": "late_income", "income_type": "FUNDING_FEE", "ms": 3 * LATE_INCOME_MS, "while": "position"},
 )
 HARNESS_KEYS = ("while",)  # harness-only keys, not sent to the simulator
 
