@@ -198,7 +198,7 @@ def check_ledger(
                 v.append(f"{tag}: realised PnL {t.realized_pnl:.8f} != exchange {r.realized:.8f}")
             if abs(t.entry_fee + t.exit_fee - r.fees) > PNL_TOL:
                 v.append(f"{tag}: fees {t.entry_fee + t.exit_fee:.8f} != exchange {r.fees:.8f}")
-            fund = sum(x for ts, x in funding[sym] if r.entry_ms <= ts < r.exit_ms)  # type: ignore[operator]
+            fund = sum(x for _ts, x in _own_funding(r, funding))
             if abs(t.funding - fund) > PNL_TOL:
                 v.append(f"{tag}: funding {t.funding:.8f} != exchange {fund:.8f}")
     net = sum(t.net_pnl for t in trades)
@@ -250,9 +250,9 @@ def check_risk(
                     f"({t.trip_ms}, {until})"
                 )
         base = _base_at(incarnations, at)
-        today = _day(at)
-        closed = [x for x in rts if x.exit_ms is not None and _day(x.exit_ms) == today]
-        closed = [x for x in closed if _last_id(x) < first]
+        closed = [
+            x for x in rts if x.exit_ms is not None and _day(x.exit_ms) == _day(at) and _last_id(x) < first
+        ]
         booked = sum(_net(x, funding) for x in closed)
         unseen = sum(_unseen_funding(x, funding, shows, at) for x in closed)
         booked = max(booked, booked - unseen)  # the smaller loss of the two (see above)
@@ -284,10 +284,8 @@ def _unseen_funding(
 ) -> float:
     """The part of ``r``'s funding that was not in the income history long enough before
     ``at_ms`` for a bot to have added it."""
-    assert r.exit_ms is not None
-    own = [(ts, x) for ts, x in funding[r.symbol] if r.entry_ms <= ts < r.exit_ms]
-    never = -LATE_ROW_GRACE_MS  # a row never held back was there in time
-    return sum(x for ts, x in own if shows.get((r.symbol, ts), never) + LATE_ROW_GRACE_MS > at_ms)
+    held = [(shows.get((r.symbol, ts)), x) for ts, x in _own_funding(r, funding)]
+    return sum(x for shown, x in held if shown is not None and shown + LATE_ROW_GRACE_MS > at_ms)
 
 
 def _first_id(r: RoundTrip) -> int:
@@ -308,9 +306,14 @@ def _funding(audit: dict[str, Any]) -> dict[str, list[tuple[int, float]]]:
 
 def _net(r: RoundTrip, funding: dict[str, list[tuple[int, float]]]) -> float:
     """A closed round trip's net PnL as the exchange booked it (funding on [entry, exit))."""
+    return r.realized - r.fees + sum(x for _ts, x in _own_funding(r, funding))
+
+
+def _own_funding(r: RoundTrip, funding: dict[str, list[tuple[int, float]]]) -> list[tuple[int, float]]:
+    """The funding rows a closed round trip owns: settled on ``[entry, exit)``, as the bot books
+    them (one stamped at the exit is the next position's)."""
     assert r.exit_ms is not None
-    fund = sum(x for ts, x in funding[r.symbol] if r.entry_ms <= ts < r.exit_ms)
-    return r.realized - r.fees + fund
+    return [(ts, x) for ts, x in funding[r.symbol] if r.entry_ms <= ts < r.exit_ms]
 
 
 def _base_at(incarnations: Sequence[Incarnation], at_ms: int) -> float:
