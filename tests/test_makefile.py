@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
 
 
-def _plan(target: str, tmp_path: Path) -> list[str]:
+def _commands(target: str, tmp_path: Path) -> list[str]:
+    """What ``make -n target`` would run on a fresh machine (no virtualenv yet)."""
     out = subprocess.run(
         ["make", "-n", target, f"VENV={tmp_path / 'venv'}", "PY=python3"],
         cwd=ROOT,
@@ -22,7 +23,13 @@ def _plan(target: str, tmp_path: Path) -> list[str]:
         text=True,
         check=True,
     ).stdout
-    return [line for line in out.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    return out.splitlines()
+
+
+def _plan(target: str, tmp_path: Path) -> list[str]:
+    return [
+        line for line in _commands(target, tmp_path) if "pip install" in line and "--upgrade pip" not in line
+    ]
 
 
 def test_demo_installs_the_core_set_only(tmp_path: Path) -> None:
@@ -42,3 +49,18 @@ def test_torch_is_only_in_the_nn_extra() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert not any(dep.startswith(("torch", "onnxscript")) for dep in project["dependencies"])
     assert any(dep.startswith("torch") for dep in project["optional-dependencies"]["nn"])
+
+
+@pytest.mark.parametrize("target", ["demo", "test", "bench"])
+def test_perpbot_bytecode_is_written_after_the_install_and_before_the_command(
+    target: str, tmp_path: Path
+) -> None:
+    """An editable install writes no bytecode, and with PYTHONDONTWRITEBYTECODE (CI images) Python
+    never writes it: every perpbot process would compile every module from source again."""
+    lines = _commands(target, tmp_path)
+    compiled = [
+        i for i, line in enumerate(lines) if "-m compileall" in line and line.rstrip().endswith("src")
+    ]
+    installs = [i for i, line in enumerate(lines) if "pip install" in line]
+    assert compiled and installs, lines
+    assert max(installs) < compiled[0] < len(lines) - 1, lines
