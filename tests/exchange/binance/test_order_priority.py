@@ -5,7 +5,6 @@ delay a stop-loss, its cancel or an emergency close until the next minute."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,18 +15,22 @@ from perpbot.exchange.port import PROTECTING, protecting
 from tests.contract.harness import BinanceVenue
 
 Start = Callable[..., Any]
+# The budget counts calendar minutes. Its clock is pinned inside one (a minute's first second), so
+# the read share spent below stays spent for the whole test, whatever the wall clock's second.
+MINUTE_MS = 29_600_000 * 60_000 + 1_000
+
+
+def full_budget() -> WeightBudget:
+    return WeightBudget(limit=200, margin=0.8, now_ms=lambda: MINUTE_MS)  # reads may spend 160
 
 
 async def test_stop_cancel_and_close_go_out_while_reads_have_spent_the_minute(start_venue: Start) -> None:
     v: BinanceVenue = await start_venue()
-    budget = WeightBudget(limit=200, margin=0.8)  # reads may spend 160 a minute
+    budget = full_budget()
     ex = BinanceExchange(v.ex.endpoints, v.ex.rest._creds, budget=budget)
     try:
         await ex.market_order("XRPUSDT", OrderSide.BUY, 100.0, client_order_id="prio-in")
         price = await v.price("XRPUSDT")
-        into_minute = time.time() % 60.0  # the budget counts calendar minutes: stay inside one
-        if into_minute > 40.0:
-            await asyncio.sleep(60.2 - into_minute)
         while budget.used + 30 <= budget.capacity:
             await ex.income_history("XRPUSDT", 0)  # weight 30 each: a catch-up of income
         while budget.used < budget.capacity:
@@ -46,7 +49,8 @@ async def test_stop_cancel_and_close_go_out_while_reads_have_spent_the_minute(st
 
         await asyncio.wait_for(protect_then_close(), timeout=10.0)
         assert budget.waits == waits
-        assert await ex.position("XRPUSDT") is None
+        # Checked through the venue's own client: a read on the full budget would wait a minute.
+        assert await v.ex.position("XRPUSDT") is None
     finally:
         await ex.close()
 
@@ -55,12 +59,9 @@ async def test_the_reads_of_a_protection_go_out_while_reads_have_spent_the_minut
     """Re-placing a stop that disappeared starts with reads (the algo book, the position):
     inside ``protecting()`` they do not wait for the next minute either."""
     v: BinanceVenue = await start_venue()
-    budget = WeightBudget(limit=200, margin=0.8)
+    budget = full_budget()
     ex = BinanceExchange(v.ex.endpoints, v.ex.rest._creds, budget=budget)
     try:
-        into_minute = time.time() % 60.0
-        if into_minute > 40.0:
-            await asyncio.sleep(60.2 - into_minute)
         while budget.used + 30 <= budget.capacity:
             await ex.income_history("XRPUSDT", 0)
         while budget.used < budget.capacity:
