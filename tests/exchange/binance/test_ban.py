@@ -3,9 +3,6 @@ sending, raises one alert and refuses locally until the ban is over (no blind re
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from perpbot.exchange.binance.adapter import BinanceExchange
@@ -52,13 +49,11 @@ async def test_budget_follows_binance_used_weight_header() -> None:
     srv = SimServer(SimulatorConfig(symbols=("XRPUSDT",), days=3, speed=0.0))
     await srv.start()
     ep = resolve_endpoints("custom", f"http://127.0.0.1:{srv.port}", f"ws://127.0.0.1:{srv.port}")
-    budget = WeightBudget()
+    # Both weight counters restart at each minute of their clock: both are pinned inside one.
+    srv.limiter.clock_ms = lambda: 1_000
+    budget = WeightBudget(now_ms=lambda: 29_600_000 * 60_000 + 1_000)
     ex = BinanceExchange(ep, Credentials(srv.cfg.api_key, srv.cfg.api_secret), budget=budget)
     try:
-        # The weight counter restarts at each minute of the simulator's clock: start well inside one.
-        into_minute = time.monotonic() % 60.0
-        if into_minute > 45.0:
-            await asyncio.sleep(60.1 - into_minute)
         srv.limiter.admit(300, False)  # weight spent by another client of the same IP
         await ex.balance()
         await ex.income_history("XRPUSDT", 0)
