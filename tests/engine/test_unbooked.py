@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from perpbot.domain.types import CloseReason, Fill, OrderSide
+from perpbot.domain.types import ClosedTrade, CloseReason, Fill, OrderSide, Side
 from perpbot.engine.bot import SymbolBot
 from perpbot.engine.journal import Journal
 from perpbot.exchange.sim.faults import FaultPlan
@@ -222,3 +222,93 @@ async def test_an_entry_the_venue_never_saw_books_nothing(tmp_path: Path) -> Non
     assert w.risk.is_open(SYM)  # pending
     await bot.reconcile()
     assert not w.risk.is_open(SYM) and bot.at_rest
+
+
+def previous_trade(w: World, *, exit_after_request_ms: int, entry_order_id: int) -> None:
+    """The round trip before the journal's last ENTRY, booked by the dead process. Its exit is
+    stamped by the venue's clock, the ENTRY's request by ours: with the venue ahead, the exit
+    reads later than the request although it came first (a reverse's re-entry follows its close
+    by a few milliseconds)."""
+    rec = w.journal.last_order(SYM, ("ENTRY",))
+    assert rec is not None
+    prev = ClosedTrade(
+        symbol=SYM,
+        side=Side.SHORT,
+        entry_time_ms=rec.time_ms - 3_600_000,
+        exit_time_ms=rec.time_ms + exit_after_request_ms,
+        entry_price=100.0,
+        exit_price=100.0,
+        quantity=1.0,
+        realized_pnl=0.0,
+        entry_fee=0.0,
+        exit_fee=0.0,
+        funding=0.0,
+        reason=CloseReason.REVERSE,
+    )
+    w.journal.record_trade(prev, entry_order_id=entry_order_id)
+
+
+@pytest.mark.parametrize("venue_ahead_ms", [0, 300, 5_000])
+async def test_a_venue_clock_ahead_of_ours_never_hides_an_unbooked_entry(
+    tmp_path: Path, venue_ahead_ms: int
+) -> None:
+    """The previous trade names its own entry order, so whether the last ENTRY was booked is
+    known exactly, whatever the two clocks say. Old code also compared the previous exit (the
+    venue's stamp) with the ENTRY's request (ours): with the venue 300 ms ahead, the cut round
+    trip looked booked and was lost with the closes already counted."""
+    w = await long_world(tmp_path / "journal.sqlite")
+    previous_trade(w, exit_after_request_ms=venue_ahead_ms, entry_order_id=123456789)
+    reverse_close_in_flight(w, accounted=3)
+    crash(w)
+    bot = await restart(w)
+    (trade,) = bot.closed_trades
+    assert trade.quantity == pytest.approx(50.0)
+    assert trade.realized_pnl == pytest.approx(
+        sum(f.realized_pnl for f in w.engine.fills(SYM) if f.side is OrderSide.SELL)
+    )
+
+
+@pytest.mark.parametrize("venue_ahead_ms", [0, 300])
+async def test_an_adopted_position_keeps_its_journaled_entry_whatever_the_clocks(
+    tmp_path: Path, venue_ahead_ms: int
+) -> None:
+    """Adoption at a restart takes the journaled entry (order id, fee, first execution's time)
+    unless a trade booked it; old code dropped it on the same clock comparison, and the trade
+    then lost its entry fee and named no entry."""
+    w = await long_world(tmp_path / "journal.sqlite")
+    rec = w.journal.last_order(SYM, ("ENTRY",))
+    assert rec is not None and rec.order_id
+    previous_trade(w, exit_after_request_ms=venue_ahead_ms, entry_order_id=123456789)
+    crash(w)
+    bot = await restart(w)
+    buys = [f for f in w.engine.fills(SYM) if f.side is OrderSide.BUY]
+    pos = bot._pos
+    assert pos is not None and pos.entry_order_id == rec.order_id
+    assert pos.entry_fee == pytest.approx(sum(f.commission for f in buys))
+    assert pos.entry_time_ms == min(f.time_ms for f in buys)
+
+
+async def test_a_trade_that_names_no_entry_still_marks_older_entries_booked(tmp_path: Path) -> None:
+    """Where nothing exact exists (the last trade names no entry order: an adopted position
+    whose entry was unknown, or a journal from before the column), a trade that closed after
+    the ENTRY was requested booked it: the flat start books nothing more."""
+    w = await long_world(tmp_path / "journal.sqlite")
+    previous_trade(w, exit_after_request_ms=60_000, entry_order_id=0)
+    reverse_close_in_flight(w, accounted=3)
+    crash(w)
+    bot = await restart(w)
+    assert bot.closed_trades == []
+
+
+async def test_an_entry_booked_by_a_process_that_asked_the_venue_is_not_booked_again(tmp_path: Path) -> None:
+    """The ENTRY's answer never reached the journal (no order id there), but the process that
+    booked its round trip learnt the order id from the venue and the trade names it. A flat
+    start asks the venue for the order id too and finds that trade: nothing is booked twice."""
+    w = await long_world(tmp_path / "journal.sqlite", [*flat(100, 3), STOP_BAR, *flat(92, 3)])
+    await w.run({}, until=4)
+    assert len(w.bot.closed_trades) == 1 and w.engine.position(SYM) is None
+    w.journal.flush()
+    w.journal._db.execute("UPDATE orders SET status = 'REQUESTED', order_id = NULL WHERE kind = 'ENTRY'")
+    crash(w)
+    bot = await restart(w)
+    assert bot.closed_trades == [] and len(bot._journal.closed_trades(SYM)) == 1

@@ -361,6 +361,16 @@ class Journal:
         ).fetchone()
         return row is not None
 
+    def last_trade_exit(self, symbol: str) -> tuple[int, int] | None:
+        """(exit time, entry order id) of ``symbol``'s last booked trade; the entry order id is 0
+        when the trade names none (an adopted position whose entry was unknown, a journal written
+        before the column). None without a trade."""
+        row = self._q(
+            "SELECT exit_time_ms, entry_order_id FROM trades WHERE symbol = ? ORDER BY id DESC LIMIT 1",
+            (symbol,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1] or 0))
+
     def last_trade_id(self, symbol: str | None = None) -> int:
         where, args = _where(_symbol_test(symbol))
         return int(self._q(f"SELECT MAX(id) FROM trades{where}", args).fetchone()[0] or 0)

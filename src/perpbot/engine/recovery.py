@@ -243,7 +243,7 @@ class RecoveryMixin(BotBase):
         """Entry time, price and fee of an adopted position from the journal (defect 15).
 
         The journaled entry belongs to this position only if it is on the same side and no trade
-        of the symbol closed after it (else it is an old round trip's entry). Its executions are
+        booked it (``_entry_booked``; else it is an old round trip's entry). Its executions are
         found by *client id*, so a crash between the order call and the journaled answer loses
         nothing, and by order id, so do those read from ``userTrades`` when their reports never
         came (a dead process counted them; their fee is only in the journal): entry time = first
@@ -251,36 +251,31 @@ class RecoveryMixin(BotBase):
         commission. Without journaled executions the order is asked for by client id.
         """
         rec = self._journal.last_order(self.symbol, ("ENTRY",))
-        last = self._journal.recent_trades(self.symbol, 1)
-        if (
-            rec is None
-            or rec.side != pos.side.entry_order_side.value
-            or (last and last[0].exit_time_ms > rec.time_ms)
-        ):
+        if rec is None or rec.side != pos.side.entry_order_side.value or self._entry_booked(rec):
             return
+        order_id = rec.order_id or 0
+        if not order_id and rec.client_id:  # its answer never reached the journal: the venue's
+            try:
+                order_id = (await self._ex.get_order(self.symbol, client_order_id=rec.client_id)).order_id
+            except ExchangeError:
+                order_id = 0
+            if order_id and self._journal.trade_of_entry(self.symbol, order_id):
+                return  # an old round trip's, booked by a process that asked the venue too
         pos.entry_time_ms = rec.time_ms
         fills = self._journal.fills_of_client_id(self.symbol, rec.client_id) if rec.client_id else []
-        if rec.order_id:  # and those stored from ``userTrades`` (no report came), by order id
+        if order_id:  # and those stored from ``userTrades`` (no report came), by order id
             known = {f[1] for f in fills}
-            fills += [f for f in self._journal.fills_of_order(self.symbol, rec.order_id) if f[1] not in known]
+            fills += [f for f in self._journal.fills_of_order(self.symbol, order_id) if f[1] not in known]
         if fills:
             qty = sum(f[2] for f in fills)
             pos.entry_time_ms = min(f[0] for f in fills)
-            pos.entry_order_id = rec.order_id or 0
             pos.entry_fee = sum(f[4] for f in fills)
             pos.entry_exec_qty, pos.entry_exec_fee = qty, pos.entry_fee
             pos.entry_trade_id = max(f[1] for f in fills)
             if abs(qty - pos.qty) <= self._tol():
                 pos.entry_price = sum(f[2] * f[3] for f in fills) / qty
             self._account([exec_key(f[1]) for f in fills])
-        elif rec.order_id:
-            pos.entry_order_id = rec.order_id
-        elif rec.client_id:
-            try:
-                o = await self._ex.get_order(self.symbol, client_order_id=rec.client_id)
-            except ExchangeError:
-                return
-            pos.entry_order_id = o.order_id
+        pos.entry_order_id = order_id  # the trade names it: a later restart knows it booked
         if pos.entry_order_id:
             self._entry_acc.setdefault(pos.entry_order_id, EntryAcc())
 

@@ -82,10 +82,18 @@ class UnbookedMixin(BotBase):
             await self._sync_close("flat start: unbooked round trip")
 
     def _entry_booked(self, rec: OrderRecord) -> bool:
+        """Whether a trade booked the journaled entry ``rec``: exactly, by the entry order the
+        trade names. Only when the symbol's last trade names none (an adopted position whose
+        entry was unknown, a journal written before the column) is it judged by time: booked
+        if that trade closed after ``rec`` was requested. Never otherwise, because the two
+        stamps come from two clocks (the venue's exit, our request): with the venue ahead by
+        more than a reverse's few milliseconds, the re-entry of a reverse looked booked, and
+        a restart left its round trip in no trade (found by review, 2026-12-03). ``rec``
+        without an order id: ``_rebuild_entry`` asks the venue for it and checks again."""
         if rec.order_id and self._journal.trade_of_entry(self.symbol, rec.order_id):
             return True
-        last = self._journal.recent_trades(self.symbol, 1)
-        return bool(last) and last[0].exit_time_ms > rec.time_ms
+        last = self._journal.last_trade_exit(self.symbol)
+        return last is not None and last[1] == 0 and last[0] > rec.time_ms
 
     async def _rebuild_entry(
         self, rec: OrderRecord, atr: float = math.nan
@@ -104,6 +112,8 @@ class UnbookedMixin(BotBase):
                     return None
                 raise
             order_id = o.order_id
+            if order_id and self._journal.trade_of_entry(self.symbol, order_id):
+                return None  # booked by a process that learnt its order id from the venue
         if not order_id:
             return None
         since = rec.time_ms - CLOCK_SLACK_MS
