@@ -1,18 +1,24 @@
 """A restart while an entry's outcome is unknown (helper ``restartpend``): the dead process
 journaled the entry's request (intent first), the venue executes it later. The new process must
 know that entry again, so that its fills are adopted and protected at once, as the dead process
-would have done, instead of waiting (unprotected) for the next reconcile pass or candle.
+would have done, instead of waiting (unprotected) for the next reconcile pass or candle. And a
+pending entry's answers that come back out of order.
 
 Why a file of its own: ``test_bot_review.py`` is at its size limit."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
+from perpbot.domain.types import Order, OrderResult, OrderSide, OrderStatus, OrderType, Position
+from perpbot.engine.clock import SimClock
 from perpbot.engine.journal import Journal
+from perpbot.exchange.errors import NO_SUCH_ORDER, ExchangeError, ExchangeUnavailable
 
-from .factories import SYM, ctx_at, flat
-from .harness import LONG, World
+from .factories import SYM, T0, ctx_at, flat, order_update
+from .harness import LONG, FakePort, World, fake_bot
 from .test_bot_hostile import covered
 from .test_bot_review import LateOrder
 
@@ -38,3 +44,64 @@ async def test_an_entry_the_venue_executes_after_a_restart_is_protected_at_once(
     assert covered(w) and w.risk.open_positions == {SYM: LONG}
     assert (w.bot.state.sl_price, w.bot.state.tp_price) == (96.0, 104.0)  # 2 ATR of the preload
     assert not w.bot._journal.orders(SYM, "EMERGENCY")
+
+
+class StaleAnswer(FakePort):
+    """The entry call times out (its outcome unknown); a query by client id answered before the
+    order existed may arrive after it filled (two requests in flight, answers in any order)."""
+
+    entry_failed = False
+    gate: asyncio.Event | None = None
+
+    async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
+        if not self.entry_failed and not kw.get("reduce_only"):
+            self.entry_failed = True
+            self.calls.append("market_order")
+            raise ExchangeUnavailable("timeout")
+        return await super().market_order(symbol, side, quantity, **kw)
+
+    async def get_order(self, symbol: str, *, order_id: int = 0, client_order_id: str = "") -> Order:
+        if self.gate is not None:
+            gate, self.gate = self.gate, None
+            await gate.wait()
+            raise ExchangeError(NO_SUCH_ORDER, "Order does not exist.")
+        return await super().get_order(symbol, order_id=order_id, client_order_id=client_order_id)
+
+
+async def test_a_stale_does_not_exist_never_releases_a_position_adopted_meanwhile() -> None:
+    """A pending entry is queried (a reconcile pass); while the query is out, the order fills
+    and the stream's fill adopts and protects the position. The older answer, "does not exist",
+    then came back. Old code released the symbol in the risk manager anyway: a live position
+    that the 3-position and 2-per-direction limits no longer counted."""
+    clock = SimClock(T0)
+    port = StaleAnswer()
+    bot, risk, _journal, _notifier = fake_bot(port, clock)
+    await bot.start()
+    await bot.on_candle(ctx_at(0, 100.0, LONG))
+    pending = bot._pending
+    assert pending is not None and risk.open_positions == {SYM: LONG}
+    gate = port.gate = asyncio.Event()
+    query = asyncio.ensure_future(bot._resolve_pending())
+    await asyncio.sleep(0)
+    port.orders[1] = Order(
+        SYM,
+        1,
+        OrderSide.BUY,
+        OrderType.MARKET,
+        10.0,
+        OrderStatus.FILLED,
+        False,
+        10.0,
+        100.0,
+        pending.client_id,
+    )
+    port.pos = Position(SYM, LONG, 10.0, 100.0)
+    fill = order_update(1, 1, qty=10.0, price=100.0, side=OrderSide.BUY, cid=pending.client_id, t=T0 + 5)
+    await bot.on_event(fill)
+    for _ in range(50):
+        await asyncio.sleep(0)
+    await bot.wait_background()
+    assert bot.in_position and risk.open_positions == {SYM: LONG}
+    gate.set()
+    await query
+    assert bot.in_position and risk.open_positions == {SYM: LONG}

@@ -140,6 +140,11 @@ class PendingMixin(BotBase):
             if exc.code != NO_SUCH_ORDER:
                 log.warning("%s: pending entry query failed: %s", self.symbol, exc)
                 return
+            if self._pending is not p or self._pos is not None:
+                # Resolved meanwhile (its fills came and were adopted while this query was out):
+                # this "does not exist" is older than that, and releasing would free the
+                # registry's slot of a live position (found by review, 2026-12-03).
+                return
             self._pending = None
             await self._risk.close(self.symbol, 0.0)
             if p.journal_row:
