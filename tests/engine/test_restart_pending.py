@@ -105,3 +105,28 @@ async def test_a_stale_does_not_exist_never_releases_a_position_adopted_meanwhil
     gate.set()
     await query
     assert bot.in_position and risk.open_positions == {SYM: LONG}
+
+
+class ReplyLost(FakePort):
+    """The entry executes but its reply is lost (a timeout after execution): the bot asks for
+    the order by client id and finds it filled."""
+
+    async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
+        res = await super().market_order(symbol, side, quantity, **kw)
+        if kw.get("reduce_only"):
+            return res
+        raise ExchangeUnavailable("-1007: Timeout waiting for response from backend server")
+
+
+async def test_an_entry_found_by_client_id_after_a_lost_reply_has_its_answer_journaled() -> None:
+    """The order found after the lost reply is journaled as any answer (status, order id), so
+    that a restart knows which trade booked it. Old code left the ENTRY row at ERROR without an
+    order id: a restart could only judge it by comparing two clocks."""
+    clock = SimClock(T0)
+    port = ReplyLost()
+    bot, _risk, journal, _notifier = fake_bot(port, clock)
+    await bot.start()
+    await bot.on_candle(ctx_at(0, 100.0, LONG))
+    assert bot.in_position
+    (rec,) = journal.orders(SYM, "ENTRY")
+    assert rec.order_id == 1 and rec.status == "FILLED" and rec.executed_qty == port.orders[1].executed_qty

@@ -134,6 +134,9 @@ class EntryMixin(BotBase):
                         # a later query that still finds nothing releases it.
                         await self._keep_pending("entry outcome unknown after a failed call")
                         return False
+                    # Its outcome, as any answer: a restart then knows the order id and finds the
+                    # trade that booked it by that id (``_entry_booked``).
+                    self._journal_result(row, res)
                 else:
                     self._journal_result(row, res)
                 self._pending.order_id = res.order_id
