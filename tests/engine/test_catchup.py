@@ -71,6 +71,9 @@ async def test_a_funding_row_shown_after_booking_is_added_to_its_trade() -> None
     assert trade.funding == rows[0].income < 0  # a long pays a positive rate
     assert w.journal.closed_trades()[0].funding == trade.funding
     assert w.engine.balance() == 1000.0 + trade.net_pnl
+    # The day's loss and the kill switch's window see the amended trade, as a restart would.
+    assert w.risk.daily_pnl == pytest.approx(trade.net_pnl)
+    assert [p for _id, p in w.bot.kill_switch._pnls] == [trade.net_pnl]
 
 
 async def test_a_row_stamped_at_the_exit_is_not_the_exiting_trades() -> None:

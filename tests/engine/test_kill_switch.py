@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from perpbot.domain.types import ClosedTrade, Side
@@ -114,3 +115,23 @@ def test_symbols_are_independent() -> None:
         j.record_trade(trade(-1.0, "TRXUSDT"))
     ks = KillSwitch(SYM, j)
     assert ks.boot(T0) is None
+
+
+def test_an_amended_trade_is_judged_as_amended_as_after_a_restart() -> None:
+    """Seven losers, then a trade booked at +0.01 whose entry fee (0.03) is added later: the
+    running switch trips on the amendment, as a restart reading the journal does. Old code went
+    on judging the booked figure; only the next restart tripped."""
+    j = Journal()
+    ks = KillSwitch(SYM, j)
+    ks.boot(T0)
+    feed(j, ks, [-1.0] * 7)
+    t8 = trade(0.01)
+    tid = j.record_trade(t8)
+    assert ks.record(t8, T0, tid) is None
+    assert ks.amend(tid + 100, -5.0, T0) is None and not ks.tripped  # not in the window: nothing
+    amended = replace(t8, entry_fee=t8.entry_fee + 0.03)
+    assert amended.net_pnl < 0
+    j.amend_trade_fees(tid, amended.entry_fee, amended.net_pnl)
+    reason = ks.amend(tid, amended.net_pnl, T0)
+    assert reason is not None and reason.startswith("fast") and ks.tripped
+    assert KillSwitch(SYM, j).boot(T0) == reason

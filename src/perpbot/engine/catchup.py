@@ -24,6 +24,7 @@ from perpbot.engine.bot_base import (
     log,
     reaches_settlement,
 )
+from perpbot.engine.notifier import kill_switch_message
 from perpbot.exchange.errors import ExchangeError
 
 _REMEMBER = 256
@@ -198,6 +199,7 @@ class CatchUpMixin(BotBase):
             msg = f"late funding {extra:.8f} added to trade {trade_id}"
             log.warning("%s: %s", self.symbol, msg)
             self._journal.record_event(now, "late_funding", self.symbol, msg)
+            await self._kill_switch_amended(trade_id, amended)
 
     async def _late_entry_fees(self) -> None:
         """Entry fees of booked trades whose entry executions could not be read at booking:
@@ -228,3 +230,12 @@ class CatchUpMixin(BotBase):
                 self.symbol,
                 f"entry fee {fee:.8f} added to trade {trade_id}",
             )
+            await self._kill_switch_amended(trade_id, amended)
+
+    async def _kill_switch_amended(self, trade_id: int, amended: ClosedTrade) -> None:
+        """The kill switch judges an amended trade as amended, as a restart reading the journal
+        would: a late row that turns a break-even trade into a loser may complete a trip
+        (before, only the restart saw it; found by review)."""
+        trip = self.kill_switch.amend(trade_id, amended.net_pnl, self._clock.now_ms())
+        if trip:
+            await self._notifier.notify("kill_switch", kill_switch_message(self.symbol, trip))

@@ -344,6 +344,15 @@ class Journal:
         ).fetchall()
         return [trade_from_row(r) for r in reversed(rows)]
 
+    def recent_pnls(self, symbol: str, n: int, *, after_id: int = 0) -> list[tuple[int, float]]:
+        """(journal id, net PnL) of ``symbol``'s last ``n`` trades with id > ``after_id``, oldest
+        first, amendments included (the kill switch's window)."""
+        rows = self._q(
+            "SELECT id, net_pnl FROM trades WHERE symbol = ? AND id > ? ORDER BY id DESC LIMIT ?",
+            (symbol, after_id, n),
+        ).fetchall()
+        return [(int(i), float(p)) for i, p in reversed(rows)]
+
     def booked_since(self, symbol: str, exit_from_ms: int) -> list[tuple[int, int, ClosedTrade]]:
         """(journal id, entry order id, trade) of ``symbol``'s trades that closed at or after
         ``exit_from_ms``, oldest first: what a restarted bot watches again (``catchup``)."""

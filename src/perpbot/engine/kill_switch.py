@@ -65,7 +65,9 @@ class KillSwitch:
         self._fast = fast_window
         self._slow = slow_window
         self._pf = slow_min_pf
-        self._pnls: deque[float] = deque(maxlen=max(fast_window, slow_window))
+        # (journal trade id, net PnL), oldest first: a trade amended later (late funding, a late
+        # entry fee) is found by its id (``amend``).
+        self._pnls: deque[tuple[int, float]] = deque(maxlen=max(fast_window, slow_window))
         self.tripped = False
         self.reason = ""
         self._since_trade_id = 0
@@ -95,10 +97,9 @@ class KillSwitch:
         elif state is not None and state.tripped:
             self.tripped, self.reason = True, state.reason
         self._pnls.clear()
-        for t in self._journal.recent_trades(
-            self.symbol, self._pnls.maxlen or 0, after_id=self._since_trade_id
-        ):
-            self._pnls.append(t.net_pnl)
+        self._pnls.extend(
+            self._journal.recent_pnls(self.symbol, self._pnls.maxlen or 0, after_id=self._since_trade_id)
+        )
         if not self.tripped:
             self._check(now_ms)
         return self.reason if self.tripped else None
@@ -124,25 +125,33 @@ class KillSwitch:
         log.warning("%s: operator's kill-switch reset taken (tripped again: %s)", self.symbol, self.tripped)
         return True
 
-    def record(self, trade: ClosedTrade, now_ms: int) -> str | None:
-        """Account one closed trade (already journaled); returns the reason if this trade trips it."""
-        self._pnls.append(trade.net_pnl)
+    def record(self, trade: ClosedTrade, now_ms: int, trade_id: int = 0) -> str | None:
+        """Account one closed trade (already journaled as ``trade_id``); returns the reason if
+        this trade trips it."""
+        self._pnls.append((trade_id, trade.net_pnl))
         if self.tripped:
             return None
         return self._check(now_ms)
 
+    def amend(self, trade_id: int, net_pnl: float, now_ms: int) -> str | None:
+        """A booked trade's net PnL corrected (late funding, a late entry fee): the window
+        judges it as amended, as a restart would from the journal; returns the reason if the
+        corrected figure trips it. A trade no longer in the window changes nothing."""
+        for k, (tid, _old) in enumerate(self._pnls):
+            if tid == trade_id and trade_id:
+                self._pnls[k] = (tid, net_pnl)
+                return None if self.tripped else self._check(now_ms)
+        return None
+
     def _check(self, now_ms: int) -> str | None:
-        reason = evaluate(
-            list(self._pnls), fast_window=self._fast, slow_window=self._slow, slow_min_pf=self._pf
-        )
+        pnls = [p for _tid, p in self._pnls]
+        reason = evaluate(pnls, fast_window=self._fast, slow_window=self._slow, slow_min_pf=self._pf)
         if reason is None:
             return None
         self.tripped, self.reason = True, reason
         self._trip_write = self._journal.set_kill_switch(
             self.symbol, tripped=True, reason=reason, time_ms=now_ms, since_trade_id=self._since_trade_id
         )
-        self._journal.record_event(
-            now_ms, "kill_switch.trip", self.symbol, reason, {"pnls": list(self._pnls)}
-        )
+        self._journal.record_event(now_ms, "kill_switch.trip", self.symbol, reason, {"pnls": pnls})
         log.warning("%s: kill switch tripped (%s)", self.symbol, reason)
         return reason

@@ -341,7 +341,7 @@ class LedgerMixin(BotBase):
             self._funding_watch.append((trade_id, len(self.closed_trades) - 1, trade))
         await self._risk.close(self.symbol, trade.net_pnl, time_ms=trade.exit_time_ms)
         await self._cancel_protection(pos)
-        trip = self.kill_switch.record(trade, self._clock.now_ms())
+        trip = self.kill_switch.record(trade, self._clock.now_ms(), trade_id)
         pos.done.set()
         estimated = pos.side.sign * (trade.exit_price - trade.entry_price) * trade.quantity
         log.info(
