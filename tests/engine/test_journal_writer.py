@@ -6,14 +6,19 @@ for 5 s per write and then raised, aborting ``_open`` after the fill and before 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from perpbot.domain.types import OrderResult, OrderSide
+from perpbot.engine.entry import ENTRY_RECORD_WAIT_S
 from perpbot.engine.journal import Journal
 from perpbot.engine.journal_writer import JournalWriter
+from perpbot.exchange.sim.adapter import SimExchange
 
 from .factories import SYM, T0, flat
 from .harness import LONG, World
@@ -215,24 +220,63 @@ def test_memory_journal_stays_synchronous_and_background_needs_a_file() -> None:
         Journal(":memory:", background=True)
 
 
+class LockedAfterTheEntryLeaves(SimExchange):
+    """Another process takes the journal's write lock while the entry order is on its way (its
+    request row is in the file: the entry waited for that)."""
+
+    path: Path | None = None
+    other: sqlite3.Connection | None = None
+
+    async def market_order(self, symbol: str, side: OrderSide, quantity: float, **kw: Any) -> OrderResult:
+        if not kw.get("reduce_only") and self.other is None and self.path is not None:
+            self.other = lock(self.path)
+        return await super().market_order(symbol, side, quantity, **kw)
+
+
 async def test_a_locked_journal_never_keeps_the_stop_from_being_placed(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
-    w = World(flat(100, 4), journal=Journal(path))
+    w = World(flat(100, 4), journal=Journal(path), exchange_cls=LockedAfterTheEntryLeaves)
+    ex: LockedAfterTheEntryLeaves = w.ex  # type: ignore[assignment]
+    ex.path = path
+    await w.start()
+    await w.step()
+    t0 = time.perf_counter()
+    await w.step(LONG)  # entry; its fill, SL and TP while the journal is locked
+    elapsed = time.perf_counter() - t0
+    assert ex.other is not None and elapsed < 1.0
+    pos = w.engine.position(SYM)
+    assert pos is not None and w.bot.state.side is LONG
+    assert {o.type.value for o in w.algo_orders()} == {"STOP_MARKET", "TAKE_PROFIT_MARKET"}
+    ex.other.execute("COMMIT")
+    ex.other.close()
+    assert w.journal.flush(10.0)
+    assert [o.kind for o in w.journal.orders(SYM)] == ["ENTRY", "SL", "TP"]  # intent and outcome
+    assert all(o.status != "REQUESTED" for o in w.journal.orders(SYM))
+
+
+async def test_an_entry_whose_request_cannot_reach_the_journal_is_not_sent(tmp_path: Path) -> None:
+    """Write-ahead: the entry order leaves only once its request row is in the file. Old code
+    sent it while the row was still queued (another process held the lock): killed then, the
+    process left a position, or a round trip, that no restart could find in its journal."""
+    path = tmp_path / "journal.sqlite"
+    w = World(flat(100, 5), journal=Journal(path))
     await w.start()
     await w.step()
     other = lock(path)
     t0 = time.perf_counter()
-    await w.step(LONG)  # entry, fill, SL and TP while the journal is locked
+    await w.step(LONG)
     elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0
-    pos = w.engine.position(SYM)
-    assert pos is not None and w.bot.state.side is LONG
-    assert {o.type.value for o in w.algo_orders()} == {"STOP_MARKET", "TAKE_PROFIT_MARKET"}
+    assert w.engine.position(SYM) is None and w.bot.state.side is None  # nothing sent
+    assert not [f for f in w.engine.fills(SYM)] and not w.risk.is_open(SYM)
+    assert ENTRY_RECORD_WAIT_S <= elapsed < ENTRY_RECORD_WAIT_S + 1.0  # the loop went on meanwhile
     other.execute("COMMIT")
     other.close()
     assert w.journal.flush(10.0)
-    assert [o.kind for o in w.journal.orders(SYM)] == ["ENTRY", "SL", "TP"]  # intent and outcome
-    assert all(o.status != "REQUESTED" for o in w.journal.orders(SYM))
+    (rec,) = w.journal.orders(SYM, "ENTRY")
+    assert rec.status == "REJECTED" and rec.order_id is None
+    assert [e.kind for e in w.journal.events(symbol=SYM) if e.kind == "entry_not_sent"] == ["entry_not_sent"]
+    await w.step(LONG)  # the journal is free again: the next signal enters
+    assert w.bot.state.side is LONG
 
 
 async def test_a_trade_row_and_the_funding_rows_it_counts_are_one_group(tmp_path: Path) -> None:
@@ -261,3 +305,30 @@ async def test_a_trade_row_and_the_funding_rows_it_counts_are_one_group(tmp_path
     booking = [g for g in groups if "INSERT INTO trades" in g]
     assert booking == [["INSERT OR IGNORE INTO accounted", "INSERT INTO trades"]]
     w.journal.close()
+
+
+async def test_waiting_for_a_write_lets_the_loop_run_and_ends_when_it_is_in_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    other = lock(path)
+    j.record_event(T0, "test", SYM, "x")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.ensure_future(ticker())
+    assert not await j.durable(0.2)  # locked: not in the file, the loop kept running
+    assert ticks >= 5
+    waiting = asyncio.ensure_future(j.durable(5.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    other.execute("COMMIT")
+    other.close()
+    assert await asyncio.wait_for(waiting, 5.0)
+    task.cancel()
+    assert await Journal().durable(0.0)  # no writer: every statement was executed as it was made
+    j.close()

@@ -29,6 +29,10 @@ from perpbot.exchange.errors import NO_NEED_TO_CHANGE_MARGIN_TYPE, ExchangeError
 from perpbot.exchange.filters import round_price
 from perpbot.strategy.signal import atr_stops
 
+# How long an entry waits for its request row to be in the journal's file before the order may
+# leave (the writer commits it in well under a millisecond when the database is free).
+ENTRY_RECORD_WAIT_S = 1.0
+
 
 class EntryMixin(BotBase):
     """Entry: risk check, filter, sizing and the market order under the global entry lock."""
@@ -115,6 +119,9 @@ class EntryMixin(BotBase):
                     reason=f"signal {side.value} ratio {ratio:.4f} balance {balance:.4f}",
                 )
                 self._pending.journal_row = row
+                if not await self._journal.durable(ENTRY_RECORD_WAIT_S):
+                    self._entry_not_recorded(row)
+                    return False
                 res: OrderResult | None
                 try:
                     res = await self._ex.market_order(
@@ -159,6 +166,19 @@ class EntryMixin(BotBase):
             return True
         finally:
             self._busy = False
+
+    def _entry_not_recorded(self, row: int) -> None:
+        """Write-ahead: the entry's request must be in the journal's file before the order
+        leaves. A process killed after sending an entry whose row was still queued left a round
+        trip no restart could find (found by review, 2026-12-03). A journal that cannot take the
+        row in time (another process holding its lock) gets no entry: nothing is at stake yet,
+        so the bot fails closed."""
+        self._pending = None
+        now = self._clock.now_ms()
+        self._journal.record_order_result(row, time_ms=now, status="REJECTED", reason="not sent: journal")
+        msg = f"entry not sent: its request was not in the journal within {ENTRY_RECORD_WAIT_S:g}s"
+        log.error("%s: %s", self.symbol, msg)
+        self._journal.record_event(now, "entry_not_sent", self.symbol, msg)
 
     async def _venue_settings(self) -> None:
         """SPEC §8.4 step 6 and §13 row 19: the leverage and ISOLATED margin an entry trades at

@@ -14,7 +14,10 @@ every later write.
 Readers on the loop call ``flush(timeout)`` first: a bounded wait for the writes queued so far,
 so a read sees the bot's own writes whenever the database is healthy and never hangs when not.
 A reader that needs only one write of its own to be in the file (a check repeated every candle)
-asks ``written(seq)`` of the number ``submit`` returned instead, which never waits.
+asks ``written(seq)`` of the number ``submit`` returned instead, which never waits. A coroutine
+that must not act before a write is in the file (an entry order, whose request row a restart
+needs) awaits ``wait_written(seq, timeout)``: the loop goes on meanwhile, and the thread wakes it
+through ``call_soon_threadsafe`` as soon as that write is committed.
 
 Batches (issue 13): the thread takes every statement queued so far (at most ``BATCH_MAX``) and
 commits them in one transaction, in order, instead of one commit each. A commit (WAL pages
@@ -34,6 +37,7 @@ transaction, retried whole.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sqlite3
@@ -61,6 +65,8 @@ class JournalWriter:
         self._pending = 0  # queued + in progress
         self._submitted = 0  # statements ever queued; the n-th one gets sequence number n
         self._closed = False
+        # ``wait_written``'s waiters: (sequence number, its loop, its future), woken by ``_done``.
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.failures = 0  # statements that had to be retried (diagnostics, tests)
         self.rejected = 0  # statements the database refused for good (constraint, programming error)
         self.last_error: str = ""
@@ -90,6 +96,32 @@ class JournalWriter:
         has been executed. Never waits."""
         with self._cond:
             return self._submitted - self._pending >= seq
+
+    @property
+    def submitted(self) -> int:
+        """The sequence number of the last statement queued (0: none yet)."""
+        with self._cond:
+            return self._submitted
+
+    async def wait_written(self, seq: int, timeout: float) -> bool:
+        """Until the statement numbered ``seq`` is written, without blocking the event loop;
+        False when ``timeout`` (seconds) ran out first."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        waiter = (seq, loop, fut)
+        with self._cond:
+            if self._submitted - self._pending >= seq:
+                return True
+            self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._cond:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
     @property
     def pending(self) -> int:
@@ -151,6 +183,12 @@ class JournalWriter:
                 self._queue.popleft()
             self._pending -= n
             self._cond.notify_all()
+            written = self._submitted - self._pending
+            woken = [w for w in self._waiters if w[0] <= written]
+            self._waiters = [w for w in self._waiters if w[0] > written]
+        for _seq, loop, fut in woken:
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: nobody waits
+                loop.call_soon_threadsafe(_wake, fut)
 
     def _commit(
         self, db: sqlite3.Connection, batch: list[tuple[str, Any, bool]], *, quiet: bool = False
@@ -199,3 +237,8 @@ class JournalWriter:
             log.error("journal write failed (%s); retrying in %.2fs", self.last_error, delay)
             time.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():  # it may have timed out meanwhile
+        fut.set_result(None)
