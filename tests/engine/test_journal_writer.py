@@ -76,7 +76,11 @@ def test_a_statement_the_database_refuses_is_skipped_and_later_writes_still_land
     w.submit("INSERT INTO t (id, v) VALUES (?, ?)", (2, "b"))
     assert w.flush(5.0)
     assert w.rejected == 1 and "UNIQUE" in w.last_error
-    assert db.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
+    w.submit("INSERT INTO t (id, v) VALUES (?, ?)", (2**63, "too big"))  # SQLite cannot bind it
+    w.submit("INSERT INTO t (id, v) VALUES (?, ?)", (3, "c"))
+    assert w.flush(5.0)
+    assert w.rejected == 2
+    assert db.execute("SELECT id, v FROM t ORDER BY id").fetchall() == [(1, "a"), (2, "b"), (3, "c")]
     assert w.close()
     db.close()
 

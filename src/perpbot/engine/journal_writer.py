@@ -195,7 +195,7 @@ class JournalWriter:
     ) -> bool:
         """Execute ``batch`` in order in one transaction (module docstring, "Batches"); False,
         with nothing of it written, when a failure that can pass stopped it."""
-        refused: list[tuple[str, sqlite3.Error]] = []
+        refused: list[tuple[str, Exception]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
             for sql, args, many in batch:
@@ -206,7 +206,10 @@ class JournalWriter:
                         db.execute(sql, args)
                 except sqlite3.OperationalError:
                     raise
-                except sqlite3.Error as exc:  # IntegrityError, ProgrammingError, …: no retry can help
+                except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+                    # IntegrityError, ProgrammingError, a value SQLite cannot bind (an int of 2**63
+                    # or more raised OverflowError and ended this thread: every later write stayed
+                    # queued; found by review): no retry can help.
                     refused.append((sql, exc))
             db.execute("COMMIT")
         except sqlite3.OperationalError as exc:  # locked / busy / I/O
@@ -224,7 +227,7 @@ class JournalWriter:
             self._refused(sql, exc)
         return True
 
-    def _refused(self, sql: str, exc: sqlite3.Error) -> None:
+    def _refused(self, sql: str, exc: Exception) -> None:
         self.rejected += 1
         self.last_error = str(exc)
         log.error("journal write refused by the database (%s): %s", exc, sql.split("(", 1)[0].strip())
