@@ -9,6 +9,7 @@ reset follows the injected clock.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -35,7 +36,9 @@ XRP, TRX, DOGE, ADA = "XRPUSDT", "TRXUSDT", "DOGEUSDT", "ADAUSDT"
 class Market:
     """One simulated account with one bot per symbol and the one shared risk manager."""
 
-    def __init__(self, bars: Mapping[str, Sequence[OHLC]]) -> None:
+    def __init__(
+        self, bars: Mapping[str, Sequence[OHLC]], exchange_cls: type[SimExchange] = SimExchange
+    ) -> None:
         self.symbols = tuple(bars)
         filters = {s: SymbolFilters(s, 0.01, 0.001, 0.001, 5.0) for s in self.symbols}
         self.engine = MatchingEngine(SimSettings(slippage_bps=0.0), filters)
@@ -45,7 +48,7 @@ class Market:
             t = T0 + np.arange(len(a), dtype=np.int64) * BAR
             self.engine.add_bars(s, t, a[:, 0], a[:, 1], a[:, 2], a[:, 3])
             self.closes[s] = a[:, 3].tolist()
-        self.ex = SimExchange(self.engine)
+        self.ex = exchange_cls(self.engine)
         self.clock = SimClock(T0)
         self.journal = Journal()
         cfg = AppConfig(symbols=self.symbols)
@@ -86,6 +89,35 @@ class Market:
 
     def entries(self, symbol: str) -> int:
         return len(self.journal.orders(symbol, "ENTRY"))
+
+
+class YieldingBalance(SimExchange):
+    """The balance read yields to the loop, as a real REST read does: the other bots run."""
+
+    async def balance(self) -> float:
+        await asyncio.sleep(0)
+        return await super().balance()
+
+
+async def test_entries_decided_at_the_same_time_never_pass_the_limits_together() -> None:
+    """Live, the symbols' candle jobs run at once. Every entry takes the global entry lock
+    around its risk check, balance read, order and registration (SPEC §13 row 16): three LONG
+    signals at the same moment open two positions, the third is refused. Without the lock,
+    each check ran before the others registered and all three opened."""
+    m = Market({s: flat(100, 3) for s in (XRP, TRX, DOGE)}, exchange_cls=YieldingBalance)
+    await m.start()
+    await m.step()
+    m.i += 1
+    m.clock.set(T0 + m.i * BAR + BAR)
+    for s in m.symbols:
+        m.ex.process_bar(s, m.i)
+    await m.ex.drain()
+    await asyncio.gather(
+        *(m.bots[s].on_candle(ctx_at(m.i, m.closes[s][m.i], LONG, symbol=s)) for s in m.symbols)
+    )
+    await m.ex.drain()
+    assert len(m.positions()) == 2 and set(m.positions().values()) == {LONG}
+    assert m.risk.open_positions == m.positions()
 
 
 async def test_a_fourth_position_is_refused() -> None:
