@@ -159,6 +159,24 @@ def test_a_group_lands_whole_or_not_at_all(tmp_path: Path) -> None:
     db.close()
 
 
+def test_a_group_with_a_refused_statement_is_undone_whole(tmp_path: Path) -> None:
+    """A group lands whole or not at all, a refusal included: the statements before the refused
+    one are undone with it. Before, they were committed (a refused trade row left the executions
+    it counted marked as counted, for a trade never booked). Lone statements around it land."""
+    path = tmp_path / "w.sqlite"
+    db = table_t(path)
+    w = JournalWriter(str(path))
+    insert = "INSERT INTO t (id) VALUES (?)"
+    w.submit(insert, (1,))
+    w.submit_group([(insert, (10,), False), (insert, (1,), False), (insert, (11,), False)])  # 1 again
+    w.submit(insert, (2,))
+    assert w.flush(5.0)
+    assert w.rejected == 1
+    assert db.execute("SELECT id FROM t ORDER BY id").fetchall() == [(1,), (2,)]
+    assert w.close()
+    db.close()
+
+
 def test_a_group_is_never_split_between_two_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from perpbot.engine import journal_writer
 
@@ -166,9 +184,11 @@ def test_a_group_is_never_split_between_two_batches(tmp_path: Path, monkeypatch:
     sizes: list[int] = []
     commit = JournalWriter._commit
 
-    def recorded(self: JournalWriter, db: sqlite3.Connection, batch: list, **kw: bool) -> bool:
+    def recorded(
+        self: JournalWriter, db: sqlite3.Connection, batch: list, ends: list | None = None, **kw: bool
+    ) -> bool:
         sizes.append(len(batch))
-        return commit(self, db, batch, **kw)
+        return commit(self, db, batch, ends, **kw)
 
     monkeypatch.setattr(JournalWriter, "_commit", recorded)
     path = tmp_path / "w.sqlite"

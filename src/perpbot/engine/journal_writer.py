@@ -32,7 +32,8 @@ what the one-commit-per-statement writer did. A statement counts as written (``f
 Groups: statements submitted together (``submit_group``: an amendment of a booked trade and the
 income rows or executions it counts) are never split between two transactions, so a process
 killed meanwhile leaves all of them or none; in the one-at-a-time fallback a group is one
-transaction, retried whole.
+transaction, retried whole. A statement of a group that the database refuses undoes the whole
+group (a savepoint around it), not only itself: all or none holds for refusals too.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class JournalWriter:
                         n += 1
                     batch = [self._queue[k][:3] for k in range(n)]
                     ends = [self._queue[k][3] for k in range(n)]
-                if self._commit(db, batch):
+                if self._commit(db, batch, ends):
                     self._done(len(batch))
                     continue
                 start = 0  # as without batches: one group (most often one statement), one commit
@@ -191,26 +192,50 @@ class JournalWriter:
                 loop.call_soon_threadsafe(_wake, fut)
 
     def _commit(
-        self, db: sqlite3.Connection, batch: list[tuple[str, Any, bool]], *, quiet: bool = False
+        self,
+        db: sqlite3.Connection,
+        batch: list[tuple[str, Any, bool]],
+        ends: list[bool] | None = None,
+        *,
+        quiet: bool = False,
     ) -> bool:
         """Execute ``batch`` in order in one transaction (module docstring, "Batches"); False,
-        with nothing of it written, when a failure that can pass stopped it."""
+        with nothing of it written, when a failure that can pass stopped it. ``ends`` marks the
+        last statement of each group (None: the batch is one group). A statement the database
+        refuses is skipped; in a group of several, the whole group is undone with it (a
+        savepoint), so that a group lands whole or not at all: before, a refused trade row left
+        the executions it counted marked as counted, for a trade never booked (found by review)."""
+        ends = ends if ends is not None else [k == len(batch) - 1 for k in range(len(batch))]
         refused: list[tuple[str, Exception]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            for sql, args, many in batch:
-                try:
-                    if many:
-                        db.executemany(sql, args)
-                    else:
-                        db.execute(sql, args)
-                except sqlite3.OperationalError:
-                    raise
-                except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
-                    # IntegrityError, ProgrammingError, a value SQLite cannot bind (an int of 2**63
-                    # or more raised OverflowError and ended this thread: every later write stayed
-                    # queued; found by review): no retry can help.
-                    refused.append((sql, exc))
+            start = 0
+            group_refused = False
+            for k, (sql, args, many) in enumerate(batch):
+                several = k > start or not ends[k]
+                if k == start and several:
+                    db.execute("SAVEPOINT journal_group")
+                if not group_refused:
+                    try:
+                        if many:
+                            db.executemany(sql, args)
+                        else:
+                            db.execute(sql, args)
+                    except sqlite3.OperationalError:
+                        raise
+                    except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+                        # IntegrityError, ProgrammingError, a value SQLite cannot bind (an int of
+                        # 2**63 or more raised OverflowError and ended this thread: every later
+                        # write stayed queued; found by review): no retry can help.
+                        refused.append((sql, exc))
+                        group_refused = several
+                if ends[k]:
+                    if several:
+                        if group_refused:
+                            db.execute("ROLLBACK TO journal_group")
+                            log.error("journal group of %d statements undone whole", k + 1 - start)
+                        db.execute("RELEASE journal_group")
+                    start, group_refused = k + 1, False
             db.execute("COMMIT")
         except sqlite3.OperationalError as exc:  # locked / busy / I/O
             if db.in_transaction:
