@@ -356,3 +356,24 @@ async def test_waiting_for_a_write_lets_the_loop_run_and_ends_when_it_is_in_the_
     task.cancel()
     assert await Journal().durable(0.0)  # no writer: every statement was executed as it was made
     j.close()
+
+
+def test_writes_a_close_could_not_land_are_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Closing while another process holds the lock past the close's wait: the writes still
+    queued are said at ERROR with their number (they used to be dropped silently)."""
+    path = tmp_path / "journal.sqlite"
+    j = Journal(path)
+    other = lock(path)
+    j.record_event(T0, "test", SYM, "x")
+    j.record_event(T0, "test", SYM, "y")
+    with caplog.at_level("ERROR", logger="perpbot.engine.journal"):
+        j.close(timeout=0.2)
+    assert any("2 write(s) not in the file" in r.getMessage() for r in caplog.records)
+    other.execute("COMMIT")
+    other.close()
+    errors = len(caplog.records)
+    j2 = Journal(path)
+    j2.record_event(T0, "test", SYM, "z")
+    with caplog.at_level("ERROR", logger="perpbot.engine.journal"):
+        j2.close()  # free: everything lands, nothing to say
+    assert len(caplog.records) == errors

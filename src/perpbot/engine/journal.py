@@ -22,6 +22,7 @@ The kill switch and the day's PnL are rebuilt from this file after a restart
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import weakref
 from collections.abc import Iterator, Mapping
@@ -48,6 +49,8 @@ if TYPE_CHECKING:  # bot_base imports this module
     from perpbot.engine.bot_base import Execution
 
 
+log = logging.getLogger(__name__)
+CLOSE_WAIT_S = 10.0  # how long ``close`` waits for the queued writes
 READ_WAIT_S = 2.0  # a reader waits at most this long for the queued writes (bounded)
 
 
@@ -164,9 +167,18 @@ class Journal(JournalReads):
         finally:
             dest.close()
 
-    def close(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()  # closes the writer once (flushes its queue)
+    def close(self, timeout: float = CLOSE_WAIT_S) -> None:
+        """Write what is queued (waiting at most ``timeout``), stop the writer, close the file.
+        Writes still queued then (another process held the lock all along) are lost with the
+        process: said at ERROR, with their number, rather than silently."""
+        if self._finalizer is not None and self._finalizer.detach() is not None:
+            writer = self._writer
+            assert writer is not None
+            left = 0 if writer.close(timeout) else writer.pending
+            if left:
+                log.error(
+                    "journal %s: %d write(s) not in the file after %.0f s; lost", self.path, left, timeout
+                )
         self._db.close()
 
     def __enter__(self) -> Journal:
