@@ -126,11 +126,9 @@ def test_trades_round_trip_and_readers() -> None:
     assert [t.net_pnl for t in got] == pytest.approx(pnls)
     assert got[0] == trade(-1.0)
     assert len(j.closed_trades()) == 5
-    assert [t.net_pnl for t in j.recent_trades("XRPUSDT", 2)] == pytest.approx([-3.0, 4.0])
+    assert [p for _id, p in j.recent_pnls("XRPUSDT", 2)] == pytest.approx([-3.0, 4.0])
     first_two = j.last_trade_id("XRPUSDT") - 2
-    assert [t.net_pnl for t in j.recent_trades("XRPUSDT", 10, after_id=first_two)] == pytest.approx(
-        [-3.0, 4.0]
-    )
+    assert [p for _id, p in j.recent_pnls("XRPUSDT", 10, after_id=first_two)] == pytest.approx([-3.0, 4.0])
 
 
 def test_daily_pnl_by_utc_exit_day() -> None:

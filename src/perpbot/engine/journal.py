@@ -16,7 +16,7 @@ lose the last transactions, never corrupt the file), which keeps a record at a f
 microseconds so the same journal serves backtests. ``":memory:"`` works for tests/backtests.
 
 The kill switch and the day's PnL are rebuilt from this file after a restart
-(``kill_switch_state``, ``recent_trades``, ``daily_pnl``).
+(``kill_switch_state``, ``recent_pnls``, ``daily_pnl``).
 """
 
 from __future__ import annotations

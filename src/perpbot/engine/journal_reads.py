@@ -51,14 +51,6 @@ class JournalReads:
         rows = self._q(f"SELECT {TRADE_COLS} FROM trades{where} ORDER BY id", args).fetchall()
         return [trade_from_row(r) for r in rows]
 
-    def recent_trades(self, symbol: str, n: int, *, after_id: int = 0) -> list[ClosedTrade]:
-        """The last ``n`` trades of ``symbol`` with id > ``after_id``, oldest first."""
-        rows = self._q(
-            f"SELECT {TRADE_COLS} FROM trades WHERE symbol = ? AND id > ? ORDER BY id DESC LIMIT ?",
-            (symbol, after_id, n),
-        ).fetchall()
-        return [trade_from_row(r) for r in reversed(rows)]
-
     def recent_pnls(self, symbol: str, n: int, *, after_id: int = 0) -> list[tuple[int, float]]:
         """(journal id, net PnL) of ``symbol``'s last ``n`` trades with id > ``after_id``, oldest
         first, amendments included (the kill switch's window)."""

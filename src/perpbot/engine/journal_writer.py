@@ -96,7 +96,7 @@ class JournalWriter:
         """The statement numbered ``seq`` (and, statements being run in order, every earlier one)
         has been executed. Never waits."""
         with self._cond:
-            return self._submitted - self._pending >= seq
+            return self._written() >= seq
 
     @property
     def submitted(self) -> int:
@@ -111,7 +111,7 @@ class JournalWriter:
         fut: asyncio.Future[None] = loop.create_future()
         waiter = (seq, loop, fut)
         with self._cond:
-            if self._submitted - self._pending >= seq:
+            if self._written() >= seq:
                 return True
             self._waiters.append(waiter)
         try:
@@ -177,6 +177,10 @@ class JournalWriter:
         finally:
             db.close()
 
+    def _written(self) -> int:
+        """Statements written so far (call holding ``_cond``): queued ones are written in order."""
+        return self._submitted - self._pending
+
     def _done(self, n: int) -> None:
         """The ``n`` statements at the head of the queue are written."""
         with self._cond:
@@ -184,7 +188,7 @@ class JournalWriter:
                 self._queue.popleft()
             self._pending -= n
             self._cond.notify_all()
-            written = self._submitted - self._pending
+            written = self._written()
             woken = [w for w in self._waiters if w[0] <= written]
             self._waiters = [w for w in self._waiters if w[0] > written]
         for _seq, loop, fut in woken:
